@@ -1,0 +1,59 @@
+/**
+ * The error hierarchy. One class per failure mode; each sets `name`, carries a stable machine-readable
+ * `code`, and accepts `cause` (as nats.js does). A node that does not fit is a result value with a reason,
+ * never an exception: errors are for calls that cannot be carried out at all.
+ *
+ * Pure: the pure cores may import this module.
+ */
+
+export interface TrellisErrorOptions {
+  readonly cause?: unknown;
+  /** Structured details a caller (or a log line) can read without parsing the message. */
+  readonly details?: Readonly<Record<string, unknown>>;
+}
+
+/** Base class of every error Trellis throws on purpose. `code` is stable across releases. */
+export abstract class TrellisError extends Error {
+  abstract readonly code: string;
+  readonly details: Readonly<Record<string, unknown>>;
+  constructor(message: string, options: TrellisErrorOptions = {}) {
+    super(message, options.cause === undefined ? undefined : { cause: options.cause });
+    this.details = options.details ?? {};
+  }
+}
+
+/** Input failed validation: a field is missing, of the wrong type, out of range, or unknown. */
+export class ValidationError extends TrellisError {
+  override readonly name = 'ValidationError';
+  readonly code = 'VALIDATION';
+  /** Dotted path of the offending field, e.g. `resources.cpu`; empty for the value as a whole. */
+  readonly path: string;
+  constructor(path: string, message: string, options: TrellisErrorOptions = {}) {
+    super(path === '' ? message : `${path}: ${message}`, options);
+    this.path = path;
+  }
+}
+
+/** A payload could not be decoded: not msgpack, too large, an unknown version, or the wrong shape. */
+export class CodecError extends TrellisError {
+  override readonly name = 'CodecError';
+  readonly code = 'CODEC';
+  /** What went wrong, for metrics: one label value per kind of failure. */
+  readonly reason: 'too-large' | 'malformed' | 'envelope' | 'kind' | 'version' | 'shape';
+  constructor(reason: CodecError['reason'], message: string, options: TrellisErrorOptions = {}) {
+    super(message, options);
+    this.reason = reason;
+  }
+}
+
+/** A configuration value is invalid or inconsistent; raised before anything starts. */
+export class ConfigError extends TrellisError {
+  override readonly name = 'ConfigError';
+  readonly code = 'CONFIG';
+}
+
+/** The operation needs a component (a server binary, a device) that is not present on this machine. */
+export class UnavailableError extends TrellisError {
+  override readonly name = 'UnavailableError';
+  readonly code = 'UNAVAILABLE';
+}
