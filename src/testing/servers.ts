@@ -1,0 +1,285 @@
+/**
+ * Real servers for tests and benchmarks: `nats-server` and `redis-server` started as child processes on
+ * free loopback ports, each in its own temporary directory, and stopped (directory removed) afterwards.
+ *
+ * A missing binary is an error, never a skip: the test command installs the Debian packages first
+ * (scripts/ensure-services.sh), so a missing server means the machine is not set up and the run must fail.
+ */
+import { type ChildProcess, execFileSync, spawn } from 'node:child_process';
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { createConnection, createServer } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { UnavailableError } from '../lib/errors.js';
+
+/** The only interface servers bind to and clients dial. */
+export const loopbackHost = '127.0.0.1';
+/** How long a server may take to answer after it was spawned. */
+export const serverStartTimeoutMs = 15_000;
+/** How long a server may take to exit after SIGTERM before it is killed. */
+export const serverStopTimeoutMs = 5_000;
+
+const liveChildren = new Set<ChildProcess>();
+process.once('exit', () => {
+  // A test that crashed must not leave servers behind; 'exit' handlers can only do synchronous work.
+  for (const child of liveChildren) child.kill('SIGKILL');
+});
+
+/** Asks the kernel for a free TCP port on loopback. */
+export async function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const server = createServer();
+    server.unref();
+    server.on('error', reject);
+    server.listen(0, loopbackHost, () => {
+      const address = server.address();
+      const port = typeof address === 'object' && address !== null ? address.port : 0;
+      server.close(() => (port > 0 ? resolve(port) : reject(new Error('no port assigned'))));
+    });
+  });
+}
+
+/** Resolves a server binary on PATH (and the sbin directories Debian installs servers into). */
+export function findBinary(name: string, debianPackage: string): string {
+  const path = `${process.env.PATH ?? ''}:/usr/sbin:/usr/local/sbin:/sbin`;
+  try {
+    return execFileSync('sh', ['-c', `command -v ${name}`], { env: { ...process.env, PATH: path } })
+      .toString()
+      .trim();
+  } catch {
+    throw new UnavailableError(
+      `${name} is not installed; run: apt-get update && apt-get install -y ${debianPackage} (or: bash scripts/ensure-services.sh)`,
+    );
+  }
+}
+
+/** Reads the first bytes a TCP server sends (or answers to `probe`) on loopback; rejects on error. */
+function tcpProbe(port: number, probe: string | null, timeoutMs: number): Promise<string> {
+  return new Promise((resolve, reject) => {
+    const socket = createConnection({ host: loopbackHost, port });
+    const timer = setTimeout(() => socket.destroy(new Error('probe timed out')), timeoutMs);
+    socket.once('connect', () => {
+      if (probe !== null) socket.write(probe);
+    });
+    socket.once('data', (data) => {
+      clearTimeout(timer);
+      socket.destroy();
+      resolve(data.toString('utf8'));
+    });
+    socket.once('error', (err) => {
+      clearTimeout(timer);
+      reject(err);
+    });
+  });
+}
+
+async function waitUntil(what: string, child: ChildProcess, check: () => Promise<boolean>): Promise<void> {
+  const deadline = Date.now() + serverStartTimeoutMs;
+  for (;;) {
+    if (child.exitCode !== null || child.signalCode !== null) {
+      throw new UnavailableError(
+        `${what} exited during start (code ${child.exitCode}, signal ${child.signalCode})`,
+      );
+    }
+    if (await check().catch(() => false)) return;
+    if (Date.now() > deadline)
+      throw new UnavailableError(`${what} did not answer within ${serverStartTimeoutMs} ms`);
+    await sleep(25);
+  }
+}
+
+async function stopChild(child: ChildProcess): Promise<void> {
+  if (child.exitCode !== null || child.signalCode !== null) {
+    liveChildren.delete(child);
+    return;
+  }
+  const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
+  child.kill('SIGTERM');
+  const timer = setTimeout(() => child.kill('SIGKILL'), serverStopTimeoutMs);
+  await exited;
+  clearTimeout(timer);
+  liveChildren.delete(child);
+}
+
+function spawnServer(bin: string, args: readonly string[], logTail: string[]): ChildProcess {
+  const child = spawn(bin, args, { stdio: ['ignore', 'pipe', 'pipe'] });
+  liveChildren.add(child);
+  const keep = (chunk: Buffer): void => {
+    logTail.push(chunk.toString('utf8'));
+    if (logTail.length > 50) logTail.shift();
+  };
+  child.stdout?.on('data', keep);
+  child.stderr?.on('data', keep);
+  return child;
+}
+
+export interface NatsServerOptions {
+  /** Extra configuration appended to the generated file (accounts, authorization, max_payload …). */
+  readonly extraConfig?: string;
+  /** Reuse this client port (used to restart a server in place). */
+  readonly port?: number;
+  /** Cluster block settings, when this server is one of a routed cluster. */
+  readonly cluster?: { readonly name: string; readonly port: number; readonly routePorts: readonly number[] };
+}
+
+export interface RunningServer {
+  /** Client URL, e.g. `nats://127.0.0.1:4222` or `redis://127.0.0.1:6379`. */
+  readonly url: string;
+  readonly port: number;
+  readonly dir: string;
+  /** The last lines the server printed, for failure messages. */
+  readonly logTail: readonly string[];
+  /** Stops the server (SIGTERM, then SIGKILL) and removes its directory. */
+  stop(): Promise<void>;
+  /** Kills the server with SIGKILL and leaves its directory, to simulate a crash. */
+  kill(): Promise<void>;
+  /** Starts the server again on the same port and directory after `kill` or `stop({keepDir})`. */
+  restart(): Promise<void>;
+}
+
+function natsConfig(port: number, dir: string, options: NatsServerOptions): string {
+  const lines = [`listen: "${loopbackHost}:${port}"`, `pid_file: "${join(dir, 'nats.pid')}"`];
+  if (options.cluster !== undefined) {
+    const routes = options.cluster.routePorts.map((p) => `"nats-route://${loopbackHost}:${p}"`).join(', ');
+    lines.push(
+      'cluster {',
+      `  name: "${options.cluster.name}"`,
+      `  listen: "${loopbackHost}:${options.cluster.port}"`,
+      `  routes: [${routes}]`,
+      '}',
+    );
+  }
+  if (options.extraConfig !== undefined) lines.push(options.extraConfig);
+  return `${lines.join('\n')}\n`;
+}
+
+/** Starts a real nats-server on a free loopback port and waits until it greets clients. */
+export async function startNats(options: NatsServerOptions = {}): Promise<RunningServer> {
+  const bin = findBinary('nats-server', 'nats-server');
+  const port = options.port ?? (await freePort());
+  const dir = await mkdtemp(join(tmpdir(), 'trellis-nats-'));
+  const configPath = join(dir, 'nats.conf');
+  await writeFile(configPath, natsConfig(port, dir, options));
+  const logTail: string[] = [];
+  let child: ChildProcess;
+  const launch = async (): Promise<void> => {
+    child = spawnServer(bin, ['-c', configPath], logTail);
+    await waitUntil(`nats-server on port ${port}`, child, async () =>
+      (await tcpProbe(port, null, 1_000)).startsWith('INFO '),
+    );
+  };
+  await launch();
+  return {
+    url: `nats://${loopbackHost}:${port}`,
+    port,
+    dir,
+    logTail,
+    async stop() {
+      await stopChild(child);
+      await rm(dir, { recursive: true, force: true });
+    },
+    async kill() {
+      const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
+      child.kill('SIGKILL');
+      await exited;
+      liveChildren.delete(child);
+    },
+    restart: launch,
+  };
+}
+
+export interface NatsCluster {
+  readonly servers: readonly RunningServer[];
+  /** Client URLs of every member, for a client that should fail over between them. */
+  readonly urls: readonly string[];
+  stop(): Promise<void>;
+}
+
+/**
+ * Starts `size` nats-servers routed into one cluster on loopback, and waits until every server sees a route
+ * to every other (a message published on one reaches a subscriber on any other).
+ */
+export async function startNatsCluster(size = 3, name = 'trellis-test'): Promise<NatsCluster> {
+  const clusterPorts: number[] = [];
+  for (let i = 0; i < size; i++) clusterPorts.push(await freePort());
+  const servers: RunningServer[] = [];
+  try {
+    for (const clusterPort of clusterPorts) {
+      const routePorts = clusterPorts.filter((p) => p !== clusterPort);
+      servers.push(await startNats({ cluster: { name, port: clusterPort, routePorts } }));
+    }
+    await waitForRoutes(servers, size - 1);
+  } catch (err) {
+    await Promise.all(servers.map((s) => s.stop()));
+    throw err;
+  }
+  return {
+    servers,
+    urls: servers.map((s) => s.url),
+    async stop() {
+      await Promise.all(servers.map((s) => s.stop()));
+    },
+  };
+}
+
+/** Waits until each server's INFO lists `routesExpected` peers in its connect_urls. */
+async function waitForRoutes(servers: readonly RunningServer[], routesExpected: number): Promise<void> {
+  const deadline = Date.now() + serverStartTimeoutMs;
+  for (const server of servers) {
+    for (;;) {
+      const info = await tcpProbe(server.port, null, 1_000).catch(() => '');
+      const json = info.startsWith('INFO ') ? (JSON.parse(info.slice(5)) as { connect_urls?: string[] }) : {};
+      // connect_urls lists this server's and its routed peers' client addresses once routes are up.
+      if ((json.connect_urls?.length ?? 0) >= routesExpected + 1) break;
+      if (Date.now() > deadline)
+        throw new UnavailableError(`nats cluster routes not up on port ${server.port}`);
+      await sleep(50);
+    }
+  }
+}
+
+/** Starts a real redis-server on a free loopback port (no persistence) and waits until it answers PING. */
+export async function startRedis(): Promise<RunningServer> {
+  const bin = findBinary('redis-server', 'redis-server');
+  const port = await freePort();
+  const dir = await mkdtemp(join(tmpdir(), 'trellis-redis-'));
+  const logTail: string[] = [];
+  const args = [
+    '--port',
+    String(port),
+    '--bind',
+    loopbackHost,
+    '--dir',
+    dir,
+    '--save',
+    '',
+    '--appendonly',
+    'no',
+  ];
+  let child: ChildProcess;
+  const launch = async (): Promise<void> => {
+    child = spawnServer(bin, args, logTail);
+    await waitUntil(`redis-server on port ${port}`, child, async () =>
+      (await tcpProbe(port, 'PING\r\n', 1_000)).startsWith('+PONG'),
+    );
+  };
+  await launch();
+  return {
+    url: `redis://${loopbackHost}:${port}`,
+    port,
+    dir,
+    logTail,
+    async stop() {
+      await stopChild(child);
+      await rm(dir, { recursive: true, force: true });
+    },
+    async kill() {
+      const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
+      child.kill('SIGKILL');
+      await exited;
+      liveChildren.delete(child);
+    },
+    restart: launch,
+  };
+}
