@@ -35,7 +35,11 @@ function safeString(v: unknown): string {
 }
 
 /** Asserts `cond`; on failure throws AssertionFailure with `message` and the printed `values`. */
-export function assert(cond: unknown, message: string, values?: Readonly<Record<string, unknown>>): asserts cond {
+export function assert(
+  cond: unknown,
+  message: string,
+  values?: Readonly<Record<string, unknown>>,
+): asserts cond {
   if (!cond) throw new AssertionFailure(message, values);
 }
 

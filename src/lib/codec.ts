@@ -75,14 +75,21 @@ export function createCodec<T>(spec: CodecSpec<T>): Codec<T> {
     encode(value) {
       const bytes = sharedEncoder.encode([spec.kind, spec.version, toBody(value)]);
       if (bytes.byteLength > spec.frameBytesMax) {
-        throw new CodecError('too-large', `${spec.kind}: frame of ${bytes.byteLength} bytes exceeds ${spec.frameBytesMax}`);
+        throw new CodecError(
+          'too-large',
+          `${spec.kind}: frame of ${bytes.byteLength} bytes exceeds ${spec.frameBytesMax}`,
+        );
       }
       return bytes;
     },
     decode(bytes) {
-      if (!(bytes instanceof Uint8Array)) throw new CodecError('malformed', `${spec.kind}: frame is not bytes`);
+      if (!(bytes instanceof Uint8Array))
+        throw new CodecError('malformed', `${spec.kind}: frame is not bytes`);
       if (bytes.byteLength > spec.frameBytesMax) {
-        throw new CodecError('too-large', `${spec.kind}: frame of ${bytes.byteLength} bytes exceeds ${spec.frameBytesMax}`);
+        throw new CodecError(
+          'too-large',
+          `${spec.kind}: frame of ${bytes.byteLength} bytes exceeds ${spec.frameBytesMax}`,
+        );
       }
       let raw: unknown;
       try {
@@ -95,7 +102,10 @@ export function createCodec<T>(spec: CodecSpec<T>): Codec<T> {
       }
       const [kind, version, body] = raw as [unknown, unknown, unknown];
       if (kind !== spec.kind) {
-        throw new CodecError('kind', `expected a ${spec.kind} frame, got ${JSON.stringify(String(kind)).slice(0, 80)}`);
+        throw new CodecError(
+          'kind',
+          `expected a ${spec.kind} frame, got ${JSON.stringify(String(kind)).slice(0, 80)}`,
+        );
       }
       const decoder = typeof version === 'number' ? spec.decoders[version] : undefined;
       if (decoder === undefined) {

@@ -34,7 +34,10 @@ function parser<T extends string>(kind: string): (s: unknown, path?: string) => 
       throw new ValidationError(path, `${kind} must be 1..${idLengthMax} characters, got ${s.length}`);
     }
     if (!idPattern.test(s)) {
-      throw new ValidationError(path, `${kind} may contain only letters, digits, '_' and '-': ${JSON.stringify(s)}`);
+      throw new ValidationError(
+        path,
+        `${kind} may contain only letters, digits, '_' and '-': ${JSON.stringify(s)}`,
+      );
     }
     return s as T;
   };

@@ -12,7 +12,9 @@ export function parseWith<S extends z.ZodType>(schema: S, input: unknown, root =
   if (result.success) return result.data;
   const issue = result.error.issues[0];
   const path = [root, ...(issue?.path ?? []).map(String)].filter((p) => p !== '').join('.');
-  throw new ValidationError(path, issue?.message ?? 'invalid value', { details: { issues: result.error.issues.length } });
+  throw new ValidationError(path, issue?.message ?? 'invalid value', {
+    details: { issues: result.error.issues.length },
+  });
 }
 
 /** A codec decoder (see codec.ts) that validates a body with a zod schema. */
