@@ -1,0 +1,831 @@
+/**
+ * The copy-on-write cluster index.
+ *
+ * Layout (chosen over an all-`immutable` index after measuring both; see docs/benchmarks.md):
+ * - Hot numeric state lives in typed-array **pages** of `pageSize` nodes: capacity, allocation, state, class,
+ *   node version, free-CPU bucket (`num`), per-device free GPU shares (`gpu`), and the free-capacity bucket
+ *   bitsets (`bits`). A version is a set of arrays of page references. A builder copies a page the first time it
+ *   writes to it and shares every other page with the version it started from, so a published version never
+ *   changes, taking a snapshot is O(1) (keep the reference), and a new version costs O(pages touched).
+ * - Structural state that changes rarely or sparsely (id → slot, classes, anti-affinity and spread counts,
+ *   image → nodes) lives in `immutable` persistent maps, which share structure the same way.
+ *
+ * Indexes that make placement fast:
+ * - free CPU in log-scale buckets (two per power of two): a bitset per bucket and page, plus a per-bucket
+ *   summary of non-empty pages, so best-fit walks the tightest buckets first and never scans full nodes;
+ * - feasibility classes: nodes with identical state, labels and GPU model share one class id, so a request's
+ *   label constraints are evaluated once per class, not once per node;
+ * - image → nodes, for locality.
+ *
+ * Only `ready` nodes are in the buckets: nothing else may receive a placement.
+ */
+import { Map as IMap, Set as ISet, Stack as IStack } from 'immutable';
+import { assert } from '../src/lib/assert.js';
+import {
+  DuplicateNodeError,
+  NodeBusyError,
+  OverCommitError,
+  ReleaseMismatchError,
+  UnknownNodeError,
+} from './errors.js';
+import type { NodeSpec, NodeState, Resources } from './types.js';
+import { nodeStates } from './types.js';
+import { gpuDevicesPerNodeMax, gpuMilliPerDevice, validateNodeSpec } from './validate.js';
+
+export const pageShift = 8;
+/** Nodes per page: small enough that a sparse batch copies little, large enough to keep page arrays short. */
+export const pageSize = 1 << pageShift;
+const pageMask = pageSize - 1;
+/** Free-capacity buckets: two per power of two of the capacity key (see capacityKey). */
+export const bucketCount = 64;
+const wordsPerPage = pageSize >>> 5;
+/** Nodes one index may hold. */
+export const nodesMax = 1 << 20;
+/** Feasibility classes one index may hold. */
+export const classesMax = 1 << 16;
+
+// Numeric columns, column-major inside a page of Int32.
+const cCapCpu = 0;
+const cCapMem = 1;
+const cCapDisk = 2;
+const cAllocCpu = 3;
+const cAllocMem = 4;
+const cAllocDisk = 5;
+const cState = 6;
+const cClass = 7;
+const cVersion = 8;
+const cGpuCount = 9;
+const cBucket = 10;
+const colCount = 11;
+
+/** State codes in the `cState` column; `empty` marks a slot with no node. */
+const stateCodes: Readonly<Record<NodeState, number>> = { ready: 0, draining: 1, cordoned: 2, down: 3 };
+const stateEmpty = 4;
+const stateReady = 0;
+
+assert(wordsPerPage * 32 === pageSize, 'page size must be a multiple of 32', { pageSize });
+assert(nodeStates.length === 4, 'state codes cover every node state');
+
+/**
+ * The reference unit of the free-capacity key: one unit is 1/16 of (1 core, 2 GiB memory, 8 GiB disk). A
+ * node's key is the smallest of its free resources counted in these units, i.e. how many reference units it
+ * could still host in every dimension at once. Bucketing on one resource alone failed in measurement: nodes
+ * out of memory but with CPU to spare piled up in the buckets a CPU-keyed walk visits first.
+ */
+export const keyRefCpu = 1000;
+export const keyRefMemory = 2048;
+export const keyRefDisk = 8192;
+const keyUnitsPerRef = 16;
+
+/** The capacity key of a free (or requested) vector: min over resources of the amount in reference units. */
+export function capacityKey(cpu: number, memory: number, disk: number): number {
+  return Math.min(
+    Math.floor((cpu * keyUnitsPerRef) / keyRefCpu),
+    Math.floor((memory * keyUnitsPerRef) / keyRefMemory),
+    Math.floor((disk * keyUnitsPerRef) / keyRefDisk),
+  );
+}
+
+/**
+ * The bucket of a capacity key: monotone, two buckets per power of two. A node that can host a request has,
+ * in every resource, at least what the request asks, so its key — and bucket — is at least the request's:
+ * a walk may skip every bucket below `bucketOf(capacityKey(request))` without missing a feasible node.
+ */
+export function bucketOf(key: number): number {
+  if (key <= 0) return 0;
+  const k = Math.min(key, 0x7fffffff);
+  const bits = 32 - Math.clz32(k);
+  const half = bits >= 2 ? (k >>> (bits - 2)) & 1 : 0;
+  return Math.min(bucketCount - 1, bits * 2 - 1 + half);
+}
+
+/** Facts shared by every node of one feasibility class. */
+export interface ClassInfo {
+  readonly id: number;
+  readonly state: NodeState;
+  readonly labels: Readonly<Record<string, string>>;
+  readonly gpuModel: string;
+}
+
+/** Per-slot facts that are not numbers. Replaced whole when the node is updated. */
+export interface NodeMeta {
+  readonly spec: NodeSpec;
+  readonly images: ReadonlySet<string>;
+}
+
+/** A node as a caller sees it: spec, allocation and what is free. */
+export interface NodeView {
+  readonly id: string;
+  readonly spec: NodeSpec;
+  readonly state: NodeState;
+  readonly allocated: Resources;
+  readonly free: Resources;
+  /** Free milli-GPU per device, by device index. */
+  readonly gpuFree: readonly number[];
+  /** Bumped on every change of this node. */
+  readonly version: number;
+}
+
+/** What one placement takes from a node, and the groups it counts in. Release takes the same shape back. */
+export interface AllocationShape {
+  readonly resources: Resources;
+  readonly gpuDevices?: readonly { readonly device: number; readonly milli: number }[];
+  readonly antiAffinityGroup?: string;
+  /** Spread counter key (group and label) and the node's value of that label is looked up on write. */
+  readonly spread?: { readonly group: string; readonly label: string };
+}
+
+interface IndexData {
+  readonly version: number;
+  readonly slotCount: number;
+  readonly nodeCount: number;
+  readonly num: readonly Int32Array[];
+  readonly gpu: readonly Int16Array[];
+  readonly bits: readonly Uint32Array[];
+  /** Per bucket: one bit per page that holds at least one node of the bucket. */
+  readonly summary: readonly Uint32Array[];
+  readonly meta: readonly (readonly (NodeMeta | undefined)[])[];
+  readonly idToSlot: IMap<string, number>;
+  readonly freeSlots: IStack<number>;
+  readonly classIds: IMap<string, number>;
+  readonly classes: readonly ClassInfo[];
+  readonly antiAffinity: IMap<string, IMap<number, number>>;
+  readonly spread: IMap<string, IMap<string, number>>;
+  readonly images: IMap<string, ISet<number>>;
+  /** Feasibility class → its live slots; lets a very selective request visit only the classes it passes. */
+  readonly classSlots: IMap<number, ISet<number>>;
+  /** Sums over `ready` nodes, for dominant shares and utilisation. */
+  readonly readyCapacity: Resources;
+  readonly readyAllocated: Resources;
+}
+
+/** The builder's working copy: the same shape, writable. */
+type MutableIndexData = {
+  -readonly [K in keyof IndexData]: IndexData[K];
+} & {
+  num: Int32Array[];
+  gpu: Int16Array[];
+  bits: Uint32Array[];
+  summary: Uint32Array[];
+  meta: (NodeMeta | undefined)[][];
+  classes: ClassInfo[];
+  readyCapacity: { cpu: number; memory: number; disk: number };
+  readyAllocated: { cpu: number; memory: number; disk: number };
+};
+
+const zero: Resources = Object.freeze({ cpu: 0, memory: 0, disk: 0 });
+
+function classKey(spec: NodeSpec): string {
+  const labels = Object.keys(spec.labels)
+    .sort()
+    .map((k) => `${k}=${spec.labels[k]}`)
+    .join('\u0001');
+  return `${spec.state}\u0002${spec.gpu?.model ?? ''}\u0002${labels}`;
+}
+
+/** Spread counters are keyed by group and label together. */
+export function spreadKey(group: string, label: string): string {
+  return `${group}\u0000${label}`;
+}
+
+/**
+ * Read access shared by published versions and builders. Slots are dense integers; a slot whose state is
+ * empty holds no node. Hot accessors are plain methods so the placer's loops stay monomorphic.
+ */
+abstract class IndexReader {
+  protected abstract data(): IndexData;
+
+  get version(): number {
+    return this.data().version;
+  }
+  /** Number of live nodes. */
+  get nodeCount(): number {
+    return this.data().nodeCount;
+  }
+  /** One past the highest slot ever used. */
+  get slotCount(): number {
+    return this.data().slotCount;
+  }
+  get classes(): readonly ClassInfo[] {
+    return this.data().classes;
+  }
+  get readyCapacity(): Resources {
+    return this.data().readyCapacity;
+  }
+  get readyAllocated(): Resources {
+    return this.data().readyAllocated;
+  }
+
+  protected col(slot: number, c: number): number {
+    return (this.data().num[slot >>> pageShift] as Int32Array)[c * pageSize + (slot & pageMask)] as number;
+  }
+  slotOf(nodeId: string): number | undefined {
+    return this.data().idToSlot.get(nodeId);
+  }
+  isLive(slot: number): boolean {
+    return slot < this.data().slotCount && this.col(slot, cState) !== stateEmpty;
+  }
+  isReady(slot: number): boolean {
+    return this.col(slot, cState) === stateReady;
+  }
+  stateOf(slot: number): NodeState {
+    const code = this.col(slot, cState);
+    assert(code !== stateEmpty, 'slot holds no node', { slot });
+    return nodeStates[code] as NodeState;
+  }
+  classOf(slot: number): number {
+    return this.col(slot, cClass);
+  }
+  meta(slot: number): NodeMeta {
+    const m = this.data().meta[slot >>> pageShift]?.[slot & pageMask];
+    assert(m !== undefined, 'slot holds no node', { slot });
+    return m;
+  }
+  nodeId(slot: number): string {
+    return this.meta(slot).spec.id;
+  }
+  capCpu(slot: number): number {
+    return this.col(slot, cCapCpu);
+  }
+  capMem(slot: number): number {
+    return this.col(slot, cCapMem);
+  }
+  capDisk(slot: number): number {
+    return this.col(slot, cCapDisk);
+  }
+  freeCpu(slot: number): number {
+    return this.col(slot, cCapCpu) - this.col(slot, cAllocCpu);
+  }
+  freeMem(slot: number): number {
+    return this.col(slot, cCapMem) - this.col(slot, cAllocMem);
+  }
+  freeDisk(slot: number): number {
+    return this.col(slot, cCapDisk) - this.col(slot, cAllocDisk);
+  }
+  gpuCount(slot: number): number {
+    return this.col(slot, cGpuCount);
+  }
+  /** Free milli-GPU of one device. */
+  gpuFree(slot: number, device: number): number {
+    return (this.data().gpu[slot >>> pageShift] as Int16Array)[
+      (slot & pageMask) * gpuDevicesPerNodeMax + device
+    ] as number;
+  }
+  antiAffinityCount(group: string, slot: number): number {
+    return this.data().antiAffinity.get(group)?.get(slot) ?? 0;
+  }
+  /** Sandboxes of an anti-affinity group per slot. */
+  antiAffinityCounts(group: string): IMap<number, number> {
+    return this.data().antiAffinity.get(group) ?? IMap<number, number>();
+  }
+  /** Sandboxes of a spread group per value of the spread label. */
+  spreadCounts(group: string, label: string): IMap<string, number> {
+    return this.data().spread.get(spreadKey(group, label)) ?? IMap<string, number>();
+  }
+  /** Live slots of one feasibility class. */
+  slotsOfClass(classId: number): ISet<number> {
+    return this.data().classSlots.get(classId) ?? ISet<number>();
+  }
+  hasImage(slot: number, image: string): boolean {
+    return this.meta(slot).images.has(image);
+  }
+  /** Slots of nodes that hold `image`. */
+  nodesWithImage(image: string): ISet<number> {
+    return this.data().images.get(image) ?? ISet<number>();
+  }
+
+  /**
+   * Visits the slots of free-CPU bucket `bucket`, page by page starting at `startPage` and wrapping, until
+   * `visit` returns true. Returns true when stopped by `visit`.
+   */
+  scanBucket(bucket: number, startPage: number, visit: (slot: number) => boolean): boolean {
+    const d = this.data();
+    const summary = d.summary[bucket] as Uint32Array;
+    const pageCount = d.num.length;
+    if (pageCount === 0) return false;
+    const base = bucket * wordsPerPage;
+    // Pages [startPage, pageCount) then [0, startPage): jump between set summary bits, never page by page.
+    for (let pass = 0; pass < 2; pass++) {
+      const from = pass === 0 ? startPage : 0;
+      const to = pass === 0 ? pageCount : startPage;
+      for (let sw = from >>> 5; sw <= (to - 1) >>> 5 && from < to; sw++) {
+        let word = summary[sw] as number;
+        if (sw === from >>> 5) word &= ~0 << (from & 31);
+        while (word !== 0) {
+          const page = (sw << 5) | (31 - Math.clz32(word & -word));
+          word &= word - 1;
+          if (page >= to) break;
+          const words = d.bits[page] as Uint32Array;
+          for (let w = 0; w < wordsPerPage; w++) {
+            let bits = words[base + w] as number;
+            while (bits !== 0) {
+              const bit = 31 - Math.clz32(bits & -bits);
+              bits &= bits - 1;
+              if (visit((page << pageShift) | (w << 5) | bit)) return true;
+            }
+          }
+        }
+      }
+    }
+    return false;
+  }
+
+  /** The number of pages; candidate walks rotate their start page over it. */
+  get pageCount(): number {
+    return this.data().num.length;
+  }
+
+  /** A node's full view, or undefined for an unknown id. */
+  get(nodeId: string): NodeView | undefined {
+    const slot = this.slotOf(nodeId);
+    return slot === undefined ? undefined : this.view(slot);
+  }
+
+  view(slot: number): NodeView {
+    const m = this.meta(slot);
+    const gpuFree: number[] = [];
+    for (let dev = 0; dev < this.gpuCount(slot); dev++) gpuFree.push(this.gpuFree(slot, dev));
+    return {
+      id: m.spec.id,
+      spec: m.spec,
+      state: this.stateOf(slot),
+      allocated: {
+        cpu: this.col(slot, cAllocCpu),
+        memory: this.col(slot, cAllocMem),
+        disk: this.col(slot, cAllocDisk),
+      },
+      free: { cpu: this.freeCpu(slot), memory: this.freeMem(slot), disk: this.freeDisk(slot) },
+      gpuFree,
+      version: this.col(slot, cVersion),
+    };
+  }
+
+  /** Every live node, in slot order. */
+  *nodes(): IterableIterator<NodeView> {
+    const n = this.slotCount;
+    for (let slot = 0; slot < n; slot++) if (this.isLive(slot)) yield this.view(slot);
+  }
+
+  /** Live slots, in slot order. */
+  *slots(): IterableIterator<number> {
+    const n = this.slotCount;
+    for (let slot = 0; slot < n; slot++) if (this.isLive(slot)) yield slot;
+  }
+}
+
+/** A published, never-changing version of the cluster. */
+export class ClusterIndex extends IndexReader {
+  readonly #d: IndexData;
+  private constructor(d: IndexData) {
+    super();
+    this.#d = d;
+  }
+  protected data(): IndexData {
+    return this.#d;
+  }
+
+  /** The empty cluster at version 0. */
+  static empty(): ClusterIndex {
+    return new ClusterIndex({
+      version: 0,
+      slotCount: 0,
+      nodeCount: 0,
+      num: [],
+      gpu: [],
+      bits: [],
+      summary: Array.from({ length: bucketCount }, () => new Uint32Array(0)),
+      meta: [],
+      idToSlot: IMap(),
+      freeSlots: IStack(),
+      classIds: IMap(),
+      classes: [],
+      antiAffinity: IMap(),
+      spread: IMap(),
+      images: IMap(),
+      classSlots: IMap(),
+      readyCapacity: zero,
+      readyAllocated: zero,
+    });
+  }
+
+  /** Convenience: a version holding `specs`. */
+  static of(specs: Iterable<NodeSpec>): ClusterIndex {
+    const b = ClusterIndex.empty().edit();
+    for (const spec of specs) b.registerNode(spec);
+    return b.publish();
+  }
+
+  /** Starts a new version; this one is untouched by anything the builder does. */
+  edit(): IndexBuilder {
+    return new IndexBuilder(this.#d, (d) => new ClusterIndex(d));
+  }
+}
+
+/**
+ * A transient writer over a version. It copies each page on first write and owns it thereafter; `publish`
+ * seals it into a new ClusterIndex. A builder may not be used after `publish`.
+ */
+export class IndexBuilder extends IndexReader {
+  /** The version being built. Pages and maps are replaced (never mutated) unless this builder owns them. */
+  readonly #d: MutableIndexData;
+  /** Page ownership: 1 when this builder made the page (or copied it) and may write it in place. */
+  #ownNum: Uint8Array;
+  #ownMeta: Uint8Array;
+  readonly #ownSummary: Uint8Array;
+  #classesOwned = false;
+  #sealed = false;
+  readonly #seal: (d: IndexData) => ClusterIndex;
+
+  constructor(base: IndexData, seal: (d: IndexData) => ClusterIndex) {
+    super();
+    this.#seal = seal;
+    this.#d = {
+      ...base,
+      version: base.version + 1,
+      num: base.num.slice(),
+      gpu: base.gpu.slice(),
+      bits: base.bits.slice(),
+      summary: base.summary.slice(),
+      meta: base.meta.slice() as (NodeMeta | undefined)[][],
+      classes: base.classes as ClassInfo[],
+      readyCapacity: { ...base.readyCapacity },
+      readyAllocated: { ...base.readyAllocated },
+    };
+    this.#ownNum = new Uint8Array(Math.max(16, base.num.length));
+    this.#ownMeta = new Uint8Array(Math.max(16, base.meta.length));
+    this.#ownSummary = new Uint8Array(bucketCount);
+  }
+
+  protected data(): IndexData {
+    return this.#d;
+  }
+
+  #touch(): void {
+    assert(!this.#sealed, 'builder used after publish');
+  }
+
+  #ensurePages(slot: number): void {
+    const page = slot >>> pageShift;
+    while (this.#d.num.length <= page) {
+      const p = this.#d.num.length;
+      const num = new Int32Array(colCount * pageSize);
+      num.fill(stateEmpty, cState * pageSize, (cState + 1) * pageSize);
+      num.fill(-1, cBucket * pageSize, (cBucket + 1) * pageSize);
+      this.#d.num.push(num);
+      this.#d.gpu.push(new Int16Array(pageSize * gpuDevicesPerNodeMax));
+      this.#d.bits.push(new Uint32Array(bucketCount * wordsPerPage));
+      this.#d.meta.push(new Array<NodeMeta | undefined>(pageSize).fill(undefined));
+      if (this.#ownNum.length <= p) this.#ownNum = grow(this.#ownNum);
+      if (this.#ownMeta.length <= p) this.#ownMeta = grow(this.#ownMeta);
+      this.#ownNum[p] = 1;
+      this.#ownMeta[p] = 1;
+      const summaryWords = (p >>> 5) + 1;
+      for (let b = 0; b < bucketCount; b++) {
+        const s = this.#d.summary[b] as Uint32Array;
+        if (s.length < summaryWords) {
+          const bigger = new Uint32Array(summaryWords);
+          bigger.set(s);
+          this.#d.summary[b] = bigger;
+          this.#ownSummary[b] = 1;
+        }
+      }
+    }
+  }
+
+  /** Makes the numeric, GPU and bucket pages of `page` writable by copying them once. */
+  #ownPage(page: number): void {
+    if (this.#ownNum[page] === 1) return;
+    this.#d.num[page] = (this.#d.num[page] as Int32Array).slice();
+    this.#d.gpu[page] = (this.#d.gpu[page] as Int16Array).slice();
+    this.#d.bits[page] = (this.#d.bits[page] as Uint32Array).slice();
+    this.#ownNum[page] = 1;
+  }
+
+  #setCol(slot: number, c: number, value: number): void {
+    const page = slot >>> pageShift;
+    this.#ownPage(page);
+    (this.#d.num[page] as Int32Array)[c * pageSize + (slot & pageMask)] = value;
+  }
+
+  #setMeta(slot: number, meta: NodeMeta | undefined): void {
+    const page = slot >>> pageShift;
+    if (this.#ownMeta[page] !== 1) {
+      this.#d.meta[page] = (this.#d.meta[page] as (NodeMeta | undefined)[]).slice();
+      this.#ownMeta[page] = 1;
+    }
+    (this.#d.meta[page] as (NodeMeta | undefined)[])[slot & pageMask] = meta;
+  }
+
+  #setSummaryBit(bucket: number, page: number, on: boolean): void {
+    if (this.#ownSummary[bucket] !== 1) {
+      this.#d.summary[bucket] = (this.#d.summary[bucket] as Uint32Array).slice();
+      this.#ownSummary[bucket] = 1;
+    }
+    const s = this.#d.summary[bucket] as Uint32Array;
+    const w = page >>> 5;
+    const mask = 1 << (page & 31);
+    s[w] = on ? (s[w] as number) | mask : (s[w] as number) & ~mask;
+  }
+
+  /** Moves the node into the bucket its state and free CPU call for (or out of every bucket). */
+  #rebucket(slot: number): void {
+    const page = slot >>> pageShift;
+    const old = this.col(slot, cBucket);
+    const want =
+      this.col(slot, cState) === stateReady
+        ? bucketOf(capacityKey(this.freeCpu(slot), this.freeMem(slot), this.freeDisk(slot)))
+        : -1;
+    if (old === want) return;
+    this.#ownPage(page);
+    const bits = this.#d.bits[page] as Uint32Array;
+    const off = slot & pageMask;
+    if (old >= 0) {
+      const w = old * wordsPerPage + (off >>> 5);
+      bits[w] = (bits[w] as number) & ~(1 << (off & 31));
+      let empty = true;
+      for (let i = 0; i < wordsPerPage; i++) if (bits[old * wordsPerPage + i] !== 0) empty = false;
+      if (empty) this.#setSummaryBit(old, page, false);
+    }
+    if (want >= 0) {
+      const w = want * wordsPerPage + (off >>> 5);
+      bits[w] = (bits[w] as number) | (1 << (off & 31));
+      this.#setSummaryBit(want, page, true);
+    }
+    (this.#d.num[page] as Int32Array)[cBucket * pageSize + off] = want;
+  }
+
+  /** Adds or removes this node's capacity and allocation from the ready totals. */
+  #readyTotals(slot: number, sign: 1 | -1): void {
+    if (this.col(slot, cState) !== stateReady) return;
+    this.#d.readyCapacity.cpu += sign * this.capCpu(slot);
+    this.#d.readyCapacity.memory += sign * this.capMem(slot);
+    this.#d.readyCapacity.disk += sign * this.capDisk(slot);
+    this.#d.readyAllocated.cpu += sign * this.col(slot, cAllocCpu);
+    this.#d.readyAllocated.memory += sign * this.col(slot, cAllocMem);
+    this.#d.readyAllocated.disk += sign * this.col(slot, cAllocDisk);
+  }
+
+  #classFor(spec: NodeSpec): number {
+    const key = classKey(spec);
+    const known = this.#d.classIds.get(key);
+    if (known !== undefined) return known;
+    const id = this.#d.classes.length;
+    assert(id < classesMax, 'too many feasibility classes', { classesMax });
+    if (!this.#classesOwned) {
+      this.#d.classes = this.#d.classes.slice();
+      this.#classesOwned = true;
+    }
+    this.#d.classes.push(
+      Object.freeze({
+        id,
+        state: spec.state,
+        labels: Object.freeze({ ...spec.labels }),
+        gpuModel: spec.gpu?.model ?? '',
+      }),
+    );
+    this.#d.classIds = this.#d.classIds.set(key, id);
+    return id;
+  }
+
+  #requireSlot(nodeId: string): number {
+    const slot = this.#d.idToSlot.get(nodeId);
+    if (slot === undefined) throw new UnknownNodeError(`unknown node ${JSON.stringify(nodeId)}`);
+    return slot;
+  }
+
+  #writeSpec(slot: number, spec: NodeSpec, bumpFrom: number): void {
+    const images = new Set(spec.images ?? []);
+    const old = this.col(slot, cState) === stateEmpty ? undefined : this.meta(slot);
+    for (const img of old?.images ?? []) {
+      if (!images.has(img)) this.#d.images = this.#d.images.update(img, ISet(), (s) => s.remove(slot));
+    }
+    for (const img of images) {
+      if (!old?.images.has(img)) this.#d.images = this.#d.images.update(img, ISet(), (s) => s.add(slot));
+    }
+    this.#setMeta(slot, Object.freeze({ spec, images }));
+    this.#setCol(slot, cCapCpu, spec.capacity.cpu);
+    this.#setCol(slot, cCapMem, spec.capacity.memory);
+    this.#setCol(slot, cCapDisk, spec.capacity.disk);
+    const classId = this.#classFor(spec);
+    const oldClass = old === undefined ? -1 : this.col(slot, cClass);
+    if (oldClass !== classId) {
+      if (oldClass >= 0)
+        this.#d.classSlots = this.#d.classSlots.update(oldClass, ISet(), (c) => c.remove(slot));
+      this.#d.classSlots = this.#d.classSlots.update(classId, ISet(), (c) => c.add(slot));
+    }
+    this.#setCol(slot, cState, stateCodes[spec.state]);
+    this.#setCol(slot, cClass, classId);
+    this.#setCol(slot, cVersion, bumpFrom + 1);
+  }
+
+  /** Registers a new node. Throws ValidationError for a bad spec, DuplicateNodeError for a known id. */
+  registerNode(spec: NodeSpec): this {
+    this.#touch();
+    validateNodeSpec(spec);
+    if (this.#d.idToSlot.has(spec.id))
+      throw new DuplicateNodeError(`node ${JSON.stringify(spec.id)} already exists`);
+    let slot: number;
+    const reuse = this.#d.freeSlots.first();
+    if (reuse !== undefined) {
+      slot = reuse;
+      this.#d.freeSlots = this.#d.freeSlots.pop();
+    } else {
+      slot = this.#d.slotCount;
+      assert(slot < nodesMax, 'index is full', { nodesMax });
+      this.#d.slotCount = slot + 1;
+      this.#ensurePages(slot);
+    }
+    this.#d.idToSlot = this.#d.idToSlot.set(spec.id, slot);
+    this.#d.nodeCount += 1;
+    this.#setCol(slot, cAllocCpu, 0);
+    this.#setCol(slot, cAllocMem, 0);
+    this.#setCol(slot, cAllocDisk, 0);
+    const devices = spec.gpu?.count ?? 0;
+    this.#setCol(slot, cGpuCount, devices);
+    const gpu = this.#d.gpu[slot >>> pageShift] as Int16Array;
+    for (let dev = 0; dev < gpuDevicesPerNodeMax; dev++) {
+      gpu[(slot & pageMask) * gpuDevicesPerNodeMax + dev] = dev < devices ? gpuMilliPerDevice : 0;
+    }
+    this.#writeSpec(slot, spec, 0);
+    this.#readyTotals(slot, 1);
+    this.#rebucket(slot);
+    return this;
+  }
+
+  /**
+   * Replaces a node's spec (capacity, labels, state, images). Refuses to shrink capacity below what is
+   * allocated (OverCommitError) or to change its GPU devices while any share of them is allocated.
+   */
+  updateNode(spec: NodeSpec): this {
+    this.#touch();
+    validateNodeSpec(spec);
+    const slot = this.#requireSlot(spec.id);
+    const view = this.view(slot);
+    for (const r of ['cpu', 'memory', 'disk'] as const) {
+      if (spec.capacity[r] < view.allocated[r]) {
+        throw new OverCommitError(
+          `node ${spec.id}: new ${r} capacity ${spec.capacity[r]} is below allocated ${view.allocated[r]}`,
+        );
+      }
+    }
+    const oldGpu = view.spec.gpu;
+    const gpuChanged = oldGpu?.model !== spec.gpu?.model || (oldGpu?.count ?? 0) !== (spec.gpu?.count ?? 0);
+    if (gpuChanged) {
+      if (view.gpuFree.some((f) => f !== gpuMilliPerDevice)) {
+        throw new OverCommitError(`node ${spec.id}: GPU devices change while shares of them are allocated`);
+      }
+      const devices = spec.gpu?.count ?? 0;
+      this.#setCol(slot, cGpuCount, devices);
+      const gpu = this.#d.gpu[slot >>> pageShift] as Int16Array;
+      for (let dev = 0; dev < gpuDevicesPerNodeMax; dev++) {
+        gpu[(slot & pageMask) * gpuDevicesPerNodeMax + dev] = dev < devices ? gpuMilliPerDevice : 0;
+      }
+    }
+    this.#readyTotals(slot, -1);
+    this.#writeSpec(slot, spec, view.version);
+    this.#readyTotals(slot, 1);
+    this.#rebucket(slot);
+    return this;
+  }
+
+  /** Sets a node's state (ready, draining, cordoned, down); only ready nodes receive placements. */
+  setState(nodeId: string, state: NodeState): this {
+    this.#touch();
+    const slot = this.#requireSlot(nodeId);
+    const spec = this.meta(slot).spec;
+    if (spec.state === state) return this;
+    return this.updateNode({ ...spec, state });
+  }
+
+  /** Removes a node that holds no allocation (NodeBusyError otherwise); its slot is reused later. */
+  removeNode(nodeId: string): this {
+    this.#touch();
+    const slot = this.#requireSlot(nodeId);
+    const v = this.view(slot);
+    if (
+      v.allocated.cpu > 0 ||
+      v.allocated.memory > 0 ||
+      v.allocated.disk > 0 ||
+      v.gpuFree.some((f) => f !== gpuMilliPerDevice)
+    ) {
+      throw new NodeBusyError(`node ${nodeId} still holds allocations`);
+    }
+    this.#readyTotals(slot, -1);
+    for (const img of this.meta(slot).images)
+      this.#d.images = this.#d.images.update(img, ISet(), (s) => s.remove(slot));
+    const classId = this.col(slot, cClass);
+    this.#d.classSlots = this.#d.classSlots.update(classId, ISet(), (c) => c.remove(slot));
+    this.#setCol(slot, cState, stateEmpty);
+    this.#rebucket(slot);
+    this.#setMeta(slot, undefined);
+    this.#d.idToSlot = this.#d.idToSlot.remove(nodeId);
+    this.#d.freeSlots = this.#d.freeSlots.push(slot);
+    this.#d.nodeCount -= 1;
+    return this;
+  }
+
+  /** True when `shape` fits on the node now (capacity and every named device share). */
+  fitsSlot(slot: number, shape: AllocationShape): boolean {
+    const r = shape.resources;
+    if (r.cpu > this.freeCpu(slot) || r.memory > this.freeMem(slot) || r.disk > this.freeDisk(slot))
+      return false;
+    for (const g of shape.gpuDevices ?? []) {
+      if (g.device >= this.gpuCount(slot) || g.milli > this.gpuFree(slot, g.device)) return false;
+    }
+    return true;
+  }
+
+  /**
+   * Takes `shape` from the node. Throws OverCommitError when it does not fit: committed state can never be
+   * over-committed, whatever a planner proposed. (Node state is the planner's and verifier's concern: an
+   * allocation already decided may still land on a node that just started draining.)
+   */
+  allocate(nodeId: string, shape: AllocationShape): this {
+    this.#touch();
+    const slot = this.#requireSlot(nodeId);
+    if (!this.fitsSlot(slot, shape)) {
+      throw new OverCommitError(`node ${nodeId}: allocation does not fit`, {
+        details: { free: this.view(slot).free },
+      });
+    }
+    this.#applyAllocation(slot, shape, 1);
+    return this;
+  }
+
+  /** Gives `shape` back. Throws ReleaseMismatchError when more is released than is allocated. */
+  release(nodeId: string, shape: AllocationShape): this {
+    this.#touch();
+    const slot = this.#requireSlot(nodeId);
+    const r = shape.resources;
+    const v = this.view(slot);
+    const devicesOk = (shape.gpuDevices ?? []).every(
+      (g) => g.device < v.gpuFree.length && (v.gpuFree[g.device] as number) + g.milli <= gpuMilliPerDevice,
+    );
+    if (r.cpu > v.allocated.cpu || r.memory > v.allocated.memory || r.disk > v.allocated.disk || !devicesOk) {
+      throw new ReleaseMismatchError(`node ${nodeId}: release exceeds what is allocated`);
+    }
+    this.#applyAllocation(slot, shape, -1);
+    return this;
+  }
+
+  /** The placer's fast path: allocate on a slot it has already checked. */
+  allocateSlot(slot: number, shape: AllocationShape): void {
+    this.#touch();
+    assert(this.fitsSlot(slot, shape), 'planner allocated beyond free capacity', { slot });
+    this.#applyAllocation(slot, shape, 1);
+  }
+
+  #applyAllocation(slot: number, shape: AllocationShape, sign: 1 | -1): void {
+    const r = shape.resources;
+    this.#readyTotals(slot, -1);
+    this.#setCol(slot, cAllocCpu, this.col(slot, cAllocCpu) + sign * r.cpu);
+    this.#setCol(slot, cAllocMem, this.col(slot, cAllocMem) + sign * r.memory);
+    this.#setCol(slot, cAllocDisk, this.col(slot, cAllocDisk) + sign * r.disk);
+    this.#setCol(slot, cVersion, this.col(slot, cVersion) + 1);
+    this.#readyTotals(slot, 1);
+    if (shape.gpuDevices !== undefined && shape.gpuDevices.length > 0) {
+      const gpu = this.#d.gpu[slot >>> pageShift] as Int16Array;
+      for (const g of shape.gpuDevices) {
+        const i = (slot & pageMask) * gpuDevicesPerNodeMax + g.device;
+        gpu[i] = (gpu[i] as number) - sign * g.milli;
+      }
+    }
+    if (shape.antiAffinityGroup !== undefined) {
+      const group = shape.antiAffinityGroup;
+      this.#d.antiAffinity = this.#d.antiAffinity.update(group, IMap<number, number>(), (m) => {
+        const n = (m.get(slot) ?? 0) + sign;
+        return n === 0 ? m.remove(slot) : m.set(slot, n);
+      });
+    }
+    if (shape.spread !== undefined) {
+      const value = this.meta(slot).spec.labels[shape.spread.label];
+      if (value !== undefined) {
+        const key = spreadKey(shape.spread.group, shape.spread.label);
+        this.#d.spread = this.#d.spread.update(key, IMap<string, number>(), (m) => {
+          const n = (m.get(value) ?? 0) + sign;
+          return n === 0 ? m.remove(value) : m.set(value, n);
+        });
+      }
+    }
+    this.#rebucket(slot);
+  }
+
+  /** Seals the builder into a new published version. */
+  publish(): ClusterIndex {
+    this.#touch();
+    this.#sealed = true;
+    return this.#seal({
+      ...this.#d,
+      readyCapacity: Object.freeze({ ...this.#d.readyCapacity }),
+      readyAllocated: Object.freeze({ ...this.#d.readyAllocated }),
+    });
+  }
+}
+
+function grow(a: Uint8Array): Uint8Array {
+  const b = new Uint8Array(a.length * 2);
+  b.set(a);
+  return b;
+}
+
+export type { IndexReader };

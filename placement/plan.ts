@@ -1,0 +1,127 @@
+/**
+ * planBatch: places a batch of requests against a snapshot and returns the plan with the new index version.
+ *
+ * Order inside a batch: priority first (higher first), then the largest dominant share first — the request's
+ * largest demand as a share of the ready cluster's total of that resource (as in DRF) — then id. Placing the
+ * biggest items first is first-fit-decreasing: small requests fill the gaps big ones leave, where the other
+ * way round the big ones find the cluster already fragmented. The id tie-break makes the order total.
+ *
+ * The snapshot is never modified: the plan's index is a new version sharing every page it did not touch.
+ * Placements see the earlier placements of the same batch (they allocate into the builder as they go).
+ */
+import { ValidationError } from '../src/lib/errors.js';
+import { createRng } from '../src/lib/prng.js';
+import type { ClusterIndex } from './cluster-index.js';
+import { placeOne } from './stack.js';
+import { BatchCache, compileRequest } from './stages/request.js';
+import type { BinpackScorer } from './stages/score-binpack.js';
+import { defaultSelectLimits, type SelectLimits } from './stages/select.js';
+import type { Placement, PlacementRequest, PlanOutcome, Rejection, Resources, Strategy } from './types.js';
+import { gpuMilliPerDevice, validateRequest } from './validate.js';
+
+/** Requests one batch may carry. */
+export const batchRequestsMax = 100_000;
+
+export interface PlanOptions {
+  /** The cluster's default strategy; a request may override it. Default `binpack`. */
+  readonly strategy?: Strategy;
+  /** Which best-fit scorer bin-packing uses. Default `dominant` (see score-binpack.ts). */
+  readonly binpackScorer?: BinpackScorer;
+  /** Seed for the batch's random choices (spread start pages). Same seed and snapshot → same plan. */
+  readonly seed?: number;
+  /** Candidate bounds; defaults in stages/select.ts. */
+  readonly limits?: Partial<SelectLimits>;
+}
+
+export interface Plan {
+  /** The snapshot version the plan was made against. */
+  readonly baseVersion: number;
+  /** The new version with every placement of the plan allocated. */
+  readonly index: ClusterIndex;
+  readonly placements: readonly Placement[];
+  readonly rejections: readonly Rejection[];
+  /** Request ids in the order they were placed. */
+  readonly order: readonly string[];
+}
+
+/** The request's largest demand as a share of the ready cluster's total of that resource. */
+export function dominantShare(req: PlacementRequest, total: Resources, gpuTotalMilli: number): number {
+  const share = (asked: number, have: number): number => (asked === 0 ? 0 : have <= 0 ? 1 : asked / have);
+  const gpuAsked =
+    req.gpu === undefined ? 0 : (req.gpu.count ?? 0) * gpuMilliPerDevice + (req.gpu.milli ?? 0);
+  return Math.max(
+    share(req.resources.cpu, total.cpu),
+    share(req.resources.memory, total.memory),
+    share(req.resources.disk, total.disk),
+    share(gpuAsked, gpuTotalMilli),
+  );
+}
+
+/**
+ * Plans a batch. Throws ValidationError (and plans nothing) when a request is malformed or two share an id;
+ * a request that fits nowhere is a rejection in the plan, never an error.
+ */
+export function planBatch(
+  snapshot: ClusterIndex,
+  requests: readonly PlacementRequest[],
+  options: PlanOptions = {},
+): Plan {
+  if (requests.length > batchRequestsMax) {
+    throw new ValidationError('requests', `a batch holds at most ${batchRequestsMax} requests`);
+  }
+  const seen = new Set<string>();
+  requests.forEach((r, i) => {
+    try {
+      validateRequest(r);
+    } catch (err) {
+      if (err instanceof ValidationError)
+        throw new ValidationError(`requests.${i}.${err.path}`, err.message.replace(/^[^:]*: /, ''));
+      throw err;
+    }
+    if (seen.has(r.id))
+      throw new ValidationError(`requests.${i}.id`, `duplicate request id ${r.id} in the batch`);
+    seen.add(r.id);
+  });
+  const strategy = options.strategy ?? 'binpack';
+  const binpack = options.binpackScorer ?? 'dominant';
+  const limits: SelectLimits = { ...defaultSelectLimits, ...options.limits };
+  const rng = createRng(((options.seed ?? 0) ^ Math.imul(snapshot.version, 0x9e3779b1)) | 0);
+  const total = snapshot.readyCapacity;
+  const gpuTotal = gpuTotalMilli(snapshot);
+  const keyed = requests.map((r) => ({ r, prio: r.priority ?? 0, share: dominantShare(r, total, gpuTotal) }));
+  keyed.sort(
+    (a, b) => b.prio - a.prio || b.share - a.share || (a.r.id < b.r.id ? -1 : a.r.id > b.r.id ? 1 : 0),
+  );
+
+  const builder = snapshot.edit();
+  const cache = new BatchCache();
+  const placements: Placement[] = [];
+  const rejections: Rejection[] = [];
+  for (const { r } of keyed) {
+    const outcome: PlanOutcome = placeOne(
+      builder,
+      compileRequest(builder, r, strategy, cache),
+      binpack,
+      limits,
+      rng,
+    );
+    if (outcome.kind === 'placed') placements.push(outcome.placement);
+    else rejections.push(outcome.rejection);
+  }
+  return {
+    baseVersion: snapshot.version,
+    index: builder.publish(),
+    placements,
+    rejections,
+    order: keyed.map((k) => k.r.id),
+  };
+}
+
+function gpuTotalMilli(index: ClusterIndex): number {
+  let total = 0;
+  for (const info of index.classes) {
+    if (info.state !== 'ready' || info.gpuModel === '') continue;
+    for (const slot of index.slotsOfClass(info.id)) total += index.gpuCount(slot) * gpuMilliPerDevice;
+  }
+  return total;
+}

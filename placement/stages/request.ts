@@ -1,0 +1,151 @@
+/**
+ * A request compiled, just before it is placed, into what the stages read on every candidate: flat numbers, the resolved
+ * spread group and its eligible domains, and the per-class verdict cache.
+ */
+import type { Map as IMap } from 'immutable';
+import type { IndexReader } from '../cluster-index.js';
+import type {
+  AntiAffinityRule,
+  Constraint,
+  GpuRequest,
+  PlacementRequest,
+  Preference,
+  Strategy,
+} from '../types.js';
+import { constraintHolds, verdictUnknown } from './feasibility.js';
+
+export interface CompiledRequest {
+  readonly req: PlacementRequest;
+  readonly strategy: Strategy;
+  readonly cpu: number;
+  readonly memory: number;
+  readonly disk: number;
+  readonly gpu: GpuRequest | undefined;
+  readonly constraints: readonly Constraint[];
+  readonly preferences: readonly Preference[];
+  readonly antiAffinity: AntiAffinityRule | undefined;
+  readonly spread:
+    | {
+        readonly group: string;
+        readonly label: string;
+        readonly maxSkew: number;
+        readonly domains: readonly string[];
+        /** The group's count per domain, and its least loaded eligible domain's count, as of compilation. */
+        readonly counts: IMap<string, number>;
+        readonly minCount: number;
+      }
+    | undefined;
+  /** The anti-affinity group's count per slot, as of compilation. */
+  readonly antiAffinityCounts: IMap<number, number> | undefined;
+  readonly pinnedSlot: number | undefined;
+  /** Facts shared by every request of the batch with the same constraints and GPU need. */
+  readonly shared: SignatureFacts;
+  /** The batch's cache, for facts that are not per signature. */
+  readonly batch: BatchCache;
+  /** Per feasibility class: its verdict for this request (see feasibility.ts), filled lazily; shared. */
+  classVerdicts: Int16Array;
+}
+
+/**
+ * What requests with equal constraints and GPU need have in common within one batch. Classes and labels do
+ * not change while a batch is planned (only allocations do), so these are computed once per batch.
+ */
+export interface SignatureFacts {
+  readonly verdicts: Int16Array;
+  /** Classes passing the class verdict and their node count, once computed. */
+  passing: { readonly classes: readonly number[]; readonly nodes: number } | undefined;
+  /** Spread label → eligible domains. */
+  readonly domains: Map<string, readonly string[]>;
+}
+
+/** Per-batch cache of signature facts, keyed by constraints and GPU need. */
+export class BatchCache {
+  readonly #bySignature = new Map<string, SignatureFacts>();
+  readonly #imageCandidates = new Map<string, readonly number[]>();
+
+  /** Up to `max` slots holding `image`, materialised once per batch (image holders do not change in a batch). */
+  imageCandidates(index: IndexReader, image: string, max: number): readonly number[] {
+    let slots = this.#imageCandidates.get(image);
+    if (slots === undefined) {
+      slots = index
+        .nodesWithImage(image)
+        .take(max)
+        .toArray()
+        .sort((a, b) => a - b);
+      this.#imageCandidates.set(image, slots);
+    }
+    return slots;
+  }
+
+  facts(index: IndexReader, req: PlacementRequest): SignatureFacts {
+    const gpu = req.gpu === undefined ? '' : `gpu:${req.gpu.model ?? '*'}`;
+    const key =
+      req.constraints === undefined || req.constraints.length === 0
+        ? gpu
+        : `${gpu}|${JSON.stringify(req.constraints)}`;
+    let facts = this.#bySignature.get(key);
+    if (facts === undefined) {
+      facts = {
+        verdicts: new Int16Array(index.classes.length).fill(verdictUnknown),
+        passing: undefined,
+        domains: new Map(),
+      };
+      this.#bySignature.set(key, facts);
+    }
+    return facts;
+  }
+}
+
+/**
+ * Compiles a request against an index. Spread domains are the label values of the ready nodes that satisfy
+ * the request's required constraints: the domains the request could land in.
+ */
+export function compileRequest(
+  index: IndexReader,
+  req: PlacementRequest,
+  batchStrategy: Strategy,
+  cache: BatchCache = new BatchCache(),
+): CompiledRequest {
+  const constraints = req.constraints ?? [];
+  const shared = cache.facts(index, req);
+  let spread: CompiledRequest['spread'];
+  if (req.spread !== undefined) {
+    const label = req.spread.label;
+    let domains = shared.domains.get(label);
+    if (domains === undefined) {
+      const found = new Set<string>();
+      for (const info of index.classes) {
+        if (info.state !== 'ready') continue;
+        if (index.slotsOfClass(info.id).size === 0) continue;
+        const v = info.labels[label];
+        if (v !== undefined && constraints.every((c) => constraintHolds(c, info.labels))) found.add(v);
+      }
+      domains = [...found].sort();
+      shared.domains.set(label, domains);
+    }
+    const group = req.spread.group ?? req.tenant;
+    const counts = index.spreadCounts(group, label);
+    let minCount = domains.length === 0 ? 0 : Number.POSITIVE_INFINITY;
+    for (const d of domains) minCount = Math.min(minCount, counts.get(d) ?? 0);
+    spread = { group, label, maxSkew: req.spread.maxSkew, domains, counts, minCount };
+  }
+  const pinned = req.pinnedNode === undefined ? undefined : (index.slotOf(req.pinnedNode) ?? -1);
+  return {
+    req,
+    strategy: req.strategy ?? batchStrategy,
+    cpu: req.resources.cpu,
+    memory: req.resources.memory,
+    disk: req.resources.disk,
+    gpu: req.gpu,
+    constraints,
+    preferences: req.preferences ?? [],
+    antiAffinity: req.antiAffinity,
+    antiAffinityCounts:
+      req.antiAffinity === undefined ? undefined : index.antiAffinityCounts(req.antiAffinity.group),
+    spread,
+    pinnedSlot: pinned,
+    shared,
+    batch: cache,
+    classVerdicts: shared.verdicts,
+  };
+}

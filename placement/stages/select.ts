@@ -1,0 +1,131 @@
+/**
+ * Stage 4 — bounded candidate selection: which nodes are offered to feasibility and scoring at all.
+ *
+ * - A pinned request is offered its one node.
+ * - A small cluster (at most `exactScanNodesMax` nodes) is scanned whole: the pick is the exact best.
+ * - A very selective request (its passing feasibility classes hold fewer than 1/`selectiveRatio` of the
+ *   nodes, e.g. a GPU model or a rare label) is offered the nodes of those classes, up to `candidateLimit`
+ *   feasible ones.
+ * - Otherwise the free-capacity buckets are walked — tightest first for bin-packing, emptiest first for spread —
+ *   and the walk stops after `candidateLimit` feasible nodes (or `visitAfterFirstMax` visits once one was
+ *   found). Nodes in buckets below the request's own capacity key cannot fit (cluster-index.ts, bucketOf), so the walk finds a feasible node whenever one
+ *   exists: a rejection is always exact; only the choice among feasible nodes is bounded.
+ * - Nodes holding the request's image (at most `localityCandidatesMax`) are always offered too, so locality
+ *   is found even when those nodes sit late in the walk.
+ */
+import type { Rng } from '../../src/lib/prng.js';
+import { bucketCount, bucketOf, capacityKey, type IndexReader } from '../cluster-index.js';
+import { classVerdict, feasible, verdictPass } from './feasibility.js';
+import { scoreNode } from './normalize.js';
+import { BestNode } from './pick.js';
+import type { CompiledRequest } from './request.js';
+import type { BinpackScorer } from './score-binpack.js';
+
+export interface SelectLimits {
+  /** Feasible nodes scored per request on a large cluster. */
+  readonly candidateLimit: number;
+  /** Clusters up to this many nodes are scanned whole. */
+  readonly exactScanNodesMax: number;
+  /** After the first feasible node, at most this many more nodes are visited. */
+  readonly visitAfterFirstMax: number;
+  /** Nodes holding the request's image offered in addition to the walk. */
+  readonly localityCandidatesMax: number;
+  /** A request is "very selective" when its classes hold under 1/selectiveRatio of the nodes. */
+  readonly selectiveRatio: number;
+}
+
+export const defaultSelectLimits: SelectLimits = Object.freeze({
+  candidateLimit: 8,
+  exactScanNodesMax: 64,
+  visitAfterFirstMax: 512,
+  localityCandidatesMax: 8,
+  selectiveRatio: 64,
+});
+
+function offer(
+  index: IndexReader,
+  req: CompiledRequest,
+  slot: number,
+  binpack: BinpackScorer,
+  best: BestNode,
+): boolean {
+  if (!feasible(index, req, slot)) return false;
+  best.offer(slot, scoreNode(index, req, slot, binpack));
+  return true;
+}
+
+/** Finds the node for `req`, or returns a BestNode with `found === false` when no node is feasible. */
+export function selectNode(
+  index: IndexReader,
+  req: CompiledRequest,
+  binpack: BinpackScorer,
+  limits: SelectLimits,
+  rng: Rng,
+): BestNode {
+  const best = new BestNode();
+  if (req.pinnedSlot !== undefined) {
+    if (req.pinnedSlot >= 0 && index.isLive(req.pinnedSlot)) offer(index, req, req.pinnedSlot, binpack, best);
+    return best;
+  }
+  if (index.nodeCount <= limits.exactScanNodesMax) {
+    for (const slot of index.slots()) offer(index, req, slot, binpack, best);
+    return best;
+  }
+  if (req.req.imageId !== undefined) {
+    for (const slot of req.batch.imageCandidates(index, req.req.imageId, limits.localityCandidatesMax)) {
+      offer(index, req, slot, binpack, best);
+    }
+  }
+  if (req.constraints.length > 0 || req.gpu !== undefined) {
+    let passing = req.shared.passing;
+    if (passing === undefined) {
+      const classes: number[] = [];
+      let nodes = 0;
+      for (const info of index.classes) {
+        if (classVerdict(index, req, info.id) !== verdictPass) continue;
+        classes.push(info.id);
+        nodes += index.slotsOfClass(info.id).size;
+      }
+      passing = { classes, nodes };
+      req.shared.passing = passing;
+    }
+    if (passing.nodes * limits.selectiveRatio < index.nodeCount) {
+      let found = 0;
+      for (const classId of passing.classes) {
+        for (const slot of index.slotsOfClass(classId)) {
+          if (offer(index, req, slot, binpack, best) && ++found >= limits.candidateLimit) return best;
+        }
+      }
+      return best;
+    }
+  }
+  walkBuckets(index, req, binpack, limits, rng, best);
+  return best;
+}
+
+function walkBuckets(
+  index: IndexReader,
+  req: CompiledRequest,
+  binpack: BinpackScorer,
+  limits: SelectLimits,
+  rng: Rng,
+  best: BestNode,
+): void {
+  const low = bucketOf(capacityKey(req.cpu, req.memory, req.disk));
+  const spread = req.strategy === 'spread';
+  // Bin-packing starts every walk at page 0 so it fills the same nodes first; spread rotates its start page
+  // (seeded) so concurrent requests do not all land on the first pages.
+  const startPage = spread && index.pageCount > 0 ? rng.int(0, index.pageCount) : 0;
+  let feasibleCount = 0;
+  let visitsAfterFirst = 0;
+  const visit = (slot: number): boolean => {
+    if (feasibleCount > 0 && ++visitsAfterFirst > limits.visitAfterFirstMax) return true;
+    if (offer(index, req, slot, binpack, best)) feasibleCount++;
+    return feasibleCount >= limits.candidateLimit;
+  };
+  if (spread) {
+    for (let b = bucketCount - 1; b >= low; b--) if (index.scanBucket(b, startPage, visit)) return;
+  } else {
+    for (let b = low; b < bucketCount; b++) if (index.scanBucket(b, startPage, visit)) return;
+  }
+}
