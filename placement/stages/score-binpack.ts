@@ -1,9 +1,10 @@
 /**
  * Stage 2a — bin-pack scoring (best fit). Two scorers, both in [0, 1], higher is better:
  *
- * - `dominant`: dominant-resource best fit. After placing, each resource leaves a fraction of the node's
- *   capacity free; the score is one minus the largest of those fractions, so the node the request fills most
- *   evenly and most completely wins.
+ * - `dominant`: dominant-resource best fit. The request's dominant resource on a node is the one it takes
+ *   the largest share of; the score is one minus the fraction of that resource left free after placing, so
+ *   the node the request fills most tightly where it matters most wins. (A first version scored the largest
+ *   leftover over all resources; a resource nearly nobody asks for, such as disk, then masked the others.)
  * - `dot`: alignment (Tetris, Grandl et al. 2014): the cosine between the request's demand and the node's free
  *   capacity, both as fractions of the node's capacity, so requests go where the free shape matches their own.
  *
@@ -16,14 +17,18 @@ import type { CompiledRequest } from './request.js';
 export type BinpackScorer = 'dominant' | 'dot';
 
 export function binpackDominant(index: IndexReader, req: CompiledRequest, slot: number): number {
-  let worst = 0;
-  const capCpu = index.capCpu(slot);
-  const capMem = index.capMem(slot);
-  const capDisk = index.capDisk(slot);
-  if (capCpu > 0) worst = Math.max(worst, (index.freeCpu(slot) - req.cpu) / capCpu);
-  if (capMem > 0) worst = Math.max(worst, (index.freeMem(slot) - req.memory) / capMem);
-  if (capDisk > 0) worst = Math.max(worst, (index.freeDisk(slot) - req.disk) / capDisk);
-  return 1 - worst;
+  const capCpu = index.capCpu(slot) || 1;
+  const capMem = index.capMem(slot) || 1;
+  const capDisk = index.capDisk(slot) || 1;
+  // Ties between resources go to cpu, then memory, so the choice is deterministic.
+  let share = req.cpu / capCpu;
+  let leftover = (index.freeCpu(slot) - req.cpu) / capCpu;
+  if (req.memory / capMem > share) {
+    share = req.memory / capMem;
+    leftover = (index.freeMem(slot) - req.memory) / capMem;
+  }
+  if (req.disk / capDisk > share) leftover = (index.freeDisk(slot) - req.disk) / capDisk;
+  return 1 - leftover;
 }
 
 export function binpackDot(index: IndexReader, req: CompiledRequest, slot: number): number {
