@@ -330,6 +330,18 @@ abstract class IndexReader {
     return false;
   }
 
+  /**
+   * How many numeric pages this version shares (by reference) with `other`: the measure of copy-on-write at
+   * work, for tests and benchmarks.
+   */
+  sharedPages(other: IndexReader): { readonly shared: number; readonly total: number } {
+    const mine = this.data().num;
+    const theirs = other.data().num;
+    let shared = 0;
+    for (let p = 0; p < mine.length; p++) if (mine[p] === theirs[p]) shared++;
+    return { shared, total: mine.length };
+  }
+
   /** The number of pages; candidate walks rotate their start page over it. */
   get pageCount(): number {
     return this.data().num.length;

@@ -16,7 +16,11 @@ export function smallCluster(rng: Rng, nodes: number): NodeSpec[] {
       id: `n${i}`,
       capacity: { cpu: rng.int(1, 9) * 1000, memory: rng.int(1, 9) * 1024, disk: rng.int(1, 5) * 10_240 },
       ...(gpu ? { gpu: { model: rng.pick(['a100', 'l4']), count: rng.int(1, 5) } } : {}),
-      labels: { zone: rng.pick(zones), tier: rng.pick(['ssd', 'hdd']), ...(rng.chance(0.3) ? { special: 'yes' } : {}) },
+      labels: {
+        zone: rng.pick(zones),
+        tier: rng.pick(['ssd', 'hdd']),
+        ...(rng.chance(0.3) ? { special: 'yes' } : {}),
+      },
       state: rng.pick(states),
       images: rng.chance(0.4) ? [`img${rng.int(0, 3)}`] : [],
     };
@@ -46,9 +50,17 @@ export function smallBatch(rng: Rng, count: number, nodeCount: number, prefix = 
       priority: rng.int(0, 3),
       ...(rng.chance(0.3) ? { constraints: [constraint(rng)] } : {}),
       ...(rng.chance(0.2) ? { preferences: [{ constraint: constraint(rng), weight: rng.int(1, 101) }] } : {}),
-      ...(rng.chance(0.15) ? { spread: { label: 'zone', maxSkew: rng.int(1, 3), group: `g${rng.int(0, 2)}` } } : {}),
-      ...(rng.chance(0.15) ? { antiAffinity: { group: `aa${rng.int(0, 2)}`, maxPerNode: rng.int(1, 3) } } : {}),
-      ...(gpuRoll < 0.1 ? { gpu: { count: rng.int(1, 3) } } : gpuRoll < 0.2 ? { gpu: { milli: rng.int(1, 10) * 100 } } : {}),
+      ...(rng.chance(0.15)
+        ? { spread: { label: 'zone', maxSkew: rng.int(1, 3), group: `g${rng.int(0, 2)}` } }
+        : {}),
+      ...(rng.chance(0.15)
+        ? { antiAffinity: { group: `aa${rng.int(0, 2)}`, maxPerNode: rng.int(1, 3) } }
+        : {}),
+      ...(gpuRoll < 0.1
+        ? { gpu: { count: rng.int(1, 3) } }
+        : gpuRoll < 0.2
+          ? { gpu: { milli: rng.int(1, 10) * 100 } }
+          : {}),
       ...(rng.chance(0.05) ? { gpu: { milli: 500, model: 'l4' } } : {}),
       ...(rng.chance(0.3) ? { imageId: `img${rng.int(0, 3)}` } : {}),
       ...(rng.chance(0.05) ? { pinnedNode: `n${rng.int(0, nodeCount + 1)}` } : {}),

@@ -14,7 +14,12 @@ import { checkPlan, holds } from './oracle.js';
 
 /** Everything observable about an index, for deep comparison. */
 function snapshotOf(index: ClusterIndex): unknown {
-  return { version: index.version, nodes: [...index.nodes()], cap: index.readyCapacity, alloc: index.readyAllocated };
+  return {
+    version: index.version,
+    nodes: [...index.nodes()],
+    cap: index.readyCapacity,
+    alloc: index.readyAllocated,
+  };
 }
 
 const runs = { numRuns: 60 } as const;
@@ -23,13 +28,18 @@ describe('placement/plan - safety properties', () => {
   it('placement/plan - never over-commits, respects state, constraints, pins, GPU shares and anti-affinity', () => {
     // Plans random batches on small tight clusters and re-checks every placement from the specs alone.
     fc.assert(
-      fc.property(fc.integer(), fc.integer({ min: 1, max: 40 }), fc.integer({ min: 1, max: 120 }), (seed, n, m) => {
-        const rng = createRng(seed);
-        const nodes = smallCluster(rng, n);
-        const requests = smallBatch(rng, m, n);
-        const plan = planBatch(ClusterIndex.of(nodes), requests, { seed });
-        checkPlan(nodes, requests, plan);
-      }),
+      fc.property(
+        fc.integer(),
+        fc.integer({ min: 1, max: 40 }),
+        fc.integer({ min: 1, max: 120 }),
+        (seed, n, m) => {
+          const rng = createRng(seed);
+          const nodes = smallCluster(rng, n);
+          const requests = smallBatch(rng, m, n);
+          const plan = planBatch(ClusterIndex.of(nodes), requests, { seed });
+          checkPlan(nodes, requests, plan);
+        },
+      ),
       runs,
     );
   });
@@ -65,7 +75,8 @@ describe('placement/plan - safety properties', () => {
         const plan = planBatch(ClusterIndex.of(nodes), requests);
         const reqById = new Map(requests.map((r) => [r.id, r]));
         const sum = new Map<string, number>();
-        for (const p of plan.placements) sum.set(p.nodeId, (sum.get(p.nodeId) ?? 0) + (reqById.get(p.requestId)?.resources.memory ?? 0));
+        for (const p of plan.placements)
+          sum.set(p.nodeId, (sum.get(p.nodeId) ?? 0) + (reqById.get(p.requestId)?.resources.memory ?? 0));
         for (const v of plan.index.nodes()) expect(v.allocated.memory).toBe(sum.get(v.id) ?? 0);
       }),
       runs,
@@ -77,7 +88,11 @@ describe('placement/plan - safety properties', () => {
  * Places requests one at a time with both placers on twin builders and compares each decision: the fast
  * placer's pick must score exactly the reference's best, and both must reject the same requests.
  */
-function compareWithReference(nodes: readonly NodeSpec[], requests: readonly PlacementRequest[], unbounded: boolean): void {
+function compareWithReference(
+  nodes: readonly NodeSpec[],
+  requests: readonly PlacementRequest[],
+  unbounded: boolean,
+): void {
   let fast = ClusterIndex.of(nodes);
   const ref: IndexBuilder = ClusterIndex.of(nodes).edit();
   const limits = unbounded ? { candidateLimit: 1e9, visitAfterFirstMax: 1e9, localityCandidatesMax: 0 } : {};
@@ -121,7 +136,9 @@ function shapeOf(r: PlacementRequest, gpuDevices: readonly { device: number; mil
     resources: r.resources,
     gpuDevices,
     ...(r.antiAffinity === undefined ? {} : { antiAffinityGroup: r.antiAffinity.group }),
-    ...(r.spread === undefined ? {} : { spread: { group: r.spread.group ?? r.tenant, label: r.spread.label } }),
+    ...(r.spread === undefined
+      ? {}
+      : { spread: { group: r.spread.group ?? r.tenant, label: r.spread.label } }),
   };
 }
 
@@ -188,10 +205,17 @@ describe('placement/plan - rejection reasons', () => {
           for (const v of before.nodes()) {
             if (v.state !== 'ready') expected.state++;
             else if (r.pinnedNode !== undefined && v.id !== r.pinnedNode) expected.constraint++;
-            else if (r.gpu !== undefined && (v.spec.gpu === undefined || (r.gpu.model !== undefined && r.gpu.model !== v.spec.gpu.model))) {
+            else if (
+              r.gpu !== undefined &&
+              (v.spec.gpu === undefined || (r.gpu.model !== undefined && r.gpu.model !== v.spec.gpu.model))
+            ) {
               expected.constraint++;
             } else if (!(r.constraints ?? []).every((c) => holds(c, v.spec.labels))) expected.constraint++;
-            else if (r.antiAffinity !== undefined && before.antiAffinityCount(r.antiAffinity.group, before.slotOf(v.id) ?? -1) >= r.antiAffinity.maxPerNode) {
+            else if (
+              r.antiAffinity !== undefined &&
+              before.antiAffinityCount(r.antiAffinity.group, before.slotOf(v.id) ?? -1) >=
+                r.antiAffinity.maxPerNode
+            ) {
               expected.antiAffinity++;
             } else if (r.spread !== undefined && !spreadAllows(before, nodes, r, v.spec)) {
               expected.spread++;
@@ -220,7 +244,12 @@ describe('placement/plan - rejection reasons', () => {
 });
 
 /** The spread rule from first principles: eligible domains are the ready nodes that meet the constraints. */
-function spreadAllows(index: ClusterIndex, nodes: readonly NodeSpec[], r: PlacementRequest, spec: NodeSpec): boolean {
+function spreadAllows(
+  index: ClusterIndex,
+  nodes: readonly NodeSpec[],
+  r: PlacementRequest,
+  spec: NodeSpec,
+): boolean {
   const sp = r.spread;
   if (sp === undefined) return true;
   const value = spec.labels[sp.label];
@@ -258,7 +287,13 @@ function countResources(
 }
 
 describe('placement/plan - examples', () => {
-  const node = (id: string, cpu: number, memory: number, zone: string, state: NodeSpec['state'] = 'ready'): NodeSpec => ({
+  const node = (
+    id: string,
+    cpu: number,
+    memory: number,
+    zone: string,
+    state: NodeSpec['state'] = 'ready',
+  ): NodeSpec => ({
     id,
     capacity: { cpu, memory, disk: 100_000 },
     labels: { zone },
@@ -268,7 +303,10 @@ describe('placement/plan - examples', () => {
   it('placement/plan - bin-packing fills the tightest node, spread the emptiest', () => {
     // Two nodes, one mostly used: binpack must choose it, spread must choose the empty one.
     let index = ClusterIndex.of([node('big', 8000, 8192, 'a'), node('small', 8000, 8192, 'a')]);
-    index = index.edit().allocate('small', { resources: { cpu: 6000, memory: 6144, disk: 0 } }).publish();
+    index = index
+      .edit()
+      .allocate('small', { resources: { cpu: 6000, memory: 6144, disk: 0 } })
+      .publish();
     const req = { id: 'r1', tenant: 't', resources: { cpu: 1000, memory: 1024, disk: 10 } };
     expect(planBatch(index, [req]).placements[0]?.nodeId).toBe('small');
     expect(planBatch(index, [req], { strategy: 'spread' }).placements[0]?.nodeId).toBe('big');
@@ -276,7 +314,11 @@ describe('placement/plan - examples', () => {
 
   it('placement/plan - a rejection names the short resource and the closest node', () => {
     // Memory is short everywhere; the message must say memory and name the node lacking the least.
-    const index = ClusterIndex.of([node('n1', 8000, 2048, 'a'), node('n2', 8000, 3072, 'b'), node('n3', 8000, 9999, 'c', 'down')]);
+    const index = ClusterIndex.of([
+      node('n1', 8000, 2048, 'a'),
+      node('n2', 8000, 3072, 'b'),
+      node('n3', 8000, 9999, 'c', 'down'),
+    ]);
     const plan = planBatch(index, [{ id: 'r', tenant: 't', resources: { cpu: 100, memory: 4096, disk: 1 } }]);
     const rej = plan.rejections[0];
     expect(rej?.code).toBe('resources');
@@ -289,8 +331,18 @@ describe('placement/plan - examples', () => {
   it('placement/plan - priority goes first, then the largest dominant share', () => {
     // Order is priority desc, then dominant share desc, then id.
     const index = ClusterIndex.of([node('n1', 100_000, 100_000, 'a')]);
-    const mk = (id: string, cpu: number, priority: number) => ({ id, tenant: 't', priority, resources: { cpu, memory: 1, disk: 1 } });
-    const plan = planBatch(index, [mk('small', 10, 0), mk('big', 5000, 0), mk('urgent', 1, 5), mk('big2', 5000, 0)]);
+    const mk = (id: string, cpu: number, priority: number) => ({
+      id,
+      tenant: 't',
+      priority,
+      resources: { cpu, memory: 1, disk: 1 },
+    });
+    const plan = planBatch(index, [
+      mk('small', 10, 0),
+      mk('big', 5000, 0),
+      mk('urgent', 1, 5),
+      mk('big2', 5000, 0),
+    ]);
     expect(plan.order).toEqual(['urgent', 'big', 'big2', 'small']);
   });
 

@@ -1,0 +1,162 @@
+import fc from 'fast-check';
+import { describe, expect, it } from 'vitest';
+import { capacityKey } from '../../placement/cluster-index.js';
+import {
+  bucketCount,
+  bucketOf,
+  ClusterIndex,
+  DuplicateNodeError,
+  type IndexBuilder,
+  NodeBusyError,
+  type NodeSpec,
+  OverCommitError,
+  pageSize,
+  ReleaseMismatchError,
+  UnknownNodeError,
+} from '../../placement/index.js';
+import { ValidationError } from '../../src/lib/errors.js';
+import { createRng, smallCluster } from './fixtures.js';
+
+function views(index: ClusterIndex | IndexBuilder): unknown {
+  return {
+    nodes: [...index.nodes()],
+    n: index.nodeCount,
+    cap: index.readyCapacity,
+    alloc: index.readyAllocated,
+  };
+}
+
+/** Every ready node sits in exactly the bucket its free capacity calls for, and nothing else is in any bucket. */
+function checkBuckets(index: ClusterIndex): void {
+  const seen = new Map<number, number>();
+  for (let b = 0; b < bucketCount; b++) {
+    index.scanBucket(b, 0, (slot) => {
+      expect(seen.has(slot), `slot ${slot} in two buckets`).toBe(false);
+      seen.set(slot, b);
+      return false;
+    });
+  }
+  for (const slot of index.slots()) {
+    const want = index.isReady(slot)
+      ? bucketOf(capacityKey(index.freeCpu(slot), index.freeMem(slot), index.freeDisk(slot)))
+      : undefined;
+    expect(seen.get(slot), `slot ${slot} (${index.nodeId(slot)})`).toBe(want);
+    seen.delete(slot);
+  }
+  expect([...seen.keys()]).toEqual([]);
+}
+
+describe('placement/cluster-index', () => {
+  it('placement/cluster-index - a published version never changes and buckets stay exact under random writes', () => {
+    // Applies random registers, updates, state changes, allocations, releases and removals; after each
+    // publish the previous version must read exactly as before, and the bucket index must match the columns.
+    fc.assert(
+      fc.property(fc.integer(), (seed) => {
+        const rng = createRng(seed);
+        const specs = smallCluster(rng, rng.int(1, 700));
+        let index = ClusterIndex.of(specs.slice(0, Math.ceil(specs.length / 2)));
+        const live = new Map<string, NodeSpec>(
+          specs.slice(0, Math.ceil(specs.length / 2)).map((s) => [s.id, s]),
+        );
+        let pending = specs.slice(Math.ceil(specs.length / 2));
+        const allocated: { node: string; cpu: number; memory: number }[] = [];
+        for (let round = 0; round < 5; round++) {
+          const before = views(index);
+          const b = index.edit();
+          for (let op = 0; op < 60; op++) {
+            const ids = [...live.keys()];
+            const roll = rng.int(0, 6);
+            if (roll === 0 && pending.length > 0) {
+              const s = pending[0] as NodeSpec;
+              pending = pending.slice(1);
+              b.registerNode(s);
+              live.set(s.id, s);
+            } else if (roll === 1 && ids.length > 0) {
+              const id = rng.pick(ids);
+              b.setState(id, rng.pick(['ready', 'draining', 'cordoned', 'down'] as const));
+            } else if (roll <= 3 && ids.length > 0) {
+              const id = rng.pick(ids);
+              const shape = { resources: { cpu: rng.int(0, 3000), memory: rng.int(0, 3000), disk: 0 } };
+              const view = b.get(id);
+              if (
+                view !== undefined &&
+                view.free.cpu >= shape.resources.cpu &&
+                view.free.memory >= shape.resources.memory
+              ) {
+                b.allocate(id, shape);
+                allocated.push({ node: id, cpu: shape.resources.cpu, memory: shape.resources.memory });
+              } else {
+                expect(() => b.allocate(id, shape)).toThrow(OverCommitError);
+              }
+            } else if (roll === 4 && allocated.length > 0) {
+              const a = allocated.splice(rng.int(0, allocated.length), 1)[0];
+              if (a !== undefined)
+                b.release(a.node, { resources: { cpu: a.cpu, memory: a.memory, disk: 0 } });
+            } else if (roll === 5 && ids.length > 0) {
+              const id = rng.pick(ids);
+              if (allocated.some((a) => a.node === id && (a.cpu > 0 || a.memory > 0))) {
+                expect(() => b.removeNode(id)).toThrow(NodeBusyError);
+              } else {
+                allocated.splice(0, allocated.length, ...allocated.filter((a) => a.node !== id));
+                b.removeNode(id);
+                live.delete(id);
+              }
+            }
+          }
+          const next = b.publish();
+          expect(views(index)).toEqual(before);
+          checkBuckets(next);
+          expect(next.version).toBe(index.version + 1);
+          index = next;
+        }
+      }),
+      { numRuns: 30 },
+    );
+  });
+
+  it('placement/cluster-index - refuses bad writes with typed errors and leaves the builder as it was', () => {
+    // Each bad write throws its own error class; the builder's view is deep-equal before and after.
+    const spec: NodeSpec = {
+      id: 'n1',
+      capacity: { cpu: 1000, memory: 1000, disk: 1000 },
+      labels: {},
+      state: 'ready',
+    };
+    const b = ClusterIndex.of([spec]).edit();
+    b.allocate('n1', { resources: { cpu: 500, memory: 500, disk: 0 } });
+    const before = views(b);
+    const cases: [() => unknown, new (...args: never[]) => Error][] = [
+      [() => b.registerNode(spec), DuplicateNodeError],
+      [() => b.registerNode({ ...spec, id: 'bad id' }), ValidationError],
+      [
+        () => b.registerNode({ ...spec, id: 'n2', capacity: { cpu: -1, memory: 1, disk: 1 } }),
+        ValidationError,
+      ],
+      [() => b.allocate('nope', { resources: { cpu: 1, memory: 1, disk: 1 } }), UnknownNodeError],
+      [() => b.allocate('n1', { resources: { cpu: 501, memory: 1, disk: 1 } }), OverCommitError],
+      [() => b.release('n1', { resources: { cpu: 501, memory: 1, disk: 0 } }), ReleaseMismatchError],
+      [() => b.updateNode({ ...spec, capacity: { cpu: 100, memory: 1000, disk: 1000 } }), OverCommitError],
+      [() => b.removeNode('n1'), NodeBusyError],
+      [() => b.setState('nope', 'down'), UnknownNodeError],
+    ];
+    for (const [write, kind] of cases) {
+      expect(write).toThrow(kind);
+      expect(views(b)).toEqual(before);
+    }
+  });
+
+  it('placement/cluster-index - a new version shares the pages it did not touch', () => {
+    // Allocating on one node of a 2,000-node index copies one page: every other node's page is shared.
+    const rng = createRng(5);
+    const index = ClusterIndex.of(smallCluster(rng, 2000).map((s) => ({ ...s, state: 'ready' as const })));
+    const next = index
+      .edit()
+      .allocate('n1500', { resources: { cpu: 1, memory: 1, disk: 1 } })
+      .publish();
+    expect(next.sharedPages(index)).toEqual({ shared: index.pageCount - 1, total: index.pageCount });
+    expect(index.pageCount).toBe(Math.ceil(2000 / pageSize));
+    expect(next.get('n0')).toEqual(index.get('n0'));
+    expect(next.get('n1500')?.allocated.cpu).toBe((index.get('n1500')?.allocated.cpu ?? 0) + 1);
+    expect(index.get('n1500')?.allocated.cpu).toBe(0);
+  });
+});
