@@ -25,7 +25,7 @@ export const batchRequestsMax = 100_000;
 export interface PlanOptions {
   /** The cluster's default strategy; a request may override it. Default `binpack`. */
   readonly strategy?: Strategy;
-  /** Which best-fit scorer bin-packing uses. Default `dominant` (see score-binpack.ts). */
+  /** Which scorer bin-packing uses. Default `dot`, the one that fragmented least (see score-binpack.ts). */
   readonly binpackScorer?: BinpackScorer;
   /** Seed for the batch's random choices (spread start pages). Same seed and snapshot → same plan. */
   readonly seed?: number;
@@ -83,7 +83,7 @@ export function planBatch(
     seen.add(r.id);
   });
   const strategy = options.strategy ?? 'binpack';
-  const binpack = options.binpackScorer ?? 'dominant';
+  const binpack = options.binpackScorer ?? 'dot';
   const limits: SelectLimits = { ...defaultSelectLimits, ...options.limits };
   const rng = createRng(((options.seed ?? 0) ^ Math.imul(snapshot.version, 0x9e3779b1)) | 0);
   const total = snapshot.readyCapacity;

@@ -43,7 +43,7 @@ export function referencePlace(
   builder: IndexBuilder,
   request: PlacementRequest,
   strategy: Strategy = 'binpack',
-  binpack: BinpackScorer = 'dominant',
+  binpack: BinpackScorer = 'dot',
 ): PlanOutcome {
   const req = compileRequest(builder, request, strategy);
   const best = new BestNode();

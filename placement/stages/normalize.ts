@@ -6,7 +6,7 @@
 import type { IndexReader } from '../cluster-index.js';
 import type { CompiledRequest } from './request.js';
 import { antiAffinityScore, zoneSpreadScore } from './score-affinity.js';
-import { type BinpackScorer, binpackDominant, binpackDot } from './score-binpack.js';
+import { type BinpackScorer, binpackBlend, binpackDominant, binpackDot } from './score-binpack.js';
 import { imageLocalityScore, preferenceScore } from './score-locality.js';
 import { leastLoaded } from './score-spread.js';
 
@@ -27,7 +27,9 @@ export function scoreNode(
 ): number {
   let sum: number;
   if (req.strategy === 'spread') sum = leastLoaded(index, req, slot);
-  else sum = binpack === 'dominant' ? binpackDominant(index, req, slot) : binpackDot(index, req, slot);
+  else if (binpack === 'dominant') sum = binpackDominant(index, req, slot);
+  else if (binpack === 'dot') sum = binpackDot(index, req, slot);
+  else sum = binpackBlend(index, req, slot);
   sum *= scorerWeights.strategy;
   let weight = scorerWeights.strategy;
   if (req.antiAffinity !== undefined) {

@@ -300,16 +300,31 @@ describe('placement/plan - examples', () => {
     state,
   });
 
-  it('placement/plan - bin-packing fills the tightest node, spread the emptiest', () => {
-    // Two nodes, one mostly used: binpack must choose it, spread must choose the empty one.
+  it('placement/plan - dominant best-fit fills the tightest node, spread the emptiest', () => {
+    // Two nodes, one mostly used: dominant best-fit must choose it, spread must choose the empty one.
     let index = ClusterIndex.of([node('big', 8000, 8192, 'a'), node('small', 8000, 8192, 'a')]);
     index = index
       .edit()
       .allocate('small', { resources: { cpu: 6000, memory: 6144, disk: 0 } })
       .publish();
     const req = { id: 'r1', tenant: 't', resources: { cpu: 1000, memory: 1024, disk: 10 } };
-    expect(planBatch(index, [req]).placements[0]?.nodeId).toBe('small');
+    expect(planBatch(index, [req], { binpackScorer: 'dominant' }).placements[0]?.nodeId).toBe('small');
     expect(planBatch(index, [req], { strategy: 'spread' }).placements[0]?.nodeId).toBe('big');
+  });
+
+  it('placement/plan - the alignment scorer sends a request where the free shape matches its own', () => {
+    // One node has memory left, the other cpu: a memory-heavy request must go to the first, a cpu-heavy one
+    // to the second, so neither node is left with a resource nobody can use.
+    let index = ClusterIndex.of([node('memfree', 8000, 8192, 'a'), node('cpufree', 8000, 8192, 'a')]);
+    index = index
+      .edit()
+      .allocate('memfree', { resources: { cpu: 7000, memory: 1024, disk: 0 } })
+      .allocate('cpufree', { resources: { cpu: 1000, memory: 7168, disk: 0 } })
+      .publish();
+    const memHeavy = { id: 'm', tenant: 't', resources: { cpu: 250, memory: 4096, disk: 10 } };
+    const cpuHeavy = { id: 'c', tenant: 't', resources: { cpu: 4000, memory: 256, disk: 10 } };
+    expect(planBatch(index, [memHeavy]).placements[0]?.nodeId).toBe('memfree');
+    expect(planBatch(index, [cpuHeavy]).placements[0]?.nodeId).toBe('cpufree');
   });
 
   it('placement/plan - a rejection names the short resource and the closest node', () => {

@@ -1,0 +1,68 @@
+/**
+ * Shared bench helpers: command-line flags (node's parseArgs), a latency histogram, percentiles, the machine
+ * line every figure is recorded with, and JSON-lines output.
+ */
+import { writeFileSync } from 'node:fs';
+import { cpus, totalmem } from 'node:os';
+import { parseArgs } from 'node:util';
+
+export interface BenchFlags {
+  readonly json: string | undefined;
+  readonly quick: boolean;
+}
+
+export function benchFlags(): BenchFlags {
+  const { values } = parseArgs({
+    options: { json: { type: 'string' }, quick: { type: 'boolean', default: false } },
+    allowPositionals: false,
+  });
+  return { json: values.json, quick: values.quick ?? false };
+}
+
+/** `model, N cores, M GiB, node vX` — printed with every result. */
+export function machineLine(): string {
+  const c = cpus();
+  return `${c[0]?.model ?? 'unknown cpu'}, ${c.length} cores, ${Math.round(totalmem() / 2 ** 30)} GiB, node ${process.version}`;
+}
+
+export function percentile(sortedMs: readonly number[], p: number): number {
+  if (sortedMs.length === 0) return Number.NaN;
+  const i = Math.min(sortedMs.length - 1, Math.max(0, Math.ceil((p / 100) * sortedMs.length) - 1));
+  return sortedMs[i] as number;
+}
+
+/** A log-scale histogram of latencies, printed as rows `≤ bound ms  count  bar`. */
+export function histogram(samplesMs: readonly number[]): string {
+  const bounds = [0.25, 0.5, 1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, Number.POSITIVE_INFINITY];
+  const counts = new Array<number>(bounds.length).fill(0);
+  for (const s of samplesMs) {
+    const i = bounds.findIndex((b) => s <= b);
+    counts[i] = (counts[i] ?? 0) + 1;
+  }
+  const max = Math.max(1, ...counts);
+  return bounds
+    .map((b, i) => ({ b, n: counts[i] ?? 0 }))
+    .filter((r) => r.n > 0)
+    .map(
+      (r) =>
+        `  ≤ ${String(r.b === Number.POSITIVE_INFINITY ? '∞' : r.b).padStart(5)} ms ${String(r.n).padStart(6)} ${'#'.repeat(Math.ceil((40 * r.n) / max))}`,
+    )
+    .join('\n');
+}
+
+/** Writes one JSON object per line to `path` (when given). */
+export function writeJsonLines(path: string | undefined, rows: readonly object[]): void {
+  if (path === undefined) return;
+  writeFileSync(path, `${rows.map((r) => JSON.stringify(r)).join('\n')}\n`);
+}
+
+/** Formats rows as an aligned text table. */
+export function table(rows: readonly Record<string, string | number>[]): string {
+  if (rows.length === 0) return '';
+  const keys = Object.keys(rows[0] as object);
+  const cell = (v: string | number | undefined): string =>
+    typeof v === 'number' ? (Number.isInteger(v) ? String(v) : v.toFixed(3)) : (v ?? '');
+  const widths = keys.map((k) => Math.max(k.length, ...rows.map((r) => cell(r[k]).length)));
+  const line = (vals: string[]): string => vals.map((v, i) => v.padStart(widths[i] ?? 0)).join('  ');
+  return [line(keys), ...rows.map((r) => line(keys.map((k) => cell(r[k]))))].join('\n');
+}
