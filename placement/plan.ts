@@ -125,3 +125,16 @@ function gpuTotalMilli(index: ClusterIndex): number {
   }
   return total;
 }
+
+/** What decides whether a request without group rules can fit: its demand, GPU need, constraints and pin. */
+function rejectionKey(r: PlacementRequest): string {
+  const res = r.resources;
+  return JSON.stringify([
+    res.cpu,
+    res.memory,
+    res.disk,
+    r.gpu ?? null,
+    r.constraints ?? null,
+    r.pinnedNode ?? null,
+  ]);
+}

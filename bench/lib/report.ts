@@ -33,7 +33,11 @@ export function percentile(sortedMs: readonly number[], p: number): number {
 
 /** A log-scale histogram of latencies, printed as rows `≤ bound ms  count  bar`. */
 export function histogram(samplesMs: readonly number[]): string {
-  const bounds = [0.25, 0.5, 1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, Number.POSITIVE_INFINITY];
+  // Quarter-octave steps from 0.1 ms: fine enough to show the spread of a p50-to-p99 range.
+  const bounds = [
+    ...Array.from({ length: 56 }, (_, k) => Math.round(0.1 * 2 ** (k / 4) * 1000) / 1000),
+    Number.POSITIVE_INFINITY,
+  ];
   const counts = new Array<number>(bounds.length).fill(0);
   for (const s of samplesMs) {
     const i = bounds.findIndex((b) => s <= b);

@@ -4,10 +4,13 @@
  * subcommand lives in its own file beside this one and registers itself here.
  */
 import { Command } from 'commander';
+import { registerDemo } from './demo.js';
 
 const program = new Command()
   .name('trellis')
   .description('Replicated sandbox (microVM) scheduler: Raft over NATS, batched multi-resource placement')
   .showHelpAfterError();
+
+registerDemo(program);
 
 await program.parseAsync(process.argv);
