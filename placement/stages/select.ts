@@ -39,7 +39,7 @@ export const defaultSelectLimits: SelectLimits = Object.freeze({
   exactScanNodesMax: 64,
   visitAfterFirstMax: 512,
   localityCandidatesMax: 8,
-  selectiveRatio: 64,
+  selectiveRatio: 8,
 });
 
 function offer(
