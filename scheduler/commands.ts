@@ -1,0 +1,180 @@
+/**
+ * The scheduler's Raft commands: their schemas (zod, so the static types and the run-time check cannot
+ * drift), and the versioned msgpack codec every entry goes through. A replica decodes each committed
+ * entry with `commandCodec.decode`, so an entry written by a newer or a broken proposer is refused as a
+ * CodecError rather than misapplied.
+ *
+ * Every command carries `atMs`, the leader's clock when it was proposed: `apply` reads time only from
+ * there, so every replica computes the same state.
+ */
+import { z } from 'zod';
+import {
+  constraintsPerRequestMax,
+  gpuDevicesPerNodeMax,
+  gpuMilliPerDevice,
+  resourceAmountMax,
+} from '../placement/index.js';
+import { createCodec } from '../src/lib/codec.js';
+import { idLengthMax } from '../src/lib/ids.js';
+import { zodDecoder } from '../src/lib/validate.js';
+
+/** Items one place, status or heartbeat command may carry. */
+export const commandItemsMax = 100_000;
+/** Largest encoded command, in bytes: a full batch of specs fits comfortably. */
+export const commandBytesMax = 64 << 20;
+/** Longest free-text field (image names, failure reasons, label values). */
+export const textLengthMax = 256;
+/** Labels one sandbox may carry. */
+export const sandboxLabelsMax = 32;
+
+export const idSchema = z
+  .string()
+  .min(1)
+  .max(idLengthMax)
+  .regex(/^[A-Za-z0-9_-]+$/, "may contain only letters, digits, '_' and '-'");
+const text = z.string().min(1).max(textLengthMax);
+const amount = z.int().min(0).max(resourceAmountMax);
+const timeMs = z.int().min(0);
+
+export const resourcesSchema = z.strictObject({ cpu: amount, memory: amount, disk: amount });
+
+const gpuRequestSchema = z.strictObject({
+  count: z.int().min(0).max(gpuDevicesPerNodeMax).optional(),
+  milli: z
+    .int()
+    .min(0)
+    .max(gpuMilliPerDevice - 1)
+    .optional(),
+  model: text.optional(),
+});
+
+const constraintSchema = z.union([
+  z.strictObject({ label: text, op: z.literal('eq'), value: text }),
+  z.strictObject({ label: text, op: z.enum(['in', 'notIn']), values: z.array(text).min(1).max(64) }),
+  z.strictObject({ label: text, op: z.literal('exists') }),
+]);
+
+/** What a caller asks for when creating a sandbox. Unknown fields are refused, not ignored. */
+export const sandboxSpecSchema = z.strictObject({
+  tenant: idSchema,
+  resources: resourcesSchema,
+  gpu: gpuRequestSchema.optional(),
+  image: text.optional(),
+  priority: z.int().min(-1_000_000).max(1_000_000).optional(),
+  constraints: z.array(constraintSchema).max(constraintsPerRequestMax).optional(),
+  antiAffinity: z.strictObject({ group: idSchema, maxPerNode: z.int().min(1).max(1_000_000) }).optional(),
+  spread: z
+    .strictObject({ label: text, maxSkew: z.int().min(1).max(1_000_000), group: idSchema.optional() })
+    .optional(),
+  strategy: z.enum(['binpack', 'spread']).optional(),
+  /** What to do on resume when the node holding the snapshot is gone or full. Default `wait`. */
+  resumePolicy: z.enum(['wait', 'move', 'fail']).optional(),
+  /** A stateless sandbox may be re-placed elsewhere when its node dies instead of being marked lost. */
+  stateless: z.boolean().optional(),
+  labels: z
+    .record(text, text)
+    .refine((r) => Object.keys(r).length <= sandboxLabelsMax, `at most ${sandboxLabelsMax} labels`)
+    .optional(),
+});
+export type SandboxSpec = z.output<typeof sandboxSpecSchema>;
+
+export const nodeStateSchema = z.enum(['ready', 'draining', 'cordoned', 'down']);
+
+/** A node as registered. Its deeper rules (label counts, GPU models) are checked by placement's validator. */
+export const nodeSpecSchema = z.strictObject({
+  id: idSchema,
+  capacity: resourcesSchema,
+  gpu: z.strictObject({ model: text, count: z.int().min(0).max(gpuDevicesPerNodeMax) }).optional(),
+  labels: z.record(text, text),
+  state: nodeStateSchema,
+  images: z.array(text).max(1024).optional(),
+});
+
+const gpuDevicesSchema = z
+  .array(
+    z.strictObject({
+      device: z
+        .int()
+        .min(0)
+        .max(gpuDevicesPerNodeMax - 1),
+      milli: z.int().min(1).max(gpuMilliPerDevice),
+    }),
+  )
+  .max(gpuDevicesPerNodeMax);
+
+/** One placement the leader decided: the sandbox, its spec and the node it goes to. */
+export const placeItemSchema = z.strictObject({
+  requestId: idSchema,
+  sandboxId: idSchema,
+  spec: sandboxSpecSchema,
+  nodeId: idSchema,
+  gpuDevices: gpuDevicesSchema,
+});
+export type PlaceItem = z.output<typeof placeItemSchema>;
+
+const sandboxStateSchema = z.enum([
+  'pending',
+  'placed',
+  'starting',
+  'running',
+  'suspending',
+  'suspended',
+  'resuming',
+  'terminating',
+  'terminated',
+  'failed',
+  'lost',
+]);
+
+export const quotaSchema = z.strictObject({
+  cpu: amount.optional(),
+  memory: amount.optional(),
+  disk: amount.optional(),
+  sandboxes: z.int().min(0).max(resourceAmountMax).optional(),
+});
+export type Quota = z.output<typeof quotaSchema>;
+
+export const commandSchema = z.discriminatedUnion('type', [
+  z.strictObject({ type: z.literal('node.register'), atMs: timeMs, spec: nodeSpecSchema }),
+  z.strictObject({ type: z.literal('node.update'), atMs: timeMs, spec: nodeSpecSchema }),
+  z.strictObject({ type: z.literal('node.state'), atMs: timeMs, nodeId: idSchema, state: nodeStateSchema }),
+  z.strictObject({ type: z.literal('node.remove'), atMs: timeMs, nodeId: idSchema }),
+  z.strictObject({
+    type: z.literal('node.heartbeat'),
+    atMs: timeMs,
+    nodeIds: z.array(idSchema).max(commandItemsMax),
+  }),
+  z.strictObject({
+    type: z.literal('place'),
+    atMs: timeMs,
+    items: z.array(placeItemSchema).max(commandItemsMax),
+  }),
+  z.strictObject({
+    type: z.literal('status'),
+    atMs: timeMs,
+    items: z
+      .array(z.strictObject({ sandboxId: idSchema, state: sandboxStateSchema, reason: text.optional() }))
+      .max(commandItemsMax),
+  }),
+  z.strictObject({ type: z.literal('terminate'), atMs: timeMs, sandboxId: idSchema }),
+  z.strictObject({ type: z.literal('suspend'), atMs: timeMs, sandboxId: idSchema }),
+  z.strictObject({
+    type: z.literal('resume'),
+    atMs: timeMs,
+    sandboxId: idSchema,
+    /** The node the leader chose; absent when it found none (the sandbox's policy then decides). */
+    nodeId: idSchema.optional(),
+    gpuDevices: gpuDevicesSchema.optional(),
+  }),
+  z.strictObject({ type: z.literal('quota.set'), atMs: timeMs, tenant: idSchema, quota: quotaSchema }),
+]);
+export type Command = z.output<typeof commandSchema>;
+export type CommandType = Command['type'];
+
+/** The codec of Raft entries: `['trellis.scheduler.command', 1, command]`. */
+export const commandCodec = createCodec<Command>({
+  kind: 'trellis.scheduler.command',
+  version: 1,
+  frameBytesMax: commandBytesMax,
+  decoders: { 1: zodDecoder(commandSchema) },
+});

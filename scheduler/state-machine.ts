@@ -1,0 +1,189 @@
+/**
+ * The scheduler as a Raft state machine: decodes each committed entry with the command codec, applies it
+ * with `applyCommand`, and serialises the whole state for snapshots.
+ *
+ * The snapshot stores records, not the ClusterIndex: restore re-registers the nodes and re-allocates every
+ * sandbox that holds resources, which rebuilds the index (and checks it: an allocation that does not fit
+ * fails the restore loudly instead of loading an over-committed state). Entries that are not commands
+ * (the leader's empty no-op) only advance `applied`.
+ */
+import { Decoder, Encoder } from '@msgpack/msgpack';
+import { List as IList, Map as IMap, Set as ISet } from 'immutable';
+import { ClusterIndex, type NodeSpec } from '../placement/index.js';
+import type { Entry } from '../raft/core/types.js';
+import type { StateMachine } from '../raft/state-machine.js';
+import { assert } from '../src/lib/assert.js';
+import { type Command, commandCodec, type Quota } from './commands.js';
+import { holdsAllocation, isFinished } from './lifecycle.js';
+import {
+  type Applied,
+  applyCommand,
+  type CommandResult,
+  type DedupEntry,
+  SchedulerState,
+  shapeOf,
+} from './state.js';
+import type { NodeRecord, Sandbox, SchedulerEvent, Usage } from './types.js';
+
+/** Snapshot format version; restore refuses any other. */
+export const snapshotVersion = 1;
+
+interface SnapshotBody {
+  readonly v: number;
+  readonly applied: number;
+  readonly nodes: readonly NodeRecord[];
+  readonly sandboxes: readonly Sandbox[];
+  readonly quotas: readonly (readonly [string, Quota])[];
+  readonly dedup: readonly (readonly [string, string, string, number])[];
+}
+
+const encoder = new Encoder({ ignoreUndefined: true });
+const decoder = new Decoder();
+
+/** Serialises a state. Node order is the registration order, so restore rebuilds the same index. */
+export function encodeSnapshot(state: SchedulerState): Uint8Array {
+  const body: SnapshotBody = {
+    v: snapshotVersion,
+    applied: state.applied,
+    nodes: [...state.nodes.values()],
+    sandboxes: [...state.sandboxes.values()],
+    quotas: [...state.quotas.entries()],
+    dedup: state.dedupOrder.toArray().map((rid) => {
+      const e = state.dedup.get(rid) as DedupEntry;
+      return [rid, e.sandboxId, e.specDigest, e.atMs] as const;
+    }),
+  };
+  return encoder.encode(body);
+}
+
+/** Rebuilds a state from `encodeSnapshot`'s bytes, index included. */
+export function decodeSnapshot(bytes: Uint8Array): SchedulerState {
+  const body = decoder.decode(bytes) as SnapshotBody;
+  assert(body.v === snapshotVersion, 'unsupported scheduler snapshot version', { v: body.v });
+  const builder = ClusterIndex.empty().edit();
+  let nodes = IMap<string, NodeRecord>().asMutable();
+  for (const rec of body.nodes) {
+    builder.registerNode(rec.spec as NodeSpec);
+    nodes.set(rec.spec.id, Object.freeze(rec));
+  }
+  let sandboxes = IMap<string, Sandbox>().asMutable();
+  const byNode = new Map<string, string[]>();
+  const byTenant = new Map<string, string[]>();
+  const usage = new Map<string, Usage>();
+  for (const sb of body.sandboxes) {
+    sandboxes.set(sb.id, Object.freeze(sb));
+    push(byTenant, sb.tenant, sb.id);
+    if (holdsAllocation(sb.state)) {
+      assert(sb.nodeId !== undefined, 'an allocated sandbox has a node', { sandboxId: sb.id });
+      builder.allocate(sb.nodeId, shapeOf(sb.spec, sb.tenant, sb.gpuDevices));
+      push(byNode, sb.nodeId, sb.id);
+    }
+    if (!isFinished(sb.state)) {
+      const u = usage.get(sb.tenant) ?? { cpu: 0, memory: 0, disk: 0, sandboxes: 0 };
+      usage.set(sb.tenant, {
+        cpu: u.cpu + sb.spec.resources.cpu,
+        memory: u.memory + sb.spec.resources.memory,
+        disk: u.disk + sb.spec.resources.disk,
+        sandboxes: u.sandboxes + 1,
+      });
+    }
+  }
+  nodes = nodes.asImmutable();
+  sandboxes = sandboxes.asImmutable();
+  let dedup = IMap<string, DedupEntry>().asMutable();
+  for (const [rid, sandboxId, specDigest, atMs] of body.dedup)
+    dedup.set(rid, Object.freeze({ sandboxId, specDigest, atMs }));
+  dedup = dedup.asImmutable();
+  return SchedulerState.fromData({
+    applied: body.applied,
+    nodes,
+    sandboxes,
+    byNode: IMap([...byNode].map(([k, v]) => [k, ISet(v)] as const)),
+    byTenant: IMap([...byTenant].map(([k, v]) => [k, ISet(v)] as const)),
+    usage: IMap(usage),
+    quotas: IMap(body.quotas.map(([t, q]) => [t, Object.freeze(q)] as const)),
+    dedup,
+    dedupOrder: IList(body.dedup.map((d) => d[0])),
+    index: builder.publish(),
+  });
+}
+
+function push(m: Map<string, string[]>, k: string, v: string): void {
+  const list = m.get(k);
+  if (list === undefined) m.set(k, [v]);
+  else list.push(v);
+}
+
+/** Called after every applied entry, in log order, with what it changed. */
+export type ApplyListener = (applied: Applied, entry: Entry) => void;
+
+/** The scheduler's replica state machine. `state` is the latest applied version, shared read-only. */
+export class SchedulerStateMachine implements StateMachine<CommandResult> {
+  #state = SchedulerState.empty();
+  readonly #listeners = new Set<ApplyListener>();
+
+  get state(): SchedulerState {
+    return this.#state;
+  }
+
+  /** Registers a listener for applied entries; returns its removal. */
+  onApply(listener: ApplyListener): () => void {
+    this.#listeners.add(listener);
+    return () => this.#listeners.delete(listener);
+  }
+
+  apply(entry: Entry): CommandResult {
+    if (entry.type !== 'normal' || entry.data.byteLength === 0) {
+      this.#state = this.#state.withApplied(entry.index);
+      return { ok: true };
+    }
+    // A committed entry that does not decode was written by a broken or newer proposer; every replica
+    // refuses it the same way, so the state stays identical across replicas.
+    let cmd: Command;
+    try {
+      cmd = commandCodec.decode(entry.data);
+    } catch (err) {
+      this.#state = this.#state.withApplied(entry.index);
+      return { ok: false, error: { code: 'CODEC', message: (err as Error).message } };
+    }
+    const applied = applyCommand(this.#state, cmd, entry.index);
+    this.#state = applied.state;
+    for (const l of this.#listeners) l(applied, entry);
+    return applied.result;
+  }
+
+  snapshot(): Uint8Array {
+    return encodeSnapshot(this.#state);
+  }
+
+  restore(data: Uint8Array): void {
+    this.#state = decodeSnapshot(data);
+  }
+}
+
+export type { SchedulerEvent };
+
+/**
+ * A canonical summary of a state for comparing replicas: every record sorted by id, plus each node's
+ * allocation as the index holds it. Two replicas that applied the same log give equal digests.
+ */
+export function stateDigest(state: SchedulerState): string {
+  const byId = <T>(m: IMap<string, T>): [string, T][] =>
+    [...m.entries()].sort((a, b) => (a[0] < b[0] ? -1 : 1));
+  const alloc = [...state.nodes.keys()].sort().map((id) => {
+    const v = state.index.get(id);
+    return [id, v?.state, v?.allocated, v?.gpuFree];
+  });
+  return JSON.stringify({
+    nodes: byId(state.nodes),
+    sandboxes: byId(state.sandboxes),
+    quotas: byId(state.quotas),
+    dedup: state.dedupOrder.toArray().map((rid) => [rid, state.dedup.get(rid)]),
+    usage: [...state.sandboxes.values()]
+      .map((s) => s.tenant)
+      .sort()
+      .filter((t, i, a) => a[i - 1] !== t)
+      .map((t) => [t, state.usage(t)]),
+    alloc,
+  });
+}

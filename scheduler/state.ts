@@ -1,0 +1,659 @@
+/**
+ * SchedulerState: one immutable version of everything the scheduler has committed, and `applyCommand`,
+ * the deterministic function from (state, command) to the next state. Every replica applies the same log
+ * with it and so holds the same state; time comes only from the command's `atMs`.
+ *
+ * A command is checked in full before anything is written, so a rejected command leaves the state object
+ * untouched (the very same instance is returned). A place batch is the exception by design: it is
+ * checked and applied item by item, and an item that no longer fits (the planner worked on an older
+ * snapshot, or another leader's plan landed first) is rejected alone with its reason while the rest
+ * commit. Capacity is re-checked against the ClusterIndex for every item, so committed state can never
+ * over-commit a node whatever a planner proposed (compare Nomad's plan applier, which evaluates each
+ * node's part of a plan against the latest state before committing it).
+ */
+import { List as IList, Map as IMap, Set as ISet } from 'immutable';
+import {
+  type AllocationShape,
+  ClusterIndex,
+  DuplicateNodeError,
+  type IndexBuilder,
+  NodeBusyError,
+  type NodeSpec,
+  OverCommitError,
+  UnknownNodeError,
+  validateNodeSpec,
+} from '../placement/index.js';
+import { assert } from '../src/lib/assert.js';
+import { TrellisError, ValidationError } from '../src/lib/errors.js';
+import type { Command, PlaceItem, Quota, SandboxSpec } from './commands.js';
+import {
+  type ErrorResult,
+  errorResult,
+  IllegalTransitionError,
+  NoCapacityError,
+  QuotaExceededError,
+  UnknownSandboxError,
+} from './errors.js';
+import { holdsAllocation, isFinished, type SandboxState, terminateTarget, transition } from './lifecycle.js';
+import type { NodeRecord, Sandbox, SchedulerEvent, Usage } from './types.js';
+
+/** Request ids remembered for idempotency, oldest evicted first. Kept in the snapshot. */
+export const dedupEntriesMax = 1_000_000;
+/** How long a request id is remembered, in the leader's milliseconds. */
+export const dedupRetentionMs = 24 * 60 * 60 * 1000;
+
+/** What the dedup table remembers of a request: the sandbox it created and a digest of its spec. */
+export interface DedupEntry {
+  readonly sandboxId: string;
+  readonly specDigest: string;
+  readonly atMs: number;
+}
+
+/** The result of one place item. */
+export type PlaceItemResult =
+  | {
+      readonly requestId: string;
+      readonly sandboxId: string;
+      readonly outcome: 'placed';
+      readonly nodeId: string;
+    }
+  | { readonly requestId: string; readonly sandboxId: string; readonly outcome: 'duplicate' }
+  | {
+      readonly requestId: string;
+      readonly sandboxId: string;
+      readonly outcome: 'rejected';
+      readonly error: ErrorResult;
+    };
+
+/** What applying a command returns to its proposer. */
+export type CommandResult =
+  | {
+      readonly ok: true;
+      readonly items?: readonly PlaceItemResult[];
+      readonly itemErrors?: readonly ErrorResult[];
+    }
+  | { readonly ok: false; readonly error: ErrorResult };
+
+interface StateData {
+  readonly applied: number;
+  readonly nodes: IMap<string, NodeRecord>;
+  readonly sandboxes: IMap<string, Sandbox>;
+  readonly byNode: IMap<string, ISet<string>>;
+  readonly byTenant: IMap<string, ISet<string>>;
+  readonly usage: IMap<string, Usage>;
+  readonly quotas: IMap<string, Quota>;
+  readonly dedup: IMap<string, DedupEntry>;
+  /** Request ids in the order they were admitted, for eviction. Same keys as `dedup`. */
+  readonly dedupOrder: IList<string>;
+  readonly index: ClusterIndex;
+}
+
+const zeroUsage: Usage = Object.freeze({ cpu: 0, memory: 0, disk: 0, sandboxes: 0 });
+
+export class SchedulerState {
+  readonly #d: StateData;
+  private constructor(d: StateData) {
+    this.#d = d;
+  }
+
+  static empty(): SchedulerState {
+    return new SchedulerState({
+      applied: 0,
+      nodes: IMap(),
+      sandboxes: IMap(),
+      byNode: IMap(),
+      byTenant: IMap(),
+      usage: IMap(),
+      quotas: IMap(),
+      dedup: IMap(),
+      dedupOrder: IList(),
+      index: ClusterIndex.empty(),
+    });
+  }
+
+  /** @internal Builds a state from its parts; used by restore. */
+  static fromData(d: StateData): SchedulerState {
+    return new SchedulerState(d);
+  }
+
+  /** The Raft index of the last entry applied. */
+  get applied(): number {
+    return this.#d.applied;
+  }
+  get index(): ClusterIndex {
+    return this.#d.index;
+  }
+  get nodes(): IMap<string, NodeRecord> {
+    return this.#d.nodes;
+  }
+  get sandboxes(): IMap<string, Sandbox> {
+    return this.#d.sandboxes;
+  }
+  get quotas(): IMap<string, Quota> {
+    return this.#d.quotas;
+  }
+  get dedup(): IMap<string, DedupEntry> {
+    return this.#d.dedup;
+  }
+  get dedupOrder(): IList<string> {
+    return this.#d.dedupOrder;
+  }
+  sandbox(id: string): Sandbox | undefined {
+    return this.#d.sandboxes.get(id);
+  }
+  sandboxesOfNode(nodeId: string): ISet<string> {
+    return this.#d.byNode.get(nodeId) ?? ISet();
+  }
+  sandboxesOfTenant(tenant: string): ISet<string> {
+    return this.#d.byTenant.get(tenant) ?? ISet();
+  }
+  usage(tenant: string): Usage {
+    return this.#d.usage.get(tenant) ?? zeroUsage;
+  }
+  /** @internal The raw parts, for the draft and the snapshot writer. */
+  data(): StateData {
+    return this.#d;
+  }
+  /** A copy with `applied` advanced (for entries that change nothing else, such as the leader's no-op). */
+  withApplied(applied: number): SchedulerState {
+    assert(applied >= this.#d.applied, 'applied index went backwards', { applied, was: this.#d.applied });
+    return new SchedulerState({ ...this.#d, applied });
+  }
+}
+
+/** The allocation a sandbox takes on its node; release gives back exactly the same shape. */
+export function shapeOf(
+  spec: SandboxSpec,
+  tenant: string,
+  gpuDevices: Sandbox['gpuDevices'],
+): AllocationShape {
+  return {
+    resources: spec.resources,
+    gpuDevices,
+    ...(spec.antiAffinity === undefined ? {} : { antiAffinityGroup: spec.antiAffinity.group }),
+    ...(spec.spread === undefined
+      ? {}
+      : { spread: { group: spec.spread.group ?? tenant, label: spec.spread.label } }),
+  };
+}
+
+/**
+ * A stable digest of a spec (keys sorted), so "same request id, different spec" is detected without
+ * keeping every spec. Two 32-bit FNV-1a lanes over the canonical JSON.
+ */
+export function specDigest(spec: SandboxSpec): string {
+  const s = canonicalJson(spec);
+  let a = 0x811c9dc5;
+  let b = 0x01000193 ^ s.length;
+  for (let i = 0; i < s.length; i++) {
+    const c = s.charCodeAt(i);
+    a = Math.imul(a ^ c, 0x01000193) >>> 0;
+    b = Math.imul(b ^ c, 0x5bd1e995) >>> 0;
+  }
+  return a.toString(16).padStart(8, '0') + b.toString(16).padStart(8, '0');
+}
+
+function canonicalJson(v: unknown): string {
+  if (Array.isArray(v)) return `[${v.map(canonicalJson).join(',')}]`;
+  if (v !== null && typeof v === 'object') {
+    const o = v as Record<string, unknown>;
+    const keys = Object.keys(o)
+      .filter((k) => o[k] !== undefined)
+      .sort();
+    return `{${keys.map((k) => `${JSON.stringify(k)}:${canonicalJson(o[k])}`).join(',')}}`;
+  }
+  return JSON.stringify(v);
+}
+
+/** True when adding `spec` keeps the tenant within its quota. */
+export function withinQuota(usage: Usage, quota: Quota | undefined, spec: SandboxSpec): string | undefined {
+  if (quota === undefined) return undefined;
+  if (quota.sandboxes !== undefined && usage.sandboxes + 1 > quota.sandboxes)
+    return `sandboxes ${usage.sandboxes + 1} > quota ${quota.sandboxes}`;
+  for (const r of ['cpu', 'memory', 'disk'] as const) {
+    const q = quota[r];
+    if (q !== undefined && usage[r] + spec.resources[r] > q)
+      return `${r} ${usage[r] + spec.resources[r]} > quota ${q}`;
+  }
+  return undefined;
+}
+
+/**
+ * The working copy of one apply: immutable maps are reassigned as they change, and the ClusterIndex
+ * builder is opened only by the first write that needs it.
+ */
+class Draft {
+  d: { -readonly [K in keyof StateData]: StateData[K] };
+  #builder: IndexBuilder | undefined;
+  readonly events: SchedulerEvent[] = [];
+  constructor(
+    base: SchedulerState,
+    readonly entryIndex: number,
+    readonly atMs: number,
+  ) {
+    this.d = { ...base.data(), applied: entryIndex };
+  }
+  get builder(): IndexBuilder {
+    if (this.#builder === undefined) this.#builder = this.d.index.edit();
+    return this.#builder;
+  }
+  /** Reads the index as it stands in this draft. */
+  get reader(): IndexBuilder | ClusterIndex {
+    return this.#builder ?? this.d.index;
+  }
+  finish(): SchedulerState {
+    if (this.#builder !== undefined) this.d.index = this.#builder.publish();
+    return SchedulerState.fromData(this.d);
+  }
+
+  addUsage(tenant: string, spec: SandboxSpec, sign: 1 | -1): void {
+    const u = this.d.usage.get(tenant) ?? zeroUsage;
+    const next: Usage = {
+      cpu: u.cpu + sign * spec.resources.cpu,
+      memory: u.memory + sign * spec.resources.memory,
+      disk: u.disk + sign * spec.resources.disk,
+      sandboxes: u.sandboxes + sign,
+    };
+    assert(next.sandboxes >= 0 && next.cpu >= 0, 'tenant usage went negative', { tenant, next });
+    this.d.usage = next.sandboxes === 0 ? this.d.usage.remove(tenant) : this.d.usage.set(tenant, next);
+  }
+
+  linkNode(nodeId: string, sandboxId: string, sign: 1 | -1): void {
+    this.d.byNode = this.d.byNode.update(nodeId, ISet<string>(), (s) =>
+      sign > 0 ? s.add(sandboxId) : s.remove(sandboxId),
+    );
+    if (this.d.byNode.get(nodeId)?.size === 0) this.d.byNode = this.d.byNode.remove(nodeId);
+  }
+
+  /**
+   * Moves a sandbox to `to` (already validated by the caller), releasing its allocation when it stops
+   * holding one and forgetting it once terminated.
+   */
+  setState(
+    sb: Sandbox,
+    to: SandboxState,
+    extra: Partial<Pick<Sandbox, 'reason' | 'snapshotNodeId'>> = {},
+  ): void {
+    if (holdsAllocation(sb.state) && !holdsAllocation(to)) {
+      assert(sb.nodeId !== undefined, 'an allocated sandbox has a node', { sandboxId: sb.id });
+      this.builder.release(sb.nodeId, shapeOf(sb.spec, sb.tenant, sb.gpuDevices));
+    }
+    const wasLive = !isFinished(sb.state);
+    const isLive = !isFinished(to);
+    if (wasLive && !isLive) this.addUsage(sb.tenant, sb.spec, -1);
+    this.event(sb, to, extra.reason);
+    const keepsNode = holdsAllocation(to);
+    if (!keepsNode && sb.nodeId !== undefined) this.linkNode(sb.nodeId, sb.id, -1);
+    if (to === 'terminated') {
+      this.d.sandboxes = this.d.sandboxes.remove(sb.id);
+      this.d.byTenant = this.d.byTenant.update(sb.tenant, ISet<string>(), (s) => s.remove(sb.id));
+      if (this.d.byTenant.get(sb.tenant)?.size === 0) this.d.byTenant = this.d.byTenant.remove(sb.tenant);
+      return;
+    }
+    const { nodeId: _node, gpuDevices: _gpu, ...rest } = sb;
+    const next: Sandbox = keepsNode
+      ? { ...sb, ...extra, state: to, updatedAtMs: this.atMs }
+      : { ...rest, ...extra, gpuDevices: [], state: to, updatedAtMs: this.atMs };
+    this.d.sandboxes = this.d.sandboxes.set(sb.id, Object.freeze(next));
+  }
+
+  event(
+    sb: Sandbox,
+    to: SandboxState,
+    reason: string | undefined,
+    from: SandboxState | 'none' = sb.state,
+  ): void {
+    this.events.push({
+      kind: 'sandbox',
+      index: this.entryIndex,
+      atMs: this.atMs,
+      sandboxId: sb.id,
+      tenant: sb.tenant,
+      from,
+      to,
+      ...(sb.nodeId === undefined ? {} : { nodeId: sb.nodeId }),
+      ...(reason === undefined ? {} : { reason }),
+    });
+  }
+
+  nodeEvent(
+    nodeId: string,
+    change: 'registered' | 'updated' | 'state' | 'removed',
+    state?: NodeSpec['state'],
+  ): void {
+    this.events.push({
+      kind: 'node',
+      index: this.entryIndex,
+      atMs: this.atMs,
+      nodeId,
+      change,
+      ...(state === undefined ? {} : { state }),
+    });
+  }
+}
+
+/** The outcome of applying one entry: the next state, the proposer's result and the committed events. */
+export interface Applied {
+  readonly state: SchedulerState;
+  readonly result: CommandResult;
+  readonly events: readonly SchedulerEvent[];
+}
+
+/**
+ * Applies one command committed at Raft index `entryIndex`. Never throws for a command that is merely
+ * wrong for the current state (unknown sandbox, illegal transition, busy node): that is a deterministic
+ * rejection, returned as `{ok: false}` with the state unchanged. Throws only on a broken invariant.
+ */
+export function applyCommand(state: SchedulerState, cmd: Command, entryIndex: number): Applied {
+  assert(entryIndex > state.applied, 'entries are applied in order, once', {
+    entryIndex,
+    applied: state.applied,
+  });
+  const draft = new Draft(state, entryIndex, cmd.atMs);
+  try {
+    const result = applyTo(draft, cmd);
+    evictDedup(draft);
+    return { state: draft.finish(), result, events: draft.events };
+  } catch (err) {
+    if (!(err instanceof TrellisError)) throw err;
+    return {
+      state: state.withApplied(entryIndex),
+      result: { ok: false, error: errorResult(err) },
+      events: [],
+    };
+  }
+}
+
+function applyTo(draft: Draft, cmd: Command): CommandResult {
+  switch (cmd.type) {
+    case 'node.register':
+      return registerNode(draft, cmd.spec as NodeSpec);
+    case 'node.update':
+      return updateNode(draft, cmd.spec as NodeSpec);
+    case 'node.state':
+      return setNodeState(draft, cmd.nodeId, cmd.state);
+    case 'node.remove':
+      return removeNode(draft, cmd.nodeId);
+    case 'node.heartbeat':
+      return heartbeat(draft, cmd.nodeIds);
+    case 'place':
+      return place(draft, cmd.items);
+    case 'status':
+      return status(draft, cmd.items);
+    case 'terminate':
+      return terminate(draft, cmd.sandboxId);
+    case 'suspend':
+      return suspend(draft, cmd.sandboxId);
+    case 'resume':
+      return resume(draft, cmd.sandboxId, cmd.nodeId, cmd.gpuDevices ?? []);
+    case 'quota.set':
+      draft.d.quotas = draft.d.quotas.set(cmd.tenant, Object.freeze({ ...cmd.quota }));
+      return { ok: true };
+  }
+}
+
+const ok: CommandResult = Object.freeze({ ok: true });
+
+function requireNode(draft: Draft, nodeId: string): NodeRecord {
+  const rec = draft.d.nodes.get(nodeId);
+  if (rec === undefined) throw new UnknownNodeError(`node ${JSON.stringify(nodeId)} is not registered`);
+  return rec;
+}
+
+function requireSandbox(draft: Draft, sandboxId: string): Sandbox {
+  const sb = draft.d.sandboxes.get(sandboxId);
+  if (sb === undefined) throw new UnknownSandboxError(`sandbox ${JSON.stringify(sandboxId)} does not exist`);
+  return sb;
+}
+
+function registerNode(draft: Draft, spec: NodeSpec): CommandResult {
+  if (draft.d.nodes.has(spec.id))
+    throw new DuplicateNodeError(`node ${JSON.stringify(spec.id)} already exists`);
+  validateNodeSpec(spec);
+  draft.builder.registerNode(spec);
+  draft.d.nodes = draft.d.nodes.set(
+    spec.id,
+    Object.freeze({ spec, registeredAtMs: draft.atMs, lastHeartbeatMs: draft.atMs }),
+  );
+  draft.nodeEvent(spec.id, 'registered', spec.state);
+  return ok;
+}
+
+function updateNode(draft: Draft, spec: NodeSpec): CommandResult {
+  const rec = requireNode(draft, spec.id);
+  validateNodeSpec(spec);
+  draft.builder.updateNode(spec);
+  draft.d.nodes = draft.d.nodes.set(spec.id, Object.freeze({ ...rec, spec }));
+  draft.nodeEvent(spec.id, 'updated', spec.state);
+  if (spec.state === 'down' && rec.spec.state !== 'down') loseSandboxes(draft, spec.id);
+  return ok;
+}
+
+function setNodeState(draft: Draft, nodeId: string, state: NodeSpec['state']): CommandResult {
+  const rec = requireNode(draft, nodeId);
+  if (rec.spec.state === state) return ok;
+  const spec: NodeSpec = { ...rec.spec, state };
+  draft.builder.setState(nodeId, state);
+  // A node coming back counts as a fresh heartbeat, so health checking does not mark it down at once.
+  draft.d.nodes = draft.d.nodes.set(nodeId, Object.freeze({ ...rec, spec, lastHeartbeatMs: draft.atMs }));
+  draft.nodeEvent(nodeId, 'state', state);
+  if (state === 'down') loseSandboxes(draft, nodeId);
+  return ok;
+}
+
+/** A node went down: every sandbox running on it is lost and gives its allocation back. */
+function loseSandboxes(draft: Draft, nodeId: string): void {
+  const ids = [...(draft.d.byNode.get(nodeId) ?? ISet<string>())].sort();
+  for (const id of ids) {
+    const sb = draft.d.sandboxes.get(id);
+    assert(sb !== undefined, 'byNode names a known sandbox', { nodeId, id });
+    if (holdsAllocation(sb.state)) draft.setState(sb, 'lost', { reason: `node ${nodeId} went down` });
+  }
+}
+
+function removeNode(draft: Draft, nodeId: string): CommandResult {
+  requireNode(draft, nodeId);
+  const held = draft.d.byNode.get(nodeId)?.size ?? 0;
+  if (held > 0)
+    throw new NodeBusyError(`node ${nodeId} still holds ${held} sandboxes`, { details: { held } });
+  draft.builder.removeNode(nodeId);
+  draft.d.nodes = draft.d.nodes.remove(nodeId);
+  draft.nodeEvent(nodeId, 'removed');
+  return ok;
+}
+
+function heartbeat(draft: Draft, nodeIds: readonly string[]): CommandResult {
+  // Unknown ids are skipped rather than failing the batch: a node may be removed while its last
+  // heartbeat is still in flight.
+  for (const id of nodeIds) {
+    const rec = draft.d.nodes.get(id);
+    if (rec !== undefined && rec.lastHeartbeatMs < draft.atMs)
+      draft.d.nodes = draft.d.nodes.set(id, Object.freeze({ ...rec, lastHeartbeatMs: draft.atMs }));
+  }
+  return ok;
+}
+
+/** Checks one place item against the draft; returns why it cannot commit, or undefined when it can. */
+function placeCheck(draft: Draft, item: PlaceItem): TrellisError | undefined {
+  if (draft.d.sandboxes.has(item.sandboxId))
+    return new ValidationError('sandboxId', `sandbox ${item.sandboxId} already exists`);
+  const quotaReason = withinQuota(
+    draft.d.usage.get(item.spec.tenant) ?? zeroUsage,
+    draft.d.quotas.get(item.spec.tenant),
+    item.spec,
+  );
+  if (quotaReason !== undefined) return new QuotaExceededError(`tenant ${item.spec.tenant}: ${quotaReason}`);
+  const rec = draft.d.nodes.get(item.nodeId);
+  if (rec === undefined) return new UnknownNodeError(`node ${item.nodeId} is not registered`);
+  if (rec.spec.state !== 'ready')
+    return new IllegalTransitionError(`node ${item.nodeId} is ${rec.spec.state}, not ready`);
+  const reader = draft.reader;
+  const slot = reader.slotOf(item.nodeId);
+  assert(slot !== undefined, 'a registered node has a slot', { nodeId: item.nodeId });
+  const shape = shapeOf(item.spec, item.spec.tenant, item.gpuDevices);
+  if (!draft.builder.fitsSlot(slot, shape)) {
+    return new OverCommitError(`node ${item.nodeId} no longer has room for sandbox ${item.sandboxId}`);
+  }
+  return undefined;
+}
+
+function place(draft: Draft, items: readonly PlaceItem[]): CommandResult {
+  const results: PlaceItemResult[] = [];
+  for (const item of items) {
+    const seen = draft.d.dedup.get(item.requestId);
+    if (seen !== undefined) {
+      // A retried request, or a plan re-proposed by a new leader: the first commit wins, once.
+      results.push({ requestId: item.requestId, sandboxId: seen.sandboxId, outcome: 'duplicate' });
+      continue;
+    }
+    const refused = placeCheck(draft, item);
+    if (refused !== undefined) {
+      results.push({
+        requestId: item.requestId,
+        sandboxId: item.sandboxId,
+        outcome: 'rejected',
+        error: errorResult(refused),
+      });
+      continue;
+    }
+    const sb: Sandbox = Object.freeze({
+      id: item.sandboxId,
+      requestId: item.requestId,
+      tenant: item.spec.tenant,
+      spec: item.spec,
+      state: 'placed',
+      nodeId: item.nodeId,
+      gpuDevices: item.gpuDevices,
+      createdAtMs: draft.atMs,
+      updatedAtMs: draft.atMs,
+    });
+    draft.builder.allocate(item.nodeId, shapeOf(item.spec, sb.tenant, item.gpuDevices));
+    draft.d.sandboxes = draft.d.sandboxes.set(sb.id, sb);
+    draft.linkNode(item.nodeId, sb.id, 1);
+    draft.d.byTenant = draft.d.byTenant.update(sb.tenant, ISet<string>(), (s) => s.add(sb.id));
+    draft.addUsage(sb.tenant, sb.spec, 1);
+    draft.d.dedup = draft.d.dedup.set(
+      item.requestId,
+      Object.freeze({ sandboxId: sb.id, specDigest: specDigest(item.spec), atMs: draft.atMs }),
+    );
+    draft.d.dedupOrder = draft.d.dedupOrder.push(item.requestId);
+    draft.event(sb, 'placed', undefined, 'none');
+    results.push({ requestId: item.requestId, sandboxId: sb.id, outcome: 'placed', nodeId: item.nodeId });
+  }
+  return { ok: true, items: results };
+}
+
+function status(
+  draft: Draft,
+  items: readonly { sandboxId: string; state: SandboxState; reason?: string | undefined }[],
+): CommandResult {
+  // Status reports come from nodes and may be late or repeated; each bad item is reported alone.
+  const itemErrors: ErrorResult[] = [];
+  for (const item of items) {
+    const sb = draft.d.sandboxes.get(item.sandboxId);
+    if (sb === undefined) {
+      itemErrors.push(errorResult(new UnknownSandboxError(`sandbox ${item.sandboxId} does not exist`)));
+      continue;
+    }
+    if (sb.state === item.state) continue;
+    try {
+      transition(sb.id, sb.state, item.state);
+    } catch (err) {
+      if (!(err instanceof TrellisError)) throw err;
+      itemErrors.push(errorResult(err));
+      continue;
+    }
+    if (item.state === 'suspended' && sb.nodeId !== undefined) {
+      draft.setState(sb, 'suspended', { snapshotNodeId: sb.nodeId });
+    } else if (item.state === 'placed') {
+      // Only lost → placed reaches here, and it needs a node: a re-placement goes through `place` instead.
+      itemErrors.push(
+        errorResult(new IllegalTransitionError(`sandbox ${sb.id}: re-placement is not a status`)),
+      );
+    } else {
+      draft.setState(sb, item.state, item.reason === undefined ? {} : { reason: item.reason });
+    }
+  }
+  return itemErrors.length === 0 ? ok : { ok: true, itemErrors };
+}
+
+function terminate(draft: Draft, sandboxId: string): CommandResult {
+  const sb = requireSandbox(draft, sandboxId);
+  const to = terminateTarget(sb.state);
+  if (sb.state === to) return ok;
+  transition(sb.id, sb.state, to);
+  draft.setState(sb, to);
+  return ok;
+}
+
+function suspend(draft: Draft, sandboxId: string): CommandResult {
+  const sb = requireSandbox(draft, sandboxId);
+  transition(sb.id, sb.state, 'suspending');
+  draft.setState(sb, 'suspending');
+  return ok;
+}
+
+/**
+ * Resumes a suspended sandbox on `nodeId`, the node the leader chose (the snapshot's node when it could).
+ * When there is none, or it no longer fits, the sandbox's policy decides: `fail` fails it, `wait` and
+ * `move` leave it suspended and the command is rejected, so the leader may try again later.
+ */
+function resume(
+  draft: Draft,
+  sandboxId: string,
+  nodeId: string | undefined,
+  gpuDevices: Sandbox['gpuDevices'],
+): CommandResult {
+  const sb = requireSandbox(draft, sandboxId);
+  transition(sb.id, sb.state, 'resuming');
+  const policy = sb.spec.resumePolicy ?? 'wait';
+  if (nodeId !== undefined && policy !== 'move' && nodeId !== sb.snapshotNodeId) {
+    throw new IllegalTransitionError(
+      `sandbox ${sb.id}: policy ${policy} resumes only on ${String(sb.snapshotNodeId)}`,
+    );
+  }
+  const rec = nodeId === undefined ? undefined : draft.d.nodes.get(nodeId);
+  const slot = nodeId === undefined ? undefined : draft.reader.slotOf(nodeId);
+  const shape = shapeOf(sb.spec, sb.tenant, gpuDevices);
+  const fits =
+    rec !== undefined &&
+    rec.spec.state === 'ready' &&
+    slot !== undefined &&
+    draft.builder.fitsSlot(slot, shape);
+  if (!fits || nodeId === undefined) {
+    const reason = nodeId === undefined ? 'no node can take it' : `node ${nodeId} cannot take it`;
+    if (policy === 'fail') {
+      draft.setState(sb, 'failed', { reason: `resume: ${reason}` });
+      return ok;
+    }
+    throw new NoCapacityError(`sandbox ${sb.id}: resume waits, ${reason}`);
+  }
+  draft.builder.allocate(nodeId, shape);
+  const next: Sandbox = Object.freeze({
+    ...sb,
+    state: 'resuming',
+    nodeId,
+    gpuDevices,
+    updatedAtMs: draft.atMs,
+  });
+  draft.d.sandboxes = draft.d.sandboxes.set(sb.id, next);
+  draft.linkNode(nodeId, sb.id, 1);
+  draft.event(next, 'resuming', undefined, 'suspended');
+  return ok;
+}
+
+/** Forgets the oldest request ids beyond the count bound or the retention time. */
+function evictDedup(draft: Draft): void {
+  let order = draft.d.dedupOrder;
+  let dedup = draft.d.dedup;
+  for (let i = 0; i < dedupEntriesMax && order.size > 0; i++) {
+    const oldest = order.first() as string;
+    const entry = dedup.get(oldest);
+    const expired = entry === undefined || entry.atMs + dedupRetentionMs < draft.atMs;
+    if (order.size <= dedupEntriesMax && !expired) break;
+    order = order.shift();
+    dedup = dedup.remove(oldest);
+  }
+  draft.d.dedupOrder = order;
+  draft.d.dedup = dedup;
+}
