@@ -85,9 +85,9 @@ export const nodeSpecSchema = z.strictObject({
   id: idSchema,
   capacity: resourcesSchema,
   gpu: z.strictObject({ model: text, count: z.int().min(0).max(gpuDevicesPerNodeMax) }).optional(),
-  labels: z.record(text, text),
+  labels: z.record(text, text).readonly(),
   state: nodeStateSchema,
-  images: z.array(text).max(1024).optional(),
+  images: z.array(text).max(1024).readonly().optional(),
 });
 
 const gpuDevicesSchema = z
