@@ -56,6 +56,12 @@ export class SchedulerClosedError extends TrellisError {
   readonly code = 'SCHED_CLOSED';
 }
 
+/** A watch() reader fell so far behind that its buffer filled; it must start a new watch and re-read. */
+export class WatchOverflowError extends TrellisError {
+  override readonly name = 'WatchOverflowError';
+  readonly code = 'SCHED_WATCH_OVERFLOW';
+}
+
 /** The wire form of a rejected command, as the state machine returns it. */
 export interface ErrorResult {
   readonly code: string;

@@ -1,0 +1,308 @@
+/**
+ * The leader pipeline, wiring the stages in order:
+ *   admission (admit)   — refuse bad or over-quota input before it costs anything;
+ *   batcher             — many requests per Raft entry, so the log's cost is paid per batch;
+ *   planner             — place against committed state plus the overlay of batches in flight;
+ *   verifier            — drop placements the newest committed state already contradicts;
+ *   proposer            — one entry per batch; apply re-checks capacity item by item;
+ *   pending queue       — what fits nowhere waits with its reason until capacity frees or it expires.
+ *
+ * It also batches node heartbeats into one entry per interval and marks silent nodes down. A pipeline
+ * lives only while its replica leads; a new leader starts a fresh one from committed state, and callers
+ * whose requests were in the old one retry there with the same request id (see scheduler.ts).
+ */
+import { assert } from '../../src/lib/assert.js';
+import { checkQuota, checkRequestId } from '../admission.js';
+import { commandCodec, type SandboxSpec } from '../commands.js';
+import { NoCapacityError, NotLeaderError, OverloadedError } from '../errors.js';
+import { holdsAllocation } from '../lifecycle.js';
+import type { ReplicatedLog } from '../log.js';
+import type { Sandbox, SchedulerEvent, Usage } from '../types.js';
+import { Batcher } from './batcher.js';
+import { PendingQueue, pendingMax } from './pending.js';
+import { Planner } from './planner.js';
+import { proposePlace } from './proposer.js';
+import { type CreateRequest, rejectAll, resolveAll } from './request.js';
+import { verify } from './verifier.js';
+
+export interface PipelineOptions {
+  readonly batchSizeMax: number;
+  readonly batchWindowMs: number;
+  /** Batches planned and not yet committed, at most; further batches wait for one to settle. */
+  readonly inFlightBatchesMax: number;
+  /** How long a create may wait for capacity before NoCapacityError. */
+  readonly pendingTimeoutMs: number;
+  /** A placement refused at commit is planned again at most this many times. */
+  readonly replanMax: number;
+  readonly heartbeatIntervalMs: number;
+  /** A node silent for this long is marked down and its sandboxes lost; 0 turns health checking off. */
+  readonly nodeDownAfterMs: number;
+  readonly now: () => number;
+}
+
+export const defaultPipelineOptions: Omit<PipelineOptions, 'now'> = {
+  batchSizeMax: 4096,
+  batchWindowMs: 0,
+  inFlightBatchesMax: 4,
+  pendingTimeoutMs: 30_000,
+  replanMax: 3,
+  heartbeatIntervalMs: 1000,
+  nodeDownAfterMs: 0,
+};
+
+/** Counters the pipeline keeps for `stats()` and the demo's summary. */
+export interface PipelineStats {
+  batches: number;
+  batchedRequests: number;
+  placed: number;
+  rejected: number;
+  replans: number;
+  batchLatencyMsTotal: number;
+  rejectReasons: Map<string, number>;
+}
+
+export class LeaderPipeline {
+  readonly #log: ReplicatedLog;
+  readonly #replica: number;
+  readonly #opts: PipelineOptions;
+  readonly #batcher: Batcher<CreateRequest>;
+  readonly #planner = new Planner();
+  readonly #pending = new PendingQueue();
+  /** Every request admitted and not yet answered, by id: a retry joins the first one. */
+  readonly #live = new Map<string, CreateRequest>();
+  readonly #inFlightUsage = new Map<string, Usage>();
+  #held: CreateRequest[][] = [];
+  #heartbeats = new Set<string>();
+  #timer: NodeJS.Timeout | undefined;
+  #stopped = false;
+  readonly #unsubscribe: () => void;
+  readonly stats: PipelineStats = {
+    batches: 0,
+    batchedRequests: 0,
+    placed: 0,
+    rejected: 0,
+    replans: 0,
+    batchLatencyMsTotal: 0,
+    rejectReasons: new Map(),
+  };
+
+  constructor(log: ReplicatedLog, replica: number, opts: PipelineOptions) {
+    this.#log = log;
+    this.#replica = replica;
+    this.#opts = opts;
+    this.#batcher = new Batcher({ sizeMax: opts.batchSizeMax, windowMs: opts.batchWindowMs }, (b) =>
+      this.#onBatch(b),
+    );
+    this.#unsubscribe = log.machine(replica).onApply((applied) => this.#onCommitted(applied.events));
+    this.#timer = setInterval(() => this.#tick(), opts.heartbeatIntervalMs);
+    this.#timer.unref();
+  }
+
+  get pendingCount(): number {
+    return this.#pending.size;
+  }
+
+  /**
+   * Admits a create and resolves with the committed sandbox. Throws (rejects) ValidationError,
+   * RequestIdConflictError, QuotaExceededError, OverloadedError; later NoCapacityError at its deadline,
+   * or NotLeaderError when this replica stops leading first.
+   */
+  create(requestId: string, spec: SandboxSpec): Promise<Sandbox> {
+    if (this.#stopped) return Promise.reject(new NotLeaderError(`replica ${this.#replica} no longer leads`));
+    const state = this.#log.machine(this.#replica).state;
+    const idem = checkRequestId(state, requestId, spec);
+    if (idem.kind === 'committed') return Promise.resolve(state.sandbox(idem.sandboxId) as Sandbox);
+    const live = this.#live.get(requestId);
+    if (live !== undefined) {
+      checkRequestId(state, requestId, live.spec);
+      return new Promise((resolve, reject) => {
+        live.waiters.push({ resolve, reject });
+      });
+    }
+    if (this.#live.size >= pendingMax)
+      throw new OverloadedError(`${this.#live.size} creates are already in progress`);
+    checkQuota(state, spec, this.#inFlightUsage.get(spec.tenant));
+    return new Promise((resolve, reject) => {
+      const req: CreateRequest = {
+        requestId,
+        spec,
+        deadlineMs: this.#opts.now() + this.#opts.pendingTimeoutMs,
+        replans: 0,
+        waiters: [{ resolve, reject }],
+      };
+      this.#live.set(requestId, req);
+      this.#addUsage(spec, 1);
+      this.#batcher.add(req);
+    });
+  }
+
+  /** Records a node's heartbeat; they are committed together once per interval. */
+  heartbeat(nodeId: string): void {
+    this.#heartbeats.add(nodeId);
+  }
+
+  /** Proposes any command through this leader and returns its result. */
+  propose(data: Uint8Array): ReturnType<ReplicatedLog['propose']> {
+    return this.#log.propose(this.#replica, data);
+  }
+
+  /** Stops the pipeline; every unanswered request is rejected with NotLeaderError so callers retry. */
+  stop(): void {
+    if (this.#stopped) return;
+    this.#stopped = true;
+    if (this.#timer !== undefined) clearInterval(this.#timer);
+    this.#unsubscribe();
+    this.#batcher.drain();
+    this.#pending.takeAll();
+    this.#held = [];
+    const err = new NotLeaderError(`replica ${this.#replica} stopped leading`);
+    for (const req of this.#live.values()) rejectAll(req, err);
+    this.#live.clear();
+  }
+
+  #addUsage(spec: SandboxSpec, sign: 1 | -1): void {
+    const u = this.#inFlightUsage.get(spec.tenant) ?? { cpu: 0, memory: 0, disk: 0, sandboxes: 0 };
+    this.#inFlightUsage.set(spec.tenant, {
+      cpu: u.cpu + sign * spec.resources.cpu,
+      memory: u.memory + sign * spec.resources.memory,
+      disk: u.disk + sign * spec.resources.disk,
+      sandboxes: u.sandboxes + sign,
+    });
+  }
+
+  #settle(req: CreateRequest): boolean {
+    if (this.#live.get(req.requestId) !== req) return false;
+    this.#live.delete(req.requestId);
+    this.#addUsage(req.spec, -1);
+    return true;
+  }
+
+  #onBatch(batch: CreateRequest[]): void {
+    if (this.#stopped) return;
+    if (this.#planner.inFlight >= this.#opts.inFlightBatchesMax) {
+      this.#held.push(batch);
+      return;
+    }
+    void this.#runBatch(batch);
+  }
+
+  async #runBatch(batch: CreateRequest[]): Promise<void> {
+    const startMs = this.#opts.now();
+    const state = this.#log.machine(this.#replica).state;
+    const plan = this.#planner.plan(batch, state.index);
+    const verified = verify(plan, batch, state);
+    for (const req of verified.committed) this.#answerCommitted(req);
+    for (const { req, reason } of verified.unplaced) this.#park(req, reason);
+    for (const { req, reason } of verified.retry) this.#replan(req, reason);
+    this.stats.batches += 1;
+    this.stats.batchedRequests += batch.length;
+    try {
+      if (verified.items.length > 0) {
+        const results = await proposePlace(this.#log, this.#replica, verified.items, this.#opts.now());
+        const byId = new Map(batch.map((r) => [r.requestId, r] as const));
+        for (const r of results) {
+          const req = byId.get(r.requestId) as CreateRequest;
+          if (r.outcome === 'rejected') this.#replan(req, `${r.error.code}: ${r.error.message}`);
+          else this.#answerCommitted(req);
+        }
+      }
+    } catch (err) {
+      // The entry's fate is unknown (leadership moved): answer no one here; stop() hands the requests
+      // back to their callers, who retry on the new leader with the same ids.
+      if (!(err instanceof NotLeaderError)) throw err;
+    } finally {
+      this.stats.batchLatencyMsTotal += this.#opts.now() - startMs;
+      this.#planner.settled();
+      const next = this.#held.shift();
+      if (next !== undefined && !this.#stopped) void this.#runBatch(next);
+    }
+  }
+
+  #answerCommitted(req: CreateRequest): void {
+    const state = this.#log.machine(this.#replica).state;
+    const seen = state.dedup.get(req.requestId);
+    assert(seen !== undefined, 'an answered request has committed', { requestId: req.requestId });
+    const sb = state.sandbox(seen.sandboxId);
+    if (!this.#settle(req)) return;
+    this.stats.placed += 1;
+    // A sandbox terminated between commit and answer is gone from state; answer with what committed.
+    resolveAll(
+      req,
+      sb ??
+        ({
+          id: seen.sandboxId,
+          requestId: req.requestId,
+          tenant: req.spec.tenant,
+          spec: req.spec,
+          state: 'terminated',
+          gpuDevices: [],
+          createdAtMs: seen.atMs,
+          updatedAtMs: seen.atMs,
+        } satisfies Sandbox),
+    );
+  }
+
+  #replan(req: CreateRequest, reason: string): void {
+    req.replans += 1;
+    this.stats.replans += 1;
+    if (req.replans > this.#opts.replanMax) this.#park(req, reason);
+    else this.#batcher.add(req);
+  }
+
+  #park(req: CreateRequest, reason: string): void {
+    if (this.#live.get(req.requestId) !== req) return;
+    if (this.#opts.now() >= req.deadlineMs) {
+      this.#fail(req, reason);
+      return;
+    }
+    this.#pending.add(req, reason);
+  }
+
+  #fail(req: CreateRequest, reason: string): void {
+    if (!this.#settle(req)) return;
+    this.stats.rejected += 1;
+    const key = reason.split(':')[0] ?? reason;
+    this.stats.rejectReasons.set(key, (this.stats.rejectReasons.get(key) ?? 0) + 1);
+    rejectAll(
+      req,
+      new NoCapacityError(`request ${req.requestId} found no node before its deadline: ${reason}`, {
+        details: { reason },
+      }),
+    );
+  }
+
+  /** Committed events that free capacity wake the pending queue (once per committed entry). */
+  #onCommitted(events: readonly SchedulerEvent[]): void {
+    if (this.#stopped || this.#pending.size === 0) return;
+    const frees = events.some(
+      (e) =>
+        (e.kind === 'sandbox' && e.from !== 'none' && holdsAllocation(e.from) && !holdsAllocation(e.to)) ||
+        (e.kind === 'node' && (e.change === 'registered' || e.change === 'updated' || e.state === 'ready')),
+    );
+    if (!frees) return;
+    for (const req of this.#pending.wake()) {
+      req.replans = 0;
+      this.#batcher.add(req);
+    }
+  }
+
+  #tick(): void {
+    if (this.#stopped) return;
+    const now = this.#opts.now();
+    for (const req of this.#pending.expire(now)) this.#fail(req, req.reason ?? 'no capacity');
+    const state = this.#log.machine(this.#replica).state;
+    if (this.#heartbeats.size > 0) {
+      const nodeIds = [...this.#heartbeats];
+      this.#heartbeats = new Set();
+      void this.propose(commandCodec.encode({ type: 'node.heartbeat', atMs: now, nodeIds })).catch(() => {});
+    }
+    if (this.#opts.nodeDownAfterMs === 0) return;
+    for (const rec of state.nodes.values()) {
+      if (rec.spec.state !== 'down' && rec.lastHeartbeatMs + this.#opts.nodeDownAfterMs < now) {
+        void this.propose(
+          commandCodec.encode({ type: 'node.state', atMs: now, nodeId: rec.spec.id, state: 'down' }),
+        ).catch(() => {});
+      }
+    }
+  }
+}

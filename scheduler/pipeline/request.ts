@@ -1,0 +1,24 @@
+/** The unit of work that moves through the leader pipeline: one admitted create and its caller's promise. */
+import type { SandboxSpec } from '../commands.js';
+import type { Sandbox } from '../types.js';
+
+export interface CreateRequest {
+  readonly requestId: string;
+  readonly spec: SandboxSpec;
+  /** Leader clock after which a request that still fits nowhere fails with NoCapacityError. */
+  readonly deadlineMs: number;
+  /** Times a planned placement of it was refused at commit (a race); bounded by `replanMax`. */
+  replans: number;
+  /** The last reason it could not be placed, kept while it waits in the pending queue. */
+  reason?: string;
+  /** The callers waiting on it: the first create, and any retry with the same id that joined it. */
+  readonly waiters: { readonly resolve: (sandbox: Sandbox) => void; readonly reject: (err: Error) => void }[];
+}
+
+export function resolveAll(req: CreateRequest, sandbox: Sandbox): void {
+  for (const w of req.waiters) w.resolve(sandbox);
+}
+
+export function rejectAll(req: CreateRequest, err: Error): void {
+  for (const w of req.waiters) w.reject(err);
+}

@@ -1,0 +1,48 @@
+/**
+ * Stage 4, the verifier: checks a plan against the newest committed state just before it is proposed,
+ * dropping placements that can no longer stand — the node was drained, cordoned or removed since the
+ * snapshot the planner used, or the request id has committed meanwhile. What it keeps is still
+ * re-checked by `apply` (capacity included); the verifier only avoids proposing what would surely fail.
+ */
+import type { Plan } from '../../placement/index.js';
+import type { PlaceItem } from '../commands.js';
+import type { SchedulerState } from '../state.js';
+import type { CreateRequest } from './request.js';
+
+export interface Verified {
+  readonly items: PlaceItem[];
+  /** Requests to place again, with the reason their placement was dropped. */
+  readonly retry: { readonly req: CreateRequest; readonly reason: string }[];
+  /** Requests placement found no node for, with placement's reason. */
+  readonly unplaced: { readonly req: CreateRequest; readonly reason: string }[];
+  /** Requests whose id committed meanwhile: resolve them with the committed sandbox. */
+  readonly committed: CreateRequest[];
+}
+
+export function verify(plan: Plan, batch: readonly CreateRequest[], state: SchedulerState): Verified {
+  const byId = new Map(batch.map((r) => [r.requestId, r] as const));
+  const out: Verified = { items: [], retry: [], unplaced: [], committed: [] };
+  for (const p of plan.placements) {
+    const req = byId.get(p.requestId) as CreateRequest;
+    if (state.dedup.has(req.requestId)) {
+      out.committed.push(req);
+      continue;
+    }
+    const node = state.nodes.get(p.nodeId);
+    if (node === undefined || node.spec.state !== 'ready') {
+      out.retry.push({ req, reason: `node ${p.nodeId} is ${node?.spec.state ?? 'gone'}` });
+      continue;
+    }
+    out.items.push({
+      requestId: req.requestId,
+      sandboxId: req.requestId,
+      spec: req.spec,
+      nodeId: p.nodeId,
+      gpuDevices: p.gpuDevices.map((g) => ({ ...g })),
+    });
+  }
+  for (const r of plan.rejections) {
+    out.unplaced.push({ req: byId.get(r.requestId) as CreateRequest, reason: `${r.code}: ${r.message}` });
+  }
+  return out;
+}

@@ -1,0 +1,360 @@
+/**
+ * The embedding API: a `Scheduler` over a replicated log. Commands go to the leader's pipeline (a caller
+ * attached to a follower is forwarded there); reads come from the caller's replica after a ReadIndex
+ * barrier, or straight from its applied state when the caller asks for a stale read.
+ *
+ * When leadership moves, the old leader's pipeline is stopped and its unanswered requests are retried on
+ * the new leader with the same request ids, so a create is never lost and, thanks to the committed dedup
+ * table, never placed twice.
+ */
+import { randomUUID } from 'node:crypto';
+import { type NodeSpec, type NodeView, planBatch } from '../placement/index.js';
+import { assert } from '../src/lib/assert.js';
+import { sandboxId as parseSandboxId } from '../src/lib/ids.js';
+import { parseWith } from '../src/lib/validate.js';
+import { placementRequestOf, validateSpec } from './admission.js';
+import { type Command, commandCodec, nodeSpecSchema, type Quota, quotaSchema } from './commands.js';
+import {
+  errorFromResult,
+  NotLeaderError,
+  SchedulerClosedError,
+  UnknownSandboxError,
+  WatchOverflowError,
+} from './errors.js';
+import { InProcessLog } from './in-process-log.js';
+import type { SandboxState } from './lifecycle.js';
+import type { ReplicatedLog } from './log.js';
+import { defaultPipelineOptions, LeaderPipeline, type PipelineOptions } from './pipeline/leader.js';
+import type { CommandResult } from './state.js';
+import type { Sandbox, SchedulerEvent } from './types.js';
+
+/** Times a call is retried on a new leader before it gives up with NotLeaderError. */
+export const leaderRetriesMax = 8;
+/** Committed events a `watch()` iterator buffers for a slow reader before it ends with an error. */
+export const watchBufferMax = 100_000;
+
+export interface SchedulerConfig {
+  /** Replicas of the in-process cluster when no `log` is given. Default 3. */
+  readonly replicas?: number;
+  /** A replicated log to run on (the Raft driver); an in-process one by default. */
+  readonly log?: ReplicatedLog;
+  /** The replica this scheduler reads from. Default 0. */
+  readonly replica?: number;
+  readonly pipeline?: Partial<Omit<PipelineOptions, 'now'>>;
+  /** The leader's clock, stamped into commands. Default Date.now. */
+  readonly now?: () => number;
+}
+
+export interface CreateOptions {
+  /** Makes the create idempotent: the same id with the same spec returns the same sandbox. */
+  readonly requestId?: string;
+  /** Resolve once placed (default) or once the node reports it running. */
+  readonly wait?: 'placed' | 'running';
+}
+
+export interface ReadOptions {
+  /** Read this replica's applied state without a ReadIndex round. */
+  readonly stale?: boolean;
+}
+
+export interface ListFilter {
+  readonly tenant?: string;
+  readonly nodeId?: string;
+  readonly state?: SandboxState;
+}
+
+export interface SchedulerStats {
+  readonly leader: number | undefined;
+  readonly applied: number;
+  readonly nodes: number;
+  readonly sandboxes: number;
+  readonly pending: number;
+  readonly batches: number;
+  readonly meanBatch: number;
+  readonly meanBatchLatencyMs: number;
+  readonly placed: number;
+  readonly rejected: number;
+  readonly replans: number;
+  readonly rejectReasons: Readonly<Record<string, number>>;
+}
+
+export class Scheduler {
+  readonly log: ReplicatedLog;
+  readonly #replica: number;
+  readonly #opts: PipelineOptions;
+  #pipeline: LeaderPipeline | undefined;
+  #closed = false;
+  readonly #unsubscribe: () => void;
+  /** Counters of pipelines that have stopped, so stats survive leader changes. */
+  readonly #past = {
+    batches: 0,
+    batchedRequests: 0,
+    latency: 0,
+    placed: 0,
+    rejected: 0,
+    replans: 0,
+    reasons: new Map<string, number>(),
+  };
+
+  constructor(config: SchedulerConfig = {}) {
+    this.log = config.log ?? new InProcessLog(config.replicas ?? 3);
+    this.#replica = config.replica ?? 0;
+    assert(this.#replica < this.log.size, 'replica out of range', {
+      replica: this.#replica,
+      size: this.log.size,
+    });
+    this.#opts = { ...defaultPipelineOptions, ...config.pipeline, now: config.now ?? Date.now };
+    this.#startPipeline(this.log.leader());
+    this.#unsubscribe = this.log.onLeaderChange((leader) => this.#startPipeline(leader));
+  }
+
+  #startPipeline(leader: number | undefined): void {
+    const old = this.#pipeline;
+    if (old !== undefined) {
+      const s = old.stats;
+      this.#past.batches += s.batches;
+      this.#past.batchedRequests += s.batchedRequests;
+      this.#past.latency += s.batchLatencyMsTotal;
+      this.#past.placed += s.placed;
+      this.#past.rejected += s.rejected;
+      this.#past.replans += s.replans;
+      for (const [k, v] of s.rejectReasons) this.#past.reasons.set(k, (this.#past.reasons.get(k) ?? 0) + v);
+      old.stop();
+    }
+    this.#pipeline =
+      leader === undefined || this.#closed ? undefined : new LeaderPipeline(this.log, leader, this.#opts);
+  }
+
+  /** Runs `f` on the current leader's pipeline, retrying on a new leader after NotLeaderError. */
+  async #onLeader<T>(f: (p: LeaderPipeline) => Promise<T>): Promise<T> {
+    for (let attempt = 0; ; attempt++) {
+      if (this.#closed) throw new SchedulerClosedError('the scheduler is closed');
+      const p = this.#pipeline;
+      try {
+        if (p === undefined) throw new NotLeaderError('no leader');
+        return await f(p);
+      } catch (err) {
+        if (!(err instanceof NotLeaderError) || attempt >= leaderRetriesMax) throw err;
+        await new Promise((r) => setImmediate(r));
+      }
+    }
+  }
+
+  async #command(cmd: Command): Promise<CommandResult> {
+    const data = commandCodec.encode(cmd);
+    const result = await this.#onLeader((p) => p.propose(data));
+    if (!result.ok) throw errorFromResult(result.error);
+    return result;
+  }
+
+  /**
+   * Creates a sandbox; resolves once its placement is committed (or once it runs, with `wait:
+   * 'running'`). Throws ValidationError for a bad spec, RequestIdConflictError when the request id was
+   * used for another spec, QuotaExceededError, OverloadedError, and NoCapacityError when it found no
+   * node before its deadline (the error's `details.reason` says why).
+   */
+  async create(spec: unknown, options: CreateOptions = {}): Promise<Sandbox> {
+    const checked = validateSpec(spec);
+    const requestId = options.requestId ?? randomUUID();
+    const sb = await this.#onLeader((p) => p.create(requestId, checked));
+    if (options.wait === 'running' && sb.state !== 'running') return this.#waitFor(sb.id, 'running');
+    return sb;
+  }
+
+  #waitFor(sandboxId: string, state: SandboxState): Promise<Sandbox> {
+    const machine = this.log.machine(this.#replica);
+    return new Promise((resolve, reject) => {
+      const off = machine.onApply(({ events }) => {
+        for (const e of events) {
+          if (e.kind !== 'sandbox' || e.sandboxId !== sandboxId) continue;
+          if (e.to === state) {
+            off();
+            resolve(machine.state.sandbox(sandboxId) as Sandbox);
+          } else if (e.to === 'failed' || e.to === 'terminated' || e.to === 'lost') {
+            off();
+            reject(new UnknownSandboxError(`sandbox ${sandboxId} became ${e.to} before ${state}`));
+          }
+        }
+      });
+    });
+  }
+
+  /** Terminates a sandbox. Throws UnknownSandboxError, IllegalTransitionError. */
+  async terminate(sandboxId: string): Promise<void> {
+    await this.#command({ type: 'terminate', atMs: this.#opts.now(), sandboxId: parseSandboxId(sandboxId) });
+  }
+
+  /** Asks a running sandbox to suspend. Throws UnknownSandboxError, IllegalTransitionError. */
+  async suspend(sandboxId: string): Promise<void> {
+    await this.#command({ type: 'suspend', atMs: this.#opts.now(), sandboxId: parseSandboxId(sandboxId) });
+  }
+
+  /**
+   * Resumes a suspended sandbox: on the node holding its snapshot when that node can take it, else where
+   * its policy allows (`move` places it anywhere; `wait` throws NoCapacityError and leaves it suspended;
+   * `fail` fails it).
+   */
+  async resume(sandboxId: string): Promise<void> {
+    const state = this.log.machine(this.#replica).state;
+    const sb = state.sandbox(parseSandboxId(sandboxId));
+    if (sb === undefined) throw new UnknownSandboxError(`sandbox ${sandboxId} does not exist`);
+    const tryPlace = (pin: string | undefined) => {
+      const plan = planBatch(state.index, [placementRequestOf(sb.id, sb.spec, pin)]);
+      return plan.placements[0];
+    };
+    let target = sb.snapshotNodeId === undefined ? undefined : tryPlace(sb.snapshotNodeId);
+    if (target === undefined && sb.spec.resumePolicy === 'move') target = tryPlace(undefined);
+    await this.#command({
+      type: 'resume',
+      atMs: this.#opts.now(),
+      sandboxId: sb.id,
+      ...(target === undefined
+        ? {}
+        : { nodeId: target.nodeId, gpuDevices: target.gpuDevices.map((g) => ({ ...g })) }),
+    });
+  }
+
+  /** Registers a node. Throws ValidationError, DuplicateNodeError. */
+  async registerNode(spec: NodeSpec): Promise<void> {
+    const checked = parseWith(nodeSpecSchema, spec, 'node');
+    await this.#command({ type: 'node.register', atMs: this.#opts.now(), spec: checked });
+  }
+
+  /** Sets a node's state: `draining` and `cordoned` stop new placements, `down` loses its sandboxes. */
+  async setNodeState(nodeId: string, state: NodeSpec['state']): Promise<void> {
+    await this.#command({ type: 'node.state', atMs: this.#opts.now(), nodeId, state });
+  }
+
+  /** Removes an empty node. Throws UnknownNodeError, NodeBusyError. */
+  async removeNode(nodeId: string): Promise<void> {
+    await this.#command({ type: 'node.remove', atMs: this.#opts.now(), nodeId });
+  }
+
+  /** Records heartbeats from nodes; the leader commits them once per interval. */
+  heartbeat(nodeIds: readonly string[]): void {
+    for (const id of nodeIds) this.#pipeline?.heartbeat(id);
+  }
+
+  /** Reports sandbox states observed on nodes (starting, running, suspended, terminated, failed). */
+  async reportStatus(
+    items: readonly { sandboxId: string; state: SandboxState; reason?: string }[],
+  ): Promise<void> {
+    await this.#command({ type: 'status', atMs: this.#opts.now(), items: [...items] });
+  }
+
+  /** Sets a tenant's quota. */
+  async setQuota(tenant: string, quota: Quota): Promise<void> {
+    await this.#command({
+      type: 'quota.set',
+      atMs: this.#opts.now(),
+      tenant,
+      quota: parseWith(quotaSchema, quota, 'quota'),
+    });
+  }
+
+  async #read(options: ReadOptions) {
+    if (options.stale !== true) await this.log.readIndex(this.#replica);
+    return this.log.machine(this.#replica).state;
+  }
+
+  async get(sandboxId: string, options: ReadOptions = {}): Promise<Sandbox | undefined> {
+    return (await this.#read(options)).sandbox(sandboxId);
+  }
+
+  async list(filter: ListFilter = {}, options: ReadOptions = {}): Promise<Sandbox[]> {
+    const state = await this.#read(options);
+    const ids =
+      filter.nodeId !== undefined
+        ? state.sandboxesOfNode(filter.nodeId)
+        : filter.tenant !== undefined
+          ? state.sandboxesOfTenant(filter.tenant)
+          : undefined;
+    const all =
+      ids === undefined ? [...state.sandboxes.values()] : [...ids].map((id) => state.sandbox(id) as Sandbox);
+    return all
+      .filter(
+        (s) =>
+          (filter.tenant === undefined || s.tenant === filter.tenant) &&
+          (filter.state === undefined || s.state === filter.state),
+      )
+      .sort((a, b) => (a.id < b.id ? -1 : 1));
+  }
+
+  async nodes(options: ReadOptions = {}): Promise<NodeView[]> {
+    const state = await this.#read(options);
+    return [...state.nodes.keys()].sort().map((id) => state.index.get(id) as NodeView);
+  }
+
+  /** Committed events from now on, in log order. Ends with OverloadedError if the reader falls too far behind. */
+  watch(): AsyncIterableIterator<SchedulerEvent> {
+    const buffer: SchedulerEvent[] = [];
+    let wake: (() => void) | undefined;
+    let overflow = false;
+    let done = false;
+    const off = this.log.machine(this.#replica).onApply(({ events }) => {
+      if (buffer.length + events.length > watchBufferMax) overflow = true;
+      else buffer.push(...events);
+      wake?.();
+    });
+    const iterator: AsyncIterableIterator<SchedulerEvent> = {
+      [Symbol.asyncIterator]: () => iterator,
+      next: async () => {
+        for (;;) {
+          if (done) return { done: true, value: undefined };
+          const e = buffer.shift();
+          if (e !== undefined) return { done: false, value: e };
+          if (overflow) {
+            off();
+            throw new WatchOverflowError(`a watch() reader fell more than ${watchBufferMax} events behind`);
+          }
+          await new Promise<void>((r) => {
+            wake = r;
+          });
+          wake = undefined;
+        }
+      },
+      return: async () => {
+        done = true;
+        off();
+        wake?.();
+        return { done: true, value: undefined };
+      },
+    };
+    return iterator;
+  }
+
+  stats(): SchedulerStats {
+    const s = this.#pipeline?.stats;
+    const state = this.log.machine(this.#replica).state;
+    const batches = this.#past.batches + (s?.batches ?? 0);
+    const reasons = new Map(this.#past.reasons);
+    for (const [k, v] of s?.rejectReasons ?? []) reasons.set(k, (reasons.get(k) ?? 0) + v);
+    return {
+      leader: this.log.leader(),
+      applied: state.applied,
+      nodes: state.nodes.size,
+      sandboxes: state.sandboxes.size,
+      pending: this.#pipeline?.pendingCount ?? 0,
+      batches,
+      meanBatch: batches === 0 ? 0 : (this.#past.batchedRequests + (s?.batchedRequests ?? 0)) / batches,
+      meanBatchLatencyMs: batches === 0 ? 0 : (this.#past.latency + (s?.batchLatencyMsTotal ?? 0)) / batches,
+      placed: this.#past.placed + (s?.placed ?? 0),
+      rejected: this.#past.rejected + (s?.rejected ?? 0),
+      replans: this.#past.replans + (s?.replans ?? 0),
+      rejectReasons: Object.fromEntries(reasons),
+    };
+  }
+
+  /** Stops the pipeline; calls in progress reject with SchedulerClosedError or NotLeaderError. */
+  close(): void {
+    this.#closed = true;
+    this.#unsubscribe();
+    this.#pipeline?.stop();
+    this.#pipeline = undefined;
+  }
+}
+
+/** Creates a scheduler; with no `log`, on an in-process cluster of 3 replicas. */
+export function createScheduler(config: SchedulerConfig = {}): Scheduler {
+  return new Scheduler(config);
+}
