@@ -1,0 +1,32 @@
+/**
+ * `trellis`: the embedding API. `createScheduler()` starts a scheduler on an in-process cluster of three
+ * replicas; see docs/scheduler.md for the lifecycle, the errors each call throws and an example.
+ */
+
+export type { NodeSpec, NodeView, Resources } from '../placement/index.js';
+export type { Quota, SandboxSpec } from '../scheduler/commands.js';
+export {
+  IllegalTransitionError,
+  NoCapacityError,
+  NotLeaderError,
+  OverloadedError,
+  QuotaExceededError,
+  RequestIdConflictError,
+  SchedulerClosedError,
+  UnknownSandboxError,
+  WatchOverflowError,
+} from '../scheduler/errors.js';
+export { InProcessLog } from '../scheduler/in-process-log.js';
+export type { ResumePolicy, SandboxState } from '../scheduler/lifecycle.js';
+export { sandboxStates } from '../scheduler/lifecycle.js';
+export type { ReplicatedLog } from '../scheduler/log.js';
+export type {
+  CreateOptions,
+  ListFilter,
+  ReadOptions,
+  SchedulerConfig,
+  SchedulerStats,
+} from '../scheduler/scheduler.js';
+export { createScheduler, Scheduler } from '../scheduler/scheduler.js';
+export type { NodeRecord, Sandbox, SchedulerEvent } from '../scheduler/types.js';
+export { CodecError, ConfigError, TrellisError, ValidationError } from './lib/errors.js';
