@@ -94,8 +94,8 @@ export class LeaderPipeline {
       this.#onBatch(b),
     );
     this.#unsubscribe = log.machine(replica).onApply((applied) => this.#onCommitted(applied.events));
+    // Not unref'd: a create waiting in the pending queue must still reach its deadline; close() stops it.
     this.#timer = setInterval(() => this.#tick(), opts.heartbeatIntervalMs);
-    this.#timer.unref();
   }
 
   get pendingCount(): number {
