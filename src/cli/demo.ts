@@ -86,7 +86,7 @@ export function registerDemo(program: Command): void {
     .description('place a realistic workload on a generated cluster, in-process, and explain the outcome')
     .option('--seed <n>', 'random seed', '1')
     .option('--nodes <n>', 'nodes in the generated cluster', '500')
-    .option('--requests <n>', 'sandboxes to place', '10000')
+    .option('--requests <n>', 'sandboxes to place', '6000')
     .option('--batch <n>', 'requests per batch', '1000')
     .action((opts: { seed: string; nodes: string; requests: string; batch: string }) => {
       runPlacementDemo({

@@ -13,4 +13,10 @@ const program = new Command()
 
 registerDemo(program);
 
+// A closed pipe (`trellis demo | head`) ends the command quietly instead of with a stack trace.
+process.stdout.on('error', (err: NodeJS.ErrnoException) => {
+  if (err.code === 'EPIPE') process.exit(0);
+  throw err;
+});
+
 await program.parseAsync(process.argv);
