@@ -109,6 +109,8 @@ export const placeItemSchema = z.strictObject({
   spec: sandboxSpecSchema,
   nodeId: idSchema,
   gpuDevices: gpuDevicesSchema,
+  /** The spec's digest (state.ts `specDigest`), computed once by the leader for the dedup table. */
+  specDigest: z.string().regex(/^[0-9a-f]{16}$/),
 });
 export type PlaceItem = z.output<typeof placeItemSchema>;
 

@@ -231,7 +231,20 @@ class Draft {
     readonly entryIndex: number,
     readonly atMs: number,
   ) {
-    this.d = { ...base.data(), applied: entryIndex };
+    // Mutable copies (immutable's transient mode): a batch of thousands of items then updates the maps in
+    // place instead of allocating a new path per item. The base state is never touched.
+    const b = base.data();
+    this.d = {
+      ...b,
+      applied: entryIndex,
+      nodes: b.nodes.asMutable(),
+      sandboxes: b.sandboxes.asMutable(),
+      byNode: b.byNode.asMutable(),
+      byTenant: b.byTenant.asMutable(),
+      usage: b.usage.asMutable(),
+      dedup: b.dedup.asMutable(),
+      dedupOrder: b.dedupOrder.asMutable(),
+    };
   }
   get builder(): IndexBuilder {
     if (this.#builder === undefined) this.#builder = this.d.index.edit();
@@ -243,7 +256,17 @@ class Draft {
   }
   finish(): SchedulerState {
     if (this.#builder !== undefined) this.d.index = this.#builder.publish();
-    return SchedulerState.fromData(this.d);
+    const d = this.d;
+    return SchedulerState.fromData({
+      ...d,
+      nodes: d.nodes.asImmutable(),
+      sandboxes: d.sandboxes.asImmutable(),
+      byNode: d.byNode.asImmutable(),
+      byTenant: d.byTenant.asImmutable(),
+      usage: d.usage.asImmutable(),
+      dedup: d.dedup.asImmutable(),
+      dedupOrder: d.dedupOrder.asImmutable(),
+    });
   }
 
   addUsage(tenant: string, spec: SandboxSpec, sign: 1 | -1): void {
@@ -534,7 +557,7 @@ function place(draft: Draft, items: readonly PlaceItem[]): CommandResult {
     draft.addUsage(sb.tenant, sb.spec, 1);
     draft.d.dedup = draft.d.dedup.set(
       item.requestId,
-      Object.freeze({ sandboxId: sb.id, specDigest: specDigest(item.spec), atMs: draft.atMs }),
+      Object.freeze({ sandboxId: sb.id, specDigest: item.specDigest, atMs: draft.atMs }),
     );
     draft.d.dedupOrder = draft.d.dedupOrder.push(item.requestId);
     draft.event(sb, 'placed', undefined, 'none');

@@ -6,7 +6,7 @@
  */
 import type { Plan } from '../../placement/index.js';
 import type { PlaceItem } from '../commands.js';
-import type { SchedulerState } from '../state.js';
+import { type SchedulerState, specDigest } from '../state.js';
 import type { CreateRequest } from './request.js';
 
 export interface Verified {
@@ -37,6 +37,7 @@ export function verify(plan: Plan, batch: readonly CreateRequest[], state: Sched
       requestId: req.requestId,
       sandboxId: req.requestId,
       spec: req.spec,
+      specDigest: specDigest(req.spec),
       nodeId: p.nodeId,
       gpuDevices: p.gpuDevices.map((g) => ({ ...g })),
     });

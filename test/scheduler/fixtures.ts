@@ -1,7 +1,7 @@
 /** Shared builders for the scheduler tests: nodes, specs and a state built by applying commands. */
 import type { NodeSpec } from '../../placement/index.js';
 import type { Command, SandboxSpec } from '../../scheduler/commands.js';
-import { applyCommand, type CommandResult, SchedulerState } from '../../scheduler/state.js';
+import { applyCommand, type CommandResult, SchedulerState, specDigest } from '../../scheduler/state.js';
 
 export function node(id: string, cpu = 4000, memory = 8192, extra: Partial<NodeSpec> = {}): NodeSpec {
   return { id, capacity: { cpu, memory, disk: 100_000 }, labels: { zone: 'z-a' }, state: 'ready', ...extra };
@@ -39,6 +39,7 @@ export function placeCmd(items: readonly [string, SandboxSpec, string][], atMs =
       requestId: `r-${id}`,
       sandboxId: id,
       spec: s,
+      specDigest: specDigest(s),
       nodeId,
       gpuDevices: [],
     })),
