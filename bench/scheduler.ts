@@ -8,14 +8,95 @@
  * these figures.
  */
 import { writeFileSync } from 'node:fs';
-import type { PlacementRequest } from '../placement/index.js';
+import { type PlacementRequest, planBatch } from '../placement/index.js';
+import { applyCommand, SchedulerState, specDigest } from '../scheduler/state.js';
+import { decodeSnapshot, encodeSnapshot } from '../scheduler/state-machine.js';
 import { createRng } from '../src/lib/prng.js';
 import { startTestCluster } from '../src/testing/cluster.js';
-import { generateRequests } from '../src/testing/generate.js';
+import { generateCluster, generateRequests } from '../src/testing/generate.js';
 
 function arg(name: string): string | undefined {
   const i = process.argv.indexOf(`--${name}`);
   return i < 0 ? undefined : process.argv[i + 1];
+}
+
+if (process.argv.includes('--scale')) {
+  await scale();
+  process.exit(0);
+}
+
+/**
+ * `--scale`: one replica's state machine holding 1,000,000 sandboxes on 10,000 nodes, built by applying
+ * place commands directly (no log): heap, time to take and to restore a snapshot, and the latency of
+ * planning and applying a 1,000-create batch at that size against the same nodes empty.
+ */
+async function scale(): Promise<void> {
+  const nodeCount = Number(arg('nodes') ?? 10_000);
+  const total = Number(arg('sandboxes') ?? 1_000_000);
+  const specs = generateCluster(createRng(11), { nodes: nodeCount, notReadyShare: 0, gpuShare: 0 });
+  let state = SchedulerState.empty();
+  let index = 0;
+  for (const spec of specs)
+    state = applyCommand(state, { type: 'node.register', atMs: 1, spec }, ++index).state;
+  const empty = state;
+  const spec = { tenant: 'bench', resources: { cpu: 10, memory: 16, disk: 16 } };
+  const digest = specDigest(spec);
+  const batchOf = (base: SchedulerState, from: number, n: number) => {
+    const plan = planBatch(
+      base.index,
+      Array.from({ length: n }, (_, i) => ({
+        id: `x${from + i}`,
+        tenant: 'bench',
+        resources: spec.resources,
+      })),
+    );
+    return plan.placements.map((p) => ({
+      requestId: p.requestId,
+      sandboxId: p.requestId,
+      spec,
+      specDigest: digest,
+      nodeId: p.nodeId,
+      gpuDevices: [],
+    }));
+  };
+  const timeBatch = (base: SchedulerState, from: number): number => {
+    const t0 = performance.now();
+    const items = batchOf(base, from, 1000);
+    applyCommand(base, { type: 'place', atMs: 2, items }, base.applied + 1);
+    return performance.now() - t0;
+  };
+  const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)] ?? 0;
+  const emptyMs = median(Array.from({ length: 5 }, (_, k) => timeBatch(empty, 10_000_000 + k * 1000)));
+  for (let done = 0; done < total; done += 10_000) {
+    state = applyCommand(
+      state,
+      { type: 'place', atMs: 2, items: batchOf(state, done, Math.min(10_000, total - done)) },
+      ++index,
+    ).state;
+  }
+  (globalThis as { gc?: () => void }).gc?.();
+  const heapMiB = Math.round(process.memoryUsage().heapUsed / 2 ** 20);
+  const fullMs = median(Array.from({ length: 5 }, (_, k) => timeBatch(state, 20_000_000 + k * 1000)));
+  let t0 = performance.now();
+  const bytes = encodeSnapshot(state);
+  const snapshotSeconds = (performance.now() - t0) / 1000;
+  t0 = performance.now();
+  const restored = decodeSnapshot(bytes);
+  const restoreSeconds = (performance.now() - t0) / 1000;
+  const result = {
+    sandboxes: state.sandboxes.size,
+    restoredSandboxes: restored.sandboxes.size,
+    nodes: nodeCount,
+    heapMiB,
+    snapshotMiB: Math.round(bytes.byteLength / 2 ** 20),
+    snapshotSeconds: Number(snapshotSeconds.toFixed(2)),
+    restoreSeconds: Number(restoreSeconds.toFixed(2)),
+    batch1000EmptyMs: Number(emptyMs.toFixed(1)),
+    batch1000FullMs: Number(fullMs.toFixed(1)),
+  };
+  console.log(JSON.stringify(result));
+  const jsonPath = arg('json');
+  if (jsonPath !== undefined) writeFileSync(jsonPath, `${JSON.stringify(result, null, 2)}\n`);
 }
 
 const sandboxes = Number(arg('sandboxes') ?? 100_000);
@@ -28,11 +109,11 @@ const s = cluster.scheduler;
 const requests = generateRequests(createRng(7), {
   requests: sandboxes,
   tenants: 16,
-  constraintShare: 0.1,
+  constraintShare: 0,
   gpuShare: 0,
 }).map((r: PlacementRequest) => ({
   tenant: r.tenant,
-  resources: { cpu: 250, memory: 256, disk: 512 },
+  resources: { cpu: 100, memory: 128, disk: 256 },
   ...(r.constraints === undefined ? {} : { constraints: [...r.constraints] }),
 }));
 const latenciesMs = new Float64Array(sandboxes);
