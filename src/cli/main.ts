@@ -5,6 +5,7 @@
  */
 import { Command } from 'commander';
 import { registerDemo } from './demo.js';
+import { registerNatsConfig } from './nats-config.js';
 
 const program = new Command()
   .name('trellis')
@@ -12,6 +13,7 @@ const program = new Command()
   .showHelpAfterError();
 
 registerDemo(program);
+registerNatsConfig(program);
 
 // A closed pipe (`trellis demo | head`) ends the command quietly instead of with a stack trace.
 process.stdout.on('error', (err: NodeJS.ErrnoException) => {
