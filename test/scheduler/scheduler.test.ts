@@ -127,4 +127,43 @@ describe('scheduler API', () => {
     expect((await s.list({ nodeId: 'n1' }, { stale: true })).length).toBe(2);
     s.close();
   });
+
+  it('scheduler - resume prefers the snapshot node and moves only when the policy allows', async () => {
+    // Two sandboxes are suspended on n1, which is then filled by a third. The `move` one resumes on n2;
+    // the `wait` one is refused with NoCapacityError and stays suspended.
+    const s = createScheduler();
+    await s.registerNode(node('n1'));
+    const mover = await s.create(spec('t1', 2000, 100, { resumePolicy: 'move' }));
+    const waiter = await s.create(spec('t1', 2000, 100, { resumePolicy: 'wait' }));
+    await s.reportStatus([
+      { sandboxId: mover.id, state: 'running' },
+      { sandboxId: waiter.id, state: 'running' },
+    ]);
+    await s.suspend(mover.id);
+    await s.suspend(waiter.id);
+    await s.reportStatus([
+      { sandboxId: mover.id, state: 'suspended' },
+      { sandboxId: waiter.id, state: 'suspended' },
+    ]);
+    await s.create(spec('t1', 4000, 100));
+    await s.registerNode(node('n2'));
+    await s.resume(mover.id);
+    expect((await s.get(mover.id))?.nodeId).toBe('n2');
+    await expect(s.resume(waiter.id)).rejects.toBeInstanceOf(NoCapacityError);
+    expect((await s.get(waiter.id))?.state).toBe('suspended');
+    s.close();
+  });
+
+  it("scheduler - wait: 'running' resolves when the node reports the sandbox running", async () => {
+    // Starts a create that waits for running, reports it running once placed, and checks the state.
+    const s = createScheduler();
+    await s.registerNode(node('n1'));
+    const running = s.create(spec(), { requestId: 'w1', wait: 'running' });
+    const events = s.watch();
+    await events.next();
+    await s.reportStatus([{ sandboxId: 'w1', state: 'running' }]);
+    expect((await running).state).toBe('running');
+    await events.return?.();
+    s.close();
+  });
 });
