@@ -13,8 +13,8 @@ import { ClusterIndex, type NodeSpec } from '../placement/index.js';
 import type { Entry } from '../raft/core/types.js';
 import type { StateMachine } from '../raft/state-machine.js';
 import { assert } from '../src/lib/assert.js';
-import { type Command, commandCodec, type Quota } from './commands.js';
-import { holdsAllocation, isFinished } from './lifecycle.js';
+import { type Command, commandCodec, type Quota, type SandboxSpec } from './commands.js';
+import { holdsAllocation, isFinished, type SandboxState } from './lifecycle.js';
 import {
   type Applied,
   applyCommand,
@@ -26,13 +26,33 @@ import {
 import type { NodeRecord, Sandbox, SchedulerEvent, Usage } from './types.js';
 
 /** Snapshot format version; restore refuses any other. */
-export const snapshotVersion = 1;
+export const snapshotVersion = 2;
+
+/**
+ * A sandbox as a tuple: [id, requestId, tenant, spec (index into `specs`), state, nodeId, gpuDevices,
+ * snapshotNodeId, reason, createdAtMs, updatedAtMs], null for an absent field. Tuples and a shared spec
+ * table keep a million-sandbox snapshot from encoding ten million key strings.
+ */
+type SandboxRow = [
+  string,
+  string,
+  string,
+  number,
+  SandboxState,
+  string | null,
+  Sandbox['gpuDevices'],
+  string | null,
+  string | null,
+  number,
+  number,
+];
 
 interface SnapshotBody {
   readonly v: number;
   readonly applied: number;
   readonly nodes: readonly NodeRecord[];
-  readonly sandboxes: readonly Sandbox[];
+  readonly specs: readonly SandboxSpec[];
+  readonly sandboxes: readonly SandboxRow[];
   readonly quotas: readonly (readonly [string, Quota])[];
   readonly dedup: readonly (readonly [string, string, string, number])[];
 }
@@ -42,11 +62,37 @@ const decoder = new Decoder();
 
 /** Serialises a state. Node order is the registration order, so restore rebuilds the same index. */
 export function encodeSnapshot(state: SchedulerState): Uint8Array {
+  // Specs are shared by identity: every sandbox of one place item keeps the object apply was given.
+  const specIndex = new Map<SandboxSpec, number>();
+  const specs: SandboxSpec[] = [];
+  const rows: SandboxRow[] = [];
+  for (const sb of state.sandboxes.values()) {
+    let si = specIndex.get(sb.spec);
+    if (si === undefined) {
+      si = specs.length;
+      specs.push(sb.spec);
+      specIndex.set(sb.spec, si);
+    }
+    rows.push([
+      sb.id,
+      sb.requestId,
+      sb.tenant,
+      si,
+      sb.state,
+      sb.nodeId ?? null,
+      sb.gpuDevices,
+      sb.snapshotNodeId ?? null,
+      sb.reason ?? null,
+      sb.createdAtMs,
+      sb.updatedAtMs,
+    ]);
+  }
   const body: SnapshotBody = {
     v: snapshotVersion,
     applied: state.applied,
     nodes: [...state.nodes.values()],
-    sandboxes: [...state.sandboxes.values()],
+    specs,
+    sandboxes: rows,
     quotas: [...state.quotas.entries()],
     dedup: state.dedupOrder.toArray().map((rid) => {
       const e = state.dedup.get(rid) as DedupEntry;
@@ -54,6 +100,37 @@ export function encodeSnapshot(state: SchedulerState): Uint8Array {
     }),
   };
   return encoder.encode(body);
+}
+
+function sandboxOf(row: SandboxRow, specs: readonly SandboxSpec[]): Sandbox {
+  const [
+    id,
+    requestId,
+    tenant,
+    si,
+    state,
+    nodeId,
+    gpuDevices,
+    snapshotNodeId,
+    reason,
+    createdAtMs,
+    updatedAtMs,
+  ] = row;
+  const spec = specs[si];
+  assert(spec !== undefined, 'snapshot row names a known spec', { id, si });
+  return Object.freeze({
+    id,
+    requestId,
+    tenant,
+    spec,
+    state,
+    ...(nodeId === null ? {} : { nodeId }),
+    gpuDevices,
+    ...(snapshotNodeId === null ? {} : { snapshotNodeId }),
+    ...(reason === null ? {} : { reason }),
+    createdAtMs,
+    updatedAtMs,
+  });
 }
 
 /** Rebuilds a state from `encodeSnapshot`'s bytes, index included. */
@@ -70,8 +147,9 @@ export function decodeSnapshot(bytes: Uint8Array): SchedulerState {
   const byNode = new Map<string, string[]>();
   const byTenant = new Map<string, string[]>();
   const usage = new Map<string, Usage>();
-  for (const sb of body.sandboxes) {
-    sandboxes.set(sb.id, Object.freeze(sb));
+  for (const row of body.sandboxes) {
+    const sb = sandboxOf(row, body.specs);
+    sandboxes.set(sb.id, sb);
     push(byTenant, sb.tenant, sb.id);
     if (holdsAllocation(sb.state)) {
       assert(sb.nodeId !== undefined, 'an allocated sandbox has a node', { sandboxId: sb.id });
