@@ -35,10 +35,11 @@ describe('raft/kv', () => {
     const a = new KvStateMachine();
     const b = new KvStateMachine();
     const keys = ['k3', 'k1', 'k2'];
-    keys.forEach((k, i) => a.apply(entry(i + 1, kvCommandCodec.encode({ op: 'put', key: k, value: k }))));
-    [...keys]
-      .reverse()
-      .forEach((k, i) => b.apply(entry(i + 1, kvCommandCodec.encode({ op: 'put', key: k, value: k }))));
+    for (const [i, k] of keys.entries())
+      a.apply(entry(i + 1, kvCommandCodec.encode({ op: 'put', key: k, value: k })));
+    for (const [i, k] of [...keys].reverse().entries()) {
+      b.apply(entry(i + 1, kvCommandCodec.encode({ op: 'put', key: k, value: k })));
+    }
     expect(a.snapshot()).toEqual(b.snapshot());
     const c = new KvStateMachine();
     c.restore(a.snapshot());
