@@ -282,6 +282,10 @@ abstract class IndexReader {
   spreadCounts(group: string, label: string): IMap<string, number> {
     return this.data().spread.get(spreadKey(group, label)) ?? IMap<string, number>();
   }
+  /** An object that stays the same exactly as long as feasibility classes and their members do. */
+  get classMembership(): object {
+    return this.data().classSlots;
+  }
   /** Live slots of one feasibility class. */
   slotsOfClass(classId: number): ISet<number> {
     return this.data().classSlots.get(classId) ?? ISet<number>();

@@ -94,7 +94,7 @@ export function planBatch(
   );
 
   const builder = snapshot.edit();
-  const cache = new BatchCache();
+  const cache = new BatchCache(snapshot);
   const placements: Placement[] = [];
   const rejections: Rejection[] = [];
   for (const { r } of keyed) {

@@ -59,9 +59,27 @@ export interface SignatureFacts {
 }
 
 /** Per-batch cache of signature facts, keyed by constraints and GPU need. */
+/**
+ * Signature facts depend only on the feasibility classes and their membership, which change only when nodes
+ * are registered, updated or removed — not when they are allocated. They are therefore shared by every batch
+ * planned against versions with the same class membership (keyed weakly by the membership map's identity), so
+ * a steady stream of batches does not re-evaluate every class for every constraint signature.
+ */
+const factsByMembership = new WeakMap<object, Map<string, SignatureFacts>>();
+
 export class BatchCache {
-  readonly #bySignature = new Map<string, SignatureFacts>();
+  readonly #bySignature: Map<string, SignatureFacts>;
   readonly #imageCandidates = new Map<string, readonly number[]>();
+
+  constructor(index?: IndexReader) {
+    const token = index?.classMembership;
+    let shared = token === undefined ? undefined : factsByMembership.get(token);
+    if (shared === undefined) {
+      shared = new Map();
+      if (token !== undefined) factsByMembership.set(token, shared);
+    }
+    this.#bySignature = shared;
+  }
 
   /** Up to `max` slots holding `image`, materialised once per batch (image holders do not change in a batch). */
   imageCandidates(index: IndexReader, image: string, max: number): readonly number[] {
