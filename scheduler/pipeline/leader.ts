@@ -17,6 +17,7 @@ import { commandCodec, type SandboxSpec } from '../commands.js';
 import { NoCapacityError, NotLeaderError, OverloadedError } from '../errors.js';
 import { holdsAllocation } from '../lifecycle.js';
 import type { ReplicatedLog } from '../log.js';
+import type { SchedulerState } from '../state.js';
 import type { Sandbox, SchedulerEvent, Usage } from '../types.js';
 import { Batcher } from './batcher.js';
 import { PendingQueue, pendingMax } from './pending.js';
@@ -111,7 +112,7 @@ export class LeaderPipeline {
     if (this.#stopped) return Promise.reject(new NotLeaderError(`replica ${this.#replica} no longer leads`));
     const state = this.#log.machine(this.#replica).state;
     const idem = checkRequestId(state, requestId, spec);
-    if (idem.kind === 'committed') return Promise.resolve(state.sandbox(idem.sandboxId) as Sandbox);
+    if (idem.kind === 'committed') return Promise.resolve(committedSandbox(state, requestId, spec));
     const live = this.#live.get(requestId);
     if (live !== undefined) {
       checkRequestId(state, requestId, live.spec);
@@ -220,26 +221,9 @@ export class LeaderPipeline {
 
   #answerCommitted(req: CreateRequest): void {
     const state = this.#log.machine(this.#replica).state;
-    const seen = state.dedup.get(req.requestId);
-    assert(seen !== undefined, 'an answered request has committed', { requestId: req.requestId });
-    const sb = state.sandbox(seen.sandboxId);
     if (!this.#settle(req)) return;
     this.stats.placed += 1;
-    // A sandbox terminated between commit and answer is gone from state; answer with what committed.
-    resolveAll(
-      req,
-      sb ??
-        ({
-          id: seen.sandboxId,
-          requestId: req.requestId,
-          tenant: req.spec.tenant,
-          spec: req.spec,
-          state: 'terminated',
-          gpuDevices: [],
-          createdAtMs: seen.atMs,
-          updatedAtMs: seen.atMs,
-        } satisfies Sandbox),
-    );
+    resolveAll(req, committedSandbox(state, req.requestId, req.spec));
   }
 
   #replan(req: CreateRequest, reason: string): void {
@@ -305,4 +289,25 @@ export class LeaderPipeline {
       }
     }
   }
+}
+
+/**
+ * The sandbox a committed request id created. One terminated since is gone from state; the caller then
+ * gets what committed, marked terminated, rather than nothing.
+ */
+function committedSandbox(state: SchedulerState, requestId: string, spec: SandboxSpec): Sandbox {
+  const seen = state.dedup.get(requestId);
+  assert(seen !== undefined, 'an answered request has committed', { requestId });
+  return (
+    state.sandbox(seen.sandboxId) ?? {
+      id: seen.sandboxId,
+      requestId,
+      tenant: spec.tenant,
+      spec,
+      state: 'terminated',
+      gpuDevices: [],
+      createdAtMs: seen.atMs,
+      updatedAtMs: seen.atMs,
+    }
+  );
 }
