@@ -1,7 +1,8 @@
 /**
  * Seeded simulation of the scheduler: 3 replicas on the in-process log, 50 nodes, and thousands of
  * operations — creates, terminates, status reports, node deaths (nodes marked down and later back) and
- * leadership moves while work is in flight. Replay a failure with `SEED=<n> npx vitest run test/sim/scheduler.test.ts`.
+ * leadership moves while work is in flight, and heartbeat loss (a tenth of the
+ * nodes fall silent and must be marked down by the leader's health check). Replay a failure with `SEED=<n> npx vitest run test/sim/scheduler.test.ts`.
  *
  * Checked at the end of each seed: every acknowledged create is in committed state (or was terminated
  * by the simulation, or lost with its node), no sandbox was placed twice, no node is over capacity in
@@ -18,6 +19,8 @@ import { startTestCluster } from '../../src/testing/cluster.js';
 
 const seeds = process.env.SEED === undefined ? [1, 2, 3] : [Number(process.env.SEED)];
 const operationsPerSeed = 2000;
+/** Liveness phase: clock steps of 100 ms (each with a real 2 ms pause for the leader's timer) before every call must have an answer. */
+const livenessStepsMax = 500;
 
 async function simulate(seed: number): Promise<void> {
   const rng = createRng(seed);
@@ -26,7 +29,7 @@ async function simulate(seed: number): Promise<void> {
     seed,
     nodes: 50,
     now: () => nowMs,
-    pipeline: { batchSizeMax: 64, pendingTimeoutMs: 50 },
+    pipeline: { batchSizeMax: 64, pendingTimeoutMs: 50, heartbeatIntervalMs: 1, nodeDownAfterMs: 200 },
   });
   const s = cluster.scheduler;
   const acked = new Map<string, Sandbox>();
@@ -34,6 +37,9 @@ async function simulate(seed: number): Promise<void> {
   const refusals: unknown[] = [];
   const inFlight: Promise<void>[] = [];
   const down = new Set<string>();
+  // Heartbeat loss: these nodes stop sending heartbeats at a random point and must be marked down.
+  const silent = new Set(cluster.nodes.filter(() => rng.chance(0.1)).map((n) => n.id));
+  const silentFromOp = rng.int(0, operationsPerSeed);
   for (let op = 0; op < operationsPerSeed; op++) {
     nowMs += 1;
     const roll = rng.next();
@@ -69,10 +75,24 @@ async function simulate(seed: number): Promise<void> {
     } else if (roll < 0.97) {
       cluster.changeLeader();
     }
-    if (op % 50 === 0) await new Promise((r) => setImmediate(r));
+    if (op % 10 === 0) {
+      s.heartbeat(cluster.nodes.map((n) => n.id).filter((id) => op < silentFromOp || !silent.has(id)));
+    }
+    if (op % 50 === 0) await new Promise((r) => setTimeout(r, 1));
   }
+  // Faults heal: time moves past every pending deadline and past nodeDownAfterMs, so the health check
+  // sees the silent nodes' last heartbeats age and every waiting create is answered.
+  let settled = false;
+  void Promise.all(inFlight).then(() => {
+    settled = true;
+  });
+  for (let step = 0; step < livenessStepsMax && !settled; step++) {
+    nowMs += 100;
+    await new Promise((r) => setTimeout(r, 2));
+  }
+  expect(settled).toBe(true);
+  await new Promise((r) => setTimeout(r, 20));
   nowMs += 1_000_000;
-  await Promise.all(inFlight);
 
   const states = [0, 1, 2].map((r) => cluster.log.machine(r).state);
   const state = states[0];
@@ -97,6 +117,7 @@ async function simulate(seed: number): Promise<void> {
     expect((err as TrellisError).message.length).toBeGreaterThan(0);
   }
   expect(acked.size).toBeGreaterThan(operationsPerSeed / 4);
+  for (const id of silent) expect(state.nodes.get(id)?.spec.state).toBe('down');
   cluster.close();
 }
 
