@@ -8,6 +8,9 @@
  * by the simulation, or lost with its node), no sandbox was placed twice, no node is over capacity in
  * any replica, all replicas are equal, every refused create carries a typed error with a reason.
  *
+ * Not fully deterministic: the operations come from the seed, but the leader's health tick runs on a real
+ * timer, so how they interleave with it can differ between runs of one seed.
+ *
  * Missing against the issue: Raft faults (drops, partitions, crashes) — the Raft driver had not landed,
  * so leadership moves with the uncommitted tail dropped stand in for them.
  */
