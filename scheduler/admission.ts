@@ -4,7 +4,7 @@
  * to the leader. Each failure is a typed error; none changes any state.
  */
 
-import { validateRequest } from '../placement/index.js';
+import { type PlacementRequest, validateRequest } from '../placement/index.js';
 import { requestId as parseRequestId } from '../src/lib/ids.js';
 import { parseWith } from '../src/lib/validate.js';
 import { type SandboxSpec, sandboxSpecSchema } from './commands.js';
@@ -19,12 +19,8 @@ import type { Usage } from './types.js';
 export function validateSpec(input: unknown): SandboxSpec {
   const spec = parseWith(sandboxSpecSchema, input, 'spec');
   // Placement's own validator knows rules the schema does not (a GPU request of both count and milli).
-  validateRequest(toPlacementProbe(spec));
+  validateRequest(placementRequestOf('probe', spec));
   return spec;
-}
-
-function toPlacementProbe(spec: SandboxSpec): Parameters<typeof validateRequest>[0] {
-  return { ...placementRequestOf('probe', spec) };
 }
 
 /** The placement request that asks for `spec`, under the sandbox id. */
@@ -32,7 +28,7 @@ export function placementRequestOf(
   sandboxId: string,
   spec: SandboxSpec,
   pinnedNode?: string,
-): Parameters<typeof validateRequest>[0] {
+): PlacementRequest {
   return {
     id: sandboxId,
     tenant: spec.tenant,

@@ -32,6 +32,12 @@ export class RequestIdConflictError extends TrellisError {
   readonly code = 'SCHED_REQUEST_ID_CONFLICT';
 }
 
+/** The node exists but is not ready (draining, cordoned or down), so it takes no new placement. */
+export class NodeNotReadyError extends TrellisError {
+  override readonly name = 'NodeNotReadyError';
+  readonly code = 'SCHED_NODE_NOT_READY';
+}
+
 /** The sandbox could not be placed before its deadline; `details.reason` is the last placement reason. */
 export class NoCapacityError extends TrellisError {
   override readonly name = 'NoCapacityError';
@@ -75,6 +81,7 @@ const byCode: Readonly<Record<string, ErrorClass>> = {
   SCHED_ILLEGAL_TRANSITION: IllegalTransitionError,
   SCHED_QUOTA_EXCEEDED: QuotaExceededError,
   SCHED_REQUEST_ID_CONFLICT: RequestIdConflictError,
+  SCHED_NODE_NOT_READY: NodeNotReadyError,
   SCHED_NO_CAPACITY: NoCapacityError,
   SCHED_OVERLOADED: OverloadedError,
   SCHED_NOT_LEADER: NotLeaderError,

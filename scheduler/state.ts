@@ -31,6 +31,7 @@ import {
   errorResult,
   IllegalTransitionError,
   NoCapacityError,
+  NodeNotReadyError,
   QuotaExceededError,
   UnknownSandboxError,
 } from './errors.js';
@@ -509,7 +510,7 @@ function placeCheck(draft: Draft, item: PlaceItem): TrellisError | undefined {
   const rec = draft.d.nodes.get(item.nodeId);
   if (rec === undefined) return new UnknownNodeError(`node ${item.nodeId} is not registered`);
   if (rec.spec.state !== 'ready')
-    return new IllegalTransitionError(`node ${item.nodeId} is ${rec.spec.state}, not ready`);
+    return new NodeNotReadyError(`node ${item.nodeId} is ${rec.spec.state}, not ready`);
   const reader = draft.reader;
   const slot = reader.slotOf(item.nodeId);
   assert(slot !== undefined, 'a registered node has a slot', { nodeId: item.nodeId });

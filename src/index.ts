@@ -8,6 +8,7 @@ export type { Quota, SandboxSpec } from '../scheduler/commands.js';
 export {
   IllegalTransitionError,
   NoCapacityError,
+  NodeNotReadyError,
   NotLeaderError,
   OverloadedError,
   QuotaExceededError,
