@@ -24,7 +24,12 @@ import {
 import { InProcessLog } from './in-process-log.js';
 import type { SandboxState } from './lifecycle.js';
 import type { ReplicatedLog } from './log.js';
-import { defaultPipelineOptions, LeaderPipeline, type PipelineOptions } from './pipeline/leader.js';
+import {
+  defaultPipelineOptions,
+  everyInterval,
+  LeaderPipeline,
+  type PipelineOptions,
+} from './pipeline/leader.js';
 import type { CommandResult } from './state.js';
 import type { Sandbox, SchedulerEvent } from './types.js';
 
@@ -40,9 +45,11 @@ export interface SchedulerConfig {
   readonly log?: ReplicatedLog;
   /** The replica this scheduler reads from. Default 0. */
   readonly replica?: number;
-  readonly pipeline?: Partial<Omit<PipelineOptions, 'now'>>;
+  readonly pipeline?: Partial<Omit<PipelineOptions, 'now' | 'every'>>;
   /** The leader's clock, stamped into commands. Default Date.now. */
   readonly now?: () => number;
+  /** The leader's periodic ticker (heartbeats, health, deadlines). Default setInterval. */
+  readonly every?: PipelineOptions['every'];
 }
 
 export interface CreateOptions {
@@ -103,7 +110,12 @@ export class Scheduler {
       replica: this.#replica,
       size: this.log.size,
     });
-    this.#opts = { ...defaultPipelineOptions, ...config.pipeline, now: config.now ?? Date.now };
+    this.#opts = {
+      ...defaultPipelineOptions,
+      ...config.pipeline,
+      now: config.now ?? Date.now,
+      every: config.every ?? everyInterval,
+    };
     this.#startPipeline(this.log.leader());
     this.#unsubscribe = this.log.onLeaderChange((leader) => this.#startPipeline(leader));
   }

@@ -39,9 +39,17 @@ export interface PipelineOptions {
   /** A node silent for this long is marked down and its sandboxes lost; 0 turns health checking off. */
   readonly nodeDownAfterMs: number;
   readonly now: () => number;
+  /** Runs `fn` every `ms` and returns its cancellation; a simulation passes a manual ticker. */
+  readonly every: (fn: () => void, ms: number) => () => void;
 }
 
-export const defaultPipelineOptions: Omit<PipelineOptions, 'now'> = {
+/** The real ticker: setInterval, kept referenced so a pending create still reaches its deadline. */
+export function everyInterval(fn: () => void, ms: number): () => void {
+  const timer = setInterval(fn, ms);
+  return () => clearInterval(timer);
+}
+
+export const defaultPipelineOptions: Omit<PipelineOptions, 'now' | 'every'> = {
   batchSizeMax: 4096,
   batchWindowMs: 0,
   inFlightBatchesMax: 4,
@@ -74,7 +82,7 @@ export class LeaderPipeline {
   readonly #inFlightUsage = new Map<string, Usage>();
   #held: CreateRequest[][] = [];
   #heartbeats = new Set<string>();
-  #timer: NodeJS.Timeout | undefined;
+  readonly #cancelTick: () => void;
   #stopped = false;
   readonly #unsubscribe: () => void;
   readonly stats: PipelineStats = {
@@ -95,8 +103,7 @@ export class LeaderPipeline {
       this.#onBatch(b),
     );
     this.#unsubscribe = log.machine(replica).onApply((applied) => this.#onCommitted(applied.events));
-    // Not unref'd: a create waiting in the pending queue must still reach its deadline; close() stops it.
-    this.#timer = setInterval(() => this.#tick(), opts.heartbeatIntervalMs);
+    this.#cancelTick = opts.every(() => this.#tick(), opts.heartbeatIntervalMs);
   }
 
   get pendingCount(): number {
@@ -151,7 +158,7 @@ export class LeaderPipeline {
   stop(): void {
     if (this.#stopped) return;
     this.#stopped = true;
-    if (this.#timer !== undefined) clearInterval(this.#timer);
+    this.#cancelTick();
     this.#unsubscribe();
     this.#batcher.drain();
     this.#pending.takeAll();

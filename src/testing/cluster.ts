@@ -19,6 +19,7 @@ export interface TestClusterOptions {
   readonly seed?: number;
   readonly pipeline?: SchedulerConfig['pipeline'];
   readonly now?: () => number;
+  readonly every?: SchedulerConfig['every'];
 }
 
 export interface TestCluster {
@@ -39,6 +40,7 @@ export async function startTestCluster(options: TestClusterOptions = {}): Promis
     log,
     ...(options.pipeline === undefined ? {} : { pipeline: options.pipeline }),
     ...(options.now === undefined ? {} : { now: options.now }),
+    ...(options.every === undefined ? {} : { every: options.every }),
   });
   const nodes = generateCluster(createRng(options.seed ?? 1), {
     nodes: options.nodes ?? 50,
