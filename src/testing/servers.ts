@@ -114,6 +114,45 @@ function spawnServer(bin: string, args: readonly string[], logTail: string[]): C
   return child;
 }
 
+interface ServerSpec {
+  readonly name: string;
+  readonly url: string;
+  readonly port: number;
+  readonly dir: string;
+  readonly bin: string;
+  readonly args: readonly string[];
+  /** Resolves true once the server answers clients. */
+  readonly ready: () => Promise<boolean>;
+}
+
+/** Spawns a server, waits until it answers, and wraps it with stop, kill and restart. */
+async function runServer(spec: ServerSpec): Promise<RunningServer> {
+  const logTail: string[] = [];
+  let child: ChildProcess;
+  const launch = async (): Promise<void> => {
+    child = spawnServer(spec.bin, spec.args, logTail);
+    await waitUntil(`${spec.name} on port ${spec.port}`, child, spec.ready);
+  };
+  await launch();
+  return {
+    url: spec.url,
+    port: spec.port,
+    dir: spec.dir,
+    logTail,
+    async stop() {
+      await stopChild(child);
+      await rm(spec.dir, { recursive: true, force: true });
+    },
+    async kill() {
+      const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
+      child.kill('SIGKILL');
+      await exited;
+      liveChildren.delete(child);
+    },
+    restart: launch,
+  };
+}
+
 export interface NatsServerOptions {
   /** Extra configuration appended to the generated file (accounts, authorization, max_payload …). */
   readonly extraConfig?: string;
@@ -161,32 +200,15 @@ export async function startNats(options: NatsServerOptions = {}): Promise<Runnin
   const dir = await mkdtemp(join(tmpdir(), 'trellis-nats-'));
   const configPath = join(dir, 'nats.conf');
   await writeFile(configPath, natsConfig(port, dir, options));
-  const logTail: string[] = [];
-  let child: ChildProcess;
-  const launch = async (): Promise<void> => {
-    child = spawnServer(bin, ['-c', configPath], logTail);
-    await waitUntil(`nats-server on port ${port}`, child, async () =>
-      (await tcpProbe(port, null, 1_000)).startsWith('INFO '),
-    );
-  };
-  await launch();
-  return {
+  return runServer({
+    name: 'nats-server',
     url: `nats://${loopbackHost}:${port}`,
     port,
     dir,
-    logTail,
-    async stop() {
-      await stopChild(child);
-      await rm(dir, { recursive: true, force: true });
-    },
-    async kill() {
-      const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
-      child.kill('SIGKILL');
-      await exited;
-      liveChildren.delete(child);
-    },
-    restart: launch,
-  };
+    bin,
+    args: ['-c', configPath],
+    ready: async () => (await tcpProbe(port, null, 1_000)).startsWith('INFO '),
+  });
 }
 
 export interface NatsCluster {
@@ -257,29 +279,13 @@ export async function startRedis(): Promise<RunningServer> {
     '--appendonly',
     'no',
   ];
-  let child: ChildProcess;
-  const launch = async (): Promise<void> => {
-    child = spawnServer(bin, args, logTail);
-    await waitUntil(`redis-server on port ${port}`, child, async () =>
-      (await tcpProbe(port, 'PING\r\n', 1_000)).startsWith('+PONG'),
-    );
-  };
-  await launch();
-  return {
+  return runServer({
+    name: 'redis-server',
     url: `redis://${loopbackHost}:${port}`,
     port,
     dir,
-    logTail,
-    async stop() {
-      await stopChild(child);
-      await rm(dir, { recursive: true, force: true });
-    },
-    async kill() {
-      const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
-      child.kill('SIGKILL');
-      await exited;
-      liveChildren.delete(child);
-    },
-    restart: launch,
-  };
+    bin,
+    args,
+    ready: async () => (await tcpProbe(port, 'PING\r\n', 1_000)).startsWith('+PONG'),
+  });
 }
