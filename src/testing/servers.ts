@@ -266,7 +266,6 @@ export async function startRedis(): Promise<RunningServer> {
   const bin = findBinary('redis-server', 'redis-server');
   const port = await freePort();
   const dir = await mkdtemp(join(tmpdir(), 'trellis-redis-'));
-  const logTail: string[] = [];
   const args = [
     '--port',
     String(port),
