@@ -86,7 +86,9 @@ export async function runClusterDemo(options: ClusterDemoOptions = {}): Promise<
     );
     if (i === Math.floor(requests.length / 2)) {
       const leader = cluster.changeLeader();
-      out.write(`  leadership moved to replica ${leader} with ${s.stats().pending} creates pending\n`);
+      out.write(
+        `  leadership moved to replica ${leader} mid-run; creates in flight retry there with their request ids\n`,
+      );
     }
     // Terminate some of what is placed as we go, so capacity churns and the pending queue wakes.
     if (i % 4 === 3 && placed.length > 0) {
