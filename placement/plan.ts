@@ -97,7 +97,22 @@ export function planBatch(
   const cache = new BatchCache(snapshot);
   const placements: Placement[] = [];
   const rejections: Rejection[] = [];
+  // Within a batch free capacity only shrinks, so a request with no group rule that fits nowhere is followed by
+  // every later request of the same shape and constraints: those reuse its rejection (saying so) instead of
+  // walking and diagnosing the whole cluster again. Spread and anti-affinity requests are always re-planned,
+  // because placements of their group can change their answer.
+  const rejectedShapes = new Map<string, Rejection>();
   for (const { r } of keyed) {
+    const shapeKey = r.spread === undefined && r.antiAffinity === undefined ? rejectionKey(r) : undefined;
+    const earlier = shapeKey === undefined ? undefined : rejectedShapes.get(shapeKey);
+    if (earlier !== undefined) {
+      rejections.push({
+        ...earlier,
+        requestId: r.id,
+        message: `${earlier.message} (as for ${earlier.requestId} earlier in this batch)`,
+      });
+      continue;
+    }
     const outcome: PlanOutcome = placeOne(
       builder,
       compileRequest(builder, r, strategy, cache),
@@ -106,7 +121,10 @@ export function planBatch(
       rng,
     );
     if (outcome.kind === 'placed') placements.push(outcome.placement);
-    else rejections.push(outcome.rejection);
+    else {
+      rejections.push(outcome.rejection);
+      if (shapeKey !== undefined) rejectedShapes.set(shapeKey, outcome.rejection);
+    }
   }
   return {
     baseVersion: snapshot.version,

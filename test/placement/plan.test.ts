@@ -385,3 +385,25 @@ describe('placement/plan - examples', () => {
     expect(snapshotOf(index)).toEqual(before);
   });
 });
+
+describe('placement/plan - rejection reuse within a batch', () => {
+  it('placement/plan - a later request of a rejected shape reuses the rejection and says whose it was', () => {
+    // Three identical requests that fit nowhere: one diagnosis, two reuses naming the first request; a
+    // spread request of the same shape is diagnosed again, because its group can change its answer.
+    const index = ClusterIndex.of([
+      { id: 'n1', capacity: { cpu: 1000, memory: 1024, disk: 1000 }, labels: { zone: 'a' }, state: 'ready' },
+    ]);
+    const big = { tenant: 't', resources: { cpu: 2000, memory: 1, disk: 1 } };
+    const plan = planBatch(index, [
+      { id: 'r1', ...big },
+      { id: 'r2', ...big },
+      { id: 'r3', ...big },
+      { id: 'r4', ...big, spread: { label: 'zone', maxSkew: 1 } },
+    ]);
+    const byId = new Map(plan.rejections.map((r) => [r.requestId, r]));
+    expect(byId.get('r1')?.message).not.toContain('earlier in this batch');
+    expect(byId.get('r2')?.message).toContain('(as for r1 earlier in this batch)');
+    expect(byId.get('r3')?.filtered).toEqual(byId.get('r1')?.filtered);
+    expect(byId.get('r4')?.message).not.toContain('earlier in this batch');
+  });
+});
