@@ -6,6 +6,7 @@
  */
 import type { Command } from 'commander';
 import { ClusterIndex, fragmentation, planBatch, type Rejection } from '../../placement/index.js';
+import { runClusterDemo } from '../demo/cluster-demo.js';
 import { createRng } from '../lib/prng.js';
 import { generateCluster, generateRequests, zones } from '../testing/generate.js';
 
@@ -95,6 +96,25 @@ export function registerDemo(program: Command): void {
         requests: Number.parseInt(opts.requests, 10),
         batch: Number.parseInt(opts.batch, 10),
         out: (line) => process.stdout.write(`${line}\n`),
+      });
+    });
+}
+
+export function registerClusterDemo(program: Command): void {
+  program
+    .command('cluster-demo')
+    .description(
+      'the scheduler with 3 in-process replicas: creates, terminates and a leader move (on the in-process log until the Raft driver lands)',
+    )
+    .option('--seed <n>', 'random seed', '1')
+    .option('--nodes <n>', 'registered nodes', '300')
+    .option('--sandboxes <n>', 'creates submitted', '5000')
+    .action(async (opts: { seed: string; nodes: string; sandboxes: string }) => {
+      await runClusterDemo({
+        seed: Number.parseInt(opts.seed, 10),
+        nodes: Number.parseInt(opts.nodes, 10),
+        sandboxes: Number.parseInt(opts.sandboxes, 10),
+        out: process.stdout,
       });
     });
 }

@@ -4,7 +4,7 @@
  * subcommand lives in its own file beside this one and registers itself here.
  */
 import { Command } from 'commander';
-import { registerDemo } from './demo.js';
+import { registerClusterDemo, registerDemo } from './demo.js';
 import { registerNatsConfig } from './nats-config.js';
 
 const program = new Command()
@@ -13,6 +13,7 @@ const program = new Command()
   .showHelpAfterError();
 
 registerDemo(program);
+registerClusterDemo(program);
 registerNatsConfig(program);
 
 // A closed pipe (`trellis demo | head`) ends the command quietly instead of with a stack trace.
