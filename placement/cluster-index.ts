@@ -157,6 +157,8 @@ interface IndexData {
   /** Sums over `ready` nodes, for dominant shares and utilisation. */
   readonly readyCapacity: Resources;
   readonly readyAllocated: Resources;
+  /** milli-GPU over the devices of ready nodes. */
+  readonly readyGpuMilli: number;
 }
 
 /** The builder's working copy: the same shape, writable. */
@@ -208,6 +210,10 @@ abstract class IndexReader {
   }
   get classes(): readonly ClassInfo[] {
     return this.data().classes;
+  }
+  /** milli-GPU over the devices of ready nodes. */
+  get readyGpuMilli(): number {
+    return this.data().readyGpuMilli;
   }
   get readyCapacity(): Resources {
     return this.data().readyCapacity;
@@ -420,6 +426,7 @@ export class ClusterIndex extends IndexReader {
       images: IMap(),
       classSlots: IMap(),
       readyCapacity: zero,
+      readyGpuMilli: 0,
       readyAllocated: zero,
     });
   }
@@ -474,6 +481,11 @@ export class IndexBuilder extends IndexReader {
 
   protected data(): IndexData {
     return this.#d;
+  }
+
+  // Hot-path read without the virtual data() call: the placer reads columns of the builder on every candidate.
+  protected override col(slot: number, c: number): number {
+    return (this.#d.num[slot >>> pageShift] as Int32Array)[c * pageSize + (slot & pageMask)] as number;
   }
 
   #touch(): void {
@@ -576,6 +588,7 @@ export class IndexBuilder extends IndexReader {
     this.#d.readyCapacity.cpu += sign * this.capCpu(slot);
     this.#d.readyCapacity.memory += sign * this.capMem(slot);
     this.#d.readyCapacity.disk += sign * this.capDisk(slot);
+    this.#d.readyGpuMilli += sign * this.gpuCount(slot) * gpuMilliPerDevice;
     this.#d.readyAllocated.cpu += sign * this.col(slot, cAllocCpu);
     this.#d.readyAllocated.memory += sign * this.col(slot, cAllocMem);
     this.#d.readyAllocated.disk += sign * this.col(slot, cAllocDisk);
@@ -686,10 +699,13 @@ export class IndexBuilder extends IndexReader {
     }
     const oldGpu = view.spec.gpu;
     const gpuChanged = oldGpu?.model !== spec.gpu?.model || (oldGpu?.count ?? 0) !== (spec.gpu?.count ?? 0);
+    if (gpuChanged && view.gpuFree.some((f) => f !== gpuMilliPerDevice)) {
+      throw new OverCommitError(`node ${spec.id}: GPU devices change while shares of them are allocated`);
+    }
+    // Every check is done; from here on the write cannot fail. Out of the ready totals with the old capacity
+    // and devices, back in with the new ones below.
+    this.#readyTotals(slot, -1);
     if (gpuChanged) {
-      if (view.gpuFree.some((f) => f !== gpuMilliPerDevice)) {
-        throw new OverCommitError(`node ${spec.id}: GPU devices change while shares of them are allocated`);
-      }
       const devices = spec.gpu?.count ?? 0;
       this.#setCol(slot, cGpuCount, devices);
       const gpu = this.#d.gpu[slot >>> pageShift] as Int16Array;
@@ -697,7 +713,6 @@ export class IndexBuilder extends IndexReader {
         gpu[(slot & pageMask) * gpuDevicesPerNodeMax + dev] = dev < devices ? gpuMilliPerDevice : 0;
       }
     }
-    this.#readyTotals(slot, -1);
     this.#writeSpec(slot, spec, view.version);
     this.#readyTotals(slot, 1);
     this.#rebucket(slot);
@@ -793,12 +808,21 @@ export class IndexBuilder extends IndexReader {
 
   #applyAllocation(slot: number, shape: AllocationShape, sign: 1 | -1): void {
     const r = shape.resources;
-    this.#readyTotals(slot, -1);
-    this.#setCol(slot, cAllocCpu, this.col(slot, cAllocCpu) + sign * r.cpu);
-    this.#setCol(slot, cAllocMem, this.col(slot, cAllocMem) + sign * r.memory);
-    this.#setCol(slot, cAllocDisk, this.col(slot, cAllocDisk) + sign * r.disk);
-    this.#setCol(slot, cVersion, this.col(slot, cVersion) + 1);
-    this.#readyTotals(slot, 1);
+    // The placer calls this once per placement: own the page once and write its columns directly.
+    const page = slot >>> pageShift;
+    this.#ownPage(page);
+    const num = this.#d.num[page] as Int32Array;
+    const off = slot & pageMask;
+    num[cAllocCpu * pageSize + off] = (num[cAllocCpu * pageSize + off] as number) + sign * r.cpu;
+    num[cAllocMem * pageSize + off] = (num[cAllocMem * pageSize + off] as number) + sign * r.memory;
+    num[cAllocDisk * pageSize + off] = (num[cAllocDisk * pageSize + off] as number) + sign * r.disk;
+    num[cVersion * pageSize + off] = (num[cVersion * pageSize + off] as number) + 1;
+    if (num[cState * pageSize + off] === stateReady) {
+      const alloc = this.#d.readyAllocated;
+      alloc.cpu += sign * r.cpu;
+      alloc.memory += sign * r.memory;
+      alloc.disk += sign * r.disk;
+    }
     if (shape.gpuDevices !== undefined && shape.gpuDevices.length > 0) {
       const gpu = this.#d.gpu[slot >>> pageShift] as Int16Array;
       for (const g of shape.gpuDevices) {

@@ -87,7 +87,7 @@ export function planBatch(
   const limits: SelectLimits = { ...defaultSelectLimits, ...options.limits };
   const rng = createRng(((options.seed ?? 0) ^ Math.imul(snapshot.version, 0x9e3779b1)) | 0);
   const total = snapshot.readyCapacity;
-  const gpuTotal = gpuTotalMilli(snapshot);
+  const gpuTotal = snapshot.readyGpuMilli;
   const keyed = requests.map((r) => ({ r, prio: r.priority ?? 0, share: dominantShare(r, total, gpuTotal) }));
   keyed.sort(
     (a, b) => b.prio - a.prio || b.share - a.share || (a.r.id < b.r.id ? -1 : a.r.id > b.r.id ? 1 : 0),
@@ -133,15 +133,6 @@ export function planBatch(
     rejections,
     order: keyed.map((k) => k.r.id),
   };
-}
-
-function gpuTotalMilli(index: ClusterIndex): number {
-  let total = 0;
-  for (const info of index.classes) {
-    if (info.state !== 'ready' || info.gpuModel === '') continue;
-    for (const slot of index.slotsOfClass(info.id)) total += index.gpuCount(slot) * gpuMilliPerDevice;
-  }
-  return total;
 }
 
 /** What decides whether a request without group rules can fit: its demand, GPU need, constraints and pin. */

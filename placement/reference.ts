@@ -52,12 +52,7 @@ export function referencePlace(
   }
   if (!best.found) return { kind: 'rejected', rejection: diagnose(builder, req) };
   const gpuDevices = req.gpu === undefined ? [] : (pickGpuDevices(builder, best.slot, req.gpu) ?? []);
-  builder.allocate(builder.nodeId(best.slot), {
-    resources: request.resources,
-    gpuDevices,
-    ...(req.antiAffinity === undefined ? {} : { antiAffinityGroup: req.antiAffinity.group }),
-    ...(req.spread === undefined ? {} : { spread: { group: req.spread.group, label: req.spread.label } }),
-  });
+  builder.allocate(builder.nodeId(best.slot), req.allocation(gpuDevices));
   return {
     kind: 'placed',
     placement: { requestId: request.id, nodeId: builder.nodeId(best.slot), gpuDevices, score: best.score },

@@ -29,12 +29,7 @@ export function placeOne(
   if (!best.found) return { kind: 'rejected', rejection: diagnose(builder, req) };
   const slot = best.slot;
   const gpuDevices = req.gpu === undefined ? [] : (pickGpuDevices(builder, slot, req.gpu) ?? []);
-  builder.allocateSlot(slot, {
-    resources: req.req.resources,
-    gpuDevices,
-    ...(req.antiAffinity === undefined ? {} : { antiAffinityGroup: req.antiAffinity.group }),
-    ...(req.spread === undefined ? {} : { spread: { group: req.spread.group, label: req.spread.label } }),
-  });
+  builder.allocateSlot(slot, req.allocation(gpuDevices));
   return {
     kind: 'placed',
     placement: { requestId: req.req.id, nodeId: builder.nodeId(slot), gpuDevices, score: best.score },

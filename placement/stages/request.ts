@@ -3,7 +3,7 @@
  * spread group and its eligible domains, and the per-class verdict cache.
  */
 import type { Map as IMap } from 'immutable';
-import type { IndexReader } from '../cluster-index.js';
+import type { AllocationShape, IndexReader } from '../cluster-index.js';
 import type {
   AntiAffinityRule,
   Constraint,
@@ -38,6 +38,8 @@ export interface CompiledRequest {
   /** The anti-affinity group's count per slot, as of compilation. */
   readonly antiAffinityCounts: IMap<number, number> | undefined;
   readonly pinnedSlot: number | undefined;
+  /** What placing this request takes from its node, given the devices picked there. */
+  allocation(gpuDevices: readonly { readonly device: number; readonly milli: number }[]): AllocationShape;
   /** Facts shared by every request of the batch with the same constraints and GPU need. */
   readonly shared: SignatureFacts;
   /** The batch's cache, for facts that are not per signature. */
@@ -162,6 +164,21 @@ export function compileRequest(
       req.antiAffinity === undefined ? undefined : index.antiAffinityCounts(req.antiAffinity.group),
     spread,
     pinnedSlot: pinned,
+    allocation: (gpuDevices) => {
+      // Built once per placement with only the fields that apply (exactOptionalPropertyTypes), no spreads.
+      const shape: {
+        resources: typeof req.resources;
+        gpuDevices: typeof gpuDevices;
+        antiAffinityGroup?: string;
+        spread?: { group: string; label: string };
+      } = {
+        resources: req.resources,
+        gpuDevices,
+      };
+      if (req.antiAffinity !== undefined) shape.antiAffinityGroup = req.antiAffinity.group;
+      if (spread !== undefined) shape.spread = { group: spread.group, label: spread.label };
+      return shape;
+    },
     shared,
     batch: cache,
     classVerdicts: shared.verdicts,

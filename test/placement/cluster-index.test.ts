@@ -46,6 +46,24 @@ function checkBuckets(index: ClusterIndex): void {
   expect([...seen.keys()]).toEqual([]);
 }
 
+/** The ready totals kept incrementally equal a recomputation over the ready nodes. */
+function checkTotals(index: ClusterIndex): void {
+  const cap = { cpu: 0, memory: 0, disk: 0 };
+  const alloc = { cpu: 0, memory: 0, disk: 0 };
+  let gpu = 0;
+  for (const v of index.nodes()) {
+    if (v.state !== 'ready') continue;
+    for (const r of ['cpu', 'memory', 'disk'] as const) {
+      cap[r] += v.spec.capacity[r];
+      alloc[r] += v.allocated[r];
+    }
+    gpu += v.gpuFree.length * 1000;
+  }
+  expect(index.readyCapacity).toEqual(cap);
+  expect(index.readyAllocated).toEqual(alloc);
+  expect(index.readyGpuMilli).toBe(gpu);
+}
+
 describe('placement/cluster-index', () => {
   it('placement/cluster-index - a published version never changes and buckets stay exact under random writes', () => {
     // Applies random registers, updates, state changes, allocations, releases and removals; after each
@@ -106,6 +124,7 @@ describe('placement/cluster-index', () => {
           const next = b.publish();
           expect(views(index)).toEqual(before);
           checkBuckets(next);
+          checkTotals(next);
           expect(next.version).toBe(index.version + 1);
           index = next;
         }
