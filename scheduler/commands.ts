@@ -17,6 +17,7 @@ import {
 import { createCodec } from '../src/lib/codec.js';
 import { idLengthMax } from '../src/lib/ids.js';
 import { zodDecoder } from '../src/lib/validate.js';
+import { sandboxStates } from './lifecycle.js';
 
 /** Items one place, status or heartbeat command may carry. */
 export const commandItemsMax = 100_000;
@@ -114,19 +115,8 @@ export const placeItemSchema = z.strictObject({
 });
 export type PlaceItem = z.output<typeof placeItemSchema>;
 
-const sandboxStateSchema = z.enum([
-  'pending',
-  'placed',
-  'starting',
-  'running',
-  'suspending',
-  'suspended',
-  'resuming',
-  'terminating',
-  'terminated',
-  'failed',
-  'lost',
-]);
+// One list of states, owned by the lifecycle table.
+const sandboxStateSchema = z.enum(sandboxStates);
 
 export const quotaSchema = z.strictObject({
   cpu: amount.optional(),

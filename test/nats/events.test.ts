@@ -4,14 +4,7 @@ import type { SchedulerEvent } from '../../scheduler/types.js';
 import { EventPublisher, eventsSubject, subscribeEvents } from '../../src/nats/events.js';
 import { startTestCluster, type TestCluster } from '../../src/testing/cluster.js';
 import { type RunningServer, startNats } from '../../src/testing/servers.js';
-
-async function until(cond: () => boolean, what: string): Promise<void> {
-  const deadline = Date.now() + 10_000;
-  while (!cond()) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 10));
-  }
-}
+import { until } from '../helpers/until.js';
 
 describe('src/nats/events - committed events on a real nats-server', () => {
   let server: RunningServer;

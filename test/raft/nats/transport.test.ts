@@ -7,6 +7,7 @@ import { createCodec } from '../../../src/lib/codec.js';
 import { createRng } from '../../../src/lib/prng.js';
 import { zodDecoder } from '../../../src/lib/validate.js';
 import { type RunningServer, startNats } from '../../../src/testing/servers.js';
+import { until } from '../../helpers/until.js';
 
 // A stand-in Raft message: the transport is generic over the message codec.
 const messageSchema = z.strictObject({
@@ -22,14 +23,6 @@ const codec = createCodec<Msg>({
   frameBytesMax: 1 << 20,
   decoders: { 1: zodDecoder(messageSchema) },
 });
-
-async function until(cond: () => boolean, what: string, timeoutMs = 10_000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!cond()) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 10));
-  }
-}
 
 describe('raft/transport/nats - with a real nats-server', () => {
   let server: RunningServer;
