@@ -6,31 +6,10 @@
  * Ranges are half-open, `[lo, hi)`. Arrays returned by a read are owned by the caller only for reading:
  * the caller must not mutate them, and the storage must not mutate them after returning them.
  */
+import type { LogReader } from '../core/log-reader.js';
 import type { ConfState, Entry, HardState, Snapshot } from '../core/types.js';
 
-/** The read side, all the core needs. */
-export interface LogReader {
-  /** The hard state and membership saved last (zero values for a new replica). */
-  initialState(): { readonly hardState: HardState; readonly confState: ConfState };
-  /**
-   * Entries in `[lo, hi)`, stopping early once their data adds up past `bytesMax` (at least one entry is
-   * always returned when the range is not empty). Throws LogCompactedError when `lo < firstIndex()`,
-   * EntryUnavailableError when `hi > lastIndex() + 1`.
-   */
-  entries(lo: number, hi: number, bytesMax: number): readonly Entry[];
-  /**
-   * The term of the entry at `index`, for `firstIndex() - 1 <= index <= lastIndex()` (the term of the
-   * snapshot's last entry answers `firstIndex() - 1`). Throws LogCompactedError below that range and
-   * EntryUnavailableError above it.
-   */
-  term(index: number): number;
-  /** Index of the first entry still in the log (snapshot index + 1). */
-  firstIndex(): number;
-  /** Index of the last entry (the snapshot index when the log is empty). */
-  lastIndex(): number;
-  /** The most recent snapshot. Throws SnapshotUnavailableError if one is being made and not ready yet. */
-  snapshot(): Snapshot;
-}
+export type { LogReader } from '../core/log-reader.js';
 
 /** What one Ready asks the driver to persist. */
 export interface StorageUpdate {

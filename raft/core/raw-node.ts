@@ -1,0 +1,696 @@
+/**
+ * RawNode: the pure Raft core (etcd-io/raft's raft.go + rawnode.go in shape). No I/O, clock or ambient
+ * randomness: time is `tick()`, input is `step()`/`propose()`, and everything the driver must do comes out of
+ * `ready()`, in the order its fields document, acknowledged by `advance()`.
+ *
+ * Done: leader election with randomised timeouts (seeded), pre-vote (§9.6), check-quorum with a leader lease,
+ * log replication with probe/replicate progress, a bounded in-flight window (messages and bytes) per follower,
+ * conflict back-tracking by term hints, proposal batching (one append carries many entries up to a bytes
+ * bound), commit only of current-term entries by counting (§5.4.2, Figure 8), a no-op on election.
+ * Not yet: snapshots and InstallSnapshot, membership change and learners, leadership transfer, ReadIndex,
+ * proposal forwarding from followers (a follower's propose is refused with the leader hint instead).
+ */
+import { assert } from '../../src/lib/assert.js';
+import type { Rng } from '../../src/lib/prng.js';
+import { RaftLog } from './log.js';
+import type { LogReader } from './log-reader.js';
+import type { AppendRequest, AppendResponse, Message, VoteRequest } from './messages.js';
+import type { Entry, HardState, PeerId } from './types.js';
+import { hardStateEqual } from './types.js';
+
+export type Role = 'follower' | 'preCandidate' | 'candidate' | 'leader';
+
+export interface RawNodeConfig {
+  readonly id: PeerId;
+  /** The voters, this replica included. */
+  readonly voters: readonly PeerId[];
+  readonly storage: LogReader;
+  readonly rng: Rng;
+  /** Ticks without a leader before a campaign; the actual timeout is random in [this, 2 × this). */
+  readonly electionTicks?: number;
+  readonly heartbeatTicks?: number;
+  readonly preVote?: boolean;
+  readonly checkQuorum?: boolean;
+  /** Append messages in flight to one follower. */
+  readonly inflightMsgsMax?: number;
+  /** Entry bytes in flight to one follower. */
+  readonly inflightBytesMax?: number;
+  /** Entry bytes in one append message. */
+  readonly msgBytesMax?: number;
+  /** Bytes of proposed but uncommitted entries a leader accepts before refusing proposals. */
+  readonly uncommittedBytesMax?: number;
+}
+
+const defaults = {
+  electionTicks: 10,
+  heartbeatTicks: 1,
+  inflightMsgsMax: 256,
+  inflightBytesMax: 32 << 20,
+  msgBytesMax: 1 << 20,
+  uncommittedBytesMax: 64 << 20,
+} as const;
+assert(defaults.electionTicks > defaults.heartbeatTicks, 'election ticks > heartbeat ticks');
+
+/** Messages a Ready may carry; past it, further messages wait for the next Ready. */
+export const readyMessagesMax = 10_000;
+
+/** What a proposal returns: where its entry landed, or why it was refused (a result, not an exception). */
+export type ProposeResult =
+  | { readonly ok: true; readonly index: number; readonly term: number }
+  | { readonly ok: false; readonly reason: 'not-leader' | 'too-many-uncommitted'; readonly leader: PeerId };
+
+export interface SoftState {
+  readonly role: Role;
+  readonly leader: PeerId;
+}
+
+/**
+ * One batch of work for the driver. Its duties, in this order:
+ * 1. persist `entries` (replacing any suffix from their first index) and `hardState`, with fsync when
+ *    `mustSync`;
+ * 2. only then send `messages` (they may promise what step 1 made durable: votes, acknowledgements);
+ * 3. apply `committedEntries` to the state machine, in order;
+ * 4. call `advance()`.
+ */
+export interface Ready {
+  /** Present when term, vote or commit changed: persist before sending messages. */
+  readonly hardState?: HardState;
+  /** New log entries: persist before sending messages. */
+  readonly entries: readonly Entry[];
+  /** Committed entries to apply, in order, after persisting. */
+  readonly committedEntries: readonly Entry[];
+  /** Messages to send after persisting. */
+  readonly messages: readonly Message[];
+  /** Present when role or leader changed. */
+  readonly softState?: SoftState;
+  /** True when `entries` or a changed term/vote must be fsynced before `messages` go out. */
+  readonly mustSync: boolean;
+}
+
+interface Progress {
+  /** Highest index known replicated on the peer. */
+  match: number;
+  /** Next index to send. */
+  next: number;
+  /** Probe: one append at a time until the match is found; replicate: pipelined within the window. */
+  state: 'probe' | 'replicate';
+  /** Last index of each append in flight, oldest first, with its bytes. */
+  inflight: { index: number; bytes: number }[];
+  inflightBytes: number;
+  /** Heard from within the current election timeout (check-quorum). */
+  recentActive: boolean;
+  /** Probe state: an append is outstanding. */
+  paused: boolean;
+}
+
+export class RawNode {
+  readonly id: PeerId;
+  readonly #voters: readonly PeerId[];
+  readonly #rng: Rng;
+  readonly #c: Required<Omit<RawNodeConfig, 'id' | 'voters' | 'storage' | 'rng'>>;
+  readonly log: RaftLog;
+  #term: number;
+  #vote: PeerId;
+  #role: Role = 'follower';
+  #leader: PeerId = '';
+  #electionElapsed = 0;
+  #heartbeatElapsed = 0;
+  #randomizedElectionTimeout = 0;
+  #votes = new Map<PeerId, boolean>();
+  #progress = new Map<PeerId, Progress>();
+  #uncommittedBytes = 0;
+  #msgs: Message[] = [];
+  #prevHardState: HardState;
+  #prevSoft: SoftState;
+  #step: (m: Message) => void;
+  #tick: () => void;
+  /** What the last ready() handed out, for advance(). */
+  #pendingReady: { lastEntry: Entry | undefined; lastCommitted: number } | undefined;
+
+  constructor(config: RawNodeConfig) {
+    assert(config.voters.includes(config.id), 'this replica is a voter', { id: config.id });
+    this.id = config.id;
+    this.#voters = [...config.voters];
+    this.#rng = config.rng;
+    this.#c = {
+      electionTicks: config.electionTicks ?? defaults.electionTicks,
+      heartbeatTicks: config.heartbeatTicks ?? defaults.heartbeatTicks,
+      preVote: config.preVote ?? true,
+      checkQuorum: config.checkQuorum ?? true,
+      inflightMsgsMax: config.inflightMsgsMax ?? defaults.inflightMsgsMax,
+      inflightBytesMax: config.inflightBytesMax ?? defaults.inflightBytesMax,
+      msgBytesMax: config.msgBytesMax ?? defaults.msgBytesMax,
+      uncommittedBytesMax: config.uncommittedBytesMax ?? defaults.uncommittedBytesMax,
+    };
+    assert(this.#c.electionTicks > this.#c.heartbeatTicks, 'election ticks > heartbeat ticks', {
+      electionTicks: this.#c.electionTicks,
+      heartbeatTicks: this.#c.heartbeatTicks,
+    });
+    this.log = new RaftLog(config.storage);
+    const hs = config.storage.initialState().hardState;
+    this.#term = hs.term;
+    this.#vote = hs.vote;
+    this.#prevHardState = hs;
+    this.#prevSoft = { role: 'follower', leader: '' };
+    this.#step = this.#stepFollower;
+    this.#tick = this.#tickElection;
+    this.#becomeFollower(this.#term, '');
+  }
+
+  // ---- status ----
+
+  get term(): number {
+    return this.#term;
+  }
+  get role(): Role {
+    return this.#role;
+  }
+  get leader(): PeerId {
+    return this.#leader;
+  }
+  /** Replication progress per peer, for the leader's status page and tests. */
+  progress(): ReadonlyMap<PeerId, { readonly match: number; readonly next: number; readonly state: string }> {
+    return new Map(
+      [...this.#progress].map(([p, pr]) => [p, { match: pr.match, next: pr.next, state: pr.state }]),
+    );
+  }
+
+  // ---- inputs ----
+
+  tick(): void {
+    this.#tick();
+  }
+
+  /** Starts an election now (etcd's MsgHup), through pre-vote when enabled. A leader ignores it. */
+  campaign(): void {
+    if (this.#role !== 'leader') this.#campaign(this.#c.preVote);
+  }
+
+  /**
+   * Proposes commands. On the leader they are appended (one entry each) and replicated; elsewhere the
+   * result names the leader to retry at. Never throws for a lost leadership: that is a result.
+   */
+  propose(commands: readonly Uint8Array[]): ProposeResult {
+    if (this.#role !== 'leader') return { ok: false, reason: 'not-leader', leader: this.#leader };
+    const bytes = commands.reduce((n, c) => n + c.length, 0);
+    if (this.#uncommittedBytes > 0 && this.#uncommittedBytes + bytes > this.#c.uncommittedBytesMax) {
+      return { ok: false, reason: 'too-many-uncommitted', leader: this.id };
+    }
+    const first = this.log.lastIndex() + 1;
+    const entries = commands.map(
+      (data, i): Entry => ({ term: this.#term, index: first + i, type: 'normal', data }),
+    );
+    this.#appendAsLeader(entries);
+    this.#uncommittedBytes += bytes;
+    return { ok: true, index: this.log.lastIndex(), term: this.#term };
+  }
+
+  /** Feeds a message from a peer (already validated by parseMessage at the boundary). */
+  step(m: Message): void {
+    if (m.to !== this.id || !this.#voters.includes(m.from)) return;
+    if (m.term > this.#term) {
+      // Check-quorum lease: while a live leader was heard within the election timeout, (pre-)votes for a
+      // higher term come from a disruptive replica and are ignored.
+      if ((m.type === 'vote' || m.type === 'preVote') && this.#inLease()) return;
+      // A pre-vote, and a granted pre-vote answer, carry a term the candidate has not taken yet: they never
+      // move ours. Anything else from a higher term makes us a follower of that term.
+      const keepsTerm = m.type === 'preVote' || (m.type === 'preVoteResp' && !m.reject);
+      if (!keepsTerm)
+        this.#becomeFollower(m.term, m.type === 'append' || m.type === 'heartbeat' ? m.from : '');
+    } else if (m.term < this.#term) {
+      if (m.type === 'append' || m.type === 'heartbeat') {
+        // A stale leader: tell it our term so it steps down (with check-quorum, this is what frees it).
+        this.#send({
+          type: 'appendResp',
+          from: this.id,
+          to: m.from,
+          term: this.#term,
+          reject: true,
+          index: 0,
+          hintIndex: 0,
+          hintTerm: 0,
+        });
+      } else if (m.type === 'preVote') {
+        this.#send({ type: 'preVoteResp', from: this.id, to: m.from, term: this.#term, reject: true });
+      }
+      return;
+    }
+    if (m.type === 'vote' || m.type === 'preVote') {
+      this.#handleVote(m);
+      return;
+    }
+    this.#step(m);
+  }
+
+  // ---- output ----
+
+  hasReady(): boolean {
+    return (
+      this.#msgs.length > 0 ||
+      this.log.unstable.length > 0 ||
+      this.log.committed > this.log.applied ||
+      !hardStateEqual(this.#hardState(), this.#prevHardState) ||
+      this.#softChanged()
+    );
+  }
+
+  ready(): Ready {
+    assert(this.#pendingReady === undefined, 'advance() the previous Ready first');
+    const hs = this.#hardState();
+    const prev = this.#prevHardState;
+    const hsChanged = !hardStateEqual(hs, prev);
+    const entries = [...this.log.unstable];
+    const committedEntries = this.log.nextCommitted(this.#c.msgBytesMax * 4);
+    const messages = this.#msgs.splice(0, readyMessagesMax);
+    const soft = { role: this.#role, leader: this.#leader };
+    const softChanged = this.#softChanged();
+    this.#pendingReady = {
+      lastEntry: entries[entries.length - 1],
+      lastCommitted:
+        committedEntries.length > 0 ? (committedEntries[committedEntries.length - 1] as Entry).index : 0,
+    };
+    if (hsChanged) this.#prevHardState = hs;
+    if (softChanged) this.#prevSoft = soft;
+    return {
+      ...(hsChanged ? { hardState: hs } : {}),
+      entries,
+      committedEntries,
+      messages,
+      ...(softChanged ? { softState: soft } : {}),
+      // A commit-only change need not be fsynced before messages go out (etcd's MustSync): a lost commit
+      // index is learned again from the leader.
+      mustSync: entries.length > 0 || hs.term !== prev.term || hs.vote !== prev.vote,
+    };
+  }
+
+  /** The driver finished the last Ready: entries are persisted, committed entries applied. */
+  advance(): void {
+    const r = this.#pendingReady;
+    assert(r !== undefined, 'advance() without a Ready');
+    this.#pendingReady = undefined;
+    if (r.lastEntry !== undefined) this.log.stableTo(r.lastEntry.index, r.lastEntry.term);
+    if (r.lastCommitted > 0) {
+      const appliedBytes = this.log.slice(this.log.applied + 1, r.lastCommitted + 1, Number.MAX_SAFE_INTEGER);
+      this.#uncommittedBytes = Math.max(
+        0,
+        this.#uncommittedBytes - appliedBytes.reduce((n, e) => n + e.data.length, 0),
+      );
+      this.log.appliedTo(r.lastCommitted);
+    }
+  }
+
+  // ---- roles ----
+
+  #hardState(): HardState {
+    return { term: this.#term, vote: this.#vote, commit: this.log.committed };
+  }
+
+  #softChanged(): boolean {
+    return this.#prevSoft.role !== this.#role || this.#prevSoft.leader !== this.#leader;
+  }
+
+  #resetTimers(): void {
+    this.#electionElapsed = 0;
+    this.#heartbeatElapsed = 0;
+    this.#randomizedElectionTimeout = this.#c.electionTicks + this.#rng.int(0, this.#c.electionTicks);
+  }
+
+  #becomeFollower(term: number, leader: PeerId): void {
+    if (term !== this.#term) {
+      this.#term = term;
+      this.#vote = '';
+    }
+    this.#role = 'follower';
+    this.#leader = leader;
+    this.#step = this.#stepFollower;
+    this.#tick = this.#tickElection;
+    this.#resetTimers();
+  }
+
+  #becomePreCandidate(): void {
+    // Pre-vote (§9.6): ask whether we could win before bumping the term, so a partitioned replica that
+    // rejoins does not force a needless election.
+    this.#role = 'preCandidate';
+    this.#leader = '';
+    this.#votes = new Map();
+    this.#step = this.#stepCandidate;
+    this.#tick = this.#tickElection;
+    this.#resetTimers();
+  }
+
+  #becomeCandidate(): void {
+    this.#term += 1;
+    this.#vote = this.id;
+    this.#role = 'candidate';
+    this.#leader = '';
+    this.#votes = new Map();
+    this.#step = this.#stepCandidate;
+    this.#tick = this.#tickElection;
+    this.#resetTimers();
+  }
+
+  #becomeLeader(): void {
+    assert(this.#role === 'candidate', 'only a candidate becomes leader', { role: this.#role });
+    this.#role = 'leader';
+    this.#leader = this.id;
+    this.#step = this.#stepLeader;
+    this.#tick = this.#tickHeartbeat;
+    this.#resetTimers();
+    this.#progress = new Map();
+    const last = this.log.lastIndex();
+    for (const p of this.#voters) {
+      this.#progress.set(p, {
+        match: p === this.id ? last : 0,
+        next: last + 1,
+        state: 'probe',
+        inflight: [],
+        inflightBytes: 0,
+        recentActive: p === this.id,
+        paused: false,
+      });
+    }
+    this.#uncommittedBytes = 0;
+    // A no-op of the new term: committing it commits everything before it (§5.4.2, §8).
+    this.#appendAsLeader([{ term: this.#term, index: last + 1, type: 'normal', data: new Uint8Array(0) }]);
+  }
+
+  #campaign(pre: boolean): void {
+    if (pre) this.#becomePreCandidate();
+    else this.#becomeCandidate();
+    const term = pre ? this.#term + 1 : this.#term;
+    this.#votes.set(this.id, true);
+    if (this.#quorumReached()) {
+      // A single-voter cluster wins at once.
+      if (pre) this.#campaign(false);
+      else this.#becomeLeader();
+      return;
+    }
+    for (const p of this.#voters) {
+      if (p === this.id) continue;
+      this.#send({
+        type: pre ? 'preVote' : 'vote',
+        from: this.id,
+        to: p,
+        term,
+        lastIndex: this.log.lastIndex(),
+        lastTerm: this.log.lastTerm(),
+      });
+    }
+  }
+
+  #quorum(): number {
+    return Math.floor(this.#voters.length / 2) + 1;
+  }
+
+  #quorumReached(): boolean {
+    let granted = 0;
+    for (const g of this.#votes.values()) if (g) granted++;
+    return granted >= this.#quorum();
+  }
+
+  #quorumLost(): boolean {
+    let rejected = 0;
+    for (const g of this.#votes.values()) if (!g) rejected++;
+    return rejected >= this.#quorum();
+  }
+
+  /** True while a leader was heard within the election timeout (the check-quorum lease). */
+  #inLease(): boolean {
+    return this.#c.checkQuorum && this.#leader !== '' && this.#electionElapsed < this.#c.electionTicks;
+  }
+
+  // ---- ticks ----
+
+  #tickElection(): void {
+    this.#electionElapsed++;
+    if (this.#electionElapsed >= this.#randomizedElectionTimeout) {
+      this.#electionElapsed = 0;
+      this.#campaign(this.#c.preVote);
+    }
+  }
+
+  #tickHeartbeat(): void {
+    this.#heartbeatElapsed++;
+    this.#electionElapsed++;
+    if (this.#electionElapsed >= this.#c.electionTicks) {
+      this.#electionElapsed = 0;
+      if (this.#c.checkQuorum) {
+        // Check-quorum: a leader that has not heard from a majority in an election timeout steps down,
+        // so a partitioned leader stops accepting proposals it can never commit.
+        let active = 0;
+        for (const [p, pr] of this.#progress) {
+          if (p === this.id || pr.recentActive) active++;
+          pr.recentActive = false;
+        }
+        if (active < this.#quorum()) {
+          this.#becomeFollower(this.#term, '');
+          return;
+        }
+      }
+    }
+    if (this.#heartbeatElapsed >= this.#c.heartbeatTicks) {
+      this.#heartbeatElapsed = 0;
+      for (const [p, pr] of this.#progress) {
+        if (p === this.id) continue;
+        this.#send({
+          type: 'heartbeat',
+          from: this.id,
+          to: p,
+          term: this.#term,
+          commit: Math.min(pr.match, this.log.committed),
+        });
+      }
+    }
+  }
+
+  // ---- steps ----
+
+  #handleVote(m: VoteRequest): void {
+    const pre = m.type === 'preVote';
+    // Grant when the log is up to date and, for a real vote, we have not voted for someone else this term.
+    // A pre-vote for a future term is granted on the log alone; we do not record it.
+    const canVote = pre
+      ? m.term > this.#term || (this.#vote === '' && this.#leader === '')
+      : this.#vote === '' || this.#vote === m.from;
+    const grant =
+      canVote &&
+      this.log.isUpToDate(m.lastIndex, m.lastTerm) &&
+      !(pre && this.#inLease() && m.term <= this.#term);
+    this.#send({
+      type: pre ? 'preVoteResp' : 'voteResp',
+      from: this.id,
+      to: m.from,
+      term: pre ? m.term : this.#term,
+      reject: !grant,
+    });
+    if (grant && !pre) {
+      this.#vote = m.from;
+      this.#electionElapsed = 0;
+    }
+  }
+
+  #stepFollower(m: Message): void {
+    switch (m.type) {
+      case 'append':
+        this.#electionElapsed = 0;
+        this.#leader = m.from;
+        this.#handleAppend(m);
+        return;
+      case 'heartbeat':
+        this.#electionElapsed = 0;
+        this.#leader = m.from;
+        this.log.commitTo(Math.min(m.commit, this.log.lastIndex()));
+        this.#send({ type: 'heartbeatResp', from: this.id, to: m.from, term: this.#term });
+        return;
+      default:
+        return;
+    }
+  }
+
+  #stepCandidate(m: Message): void {
+    switch (m.type) {
+      case 'append':
+      case 'heartbeat':
+        // A leader of our term exists: follow it.
+        this.#becomeFollower(this.#term, m.from);
+        this.#stepFollower(m);
+        return;
+      case 'voteResp':
+      case 'preVoteResp': {
+        if ((m.type === 'preVoteResp') !== (this.#role === 'preCandidate')) return;
+        this.#votes.set(m.from, !m.reject);
+        if (this.#quorumReached()) {
+          if (this.#role === 'preCandidate') this.#campaign(false);
+          else this.#becomeLeader();
+        } else if (this.#quorumLost()) {
+          this.#becomeFollower(this.#term, '');
+        }
+        return;
+      }
+      default:
+        return;
+    }
+  }
+
+  #stepLeader(m: Message): void {
+    const pr = this.#progress.get(m.from);
+    if (pr === undefined) return;
+    pr.recentActive = true;
+    switch (m.type) {
+      case 'appendResp':
+        this.#handleAppendResponse(m, pr);
+        return;
+      case 'heartbeatResp':
+        // The peer is alive: a probe whose append was lost may go again, and a full window whose appends
+        // were lost frees a slot, so replication never stalls on dropped messages.
+        pr.paused = false;
+        if (pr.state === 'replicate' && pr.inflight.length >= this.#c.inflightMsgsMax) {
+          pr.inflightBytes -= pr.inflight.shift()?.bytes ?? 0;
+        }
+        if (pr.match < this.log.lastIndex()) this.#sendAppend(m.from, pr);
+        return;
+      default:
+        return;
+    }
+  }
+
+  #handleAppend(m: AppendRequest): void {
+    if (m.prevIndex < this.log.committed) {
+      // Already have (and committed) past prevIndex: acknowledge what we hold.
+      this.#send({
+        type: 'appendResp',
+        from: this.id,
+        to: m.from,
+        term: this.#term,
+        reject: false,
+        index: this.log.committed,
+        hintIndex: 0,
+        hintTerm: 0,
+      });
+      return;
+    }
+    if (this.log.matchTerm(m.prevIndex, m.prevTerm)) {
+      const last = this.log.appendAfter(m.prevIndex, m.entries);
+      this.log.commitTo(Math.min(m.commit, last));
+      this.#send({
+        type: 'appendResp',
+        from: this.id,
+        to: m.from,
+        term: this.#term,
+        reject: false,
+        index: last,
+        hintIndex: 0,
+        hintTerm: 0,
+      });
+      return;
+    }
+    // Conflict: hint the highest index at or below min(prevIndex, lastIndex) whose term is <= prevTerm, so the
+    // leader can skip every entry of a term we do not share in one round trip.
+    let hintIndex = Math.min(m.prevIndex, this.log.lastIndex());
+    while (hintIndex > this.log.committed && (this.log.term(hintIndex) ?? 0) > m.prevTerm) hintIndex--;
+    this.#send({
+      type: 'appendResp',
+      from: this.id,
+      to: m.from,
+      term: this.#term,
+      reject: true,
+      index: m.prevIndex,
+      hintIndex,
+      hintTerm: this.log.term(hintIndex) ?? 0,
+    });
+  }
+
+  #handleAppendResponse(m: AppendResponse, pr: Progress): void {
+    if (m.reject) {
+      // Stale rejections are ignored: one for an index already known to match, or, while probing, one that
+      // does not answer the probe just sent.
+      if (m.index <= pr.match) return;
+      if (pr.state === 'probe' && m.index !== pr.next - 1) return;
+      let next = Math.min(m.index, m.hintIndex + 1);
+      // Leader-side step (etcd's findConflictByTerm): skip our own entries of terms above the hint's term.
+      while (next - 1 > pr.match && (this.log.term(next - 1) ?? 0) > m.hintTerm) next--;
+      pr.next = Math.max(pr.match + 1, next);
+      pr.state = 'probe';
+      pr.inflight = [];
+      pr.inflightBytes = 0;
+      pr.paused = false;
+      this.#sendAppend(m.from, pr);
+      return;
+    }
+    pr.paused = false;
+    if (m.index > pr.match) {
+      pr.match = m.index;
+      pr.next = Math.max(pr.next, m.index + 1);
+      if (pr.state === 'probe') pr.state = 'replicate';
+      while (pr.inflight.length > 0 && (pr.inflight[0]?.index ?? 0) <= m.index) {
+        pr.inflightBytes -= pr.inflight.shift()?.bytes ?? 0;
+      }
+      this.#maybeCommit();
+    }
+    while (pr.next <= this.log.lastIndex() && this.#canSend(pr)) this.#sendAppend(m.from, pr);
+  }
+
+  #canSend(pr: Progress): boolean {
+    if (pr.state === 'probe') return !pr.paused;
+    return pr.inflight.length < this.#c.inflightMsgsMax && pr.inflightBytes < this.#c.inflightBytesMax;
+  }
+
+  #sendAppend(to: PeerId, pr: Progress): void {
+    if (!this.#canSend(pr)) return;
+    const prevIndex = pr.next - 1;
+    const prevTerm = this.log.term(prevIndex);
+    assert(prevTerm !== undefined, 'snapshots are not implemented yet: the log must reach back to next - 1', {
+      to,
+      next: pr.next,
+      first: this.log.firstIndex(),
+    });
+    const entries =
+      pr.next <= this.log.lastIndex()
+        ? this.log.slice(pr.next, this.log.lastIndex() + 1, this.#c.msgBytesMax)
+        : [];
+    this.#send({
+      type: 'append',
+      from: this.id,
+      to,
+      term: this.#term,
+      prevIndex,
+      prevTerm,
+      entries,
+      commit: this.log.committed,
+    });
+    if (pr.state === 'probe') pr.paused = true;
+    else if (entries.length > 0) {
+      const last = (entries[entries.length - 1] as Entry).index;
+      const bytes = entries.reduce((n, e) => n + e.data.length, 0);
+      pr.inflight.push({ index: last, bytes });
+      pr.inflightBytes += bytes;
+      pr.next = last + 1;
+    }
+  }
+
+  #appendAsLeader(entries: readonly Entry[]): void {
+    this.log.append(entries);
+    const self = this.#progress.get(this.id);
+    if (self !== undefined) {
+      self.match = this.log.lastIndex();
+      self.next = self.match + 1;
+    }
+    for (const [p, pr] of this.#progress) if (p !== this.id) this.#sendAppend(p, pr);
+    this.#maybeCommit();
+  }
+
+  /** Commits the highest index a quorum holds, if it is of the current term (§5.4.2: never count older terms). */
+  #maybeCommit(): void {
+    const matches = [...this.#progress.values()].map((p) => p.match).sort((a, b) => b - a);
+    const candidate = matches[this.#quorum() - 1] ?? 0;
+    if (candidate > this.log.committed && this.log.term(candidate) === this.#term) {
+      this.log.commitTo(candidate);
+      for (const [p, pr] of this.#progress)
+        if (p !== this.id && pr.match < this.log.lastIndex()) this.#sendAppend(p, pr);
+    }
+  }
+
+  #send(m: Message): void {
+    this.#msgs.push(m);
+  }
+}
