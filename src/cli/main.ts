@@ -6,6 +6,7 @@
 import { Command } from 'commander';
 import { registerClusterDemo, registerDemo } from './demo.js';
 import { registerNatsConfig } from './nats-config.js';
+import { registerKv, registerServer } from './server.js';
 
 const program = new Command()
   .name('trellis')
@@ -15,6 +16,8 @@ const program = new Command()
 registerDemo(program);
 registerClusterDemo(program);
 registerNatsConfig(program);
+registerServer(program);
+registerKv(program);
 
 // A closed pipe (`trellis demo | head`) ends the command quietly instead of with a stack trace.
 process.stdout.on('error', (err: NodeJS.ErrnoException) => {
