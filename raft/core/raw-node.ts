@@ -327,21 +327,17 @@ export class RawNode {
     this.#resetTimers();
   }
 
-  #becomePreCandidate(): void {
-    // Pre-vote (§9.6): ask whether we could win before bumping the term, so a partitioned replica that
-    // rejoins does not force a needless election.
-    this.#role = 'preCandidate';
-    this.#leader = '';
-    this.#votes = new Map();
-    this.#step = this.#stepCandidate;
-    this.#tick = this.#tickElection;
-    this.#resetTimers();
-  }
-
-  #becomeCandidate(): void {
-    this.#term += 1;
-    this.#vote = this.id;
-    this.#role = 'candidate';
+  /**
+   * Starts a vote round. A pre-candidate (§9.6) asks whether it could win before bumping its term, so a
+   * partitioned replica that rejoins does not force a needless election; a candidate takes a new term and
+   * votes for itself.
+   */
+  #becomeCampaigner(role: 'preCandidate' | 'candidate'): void {
+    if (role === 'candidate') {
+      this.#term += 1;
+      this.#vote = this.id;
+    }
+    this.#role = role;
     this.#leader = '';
     this.#votes = new Map();
     this.#step = this.#stepCandidate;
@@ -375,8 +371,7 @@ export class RawNode {
   }
 
   #campaign(pre: boolean): void {
-    if (pre) this.#becomePreCandidate();
-    else this.#becomeCandidate();
+    this.#becomeCampaigner(pre ? 'preCandidate' : 'candidate');
     const term = pre ? this.#term + 1 : this.#term;
     this.#votes.set(this.id, true);
     if (this.#quorumReached()) {

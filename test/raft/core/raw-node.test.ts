@@ -146,19 +146,25 @@ describe('raft/core - replication (§5.3)', () => {
   });
 });
 
+/** Elects a leader, then cuts one follower off for 100 ticks (many election timeouts). */
+function isolateAFollower(c: Cluster): { leader: string; term: number; lone: string } {
+  const leader = c.electLeader();
+  const term = c.get(leader).node.term;
+  const lone = c.ids.find((id) => id !== leader) ?? '';
+  c.partition(
+    [lone],
+    c.ids.filter((id) => id !== lone),
+  );
+  c.tick(100);
+  return { leader, term, lone };
+}
+
 describe('raft/core - pre-vote and check-quorum', () => {
   it('raft/core - a partitioned replica does not disrupt the cluster when it rejoins (pre-vote, §9.6)', () => {
     // r3 is isolated for many election timeouts; with pre-vote it never raises its term, so on rejoining the
     // leader and term are unchanged.
     const c = new Cluster(3, 5);
-    const leader = c.electLeader();
-    const term = c.get(leader).node.term;
-    const lone = c.ids.find((id) => id !== leader) ?? '';
-    c.partition(
-      [lone],
-      c.ids.filter((id) => id !== lone),
-    );
-    c.tick(100);
+    const { leader, term, lone } = isolateAFollower(c);
     expect(c.get(lone).node.term).toBe(term);
     c.heal();
     c.tick(5);
@@ -169,14 +175,7 @@ describe('raft/core - pre-vote and check-quorum', () => {
   it('raft/core - without pre-vote the same rejoin forces a new term (the control case)', () => {
     // The same schedule with pre-vote off: the isolated replica's term climbs, and its return disrupts.
     const c = new Cluster(3, 5, { preVote: false, checkQuorum: false });
-    const leader = c.electLeader();
-    const term = c.get(leader).node.term;
-    const lone = c.ids.find((id) => id !== leader) ?? '';
-    c.partition(
-      [lone],
-      c.ids.filter((id) => id !== lone),
-    );
-    c.tick(100);
+    const { leader, term, lone } = isolateAFollower(c);
     expect(c.get(lone).node.term).toBeGreaterThan(term);
   });
 
