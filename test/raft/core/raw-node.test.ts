@@ -175,7 +175,7 @@ describe('raft/core - pre-vote and check-quorum', () => {
   it('raft/core - without pre-vote the same rejoin forces a new term (the control case)', () => {
     // The same schedule with pre-vote off: the isolated replica's term climbs, and its return disrupts.
     const c = new Cluster(3, 5, { preVote: false, checkQuorum: false });
-    const { leader, term, lone } = isolateAFollower(c);
+    const { term, lone } = isolateAFollower(c);
     expect(c.get(lone).node.term).toBeGreaterThan(term);
   });
 
