@@ -5,8 +5,8 @@
  * machine's result for their own entry, matched by (index, term): an entry replaced by another leader's
  * rejects with ProposalDroppedError, never with someone else's result.
  *
- * Not yet: snapshots (the core does not send them; on restart the log is replayed from index 1), ReadIndex,
- * membership and leadership transfer.
+ * `read()` is a ReadIndex barrier for linearizable reads. Not yet: snapshots (the core does not send them; on
+ * restart the log is replayed from index 1), membership and leadership transfer.
  */
 import { assert } from '../src/lib/assert.js';
 import type { Rng } from '../src/lib/prng.js';
@@ -46,6 +46,17 @@ export class RaftNode<R> {
   readonly #o: RaftNodeOptions<R>;
   readonly #core: RawNode;
   readonly #pending = new Map<number, Pending<R>>();
+  /** Linearizable reads: confirmed ones carry the index the state machine must reach before they resolve. */
+  readonly #reads = new Map<
+    string,
+    {
+      index: number | undefined;
+      resolve: () => void;
+      reject: (e: Error) => void;
+      timer: ReturnType<typeof setTimeout>;
+    }
+  >();
+  #readSeq = 0;
   readonly #ticker: ReturnType<typeof setInterval>;
   #loop: Promise<void> | undefined;
   #again = false;
@@ -107,6 +118,40 @@ export class RaftNode<R> {
     });
   }
 
+  /**
+   * A linearizable read barrier (ReadIndex): resolves once this replica, as leader, has confirmed its
+   * leadership with a quorum and applied everything committed when the read was asked. Read the state machine
+   * after it resolves. Rejects with NotLeaderError on a follower or when leadership is lost meanwhile.
+   */
+  read(): Promise<void> {
+    if (this.#closed) return Promise.reject(new RaftClosedError('raft node is closed'));
+    const context = `${this.#o.id}-${++this.#readSeq}`;
+    if (!this.#core.readIndex(context)) return Promise.reject(new NotLeaderError(this.#core.leader));
+    return new Promise<void>((resolve, reject) => {
+      const timer = setTimeout(() => {
+        this.#reads.delete(context);
+        reject(new TimeoutError('read not confirmed in time'));
+      }, this.#o.proposalTimeoutMs ?? 10_000);
+      this.#reads.set(context, { index: undefined, resolve, reject, timer });
+      this.#kick();
+    });
+  }
+
+  #settleReads(): void {
+    const applied = this.#core.log.applied;
+    for (const [context, r] of this.#reads) {
+      if (r.index !== undefined && r.index <= applied) {
+        clearTimeout(r.timer);
+        this.#reads.delete(context);
+        r.resolve();
+      } else if (r.index === undefined && this.#core.role !== 'leader') {
+        clearTimeout(r.timer);
+        this.#reads.delete(context);
+        r.reject(new NotLeaderError(this.#core.leader));
+      }
+    }
+  }
+
   #kick(): void {
     if (this.#loop !== undefined) {
       this.#again = true;
@@ -138,8 +183,13 @@ export class RaftNode<R> {
       if (rd.messages.length > 0) this.#o.transport.send(rd.messages);
       // 3. Apply, matching each entry to the proposal made for it.
       for (const e of rd.committedEntries) this.#apply(e);
-      // 4. Advance.
+      for (const rs of rd.readStates) {
+        const r = this.#reads.get(rs.context);
+        if (r !== undefined) r.index = rs.index;
+      }
+      // 4. Advance; then reads whose index is applied may go.
       this.#core.advance();
+      this.#settleReads();
     }
   }
 

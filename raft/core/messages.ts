@@ -9,6 +9,8 @@ import type { Entry, EntryType, PeerId } from './types.js';
 /** Entries one append message may carry. */
 export const entriesPerMessageMax = 4_096;
 const peerLengthMax = 128;
+/** A ReadIndex context, at most. */
+export const contextLengthMax = 128;
 const entryBytesMax = 16 << 20;
 
 interface Base {
@@ -47,12 +49,16 @@ export interface AppendResponse extends Base {
   readonly hintIndex: number;
   readonly hintTerm: number;
 }
+/** A heartbeat; `context` is set when it also confirms leadership for a ReadIndex read (§6.4). */
 export interface Heartbeat extends Base {
   readonly type: 'heartbeat';
   readonly commit: number;
+  readonly context?: string;
 }
 export interface HeartbeatResponse extends Base {
   readonly type: 'heartbeatResp';
+  /** Echoes the heartbeat's context. */
+  readonly context?: string;
 }
 
 export type Message =
@@ -129,6 +135,11 @@ export function parseMessage(x: unknown): Message {
   field(m, 'to', 'peer');
   field(m, 'term', 'count');
   for (const [name, kind] of fields) field(m, name, kind);
+  if ((type === 'heartbeat' || type === 'heartbeatResp') && m.context !== undefined) {
+    if (typeof m.context !== 'string' || m.context.length > contextLengthMax) {
+      throw new ValidationError('context', `must be a string of at most ${contextLengthMax} characters`);
+    }
+  }
   if (type === 'append') {
     if (!Array.isArray(m.entries) || m.entries.length > entriesPerMessageMax) {
       throw new ValidationError('entries', `must be an array of at most ${entriesPerMessageMax}`);

@@ -59,6 +59,14 @@ export type ProposeResult =
   | { readonly ok: true; readonly index: number; readonly term: number }
   | { readonly ok: false; readonly reason: 'not-leader' | 'too-many-uncommitted'; readonly leader: PeerId };
 
+export interface ReadState {
+  readonly context: string;
+  readonly index: number;
+}
+
+/** ReadIndex requests waiting for a quorum's confirmation, at most; further ones are refused. */
+export const pendingReadsMax = 10_000;
+
 export interface SoftState {
   readonly role: Role;
   readonly leader: PeerId;
@@ -81,6 +89,11 @@ export interface Ready {
   readonly committedEntries: readonly Entry[];
   /** Messages to send after persisting. */
   readonly messages: readonly Message[];
+  /**
+   * Reads confirmed by a quorum (ReadIndex, §6.4): once the state machine has applied `index`, a read with
+   * this `context` may be served and is linearizable.
+   */
+  readonly readStates: readonly ReadState[];
   /** Present when role or leader changed. */
   readonly softState?: SoftState;
   /** True when `entries` or a changed term/vote must be fsynced before `messages` go out. */
@@ -120,6 +133,9 @@ export class RawNode {
   #progress = new Map<PeerId, Progress>();
   #uncommittedBytes = 0;
   #msgs: Message[] = [];
+  /** ReadIndex requests: the commit index at request time and who has confirmed our leadership since. */
+  #reads: { context: string; index: number; acks: Set<PeerId> }[] = [];
+  #readStates: ReadState[] = [];
   #prevHardState: HardState;
   #prevSoft: SoftState;
   #step: (m: Message) => void;
@@ -179,6 +195,36 @@ export class RawNode {
 
   tick(): void {
     this.#tick();
+  }
+
+  /**
+   * Asks for a linearizable read point (ReadIndex, §6.4): the leader notes its commit index and confirms with
+   * a heartbeat round that it is still leader; the answer comes as a ReadState in a later Ready. Refused
+   * (false) when this replica is not the leader, has not committed an entry of its term yet, or too many reads
+   * are pending; the caller retries or goes to the leader.
+   */
+  readIndex(context: string): boolean {
+    if (this.#role !== 'leader' || this.#reads.length >= pendingReadsMax) return false;
+    // Until an entry of this term commits, the commit index may lag what an earlier leader committed (§6.4).
+    if (this.log.term(this.log.committed) !== this.#term) return false;
+    const read = { context, index: this.log.committed, acks: new Set<PeerId>([this.id]) };
+    if (read.acks.size >= this.#quorum()) {
+      this.#readStates.push({ context, index: read.index });
+      return true;
+    }
+    this.#reads.push(read);
+    for (const [p, pr] of this.#progress) {
+      if (p === this.id) continue;
+      this.#send({
+        type: 'heartbeat',
+        from: this.id,
+        to: p,
+        term: this.#term,
+        commit: Math.min(pr.match, this.log.committed),
+        context,
+      });
+    }
+    return true;
   }
 
   /** Starts an election now (etcd's MsgHup), through pre-vote when enabled. A leader ignores it. */
@@ -247,6 +293,7 @@ export class RawNode {
   hasReady(): boolean {
     return (
       this.#msgs.length > 0 ||
+      this.#readStates.length > 0 ||
       this.log.unstable.length > 0 ||
       this.log.committed > this.log.applied ||
       !hardStateEqual(this.#hardState(), this.#prevHardState) ||
@@ -262,6 +309,8 @@ export class RawNode {
     const entries = [...this.log.unstable];
     const committedEntries = this.log.nextCommitted(this.#c.msgBytesMax * 4);
     const messages = this.#msgs.splice(0, readyMessagesMax);
+    const readStates = this.#readStates;
+    this.#readStates = [];
     const soft = { role: this.#role, leader: this.#leader };
     const softChanged = this.#softChanged();
     this.#pendingReady = {
@@ -276,6 +325,7 @@ export class RawNode {
       entries,
       committedEntries,
       messages,
+      readStates,
       ...(softChanged ? { softState: soft } : {}),
       // A commit-only change need not be fsynced before messages go out (etcd's MustSync): a lost commit
       // index is learned again from the leader.
@@ -316,6 +366,8 @@ export class RawNode {
   }
 
   #becomeFollower(term: number, leader: PeerId): void {
+    // Reads waiting for confirmation can no longer get it; the driver rejects them when it sees the role change.
+    this.#reads = [];
     if (term !== this.#term) {
       this.#term = term;
       this.#vote = '';
@@ -495,7 +547,13 @@ export class RawNode {
         this.#electionElapsed = 0;
         this.#leader = m.from;
         this.log.commitTo(Math.min(m.commit, this.log.lastIndex()));
-        this.#send({ type: 'heartbeatResp', from: this.id, to: m.from, term: this.#term });
+        this.#send({
+          type: 'heartbeatResp',
+          from: this.id,
+          to: m.from,
+          term: this.#term,
+          ...(m.context === undefined ? {} : { context: m.context }),
+        });
         return;
       default:
         return;
@@ -536,6 +594,7 @@ export class RawNode {
         this.#handleAppendResponse(m, pr);
         return;
       case 'heartbeatResp':
+        if (m.context !== undefined) this.#confirmRead(m.context, m.from);
         // The peer is alive: a probe whose append was lost may go again, and a full window whose appends
         // were lost frees a slot, so replication never stalls on dropped messages.
         pr.paused = false;
@@ -547,6 +606,17 @@ export class RawNode {
       default:
         return;
     }
+  }
+
+  /** A quorum confirmed our leadership after this read was asked: it and every earlier read are ready. */
+  #confirmRead(context: string, from: PeerId): void {
+    const at = this.#reads.findIndex((r) => r.context === context);
+    if (at < 0) return;
+    const read = this.#reads[at] as { context: string; index: number; acks: Set<PeerId> };
+    read.acks.add(from);
+    if (read.acks.size < this.#quorum()) return;
+    for (const r of this.#reads.splice(0, at + 1))
+      this.#readStates.push({ context: r.context, index: r.index });
   }
 
   #handleAppend(m: AppendRequest): void {

@@ -2,8 +2,7 @@
  * `trellis server`: one replica of a Raft group over NATS, running the KV state machine until the scheduler's
  * replaces it. It serves `trellis.<cluster>.api` (queue group: one replica takes each request; a follower
  * forwards to the leader's own subject `trellis.<cluster>.api.<id>`), logs JSON lines, and exits cleanly on
- * SIGTERM or SIGINT. Reads are served from the leader's applied state: not yet linearizable (ReadIndex is
- * still to come in the core).
+ * SIGTERM or SIGINT. Reads are linearizable: the leader serves them after a ReadIndex barrier.
  */
 import type { Command } from 'commander';
 import { connect, type Msg, type NatsConnection } from 'nats';
@@ -138,7 +137,19 @@ async function runServer(o: ServerOptions): Promise<void> {
         return { ok: false, error: 'leader unreachable', leader: st.leader };
       }
     }
-    if (req.op === 'get') return { ok: true, value: kv.get(req.key), by: id };
+    if (req.op === 'get') {
+      // Linearizable: wait for the ReadIndex barrier, then read the applied state.
+      try {
+        await node.read();
+      } catch (err) {
+        return {
+          ok: false,
+          error: String(err),
+          ...(err instanceof NotLeaderError ? { leader: err.leaderHint } : {}),
+        };
+      }
+      return { ok: true, value: kv.get(req.key), by: id };
+    }
     try {
       const r = await node.propose(kvCommandCodec.encode({ op: 'put', key: req.key, value: req.value }));
       return r.ok ? { ok: true, previous: r.previous, by: id } : { ok: false, error: r.error };

@@ -267,3 +267,60 @@ describe('raft/core/messages', () => {
     for (const b of bad) expect(() => parseMessage(b), JSON.stringify(b)).toThrow(ValidationError);
   });
 });
+
+describe('raft/core - ReadIndex (§6.4)', () => {
+  it('raft/core - the leader answers a read with its commit index after a quorum confirms it', () => {
+    // A read on the leader of a healthy cluster yields a ReadState at the commit index; a follower refuses.
+    const c = new Cluster(3, 21);
+    const leader = c.electLeader();
+    c.propose(leader, 'a', 'b');
+    c.tick(2);
+    const node = c.get(leader).node;
+    expect(node.readIndex('r1')).toBe(true);
+    c.deliver();
+    // The harness consumed the Ready; ask again and read the states straight from a Ready.
+    expect(node.readIndex('r2')).toBe(true);
+    const states: { context: string; index: number }[] = [];
+    for (let i = 0; i < 10 && states.length === 0; i++) {
+      c.process();
+      const batch = c.queue;
+      c.queue = [];
+      for (const m of batch) c.replicas.get(m.to)?.node.step(m);
+      if (node.hasReady()) {
+        const rd = node.ready();
+        states.push(...rd.readStates);
+        c.queue.push(...rd.messages);
+        c.get(leader).store.append(rd.entries);
+        node.advance();
+      }
+    }
+    expect(states).toEqual([{ context: 'r2', index: node.log.committed }]);
+    const follower = c.ids.find((id) => id !== leader) ?? '';
+    expect(c.get(follower).node.readIndex('r3')).toBe(false);
+  });
+
+  it('raft/core - a leader cut off from the quorum never confirms a read', () => {
+    // The old leader accepts the request but, hearing from nobody, never produces a ReadState for it.
+    const c = new Cluster(3, 22, { checkQuorum: false });
+    const leader = c.electLeader();
+    c.propose(leader, 'a');
+    c.tick(2);
+    const node = c.get(leader).node;
+    c.partition(
+      [leader],
+      c.ids.filter((id) => id !== leader),
+    );
+    expect(node.readIndex('stale')).toBe(true);
+    let confirmed = false;
+    for (let i = 0; i < 20; i++) {
+      node.tick();
+      while (node.hasReady()) {
+        const rd = node.ready();
+        if (rd.readStates.length > 0) confirmed = true;
+        c.get(leader).store.append(rd.entries);
+        node.advance();
+      }
+    }
+    expect(confirmed).toBe(false);
+  });
+});

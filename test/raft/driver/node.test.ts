@@ -66,6 +66,10 @@ describe('raft/node - three replicas on real file storage', () => {
     expect(results.every((r) => r?.ok === true && r.previous === null)).toBe(true);
     const follower = ids.find((id) => id !== leader) ?? '';
     await expect(g.nodes.get(follower)?.node.propose(put('x', 'y'))).rejects.toBeInstanceOf(NotLeaderError);
+    // A read barrier on the leader: afterwards its state machine holds every acknowledged write.
+    await g.nodes.get(leader)?.node.read();
+    expect(g.nodes.get(leader)?.kv.size).toBe(100);
+    await expect(g.nodes.get(follower)?.node.read()).rejects.toBeInstanceOf(NotLeaderError);
     await until(() => [...g.nodes.values()].every((n) => n.kv.size === 100), 'all replicas applied 100 puts');
     for (const n of g.nodes.values()) expect(n.kv.get('k42')).toBe('v42');
     await Promise.all([...g.nodes.values()].map((n) => n.node.close()));
