@@ -6,9 +6,9 @@
  * Done: leader election with randomised timeouts (seeded), pre-vote (§9.6), check-quorum with a leader lease,
  * log replication with probe/replicate progress, a bounded in-flight window (messages and bytes) per follower,
  * conflict back-tracking by term hints, proposal batching (one append carries many entries up to a bytes
- * bound), commit only of current-term entries by counting (§5.4.2, Figure 8), a no-op on election.
- * Not yet: snapshots and InstallSnapshot, membership change and learners, leadership transfer, ReadIndex,
- * proposal forwarding from followers (a follower's propose is refused with the leader hint instead).
+ * bound), commit only of current-term entries by counting (§5.4.2, Figure 8), a no-op on election, and
+ * ReadIndex (§6.4). Not yet: snapshots and InstallSnapshot, membership change and learners, leadership
+ * transfer, proposal forwarding from followers (a follower's propose is refused with the leader hint instead).
  */
 import { assert } from '../../src/lib/assert.js';
 import type { Rng } from '../../src/lib/prng.js';
