@@ -96,6 +96,19 @@ describe('trellis server - three replica processes over a real nats-server', () 
     expect(await kvCall(nc, 'itest', { op: 'get', key: 'after' })).toMatchObject({ ok: true, value: 'y' });
   });
 
+  it('trellis server - the group recovers by itself after nats-server restarts', async () => {
+    // Kills nats-server and starts it again on the same port: replicas and client reconnect on their own,
+    // a leader is re-established, and a new write is acknowledged while earlier ones are still readable.
+    await nats.kill();
+    await nats.restart();
+    const r = await kvCall(nc, 'itest', { op: 'put', key: 'after-nats', value: 'w' }, 15_000);
+    expect(r.ok, JSON.stringify(r)).toBe(true);
+    expect(await kvCall(nc, 'itest', { op: 'get', key: 'k7' }, 5_000)).toMatchObject({
+      ok: true,
+      value: 'v7',
+    });
+  });
+
   it('trellis server - exits cleanly on SIGTERM', async () => {
     // SIGTERM to a replica that has been up all along: it closes Raft, storage and NATS and exits with 0.
     const child = procs.get(ids.find((id) => id !== restarted) ?? '');
