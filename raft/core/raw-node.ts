@@ -213,17 +213,7 @@ export class RawNode {
       return true;
     }
     this.#reads.push(read);
-    for (const [p, pr] of this.#progress) {
-      if (p === this.id) continue;
-      this.#send({
-        type: 'heartbeat',
-        from: this.id,
-        to: p,
-        term: this.#term,
-        commit: Math.min(pr.match, this.log.committed),
-        context,
-      });
-    }
+    this.#broadcastHeartbeat(context);
     return true;
   }
 
@@ -497,16 +487,26 @@ export class RawNode {
     }
     if (this.#heartbeatElapsed >= this.#c.heartbeatTicks) {
       this.#heartbeatElapsed = 0;
-      for (const [p, pr] of this.#progress) {
-        if (p === this.id) continue;
-        this.#send({
-          type: 'heartbeat',
-          from: this.id,
-          to: p,
-          term: this.#term,
-          commit: Math.min(pr.match, this.log.committed),
-        });
-      }
+      this.#broadcastHeartbeat(undefined);
+    }
+  }
+
+  /**
+   * Heartbeats every follower. The commit sent is capped at what the follower is known to hold, so it never
+   * learns a commit index past its own log; `context` marks a ReadIndex confirmation round.
+   */
+  #broadcastHeartbeat(context: string | undefined): void {
+    for (const [p, pr] of this.#progress) {
+      if (p === this.id) continue;
+      const commit = Math.min(pr.match, this.log.committed);
+      this.#send({
+        type: 'heartbeat',
+        from: this.id,
+        to: p,
+        term: this.#term,
+        commit,
+        ...(context === undefined ? {} : { context }),
+      });
     }
   }
 
