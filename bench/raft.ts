@@ -14,7 +14,7 @@ import { RaftNode } from '../raft/node.js';
 import { FileStorage } from '../raft/storage/file.js';
 import { LoopbackNetwork } from '../raft/transport/loopback.js';
 import { createRng } from '../src/lib/prng.js';
-import { benchFlags, machineLine, percentile, table, writeJsonLines } from './lib/report.js';
+import { benchFlags, closedLoop, machineLine, table, writeJsonLines } from './lib/report.js';
 
 const flags = benchFlags();
 const durationMs = flags.quick ? 2_000 : 10_000;
@@ -43,28 +43,13 @@ async function scenario(proposers: number): Promise<Record<string, string | numb
     await new Promise((r) => setTimeout(r, 10));
     leader = nodes.find((n) => n.status().role === 'leader');
   }
-  const latencies: number[] = [];
-  const end = performance.now() + durationMs;
   let seq = 0;
-  const proposer = async (): Promise<void> => {
-    while (performance.now() < end) {
-      const data = kvCommandCodec.encode({ op: 'put', key: `k${seq++ % 10_000}`, value });
-      const t0 = performance.now();
-      await leader?.propose(data);
-      latencies.push(performance.now() - t0);
-    }
-  };
-  await Promise.all(Array.from({ length: proposers }, proposer));
+  const r = await closedLoop(proposers, durationMs, async () => {
+    await leader?.propose(kvCommandCodec.encode({ op: 'put', key: `k${seq++ % 10_000}`, value }));
+  });
   await Promise.all(nodes.map((n) => n.close()));
   await rm(root, { recursive: true, force: true });
-  latencies.sort((a, b) => a - b);
-  return {
-    proposers,
-    commitsPerSec: Math.round(latencies.length / (durationMs / 1000)),
-    p50Ms: percentile(latencies, 50),
-    p99Ms: percentile(latencies, 99),
-    fsync: 'on',
-  };
+  return { proposers, commitsPerSec: r.opsPerSec, p50Ms: r.p50Ms, p99Ms: r.p99Ms, fsync: 'on' };
 }
 
 console.log(`raft benchmark — ${machineLine()}`);

@@ -8,7 +8,7 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { FileStorage } from '../raft/storage/file.js';
-import { benchFlags, machineLine, percentile, table, writeJsonLines } from './lib/report.js';
+import { benchFlags, closedLoop, machineLine, table, writeJsonLines } from './lib/report.js';
 
 const flags = benchFlags();
 const durationMs = flags.quick ? 1_000 : 5_000;
@@ -18,27 +18,12 @@ async function run(inFlight: number): Promise<Record<string, string | number>> {
   const dir = await mkdtemp(join(tmpdir(), 'trellis-bench-wal-'));
   const s = await FileStorage.open(dir);
   let next = 1;
-  const latencies: number[] = [];
-  const end = performance.now() + durationMs;
-  const worker = async (): Promise<void> => {
-    while (performance.now() < end) {
-      const index = next++;
-      const t0 = performance.now();
-      await s.save({ entries: [{ index, term: 1, type: 'normal', data }] }, true);
-      latencies.push(performance.now() - t0);
-    }
-  };
-  await Promise.all(Array.from({ length: inFlight }, worker));
+  const r = await closedLoop(inFlight, durationMs, () =>
+    s.save({ entries: [{ index: next++, term: 1, type: 'normal', data }] }, true),
+  );
   await s.close();
   await rm(dir, { recursive: true, force: true });
-  latencies.sort((a, b) => a - b);
-  return {
-    inFlight,
-    savesPerSec: Math.round(latencies.length / (durationMs / 1000)),
-    p50Ms: percentile(latencies, 50),
-    p99Ms: percentile(latencies, 99),
-    fsync: 'on',
-  };
+  return { inFlight, savesPerSec: r.opsPerSec, p50Ms: r.p50Ms, p99Ms: r.p99Ms, fsync: 'on' };
 }
 
 console.log(`storage benchmark — ${machineLine()}`);

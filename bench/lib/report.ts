@@ -70,3 +70,30 @@ export function table(rows: readonly Record<string, string | number>[]): string 
   const line = (vals: string[]): string => vals.map((v, i) => v.padStart(widths[i] ?? 0)).join('  ');
   return [line(keys), ...rows.map((r) => line(keys.map((k) => cell(r[k]))))].join('\n');
 }
+
+/**
+ * Runs `op` from `workers` concurrent loops for `durationMs` (a closed loop: each worker waits for its
+ * previous call) and returns the operations per second and latency percentiles.
+ */
+export async function closedLoop(
+  workers: number,
+  durationMs: number,
+  op: () => Promise<unknown>,
+): Promise<{ opsPerSec: number; p50Ms: number; p99Ms: number }> {
+  const latencies: number[] = [];
+  const end = performance.now() + durationMs;
+  const worker = async (): Promise<void> => {
+    while (performance.now() < end) {
+      const t0 = performance.now();
+      await op();
+      latencies.push(performance.now() - t0);
+    }
+  };
+  await Promise.all(Array.from({ length: workers }, worker));
+  latencies.sort((a, b) => a - b);
+  return {
+    opsPerSec: Math.round(latencies.length / (durationMs / 1000)),
+    p50Ms: percentile(latencies, 50),
+    p99Ms: percentile(latencies, 99),
+  };
+}
