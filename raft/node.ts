@@ -167,6 +167,15 @@ export class RaftNode<R> {
   }
 
   async #run(): Promise<void> {
+    try {
+      await this.#runReadies();
+    } catch (err) {
+      // A broken invariant or a transport that threw: stop rather than run on in an unknown state.
+      this.#fail(err);
+    }
+  }
+
+  async #runReadies(): Promise<void> {
     while (!this.#closed && this.#core.hasReady()) {
       const rd = this.#core.ready();
       try {

@@ -168,7 +168,12 @@ export class NatsTransport<M> implements Transport<M> {
         this.#stats.outboundDropped++;
         continue;
       }
-      queue.push(this.#o.codec.encode(m));
+      try {
+        queue.push(this.#o.codec.encode(m));
+      } catch {
+        // A message too large for a frame cannot be sent; Raft treats it as lost and retries in smaller pieces.
+        this.#stats.outboundDropped++;
+      }
     }
     if (!this.#flushScheduled) {
       // Everything sent in this turn of the event loop goes out together: one NATS message per peer.

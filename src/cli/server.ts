@@ -162,7 +162,9 @@ async function runServer(o: ServerOptions): Promise<void> {
     }
   };
   const answer = (msg: Msg): void => {
-    void serve(msg).then((reply) => msg.respond(kvReplyCodec.encode(reply)));
+    void serve(msg)
+      .then((reply) => msg.respond(kvReplyCodec.encode(reply)))
+      .catch((err: unknown) => log.error({ err: String(err) }, 'could not answer an api request'));
   };
   nc.subscribe(apiSubject(o.cluster), { queue: 'replicas', callback: (_e, msg) => answer(msg) });
   nc.subscribe(`${apiSubject(o.cluster)}.${id}`, { callback: (_e, msg) => answer(msg) });
