@@ -113,7 +113,7 @@ async function runServer(o: ServerOptions): Promise<void> {
     storage,
     transport,
     stateMachine: kv,
-    rng: createRng(Number.parseInt(String(process.pid), 10)),
+    rng: createRng(process.pid),
     tickMs: Number.parseInt(o.tickMs, 10),
   });
   log.info({ peers, data: o.data }, 'replica started');
