@@ -76,6 +76,9 @@ describe('raft/transport/nats - with a real nats-server', () => {
     a.send(sent);
     await until(() => gotB.length === 200, '200 messages');
     expect(gotB).toEqual(sent);
+    // The spy is another connection: its copy may arrive after b's, so wait for it before counting.
+    await until(() => natsMessages > 0, 'the spy sees the batch');
+    await raw.flush();
     expect(natsMessages).toBe(1);
     expect(a.stats().batchesSent).toBe(1);
     spy.unsubscribe();
