@@ -6,7 +6,7 @@
  */
 import { assert, assertLe } from '../../src/lib/assert.js';
 import type { LogReader } from './log-reader.js';
-import type { Entry } from './types.js';
+import type { Entry, Snapshot } from './types.js';
 
 export class RaftLog {
   readonly storage: LogReader;
@@ -17,31 +17,73 @@ export class RaftLog {
   committed: number;
   /** Highest index handed to the state machine. */
   applied: number;
+  /**
+   * A snapshot received from the leader and not yet persisted (etcd's unstable.snapshot). While it is set it
+   * replaces everything storage holds: the log is the snapshot followed by `unstable`.
+   */
+  pendingSnapshot: Snapshot | undefined;
 
-  constructor(storage: LogReader) {
+  /** `applied`: what the state machine already holds on start (default: the snapshot's index). */
+  constructor(storage: LogReader, applied?: number) {
     this.storage = storage;
     this.unstableOffset = storage.lastIndex() + 1;
     this.committed = storage.initialState().hardState.commit;
-    this.applied = storage.firstIndex() - 1;
+    this.applied = applied ?? storage.firstIndex() - 1;
     assertLe(this.committed, this.lastIndex(), 'committed <= lastIndex on start');
+    assert(
+      this.applied >= storage.firstIndex() - 1 && this.applied <= storage.lastIndex(),
+      'applied in the log',
+      {
+        applied: this.applied,
+        first: storage.firstIndex(),
+        last: storage.lastIndex(),
+      },
+    );
+    // What a snapshot covers, or the state machine applied, is committed even if the hard state lags it.
+    this.committed = Math.max(this.committed, this.applied);
   }
 
   lastIndex(): number {
-    return this.unstable.length > 0
-      ? this.unstableOffset + this.unstable.length - 1
-      : this.storage.lastIndex();
+    if (this.unstable.length > 0) return this.unstableOffset + this.unstable.length - 1;
+    return this.pendingSnapshot !== undefined ? this.pendingSnapshot.meta.index : this.storage.lastIndex();
   }
 
   firstIndex(): number {
-    return this.storage.firstIndex();
+    return this.pendingSnapshot !== undefined
+      ? this.pendingSnapshot.meta.index + 1
+      : this.storage.firstIndex();
   }
 
   /** The term at `index`, or undefined when it is outside the log (compacted or past the end). */
   term(index: number): number | undefined {
     if (index >= this.unstableOffset && this.unstable.length > 0)
       return this.unstable[index - this.unstableOffset]?.term;
+    const snap = this.pendingSnapshot;
+    if (snap !== undefined) return index === snap.meta.index ? snap.meta.term : undefined;
     if (index < this.storage.firstIndex() - 1 || index > this.storage.lastIndex()) return undefined;
     return this.storage.term(index);
+  }
+
+  /**
+   * Replaces the whole log with a snapshot from the leader (its index is committed on the leader, so it
+   * is committed here too). The driver persists it and restores the state machine from it.
+   */
+  restore(snapshot: Snapshot): void {
+    assert(snapshot.meta.index > this.committed, 'a snapshot moves the log forward', {
+      index: snapshot.meta.index,
+      committed: this.committed,
+    });
+    this.pendingSnapshot = snapshot;
+    this.unstable = [];
+    this.unstableOffset = snapshot.meta.index + 1;
+    this.committed = snapshot.meta.index;
+  }
+
+  /** The driver persisted the pending snapshot and restored the state machine from it. */
+  snapshotApplied(index: number): void {
+    if (this.pendingSnapshot?.meta.index !== index) return;
+    this.pendingSnapshot = undefined;
+    this.applied = Math.max(this.applied, index);
   }
 
   lastTerm(): number {
@@ -114,6 +156,7 @@ export class RaftLog {
       this.unstable.push(...entries);
     } else if (first <= this.unstableOffset) {
       // Replaces part of what storage holds: the driver persists from `first`, replacing the suffix there.
+      assert(this.pendingSnapshot === undefined, 'entries never replace a pending snapshot', { first });
       this.unstableOffset = first;
       this.unstable = [...entries];
     } else {
@@ -127,10 +170,11 @@ export class RaftLog {
     this.committed = index;
   }
 
-  /** Entries committed and not yet applied, up to `bytesMax`. */
+  /** Entries committed and not yet applied, up to `bytesMax` (after a pending snapshot, if any). */
   nextCommitted(bytesMax: number): Entry[] {
-    if (this.applied >= this.committed) return [];
-    return this.slice(Math.max(this.applied + 1, this.firstIndex()), this.committed + 1, bytesMax);
+    const lo = Math.max(this.applied + 1, this.firstIndex());
+    if (lo > this.committed) return [];
+    return this.slice(lo, this.committed + 1, bytesMax);
   }
 
   appliedTo(index: number): void {

@@ -4,7 +4,7 @@
  * so the checks are written out); it throws ValidationError and never lets a wrong shape through.
  */
 import { ValidationError } from '../../src/lib/errors.js';
-import type { Entry, EntryType, PeerId } from './types.js';
+import type { ConfState, Entry, EntryType, PeerId } from './types.js';
 
 /** Entries one append message may carry. */
 export const entriesPerMessageMax = 4_096;
@@ -12,6 +12,10 @@ const peerLengthMax = 128;
 /** A ReadIndex context, at most. */
 export const contextLengthMax = 128;
 const entryBytesMax = 16 << 20;
+/** Bytes of snapshot data one InstallSnapshot chunk carries, at most: it must fit a NATS message (1 MiB). */
+export const snapshotChunkBytesMax = 512 << 10;
+/** Members a configuration may name, at most. */
+export const confMembersMax = 64;
 
 interface Base {
   readonly from: PeerId;
@@ -24,6 +28,8 @@ export interface VoteRequest extends Base {
   readonly type: 'vote' | 'preVote';
   readonly lastIndex: number;
   readonly lastTerm: number;
+  /** Set when the election follows a leadership transfer (TimeoutNow): voters ignore their leader lease. */
+  readonly transfer?: boolean;
 }
 export interface VoteResponse extends Base {
   readonly type: 'voteResp' | 'preVoteResp';
@@ -61,13 +67,41 @@ export interface HeartbeatResponse extends Base {
   readonly context?: string;
 }
 
+/**
+ * One chunk of InstallSnapshot (§7): bytes [offset, offset + data.length) of the snapshot at (index,
+ * snapTerm) with membership `conf`; `done` marks the last chunk. Chunks go one at a time, each acknowledged.
+ */
+export interface SnapshotChunk extends Base {
+  readonly type: 'snapshot';
+  readonly index: number;
+  readonly snapTerm: number;
+  readonly conf: ConfState;
+  readonly offset: number;
+  readonly total: number;
+  readonly data: Uint8Array;
+  readonly done: boolean;
+}
+/** Acknowledges snapshot bytes: `offset` is how many bytes of the snapshot at `index` the follower holds. */
+export interface SnapshotResponse extends Base {
+  readonly type: 'snapshotResp';
+  readonly index: number;
+  readonly offset: number;
+}
+/** Leadership transfer: the leader tells an up-to-date voter to campaign at once (§3.10). */
+export interface TimeoutNow extends Base {
+  readonly type: 'timeoutNow';
+}
+
 export type Message =
   | VoteRequest
   | VoteResponse
   | AppendRequest
   | AppendResponse
   | Heartbeat
-  | HeartbeatResponse;
+  | HeartbeatResponse
+  | SnapshotChunk
+  | SnapshotResponse
+  | TimeoutNow;
 export type MessageType = Message['type'];
 
 function field(x: Record<string, unknown>, name: string, kind: 'count' | 'peer' | 'bool'): void {
@@ -120,7 +154,41 @@ const fieldsOf: Readonly<Record<MessageType, readonly [string, 'count' | 'bool']
   ],
   heartbeat: [['commit', 'count']],
   heartbeatResp: [],
+  snapshot: [
+    ['index', 'count'],
+    ['snapTerm', 'count'],
+    ['offset', 'count'],
+    ['total', 'count'],
+    ['done', 'bool'],
+  ],
+  snapshotResp: [
+    ['index', 'count'],
+    ['offset', 'count'],
+  ],
+  timeoutNow: [],
 };
+
+function parsePeers(x: unknown, name: string): readonly PeerId[] {
+  if (!Array.isArray(x) || x.length > confMembersMax)
+    throw new ValidationError(name, `must be an array of at most ${confMembersMax} peers`);
+  for (const p of x) {
+    if (typeof p !== 'string' || p.length === 0 || p.length > peerLengthMax)
+      throw new ValidationError(name, 'must hold peer ids');
+  }
+  return x as PeerId[];
+}
+
+/** Validates a membership received from the network or read from a snapshot. */
+export function parseConfState(x: unknown): ConfState {
+  if (typeof x !== 'object' || x === null || Array.isArray(x))
+    throw new ValidationError('conf', 'must be an object');
+  const c = x as Record<string, unknown>;
+  return {
+    voters: parsePeers(c.voters, 'conf.voters'),
+    learners: parsePeers(c.learners, 'conf.learners'),
+    votersOutgoing: parsePeers(c.votersOutgoing, 'conf.votersOutgoing'),
+  };
+}
 
 /** Validates a decoded message; throws ValidationError naming the first bad field. */
 export function parseMessage(x: unknown): Message {
@@ -139,6 +207,18 @@ export function parseMessage(x: unknown): Message {
     if (typeof m.context !== 'string' || m.context.length > contextLengthMax) {
       throw new ValidationError('context', `must be a string of at most ${contextLengthMax} characters`);
     }
+  }
+  if ((type === 'vote' || type === 'preVote') && m.transfer !== undefined && typeof m.transfer !== 'boolean')
+    throw new ValidationError('transfer', 'must be a bool');
+  if (type === 'snapshot') {
+    const data = m.data;
+    if (!(data instanceof Uint8Array) || data.length > snapshotChunkBytesMax)
+      throw new ValidationError('data', `must be at most ${snapshotChunkBytesMax} bytes`);
+    if ((m.offset as number) + data.length > (m.total as number))
+      throw new ValidationError('offset', 'chunk runs past the snapshot size');
+    if (m.done === true && (m.offset as number) + data.length !== m.total)
+      throw new ValidationError('done', 'the last chunk must end the snapshot');
+    return { ...(m as unknown as SnapshotChunk), conf: parseConfState(m.conf) };
   }
   if (type === 'append') {
     if (!Array.isArray(m.entries) || m.entries.length > entriesPerMessageMax) {

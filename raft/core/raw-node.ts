@@ -3,28 +3,57 @@
  * randomness: time is `tick()`, input is `step()`/`propose()`, and everything the driver must do comes out of
  * `ready()`, in the order its fields document, acknowledged by `advance()`.
  *
- * Done: leader election with randomised timeouts (seeded), pre-vote (§9.6), check-quorum with a leader lease,
- * log replication with probe/replicate progress, a bounded in-flight window (messages and bytes) per follower,
- * conflict back-tracking by term hints, proposal batching (one append carries many entries up to a bytes
- * bound), commit only of current-term entries by counting (§5.4.2, Figure 8), a no-op on election, and
- * ReadIndex (§6.4). Not yet: snapshots and InstallSnapshot, membership change and learners, leadership
- * transfer, proposal forwarding from followers (a follower's propose is refused with the leader hint instead).
+ * What it does: leader election with randomised timeouts (seeded), pre-vote (§9.6), check-quorum with a
+ * leader lease, log replication with probe/replicate progress, a bounded in-flight window (messages and bytes)
+ * per follower, conflict back-tracking by term hints, proposal batching (one append carries many entries up to
+ * a bytes bound), commit only of current-term entries by counting (§5.4.2, Figure 8), a no-op on election,
+ * ReadIndex (§6.4), snapshots sent in acknowledged chunks of at most 512 KiB to a follower whose next entry was
+ * compacted (§7), membership change one server at a time with learners (§4.1; the change takes effect when
+ * its entry is applied), and leadership transfer with TimeoutNow (§3.10).
+ *
+ * A follower's propose is refused with the leader's id; forwarding is the caller's job (the server forwards
+ * requests, not raw entries, so the leader can validate and batch them).
  */
 import { assert } from '../../src/lib/assert.js';
 import type { Rng } from '../../src/lib/prng.js';
+import {
+  applyConfChange,
+  type ConfChange,
+  confChangeProblem,
+  decodeConfChange,
+  encodeConfChange,
+} from './conf.js';
+import { SnapshotUnavailableError } from './errors.js';
 import { RaftLog } from './log.js';
 import type { LogReader } from './log-reader.js';
-import type { AppendRequest, AppendResponse, Message, VoteRequest } from './messages.js';
-import type { Entry, HardState, PeerId } from './types.js';
+import {
+  type AppendRequest,
+  type AppendResponse,
+  type Message,
+  type SnapshotChunk,
+  snapshotChunkBytesMax,
+  type VoteRequest,
+} from './messages.js';
+import type { ConfState, Entry, HardState, PeerId, Snapshot } from './types.js';
 import { hardStateEqual } from './types.js';
 
 export type Role = 'follower' | 'preCandidate' | 'candidate' | 'leader';
 
 export interface RawNodeConfig {
   readonly id: PeerId;
-  /** The voters, this replica included. */
+  /**
+   * The voters of a new cluster. Ignored when storage holds a membership (from a snapshot): that one is
+   * newer. A replica joining an existing cluster passes the membership it is being added to.
+   */
   readonly voters: readonly PeerId[];
+  /** Learners of a new cluster (see `voters`). */
+  readonly learners?: readonly PeerId[];
   readonly storage: LogReader;
+  /**
+   * The index the state machine already holds when the core starts (etcd's Config.Applied); committed
+   * entries after it are handed out again. Default: the storage's snapshot index.
+   */
+  readonly applied?: number;
   readonly rng: Rng;
   /** Ticks without a leader before a campaign; the actual timeout is random in [this, 2 × this). */
   readonly electionTicks?: number;
@@ -39,6 +68,8 @@ export interface RawNodeConfig {
   readonly msgBytesMax?: number;
   /** Bytes of proposed but uncommitted entries a leader accepts before refusing proposals. */
   readonly uncommittedBytesMax?: number;
+  /** Bytes of snapshot data per InstallSnapshot chunk (at most `snapshotChunkBytesMax`, 512 KiB). */
+  readonly snapshotChunkBytes?: number;
 }
 
 const defaults = {
@@ -48,16 +79,38 @@ const defaults = {
   inflightBytesMax: 32 << 20,
   msgBytesMax: 1 << 20,
   uncommittedBytesMax: 64 << 20,
+  snapshotChunkBytes: snapshotChunkBytesMax,
 } as const;
 assert(defaults.electionTicks > defaults.heartbeatTicks, 'election ticks > heartbeat ticks');
 
 /** Messages a Ready may carry; past it, further messages wait for the next Ready. */
 export const readyMessagesMax = 10_000;
+/** Size of a snapshot a follower accepts from a leader, at most (it is assembled in memory). */
+export const incomingSnapshotBytesMax = 2 ** 31 - 1;
+/** Heartbeat rounds without an acknowledgement before a snapshot chunk is sent again. */
+export const snapshotRetryRounds = 3;
+
+export type ProposeRefusal =
+  /** Not the leader; `leader` names the one this replica knows of ('' when none). */
+  | 'not-leader'
+  /** The leader holds `uncommittedBytesMax` of uncommitted entries already. */
+  | 'too-many-uncommitted'
+  /** A leadership transfer is under way; proposals wait for the new leader. */
+  | 'transferring'
+  /** A membership change is not applied yet, or the leader has not committed an entry of its term. */
+  | 'conf-change-pending'
+  /** The membership change does not apply to the current membership (`detail` says why). */
+  | 'invalid-conf-change';
 
 /** What a proposal returns: where its entry landed, or why it was refused (a result, not an exception). */
 export type ProposeResult =
   | { readonly ok: true; readonly index: number; readonly term: number }
-  | { readonly ok: false; readonly reason: 'not-leader' | 'too-many-uncommitted'; readonly leader: PeerId };
+  | {
+      readonly ok: false;
+      readonly reason: ProposeRefusal;
+      readonly leader: PeerId;
+      readonly detail?: string;
+    };
 
 export interface ReadState {
   readonly context: string;
@@ -81,11 +134,19 @@ export interface SoftState {
  * 4. call `advance()`.
  */
 export interface Ready {
+  /**
+   * A snapshot from the leader that replaces the log: persist it (before `entries`, which follow it) and
+   * restore the state machine from it before applying `committedEntries`.
+   */
+  readonly snapshot?: Snapshot;
   /** Present when term, vote or commit changed: persist before sending messages. */
   readonly hardState?: HardState;
   /** New log entries: persist before sending messages. */
   readonly entries: readonly Entry[];
-  /** Committed entries to apply, in order, after persisting. */
+  /**
+   * Committed entries to apply, in order, after persisting. A `conf` entry's membership change takes
+   * effect in the core at `advance()`; `confState()` tells the membership after it.
+   */
   readonly committedEntries: readonly Entry[];
   /** Messages to send after persisting. */
   readonly messages: readonly Message[];
@@ -105,8 +166,13 @@ interface Progress {
   match: number;
   /** Next index to send. */
   next: number;
-  /** Probe: one append at a time until the match is found; replicate: pipelined within the window. */
-  state: 'probe' | 'replicate';
+  /**
+   * Probe: one append at a time until the match is found; replicate: pipelined within the window;
+   * snapshot: the peer needs entries that were compacted, and receives the snapshot chunk by chunk.
+   */
+  state: 'probe' | 'replicate' | 'snapshot';
+  /** Snapshot state: the snapshot being sent, the next byte to send, heartbeat rounds since the last ack. */
+  snapshot: { snap: Snapshot; offset: number; rounds: number } | undefined;
   /** Last index of each append in flight, oldest first, with its bytes. */
   inflight: { index: number; bytes: number }[];
   inflightBytes: number;
@@ -116,11 +182,34 @@ interface Progress {
   paused: boolean;
 }
 
+function newProgress(next: number, match: number): Progress {
+  return {
+    match,
+    next,
+    state: 'probe',
+    snapshot: undefined,
+    inflight: [],
+    inflightBytes: 0,
+    recentActive: false,
+    paused: false,
+  };
+}
+
+/** A snapshot being received: its chunks so far. */
+interface IncomingSnapshot {
+  readonly index: number;
+  readonly term: number;
+  readonly total: number;
+  readonly chunks: Uint8Array[];
+  received: number;
+}
+
 export class RawNode {
   readonly id: PeerId;
-  readonly #voters: readonly PeerId[];
+  #conf: ConfState;
+  #voters: ReadonlySet<PeerId>;
   readonly #rng: Rng;
-  readonly #c: Required<Omit<RawNodeConfig, 'id' | 'voters' | 'storage' | 'rng'>>;
+  readonly #c: Required<Omit<RawNodeConfig, 'id' | 'voters' | 'learners' | 'storage' | 'rng' | 'applied'>>;
   readonly log: RaftLog;
   #term: number;
   #vote: PeerId;
@@ -141,12 +230,34 @@ export class RawNode {
   #step: (m: Message) => void;
   #tick: () => void;
   /** What the last ready() handed out, for advance(). */
-  #pendingReady: { lastEntry: Entry | undefined; lastCommitted: number } | undefined;
+  #pendingReady:
+    | {
+        lastEntry: Entry | undefined;
+        lastCommitted: number;
+        snapshotIndex: number;
+        appliedBytes: number;
+        confEntries: Entry[];
+      }
+    | undefined;
+  /** The index of the latest membership change proposed; a new one waits until it is applied. */
+  #pendingConfIndex = 0;
+  /** The voter a leadership transfer is handing over to ('' when none), and ticks since it began. */
+  #transferee: PeerId = '';
+  #transferElapsed = 0;
+  #incoming: IncomingSnapshot | undefined;
 
   constructor(config: RawNodeConfig) {
-    assert(config.voters.includes(config.id), 'this replica is a voter', { id: config.id });
     this.id = config.id;
-    this.#voters = [...config.voters];
+    const stored = config.storage.initialState().confState;
+    this.#conf =
+      stored.voters.length > 0
+        ? stored
+        : {
+            voters: [...new Set(config.voters)].sort(),
+            learners: [...new Set(config.learners ?? [])].filter((p) => !config.voters.includes(p)).sort(),
+            votersOutgoing: [],
+          };
+    this.#voters = new Set(this.#conf.voters);
     this.#rng = config.rng;
     this.#c = {
       electionTicks: config.electionTicks ?? defaults.electionTicks,
@@ -157,12 +268,18 @@ export class RawNode {
       inflightBytesMax: config.inflightBytesMax ?? defaults.inflightBytesMax,
       msgBytesMax: config.msgBytesMax ?? defaults.msgBytesMax,
       uncommittedBytesMax: config.uncommittedBytesMax ?? defaults.uncommittedBytesMax,
+      snapshotChunkBytes: config.snapshotChunkBytes ?? defaults.snapshotChunkBytes,
     };
+    assert(
+      this.#c.snapshotChunkBytes > 0 && this.#c.snapshotChunkBytes <= snapshotChunkBytesMax,
+      'snapshot chunks fit a NATS message',
+      { snapshotChunkBytes: this.#c.snapshotChunkBytes },
+    );
     assert(this.#c.electionTicks > this.#c.heartbeatTicks, 'election ticks > heartbeat ticks', {
       electionTicks: this.#c.electionTicks,
       heartbeatTicks: this.#c.heartbeatTicks,
     });
-    this.log = new RaftLog(config.storage);
+    this.log = new RaftLog(config.storage, config.applied);
     const hs = config.storage.initialState().hardState;
     this.#term = hs.term;
     this.#vote = hs.vote;
@@ -183,6 +300,14 @@ export class RawNode {
   }
   get leader(): PeerId {
     return this.#leader;
+  }
+  /** The membership in force (after every applied change). */
+  confState(): ConfState {
+    return this.#conf;
+  }
+  /** The voter a leadership transfer is handing over to, or ''. */
+  get transferee(): PeerId {
+    return this.#transferee;
   }
   /** Replication progress per peer, for the leader's status page and tests. */
   progress(): ReadonlyMap<PeerId, { readonly match: number; readonly next: number; readonly state: string }> {
@@ -207,7 +332,11 @@ export class RawNode {
     if (this.#role !== 'leader' || this.#reads.length >= pendingReadsMax) return false;
     // Until an entry of this term commits, the commit index may lag what an earlier leader committed (§6.4).
     if (this.log.term(this.log.committed) !== this.#term) return false;
-    const read = { context, index: this.log.committed, acks: new Set<PeerId>([this.id]) };
+    const read = {
+      context,
+      index: this.log.committed,
+      acks: new Set<PeerId>(this.#voters.has(this.id) ? [this.id] : []),
+    };
     if (read.acks.size >= this.#quorum()) {
       this.#readStates.push({ context, index: read.index });
       return true;
@@ -217,9 +346,56 @@ export class RawNode {
     return true;
   }
 
-  /** Starts an election now (etcd's MsgHup), through pre-vote when enabled. A leader ignores it. */
+  /** Starts an election now (etcd's MsgHup), through pre-vote when enabled. A leader or a non-voter ignores it. */
   campaign(): void {
-    if (this.#role !== 'leader') this.#campaign(this.#c.preVote);
+    if (this.#role !== 'leader' && this.#promotable()) this.#campaign(this.#c.preVote, false);
+  }
+
+  /**
+   * Hands leadership to voter `to` (§3.10): the leader stops taking proposals, brings `to` up to date and
+   * sends it TimeoutNow, on which it campaigns at once, past every voter's lease. Abandoned after an
+   * election timeout. False when this replica is not the leader or `to` is not another voter.
+   */
+  transferLeadership(to: PeerId): boolean {
+    if (this.#role !== 'leader' || to === this.id || !this.#voters.has(to)) return false;
+    if (this.#transferee !== to) {
+      this.#transferee = to;
+      this.#transferElapsed = 0;
+    }
+    const pr = this.#progress.get(to);
+    assert(pr !== undefined, 'a voter has progress on the leader', { to });
+    if (pr.match === this.log.lastIndex())
+      this.#send({ type: 'timeoutNow', from: this.id, to, term: this.#term });
+    else this.#sendAppend(to, pr);
+    return true;
+  }
+
+  /**
+   * Proposes a membership change. One at a time: refused while an earlier change is not applied, and until
+   * the leader has committed an entry of its own term (the fix to single-server changes in Ongaro's
+   * bug report of 2015). Takes effect on every replica when its entry is applied.
+   */
+  proposeConfChange(cc: ConfChange): ProposeResult {
+    const refused = this.#refuseProposal(0);
+    if (refused !== undefined) return refused;
+    if (this.#pendingConfIndex > this.log.applied || this.log.term(this.log.committed) !== this.#term)
+      return { ok: false, reason: 'conf-change-pending', leader: this.id };
+    const problem = confChangeProblem(this.#conf, cc);
+    if (problem !== undefined)
+      return { ok: false, reason: 'invalid-conf-change', leader: this.id, detail: problem };
+    const index = this.log.lastIndex() + 1;
+    this.#appendAsLeader([{ term: this.#term, index, type: 'conf', data: encodeConfChange(cc) }]);
+    this.#pendingConfIndex = index;
+    return { ok: true, index, term: this.#term };
+  }
+
+  #refuseProposal(bytes: number): ProposeResult | undefined {
+    if (this.#role !== 'leader') return { ok: false, reason: 'not-leader', leader: this.#leader };
+    if (this.#transferee !== '') return { ok: false, reason: 'transferring', leader: this.id };
+    if (this.#uncommittedBytes > 0 && this.#uncommittedBytes + bytes > this.#c.uncommittedBytesMax) {
+      return { ok: false, reason: 'too-many-uncommitted', leader: this.id };
+    }
+    return undefined;
   }
 
   /**
@@ -227,11 +403,9 @@ export class RawNode {
    * result names the leader to retry at. Never throws for a lost leadership: that is a result.
    */
   propose(commands: readonly Uint8Array[]): ProposeResult {
-    if (this.#role !== 'leader') return { ok: false, reason: 'not-leader', leader: this.#leader };
     const bytes = commands.reduce((n, c) => n + c.length, 0);
-    if (this.#uncommittedBytes > 0 && this.#uncommittedBytes + bytes > this.#c.uncommittedBytesMax) {
-      return { ok: false, reason: 'too-many-uncommitted', leader: this.id };
-    }
+    const refused = this.#refuseProposal(bytes);
+    if (refused !== undefined) return refused;
     const first = this.log.lastIndex() + 1;
     const entries = commands.map(
       (data, i): Entry => ({ term: this.#term, index: first + i, type: 'normal', data }),
@@ -243,18 +417,33 @@ export class RawNode {
 
   /** Feeds a message from a peer (already validated by parseMessage at the boundary). */
   step(m: Message): void {
-    if (m.to !== this.id || !this.#voters.includes(m.from)) return;
+    if (m.to !== this.id) return;
+    const isVote = m.type === 'vote' || m.type === 'preVote';
+    // A replica outside the membership (removed, or not added yet) may not disrupt it with elections
+    // (hashicorp/raft does the same).
+    if (isVote && !this.#voters.has(m.from) && this.#voters.size > 0) {
+      this.#send({
+        type: m.type === 'vote' ? 'voteResp' : 'preVoteResp',
+        from: this.id,
+        to: m.from,
+        term: m.type === 'vote' ? this.#term : m.term,
+        reject: true,
+      });
+      return;
+    }
     if (m.term > this.#term) {
       // Check-quorum lease: while a live leader was heard within the election timeout, (pre-)votes for a
-      // higher term come from a disruptive replica and are ignored.
-      if ((m.type === 'vote' || m.type === 'preVote') && this.#inLease()) return;
+      // higher term come from a disruptive replica and are ignored, unless a leadership transfer asked
+      // for the election.
+      if (isVote && m.transfer !== true && this.#inLease()) return;
       // A pre-vote, and a granted pre-vote answer, carry a term the candidate has not taken yet: they never
       // move ours. Anything else from a higher term makes us a follower of that term.
       const keepsTerm = m.type === 'preVote' || (m.type === 'preVoteResp' && !m.reject);
-      if (!keepsTerm)
-        this.#becomeFollower(m.term, m.type === 'append' || m.type === 'heartbeat' ? m.from : '');
+      const fromLeader =
+        m.type === 'append' || m.type === 'heartbeat' || m.type === 'snapshot' || m.type === 'timeoutNow';
+      if (!keepsTerm) this.#becomeFollower(m.term, fromLeader ? m.from : '');
     } else if (m.term < this.#term) {
-      if (m.type === 'append' || m.type === 'heartbeat') {
+      if (m.type === 'append' || m.type === 'heartbeat' || m.type === 'snapshot') {
         // A stale leader: tell it our term so it steps down (with check-quorum, this is what frees it).
         this.#send({
           type: 'appendResp',
@@ -282,6 +471,7 @@ export class RawNode {
 
   hasReady(): boolean {
     return (
+      this.log.pendingSnapshot !== undefined ||
       this.#msgs.length > 0 ||
       this.#readStates.length > 0 ||
       this.log.unstable.length > 0 ||
@@ -296,6 +486,7 @@ export class RawNode {
     const hs = this.#hardState();
     const prev = this.#prevHardState;
     const hsChanged = !hardStateEqual(hs, prev);
+    const snapshot = this.log.pendingSnapshot;
     const entries = [...this.log.unstable];
     const committedEntries = this.log.nextCommitted(this.#c.msgBytesMax * 4);
     const messages = this.#msgs.splice(0, readyMessagesMax);
@@ -307,10 +498,14 @@ export class RawNode {
       lastEntry: entries[entries.length - 1],
       lastCommitted:
         committedEntries.length > 0 ? (committedEntries[committedEntries.length - 1] as Entry).index : 0,
+      snapshotIndex: snapshot?.meta.index ?? 0,
+      appliedBytes: committedEntries.reduce((n, e) => n + e.data.length, 0),
+      confEntries: committedEntries.filter((e) => e.type === 'conf'),
     };
     if (hsChanged) this.#prevHardState = hs;
     if (softChanged) this.#prevSoft = soft;
     return {
+      ...(snapshot === undefined ? {} : { snapshot }),
       ...(hsChanged ? { hardState: hs } : {}),
       entries,
       committedEntries,
@@ -319,7 +514,8 @@ export class RawNode {
       ...(softChanged ? { softState: soft } : {}),
       // A commit-only change need not be fsynced before messages go out (etcd's MustSync): a lost commit
       // index is learned again from the leader.
-      mustSync: entries.length > 0 || hs.term !== prev.term || hs.vote !== prev.vote,
+      mustSync:
+        snapshot !== undefined || entries.length > 0 || hs.term !== prev.term || hs.vote !== prev.vote,
     };
   }
 
@@ -328,15 +524,50 @@ export class RawNode {
     const r = this.#pendingReady;
     assert(r !== undefined, 'advance() without a Ready');
     this.#pendingReady = undefined;
+    if (r.snapshotIndex > 0) this.log.snapshotApplied(r.snapshotIndex);
     if (r.lastEntry !== undefined) this.log.stableTo(r.lastEntry.index, r.lastEntry.term);
     if (r.lastCommitted > 0) {
-      const appliedBytes = this.log.slice(this.log.applied + 1, r.lastCommitted + 1, Number.MAX_SAFE_INTEGER);
-      this.#uncommittedBytes = Math.max(
-        0,
-        this.#uncommittedBytes - appliedBytes.reduce((n, e) => n + e.data.length, 0),
-      );
+      this.#uncommittedBytes = Math.max(0, this.#uncommittedBytes - r.appliedBytes);
       this.log.appliedTo(r.lastCommitted);
     }
+    for (const e of r.confEntries) this.#applyConf(decodeConfChange(e.data));
+  }
+
+  /** A committed membership change takes effect (etcd's ApplyConfChange). */
+  #applyConf(cc: ConfChange): void {
+    if (confChangeProblem(this.#conf, cc) !== undefined) return; // Re-applied after a restart: already in force.
+    this.#setConf(applyConfChange(this.#conf, cc));
+  }
+
+  #setConf(conf: ConfState): void {
+    this.#conf = conf;
+    this.#voters = new Set(conf.voters);
+    const members = new Set([...conf.voters, ...conf.learners]);
+    if (this.#role !== 'leader') {
+      if (!this.#voters.has(this.id) && this.#role !== 'follower') this.#becomeFollower(this.#term, '');
+      return;
+    }
+    for (const p of [...this.#progress.keys()]) if (!members.has(p)) this.#progress.delete(p);
+    for (const p of members) {
+      if (this.#progress.has(p)) continue;
+      const pr = newProgress(this.log.lastIndex() + 1, 0);
+      this.#progress.set(p, pr);
+      this.#sendAppend(p, pr);
+    }
+    if (this.#transferee !== '' && !this.#voters.has(this.#transferee)) this.#transferee = '';
+    if (!this.#voters.has(this.id)) {
+      // This leader was removed: hand over to the most up-to-date voter so the group need not wait for an
+      // election timeout, then step down for good (a non-voter never campaigns).
+      let best: [PeerId, number] | undefined;
+      for (const [p, pr] of this.#progress)
+        if (this.#voters.has(p) && (best === undefined || pr.match > best[1])) best = [p, pr.match];
+      if (best !== undefined && best[1] === this.log.lastIndex())
+        this.#send({ type: 'timeoutNow', from: this.id, to: best[0], term: this.#term });
+      this.#becomeFollower(this.#term, '');
+      return;
+    }
+    // A smaller quorum may commit what the larger one could not yet.
+    this.#maybeCommit();
   }
 
   // ---- roles ----
@@ -355,9 +586,14 @@ export class RawNode {
     this.#randomizedElectionTimeout = this.#c.electionTicks + this.#rng.int(0, this.#c.electionTicks);
   }
 
+  #promotable(): boolean {
+    return this.#voters.has(this.id);
+  }
+
   #becomeFollower(term: number, leader: PeerId): void {
     // Reads waiting for confirmation can no longer get it; the driver rejects them when it sees the role change.
     this.#reads = [];
+    this.#transferee = '';
     if (term !== this.#term) {
       this.#term = term;
       this.#vote = '';
@@ -395,30 +631,29 @@ export class RawNode {
     this.#tick = this.#tickHeartbeat;
     this.#resetTimers();
     this.#progress = new Map();
+    this.#transferee = '';
     const last = this.log.lastIndex();
-    for (const p of this.#voters) {
-      this.#progress.set(p, {
-        match: p === this.id ? last : 0,
-        next: last + 1,
-        state: 'probe',
-        inflight: [],
-        inflightBytes: 0,
-        recentActive: p === this.id,
-        paused: false,
-      });
+    for (const p of [...this.#conf.voters, ...this.#conf.learners]) {
+      const pr = newProgress(last + 1, p === this.id ? last : 0);
+      pr.recentActive = p === this.id;
+      this.#progress.set(p, pr);
     }
+    // The log may hold a membership change from an earlier term that is not applied yet: no new change
+    // until everything up to here is applied (etcd does the same).
+    this.#pendingConfIndex = last;
     this.#uncommittedBytes = 0;
     // A no-op of the new term: committing it commits everything before it (§5.4.2, §8).
     this.#appendAsLeader([{ term: this.#term, index: last + 1, type: 'normal', data: new Uint8Array(0) }]);
   }
 
-  #campaign(pre: boolean): void {
+  /** `transfer`: the election a leadership transfer asked for; voters set their lease aside for it. */
+  #campaign(pre: boolean, transfer: boolean): void {
     this.#becomeCampaigner(pre ? 'preCandidate' : 'candidate');
     const term = pre ? this.#term + 1 : this.#term;
     this.#votes.set(this.id, true);
     if (this.#quorumReached()) {
       // A single-voter cluster wins at once.
-      if (pre) this.#campaign(false);
+      if (pre) this.#campaign(false, transfer);
       else this.#becomeLeader();
       return;
     }
@@ -431,23 +666,24 @@ export class RawNode {
         term,
         lastIndex: this.log.lastIndex(),
         lastTerm: this.log.lastTerm(),
+        ...(transfer ? { transfer: true } : {}),
       });
     }
   }
 
   #quorum(): number {
-    return Math.floor(this.#voters.length / 2) + 1;
+    return Math.floor(this.#voters.size / 2) + 1;
   }
 
   #quorumReached(): boolean {
     let granted = 0;
-    for (const g of this.#votes.values()) if (g) granted++;
+    for (const [p, g] of this.#votes) if (g && this.#voters.has(p)) granted++;
     return granted >= this.#quorum();
   }
 
   #quorumLost(): boolean {
     let rejected = 0;
-    for (const g of this.#votes.values()) if (!g) rejected++;
+    for (const [p, g] of this.#votes) if (!g && this.#voters.has(p)) rejected++;
     return rejected >= this.#quorum();
   }
 
@@ -460,9 +696,9 @@ export class RawNode {
 
   #tickElection(): void {
     this.#electionElapsed++;
-    if (this.#electionElapsed >= this.#randomizedElectionTimeout) {
+    if (this.#electionElapsed >= this.#randomizedElectionTimeout && this.#promotable()) {
       this.#electionElapsed = 0;
-      this.#campaign(this.#c.preVote);
+      this.#campaign(this.#c.preVote, false);
     }
   }
 
@@ -476,7 +712,7 @@ export class RawNode {
         // so a partitioned leader stops accepting proposals it can never commit.
         let active = 0;
         for (const [p, pr] of this.#progress) {
-          if (p === this.id || pr.recentActive) active++;
+          if (this.#voters.has(p) && (p === this.id || pr.recentActive)) active++;
           pr.recentActive = false;
         }
         if (active < this.#quorum()) {
@@ -485,9 +721,15 @@ export class RawNode {
         }
       }
     }
+    if (this.#transferee !== '' && ++this.#transferElapsed >= this.#c.electionTicks) this.#transferee = '';
     if (this.#heartbeatElapsed >= this.#c.heartbeatTicks) {
       this.#heartbeatElapsed = 0;
       this.#broadcastHeartbeat(undefined);
+      // A snapshot chunk not acknowledged for a few rounds was lost: send it again.
+      for (const [p, pr] of this.#progress) {
+        if (pr.snapshot !== undefined && ++pr.snapshot.rounds >= snapshotRetryRounds)
+          this.#sendSnapshotChunk(p, pr);
+      }
     }
   }
 
@@ -522,7 +764,7 @@ export class RawNode {
     const grant =
       canVote &&
       this.log.isUpToDate(m.lastIndex, m.lastTerm) &&
-      !(pre && this.#inLease() && m.term <= this.#term);
+      !(pre && m.transfer !== true && this.#inLease() && m.term <= this.#term);
     this.#send({
       type: pre ? 'preVoteResp' : 'voteResp',
       from: this.id,
@@ -555,6 +797,15 @@ export class RawNode {
           ...(m.context === undefined ? {} : { context: m.context }),
         });
         return;
+      case 'snapshot':
+        this.#electionElapsed = 0;
+        this.#leader = m.from;
+        this.#handleSnapshot(m);
+        return;
+      case 'timeoutNow':
+        // The leader hands over: campaign now, without pre-vote, past the voters' leases.
+        if (this.#promotable()) this.#campaign(false, true);
+        return;
       default:
         return;
     }
@@ -564,6 +815,7 @@ export class RawNode {
     switch (m.type) {
       case 'append':
       case 'heartbeat':
+      case 'snapshot':
         // A leader of our term exists: follow it.
         this.#becomeFollower(this.#term, m.from);
         this.#stepFollower(m);
@@ -573,7 +825,7 @@ export class RawNode {
         if ((m.type === 'preVoteResp') !== (this.#role === 'preCandidate')) return;
         this.#votes.set(m.from, !m.reject);
         if (this.#quorumReached()) {
-          if (this.#role === 'preCandidate') this.#campaign(false);
+          if (this.#role === 'preCandidate') this.#campaign(false, false);
           else this.#becomeLeader();
         } else if (this.#quorumLost()) {
           this.#becomeFollower(this.#term, '');
@@ -602,10 +854,130 @@ export class RawNode {
           pr.inflightBytes -= pr.inflight.shift()?.bytes ?? 0;
         }
         if (pr.match < this.log.lastIndex()) this.#sendAppend(m.from, pr);
+        else if (m.from === this.#transferee)
+          // The transfer target is up to date and still a follower: its TimeoutNow was lost; send it again.
+          this.#send({ type: 'timeoutNow', from: this.id, to: m.from, term: this.#term });
+        return;
+      case 'snapshotResp':
+        if (pr.snapshot !== undefined && pr.snapshot.snap.meta.index === m.index && m.offset > 0) {
+          pr.snapshot.offset = Math.min(m.offset, pr.snapshot.snap.data.length);
+          if (pr.snapshot.offset < pr.snapshot.snap.data.length) this.#sendSnapshotChunk(m.from, pr);
+        } else if (pr.snapshot !== undefined && pr.snapshot.snap.meta.index === m.index) {
+          // The follower holds nothing of this snapshot (it restarted, or the first chunk was lost).
+          pr.snapshot.offset = 0;
+          this.#sendSnapshotChunk(m.from, pr);
+        }
         return;
       default:
         return;
     }
+  }
+
+  /** Starts sending the latest snapshot to a peer whose next entry was compacted away. */
+  #startSnapshot(to: PeerId, pr: Progress): void {
+    let snap: Snapshot;
+    try {
+      snap = this.log.storage.snapshot();
+    } catch (err) {
+      if (err instanceof SnapshotUnavailableError) return; // Being written: the next heartbeat round retries.
+      throw err;
+    }
+    assert(snap.meta.index >= pr.next - 1, 'the snapshot covers what the log no longer holds', {
+      snapshot: snap.meta.index,
+      next: pr.next,
+    });
+    pr.state = 'snapshot';
+    pr.snapshot = { snap, offset: 0, rounds: 0 };
+    pr.inflight = [];
+    pr.inflightBytes = 0;
+    pr.paused = false;
+    this.#sendSnapshotChunk(to, pr);
+  }
+
+  #sendSnapshotChunk(to: PeerId, pr: Progress): void {
+    const s = pr.snapshot;
+    if (s === undefined) return;
+    const total = s.snap.data.length;
+    const data = s.snap.data.subarray(s.offset, Math.min(total, s.offset + this.#c.snapshotChunkBytes));
+    s.rounds = 0;
+    this.#send({
+      type: 'snapshot',
+      from: this.id,
+      to,
+      term: this.#term,
+      index: s.snap.meta.index,
+      snapTerm: s.snap.meta.term,
+      conf: s.snap.meta.conf,
+      offset: s.offset,
+      total,
+      data,
+      done: s.offset + data.length === total,
+    });
+  }
+
+  /** A chunk of InstallSnapshot: collect it; on the last one, install the snapshot (§7). */
+  #handleSnapshot(m: SnapshotChunk): void {
+    const ack = (offset: number): void =>
+      this.#send({
+        type: 'snapshotResp',
+        from: this.id,
+        to: m.from,
+        term: this.#term,
+        index: m.index,
+        offset,
+      });
+    const installed = (index: number): void =>
+      this.#send({
+        type: 'appendResp',
+        from: this.id,
+        to: m.from,
+        term: this.#term,
+        reject: false,
+        index,
+        hintIndex: 0,
+        hintTerm: 0,
+      });
+    if (m.index <= this.log.committed) {
+      // Already hold (and committed) everything it covers.
+      this.#incoming = undefined;
+      installed(this.log.committed);
+      return;
+    }
+    let inc = this.#incoming;
+    if (inc === undefined || inc.index !== m.index || inc.term !== m.snapTerm) {
+      if (m.offset !== 0 || m.total > incomingSnapshotBytesMax) {
+        ack(0);
+        return;
+      }
+      inc = { index: m.index, term: m.snapTerm, total: m.total, chunks: [], received: 0 };
+      this.#incoming = inc;
+    }
+    if (m.offset !== inc.received || m.total !== inc.total) {
+      ack(inc.received); // A duplicate or out-of-order chunk: say where we are.
+      return;
+    }
+    // Copied: the transport may reuse the buffer the chunk was decoded from.
+    inc.chunks.push(m.data.slice());
+    inc.received += m.data.length;
+    if (!m.done) {
+      ack(inc.received);
+      return;
+    }
+    this.#incoming = undefined;
+    const data = new Uint8Array(inc.total);
+    let at = 0;
+    for (const c of inc.chunks) {
+      data.set(c, at);
+      at += c.length;
+    }
+    if (this.log.matchTerm(m.index, m.snapTerm)) {
+      // Our log already holds the snapshot's last entry: the prefix matches, only the commit moves.
+      this.log.commitTo(m.index);
+    } else {
+      this.log.restore({ meta: { index: m.index, term: m.snapTerm, conf: m.conf }, data });
+      if (m.conf.voters.length > 0) this.#setConf(m.conf);
+    }
+    installed(m.index);
   }
 
   /** A quorum confirmed our leadership after this read was asked: it and every earlier read are ready. */
@@ -613,7 +985,7 @@ export class RawNode {
     const at = this.#reads.findIndex((r) => r.context === context);
     if (at < 0) return;
     const read = this.#reads[at] as { context: string; index: number; acks: Set<PeerId> };
-    read.acks.add(from);
+    if (this.#voters.has(from)) read.acks.add(from);
     if (read.acks.size < this.#quorum()) return;
     for (const r of this.#reads.splice(0, at + 1))
       this.#readStates.push({ context: r.context, index: r.index });
@@ -666,6 +1038,13 @@ export class RawNode {
   }
 
   #handleAppendResponse(m: AppendResponse, pr: Progress): void {
+    if (pr.state === 'snapshot') {
+      // Only the acknowledgement of the installed snapshot (or anything newer) ends the snapshot state.
+      if (m.reject || pr.snapshot === undefined || m.index < pr.snapshot.snap.meta.index) return;
+      pr.state = 'probe';
+      pr.snapshot = undefined;
+      pr.next = m.index + 1;
+    }
     if (m.reject) {
       // Stale rejections are ignored: one for an index already known to match, or, while probing, one that
       // does not answer the probe just sent.
@@ -692,10 +1071,14 @@ export class RawNode {
       }
       this.#maybeCommit();
     }
+    if (m.from === this.#transferee && pr.match === this.log.lastIndex()) {
+      this.#send({ type: 'timeoutNow', from: this.id, to: m.from, term: this.#term });
+    }
     while (pr.next <= this.log.lastIndex() && this.#canSend(pr)) this.#sendAppend(m.from, pr);
   }
 
   #canSend(pr: Progress): boolean {
+    if (pr.state === 'snapshot') return false;
     if (pr.state === 'probe') return !pr.paused;
     return pr.inflight.length < this.#c.inflightMsgsMax && pr.inflightBytes < this.#c.inflightBytesMax;
   }
@@ -704,11 +1087,11 @@ export class RawNode {
     if (!this.#canSend(pr)) return;
     const prevIndex = pr.next - 1;
     const prevTerm = this.log.term(prevIndex);
-    assert(prevTerm !== undefined, 'snapshots are not implemented yet: the log must reach back to next - 1', {
-      to,
-      next: pr.next,
-      first: this.log.firstIndex(),
-    });
+    if (prevTerm === undefined || pr.next < this.log.firstIndex()) {
+      // The entries this peer needs were compacted into a snapshot.
+      this.#startSnapshot(to, pr);
+      return;
+    }
     const entries =
       pr.next <= this.log.lastIndex()
         ? this.log.slice(pr.next, this.log.lastIndex() + 1, this.#c.msgBytesMax)
@@ -746,7 +1129,9 @@ export class RawNode {
 
   /** Commits the highest index a quorum holds, if it is of the current term (§5.4.2: never count older terms). */
   #maybeCommit(): void {
-    const matches = [...this.#progress.values()].map((p) => p.match).sort((a, b) => b - a);
+    const matches: number[] = [];
+    for (const [p, pr] of this.#progress) if (this.#voters.has(p)) matches.push(pr.match);
+    matches.sort((a, b) => b - a);
     const candidate = matches[this.#quorum() - 1] ?? 0;
     if (candidate > this.log.committed && this.log.term(candidate) === this.#term) {
       this.log.commitTo(candidate);

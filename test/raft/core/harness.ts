@@ -1,66 +1,34 @@
 /**
- * A small synchronous cluster of RawNodes for the core's tests: an in-memory log store per replica (the
- * Ready contract carried out by hand: persist, send, apply, advance), a message queue, and a link filter for
- * partitions and drops. Deterministic for a given seed.
+ * A small synchronous cluster of RawNodes for the core's tests: a MemoryStorage per replica (the Ready
+ * contract carried out by hand: persist, send, restore a snapshot, apply, advance), a message queue, and a
+ * link filter for partitions and drops. The state machine is the list of applied commands; with
+ * `snapshotEvery` a replica snapshots it and compacts its log. Deterministic for a given seed.
  */
-import { EntryUnavailableError, LogCompactedError } from '../../../raft/core/errors.js';
-import type { LogReader } from '../../../raft/core/log-reader.js';
 import type { Message } from '../../../raft/core/messages.js';
 import { RawNode, type RawNodeConfig } from '../../../raft/core/raw-node.js';
-import type { ConfState, Entry, HardState, Snapshot } from '../../../raft/core/types.js';
-import { emptyConfState, emptyHardState } from '../../../raft/core/types.js';
+import type { Entry } from '../../../raft/core/types.js';
+import { MemoryStorage } from '../../../raft/storage/memory.js';
 import { createRng, type Rng } from '../../../src/lib/prng.js';
 
-/** The persisted side of one replica, synchronous. */
-export class MemStore implements LogReader {
-  hardState: HardState = emptyHardState;
-  log: Entry[] = [];
-  initialState(): { hardState: HardState; confState: ConfState } {
-    return { hardState: this.hardState, confState: emptyConfState };
-  }
-  entries(lo: number, hi: number, bytesMax: number): readonly Entry[] {
-    if (lo < 1) throw new LogCompactedError(`lo ${lo}`);
-    if (hi > this.lastIndex() + 1) throw new EntryUnavailableError(`hi ${hi}`);
-    const out: Entry[] = [];
-    let bytes = 0;
-    for (let i = lo; i < hi; i++) {
-      const e = this.log[i - 1] as Entry;
-      bytes += e.data.length;
-      if (out.length > 0 && bytes > bytesMax) break;
-      out.push(e);
-    }
-    return out;
-  }
-  term(index: number): number {
-    if (index === 0) return 0;
-    const e = this.log[index - 1];
-    if (e === undefined) throw new EntryUnavailableError(`index ${index}`);
-    return e.term;
-  }
-  firstIndex(): number {
-    return 1;
-  }
-  lastIndex(): number {
-    return this.log.length;
-  }
-  snapshot(): Snapshot {
-    return { meta: { index: 0, term: 0, conf: emptyConfState }, data: new Uint8Array(0) };
-  }
-  append(entries: readonly Entry[]): void {
-    if (entries.length === 0) return;
-    this.log.length = (entries[0] as Entry).index - 1;
-    this.log.push(...entries);
-  }
+/** Every entry a storage holds, oldest first (`logOf(s)[i]` has index `s.firstIndex() + i`). */
+export function logOf(store: MemoryStorage): readonly Entry[] {
+  return store.entries(store.firstIndex(), store.lastIndex() + 1, Number.MAX_SAFE_INTEGER);
+}
+
+export interface HarnessOptions {
+  /** Take a snapshot (and compact) once this many entries were applied since the last one. */
+  readonly snapshotEvery?: number;
 }
 
 export interface Replica {
   node: RawNode;
-  store: MemStore;
+  store: MemoryStorage;
   /** Applied normal entries' data, decoded as text; the state machine of these tests. */
   applied: string[];
 }
 
 const text = new TextDecoder();
+const bytes = new TextEncoder();
 
 export class Cluster {
   readonly ids: string[];
@@ -72,17 +40,28 @@ export class Cluster {
   /** Every (term, leader) observed, for election safety. */
   readonly leaders = new Map<number, string>();
 
-  constructor(size: number, seed: number, config: Partial<RawNodeConfig> = {}) {
+  readonly options: HarnessOptions;
+
+  constructor(size: number, seed: number, config: Partial<RawNodeConfig> = {}, options: HarnessOptions = {}) {
     this.rng = createRng(seed);
+    this.options = options;
     this.ids = Array.from({ length: size }, (_, i) => `r${i + 1}`);
-    for (const id of this.ids) this.start(id, new MemStore(), config);
+    for (const id of this.ids) this.start(id, new MemoryStorage(), config);
   }
 
-  /** Starts (or restarts from its store) a replica. */
-  start(id: string, store: MemStore, config: Partial<RawNodeConfig> = {}): void {
+  /**
+   * Starts (or restarts from its store) a replica: its state machine comes back from the store's snapshot,
+   * and the core hands out again the committed entries after it.
+   */
+  start(id: string, store: MemoryStorage, config: Partial<RawNodeConfig> = {}): void {
     const node = new RawNode({ id, voters: this.ids, storage: store, rng: this.rng.fork(), ...config });
-    const applied = this.replicas.get(id)?.applied ?? [];
-    this.replicas.set(id, { node, store, applied: applied.slice(0, store.hardState.commit) });
+    this.replicas.set(id, { node, store, applied: decodeApplied(store.snapshot().data) });
+  }
+
+  /** Adds a replica that joins the membership `conf` (it starts empty and catches up from the leader). */
+  add(id: string, voters: readonly string[], learners: readonly string[] = []): void {
+    const node = new RawNode({ id, voters, learners, storage: new MemoryStorage(), rng: this.rng.fork() });
+    this.replicas.set(id, { node, store: node.log.storage as MemoryStorage, applied: [] });
   }
 
   get(id: string): Replica {
@@ -96,11 +75,24 @@ export class Cluster {
     for (const [id, r] of this.replicas) {
       while (r.node.hasReady()) {
         const rd = r.node.ready();
-        r.store.append(rd.entries);
-        if (rd.hardState !== undefined) r.store.hardState = rd.hardState;
+        r.store.saveSync(
+          {
+            entries: rd.entries,
+            ...(rd.hardState === undefined ? {} : { hardState: rd.hardState }),
+            ...(rd.snapshot === undefined ? {} : { snapshot: rd.snapshot }),
+          },
+          rd.mustSync,
+        );
         this.queue.push(...rd.messages);
-        for (const e of rd.committedEntries) if (e.data.length > 0) r.applied.push(text.decode(e.data));
+        if (rd.snapshot !== undefined) r.applied = decodeApplied(rd.snapshot.data);
+        for (const e of rd.committedEntries)
+          if (e.type === 'normal' && e.data.length > 0) r.applied.push(text.decode(e.data));
         r.node.advance();
+        const every = this.options.snapshotEvery;
+        const applied = r.node.log.applied;
+        if (every !== undefined && applied - r.store.snapshot().meta.index >= every) {
+          r.store.createSnapshotSync(applied, r.node.confState(), bytes.encode(JSON.stringify(r.applied)));
+        }
       }
       if (r.node.role === 'leader') {
         const known = this.leaders.get(r.node.term);
@@ -160,4 +152,8 @@ export class Cluster {
   heal(): void {
     this.link = () => true;
   }
+}
+
+function decodeApplied(data: Uint8Array): string[] {
+  return data.length === 0 ? [] : (JSON.parse(text.decode(data)) as string[]);
 }

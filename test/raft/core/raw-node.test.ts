@@ -2,7 +2,7 @@ import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import { parseMessage } from '../../../raft/core/messages.js';
 import { ValidationError } from '../../../src/lib/errors.js';
-import { Cluster } from './harness.js';
+import { Cluster, logOf } from './harness.js';
 
 /** Every replica's applied sequence is a prefix of the longest one (state machine safety). */
 function checkApplied(c: Cluster): void {
@@ -70,7 +70,7 @@ describe('raft/core - replication (§5.3)', () => {
     expect(c.get(old).node.role).toBe('follower');
     expect(c.get(old).node.leader).toBe(next);
     for (const r of c.replicas.values()) expect(r.applied).toEqual(['kept1', 'kept2']);
-    const oldLog = c.get(old).store.log.map((e) => new TextDecoder().decode(e.data));
+    const oldLog = logOf(c.get(old).store).map((e) => new TextDecoder().decode(e.data));
     expect(oldLog).not.toContain('lost');
   });
 
@@ -95,7 +95,7 @@ describe('raft/core - replication (§5.3)', () => {
     // (a)
     only([s1, s2]);
     c.propose(s1, 'old');
-    expect(c.get(s2).store.log[i - 1]?.term).toBe(r(s1).term);
+    expect(logOf(c.get(s2).store)[i - 1]?.term).toBe(r(s1).term);
     // (b) only votes pass, so s5's own entries reach nobody.
     c.link = (a, b, m) =>
       (m.type === 'vote' || m.type === 'voteResp') &&
@@ -106,7 +106,7 @@ describe('raft/core - replication (§5.3)', () => {
     expect(r(s5).role).toBe('leader');
     only();
     c.propose(s5, 'new');
-    expect(c.get(s5).store.log[i - 1]?.term).toBe(r(s5).term);
+    expect(logOf(c.get(s5).store)[i - 1]?.term).toBe(r(s5).term);
     // (c) s1 wins with s2 and s3; s3 receives 'old' but not the no-op after it.
     c.link = (a, b, m) => {
       const ends = new Set([a, b]);
@@ -123,7 +123,7 @@ describe('raft/core - replication (§5.3)', () => {
     r(s1).campaign();
     c.deliver();
     expect(r(s1).role).toBe('leader');
-    expect(c.get(s3).store.log[i - 1]?.term).toBeLessThan(r(s1).term);
+    expect(logOf(c.get(s3).store)[i - 1]?.term).toBeLessThan(r(s1).term);
     expect(r(s1).progress().get(s3)?.match).toBeGreaterThanOrEqual(i);
     expect(r(s1).log.committed).toBeLessThan(i);
     // (d) s1 is cut off; s5, whose last term (T+1) beats everyone's, wins with s2, s3 and s4, and its 'new'
@@ -290,7 +290,7 @@ describe('raft/core - ReadIndex (§6.4)', () => {
         const rd = node.ready();
         states.push(...rd.readStates);
         c.queue.push(...rd.messages);
-        c.get(leader).store.append(rd.entries);
+        c.get(leader).store.saveSync({ entries: rd.entries }, true);
         node.advance();
       }
     }
@@ -317,7 +317,7 @@ describe('raft/core - ReadIndex (§6.4)', () => {
       while (node.hasReady()) {
         const rd = node.ready();
         if (rd.readStates.length > 0) confirmed = true;
-        c.get(leader).store.append(rd.entries);
+        c.get(leader).store.saveSync({ entries: rd.entries }, true);
         node.advance();
       }
     }
