@@ -27,3 +27,9 @@ export class RaftClosedError extends TrellisError {
   override readonly name = 'RaftClosedError';
   readonly code = 'RAFT_CLOSED';
 }
+
+/** A membership change or leadership transfer was refused (another change is pending, or it is invalid). */
+export class MembershipChangeError extends TrellisError {
+  override readonly name = 'MembershipChangeError';
+  readonly code = 'RAFT_MEMBERSHIP_CHANGE';
+}

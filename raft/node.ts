@@ -5,15 +5,25 @@
  * machine's result for their own entry, matched by (index, term): an entry replaced by another leader's
  * rejects with ProposalDroppedError, never with someone else's result.
  *
- * `read()` is a ReadIndex barrier for linearizable reads. Not yet: snapshots (the core does not send them; on
- * restart the log is replayed from index 1), membership and leadership transfer.
+ * `read()` is a ReadIndex barrier for linearizable reads. Every `snapshotEntries` applied entries the driver
+ * snapshots the state machine into storage, which drops the log up to there; on start it restores the state
+ * machine from storage's snapshot and replays only the entries after it. A snapshot received from the leader
+ * replaces the state machine's state. `changeMembership` and `transferLeadership` expose the core's membership
+ * change and leadership transfer.
  */
 import { assert } from '../src/lib/assert.js';
 import type { Rng } from '../src/lib/prng.js';
+import type { ConfChange } from './core/conf.js';
 import type { Message } from './core/messages.js';
-import { RawNode, type RawNodeConfig, type Role } from './core/raw-node.js';
-import type { Entry, PeerId } from './core/types.js';
-import { NotLeaderError, ProposalDroppedError, RaftClosedError, TimeoutError } from './errors.js';
+import { type ProposeResult, RawNode, type RawNodeConfig, type Role } from './core/raw-node.js';
+import type { ConfState, Entry, PeerId } from './core/types.js';
+import {
+  MembershipChangeError,
+  NotLeaderError,
+  ProposalDroppedError,
+  RaftClosedError,
+  TimeoutError,
+} from './errors.js';
 import type { StateMachine } from './state-machine.js';
 import type { Storage } from './storage/storage.js';
 import type { Transport } from './transport.js';
@@ -28,11 +38,28 @@ export interface RaftNodeOptions<R> {
   readonly transport: Transport<Message>;
   readonly stateMachine: StateMachine<R>;
   readonly rng: Rng;
+  /** Learners of a new cluster (ignored once storage holds a membership). */
+  readonly learners?: readonly PeerId[];
+  /** Applied entries between snapshots. Default 10,000; 0 turns snapshots off. */
+  readonly snapshotEntries?: number;
   /** Milliseconds per core tick. Default 100 (election after 1–2 s with the default 10 ticks). */
   readonly tickMs?: number;
   /** How long a proposal may wait for its commit. Default 10 s. */
   readonly proposalTimeoutMs?: number;
-  readonly core?: Partial<Omit<RawNodeConfig, 'id' | 'voters' | 'storage' | 'rng'>>;
+  readonly core?: Partial<Omit<RawNodeConfig, 'id' | 'voters' | 'learners' | 'storage' | 'rng' | 'applied'>>;
+}
+
+/** What `status()` reports. */
+export interface RaftStatus {
+  readonly id: PeerId;
+  readonly role: Role;
+  readonly term: number;
+  readonly leader: PeerId;
+  readonly commit: number;
+  readonly applied: number;
+  /** Index of the latest snapshot in storage (0 when none). */
+  readonly snapshotIndex: number;
+  readonly conf: ConfState;
 }
 
 interface Pending<R> {
@@ -64,13 +91,21 @@ export class RaftNode<R> {
   /** A fatal storage failure: the node stops, because memory is now ahead of disk. */
   #failure: unknown;
 
+  /** Conf-change proposals waiting to apply, by index. */
+  readonly #pendingConf = new Map<number, Pending<ConfState>>();
+
   constructor(options: RaftNodeOptions<R>) {
     this.#o = options;
+    const snap = options.storage.snapshot();
+    // The state machine starts from the stored snapshot; the core hands out only the entries after it.
+    if (snap.meta.index > 0) options.stateMachine.restore(snap.data);
     this.#core = new RawNode({
       id: options.id,
       voters: options.voters,
+      ...(options.learners === undefined ? {} : { learners: options.learners }),
       storage: options.storage,
       rng: options.rng,
+      applied: snap.meta.index,
       ...options.core,
     });
     options.transport.onMessage((m) => {
@@ -85,7 +120,7 @@ export class RaftNode<R> {
     this.#kick();
   }
 
-  status(): { id: PeerId; role: Role; term: number; leader: PeerId; commit: number; applied: number } {
+  status(): RaftStatus {
     const log = this.#core.log;
     return {
       id: this.#o.id,
@@ -94,7 +129,63 @@ export class RaftNode<R> {
       leader: this.#core.leader,
       commit: log.committed,
       applied: log.applied,
+      snapshotIndex: this.#o.storage.snapshot().meta.index,
+      conf: this.#core.confState(),
     };
+  }
+
+  /**
+   * Proposes one membership change (add a voter or promote a learner, add a learner, remove a member);
+   * resolves with the membership once the change is applied here. Rejects with NotLeaderError on a
+   * follower and MembershipChangeError when refused (another change pending, or invalid).
+   */
+  changeMembership(change: ConfChange): Promise<ConfState> {
+    if (this.#closed) return Promise.reject(new RaftClosedError('raft node is closed'));
+    const r = this.#core.proposeConfChange(change);
+    if (!r.ok) return Promise.reject(this.#refusal(r));
+    return new Promise<ConfState>((resolve, reject) => {
+      const timer = setTimeout(() => {
+        this.#pendingConf.delete(r.index);
+        reject(new TimeoutError(`membership change at index ${r.index} not applied in time`));
+      }, this.#o.proposalTimeoutMs ?? 10_000);
+      this.#pendingConf.set(r.index, { term: r.term, resolve, reject, timer });
+      this.#kick();
+    });
+  }
+
+  /**
+   * Hands leadership to voter `to`; resolves once this replica sees `to` lead (or rejects with
+   * TimeoutError after the proposal timeout). NotLeaderError when this replica is not the leader.
+   */
+  async transferLeadership(to: PeerId): Promise<void> {
+    if (this.#closed) throw new RaftClosedError('raft node is closed');
+    if (this.#core.leader === to && this.#core.role !== 'leader') return;
+    if (!this.#core.transferLeadership(to)) {
+      if (this.#core.role !== 'leader') throw new NotLeaderError(this.#core.leader);
+      throw new MembershipChangeError(`${to} is not another voter`);
+    }
+    this.#kick();
+    const deadline = Date.now() + (this.#o.proposalTimeoutMs ?? 10_000);
+    while (this.#core.leader !== to || this.#core.role === 'leader') {
+      if (this.#closed) throw new RaftClosedError('raft node closed');
+      if (Date.now() > deadline) throw new TimeoutError(`leadership did not move to ${to} in time`);
+      await new Promise((r) => setTimeout(r, this.#o.tickMs ?? 100));
+    }
+  }
+
+  #refusal(r: Extract<ProposeResult, { ok: false }>): Error {
+    switch (r.reason) {
+      case 'not-leader':
+        return new NotLeaderError(r.leader);
+      case 'transferring':
+        return new ProposalDroppedError('a leadership transfer is in progress; retry at the new leader');
+      case 'too-many-uncommitted':
+        return new ProposalDroppedError('too many uncommitted entries; retry later');
+      case 'conf-change-pending':
+        return new MembershipChangeError('another membership change is not applied yet; retry later');
+      case 'invalid-conf-change':
+        return new MembershipChangeError(r.detail ?? 'invalid membership change');
+    }
   }
 
   /** Proposes one command; resolves with the state machine's result once it is committed and applied. */
@@ -103,7 +194,7 @@ export class RaftNode<R> {
     if (this.#pending.size >= pendingProposalsMax)
       return Promise.reject(new TimeoutError('too many proposals pending'));
     const r = this.#core.propose([data]);
-    if (!r.ok) return Promise.reject(new NotLeaderError(r.leader));
+    if (!r.ok) return Promise.reject(this.#refusal(r));
     return new Promise<R>((resolve, reject) => {
       const timer = setTimeout(() => {
         this.#pending.delete(r.index);
@@ -181,7 +272,11 @@ export class RaftNode<R> {
       try {
         // 1. Persist before anything that depends on it is sent.
         await this.#o.storage.save(
-          { entries: rd.entries, ...(rd.hardState === undefined ? {} : { hardState: rd.hardState }) },
+          {
+            entries: rd.entries,
+            ...(rd.hardState === undefined ? {} : { hardState: rd.hardState }),
+            ...(rd.snapshot === undefined ? {} : { snapshot: rd.snapshot }),
+          },
           rd.mustSync,
         );
       } catch (err) {
@@ -190,15 +285,49 @@ export class RaftNode<R> {
       }
       // 2. Send.
       if (rd.messages.length > 0) this.#o.transport.send(rd.messages);
-      // 3. Apply, matching each entry to the proposal made for it.
-      for (const e of rd.committedEntries) this.#apply(e);
+      // 3. Restore a snapshot from the leader, then apply, matching each entry to the proposal made for it.
+      if (rd.snapshot !== undefined) {
+        this.#o.stateMachine.restore(rd.snapshot.data);
+        // Proposals at or below the snapshot were decided elsewhere: their outcome is unknown here.
+        for (const [index, p] of [...this.#pending])
+          if (index <= rd.snapshot.meta.index)
+            this.#settle(index, p, new ProposalDroppedError(`entry ${index} was replaced by a snapshot`));
+      }
+      const confApplied: Entry[] = [];
+      for (const e of rd.committedEntries) {
+        if (e.type === 'conf') confApplied.push(e);
+        this.#apply(e);
+      }
       for (const rs of rd.readStates) {
         const r = this.#reads.get(rs.context);
         if (r !== undefined) r.index = rs.index;
       }
-      // 4. Advance; then reads whose index is applied may go.
+      // 4. Advance; then reads whose index is applied may go, and membership changes are in force.
       this.#core.advance();
       this.#settleReads();
+      for (const e of confApplied) {
+        const p = this.#pendingConf.get(e.index);
+        if (p === undefined) continue;
+        clearTimeout(p.timer);
+        this.#pendingConf.delete(e.index);
+        if (p.term === e.term) p.resolve(this.#core.confState());
+        else p.reject(new ProposalDroppedError(`membership change at ${e.index} was replaced`));
+      }
+      await this.#maybeSnapshot();
+    }
+  }
+
+  /** Snapshots the state machine once `snapshotEntries` entries were applied since the last snapshot. */
+  async #maybeSnapshot(): Promise<void> {
+    const every = this.#o.snapshotEntries ?? 10_000;
+    const applied = this.#core.log.applied;
+    if (every <= 0 || applied - this.#o.storage.snapshot().meta.index < every) return;
+    const data = this.#o.stateMachine.snapshot();
+    try {
+      await this.#o.storage.createSnapshot(applied, this.#core.confState(), data);
+      await this.#o.storage.compact(applied);
+    } catch (err) {
+      this.#fail(err);
     }
   }
 
@@ -242,12 +371,14 @@ export class RaftNode<R> {
     this.#closed = true;
     clearInterval(this.#ticker);
     await this.#loop;
-    for (const [index, p] of [...this.#pending])
-      this.#settle(
-        index,
-        p,
-        new RaftClosedError('raft node closed', this.#failure === undefined ? {} : { cause: this.#failure }),
-      );
+    const closed = (): RaftClosedError =>
+      new RaftClosedError('raft node closed', this.#failure === undefined ? {} : { cause: this.#failure });
+    for (const [index, p] of [...this.#pending]) this.#settle(index, p, closed());
+    for (const [, p] of [...this.#pendingConf]) {
+      clearTimeout(p.timer);
+      p.reject(closed());
+    }
+    this.#pendingConf.clear();
     await this.#o.transport.close();
     await this.#o.storage.close();
     assert(this.#pending.size === 0, 'no proposal left pending after close');
