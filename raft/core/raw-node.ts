@@ -419,18 +419,9 @@ export class RawNode {
   step(m: Message): void {
     if (m.to !== this.id) return;
     const isVote = m.type === 'vote' || m.type === 'preVote';
-    // A replica outside the membership (removed, or not added yet) may not disrupt it with elections
-    // (hashicorp/raft does the same).
-    if (isVote && !this.#voters.has(m.from) && this.#voters.size > 0) {
-      this.#send({
-        type: m.type === 'vote' ? 'voteResp' : 'preVoteResp',
-        from: this.id,
-        to: m.from,
-        term: m.type === 'vote' ? this.#term : m.term,
-        reject: true,
-      });
-      return;
-    }
+    // A vote request from outside our membership is answered like any other: with membership applied at
+    // commit, a lagging replica's view may not hold a voter added since, and refusing it would stall the
+    // election (the simulation found this). A removed replica is kept from disrupting by pre-vote and the lease.
     if (m.term > this.#term) {
       // Check-quorum lease: while a live leader was heard within the election timeout, (pre-)votes for a
       // higher term come from a disruptive replica and are ignored, unless a leadership transfer asked
@@ -765,11 +756,15 @@ export class RawNode {
       canVote &&
       this.log.isUpToDate(m.lastIndex, m.lastTerm) &&
       !(pre && m.transfer !== true && this.#inLease() && m.term <= this.#term);
+    // A granted pre-vote echoes the term asked for (the candidate has not taken it yet); a refusal carries
+    // our own term, so a candidate behind us learns it and one ahead of us ignores it (etcd does the same:
+    // echoing the asked term in a refusal made candidates give up a pre-vote that a quorum was granting;
+    // the simulation found it).
     this.#send({
       type: pre ? 'preVoteResp' : 'voteResp',
       from: this.id,
       to: m.from,
-      term: pre ? m.term : this.#term,
+      term: pre && grant ? m.term : this.#term,
       reject: !grant,
     });
     if (grant && !pre) {
