@@ -59,6 +59,8 @@ export interface RaftStatus {
   readonly applied: number;
   /** Index of the latest snapshot in storage (0 when none). */
   readonly snapshotIndex: number;
+  /** Snapshots received from a leader and installed since this node started. */
+  readonly snapshotsInstalled: number;
   readonly conf: ConfState;
 }
 
@@ -93,6 +95,7 @@ export class RaftNode<R> {
 
   /** Conf-change proposals waiting to apply, by index. */
   readonly #pendingConf = new Map<number, Pending<ConfState>>();
+  #snapshotsInstalled = 0;
 
   constructor(options: RaftNodeOptions<R>) {
     this.#o = options;
@@ -130,8 +133,14 @@ export class RaftNode<R> {
       commit: log.committed,
       applied: log.applied,
       snapshotIndex: this.#o.storage.snapshot().meta.index,
+      snapshotsInstalled: this.#snapshotsInstalled,
       conf: this.#core.confState(),
     };
+  }
+
+  /** On the leader: how far each member's log is known to match (empty on a follower). */
+  progress(): ReadonlyMap<PeerId, { readonly match: number; readonly next: number; readonly state: string }> {
+    return this.#core.role === 'leader' ? this.#core.progress() : new Map();
   }
 
   /**
@@ -288,6 +297,7 @@ export class RaftNode<R> {
       // 3. Restore a snapshot from the leader, then apply, matching each entry to the proposal made for it.
       if (rd.snapshot !== undefined) {
         this.#o.stateMachine.restore(rd.snapshot.data);
+        this.#snapshotsInstalled++;
         // Proposals at or below the snapshot were decided elsewhere: their outcome is unknown here.
         for (const [index, p] of [...this.#pending])
           if (index <= rd.snapshot.meta.index)

@@ -5,6 +5,7 @@
  */
 import { Command } from 'commander';
 import { registerClusterDemo, registerDemo } from './demo.js';
+import { registerMembers } from './members.js';
 import { registerNatsConfig } from './nats-config.js';
 import { registerKv, registerServer } from './server.js';
 
@@ -18,6 +19,7 @@ registerClusterDemo(program);
 registerNatsConfig(program);
 registerServer(program);
 registerKv(program);
+registerMembers(program);
 
 // A closed pipe (`trellis demo | head`) ends the command quietly instead of with a stack trace.
 process.stdout.on('error', (err: NodeJS.ErrnoException) => {

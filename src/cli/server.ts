@@ -3,11 +3,14 @@
  * replaces it. It serves `trellis.<cluster>.api` (queue group: one replica takes each request; a follower
  * forwards to the leader's own subject `trellis.<cluster>.api.<id>`), logs JSON lines, and exits cleanly on
  * SIGTERM or SIGINT. Reads are linearizable: the leader serves them after a ReadIndex barrier.
+ *
+ * The same API carries membership (`members`, `addMember`, `removeMember`: see members.ts), leadership
+ * transfer (`transfer`) and `status`, which the replica that receives it answers about itself.
  */
 import type { Command } from 'commander';
 import { connect, type Msg, type NatsConnection } from 'nats';
 import { z } from 'zod';
-import { NotLeaderError } from '../../raft/errors.js';
+import { MembershipChangeError, NotLeaderError } from '../../raft/errors.js';
 import { type KvResult, KvStateMachine, kvCommandCodec } from '../../raft/kv.js';
 import { RaftNode } from '../../raft/node.js';
 import { FileStorage } from '../../raft/storage/file.js';
@@ -19,17 +22,39 @@ import { createRng } from '../lib/prng.js';
 import { zodDecoder } from '../lib/validate.js';
 import { createLogger } from '../log.js';
 
+const peer = z.string().regex(/^[A-Za-z0-9_-]{1,64}$/, 'a replica id');
 const requestSchema = z.discriminatedUnion('op', [
   z.strictObject({ op: z.literal('put'), key: z.string().min(1).max(1024), value: z.string().max(65536) }),
   z.strictObject({ op: z.literal('get'), key: z.string().min(1).max(1024) }),
+  z.strictObject({ op: z.literal('status') }),
+  z.strictObject({ op: z.literal('members') }),
+  z.strictObject({ op: z.literal('addMember'), id: peer, learner: z.boolean() }),
+  z.strictObject({ op: z.literal('removeMember'), id: peer }),
+  z.strictObject({ op: z.literal('transfer'), to: peer }),
 ]);
 export type KvRequest = z.output<typeof requestSchema>;
+const statusSchema = z.strictObject({
+  id: z.string(),
+  role: z.string(),
+  term: z.number(),
+  leader: z.string(),
+  commit: z.number(),
+  applied: z.number(),
+  snapshotIndex: z.number(),
+  snapshotsInstalled: z.number(),
+  voters: z.array(z.string()),
+  learners: z.array(z.string()),
+});
+export type ReplicaStatus = z.output<typeof statusSchema>;
 export type KvReply =
   | {
       readonly ok: true;
       readonly value?: string | null;
       readonly previous?: string | null;
       readonly by: string;
+      readonly voters?: readonly string[];
+      readonly learners?: readonly string[];
+      readonly status?: ReplicaStatus;
     }
   | { readonly ok: false; readonly error: string; readonly leader?: string };
 
@@ -45,6 +70,9 @@ const replySchema = z.union([
     value: z.string().nullable().optional(),
     previous: z.string().nullable().optional(),
     by: z.string(),
+    voters: z.array(z.string()).optional(),
+    learners: z.array(z.string()).optional(),
+    status: statusSchema.optional(),
   }),
   z.strictObject({ ok: z.literal(false), error: z.string().max(4096), leader: z.string().optional() }),
 ]);
@@ -66,6 +94,7 @@ interface ServerOptions {
   user?: string;
   pass?: string;
   tickMs: string;
+  snapshotEntries: string;
 }
 
 export function registerServer(program: Command): void {
@@ -73,13 +102,21 @@ export function registerServer(program: Command): void {
     .command('server')
     .description('run one replica of a Raft group over NATS (KV state machine)')
     .requiredOption('--id <id>', 'this replica')
-    .requiredOption('--peers <ids>', 'all replicas, comma-separated, this one included')
+    .requiredOption(
+      '--peers <ids>',
+      "the group's voters on first start, comma-separated; a replica joining a running group lists the current voters without itself, and is then added with `trellis members add`",
+    )
     .requiredOption('--data <dir>', 'directory for the write-ahead log and snapshots')
     .option('--nats <url>', 'nats-server URL', 'nats://127.0.0.1:4222')
     .option('--cluster <id>', 'cluster id (subject prefix)', 'trellis')
     .option('--user <user>', 'NATS user')
     .option('--pass <password>', 'NATS password')
     .option('--tick-ms <ms>', 'Raft tick: heartbeats every tick, elections after 10-20 ticks', '20')
+    .option(
+      '--snapshot-entries <n>',
+      'applied entries between snapshots (the log is compacted at each)',
+      '10000',
+    )
     .action(async (o: ServerOptions) => {
       await runServer(o);
     });
@@ -115,6 +152,7 @@ async function runServer(o: ServerOptions): Promise<void> {
     stateMachine: kv,
     rng: createRng(process.pid),
     tickMs: Number.parseInt(o.tickMs, 10),
+    snapshotEntries: Number.parseInt(o.snapshotEntries, 10),
   });
   log.info({ peers, data: o.data }, 'replica started');
 
@@ -126,15 +164,33 @@ async function runServer(o: ServerOptions): Promise<void> {
       return { ok: false, error: String(err).slice(0, 4096) };
     }
     const st = node.status();
+    if (req.op === 'status') return { ok: true, by: id, status: statusOf(node) };
     if (st.role !== 'leader') {
       if (st.leader === '' || st.leader === id)
         return { ok: false, error: 'no leader yet', leader: st.leader };
       // Forward to the leader's own subject and relay its answer.
       try {
-        const answer = await nc.request(`${apiSubject(o.cluster)}.${st.leader}`, msg.data, { timeout: 400 });
+        const timeout = req.op === 'put' || req.op === 'get' ? 400 : memberOpTimeoutMs + 1_000;
+        const answer = await nc.request(`${apiSubject(o.cluster)}.${st.leader}`, msg.data, { timeout });
         return kvReplyCodec.decode(answer.data);
       } catch {
         return { ok: false, error: 'leader unreachable', leader: st.leader };
+      }
+    }
+    if (
+      req.op === 'members' ||
+      req.op === 'addMember' ||
+      req.op === 'removeMember' ||
+      req.op === 'transfer'
+    ) {
+      try {
+        return { ...(await serveMembership(node, req)), by: id };
+      } catch (err) {
+        return {
+          ok: false,
+          error: String(err).slice(0, 4096),
+          ...(err instanceof NotLeaderError ? { leader: err.leaderHint } : {}),
+        };
       }
     }
     if (req.op === 'get') {
@@ -189,24 +245,108 @@ async function runServer(o: ServerOptions): Promise<void> {
   log.info('stopped');
 }
 
+/** How long a membership change or transfer may take on the leader (a learner's catch-up included). */
+export const memberOpTimeoutMs = 30_000;
+
+function statusOf(node: RaftNode<KvResult>): ReplicaStatus {
+  const st = node.status();
+  return {
+    id: st.id,
+    role: st.role,
+    term: st.term,
+    leader: st.leader,
+    commit: st.commit,
+    applied: st.applied,
+    snapshotIndex: st.snapshotIndex,
+    snapshotsInstalled: st.snapshotsInstalled,
+    voters: [...st.conf.voters],
+    learners: [...st.conf.learners],
+  };
+}
+
+/** A learner within this many entries of the leader's commit index is caught up enough to vote. */
+export const learnerCatchUpEntries = 64;
+
+/**
+ * Membership operations on the leader. Adding a voter goes through a learner that first catches up, so the
+ * quorum never counts a replica that would hold up commits while it replays the log (etcd's promotion).
+ */
+async function serveMembership(
+  node: RaftNode<KvResult>,
+  req: Extract<KvRequest, { op: 'members' | 'addMember' | 'removeMember' | 'transfer' }>,
+): Promise<Omit<Extract<KvReply, { ok: true }>, 'by'>> {
+  const members = () => {
+    const c = node.status().conf;
+    return { ok: true as const, voters: [...c.voters], learners: [...c.learners] };
+  };
+  switch (req.op) {
+    case 'members':
+      await node.read();
+      return members();
+    case 'removeMember':
+      await node.changeMembership({ type: 'remove', peer: req.id });
+      return members();
+    case 'transfer':
+      await node.transferLeadership(req.to);
+      return members();
+    case 'addMember': {
+      const conf = node.status().conf;
+      if (conf.voters.includes(req.id)) throw new MembershipChangeError(`${req.id} is already a voter`);
+      if (!conf.learners.includes(req.id)) await node.changeMembership({ type: 'addLearner', peer: req.id });
+      if (req.learner) return members();
+      const deadline = Date.now() + memberOpTimeoutMs;
+      for (;;) {
+        const match = node.progress().get(req.id)?.match ?? 0;
+        if (match + learnerCatchUpEntries >= node.status().commit) break;
+        if (Date.now() > deadline)
+          throw new MembershipChangeError(`${req.id} did not catch up in time; it stays a learner`);
+        await new Promise((r) => setTimeout(r, 50));
+      }
+      await node.changeMembership({ type: 'addVoter', peer: req.id });
+      return members();
+    }
+  }
+}
+
 /** A client call to the group: retries through "no leader yet" until `timeoutMs`. */
 export async function kvCall(
   nc: NatsConnection,
   cluster: string,
   req: KvRequest,
   timeoutMs = 5_000,
+  requestTimeoutMs = 500,
 ): Promise<KvReply> {
   const deadline = Date.now() + timeoutMs;
   for (;;) {
     let reply: KvReply;
     try {
-      const m = await nc.request(apiSubject(cluster), kvRequestCodec.encode(req), { timeout: 500 });
+      const m = await nc.request(apiSubject(cluster), kvRequestCodec.encode(req), {
+        timeout: requestTimeoutMs,
+      });
       reply = kvReplyCodec.decode(m.data);
     } catch (err) {
       reply = { ok: false, error: String(err) };
     }
-    if (reply.ok || Date.now() > deadline) return reply;
+    // A refused membership change is an answer, not a transient failure: do not retry it.
+    if (reply.ok || Date.now() > deadline || reply.error.includes('MembershipChangeError')) return reply;
     await new Promise((r) => setTimeout(r, 50));
+  }
+}
+
+/** Asks one replica, by id, about itself. */
+export async function replicaStatus(
+  nc: NatsConnection,
+  cluster: string,
+  id: string,
+): Promise<ReplicaStatus | undefined> {
+  try {
+    const m = await nc.request(`${apiSubject(cluster)}.${id}`, kvRequestCodec.encode({ op: 'status' }), {
+      timeout: 500,
+    });
+    const reply = kvReplyCodec.decode(m.data);
+    return reply.ok ? reply.status : undefined;
+  } catch {
+    return undefined;
   }
 }
 
