@@ -137,6 +137,12 @@ class RaftSim {
   readonly leaders = new Map<number, string>();
   /** index → the entry applied there (by anyone): the committed log as observed. */
   readonly applied = new Map<number, Entry>();
+  /**
+   * index → a term the entry was committed in or before: the lowest term of a replica when it applied it
+   * (it learned of the commit from a leader of at most its own term). Leader completeness holds for leaders
+   * of later terms only: a leader of an earlier term may still be elected late, with delayed votes.
+   */
+  readonly committedBy = new Map<number, number>();
   /** "index:term" → the entry's data and its predecessor's term, for log matching. */
   readonly seen = new Map<string, { data: Uint8Array; prevTerm: number | undefined }>();
   readonly ops: OpRecord[] = [];
@@ -316,7 +322,7 @@ class RaftSim {
     // Leader completeness: every entry applied anywhere is in the new leader's log (or its snapshot).
     const log = r.node.log;
     for (const [index, e] of this.applied) {
-      if (index < log.firstIndex() - 1) continue;
+      if (index < log.firstIndex() - 1 || (this.committedBy.get(index) ?? 0) >= term) continue;
       const t = log.term(index);
       if (t !== e.term)
         fail(
@@ -327,6 +333,7 @@ class RaftSim {
 
   #apply(r: Replica, e: Entry): void {
     const known = this.applied.get(e.index);
+    this.committedBy.set(e.index, Math.min(this.committedBy.get(e.index) ?? r.node.term, r.node.term));
     if (known === undefined) this.applied.set(e.index, e);
     else if (known.term !== e.term || !sameBytes(known.data, e.data))
       fail(
