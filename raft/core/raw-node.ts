@@ -29,6 +29,7 @@ import type { LogReader } from './log-reader.js';
 import {
   type AppendRequest,
   type AppendResponse,
+  entriesPerMessageMax,
   type Message,
   type SnapshotChunk,
   snapshotChunkBytesMax,
@@ -1089,7 +1090,11 @@ export class RawNode {
     }
     const entries =
       pr.next <= this.log.lastIndex()
-        ? this.log.slice(pr.next, this.log.lastIndex() + 1, this.#c.msgBytesMax)
+        ? this.log.slice(
+            pr.next,
+            Math.min(this.log.lastIndex() + 1, pr.next + entriesPerMessageMax),
+            this.#c.msgBytesMax,
+          )
         : [];
     this.#send({
       type: 'append',

@@ -153,6 +153,8 @@ async function runServer(o: ServerOptions): Promise<void> {
     rng: createRng(process.pid),
     tickMs: Number.parseInt(o.tickMs, 10),
     snapshotEntries: Number.parseInt(o.snapshotEntries, 10),
+    // An append's entries must fit one NATS message with their framing: half the server's max payload.
+    core: { msgBytesMax: Math.min(512 << 10, Math.floor((nc.info?.max_payload ?? 1 << 20) / 2)) },
   });
   log.info({ peers, data: o.data }, 'replica started');
 

@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import type { Message, SnapshotChunk } from '../../../raft/core/messages.js';
-import { parseMessage, snapshotChunkBytesMax } from '../../../raft/core/messages.js';
+import { entriesPerMessageMax, parseMessage, snapshotChunkBytesMax } from '../../../raft/core/messages.js';
 import { ValidationError } from '../../../src/lib/errors.js';
 import { Cluster } from './harness.js';
 
@@ -283,5 +283,24 @@ describe('raft/core - leadership transfer', () => {
     expect(c.get(l2).node.role).toBe('leader');
     expect(c.get(l2).node.transferee).toBe('');
     expect(c.get(l2).node.propose([enc.encode('again')]).ok).toBe(true);
+  });
+});
+
+describe('raft/core - message bounds', () => {
+  it('raft/core - an append never carries more entries than a receiver accepts', () => {
+    // 10,000 one-byte commands in one proposal: the leader must split them into appends of at most
+    // entriesPerMessageMax entries, each of which passes the receiver's validation, and all are applied.
+    const c = new Cluster(3, 61);
+    const leader = c.electLeader();
+    const seen = tap(c);
+    const cmds = Array.from({ length: 10_000 }, (_, i) => enc.encode(String(i % 10)));
+    expect(c.get(leader).node.propose(cmds).ok).toBe(true);
+    c.tick(10);
+    const appends = seen.filter((m) => m.type === 'append');
+    expect(Math.max(...appends.map((m) => (m.type === 'append' ? m.entries.length : 0)))).toBe(
+      entriesPerMessageMax,
+    );
+    for (const m of appends) expect(() => parseMessage(m)).not.toThrow();
+    for (const id of c.ids) expect(c.get(id).applied.length).toBe(10_000);
   });
 });
