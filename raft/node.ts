@@ -294,6 +294,7 @@ export class RaftNode<R> {
       }
       // 2. Send.
       if (rd.messages.length > 0) this.#o.transport.send(rd.messages);
+      this.#dropReplaced(rd.entries);
       // 3. Restore a snapshot from the leader, then apply, matching each entry to the proposal made for it.
       if (rd.snapshot !== undefined) {
         this.#o.stateMachine.restore(rd.snapshot.data);
@@ -338,6 +339,23 @@ export class RaftNode<R> {
       await this.#o.storage.compact(applied);
     } catch (err) {
       this.#fail(err);
+    }
+  }
+
+  /**
+   * Entries from a leader replace this log from their first index on: a proposal made here at or past it
+   * whose entry is not among them (another term, or cut off beyond their end) can never commit. Rejecting it
+   * now, rather than at its timeout, lets the caller retry at once.
+   */
+  #dropReplaced(entries: readonly Entry[]): void {
+    const first = entries[0];
+    if (first === undefined || this.#pending.size === 0) return;
+    const last = (entries[entries.length - 1] as Entry).index;
+    for (const [index, p] of [...this.#pending]) {
+      if (index < first.index) continue;
+      const now = index <= last ? entries[index - first.index] : undefined;
+      if (now !== undefined && now.term === p.term) continue;
+      this.#settle(index, p, new ProposalDroppedError(`entry ${index} of term ${p.term} was replaced`));
     }
   }
 
