@@ -50,6 +50,11 @@ export interface SchedulerConfig {
   readonly now?: () => number;
   /** The leader's periodic ticker (heartbeats, health, deadlines). Default setInterval. */
   readonly every?: PipelineOptions['every'];
+  /**
+   * How long a call waits for a leader (during an election, or after its leader was lost) before it fails
+   * with NotLeaderError. Measured on `now`. Default 10,000 ms.
+   */
+  readonly leaderWaitMs?: number;
 }
 
 export interface CreateOptions {
@@ -89,6 +94,7 @@ export class Scheduler {
   readonly log: ReplicatedLog;
   readonly #replica: number;
   readonly #opts: PipelineOptions;
+  readonly #leaderWaitMs: number;
   #pipeline: LeaderPipeline | undefined;
   #closed = false;
   readonly #unsubscribe: () => void;
@@ -105,6 +111,7 @@ export class Scheduler {
 
   constructor(config: SchedulerConfig = {}) {
     this.log = config.log ?? new InProcessLog(config.replicas ?? 3);
+    this.#leaderWaitMs = config.leaderWaitMs ?? 10_000;
     this.#replica = config.replica ?? 0;
     assert(this.#replica < this.log.size, 'replica out of range', {
       replica: this.#replica,
@@ -137,8 +144,13 @@ export class Scheduler {
       leader === undefined || this.#closed ? undefined : new LeaderPipeline(this.log, leader, this.#opts);
   }
 
-  /** Runs `f` on the current leader's pipeline, retrying on a new leader after NotLeaderError. */
+  /**
+   * Runs `f` on the current leader's pipeline. On NotLeaderError (the leader was lost, or there is none) it
+   * waits for the next leader and retries with the same request — safe, since request ids make it
+   * idempotent — until `leaderWaitMs` has passed without one.
+   */
   async #onLeader<T>(f: (p: LeaderPipeline) => Promise<T>): Promise<T> {
+    const deadline = this.#opts.now() + this.#leaderWaitMs;
     for (let attempt = 0; ; attempt++) {
       if (this.#closed) throw new SchedulerClosedError('the scheduler is closed');
       const p = this.#pipeline;
@@ -146,10 +158,40 @@ export class Scheduler {
         if (p === undefined) throw new NotLeaderError('no leader');
         return await f(p);
       } catch (err) {
-        if (!(err instanceof NotLeaderError) || attempt >= leaderRetriesMax) throw err;
-        await new Promise((r) => setImmediate(r));
+        if (!(err instanceof NotLeaderError)) throw err;
+        if (attempt < leaderRetriesMax) await new Promise((r) => setImmediate(r));
+        else await this.#nextLeader(deadline, err);
       }
     }
+  }
+
+  /** Resolves when a leader is (or becomes) available; rejects with `cause` once `deadline` passes. */
+  #nextLeader(deadline: number, cause: NotLeaderError): Promise<void> {
+    const onTick = this.#opts.every;
+    if (this.#pipeline !== undefined && this.#opts.now() <= deadline) {
+      // A leader exists but refused: give it a tick before asking again.
+      return new Promise((resolve) => {
+        const cancel = onTick(() => {
+          cancel();
+          resolve();
+        }, this.#opts.heartbeatIntervalMs);
+      });
+    }
+    return new Promise((resolve, reject) => {
+      let cancel: () => void = () => {};
+      const off = this.log.onLeaderChange((leader) => {
+        if (leader === undefined) return;
+        off();
+        cancel();
+        resolve();
+      });
+      cancel = onTick(() => {
+        if (!this.#closed && this.#opts.now() <= deadline) return;
+        off();
+        cancel();
+        reject(this.#closed ? new SchedulerClosedError('the scheduler is closed') : cause);
+      }, this.#opts.heartbeatIntervalMs);
+    });
   }
 
   async #command(cmd: Command): Promise<CommandResult> {

@@ -252,16 +252,24 @@ export function stateDigest(state: SchedulerState): string {
     const v = state.index.get(id);
     return [id, v?.state, v?.allocated, v?.gpuFree];
   });
-  return JSON.stringify({
-    nodes: byId(state.nodes),
-    sandboxes: byId(state.sandboxes),
-    quotas: byId(state.quotas),
-    dedup: state.dedupOrder.toArray().map((rid) => [rid, state.dedup.get(rid)]),
-    usage: [...state.sandboxes.values()]
-      .map((s) => s.tenant)
-      .sort()
-      .filter((t, i, a) => a[i - 1] !== t)
-      .map((t) => [t, state.usage(t)]),
-    alloc,
-  });
+  // Keys sorted at every level: a record rebuilt from a snapshot may list its fields in another order.
+  const canonical = (_k: string, v: unknown): unknown =>
+    v !== null && typeof v === 'object' && !Array.isArray(v)
+      ? Object.fromEntries(Object.entries(v as Record<string, unknown>).sort(([a], [b]) => (a < b ? -1 : 1)))
+      : v;
+  return JSON.stringify(
+    {
+      nodes: byId(state.nodes),
+      sandboxes: byId(state.sandboxes),
+      quotas: byId(state.quotas),
+      dedup: state.dedupOrder.toArray().map((rid) => [rid, state.dedup.get(rid)]),
+      usage: [...state.sandboxes.values()]
+        .map((s) => s.tenant)
+        .sort()
+        .filter((t, i, a) => a[i - 1] !== t)
+        .map((t) => [t, state.usage(t)]),
+      alloc,
+    },
+    canonical,
+  );
 }

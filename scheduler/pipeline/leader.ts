@@ -106,6 +106,9 @@ export class LeaderPipeline {
     this.#cancelTick = opts.every(() => this.#tick(), opts.heartbeatIntervalMs);
   }
 
+  /** Requests whose proposal's outcome is unknown while this pipeline still leads: retried next tick. */
+  #unknown: CreateRequest[] = [];
+
   get pendingCount(): number {
     return this.#pending.size;
   }
@@ -204,10 +207,10 @@ export class LeaderPipeline {
     for (const { req, reason } of verified.retry) this.#replan(req, reason);
     this.stats.batches += 1;
     this.stats.batchedRequests += batch.length;
+    const byId = new Map(batch.map((r) => [r.requestId, r] as const));
     try {
       if (verified.items.length > 0) {
         const results = await proposePlace(this.#log, this.#replica, verified.items, this.#opts.now());
-        const byId = new Map(batch.map((r) => [r.requestId, r] as const));
         for (const r of results) {
           const req = byId.get(r.requestId) as CreateRequest;
           if (r.outcome === 'rejected') this.#replan(req, `${r.error.code}: ${r.error.message}`);
@@ -215,9 +218,16 @@ export class LeaderPipeline {
         }
       }
     } catch (err) {
-      // The entry's fate is unknown (leadership moved): answer no one here; stop() hands the requests
-      // back to their callers, who retry on the new leader with the same ids.
+      // The entry's fate is unknown (leadership moved, or the entry was replaced). If this pipeline is being
+      // stopped, stop() hands the requests back to their callers, who retry on the new leader with the same
+      // ids. If it still leads (it lost and regained leadership between two looks), it proposes them again
+      // on its next tick: the dedup table answers any that did commit, so nothing is placed twice.
       if (!(err instanceof NotLeaderError)) throw err;
+      if (!this.#stopped)
+        for (const item of verified.items) {
+          const req = byId.get(item.requestId);
+          if (req !== undefined && this.#live.get(req.requestId) === req) this.#unknown.push(req);
+        }
     } finally {
       this.stats.batchLatencyMsTotal += this.#opts.now() - startMs;
       this.#planner.settled();
@@ -280,6 +290,14 @@ export class LeaderPipeline {
   #tick(): void {
     if (this.#stopped) return;
     const now = this.#opts.now();
+    const again = this.#unknown;
+    this.#unknown = [];
+    for (const req of again) {
+      if (this.#live.get(req.requestId) !== req) continue;
+      if (now >= req.deadlineMs)
+        this.#fail(req, 'leadership uncertain: the placement could not be confirmed');
+      else this.#batcher.add(req);
+    }
     for (const req of this.#pending.expire(now)) this.#fail(req, req.reason ?? 'no capacity');
     const state = this.#log.machine(this.#replica).state;
     if (this.#heartbeats.size > 0) {
