@@ -350,11 +350,10 @@ export class RaftNode<R> {
   #dropReplaced(entries: readonly Entry[]): void {
     const first = entries[0];
     if (first === undefined || this.#pending.size === 0) return;
-    const last = (entries[entries.length - 1] as Entry).index;
+    // Judged on the log as it is now: entries proposed after this Ready was taken are still there.
+    const log = this.#core.log;
     for (const [index, p] of [...this.#pending]) {
-      if (index < first.index) continue;
-      const now = index <= last ? entries[index - first.index] : undefined;
-      if (now !== undefined && now.term === p.term) continue;
+      if (index < first.index || log.term(index) === p.term) continue;
       this.#settle(index, p, new ProposalDroppedError(`entry ${index} of term ${p.term} was replaced`));
     }
   }

@@ -239,11 +239,8 @@ export class SimRaftLog implements ReplicatedLog {
   #dropReplaced(r: Replica, entries: readonly Entry[]): void {
     const first = entries[0];
     if (first === undefined) return;
-    const last = (entries[entries.length - 1] as Entry).index;
     for (const [index, p] of r.pending) {
-      if (index < first.index) continue;
-      const now = index <= last ? entries[index - first.index] : undefined;
-      if (now !== undefined && now.term === p.term) continue;
+      if (index < first.index || r.node.log.term(index) === p.term) continue;
       r.pending.delete(index);
       p.reject(new NotLeaderError(`entry ${index} was replaced by another leader's`));
     }
