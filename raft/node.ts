@@ -40,7 +40,7 @@ export interface RaftNodeOptions<R> {
   readonly rng: Rng;
   /** Learners of a new cluster (ignored once storage holds a membership). */
   readonly learners?: readonly PeerId[];
-  /** Applied entries between snapshots. Default 10,000; 0 turns snapshots off. */
+  /** Applied entries between snapshots. Default 100,000 (etcd's default); 0 turns snapshots off. */
   readonly snapshotEntries?: number;
   /** Milliseconds per core tick. Default 100 (election after 1–2 s with the default 10 ticks). */
   readonly tickMs?: number;
@@ -324,23 +324,34 @@ export class RaftNode<R> {
         if (p.term === e.term) p.resolve(this.#core.confState());
         else p.reject(new ProposalDroppedError(`membership change at ${e.index} was replaced`));
       }
-      await this.#maybeSnapshot();
+      this.#maybeSnapshot();
     }
   }
 
-  /** Snapshots the state machine once `snapshotEntries` entries were applied since the last snapshot. */
-  async #maybeSnapshot(): Promise<void> {
-    const every = this.#o.snapshotEntries ?? 10_000;
+  /**
+   * Snapshots the state machine once `snapshotEntries` entries were applied since the last snapshot. The
+   * state is serialised now, at the applied index; writing and fsyncing the file runs beside the Ready loop
+   * (one snapshot at a time), so commits do not wait for it.
+   */
+  #maybeSnapshot(): void {
+    const every = this.#o.snapshotEntries ?? 100_000;
     const applied = this.#core.log.applied;
+    if (this.#snapshotting !== undefined) return;
     if (every <= 0 || applied - this.#o.storage.snapshot().meta.index < every) return;
     const data = this.#o.stateMachine.snapshot();
-    try {
-      await this.#o.storage.createSnapshot(applied, this.#core.confState(), data);
-      await this.#o.storage.compact(applied);
-    } catch (err) {
-      this.#fail(err);
-    }
+    const conf = this.#core.confState();
+    this.#snapshotting = (async () => {
+      try {
+        await this.#o.storage.createSnapshot(applied, conf, data);
+        await this.#o.storage.compact(applied);
+      } catch (err) {
+        this.#fail(err);
+      } finally {
+        this.#snapshotting = undefined;
+      }
+    })();
   }
+  #snapshotting: Promise<void> | undefined;
 
   /**
    * Entries from a leader replace this log from their first index on: a proposal made here at or past it
@@ -398,6 +409,7 @@ export class RaftNode<R> {
     this.#closed = true;
     clearInterval(this.#ticker);
     await this.#loop;
+    await this.#snapshotting;
     const closed = (): RaftClosedError =>
       new RaftClosedError('raft node closed', this.#failure === undefined ? {} : { cause: this.#failure });
     for (const [index, p] of [...this.#pending]) this.#settle(index, p, closed());
