@@ -138,6 +138,23 @@ export class RaftNode<R> {
     };
   }
 
+  /**
+   * Registers a listener for role and leader changes (called from the Ready loop, after the change is
+   * persisted); returns its removal. `term` is the term the change happened in.
+   */
+  onRoleChange(listener: (change: { role: Role; leader: PeerId; term: number }) => void): () => void {
+    this.#roleListeners.add(listener);
+    return () => this.#roleListeners.delete(listener);
+  }
+  readonly #roleListeners = new Set<(change: { role: Role; leader: PeerId; term: number }) => void>();
+
+  /** Starts an election now (pre-vote first), e.g. to elect a chosen replica at startup. */
+  campaign(): void {
+    if (this.#closed) return;
+    this.#core.campaign();
+    this.#kick();
+  }
+
   /** On the leader: how far each member's log is known to match (empty on a follower). */
   progress(): ReadonlyMap<PeerId, { readonly match: number; readonly next: number; readonly state: string }> {
     return this.#core.role === 'leader' ? this.#core.progress() : new Map();
@@ -315,6 +332,9 @@ export class RaftNode<R> {
       }
       // 4. Advance; then reads whose index is applied may go, and membership changes are in force.
       this.#core.advance();
+      if (rd.softState !== undefined)
+        for (const l of this.#roleListeners)
+          l({ role: rd.softState.role, leader: rd.softState.leader, term: this.#core.term });
       this.#settleReads();
       for (const e of confApplied) {
         const p = this.#pendingConf.get(e.index);

@@ -306,9 +306,18 @@ export class Scheduler {
     });
   }
 
+  /**
+   * The state a read sees. Linearizable by default: a ReadIndex round on the leader, then the leader's applied
+   * state (this replica may be a follower that is behind). `stale` reads this replica's state at once.
+   */
   async #read(options: ReadOptions) {
-    if (options.stale !== true) await this.log.readIndex(this.#replica);
-    return this.log.machine(this.#replica).state;
+    if (options.stale === true) return this.log.machine(this.#replica).state;
+    return this.#onLeader(async () => {
+      const leader = this.log.leader();
+      if (leader === undefined) throw new NotLeaderError('no leader');
+      await this.log.readIndex(leader);
+      return this.log.machine(leader).state;
+    });
   }
 
   async get(sandboxId: string, options: ReadOptions = {}): Promise<Sandbox | undefined> {
