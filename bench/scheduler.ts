@@ -1,13 +1,15 @@
 /**
- * `npm run bench:scheduler -- --json FILE [--sandboxes N] [--nodes N]`: 3 in-process replicas, 1,000
- * generated nodes, 100,000 creates submitted as fast as the API takes them. Measures the time until all
- * are committed as placed, placements per second, p50/p99 from `create` to its resolution, batches per
- * second and the mean batch size. Seeds are fixed, so runs are comparable.
- *
- * Storage is in memory: the Raft driver with file storage had not landed, so there is no fsync in
- * these figures.
+ * `npm run bench:scheduler -- --json FILE [--sandboxes N] [--nodes N] [--log raft|in-process]`: 3 in-process
+ * replicas of a Raft group (loopback transport, FileStorage in a temp dir with fsync on), 1,000 generated
+ * nodes, 100,000 creates submitted as fast as the API takes them. Measures the time until all are committed
+ * as placed, placements per second, p50/p99 from `create` to its resolution, batches per second and the mean
+ * batch size. Seeds are fixed, so runs are comparable. `--log in-process` runs on the stand-in log (memory,
+ * no Raft) for comparison.
  */
 import { writeFileSync } from 'node:fs';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { type PlacementRequest, planBatch } from '../placement/index.js';
 import { applyCommand, SchedulerState, specDigest } from '../scheduler/state.js';
 import { decodeSnapshot, encodeSnapshot } from '../scheduler/state-machine.js';
@@ -107,7 +109,15 @@ const sandboxes = Number(arg('sandboxes') ?? 100_000);
 const nodes = Number(arg('nodes') ?? 1000);
 const jsonPath = arg('json');
 
-const cluster = await startTestCluster({ seed: 7, nodes, pipeline: { pendingTimeoutMs: 60_000 } });
+const logKind = arg('log') === 'in-process' ? 'in-process' : 'raft';
+const dir = logKind === 'raft' ? await mkdtemp(join(tmpdir(), 'trellis-bench-sched-')) : undefined;
+const cluster = await startTestCluster({
+  seed: 7,
+  nodes,
+  pipeline: { pendingTimeoutMs: 60_000 },
+  log: logKind,
+  ...(dir === undefined ? {} : { dir }),
+});
 const s = cluster.scheduler;
 // Small shapes only, so 100,000 of them fit on 1,000 nodes and every create can be placed.
 const requests = generateRequests(createRng(7), {
@@ -145,6 +155,7 @@ const placedSeconds = (performance.now() - startMs) / 1000;
 const sorted = [...latenciesMs].sort((a, b) => a - b);
 const stats = s.stats();
 const result = {
+  log: logKind === 'raft' ? 'raft, file storage, fsync' : 'in-process (no Raft, memory)',
   sandboxes,
   nodes,
   placed,
@@ -159,4 +170,5 @@ const result = {
 };
 console.log(JSON.stringify(result));
 if (jsonPath !== undefined) writeFileSync(jsonPath, `${JSON.stringify(result, null, 2)}\n`);
-cluster.close();
+await cluster.close();
+if (dir !== undefined) await rm(dir, { recursive: true, force: true });

@@ -21,7 +21,6 @@ import {
   UnknownSandboxError,
   WatchOverflowError,
 } from './errors.js';
-import { InProcessLog } from './in-process-log.js';
 import type { SandboxState } from './lifecycle.js';
 import type { ReplicatedLog } from './log.js';
 import {
@@ -30,6 +29,7 @@ import {
   LeaderPipeline,
   type PipelineOptions,
 } from './pipeline/leader.js';
+import { RaftGroupLog } from './raft-group.js';
 import type { CommandResult } from './state.js';
 import type { Sandbox, SchedulerEvent } from './types.js';
 
@@ -39,9 +39,13 @@ export const leaderRetriesMax = 8;
 export const watchBufferMax = 100_000;
 
 export interface SchedulerConfig {
-  /** Replicas of the in-process cluster when no `log` is given. Default 3. */
+  /** Replicas of the in-process Raft group when no `log` is given. Default 3. */
   readonly replicas?: number;
-  /** A replicated log to run on (the Raft driver); an in-process one by default. */
+  /**
+   * The replicated log to run on. Default: a Raft group of `replicas` in-process replicas on memory storage
+   * (`RaftGroupLog.inMemory`), closed with the scheduler. Pass `await RaftGroupLog.open({ dir })` for fsynced
+   * file storage, or `InProcessLog` for a log without Raft (deterministic unit tests).
+   */
   readonly log?: ReplicatedLog;
   /** The replica this scheduler reads from. Default 0. */
   readonly replica?: number;
@@ -95,6 +99,7 @@ export class Scheduler {
   readonly #replica: number;
   readonly #opts: PipelineOptions;
   readonly #leaderWaitMs: number;
+  readonly #ownsLog: boolean;
   #pipeline: LeaderPipeline | undefined;
   #closed = false;
   readonly #unsubscribe: () => void;
@@ -110,7 +115,9 @@ export class Scheduler {
   };
 
   constructor(config: SchedulerConfig = {}) {
-    this.log = config.log ?? new InProcessLog(config.replicas ?? 3);
+    // The embedded default: a real Raft group of in-process replicas on memory storage.
+    this.#ownsLog = config.log === undefined;
+    this.log = config.log ?? RaftGroupLog.inMemory({ replicas: config.replicas ?? 3 });
     this.#leaderWaitMs = config.leaderWaitMs ?? 10_000;
     this.#replica = config.replica ?? 0;
     assert(this.#replica < this.log.size, 'replica out of range', {
@@ -409,11 +416,13 @@ export class Scheduler {
   }
 
   /** Stops the pipeline; calls in progress reject with SchedulerClosedError or NotLeaderError. */
-  close(): void {
+  /** Stops the pipeline; a Raft group the scheduler created itself is closed too (its timers stop). */
+  async close(): Promise<void> {
     this.#closed = true;
     this.#unsubscribe();
     this.#pipeline?.stop();
     this.#pipeline = undefined;
+    if (this.#ownsLog && this.log instanceof RaftGroupLog) await this.log.close();
   }
 }
 

@@ -106,9 +106,6 @@ export class LeaderPipeline {
     this.#cancelTick = opts.every(() => this.#tick(), opts.heartbeatIntervalMs);
   }
 
-  /** Requests whose proposal's outcome is unknown while this pipeline still leads: retried next tick. */
-  #unknown: CreateRequest[] = [];
-
   get pendingCount(): number {
     return this.#pending.size;
   }
@@ -218,16 +215,14 @@ export class LeaderPipeline {
         }
       }
     } catch (err) {
-      // The entry's fate is unknown (leadership moved, or the entry was replaced). If this pipeline is being
-      // stopped, stop() hands the requests back to their callers, who retry on the new leader with the same
-      // ids. If it still leads (it lost and regained leadership between two looks), it proposes them again
-      // on its next tick: the dedup table answers any that did commit, so nothing is placed twice.
+      // The entry's fate is unknown (leadership moved, a transfer refused it, or it was replaced). Its
+      // requests go back to their callers with NotLeaderError, and they retry with the same ids on whichever
+      // replica leads: the dedup table answers any that did commit, so nothing is placed twice.
       if (!(err instanceof NotLeaderError)) throw err;
-      if (!this.#stopped)
-        for (const item of verified.items) {
-          const req = byId.get(item.requestId);
-          if (req !== undefined && this.#live.get(req.requestId) === req) this.#unknown.push(req);
-        }
+      for (const item of verified.items) {
+        const req = byId.get(item.requestId);
+        if (req !== undefined && this.#settle(req)) rejectAll(req, err);
+      }
     } finally {
       this.stats.batchLatencyMsTotal += this.#opts.now() - startMs;
       this.#planner.settled();
@@ -290,14 +285,6 @@ export class LeaderPipeline {
   #tick(): void {
     if (this.#stopped) return;
     const now = this.#opts.now();
-    const again = this.#unknown;
-    this.#unknown = [];
-    for (const req of again) {
-      if (this.#live.get(req.requestId) !== req) continue;
-      if (now >= req.deadlineMs)
-        this.#fail(req, 'leadership uncertain: the placement could not be confirmed');
-      else this.#batcher.add(req);
-    }
     for (const req of this.#pending.expire(now)) this.#fail(req, req.reason ?? 'no capacity');
     const state = this.#log.machine(this.#replica).state;
     if (this.#heartbeats.size > 0) {

@@ -1,5 +1,5 @@
 /**
- * The cluster demo behind `trellis demo`: 3 in-process replicas, a few hundred registered nodes,
+ * The cluster demo behind `trellis cluster-demo`: a 3-replica Raft group in process, a few hundred registered nodes,
  * thousands of creates and terminates, a leadership move in the middle, and a summary a person can read:
  * how many were placed, how many refused and why, batch latency and placements per second.
  */
@@ -99,6 +99,7 @@ export async function runClusterDemo(options: ClusterDemoOptions = {}): Promise<
   }
   await Promise.all(pending);
   const placedSeconds = (performance.now() - startMs) / 1000;
+  await cluster.converged();
   const stats = s.stats();
   const summary: ClusterDemoSummary = {
     placed: stats.placed,
@@ -121,7 +122,7 @@ export async function runClusterDemo(options: ClusterDemoOptions = {}): Promise<
     `  throughput ${summary.placementsPerSec.toFixed(0)} placements/s over ${placedSeconds.toFixed(2)} s\n`,
   );
   out.write(`  replicas   ${summary.replicasEqual ? 'all 3 hold the same state' : 'DIVERGED'}\n`);
-  cluster.close();
+  await cluster.close();
   return summary;
 }
 

@@ -1,11 +1,14 @@
 /**
- * An in-process scheduler cluster for tests, users' included: 3 replicas over the in-process log, nodes
- * registered from a seeded generator, and the handles a test needs — move leadership, compare the
- * replicas, close everything.
+ * An in-process scheduler cluster for tests, users' included: 3 replicas of a real Raft group (memory
+ * storage, or fsynced files under `dir`), nodes registered from a seeded generator, and the handles a test
+ * needs — move leadership, compare the replicas, close everything. `log: 'in-process'` swaps Raft for the
+ * deterministic stand-in log (no timers: for simulations that drive time themselves).
  */
 
 import type { NodeSpec } from '../../placement/index.js';
 import { InProcessLog } from '../../scheduler/in-process-log.js';
+import type { ReplicatedLog } from '../../scheduler/log.js';
+import { RaftGroupLog } from '../../scheduler/raft-group.js';
 import { createScheduler, type Scheduler, type SchedulerConfig } from '../../scheduler/scheduler.js';
 import { stateDigest } from '../../scheduler/state-machine.js';
 import { createRng } from '../lib/prng.js';
@@ -20,22 +23,38 @@ export interface TestClusterOptions {
   readonly pipeline?: SchedulerConfig['pipeline'];
   readonly now?: () => number;
   readonly every?: SchedulerConfig['every'];
+  /** `raft` (default): a Raft group; `in-process`: the stand-in log, no elections or timers. */
+  readonly log?: 'raft' | 'in-process';
+  /** With `log: 'raft'`: keep each replica's WAL and snapshots under this directory (fsync on). */
+  readonly dir?: string;
 }
 
 export interface TestCluster {
   readonly scheduler: Scheduler;
-  readonly log: InProcessLog;
+  readonly log: ReplicatedLog;
   readonly nodes: readonly NodeSpec[];
-  /** Moves leadership to the next replica (round robin) and returns its index. */
+  /**
+   * Moves leadership to the next replica (round robin) and returns its index: at once on the in-process
+   * log; by Raft leadership transfer (in the background) on a Raft group.
+   */
   changeLeader(): number;
   /** True when every replica's committed state is the same. */
   replicasEqual(): boolean;
-  close(): void;
+  /** On a Raft group: resolves once every replica has applied the same state (or rejects after 10 s). */
+  converged(): Promise<void>;
+  close(): Promise<void>;
 }
 
 /** Starts an in-process cluster and registers its nodes. */
 export async function startTestCluster(options: TestClusterOptions = {}): Promise<TestCluster> {
-  const log = new InProcessLog(options.replicas ?? 3);
+  const log =
+    options.log === 'in-process'
+      ? new InProcessLog(options.replicas ?? 3)
+      : await RaftGroupLog.open({
+          replicas: options.replicas ?? 3,
+          ...(options.dir === undefined ? {} : { dir: options.dir }),
+          seed: options.seed ?? 1,
+        });
   const scheduler = createScheduler({
     log,
     ...(options.pipeline === undefined ? {} : { pipeline: options.pipeline }),
@@ -53,16 +72,26 @@ export async function startTestCluster(options: TestClusterOptions = {}): Promis
     nodes,
     changeLeader() {
       const next = ((log.leader() ?? 0) + 1) % log.size;
-      log.changeLeader(next);
+      if (log instanceof InProcessLog) log.changeLeader(next);
+      else void log.transferLeadership(next).catch(() => {});
       return next;
     },
-    replicasEqual() {
-      const first = stateDigest(log.machine(0).state);
-      for (let r = 1; r < log.size; r++) if (stateDigest(log.machine(r).state) !== first) return false;
-      return true;
+    replicasEqual,
+    async converged() {
+      const deadline = Date.now() + 10_000;
+      while (!replicasEqual()) {
+        if (Date.now() > deadline) throw new Error('replicas did not converge within 10 s');
+        await new Promise((r) => setTimeout(r, 5));
+      }
     },
-    close() {
-      scheduler.close();
+    async close() {
+      await scheduler.close();
+      if (log instanceof RaftGroupLog) await log.close();
     },
   };
+  function replicasEqual(): boolean {
+    const first = stateDigest(log.machine(0).state);
+    for (let r = 1; r < log.size; r++) if (stateDigest(log.machine(r).state) !== first) return false;
+    return true;
+  }
 }

@@ -8,8 +8,8 @@
  * by the simulation, or lost with its node), no sandbox was placed twice, no node is over capacity in
  * any replica, all replicas are equal, every refused create carries a typed error with a reason.
  *
- * Missing against the issue: Raft faults (drops, partitions, crashes) — the Raft driver had not landed,
- * so leadership moves with the uncommitted tail dropped stand in for them.
+ * This one runs on the in-process stand-in log, whose leadership moves drop the uncommitted tail; the same
+ * scheduler on real Raft under drops, partitions and crashes is `scheduler-raft.test.ts`.
  */
 import { describe, expect, it } from 'vitest';
 import { stateDigest } from '../../scheduler/state-machine.js';
@@ -35,6 +35,7 @@ async function simulate(seed: number): Promise<string> {
     }
   };
   const cluster = await startTestCluster({
+    log: 'in-process',
     seed,
     nodes: 50,
     now: () => nowMs,
@@ -133,7 +134,7 @@ async function simulate(seed: number): Promise<string> {
   }
   expect(acked.size).toBeGreaterThan(operationsPerSeed / 4);
   for (const id of silent) expect(state.nodes.get(id)?.spec.state).toBe('down');
-  cluster.close();
+  await cluster.close();
   return stateDigest(state);
 }
 
