@@ -1,6 +1,7 @@
 /**
- * `trellis`: the embedding API. `createScheduler()` starts a scheduler on an in-process cluster of three
- * replicas; see docs/scheduler.md for the lifecycle, the errors each call throws and an example.
+ * `trellis`: the embedding API. `createScheduler()` starts a scheduler on an in-process Raft group of three
+ * replicas (`RaftGroupLog`; pass `RaftGroupLog.open({ dir })` for fsynced file storage); see
+ * docs/scheduler.md for the lifecycle, the errors each call throws and an example.
  */
 
 export type { NodeSpec, NodeView, Resources } from '../placement/index.js';
@@ -21,6 +22,7 @@ export { InProcessLog } from '../scheduler/in-process-log.js';
 export type { ResumePolicy, SandboxState } from '../scheduler/lifecycle.js';
 export { sandboxStates } from '../scheduler/lifecycle.js';
 export type { ReplicatedLog } from '../scheduler/log.js';
+export { RaftGroupLog, type RaftGroupOptions } from '../scheduler/raft-group.js';
 export type {
   CreateOptions,
   ListFilter,
