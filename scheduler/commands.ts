@@ -159,6 +159,14 @@ export const commandSchema = z.discriminatedUnion('type', [
     gpuDevices: gpuDevicesSchema.optional(),
   }),
   z.strictObject({ type: z.literal('quota.set'), atMs: timeMs, tenant: idSchema, quota: quotaSchema }),
+  z.strictObject({
+    /** Stateless sandboxes lost with their node, placed again where the leader found room. */
+    type: z.literal('replace'),
+    atMs: timeMs,
+    items: z
+      .array(z.strictObject({ sandboxId: idSchema, nodeId: idSchema, gpuDevices: gpuDevicesSchema }))
+      .max(commandItemsMax),
+  }),
 ]);
 export type Command = z.output<typeof commandSchema>;
 export type CommandType = Command['type'];

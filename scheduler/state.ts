@@ -413,7 +413,64 @@ function applyTo(draft: Draft, cmd: Command): CommandResult {
     case 'quota.set':
       draft.d.quotas = draft.d.quotas.set(cmd.tenant, Object.freeze({ ...cmd.quota }));
       return { ok: true };
+    case 'replace':
+      return replace(draft, cmd.items);
   }
+}
+
+/**
+ * Places lost stateless sandboxes again (lost → placed). Each item is checked alone against the state as it
+ * is now — still lost, still stateless, the node ready with room — and refused alone, so a plan made on an
+ * older snapshot can never over-commit a node. Usage is unchanged: a lost sandbox still counts for its tenant.
+ */
+function replace(
+  draft: Draft,
+  items: readonly { sandboxId: string; nodeId: string; gpuDevices: Sandbox['gpuDevices'] }[],
+): CommandResult {
+  const itemErrors: ErrorResult[] = [];
+  for (const item of items) {
+    const sb = draft.d.sandboxes.get(item.sandboxId);
+    if (sb === undefined) {
+      itemErrors.push(errorResult(new UnknownSandboxError(`sandbox ${item.sandboxId} does not exist`)));
+      continue;
+    }
+    if (sb.state !== 'lost' || sb.spec.stateless !== true) {
+      itemErrors.push(
+        errorResult(
+          new IllegalTransitionError(`sandbox ${sb.id} is ${sb.state}, not a lost stateless sandbox`),
+        ),
+      );
+      continue;
+    }
+    const rec = draft.d.nodes.get(item.nodeId);
+    const slot = draft.reader.slotOf(item.nodeId);
+    const shape = shapeOf(sb.spec, sb.tenant, item.gpuDevices);
+    if (
+      rec === undefined ||
+      rec.spec.state !== 'ready' ||
+      slot === undefined ||
+      !draft.builder.fitsSlot(slot, shape)
+    ) {
+      itemErrors.push(
+        errorResult(new NoCapacityError(`sandbox ${sb.id}: node ${item.nodeId} cannot take it`)),
+      );
+      continue;
+    }
+    transition(sb.id, sb.state, 'placed');
+    draft.builder.allocate(item.nodeId, shape);
+    const { reason: _reason, ...rest } = sb;
+    const next: Sandbox = Object.freeze({
+      ...rest,
+      state: 'placed',
+      nodeId: item.nodeId,
+      gpuDevices: item.gpuDevices,
+      updatedAtMs: draft.atMs,
+    });
+    draft.d.sandboxes = draft.d.sandboxes.set(sb.id, next);
+    draft.linkNode(item.nodeId, sb.id, 1);
+    draft.event(next, 'placed', undefined, 'lost');
+  }
+  return itemErrors.length === 0 ? ok : { ok: true, itemErrors };
 }
 
 const ok: CommandResult = Object.freeze({ ok: true });

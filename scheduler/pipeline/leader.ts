@@ -11,8 +11,10 @@
  * lives only while its replica leads; a new leader starts a fresh one from committed state, and callers
  * whose requests were in the old one retry there with the same request id (see scheduler.ts).
  */
+
+import { planBatch } from '../../placement/index.js';
 import { assert } from '../../src/lib/assert.js';
-import { checkQuota, checkRequestId } from '../admission.js';
+import { checkQuota, checkRequestId, placementRequestOf } from '../admission.js';
 import { commandCodec, type SandboxSpec } from '../commands.js';
 import { NoCapacityError, NotLeaderError, OverloadedError } from '../errors.js';
 import { holdsAllocation } from '../lifecycle.js';
@@ -104,7 +106,15 @@ export class LeaderPipeline {
     );
     this.#unsubscribe = log.machine(replica).onApply((applied) => this.#onCommitted(applied.events));
     this.#cancelTick = opts.every(() => this.#tick(), opts.heartbeatIntervalMs);
+    // Rebuilt from committed state: lost stateless sandboxes a previous leader had not placed again yet.
+    for (const sb of log.machine(replica).state.sandboxes.values())
+      if (sb.state === 'lost' && sb.spec.stateless === true) this.#lost.add(sb.id);
   }
+
+  /** Lost stateless sandboxes waiting to be placed again; retried when capacity frees. */
+  readonly #lost = new Set<string>();
+  #lostDirty = true;
+  #replacing = false;
 
   get pendingCount(): number {
     return this.#pending.size;
@@ -269,23 +279,68 @@ export class LeaderPipeline {
 
   /** Committed events that free capacity wake the pending queue (once per committed entry). */
   #onCommitted(events: readonly SchedulerEvent[]): void {
-    if (this.#stopped || this.#pending.size === 0) return;
+    if (this.#stopped) return;
+    for (const e of events) {
+      if (e.kind !== 'sandbox' || e.to !== 'lost') continue;
+      const sb = this.#log.machine(this.#replica).state.sandbox(e.sandboxId);
+      if (sb?.spec.stateless === true) {
+        this.#lost.add(sb.id);
+        this.#lostDirty = true;
+      }
+    }
+    if (this.#pending.size === 0 && this.#lost.size === 0) return;
     const frees = events.some(
       (e) =>
         (e.kind === 'sandbox' && e.from !== 'none' && holdsAllocation(e.from) && !holdsAllocation(e.to)) ||
         (e.kind === 'node' && (e.change === 'registered' || e.change === 'updated' || e.state === 'ready')),
     );
     if (!frees) return;
+    this.#lostDirty = true;
     for (const req of this.#pending.wake()) {
       req.replans = 0;
       this.#batcher.add(req);
     }
   }
 
+  /**
+   * Places lost stateless sandboxes again, one `replace` entry at a time, when some were lost or capacity
+   * freed since the last try. Those that fit nowhere stay lost and are tried again on the next change.
+   */
+  #replaceLost(now: number): void {
+    if (this.#lost.size === 0 || !this.#lostDirty || this.#replacing) return;
+    this.#lostDirty = false;
+    const state = this.#log.machine(this.#replica).state;
+    const candidates: Sandbox[] = [];
+    for (const id of this.#lost) {
+      const sb = state.sandbox(id);
+      if (sb === undefined || sb.state !== 'lost') this.#lost.delete(id);
+      else candidates.push(sb);
+    }
+    if (candidates.length === 0) return;
+    const plan = planBatch(
+      state.index,
+      candidates.map((sb) => placementRequestOf(sb.id, sb.spec, undefined)),
+    );
+    if (plan.placements.length === 0) return;
+    this.#replacing = true;
+    const items = plan.placements.map((p) => ({
+      sandboxId: p.requestId,
+      nodeId: p.nodeId,
+      gpuDevices: p.gpuDevices.map((g) => ({ ...g })),
+    }));
+    void this.propose(commandCodec.encode({ type: 'replace', atMs: now, items }))
+      .catch(() => {})
+      .finally(() => {
+        this.#replacing = false;
+        this.#lostDirty = true;
+      });
+  }
+
   #tick(): void {
     if (this.#stopped) return;
     const now = this.#opts.now();
     for (const req of this.#pending.expire(now)) this.#fail(req, req.reason ?? 'no capacity');
+    this.#replaceLost(now);
     const state = this.#log.machine(this.#replica).state;
     if (this.#heartbeats.size > 0) {
       const nodeIds = [...this.#heartbeats];

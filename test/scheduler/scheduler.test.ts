@@ -5,6 +5,14 @@ import { createScheduler } from '../../scheduler/scheduler.js';
 import { stateDigest } from '../../scheduler/state-machine.js';
 import { node, spec } from './fixtures.js';
 
+async function until(cond: () => Promise<boolean>, what: string, timeoutMs = 5_000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (!(await cond())) {
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 5));
+  }
+}
+
 describe('scheduler API', () => {
   it('scheduler - creates resolve once committed, batched, on every replica, within capacity', async () => {
     // Submits 200 creates of 0.2 cores in one burst onto 10 nodes of 4 cores, which they fill exactly;
@@ -165,5 +173,45 @@ describe('scheduler API', () => {
     expect((await running).state).toBe('running');
     await events.return?.();
     s.close();
+  });
+});
+
+describe('scheduler - node death and stateless sandboxes', () => {
+  it('scheduler - a stateless sandbox lost with its node is placed again; a stateful one stays lost', async () => {
+    // Two sandboxes on n1, one stateless; n1 goes down. The leader must commit a `replace` that puts the
+    // stateless one on n2 (lost → placed), while the stateful one stays lost with its reason.
+    const log = new InProcessLog(3);
+    const s = createScheduler({ log, pipeline: { heartbeatIntervalMs: 5 } });
+    await s.registerNode(node('n1'));
+    const a = await s.create(spec('t1', 500, 512, { stateless: true }), { requestId: 'a' });
+    const b = await s.create(spec('t1', 500, 512), { requestId: 'b' });
+    expect(a.nodeId).toBe('n1');
+    await s.registerNode(node('n2'));
+    await s.setNodeState('n1', 'down');
+    await until(async () => (await s.get(a.id))?.state === 'placed', 'the stateless sandbox placed again');
+    expect(await s.get(a.id)).toMatchObject({ state: 'placed', nodeId: 'n2' });
+    expect(await s.get(b.id)).toMatchObject({ state: 'lost', reason: 'node n1 went down' });
+    for (const v of await s.nodes()) expect(v.allocated.cpu).toBeLessThanOrEqual(v.spec.capacity.cpu);
+    expect(new Set([0, 1, 2].map((r) => stateDigest(log.machine(r).state))).size).toBe(1);
+    await s.close();
+  });
+
+  it('scheduler - a lost stateless sandbox waits for room, and a new leader picks the work up from state', async () => {
+    // n1 dies while n2 is full: the stateless sandbox stays lost. Leadership moves; the new leader finds it
+    // in committed state, and once n2 frees room it is placed there.
+    const log = new InProcessLog(3);
+    const s = createScheduler({ log, pipeline: { heartbeatIntervalMs: 5 } });
+    await s.registerNode(node('n1', 1000));
+    await s.registerNode(node('n2', 1000));
+    const a = await s.create(spec('t1', 600, 512, { stateless: true }), { requestId: 'a' });
+    const filler = await s.create(spec('t1', 600, 512), { requestId: 'filler' });
+    expect(new Set([a.nodeId, filler.nodeId]).size).toBe(2);
+    await s.setNodeState(a.nodeId as string, 'down');
+    await new Promise((r) => setTimeout(r, 30));
+    expect((await s.get(a.id))?.state).toBe('lost');
+    log.changeLeader(1);
+    await s.terminate(filler.id);
+    await until(async () => (await s.get(a.id))?.state === 'placed', 'placed once room freed');
+    await s.close();
   });
 });

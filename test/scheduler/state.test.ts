@@ -1,5 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { commandCodec } from '../../scheduler/commands.js';
+import { applyCommand } from '../../scheduler/state.js';
 import {
   decodeSnapshot,
   encodeSnapshot,
@@ -143,5 +144,43 @@ describe('scheduler state', () => {
     expect(bad.ok).toBe(false);
     expect(sm.state.applied).toBe(3);
     expect(sm.state.nodes.has('n1')).toBe(true);
+  });
+});
+
+describe('scheduler state - replace', () => {
+  it('scheduler state - replace places a lost stateless sandbox again and refuses anything else, item by item', () => {
+    // s1 (stateless) and s2 are lost with n1; a replace of s1 to n2 commits, while s2 (stateful), an
+    // unknown id and a move onto a node without room are refused alone with typed errors.
+    const { state } = run([
+      { type: 'node.register', atMs: 1, spec: node('n1') },
+      { type: 'node.register', atMs: 1, spec: node('n2', 1000) },
+      placeCmd([
+        ['s1', spec('t1', 800, 512, { stateless: true }), 'n1'],
+        ['s2', spec('t1', 800, 512), 'n1'],
+        ['s3', spec('t1', 800, 512, { stateless: true }), 'n1'],
+      ]),
+      { type: 'node.state', atMs: 2, nodeId: 'n1', state: 'down' },
+    ]);
+    const r = applyCommand(
+      state,
+      {
+        type: 'replace',
+        atMs: 3,
+        items: [
+          { sandboxId: 's1', nodeId: 'n2', gpuDevices: [] },
+          { sandboxId: 's2', nodeId: 'n2', gpuDevices: [] },
+          { sandboxId: 'nope', nodeId: 'n2', gpuDevices: [] },
+          { sandboxId: 's3', nodeId: 'n2', gpuDevices: [] },
+        ],
+      },
+      state.applied + 1,
+    );
+    expect(r.state.sandbox('s1')).toMatchObject({ state: 'placed', nodeId: 'n2' });
+    expect(r.state.sandbox('s1')?.reason).toBeUndefined();
+    expect(r.state.sandbox('s2')?.state).toBe('lost');
+    expect(r.state.sandbox('s3')?.state).toBe('lost'); // n2 (1,000 mcpu) has no room left after s1
+    const codes = (r.result.ok ? (r.result.itemErrors ?? []) : []).map((e: { code: string }) => e.code);
+    expect(codes).toEqual(['SCHED_ILLEGAL_TRANSITION', 'SCHED_UNKNOWN_SANDBOX', 'SCHED_NO_CAPACITY']);
+    expect(r.state.index.get('n2')?.allocated.cpu).toBe(800);
   });
 });
