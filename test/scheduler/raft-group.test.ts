@@ -2,9 +2,13 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
+import { commandCodec } from '../../scheduler/commands.js';
+import { NotLeaderError } from '../../scheduler/errors.js';
 import { RaftGroupLog } from '../../scheduler/raft-group.js';
 import { createScheduler } from '../../scheduler/scheduler.js';
 import { stateDigest } from '../../scheduler/state-machine.js';
+import type { Sandbox } from '../../scheduler/types.js';
+import { startTestCluster } from '../../src/testing/cluster.js';
 import { until } from '../helpers/until.js';
 import { node, spec } from './fixtures.js';
 
@@ -25,37 +29,110 @@ describe('scheduler on a Raft group', () => {
     expect(created.every((c) => c.state === 'placed')).toBe(true);
     for (const v of await s.nodes()) expect(v.allocated.cpu).toBeLessThanOrEqual(v.spec.capacity.cpu);
     await until(() => digestsEqual(log, [0, 1, 2]), 'replicas converge');
-    s.close();
+    await s.close();
     await log.close();
   });
 
   it('scheduler raft - the leader stops mid-burst: a new one is elected, nothing lost, nothing placed twice', async () => {
-    // Starts 400 creates, stops the leader's replica while they are in flight; Raft elects another and
-    // the scheduler retries the unanswered ones there with the same request ids. Every create resolves,
-    // the committed sandboxes are exactly the 400 ids, and the two live replicas agree.
+    // Stops the leader's replica the moment the 50th of 400 creates is acknowledged; Raft elects another and
+    // the scheduler retries the unanswered ones there with the same request ids. Every create resolves, the
+    // acknowledged ones kept their sandbox and node, the committed sandboxes are exactly the 400 request ids
+    // with each node's allocation their sum, and the restarted replica catches up.
     const log = RaftGroupLog.inMemory({ replicas: 3 });
     const s = createScheduler({ log, pipeline: { batchSizeMax: 16 } });
     for (let i = 0; i < 20; i++) await s.registerNode(node(`n${i}`));
-    const pending = Array.from({ length: 400 }, (_, i) =>
-      s.create(spec('t1', 100, 100), { requestId: `r${i}` }),
-    );
-    await new Promise((r) => setTimeout(r, 5));
     const old = log.leader() as number;
-    await log.stop(old);
+    const acked = new Map<string, Sandbox>();
+    let ackedAtStop: Map<string, Sandbox> | undefined;
+    let stopped: Promise<void> | undefined;
+    const pending = Array.from({ length: 400 }, (_, i) =>
+      s.create(spec('t1', 100, 100), { requestId: `r${i}` }).then((sb) => {
+        acked.set(`r${i}`, sb);
+        if (acked.size === 50) {
+          ackedAtStop = new Map(acked);
+          stopped = log.stop(old);
+        }
+        return sb;
+      }),
+    );
     const created = await Promise.all(pending);
+    await stopped;
+    expect(ackedAtStop?.size).toBe(50);
     expect(new Set(created.map((c) => c.id)).size).toBe(400);
     const leader = log.leader() as number;
     expect(leader).not.toBe(old);
     const state = log.machine(leader).state;
+    for (const [requestId, sb] of ackedAtStop ?? []) {
+      const now = state.sandbox(sb.id);
+      expect(now?.requestId).toBe(requestId);
+      expect(now?.nodeId).toBe(sb.nodeId);
+    }
     expect(state.sandboxes.size).toBe(400);
     expect(new Set([...state.sandboxes.values()].map((sb) => sb.requestId)).size).toBe(400);
+    for (const id of state.nodes.keys()) {
+      const onNode = [...state.sandboxesOfNode(id)].length;
+      expect(state.index.get(id)?.allocated.cpu).toBe(onNode * 100);
+    }
     const live = [0, 1, 2].filter((r) => r !== old);
     await until(() => digestsEqual(log, live), 'live replicas converge');
     // The stopped replica comes back from its storage and catches up.
     await log.restart(old);
     await until(() => digestsEqual(log, [0, 1, 2]), 'the restarted replica converges');
-    s.close();
+    await s.close();
     await log.close();
+  });
+
+  it('scheduler raft - refusals become NotLeaderError and leader changes reach the listeners', async () => {
+    // The ReplicatedLog contract on Raft: a follower refuses proposals and reads with the scheduler's
+    // NotLeaderError, so does a stopped replica; stopping the leader tells listeners "no leader", then
+    // the replica Raft elects, which leader() reports and which accepts proposals.
+    const log = RaftGroupLog.inMemory({ replicas: 3 });
+    const seen: (number | undefined)[] = [];
+    log.onLeaderChange((l) => seen.push(l));
+    await until(() => log.leader() !== undefined, 'a first leader');
+    const old = log.leader() as number;
+    const follower = (old + 1) % 3;
+    const register = (id: string) => commandCodec.encode({ type: 'node.register', atMs: 1, spec: node(id) });
+    await expect(log.propose(follower, register('a'))).rejects.toBeInstanceOf(NotLeaderError);
+    await expect(log.readIndex(follower)).rejects.toBeInstanceOf(NotLeaderError);
+    expect((await log.propose(old, register('b'))).ok).toBe(true);
+    await log.stop(old);
+    expect(seen.at(-1)).toBeUndefined();
+    await expect(log.propose(old, register('c'))).rejects.toBeInstanceOf(NotLeaderError);
+    await until(() => log.leader() !== undefined, 'a new leader');
+    const leader = log.leader() as number;
+    expect(leader).not.toBe(old);
+    expect(seen.at(-1)).toBe(leader);
+    expect(log.node(leader).status().role).toBe('leader');
+    expect((await log.propose(leader, register('d'))).ok).toBe(true);
+    await log.readIndex(leader);
+    expect([...log.machine(leader).state.nodes.keys()].sort()).toEqual(['b', 'd']);
+    await log.close();
+  });
+
+  it('testing cluster - on Raft, changeLeader moves leadership by transfer mid-burst and the replicas converge', async () => {
+    // startTestCluster's default log is a Raft group: a leadership transfer started when 100 of 300
+    // creates are acknowledged completes, every create resolves to its own sandbox, and all three
+    // replicas end with the same state.
+    const c = await startTestCluster({ nodes: 20, seed: 5 });
+    const first = c.log.leader();
+    let target: number | undefined;
+    let done = 0;
+    const created = await Promise.all(
+      Array.from({ length: 300 }, (_, i) =>
+        c.scheduler.create(spec('t1', 100, 100), { requestId: `t${i}` }).then((sb) => {
+          if (++done === 100) target = c.changeLeader();
+          return sb;
+        }),
+      ),
+    );
+    expect(target).not.toBe(first);
+    await until(() => c.log.leader() === target, 'leadership on the transfer target');
+    expect(new Set(created.map((sb) => sb.id)).size).toBe(300);
+    expect((await c.scheduler.list()).length).toBe(300);
+    await c.converged();
+    expect(c.replicasEqual()).toBe(true);
+    await c.close();
   });
 
   it('scheduler raft - on file storage the committed state survives closing and reopening the group', async () => {
@@ -69,13 +146,13 @@ describe('scheduler on a Raft group', () => {
       const made = await Promise.all(
         Array.from({ length: 20 }, (_, i) => s.create(spec('t1', 100, 100), { requestId: `f${i}` })),
       );
-      s.close();
+      await s.close();
       await log.close();
       const again = await RaftGroupLog.open({ dir });
       const s2 = createScheduler({ log: again });
       const listed = await s2.list();
       expect(listed.map((sb) => sb.id).sort()).toEqual(made.map((sb) => sb.id).sort());
-      s2.close();
+      await s2.close();
       await again.close();
     } finally {
       await rm(dir, { recursive: true, force: true });
