@@ -25,7 +25,7 @@ import {
   TimeoutError,
 } from './errors.js';
 import type { StateMachine } from './state-machine.js';
-import type { Storage } from './storage/storage.js';
+import { type Storage, updateOf } from './storage/storage.js';
 import type { Transport } from './transport.js';
 
 /** Proposals waiting for their entry to commit, at most. */
@@ -297,14 +297,7 @@ export class RaftNode<R> {
       const rd = this.#core.ready();
       try {
         // 1. Persist before anything that depends on it is sent.
-        await this.#o.storage.save(
-          {
-            entries: rd.entries,
-            ...(rd.hardState === undefined ? {} : { hardState: rd.hardState }),
-            ...(rd.snapshot === undefined ? {} : { snapshot: rd.snapshot }),
-          },
-          rd.mustSync,
-        );
+        await this.#o.storage.save(updateOf(rd), rd.mustSync);
       } catch (err) {
         this.#fail(err);
         return;

@@ -442,15 +442,8 @@ function replace(
       );
       continue;
     }
-    const rec = draft.d.nodes.get(item.nodeId);
-    const slot = draft.reader.slotOf(item.nodeId);
     const shape = shapeOf(sb.spec, sb.tenant, item.gpuDevices);
-    if (
-      rec === undefined ||
-      rec.spec.state !== 'ready' ||
-      slot === undefined ||
-      !draft.builder.fitsSlot(slot, shape)
-    ) {
+    if (!nodeCanTake(draft, item.nodeId, shape)) {
       itemErrors.push(
         errorResult(new NoCapacityError(`sandbox ${sb.id}: node ${item.nodeId} cannot take it`)),
       );
@@ -474,6 +467,18 @@ function replace(
 }
 
 const ok: CommandResult = Object.freeze({ ok: true });
+
+/** True when the node is registered, ready, and has room for the shape now. */
+function nodeCanTake(draft: Draft, nodeId: string, shape: ReturnType<typeof shapeOf>): boolean {
+  const rec = draft.d.nodes.get(nodeId);
+  const slot = draft.reader.slotOf(nodeId);
+  return (
+    rec !== undefined &&
+    rec.spec.state === 'ready' &&
+    slot !== undefined &&
+    draft.builder.fitsSlot(slot, shape)
+  );
+}
 
 function requireNode(draft: Draft, nodeId: string): NodeRecord {
   const rec = draft.d.nodes.get(nodeId);
@@ -693,15 +698,8 @@ function resume(
       `sandbox ${sb.id}: policy ${policy} resumes only on ${String(sb.snapshotNodeId)}`,
     );
   }
-  const rec = nodeId === undefined ? undefined : draft.d.nodes.get(nodeId);
-  const slot = nodeId === undefined ? undefined : draft.reader.slotOf(nodeId);
   const shape = shapeOf(sb.spec, sb.tenant, gpuDevices);
-  const fits =
-    rec !== undefined &&
-    rec.spec.state === 'ready' &&
-    slot !== undefined &&
-    draft.builder.fitsSlot(slot, shape);
-  if (!fits || nodeId === undefined) {
+  if (nodeId === undefined || !nodeCanTake(draft, nodeId, shape)) {
     const reason = nodeId === undefined ? 'no node can take it' : `node ${nodeId} cannot take it`;
     if (policy === 'fail') {
       draft.setState(sb, 'failed', { reason: `resume: ${reason}` });

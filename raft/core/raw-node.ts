@@ -775,15 +775,16 @@ export class RawNode {
   }
 
   #stepFollower(m: Message): void {
+    if (m.type === 'append' || m.type === 'heartbeat' || m.type === 'snapshot') {
+      // Word from the leader of our term: it is alive, and it is the leader.
+      this.#electionElapsed = 0;
+      this.#leader = m.from;
+    }
     switch (m.type) {
       case 'append':
-        this.#electionElapsed = 0;
-        this.#leader = m.from;
         this.#handleAppend(m);
         return;
       case 'heartbeat':
-        this.#electionElapsed = 0;
-        this.#leader = m.from;
         this.log.commitTo(Math.min(m.commit, this.log.lastIndex()));
         this.#send({
           type: 'heartbeatResp',
@@ -794,8 +795,6 @@ export class RawNode {
         });
         return;
       case 'snapshot':
-        this.#electionElapsed = 0;
-        this.#leader = m.from;
         this.#handleSnapshot(m);
         return;
       case 'timeoutNow':

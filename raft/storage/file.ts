@@ -24,10 +24,10 @@ import { join } from 'node:path';
 import { decode, encode } from '@msgpack/msgpack';
 import { assert } from '../../src/lib/assert.js';
 import { TrellisError } from '../../src/lib/errors.js';
-import { EntryUnavailableError, LogCompactedError } from '../core/errors.js';
 import type { ConfState, Entry, EntryType, HardState, Snapshot, SnapshotMeta } from '../core/types.js';
 import { emptyConfState, emptyHardState } from '../core/types.js';
 import { crc32c } from './crc32c.js';
+import { entriesIn, termAt } from './log-slice.js';
 import type { Storage, StorageUpdate } from './storage.js';
 
 /** A segment is closed and a new one started once it grows past this. */
@@ -135,29 +135,10 @@ export class FileStorage implements Storage {
     return this.#snapshot.meta.index + this.#entries.length;
   }
   term(index: number): number {
-    const snap = this.#snapshot.meta;
-    if (index < snap.index)
-      throw new LogCompactedError(`index ${index} is compacted (first ${snap.index + 1})`);
-    if (index === snap.index) return snap.term;
-    const e = this.#entries[index - snap.index - 1];
-    if (e === undefined)
-      throw new EntryUnavailableError(`index ${index} is past the last index ${this.lastIndex()}`);
-    return e.term;
+    return termAt(this.#snapshot.meta, this.#entries, index);
   }
   entries(lo: number, hi: number, bytesMax: number): readonly Entry[] {
-    if (lo < this.firstIndex())
-      throw new LogCompactedError(`index ${lo} is compacted (first ${this.firstIndex()})`);
-    if (hi > this.lastIndex() + 1)
-      throw new EntryUnavailableError(`range end ${hi} is past ${this.lastIndex() + 1}`);
-    const out: Entry[] = [];
-    let bytes = 0;
-    for (let i = lo; i < hi; i++) {
-      const e = this.#entries[i - this.firstIndex()] as Entry;
-      bytes += e.data.length;
-      if (out.length > 0 && bytes > bytesMax) break;
-      out.push(e);
-    }
-    return out;
+    return entriesIn(this.#snapshot.meta, this.#entries, lo, hi, bytesMax);
   }
   snapshot(): Snapshot {
     return this.#snapshot;

@@ -9,10 +9,10 @@
  * Every method also has a synchronous form (`saveSync`, `createSnapshotSync`) for single-threaded drivers.
  */
 import { assert } from '../../src/lib/assert.js';
-import { EntryUnavailableError, LogCompactedError } from '../core/errors.js';
 import type { ConfState, Entry, HardState, Snapshot } from '../core/types.js';
 import { emptyHardState, emptySnapshotMeta } from '../core/types.js';
 import { StorageClosedError } from './file.js';
+import { entriesIn, termAt } from './log-slice.js';
 import type { Storage, StorageUpdate } from './storage.js';
 
 interface State {
@@ -90,30 +90,10 @@ export class MemoryStorage implements Storage {
     return lastIndexOf(this.#live);
   }
   term(index: number): number {
-    const snap = this.#live.snapshot.meta;
-    if (index < snap.index)
-      throw new LogCompactedError(`index ${index} is compacted (first ${snap.index + 1})`);
-    if (index === snap.index) return snap.term;
-    const e = this.#live.entries[index - snap.index - 1];
-    if (e === undefined)
-      throw new EntryUnavailableError(`index ${index} is past the last index ${this.lastIndex()}`);
-    return e.term;
+    return termAt(this.#live.snapshot.meta, this.#live.entries, index);
   }
   entries(lo: number, hi: number, bytesMax: number): readonly Entry[] {
-    if (lo < this.firstIndex())
-      throw new LogCompactedError(`index ${lo} is compacted (first ${this.firstIndex()})`);
-    if (hi > this.lastIndex() + 1)
-      throw new EntryUnavailableError(`range end ${hi} is past ${this.lastIndex() + 1}`);
-    const out: Entry[] = [];
-    let bytes = 0;
-    const base = this.firstIndex();
-    for (let i = lo; i < hi; i++) {
-      const e = this.#live.entries[i - base] as Entry;
-      bytes += e.data.length;
-      if (out.length > 0 && bytes > bytesMax) break;
-      out.push(e);
-    }
-    return out;
+    return entriesIn(this.#live.snapshot.meta, this.#live.entries, lo, hi, bytesMax);
   }
   snapshot(): Snapshot {
     return this.#live.snapshot;

@@ -38,3 +38,16 @@ export interface Storage extends LogReader {
   /** Flushes and releases files. Further calls fail. */
   close(): Promise<void>;
 }
+
+/** What a Ready asks the driver to persist, as one update (snapshot, entries, hard state). */
+export function updateOf(rd: {
+  readonly entries: readonly Entry[];
+  readonly hardState?: HardState;
+  readonly snapshot?: Snapshot;
+}): StorageUpdate {
+  return {
+    entries: rd.entries,
+    ...(rd.hardState === undefined ? {} : { hardState: rd.hardState }),
+    ...(rd.snapshot === undefined ? {} : { snapshot: rd.snapshot }),
+  };
+}

@@ -23,6 +23,7 @@ import type { Message } from '../../raft/core/messages.js';
 import { RawNode } from '../../raft/core/raw-node.js';
 import type { Entry } from '../../raft/core/types.js';
 import { MemoryStorage } from '../../raft/storage/memory.js';
+import { updateOf } from '../../raft/storage/storage.js';
 import { perfectLink, SimNetwork } from '../../raft/transport/memory.js';
 import { createRng, type Rng } from '../../src/lib/prng.js';
 import { checkHistory, type KvInput, type KvOutput, type Operation } from './linearizability.js';
@@ -241,14 +242,7 @@ class RaftSim {
     while (r.up && r.node.hasReady()) {
       const rd = r.node.ready();
       // Written, not yet fsynced: a crash here keeps any prefix of it.
-      r.storage.saveSync(
-        {
-          entries: rd.entries,
-          ...(rd.hardState === undefined ? {} : { hardState: rd.hardState }),
-          ...(rd.snapshot === undefined ? {} : { snapshot: rd.snapshot }),
-        },
-        false,
-      );
+      r.storage.saveSync(updateOf(rd), false);
       if (r.crashInReady) {
         r.crashInReady = false;
         this.#crash(r);

@@ -10,6 +10,7 @@ import type { Message } from '../../raft/core/messages.js';
 import { RawNode } from '../../raft/core/raw-node.js';
 import type { Entry } from '../../raft/core/types.js';
 import { MemoryStorage } from '../../raft/storage/memory.js';
+import { updateOf } from '../../raft/storage/storage.js';
 import { perfectLink, SimNetwork } from '../../raft/transport/memory.js';
 import { NotLeaderError } from '../../scheduler/errors.js';
 import type { ReplicatedLog } from '../../scheduler/log.js';
@@ -188,14 +189,7 @@ export class SimRaftLog implements ReplicatedLog {
   #drainLoop(r: Replica): void {
     while (r.up && r.node.hasReady()) {
       const rd = r.node.ready();
-      r.storage.saveSync(
-        {
-          entries: rd.entries,
-          ...(rd.hardState === undefined ? {} : { hardState: rd.hardState }),
-          ...(rd.snapshot === undefined ? {} : { snapshot: rd.snapshot }),
-        },
-        rd.mustSync,
-      );
+      r.storage.saveSync(updateOf(rd), rd.mustSync);
       this.net.endpoint(r.id).send(rd.messages);
       this.#dropReplaced(r, rd.entries);
       if (rd.snapshot !== undefined) {

@@ -8,6 +8,7 @@ import type { Message } from '../../../raft/core/messages.js';
 import { RawNode, type RawNodeConfig } from '../../../raft/core/raw-node.js';
 import type { Entry } from '../../../raft/core/types.js';
 import { MemoryStorage } from '../../../raft/storage/memory.js';
+import { updateOf } from '../../../raft/storage/storage.js';
 import { createRng, type Rng } from '../../../src/lib/prng.js';
 
 /** Every entry a storage holds, oldest first (`logOf(s)[i]` has index `s.firstIndex() + i`). */
@@ -75,14 +76,7 @@ export class Cluster {
     for (const [id, r] of this.replicas) {
       while (r.node.hasReady()) {
         const rd = r.node.ready();
-        r.store.saveSync(
-          {
-            entries: rd.entries,
-            ...(rd.hardState === undefined ? {} : { hardState: rd.hardState }),
-            ...(rd.snapshot === undefined ? {} : { snapshot: rd.snapshot }),
-          },
-          rd.mustSync,
-        );
+        r.store.saveSync(updateOf(rd), rd.mustSync);
         this.queue.push(...rd.messages);
         if (rd.snapshot !== undefined) r.applied = decodeApplied(rd.snapshot.data);
         for (const e of rd.committedEntries)
