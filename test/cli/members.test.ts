@@ -1,16 +1,15 @@
-import { type ChildProcess, execFile, spawn } from 'node:child_process';
+import { type ChildProcess, execFile } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
 import { connect, type NatsConnection } from 'nats';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { kvCall, type ReplicaStatus, replicaStatus } from '../../src/cli/server.js';
+import { cliMain as main, spawnReplica, stopReplica } from '../../src/testing/replica-process.js';
 import { type RunningServer, startNats } from '../../src/testing/servers.js';
 
-const main = fileURLToPath(new URL('../../dist/src/cli/main.js', import.meta.url));
 const run = promisify(execFile);
 const cluster = 'mtest';
 
@@ -21,36 +20,11 @@ describe('trellis members - membership, transfer and snapshot catch-up with repl
   const procs = new Map<string, ChildProcess>();
 
   const start = (id: string, peers: readonly string[]): void => {
-    const child = spawn(
-      process.execPath,
-      [
-        main,
-        'server',
-        '--id',
-        id,
-        '--peers',
-        peers.join(','),
-        '--nats',
-        nats.url,
-        '--data',
-        join(root, id),
-        '--cluster',
-        cluster,
-        '--tick-ms',
-        '20',
-        '--snapshot-entries',
-        '25',
-      ],
-      { stdio: ['ignore', 'ignore', 'ignore'], env: { ...process.env, TRELLIS_LOG_LEVEL: 'warn' } },
-    );
-    procs.set(id, child);
+    procs.set(id, spawnReplica({ id, peers, natsUrl: nats.url, root, cluster, snapshotEntries: 25 }));
   };
   const stop = async (id: string): Promise<void> => {
     const child = procs.get(id);
-    if (child === undefined || child.exitCode !== null) return;
-    const exited = new Promise((resolve) => child.once('exit', resolve));
-    child.kill('SIGTERM');
-    await exited;
+    if (child !== undefined) await stopReplica(child);
   };
   const cli = async (...args: string[]): Promise<Record<string, unknown>> => {
     const { stdout } = await run(

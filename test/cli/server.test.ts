@@ -1,15 +1,14 @@
-import { type ChildProcess, spawn } from 'node:child_process';
+import type { ChildProcess } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { connect, type NatsConnection } from 'nats';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { kvCall } from '../../src/cli/server.js';
+import { cliMain as main, spawnReplica } from '../../src/testing/replica-process.js';
 import { type RunningServer, startNats } from '../../src/testing/servers.js';
 
-const main = fileURLToPath(new URL('../../dist/src/cli/main.js', import.meta.url));
 const ids = ['a', 'b', 'c'];
 
 describe('trellis server - three replica processes over a real nats-server', () => {
@@ -20,27 +19,7 @@ describe('trellis server - three replica processes over a real nats-server', () 
   let restarted = '';
 
   const start = (id: string): void => {
-    const child = spawn(
-      process.execPath,
-      [
-        main,
-        'server',
-        '--id',
-        id,
-        '--peers',
-        ids.join(','),
-        '--nats',
-        nats.url,
-        '--data',
-        join(root, id),
-        '--cluster',
-        'itest',
-        '--tick-ms',
-        '20',
-      ],
-      { stdio: ['ignore', 'ignore', 'ignore'], env: { ...process.env, TRELLIS_LOG_LEVEL: 'warn' } },
-    );
-    procs.set(id, child);
+    procs.set(id, spawnReplica({ id, peers: ids, natsUrl: nats.url, root, cluster: 'itest' }));
   };
 
   beforeAll(async () => {
