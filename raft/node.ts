@@ -295,6 +295,8 @@ export class RaftNode<R> {
   async #runReadies(): Promise<void> {
     while (!this.#closed && this.#core.hasReady()) {
       const rd = this.#core.ready();
+      // 0. A leader's appends go out at once: its own write runs in parallel with the followers' (§10.2.1).
+      if (rd.earlyMessages.length > 0) this.#o.transport.send(rd.earlyMessages);
       try {
         // 1. Persist before anything that depends on it is sent.
         await this.#o.storage.save(updateOf(rd), rd.mustSync);

@@ -128,6 +128,7 @@ export interface SoftState {
 
 /**
  * One batch of work for the driver. Its duties, in this order:
+ * 0. send `earlyMessages` (a leader's appends): at once, before step 1, or with the rest in step 2;
  * 1. persist `entries` (replacing any suffix from their first index) and `hardState`, with fsync when
  *    `mustSync`;
  * 2. only then send `messages` (they may promise what step 1 made durable: votes, acknowledgements);
@@ -151,6 +152,13 @@ export interface Ready {
   readonly committedEntries: readonly Entry[];
   /** Messages to send after persisting. */
   readonly messages: readonly Message[];
+  /**
+   * A leader's appends, which may go out before (and while) this Ready is persisted: the leader writes its
+   * log in parallel with replicating it (Raft thesis §10.2.1, etcd does the same). Safe because nothing
+   * commits on the leader's word until this Ready is persisted: a commit index covering these entries can
+   * only be sent or applied in a later Ready. Empty when this Ready changes the term or vote.
+   */
+  readonly earlyMessages: readonly Message[];
   /**
    * Reads confirmed by a quorum (ReadIndex, §6.4): once the state machine has applied `index`, a read with
    * this `context` may be served and is linearizable.
@@ -481,7 +489,11 @@ export class RawNode {
     const snapshot = this.log.pendingSnapshot;
     const entries = [...this.log.unstable];
     const committedEntries = this.log.nextCommitted(this.#c.msgBytesMax * 4);
-    const messages = this.#msgs.splice(0, readyMessagesMax);
+    const all = this.#msgs.splice(0, readyMessagesMax);
+    const termOrVote = hs.term !== prev.term || hs.vote !== prev.vote;
+    const early = this.#role === 'leader' && !termOrVote;
+    const earlyMessages = early ? all.filter((m) => m.type === 'append') : [];
+    const messages = early ? all.filter((m) => m.type !== 'append') : all;
     const readStates = this.#readStates;
     this.#readStates = [];
     const soft = { role: this.#role, leader: this.#leader };
@@ -502,12 +514,12 @@ export class RawNode {
       entries,
       committedEntries,
       messages,
+      earlyMessages,
       readStates,
       ...(softChanged ? { softState: soft } : {}),
       // A commit-only change need not be fsynced before messages go out (etcd's MustSync): a lost commit
       // index is learned again from the leader.
-      mustSync:
-        snapshot !== undefined || entries.length > 0 || hs.term !== prev.term || hs.vote !== prev.vote,
+      mustSync: snapshot !== undefined || entries.length > 0 || termOrVote,
     };
   }
 

@@ -243,6 +243,8 @@ class RaftSim {
       const rd = r.node.ready();
       // Written, not yet fsynced: a crash here keeps any prefix of it.
       r.storage.saveSync(updateOf(rd), false);
+      // A leader's appends go out while its own write is still in flight (and may be lost with it).
+      this.net.endpoint(r.id).send(rd.earlyMessages);
       if (r.crashInReady) {
         r.crashInReady = false;
         this.#crash(r);

@@ -190,7 +190,7 @@ export class SimRaftLog implements ReplicatedLog {
     while (r.up && r.node.hasReady()) {
       const rd = r.node.ready();
       r.storage.saveSync(updateOf(rd), rd.mustSync);
-      this.net.endpoint(r.id).send(rd.messages);
+      this.net.endpoint(r.id).send([...rd.earlyMessages, ...rd.messages]);
       this.#dropReplaced(r, rd.entries);
       if (rd.snapshot !== undefined) {
         r.machine.restore(rd.snapshot.data);

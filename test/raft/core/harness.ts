@@ -77,7 +77,7 @@ export class Cluster {
       while (r.node.hasReady()) {
         const rd = r.node.ready();
         r.store.saveSync(updateOf(rd), rd.mustSync);
-        this.queue.push(...rd.messages);
+        this.queue.push(...rd.earlyMessages, ...rd.messages);
         if (rd.snapshot !== undefined) r.applied = decodeApplied(rd.snapshot.data);
         for (const e of rd.committedEntries)
           if (e.type === 'normal' && e.data.length > 0) r.applied.push(text.decode(e.data));

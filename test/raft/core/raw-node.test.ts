@@ -289,7 +289,7 @@ describe('raft/core - ReadIndex (§6.4)', () => {
       if (node.hasReady()) {
         const rd = node.ready();
         states.push(...rd.readStates);
-        c.queue.push(...rd.messages);
+        c.queue.push(...rd.earlyMessages, ...rd.messages);
         c.get(leader).store.saveSync({ entries: rd.entries }, true);
         node.advance();
       }
