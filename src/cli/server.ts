@@ -158,7 +158,8 @@ async function runServer(o: ServerOptions): Promise<void> {
   });
   log.info({ peers, data: o.data }, 'replica started');
 
-  const serve = async (msg: Msg): Promise<KvReply> => {
+  /** A reply, or (from a follower) the leader's encoded reply, relayed as it came: the client validates it. */
+  const serve = async (msg: Msg): Promise<KvReply | Uint8Array> => {
     let req: KvRequest;
     try {
       req = kvRequestCodec.decode(msg.data);
@@ -174,7 +175,7 @@ async function runServer(o: ServerOptions): Promise<void> {
       try {
         const timeout = req.op === 'put' || req.op === 'get' ? 400 : memberOpTimeoutMs + 1_000;
         const answer = await nc.request(`${apiSubject(o.cluster)}.${st.leader}`, msg.data, { timeout });
-        return kvReplyCodec.decode(answer.data);
+        return answer.data;
       } catch {
         return { ok: false, error: 'leader unreachable', leader: st.leader };
       }
@@ -221,7 +222,7 @@ async function runServer(o: ServerOptions): Promise<void> {
   };
   const answer = (msg: Msg): void => {
     void serve(msg)
-      .then((reply) => msg.respond(kvReplyCodec.encode(reply)))
+      .then((reply) => msg.respond(reply instanceof Uint8Array ? reply : kvReplyCodec.encode(reply)))
       .catch((err: unknown) => log.error({ err: String(err) }, 'could not answer an api request'));
   };
   nc.subscribe(apiSubject(o.cluster), { queue: 'replicas', callback: (_e, msg) => answer(msg) });
