@@ -297,12 +297,20 @@ export class RaftNode<R> {
       const rd = this.#core.ready();
       // 0. A leader's appends go out at once: its own write runs in parallel with the followers' (§10.2.1).
       if (rd.earlyMessages.length > 0) this.#o.transport.send(rd.earlyMessages);
-      try {
-        // 1. Persist before anything that depends on it is sent.
-        await this.#o.storage.save(updateOf(rd), rd.mustSync);
-      } catch (err) {
-        this.#fail(err);
-        return;
+      // 1. Persist before anything that depends on it is sent. A Ready that only moves the commit index
+      // (no entries, term, vote or snapshot) need not wait: nothing sent or applied depends on that index
+      // being durable (a lost one is learned again from the leader), and storage writes in call order.
+      const update = updateOf(rd);
+      const saved = this.#o.storage.save(update, rd.mustSync);
+      if (rd.mustSync || update.snapshot !== undefined) {
+        try {
+          await saved;
+        } catch (err) {
+          this.#fail(err);
+          return;
+        }
+      } else {
+        saved.catch((err: unknown) => this.#fail(err));
       }
       // 2. Send.
       if (rd.messages.length > 0) this.#o.transport.send(rd.messages);

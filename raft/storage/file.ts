@@ -21,7 +21,7 @@
 import { closeSync, fsyncSync, openSync } from 'node:fs';
 import { type FileHandle, mkdir, open, readdir, readFile, rename, rm } from 'node:fs/promises';
 import { join } from 'node:path';
-import { decode, encode } from '@msgpack/msgpack';
+import { decode, Encoder, encode } from '@msgpack/msgpack';
 import { assert } from '../../src/lib/assert.js';
 import { TrellisError } from '../../src/lib/errors.js';
 import type { ConfState, Entry, EntryType, HardState, Snapshot, SnapshotMeta } from '../core/types.js';
@@ -69,6 +69,10 @@ export interface FileStorageOptions {
 
 const entryTypes: readonly EntryType[] = ['normal', 'conf'];
 const hex16 = (n: number): string => n.toString(16).padStart(16, '0');
+
+/** One encoder for WAL records: `record` copies its payload at once, so the shared buffer is never kept. */
+const recordEncoder = new Encoder();
+const recordBody = (value: unknown): Uint8Array => recordEncoder.encodeSharedRef(value);
 
 function record(type: number, payload: Uint8Array): Uint8Array {
   assert(payload.length + 1 <= recordBytesMax, 'record too large', { bytes: payload.length });
@@ -152,11 +156,13 @@ export class FileStorage implements Storage {
     if (update.snapshot !== undefined) {
       await this.#writeSnapshotFile(update.snapshot);
       this.#applySnapshot(update.snapshot);
-      parts.push(record(recSnapshotMarker, encode([update.snapshot.meta.index, update.snapshot.meta.term])));
+      parts.push(
+        record(recSnapshotMarker, recordBody([update.snapshot.meta.index, update.snapshot.meta.term])),
+      );
     }
     for (const e of update.entries) {
       this.#appendInMemory(e);
-      parts.push(record(recEntry, encode([e.term, e.index, entryTypes.indexOf(e.type), e.data])));
+      parts.push(record(recEntry, recordBody([e.term, e.index, entryTypes.indexOf(e.type), e.data])));
     }
     if (update.hardState !== undefined) {
       assert(update.hardState.commit <= this.lastIndex(), 'commit <= lastIndex', {
@@ -186,7 +192,7 @@ export class FileStorage implements Storage {
     const kept = this.#entries.slice(index - this.#snapshot.meta.index);
     this.#snapshot = snap;
     this.#entries = kept;
-    await this.#enqueue(record(recSnapshotMarker, encode([index, meta.term, 1])), true, 0);
+    await this.#enqueue(record(recSnapshotMarker, recordBody([index, meta.term, 1])), true, 0);
     return snap;
   }
 
@@ -226,7 +232,7 @@ export class FileStorage implements Storage {
 
   #hardStateRecord(): Uint8Array {
     const h = this.#hardState;
-    return record(recHardState, encode([h.term, h.vote, h.commit]));
+    return record(recHardState, recordBody([h.term, h.vote, h.commit]));
   }
 
   #appendInMemory(e: Entry): void {

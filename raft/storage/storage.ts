@@ -26,6 +26,8 @@ export interface Storage extends LogReader {
   /**
    * Persists an update in the order snapshot, entries, hard state. When `mustSync` is true the promise
    * resolves only once all of it is durable (fsync); the driver sends no message that depends on it before.
+   * Without a snapshot, the update is visible to reads when `save` returns (before its promise settles), and
+   * saves reach the disk in call order: the driver does not wait for a save that only moves the commit index.
    */
   save(update: StorageUpdate, mustSync: boolean): Promise<void>;
   /**
