@@ -1,16 +1,19 @@
 /**
  * Raft over NATS against etcd: `npm run bench:raft-nats -- --json FILE [--duration-s 10] [--warmup-s 2]
- * [--clients 1,64] [--value-bytes 256] [--systems trellis,etcd] [--tick-ms N] [--snapshot-entries N]`.
+ * [--clients 1,64] [--value-bytes 256] [--systems trellis,etcd] [--route leader|any] [--tick-ms N]
+ * [--snapshot-entries N]`.
  *
  * Trellis: a nats-server and three `trellis server` processes (the built CLI, `dist/src/cli/main.js`), each
- * with its own data directory (FileStorage, fsync on). Clients send `put` requests to the group's api subject
- * (a queue group: any replica takes a request, and a follower forwards it to the leader), one NATS connection
- * per client, through `kvCall`.
+ * with its own data directory (FileStorage, fsync on). Clients send `put` requests through `kvCall`, one NATS
+ * connection per client. With `--route leader` (the default) each client learns the leader from its first
+ * answer and sends to the leader's own subject; with `--route any` every request goes to the group's api
+ * subject (a queue group: any replica takes it, and a follower forwards it to the leader).
  *
  * etcd (when installed: Debian package `etcd-server`; this benchmark installs nothing): three members, each
  * with its own data directory, driven through the v3 HTTP/JSON gateway with one keep-alive connection per
- * client to each member; writes go to the members in turn, so as with the queue group two in three writes
- * reach a follower, which forwards them to the leader.
+ * client to each member it writes to. With `--route leader` every write goes to the member that leads (asked
+ * once through `/v3/maintenance/status`); with `--route any` writes go to the members in turn, so as with the
+ * queue group two in three writes reach a follower, which forwards them to the leader.
  *
  * Everything listens on 127.0.0.1 on free ports, with data in temporary directories, and is stopped at the end,
  * on error and on SIGINT. Each scenario is a closed loop: every client writes a `valueBytes` value, waits for
@@ -22,7 +25,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { connect, type NatsConnection } from 'nats';
-import { kvCall } from '../src/cli/server.js';
+import { type KvRoute, kvCall } from '../src/cli/server.js';
 import { spawnReplica } from '../src/testing/replica-process.js';
 import { type RunningServer, startNats } from '../src/testing/servers.js';
 import { adoptChild, assertRunning, type Child, onInterrupt, stopChild } from './lib/children.js';
@@ -30,6 +33,7 @@ import {
   closeEtcdPutters,
   type EtcdCluster,
   etcdBinary,
+  etcdLeaderUrl,
   etcdPutter,
   etcdVersion,
   startEtcd,
@@ -47,6 +51,7 @@ const { values: flags } = parseArgs({
     systems: { type: 'string', default: 'trellis,etcd' },
     'tick-ms': { type: 'string' },
     'snapshot-entries': { type: 'string' },
+    route: { type: 'string', default: 'leader' },
   },
   allowPositionals: false,
 });
@@ -57,6 +62,10 @@ function positive(name: string, text: string | undefined): number {
   return n;
 }
 const durationMs = positive('duration-s', flags['duration-s']) * 1_000;
+if (flags.route !== 'leader' && flags.route !== 'any')
+  throw new Error(`--route must be leader or any, not ${flags.route}`);
+/** `leader`: clients write to the leader; `any`: to every replica in turn, and followers forward. */
+const route = flags.route;
 const warmupMs = Number(flags['warmup-s']) * 1_000;
 if (!Number.isFinite(warmupMs) || warmupMs < 0) throw new Error('--warmup-s must be 0 or more');
 const clientCounts = (flags.clients ?? '').split(',').map((c) => Math.round(positive('clients', c)));
@@ -178,10 +187,12 @@ async function runTrellis(): Promise<Row[]> {
   for (const clients of clientCounts) {
     while (connections.length < clients)
       connections.push(await connect({ servers: nats.url, name: `bench-client-${connections.length}` }));
+    // Each client learns the leader from its first answer (kvCall's route), or always uses the queue group.
+    const routes: (KvRoute | undefined)[] = connections.map(() => (route === 'leader' ? {} : undefined));
     rows.push(
       await scenario('trellis', clients, fsynced, async (client, key) => {
         const nc = connections[client] as NatsConnection;
-        const reply = await kvCall(nc, cluster, { op: 'put', key, value }, 5_000, 2_000);
+        const reply = await kvCall(nc, cluster, { op: 'put', key, value }, 5_000, 2_000, routes[client]);
         return reply.ok;
       }),
     );
@@ -197,9 +208,19 @@ async function runEtcd(bin: string): Promise<Row[]> {
   console.log(`etcd ${etcdVersion(bin)}: 3 members at ${etcd.clientUrls.join(' ')}`);
   const rows: Row[] = [];
   for (const clients of clientCounts) {
-    // Keep-alive connections, up to one per client to each member; writes go to the members in turn, as the
-    // queue group spreads requests over the replicas.
-    const putters = etcd.clientUrls.map((u) => etcdPutter(u, clients));
+    // Keep-alive connections, up to one per client to each member. With `--route any` writes go to the
+    // members in turn, as the queue group spreads requests over the replicas; with `leader`, to the leader.
+    let urls = etcd.clientUrls;
+    if (route === 'leader') {
+      let leader: string | undefined;
+      for (let tries = 0; leader === undefined && tries < 100; tries++) {
+        leader = await etcdLeaderUrl(etcd.clientUrls);
+        if (leader === undefined) await new Promise((r) => setTimeout(r, 100));
+      }
+      if (leader === undefined) throw new Error('no etcd member names a leader');
+      urls = [leader];
+    }
+    const putters = urls.map((u) => etcdPutter(u, clients));
     let turn = 0;
     const ready = await (putters[0] as (k: string, v: string) => Promise<boolean>)('bench/ready', 'x');
     if (!ready) throw new Error('etcd did not accept a write');
@@ -218,7 +239,7 @@ async function runEtcd(bin: string): Promise<Row[]> {
 try {
   console.log(`raft over NATS against etcd — ${machineLine()}`);
   console.log(
-    `${durationMs / 1_000} s per scenario after ${warmupMs / 1_000} s warm-up, ${value.length}-byte values, clients ${clientCounts.join(', ')}`,
+    `${durationMs / 1_000} s per scenario after ${warmupMs / 1_000} s warm-up, ${value.length}-byte values, clients ${clientCounts.join(', ')}, route ${route}`,
   );
   const rows: Row[] = [];
   if (systems.has('trellis')) rows.push(...(await runTrellis()));

@@ -168,3 +168,23 @@ export function closeEtcdPutters(): void {
   for (const a of httpAgents.values()) a.destroy();
   httpAgents.clear();
 }
+
+/**
+ * The client URL of the member that leads now, from each member's `/v3/maintenance/status` (`leader` is the
+ * leader's member id, `header.member_id` the answering member's). Undefined when no member names a leader.
+ */
+export async function etcdLeaderUrl(clientUrls: readonly string[]): Promise<string | undefined> {
+  const statuses = await Promise.all(
+    clientUrls.map(async (url) => {
+      try {
+        const r = await httpCall(url, 'POST', '/v3/maintenance/status', '{}');
+        const s = JSON.parse(r.body) as { leader?: string; header?: { member_id?: string } };
+        return { url, leader: s.leader, self: s.header?.member_id };
+      } catch {
+        return { url, leader: undefined, self: undefined };
+      }
+    }),
+  );
+  const leader = statuses.find((s) => s.leader !== undefined)?.leader;
+  return statuses.find((s) => s.self !== undefined && s.self === leader)?.url;
+}

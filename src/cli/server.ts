@@ -311,6 +311,15 @@ async function serveMembership(
   }
 }
 
+/**
+ * What a client learned about where to send: the leader that answered last. A client that keeps one and
+ * passes it to every `kvCall` sends straight to the leader's subject, saving the two NATS hops of a
+ * follower's forward; without one, requests go to the queue group and any replica forwards.
+ */
+export interface KvRoute {
+  leader?: string;
+}
+
 /** A client call to the group: retries through "no leader yet" until `timeoutMs`. */
 export async function kvCall(
   nc: NatsConnection,
@@ -318,21 +327,41 @@ export async function kvCall(
   req: KvRequest,
   timeoutMs = 5_000,
   requestTimeoutMs = 500,
+  route?: KvRoute,
 ): Promise<KvReply> {
   const deadline = Date.now() + timeoutMs;
+  let redirected = false;
   for (;;) {
     let reply: KvReply;
+    const to = route?.leader;
     try {
-      const m = await nc.request(apiSubject(cluster), kvRequestCodec.encode(req), {
-        timeout: requestTimeoutMs,
-      });
+      const subject = to === undefined ? apiSubject(cluster) : `${apiSubject(cluster)}.${to}`;
+      const m = await nc.request(subject, kvRequestCodec.encode(req), { timeout: requestTimeoutMs });
       reply = kvReplyCodec.decode(m.data);
     } catch (err) {
       reply = { ok: false, error: String(err) };
     }
+    if (route !== undefined) learnRoute(route, req, reply);
     // A refused membership change is an answer, not a transient failure: do not retry it.
     if (reply.ok || Date.now() > deadline || reply.error.includes('MembershipChangeError')) return reply;
+    // Straight to the leader a refusal named, once per call (two stale replicas could name each other);
+    // otherwise wait for an election.
+    if (!redirected && route?.leader !== undefined && route.leader !== to) {
+      redirected = true;
+      continue;
+    }
     await new Promise((r) => setTimeout(r, 50));
+  }
+}
+
+/** Leader-served answers name the leader in `by`; refusals may name it in `leader`; anything else forgets it. */
+function learnRoute(route: KvRoute, req: KvRequest, reply: KvReply): void {
+  if (reply.ok) {
+    if (req.op !== 'status') route.leader = reply.by;
+  } else if (reply.leader !== undefined && reply.leader !== '') {
+    route.leader = reply.leader;
+  } else {
+    delete route.leader;
   }
 }
 

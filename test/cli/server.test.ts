@@ -5,7 +5,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { connect, type NatsConnection } from 'nats';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { kvCall } from '../../src/cli/server.js';
+import { type KvRoute, kvCall } from '../../src/cli/server.js';
 import { cliMain as main, spawnReplica } from '../../src/testing/replica-process.js';
 import { type RunningServer, startNats } from '../../src/testing/servers.js';
 
@@ -38,20 +38,32 @@ describe('trellis server - three replica processes over a real nats-server', () 
   });
 
   it('trellis server - elects, replicates, survives kill -9 of the leader without losing an acknowledged write', async () => {
-    // Writes 20 keys through the API (any replica answers; followers forward), kills the leader with SIGKILL,
-    // measures how long until a write is acknowledged again, then reads every earlier key back.
+    // Writes 20 keys through the API, half through the queue group (any replica answers; followers forward)
+    // and half through a route that learns the leader and sends to its subject. Kills the leader with
+    // SIGKILL, measures how long until a write through the route is acknowledged again (the route must fall
+    // back from the dead leader's subject and learn the new one), then reads every earlier key back.
+    const route: KvRoute = {};
     for (let i = 0; i < 20; i++) {
-      const r = await kvCall(nc, 'itest', { op: 'put', key: `k${i}`, value: `v${i}` }, 15_000);
+      const r = await kvCall(
+        nc,
+        'itest',
+        { op: 'put', key: `k${i}`, value: `v${i}` },
+        15_000,
+        500,
+        i % 2 === 0 ? route : undefined,
+      );
       expect(r.ok, JSON.stringify(r)).toBe(true);
     }
     const probe = await kvCall(nc, 'itest', { op: 'put', key: 'who', value: 'x' });
     const leader = probe.ok ? probe.by : '';
     expect(ids).toContain(leader);
+    expect(route.leader).toBe(leader);
     procs.get(leader)?.kill('SIGKILL');
     const t0 = Date.now();
-    const after = await kvCall(nc, 'itest', { op: 'put', key: 'after', value: 'y' }, 10_000);
+    const after = await kvCall(nc, 'itest', { op: 'put', key: 'after', value: 'y' }, 10_000, 500, route);
     const failoverMs = Date.now() - t0;
     expect(after.ok, JSON.stringify(after)).toBe(true);
+    expect(route.leader).toBe(after.ok ? after.by : '');
     // The failover time is reported, not asserted: tests carry no wall-clock thresholds (CI shares 2 cores);
     // docs/benchmarks.md records it from an idle machine.
     console.log(
