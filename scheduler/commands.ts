@@ -115,6 +115,21 @@ export const placeItemSchema = z.strictObject({
 });
 export type PlaceItem = z.output<typeof placeItemSchema>;
 
+/**
+ * A request the leader could place nowhere yet, recorded so that any later leader keeps waiting for room
+ * for it: the sandbox is committed `pending`, with the reason and the leader-clock deadline after which it
+ * fails. A later `place` item with the same request id takes it from `pending` to `placed`.
+ */
+export const pendItemSchema = z.strictObject({
+  requestId: idSchema,
+  sandboxId: idSchema,
+  spec: sandboxSpecSchema,
+  specDigest: z.string().regex(/^[0-9a-f]{16}$/),
+  reason: text,
+  deadlineMs: timeMs,
+});
+export type PendItem = z.output<typeof pendItemSchema>;
+
 // One list of states, owned by the lifecycle table.
 const sandboxStateSchema = z.enum(sandboxStates);
 
@@ -140,6 +155,11 @@ export const commandSchema = z.discriminatedUnion('type', [
     type: z.literal('place'),
     atMs: timeMs,
     items: z.array(placeItemSchema).max(commandItemsMax),
+  }),
+  z.strictObject({
+    type: z.literal('pend'),
+    atMs: timeMs,
+    items: z.array(pendItemSchema).max(commandItemsMax),
   }),
   z.strictObject({
     type: z.literal('status'),

@@ -62,6 +62,12 @@ export class SchedulerClosedError extends TrellisError {
   readonly code = 'SCHED_CLOSED';
 }
 
+/** A create whose sandbox was terminated while it waited for room (committed `pending`). */
+export class SandboxCancelledError extends TrellisError {
+  override readonly name = 'SandboxCancelledError';
+  readonly code = 'SCHED_CANCELLED';
+}
+
 /** A watch() reader fell so far behind that its buffer filled; it must start a new watch and re-read. */
 export class WatchOverflowError extends TrellisError {
   override readonly name = 'WatchOverflowError';
@@ -86,6 +92,7 @@ const byCode: Readonly<Record<string, ErrorClass>> = {
   SCHED_OVERLOADED: OverloadedError,
   SCHED_NOT_LEADER: NotLeaderError,
   SCHED_CLOSED: SchedulerClosedError,
+  SCHED_CANCELLED: SandboxCancelledError,
   PLACEMENT_UNKNOWN_NODE: UnknownNodeError,
   PLACEMENT_DUPLICATE_NODE: DuplicateNodeError,
   PLACEMENT_NODE_BUSY: NodeBusyError,

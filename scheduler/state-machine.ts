@@ -25,13 +25,15 @@ import {
 } from './state.js';
 import type { NodeRecord, Sandbox, SchedulerEvent, Usage } from './types.js';
 
-/** Snapshot format version; restore refuses any other. */
-export const snapshotVersion = 2;
+/** Snapshot format version; restore reads this one and version 2 (which had no pending deadlines). */
+export const snapshotVersion = 3;
+const snapshotVersionsRead = [2, 3];
 
 /**
  * A sandbox as a tuple: [id, requestId, tenant, spec (index into `specs`), state, nodeId, gpuDevices,
- * snapshotNodeId, reason, createdAtMs, updatedAtMs], null for an absent field. Tuples and a shared spec
- * table keep a million-sandbox snapshot from encoding ten million key strings.
+ * snapshotNodeId, reason, createdAtMs, updatedAtMs, pendingUntilMs], null for an absent field (version 2
+ * rows stop before pendingUntilMs). Tuples and a shared spec table keep a million-sandbox snapshot from
+ * encoding ten million key strings.
  */
 type SandboxRow = [
   string,
@@ -45,6 +47,7 @@ type SandboxRow = [
   string | null,
   number,
   number,
+  (number | null)?,
 ];
 
 interface SnapshotBody {
@@ -85,6 +88,7 @@ export function encodeSnapshot(state: SchedulerState): Uint8Array {
       sb.reason ?? null,
       sb.createdAtMs,
       sb.updatedAtMs,
+      sb.pendingUntilMs ?? null,
     ]);
   }
   const body: SnapshotBody = {
@@ -115,6 +119,7 @@ function sandboxOf(row: SandboxRow, specs: readonly SandboxSpec[]): Sandbox {
     reason,
     createdAtMs,
     updatedAtMs,
+    pendingUntilMs,
   ] = row;
   const spec = specs[si];
   assert(spec !== undefined, 'snapshot row names a known spec', { id, si });
@@ -128,6 +133,7 @@ function sandboxOf(row: SandboxRow, specs: readonly SandboxSpec[]): Sandbox {
     gpuDevices,
     ...(snapshotNodeId === null ? {} : { snapshotNodeId }),
     ...(reason === null ? {} : { reason }),
+    ...(pendingUntilMs === null || pendingUntilMs === undefined ? {} : { pendingUntilMs }),
     createdAtMs,
     updatedAtMs,
   });
@@ -136,7 +142,7 @@ function sandboxOf(row: SandboxRow, specs: readonly SandboxSpec[]): Sandbox {
 /** Rebuilds a state from `encodeSnapshot`'s bytes, index included. */
 export function decodeSnapshot(bytes: Uint8Array): SchedulerState {
   const body = decoder.decode(bytes) as SnapshotBody;
-  assert(body.v === snapshotVersion, 'unsupported scheduler snapshot version', { v: body.v });
+  assert(snapshotVersionsRead.includes(body.v), 'unsupported scheduler snapshot version', { v: body.v });
   const builder = ClusterIndex.empty().edit();
   let nodes = IMap<string, NodeRecord>().asMutable();
   for (const rec of body.nodes) {

@@ -25,7 +25,7 @@ import {
 } from '../placement/index.js';
 import { assert } from '../src/lib/assert.js';
 import { TrellisError, ValidationError } from '../src/lib/errors.js';
-import type { Command, PlaceItem, Quota, SandboxSpec } from './commands.js';
+import type { Command, PendItem, PlaceItem, Quota, SandboxSpec } from './commands.js';
 import {
   type ErrorResult,
   errorResult,
@@ -59,6 +59,8 @@ export type PlaceItemResult =
       readonly nodeId: string;
     }
   | { readonly requestId: string; readonly sandboxId: string; readonly outcome: 'duplicate' }
+  /** A pend item recorded: the sandbox is committed `pending`. */
+  | { readonly requestId: string; readonly sandboxId: string; readonly outcome: 'pending' }
   | {
       readonly requestId: string;
       readonly sandboxId: string;
@@ -402,6 +404,8 @@ function applyTo(draft: Draft, cmd: Command): CommandResult {
       return heartbeat(draft, cmd.nodeIds);
     case 'place':
       return place(draft, cmd.items);
+    case 'pend':
+      return pend(draft, cmd.items);
     case 'status':
       return status(draft, cmd.items);
     case 'terminate':
@@ -563,12 +567,20 @@ function heartbeat(draft: Draft, nodeIds: readonly string[]): CommandResult {
 function placeCheck(draft: Draft, item: PlaceItem): TrellisError | undefined {
   if (draft.d.sandboxes.has(item.sandboxId))
     return new ValidationError('sandboxId', `sandbox ${item.sandboxId} already exists`);
-  const quotaReason = withinQuota(
-    draft.d.usage.get(item.spec.tenant) ?? zeroUsage,
-    draft.d.quotas.get(item.spec.tenant),
-    item.spec,
+  return quotaCheck(draft, item.spec) ?? nodeCheck(draft, item);
+}
+
+function quotaCheck(draft: Draft, spec: SandboxSpec): TrellisError | undefined {
+  const reason = withinQuota(
+    draft.d.usage.get(spec.tenant) ?? zeroUsage,
+    draft.d.quotas.get(spec.tenant),
+    spec,
   );
-  if (quotaReason !== undefined) return new QuotaExceededError(`tenant ${item.spec.tenant}: ${quotaReason}`);
+  return reason === undefined ? undefined : new QuotaExceededError(`tenant ${spec.tenant}: ${reason}`);
+}
+
+/** The node is registered, ready, and has room for the item's sandbox. */
+function nodeCheck(draft: Draft, item: PlaceItem): TrellisError | undefined {
   const rec = draft.d.nodes.get(item.nodeId);
   if (rec === undefined) return new UnknownNodeError(`node ${item.nodeId} is not registered`);
   if (rec.spec.state !== 'ready')
@@ -587,6 +599,11 @@ function place(draft: Draft, items: readonly PlaceItem[]): CommandResult {
   const results: PlaceItemResult[] = [];
   for (const item of items) {
     const seen = draft.d.dedup.get(item.requestId);
+    const waiting = seen === undefined ? undefined : draft.d.sandboxes.get(seen.sandboxId);
+    if (seen !== undefined && waiting?.state === 'pending' && waiting.id === item.sandboxId) {
+      results.push(placePending(draft, item, waiting));
+      continue;
+    }
     if (seen !== undefined) {
       // A retried request, or a plan re-proposed by a new leader: the first commit wins, once.
       results.push({ requestId: item.requestId, sandboxId: seen.sandboxId, outcome: 'duplicate' });
@@ -625,6 +642,80 @@ function place(draft: Draft, items: readonly PlaceItem[]): CommandResult {
     draft.d.dedupOrder = draft.d.dedupOrder.push(item.requestId);
     draft.event(sb, 'placed', undefined, 'none');
     results.push({ requestId: item.requestId, sandboxId: sb.id, outcome: 'placed', nodeId: item.nodeId });
+  }
+  return { ok: true, items: results };
+}
+
+/**
+ * A committed pending sandbox gets its node: the same checks as a new placement except quota, which the
+ * sandbox already counts against since it was recorded.
+ */
+function placePending(draft: Draft, item: PlaceItem, sb: Sandbox): PlaceItemResult {
+  const refused = nodeCheck(draft, { ...item, spec: sb.spec });
+  if (refused !== undefined)
+    return { requestId: item.requestId, sandboxId: sb.id, outcome: 'rejected', error: errorResult(refused) };
+  draft.builder.allocate(item.nodeId, shapeOf(sb.spec, sb.tenant, item.gpuDevices));
+  const { reason: _reason, pendingUntilMs: _until, ...rest } = sb;
+  const next: Sandbox = Object.freeze({
+    ...rest,
+    state: 'placed',
+    nodeId: item.nodeId,
+    gpuDevices: item.gpuDevices,
+    updatedAtMs: draft.atMs,
+  });
+  draft.d.sandboxes = draft.d.sandboxes.set(sb.id, next);
+  draft.linkNode(item.nodeId, sb.id, 1);
+  draft.event(next, 'placed', undefined, 'pending');
+  return { requestId: item.requestId, sandboxId: sb.id, outcome: 'placed', nodeId: item.nodeId };
+}
+
+/**
+ * Records requests no node can take yet as `pending` sandboxes, each with its reason and deadline, so a
+ * new leader rebuilds its queue from them. Quota counts a pending sandbox like a placed one. A request id
+ * already committed (placed meanwhile, or recorded by an earlier entry) is a duplicate and changes nothing.
+ */
+function pend(draft: Draft, items: readonly PendItem[]): CommandResult {
+  const results: PlaceItemResult[] = [];
+  for (const item of items) {
+    const seen = draft.d.dedup.get(item.requestId);
+    if (seen !== undefined) {
+      results.push({ requestId: item.requestId, sandboxId: seen.sandboxId, outcome: 'duplicate' });
+      continue;
+    }
+    const refused = draft.d.sandboxes.has(item.sandboxId)
+      ? new ValidationError('sandboxId', `sandbox ${item.sandboxId} already exists`)
+      : quotaCheck(draft, item.spec);
+    if (refused !== undefined) {
+      results.push({
+        requestId: item.requestId,
+        sandboxId: item.sandboxId,
+        outcome: 'rejected',
+        error: errorResult(refused),
+      });
+      continue;
+    }
+    const sb: Sandbox = Object.freeze({
+      id: item.sandboxId,
+      requestId: item.requestId,
+      tenant: item.spec.tenant,
+      spec: item.spec,
+      state: 'pending',
+      gpuDevices: [],
+      reason: item.reason,
+      pendingUntilMs: item.deadlineMs,
+      createdAtMs: draft.atMs,
+      updatedAtMs: draft.atMs,
+    });
+    draft.d.sandboxes = draft.d.sandboxes.set(sb.id, sb);
+    draft.d.byTenant = draft.d.byTenant.update(sb.tenant, ISet<string>(), (set) => set.add(sb.id));
+    draft.addUsage(sb.tenant, sb.spec, 1);
+    draft.d.dedup = draft.d.dedup.set(
+      item.requestId,
+      Object.freeze({ sandboxId: sb.id, specDigest: item.specDigest, atMs: draft.atMs }),
+    );
+    draft.d.dedupOrder = draft.d.dedupOrder.push(item.requestId);
+    draft.event(sb, 'pending', item.reason, 'none');
+    results.push({ requestId: item.requestId, sandboxId: sb.id, outcome: 'pending' });
   }
   return { ok: true, items: results };
 }

@@ -22,8 +22,10 @@ export interface Sandbox {
   readonly gpuDevices: readonly GpuShare[];
   /** The node holding the memory snapshot of a suspended sandbox; resume prefers it. */
   readonly snapshotNodeId?: string;
-  /** Why it failed, was lost, or could not resume. */
+  /** Why it failed, was lost, could not resume, or (pending) why no node takes it yet. */
   readonly reason?: string;
+  /** A pending sandbox's deadline, on the leader's clock: it fails if no node takes it by then. */
+  readonly pendingUntilMs?: number;
   readonly createdAtMs: number;
   readonly updatedAtMs: number;
 }

@@ -7,19 +7,32 @@
  *   proposer            — one entry per batch; apply re-checks capacity item by item;
  *   pending queue       — what fits nowhere waits with its reason until capacity frees or it expires.
  *
- * It also batches node heartbeats into one entry per interval and marks silent nodes down. A pipeline
- * lives only while its replica leads; a new leader starts a fresh one from committed state, and callers
- * whose requests were in the old one retry there with the same request id (see scheduler.ts).
+ * A request that fits nowhere is committed as a `pending` sandbox (a `pend` entry: reason and deadline), so
+ * the queue is part of the replicated state: a new leader rebuilds it from the pending sandboxes, places
+ * them when room frees, and commits their failure at the deadline. Its caller's promise lives only on the
+ * leader that admitted it; after a leader change the caller's retry (same request id) joins the rebuilt
+ * request. Requests planned but not yet committed are not in the log: their callers retry the same way,
+ * and the dedup table answers any that did commit (see scheduler.ts).
+ *
+ * It also batches node heartbeats into one entry per interval and marks silent nodes down.
  */
 
 import { planBatch } from '../../placement/index.js';
 import { assert } from '../../src/lib/assert.js';
 import { checkQuota, checkRequestId, placementRequestOf } from '../admission.js';
-import { commandCodec, type SandboxSpec } from '../commands.js';
-import { NoCapacityError, NotLeaderError, OverloadedError } from '../errors.js';
+import { commandCodec, type PendItem, type SandboxSpec, textLengthMax } from '../commands.js';
+import {
+  errorFromResult,
+  NoCapacityError,
+  NotLeaderError,
+  OverloadedError,
+  RequestIdConflictError,
+  SandboxCancelledError,
+} from '../errors.js';
+import type { SandboxState } from '../lifecycle.js';
 import { holdsAllocation } from '../lifecycle.js';
 import type { ReplicatedLog } from '../log.js';
-import type { SchedulerState } from '../state.js';
+import { type SchedulerState, specDigest } from '../state.js';
 import type { Sandbox, SchedulerEvent, Usage } from '../types.js';
 import { Batcher } from './batcher.js';
 import { PendingQueue, pendingMax } from './pending.js';
@@ -106,9 +119,27 @@ export class LeaderPipeline {
     );
     this.#unsubscribe = log.machine(replica).onApply((applied) => this.#onCommitted(applied.events));
     this.#cancelTick = opts.every(() => this.#tick(), opts.heartbeatIntervalMs);
-    // Rebuilt from committed state: lost stateless sandboxes a previous leader had not placed again yet.
-    for (const sb of log.machine(replica).state.sandboxes.values())
+    // Rebuilt from committed state: lost stateless sandboxes a previous leader had not placed again yet, and
+    // the pending queue. A pending request has no caller here until its caller retries and joins it.
+    const rebuilt: CreateRequest[] = [];
+    for (const sb of log.machine(replica).state.sandboxes.values()) {
       if (sb.state === 'lost' && sb.spec.stateless === true) this.#lost.add(sb.id);
+      if (sb.state !== 'pending') continue;
+      const req: CreateRequest = {
+        requestId: sb.requestId,
+        spec: sb.spec,
+        deadlineMs: sb.pendingUntilMs ?? 0,
+        replans: 0,
+        pendProposed: true,
+        usageCounted: false,
+        waiters: [],
+      };
+      if (sb.reason !== undefined) req.reason = sb.reason;
+      this.#live.set(req.requestId, req);
+      rebuilt.push(req);
+    }
+    // One planning attempt now (room may have freed while no one led); what still fits nowhere waits again.
+    for (const req of rebuilt) this.#batcher.add(req);
   }
 
   /** Lost stateless sandboxes waiting to be placed again; retried when capacity frees. */
@@ -129,13 +160,22 @@ export class LeaderPipeline {
     if (this.#stopped) return Promise.reject(new NotLeaderError(`replica ${this.#replica} no longer leads`));
     const state = this.#log.machine(this.#replica).state;
     const idem = checkRequestId(state, requestId, spec);
-    if (idem.kind === 'committed') return Promise.resolve(committedSandbox(state, requestId, spec));
     const live = this.#live.get(requestId);
     if (live !== undefined) {
-      checkRequestId(state, requestId, live.spec);
+      // A retry joins the request in progress (a committed pending one included), for the same spec only.
+      if (specDigest(live.spec) !== specDigest(spec))
+        throw new RequestIdConflictError(`request id ${requestId} is in progress for a different spec`, {
+          details: { requestId },
+        });
       return new Promise((resolve, reject) => {
         live.waiters.push({ resolve, reject });
       });
+    }
+    if (idem.kind === 'committed') {
+      const sb = state.sandbox(idem.sandboxId);
+      // Every committed pending sandbox is a live request of this leader (rebuilt or recorded by it).
+      assert(sb?.state !== 'pending', 'a committed pending request is live on the leader', { requestId });
+      return Promise.resolve(committedSandbox(state, requestId, spec));
     }
     if (this.#live.size >= pendingMax)
       throw new OverloadedError(`${this.#live.size} creates are already in progress`);
@@ -146,6 +186,8 @@ export class LeaderPipeline {
         spec,
         deadlineMs: this.#opts.now() + this.#opts.pendingTimeoutMs,
         replans: 0,
+        pendProposed: false,
+        usageCounted: true,
         waiters: [{ resolve, reject }],
       };
       this.#live.set(requestId, req);
@@ -191,8 +233,16 @@ export class LeaderPipeline {
   #settle(req: CreateRequest): boolean {
     if (this.#live.get(req.requestId) !== req) return false;
     this.#live.delete(req.requestId);
-    this.#addUsage(req.spec, -1);
+    this.#pending.remove(req.requestId);
+    this.#uncount(req);
     return true;
+  }
+
+  /** Committed state counts the request now (or it is settled): drop it from the in-flight usage. */
+  #uncount(req: CreateRequest): void {
+    if (!req.usageCounted) return;
+    req.usageCounted = false;
+    this.#addUsage(req.spec, -1);
   }
 
   #onBatch(batch: CreateRequest[]): void {
@@ -262,9 +312,91 @@ export class LeaderPipeline {
       return;
     }
     this.#pending.add(req, reason);
+    if (!req.pendProposed) {
+      req.pendProposed = true;
+      this.#toPend.push(req);
+      if (this.#toPend.length === 1) queueMicrotask(() => this.#proposePend());
+    }
   }
 
+  /** Requests parked since the last `pend` entry; recorded together in the next one. */
+  #toPend: CreateRequest[] = [];
+
+  /** Commits the newly parked requests as pending sandboxes, one entry for all of them. */
+  #proposePend(): void {
+    const reqs = this.#toPend;
+    this.#toPend = [];
+    if (this.#stopped || reqs.length === 0) return;
+    const atMs = this.#opts.now();
+    const items: PendItem[] = reqs.map((req) => ({
+      requestId: req.requestId,
+      sandboxId: req.requestId,
+      spec: req.spec,
+      specDigest: specDigest(req.spec),
+      reason: (req.reason ?? 'no capacity').slice(0, textLengthMax),
+      deadlineMs: req.deadlineMs,
+    }));
+    const byId = new Map(reqs.map((r) => [r.requestId, r] as const));
+    void this.propose(commandCodec.encode({ type: 'pend', atMs, items })).then(
+      (result) => {
+        if (!result.ok) throw errorFromResult(result.error);
+        for (const r of result.items ?? []) {
+          const req = byId.get(r.requestId) as CreateRequest;
+          if (r.outcome === 'pending') this.#uncount(req);
+          else if (r.outcome === 'rejected') this.#refuse(req, errorFromResult(r.error));
+          else if (r.outcome === 'duplicate') {
+            // The id committed meanwhile: placed by an earlier leader, or recorded by an earlier pend.
+            const sb = this.#log.machine(this.#replica).state.sandbox(r.sandboxId);
+            if (sb?.state !== 'pending') this.#answerCommitted(req);
+          }
+        }
+      },
+      // The entry's fate is unknown only when leadership moved, and then stop() answers every caller.
+      () => {},
+    );
+  }
+
+  /** Fails a request that may not be placed (quota passed since admission, say). */
+  #refuse(req: CreateRequest, err: Error): void {
+    if (!this.#settle(req)) return;
+    this.stats.rejected += 1;
+    rejectAll(req, err);
+  }
+
+  /**
+   * The deadline passed. A request recorded `pending` (or that may be) fails through a committed status
+   * first, so that no later leader places it after its caller heard it failed; the caller hears once the
+   * failure commits. Until then it stays live, and a retry joins it.
+   */
   #fail(req: CreateRequest, reason: string): void {
+    if (this.#live.get(req.requestId) !== req) return;
+    if (!req.pendProposed) {
+      this.#noCapacity(req, reason);
+      return;
+    }
+    this.#pending.remove(req.requestId);
+    const item = {
+      sandboxId: req.requestId,
+      state: 'failed' as const,
+      reason: reason.slice(0, textLengthMax),
+    };
+    // The pend entry went first on this leader, so this status applies after it if it committed at all, and
+    // #pendingLeft answers the caller then. If the pend did not commit the sandbox is unknown, and the caller
+    // is answered here. A placement that committed first wins (#pendingLeft answers it). If leadership
+    // moves first, stop() answers the caller, who retries; the next leader fails the sandbox.
+    void this.propose(commandCodec.encode({ type: 'status', atMs: this.#opts.now(), items: [item] })).then(
+      () => {
+        if (this.#log.machine(this.#replica).state.sandbox(req.requestId) === undefined)
+          this.#noCapacity(req, reason);
+      },
+      () => {
+        // Not committed: back in the queue, so the next tick tries again (stop() clears it if we lost the lead).
+        if (!this.#stopped && this.#live.get(req.requestId) === req) this.#pending.add(req, reason);
+      },
+    );
+  }
+
+  #noCapacity(req: CreateRequest, reason: string): void {
     if (!this.#settle(req)) return;
     this.stats.rejected += 1;
     const key = reason.split(':')[0] ?? reason;
@@ -281,6 +413,7 @@ export class LeaderPipeline {
   #onCommitted(events: readonly SchedulerEvent[]): void {
     if (this.#stopped) return;
     for (const e of events) {
+      if (e.kind === 'sandbox' && e.from === 'pending') this.#pendingLeft(e.sandboxId, e.to, e.reason);
       if (e.kind !== 'sandbox' || e.to !== 'lost') continue;
       const sb = this.#log.machine(this.#replica).state.sandbox(e.sandboxId);
       if (sb?.spec.stateless === true) {
@@ -299,6 +432,19 @@ export class LeaderPipeline {
     for (const req of this.#pending.wake()) {
       req.replans = 0;
       this.#batcher.add(req);
+    }
+  }
+
+  /** A committed pending sandbox left `pending`: its live request, if any, is answered accordingly. */
+  #pendingLeft(sandboxId: string, to: SandboxState, reason: string | undefined): void {
+    const req = this.#live.get(sandboxId);
+    if (req === undefined) return;
+    if (to === 'placed') {
+      this.#answerCommitted(req);
+    } else if (to === 'terminated') {
+      this.#refuse(req, new SandboxCancelledError(`sandbox ${sandboxId} was terminated while pending`));
+    } else if (to === 'failed') {
+      this.#noCapacity(req, reason ?? req.reason ?? 'no capacity');
     }
   }
 

@@ -29,6 +29,13 @@ export class PendingQueue {
     this.#items.set(req.requestId, req);
   }
 
+  /** Takes one request out (it was placed, cancelled or failed elsewhere). */
+  remove(requestId: string): CreateRequest | undefined {
+    const req = this.#items.get(requestId);
+    this.#items.delete(requestId);
+    return req;
+  }
+
   /** Takes every waiting request (in arrival order) for another planning attempt. */
   wake(): CreateRequest[] {
     const all = [...this.#items.values()];

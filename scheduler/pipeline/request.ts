@@ -11,6 +11,13 @@ export interface CreateRequest {
   replans: number;
   /** The last reason it could not be placed, kept while it waits in the pending queue. */
   reason?: string;
+  /**
+   * `pend` proposed for it (it may be committed `pending`): its failure must then be committed too, so no
+   * later leader places a request its caller was told had failed.
+   */
+  pendProposed: boolean;
+  /** Its resources are counted in the leader's in-flight usage (until committed state counts them). */
+  usageCounted: boolean;
   /** The callers waiting on it: the first create, and any retry with the same id that joined it. */
   readonly waiters: { readonly resolve: (sandbox: Sandbox) => void; readonly reject: (err: Error) => void }[];
 }

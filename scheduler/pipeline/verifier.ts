@@ -1,7 +1,8 @@
 /**
  * Stage 4, the verifier: checks a plan against the newest committed state just before it is proposed,
  * dropping placements that can no longer stand — the node was drained, cordoned or removed since the
- * snapshot the planner used, or the request id has committed meanwhile. What it keeps is still
+ * snapshot the planner used, or the request id has committed meanwhile (other than as `pending`: a pending
+ * sandbox is placed by a `place` item like a new one). What it keeps is still
  * re-checked by `apply` (capacity included); the verifier only avoids proposing what would surely fail.
  */
 import type { Plan } from '../../placement/index.js';
@@ -24,7 +25,8 @@ export function verify(plan: Plan, batch: readonly CreateRequest[], state: Sched
   const out: Verified = { items: [], retry: [], unplaced: [], committed: [] };
   for (const p of plan.placements) {
     const req = byId.get(p.requestId) as CreateRequest;
-    if (state.dedup.has(req.requestId)) {
+    const seen = state.dedup.get(req.requestId);
+    if (seen !== undefined && state.sandbox(seen.sandboxId)?.state !== 'pending') {
       out.committed.push(req);
       continue;
     }

@@ -30,6 +30,8 @@ describe('scheduler pipeline', () => {
       spec: spec(),
       deadlineMs,
       replans: 0,
+      pendProposed: false,
+      usageCounted: true,
       waiters: [],
     });
     q.add(req('a', 10), 'resources: short of cpu');

@@ -7,7 +7,9 @@
  *
  * Checked: every create that was acknowledged is in committed state (unless the simulation terminated it),
  * no request id was placed twice, no node is over capacity in any replica, all replicas' states are equal at
- * the end, every refusal is a typed error with a message, and the silent nodes end up down.
+ * the end, every refusal is a typed error with a message, the silent nodes end up down, no sandbox is left
+ * pending (each was placed or failed at its deadline, with a reason), and once the faults heal creates that
+ * fit the free room are all placed.
  */
 import { describe, expect, it } from 'vitest';
 import { createScheduler } from '../../scheduler/scheduler.js';
@@ -137,6 +139,8 @@ async function simulate(seed: number): Promise<{ digest: string; log: SimRaftLog
     if (op % 20 === 0) for (let t = 0; t < 3; t++) await turn();
   }
   // Heal: perfect links, every replica up; time moves past the pending deadlines; every call is answered.
+  // Nodes that are not silent keep sending heartbeats.
+  const beating = nodes.map((n) => n.id).filter((id) => !silent.has(id));
   log.net.heal();
   log.net.setDefaults({ dropRate: 0, duplicateRate: 0, delayTicksMin: 0, delayTicksMax: 0 });
   for (let i = 0; i < 3; i++) log.restart(i);
@@ -145,14 +149,72 @@ async function simulate(seed: number): Promise<{ digest: string; log: SimRaftLog
     settled = true;
   });
   for (let t = 0; t < livenessTurnsMax && !(settled && log.converged()); t++) {
+    if (t % 10 === 0) scheduler.heartbeat(beating);
     nowMs += 10;
     await turn();
   }
   if (!settled) console.log(`SEED=${seed}: unanswered:`, [...open.values()].slice(0, 10));
   expect(settled, `SEED=${seed}: calls still unanswered after healing`).toBe(true);
-  nowMs += 5_000;
+  for (let i = 0; i < 15; i++) {
+    scheduler.heartbeat(beating);
+    nowMs += 400;
+    for (let t = 0; t < 3; t++) await turn();
+  }
   for (let t = 0; t < 200 && !log.converged(); t++) await turn();
   for (let t = 0; t < 20; t++) await turn();
+  for (let t = 0; t < 500 && !log.converged(); t++) await turn();
+  expect(log.converged(), `SEED=${seed}: replicas did not converge`).toBe(true);
+
+  // Liveness once the faults have healed: after terminating a few sandboxes on ready nodes to make room,
+  // creates that fit — checked greedily against the committed free room of ready nodes — are all placed.
+  const before = log.machine(log.leader() ?? 0).state;
+  const freed = [...before.sandboxes.values()]
+    .filter((sb) => sb.state === 'placed' || sb.state === 'running')
+    .filter((sb) => before.nodes.get(sb.nodeId ?? '')?.spec.state === 'ready')
+    .slice(0, 10);
+  for (const sb of freed) terminated.add(sb.id);
+  let terminatedAll = false;
+  void Promise.all(freed.map((sb) => scheduler.terminate(sb.id))).then(() => {
+    terminatedAll = true;
+  });
+  for (let t = 0; t < livenessTurnsMax && !terminatedAll; t++) {
+    if (t % 10 === 0) scheduler.heartbeat(beating);
+    await turn();
+  }
+  for (let t = 0; t < 500 && !log.converged(); t++) await turn();
+  expect(terminatedAll, `SEED=${seed}: terminates after healing were not answered`).toBe(true);
+  const healed = log.machine(log.leader() ?? 0).state;
+  const room = [...healed.nodes.values()]
+    .filter((r) => r.spec.state === 'ready')
+    .map((r) => {
+      const v = healed.index.get(r.spec.id);
+      const cap = r.spec.capacity;
+      const used = v?.allocated ?? cap;
+      return { cpu: cap.cpu - used.cpu, memory: cap.memory - used.memory, disk: cap.disk - used.disk };
+    });
+  const fitting: Promise<Sandbox>[] = [];
+  for (let k = 0; k < 20; k++) {
+    const slot = room.find((r) => r.cpu >= 250 && r.memory >= 250 && r.disk >= 100);
+    if (slot === undefined) break;
+    slot.cpu -= 250;
+    slot.memory -= 250;
+    slot.disk -= 100;
+    const resources = { cpu: 250, memory: 250, disk: 100 };
+    fitting.push(scheduler.create({ tenant: 'live', resources }, { requestId: `live-${seed}-${k}` }));
+  }
+  expect(fitting.length, `SEED=${seed}: no room left to test liveness`).toBeGreaterThan(0);
+  let live: PromiseSettledResult<Sandbox>[] | undefined;
+  void Promise.allSettled(fitting).then((r) => {
+    live = r;
+  });
+  for (let t = 0; t < livenessTurnsMax && live === undefined; t++) {
+    if (t % 10 === 0) scheduler.heartbeat(beating);
+    nowMs += 1;
+    await turn();
+  }
+  expect(live, `SEED=${seed}: creates that fit were not answered`).toBeDefined();
+  for (const r of live ?? [])
+    expect(r.status === 'fulfilled' && r.value.state, `SEED=${seed}: ${JSON.stringify(r)}`).toBe('placed');
   for (let t = 0; t < 500 && !log.converged(); t++) await turn();
   expect(log.converged(), `SEED=${seed}: replicas did not converge`).toBe(true);
 
@@ -179,6 +241,12 @@ async function simulate(seed: number): Promise<{ digest: string; log: SimRaftLog
   }
   expect(acked.size, `SEED=${seed}: too little work was acknowledged`).toBeGreaterThan(operationsPerSeed / 5);
   for (const id of silent) expect(state.nodes.get(id)?.spec.state, `SEED=${seed}: silent ${id}`).toBe('down');
+  // Every request that waited for room is settled: placed, or failed at its deadline with the reason.
+  for (const sb of state.sandboxes.values()) {
+    expect(sb.state, `SEED=${seed}: ${sb.id} still pending`).not.toBe('pending');
+    if (sb.state === 'failed')
+      expect(sb.reason, `SEED=${seed}: ${sb.id} failed without a reason`).toBeTruthy();
+  }
   scheduler.close();
   return { digest: digests[0] as string, log };
 }
