@@ -23,15 +23,17 @@ import {
   SchedulerState,
   shapeOf,
 } from './state.js';
-import type { NodeRecord, Sandbox, SchedulerEvent, Usage } from './types.js';
+import type { LostFrom, NodeRecord, Sandbox, SchedulerEvent, Usage } from './types.js';
 
-/** Snapshot format version; restore refuses any other. */
-export const snapshotVersion = 2;
+/** Snapshot format version written. */
+export const snapshotVersion = 3;
+/** Versions restore reads: 2 is 3 without `lostFrom` (its lost sandboxes cannot be restored by a reconcile). */
+const snapshotVersionsReadable: readonly number[] = [2, 3];
 
 /**
  * A sandbox as a tuple: [id, requestId, tenant, spec (index into `specs`), state, nodeId, gpuDevices,
- * snapshotNodeId, reason, createdAtMs, updatedAtMs], null for an absent field. Tuples and a shared spec
- * table keep a million-sandbox snapshot from encoding ten million key strings.
+ * snapshotNodeId, reason, createdAtMs, updatedAtMs, lostFrom], null for an absent field. Tuples and a
+ * shared spec table keep a million-sandbox snapshot from encoding ten million key strings.
  */
 type SandboxRow = [
   string,
@@ -45,6 +47,7 @@ type SandboxRow = [
   string | null,
   number,
   number,
+  (LostFrom | null)?,
 ];
 
 interface SnapshotBody {
@@ -85,6 +88,7 @@ export function encodeSnapshot(state: SchedulerState): Uint8Array {
       sb.reason ?? null,
       sb.createdAtMs,
       sb.updatedAtMs,
+      sb.lostFrom ?? null,
     ]);
   }
   const body: SnapshotBody = {
@@ -115,6 +119,7 @@ function sandboxOf(row: SandboxRow, specs: readonly SandboxSpec[]): Sandbox {
     reason,
     createdAtMs,
     updatedAtMs,
+    lostFrom,
   ] = row;
   const spec = specs[si];
   assert(spec !== undefined, 'snapshot row names a known spec', { id, si });
@@ -128,6 +133,7 @@ function sandboxOf(row: SandboxRow, specs: readonly SandboxSpec[]): Sandbox {
     gpuDevices,
     ...(snapshotNodeId === null ? {} : { snapshotNodeId }),
     ...(reason === null ? {} : { reason }),
+    ...(lostFrom === null || lostFrom === undefined ? {} : { lostFrom: Object.freeze(lostFrom) }),
     createdAtMs,
     updatedAtMs,
   });
@@ -136,7 +142,7 @@ function sandboxOf(row: SandboxRow, specs: readonly SandboxSpec[]): Sandbox {
 /** Rebuilds a state from `encodeSnapshot`'s bytes, index included. */
 export function decodeSnapshot(bytes: Uint8Array): SchedulerState {
   const body = decoder.decode(bytes) as SnapshotBody;
-  assert(body.v === snapshotVersion, 'unsupported scheduler snapshot version', { v: body.v });
+  assert(snapshotVersionsReadable.includes(body.v), 'unsupported scheduler snapshot version', { v: body.v });
   const builder = ClusterIndex.empty().edit();
   let nodes = IMap<string, NodeRecord>().asMutable();
   for (const rec of body.nodes) {
