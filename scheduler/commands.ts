@@ -153,6 +153,8 @@ export const reconcileReportSchema = z
     }
   });
 export type ReconcileReport = z.output<typeof reconcileReportSchema>;
+/** One sandbox in a reconcile report: its id and the state it is in on the node. */
+export type ReconcileEntry = ReconcileReport[number];
 
 export const commandSchema = z.discriminatedUnion('type', [
   z.strictObject({ type: z.literal('node.register'), atMs: timeMs, spec: nodeSpecSchema }),

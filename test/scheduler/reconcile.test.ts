@@ -1,4 +1,5 @@
 import { describe, expect, it } from 'vitest';
+import { UnknownNodeError } from '../../placement/index.js';
 import {
   type Command,
   commandCodec,
@@ -9,8 +10,9 @@ import { type NodeHeldState, nodeHeldStates } from '../../scheduler/lifecycle.js
 import { type Applied, applyCommand, type ReconcileResult, SchedulerState } from '../../scheduler/state.js';
 import { decodeSnapshot, encodeSnapshot, stateDigest } from '../../scheduler/state-machine.js';
 import type { SchedulerEvent } from '../../scheduler/types.js';
-import { CodecError } from '../../src/lib/errors.js';
+import { CodecError, ValidationError } from '../../src/lib/errors.js';
 import { createRng } from '../../src/lib/prng.js';
+import { startTestCluster } from '../../src/testing/index.js';
 import { node, placeCmd, run, spec } from './fixtures.js';
 
 type Report = { sandboxId: string; state: NodeHeldState }[];
@@ -453,5 +455,118 @@ describe('scheduler reconcile - bad input', () => {
       { sandboxId: 'a', state: 'running' },
     ]);
     expect(() => commandCodec.decode(commandCodec.encode(dup))).toThrow(/listed twice/);
+  });
+});
+
+async function until(cond: () => Promise<boolean>, what: string, timeoutMs = 10_000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (!(await cond())) {
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 5));
+  }
+}
+
+describe('scheduler reconcile - public API on a Raft group', () => {
+  it('scheduler reconcile - a node marked down comes back with a report: its sandboxes are restored, orphans returned', async () => {
+    // Three replicas of a real Raft group, three generated nodes. Four sandboxes are created and the node
+    // holding the stateless one is marked down; the leader re-places the stateless one elsewhere. The node
+    // then reports everything it held plus an id the scheduler never saw: the stateful ones come back
+    // running on it, the stateless one (now elsewhere) and the stranger are orphans, the node is ready,
+    // watch() saw the events, no node is over capacity, every replica agrees, and bad reports are refused
+    // with typed errors while changing nothing.
+    const cluster = await startTestCluster({ nodes: 3, seed: 3, pipeline: { heartbeatIntervalMs: 5 } });
+    const s = cluster.scheduler;
+    try {
+      const small = { tenant: 't1', resources: { cpu: 100, memory: 128, disk: 128 } };
+      const stateless = await s.create({ ...small, stateless: true }, { requestId: 'r-stateless' });
+      const victim = stateless.nodeId as string;
+      for (const i of [1, 2, 3]) await s.create(small, { requestId: `r-${i}` });
+      const held = await s.list({ nodeId: victim });
+      const stateful = held.filter((sb) => sb.id !== stateless.id).map((sb) => sb.id);
+      expect(stateful.length).toBeGreaterThan(0);
+      await s.reportStatus(held.map((sb) => ({ sandboxId: sb.id, state: 'running' as const })));
+
+      await s.setNodeState(victim, 'down');
+      await until(async () => (await s.get(stateless.id))?.state === 'placed', 'the stateless one re-placed');
+      const elsewhere = (await s.get(stateless.id))?.nodeId;
+      expect(elsewhere).not.toBe(victim);
+      for (const id of stateful) expect((await s.get(id))?.state).toBe('lost');
+
+      const events = s.watch();
+      const report = [...held.map((sb) => ({ sandboxId: sb.id, state: 'running' as const }))];
+      report.push({ sandboxId: 'stranger', state: 'running' });
+      const result = await s.reconcileNode(victim, report);
+      expect(result.restored).toEqual(stateful.sort().map((sandboxId) => ({ sandboxId, state: 'running' })));
+      expect(result.lost).toEqual([]);
+      expect(result.failed).toEqual([]);
+      expect(result.orphans).toEqual(
+        [
+          { sandboxId: stateless.id, reason: `it runs on node ${String(elsewhere)}` },
+          { sandboxId: 'stranger', reason: 'unknown to the scheduler (never placed, or terminated)' },
+        ].sort((a, b) => (a.sandboxId < b.sandboxId ? -1 : 1)),
+      );
+      for (const id of stateful) expect(await s.get(id)).toMatchObject({ state: 'running', nodeId: victim });
+      expect(await s.get(stateless.id)).toMatchObject({ state: 'placed', nodeId: elsewhere });
+      const views = await s.nodes();
+      expect(views.find((v) => v.id === victim)?.state).toBe('ready');
+      for (const v of views) {
+        expect(v.allocated.cpu).toBeLessThanOrEqual(v.spec.capacity.cpu);
+        expect(v.allocated.memory).toBeLessThanOrEqual(v.spec.capacity.memory);
+      }
+      expect(views.find((v) => v.id === victim)?.allocated.cpu).toBe(100 * stateful.length);
+
+      // watch() started before the reconcile: it yields the node's return, each restore and each orphan.
+      const seen: string[] = [];
+      const wanted = 1 + stateful.length + 2;
+      while (seen.length < wanted) {
+        const e = (await events.next()).value as SchedulerEvent;
+        if (e.kind === 'node') seen.push(`node:${e.state}`);
+        else if (e.kind === 'orphan') seen.push(`orphan:${e.sandboxId}`);
+        else if (e.from === 'lost') seen.push(`${e.sandboxId}:${e.to}`);
+      }
+      await events.return?.();
+      expect(seen.sort()).toEqual(
+        [
+          'node:ready',
+          ...stateful.map((id) => `${id}:running`),
+          `orphan:${stateless.id}`,
+          'orphan:stranger',
+        ].sort(),
+      );
+
+      // Bad input is refused before or at apply, with typed errors, and changes nothing.
+      await cluster.converged();
+      const before = stateDigest(cluster.log.machine(0).state);
+      await expect(s.reconcileNode('nope', [])).rejects.toBeInstanceOf(UnknownNodeError);
+      await expect(s.reconcileNode('bad id!', [])).rejects.toMatchObject({
+        name: 'ValidationError',
+        path: 'nodeId',
+      });
+      await expect(
+        s.reconcileNode(victim, [{ sandboxId: 'bad id!', state: 'running' }]),
+      ).rejects.toMatchObject({ name: 'ValidationError', path: 'running.0.sandboxId' });
+      await expect(
+        s.reconcileNode(victim, [
+          { sandboxId: 'x', state: 'running' },
+          { sandboxId: 'x', state: 'running' },
+        ]),
+      ).rejects.toMatchObject({ name: 'ValidationError', path: 'running.1.sandboxId' });
+      const tooMany = Array.from({ length: reconcileReportMax + 1 }, (_, i) => ({
+        sandboxId: `s${i}`,
+        state: 'running' as const,
+      }));
+      await expect(s.reconcileNode(victim, tooMany)).rejects.toMatchObject({
+        name: 'ValidationError',
+        path: 'running',
+      });
+      await expect(
+        s.reconcileNode(victim, [{ sandboxId: 'x', state: 'lost' as unknown as 'running' }]),
+      ).rejects.toBeInstanceOf(ValidationError);
+      await cluster.converged();
+      expect(stateDigest(cluster.log.machine(0).state)).toBe(before);
+      expect(cluster.replicasEqual()).toBe(true);
+    } finally {
+      await cluster.close();
+    }
   });
 });
