@@ -1,13 +1,14 @@
 /**
  * The scheduler on real Raft under faults: 3 replicas (RawNodes on the SimNetwork with MemoryStorage, see
- * sim-raft-log.ts), 50 nodes, and 2,000 operations per seed — creates, terminates, status reports, node
- * deaths and returns, heartbeat loss — while the network drops, duplicates and delays messages, partitions
+ * sim-raft-log.ts), 50 nodes, and 2,000 operations per seed — creates (a fifth stateless), terminates,
+ * status reports, node deaths and returns (each return a reconcile report), heartbeat loss — while the network drops, duplicates and delays messages, partitions
  * come and go, and replicas crash (losing what they had not fsynced) and restart from their snapshot and
  * log. Then the faults heal. Replay with `SEED=<n> npx vitest run test/sim/scheduler-raft.test.ts`.
  *
  * Checked: every create that was acknowledged is in committed state (unless the simulation terminated it),
- * no request id was placed twice, no node is over capacity in any replica, all replicas' states are equal at
- * the end, every refusal is a typed error with a message, and the silent nodes end up down.
+ * no request id was placed twice, no node is over capacity in any replica, no sandbox holds resources on a
+ * down node, all replicas' states are equal at the end, every refusal is a typed error with a message, the
+ * silent nodes end up down, and returning nodes were reconciled.
  */
 import { describe, expect, it } from 'vitest';
 import { createScheduler } from '../../scheduler/scheduler.js';
@@ -16,6 +17,7 @@ import type { Sandbox } from '../../scheduler/types.js';
 import { TrellisError } from '../../src/lib/errors.js';
 import { createRng } from '../../src/lib/prng.js';
 import { generateCluster } from '../../src/testing/generate.js';
+import { type ReconcileTally, returningNodeReport } from './returning-node.js';
 import { SimRaftLog } from './sim-raft-log.js';
 
 const seeds = process.env.SEED === undefined ? [1, 2, 3, 4] : [Number(process.env.SEED)];
@@ -60,6 +62,7 @@ async function simulate(seed: number): Promise<{ digest: string; log: SimRaftLog
     return p.finally(() => open.delete(n));
   };
   const down = new Set<string>();
+  const tally: ReconcileTally = { calls: 0, restored: 0, lost: 0, orphans: 0 };
   const silent = new Set(nodes.filter(() => rng.chance(0.1)).map((n) => n.id));
   const silentFromOp = rng.int(0, operationsPerSeed);
   const ids = ['r0', 'r1', 'r2'];
@@ -74,7 +77,11 @@ async function simulate(seed: number): Promise<{ digest: string; log: SimRaftLog
           `create ${rid}`,
           scheduler
             .create(
-              { tenant: `t${rng.int(0, 5)}`, resources: { cpu, memory: cpu, disk: 100 } },
+              {
+                tenant: `t${rng.int(0, 5)}`,
+                resources: { cpu, memory: cpu, disk: 100 },
+                ...(rng.chance(0.2) ? { stateless: true } : {}),
+              },
               { requestId: rid },
             )
             .then(
@@ -107,10 +114,24 @@ async function simulate(seed: number): Promise<{ digest: string; log: SimRaftLog
       const back = down.has(n);
       if (back) down.delete(n);
       else down.add(n);
+      // A returning node reports what it holds, built from a replica's possibly stale state.
+      const report = back
+        ? returningNodeReport(rng, log.machine(log.leader() ?? 0).state, n, [...acked.keys()])
+        : [];
       inFlight.push(
         track(
           `node ${n}`,
-          scheduler.setNodeState(n, back ? 'ready' : 'down').catch(() => {}),
+          back
+            ? scheduler.reconcileNode(n, report).then(
+                (r) => {
+                  tally.calls += 1;
+                  tally.restored += r.restored.length;
+                  tally.lost += r.lost.length;
+                  tally.orphans += r.orphans.length;
+                },
+                () => {},
+              )
+            : scheduler.setNodeState(n, 'down').catch(() => {}),
         ),
       );
     } else if (roll < 0.93) {
@@ -171,6 +192,7 @@ async function simulate(seed: number): Promise<{ digest: string; log: SimRaftLog
       const v = st.index.get(id);
       expect(v?.allocated.cpu).toBeLessThanOrEqual(v?.spec.capacity.cpu ?? -1);
       expect(v?.allocated.memory).toBeLessThanOrEqual(v?.spec.capacity.memory ?? -1);
+      if (v?.state === 'down') expect(st.sandboxesOfNode(id).size, `SEED=${seed}: ${id} down`).toBe(0);
     }
   }
   for (const err of refusals) {
@@ -179,6 +201,8 @@ async function simulate(seed: number): Promise<{ digest: string; log: SimRaftLog
   }
   expect(acked.size, `SEED=${seed}: too little work was acknowledged`).toBeGreaterThan(operationsPerSeed / 5);
   for (const id of silent) expect(state.nodes.get(id)?.spec.state, `SEED=${seed}: silent ${id}`).toBe('down');
+  expect(tally.calls, `SEED=${seed}: too few reconciles`).toBeGreaterThan(10);
+  expect(tally.restored, `SEED=${seed}: nothing restored`).toBeGreaterThan(0);
   scheduler.close();
   return { digest: digests[0] as string, log };
 }
