@@ -290,7 +290,10 @@ export class Scheduler {
     await this.#command({ type: 'node.register', atMs: this.#opts.now(), spec: checked });
   }
 
-  /** Sets a node's state: `draining` and `cordoned` stop new placements, `down` loses its sandboxes. */
+  /**
+   * Sets a node's state: `draining` and `cordoned` stop new placements, `down` loses its sandboxes. Setting a
+   * down node `ready` gives none of them back; a returning node calls `reconcileNode` instead.
+   */
   async setNodeState(nodeId: string, state: NodeSpec['state']): Promise<void> {
     await this.#command({ type: 'node.state', atMs: this.#opts.now(), nodeId, state });
   }

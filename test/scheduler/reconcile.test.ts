@@ -1,3 +1,4 @@
+import { Decoder, Encoder } from '@msgpack/msgpack';
 import { describe, expect, it } from 'vitest';
 import { UnknownNodeError } from '../../placement/index.js';
 import {
@@ -12,6 +13,7 @@ import { decodeSnapshot, encodeSnapshot, stateDigest } from '../../scheduler/sta
 import type { SchedulerEvent } from '../../scheduler/types.js';
 import { CodecError, ValidationError } from '../../src/lib/errors.js';
 import { createRng } from '../../src/lib/prng.js';
+import { eventsCodec } from '../../src/nats/events.js';
 import { startTestCluster } from '../../src/testing/index.js';
 import { node, placeCmd, run, spec } from './fixtures.js';
 
@@ -153,6 +155,8 @@ describe('scheduler reconcile - rules', () => {
       ['n1', 'e', r.state.applied],
       ['n1', 'ghost', r.state.applied],
     ]);
+    // The orphan events pass the NATS events codec, so followers of the events subject see them too.
+    expect(eventsCodec.decode(eventsCodec.encode(r.events))).toEqual(r.events);
     // a and c were lost from n1 and not reported: they stay lost, still remembering n1.
     expect(r.state.sandbox('a')).toMatchObject({ state: 'lost', lostFrom: { nodeId: 'n1' } });
   });
@@ -398,6 +402,24 @@ describe('scheduler reconcile - determinism, capacity, snapshots', () => {
     expect(reconciled(y).restored).toEqual([{ sandboxId: 'c', state: 'running' }]);
     expect(stateDigest(y.state)).toBe(stateDigest(x.state));
     expect(y.state.index.get('n1')?.allocated.cpu).toBe(2000);
+  });
+});
+
+describe('scheduler reconcile - older snapshots', () => {
+  it('scheduler reconcile - a v2 snapshot (no lostFrom) still restores; its lost sandboxes become orphans', () => {
+    // Rewrites a v3 snapshot as v2 wrote it (version 2, eleven fields per sandbox). It must restore to the
+    // same state minus lostFrom, and a reconcile then treats those lost sandboxes as orphans: without the
+    // memory of their node, giving them back would be a guess.
+    const state = downState();
+    const body = new Decoder().decode(encodeSnapshot(state)) as { v: number; sandboxes: unknown[][] };
+    body.v = 2;
+    body.sandboxes = body.sandboxes.map((row) => row.slice(0, 11));
+    const old = decodeSnapshot(new Encoder().encode(body));
+    expect(old.sandbox('a')?.state).toBe('lost');
+    expect(old.sandbox('a')?.lostFrom).toBeUndefined();
+    const r = apply(old, reconcileCmd('n1', [{ sandboxId: 'a', state: 'running' }]));
+    expect(reconciled(r).orphans).toEqual([{ sandboxId: 'a', reason: 'it was lost from an unknown node' }]);
+    expect(r.state.sandbox('a')?.state).toBe('lost');
   });
 });
 
