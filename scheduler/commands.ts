@@ -17,7 +17,7 @@ import {
 import { createCodec } from '../src/lib/codec.js';
 import { idLengthMax } from '../src/lib/ids.js';
 import { zodDecoder } from '../src/lib/validate.js';
-import { sandboxStates } from './lifecycle.js';
+import { nodeHeldStates, sandboxStates } from './lifecycle.js';
 
 /** Items one place, status or heartbeat command may carry. */
 export const commandItemsMax = 100_000;
@@ -25,6 +25,11 @@ export const commandItemsMax = 100_000;
 export const commandBytesMax = 64 << 20;
 /** Longest free-text field (image names, failure reasons, label values). */
 export const textLengthMax = 256;
+/**
+ * Sandboxes one node's reconcile report may list. A node holding more is refused whole rather than
+ * reconciled in part (a partial report would make its missing sandboxes look lost).
+ */
+export const reconcileReportMax = 10_000;
 /** Labels one sandbox may carry. */
 export const sandboxLabelsMax = 32;
 
@@ -141,11 +146,43 @@ export const quotaSchema = z.strictObject({
 });
 export type Quota = z.output<typeof quotaSchema>;
 
+/**
+ * What a returning node says it holds: each sandbox once, in the state it is in on the node. Duplicates
+ * are refused (with the path of the second one), since two states for one sandbox cannot both be true.
+ */
+export const reconcileReportSchema = z
+  .array(z.strictObject({ sandboxId: idSchema, state: z.enum(nodeHeldStates) }))
+  .max(reconcileReportMax)
+  .superRefine((items, ctx) => {
+    const seen = new Set<string>();
+    for (const [i, item] of items.entries()) {
+      if (seen.has(item.sandboxId)) {
+        ctx.addIssue({
+          code: 'custom',
+          path: [i, 'sandboxId'],
+          message: `sandbox ${item.sandboxId} is listed twice`,
+        });
+        return;
+      }
+      seen.add(item.sandboxId);
+    }
+  });
+export type ReconcileReport = z.output<typeof reconcileReportSchema>;
+/** One sandbox in a reconcile report: its id and the state it is in on the node. */
+export type ReconcileEntry = ReconcileReport[number];
+
 export const commandSchema = z.discriminatedUnion('type', [
   z.strictObject({ type: z.literal('node.register'), atMs: timeMs, spec: nodeSpecSchema }),
   z.strictObject({ type: z.literal('node.update'), atMs: timeMs, spec: nodeSpecSchema }),
   z.strictObject({ type: z.literal('node.state'), atMs: timeMs, nodeId: idSchema, state: nodeStateSchema }),
   z.strictObject({ type: z.literal('node.remove'), atMs: timeMs, nodeId: idSchema }),
+  z.strictObject({
+    /** A returning node's report of what it holds, reconciled against state (see state.ts `reconcile`). */
+    type: z.literal('node.reconcile'),
+    atMs: timeMs,
+    nodeId: idSchema,
+    running: reconcileReportSchema,
+  }),
   z.strictObject({
     type: z.literal('node.heartbeat'),
     atMs: timeMs,

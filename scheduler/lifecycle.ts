@@ -6,6 +6,10 @@
  *   pending → placed → starting → running → (suspending → suspended → resuming → running)
  *           → terminating → terminated, plus failed(reason) and lost (its node died).
  *
+ * A lost sandbox leaves `lost` in three ways: terminated, placed again elsewhere (`replace`, stateless
+ * only), or given back to the node it was lost from when that node returns and reports it (`node.reconcile`),
+ * in the state the node reports, or failed when the node no longer has room for it.
+ *
  * Which states hold resources on a node is also decided here (`holdsAllocation`): a suspended sandbox's
  * memory image lives on disk, so it gives its cpu and memory back until it resumes.
  */
@@ -41,8 +45,35 @@ const next: Readonly<Record<SandboxState, readonly SandboxState[]>> = {
   terminating: ['terminated', 'failed', 'lost'],
   terminated: [],
   failed: ['terminated'],
-  lost: ['terminated', 'placed'],
+  // Every state but terminated and failed is a restore by `node.reconcile`, which alone re-takes the
+  // allocation; a status report may not take a lost sandbox anywhere but terminated or failed.
+  lost: [
+    'terminated',
+    'placed',
+    'starting',
+    'running',
+    'suspending',
+    'suspended',
+    'resuming',
+    'terminating',
+    'failed',
+  ],
 };
+
+/**
+ * The states a node may report a sandbox in when it reconciles: the ones in which it holds the sandbox's
+ * instance, or (suspended) its memory snapshot.
+ */
+export const nodeHeldStates = [
+  'placed',
+  'starting',
+  'running',
+  'suspending',
+  'suspended',
+  'resuming',
+  'terminating',
+] as const satisfies readonly SandboxState[];
+export type NodeHeldState = (typeof nodeHeldStates)[number];
 
 /** True when `from → to` is a legal transition. */
 export function canTransition(from: SandboxState, to: SandboxState): boolean {

@@ -13,7 +13,16 @@ import { assert } from '../src/lib/assert.js';
 import { sandboxId as parseSandboxId } from '../src/lib/ids.js';
 import { parseWith } from '../src/lib/validate.js';
 import { placementRequestOf, validateSpec } from './admission.js';
-import { type Command, commandCodec, nodeSpecSchema, type Quota, quotaSchema } from './commands.js';
+import {
+  type Command,
+  commandCodec,
+  idSchema,
+  nodeSpecSchema,
+  type Quota,
+  quotaSchema,
+  type ReconcileEntry,
+  reconcileReportSchema,
+} from './commands.js';
 import {
   errorFromResult,
   NotLeaderError,
@@ -30,7 +39,7 @@ import {
   type PipelineOptions,
 } from './pipeline/leader.js';
 import { RaftGroupLog } from './raft-group.js';
-import type { CommandResult } from './state.js';
+import type { CommandResult, ReconcileResult } from './state.js';
 import type { Sandbox, SchedulerEvent } from './types.js';
 
 /** Times a call is retried on a new leader before it gives up with NotLeaderError. */
@@ -281,9 +290,43 @@ export class Scheduler {
     await this.#command({ type: 'node.register', atMs: this.#opts.now(), spec: checked });
   }
 
-  /** Sets a node's state: `draining` and `cordoned` stop new placements, `down` loses its sandboxes. */
+  /**
+   * Sets a node's state: `draining` and `cordoned` stop new placements, `down` loses its sandboxes. Setting a
+   * down node `ready` gives none of them back; a returning node calls `reconcileNode` instead.
+   */
   async setNodeState(nodeId: string, state: NodeSpec['state']): Promise<void> {
     await this.#command({ type: 'node.state', atMs: this.#opts.now(), nodeId, state });
+  }
+
+  /**
+   * Reconciles a node that comes back (after being marked down, or after its agent restarted) against
+   * `running`, its own report of every sandbox it holds and in which state. Resolves once committed with
+   * what changed:
+   * - `restored`: sandboxes lost from this node that it still holds, back in the reported state with their
+   *   allocation (only while they fit: the node is never over-committed);
+   * - `lost`: sandboxes the scheduler placed on the node that it did not report (stateless ones are then
+   *   placed again elsewhere);
+   * - `failed`: stateful lost sandboxes that no longer fit on the node, whose copy it must stop;
+   * - `orphans`: sandboxes the node must stop, each with why (unknown, finished, living elsewhere, or no
+   *   room left for it); the scheduler's state of them is unchanged.
+   * A `down` node becomes `ready`; a draining or cordoned one keeps its state. Every change is also a
+   * committed event on `watch()` (orphans as `kind: 'orphan'`).
+   *
+   * Throws ValidationError (its `path` names the field) for a bad node id, a bad or repeated sandbox id,
+   * a state a node cannot hold a sandbox in, or more than `reconcileReportMax` entries; UnknownNodeError
+   * for a node that is not registered. Either way nothing changes. A call retried after a leader change
+   * may have committed once already; the answer then describes only the retry (the orphans are the same).
+   */
+  async reconcileNode(nodeId: string, running: readonly ReconcileEntry[]): Promise<ReconcileResult> {
+    const cmd: Command = {
+      type: 'node.reconcile',
+      atMs: this.#opts.now(),
+      nodeId: parseWith(idSchema, nodeId, 'nodeId'),
+      running: parseWith(reconcileReportSchema, running, 'running'),
+    };
+    const result = await this.#command(cmd);
+    assert(result.ok && result.reconciled !== undefined, 'a committed reconcile has its result', { nodeId });
+    return result.reconciled;
   }
 
   /** Removes an empty node. Throws UnknownNodeError, NodeBusyError. */

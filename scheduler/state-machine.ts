@@ -23,17 +23,21 @@ import {
   SchedulerState,
   shapeOf,
 } from './state.js';
-import type { NodeRecord, Sandbox, SchedulerEvent, Usage } from './types.js';
+import type { LostFrom, NodeRecord, Sandbox, SchedulerEvent, Usage } from './types.js';
 
-/** Snapshot format version; restore reads this one and version 2 (which had no pending deadlines). */
+/** Snapshot format version written. */
 export const snapshotVersion = 3;
-const snapshotVersionsRead = [2, 3];
+/**
+ * Versions restore reads: 2 is 3 without `lostFrom` and `pendingUntilMs` (its lost sandboxes cannot be
+ * restored by a reconcile; it had no pending sandboxes).
+ */
+const snapshotVersionsReadable: readonly number[] = [2, 3];
 
 /**
  * A sandbox as a tuple: [id, requestId, tenant, spec (index into `specs`), state, nodeId, gpuDevices,
- * snapshotNodeId, reason, createdAtMs, updatedAtMs, pendingUntilMs], null for an absent field (version 2
- * rows stop before pendingUntilMs). Tuples and a shared spec table keep a million-sandbox snapshot from
- * encoding ten million key strings.
+ * snapshotNodeId, reason, createdAtMs, updatedAtMs, lostFrom, pendingUntilMs], null for an absent field
+ * (version 2 rows stop after updatedAtMs). Tuples and a shared spec table keep a million-sandbox snapshot
+ * from encoding ten million key strings.
  */
 type SandboxRow = [
   string,
@@ -47,6 +51,7 @@ type SandboxRow = [
   string | null,
   number,
   number,
+  (LostFrom | null)?,
   (number | null)?,
 ];
 
@@ -88,6 +93,7 @@ export function encodeSnapshot(state: SchedulerState): Uint8Array {
       sb.reason ?? null,
       sb.createdAtMs,
       sb.updatedAtMs,
+      sb.lostFrom ?? null,
       sb.pendingUntilMs ?? null,
     ]);
   }
@@ -119,6 +125,7 @@ function sandboxOf(row: SandboxRow, specs: readonly SandboxSpec[]): Sandbox {
     reason,
     createdAtMs,
     updatedAtMs,
+    lostFrom,
     pendingUntilMs,
   ] = row;
   const spec = specs[si];
@@ -133,6 +140,7 @@ function sandboxOf(row: SandboxRow, specs: readonly SandboxSpec[]): Sandbox {
     gpuDevices,
     ...(snapshotNodeId === null ? {} : { snapshotNodeId }),
     ...(reason === null ? {} : { reason }),
+    ...(lostFrom === null || lostFrom === undefined ? {} : { lostFrom: Object.freeze(lostFrom) }),
     ...(pendingUntilMs === null || pendingUntilMs === undefined ? {} : { pendingUntilMs }),
     createdAtMs,
     updatedAtMs,
@@ -142,7 +150,7 @@ function sandboxOf(row: SandboxRow, specs: readonly SandboxSpec[]): Sandbox {
 /** Rebuilds a state from `encodeSnapshot`'s bytes, index included. */
 export function decodeSnapshot(bytes: Uint8Array): SchedulerState {
   const body = decoder.decode(bytes) as SnapshotBody;
-  assert(snapshotVersionsRead.includes(body.v), 'unsupported scheduler snapshot version', { v: body.v });
+  assert(snapshotVersionsReadable.includes(body.v), 'unsupported scheduler snapshot version', { v: body.v });
   const builder = ClusterIndex.empty().edit();
   let nodes = IMap<string, NodeRecord>().asMutable();
   for (const rec of body.nodes) {

@@ -25,7 +25,7 @@ import {
 } from '../placement/index.js';
 import { assert } from '../src/lib/assert.js';
 import { TrellisError, ValidationError } from '../src/lib/errors.js';
-import type { Command, PendItem, PlaceItem, Quota, SandboxSpec } from './commands.js';
+import type { Command, PendItem, PlaceItem, Quota, ReconcileReport, SandboxSpec } from './commands.js';
 import {
   type ErrorResult,
   errorResult,
@@ -35,8 +35,15 @@ import {
   QuotaExceededError,
   UnknownSandboxError,
 } from './errors.js';
-import { holdsAllocation, isFinished, type SandboxState, terminateTarget, transition } from './lifecycle.js';
-import type { NodeRecord, Sandbox, SchedulerEvent, Usage } from './types.js';
+import {
+  holdsAllocation,
+  isFinished,
+  type NodeHeldState,
+  type SandboxState,
+  terminateTarget,
+  transition,
+} from './lifecycle.js';
+import type { LostFrom, NodeRecord, Sandbox, SchedulerEvent, Usage } from './types.js';
 
 /** Request ids remembered for idempotency, oldest evicted first. Kept in the snapshot. */
 export const dedupEntriesMax = 1_000_000;
@@ -68,12 +75,26 @@ export type PlaceItemResult =
       readonly error: ErrorResult;
     };
 
+/**
+ * What a `node.reconcile` did. `restored`: lost sandboxes given back to the node, in the state it reported.
+ * `lost`: sandboxes the state placed on the node that it did not report. `failed`: stateful sandboxes it
+ * reported that no longer fit on it (their only copy must stop). `orphans`: reported sandboxes the node
+ * must stop, each with why. Every list is sorted by sandbox id.
+ */
+export interface ReconcileResult {
+  readonly restored: readonly { readonly sandboxId: string; readonly state: SandboxState }[];
+  readonly lost: readonly string[];
+  readonly failed: readonly string[];
+  readonly orphans: readonly { readonly sandboxId: string; readonly reason: string }[];
+}
+
 /** What applying a command returns to its proposer. */
 export type CommandResult =
   | {
       readonly ok: true;
       readonly items?: readonly PlaceItemResult[];
       readonly itemErrors?: readonly ErrorResult[];
+      readonly reconciled?: ReconcileResult;
     }
   | { readonly ok: false; readonly error: ErrorResult };
 
@@ -316,10 +337,24 @@ class Draft {
       if (this.d.byTenant.get(sb.tenant)?.size === 0) this.d.byTenant = this.d.byTenant.remove(sb.tenant);
       return;
     }
-    const { nodeId: _node, gpuDevices: _gpu, ...rest } = sb;
+    // A sandbox lost from a node remembers where it was, so that node's reconcile can give it back; the
+    // memory goes as soon as it leaves `lost`.
+    const lostFrom: LostFrom | undefined =
+      to === 'lost' && holdsAllocation(sb.state) && sb.nodeId !== undefined
+        ? Object.freeze({ nodeId: sb.nodeId, gpuDevices: sb.gpuDevices })
+        : undefined;
+    const { lostFrom: _lostFrom, ...base } = sb;
+    const { nodeId: _node, gpuDevices: _gpu, ...rest } = base;
     const next: Sandbox = keepsNode
-      ? { ...sb, ...extra, state: to, updatedAtMs: this.atMs }
-      : { ...rest, ...extra, gpuDevices: [], state: to, updatedAtMs: this.atMs };
+      ? { ...base, ...extra, state: to, updatedAtMs: this.atMs }
+      : {
+          ...rest,
+          ...extra,
+          gpuDevices: [],
+          ...(lostFrom === undefined ? {} : { lostFrom }),
+          state: to,
+          updatedAtMs: this.atMs,
+        };
     this.d.sandboxes = this.d.sandboxes.set(sb.id, Object.freeze(next));
   }
 
@@ -340,6 +375,10 @@ class Draft {
       ...(sb.nodeId === undefined ? {} : { nodeId: sb.nodeId }),
       ...(reason === undefined ? {} : { reason }),
     });
+  }
+
+  orphanEvent(nodeId: string, sandboxId: string, reason: string): void {
+    this.events.push({ kind: 'orphan', index: this.entryIndex, atMs: this.atMs, nodeId, sandboxId, reason });
   }
 
   nodeEvent(
@@ -402,6 +441,8 @@ function applyTo(draft: Draft, cmd: Command): CommandResult {
       return removeNode(draft, cmd.nodeId);
     case 'node.heartbeat':
       return heartbeat(draft, cmd.nodeIds);
+    case 'node.reconcile':
+      return reconcile(draft, cmd.nodeId, cmd.running);
     case 'place':
       return place(draft, cmd.items);
     case 'pend':
@@ -455,7 +496,7 @@ function replace(
     }
     transition(sb.id, sb.state, 'placed');
     draft.builder.allocate(item.nodeId, shape);
-    const { reason: _reason, ...rest } = sb;
+    const { reason: _reason, lostFrom: _lostFrom, ...rest } = sb;
     const next: Sandbox = Object.freeze({
       ...rest,
       state: 'placed',
@@ -561,6 +602,145 @@ function heartbeat(draft: Draft, nodeIds: readonly string[]): CommandResult {
       draft.d.nodes = draft.d.nodes.set(id, Object.freeze({ ...rec, lastHeartbeatMs: draft.atMs }));
   }
   return ok;
+}
+
+/**
+ * A returning node's report of what it holds, reconciled against state. Checked whole first (known node,
+ * each sandbox listed once), so a bad report changes nothing. Then, in this order:
+ *   1. the node is `ready` again if it was `down` (any other state is kept: draining stays draining), with
+ *      a fresh heartbeat;
+ *   2. each sandbox the state places on the node (holding resources there) that the report leaves out is
+ *      lost, "node <id> did not report it", and so eligible for the stateless re-placement;
+ *   3. each reported sandbox, in id order:
+ *      - held here already (resources on this node, or its snapshot when suspended): unchanged, since
+ *        progress is for status reports;
+ *      - lost from this node: restored in the reported state, retaking the same shape and GPU shares, if
+ *        it still fits (a suspended one needs no room). If it does not, the node must stop it (an orphan):
+ *        a stateless one stays lost for re-placement, a stateful one fails, as its only copy is stopping;
+ *      - anything else (unknown, finished, placed or lost elsewhere, suspended elsewhere): an orphan,
+ *        state unchanged.
+ * Restores are checked one by one against the index after the losses of step 2, so the node is never
+ * over-committed whatever it reports; when not all fit, lower sandbox ids win.
+ */
+function reconcile(draft: Draft, nodeId: string, running: ReconcileReport): CommandResult {
+  const rec = requireNode(draft, nodeId);
+  const reported = new Map<string, NodeHeldState>();
+  for (const [i, item] of running.entries()) {
+    if (reported.has(item.sandboxId))
+      throw new ValidationError(`running.${i}.sandboxId`, `sandbox ${item.sandboxId} is listed twice`);
+    reported.set(item.sandboxId, item.state);
+  }
+  const heartbeatMs = Math.max(rec.lastHeartbeatMs, draft.atMs);
+  if (rec.spec.state === 'down') {
+    draft.builder.setState(nodeId, 'ready');
+    const spec: NodeSpec = { ...rec.spec, state: 'ready' };
+    draft.d.nodes = draft.d.nodes.set(nodeId, Object.freeze({ ...rec, spec, lastHeartbeatMs: heartbeatMs }));
+    draft.nodeEvent(nodeId, 'state', 'ready');
+  } else if (rec.lastHeartbeatMs < heartbeatMs) {
+    draft.d.nodes = draft.d.nodes.set(nodeId, Object.freeze({ ...rec, lastHeartbeatMs: heartbeatMs }));
+  }
+  const lost: string[] = [];
+  for (const id of [...(draft.d.byNode.get(nodeId) ?? ISet<string>())].sort()) {
+    if (reported.has(id)) continue;
+    const sb = draft.d.sandboxes.get(id);
+    assert(sb !== undefined, 'byNode names a known sandbox', { nodeId, id });
+    if (!holdsAllocation(sb.state)) continue;
+    draft.setState(sb, 'lost', { reason: `node ${nodeId} did not report it` });
+    lost.push(id);
+  }
+  const restored: { sandboxId: string; state: SandboxState }[] = [];
+  const failed: string[] = [];
+  const orphans: { sandboxId: string; reason: string }[] = [];
+  for (const id of [...reported.keys()].sort()) {
+    const to = reported.get(id) as NodeHeldState;
+    const sb = draft.d.sandboxes.get(id);
+    const verdict = reportedVerdict(sb, nodeId);
+    if (verdict.kind === 'held') continue;
+    if (verdict.kind === 'orphan') {
+      orphans.push({ sandboxId: id, reason: verdict.reason });
+      draft.orphanEvent(nodeId, id, verdict.reason);
+      continue;
+    }
+    assert(sb !== undefined, 'a sandbox to restore exists', { id });
+    if (restoreLost(draft, sb, nodeId, to)) {
+      restored.push({ sandboxId: id, state: to });
+      continue;
+    }
+    const reason = `node ${nodeId} came back without room for it`;
+    orphans.push({ sandboxId: id, reason });
+    draft.orphanEvent(nodeId, id, reason);
+    if (sb.spec.stateless !== true) {
+      draft.setState(sb, transition(sb.id, sb.state, 'failed'), { reason });
+      failed.push(id);
+    }
+  }
+  return { ok: true, reconciled: { restored, lost, failed, orphans } };
+}
+
+type Verdict = { readonly kind: 'held' | 'restore' } | { readonly kind: 'orphan'; readonly reason: string };
+const held: Verdict = Object.freeze({ kind: 'held' });
+const orphan = (reason: string): Verdict => ({ kind: 'orphan', reason });
+
+/**
+ * What to do with one sandbox a node reported: nothing (state agrees it is there), restore it (lost from
+ * this node), or tell the node to stop it, saying why.
+ */
+function reportedVerdict(sb: Sandbox | undefined, nodeId: string): Verdict {
+  if (sb === undefined) return orphan('unknown to the scheduler (never placed, or terminated)');
+  if (holdsAllocation(sb.state))
+    return sb.nodeId === nodeId ? held : orphan(`it runs on node ${String(sb.nodeId)}`);
+  if (sb.state === 'suspended') {
+    return sb.snapshotNodeId === nodeId
+      ? held
+      : orphan(`it is suspended with its snapshot on node ${String(sb.snapshotNodeId)}`);
+  }
+  if (sb.state === 'lost') {
+    return sb.lostFrom?.nodeId === nodeId
+      ? { kind: 'restore' }
+      : orphan(
+          `it was lost from ${sb.lostFrom === undefined ? 'an unknown node' : `node ${sb.lostFrom.nodeId}`}`,
+        );
+  }
+  return orphan(`it is ${sb.state}`);
+}
+
+/**
+ * Gives a sandbox lost from `nodeId` back to it in state `to`, retaking the shape it held there. Returns
+ * false, changing nothing, when that shape no longer fits.
+ */
+function restoreLost(draft: Draft, sb: Sandbox, nodeId: string, to: NodeHeldState): boolean {
+  assert(sb.lostFrom?.nodeId === nodeId, 'restores only to the node it was lost from', { sandboxId: sb.id });
+  transition(sb.id, sb.state, to);
+  const { reason: _reason, lostFrom, ...rest } = sb;
+  if (!holdsAllocation(to)) {
+    // Suspended: the node kept the memory snapshot, which takes no allocation.
+    const next: Sandbox = Object.freeze({
+      ...rest,
+      state: to,
+      snapshotNodeId: nodeId,
+      gpuDevices: [],
+      updatedAtMs: draft.atMs,
+    });
+    draft.d.sandboxes = draft.d.sandboxes.set(sb.id, next);
+    draft.event(next, to, undefined, 'lost');
+    return true;
+  }
+  const shape = shapeOf(sb.spec, sb.tenant, lostFrom.gpuDevices);
+  const slot = draft.reader.slotOf(nodeId);
+  assert(slot !== undefined, 'a registered node has a slot', { nodeId });
+  if (!draft.builder.fitsSlot(slot, shape)) return false;
+  draft.builder.allocate(nodeId, shape);
+  const next: Sandbox = Object.freeze({
+    ...rest,
+    state: to,
+    nodeId,
+    gpuDevices: lostFrom.gpuDevices,
+    updatedAtMs: draft.atMs,
+  });
+  draft.d.sandboxes = draft.d.sandboxes.set(sb.id, next);
+  draft.linkNode(nodeId, sb.id, 1);
+  draft.event(next, to, undefined, 'lost');
+  return true;
 }
 
 /** Checks one place item against the draft; returns why it cannot commit, or undefined when it can. */
@@ -740,13 +920,21 @@ function status(
       itemErrors.push(errorResult(err));
       continue;
     }
-    if (item.state === 'suspended' && sb.nodeId !== undefined) {
-      draft.setState(sb, 'suspended', { snapshotNodeId: sb.nodeId });
-    } else if (item.state === 'placed') {
-      // Only lost → placed reaches here, and it needs a node: a re-placement goes through `place` instead.
+    if (
+      (!holdsAllocation(sb.state) && holdsAllocation(item.state)) ||
+      (sb.state === 'lost' && item.state === 'suspended')
+    ) {
+      // Taking resources again (lost → placed or running, suspended → resuming) needs a node with room and
+      // goes through replace, resume or the node's reconcile, never a bare status report.
       itemErrors.push(
-        errorResult(new IllegalTransitionError(`sandbox ${sb.id}: re-placement is not a status`)),
+        errorResult(
+          new IllegalTransitionError(
+            `sandbox ${sb.id}: ${sb.state} → ${item.state} takes resources, which a status report cannot`,
+          ),
+        ),
       );
+    } else if (item.state === 'suspended' && sb.nodeId !== undefined) {
+      draft.setState(sb, 'suspended', { snapshotNodeId: sb.nodeId });
     } else {
       draft.setState(sb, item.state, item.reason === undefined ? {} : { reason: item.reason });
     }

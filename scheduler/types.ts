@@ -22,12 +22,23 @@ export interface Sandbox {
   readonly gpuDevices: readonly GpuShare[];
   /** The node holding the memory snapshot of a suspended sandbox; resume prefers it. */
   readonly snapshotNodeId?: string;
+  /**
+   * Where a lost sandbox last held resources. When that node returns and reports the sandbox, reconcile
+   * gives these back to it (if they still fit). Set only while the sandbox is lost.
+   */
+  readonly lostFrom?: LostFrom;
   /** Why it failed, was lost, could not resume, or (pending) why no node takes it yet. */
   readonly reason?: string;
   /** A pending sandbox's deadline, on the leader's clock: it fails if no node takes it by then. */
   readonly pendingUntilMs?: number;
   readonly createdAtMs: number;
   readonly updatedAtMs: number;
+}
+
+/** The node and GPU shares a lost sandbox held when it was lost. */
+export interface LostFrom {
+  readonly nodeId: string;
+  readonly gpuDevices: readonly GpuShare[];
 }
 
 /** A registered node: its spec (state included) and the last heartbeat the leader committed for it. */
@@ -62,4 +73,17 @@ export type SchedulerEvent =
       readonly nodeId: string;
       readonly change: 'registered' | 'updated' | 'state' | 'removed';
       readonly state?: NodeSpec['state'];
+    }
+  | {
+      /**
+       * A reconciling node reported a sandbox the scheduler does not place there (unknown, finished,
+       * living on another node, or with no room left to restore it): the node must stop its copy. State is
+       * unchanged by an orphan.
+       */
+      readonly kind: 'orphan';
+      readonly index: number;
+      readonly atMs: number;
+      readonly nodeId: string;
+      readonly sandboxId: string;
+      readonly reason: string;
     };

@@ -5,7 +5,14 @@
  */
 
 export type { NodeSpec, NodeView, Resources } from '../placement/index.js';
-export type { Quota, SandboxSpec } from '../scheduler/commands.js';
+export {
+  DuplicateNodeError,
+  NodeBusyError,
+  OverCommitError,
+  UnknownNodeError,
+} from '../placement/index.js';
+export type { Quota, ReconcileEntry, SandboxSpec } from '../scheduler/commands.js';
+export { reconcileReportMax } from '../scheduler/commands.js';
 export {
   IllegalTransitionError,
   NoCapacityError,
@@ -19,8 +26,8 @@ export {
   WatchOverflowError,
 } from '../scheduler/errors.js';
 export { InProcessLog } from '../scheduler/in-process-log.js';
-export type { ResumePolicy, SandboxState } from '../scheduler/lifecycle.js';
-export { sandboxStates } from '../scheduler/lifecycle.js';
+export type { NodeHeldState, ResumePolicy, SandboxState } from '../scheduler/lifecycle.js';
+export { nodeHeldStates, sandboxStates } from '../scheduler/lifecycle.js';
 export type { ReplicatedLog } from '../scheduler/log.js';
 export { RaftGroupLog, type RaftGroupOptions } from '../scheduler/raft-group.js';
 export type {
@@ -31,5 +38,6 @@ export type {
   SchedulerStats,
 } from '../scheduler/scheduler.js';
 export { createScheduler, Scheduler } from '../scheduler/scheduler.js';
-export type { NodeRecord, Sandbox, SchedulerEvent } from '../scheduler/types.js';
+export type { ReconcileResult } from '../scheduler/state.js';
+export type { LostFrom, NodeRecord, Sandbox, SchedulerEvent } from '../scheduler/types.js';
 export { CodecError, ConfigError, TrellisError, ValidationError } from './lib/errors.js';

@@ -43,6 +43,14 @@ const eventSchema = z.discriminatedUnion('kind', [
     change: z.enum(['registered', 'updated', 'state', 'removed']),
     state: z.enum(nodeStates as [string, ...string[]]).optional(),
   }),
+  z.strictObject({
+    kind: z.literal('orphan'),
+    index: z.int().min(0),
+    atMs: z.int().min(0),
+    nodeId: text,
+    sandboxId: text,
+    reason: z.string().max(4_096),
+  }),
 ]);
 
 export const eventsCodec = createCodec<readonly SchedulerEvent[]>({

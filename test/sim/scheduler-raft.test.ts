@@ -1,23 +1,26 @@
 /**
  * The scheduler on real Raft under faults: 3 replicas (RawNodes on the SimNetwork with MemoryStorage, see
- * sim-raft-log.ts), 50 nodes, and 2,000 operations per seed — creates, terminates, status reports, node
- * deaths and returns, heartbeat loss — while the network drops, duplicates and delays messages, partitions
+ * sim-raft-log.ts), 50 nodes, and 2,000 operations per seed — creates (a fifth stateless), terminates,
+ * status reports, node deaths and returns (each return a reconcile report), heartbeat loss — while the network drops, duplicates and delays messages, partitions
  * come and go, and replicas crash (losing what they had not fsynced) and restart from their snapshot and
  * log. Then the faults heal. Replay with `SEED=<n> npx vitest run test/sim/scheduler-raft.test.ts`.
  *
  * Checked: every create that was acknowledged is in committed state (unless the simulation terminated it),
- * no request id was placed twice, no node is over capacity in any replica, all replicas' states are equal at
- * the end, every refusal is a typed error with a message, the silent nodes end up down, no sandbox is left
- * pending (each was placed or failed at its deadline, with a reason), and once the faults heal creates that
- * fit the free room are all placed.
+ * no request id was placed twice, no node is over capacity in any replica, no sandbox holds resources on a
+ * down node, all replicas' states are equal at the end, every refusal is a typed error with a message, the
+ * silent nodes end up down, returning nodes were reconciled, no sandbox is left pending (each was placed or
+ * failed at its deadline, with a reason), and once the faults heal creates that fit the free room are all
+ * placed.
  */
 import { describe, expect, it } from 'vitest';
 import { createScheduler } from '../../scheduler/scheduler.js';
+import type { SchedulerState } from '../../scheduler/state.js';
 import { stateDigest } from '../../scheduler/state-machine.js';
 import type { Sandbox } from '../../scheduler/types.js';
 import { TrellisError } from '../../src/lib/errors.js';
 import { createRng } from '../../src/lib/prng.js';
 import { generateCluster } from '../../src/testing/generate.js';
+import { type ReconcileTally, returningNodeReport } from './returning-node.js';
 import { SimRaftLog } from './sim-raft-log.js';
 
 const seeds = process.env.SEED === undefined ? [1, 2, 3, 4] : [Number(process.env.SEED)];
@@ -62,6 +65,7 @@ async function simulate(seed: number): Promise<{ digest: string; log: SimRaftLog
     return p.finally(() => open.delete(n));
   };
   const down = new Set<string>();
+  const tally: ReconcileTally = { calls: 0, restored: 0, lost: 0, orphans: 0 };
   const silent = new Set(nodes.filter(() => rng.chance(0.1)).map((n) => n.id));
   const silentFromOp = rng.int(0, operationsPerSeed);
   const ids = ['r0', 'r1', 'r2'];
@@ -76,7 +80,11 @@ async function simulate(seed: number): Promise<{ digest: string; log: SimRaftLog
           `create ${rid}`,
           scheduler
             .create(
-              { tenant: `t${rng.int(0, 5)}`, resources: { cpu, memory: cpu, disk: 100 } },
+              {
+                tenant: `t${rng.int(0, 5)}`,
+                resources: { cpu, memory: cpu, disk: 100 },
+                ...(rng.chance(0.2) ? { stateless: true } : {}),
+              },
               { requestId: rid },
             )
             .then(
@@ -109,10 +117,24 @@ async function simulate(seed: number): Promise<{ digest: string; log: SimRaftLog
       const back = down.has(n);
       if (back) down.delete(n);
       else down.add(n);
+      // A returning node reports what it holds, built from a replica's possibly stale state.
+      const report = back
+        ? returningNodeReport(rng, log.machine(log.leader() ?? 0).state, n, [...acked.keys()])
+        : [];
       inFlight.push(
         track(
           `node ${n}`,
-          scheduler.setNodeState(n, back ? 'ready' : 'down').catch(() => {}),
+          back
+            ? scheduler.reconcileNode(n, report).then(
+                (r) => {
+                  tally.calls += 1;
+                  tally.restored += r.restored.length;
+                  tally.lost += r.lost.length;
+                  tally.orphans += r.orphans.length;
+                },
+                () => {},
+              )
+            : scheduler.setNodeState(n, 'down').catch(() => {}),
         ),
       );
     } else if (roll < 0.93) {
@@ -165,36 +187,48 @@ async function simulate(seed: number): Promise<{ digest: string; log: SimRaftLog
   for (let t = 0; t < 500 && !log.converged(); t++) await turn();
   expect(log.converged(), `SEED=${seed}: replicas did not converge`).toBe(true);
 
-  // Liveness once the faults have healed: after terminating a few sandboxes on ready nodes to make room,
-  // creates that fit — checked greedily against the committed free room of ready nodes — are all placed.
-  const before = log.machine(log.leader() ?? 0).state;
-  const freed = [...before.sandboxes.values()]
-    .filter((sb) => sb.state === 'placed' || sb.state === 'running')
-    .filter((sb) => before.nodes.get(sb.nodeId ?? '')?.spec.state === 'ready')
-    .slice(0, 10);
-  for (const sb of freed) terminated.add(sb.id);
-  let terminatedAll = false;
-  void Promise.all(freed.map((sb) => scheduler.terminate(sb.id))).then(() => {
-    terminatedAll = true;
-  });
-  for (let t = 0; t < livenessTurnsMax && !terminatedAll; t++) {
-    if (t % 10 === 0) scheduler.heartbeat(beating);
-    await turn();
+  // Liveness once the faults have healed: terminate sandboxes on ready nodes until there is free room left
+  // over once lost stateless sandboxes have been placed again into what was freed; then creates that fit —
+  // checked greedily against the committed free room of ready nodes — must all be placed.
+  const roomOf = (st: SchedulerState) =>
+    [...st.nodes.values()]
+      .filter((r) => r.spec.state === 'ready')
+      .map((r) => {
+        const cap = r.spec.capacity;
+        const used = st.index.get(r.spec.id)?.allocated ?? cap;
+        return { cpu: cap.cpu - used.cpu, memory: cap.memory - used.memory, disk: cap.disk - used.disk };
+      });
+  const fits = (r: { cpu: number; memory: number; disk: number }) =>
+    r.cpu >= 250 && r.memory >= 250 && r.disk >= 100;
+  // A running sandbox is `terminating` until its node confirms; the simulation confirms at once.
+  const confirm = (id: string) => scheduler.reportStatus([{ sandboxId: id, state: 'terminated' }]);
+  for (let round = 0; round < 20 && !roomOf(log.machine(log.leader() ?? 0).state).some(fits); round++) {
+    const before = log.machine(log.leader() ?? 0).state;
+    const freed = [...before.sandboxes.values()]
+      .filter((sb) => sb.state === 'placed' || sb.state === 'running')
+      .filter((sb) => before.nodes.get(sb.nodeId ?? '')?.spec.state === 'ready')
+      .slice(0, 10);
+    for (const sb of freed) terminated.add(sb.id);
+    let terminatedAll = false;
+    void Promise.all(freed.map((sb) => scheduler.terminate(sb.id).then(() => confirm(sb.id)))).then(() => {
+      terminatedAll = true;
+    });
+    for (let t = 0; t < livenessTurnsMax && !terminatedAll; t++) {
+      if (t % 10 === 0) scheduler.heartbeat(beating);
+      await turn();
+    }
+    expect(terminatedAll, `SEED=${seed}: terminates after healing were not answered`).toBe(true);
+    // Let the leader place lost stateless sandboxes into the freed room first.
+    for (let t = 0; t < 100; t++) {
+      if (t % 10 === 0) scheduler.heartbeat(beating);
+      await turn();
+    }
   }
   for (let t = 0; t < 500 && !log.converged(); t++) await turn();
-  expect(terminatedAll, `SEED=${seed}: terminates after healing were not answered`).toBe(true);
-  const healed = log.machine(log.leader() ?? 0).state;
-  const room = [...healed.nodes.values()]
-    .filter((r) => r.spec.state === 'ready')
-    .map((r) => {
-      const v = healed.index.get(r.spec.id);
-      const cap = r.spec.capacity;
-      const used = v?.allocated ?? cap;
-      return { cpu: cap.cpu - used.cpu, memory: cap.memory - used.memory, disk: cap.disk - used.disk };
-    });
+  const room = roomOf(log.machine(log.leader() ?? 0).state);
   const fitting: Promise<Sandbox>[] = [];
   for (let k = 0; k < 20; k++) {
-    const slot = room.find((r) => r.cpu >= 250 && r.memory >= 250 && r.disk >= 100);
+    const slot = room.find(fits);
     if (slot === undefined) break;
     slot.cpu -= 250;
     slot.memory -= 250;
@@ -233,6 +267,7 @@ async function simulate(seed: number): Promise<{ digest: string; log: SimRaftLog
       const v = st.index.get(id);
       expect(v?.allocated.cpu).toBeLessThanOrEqual(v?.spec.capacity.cpu ?? -1);
       expect(v?.allocated.memory).toBeLessThanOrEqual(v?.spec.capacity.memory ?? -1);
+      if (v?.state === 'down') expect(st.sandboxesOfNode(id).size, `SEED=${seed}: ${id} down`).toBe(0);
     }
   }
   for (const err of refusals) {
@@ -247,6 +282,8 @@ async function simulate(seed: number): Promise<{ digest: string; log: SimRaftLog
     if (sb.state === 'failed')
       expect(sb.reason, `SEED=${seed}: ${sb.id} failed without a reason`).toBeTruthy();
   }
+  expect(tally.calls, `SEED=${seed}: too few reconciles`).toBeGreaterThan(10);
+  expect(tally.restored, `SEED=${seed}: nothing restored`).toBeGreaterThan(0);
   scheduler.close();
   return { digest: digests[0] as string, log };
 }

@@ -1,12 +1,14 @@
 /**
  * Seeded simulation of the scheduler: 3 replicas on the in-process log, 50 nodes, and thousands of
- * operations — creates, terminates, status reports, node deaths (nodes marked down and later back) and
- * leadership moves while work is in flight, and heartbeat loss (a tenth of the
- * nodes fall silent and must be marked down by the leader's health check). Replay a failure with `SEED=<n> npx vitest run test/sim/scheduler.test.ts`.
+ * operations — creates (a fifth stateless), terminates, status reports, node deaths (nodes marked down,
+ * later back with a reconcile report of what they hold) and leadership moves while work is in flight, and
+ * heartbeat loss (a tenth of the nodes fall silent and must be marked down by the leader's health check).
+ * Replay a failure with `SEED=<n> npx vitest run test/sim/scheduler.test.ts`.
  *
  * Checked at the end of each seed: every acknowledged create is in committed state (or was terminated
  * by the simulation, or lost with its node), no sandbox was placed twice, no node is over capacity in
- * any replica, all replicas are equal, every refused create carries a typed error with a reason.
+ * any replica, no sandbox holds resources on a down node, returning nodes were reconciled and got some of
+ * their sandboxes back, all replicas are equal, every refused create carries a typed error with a reason.
  *
  * This one runs on the in-process stand-in log, whose leadership moves drop the uncommitted tail; the same
  * scheduler on real Raft under drops, partitions and crashes is `scheduler-raft.test.ts`.
@@ -17,6 +19,7 @@ import type { Sandbox } from '../../scheduler/types.js';
 import { TrellisError } from '../../src/lib/errors.js';
 import { createRng } from '../../src/lib/prng.js';
 import { startTestCluster } from '../../src/testing/cluster.js';
+import { type ReconcileTally, returningNodeReport } from './returning-node.js';
 
 const seeds = process.env.SEED === undefined ? [1, 2, 3] : [Number(process.env.SEED)];
 const operationsPerSeed = 2000;
@@ -51,6 +54,7 @@ async function simulate(seed: number): Promise<string> {
   const refusals: unknown[] = [];
   const inFlight: Promise<void>[] = [];
   const down = new Set<string>();
+  const tally: ReconcileTally = { calls: 0, restored: 0, lost: 0, orphans: 0 };
   // Heartbeat loss: these nodes stop sending heartbeats at a random point and must be marked down.
   const silent = new Set(cluster.nodes.filter(() => rng.chance(0.1)).map((n) => n.id));
   const silentFromOp = rng.int(0, operationsPerSeed);
@@ -63,7 +67,11 @@ async function simulate(seed: number): Promise<string> {
       inFlight.push(
         s
           .create(
-            { tenant: `t${rng.int(0, 5)}`, resources: { cpu, memory: cpu, disk: 100 } },
+            {
+              tenant: `t${rng.int(0, 5)}`,
+              resources: { cpu, memory: cpu, disk: 100 },
+              ...(rng.chance(0.2) ? { stateless: true } : {}),
+            },
             { requestId: rid },
           )
           .then(
@@ -85,7 +93,23 @@ async function simulate(seed: number): Promise<string> {
       const back = down.has(n);
       if (back) down.delete(n);
       else down.add(n);
-      inFlight.push(s.setNodeState(n, back ? 'ready' : 'down').catch(() => {}));
+      if (back) {
+        // The node returns and reports what it holds: restored, lost and orphans are decided by apply.
+        const report = returningNodeReport(rng, cluster.log.machine(0).state, n, [...acked.keys()]);
+        inFlight.push(
+          s.reconcileNode(n, report).then(
+            (r) => {
+              tally.calls += 1;
+              tally.restored += r.restored.length;
+              tally.lost += r.lost.length;
+              tally.orphans += r.orphans.length;
+            },
+            () => {},
+          ),
+        );
+      } else {
+        inFlight.push(s.setNodeState(n, 'down').catch(() => {}));
+      }
     } else if (roll < 0.97) {
       cluster.changeLeader();
     }
@@ -126,6 +150,7 @@ async function simulate(seed: number): Promise<string> {
       const v = st.index.get(id);
       expect(v?.allocated.cpu).toBeLessThanOrEqual(v?.spec.capacity.cpu ?? -1);
       expect(v?.allocated.memory).toBeLessThanOrEqual(v?.spec.capacity.memory ?? -1);
+      if (v?.state === 'down') expect(st.sandboxesOfNode(id).size, `${id} is down`).toBe(0);
     }
   }
   for (const err of refusals) {
@@ -134,6 +159,9 @@ async function simulate(seed: number): Promise<string> {
   }
   expect(acked.size).toBeGreaterThan(operationsPerSeed / 4);
   for (const id of silent) expect(state.nodes.get(id)?.spec.state).toBe('down');
+  // Returning nodes were reconciled, and some of their sandboxes came back: the checks above covered them.
+  expect(tally.calls).toBeGreaterThan(10);
+  expect(tally.restored).toBeGreaterThan(0);
   await cluster.close();
   return stateDigest(state);
 }
