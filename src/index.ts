@@ -21,6 +21,7 @@ export {
   OverloadedError,
   QuotaExceededError,
   RequestIdConflictError,
+  SandboxCancelledError,
   SchedulerClosedError,
   UnknownSandboxError,
   WatchOverflowError,
