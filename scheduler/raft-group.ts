@@ -101,8 +101,7 @@ export class RaftGroupLog implements ReplicatedLog {
     return Array.from({ length: this.size }, (_, i) => `r${i}`);
   }
 
-  #start(i: number, storage: Storage): void {
-    const machine = new SchedulerStateMachine();
+  #start(i: number, storage: Storage, machine = new SchedulerStateMachine()): void {
     const node = new RaftNode<CommandResult>({
       id: `r${i}`,
       voters: this.#ids(),
@@ -178,7 +177,10 @@ export class RaftGroupLog implements ReplicatedLog {
     const m = this.#member(replica);
     if (m.up || this.#closed) return;
     this.#net.down.delete(`r${replica}`);
-    this.#start(replica, await this.#openStorage(replica));
+    // The same state machine object, emptied: watchers and other listeners on it stay attached, and the
+    // replica rebuilds its state into it from its snapshot and log.
+    m.machine.reset();
+    this.#start(replica, await this.#openStorage(replica), m.machine);
   }
 
   /** Moves leadership to `replica` (Raft leadership transfer); resolves once it leads. */

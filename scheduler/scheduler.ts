@@ -404,7 +404,11 @@ export class Scheduler {
     let wake: (() => void) | undefined;
     let overflow = false;
     let done = false;
-    const off = this.log.machine(this.#replica).onApply(({ events }) => {
+    // A replica restarted from its storage replays entries it had applied; the watch skips them by index.
+    let seen = this.log.machine(this.#replica).state.applied;
+    const off = this.log.machine(this.#replica).onApply(({ events }, entry) => {
+      if (entry.index <= seen) return;
+      seen = entry.index;
       if (buffer.length + events.length > watchBufferMax) overflow = true;
       else buffer.push(...events);
       wake?.();

@@ -218,6 +218,14 @@ export class SchedulerStateMachine implements StateMachine<CommandResult> {
     return this.#state;
   }
 
+  /**
+   * Forgets the applied state, keeping the listeners: a replica restarting from its storage replays into
+   * the same machine, so its listeners see the replayed entries again (their `index` tells them apart).
+   */
+  reset(): void {
+    this.#state = SchedulerState.empty();
+  }
+
   /** Registers a listener for applied entries; returns its removal. */
   onApply(listener: ApplyListener): () => void {
     this.#listeners.add(listener);

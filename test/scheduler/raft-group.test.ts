@@ -110,6 +110,37 @@ describe('scheduler on a Raft group', () => {
     await log.close();
   });
 
+  it('scheduler raft - watch() keeps following its replica across a restart, without repeating events', async () => {
+    // The scheduler (and its watch) sit on replica 0, on file storage. Five creates, then replica 0 is stopped
+    // and restarted from its storage (it replays its whole log into the same state machine), then five more:
+    // the watch yields exactly one `placed` event per sandbox, in log order.
+    const dir = await mkdtemp(join(tmpdir(), 'trellis-watch-'));
+    const log = await RaftGroupLog.open({ replicas: 3, dir, fsync: false });
+    const s = createScheduler({ log });
+    await s.registerNode(node('n1'));
+    const watch = s.watch();
+    for (let i = 0; i < 5; i++) await s.create(spec('t1', 100, 100), { requestId: `a${i}` });
+    await log.stop(0);
+    await log.restart(0);
+    for (let i = 0; i < 5; i++) await s.create(spec('t1', 100, 100), { requestId: `b${i}` });
+    const placed: string[] = [];
+    const indexes: number[] = [];
+    while (placed.length < 10) {
+      const { value } = await watch.next();
+      if (value.kind === 'sandbox' && value.to === 'placed') placed.push(value.sandboxId);
+      indexes.push(value.index);
+    }
+    expect(placed).toEqual([
+      ...Array.from({ length: 5 }, (_, i) => `a${i}`),
+      ...Array.from({ length: 5 }, (_, i) => `b${i}`),
+    ]);
+    expect(indexes).toEqual([...indexes].sort((a, b) => a - b));
+    await watch.return?.();
+    await s.close();
+    await log.close();
+    await rm(dir, { recursive: true, force: true });
+  });
+
   it('testing cluster - on Raft, changeLeader moves leadership by transfer mid-burst and the replicas converge', async () => {
     // startTestCluster's default log is a Raft group: a leadership transfer started when 100 of 300
     // creates are acknowledged completes, every create resolves to its own sandbox, and all three
