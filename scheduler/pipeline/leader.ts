@@ -422,14 +422,36 @@ export class LeaderPipeline {
       }
     }
     if (this.#pending.size === 0 && this.#lost.size === 0) return;
-    const frees = events.some(
-      (e) =>
-        (e.kind === 'sandbox' && e.from !== 'none' && holdsAllocation(e.from) && !holdsAllocation(e.to)) ||
-        (e.kind === 'node' && (e.change === 'registered' || e.change === 'updated' || e.state === 'ready')),
-    );
-    if (!frees) return;
+    // Nodes that released an allocation; a node that joined, changed or came back wakes everything.
+    const released = new Set<string>();
+    let nodeChanged = false;
+    for (const e of events) {
+      if (e.kind === 'node')
+        nodeChanged ||= e.change === 'registered' || e.change === 'updated' || e.state === 'ready';
+      else if (
+        e.kind === 'sandbox' &&
+        e.from !== 'none' &&
+        holdsAllocation(e.from) &&
+        !holdsAllocation(e.to) &&
+        e.nodeId !== undefined
+      )
+        released.add(e.nodeId);
+    }
+    if (!nodeChanged && released.size === 0) return;
     this.#lostDirty = true;
-    for (const req of this.#pending.wake()) {
+    const index = this.#log.machine(this.#replica).state.index;
+    const rooms = [...released].map((id) => index.get(id)).filter((v) => v !== undefined);
+    // Only the released nodes changed, so a request can newly fit only on one of them, and only if its
+    // resources fit in that node's free room: a necessary condition, so no request misses its wake-up.
+    const fitsSomewhere = (req: CreateRequest): boolean =>
+      rooms.some(
+        (v) =>
+          v.spec.capacity.cpu - v.allocated.cpu >= req.spec.resources.cpu &&
+          v.spec.capacity.memory - v.allocated.memory >= req.spec.resources.memory &&
+          v.spec.capacity.disk - v.allocated.disk >= req.spec.resources.disk,
+      );
+    const woken = nodeChanged ? this.#pending.wake() : this.#pending.wakeWhere(fitsSomewhere);
+    for (const req of woken) {
       req.replans = 0;
       this.#batcher.add(req);
     }

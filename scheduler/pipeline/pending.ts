@@ -1,8 +1,9 @@
 /**
  * The pending queue: requests that fit nowhere yet, each with the reason placement gave. They are woken
- * (sent back to the batcher) when committed state frees capacity — a sandbox released its allocation or a
- * node became ready — and fail with NoCapacityError once their deadline passes. Waking is per resource
- * class: a release of cpu only wakes requests whose reason was short of cpu or had no nodes at all.
+ * (sent back to the batcher) when committed state frees capacity, and fail with NoCapacityError once their
+ * deadline passes. What wakes is the leader's choice (leader.ts): a node that became ready or changed wakes
+ * every request; a release wakes only the requests whose cpu, memory and disk now fit in the free room of a
+ * node that released, since only those nodes changed.
  */
 import { assert } from '../../src/lib/assert.js';
 import type { CreateRequest } from './request.js';
@@ -34,6 +35,17 @@ export class PendingQueue {
     const req = this.#items.get(requestId);
     this.#items.delete(requestId);
     return req;
+  }
+
+  /** Takes the waiting requests `wakes` accepts (in arrival order) for another planning attempt. */
+  wakeWhere(wakes: (req: CreateRequest) => boolean): CreateRequest[] {
+    const out: CreateRequest[] = [];
+    for (const [id, req] of this.#items) {
+      if (!wakes(req)) continue;
+      out.push(req);
+      this.#items.delete(id);
+    }
+    return out;
   }
 
   /** Takes every waiting request (in arrival order) for another planning attempt. */

@@ -163,6 +163,28 @@ describe('scheduler - the pending queue across leader changes', () => {
     await log.close();
   });
 
+  it('scheduler - a release wakes only the pending requests that fit the room it freed', async () => {
+    // n1 (4 cores) holds a (2,000), b (1,500) and c (500); `w` wants 2,500 and waits. Releasing c leaves
+    // 500 free and releasing b 2,000: neither may send `w` back to planning (no new batch). Releasing a
+    // leaves 4,000 free, and `w` is placed.
+    const s = createScheduler({ pipeline: { heartbeatIntervalMs: 5 } });
+    await s.registerNode(node('n1'));
+    const a = await s.create(spec('t1', 2000, 100), { requestId: 'a' });
+    const b = await s.create(spec('t1', 1500, 100), { requestId: 'b' });
+    const c = await s.create(spec('t1', 500, 100), { requestId: 'c' });
+    const w = s.create(spec('t1', 2500, 100), { requestId: 'w' });
+    await until(() => pendingOn(s.log.machine(s.log.leader() ?? 0).state).includes('w'), 'pending');
+    const batches = s.stats().batches;
+    await s.terminate(c.id);
+    await s.terminate(b.id);
+    await new Promise((r) => setTimeout(r, 20));
+    expect(s.stats().batches).toBe(batches);
+    await s.terminate(a.id);
+    expect(await w).toMatchObject({ id: 'w', state: 'placed', nodeId: 'n1' });
+    expect(s.stats().batches).toBe(batches + 1);
+    await s.close();
+  });
+
   it('scheduler - terminating a pending sandbox answers its create with SandboxCancelledError', async () => {
     // Nothing fits on n1; the owner gives up on the waiting sandbox by terminating it.
     const s = createScheduler({ pipeline: { heartbeatIntervalMs: 5 } });
