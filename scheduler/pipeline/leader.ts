@@ -120,26 +120,33 @@ export class LeaderPipeline {
     this.#unsubscribe = log.machine(replica).onApply((applied) => this.#onCommitted(applied.events));
     this.#cancelTick = opts.every(() => this.#tick(), opts.heartbeatIntervalMs);
     // Rebuilt from committed state: lost stateless sandboxes a previous leader had not placed again yet, and
-    // the pending queue. A pending request has no caller here until its caller retries and joins it.
-    const rebuilt: CreateRequest[] = [];
+    // the pending queue. A new leader may not have applied everything committed yet: what it applies later
+    // arrives through #onCommitted, which adopts it the same way.
     for (const sb of log.machine(replica).state.sandboxes.values()) {
       if (sb.state === 'lost' && sb.spec.stateless === true) this.#lost.add(sb.id);
-      if (sb.state !== 'pending') continue;
-      const req: CreateRequest = {
-        requestId: sb.requestId,
-        spec: sb.spec,
-        deadlineMs: sb.pendingUntilMs ?? 0,
-        replans: 0,
-        pendProposed: true,
-        usageCounted: false,
-        waiters: [],
-      };
-      if (sb.reason !== undefined) req.reason = sb.reason;
-      this.#live.set(req.requestId, req);
-      rebuilt.push(req);
+      if (sb.state === 'pending') this.#adopt(sb);
     }
-    // One planning attempt now (room may have freed while no one led); what still fits nowhere waits again.
-    for (const req of rebuilt) this.#batcher.add(req);
+  }
+
+  /**
+   * Takes over a committed pending sandbox this leader did not record: a live request with no caller yet
+   * (the caller's retry joins it), planned once at once since room may have freed while no one led; what
+   * still fits nowhere waits again.
+   */
+  #adopt(sb: Sandbox): CreateRequest {
+    const req: CreateRequest = {
+      requestId: sb.requestId,
+      spec: sb.spec,
+      deadlineMs: sb.pendingUntilMs ?? 0,
+      replans: 0,
+      pendProposed: true,
+      usageCounted: false,
+      waiters: [],
+    };
+    if (sb.reason !== undefined) req.reason = sb.reason;
+    this.#live.set(req.requestId, req);
+    this.#batcher.add(req);
+    return req;
   }
 
   /** Lost stateless sandboxes waiting to be placed again; retried when capacity frees. */
@@ -173,9 +180,12 @@ export class LeaderPipeline {
     }
     if (idem.kind === 'committed') {
       const sb = state.sandbox(idem.sandboxId);
-      // Every committed pending sandbox is a live request of this leader (rebuilt or recorded by it).
-      assert(sb?.state !== 'pending', 'a committed pending request is live on the leader', { requestId });
-      return Promise.resolve(committedSandbox(state, requestId, spec));
+      if (sb?.state !== 'pending') return Promise.resolve(committedSandbox(state, requestId, spec));
+      // Pending but not live here: adopted now (normally #onCommitted or the constructor did it already).
+      const req = this.#adopt(sb);
+      return new Promise((resolve, reject) => {
+        req.waiters.push({ resolve, reject });
+      });
     }
     if (this.#live.size >= pendingMax)
       throw new OverloadedError(`${this.#live.size} creates are already in progress`);
@@ -414,6 +424,11 @@ export class LeaderPipeline {
     if (this.#stopped) return;
     for (const e of events) {
       if (e.kind === 'sandbox' && e.from === 'pending') this.#pendingLeft(e.sandboxId, e.to, e.reason);
+      if (e.kind === 'sandbox' && e.to === 'pending') {
+        // Recorded by an earlier leader and applied here only now (this leader's own are live already).
+        const sb = this.#log.machine(this.#replica).state.sandbox(e.sandboxId);
+        if (sb?.state === 'pending' && !this.#live.has(sb.requestId)) this.#adopt(sb);
+      }
       if (e.kind !== 'sandbox' || e.to !== 'lost') continue;
       const sb = this.#log.machine(this.#replica).state.sandbox(e.sandboxId);
       if (sb?.spec.stateless === true) {
@@ -457,7 +472,11 @@ export class LeaderPipeline {
     }
   }
 
-  /** A committed pending sandbox left `pending`: its live request, if any, is answered accordingly. */
+  /**
+   * A committed pending sandbox left `pending`: its live request, if any, is answered accordingly. Live
+   * requests are keyed by request id, and this pipeline gives a sandbox its request's id; a sandbox recorded
+   * under another id is answered by its `place` result instead.
+   */
   #pendingLeft(sandboxId: string, to: SandboxState, reason: string | undefined): void {
     const req = this.#live.get(sandboxId);
     if (req === undefined) return;

@@ -37,7 +37,8 @@ export function verify(plan: Plan, batch: readonly CreateRequest[], state: Sched
     }
     out.items.push({
       requestId: req.requestId,
-      sandboxId: req.requestId,
+      // A new sandbox takes its request's id; a committed pending one keeps the id it was recorded with.
+      sandboxId: seen?.sandboxId ?? req.requestId,
       spec: req.spec,
       specDigest: specDigest(req.spec),
       nodeId: p.nodeId,

@@ -4,7 +4,7 @@
  * the deadline, and a new leader rebuilds its queue from those sandboxes.
  */
 import { describe, expect, it } from 'vitest';
-import type { Command, SandboxSpec } from '../../scheduler/commands.js';
+import { type Command, commandCodec, type SandboxSpec } from '../../scheduler/commands.js';
 import { NoCapacityError, SandboxCancelledError } from '../../scheduler/errors.js';
 import { RaftGroupLog } from '../../scheduler/raft-group.js';
 import { createScheduler } from '../../scheduler/scheduler.js';
@@ -161,6 +161,27 @@ describe('scheduler - the pending queue across leader changes', () => {
     );
     await s.close();
     await log.close();
+  });
+
+  it('scheduler - a pending sandbox applied after the leader started is adopted, and a retry joins it', async () => {
+    // A `pend` entry proposed straight through the log stands for one an earlier leader recorded that this
+    // leader applies only after it started leading. The leader adopts it; the caller's retry of `late`
+    // joins it instead of being answered with the pending sandbox; a node with room places it, once.
+    const s = createScheduler({ pipeline: { heartbeatIntervalMs: 5 } });
+    await s.registerNode(node('n1', 1000));
+    const big = spec('t1', 2000, 100);
+    const leader = s.log.leader() as number;
+    const recorded = await s.log.propose(
+      leader,
+      commandCodec.encode(pendCmd('late', big, Date.now() + 600_000, Date.now())),
+    );
+    expect(outcomes(recorded)).toEqual(['pending']);
+    const retry = s.create(big, { requestId: 'r-late' });
+    await new Promise((r) => setTimeout(r, 20));
+    await s.registerNode(node('n2', 4000));
+    expect(await retry).toMatchObject({ id: 'late', state: 'placed', nodeId: 'n2' });
+    expect((await s.list({ tenant: 't1' })).map((sb) => sb.id)).toEqual(['late']);
+    await s.close();
   });
 
   it('scheduler - a release wakes only the pending requests that fit the room it freed', async () => {
