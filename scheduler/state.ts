@@ -305,6 +305,22 @@ class Draft {
     this.d.usage = next.sandboxes === 0 ? this.d.usage.remove(tenant) : this.d.usage.set(tenant, next);
   }
 
+  /**
+   * Records a new sandbox (placed or pending): the record, its tenant's index and usage, its request id in
+   * the dedup table, and its first event. A placed one's node allocation and link are the caller's.
+   */
+  addSandbox(sb: Sandbox, specDigest: string, reason: string | undefined): void {
+    this.d.sandboxes = this.d.sandboxes.set(sb.id, sb);
+    this.d.byTenant = this.d.byTenant.update(sb.tenant, ISet<string>(), (set) => set.add(sb.id));
+    this.addUsage(sb.tenant, sb.spec, 1);
+    this.d.dedup = this.d.dedup.set(
+      sb.requestId,
+      Object.freeze({ sandboxId: sb.id, specDigest, atMs: this.atMs }),
+    );
+    this.d.dedupOrder = this.d.dedupOrder.push(sb.requestId);
+    this.event(sb, sb.state, reason, 'none');
+  }
+
   linkNode(nodeId: string, sandboxId: string, sign: 1 | -1): void {
     this.d.byNode = this.d.byNode.update(nodeId, ISet<string>(), (s) =>
       sign > 0 ? s.add(sandboxId) : s.remove(sandboxId),
@@ -811,16 +827,8 @@ function place(draft: Draft, items: readonly PlaceItem[]): CommandResult {
       updatedAtMs: draft.atMs,
     });
     draft.builder.allocate(item.nodeId, shapeOf(item.spec, sb.tenant, item.gpuDevices));
-    draft.d.sandboxes = draft.d.sandboxes.set(sb.id, sb);
     draft.linkNode(item.nodeId, sb.id, 1);
-    draft.d.byTenant = draft.d.byTenant.update(sb.tenant, ISet<string>(), (s) => s.add(sb.id));
-    draft.addUsage(sb.tenant, sb.spec, 1);
-    draft.d.dedup = draft.d.dedup.set(
-      item.requestId,
-      Object.freeze({ sandboxId: sb.id, specDigest: item.specDigest, atMs: draft.atMs }),
-    );
-    draft.d.dedupOrder = draft.d.dedupOrder.push(item.requestId);
-    draft.event(sb, 'placed', undefined, 'none');
+    draft.addSandbox(sb, item.specDigest, undefined);
     results.push({ requestId: item.requestId, sandboxId: sb.id, outcome: 'placed', nodeId: item.nodeId });
   }
   return { ok: true, items: results };
@@ -886,15 +894,7 @@ function pend(draft: Draft, items: readonly PendItem[]): CommandResult {
       createdAtMs: draft.atMs,
       updatedAtMs: draft.atMs,
     });
-    draft.d.sandboxes = draft.d.sandboxes.set(sb.id, sb);
-    draft.d.byTenant = draft.d.byTenant.update(sb.tenant, ISet<string>(), (set) => set.add(sb.id));
-    draft.addUsage(sb.tenant, sb.spec, 1);
-    draft.d.dedup = draft.d.dedup.set(
-      item.requestId,
-      Object.freeze({ sandboxId: sb.id, specDigest: item.specDigest, atMs: draft.atMs }),
-    );
-    draft.d.dedupOrder = draft.d.dedupOrder.push(item.requestId);
-    draft.event(sb, 'pending', item.reason, 'none');
+    draft.addSandbox(sb, item.specDigest, item.reason);
     results.push({ requestId: item.requestId, sandboxId: sb.id, outcome: 'pending' });
   }
   return { ok: true, items: results };
