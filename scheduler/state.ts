@@ -791,6 +791,36 @@ function nodeCheck(draft: Draft, item: PlaceItem): TrellisError | undefined {
   return undefined;
 }
 
+/** A new sandbox record for a place or pend item, stamped with the entry's time. */
+function newSandbox(
+  draft: Draft,
+  item: { readonly requestId: string; readonly sandboxId: string; readonly spec: SandboxSpec },
+  fields: Pick<Sandbox, 'state' | 'gpuDevices'> &
+    Partial<Pick<Sandbox, 'nodeId' | 'reason' | 'pendingUntilMs'>>,
+): Sandbox {
+  return Object.freeze({
+    id: item.sandboxId,
+    requestId: item.requestId,
+    tenant: item.spec.tenant,
+    spec: item.spec,
+    ...fields,
+    createdAtMs: draft.atMs,
+    updatedAtMs: draft.atMs,
+  });
+}
+
+function rejectedItem(
+  item: { readonly requestId: string; readonly sandboxId: string },
+  err: TrellisError,
+): PlaceItemResult {
+  return {
+    requestId: item.requestId,
+    sandboxId: item.sandboxId,
+    outcome: 'rejected',
+    error: errorResult(err),
+  };
+}
+
 function place(draft: Draft, items: readonly PlaceItem[]): CommandResult {
   const results: PlaceItemResult[] = [];
   for (const item of items) {
@@ -807,25 +837,10 @@ function place(draft: Draft, items: readonly PlaceItem[]): CommandResult {
     }
     const refused = placeCheck(draft, item);
     if (refused !== undefined) {
-      results.push({
-        requestId: item.requestId,
-        sandboxId: item.sandboxId,
-        outcome: 'rejected',
-        error: errorResult(refused),
-      });
+      results.push(rejectedItem(item, refused));
       continue;
     }
-    const sb: Sandbox = Object.freeze({
-      id: item.sandboxId,
-      requestId: item.requestId,
-      tenant: item.spec.tenant,
-      spec: item.spec,
-      state: 'placed',
-      nodeId: item.nodeId,
-      gpuDevices: item.gpuDevices,
-      createdAtMs: draft.atMs,
-      updatedAtMs: draft.atMs,
-    });
+    const sb = newSandbox(draft, item, { state: 'placed', nodeId: item.nodeId, gpuDevices: item.gpuDevices });
     draft.builder.allocate(item.nodeId, shapeOf(item.spec, sb.tenant, item.gpuDevices));
     draft.linkNode(item.nodeId, sb.id, 1);
     draft.addSandbox(sb, item.specDigest, undefined);
@@ -840,8 +855,7 @@ function place(draft: Draft, items: readonly PlaceItem[]): CommandResult {
  */
 function placePending(draft: Draft, item: PlaceItem, sb: Sandbox): PlaceItemResult {
   const refused = nodeCheck(draft, { ...item, spec: sb.spec });
-  if (refused !== undefined)
-    return { requestId: item.requestId, sandboxId: sb.id, outcome: 'rejected', error: errorResult(refused) };
+  if (refused !== undefined) return rejectedItem({ requestId: item.requestId, sandboxId: sb.id }, refused);
   draft.builder.allocate(item.nodeId, shapeOf(sb.spec, sb.tenant, item.gpuDevices));
   const { reason: _reason, pendingUntilMs: _until, ...rest } = sb;
   const next: Sandbox = Object.freeze({
@@ -874,25 +888,14 @@ function pend(draft: Draft, items: readonly PendItem[]): CommandResult {
       ? new ValidationError('sandboxId', `sandbox ${item.sandboxId} already exists`)
       : quotaCheck(draft, item.spec);
     if (refused !== undefined) {
-      results.push({
-        requestId: item.requestId,
-        sandboxId: item.sandboxId,
-        outcome: 'rejected',
-        error: errorResult(refused),
-      });
+      results.push(rejectedItem(item, refused));
       continue;
     }
-    const sb: Sandbox = Object.freeze({
-      id: item.sandboxId,
-      requestId: item.requestId,
-      tenant: item.spec.tenant,
-      spec: item.spec,
+    const sb = newSandbox(draft, item, {
       state: 'pending',
       gpuDevices: [],
       reason: item.reason,
       pendingUntilMs: item.deadlineMs,
-      createdAtMs: draft.atMs,
-      updatedAtMs: draft.atMs,
     });
     draft.addSandbox(sb, item.specDigest, item.reason);
     results.push({ requestId: item.requestId, sandboxId: sb.id, outcome: 'pending' });
