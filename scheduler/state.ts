@@ -321,6 +321,26 @@ class Draft {
     this.event(sb, sb.state, reason, 'none');
   }
 
+  /**
+   * Puts a sandbox that holds no node (pending, or lost) on `nodeId` as `placed`, allocating its shape there;
+   * what it carried about waiting or being lost (reason, lostFrom, pendingUntilMs) is dropped. The caller has
+   * checked the transition and the room.
+   */
+  placeOnNode(sb: Sandbox, nodeId: string, gpuDevices: Sandbox['gpuDevices']): void {
+    this.builder.allocate(nodeId, shapeOf(sb.spec, sb.tenant, gpuDevices));
+    const { reason: _reason, lostFrom: _lostFrom, pendingUntilMs: _until, ...rest } = sb;
+    const next: Sandbox = Object.freeze({
+      ...rest,
+      state: 'placed',
+      nodeId,
+      gpuDevices,
+      updatedAtMs: this.atMs,
+    });
+    this.d.sandboxes = this.d.sandboxes.set(sb.id, next);
+    this.linkNode(nodeId, sb.id, 1);
+    this.event(next, 'placed', undefined, sb.state);
+  }
+
   linkNode(nodeId: string, sandboxId: string, sign: 1 | -1): void {
     this.d.byNode = this.d.byNode.update(nodeId, ISet<string>(), (s) =>
       sign > 0 ? s.add(sandboxId) : s.remove(sandboxId),
@@ -511,18 +531,7 @@ function replace(
       continue;
     }
     transition(sb.id, sb.state, 'placed');
-    draft.builder.allocate(item.nodeId, shape);
-    const { reason: _reason, lostFrom: _lostFrom, ...rest } = sb;
-    const next: Sandbox = Object.freeze({
-      ...rest,
-      state: 'placed',
-      nodeId: item.nodeId,
-      gpuDevices: item.gpuDevices,
-      updatedAtMs: draft.atMs,
-    });
-    draft.d.sandboxes = draft.d.sandboxes.set(sb.id, next);
-    draft.linkNode(item.nodeId, sb.id, 1);
-    draft.event(next, 'placed', undefined, 'lost');
+    draft.placeOnNode(sb, item.nodeId, item.gpuDevices);
   }
   return itemErrors.length === 0 ? ok : { ok: true, itemErrors };
 }
@@ -856,18 +865,7 @@ function place(draft: Draft, items: readonly PlaceItem[]): CommandResult {
 function placePending(draft: Draft, item: PlaceItem, sb: Sandbox): PlaceItemResult {
   const refused = nodeCheck(draft, { ...item, spec: sb.spec });
   if (refused !== undefined) return rejectedItem({ requestId: item.requestId, sandboxId: sb.id }, refused);
-  draft.builder.allocate(item.nodeId, shapeOf(sb.spec, sb.tenant, item.gpuDevices));
-  const { reason: _reason, pendingUntilMs: _until, ...rest } = sb;
-  const next: Sandbox = Object.freeze({
-    ...rest,
-    state: 'placed',
-    nodeId: item.nodeId,
-    gpuDevices: item.gpuDevices,
-    updatedAtMs: draft.atMs,
-  });
-  draft.d.sandboxes = draft.d.sandboxes.set(sb.id, next);
-  draft.linkNode(item.nodeId, sb.id, 1);
-  draft.event(next, 'placed', undefined, 'pending');
+  draft.placeOnNode(sb, item.nodeId, item.gpuDevices);
   return { requestId: item.requestId, sandboxId: sb.id, outcome: 'placed', nodeId: item.nodeId };
 }
 
