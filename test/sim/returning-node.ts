@@ -4,8 +4,8 @@
  * sometimes one the scheduler never saw. Read from a replica's possibly stale state, as a real node's report
  * would be built from its own, older view.
  */
-import type { ReconcileEntry } from '../../scheduler/commands.js';
-import type { SchedulerState } from '../../scheduler/state.js';
+import type { ReconcileEntry, SandboxSpec } from '../../scheduler/commands.js';
+import type { ReconcileResult, SchedulerState } from '../../scheduler/state.js';
 import type { Rng } from '../../src/lib/prng.js';
 
 /** Share of the node's own sandboxes it still holds when it comes back. */
@@ -32,4 +32,27 @@ export interface ReconcileTally {
   restored: number;
   lost: number;
   orphans: number;
+}
+
+/** Counts a reconcile's outcome into `tally`; a refused one counts nothing. */
+export function tallied(reconciled: Promise<ReconcileResult>, tally: ReconcileTally): Promise<void> {
+  return reconciled.then(
+    (r) => {
+      tally.calls += 1;
+      tally.restored += r.restored.length;
+      tally.lost += r.lost.length;
+      tally.orphans += r.orphans.length;
+    },
+    () => {},
+  );
+}
+
+/** A create as both simulations draw it: one of four sizes, one of five tenants, a fifth stateless. */
+export function simCreateSpec(rng: Rng): SandboxSpec {
+  const cpu = rng.pick([250, 500, 1000, 2000]);
+  return {
+    tenant: `t${rng.int(0, 5)}`,
+    resources: { cpu, memory: cpu, disk: 100 },
+    ...(rng.chance(0.2) ? { stateless: true } : {}),
+  };
 }

@@ -20,7 +20,7 @@ import type { Sandbox } from '../../scheduler/types.js';
 import { TrellisError } from '../../src/lib/errors.js';
 import { createRng } from '../../src/lib/prng.js';
 import { generateCluster } from '../../src/testing/generate.js';
-import { type ReconcileTally, returningNodeReport } from './returning-node.js';
+import { type ReconcileTally, returningNodeReport, simCreateSpec, tallied } from './returning-node.js';
 import { SimRaftLog } from './sim-raft-log.js';
 
 const seeds = process.env.SEED === undefined ? [1, 2, 3, 4] : [Number(process.env.SEED)];
@@ -74,23 +74,13 @@ async function simulate(seed: number): Promise<{ digest: string; log: SimRaftLog
     const roll = rng.next();
     if (roll < 0.55) {
       const rid = `s${seed}-${op}`;
-      const cpu = rng.pick([250, 500, 1000, 2000]);
       inFlight.push(
         track(
           `create ${rid}`,
-          scheduler
-            .create(
-              {
-                tenant: `t${rng.int(0, 5)}`,
-                resources: { cpu, memory: cpu, disk: 100 },
-                ...(rng.chance(0.2) ? { stateless: true } : {}),
-              },
-              { requestId: rid },
-            )
-            .then(
-              (sb) => void acked.set(sb.id, sb),
-              (err: unknown) => void refusals.push(err),
-            ),
+          scheduler.create(simCreateSpec(rng), { requestId: rid }).then(
+            (sb) => void acked.set(sb.id, sb),
+            (err: unknown) => void refusals.push(err),
+          ),
         ),
       );
     } else if (roll < 0.75 && acked.size > 0) {
@@ -125,15 +115,7 @@ async function simulate(seed: number): Promise<{ digest: string; log: SimRaftLog
         track(
           `node ${n}`,
           back
-            ? scheduler.reconcileNode(n, report).then(
-                (r) => {
-                  tally.calls += 1;
-                  tally.restored += r.restored.length;
-                  tally.lost += r.lost.length;
-                  tally.orphans += r.orphans.length;
-                },
-                () => {},
-              )
+            ? tallied(scheduler.reconcileNode(n, report), tally)
             : scheduler.setNodeState(n, 'down').catch(() => {}),
         ),
       );

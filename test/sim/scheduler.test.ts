@@ -19,7 +19,7 @@ import type { Sandbox } from '../../scheduler/types.js';
 import { TrellisError } from '../../src/lib/errors.js';
 import { createRng } from '../../src/lib/prng.js';
 import { startTestCluster } from '../../src/testing/cluster.js';
-import { type ReconcileTally, returningNodeReport } from './returning-node.js';
+import { type ReconcileTally, returningNodeReport, simCreateSpec, tallied } from './returning-node.js';
 
 const seeds = process.env.SEED === undefined ? [1, 2, 3] : [Number(process.env.SEED)];
 const operationsPerSeed = 2000;
@@ -63,21 +63,11 @@ async function simulate(seed: number): Promise<string> {
     const roll = rng.next();
     if (roll < 0.6) {
       const rid = `s${seed}-${op}`;
-      const cpu = rng.pick([250, 500, 1000, 2000]);
       inFlight.push(
-        s
-          .create(
-            {
-              tenant: `t${rng.int(0, 5)}`,
-              resources: { cpu, memory: cpu, disk: 100 },
-              ...(rng.chance(0.2) ? { stateless: true } : {}),
-            },
-            { requestId: rid },
-          )
-          .then(
-            (sb) => void acked.set(sb.id, sb),
-            (err: unknown) => void refusals.push(err),
-          ),
+        s.create(simCreateSpec(rng), { requestId: rid }).then(
+          (sb) => void acked.set(sb.id, sb),
+          (err: unknown) => void refusals.push(err),
+        ),
       );
     } else if (roll < 0.8 && acked.size > 0) {
       const id = rng.pick([...acked.keys()]);
@@ -96,17 +86,7 @@ async function simulate(seed: number): Promise<string> {
       if (back) {
         // The node returns and reports what it holds: restored, lost and orphans are decided by apply.
         const report = returningNodeReport(rng, cluster.log.machine(0).state, n, [...acked.keys()]);
-        inFlight.push(
-          s.reconcileNode(n, report).then(
-            (r) => {
-              tally.calls += 1;
-              tally.restored += r.restored.length;
-              tally.lost += r.lost.length;
-              tally.orphans += r.orphans.length;
-            },
-            () => {},
-          ),
-        );
+        inFlight.push(tallied(s.reconcileNode(n, report), tally));
       } else {
         inFlight.push(s.setNodeState(n, 'down').catch(() => {}));
       }
