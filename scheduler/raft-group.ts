@@ -21,7 +21,7 @@ import { createRng } from '../src/lib/prng.js';
 import { NotLeaderError } from './errors.js';
 import type { ReplicatedLog } from './log.js';
 import type { CommandResult } from './state.js';
-import { SchedulerStateMachine } from './state-machine.js';
+import { SchedulerStateMachine, sharedEntryDecoder } from './state-machine.js';
 
 export interface RaftGroupOptions {
   /** Replicas. Default 3. */
@@ -101,7 +101,10 @@ export class RaftGroupLog implements ReplicatedLog {
     return Array.from({ length: this.size }, (_, i) => `r${i}`);
   }
 
-  #start(i: number, storage: Storage, machine = new SchedulerStateMachine()): void {
+  /** The replicas share one process, so each committed entry is decoded and validated once for all. */
+  readonly #decode = sharedEntryDecoder();
+
+  #start(i: number, storage: Storage, machine = new SchedulerStateMachine(this.#decode)): void {
     const node = new RaftNode<CommandResult>({
       id: `r${i}`,
       voters: this.#ids(),

@@ -209,10 +209,45 @@ function push(m: Map<string, string[]>, k: string, v: string): void {
 /** Called after every applied entry, in log order, with what it changed. */
 export type ApplyListener = (applied: Applied, entry: Entry) => void;
 
+/** Turns a committed entry's bytes into a command; throws CodecError when they do not decode. */
+export type EntryDecoder = (entry: Entry) => Command;
+
+const decodeEntry: EntryDecoder = (entry) => commandCodec.decode(entry.data);
+
+/**
+ * A decoder for replicas in one process: an entry is decoded (and validated) once, and the other replicas
+ * reuse the same frozen-by-convention command. Raft's log matching makes this safe: entries with the same
+ * index and term are the same entry. Only the last `window` entries are kept; a replica further behind
+ * decodes for itself. Apply never mutates a command.
+ */
+export function sharedEntryDecoder(window = 256): EntryDecoder {
+  const recent = new Map<string, { readonly cmd?: Command; readonly err?: unknown }>();
+  return (entry) => {
+    const key = `${entry.term}:${entry.index}`;
+    let hit = recent.get(key);
+    if (hit === undefined) {
+      try {
+        hit = { cmd: decodeEntry(entry) };
+      } catch (err) {
+        hit = { err };
+      }
+      recent.set(key, hit);
+      if (recent.size > window) recent.delete(recent.keys().next().value as string);
+    }
+    if (hit.cmd === undefined) throw hit.err;
+    return hit.cmd;
+  };
+}
+
 /** The scheduler's replica state machine. `state` is the latest applied version, shared read-only. */
 export class SchedulerStateMachine implements StateMachine<CommandResult> {
   #state = SchedulerState.empty();
   readonly #listeners = new Set<ApplyListener>();
+  readonly #decode: EntryDecoder;
+
+  constructor(decode: EntryDecoder = decodeEntry) {
+    this.#decode = decode;
+  }
 
   get state(): SchedulerState {
     return this.#state;
@@ -241,7 +276,7 @@ export class SchedulerStateMachine implements StateMachine<CommandResult> {
     // refuses it the same way, so the state stays identical across replicas.
     let cmd: Command;
     try {
-      cmd = commandCodec.decode(entry.data);
+      cmd = this.#decode(entry);
     } catch (err) {
       this.#state = this.#state.withApplied(entry.index);
       return { ok: false, error: { code: 'CODEC', message: (err as Error).message } };

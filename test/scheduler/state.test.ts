@@ -5,8 +5,10 @@ import {
   decodeSnapshot,
   encodeSnapshot,
   SchedulerStateMachine,
+  sharedEntryDecoder,
   stateDigest,
 } from '../../scheduler/state-machine.js';
+import { CodecError } from '../../src/lib/errors.js';
 import { node, placeCmd, run, spec } from './fixtures.js';
 
 describe('scheduler state', () => {
@@ -182,5 +184,36 @@ describe('scheduler state - replace', () => {
     const codes = (r.result.ok ? (r.result.itemErrors ?? []) : []).map((e: { code: string }) => e.code);
     expect(codes).toEqual(['SCHED_ILLEGAL_TRANSITION', 'SCHED_UNKNOWN_SANDBOX', 'SCHED_NO_CAPACITY']);
     expect(r.state.index.get('n2')?.allocated.cpu).toBe(800);
+  });
+});
+
+describe('scheduler - one decode per entry for replicas in one process', () => {
+  it('scheduler state - the shared decoder gives every replica the same command for the same index and term', () => {
+    // Log matching: same index and term means the same entry. Replicas asking for it get one decoded object;
+    // another term at that index is another entry; bytes that do not decode fail the same way every time,
+    // and the state machines still apply identically.
+    const decode = sharedEntryDecoder(2);
+    const data = commandCodec.encode({ type: 'node.register', atMs: 1, spec: node('n1') });
+    const entry = (term: number, index: number, bytes = data) => ({
+      term,
+      index,
+      type: 'normal' as const,
+      data: bytes,
+    });
+    const first = decode(entry(1, 5));
+    expect(decode(entry(1, 5))).toBe(first);
+    expect(decode(entry(2, 5))).not.toBe(first);
+    expect(decode(entry(2, 5))).toEqual(first);
+    const garbage = new Uint8Array([1, 2, 3]);
+    expect(() => decode(entry(1, 6, garbage))).toThrow(CodecError);
+    expect(() => decode(entry(1, 6, garbage))).toThrow(CodecError);
+    const a = new SchedulerStateMachine(decode);
+    const b = new SchedulerStateMachine(decode);
+    for (const m of [a, b]) {
+      expect(m.apply(entry(1, 1)).ok).toBe(true);
+      expect(m.apply(entry(1, 2, garbage)).ok).toBe(false);
+    }
+    expect(stateDigest(a.state)).toBe(stateDigest(b.state));
+    expect(a.state.nodes.get('n1')?.spec).toBe(b.state.nodes.get('n1')?.spec);
   });
 });
