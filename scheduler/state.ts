@@ -280,6 +280,13 @@ class Draft {
   }
   finish(): SchedulerState {
     if (this.#builder !== undefined) this.d.index = this.#builder.publish();
+    for (const which of ['byNode', 'byTenant'] as const) {
+      for (const key of this.#editedSets[which]) {
+        const set = this.d[which].get(key) as ISet<string>;
+        this.d[which] =
+          set.size === 0 ? this.d[which].remove(key) : this.d[which].set(key, set.asImmutable());
+      }
+    }
     const d = this.d;
     return SchedulerState.fromData({
       ...d,
@@ -311,7 +318,7 @@ class Draft {
    */
   addSandbox(sb: Sandbox, specDigest: string, reason: string | undefined): void {
     this.d.sandboxes = this.d.sandboxes.set(sb.id, sb);
-    this.d.byTenant = this.d.byTenant.update(sb.tenant, ISet<string>(), (set) => set.add(sb.id));
+    this.#editSet('byTenant', sb.tenant, (set) => set.add(sb.id));
     this.addUsage(sb.tenant, sb.spec, 1);
     this.d.dedup = this.d.dedup.set(
       sb.requestId,
@@ -342,10 +349,24 @@ class Draft {
   }
 
   linkNode(nodeId: string, sandboxId: string, sign: 1 | -1): void {
-    this.d.byNode = this.d.byNode.update(nodeId, ISet<string>(), (s) =>
-      sign > 0 ? s.add(sandboxId) : s.remove(sandboxId),
-    );
-    if (this.d.byNode.get(nodeId)?.size === 0) this.d.byNode = this.d.byNode.remove(nodeId);
+    this.#editSet('byNode', nodeId, (set) => (sign > 0 ? set.add(sandboxId) : set.remove(sandboxId)));
+  }
+
+  /** The per-node and per-tenant sets this draft made mutable; finish() freezes them and drops empty ones. */
+  readonly #editedSets = { byNode: new Set<string>(), byTenant: new Set<string>() };
+
+  /**
+   * Edits one inner set of `byNode` or `byTenant` in place: the first edit in a draft takes a mutable copy
+   * (the base state's set is never touched), so a batch adding thousands of ids to one tenant does not
+   * allocate a new set per id. Reads during the draft see the edited set; an emptied one stays until finish().
+   */
+  #editSet(which: 'byNode' | 'byTenant', key: string, edit: (set: ISet<string>) => ISet<string>): void {
+    let set = this.d[which].get(key);
+    if (!this.#editedSets[which].has(key)) {
+      set = (set ?? ISet<string>()).asMutable();
+      this.#editedSets[which].add(key);
+    }
+    this.d[which] = this.d[which].set(key, edit(set as ISet<string>));
   }
 
   /**
@@ -369,8 +390,7 @@ class Draft {
     if (!keepsNode && sb.nodeId !== undefined) this.linkNode(sb.nodeId, sb.id, -1);
     if (to === 'terminated') {
       this.d.sandboxes = this.d.sandboxes.remove(sb.id);
-      this.d.byTenant = this.d.byTenant.update(sb.tenant, ISet<string>(), (s) => s.remove(sb.id));
-      if (this.d.byTenant.get(sb.tenant)?.size === 0) this.d.byTenant = this.d.byTenant.remove(sb.tenant);
+      this.#editSet('byTenant', sb.tenant, (set) => set.remove(sb.id));
       return;
     }
     // A sandbox lost from a node remembers where it was, so that node's reconcile can give it back; the
