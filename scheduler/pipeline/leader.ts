@@ -379,29 +379,40 @@ export class LeaderPipeline {
    * failure commits. Until then it stays live, and a retry joins it.
    */
   #fail(req: CreateRequest, reason: string): void {
-    if (this.#live.get(req.requestId) !== req) return;
-    if (!req.pendProposed) {
-      this.#noCapacity(req, reason);
-      return;
+    this.#failAll([{ req, reason }]);
+  }
+
+  /** `#fail` for many requests at once: one `status` entry carries every committed failure of a tick. */
+  #failAll(expired: readonly { readonly req: CreateRequest; readonly reason: string }[]): void {
+    const recorded: { readonly req: CreateRequest; readonly reason: string }[] = [];
+    for (const e of expired) {
+      if (this.#live.get(e.req.requestId) !== e.req) continue;
+      if (e.req.pendProposed) recorded.push(e);
+      else this.#noCapacity(e.req, e.reason);
     }
-    this.#pending.remove(req.requestId);
-    const item = {
-      sandboxId: req.requestId,
+    if (recorded.length === 0) return;
+    const state = this.#log.machine(this.#replica).state;
+    const sandboxOf = (req: CreateRequest) => state.dedup.get(req.requestId)?.sandboxId ?? req.requestId;
+    for (const { req } of recorded) this.#pending.remove(req.requestId);
+    const items = recorded.map(({ req, reason }) => ({
+      sandboxId: sandboxOf(req),
       state: 'failed' as const,
       reason: reason.slice(0, textLengthMax),
-    };
-    // The pend entry went first on this leader, so this status applies after it if it committed at all, and
-    // #pendingLeft answers the caller then. If the pend did not commit the sandbox is unknown, and the caller
-    // is answered here. A placement that committed first wins (#pendingLeft answers it). If leadership
-    // moves first, stop() answers the caller, who retries; the next leader fails the sandbox.
-    void this.propose(commandCodec.encode({ type: 'status', atMs: this.#opts.now(), items: [item] })).then(
+    }));
+    // The pend entries went first on this leader, so this status applies after them if they committed at
+    // all, and #pendingLeft answers those callers then. A sandbox still unknown afterwards was never
+    // recorded, and its caller is answered here. A placement that committed first wins (#pendingLeft answers
+    // it). If leadership moves first, stop() answers the callers, who retry; the next leader fails them.
+    void this.propose(commandCodec.encode({ type: 'status', atMs: this.#opts.now(), items })).then(
       () => {
-        if (this.#log.machine(this.#replica).state.sandbox(req.requestId) === undefined)
-          this.#noCapacity(req, reason);
+        const after = this.#log.machine(this.#replica).state;
+        for (const { req, reason } of recorded)
+          if (after.sandbox(sandboxOf(req)) === undefined) this.#noCapacity(req, reason);
       },
       () => {
         // Not committed: back in the queue, so the next tick tries again (stop() clears it if we lost the lead).
-        if (!this.#stopped && this.#live.get(req.requestId) === req) this.#pending.add(req, reason);
+        for (const { req, reason } of recorded)
+          if (!this.#stopped && this.#live.get(req.requestId) === req) this.#pending.add(req, reason);
       },
     );
   }
@@ -526,7 +537,7 @@ export class LeaderPipeline {
   #tick(): void {
     if (this.#stopped) return;
     const now = this.#opts.now();
-    for (const req of this.#pending.expire(now)) this.#fail(req, req.reason ?? 'no capacity');
+    this.#failAll(this.#pending.expire(now).map((req) => ({ req, reason: req.reason ?? 'no capacity' })));
     this.#replaceLost(now);
     const state = this.#log.machine(this.#replica).state;
     if (this.#heartbeats.size > 0) {

@@ -206,6 +206,32 @@ describe('scheduler - the pending queue across leader changes', () => {
     await s.close();
   });
 
+  it('scheduler - pending requests that expire together fail in one committed entry', async () => {
+    // Three creates wait on a node too small for them; the clock passes their deadline. Each caller gets
+    // NoCapacityError, and the three `pending → failed` events carry the same Raft index: one entry.
+    let nowMs = 1_000;
+    const s = createScheduler({
+      now: () => nowMs,
+      pipeline: { heartbeatIntervalMs: 5, pendingTimeoutMs: 100 },
+    });
+    await s.registerNode(node('n1', 1000));
+    const watch = s.watch();
+    const waiting = ['x', 'y', 'z'].map((id) =>
+      s.create(spec('t1', 2000, 100), { requestId: id }).catch((e: unknown) => e),
+    );
+    await until(() => pendingOn(s.log.machine(s.log.leader() ?? 0).state).length === 3, 'all pending');
+    nowMs = 2_000;
+    for (const err of await Promise.all(waiting)) expect(err).toBeInstanceOf(NoCapacityError);
+    const failedAt: number[] = [];
+    while (failedAt.length < 3) {
+      const { value } = await watch.next();
+      if (value.kind === 'sandbox' && value.to === 'failed') failedAt.push(value.index);
+    }
+    expect(new Set(failedAt).size).toBe(1);
+    await watch.return?.();
+    await s.close();
+  });
+
   it('scheduler - terminating a pending sandbox answers its create with SandboxCancelledError', async () => {
     // Nothing fits on n1; the owner gives up on the waiting sandbox by terminating it.
     const s = createScheduler({ pipeline: { heartbeatIntervalMs: 5 } });
