@@ -329,23 +329,17 @@ class Draft {
   }
 
   /**
-   * Puts a sandbox that holds no node (pending, or lost) on `nodeId` as `placed`, allocating its shape there;
-   * what it carried about waiting or being lost (reason, lostFrom, pendingUntilMs) is dropped. The caller has
-   * checked the transition and the room.
+   * Puts a sandbox that holds no node (pending, lost or suspended) on `nodeId` in state `to`, allocating its
+   * shape there; what it carried about waiting or being lost (reason, lostFrom, pendingUntilMs) is dropped.
+   * The caller has checked the transition and the room.
    */
-  placeOnNode(sb: Sandbox, nodeId: string, gpuDevices: Sandbox['gpuDevices']): void {
+  takeNode(sb: Sandbox, nodeId: string, gpuDevices: Sandbox['gpuDevices'], to: SandboxState): void {
     this.builder.allocate(nodeId, shapeOf(sb.spec, sb.tenant, gpuDevices));
     const { reason: _reason, lostFrom: _lostFrom, pendingUntilMs: _until, ...rest } = sb;
-    const next: Sandbox = Object.freeze({
-      ...rest,
-      state: 'placed',
-      nodeId,
-      gpuDevices,
-      updatedAtMs: this.atMs,
-    });
+    const next: Sandbox = Object.freeze({ ...rest, state: to, nodeId, gpuDevices, updatedAtMs: this.atMs });
     this.d.sandboxes = this.d.sandboxes.set(sb.id, next);
     this.linkNode(nodeId, sb.id, 1);
-    this.event(next, 'placed', undefined, sb.state);
+    this.event(next, to, undefined, sb.state);
   }
 
   linkNode(nodeId: string, sandboxId: string, sign: 1 | -1): void {
@@ -551,7 +545,7 @@ function replace(
       continue;
     }
     transition(sb.id, sb.state, 'placed');
-    draft.placeOnNode(sb, item.nodeId, item.gpuDevices);
+    draft.takeNode(sb, item.nodeId, item.gpuDevices, 'placed');
   }
   return itemErrors.length === 0 ? ok : { ok: true, itemErrors };
 }
@@ -774,17 +768,7 @@ function restoreLost(draft: Draft, sb: Sandbox, nodeId: string, to: NodeHeldStat
   const slot = draft.reader.slotOf(nodeId);
   assert(slot !== undefined, 'a registered node has a slot', { nodeId });
   if (!draft.builder.fitsSlot(slot, shape)) return false;
-  draft.builder.allocate(nodeId, shape);
-  const next: Sandbox = Object.freeze({
-    ...rest,
-    state: to,
-    nodeId,
-    gpuDevices: lostFrom.gpuDevices,
-    updatedAtMs: draft.atMs,
-  });
-  draft.d.sandboxes = draft.d.sandboxes.set(sb.id, next);
-  draft.linkNode(nodeId, sb.id, 1);
-  draft.event(next, to, undefined, 'lost');
+  draft.takeNode(sb, nodeId, lostFrom.gpuDevices, to);
   return true;
 }
 
@@ -885,7 +869,7 @@ function place(draft: Draft, items: readonly PlaceItem[]): CommandResult {
 function placePending(draft: Draft, item: PlaceItem, sb: Sandbox): PlaceItemResult {
   const refused = nodeCheck(draft, { ...item, spec: sb.spec });
   if (refused !== undefined) return rejectedItem({ requestId: item.requestId, sandboxId: sb.id }, refused);
-  draft.placeOnNode(sb, item.nodeId, item.gpuDevices);
+  draft.takeNode(sb, item.nodeId, item.gpuDevices, 'placed');
   return { requestId: item.requestId, sandboxId: sb.id, outcome: 'placed', nodeId: item.nodeId };
 }
 
@@ -1007,17 +991,7 @@ function resume(
     }
     throw new NoCapacityError(`sandbox ${sb.id}: resume waits, ${reason}`);
   }
-  draft.builder.allocate(nodeId, shape);
-  const next: Sandbox = Object.freeze({
-    ...sb,
-    state: 'resuming',
-    nodeId,
-    gpuDevices,
-    updatedAtMs: draft.atMs,
-  });
-  draft.d.sandboxes = draft.d.sandboxes.set(sb.id, next);
-  draft.linkNode(nodeId, sb.id, 1);
-  draft.event(next, 'resuming', undefined, 'suspended');
+  draft.takeNode(sb, nodeId, gpuDevices, 'resuming');
   return ok;
 }
 
