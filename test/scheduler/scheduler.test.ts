@@ -35,7 +35,7 @@ describe('scheduler API', () => {
 
   it('scheduler - a request id is idempotent, and reusing it for another spec is refused', async () => {
     // Creates with one id twice (same spec) and expects one sandbox; a third call with a different spec
-    // must throw RequestIdConflictError.
+    // must throw RequestIdConflictError, whether the first has committed or is still in flight.
     const s = createScheduler();
     await s.registerNode(node('n1'));
     const a = await s.create(spec(), { requestId: 'same' });
@@ -45,6 +45,14 @@ describe('scheduler API', () => {
     await expect(s.create(spec('t1', 2000), { requestId: 'same' })).rejects.toBeInstanceOf(
       RequestIdConflictError,
     );
+    // The same while the first is still in flight: a same-spec retry joins it, another spec is refused.
+    const first = s.create(spec(), { requestId: 'busy' });
+    const again = s.create(spec(), { requestId: 'busy' });
+    await expect(s.create(spec('t1', 2000), { requestId: 'busy' })).rejects.toBeInstanceOf(
+      RequestIdConflictError,
+    );
+    expect((await again).id).toBe((await first).id);
+    expect((await s.list()).length).toBe(2);
     s.close();
   });
 
