@@ -43,6 +43,17 @@ const sim = new VirtualTimers();
 
 type Row = Record<string, string | number>;
 
+/** qemu's per-phase durations (overlay, spawn+connect, incoming, cont, save, quit), for "what dominates". */
+const phases = new Map<string, number[]>();
+function recordPhase(phase: string, ms: number): void {
+  const list = phases.get(phase) ?? [];
+  list.push(ms);
+  phases.set(phase, list);
+}
+function phaseSummary(): string {
+  return [...phases].map(([k, v]) => `${k}=${p(v, 50)}`).join(' ');
+}
+
 /** A worker whose status reports resolve per-sandbox waiters, timed on the worker's clock. */
 class Harness {
   readonly worker: NodeWorker;
@@ -170,7 +181,10 @@ async function benchDriver(
       );
     }
     const h = new Harness(driver, timers);
-    rows.push(await sequential(h, name));
+    phases.clear();
+    const seq = await sequential(h, name);
+    if (phases.size > 0) seq.phasesP50Ms = phaseSummary();
+    rows.push(seq);
     rows.push(await concurrent(new Harness(driver, timers), name));
     if (extra !== undefined) rows.push(await extra(dir));
     await h.worker.close({ stopMachines: true });
@@ -204,8 +218,17 @@ for (const name of drivers) {
   } else if (name === 'process') {
     rows.push(...(await benchDriver(name, (dir) => new ProcessDriver({ dataDir: dir }), realTimers)));
   } else if (name === 'qemu') {
-    rows.push(...(await benchDriver(name, (dir) => new QemuDriver({ dataDir: dir }), realTimers, qemuCold)));
+    rows.push(
+      ...(await benchDriver(
+        name,
+        (dir) => new QemuDriver({ dataDir: dir, onPhase: recordPhase }),
+        realTimers,
+        qemuCold,
+      )),
+    );
   }
 }
 console.log(table(rows));
+for (const r of rows)
+  if (r.phasesP50Ms !== undefined) console.log(`${r.driver} ${r.mode} phases p50 (ms): ${r.phasesP50Ms}`);
 writeJsonLines(values.json, rows);
