@@ -8,23 +8,28 @@
  * - A lock is stale when its pid no longer runs, or runs but started at another time than the owner did (the
  *   pid was reused, as in a container whose server is always pid 1). Start times come from /proc; without
  *   /proc only the pid is checked, and a reused pid then keeps the directory locked (the safe side).
- * - Breaking a stale lock renames it to a private name first and checks that what it moved is the stale
- *   owner (by nonce). If another process took the lock in between, the move is undone and the newcomer wins.
- *   (What remains is a window of a few microseconds in which a third process could link its own lock while
- *   the moved one is being put back; only when a stale lock is broken by two processes at once.)
+ * - Breaking a stale lock must not remove a live one that replaced it meanwhile. The breaker first hard-links
+ *   `LOCK` to `LOCK.break-<stale nonce>`: a name only one process can create, and a step that changes
+ *   nothing if `LOCK` is no longer the stale one (the new name is then dropped, harmlessly). Holding that
+ *   name and having read the stale nonce through it, the breaker is the only process that may remove the
+ *   stale `LOCK`, and `LOCK` cannot change until it does (its owner is dead), so the unlink is safe. Then
+ *   everyone races for `LOCK` by `link` again. A breaker that crashes between those two steps leaves
+ *   `LOCK.break-*` behind; the next process waits a bounded time, then says to remove both files.
  * - A lock from another host (a shared file system) cannot be checked and is always taken as held.
  */
 
 import { randomBytes } from 'node:crypto';
 import { readFileSync } from 'node:fs';
-import { link, open, readFile, rename, unlink } from 'node:fs/promises';
+import { link, open, readFile, unlink } from 'node:fs/promises';
 import { hostname } from 'node:os';
 import { join } from 'node:path';
 import { TrellisError } from '../../src/lib/errors.js';
 
 export const lockFileName = 'LOCK';
-/** Attempts at taking the lock when stale locks keep appearing (each attempt breaks at most one). */
-const acquireAttemptsMax = 8;
+/** Attempts at taking the lock while stale locks are broken (one attempt per step of another breaker). */
+const acquireAttemptsMax = 50;
+/** Wait between attempts while another process is breaking a stale lock. */
+const breakWaitMs = 10;
 
 /** Another process holds the data directory: two replicas must never write one WAL. */
 export class DataDirLockedError extends TrellisError {
@@ -43,10 +48,13 @@ export class DataDirLockedError extends TrellisError {
   }
 }
 
-/** The lock file cannot be read as an owner record (damaged or written by hand): refuse rather than guess. */
-export class DataDirLockUnreadableError extends TrellisError {
-  override readonly name = 'DataDirLockUnreadableError';
-  readonly code = 'DATA_DIR_LOCK_UNREADABLE';
+/**
+ * The lock file is not an owner record (damaged or written by hand), or a stale lock could not be broken
+ * (a breaker crashed half way): refuse rather than guess; the message says which files to remove.
+ */
+export class DataDirLockInvalidError extends TrellisError {
+  override readonly name = 'DataDirLockInvalidError';
+  readonly code = 'DATA_DIR_LOCK_INVALID';
 }
 
 export interface LockOwner {
@@ -94,7 +102,8 @@ function parseOwner(text: string): LockOwner | undefined {
       o.pid > 0 &&
       typeof o.host === 'string' &&
       (typeof o.startTicks === 'string' || o.startTicks === null) &&
-      typeof o.nonce === 'string'
+      typeof o.nonce === 'string' &&
+      /^[0-9A-Za-z_-]{1,64}$/.test(o.nonce) // it names a file when the lock is broken
     )
       return { pid: o.pid, host: o.host, startTicks: o.startTicks, nonce: o.nonce };
   } catch {
@@ -154,7 +163,7 @@ export class DirLock {
 
   /**
    * Takes the lock of `dir` (which must exist). Throws DataDirLockedError when a live process holds it,
-   * DataDirLockUnreadableError when the lock file is not an owner record. `fsync` makes the lock file
+   * DataDirLockInvalidError when the lock file is not an owner record or a stale one cannot be broken. `fsync` makes the lock file
    * durable before it counts (off only where the storage itself runs without fsync).
    */
   static async acquire(dir: string, options: { fsync?: boolean } = {}): Promise<DirLock> {
@@ -175,6 +184,7 @@ export class DirLock {
       await h.close();
     }
     try {
+      let stale: LockOwner | undefined;
       for (let attempt = 0; attempt < acquireAttemptsMax; attempt++) {
         try {
           await link(tmp, path);
@@ -186,14 +196,18 @@ export class DirLock {
         const current = await readDirLock(dir);
         if (current.state === 'free') continue; // Released meanwhile: try again.
         if (current.state === 'unreadable')
-          throw new DataDirLockUnreadableError(
+          throw new DataDirLockInvalidError(
             `lock file ${path} is not a lock record (${JSON.stringify(current.content)}); if no process uses ${dir}, remove it`,
           );
         if (current.state === 'held')
           throw new DataDirLockedError(dir, current.owner.pid, current.owner.host);
-        await breakStale(dir, current.owner, owner.nonce);
+        stale = current.owner;
+        if ((await breakStale(dir, current.owner)) === 'busy')
+          await new Promise((r) => setTimeout(r, breakWaitMs));
       }
-      throw new DataDirLockedError(dir, 0, hostname());
+      throw new DataDirLockInvalidError(
+        `the stale lock of process ${stale?.pid} in ${dir} could not be broken (${path}.break-${stale?.nonce} is left from a crash?); if no process uses ${dir}, remove both files`,
+      );
     } finally {
       await unlink(tmp).catch(() => undefined);
     }
@@ -215,25 +229,25 @@ export class DirLock {
 }
 
 /**
- * Moves a stale lock out of the way. The rename is atomic, so of two processes breaking the same stale lock
- * one moves it and the other finds `LOCK` gone; what was moved is checked to be the stale owner's.
+ * Removes the stale lock `stale` if `LOCK` still is it (see the module comment): 'busy' when another process
+ * is breaking it, 'done' when the caller should race for the lock again.
  */
-async function breakStale(dir: string, stale: LockOwner, myNonce: string): Promise<void> {
+async function breakStale(dir: string, stale: LockOwner): Promise<'done' | 'busy'> {
   const path = join(dir, lockFileName);
-  const moved = join(dir, `${lockFileName}.stale.${myNonce}`);
+  const claim = join(dir, `${lockFileName}.break-${stale.nonce}`);
   try {
-    await rename(path, moved);
+    await link(path, claim);
   } catch (err) {
-    if (errCode(err) === 'ENOENT') return; // Someone else broke it.
+    if (errCode(err) === 'ENOENT') return 'done'; // Broken already.
+    if (errCode(err) === 'EEXIST') return 'busy';
     throw err;
   }
-  const text = await readFile(moved, 'utf8').catch(() => '');
-  const got = parseOwner(text);
-  if (got?.nonce !== stale.nonce) {
-    // A live owner took the lock between our read and the rename: give it back and yield to it.
-    await link(moved, path).catch(() => undefined);
-    await unlink(moved).catch(() => undefined);
-    throw new DataDirLockedError(dir, got?.pid ?? 0, got?.host ?? hostname());
+  try {
+    const got = parseOwner(await readFile(claim, 'utf8').catch(() => ''));
+    // `LOCK` was replaced before our link: the claim is a second name of a live lock, dropped below.
+    if (got?.nonce === stale.nonce) await unlink(path);
+    return 'done';
+  } finally {
+    await unlink(claim).catch(() => undefined);
   }
-  await unlink(moved);
 }
