@@ -4,6 +4,7 @@
  * sink answers the same numbers, and that the HTTP endpoint serves /metrics, /healthz and /readyz over real
  * loopback HTTP.
  */
+import { readFileSync } from 'node:fs';
 import { describe, expect, it } from 'vitest';
 import { MemoryMetrics, metricDefs, noopMetrics, trellisMetrics } from '../../src/lib/metrics.js';
 import { startMetricsServer } from '../../src/metrics/http.js';
@@ -92,6 +93,21 @@ describe('metrics', () => {
       });
     } finally {
       await first.close();
+    }
+  });
+
+  it('metrics - the Grafana dashboard in docs/ queries only metrics Trellis declares', () => {
+    const text = readFileSync(new URL('../../docs/grafana-dashboard.json', import.meta.url), 'utf8');
+    const dashboard = JSON.parse(text) as { panels: { targets: { expr: string }[] }[] };
+    const declared = new Set(Object.values(metricDefs).map((d) => d.name));
+    const used = new Set<string>();
+    for (const p of dashboard.panels) {
+      for (const t of p.targets) for (const m of t.expr.matchAll(/trellis_[a-z_]+/g)) used.add(m[0]);
+    }
+    expect(used.size).toBeGreaterThan(10);
+    for (const name of used) {
+      if (name.startsWith('trellis_process_')) continue; // prom-client's process metrics, with our prefix
+      expect(declared, name).toContain(name.replace(/_(bucket|sum|count)$/, ''));
     }
   });
 });
