@@ -37,7 +37,7 @@ import { Deadline, type DeadlineWire, deadlineWireSchema } from '../lib/deadline
 import { DeadlineExceededError, OutcomeUnknownError, TrellisError } from '../lib/errors.js';
 import { replicaId } from '../lib/ids.js';
 import { createRng } from '../lib/prng.js';
-import { zodDecoder } from '../lib/validate.js';
+import { parseWith, zodDecoder } from '../lib/validate.js';
 import { createLogger } from '../log.js';
 
 const peer = z.string().regex(/^[A-Za-z0-9_-]{1,64}$/, 'a replica id');
@@ -468,7 +468,7 @@ export class KvClientSession {
   #tail: Promise<unknown> = Promise.resolve();
 
   constructor(clientId: string = randomUUID().replaceAll('-', ''), now: () => number = Date.now) {
-    kvSessionRefSchema.shape.client.parse(clientId);
+    parseWith(kvSessionRefSchema.shape.client, clientId, 'clientId');
     this.clientId = clientId;
     this.#now = now;
   }
