@@ -42,4 +42,12 @@ export type {
 export { createScheduler, Scheduler } from '../scheduler/scheduler.js';
 export type { ReconcileResult } from '../scheduler/state.js';
 export type { LostFrom, NodeRecord, Sandbox, SchedulerEvent } from '../scheduler/types.js';
-export { CodecError, ConfigError, TrellisError, ValidationError } from './lib/errors.js';
+export { Deadline, type DeadlineWire, deadlineBudgetMsMax } from './lib/deadline.js';
+export {
+  CodecError,
+  ConfigError,
+  DeadlineExceededError,
+  OutcomeUnknownError,
+  TrellisError,
+  ValidationError,
+} from './lib/errors.js';
