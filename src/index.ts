@@ -34,6 +34,7 @@ export { RaftGroupLog, type RaftGroupOptions } from '../scheduler/raft-group.js'
 export type {
   CreateOptions,
   ListFilter,
+  MutationOptions,
   ReadOptions,
   SchedulerConfig,
   SchedulerStats,
