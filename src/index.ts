@@ -35,6 +35,7 @@ export { RaftGroupLog, type RaftGroupOptions } from '../scheduler/raft-group.js'
 export type {
   CreateOptions,
   ListFilter,
+  MutationOptions,
   ReadOptions,
   SchedulerConfig,
   SchedulerStats,
