@@ -57,3 +57,13 @@ export class UnavailableError extends TrellisError {
   override readonly name = 'UnavailableError';
   readonly code = 'UNAVAILABLE';
 }
+
+/**
+ * A mutating call whose outcome the caller cannot know: its request may or may not have been applied (the
+ * transport failed after sending it, or the deadline passed while waiting). A retry with the same request id
+ * (`details.requestId`) resolves it: it is applied at most once.
+ */
+export class OutcomeUnknownError extends TrellisError {
+  override readonly name = 'OutcomeUnknownError';
+  readonly code = 'OUTCOME_UNKNOWN';
+}

@@ -5,7 +5,8 @@
  *   its request inboxes;
  * - a **node worker** may receive only its own node's commands (`trellis.<cluster>.node.<id>.cmd`) and publish
  *   only its own node's status (`trellis.<cluster>.node.<id>.status`), plus replies to requests made to it;
- * - an **API client** may send requests to `trellis.<cluster>.api` and follow `trellis.<cluster>.events`.
+ * - an **API client** may send requests to `trellis.<cluster>.api` (and a replica's `.api.<id>`) and follow
+ *   `trellis.<cluster>.events` and `trellis.<cluster>.watch`.
  *
  * So a compromised worker can neither speak Raft nor issue API calls, nor impersonate another node.
  * Passwords are random (24 bytes, base64url); the generated file must be kept private (mode 0600).
@@ -91,7 +92,12 @@ export function permissionsOf(
         allowResponses: true,
       };
     case 'client':
-      return { publish: [`${root}.api`], subscribe: ['_INBOX.>', `${root}.events`], allowResponses: false };
+      // api.* : requests sent straight to the leader's subject (leader routing); watch: committed events.
+      return {
+        publish: [`${root}.api`, `${root}.api.*`],
+        subscribe: ['_INBOX.>', `${root}.events`, `${root}.watch`],
+        allowResponses: false,
+      };
   }
 }
 
