@@ -63,9 +63,17 @@ export interface ApiServerOptions {
   readonly publishEvents?: () => boolean;
   /** Events held for catch-up. Default `eventsRetainedDefault`. */
   readonly eventsRetained?: number;
+  /**
+   * Whether to take requests from the queue group. Default true; false serves only this replica's own
+   * subject (a replica being drained, or a test that must know which replica a request reaches).
+   */
+  readonly joinQueue?: boolean;
   /** Called for each frame refused before it reached the scheduler (for logs and metrics). */
   readonly onRefused?: (reason: string, detail: string) => void;
 }
+
+/** How long `close()` waits for requests in flight. */
+export const closeWaitMsDefault = 5_000;
 
 const statusItemsSchema = z
   .array(
@@ -100,11 +108,15 @@ export class ApiServer {
     this.#watch = o.api.watch();
     this.#ring = new EventRing(applied, o.eventsRetained ?? eventsRetainedDefault);
     this.#pump = this.#follow();
+    if (o.joinQueue !== false) {
+      this.#subs.push(
+        this.#nc.subscribe(apiSubject(o.cluster), {
+          queue: apiQueueGroup,
+          callback: (_err, msg) => this.#track(this.#answer(msg, false)),
+        }),
+      );
+    }
     this.#subs.push(
-      this.#nc.subscribe(apiSubject(o.cluster), {
-        queue: apiQueueGroup,
-        callback: (_err, msg) => this.#track(this.#answer(msg, false)),
-      }),
       this.#nc.subscribe(apiReplicaSubject(o.cluster, o.replica), {
         callback: (_err, msg) => this.#track(this.#answer(msg, true)),
       }),
@@ -311,12 +323,23 @@ export class ApiServer {
     return { ...base, stats };
   }
 
-  /** Stops serving: unsubscribes, stops following events, and waits for requests in flight. */
-  async close(): Promise<void> {
+  /**
+   * Stops serving: unsubscribes, stops following events, and waits for requests in flight, at most
+   * `closeWaitMs` (a call stuck in the scheduler must not keep the process from stopping; its caller
+   * times out and retries with the same request id elsewhere).
+   */
+  async close(closeWaitMs = closeWaitMsDefault): Promise<void> {
     for (const s of this.#subs) s.unsubscribe();
     await this.#watch.return?.();
     await this.#pump;
-    await Promise.allSettled([...this.#inFlight]);
+    let timer: NodeJS.Timeout | undefined;
+    await Promise.race([
+      Promise.allSettled([...this.#inFlight]),
+      new Promise((r) => {
+        timer = setTimeout(r, closeWaitMs);
+      }),
+    ]);
+    clearTimeout(timer);
   }
 }
 
