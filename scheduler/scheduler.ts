@@ -13,7 +13,7 @@ import { assert } from '../src/lib/assert.js';
 import { requestId as parseRequestId, sandboxId as parseSandboxId } from '../src/lib/ids.js';
 import { parseWith } from '../src/lib/validate.js';
 import { placementRequestOf, validateSpec } from './admission.js';
-import type { SchedulerApi } from './api.js';
+import type { MutationOptions, SchedulerApi } from './api.js';
 import {
   type Command,
   commandCodec,
@@ -90,10 +90,6 @@ export interface CreateOptions {
  * other arguments throws RequestIdConflictError. One is generated when absent, and reused for the
  * scheduler's own retries on a new leader.
  */
-export interface MutationOptions {
-  readonly requestId?: string;
-}
-
 export interface ReadOptions {
   /** Read this replica's applied state without a ReadIndex round. */
   readonly stale?: boolean;
