@@ -8,6 +8,7 @@ import { registerClusterDemo, registerDemo } from './demo.js';
 import { registerMembers } from './members.js';
 import { registerNatsConfig } from './nats-config.js';
 import { registerKv, registerServer } from './server.js';
+import { registerSimulate } from './simulate.js';
 
 const program = new Command()
   .name('trellis')
@@ -20,6 +21,7 @@ registerNatsConfig(program);
 registerServer(program);
 registerKv(program);
 registerMembers(program);
+registerSimulate(program);
 
 // A closed pipe (`trellis demo | head`) ends the command quietly instead of with a stack trace.
 process.stdout.on('error', (err: NodeJS.ErrnoException) => {
