@@ -97,6 +97,7 @@ type Ev =
 
 interface Live {
   readonly a: Arrival;
+  nodeId: string;
   state: 'placed' | 'suspended';
   gpuMilli: number;
 }
@@ -134,6 +135,8 @@ class Run {
   #batchArrival = new Map<string, Arrival>();
   #batchFlushAt = -1;
   #releases: string[] = [];
+  /** Nodes that gave room back since the last wake. */
+  #freed = new Set<string>();
   #releaseFlushAt = -1;
   readonly #live = new Map<string, Live>();
   readonly #waiting = new Map<string, Waiting>();
@@ -362,7 +365,7 @@ class Run {
       let gpuMilli = 0;
       for (const g of p.gpuDevices) gpuMilli += g.milli;
       this.#gpuAllocated += gpuMilli;
-      this.#live.set(p.id, { a, state: 'placed', gpuMilli });
+      this.#live.set(p.id, { a, nodeId: p.nodeId, state: 'placed', gpuMilli });
       this.#totals.placed += 1;
       observe(this.#waitMs, this.#now - a.atMs);
       if (this.#o.recordPlacements === true) this.#placements.set(p.id, p.nodeId);
@@ -408,6 +411,7 @@ class Run {
     this.#gpuAllocated -= l.gpuMilli;
     this.#resumeWaiting.delete(id);
     this.#totals.departed += 1;
+    if (l.state === 'placed') this.#freed.add(l.nodeId);
     this.#releases.push(id);
     if (this.#releaseFlushAt < 0) {
       this.#releaseFlushAt = this.#windowEnd();
@@ -427,13 +431,28 @@ class Run {
     this.#wake();
   }
 
-  /** Room freed: suspended sandboxes waiting to resume try again, then pending requests re-plan. */
-  #wake(): void {
+  /**
+   * Room freed: suspended sandboxes waiting to resume try again, then pending requests re-plan — as the
+   * leader does (leader.ts), only those whose cpu, memory and disk fit in the free room of a node that gave
+   * room back (a necessary condition, so none misses its chance), or all of them when a node came back.
+   */
+  #wake(all = false): void {
+    const freed = [...this.#freed];
+    this.#freed.clear();
+    if (!all && freed.length === 0) return;
     for (const id of [...this.#resumeWaiting]) this.#onResume(id);
     if (this.#waiting.size === 0) return;
+    const index = this.#core.index;
+    const rooms: number[][] = [];
+    for (const nodeId of freed) {
+      const slot = index.slotOf(nodeId);
+      if (slot !== undefined && index.isReady(slot)) rooms.push([index.freeCpu(slot), index.freeMem(slot), index.freeDisk(slot)]);
+    }
+    const fits = (s: SandboxSpec): boolean =>
+      all || rooms.some((r) => (r[0] as number) >= s.resources.cpu && (r[1] as number) >= s.resources.memory && (r[2] as number) >= s.resources.disk);
     let n = 0;
     for (const [id, w] of this.#waiting) {
-      if (this.#batchArrival.has(id)) continue;
+      if (this.#batchArrival.has(id) || !fits(w.a.spec)) continue;
       this.#enqueue({ id, spec: w.a.spec, pending: w.committed }, w.a);
       if (++n >= wakeBatchMax) break;
     }
@@ -443,6 +462,7 @@ class Run {
     const l = this.#live.get(id);
     if (l === undefined || l.state !== 'placed') return;
     this.#core.suspend(id, this.#now);
+    this.#freed.add(l.nodeId);
     l.state = 'suspended';
     this.#gpuAllocated -= l.gpuMilli;
     l.gpuMilli = 0;
@@ -461,6 +481,7 @@ class Run {
     }
     this.#resumeWaiting.delete(id);
     l.state = 'placed';
+    l.nodeId = got.nodeId;
     for (const g of got.gpuDevices) l.gpuMilli += g.milli;
     this.#gpuAllocated += l.gpuMilli;
     this.#totals.resumed += 1;
@@ -473,7 +494,7 @@ class Run {
     this.#flushReleases();
     if (what === 'return') {
       this.#core.returnNode(nodeId, this.#now);
-      this.#wake();
+      this.#wake(true);
       return;
     }
     const lost = this.#core.setNodeState(nodeId, what === 'fail' ? 'down' : 'draining', this.#now);
