@@ -4,11 +4,13 @@ import { cp, mkdtemp, readdir, readFile, rm, stat, truncate, writeFile } from 'n
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { connect } from 'nats';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import type { Entry } from '../../raft/core/types.js';
 import { readDirLock } from '../../raft/storage/dir-lock.js';
 import { FileStorage } from '../../raft/storage/file.js';
-import { cliMain } from '../../src/testing/replica-process.js';
+import { kvCall, type ReplicaStatus, replicaStatus } from '../../src/cli/server.js';
+import { cliMain, spawnReplica, stopReplica } from '../../src/testing/replica-process.js';
 import { type RunningServer, startNats } from '../../src/testing/servers.js';
 
 const fixture = fileURLToPath(new URL('../raft/storage/fixtures/wal-v1', import.meta.url));
@@ -207,5 +209,81 @@ describe('trellis server - data directory safety', () => {
     const stopped = await first.done;
     expect(stopped.code, stopped.stderr).toBe(0);
     expect(await readDirLock(dir), stopped.stderr).toEqual({ state: 'free' });
+  });
+
+  it('trellis server - the operator recovery of docs/operations.md: a corrupt replica is removed, wiped, re-added and catches up by snapshot', async () => {
+    // Three replicas (snapshot every 25 entries). A follower stops and its WAL is damaged mid-file: data check
+    // and the server both refuse it. The procedure: remove it from the group, wipe its directory, start it
+    // as a joining replica, add it back. It must end a voter holding every acknowledged write, received by
+    // InstallSnapshot, and serve them as leader.
+    const root = await freshDir();
+    const cluster = 'recovery';
+    const ids = ['a', 'b', 'c'];
+    const procs = new Map<string, ChildProcess>();
+    const launch = (id: string, peers: readonly string[]): void => {
+      const child = spawnReplica({ id, peers, natsUrl: nats.url, root, cluster, snapshotEntries: 25 });
+      children.push(child);
+      procs.set(id, child);
+    };
+    for (const id of ids) launch(id, ids);
+    const nc = await connect({ servers: nats.url });
+    try {
+      const put = async (key: string): Promise<void> => {
+        const r = await kvCall(nc, cluster, { op: 'put', key, value: key }, 15_000);
+        expect(r.ok, JSON.stringify(r)).toBe(true);
+      };
+      const status = async (id: string): Promise<ReplicaStatus> => {
+        for (let i = 0; i < 400; i++) {
+          const st = await replicaStatus(nc, cluster, id);
+          if (st !== undefined && st.leader !== '') return st;
+          await new Promise((r) => setTimeout(r, 50));
+        }
+        throw new Error(`${id} does not answer status with a leader`);
+      };
+      const members = async (...args: string[]): Promise<void> => {
+        const r = await run(['members', ...args, '--nats', nats.url, '--cluster', cluster]);
+        expect(r.code, `${args.join(' ')}: ${r.stderr}`).toBe(0);
+      };
+      for (let i = 0; i < 40; i++) await put(`k${i}`);
+      const leader = (await status('a')).leader;
+      const victim = ids.find((id) => id !== leader) as string;
+      const others = ids.filter((id) => id !== victim);
+      await stopReplica(procs.get(victim) as ChildProcess);
+      const vdir = join(root, victim);
+      const wal = join(vdir, (await readdir(vdir)).filter((f) => f.endsWith('.log')).sort()[0] ?? '');
+      const bytes = await readFile(wal);
+      for (let i = 60; i < 64; i++) bytes[i] = (bytes[i] ?? 0) ^ 0x5a;
+      await writeFile(wal, bytes);
+
+      expect((await run(['data', 'check', vdir])).code).toBe(1);
+      const refused = await run(serverArgs(victim, vdir));
+      expect(refused.code).toBe(1);
+      oneErrorLine(refused, 'WAL_CORRUPT');
+
+      await members('remove', victim);
+      for (let i = 40; i < 100; i++) await put(`k${i}`);
+      await rm(vdir, { recursive: true, force: true });
+      launch(victim, others);
+      await members('add', victim);
+      const st = await status(leader);
+      expect([...st.voters].sort()).toEqual(ids);
+      for (let i = 0; i < 400 && (await status(victim)).applied < st.commit; i++)
+        await new Promise((r) => setTimeout(r, 50));
+      const rebuilt = await status(victim);
+      expect(rebuilt.applied).toBeGreaterThanOrEqual(st.commit);
+      expect(rebuilt.snapshotsInstalled).toBeGreaterThanOrEqual(1);
+      await members('transfer', victim);
+      for (let i = 0; i < 400 && (await status(victim)).role !== 'leader'; i++)
+        await new Promise((r) => setTimeout(r, 50));
+      for (const i of [0, 39, 40, 99])
+        expect(await kvCall(nc, cluster, { op: 'get', key: `k${i}` }, 10_000)).toMatchObject({
+          ok: true,
+          value: `k${i}`,
+          by: victim,
+        });
+    } finally {
+      await nc.close();
+      await Promise.all([...procs.values()].map((p) => stopReplica(p)));
+    }
   });
 });
