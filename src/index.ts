@@ -11,6 +11,8 @@ export {
   OverCommitError,
   UnknownNodeError,
 } from '../placement/index.js';
+export { DataDirLockedError, DataDirLockInvalidError } from '../raft/storage/dir-lock.js';
+export { WalCorruptError } from '../raft/storage/file.js';
 export type { MutationOptions, SchedulerApi, StatusItem, WatchOptions } from '../scheduler/api.js';
 export type { Quota, ReconcileEntry, SandboxSpec } from '../scheduler/commands.js';
 export { reconcileReportMax } from '../scheduler/commands.js';
