@@ -13,6 +13,7 @@ import { assert } from '../src/lib/assert.js';
 import { sandboxId as parseSandboxId } from '../src/lib/ids.js';
 import { parseWith } from '../src/lib/validate.js';
 import { placementRequestOf, validateSpec } from './admission.js';
+import type { SchedulerApi } from './api.js';
 import {
   type Command,
   commandCodec,
@@ -103,7 +104,7 @@ export interface SchedulerStats {
   readonly rejectReasons: Readonly<Record<string, number>>;
 }
 
-export class Scheduler {
+export class Scheduler implements SchedulerApi {
   readonly log: ReplicatedLog;
   readonly #replica: number;
   readonly #opts: PipelineOptions;

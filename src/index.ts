@@ -11,6 +11,7 @@ export {
   OverCommitError,
   UnknownNodeError,
 } from '../placement/index.js';
+export type { MutationOptions, SchedulerApi, StatusItem, WatchOptions } from '../scheduler/api.js';
 export type { Quota, ReconcileEntry, SandboxSpec } from '../scheduler/commands.js';
 export { reconcileReportMax } from '../scheduler/commands.js';
 export {

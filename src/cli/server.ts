@@ -15,7 +15,7 @@
  */
 import { randomUUID } from 'node:crypto';
 import type { Command } from 'commander';
-import { connect, ErrorCode, type Msg, type NatsConnection, NatsError } from 'nats';
+import { ErrorCode, type Msg, type NatsConnection, NatsError } from 'nats';
 import { z } from 'zod';
 import { MembershipChangeError, NotLeaderError, ProposalDroppedError } from '../../raft/errors.js';
 import {
@@ -38,7 +38,17 @@ import { DeadlineExceededError, OutcomeUnknownError, TrellisError } from '../lib
 import { replicaId } from '../lib/ids.js';
 import { createRng } from '../lib/prng.js';
 import { parseWith, zodDecoder } from '../lib/validate.js';
-import { createLogger } from '../log.js';
+import { createLogger, type Logger } from '../log.js';
+import { durationMs, intBetween, positiveInt } from './args.js';
+import {
+  type ConnectionFlags,
+  clientConnection,
+  clientConnectTimeoutMs,
+  connectNats,
+  resolveCredentials,
+  withConnectionOptions,
+} from './connect.js';
+import { exitCodes } from './errors.js';
 
 const peer = z.string().regex(/^[A-Za-z0-9_-]{1,64}$/, 'a replica id');
 const kvKey = z.string().min(1).max(kvKeyLengthMax);
@@ -162,20 +172,26 @@ export const kvReplyCodec = createCodec<KvReply>({
 
 export const apiSubject = (cluster: string): string => `trellis.${cluster}.api`;
 
-interface ServerOptions {
+interface ServerOptions extends ConnectionFlags {
   id: string;
   peers: string;
-  nats: string;
   data: string;
-  cluster: string;
-  user?: string;
-  pass?: string;
-  tickMs: string;
-  snapshotEntries: string;
+  tickMs: number;
+  snapshotEntries: number;
+  stopTimeout: number;
 }
 
+/** The longest Raft tick `--tick-ms` takes (a minute: elections would take 10-20 minutes). */
+export const tickMsMax = 60_000;
+/** Entries applied between snapshots unless `--snapshot-entries` says otherwise (etcd's default). */
+export const snapshotEntriesDefault = 100_000;
+/** How long `trellis server` waits for NATS at start unless `--connect-timeout` says otherwise. */
+export const serverConnectTimeoutMsDefault = 60_000;
+/** How long a stopping replica may take to close Raft, storage and NATS before it exits anyway. */
+export const stopTimeoutMsDefault = 3_000;
+
 export function registerServer(program: Command): void {
-  program
+  const cmd = program
     .command('server')
     .description('run one replica of a Raft group over NATS (KV state machine)')
     .requiredOption('--id <id>', 'this replica')
@@ -184,33 +200,46 @@ export function registerServer(program: Command): void {
       "the group's voters on first start, comma-separated; a replica joining a running group lists the current voters without itself, and is then added with `trellis members add`",
     )
     .requiredOption('--data <dir>', 'directory for the write-ahead log and snapshots')
-    .option('--nats <url>', 'nats-server URL', 'nats://127.0.0.1:4222')
-    .option('--cluster <id>', 'cluster id (subject prefix)', 'trellis')
-    .option('--user <user>', 'NATS user')
-    .option('--pass <password>', 'NATS password')
-    .option('--tick-ms <ms>', 'Raft tick: heartbeats every tick, elections after 10-20 ticks', '20')
+    .option(
+      '--tick-ms <ms>',
+      'Raft tick: heartbeats every tick, elections after 10-20 ticks',
+      intBetween(1, tickMsMax),
+      20,
+    )
     .option(
       '--snapshot-entries <n>',
       'applied entries between snapshots (the log is compacted at each)',
-      '10000',
+      positiveInt,
+      snapshotEntriesDefault,
     )
-    .action(async (o: ServerOptions) => {
-      await runServer(o);
-    });
+    .option(
+      '--stop-timeout <duration>',
+      'on SIGTERM/SIGINT, exit after this long even if NATS or storage has not closed',
+      durationMs,
+      stopTimeoutMsDefault,
+    );
+  withConnectionOptions(cmd, serverConnectTimeoutMsDefault).action(async (o: ServerOptions) => {
+    await runServer(o);
+  });
 }
 
 async function runServer(o: ServerOptions): Promise<void> {
   const id = replicaId(o.id, 'id');
   const peers = o.peers.split(',').map((p) => replicaId(p.trim(), 'peers'));
   const log = createLogger('server', { replica: id, cluster: o.cluster });
-  const nc = await connect({
-    servers: o.nats,
-    name: `trellis-replica-${id}`,
-    maxReconnectAttempts: -1,
-    reconnectTimeWait: 250,
-    waitOnFirstConnect: true,
-    ...(o.user === undefined ? {} : { user: o.user, pass: o.pass ?? '' }),
-  });
+  const stopping = stopSignal();
+  const nc = await Promise.race([
+    connectNats({
+      servers: o.nats,
+      name: `trellis-replica-${id}`,
+      credentials: resolveCredentials(o, process.env, `replica-${id}`),
+      timeoutMs: o.connectTimeout,
+      reconnectForever: true,
+      log,
+    }),
+    // A signal while still waiting for NATS stops at once: there is nothing to close yet.
+    stopping.then(() => exitNow(log, 0)),
+  ]);
   const storage = await FileStorage.open(o.data);
   const kv = new KvStateMachine();
   const transport = new NatsTransport({
@@ -228,8 +257,8 @@ async function runServer(o: ServerOptions): Promise<void> {
     transport,
     stateMachine: kv,
     rng: createRng(process.pid),
-    tickMs: Number.parseInt(o.tickMs, 10),
-    snapshotEntries: Number.parseInt(o.snapshotEntries, 10),
+    tickMs: o.tickMs,
+    snapshotEntries: o.snapshotEntries,
     // An append's entries must fit one NATS message with their framing: half the server's max payload.
     core: { msgBytesMax: Math.min(512 << 10, Math.floor((nc.info?.max_payload ?? 1 << 20) / 2)) },
   });
@@ -318,23 +347,73 @@ async function runServer(o: ServerOptions): Promise<void> {
   nc.subscribe(`${apiSubject(o.cluster)}.${id}`, { callback: (_e, msg) => answer(msg) });
 
   let last = '';
+  let member = false;
+  let removed: () => void = () => undefined;
+  const removedFromGroup = new Promise<void>((resolve) => {
+    removed = resolve;
+  });
   const watch = setInterval(() => {
     const st = node.status();
     const now = `${st.role}/${st.term}/${st.leader}`;
     if (now !== last) log.info(st, 'raft status');
     last = now;
+    // A joining replica is not a member until it is added; once it was one and is no longer, it was removed.
+    const inConf = st.conf.voters.includes(id) || st.conf.learners.includes(id);
+    if (member && !inConf) removed();
+    member = inConf;
   }, 100);
 
-  await new Promise<void>((resolve) => {
-    const stop = (): void => resolve();
-    process.once('SIGTERM', stop);
-    process.once('SIGINT', stop);
-  });
+  const why = await Promise.race([
+    stopping.then(() => 'signal' as const),
+    removedFromGroup.then(() => 'removed' as const),
+  ]);
   clearInterval(watch);
-  log.info('stopping');
-  await node.close();
-  await nc.drain();
+  if (why === 'removed') log.warn('this replica was removed from the group; stopping');
+  else log.info('stopping');
+  await stopWithin(o.stopTimeout, log, async () => {
+    await node.close();
+    await nc.drain();
+  });
   log.info('stopped');
+  exitNow(log, why === 'removed' ? exitCodes.removed : exitCodes.ok);
+}
+
+/** Resolves on the first SIGTERM or SIGINT. */
+function stopSignal(): Promise<void> {
+  return new Promise<void>((resolve) => {
+    process.once('SIGTERM', () => resolve());
+    process.once('SIGINT', () => resolve());
+  });
+}
+
+/**
+ * Runs `close` but gives up after `timeoutMs`: with nats-server gone, draining the connection (and a Raft
+ * node waiting on its transport) never finishes, and a replica must still exit when told to.
+ */
+async function stopWithin(timeoutMs: number, log: Logger, close: () => Promise<void>): Promise<void> {
+  let timer: NodeJS.Timeout | undefined;
+  const expired = new Promise<'expired'>((resolve) => {
+    timer = setTimeout(() => resolve('expired'), timeoutMs);
+  });
+  const outcome = await Promise.race([
+    close().then(
+      () => 'closed' as const,
+      (err: unknown) => {
+        log.warn({ err: String(err) }, 'error while stopping');
+        return 'closed' as const;
+      },
+    ),
+    expired,
+  ]);
+  clearTimeout(timer);
+  if (outcome === 'expired')
+    log.warn({ stopTimeoutMs: timeoutMs }, 'could not close cleanly in time; exiting');
+}
+
+/** Exits once the log lines written so far have reached stderr (pino writes asynchronously). */
+function exitNow(log: Logger, code: number): never {
+  log.flush();
+  process.exit(code);
 }
 
 /** How long a membership change or transfer may take on the leader (a learner's catch-up included). */
@@ -424,7 +503,8 @@ async function serveMembership(
       await node.changeMembership({ type: 'remove', peer: req.id });
       return members();
     case 'transfer':
-      await node.transferLeadership(req.to);
+      // To the replica that already leads (this one): nothing to move, and asking for it is not an error.
+      if (req.to !== node.status().id) await node.transferLeadership(req.to);
       return members();
     case 'addMember': {
       const conf = node.status().conf;
@@ -614,40 +694,28 @@ export async function replicaStatus(
 }
 
 /** `trellis kv`'s exit code when a write's outcome is unknown (docs/operations.md lists every exit code). */
-export const kvOutcomeUnknownExitCode = 3;
+export const kvOutcomeUnknownExitCode = exitCodes.outcomeUnknown;
 
 export function registerKv(program: Command): void {
   const kvCmd = program.command('kv').description('read and write the replica group’s KV state machine');
-  const withConn = async (o: { nats: string; cluster: string }, req: KvRequest): Promise<void> => {
-    const nc = await connect({ servers: o.nats });
+  // An OutcomeUnknownError goes up to main.ts like every error: one line, and its own exit code.
+  const withConn = async (o: ConnectionFlags, req: KvRequest): Promise<void> => {
+    const nc = await clientConnection(o);
     try {
       const reply = await kvCall(nc, o.cluster, req);
       process.stdout.write(`${JSON.stringify(reply)}\n`);
       if (!reply.ok) process.exitCode = 1;
-    } catch (err) {
-      // Not "failed": the write may have been applied. One line, and an exit code of its own.
-      if (!(err instanceof OutcomeUnknownError)) throw err;
-      process.stderr.write(`error: ${err.message} (${err.code})\n`);
-      process.exitCode = kvOutcomeUnknownExitCode;
     } finally {
       await nc.close();
     }
   };
-  kvCmd
-    .command('put <key> <value>')
-    .option('--nats <url>', 'nats-server URL', 'nats://127.0.0.1:4222')
-    .option('--cluster <id>', 'cluster id', 'trellis')
-    .action((key: string, value: string, o: { nats: string; cluster: string }) =>
-      withConn(o, { op: 'put', key, value }),
-    );
-  kvCmd
-    .command('get <key>')
-    .option('--nats <url>', 'nats-server URL', 'nats://127.0.0.1:4222')
-    .option('--cluster <id>', 'cluster id', 'trellis')
-    .action((key: string, o: { nats: string; cluster: string }) => withConn(o, { op: 'get', key }));
-  kvCmd
-    .command('delete <key>')
-    .option('--nats <url>', 'nats-server URL', 'nats://127.0.0.1:4222')
-    .option('--cluster <id>', 'cluster id', 'trellis')
-    .action((key: string, o: { nats: string; cluster: string }) => withConn(o, { op: 'delete', key }));
+  withConnectionOptions(kvCmd.command('put <key> <value>'), clientConnectTimeoutMs).action(
+    (key: string, value: string, o: ConnectionFlags) => withConn(o, { op: 'put', key, value }),
+  );
+  withConnectionOptions(kvCmd.command('get <key>'), clientConnectTimeoutMs).action(
+    (key: string, o: ConnectionFlags) => withConn(o, { op: 'get', key }),
+  );
+  withConnectionOptions(kvCmd.command('delete <key>'), clientConnectTimeoutMs).action(
+    (key: string, o: ConnectionFlags) => withConn(o, { op: 'delete', key }),
+  );
 }
