@@ -17,7 +17,7 @@ export const exitCodes = {
   unavailable: 3,
   /** This replica was removed from the group and stopped (a supervisor should not restart it). */
   removed: 4,
-  /** A write was sent but no answer came in time: it may or may not have taken effect (OUTCOME_UNKNOWN). */
+  /** The client gave up on a write that may have been applied (OUTCOME_UNKNOWN): retry with the same id. */
   outcomeUnknown: 5,
   /** A bug: an error Trellis did not expect (EX_SOFTWARE). */
   internal: 70,
@@ -79,10 +79,10 @@ export function failureOf(err: unknown): Failure {
   if (err instanceof TrellisError) {
     const exitCode = usageCodes.has(err.code)
       ? exitCodes.usage
-      : unavailableCodes.has(err.code)
-        ? exitCodes.unavailable
-        : err.code === 'OUTCOME_UNKNOWN'
-          ? exitCodes.outcomeUnknown
+      : err.code === 'OUTCOME_UNKNOWN'
+        ? exitCodes.outcomeUnknown
+        : unavailableCodes.has(err.code)
+          ? exitCodes.unavailable
           : exitCodes.failed;
     return { line: `error: ${oneLine(err.message)} (${err.code})`, exitCode };
   }

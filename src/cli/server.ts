@@ -698,13 +698,14 @@ export const kvOutcomeUnknownExitCode = exitCodes.outcomeUnknown;
 
 export function registerKv(program: Command): void {
   const kvCmd = program.command('kv').description('read and write the replica group’s KV state machine');
-  // An OutcomeUnknownError goes up to main.ts like every error: one line, and its own exit code.
+  // An OutcomeUnknownError propagates to the CLI's one error handler: one line and exit code 5
+  // (outcomeUnknown), distinct from a refusal (1) and from an unreachable group (3).
   const withConn = async (o: ConnectionFlags, req: KvRequest): Promise<void> => {
     const nc = await clientConnection(o);
     try {
       const reply = await kvCall(nc, o.cluster, req);
       process.stdout.write(`${JSON.stringify(reply)}\n`);
-      if (!reply.ok) process.exitCode = 1;
+      if (!reply.ok) process.exitCode = exitCodes.failed;
     } finally {
       await nc.close();
     }

@@ -154,10 +154,10 @@ describe('trellis kv - a stalled replica does not replay a request its client ga
     expect(await get('dup')).toBe('second');
   });
 
-  it('trellis kv - put reports an unknown outcome (its own exit code, one line) when every replica is stalled, and a plain failure when none listens', async () => {
+  it('trellis kv - put reports an unknown outcome (exit 5, one line) when every replica is stalled, and a plain failure when none listens', async () => {
     // All replicas stopped: the request reaches a replica's socket and no answer comes. The CLI must not
     // say "failed": one line, OUTCOME_UNKNOWN, its own exit code. With no replica subscribed at all (another
-    // cluster name) nothing can have been applied: exit 1, no OUTCOME_UNKNOWN.
+    // cluster name) nothing can have been applied: a plain failure (NO_RESPONDERS), not OUTCOME_UNKNOWN.
     let stalled: { code: number; stdout: string; stderr: string };
     try {
       for (const p of procs.values()) await stopProcess(p);
