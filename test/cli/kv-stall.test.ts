@@ -165,9 +165,11 @@ describe('trellis kv - a stalled replica does not replay a request its client ga
     } finally {
       for (const p of procs.values()) p.kill('SIGCONT');
     }
-    expect(stalled.code).toBe(kvOutcomeUnknownExitCode);
-    expect(stalled.stderr).toMatch(/^error: [^\n]*\(OUTCOME_UNKNOWN\)\n$/);
-    expect(stalled.stdout).toBe('');
+    expect(stalled, JSON.stringify(stalled)).toMatchObject({
+      code: kvOutcomeUnknownExitCode,
+      stderr: expect.stringMatching(/^error: [^\n]*\(OUTCOME_UNKNOWN\)\n$/),
+      stdout: '',
+    });
     // Through the API with long attempts: a loaded machine could otherwise time an attempt out before the
     // server's "no responders" arrives, and a timeout is rightly "maybe".
     const nobody = await kvCall(nc, 'nobody-here', { op: 'put', key: 'u', value: 'v' }, 2_000, 2_000);
