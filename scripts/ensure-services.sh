@@ -5,7 +5,7 @@
 set -euo pipefail
 
 # binary:package pairs the test suite needs.
-needed=("nats-server:nats-server" "redis-server:redis-server")
+needed=("nats-server:nats-server" "redis-server:redis-server" "chromium:chromium")
 
 missing=()
 for pair in "${needed[@]}"; do

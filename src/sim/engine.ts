@@ -446,10 +446,17 @@ class Run {
     const rooms: number[][] = [];
     for (const nodeId of freed) {
       const slot = index.slotOf(nodeId);
-      if (slot !== undefined && index.isReady(slot)) rooms.push([index.freeCpu(slot), index.freeMem(slot), index.freeDisk(slot)]);
+      if (slot !== undefined && index.isReady(slot))
+        rooms.push([index.freeCpu(slot), index.freeMem(slot), index.freeDisk(slot)]);
     }
     const fits = (s: SandboxSpec): boolean =>
-      all || rooms.some((r) => (r[0] as number) >= s.resources.cpu && (r[1] as number) >= s.resources.memory && (r[2] as number) >= s.resources.disk);
+      all ||
+      rooms.some(
+        (r) =>
+          (r[0] as number) >= s.resources.cpu &&
+          (r[1] as number) >= s.resources.memory &&
+          (r[2] as number) >= s.resources.disk,
+      );
     let n = 0;
     for (const [id, w] of this.#waiting) {
       if (this.#batchArrival.has(id) || !fits(w.a.spec)) continue;
