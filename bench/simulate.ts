@@ -21,12 +21,23 @@ const { values } = parseArgs({
 const arrivalsCount = Number(values.arrivals);
 const nodes = Number(values.nodes);
 const windowMs = Number(values['window-ms']);
-if (!(arrivalsCount > 0 && nodes > 0 && windowMs >= 0)) throw new Error('--arrivals, --nodes and --window-ms are numbers');
+if (!(arrivalsCount > 0 && nodes > 0 && windowMs >= 0))
+  throw new Error('--arrivals, --nodes and --window-ms are numbers');
 
 const cluster = parseCluster({
   nodes: [
-    { shape: 'c32', count: Math.floor(nodes * 0.8), capacity: { cpu: 32000, memory: 131072, disk: 1000000 }, zones: ['a', 'b', 'c'] },
-    { shape: 'm64', count: nodes - Math.floor(nodes * 0.8), capacity: { cpu: 64000, memory: 524288, disk: 2000000 }, zones: ['a', 'b', 'c'] },
+    {
+      shape: 'c32',
+      count: Math.floor(nodes * 0.8),
+      capacity: { cpu: 32000, memory: 131072, disk: 1000000 },
+      zones: ['a', 'b', 'c'],
+    },
+    {
+      shape: 'm64',
+      count: nodes - Math.floor(nodes * 0.8),
+      capacity: { cpu: 64000, memory: 524288, disk: 2000000 },
+      zones: ['a', 'b', 'c'],
+    },
   ],
 });
 // 1,000 arrivals per virtual second living 60 s on average: about 60,000 live sandboxes, ~60% of cpu.
