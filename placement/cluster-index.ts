@@ -30,7 +30,13 @@ import {
 } from './errors.js';
 import type { NodeSpec, NodeState, Resources } from './types.js';
 import { nodeStates } from './types.js';
-import { gpuDevicesPerNodeMax, gpuMilliPerDevice, validateNodeSpec } from './validate.js';
+import {
+  gpuDevicesPerNodeMax,
+  gpuMilliPerDevice,
+  labelValue,
+  normalizeAllocationShape,
+  normalizeNodeSpec,
+} from './validate.js';
 
 export const pageShift = 8;
 /** Nodes per page: small enough that a sparse batch copies little, large enough to keep page arrays short. */
@@ -177,17 +183,18 @@ type MutableIndexData = {
 
 const zero: Resources = Object.freeze({ cpu: 0, memory: 0, disk: 0 });
 
+/**
+ * The feasibility class of a spec: JSON of its state, GPU model and sorted labels. Labels may hold any
+ * character, so the key is an unambiguous encoding, never a join on a separator a label could contain.
+ */
 function classKey(spec: NodeSpec): string {
-  const labels = Object.keys(spec.labels)
-    .sort()
-    .map((k) => `${k}=${spec.labels[k]}`)
-    .join('\u0001');
-  return `${spec.state}\u0002${spec.gpu?.model ?? ''}\u0002${labels}`;
+  const keys = Object.keys(spec.labels).sort();
+  return JSON.stringify([spec.state, spec.gpu?.model ?? null, keys, keys.map((k) => spec.labels[k])]);
 }
 
-/** Spread counters are keyed by group and label together. */
+/** Spread counters are keyed by group and label together; the group's length makes the pair unambiguous. */
 export function spreadKey(group: string, label: string): string {
-  return `${group}\u0000${label}`;
+  return `${group.length}:${group}\u0000${label}`;
 }
 
 /**
@@ -608,7 +615,7 @@ export class IndexBuilder extends IndexReader {
       Object.freeze({
         id,
         state: spec.state,
-        labels: Object.freeze({ ...spec.labels }),
+        labels: spec.labels,
         gpuModel: spec.gpu?.model ?? '',
       }),
     );
@@ -647,10 +654,13 @@ export class IndexBuilder extends IndexReader {
     this.#setCol(slot, cVersion, bumpFrom + 1);
   }
 
-  /** Registers a new node. Throws ValidationError for a bad spec, DuplicateNodeError for a known id. */
-  registerNode(spec: NodeSpec): this {
+  /**
+   * Registers a new node. Throws ValidationError for a bad spec, DuplicateNodeError for a known id. The index
+   * keeps a frozen copy of the spec, never the caller's object.
+   */
+  registerNode(input: NodeSpec): this {
     this.#touch();
-    validateNodeSpec(spec);
+    const spec = normalizeNodeSpec(input);
     if (this.#d.idToSlot.has(spec.id))
       throw new DuplicateNodeError(`node ${JSON.stringify(spec.id)} already exists`);
     let slot: number;
@@ -685,9 +695,9 @@ export class IndexBuilder extends IndexReader {
    * Replaces a node's spec (capacity, labels, state, images). Refuses to shrink capacity below what is
    * allocated (OverCommitError) or to change its GPU devices while any share of them is allocated.
    */
-  updateNode(spec: NodeSpec): this {
+  updateNode(input: NodeSpec): this {
     this.#touch();
-    validateNodeSpec(spec);
+    const spec = normalizeNodeSpec(input);
     const slot = this.#requireSlot(spec.id);
     const view = this.view(slot);
     for (const r of ['cpu', 'memory', 'disk'] as const) {
@@ -771,8 +781,9 @@ export class IndexBuilder extends IndexReader {
    * over-committed, whatever a planner proposed. (Node state is the planner's and verifier's concern: an
    * allocation already decided may still land on a node that just started draining.)
    */
-  allocate(nodeId: string, shape: AllocationShape): this {
+  allocate(nodeId: string, input: AllocationShape): this {
     this.#touch();
+    const shape = normalizeAllocationShape(input);
     const slot = this.#requireSlot(nodeId);
     if (!this.fitsSlot(slot, shape)) {
       throw new OverCommitError(`node ${nodeId}: allocation does not fit`, {
@@ -784,8 +795,9 @@ export class IndexBuilder extends IndexReader {
   }
 
   /** Gives `shape` back. Throws ReleaseMismatchError when more is released than is allocated. */
-  release(nodeId: string, shape: AllocationShape): this {
+  release(nodeId: string, input: AllocationShape): this {
     this.#touch();
+    const shape = normalizeAllocationShape(input);
     const slot = this.#requireSlot(nodeId);
     const r = shape.resources;
     const v = this.view(slot);
@@ -838,7 +850,7 @@ export class IndexBuilder extends IndexReader {
       });
     }
     if (shape.spread !== undefined) {
-      const value = this.meta(slot).spec.labels[shape.spread.label];
+      const value = labelValue(this.meta(slot).spec.labels, shape.spread.label);
       if (value !== undefined) {
         const key = spreadKey(shape.spread.group, shape.spread.label);
         this.#d.spread = this.#d.spread.update(key, IMap<string, number>(), (m) => {
@@ -847,7 +859,30 @@ export class IndexBuilder extends IndexReader {
         });
       }
     }
+    this.#checkBounds(slot);
     this.#rebucket(slot);
+  }
+
+  /**
+   * The invariant every write keeps: 0 <= allocated <= capacity per resource and 0 <= free share <= one device
+   * per GPU device. The write paths check before writing; this catches a path that did not.
+   */
+  #checkBounds(slot: number): void {
+    const cpu = this.col(slot, cAllocCpu);
+    const mem = this.col(slot, cAllocMem);
+    const disk = this.col(slot, cAllocDisk);
+    const ok =
+      cpu >= 0 &&
+      mem >= 0 &&
+      disk >= 0 &&
+      cpu <= this.col(slot, cCapCpu) &&
+      mem <= this.col(slot, cCapMem) &&
+      disk <= this.col(slot, cCapDisk);
+    assert(ok, 'allocation outside 0..capacity', { slot, cpu, mem, disk });
+    for (let dev = 0; dev < this.gpuCount(slot); dev++) {
+      const free = this.gpuFree(slot, dev);
+      assert(free >= 0 && free <= gpuMilliPerDevice, 'GPU share outside 0..one device', { slot, dev, free });
+    }
   }
 
   /** Seals the builder into a new published version. */

@@ -11,13 +11,14 @@
  */
 import { ValidationError } from '../src/lib/errors.js';
 import { createRng } from '../src/lib/prng.js';
-import type { ClusterIndex } from './cluster-index.js';
+import { ClusterIndex } from './cluster-index.js';
+import { diagnose } from './diagnose.js';
 import { placeOne } from './stack.js';
 import { BatchCache, compileRequest } from './stages/request.js';
-import type { BinpackScorer } from './stages/score-binpack.js';
-import { defaultSelectLimits, type SelectLimits } from './stages/select.js';
+import { type BinpackScorer, binpackScorers } from './stages/score-binpack.js';
+import { defaultSelectLimits, type SelectLimits, selectLimitsMin } from './stages/select.js';
 import type { Placement, PlacementRequest, PlanOutcome, Rejection, Resources, Strategy } from './types.js';
-import { gpuMilliPerDevice, validateRequest } from './validate.js';
+import { gpuMilliPerDevice, normalizeRequest } from './validate.js';
 
 /** Requests one batch may carry. */
 export const batchRequestsMax = 100_000;
@@ -66,29 +67,15 @@ export function planBatch(
   requests: readonly PlacementRequest[],
   options: PlanOptions = {},
 ): Plan {
-  if (requests.length > batchRequestsMax) {
-    throw new ValidationError('requests', `a batch holds at most ${batchRequestsMax} requests`);
+  if (!(snapshot instanceof ClusterIndex)) {
+    throw new ValidationError('snapshot', 'must be a published ClusterIndex');
   }
-  const seen = new Set<string>();
-  requests.forEach((r, i) => {
-    try {
-      validateRequest(r);
-    } catch (err) {
-      if (err instanceof ValidationError)
-        throw new ValidationError(`requests.${i}.${err.path}`, err.message.replace(/^[^:]*: /, ''));
-      throw err;
-    }
-    if (seen.has(r.id))
-      throw new ValidationError(`requests.${i}.id`, `duplicate request id ${r.id} in the batch`);
-    seen.add(r.id);
-  });
-  const strategy = options.strategy ?? 'binpack';
-  const binpack = options.binpackScorer ?? 'dot';
-  const limits: SelectLimits = { ...defaultSelectLimits, ...options.limits };
-  const rng = createRng(((options.seed ?? 0) ^ Math.imul(snapshot.version, 0x9e3779b1)) | 0);
+  const { strategy, binpack, seed, limits } = normalizeOptions(options);
+  const valid = normalizeRequests(requests);
+  const rng = createRng((seed ^ Math.imul(snapshot.version, 0x9e3779b1)) | 0);
   const total = snapshot.readyCapacity;
   const gpuTotal = snapshot.readyGpuMilli;
-  const keyed = requests.map((r) => ({ r, prio: r.priority ?? 0, share: dominantShare(r, total, gpuTotal) }));
+  const keyed = valid.map((r) => ({ r, prio: r.priority ?? 0, share: dominantShare(r, total, gpuTotal) }));
   keyed.sort(
     (a, b) => b.prio - a.prio || b.share - a.share || (a.r.id < b.r.id ? -1 : a.r.id > b.r.id ? 1 : 0),
   );
@@ -98,19 +85,26 @@ export function planBatch(
   const placements: Placement[] = [];
   const rejections: Rejection[] = [];
   // Within a batch free capacity only shrinks, so a request with no group rule that fits nowhere is followed by
-  // every later request of the same shape and constraints: those reuse its rejection (saying so) instead of
-  // walking and diagnosing the whole cluster again. Spread and anti-affinity requests are always re-planned,
-  // because placements of their group can change their answer.
-  const rejectedShapes = new Map<string, Rejection>();
+  // every later request of the same shape and constraints: those skip the candidate walk. Spread and
+  // anti-affinity requests are always re-planned, because placements of their group can change their answer.
+  // The rejection's numbers (shortfalls, short counts, closest node) describe the cluster as the request meets
+  // it, so it is reused as it stands only while nothing was placed since; otherwise it is diagnosed afresh.
+  const rejectedShapes = new Map<string, { rejection: Rejection; placedBefore: number }>();
   for (const { r } of keyed) {
     const shapeKey = r.spread === undefined && r.antiAffinity === undefined ? rejectionKey(r) : undefined;
     const earlier = shapeKey === undefined ? undefined : rejectedShapes.get(shapeKey);
     if (earlier !== undefined) {
-      rejections.push({
-        ...earlier,
-        requestId: r.id,
-        message: `${earlier.message} (as for ${earlier.requestId} earlier in this batch)`,
-      });
+      if (earlier.placedBefore === placements.length) {
+        rejections.push({
+          ...earlier.rejection,
+          requestId: r.id,
+          message: `${earlier.rejection.message} (as for ${earlier.rejection.requestId} earlier in this batch)`,
+        });
+      } else {
+        const rejection = diagnose(builder, compileRequest(builder, r, strategy, cache));
+        rejections.push(rejection);
+        rejectedShapes.set(shapeKey as string, { rejection, placedBefore: placements.length });
+      }
       continue;
     }
     const outcome: PlanOutcome = placeOne(
@@ -123,7 +117,8 @@ export function planBatch(
     if (outcome.kind === 'placed') placements.push(outcome.placement);
     else {
       rejections.push(outcome.rejection);
-      if (shapeKey !== undefined) rejectedShapes.set(shapeKey, outcome.rejection);
+      if (shapeKey !== undefined)
+        rejectedShapes.set(shapeKey, { rejection: outcome.rejection, placedBefore: placements.length });
     }
   }
   return {
@@ -133,6 +128,81 @@ export function planBatch(
     rejections,
     order: keyed.map((k) => k.r.id),
   };
+}
+
+/** Checks the batch and returns frozen copies of its requests; ValidationError names the request and field. */
+function normalizeRequests(requests: readonly PlacementRequest[]): PlacementRequest[] {
+  if (!Array.isArray(requests)) throw new ValidationError('requests', 'must be an array of requests');
+  if (requests.length > batchRequestsMax) {
+    throw new ValidationError('requests', `a batch holds at most ${batchRequestsMax} requests`);
+  }
+  const seen = new Set<string>();
+  return requests.map((raw: unknown, i) => {
+    let r: PlacementRequest;
+    try {
+      r = normalizeRequest(raw);
+    } catch (err) {
+      if (err instanceof ValidationError) {
+        const path = err.path === '' ? `requests.${i}` : `requests.${i}.${err.path}`;
+        throw new ValidationError(
+          path,
+          err.path === '' ? err.message : err.message.slice(err.path.length + 2),
+        );
+      }
+      throw err;
+    }
+    if (seen.has(r.id))
+      throw new ValidationError(`requests.${i}.id`, `duplicate request id ${r.id} in the batch`);
+    seen.add(r.id);
+    return r;
+  });
+}
+
+/** Seeds are integers; the planner mixes them into 32 bits with the snapshot version. */
+const seedAbsMax = Number.MAX_SAFE_INTEGER;
+
+/** Checks the options: unknown strategy or scorer names, bad limits and non-integer seeds are refused. */
+function normalizeOptions(options: unknown): {
+  strategy: Strategy;
+  binpack: BinpackScorer;
+  seed: number;
+  limits: SelectLimits;
+} {
+  if (options === undefined)
+    return { strategy: 'binpack', binpack: 'dot', seed: 0, limits: defaultSelectLimits };
+  if (typeof options !== 'object' || options === null || Array.isArray(options)) {
+    throw new ValidationError('options', 'must be an object');
+  }
+  const o = options as Record<string, unknown>;
+  const strategy = o.strategy === undefined ? 'binpack' : o.strategy;
+  if (strategy !== 'binpack' && strategy !== 'spread')
+    throw new ValidationError('options.strategy', `must be binpack or spread, got ${String(strategy)}`);
+  const binpack = o.binpackScorer === undefined ? 'dot' : o.binpackScorer;
+  if (!(binpackScorers as readonly unknown[]).includes(binpack)) {
+    throw new ValidationError('options.binpackScorer', `must be one of ${binpackScorers.join(', ')}`);
+  }
+  const seed = o.seed === undefined ? 0 : o.seed;
+  if (typeof seed !== 'number' || !Number.isInteger(seed) || Math.abs(seed) > seedAbsMax) {
+    throw new ValidationError('options.seed', `must be a safe integer, got ${String(seed)}`);
+  }
+  return { strategy, binpack: binpack as BinpackScorer, seed, limits: normalizeLimits(o.limits) };
+}
+
+function normalizeLimits(raw: unknown): SelectLimits {
+  if (raw === undefined) return defaultSelectLimits;
+  if (typeof raw !== 'object' || raw === null || Array.isArray(raw)) {
+    throw new ValidationError('options.limits', 'must be an object');
+  }
+  const out: Record<string, number> = { ...defaultSelectLimits };
+  for (const [key, v] of Object.entries(raw)) {
+    const min = selectLimitsMin[key as keyof SelectLimits];
+    if (min === undefined) throw new ValidationError(`options.limits.${key}`, 'is not a limit');
+    if (typeof v !== 'number' || !Number.isSafeInteger(v) || v < min) {
+      throw new ValidationError(`options.limits.${key}`, `must be an integer >= ${min}, got ${String(v)}`);
+    }
+    out[key] = v;
+  }
+  return out as unknown as SelectLimits;
 }
 
 /** What decides whether a request without group rules can fit: its demand, GPU need, constraints and pin. */

@@ -16,6 +16,7 @@ import { assert } from '../src/lib/assert.js';
 import { requestId as parseRequestId, sandboxId as parseSandboxId } from '../src/lib/ids.js';
 import { parseWith } from '../src/lib/validate.js';
 import { placementRequestOf, validateSpec } from './admission.js';
+import type { MutationOptions, SchedulerApi } from './api.js';
 import {
   type Command,
   commandCodec,
@@ -82,15 +83,12 @@ export interface CreateOptions {
 }
 
 /**
- * Options of every mutating call other than create. `requestId` makes the call idempotent: the committed
- * state remembers the id with the first outcome, so a retry with the same id (after a timeout, a leader
- * change, or from another process) returns that outcome without applying twice, and the same id with
- * other arguments throws RequestIdConflictError. One is generated when absent, and reused for the
- * scheduler's own retries on a new leader.
+ * `requestId` makes a mutating call idempotent: the committed state remembers the id with the first
+ * outcome, so a retry with the same id (after a timeout, a leader change, or from another process) returns
+ * that outcome without applying twice, and the same id with other arguments throws
+ * RequestIdConflictError. One is generated when absent, and reused for the scheduler's own retries.
  */
-export interface MutationOptions {
-  readonly requestId?: string;
-}
+export type { MutationOptions } from './api.js';
 
 export interface ReadOptions {
   /** Read this replica's applied state without a ReadIndex round. */
@@ -118,7 +116,7 @@ export interface SchedulerStats {
   readonly rejectReasons: Readonly<Record<string, number>>;
 }
 
-export class Scheduler {
+export class Scheduler implements SchedulerApi {
   readonly log: ReplicaGroup;
   /** One replica per replica log of the group, each with its pipeline while it leads. */
   readonly replicas: readonly SchedulerReplica[];

@@ -11,6 +11,7 @@ export {
   OverCommitError,
   UnknownNodeError,
 } from '../placement/index.js';
+export type { MutationOptions, SchedulerApi, StatusItem, WatchOptions } from '../scheduler/api.js';
 export type { Quota, ReconcileEntry, SandboxSpec } from '../scheduler/commands.js';
 export { reconcileReportMax } from '../scheduler/commands.js';
 export {
@@ -34,7 +35,6 @@ export { RaftGroupLog, type RaftGroupOptions } from '../scheduler/raft-group.js'
 export type {
   CreateOptions,
   ListFilter,
-  MutationOptions,
   ReadOptions,
   SchedulerConfig,
   SchedulerStats,
@@ -42,4 +42,12 @@ export type {
 export { createScheduler, Scheduler } from '../scheduler/scheduler.js';
 export type { ReconcileResult } from '../scheduler/state.js';
 export type { LostFrom, NodeRecord, Sandbox, SchedulerEvent } from '../scheduler/types.js';
-export { CodecError, ConfigError, TrellisError, ValidationError } from './lib/errors.js';
+export { Deadline, type DeadlineWire, deadlineBudgetMsMax } from './lib/deadline.js';
+export {
+  CodecError,
+  ConfigError,
+  DeadlineExceededError,
+  OutcomeUnknownError,
+  TrellisError,
+  ValidationError,
+} from './lib/errors.js';

@@ -5,7 +5,7 @@
  */
 import type { IndexReader } from '../cluster-index.js';
 import type { Constraint, GpuRequest } from '../types.js';
-import { gpuMilliPerDevice } from '../validate.js';
+import { gpuMilliPerDevice, labelValue } from '../validate.js';
 import type { CompiledRequest } from './request.js';
 
 /** Class verdicts: pass, or the first check the class fails. Constraint i fails as `verdictConstraint + i`. */
@@ -16,7 +16,7 @@ export const verdictConstraint = 2;
 export const verdictUnknown = 0x7fff;
 
 export function constraintHolds(c: Constraint, labels: Readonly<Record<string, string>>): boolean {
-  const v = labels[c.label];
+  const v = labelValue(labels, c.label);
   switch (c.op) {
     case 'eq':
       return v === c.value;
@@ -115,7 +115,7 @@ export function antiAffinityHolds(req: CompiledRequest, slot: number): boolean {
 export function spreadHolds(index: IndexReader, req: CompiledRequest, slot: number): boolean {
   const sp = req.spread;
   if (sp === undefined) return true;
-  const value = index.meta(slot).spec.labels[sp.label];
+  const value = labelValue(index.meta(slot).spec.labels, sp.label);
   if (value === undefined) return false;
   return (sp.counts.get(value) ?? 0) + 1 - sp.minCount <= sp.maxSkew;
 }

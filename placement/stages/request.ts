@@ -12,6 +12,7 @@ import type {
   Preference,
   Strategy,
 } from '../types.js';
+import { labelValue } from '../validate.js';
 import { constraintHolds, verdictUnknown } from './feasibility.js';
 
 export interface CompiledRequest {
@@ -98,11 +99,7 @@ export class BatchCache {
   }
 
   facts(index: IndexReader, req: PlacementRequest): SignatureFacts {
-    const gpu = req.gpu === undefined ? '' : `gpu:${req.gpu.model ?? '*'}`;
-    const key =
-      req.constraints === undefined || req.constraints.length === 0
-        ? gpu
-        : `${gpu}|${JSON.stringify(req.constraints)}`;
+    const key = signatureKey(req);
     let facts = this.#bySignature.get(key);
     if (facts === undefined) {
       facts = {
@@ -114,6 +111,23 @@ export class BatchCache {
     }
     return facts;
   }
+}
+
+/**
+ * What class verdicts depend on, encoded without ambiguity: whether GPUs are asked for and of which model (a
+ * model named `*` is a model name like any other, not "any model"), and the constraints field by field. These
+ * facts are shared across batches, so two requests with different answers must never meet under one key.
+ */
+export function signatureKey(req: PlacementRequest): string {
+  const gpu = req.gpu === undefined ? 0 : req.gpu.model === undefined ? 1 : ['model', req.gpu.model];
+  const constraints = (req.constraints ?? []).map((c) =>
+    c.op === 'eq'
+      ? [c.label, c.op, c.value]
+      : c.op === 'exists'
+        ? [c.label, c.op]
+        : [c.label, c.op, c.values],
+  );
+  return JSON.stringify([gpu, constraints]);
 }
 
 /**
@@ -137,7 +151,7 @@ export function compileRequest(
       for (const info of index.classes) {
         if (info.state !== 'ready') continue;
         if (index.slotsOfClass(info.id).size === 0) continue;
-        const v = info.labels[label];
+        const v = labelValue(info.labels, label);
         if (v !== undefined && constraints.every((c) => constraintHolds(c, info.labels))) found.add(v);
       }
       domains = [...found].sort();

@@ -4,6 +4,7 @@
  * domain (zone) with fewer of the group than the others.
  */
 import type { IndexReader } from '../cluster-index.js';
+import { labelValue } from '../validate.js';
 import type { CompiledRequest } from './request.js';
 
 /** 1 when the node holds none of the anti-affinity group, falling towards 0 as it nears the limit. */
@@ -17,7 +18,7 @@ export function antiAffinityScore(req: CompiledRequest, slot: number): number {
 export function zoneSpreadScore(index: IndexReader, req: CompiledRequest, slot: number): number {
   const sp = req.spread;
   if (sp === undefined) return 1;
-  const value = index.meta(slot).spec.labels[sp.label];
+  const value = labelValue(index.meta(slot).spec.labels, sp.label);
   if (value === undefined) return 0;
   const lead = (sp.counts.get(value) ?? 0) - sp.minCount;
   return Math.max(0, 1 - lead / sp.maxSkew);

@@ -16,7 +16,8 @@
 import type { IndexReader } from '../cluster-index.js';
 import type { CompiledRequest } from './request.js';
 
-export type BinpackScorer = 'dominant' | 'dot' | 'blend';
+export const binpackScorers = ['dominant', 'dot', 'blend'] as const;
+export type BinpackScorer = (typeof binpackScorers)[number];
 
 export function binpackDominant(index: IndexReader, req: CompiledRequest, slot: number): number {
   const capCpu = index.capCpu(slot) || 1;

@@ -42,6 +42,18 @@ export const defaultSelectLimits: SelectLimits = Object.freeze({
   selectiveRatio: 8,
 });
 
+/**
+ * The least value of each limit. A candidate limit of 0 would stop a walk before its first feasible node and
+ * reject a request that fits; the ratio must keep "selective" meaningful.
+ */
+export const selectLimitsMin: Readonly<Record<keyof SelectLimits, number>> = Object.freeze({
+  candidateLimit: 1,
+  exactScanNodesMax: 0,
+  visitAfterFirstMax: 0,
+  localityCandidatesMax: 0,
+  selectiveRatio: 1,
+});
+
 function offer(
   index: IndexReader,
   req: CompiledRequest,

@@ -4,8 +4,13 @@
  */
 import type { Constraint, NodeSpec, PlacementRequest, Plan } from '../../placement/index.js';
 
+/** A node's label, read as an own property only (a node without `constructor` has no such label). */
+export function label(labels: Readonly<Record<string, string>>, key: string): string | undefined {
+  return Object.keys(labels).includes(key) ? labels[key] : undefined;
+}
+
 export function holds(c: Constraint, labels: Readonly<Record<string, string>>): boolean {
-  const v = labels[c.label];
+  const v = label(labels, c.label);
   if (c.op === 'eq') return v === c.value;
   if (c.op === 'in') return v !== undefined && c.values.includes(v);
   if (c.op === 'notIn') return v === undefined || !c.values.includes(v);

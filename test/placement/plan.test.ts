@@ -10,7 +10,7 @@ import {
 } from '../../placement/index.js';
 import { ValidationError } from '../../src/lib/errors.js';
 import { createRng, smallBatch, smallCluster } from './fixtures.js';
-import { checkPlan, holds } from './oracle.js';
+import { checkPlan, holds, label } from './oracle.js';
 
 /** Everything observable about an index, for deep comparison. */
 function snapshotOf(index: ClusterIndex): unknown {
@@ -114,17 +114,21 @@ function compareWithReference(
       }
       if (r.spread !== undefined && mine !== undefined) {
         // Spread rule, checked from the history: the new count may lead the least loaded domain by maxSkew.
-        const value = nodes.find((n) => n.id === mine.nodeId)?.labels[r.spread.label] ?? '';
+        const labels = nodes.find((n) => n.id === mine.nodeId)?.labels ?? {};
+        const value = label(labels, r.spread.label) ?? '';
         const group = r.spread.group ?? r.tenant;
         const eligible = new Set(
           nodes
             .filter((n) => n.state === 'ready' && (r.constraints ?? []).every((c) => holds(c, n.labels)))
-            .map((n) => n.labels[r.spread?.label ?? ''] ?? ''),
+            .map((n) => label(n.labels, r.spread?.label ?? ''))
+            .filter((d): d is string => d !== undefined),
         );
-        const min = Math.min(...[...eligible].map((d) => spreadCounts.get(`${group}/${d}`) ?? 0));
-        const after = (spreadCounts.get(`${group}/${value}`) ?? 0) + 1;
+        const min = Math.min(
+          ...[...eligible].map((d) => spreadCounts.get(`${group}/${r.spread?.label}/${d}`) ?? 0),
+        );
+        const after = (spreadCounts.get(`${group}/${r.spread.label}/${value}`) ?? 0) + 1;
         expect(after - min).toBeLessThanOrEqual(r.spread.maxSkew);
-        spreadCounts.set(`${group}/${value}`, after);
+        spreadCounts.set(`${group}/${r.spread.label}/${value}`, after);
       }
     }
     fast = plan.index;
@@ -252,13 +256,13 @@ function spreadAllows(
 ): boolean {
   const sp = r.spread;
   if (sp === undefined) return true;
-  const value = spec.labels[sp.label];
+  const value = label(spec.labels, sp.label);
   if (value === undefined) return false;
   const counts = index.spreadCounts(sp.group ?? r.tenant, sp.label);
   const domains = new Set(
     nodes
       .filter((n) => n.state === 'ready' && (r.constraints ?? []).every((c) => holds(c, n.labels)))
-      .map((n) => n.labels[sp.label])
+      .map((n) => label(n.labels, sp.label))
       .filter((d): d is string => d !== undefined),
   );
   const min = domains.size === 0 ? 0 : Math.min(...[...domains].map((d) => counts.get(d) ?? 0));
