@@ -6,7 +6,12 @@
  */
 
 import { DuplicateNodeError, NodeBusyError, OverCommitError, UnknownNodeError } from '../placement/index.js';
-import { TrellisError, type TrellisErrorOptions, ValidationError } from '../src/lib/errors.js';
+import {
+  DeadlineExceededError,
+  TrellisError,
+  type TrellisErrorOptions,
+  ValidationError,
+} from '../src/lib/errors.js';
 
 /** No sandbox with this id exists. */
 export class UnknownSandboxError extends TrellisError {
@@ -74,15 +79,6 @@ export class WatchOverflowError extends TrellisError {
   readonly code = 'SCHED_WATCH_OVERFLOW';
 }
 
-/**
- * A forwarded request reached a replica after its deadline (the sender stalled, or the network held it),
- * so the replica dropped it without proposing it: it took no effect. Retry with the same request id.
- */
-export class DeadlineExceededError extends TrellisError {
-  override readonly name = 'DeadlineExceededError';
-  readonly code = 'SCHED_DEADLINE_EXCEEDED';
-}
-
 /** The wire form of a rejected command, as the state machine returns it. */
 export interface ErrorResult {
   readonly code: string;
@@ -102,7 +98,7 @@ const byCode: Readonly<Record<string, ErrorClass>> = {
   SCHED_NOT_LEADER: NotLeaderError,
   SCHED_CLOSED: SchedulerClosedError,
   SCHED_CANCELLED: SandboxCancelledError,
-  SCHED_DEADLINE_EXCEEDED: DeadlineExceededError,
+  DEADLINE_EXCEEDED: DeadlineExceededError,
   PLACEMENT_UNKNOWN_NODE: UnknownNodeError,
   PLACEMENT_DUPLICATE_NODE: DuplicateNodeError,
   PLACEMENT_NODE_BUSY: NodeBusyError,

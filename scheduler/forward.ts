@@ -1,15 +1,16 @@
 /**
  * The replica-to-replica protocol a follower uses to hand a caller's request to the leader: versioned
  * msgpack envelopes (`trellis.scheduler.forward` v1), validated by zod on decode, so a forwarded request
- * arriving over a network is checked like any other input. Each request carries its deadline on the
- * replicas' clock; the leader drops one that arrives past it (`DeadlineExceededError`) instead of
- * proposing work whose caller has already given up and may have retried.
+ * arriving over a network is checked like any other input. Each request carries its deadline in the wire
+ * form of src/lib/deadline.ts; the leader drops one that arrives past it (`DeadlineExceededError`) instead
+ * of proposing work whose caller has already given up and may have retried.
  *
  * In-process the forwarder calls the other replica's `handle` directly; over NATS the server sends the same
  * bytes on `trellis.<cluster>.api.<leaderId>` and returns the reply's bytes.
  */
 import { z } from 'zod';
 import { createCodec } from '../src/lib/codec.js';
+import { deadlineWireSchema } from '../src/lib/deadline.js';
 import { TrellisError } from '../src/lib/errors.js';
 import { zodDecoder } from '../src/lib/validate.js';
 import { commandBytesMax, idSchema, sandboxSpecSchema } from './commands.js';
@@ -21,21 +22,22 @@ export type Forwarder = (leaderId: string, request: Uint8Array) => Promise<Uint8
 /** Node ids one forwarded heartbeat may carry. */
 export const forwardHeartbeatsMax = 100_000;
 
-const deadlineMs = z.number().int().min(0);
+/** The request's deadline as src/lib/deadline.ts puts it on the wire (absolute time and budget left). */
+const deadline = deadlineWireSchema;
 
 export const forwardRequestSchema = z.discriminatedUnion('op', [
-  z.strictObject({ op: z.literal('create'), deadlineMs, requestId: idSchema, spec: sandboxSpecSchema }),
+  z.strictObject({ op: z.literal('create'), deadline, requestId: idSchema, spec: sandboxSpecSchema }),
   /** An encoded scheduler command (commands.ts); the leader decodes and validates it on apply. */
   z.strictObject({
     op: z.literal('command'),
-    deadlineMs,
+    deadline,
     data: z.custom<Uint8Array>((v) => v instanceof Uint8Array, 'bytes'),
   }),
   /** A ReadIndex through the leader (§6.4): the reply's `index` is what the follower must apply first. */
-  z.strictObject({ op: z.literal('readIndex'), deadlineMs }),
+  z.strictObject({ op: z.literal('readIndex'), deadline }),
   z.strictObject({
     op: z.literal('heartbeat'),
-    deadlineMs,
+    deadline,
     nodeIds: z.array(idSchema).max(forwardHeartbeatsMax),
   }),
 ]);

@@ -16,10 +16,11 @@ import { RaftNode } from '../raft/node.js';
 import type { Storage } from '../raft/storage/storage.js';
 import type { Transport } from '../raft/transport.js';
 import { assert } from '../src/lib/assert.js';
+import { Deadline } from '../src/lib/deadline.js';
 import { TrellisError } from '../src/lib/errors.js';
 import { createRng, type Rng } from '../src/lib/prng.js';
 import type { SandboxSpec } from './commands.js';
-import { DeadlineExceededError, NotLeaderError } from './errors.js';
+import { NotLeaderError } from './errors.js';
 import {
   errorReply,
   type Forwarder,
@@ -34,6 +35,13 @@ import { LeaderPipeline, type PipelineOptions, type PipelineStats } from './pipe
 import type { CommandResult } from './state.js';
 import { type EntryDecoder, SchedulerStateMachine } from './state-machine.js';
 import type { Sandbox } from './types.js';
+
+/** A forwarded request before its deadline is put on the wire. */
+type Outbound = ForwardRequest extends infer R
+  ? R extends ForwardRequest
+    ? Omit<R, 'deadline'>
+    : never
+  : never;
 
 export interface SchedulerReplicaOptions {
   readonly pipeline: PipelineOptions;
@@ -137,29 +145,29 @@ export class SchedulerReplica {
    * Creates a sandbox: on this replica's pipeline when it leads, else through the leader. Resolves with the
    * committed sandbox; NotLeaderError when there is no leader to take it (retry with the same id).
    */
-  async create(requestId: string, spec: SandboxSpec, deadlineMs: number): Promise<Sandbox> {
+  async create(requestId: string, spec: SandboxSpec, deadline: Deadline): Promise<Sandbox> {
     const p = this.#pipeline;
     if (p !== undefined) return p.create(requestId, spec);
-    const value = await this.#toLeader({ op: 'create', deadlineMs, requestId, spec });
+    const value = await this.#toLeader(deadline, { op: 'create', requestId, spec });
     return sandboxOf(value);
   }
 
   /** Proposes an encoded command (commands.ts) through the leader and resolves with its apply result. */
-  async command(data: Uint8Array, deadlineMs: number): Promise<CommandResult> {
+  async command(data: Uint8Array, deadline: Deadline): Promise<CommandResult> {
     const p = this.#pipeline;
     if (p !== undefined) return p.propose(data);
-    return commandResultOf(await this.#toLeader({ op: 'command', deadlineMs, data }));
+    return commandResultOf(await this.#toLeader(deadline, { op: 'command', data }));
   }
 
   /**
    * A linearizable read barrier: resolves once this replica has applied everything committed when it was
    * called, so its state may then be read. On the leader a ReadIndex round; on a follower the leader's
-   * confirmed index (forwarded), then a wait for this replica to apply up to it, bounded by `deadlineMs`.
+   * confirmed index (forwarded), then a wait for this replica to apply up to it, bounded by `deadline`.
    */
-  async readBarrier(deadlineMs: number): Promise<void> {
+  async readBarrier(deadline: Deadline): Promise<void> {
     if (this.#pipeline !== undefined) return this.log.readIndex();
-    const index = indexOf(await this.#toLeader({ op: 'readIndex', deadlineMs }));
-    await this.#appliedUpTo(index, deadlineMs);
+    const index = indexOf(await this.#toLeader(deadline, { op: 'readIndex' }));
+    await this.#appliedUpTo(index, deadline);
   }
 
   /** Records node heartbeats on the leader (they are committed once per interval); best effort. */
@@ -169,11 +177,8 @@ export class SchedulerReplica {
       for (const id of nodeIds) p.heartbeat(id);
       return;
     }
-    this.#toLeader({
-      op: 'heartbeat',
-      deadlineMs: this.#opts.now() + this.#opts.heartbeatIntervalMs,
-      nodeIds: [...nodeIds],
-    }).catch(() => {});
+    const deadline = Deadline.after(this.#opts.heartbeatIntervalMs, this.#opts.now);
+    this.#toLeader(deadline, { op: 'heartbeat', nodeIds: [...nodeIds] }).catch(() => {});
   }
 
   /**
@@ -195,10 +200,9 @@ export class SchedulerReplica {
   }
 
   async #serve(req: ForwardRequest): Promise<unknown> {
-    if (this.#opts.now() > req.deadlineMs)
-      throw new DeadlineExceededError(
-        `request reached replica ${this.id} after its deadline; dropped unapplied`,
-      );
+    // Checked at the door and nothing awaits before the pipeline takes it: a request that sat in a stalled
+    // replica's buffer is dropped here instead of proposed after its caller has given up.
+    Deadline.received(req.deadline, this.#opts.now).check(`request forwarded to replica ${this.id}`);
     const p = this.#pipeline;
     if (p === undefined) throw new NotLeaderError(`replica ${this.id} does not lead`, leaderHint(this.log));
     switch (req.op) {
@@ -217,19 +221,19 @@ export class SchedulerReplica {
   }
 
   /** Sends a request to the leader this replica knows of; NotLeaderError when there is none to send to. */
-  async #toLeader(req: ForwardRequest): Promise<unknown> {
+  async #toLeader(deadline: Deadline, req: Outbound): Promise<unknown> {
     if (this.#closed) throw new NotLeaderError(`replica ${this.id} is closed`);
-    if (this.#opts.now() > req.deadlineMs)
-      throw new DeadlineExceededError(`request expired on replica ${this.id} before it reached a leader`);
+    deadline.check(`request on replica ${this.id}, before forwarding`);
     const leader = this.log.leaderId();
     if (leader === undefined || leader === this.id || this.#forward === undefined)
       throw new NotLeaderError(`replica ${this.id} knows no leader to forward to`);
-    const bytes = await this.#forward(leader, forwardRequestCodec.encode(req));
+    const wire = { ...req, deadline: deadline.toWire() } as ForwardRequest;
+    const bytes = await this.#forward(leader, forwardRequestCodec.encode(wire));
     return replyValue(forwardReplyCodec.decode(bytes));
   }
 
-  /** Resolves once this replica has applied `index`; NotLeaderError once `deadlineMs` passes first. */
-  #appliedUpTo(index: number, deadlineMs: number): Promise<void> {
+  /** Resolves once this replica has applied `index`; NotLeaderError once `deadline` passes first. */
+  #appliedUpTo(index: number, deadline: Deadline): Promise<void> {
     const machine = this.log.machine;
     if (machine.state.applied >= index) return Promise.resolve();
     return new Promise((resolve, reject) => {
@@ -247,7 +251,7 @@ export class SchedulerReplica {
         if (machine.state.applied >= index) {
           done();
           resolve();
-        } else if (this.#closed || this.#opts.now() > deadlineMs) {
+        } else if (this.#closed || deadline.expired()) {
           done();
           reject(new NotLeaderError(`replica ${this.id} did not apply index ${index} before the deadline`));
         }

@@ -13,6 +13,7 @@
 import { randomUUID } from 'node:crypto';
 import { type NodeSpec, type NodeView, planBatch } from '../placement/index.js';
 import { assert } from '../src/lib/assert.js';
+import { Deadline } from '../src/lib/deadline.js';
 import { requestId as parseRequestId, sandboxId as parseSandboxId } from '../src/lib/ids.js';
 import { parseWith } from '../src/lib/validate.js';
 import { placementRequestOf, validateSpec } from './admission.js';
@@ -175,8 +176,8 @@ export class Scheduler implements SchedulerApi {
    * is none) it waits for the next leader and retries with the same request — safe, since request ids
    * make it idempotent — until `leaderWaitMs` has passed without one.
    */
-  async #onLeader<T>(f: (r: SchedulerReplica, deadlineMs: number) => Promise<T>): Promise<T> {
-    const deadline = this.#opts.now() + this.#leaderWaitMs;
+  async #onLeader<T>(f: (r: SchedulerReplica, deadline: Deadline) => Promise<T>): Promise<T> {
+    const deadline = Deadline.after(this.#leaderWaitMs, this.#opts.now);
     for (let attempt = 0; ; attempt++) {
       if (this.#closed) throw new SchedulerClosedError('the scheduler is closed');
       try {
@@ -184,7 +185,7 @@ export class Scheduler implements SchedulerApi {
       } catch (err) {
         if (!(err instanceof NotLeaderError)) throw err;
         if (attempt < leaderRetriesMax) await new Promise((r) => setImmediate(r));
-        else await this.#nextLeader(deadline, err);
+        else await this.#nextLeader(deadline.atMs, err);
       }
     }
   }
@@ -220,7 +221,7 @@ export class Scheduler implements SchedulerApi {
 
   async #command(cmd: Command): Promise<CommandResult> {
     const data = commandCodec.encode(cmd);
-    const result = await this.#onLeader((r, deadlineMs) => r.command(data, deadlineMs));
+    const result = await this.#onLeader((r, deadline) => r.command(data, deadline));
     if (!result.ok) throw errorFromResult(result.error);
     return result;
   }
@@ -234,7 +235,7 @@ export class Scheduler implements SchedulerApi {
   async create(spec: unknown, options: CreateOptions = {}): Promise<Sandbox> {
     const checked = validateSpec(spec);
     const requestId = options.requestId ?? this.#newRequestId();
-    const sb = await this.#onLeader((r, deadlineMs) => r.create(requestId, checked, deadlineMs));
+    const sb = await this.#onLeader((r, deadline) => r.create(requestId, checked, deadline));
     if (options.wait === 'running' && sb.state !== 'running') return this.#waitFor(sb.id, 'running');
     return sb;
   }
@@ -404,8 +405,8 @@ export class Scheduler implements SchedulerApi {
    */
   async #read(options: ReadOptions) {
     if (options.stale === true) return this.#home.machine.state;
-    return this.#onLeader(async (r, deadlineMs) => {
-      await r.readBarrier(deadlineMs);
+    return this.#onLeader(async (r, deadline) => {
+      await r.readBarrier(deadline);
       return r.machine.state;
     });
   }

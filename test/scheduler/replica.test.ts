@@ -4,13 +4,15 @@ import type { Message } from '../../raft/core/messages.js';
 import { MemoryStorage } from '../../raft/storage/memory.js';
 import { LoopbackNetwork } from '../../raft/transport/loopback.js';
 import { commandCodec } from '../../scheduler/commands.js';
-import { DeadlineExceededError, NotLeaderError } from '../../scheduler/errors.js';
+import { NotLeaderError } from '../../scheduler/errors.js';
 import { forwardReplyCodec, forwardRequestCodec } from '../../scheduler/forward.js';
 import { defaultPipelineOptions, everyInterval } from '../../scheduler/pipeline/leader.js';
 import { RaftGroupLog } from '../../scheduler/raft-group.js';
 import { SchedulerReplica } from '../../scheduler/replica.js';
 import { createScheduler } from '../../scheduler/scheduler.js';
 import { stateDigest } from '../../scheduler/state-machine.js';
+import { Deadline } from '../../src/lib/deadline.js';
+import { DeadlineExceededError } from '../../src/lib/errors.js';
 import { createRng } from '../../src/lib/prng.js';
 import { until } from '../helpers/until.js';
 import { node, spec } from './fixtures.js';
@@ -64,12 +66,21 @@ describe('scheduler replica', () => {
         requestId: 'late',
         spec: node('n2'),
       });
-      const late = forwardRequestCodec.encode({ op: 'command', deadlineMs: nowMs - 1, data });
+      // Sent with 50 ms left at 1,000; the leader's clock reads 1,060 when it arrives.
+      const late = forwardRequestCodec.encode({
+        op: 'command',
+        deadline: { atMs: nowMs + 50, budgetMs: 50 },
+        data,
+      });
+      nowMs += 60;
       const reply = forwardReplyCodec.decode(await (s.replicas[0] as SchedulerReplica).handle(late));
       expect(reply.ok ? '' : reply.error.code).toBe(new DeadlineExceededError('').code);
-      await expect((s.replicas[1] as SchedulerReplica).command(data, nowMs - 1)).rejects.toBeInstanceOf(
-        DeadlineExceededError,
-      );
+      await expect(
+        (s.replicas[1] as SchedulerReplica).command(
+          data,
+          Deadline.after(0, () => nowMs),
+        ),
+      ).rejects.toBeInstanceOf(DeadlineExceededError);
       nowMs += 10;
       await s.registerNode(node('n3'));
       expect(log.machine(0).state.nodes.has('n2')).toBe(false);
@@ -104,7 +115,7 @@ describe('scheduler replica', () => {
       }
       const create = forwardRequestCodec.encode({
         op: 'create',
-        deadlineMs: Date.now() + 10_000,
+        deadline: { atMs: Date.now() + 10_000, budgetMs: 10_000 },
         requestId: 'x',
         spec: spec(),
       });
@@ -137,10 +148,10 @@ describe('scheduler replica', () => {
       raft.campaign();
       await until(() => replica.leading, 'solo leads');
       const reg = commandCodec.encode({ type: 'node.register', atMs: 1, requestId: 'reg', spec: node('n1') });
-      expect((await replica.command(reg, Date.now() + 10_000)).ok).toBe(true);
-      const sb = await replica.create('req-1', spec(), Date.now() + 10_000);
+      expect((await replica.command(reg, Deadline.after(10_000))).ok).toBe(true);
+      const sb = await replica.create('req-1', spec(), Deadline.after(10_000));
       expect(sb.nodeId).toBe('n1');
-      await replica.readBarrier(Date.now() + 10_000);
+      await replica.readBarrier(Deadline.after(10_000));
       expect(replica.machine.state.sandbox(sb.id)?.state).toBe('placed');
     } finally {
       await close();
