@@ -14,6 +14,7 @@
 import type { Message } from '../raft/core/messages.js';
 import { RaftNode } from '../raft/node.js';
 import type { Storage } from '../raft/storage/storage.js';
+import { realTimers, type Timers } from '../raft/timers.js';
 import type { Transport } from '../raft/transport.js';
 import { assert } from '../src/lib/assert.js';
 import { Deadline } from '../src/lib/deadline.js';
@@ -31,7 +32,12 @@ import {
   replyValue,
 } from './forward.js';
 import type { ReplicaLog } from './log.js';
-import { LeaderPipeline, type PipelineOptions, type PipelineStats } from './pipeline/leader.js';
+import {
+  defaultPipelineOptions,
+  LeaderPipeline,
+  type PipelineOptions,
+  type PipelineStats,
+} from './pipeline/leader.js';
 import type { CommandResult } from './state.js';
 import { type EntryDecoder, SchedulerStateMachine } from './state-machine.js';
 import type { Sandbox } from './types.js';
@@ -276,8 +282,15 @@ export class SchedulerReplica {
     close(): Promise<void>;
   } {
     const log = new RaftReplicaLog(options);
+    const timers = options.timers ?? realTimers;
     const replica = new SchedulerReplica(log, {
-      pipeline: options.pipeline,
+      // The pipeline runs on the same clock and timers as the Raft node.
+      pipeline: {
+        ...defaultPipelineOptions,
+        ...options.pipeline,
+        now: () => timers.now(),
+        every: (fn, ms) => timers.setInterval(fn, ms),
+      },
       ...(options.forwarder === undefined ? {} : { forwarder: options.forwarder }),
     });
     return {
@@ -296,8 +309,10 @@ export interface RaftReplicaOptions {
   readonly voters: readonly string[];
   readonly storage: Storage;
   readonly transport: Transport<Message>;
-  readonly pipeline: PipelineOptions;
+  readonly pipeline?: Partial<Omit<PipelineOptions, 'now' | 'every'>>;
   readonly forwarder?: Forwarder;
+  /** Clock and timers of the Raft node and the pipeline. Default real time; simulations pass virtual. */
+  readonly timers?: Timers;
   /** Seeded source for the election timers. Default: seeded from the id. */
   readonly rng?: Rng;
   readonly tickMs?: number;
@@ -340,6 +355,7 @@ export class RaftReplicaLog implements ReplicaLog {
       rng: options.rng ?? createRng(seedOf(options.id)),
       ...(options.tickMs === undefined ? {} : { tickMs: options.tickMs }),
       ...(options.snapshotEntries === undefined ? {} : { snapshotEntries: options.snapshotEntries }),
+      ...(options.timers === undefined ? {} : { timers: options.timers }),
     });
     this.node.onRoleChange(() => this.#changed());
   }

@@ -6,7 +6,6 @@ import { LoopbackNetwork } from '../../raft/transport/loopback.js';
 import { commandCodec } from '../../scheduler/commands.js';
 import { NotLeaderError } from '../../scheduler/errors.js';
 import { forwardReplyCodec, forwardRequestCodec } from '../../scheduler/forward.js';
-import { defaultPipelineOptions, everyInterval } from '../../scheduler/pipeline/leader.js';
 import { RaftGroupLog } from '../../scheduler/raft-group.js';
 import { SchedulerReplica } from '../../scheduler/replica.js';
 import { createScheduler } from '../../scheduler/scheduler.js';
@@ -142,7 +141,6 @@ describe('scheduler replica', () => {
       storage: new MemoryStorage(),
       transport: net.endpoint('solo'),
       tickMs: 5,
-      pipeline: { ...defaultPipelineOptions, now: Date.now, every: everyInterval },
     });
     try {
       raft.campaign();
