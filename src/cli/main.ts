@@ -14,6 +14,7 @@ import { registerClusterDemo, registerDemo } from './demo.js';
 import { debugWanted, failureOf, isCleanExit } from './errors.js';
 import { registerMembers } from './members.js';
 import { registerNatsConfig } from './nats-config.js';
+import { registerOps } from './ops/index.js';
 import { registerKv, registerServer } from './server.js';
 import { packageVersion } from './version.js';
 
@@ -44,6 +45,7 @@ registerNatsConfig(program);
 registerServer(program);
 registerKv(program);
 registerMembers(program);
+registerOps(program);
 
 // A closed pipe (`trellis demo | head`) ends the command quietly instead of with a stack trace.
 process.stdout.on('error', (err: NodeJS.ErrnoException) => {
