@@ -53,4 +53,12 @@ export {
 export { InternalError, RemoteError, WatchGapError } from './api/errors.js';
 export { ApiServer, type ApiServerOptions, serveApi } from './api/nats-server.js';
 export type { ReplicaStatus } from './api/protocol.js';
-export { CodecError, ConfigError, OutcomeUnknownError, TrellisError, ValidationError } from './lib/errors.js';
+export { Deadline, type DeadlineWire, deadlineBudgetMsMax } from './lib/deadline.js';
+export {
+  CodecError,
+  ConfigError,
+  DeadlineExceededError,
+  OutcomeUnknownError,
+  TrellisError,
+  ValidationError,
+} from './lib/errors.js';

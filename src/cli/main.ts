@@ -16,6 +16,7 @@ import { registerMembers } from './members.js';
 import { registerNatsConfig } from './nats-config.js';
 import { registerOps } from './ops/index.js';
 import { registerKv, registerServer } from './server.js';
+import { registerSimulate } from './simulate.js';
 import { packageVersion } from './version.js';
 
 const debug = debugWanted(process.argv, process.env);
@@ -46,6 +47,7 @@ registerServer(program);
 registerKv(program);
 registerMembers(program);
 registerOps(program);
+registerSimulate(program);
 
 // A closed pipe (`trellis demo | head`) ends the command quietly instead of with a stack trace.
 process.stdout.on('error', (err: NodeJS.ErrnoException) => {

@@ -59,9 +59,19 @@ export class UnavailableError extends TrellisError {
 }
 
 /**
- * A mutating call whose outcome the caller cannot know: its request may or may not have been applied (the
- * transport failed after sending it, or the deadline passed while waiting). A retry with the same request id
- * (`details.requestId`) resolves it: it is applied at most once.
+ * A request's deadline passed before it could be carried out; it was dropped and has not taken effect
+ * (see src/lib/deadline.ts). A replica that wakes from a stall drops such work instead of forwarding it.
+ */
+export class DeadlineExceededError extends TrellisError {
+  override readonly name = 'DeadlineExceededError';
+  readonly code = 'DEADLINE_EXCEEDED';
+}
+
+/**
+ * A client gave up on a mutating request without learning whether it took effect: an attempt may have
+ * committed (or may still commit before its deadline) although no answer came back. Not "failed", not
+ * "no leader yet": read the state to find out, or retry with the same request id (`details.requestId`) or within
+ * the same client session: the request is applied at most once.
  */
 export class OutcomeUnknownError extends TrellisError {
   override readonly name = 'OutcomeUnknownError';
