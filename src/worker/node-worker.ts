@@ -158,10 +158,12 @@ export class NodeWorker {
     this.#entries.set(id, entry);
     this.#set(entry, 'starting');
     this.#chain(entry, 'create', async () => {
+      // Only a terminate cancels the boot; a suspend that came while it queued runs after it (next in chain).
+      const cancelled = (): boolean => entry.state === 'terminating' || entry.state === 'terminated';
       const booted = await this.#boots.run(async () => {
-        if (entry.state !== 'starting') return false; // Terminated while it waited for a slot.
+        if (cancelled()) return false;
         await this.#driver.createDisk(spec);
-        if (entry.state !== 'starting') return false;
+        if (cancelled()) return false;
         await this.#driver.boot(spec);
         return true;
       });
