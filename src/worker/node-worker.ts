@@ -241,8 +241,22 @@ export class NodeWorker {
     const request = parseExecRequest(input, this.#driver.execStdinBytesMax);
     const entry = this.#known(id);
     if (entry.state !== 'running') throw new SandboxStateError(id, entry.state, 'exec');
-    const result = await this.#execs.run(() => this.#driver.exec(id, request));
-    return { type: 'exec', sandboxId: id, result };
+    try {
+      const result = await this.#execs.run(() => this.#driver.exec(id, request));
+      return { type: 'exec', sandboxId: id, result };
+    } catch (err) {
+      if (!(err instanceof WorkerBusyError)) await this.#checkAlive(entry, err);
+      throw err;
+    }
+  }
+
+  /** After an exec failed: if the machine is no longer running, the sandbox failed, and is reported so. */
+  async #checkAlive(entry: Entry, cause: unknown): Promise<void> {
+    if (entry.state !== 'running') return;
+    const machine = (await this.#driver.list()).find((m) => m.sandboxId === entry.id);
+    if (machine?.state === 'running' || entry.state !== 'running') return;
+    const why = cause instanceof DriverError ? cause.reason : errorText(cause);
+    this.#set(entry, 'failed', `machine is ${machine?.state ?? 'gone'} (exec: ${why})`);
   }
 
   /** Ends sandboxes reconcile found are not placed here; no status is reported for them. */

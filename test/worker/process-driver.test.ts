@@ -176,6 +176,25 @@ describe('worker/drivers/process', () => {
     expect(alive(process.pid)).toBe(true);
   });
 
+  it('process driver - a machine that dies under the worker turns the sandbox failed with the reason', async () => {
+    // Checks failure detection on the real driver: the stand-in VM is killed from outside; the next exec
+    // is refused and the worker reports the sandbox failed, naming what it found.
+    const log = statusLog();
+    const worker = new NodeWorker({ nodeId: nid('n1'), driver, statusSink: log.sink, statusFlushMs: 5 });
+    await worker.create(spec('dies'));
+    await until(() => worker.stateOf(sid('dies')) === 'running', 'dies running');
+    const pid = (await driver.machinePid(sid('dies'))) as number;
+    process.kill(-pid, 'SIGKILL');
+    await until(() => !alive(pid), 'machine gone');
+    await expect(worker.exec(sid('dies'), { command: ['true'] })).rejects.toBeInstanceOf(SandboxStateError);
+    expect(worker.stateOf(sid('dies'))).toBe('failed');
+    await worker.flush();
+    const failed = log.batches.flat().find((r) => r.sandboxId === 'dies' && r.state === 'failed');
+    expect(failed?.reason).toContain('machine is stopped');
+    await worker.terminate(sid('dies'));
+    await until(() => worker.stateOf(sid('dies')) === 'terminated', 'dies terminated');
+  });
+
   it('process driver - through the worker: create, exec, suspend, resume, terminate leave nothing behind', async () => {
     // Checks the worker core on the real driver: statuses in order and no process or file afterwards.
     const log = statusLog();
