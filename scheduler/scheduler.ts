@@ -10,10 +10,10 @@
 import { randomUUID } from 'node:crypto';
 import { type NodeSpec, type NodeView, planBatch } from '../placement/index.js';
 import { assert } from '../src/lib/assert.js';
-import { sandboxId as parseSandboxId } from '../src/lib/ids.js';
+import { requestId as parseRequestId, sandboxId as parseSandboxId } from '../src/lib/ids.js';
 import { parseWith } from '../src/lib/validate.js';
 import { placementRequestOf, validateSpec } from './admission.js';
-import type { SchedulerApi } from './api.js';
+import type { MutationOptions, SchedulerApi } from './api.js';
 import {
   type Command,
   commandCodec,
@@ -69,6 +69,11 @@ export interface SchedulerConfig {
    * with NotLeaderError. Measured on `now`. Default 10,000 ms.
    */
   readonly leaderWaitMs?: number;
+  /**
+   * Makes the request id of a call made without one. Default `crypto.randomUUID`; simulations pass a
+   * seeded or counting source so a run replays exactly.
+   */
+  readonly requestIds?: () => string;
 }
 
 export interface CreateOptions {
@@ -78,6 +83,13 @@ export interface CreateOptions {
   readonly wait?: 'placed' | 'running';
 }
 
+/**
+ * Options of every mutating call other than create. `requestId` makes the call idempotent: the committed
+ * state remembers the id with the first outcome, so a retry with the same id (after a timeout, a leader
+ * change, or from another process) returns that outcome without applying twice, and the same id with
+ * other arguments throws RequestIdConflictError. One is generated when absent, and reused for the
+ * scheduler's own retries on a new leader.
+ */
 export interface ReadOptions {
   /** Read this replica's applied state without a ReadIndex round. */
   readonly stale?: boolean;
@@ -110,6 +122,7 @@ export class Scheduler implements SchedulerApi {
   readonly #opts: PipelineOptions;
   readonly #leaderWaitMs: number;
   readonly #ownsLog: boolean;
+  readonly #newRequestId: () => string;
   #pipeline: LeaderPipeline | undefined;
   #closed = false;
   readonly #unsubscribe: () => void;
@@ -129,6 +142,7 @@ export class Scheduler implements SchedulerApi {
     this.#ownsLog = config.log === undefined;
     this.log = config.log ?? RaftGroupLog.inMemory({ replicas: config.replicas ?? 3 });
     this.#leaderWaitMs = config.leaderWaitMs ?? 10_000;
+    this.#newRequestId = config.requestIds ?? randomUUID;
     this.#replica = config.replica ?? 0;
     assert(this.#replica < this.log.size, 'replica out of range', {
       replica: this.#replica,
@@ -226,7 +240,7 @@ export class Scheduler implements SchedulerApi {
    */
   async create(spec: unknown, options: CreateOptions = {}): Promise<Sandbox> {
     const checked = validateSpec(spec);
-    const requestId = options.requestId ?? randomUUID();
+    const requestId = options.requestId ?? this.#newRequestId();
     const sb = await this.#onLeader((p) => p.create(requestId, checked));
     if (options.wait === 'running' && sb.state !== 'running') return this.#waitFor(sb.id, 'running');
     return sb;
@@ -250,14 +264,33 @@ export class Scheduler implements SchedulerApi {
     });
   }
 
-  /** Terminates a sandbox. Throws UnknownSandboxError, IllegalTransitionError. */
-  async terminate(sandboxId: string): Promise<void> {
-    await this.#command({ type: 'terminate', atMs: this.#opts.now(), sandboxId: parseSandboxId(sandboxId) });
+  /** The request id of a mutating call: the caller's (validated), or a fresh one. */
+  #requestId(options: MutationOptions): string {
+    const id = options.requestId ?? this.#newRequestId();
+    return parseRequestId(id, 'requestId');
+  }
+
+  /**
+   * Terminates a sandbox. Throws UnknownSandboxError, IllegalTransitionError, RequestIdConflictError (the
+   * id was used for another call).
+   */
+  async terminate(sandboxId: string, options: MutationOptions = {}): Promise<void> {
+    await this.#command({
+      type: 'terminate',
+      atMs: this.#opts.now(),
+      requestId: this.#requestId(options),
+      sandboxId: parseSandboxId(sandboxId),
+    });
   }
 
   /** Asks a running sandbox to suspend. Throws UnknownSandboxError, IllegalTransitionError. */
-  async suspend(sandboxId: string): Promise<void> {
-    await this.#command({ type: 'suspend', atMs: this.#opts.now(), sandboxId: parseSandboxId(sandboxId) });
+  async suspend(sandboxId: string, options: MutationOptions = {}): Promise<void> {
+    await this.#command({
+      type: 'suspend',
+      atMs: this.#opts.now(),
+      requestId: this.#requestId(options),
+      sandboxId: parseSandboxId(sandboxId),
+    });
   }
 
   /**
@@ -265,7 +298,8 @@ export class Scheduler implements SchedulerApi {
    * its policy allows (`move` places it anywhere; `wait` throws NoCapacityError and leaves it suspended;
    * `fail` fails it).
    */
-  async resume(sandboxId: string): Promise<void> {
+  async resume(sandboxId: string, options: MutationOptions = {}): Promise<void> {
+    const requestId = this.#requestId(options);
     const state = this.log.machine(this.#replica).state;
     const sb = state.sandbox(parseSandboxId(sandboxId));
     if (sb === undefined) throw new UnknownSandboxError(`sandbox ${sandboxId} does not exist`);
@@ -278,6 +312,7 @@ export class Scheduler implements SchedulerApi {
     await this.#command({
       type: 'resume',
       atMs: this.#opts.now(),
+      requestId,
       sandboxId: sb.id,
       ...(target === undefined
         ? {}
@@ -286,17 +321,19 @@ export class Scheduler implements SchedulerApi {
   }
 
   /** Registers a node. Throws ValidationError, DuplicateNodeError. */
-  async registerNode(spec: NodeSpec): Promise<void> {
+  async registerNode(spec: NodeSpec, options: MutationOptions = {}): Promise<void> {
     const checked = parseWith(nodeSpecSchema, spec, 'node');
-    await this.#command({ type: 'node.register', atMs: this.#opts.now(), spec: checked });
+    const requestId = this.#requestId(options);
+    await this.#command({ type: 'node.register', atMs: this.#opts.now(), requestId, spec: checked });
   }
 
   /**
    * Sets a node's state: `draining` and `cordoned` stop new placements, `down` loses its sandboxes. Setting a
    * down node `ready` gives none of them back; a returning node calls `reconcileNode` instead.
    */
-  async setNodeState(nodeId: string, state: NodeSpec['state']): Promise<void> {
-    await this.#command({ type: 'node.state', atMs: this.#opts.now(), nodeId, state });
+  async setNodeState(nodeId: string, state: NodeSpec['state'], options: MutationOptions = {}): Promise<void> {
+    const requestId = this.#requestId(options);
+    await this.#command({ type: 'node.state', atMs: this.#opts.now(), requestId, nodeId, state });
   }
 
   /**
@@ -315,13 +352,18 @@ export class Scheduler implements SchedulerApi {
    *
    * Throws ValidationError (its `path` names the field) for a bad node id, a bad or repeated sandbox id,
    * a state a node cannot hold a sandbox in, or more than `reconcileReportMax` entries; UnknownNodeError
-   * for a node that is not registered. Either way nothing changes. A call retried after a leader change
-   * may have committed once already; the answer then describes only the retry (the orphans are the same).
+   * for a node that is not registered. Either way nothing changes. A call retried with the same request id
+   * (the scheduler's own retries after a leader change do) gets the first commit's answer.
    */
-  async reconcileNode(nodeId: string, running: readonly ReconcileEntry[]): Promise<ReconcileResult> {
+  async reconcileNode(
+    nodeId: string,
+    running: readonly ReconcileEntry[],
+    options: MutationOptions = {},
+  ): Promise<ReconcileResult> {
     const cmd: Command = {
       type: 'node.reconcile',
       atMs: this.#opts.now(),
+      requestId: this.#requestId(options),
       nodeId: parseWith(idSchema, nodeId, 'nodeId'),
       running: parseWith(reconcileReportSchema, running, 'running'),
     };
@@ -331,8 +373,9 @@ export class Scheduler implements SchedulerApi {
   }
 
   /** Removes an empty node. Throws UnknownNodeError, NodeBusyError. */
-  async removeNode(nodeId: string): Promise<void> {
-    await this.#command({ type: 'node.remove', atMs: this.#opts.now(), nodeId });
+  async removeNode(nodeId: string, options: MutationOptions = {}): Promise<void> {
+    const requestId = this.#requestId(options);
+    await this.#command({ type: 'node.remove', atMs: this.#opts.now(), requestId, nodeId });
   }
 
   /** Records heartbeats from nodes; the leader commits them once per interval. */
@@ -348,10 +391,11 @@ export class Scheduler implements SchedulerApi {
   }
 
   /** Sets a tenant's quota. */
-  async setQuota(tenant: string, quota: Quota): Promise<void> {
+  async setQuota(tenant: string, quota: Quota, options: MutationOptions = {}): Promise<void> {
     await this.#command({
       type: 'quota.set',
       atMs: this.#opts.now(),
+      requestId: this.#requestId(options),
       tenant,
       quota: parseWith(quotaSchema, quota, 'quota'),
     });

@@ -44,4 +44,23 @@ export type {
 export { createScheduler, Scheduler } from '../scheduler/scheduler.js';
 export type { ReconcileResult } from '../scheduler/state.js';
 export type { LostFrom, NodeRecord, Sandbox, SchedulerEvent } from '../scheduler/types.js';
-export { CodecError, ConfigError, TrellisError, ValidationError } from './lib/errors.js';
+export {
+  attemptTimeoutMsDefault,
+  type ConnectOptions,
+  type Credentials,
+  callTimeoutMsDefault,
+  connect,
+  RemoteScheduler,
+} from './api/client.js';
+export { InternalError, RemoteError, WatchGapError } from './api/errors.js';
+export { ApiServer, type ApiServerOptions, serveApi } from './api/nats-server.js';
+export type { ReplicaStatus } from './api/protocol.js';
+export { Deadline, type DeadlineWire, deadlineBudgetMsMax } from './lib/deadline.js';
+export {
+  CodecError,
+  ConfigError,
+  DeadlineExceededError,
+  OutcomeUnknownError,
+  TrellisError,
+  ValidationError,
+} from './lib/errors.js';

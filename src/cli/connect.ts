@@ -10,7 +10,7 @@
  * only client), or a single `{ "user": …, "password": … }` object.
  */
 import { readFileSync } from 'node:fs';
-import { type Command, Option } from 'commander';
+import { type Command, InvalidArgumentError, Option } from 'commander';
 import { connect, type NatsConnection } from 'nats';
 import { z } from 'zod';
 import { ConfigError, UnavailableError } from '../lib/errors.js';
@@ -60,7 +60,11 @@ export function withConnectionOptions(cmd: Command, connectTimeoutMs: number): C
 }
 
 function clusterIdArg(raw: string): string {
-  return clusterId(raw, '--cluster');
+  try {
+    return clusterId(raw, 'cluster id');
+  } catch (err) {
+    throw new InvalidArgumentError((err as Error).message);
+  }
 }
 
 const credsFileSchema = z.union([

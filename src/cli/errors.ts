@@ -17,6 +17,8 @@ export const exitCodes = {
   unavailable: 3,
   /** This replica was removed from the group and stopped (a supervisor should not restart it). */
   removed: 4,
+  /** The client gave up on a write that may have been applied (OUTCOME_UNKNOWN): retry with the same id. */
+  outcomeUnknown: 5,
   /** A bug: an error Trellis did not expect (EX_SOFTWARE). */
   internal: 70,
 } as const;
@@ -77,9 +79,11 @@ export function failureOf(err: unknown): Failure {
   if (err instanceof TrellisError) {
     const exitCode = usageCodes.has(err.code)
       ? exitCodes.usage
-      : unavailableCodes.has(err.code)
-        ? exitCodes.unavailable
-        : exitCodes.failed;
+      : err.code === 'OUTCOME_UNKNOWN'
+        ? exitCodes.outcomeUnknown
+        : unavailableCodes.has(err.code)
+          ? exitCodes.unavailable
+          : exitCodes.failed;
     return { line: `error: ${oneLine(err.message)} (${err.code})`, exitCode };
   }
   const message = err instanceof Error ? err.message : String(err);

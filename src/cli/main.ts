@@ -16,6 +16,7 @@ import { debugWanted, failureOf, isCleanExit } from './errors.js';
 import { registerMembers } from './members.js';
 import { registerNatsConfig } from './nats-config.js';
 import { registerKv, registerServer } from './server.js';
+import { registerSimulate } from './simulate.js';
 import { packageVersion } from './version.js';
 
 const debug = debugWanted(process.argv, process.env);
@@ -45,6 +46,7 @@ registerNatsConfig(program);
 registerServer(program);
 registerKv(program);
 registerMembers(program);
+registerSimulate(program);
 registerData(program);
 
 // A closed pipe (`trellis demo | head`) ends the command quietly instead of with a stack trace.
