@@ -15,6 +15,7 @@ import { registerClusterDemo, registerDemo } from './demo.js';
 import { debugWanted, failureOf, isCleanExit } from './errors.js';
 import { registerMembers } from './members.js';
 import { registerNatsConfig } from './nats-config.js';
+import { registerOps } from './ops/index.js';
 import { registerKv, registerServer } from './server.js';
 import { registerSimulate } from './simulate.js';
 import { packageVersion } from './version.js';
@@ -46,6 +47,7 @@ registerNatsConfig(program);
 registerServer(program);
 registerKv(program);
 registerMembers(program);
+registerOps(program);
 registerSimulate(program);
 registerData(program);
 

@@ -49,6 +49,7 @@ import {
   withConnectionOptions,
 } from './connect.js';
 import { exitCodes } from './errors.js';
+import { withServerConfig } from './ops/server-config.js';
 
 const peer = z.string().regex(/^[A-Za-z0-9_-]{1,64}$/, 'a replica id');
 const kvKey = z.string().min(1).max(kvKeyLengthMax);
@@ -194,12 +195,12 @@ export function registerServer(program: Command): void {
   const cmd = program
     .command('server')
     .description('run one replica of a Raft group over NATS (KV state machine)')
-    .requiredOption('--id <id>', 'this replica')
-    .requiredOption(
+    .option('--id <id>', 'this replica (required)')
+    .option(
       '--peers <ids>',
       "the group's voters on first start, comma-separated; a replica joining a running group lists the current voters without itself, and is then added with `trellis members add`",
     )
-    .requiredOption('--data <dir>', 'directory for the write-ahead log and snapshots')
+    .option('--data <dir>', 'directory for the write-ahead log and snapshots (required)')
     .option(
       '--tick-ms <ms>',
       'Raft tick: heartbeats every tick, elections after 10-20 ticks',
@@ -218,9 +219,13 @@ export function registerServer(program: Command): void {
       durationMs,
       stopTimeoutMsDefault,
     );
-  withConnectionOptions(cmd, serverConnectTimeoutMsDefault).action(async (o: ServerOptions) => {
-    await runServer(o);
-  });
+  withConnectionOptions(cmd, serverConnectTimeoutMsDefault);
+  // Flags, then TRELLIS_* env, then an optional YAML config file (credentials keep connect.ts's env names).
+  withServerConfig(cmd, ['id', 'peers', 'data'], ['user', 'password', 'pass', 'creds']).action(
+    async (o: ServerOptions) => {
+      await runServer(o);
+    },
+  );
 }
 
 async function runServer(o: ServerOptions): Promise<void> {
