@@ -19,6 +19,7 @@ import { registerOps } from './ops/index.js';
 import { registerKv, registerServer } from './server.js';
 import { registerSimulate } from './simulate.js';
 import { packageVersion } from './version.js';
+import { registerWorker } from './worker.js';
 
 const debug = debugWanted(process.argv, process.env);
 
@@ -50,6 +51,7 @@ registerMembers(program);
 registerOps(program);
 registerSimulate(program);
 registerData(program);
+registerWorker(program);
 
 // A closed pipe (`trellis demo | head`) ends the command quietly instead of with a stack trace.
 process.stdout.on('error', (err: NodeJS.ErrnoException) => {

@@ -1,0 +1,453 @@
+/**
+ * `trellis worker`: runs the node worker (src/worker/node-worker.ts) of one node — or, with `--sim-nodes N`,
+ * of N simulated nodes in one process — against a cluster over NATS.
+ *
+ * On start it connects (the shared connection flags, src/cli/connect.ts), registers each node through the
+ * API client with a request id derived from the node id (a restart re-registering is harmless: the same
+ * request is answered once, and a node that is already registered is taken as it is), reports what the
+ * node really runs through `reconcileNode` and stops the orphans it is told about, then serves the node's
+ * command subject, sends heartbeats every `--heartbeat-interval` and reports status batches through
+ * `reportStatus` (and on the node's status subject).
+ *
+ * SIGTERM or SIGINT stops it cleanly: it stops taking commands, ends every machine it started (no orphan
+ * process or VM), closes NATS and exits 0, within `--stop-timeout` whatever NATS does.
+ */
+import { createHash } from 'node:crypto';
+import { mkdir, statfs } from 'node:fs/promises';
+import { availableParallelism, totalmem } from 'node:os';
+import { join, resolve } from 'node:path';
+import { type Command, InvalidArgumentError, Option } from 'commander';
+import type { NatsConnection } from 'nats';
+import { DuplicateNodeError } from '../../placement/errors.js';
+import { type NodeSpec, type Resources, resourceAmountMax } from '../../placement/index.js';
+import type { StatusItem } from '../../scheduler/api.js';
+import { connect as connectApi, type RemoteScheduler } from '../api/client.js';
+import { TrellisError } from '../lib/errors.js';
+import { type NodeId, nodeId as parseNodeId, type SandboxId } from '../lib/ids.js';
+import { type MetricsSink, noopMetrics, type TrellisMetrics, trellisMetrics } from '../lib/metrics.js';
+import { createRng } from '../lib/prng.js';
+import { createLogger, type Logger } from '../log.js';
+import { type MetricsServer, startMetricsServer } from '../metrics/http.js';
+import { PrometheusMetrics } from '../metrics/prometheus.js';
+import type { Driver, DriverKind } from '../worker/driver.js';
+import { ProcessDriver } from '../worker/drivers/process.js';
+import { QemuDriver } from '../worker/drivers/qemu.js';
+import { SimDriver } from '../worker/drivers/sim.js';
+import { natsStatusSink, serveWorker, type WorkerBinding } from '../worker/nats-binding.js';
+import { NodeWorker } from '../worker/node-worker.js';
+import type { StatusReport } from '../worker/protocol.js';
+import { realTimers } from '../worker/timers.js';
+import { durationMs, intBetween, nonNegativeInt, port } from './args.js';
+import { type ConnectionFlags, connectNats, resolveCredentials, withConnectionOptions } from './connect.js';
+import { UsageError } from './errors.js';
+
+/** Simulated nodes one process runs (each is a NodeWorker with its own sim driver). */
+export const simNodesMax = 10_000;
+/** Labels one node may carry (the scheduler's own bound on a node spec is looser). */
+export const workerLabelsMax = 64;
+/** Registrations (and reconciles) in flight at once while `--sim-nodes` brings many nodes up. */
+export const registerConcurrentMax = 16;
+export const heartbeatIntervalMsDefault = 1_000;
+export const workerStopTimeoutMsDefault = 5_000;
+export const workerConnectTimeoutMsDefault = 30_000;
+const mib = 1024 * 1024;
+const driverKinds: readonly DriverKind[] = ['sim', 'process', 'qemu'];
+
+interface WorkerFlags extends ConnectionFlags {
+  nodeId: NodeId;
+  driver?: DriverKind;
+  cpu?: number;
+  memory?: number;
+  disk?: number;
+  label: Record<string, string>;
+  data: string;
+  simNodes?: number;
+  seed: number;
+  heartbeatInterval: number;
+  metricsPort?: number;
+  stopTimeout: number;
+}
+
+export function registerWorker(program: Command): void {
+  const cmd = program
+    .command('worker')
+    .description('run the node worker of one node (or --sim-nodes N simulated nodes) against a cluster')
+    .requiredOption('--node-id <id>', 'this node (with --sim-nodes: the prefix of ID-0..ID-N-1)', nodeIdArg)
+    .addOption(
+      new Option('--driver <kind>', 'what stands in for a VM (default sim with --sim-nodes)').choices(
+        driverKinds,
+      ),
+    )
+    .option('--cpu <millicores>', 'capacity in millicores (default: the CPUs of this machine)', amountArg)
+    .option('--memory <mib>', 'capacity in MiB (default: the memory of this machine)', amountArg)
+    .option('--disk <mib>', 'capacity in MiB (default: the free disk under --data)', amountArg)
+    .option('--label <key=value>', 'a node label (repeatable)', labelArg, {})
+    .option('--data <dir>', 'directory for disks and states (one subdirectory per node)', 'trellis-worker')
+    .option('--sim-nodes <n>', `run N simulated nodes in this process (1..${simNodesMax})`, simNodesArg)
+    .option('--seed <n>', "seed of the sim driver's latency model (node i uses seed + i)", nonNegativeInt, 1)
+    .option(
+      '--heartbeat-interval <duration>',
+      'time between heartbeats (ms, or 1s)',
+      durationMs,
+      heartbeatIntervalMsDefault,
+    )
+    .option('--metrics-port <port>', 'serve /metrics, /healthz and /readyz on 127.0.0.1:PORT', port)
+    .option(
+      '--stop-timeout <duration>',
+      'on SIGTERM/SIGINT, exit after this long even if NATS has not closed',
+      durationMs,
+      workerStopTimeoutMsDefault,
+    );
+  withConnectionOptions(cmd, workerConnectTimeoutMsDefault).action(async (o: WorkerFlags) => {
+    await runWorker(o);
+  });
+}
+
+function nodeIdArg(raw: string): NodeId {
+  try {
+    return parseNodeId(raw, 'node id');
+  } catch (err) {
+    throw new InvalidArgumentError((err as Error).message);
+  }
+}
+
+function amountArg(raw: string): number {
+  return intBetween(1, resourceAmountMax)(raw);
+}
+
+const simNodesArg = intBetween(1, simNodesMax);
+
+const labelPattern = /^([^=\s]{1,256})=(.{1,256})$/;
+
+function labelArg(raw: string, previous: Record<string, string>): Record<string, string> {
+  const m = labelPattern.exec(raw);
+  if (m === null || m[1] === undefined || m[2] === undefined) {
+    throw new InvalidArgumentError(`${JSON.stringify(raw)} is not key=value (1..256 characters each)`);
+  }
+  if (m[1] in previous) throw new InvalidArgumentError(`label ${m[1]} is given twice`);
+  if (Object.keys(previous).length >= workerLabelsMax) {
+    throw new InvalidArgumentError(`at most ${workerLabelsMax} labels`);
+  }
+  return { ...previous, [m[1]]: m[2] };
+}
+
+/** The node ids this process serves: the one given, or ID-0..ID-N-1 with --sim-nodes. */
+function nodeIdsOf(o: WorkerFlags): NodeId[] {
+  if (o.simNodes === undefined) return [o.nodeId];
+  return Array.from({ length: o.simNodes }, (_, i) => parseNodeId(`${o.nodeId}-${i}`, 'node id'));
+}
+
+function driverKindOf(o: WorkerFlags): DriverKind {
+  if (o.simNodes !== undefined) {
+    if (o.driver !== undefined && o.driver !== 'sim') {
+      throw new UsageError(`--sim-nodes runs simulated nodes; it cannot be used with --driver ${o.driver}`);
+    }
+    return 'sim';
+  }
+  if (o.driver === undefined) throw new UsageError('--driver is required (sim, process or qemu)');
+  return o.driver;
+}
+
+/** Capacity from the flags, else this machine's CPUs, memory and the free disk under `dataDir`. */
+async function capacityOf(o: WorkerFlags, dataDir: string): Promise<Resources> {
+  const clamp = (n: number): number => Math.max(0, Math.min(resourceAmountMax, Math.floor(n)));
+  let disk = o.disk;
+  if (disk === undefined) {
+    const fs = await statfs(dataDir);
+    disk = clamp((fs.bavail * fs.bsize) / mib);
+  }
+  return {
+    cpu: o.cpu ?? clamp(availableParallelism() * 1000),
+    memory: o.memory ?? clamp(totalmem() / mib),
+    disk,
+  };
+}
+
+/**
+ * The idempotent request id of a node's registration: derived from the node id, so every start of this
+ * node's worker sends the same request (a hash keeps it within the request id's length for any node id).
+ */
+export function registerRequestId(nodeId: string): string {
+  return `register-${createHash('sha256').update(nodeId).digest('hex').slice(0, 32)}`;
+}
+
+/** Times every driver operation into `trellis_driver_duration_seconds{driver,op,outcome}`. */
+export function instrumentDriver(driver: Driver, metrics: TrellisMetrics): Driver {
+  const timed = async <T>(op: string, run: () => Promise<T>): Promise<T> => {
+    const startedNs = process.hrtime.bigint();
+    const seconds = (): number => Number(process.hrtime.bigint() - startedNs) / 1e9;
+    try {
+      const out = await run();
+      metrics.driverSeconds.observe(seconds(), { driver: driver.kind, op, outcome: 'ok' });
+      return out;
+    } catch (err) {
+      metrics.driverSeconds.observe(seconds(), { driver: driver.kind, op, outcome: 'error' });
+      throw err;
+    }
+  };
+  return {
+    kind: driver.kind,
+    capabilities: driver.capabilities,
+    execStdinBytesMax: driver.execStdinBytesMax,
+    createDisk: (spec) => timed('createDisk', () => driver.createDisk(spec)),
+    boot: (spec) => timed('boot', () => driver.boot(spec)),
+    exec: (id, request) => timed('exec', () => driver.exec(id, request)),
+    stop: (id) => timed('stop', () => driver.stop(id)),
+    destroy: (id) => timed('destroy', () => driver.destroy(id)),
+    suspend: (id) => timed('suspend', () => driver.suspend(id)),
+    resume: (id) => timed('resume', () => driver.resume(id)),
+    list: () => driver.list(),
+    close: () => driver.close(),
+  };
+}
+
+function makeDriver(kind: DriverKind, dir: string, seed: number, log: Logger): Driver {
+  switch (kind) {
+    case 'sim':
+      return new SimDriver({ rng: createRng(seed), timers: realTimers });
+    case 'process':
+      return new ProcessDriver({ dataDir: dir });
+    case 'qemu':
+      return new QemuDriver({ dataDir: dir, logger: log });
+  }
+}
+
+/**
+ * Where a node's status batches go: the node's status subject (for the leader's dispatcher) and the API's
+ * `reportStatus`. A transport failure rethrows, so the batcher keeps the batch and retries it; a definite
+ * refusal (a sandbox the scheduler does not know) is logged and dropped, since resending cannot change it.
+ */
+function statusSinkOf(nc: NatsConnection, api: RemoteScheduler, cluster: string, id: NodeId, log: Logger) {
+  const publish = natsStatusSink(nc, cluster, id);
+  return async (batch: readonly StatusReport[]): Promise<void> => {
+    await publish(batch);
+    const items: StatusItem[] = batch.map((r) =>
+      r.reason === undefined
+        ? { sandboxId: r.sandboxId, state: r.state }
+        : { sandboxId: r.sandboxId, state: r.state, reason: r.reason },
+    );
+    try {
+      await api.reportStatus(items);
+    } catch (err) {
+      if (err instanceof TrellisError && err.code !== 'UNAVAILABLE' && err.code !== 'OUTCOME_UNKNOWN') {
+        log.warn({ node: id, code: err.code, err: err.message }, 'status report refused');
+        return;
+      }
+      throw err;
+    }
+  };
+}
+
+interface ServedNode {
+  readonly worker: NodeWorker;
+  readonly binding: WorkerBinding;
+}
+
+/** Registers the node (a node already registered is kept as it is), reconciles, stops its orphans. */
+async function bringUp(api: RemoteScheduler, spec: NodeSpec, worker: NodeWorker, log: Logger) {
+  try {
+    await api.registerNode(spec, { requestId: registerRequestId(spec.id) });
+    log.info({ node: spec.id, capacity: spec.capacity }, 'node registered');
+  } catch (err) {
+    if (!(err instanceof DuplicateNodeError)) throw err;
+    log.info({ node: spec.id }, 'node already registered; keeping its registration');
+  }
+  const result = await api.reconcileNode(spec.id, await worker.report());
+  const stop = [...result.orphans.map((x) => x.sandboxId), ...result.failed];
+  if (stop.length > 0) await worker.stopOrphans(stop as SandboxId[]);
+  log.info(
+    {
+      node: spec.id,
+      restored: result.restored.length,
+      lost: result.lost.length,
+      orphansStopped: stop.length,
+    },
+    'node reconciled',
+  );
+}
+
+/** Runs `items` through `fn` with at most `limit` at once; the first failure rejects. */
+async function eachLimited<T>(items: readonly T[], limit: number, fn: (t: T) => Promise<void>) {
+  let next = 0;
+  const lane = async (): Promise<void> => {
+    while (next < items.length) {
+      const item = items[next++] as T;
+      await fn(item);
+    }
+  };
+  await Promise.all(Array.from({ length: Math.min(limit, items.length) }, lane));
+}
+
+async function runWorker(o: WorkerFlags): Promise<void> {
+  const kind = driverKindOf(o);
+  const ids = nodeIdsOf(o);
+  const dataDir = resolve(o.data);
+  await mkdir(dataDir, { recursive: true });
+  const capacity = await capacityOf(o, dataDir);
+  const log = createLogger('worker', { node: o.nodeId, cluster: o.cluster });
+  const credentials = resolveCredentials(o, process.env);
+  const stopping = stopSignal();
+
+  const sink: MetricsSink =
+    o.metricsPort === undefined
+      ? noopMetrics
+      : new PrometheusMetrics({ defaultLabels: { process: 'worker' } });
+  const metrics = trellisMetrics(sink);
+  let ready = false;
+  let metricsServer: MetricsServer | undefined;
+  if (sink instanceof PrometheusMetrics && o.metricsPort !== undefined) {
+    metricsServer = await startMetricsServer({
+      metrics: sink,
+      port: o.metricsPort,
+      readiness: () => (ready ? { ready: true } : { ready: false, reason: 'registering or stopping' }),
+    });
+  }
+
+  let connected = false;
+  const nc = await Promise.race([
+    connectNats({
+      servers: o.nats,
+      name: `trellis-worker-${o.nodeId}`,
+      credentials,
+      timeoutMs: o.connectTimeout,
+      reconnectForever: true,
+      log,
+    }),
+    // A signal while still waiting for NATS: nothing has started, so exit at once.
+    stopping.then(async (): Promise<never> => {
+      if (connected) return new Promise<never>(() => undefined);
+      await metricsServer?.close();
+      return exitNow(log, 0);
+    }),
+  ]);
+  connected = true;
+  const api = await connectApi({ servers: o.nats, cluster: o.cluster, connection: nc });
+
+  const served: ServedNode[] = [];
+  const stopAll = async (): Promise<void> => {
+    ready = false;
+    for (const s of served) await s.binding.stop();
+    // Machines first (local, bounded by the driver), then the last statuses over the network.
+    await Promise.all(served.map((s) => s.worker.close({ stopMachines: true })));
+    await api.close();
+    await nc.drain();
+  };
+
+  let heartbeat: NodeJS.Timeout | undefined;
+  const up = (async () => {
+    for (const [i, id] of ids.entries()) {
+      const driver = instrumentDriver(makeDriver(kind, join(dataDir, id), o.seed + i, log), metrics);
+      const worker = new NodeWorker({
+        nodeId: id,
+        driver,
+        statusSink: statusSinkOf(nc, api, o.cluster, id, log),
+      });
+      served.push({ worker, binding: serveWorker(nc, o.cluster, worker, log) });
+    }
+    await eachLimited(served, registerConcurrentMax, (s) =>
+      bringUp(api, { id: s.worker.nodeId, capacity, labels: o.label, state: 'ready' }, s.worker, log),
+    );
+    heartbeat = startHeartbeats(api, ids, served, metrics, o.heartbeatInterval, log);
+    ready = true;
+    log.info({ nodes: ids.length, driver: kind }, 'worker serving');
+  })();
+
+  // A failure while coming up (the cluster refused the registration, say) ends the worker with one line,
+  // after stopping what it had started.
+  const outcome = await Promise.race([
+    up.then(
+      () => stopping.then(() => ({ kind: 'signal' as const })),
+      (err: unknown) => ({ kind: 'failed' as const, err }),
+    ),
+    stopping.then(() => ({ kind: 'signal' as const })),
+  ]);
+  clearInterval(heartbeat);
+  log.info('stopping');
+  await stopWithin(o.stopTimeout, log, stopAll);
+  clearInterval(heartbeat);
+  await metricsServer?.close();
+  if (outcome.kind === 'failed') throw outcome.err;
+  log.info('stopped');
+  exitNow(log, 0);
+}
+
+/** Sends one heartbeat for every node each interval (never two at once) and counts dropped frames. */
+function startHeartbeats(
+  api: RemoteScheduler,
+  ids: readonly NodeId[],
+  served: readonly ServedNode[],
+  metrics: TrellisMetrics,
+  intervalMs: number,
+  log: Logger,
+): NodeJS.Timeout {
+  let inFlight = false;
+  let failing = false;
+  const counted: Record<string, number> = {};
+  const beat = async (): Promise<void> => {
+    countDropped(served, counted, metrics);
+    if (inFlight) return;
+    inFlight = true;
+    try {
+      await api.heartbeat(ids);
+      if (failing) log.info('heartbeats are answered again');
+      failing = false;
+    } catch (err) {
+      if (!failing) log.warn({ err: (err as Error).message }, 'heartbeat failed; retrying every interval');
+      failing = true;
+    } finally {
+      inFlight = false;
+    }
+  };
+  void beat();
+  return setInterval(() => void beat(), intervalMs);
+}
+
+/** Adds frames the bindings dropped since the last call to `trellis_invalid_messages_total`. */
+function countDropped(
+  served: readonly ServedNode[],
+  counted: Record<string, number>,
+  metrics: TrellisMetrics,
+): void {
+  const total: Record<string, number> = {};
+  for (const s of served) {
+    for (const [reason, n] of Object.entries(s.binding.dropped())) total[reason] = (total[reason] ?? 0) + n;
+  }
+  for (const [reason, n] of Object.entries(total)) {
+    const delta = n - (counted[reason] ?? 0);
+    if (delta > 0) metrics.invalidMessages.inc({ source: 'worker', reason }, delta);
+    counted[reason] = n;
+  }
+}
+
+/** Resolves on the first SIGTERM or SIGINT; later ones are ignored (so they cannot kill the shutdown). */
+function stopSignal(): Promise<void> {
+  return new Promise<void>((resolve) => {
+    process.on('SIGTERM', () => resolve());
+    process.on('SIGINT', () => resolve());
+  });
+}
+
+/** Runs `close` but gives up after `timeoutMs`: with nats-server gone, a drain never finishes. */
+async function stopWithin(timeoutMs: number, log: Logger, close: () => Promise<void>): Promise<void> {
+  let timer: NodeJS.Timeout | undefined;
+  const expired = new Promise<'expired'>((r) => {
+    timer = setTimeout(() => r('expired'), timeoutMs);
+  });
+  const outcome = await Promise.race([
+    close().then(
+      () => 'closed' as const,
+      (err: unknown) => {
+        log.warn({ err: String(err) }, 'error while stopping');
+        return 'closed' as const;
+      },
+    ),
+    expired,
+  ]);
+  clearTimeout(timer);
+  if (outcome === 'expired') log.warn({ stopTimeoutMs: timeoutMs }, 'could not close cleanly in time');
+}
+
+function exitNow(log: Logger, code: number): never {
+  log.flush();
+  process.exit(code);
+}
