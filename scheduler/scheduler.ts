@@ -23,6 +23,7 @@ import {
   quotaSchema,
   type ReconcileEntry,
   reconcileReportSchema,
+  type SandboxSpec,
 } from './commands.js';
 import {
   errorFromResult,
@@ -125,6 +126,8 @@ export class Scheduler implements SchedulerApi {
   readonly #newRequestId: () => string;
   #pipeline: LeaderPipeline | undefined;
   #closed = false;
+  /** What ends each open `watch()` iterator when the scheduler closes. */
+  readonly #watchers = new Set<() => void>();
   readonly #unsubscribe: () => void;
   /** Counters of pipelines that have stopped, so stats survive leader changes. */
   readonly #past = {
@@ -238,7 +241,8 @@ export class Scheduler implements SchedulerApi {
    * used for another spec, QuotaExceededError, OverloadedError, and NoCapacityError when it found no
    * node before its deadline (the error's `details.reason` says why).
    */
-  async create(spec: unknown, options: CreateOptions = {}): Promise<Sandbox> {
+  async create(spec: SandboxSpec, options: CreateOptions = {}): Promise<Sandbox> {
+    // Typed for callers, still validated: JavaScript callers and data from the wire reach here unchecked.
     const checked = validateSpec(spec);
     const requestId = options.requestId ?? this.#newRequestId();
     const sb = await this.#onLeader((p) => p.create(requestId, checked));
@@ -443,12 +447,21 @@ export class Scheduler implements SchedulerApi {
     return [...state.nodes.keys()].sort().map((id) => state.index.get(id) as NodeView);
   }
 
-  /** Committed events from now on, in log order. Ends with OverloadedError if the reader falls too far behind. */
+  /**
+   * Committed events from now on, in log order. Ends with WatchOverflowError if the reader falls too far
+   * behind, and ends (after the events already buffered) when the scheduler closes.
+   */
   watch(): AsyncIterableIterator<SchedulerEvent> {
     const buffer: SchedulerEvent[] = [];
     let wake: (() => void) | undefined;
     let overflow = false;
     let done = false;
+    let closing = this.#closed;
+    const onClose = (): void => {
+      closing = true;
+      off();
+      wake?.();
+    };
     // A replica restarted from its storage replays entries it had applied; the watch skips them by index.
     let seen = this.log.machine(this.#replica).state.applied;
     const off = this.log.machine(this.#replica).onApply(({ events }, entry) => {
@@ -467,7 +480,13 @@ export class Scheduler implements SchedulerApi {
           if (e !== undefined) return { done: false, value: e };
           if (overflow) {
             off();
+            this.#watchers.delete(onClose);
             throw new WatchOverflowError(`a watch() reader fell more than ${watchBufferMax} events behind`);
+          }
+          if (closing) {
+            done = true;
+            this.#watchers.delete(onClose);
+            return { done: true, value: undefined };
           }
           await new Promise<void>((r) => {
             wake = r;
@@ -478,10 +497,13 @@ export class Scheduler implements SchedulerApi {
       return: async () => {
         done = true;
         off();
+        this.#watchers.delete(onClose);
         wake?.();
         return { done: true, value: undefined };
       },
     };
+    if (closing) off();
+    else this.#watchers.add(onClose);
     return iterator;
   }
 
@@ -511,6 +533,8 @@ export class Scheduler implements SchedulerApi {
   /** Stops the pipeline; a Raft group the scheduler created itself is closed too (its timers stop). */
   async close(): Promise<void> {
     this.#closed = true;
+    for (const end of [...this.#watchers]) end();
+    this.#watchers.clear();
     this.#unsubscribe();
     this.#pipeline?.stop();
     this.#pipeline = undefined;

@@ -10,6 +10,7 @@
  * these settings into each subcommand when it is created, so they are set before any command registers.
  */
 import { Command } from 'commander';
+import { registerData } from './data.js';
 import { registerClusterDemo, registerDemo } from './demo.js';
 import { debugWanted, failureOf, isCleanExit } from './errors.js';
 import { registerMembers } from './members.js';
@@ -48,6 +49,7 @@ registerKv(program);
 registerMembers(program);
 registerOps(program);
 registerSimulate(program);
+registerData(program);
 
 // A closed pipe (`trellis demo | head`) ends the command quietly instead of with a stack trace.
 process.stdout.on('error', (err: NodeJS.ErrnoException) => {

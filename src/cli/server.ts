@@ -232,7 +232,11 @@ async function runServer(o: ServerOptions): Promise<void> {
   const id = replicaId(o.id, 'id');
   const peers = o.peers.split(',').map((p) => replicaId(p.trim(), 'peers'));
   const log = createLogger('server', { replica: id, cluster: o.cluster });
+  // The data directory first: a corrupt or already-used one (WalCorruptError, DataDirLockedError) stops
+  // the replica at once, before it joins anything.
+  const storage = await FileStorage.open(o.data);
   const stopping = stopSignal();
+  let connected = false;
   const nc = await Promise.race([
     connectNats({
       servers: o.nats,
@@ -242,10 +246,15 @@ async function runServer(o: ServerOptions): Promise<void> {
       reconnectForever: true,
       log,
     }),
-    // A signal while still waiting for NATS stops at once: there is nothing to close yet.
-    stopping.then(() => exitNow(log, 0)),
+    // A signal while still waiting for NATS stops at once: only the storage (and its lock) to release.
+    // Once connected, this branch must do nothing: the stop below closes node, storage and NATS in order.
+    stopping.then(async (): Promise<never> => {
+      if (connected) return new Promise<never>(() => undefined);
+      await storage.close().catch(() => undefined);
+      return exitNow(log, 0);
+    }),
   ]);
-  const storage = await FileStorage.open(o.data);
+  connected = true;
   const kv = new KvStateMachine();
   const transport = new NatsTransport({
     connection: nc,
