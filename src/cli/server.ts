@@ -220,8 +220,8 @@ export function registerServer(program: Command): void {
         '--state <machine>',
         'what the group replicates: the scheduler, or the KV machine (etcd comparison bench)',
       )
-        .choices(['kv', 'scheduler'])
-        .default('kv'),
+        .choices(['scheduler', 'kv'])
+        .default('scheduler'),
     )
     .option(
       '--stop-timeout <duration>',

@@ -28,10 +28,7 @@ beforeAll(async () => {
   nats = await startNats();
   root = await mkdtemp(join(tmpdir(), 'trellis-group-'));
   for (const id of ids) {
-    procs.set(
-      id,
-      spawnReplica({ id, peers: ids, natsUrl: nats.url, root, cluster, extraArgs: ['--state', 'scheduler'] }),
-    );
+    procs.set(id, spawnReplica({ id, peers: ids, natsUrl: nats.url, root, cluster, state: 'scheduler' }));
   }
   client = await connect({ servers: nats.url, cluster, timeoutMs: 30_000 });
   // The first answer comes once a leader is elected.

@@ -77,7 +77,8 @@ describe('trellis cluster CLI - against a secured nats-server', () => {
           natsUrl: nats.url,
           root: dir,
           cluster,
-          extraArgs: ['--state', 'scheduler', '--creds', creds],
+          state: 'scheduler',
+          extraArgs: ['--creds', creds],
         }),
       );
     }
