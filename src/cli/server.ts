@@ -14,7 +14,7 @@
  * client that gives up on a write that may have committed says so: `OutcomeUnknownError`.
  */
 import { randomUUID } from 'node:crypto';
-import type { Command } from 'commander';
+import { type Command, Option } from 'commander';
 import { ErrorCode, type Msg, type NatsConnection, NatsError } from 'nats';
 import { z } from 'zod';
 import { MembershipChangeError, NotLeaderError, ProposalDroppedError } from '../../raft/errors.js';
@@ -49,6 +49,7 @@ import {
   withConnectionOptions,
 } from './connect.js';
 import { exitCodes } from './errors.js';
+import { runSchedulerState } from './ops/scheduler-server.js';
 import { withServerConfig } from './ops/server-config.js';
 
 const peer = z.string().regex(/^[A-Za-z0-9_-]{1,64}$/, 'a replica id');
@@ -180,6 +181,7 @@ interface ServerOptions extends ConnectionFlags {
   tickMs: number;
   snapshotEntries: number;
   stopTimeout: number;
+  state: 'kv' | 'scheduler';
 }
 
 /** The longest Raft tick `--tick-ms` takes (a minute: elections would take 10-20 minutes). */
@@ -194,7 +196,7 @@ export const stopTimeoutMsDefault = 3_000;
 export function registerServer(program: Command): void {
   const cmd = program
     .command('server')
-    .description('run one replica of a Raft group over NATS (KV state machine)')
+    .description('run one replica of a Raft group over NATS (the scheduler, or the KV state machine)')
     .option('--id <id>', 'this replica (required)')
     .option(
       '--peers <ids>',
@@ -212,6 +214,14 @@ export function registerServer(program: Command): void {
       'applied entries between snapshots (the log is compacted at each)',
       positiveInt,
       snapshotEntriesDefault,
+    )
+    .addOption(
+      new Option(
+        '--state <machine>',
+        'what the group replicates: the scheduler, or the KV machine (etcd comparison bench)',
+      )
+        .choices(['scheduler', 'kv'])
+        .default('scheduler'),
     )
     .option(
       '--stop-timeout <duration>',
@@ -255,6 +265,22 @@ async function runServer(o: ServerOptions): Promise<void> {
     }),
   ]);
   connected = true;
+  if (o.state === 'scheduler') {
+    await runSchedulerState({
+      id,
+      peers,
+      cluster: o.cluster,
+      tickMs: o.tickMs,
+      snapshotEntries: o.snapshotEntries,
+      stopTimeoutMs: o.stopTimeout,
+      connection: nc,
+      storage,
+      log,
+      stopping,
+      stopWithin,
+    });
+    exitNow(log, exitCodes.ok);
+  }
   const kv = new KvStateMachine();
   const transport = new NatsTransport({
     connection: nc,

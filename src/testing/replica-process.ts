@@ -26,6 +26,8 @@ export interface ReplicaProcessOptions {
   /** The CLI to run. Default: the built one beside this module. */
   readonly main?: string;
   readonly logLevel?: string;
+  /** What the group replicates: `kv` (the default here, for the KV-based tests and benches) or `scheduler`. */
+  readonly state?: 'kv' | 'scheduler';
   readonly extraArgs?: readonly string[];
 }
 
@@ -46,6 +48,8 @@ export function spawnReplica(o: ReplicaProcessOptions): ChildProcess {
     '--tick-ms',
     String(o.tickMs ?? 20),
     ...(o.snapshotEntries === undefined ? [] : ['--snapshot-entries', String(o.snapshotEntries)]),
+    '--state',
+    o.state ?? 'kv',
     ...(o.extraArgs ?? []),
   ];
   return spawn(process.execPath, args, {
