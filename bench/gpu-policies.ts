@@ -21,6 +21,8 @@ const { values } = parseArgs({
     json: { type: 'string' },
     'target-pct': { type: 'string', default: '100' },
     seed: { type: 'string', default: '1' },
+    /** Score every feasible node instead of the bounded candidate walk. */
+    exact: { type: 'boolean', default: false },
   },
 });
 const targetPct = Number(values['target-pct']);
@@ -113,7 +115,11 @@ for (const batch of [1, 100]) {
       seed,
       protocol: 'inflation',
       inflation: { targetPct, resource: 'gpu' },
-      policy: { ...p, batchSize: batch },
+      policy: {
+        ...p,
+        batchSize: batch,
+        ...(values.exact ? { candidateLimit: 100_000, exactScanNodesMax: 100_000 } : {}),
+      },
     });
     const last = r.inflation?.[r.inflation.length - 1];
     const at = (pct: number): number =>
@@ -121,6 +127,7 @@ for (const batch of [1, 100]) {
     rows.push({
       policy: p.name,
       batch,
+      exact: values.exact ? 'yes' : 'no',
       arrivedPct: Number((last?.arrivedPct ?? 0).toFixed(1)),
       gpuAllocatedPct: Number((last?.allocatedPct.gpu ?? 0).toFixed(2)),
       at90: Number(at(90).toFixed(2)),
