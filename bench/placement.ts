@@ -10,13 +10,7 @@
  */
 import { Map as IMap } from 'immutable';
 import { Bench } from 'tinybench';
-import {
-  type BinpackScorer,
-  ClusterIndex,
-  fragmentation,
-  planBatch,
-  type Strategy,
-} from '../placement/index.js';
+import { ClusterIndex, fragmentation, planBatch, type Strategy } from '../placement/index.js';
 import { createRng } from '../src/lib/prng.js';
 import { generateCluster, generateRequests } from '../src/testing/generate.js';
 import { benchFlags, histogram, machineLine, percentile, table, writeJsonLines } from './lib/report.js';
@@ -104,7 +98,7 @@ console.log(
   '\nbin-pack scorers on 1,000 nodes, stranded share of free capacity for a 2 core / 4 GiB / 8 GiB shape:',
 );
 const fragRows: Record<string, string | number>[] = [];
-for (const scorer of ['dominant', 'dot', 'blend'] as BinpackScorer[]) {
+for (const scorer of ['dominant', 'dot', 'blend'] as const) {
   let index = ClusterIndex.of(generateCluster(createRng(3), { nodes: 1_000, notReadyShare: 0 }));
   const rng = createRng(4);
   let placedTotal = 0;

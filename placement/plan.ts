@@ -16,6 +16,7 @@ import { diagnose } from './diagnose.js';
 import { placeOne } from './stack.js';
 import { BatchCache, compileRequest } from './stages/request.js';
 import { type BinpackScorer, binpackScorers } from './stages/score-binpack.js';
+import { isNodeScorer } from './stages/score-gpu.js';
 import { defaultSelectLimits, type SelectLimits, selectLimitsMin } from './stages/select.js';
 import type { Placement, PlacementRequest, PlanOutcome, Rejection, Resources, Strategy } from './types.js';
 import { gpuMilliPerDevice, normalizeRequest } from './validate.js';
@@ -178,7 +179,7 @@ function normalizeOptions(options: unknown): {
   if (strategy !== 'binpack' && strategy !== 'spread')
     throw new ValidationError('options.strategy', `must be binpack or spread, got ${String(strategy)}`);
   const binpack = o.binpackScorer === undefined ? 'dot' : o.binpackScorer;
-  if (!(binpackScorers as readonly unknown[]).includes(binpack)) {
+  if (!isNodeScorer(binpack) && !(binpackScorers as readonly unknown[]).includes(binpack)) {
     throw new ValidationError('options.binpackScorer', `must be one of ${binpackScorers.join(', ')}`);
   }
   const seed = o.seed === undefined ? 0 : o.seed;
