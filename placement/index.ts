@@ -31,7 +31,7 @@ export {
 } from './errors.js';
 export type { Fragmentation, ReferenceShape } from './fragmentation.js';
 export { fragmentation } from './fragmentation.js';
-export type { Plan, PlanOptions } from './plan.js';
+export type { PlacedArrays, Plan, PlanOptions } from './plan.js';
 export { batchRequestsMax, dominantShare, planBatch } from './plan.js';
 export { referenceFeasible, referencePlace } from './reference.js';
 export { constraintHolds, describeConstraint } from './stages/feasibility.js';

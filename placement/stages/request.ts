@@ -113,12 +113,17 @@ export class BatchCache {
   }
 }
 
+/** The signature of a request with no GPU need and no constraints, the most common one. */
+const plainKey = JSON.stringify([0, []]);
+
 /**
  * What class verdicts depend on, encoded without ambiguity: whether GPUs are asked for and of which model (a
  * model named `*` is a model name like any other, not "any model"), and the constraints field by field. These
  * facts are shared across batches, so two requests with different answers must never meet under one key.
  */
 export function signatureKey(req: PlacementRequest): string {
+  if (req.gpu === undefined && (req.constraints === undefined || req.constraints.length === 0))
+    return plainKey;
   const gpu = req.gpu === undefined ? 0 : req.gpu.model === undefined ? 1 : ['model', req.gpu.model];
   const constraints = (req.constraints ?? []).map((c) =>
     c.op === 'eq'

@@ -73,8 +73,8 @@ export function selectNode(
   binpack: BinpackScorer,
   limits: SelectLimits,
   rng: Rng,
+  best: BestNode = new BestNode(),
 ): BestNode {
-  const best = new BestNode();
   if (req.pinnedSlot !== undefined) {
     if (req.pinnedSlot >= 0 && index.isLive(req.pinnedSlot)) offer(index, req, req.pinnedSlot, binpack, best);
     return best;
