@@ -171,15 +171,46 @@ export type ReconcileReport = z.output<typeof reconcileReportSchema>;
 /** One sandbox in a reconcile report: its id and the state it is in on the node. */
 export type ReconcileEntry = ReconcileReport[number];
 
+/**
+ * The caller's request id on a mutating command (terminate, suspend, resume, quota and node commands): the
+ * state machine remembers it with the first outcome, so a retry returns that outcome instead of applying
+ * twice, and a retry with other arguments is refused (state.ts `commandDigest`, `dedupEntriesMax`).
+ * Optional: the leader's own commands (pend, status, replace, heartbeats) and entries written before it
+ * existed carry none.
+ */
+const requestIdField = idSchema.optional();
+
 export const commandSchema = z.discriminatedUnion('type', [
-  z.strictObject({ type: z.literal('node.register'), atMs: timeMs, spec: nodeSpecSchema }),
-  z.strictObject({ type: z.literal('node.update'), atMs: timeMs, spec: nodeSpecSchema }),
-  z.strictObject({ type: z.literal('node.state'), atMs: timeMs, nodeId: idSchema, state: nodeStateSchema }),
-  z.strictObject({ type: z.literal('node.remove'), atMs: timeMs, nodeId: idSchema }),
+  z.strictObject({
+    type: z.literal('node.register'),
+    atMs: timeMs,
+    requestId: requestIdField,
+    spec: nodeSpecSchema,
+  }),
+  z.strictObject({
+    type: z.literal('node.update'),
+    atMs: timeMs,
+    requestId: requestIdField,
+    spec: nodeSpecSchema,
+  }),
+  z.strictObject({
+    type: z.literal('node.state'),
+    atMs: timeMs,
+    requestId: requestIdField,
+    nodeId: idSchema,
+    state: nodeStateSchema,
+  }),
+  z.strictObject({
+    type: z.literal('node.remove'),
+    atMs: timeMs,
+    requestId: requestIdField,
+    nodeId: idSchema,
+  }),
   z.strictObject({
     /** A returning node's report of what it holds, reconciled against state (see state.ts `reconcile`). */
     type: z.literal('node.reconcile'),
     atMs: timeMs,
+    requestId: requestIdField,
     nodeId: idSchema,
     running: reconcileReportSchema,
   }),
@@ -205,17 +236,34 @@ export const commandSchema = z.discriminatedUnion('type', [
       .array(z.strictObject({ sandboxId: idSchema, state: sandboxStateSchema, reason: text.optional() }))
       .max(commandItemsMax),
   }),
-  z.strictObject({ type: z.literal('terminate'), atMs: timeMs, sandboxId: idSchema }),
-  z.strictObject({ type: z.literal('suspend'), atMs: timeMs, sandboxId: idSchema }),
+  z.strictObject({
+    type: z.literal('terminate'),
+    atMs: timeMs,
+    requestId: requestIdField,
+    sandboxId: idSchema,
+  }),
+  z.strictObject({
+    type: z.literal('suspend'),
+    atMs: timeMs,
+    requestId: requestIdField,
+    sandboxId: idSchema,
+  }),
   z.strictObject({
     type: z.literal('resume'),
     atMs: timeMs,
+    requestId: requestIdField,
     sandboxId: idSchema,
     /** The node the leader chose; absent when it found none (the sandbox's policy then decides). */
     nodeId: idSchema.optional(),
     gpuDevices: gpuDevicesSchema.optional(),
   }),
-  z.strictObject({ type: z.literal('quota.set'), atMs: timeMs, tenant: idSchema, quota: quotaSchema }),
+  z.strictObject({
+    type: z.literal('quota.set'),
+    atMs: timeMs,
+    requestId: requestIdField,
+    tenant: idSchema,
+    quota: quotaSchema,
+  }),
   z.strictObject({
     /** Stateless sandboxes lost with their node, placed again where the leader found room. */
     type: z.literal('replace'),

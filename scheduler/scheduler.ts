@@ -1,18 +1,23 @@
 /**
- * The embedding API: a `Scheduler` over a replicated log. Commands go to the leader's pipeline (a caller
- * attached to a follower is forwarded there); reads come from the caller's replica after a ReadIndex
- * barrier, or straight from its applied state when the caller asks for a stale read.
+ * The embedding API: a `Scheduler` over a group of replicas in this process, one `SchedulerReplica` on each
+ * replica log. The caller is attached to one replica (`config.replica`, default 0): its mutating calls go
+ * to that replica, which runs them on its pipeline when it leads and forwards them to the leader otherwise;
+ * reads come from that replica after a ReadIndex barrier through the leader, or straight from its applied
+ * state when the caller asks for a stale read.
  *
  * When leadership moves, the old leader's pipeline is stopped and its unanswered requests are retried on
  * the new leader with the same request ids, so a create is never lost and, thanks to the committed dedup
- * table, never placed twice.
+ * table, never placed twice. A retry goes to the replica the group knows leads, so a caller whose own
+ * replica is down keeps working.
  */
 import { randomUUID } from 'node:crypto';
 import { type NodeSpec, type NodeView, planBatch } from '../placement/index.js';
 import { assert } from '../src/lib/assert.js';
-import { sandboxId as parseSandboxId } from '../src/lib/ids.js';
+import { Deadline } from '../src/lib/deadline.js';
+import { requestId as parseRequestId, sandboxId as parseSandboxId } from '../src/lib/ids.js';
 import { parseWith } from '../src/lib/validate.js';
 import { placementRequestOf, validateSpec } from './admission.js';
+import type { MutationOptions, SchedulerApi } from './api.js';
 import {
   type Command,
   commandCodec,
@@ -22,6 +27,7 @@ import {
   quotaSchema,
   type ReconcileEntry,
   reconcileReportSchema,
+  type SandboxSpec,
 } from './commands.js';
 import {
   errorFromResult,
@@ -31,14 +37,10 @@ import {
   WatchOverflowError,
 } from './errors.js';
 import type { SandboxState } from './lifecycle.js';
-import type { ReplicatedLog } from './log.js';
-import {
-  defaultPipelineOptions,
-  everyInterval,
-  LeaderPipeline,
-  type PipelineOptions,
-} from './pipeline/leader.js';
+import type { ReplicaGroup } from './log.js';
+import { defaultPipelineOptions, everyInterval, type PipelineOptions } from './pipeline/leader.js';
 import { RaftGroupLog } from './raft-group.js';
+import { SchedulerReplica } from './replica.js';
 import type { CommandResult, ReconcileResult } from './state.js';
 import type { Sandbox, SchedulerEvent } from './types.js';
 
@@ -55,8 +57,8 @@ export interface SchedulerConfig {
    * (`RaftGroupLog.inMemory`), closed with the scheduler. Pass `await RaftGroupLog.open({ dir })` for fsynced
    * file storage, or `InProcessLog` for a log without Raft (deterministic unit tests).
    */
-  readonly log?: ReplicatedLog;
-  /** The replica this scheduler reads from. Default 0. */
+  readonly log?: ReplicaGroup;
+  /** The replica this scheduler is attached to: its calls enter there and its reads are served there. Default 0. */
   readonly replica?: number;
   readonly pipeline?: Partial<Omit<PipelineOptions, 'now' | 'every'>>;
   /** The leader's clock, stamped into commands. Default Date.now. */
@@ -68,6 +70,11 @@ export interface SchedulerConfig {
    * with NotLeaderError. Measured on `now`. Default 10,000 ms.
    */
   readonly leaderWaitMs?: number;
+  /**
+   * Makes the request id of a call made without one. Default `crypto.randomUUID`; simulations pass a
+   * seeded or counting source so a run replays exactly.
+   */
+  readonly requestIds?: () => string;
 }
 
 export interface CreateOptions {
@@ -77,6 +84,12 @@ export interface CreateOptions {
   readonly wait?: 'placed' | 'running';
 }
 
+/**
+ * `requestId` makes a mutating call idempotent: the committed state remembers the id with the first
+ * outcome, so a retry with the same id (after a timeout, a leader change, or from another process) returns
+ * that outcome without applying twice, and the same id with other arguments throws
+ * RequestIdConflictError. One is generated when absent, and reused for the scheduler's own retries.
+ */
 export interface ReadOptions {
   /** Read this replica's applied state without a ReadIndex round. */
   readonly stale?: boolean;
@@ -103,34 +116,28 @@ export interface SchedulerStats {
   readonly rejectReasons: Readonly<Record<string, number>>;
 }
 
-export class Scheduler {
-  readonly log: ReplicatedLog;
-  readonly #replica: number;
+export class Scheduler implements SchedulerApi {
+  readonly log: ReplicaGroup;
+  /** One replica per replica log of the group, each with its pipeline while it leads. */
+  readonly replicas: readonly SchedulerReplica[];
+  readonly #attached: number;
   readonly #opts: PipelineOptions;
   readonly #leaderWaitMs: number;
   readonly #ownsLog: boolean;
-  #pipeline: LeaderPipeline | undefined;
+  readonly #newRequestId: () => string;
   #closed = false;
-  readonly #unsubscribe: () => void;
-  /** Counters of pipelines that have stopped, so stats survive leader changes. */
-  readonly #past = {
-    batches: 0,
-    batchedRequests: 0,
-    latency: 0,
-    placed: 0,
-    rejected: 0,
-    replans: 0,
-    reasons: new Map<string, number>(),
-  };
+  /** What ends each open `watch()` iterator when the scheduler closes. */
+  readonly #watchers = new Set<() => void>();
 
   constructor(config: SchedulerConfig = {}) {
     // The embedded default: a real Raft group of in-process replicas on memory storage.
     this.#ownsLog = config.log === undefined;
     this.log = config.log ?? RaftGroupLog.inMemory({ replicas: config.replicas ?? 3 });
     this.#leaderWaitMs = config.leaderWaitMs ?? 10_000;
-    this.#replica = config.replica ?? 0;
-    assert(this.#replica < this.log.size, 'replica out of range', {
-      replica: this.#replica,
+    this.#newRequestId = config.requestIds ?? randomUUID;
+    this.#attached = config.replica ?? 0;
+    assert(this.#attached < this.log.size, 'replica out of range', {
+      replica: this.#attached,
       size: this.log.size,
     });
     this.#opts = {
@@ -139,44 +146,47 @@ export class Scheduler {
       now: config.now ?? Date.now,
       every: config.every ?? everyInterval,
     };
-    this.#startPipeline(this.log.leader());
-    this.#unsubscribe = this.log.onLeaderChange((leader) => this.#startPipeline(leader));
-  }
-
-  #startPipeline(leader: number | undefined): void {
-    const old = this.#pipeline;
-    if (old !== undefined) {
-      const s = old.stats;
-      this.#past.batches += s.batches;
-      this.#past.batchedRequests += s.batchedRequests;
-      this.#past.latency += s.batchLatencyMsTotal;
-      this.#past.placed += s.placed;
-      this.#past.rejected += s.rejected;
-      this.#past.replans += s.replans;
-      for (const [k, v] of s.rejectReasons) this.#past.reasons.set(k, (this.#past.reasons.get(k) ?? 0) + v);
-      old.stop();
-    }
-    this.#pipeline =
-      leader === undefined || this.#closed ? undefined : new LeaderPipeline(this.log, leader, this.#opts);
+    const replicas: SchedulerReplica[] = [];
+    // In one process a forwarded request is handed to the other replica's `handle`, as bytes, exactly as
+    // it would travel between processes.
+    const forwarder = async (leaderId: string, request: Uint8Array): Promise<Uint8Array> => {
+      const to = replicas.find((r) => r.id === leaderId);
+      if (to === undefined) throw new NotLeaderError(`no replica ${leaderId} in this group`);
+      return to.handle(request);
+    };
+    for (let i = 0; i < this.log.size; i++)
+      replicas.push(new SchedulerReplica(this.log.replica(i), { pipeline: this.#opts, forwarder }));
+    this.replicas = replicas;
   }
 
   /**
-   * Runs `f` on the current leader's pipeline. On NotLeaderError (the leader was lost, or there is none) it
-   * waits for the next leader and retries with the same request — safe, since request ids make it
-   * idempotent — until `leaderWaitMs` has passed without one.
+   * The replica a call's attempt enters: the attached one first; on a retry the one the group knows leads
+   * (the attached replica may be down or cut off), else the attached one again.
    */
-  async #onLeader<T>(f: (p: LeaderPipeline) => Promise<T>): Promise<T> {
-    const deadline = this.#opts.now() + this.#leaderWaitMs;
+  #entry(attempt: number): SchedulerReplica {
+    const leader = attempt === 0 ? undefined : this.log.leader();
+    return this.replicas[leader ?? this.#attached] as SchedulerReplica;
+  }
+
+  get #home(): SchedulerReplica {
+    return this.replicas[this.#attached] as SchedulerReplica;
+  }
+
+  /**
+   * Runs `f` through a replica with the call's deadline. On NotLeaderError (the leader was lost, or there
+   * is none) it waits for the next leader and retries with the same request — safe, since request ids
+   * make it idempotent — until `leaderWaitMs` has passed without one.
+   */
+  async #onLeader<T>(f: (r: SchedulerReplica, deadline: Deadline) => Promise<T>): Promise<T> {
+    const deadline = Deadline.after(this.#leaderWaitMs, this.#opts.now);
     for (let attempt = 0; ; attempt++) {
       if (this.#closed) throw new SchedulerClosedError('the scheduler is closed');
-      const p = this.#pipeline;
       try {
-        if (p === undefined) throw new NotLeaderError('no leader');
-        return await f(p);
+        return await f(this.#entry(attempt), deadline);
       } catch (err) {
         if (!(err instanceof NotLeaderError)) throw err;
         if (attempt < leaderRetriesMax) await new Promise((r) => setImmediate(r));
-        else await this.#nextLeader(deadline, err);
+        else await this.#nextLeader(deadline.atMs, err);
       }
     }
   }
@@ -184,7 +194,7 @@ export class Scheduler {
   /** Resolves when a leader is (or becomes) available; rejects with `cause` once `deadline` passes. */
   #nextLeader(deadline: number, cause: NotLeaderError): Promise<void> {
     const onTick = this.#opts.every;
-    if (this.#pipeline !== undefined && this.#opts.now() <= deadline) {
+    if (this.log.leader() !== undefined && this.#opts.now() <= deadline) {
       // A leader exists but refused: give it a tick before asking again.
       return new Promise((resolve) => {
         const cancel = onTick(() => {
@@ -212,7 +222,7 @@ export class Scheduler {
 
   async #command(cmd: Command): Promise<CommandResult> {
     const data = commandCodec.encode(cmd);
-    const result = await this.#onLeader((p) => p.propose(data));
+    const result = await this.#onLeader((r, deadline) => r.command(data, deadline));
     if (!result.ok) throw errorFromResult(result.error);
     return result;
   }
@@ -223,16 +233,17 @@ export class Scheduler {
    * used for another spec, QuotaExceededError, OverloadedError, and NoCapacityError when it found no
    * node before its deadline (the error's `details.reason` says why).
    */
-  async create(spec: unknown, options: CreateOptions = {}): Promise<Sandbox> {
+  async create(spec: SandboxSpec, options: CreateOptions = {}): Promise<Sandbox> {
+    // Typed for callers, still validated: JavaScript callers and data from the wire reach here unchecked.
     const checked = validateSpec(spec);
-    const requestId = options.requestId ?? randomUUID();
-    const sb = await this.#onLeader((p) => p.create(requestId, checked));
+    const requestId = options.requestId ?? this.#newRequestId();
+    const sb = await this.#onLeader((r, deadline) => r.create(requestId, checked, deadline));
     if (options.wait === 'running' && sb.state !== 'running') return this.#waitFor(sb.id, 'running');
     return sb;
   }
 
   #waitFor(sandboxId: string, state: SandboxState): Promise<Sandbox> {
-    const machine = this.log.machine(this.#replica);
+    const machine = this.#home.machine;
     return new Promise((resolve, reject) => {
       const off = machine.onApply(({ events }) => {
         for (const e of events) {
@@ -249,14 +260,33 @@ export class Scheduler {
     });
   }
 
-  /** Terminates a sandbox. Throws UnknownSandboxError, IllegalTransitionError. */
-  async terminate(sandboxId: string): Promise<void> {
-    await this.#command({ type: 'terminate', atMs: this.#opts.now(), sandboxId: parseSandboxId(sandboxId) });
+  /** The request id of a mutating call: the caller's (validated), or a fresh one. */
+  #requestId(options: MutationOptions): string {
+    const id = options.requestId ?? this.#newRequestId();
+    return parseRequestId(id, 'requestId');
+  }
+
+  /**
+   * Terminates a sandbox. Throws UnknownSandboxError, IllegalTransitionError, RequestIdConflictError (the
+   * id was used for another call).
+   */
+  async terminate(sandboxId: string, options: MutationOptions = {}): Promise<void> {
+    await this.#command({
+      type: 'terminate',
+      atMs: this.#opts.now(),
+      requestId: this.#requestId(options),
+      sandboxId: parseSandboxId(sandboxId),
+    });
   }
 
   /** Asks a running sandbox to suspend. Throws UnknownSandboxError, IllegalTransitionError. */
-  async suspend(sandboxId: string): Promise<void> {
-    await this.#command({ type: 'suspend', atMs: this.#opts.now(), sandboxId: parseSandboxId(sandboxId) });
+  async suspend(sandboxId: string, options: MutationOptions = {}): Promise<void> {
+    await this.#command({
+      type: 'suspend',
+      atMs: this.#opts.now(),
+      requestId: this.#requestId(options),
+      sandboxId: parseSandboxId(sandboxId),
+    });
   }
 
   /**
@@ -264,8 +294,9 @@ export class Scheduler {
    * its policy allows (`move` places it anywhere; `wait` throws NoCapacityError and leaves it suspended;
    * `fail` fails it).
    */
-  async resume(sandboxId: string): Promise<void> {
-    const state = this.log.machine(this.#replica).state;
+  async resume(sandboxId: string, options: MutationOptions = {}): Promise<void> {
+    const requestId = this.#requestId(options);
+    const state = this.#home.machine.state;
     const sb = state.sandbox(parseSandboxId(sandboxId));
     if (sb === undefined) throw new UnknownSandboxError(`sandbox ${sandboxId} does not exist`);
     const tryPlace = (pin: string | undefined) => {
@@ -277,6 +308,7 @@ export class Scheduler {
     await this.#command({
       type: 'resume',
       atMs: this.#opts.now(),
+      requestId,
       sandboxId: sb.id,
       ...(target === undefined
         ? {}
@@ -285,17 +317,19 @@ export class Scheduler {
   }
 
   /** Registers a node. Throws ValidationError, DuplicateNodeError. */
-  async registerNode(spec: NodeSpec): Promise<void> {
+  async registerNode(spec: NodeSpec, options: MutationOptions = {}): Promise<void> {
     const checked = parseWith(nodeSpecSchema, spec, 'node');
-    await this.#command({ type: 'node.register', atMs: this.#opts.now(), spec: checked });
+    const requestId = this.#requestId(options);
+    await this.#command({ type: 'node.register', atMs: this.#opts.now(), requestId, spec: checked });
   }
 
   /**
    * Sets a node's state: `draining` and `cordoned` stop new placements, `down` loses its sandboxes. Setting a
    * down node `ready` gives none of them back; a returning node calls `reconcileNode` instead.
    */
-  async setNodeState(nodeId: string, state: NodeSpec['state']): Promise<void> {
-    await this.#command({ type: 'node.state', atMs: this.#opts.now(), nodeId, state });
+  async setNodeState(nodeId: string, state: NodeSpec['state'], options: MutationOptions = {}): Promise<void> {
+    const requestId = this.#requestId(options);
+    await this.#command({ type: 'node.state', atMs: this.#opts.now(), requestId, nodeId, state });
   }
 
   /**
@@ -314,13 +348,18 @@ export class Scheduler {
    *
    * Throws ValidationError (its `path` names the field) for a bad node id, a bad or repeated sandbox id,
    * a state a node cannot hold a sandbox in, or more than `reconcileReportMax` entries; UnknownNodeError
-   * for a node that is not registered. Either way nothing changes. A call retried after a leader change
-   * may have committed once already; the answer then describes only the retry (the orphans are the same).
+   * for a node that is not registered. Either way nothing changes. A call retried with the same request id
+   * (the scheduler's own retries after a leader change do) gets the first commit's answer.
    */
-  async reconcileNode(nodeId: string, running: readonly ReconcileEntry[]): Promise<ReconcileResult> {
+  async reconcileNode(
+    nodeId: string,
+    running: readonly ReconcileEntry[],
+    options: MutationOptions = {},
+  ): Promise<ReconcileResult> {
     const cmd: Command = {
       type: 'node.reconcile',
       atMs: this.#opts.now(),
+      requestId: this.#requestId(options),
       nodeId: parseWith(idSchema, nodeId, 'nodeId'),
       running: parseWith(reconcileReportSchema, running, 'running'),
     };
@@ -330,13 +369,17 @@ export class Scheduler {
   }
 
   /** Removes an empty node. Throws UnknownNodeError, NodeBusyError. */
-  async removeNode(nodeId: string): Promise<void> {
-    await this.#command({ type: 'node.remove', atMs: this.#opts.now(), nodeId });
+  async removeNode(nodeId: string, options: MutationOptions = {}): Promise<void> {
+    const requestId = this.#requestId(options);
+    await this.#command({ type: 'node.remove', atMs: this.#opts.now(), requestId, nodeId });
   }
 
   /** Records heartbeats from nodes; the leader commits them once per interval. */
   heartbeat(nodeIds: readonly string[]): void {
-    for (const id of nodeIds) this.#pipeline?.heartbeat(id);
+    if (this.#closed) return;
+    const home = this.#home;
+    const entry = home.log.leaderId() === undefined ? this.#entry(1) : home;
+    entry.heartbeat(nodeIds);
   }
 
   /** Reports sandbox states observed on nodes (starting, running, suspended, terminated, failed). */
@@ -347,26 +390,26 @@ export class Scheduler {
   }
 
   /** Sets a tenant's quota. */
-  async setQuota(tenant: string, quota: Quota): Promise<void> {
+  async setQuota(tenant: string, quota: Quota, options: MutationOptions = {}): Promise<void> {
     await this.#command({
       type: 'quota.set',
       atMs: this.#opts.now(),
+      requestId: this.#requestId(options),
       tenant,
       quota: parseWith(quotaSchema, quota, 'quota'),
     });
   }
 
   /**
-   * The state a read sees. Linearizable by default: a ReadIndex round on the leader, then the leader's applied
-   * state (this replica may be a follower that is behind). `stale` reads this replica's state at once.
+   * The state a read sees. Linearizable by default: a ReadIndex through the leader, then the applied state
+   * of the replica that served it, once it has applied the read index. `stale` reads the attached
+   * replica's state at once.
    */
   async #read(options: ReadOptions) {
-    if (options.stale === true) return this.log.machine(this.#replica).state;
-    return this.#onLeader(async () => {
-      const leader = this.log.leader();
-      if (leader === undefined) throw new NotLeaderError('no leader');
-      await this.log.readIndex(leader);
-      return this.log.machine(leader).state;
+    if (options.stale === true) return this.#home.machine.state;
+    return this.#onLeader(async (r, deadline) => {
+      await r.readBarrier(deadline);
+      return r.machine.state;
     });
   }
 
@@ -398,15 +441,24 @@ export class Scheduler {
     return [...state.nodes.keys()].sort().map((id) => state.index.get(id) as NodeView);
   }
 
-  /** Committed events from now on, in log order. Ends with OverloadedError if the reader falls too far behind. */
+  /**
+   * Committed events from now on, in log order. Ends with WatchOverflowError if the reader falls too far
+   * behind, and ends (after the events already buffered) when the scheduler closes.
+   */
   watch(): AsyncIterableIterator<SchedulerEvent> {
     const buffer: SchedulerEvent[] = [];
     let wake: (() => void) | undefined;
     let overflow = false;
     let done = false;
+    let closing = this.#closed;
+    const onClose = (): void => {
+      closing = true;
+      off();
+      wake?.();
+    };
     // A replica restarted from its storage replays entries it had applied; the watch skips them by index.
-    let seen = this.log.machine(this.#replica).state.applied;
-    const off = this.log.machine(this.#replica).onApply(({ events }, entry) => {
+    let seen = this.#home.machine.state.applied;
+    const off = this.#home.machine.onApply(({ events }, entry) => {
       if (entry.index <= seen) return;
       seen = entry.index;
       if (buffer.length + events.length > watchBufferMax) overflow = true;
@@ -422,7 +474,13 @@ export class Scheduler {
           if (e !== undefined) return { done: false, value: e };
           if (overflow) {
             off();
+            this.#watchers.delete(onClose);
             throw new WatchOverflowError(`a watch() reader fell more than ${watchBufferMax} events behind`);
+          }
+          if (closing) {
+            done = true;
+            this.#watchers.delete(onClose);
+            return { done: true, value: undefined };
           }
           await new Promise<void>((r) => {
             wake = r;
@@ -433,42 +491,47 @@ export class Scheduler {
       return: async () => {
         done = true;
         off();
+        this.#watchers.delete(onClose);
         wake?.();
         return { done: true, value: undefined };
       },
     };
+    if (closing) off();
+    else this.#watchers.add(onClose);
     return iterator;
   }
 
   stats(): SchedulerStats {
-    const s = this.#pipeline?.stats;
-    const state = this.log.machine(this.#replica).state;
-    const batches = this.#past.batches + (s?.batches ?? 0);
-    const reasons = new Map(this.#past.reasons);
-    for (const [k, v] of s?.rejectReasons ?? []) reasons.set(k, (reasons.get(k) ?? 0) + v);
+    const state = this.#home.machine.state;
+    const all = this.replicas.map((r) => r.stats());
+    const sum = (
+      k: 'batches' | 'batchedRequests' | 'batchLatencyMsTotal' | 'placed' | 'rejected' | 'replans',
+    ) => all.reduce((acc, s) => acc + s[k], 0);
+    const batches = sum('batches');
+    const reasons = new Map<string, number>();
+    for (const s of all) for (const [k, v] of s.rejectReasons) reasons.set(k, (reasons.get(k) ?? 0) + v);
     return {
       leader: this.log.leader(),
       applied: state.applied,
       nodes: state.nodes.size,
       sandboxes: state.sandboxes.size,
-      pending: this.#pipeline?.pendingCount ?? 0,
+      pending: all.reduce((acc, s) => acc + s.pending, 0),
       batches,
-      meanBatch: batches === 0 ? 0 : (this.#past.batchedRequests + (s?.batchedRequests ?? 0)) / batches,
-      meanBatchLatencyMs: batches === 0 ? 0 : (this.#past.latency + (s?.batchLatencyMsTotal ?? 0)) / batches,
-      placed: this.#past.placed + (s?.placed ?? 0),
-      rejected: this.#past.rejected + (s?.rejected ?? 0),
-      replans: this.#past.replans + (s?.replans ?? 0),
+      meanBatch: batches === 0 ? 0 : sum('batchedRequests') / batches,
+      meanBatchLatencyMs: batches === 0 ? 0 : sum('batchLatencyMsTotal') / batches,
+      placed: sum('placed'),
+      rejected: sum('rejected'),
+      replans: sum('replans'),
       rejectReasons: Object.fromEntries(reasons),
     };
   }
 
-  /** Stops the pipeline; calls in progress reject with SchedulerClosedError or NotLeaderError. */
-  /** Stops the pipeline; a Raft group the scheduler created itself is closed too (its timers stop). */
+  /** Stops the replicas' pipelines (calls in progress reject); a group the scheduler created is closed too. */
   async close(): Promise<void> {
     this.#closed = true;
-    this.#unsubscribe();
-    this.#pipeline?.stop();
-    this.#pipeline = undefined;
+    for (const end of [...this.#watchers]) end();
+    this.#watchers.clear();
+    for (const r of this.replicas) r.stop();
     if (this.#ownsLog && this.log instanceof RaftGroupLog) await this.log.close();
   }
 }

@@ -26,12 +26,13 @@ import {
 import type { LostFrom, NodeRecord, Sandbox, SchedulerEvent, Usage } from './types.js';
 
 /** Snapshot format version written. */
-export const snapshotVersion = 3;
+export const snapshotVersion = 4;
 /**
- * Versions restore reads: 2 is 3 without `lostFrom` and `pendingUntilMs` (its lost sandboxes cannot be
- * restored by a reconcile; it had no pending sandboxes).
+ * Versions restore reads: 3 is 4 without the first outcome of non-create request ids in `dedup` (it had
+ * none); 2 is 3 without `lostFrom` and `pendingUntilMs` (its lost sandboxes cannot be restored by a
+ * reconcile; it had no pending sandboxes).
  */
-const snapshotVersionsReadable: readonly number[] = [2, 3];
+const snapshotVersionsReadable: readonly number[] = [2, 3, 4];
 
 /**
  * A sandbox as a tuple: [id, requestId, tenant, spec (index into `specs`), state, nodeId, gpuDevices,
@@ -62,7 +63,8 @@ interface SnapshotBody {
   readonly specs: readonly SandboxSpec[];
   readonly sandboxes: readonly SandboxRow[];
   readonly quotas: readonly (readonly [string, Quota])[];
-  readonly dedup: readonly (readonly [string, string, string, number])[];
+  /** [requestId, sandboxId, digest, atMs, first outcome of a non-create command (v4)]. */
+  readonly dedup: readonly (readonly [string, string, string, number, (CommandResult | null)?])[];
 }
 
 const encoder = new Encoder({ ignoreUndefined: true });
@@ -106,7 +108,7 @@ export function encodeSnapshot(state: SchedulerState): Uint8Array {
     quotas: [...state.quotas.entries()],
     dedup: state.dedupOrder.toArray().map((rid) => {
       const e = state.dedup.get(rid) as DedupEntry;
-      return [rid, e.sandboxId, e.specDigest, e.atMs] as const;
+      return [rid, e.sandboxId, e.specDigest, e.atMs, e.result ?? null] as const;
     }),
   };
   return encoder.encode(body);
@@ -183,8 +185,10 @@ export function decodeSnapshot(bytes: Uint8Array): SchedulerState {
   nodes = nodes.asImmutable();
   sandboxes = sandboxes.asImmutable();
   let dedup = IMap<string, DedupEntry>().asMutable();
-  for (const [rid, sandboxId, specDigest, atMs] of body.dedup)
-    dedup.set(rid, Object.freeze({ sandboxId, specDigest, atMs }));
+  for (const [rid, sandboxId, specDigest, atMs, result] of body.dedup) {
+    const first = result === null || result === undefined ? {} : { result: Object.freeze(result) };
+    dedup.set(rid, Object.freeze({ sandboxId, specDigest, atMs, ...first }));
+  }
   dedup = dedup.asImmutable();
   return SchedulerState.fromData({
     applied: body.applied,

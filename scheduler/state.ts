@@ -33,6 +33,7 @@ import {
   NoCapacityError,
   NodeNotReadyError,
   QuotaExceededError,
+  RequestIdConflictError,
   UnknownSandboxError,
 } from './errors.js';
 import {
@@ -45,16 +46,27 @@ import {
 } from './lifecycle.js';
 import type { LostFrom, NodeRecord, Sandbox, SchedulerEvent, Usage } from './types.js';
 
-/** Request ids remembered for idempotency, oldest evicted first. Kept in the snapshot. */
+/**
+ * Request ids remembered for idempotency (creates and every other command that carries one), oldest
+ * evicted first. Kept in the snapshot. The rule, applied after every entry: drop the oldest ids while more
+ * than `dedupEntriesMax` are kept or while the oldest is older than `dedupRetentionMs` by the entry's own
+ * `atMs` (the leader's clock stamped into the command, never a clock read in apply), so every replica
+ * evicts the same ids at the same index. A retry after that is treated as a new request.
+ */
 export const dedupEntriesMax = 1_000_000;
 /** How long a request id is remembered, in the leader's milliseconds. */
 export const dedupRetentionMs = 24 * 60 * 60 * 1000;
 
-/** What the dedup table remembers of a request: the sandbox it created and a digest of its spec. */
+/**
+ * What the dedup table remembers of a request. A create: the sandbox it created and a digest of its spec.
+ * Any other command: `sandboxId` is empty, the digest is of the caller's arguments (`commandDigest`), and
+ * `result` is the first outcome, which a duplicate gets back.
+ */
 export interface DedupEntry {
   readonly sandboxId: string;
   readonly specDigest: string;
   readonly atMs: number;
+  readonly result?: CommandResult;
 }
 
 /** The result of one place item. */
@@ -206,7 +218,23 @@ export function shapeOf(
  * keeping every spec. Two 32-bit FNV-1a lanes over the canonical JSON.
  */
 export function specDigest(spec: SandboxSpec): string {
-  const s = canonicalJson(spec);
+  return digestOf(canonicalJson(spec));
+}
+
+/**
+ * A digest of what the caller asked a command to do: its type and arguments, without `atMs`, the request
+ * id, or what the leader decided for it (a resume's node), so the same call retried on another leader has
+ * the same digest and a call with other arguments does not. Prefixed with the type so it never equals a
+ * create's spec digest by construction of the input.
+ */
+export function commandDigest(cmd: Command): string {
+  const { atMs: _atMs, requestId: _rid, ...args } = cmd as Command & { requestId?: string };
+  const asked =
+    cmd.type === 'resume' ? { type: cmd.type, sandboxId: cmd.sandboxId } : (args as Record<string, unknown>);
+  return digestOf(`cmd:${canonicalJson(asked)}`);
+}
+
+function digestOf(s: string): string {
   let a = 0x811c9dc5;
   let b = 0x01000193 ^ s.length;
   for (let i = 0; i < s.length; i++) {
@@ -464,19 +492,56 @@ export function applyCommand(state: SchedulerState, cmd: Command, entryIndex: nu
     entryIndex,
     applied: state.applied,
   });
+  const requestId = 'requestId' in cmd ? cmd.requestId : undefined;
+  if (requestId !== undefined) {
+    const seen = state.dedup.get(requestId);
+    if (seen !== undefined)
+      return { state: state.withApplied(entryIndex), result: duplicateOf(seen, cmd), events: [] };
+  }
   const draft = new Draft(state, entryIndex, cmd.atMs);
+  let result: CommandResult;
   try {
-    const result = applyTo(draft, cmd);
-    evictDedup(draft);
-    return { state: draft.finish(), result, events: draft.events };
+    result = applyTo(draft, cmd);
   } catch (err) {
     if (!(err instanceof TrellisError)) throw err;
+    // A refused command changes nothing, its request id included: it had no effect, so a retry that
+    // applies later is as if only the retry had been made (and bad input leaves no trace in the state).
     return {
       state: state.withApplied(entryIndex),
       result: { ok: false, error: errorResult(err) },
       events: [],
     };
   }
+  if (requestId !== undefined) return recordOutcome(draft, requestId, cmd, result);
+  evictDedup(draft);
+  return { state: draft.finish(), result, events: draft.events };
+}
+
+/**
+ * What a command whose request id is already in the dedup table returns: the first outcome when it asks
+ * the same thing, else RequestIdConflictError. The state is unchanged either way (one effect, one event).
+ */
+function duplicateOf(seen: DedupEntry, cmd: Command): CommandResult {
+  if (seen.result !== undefined && seen.specDigest === commandDigest(cmd)) return seen.result;
+  return { ok: false, error: errorResult(conflict(String((cmd as { requestId?: string }).requestId), seen)) };
+}
+
+function conflict(requestId: string, seen: DedupEntry): RequestIdConflictError {
+  const what = seen.result === undefined ? `a create (sandbox ${seen.sandboxId})` : 'a different call';
+  return new RequestIdConflictError(`request id ${requestId} was already used for ${what}`);
+}
+
+function recordOutcome(draft: Draft, requestId: string, cmd: Command, result: CommandResult): Applied {
+  const entry: DedupEntry = Object.freeze({
+    sandboxId: '',
+    specDigest: commandDigest(cmd),
+    atMs: draft.atMs,
+    result,
+  });
+  draft.d.dedup = draft.d.dedup.set(requestId, entry);
+  draft.d.dedupOrder = draft.d.dedupOrder.push(requestId);
+  evictDedup(draft);
+  return { state: draft.finish(), result, events: draft.events };
 }
 
 function applyTo(draft: Draft, cmd: Command): CommandResult {
@@ -843,6 +908,10 @@ function place(draft: Draft, items: readonly PlaceItem[]): CommandResult {
       results.push(placePending(draft, item, waiting));
       continue;
     }
+    if (seen?.result !== undefined) {
+      results.push(rejectedItem(item, conflict(item.requestId, seen)));
+      continue;
+    }
     if (seen !== undefined) {
       // A retried request, or a plan re-proposed by a new leader: the first commit wins, once.
       results.push({ requestId: item.requestId, sandboxId: seen.sandboxId, outcome: 'duplicate' });
@@ -882,6 +951,10 @@ function pend(draft: Draft, items: readonly PendItem[]): CommandResult {
   const results: PlaceItemResult[] = [];
   for (const item of items) {
     const seen = draft.d.dedup.get(item.requestId);
+    if (seen?.result !== undefined) {
+      results.push(rejectedItem(item, conflict(item.requestId, seen)));
+      continue;
+    }
     if (seen !== undefined) {
       results.push({ requestId: item.requestId, sandboxId: seen.sandboxId, outcome: 'duplicate' });
       continue;

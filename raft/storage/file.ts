@@ -7,13 +7,17 @@
  * - `snap-<index:16 hex>.snap` — snapshots, written as `*.tmp`, fsynced, renamed, then the directory fsynced.
  *   A leftover `.tmp` (a crash mid-write) is ignored and removed on open.
  *
- * A record is `[u32 length][u32 crc32c][u8 type][payload]` (little-endian; the CRC covers type and payload).
+ * - `LOCK` — the owner of the directory (dir-lock.ts): one process per data directory, taken on open.
+ *
+ * A record is `[u32 length][u32 crc32c][u8 type][payload]` (wal-record.ts; the CRC covers type and payload).
  * Types: entry, hard state, snapshot marker (the log before it was replaced by a snapshot). Payloads are msgpack.
  * Appending an entry at or below the last index replaces the suffix from there, in memory and on replay alike.
  *
- * Recovery replays every segment. A record cut short or failing its CRC at the very end of the last segment is a
- * torn write from a crash: it is truncated away (it was never acknowledged, because acknowledgement waits for
- * fsync). The same anywhere else is corruption, and opening fails with `WalCorruptError` naming file and offset.
+ * Recovery replays every segment. A torn tail — damage in the last segment with no intact record after it
+ * (wal-record.ts explains how that is decided) — is the unfinished write of a crash: it is truncated away (it
+ * was never acknowledged, because acknowledgement waits for fsync). Any other damage, a damaged snapshot file,
+ * a record of the wrong shape, or a hard state that moves backwards is corruption: opening fails with
+ * `WalCorruptError` naming file, offset and what is wrong, and nothing in the directory is changed.
  *
  * Reads are served from memory (the live log since the last compaction), as the core's contract requires.
  * Concurrent `save` calls are written in order and share one fsync (group commit).
@@ -27,31 +31,41 @@ import { TrellisError } from '../../src/lib/errors.js';
 import type { ConfState, Entry, EntryType, HardState, Snapshot, SnapshotMeta } from '../core/types.js';
 import { emptyConfState, emptyHardState } from '../core/types.js';
 import { crc32c } from './crc32c.js';
+import { DirLock, type LockState, readDirLock } from './dir-lock.js';
 import { entriesIn, termAt } from './log-slice.js';
 import type { Storage, StorageUpdate } from './storage.js';
+import {
+  isTornTail,
+  recEntry,
+  recHardState,
+  encodeRecord as record,
+  recordBytesMax,
+  recSnapshotMarker,
+  type ScannedRecord,
+  scanSegment,
+} from './wal-record.js';
 
+export { recordBytesMax };
 /** A segment is closed and a new one started once it grows past this. */
 export const segmentBytesMaxDefault = 64 << 20;
-/** The largest record accepted on write or read. */
-export const recordBytesMax = 64 << 20;
 /** Snapshot files kept besides the newest. */
 const snapshotsKeptOld = 1;
-const headerBytes = 9;
-const recEntry = 1;
-const recHardState = 2;
-const recSnapshotMarker = 3;
 const snapMagic = 0x54524c53; // "TRLS"
+const segmentName = /^wal-[0-9a-f]{16}\.log$/;
 
-/** The WAL holds a damaged record that is not a torn tail: the log cannot be trusted, and nothing is opened. */
+/**
+ * The data directory holds damage a crash cannot explain (not a torn tail): the log cannot be trusted, and
+ * nothing is opened or changed. The operator's way out is in docs/operations.md (wipe and catch up).
+ */
 export class WalCorruptError extends TrellisError {
   override readonly name = 'WalCorruptError';
-  readonly code = 'RAFT_WAL_CORRUPT';
+  readonly code = 'WAL_CORRUPT';
   constructor(
     readonly file: string,
     readonly offset: number,
     readonly reason: string,
   ) {
-    super(`WAL corrupt in ${file} at byte ${offset}: ${reason}`);
+    super(`WAL corrupt in ${file} at byte ${offset}: ${reason}`, { details: { file, offset, reason } });
   }
 }
 
@@ -59,6 +73,35 @@ export class WalCorruptError extends TrellisError {
 export class StorageClosedError extends TrellisError {
   override readonly name = 'StorageClosedError';
   readonly code = 'RAFT_STORAGE_CLOSED';
+}
+
+/** What `FileStorage.inspect` found in a data directory, read-only. */
+export interface WalReport {
+  readonly dir: string;
+  readonly lock: LockState;
+  readonly segments: readonly SegmentReport[];
+  /** Every snapshot file, newest last; `ok` false when its checksum or shape fails. */
+  readonly snapshotFiles: readonly { file: string; bytes: number; ok: boolean }[];
+  /** The snapshot in use (index 0 when none). */
+  readonly snapshot: SnapshotMeta;
+  readonly hardState: HardState;
+  readonly firstIndex: number;
+  readonly lastIndex: number;
+  readonly lastTerm: number;
+  /** The unfinished write of a crash, which the next open cuts away. */
+  readonly tornTail: { file: string; offset: number; bytes: number; reason: string } | undefined;
+  /** Temp files of interrupted snapshot writes, which the next open removes. */
+  readonly leftoverTmp: readonly string[];
+  /** Empty when the directory opens; otherwise one error per problem found. */
+  readonly problems: readonly WalCorruptError[];
+}
+
+export interface SegmentReport {
+  readonly file: string;
+  readonly bytes: number;
+  readonly records: number;
+  /** Highest entry index written in the segment (0 when it holds none). */
+  readonly maxIndex: number;
 }
 
 export interface FileStorageOptions {
@@ -73,17 +116,6 @@ const hex16 = (n: number): string => n.toString(16).padStart(16, '0');
 /** One encoder for WAL records: `record` copies its payload at once, so the shared buffer is never kept. */
 const recordEncoder = new Encoder();
 const recordBody = (value: unknown): Uint8Array => recordEncoder.encodeSharedRef(value);
-
-function record(type: number, payload: Uint8Array): Uint8Array {
-  assert(payload.length + 1 <= recordBytesMax, 'record too large', { bytes: payload.length });
-  const out = new Uint8Array(headerBytes + payload.length);
-  const view = new DataView(out.buffer);
-  out[8] = type;
-  out.set(payload, headerBytes);
-  view.setUint32(0, payload.length + 1, true);
-  view.setUint32(4, crc32c(out, 8), true);
-  return out;
-}
 
 function concat(parts: readonly Uint8Array[]): Uint8Array {
   let n = 0;
@@ -102,16 +134,24 @@ export class FileStorage implements Storage {
   readonly #segmentBytesMax: number;
   readonly #fsync: boolean;
   #hardState: HardState = emptyHardState;
+  /** The hard state of the newest record written to disk: the one a new segment starts with. */
+  #hardStateWritten: HardState = emptyHardState;
   #snapshot: Snapshot = { meta: { index: 0, term: 0, conf: emptyConfState }, data: new Uint8Array(0) };
   /** Entries after the snapshot index: `#entries[i]` has index `#snapshot.meta.index + 1 + i`. */
   #entries: Entry[] = [];
   #segment: { handle: FileHandle; seq: number; bytes: number } | undefined;
   /** Highest entry index written to each segment, for deleting compacted segments. */
   readonly #segmentMaxIndex = new Map<number, number>();
-  #pending: { bytes: Uint8Array; mustSync: boolean; resolve: () => void; reject: (e: unknown) => void }[] =
-    [];
+  #pending: {
+    bytes: Uint8Array;
+    hardState: HardState | undefined;
+    mustSync: boolean;
+    resolve: () => void;
+    reject: (e: unknown) => void;
+  }[] = [];
   #writing = false;
   #closed = false;
+  #lock: DirLock | undefined;
 
   private constructor(dir: string, options: FileStorageOptions) {
     this.#dir = dir;
@@ -119,12 +159,78 @@ export class FileStorage implements Storage {
     this.#fsync = options.fsync ?? true;
   }
 
-  /** Opens (creating if needed) the storage in `dir` and recovers its state. Throws WalCorruptError. */
+  /**
+   * Opens (creating if needed) the storage in `dir`, takes its lock and recovers its state, cutting away a
+   * torn tail. Throws WalCorruptError (the directory is left as it was) and DataDirLockedError.
+   */
   static async open(dir: string, options: FileStorageOptions = {}): Promise<FileStorage> {
     await mkdir(dir, { recursive: true });
     const s = new FileStorage(dir, options);
-    await s.#recover();
+    s.#lock = await DirLock.acquire(dir, { fsync: s.#fsync });
+    try {
+      await s.#recover();
+    } catch (err) {
+      await s.#segment?.handle.close();
+      await s.#lock.release();
+      throw err;
+    }
     return s;
+  }
+
+  /**
+   * Reads a data directory without changing anything (no lock taken, no torn tail cut, no temp file removed)
+   * and reports what is there, or every problem that would stop `open`.
+   */
+  static async inspect(dir: string): Promise<WalReport> {
+    const s = new FileStorage(dir, { fsync: false });
+    const files = (await readdir(dir)).sort();
+    const problems: WalCorruptError[] = [];
+    const snapshotFiles = await s.#loadSnapshot(files, problems);
+    const scans = await s.#scanSegments(files, problems);
+    let tornTail: WalReport['tornTail'];
+    if (problems.length === 0) {
+      try {
+        s.#replay(scans);
+        s.#checkRecovered();
+      } catch (err) {
+        if (!(err instanceof WalCorruptError)) throw err;
+        problems.push(err);
+      }
+      const torn = scans.find((x) => x.torn !== undefined);
+      if (torn?.torn !== undefined)
+        tornTail = {
+          file: torn.path,
+          offset: torn.torn.offset,
+          bytes: torn.bytes - torn.torn.offset,
+          reason: torn.torn.reason,
+        };
+    }
+    const lastIndex = s.lastIndex();
+    let lastTerm = 0;
+    try {
+      lastTerm = s.term(lastIndex);
+    } catch {
+      // A log that did not replay has no last term to show.
+    }
+    return {
+      dir,
+      lock: await readDirLock(dir),
+      segments: scans.map((x) => ({
+        file: x.path,
+        bytes: x.bytes,
+        records: x.records.length,
+        maxIndex: s.#segmentMaxIndex.get(x.seq) ?? 0,
+      })),
+      snapshotFiles,
+      snapshot: s.#snapshot.meta,
+      hardState: s.#hardState,
+      firstIndex: s.firstIndex(),
+      lastIndex,
+      lastTerm,
+      tornTail,
+      leftoverTmp: files.filter((f) => f.endsWith('.tmp') && !f.startsWith('LOCK')),
+      problems,
+    };
   }
 
   // ---- read side (LogReader) ----
@@ -150,8 +256,14 @@ export class FileStorage implements Storage {
 
   // ---- write side ----
 
-  async save(update: StorageUpdate, mustSync: boolean): Promise<void> {
-    this.#checkOpen();
+  save(update: StorageUpdate, mustSync: boolean): Promise<void> {
+    // A save with a snapshot awaits its file before queueing its records: close must wait for it.
+    if (update.snapshot !== undefined) return this.#track(() => this.#save(update, mustSync));
+    const closed = this.#closedError();
+    return closed === undefined ? this.#save(update, mustSync) : Promise.reject(closed);
+  }
+
+  async #save(update: StorageUpdate, mustSync: boolean): Promise<void> {
     const parts: Uint8Array[] = [];
     if (update.snapshot !== undefined) {
       await this.#writeSnapshotFile(update.snapshot);
@@ -169,17 +281,26 @@ export class FileStorage implements Storage {
         commit: update.hardState.commit,
         lastIndex: this.lastIndex(),
       });
+      const backwards = hardStateRegress(this.#hardState, update.hardState);
+      assert(backwards === undefined, 'the hard state never moves backwards', {
+        backwards,
+        from: this.#hardState,
+        to: update.hardState,
+      });
       this.#hardState = update.hardState;
       parts.push(this.#hardStateRecord());
     }
     if (parts.length === 0) return;
     const maxIndex =
       update.entries.length > 0 ? (update.entries[update.entries.length - 1] as Entry).index : 0;
-    await this.#enqueue(concat(parts), mustSync || update.snapshot !== undefined, maxIndex);
+    await this.#enqueue(concat(parts), mustSync || update.snapshot !== undefined, maxIndex, update.hardState);
   }
 
-  async createSnapshot(index: number, conf: ConfState, data: Uint8Array): Promise<Snapshot> {
-    this.#checkOpen();
+  createSnapshot(index: number, conf: ConfState, data: Uint8Array): Promise<Snapshot> {
+    return this.#track(() => this.#createSnapshot(index, conf, data));
+  }
+
+  async #createSnapshot(index: number, conf: ConfState, data: Uint8Array): Promise<Snapshot> {
     assert(index > this.#snapshot.meta.index, 'snapshot index moves forward', {
       index,
       current: this.#snapshot.meta.index,
@@ -196,8 +317,11 @@ export class FileStorage implements Storage {
     return snap;
   }
 
-  async compact(index: number): Promise<void> {
-    this.#checkOpen();
+  compact(index: number): Promise<void> {
+    return this.#track(() => this.#compact(index));
+  }
+
+  async #compact(index: number): Promise<void> {
     // Entries up to the snapshot index are already out of memory; what compact releases is files.
     assert(index <= this.#snapshot.meta.index, 'compact only what a snapshot covers', {
       index,
@@ -216,18 +340,52 @@ export class FileStorage implements Storage {
     this.#fsyncDir();
   }
 
-  async close(): Promise<void> {
-    if (this.#closed) return;
-    await this.#enqueue(new Uint8Array(0), true, 0);
-    this.#closed = true;
-    await this.#segment?.handle.close();
-    this.#segment = undefined;
+  /**
+   * Waits for snapshot writes and compactions in flight, flushes, closes the segment and releases the
+   * directory lock; every call resolves when all of that is done. Until then no other process can open the
+   * directory, and after it this one writes nothing more there.
+   */
+  close(): Promise<void> {
+    this.#closing ??= this.#close();
+    return this.#closing;
+  }
+  #closing: Promise<void> | undefined;
+
+  async #close(): Promise<void> {
+    await Promise.allSettled([...this.#busy]);
+    try {
+      await this.#enqueue(new Uint8Array(0), true, 0);
+    } finally {
+      this.#closed = true;
+      await this.#segment?.handle.close();
+      this.#segment = undefined;
+      await this.#lock?.release();
+    }
   }
 
   // ---- internals ----
 
-  #checkOpen(): void {
-    if (this.#closed) throw new StorageClosedError('storage is closed');
+  /** Snapshot writes and compactions in flight: close waits for them. */
+  readonly #busy = new Set<Promise<unknown>>();
+
+  /** Runs `op` as an operation close waits for. */
+  #track<T>(op: () => Promise<T>): Promise<T> {
+    const closed = this.#closedError();
+    if (closed !== undefined) return Promise.reject(closed);
+    const p = op();
+    this.#busy.add(p);
+    const done = (): void => {
+      this.#busy.delete(p);
+    };
+    p.then(done, done);
+    return p;
+  }
+
+  /** Closed, or closing: no new operation starts. */
+  #closedError(): StorageClosedError | undefined {
+    return this.#closed || this.#closing !== undefined
+      ? new StorageClosedError('storage is closed')
+      : undefined;
   }
 
   #hardStateRecord(): Uint8Array {
@@ -253,9 +411,16 @@ export class FileStorage implements Storage {
     this.#entries = [];
   }
 
-  #enqueue(bytes: Uint8Array, mustSync: boolean, maxIndex: number): Promise<void> {
+  #enqueue(
+    bytes: Uint8Array,
+    mustSync: boolean,
+    maxIndex: number,
+    hardState: HardState | undefined = undefined,
+  ): Promise<void> {
+    // After close nothing reaches the directory: another process may own it by now.
+    if (this.#closed) return Promise.reject(new StorageClosedError('storage is closed'));
     return new Promise((resolve, reject) => {
-      this.#pending.push({ bytes, mustSync, resolve, reject });
+      this.#pending.push({ bytes, hardState, mustSync, resolve, reject });
       if (maxIndex > 0) this.#pendingMaxIndex = Math.max(this.#pendingMaxIndex, maxIndex);
       if (!this.#writing) void this.#drain();
     });
@@ -279,6 +444,7 @@ export class FileStorage implements Storage {
             seg.bytes += bytes.length;
             if (maxIndex > 0)
               this.#segmentMaxIndex.set(seg.seq, Math.max(this.#segmentMaxIndex.get(seg.seq) ?? 0, maxIndex));
+            for (const b of batch) if (b.hardState !== undefined) this.#hardStateWritten = b.hardState;
           }
           if (this.#fsync && batch.some((b) => b.mustSync)) await seg.handle.datasync();
           for (const b of batch) b.resolve();
@@ -300,9 +466,14 @@ export class FileStorage implements Storage {
       await seg.handle.close();
     }
     const handle = await open(join(this.#dir, `wal-${hex16(seq)}.log`), 'a+');
-    // The hard state leads every segment, so deleting older segments never loses it.
-    const lead = this.#hardStateRecord();
+    // The hard state leads every segment, so deleting older segments never loses it. It is the hard state
+    // last written, not the newest in memory: a save queued in this batch may carry an older one, and the
+    // records must never show the hard state going backwards. Synced at once, because compaction may delete
+    // the segment that held it before anything else syncs this one.
+    const h = this.#hardStateWritten;
+    const lead = record(recHardState, recordBody([h.term, h.vote, h.commit]));
     await handle.write(lead, 0, lead.length, 0);
+    if (this.#fsync) await handle.datasync();
     this.#segment = { handle, seq, bytes: lead.length };
     this.#segmentMaxIndex.set(seq, 0);
     this.#fsyncDir();
@@ -348,39 +519,23 @@ export class FileStorage implements Storage {
 
   async #recover(): Promise<void> {
     const files = (await readdir(this.#dir)).sort();
-    for (const f of files.filter((x) => x.endsWith('.tmp'))) await rm(join(this.#dir, f), { force: true });
-    // The newest snapshot whose checksum holds; an older one is used if the newest is damaged.
-    for (const f of files.filter((x) => x.endsWith('.snap')).reverse()) {
-      const bytes = new Uint8Array(await readFile(join(this.#dir, f)));
-      const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
-      if (
-        bytes.length < 8 ||
-        view.getUint32(0, true) !== snapMagic ||
-        view.getUint32(4, true) !== crc32c(bytes, 8)
-      )
-        continue;
-      const [index, term, voters, learners, outgoing, data] = decode(bytes.subarray(8)) as [
-        number,
-        number,
-        string[],
-        string[],
-        string[],
-        Uint8Array,
-      ];
-      this.#snapshot = { meta: { index, term, conf: { voters, learners, votersOutgoing: outgoing } }, data };
-      break;
-    }
-    const segments = files.filter((x) => /^wal-[0-9a-f]{16}\.log$/.test(x));
-    for (const [i, f] of segments.entries()) {
-      await this.#replaySegment(f, i === segments.length - 1);
-    }
-    const last = segments[segments.length - 1];
+    await this.#loadSnapshot(files);
+    const scans = await this.#scanSegments(files);
+    this.#replay(scans);
+    this.#checkRecovered();
+    // Only now, with everything checked, does recovery change the directory.
+    for (const f of files.filter((x) => x.endsWith('.tmp') && !x.startsWith('LOCK')))
+      await rm(join(this.#dir, f), { force: true });
+    for (const x of scans) if (x.torn !== undefined) await this.#truncate(x.path, x.torn.offset);
+    const last = scans[scans.length - 1];
     if (last !== undefined) {
-      const seq = Number.parseInt(last.slice(4, 20), 16);
-      const handle = await open(join(this.#dir, last), 'a+');
+      const handle = await open(last.path, 'a+');
       const { size } = await handle.stat();
-      this.#segment = { handle, seq, bytes: size };
+      this.#segment = { handle, seq: last.seq, bytes: size };
     }
+  }
+
+  #checkRecovered(): void {
     if (this.#hardState.commit > this.lastIndex()) {
       throw new WalCorruptError(
         this.#dir,
@@ -390,79 +545,111 @@ export class FileStorage implements Storage {
     }
   }
 
-  async #replaySegment(file: string, isLast: boolean): Promise<void> {
-    const path = join(this.#dir, file);
-    const bytes = new Uint8Array(await readFile(path));
-    const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
-    const seq = Number.parseInt(file.slice(4, 20), 16);
-    this.#segmentMaxIndex.set(seq, 0);
-    let off = 0;
-    while (off < bytes.length) {
-      let problem: string | undefined;
-      let length = 0;
-      if (off + headerBytes > bytes.length) problem = 'record header cut short';
-      else {
-        length = view.getUint32(off, true);
-        if (length < 1 || length > recordBytesMax) problem = `impossible record length ${length}`;
-        else if (off + 8 + length > bytes.length) problem = 'record cut short';
-        else if (view.getUint32(off + 4, true) !== crc32c(bytes, off + 8, off + 8 + length))
-          problem = 'checksum mismatch';
-      }
-      if (problem !== undefined) {
-        // Torn tail: only the last record of the last segment, reaching the end of the file, may be damaged.
-        // A crash can also leave the file extended with zeros the data never reached: that is a torn tail too.
-        const zerosToEnd = bytes.subarray(off).every((b) => b === 0);
-        const reachesEnd = problem.includes('cut short') || off + 8 + length >= bytes.length || zerosToEnd;
-        if (isLast && reachesEnd) {
-          const h = await open(path, 'r+');
-          try {
-            await h.truncate(off);
-            if (this.#fsync) await h.sync();
-          } finally {
-            await h.close();
-          }
-          return;
-        }
-        throw new WalCorruptError(path, off, problem);
-      }
-      this.#replayRecord(
-        bytes[off + 8] as number,
-        bytes.subarray(off + headerBytes, off + 8 + length),
-        path,
-        off,
-        seq,
-      );
-      off += 8 + length;
+  async #truncate(path: string, offset: number): Promise<void> {
+    const h = await open(path, 'r+');
+    try {
+      await h.truncate(offset);
+      if (this.#fsync) await h.sync();
+    } finally {
+      await h.close();
     }
   }
 
-  #replayRecord(type: number, payload: Uint8Array, path: string, off: number, seq: number): void {
+  /**
+   * Loads the newest snapshot. Every snapshot file must check out: they are written to a temp file, synced
+   * and renamed, so a crash cannot damage one, and a damaged one means the disk is failing. Without
+   * `problems` the first damaged file throws; with it, every one is listed. Returns what each file holds.
+   */
+  async #loadSnapshot(
+    files: readonly string[],
+    problems?: WalCorruptError[],
+  ): Promise<{ file: string; bytes: number; ok: boolean }[]> {
+    const out: { file: string; bytes: number; ok: boolean }[] = [];
+    for (const f of files.filter((x) => x.endsWith('.snap'))) {
+      const path = join(this.#dir, f);
+      const bytes = new Uint8Array(await readFile(path));
+      const parsed = parseSnapshotFile(bytes);
+      out.push({ file: path, bytes: bytes.length, ok: typeof parsed !== 'string' });
+      if (typeof parsed === 'string') {
+        const err = new WalCorruptError(path, 0, parsed);
+        if (problems === undefined) throw err;
+        problems.push(err);
+      } else if (parsed.meta.index >= this.#snapshot.meta.index) {
+        this.#snapshot = parsed;
+      }
+    }
+    return out;
+  }
+
+  /** Scans every segment; damage that is not a torn tail of the last one throws (or is listed in `problems`). */
+  async #scanSegments(files: readonly string[], problems?: WalCorruptError[]): Promise<SegmentFile[]> {
+    const names = files.filter((x) => segmentName.test(x));
+    const out: SegmentFile[] = [];
+    for (const [i, f] of names.entries()) {
+      const path = join(this.#dir, f);
+      const bytes = new Uint8Array(await readFile(path));
+      const scan = scanSegment(bytes);
+      const seq = Number.parseInt(f.slice(4, 20), 16);
+      const d = scan.damage;
+      let torn: SegmentFile['torn'];
+      if (d !== undefined && isTornTail(d, i === names.length - 1)) {
+        torn = { offset: d.offset, reason: d.reason };
+      } else if (d !== undefined) {
+        const after =
+          d.intactAfter === undefined
+            ? 'in a segment that is not the last'
+            : `an intact record follows at byte ${d.intactAfter}`;
+        const err = new WalCorruptError(path, d.offset, `${d.reason}, and ${after}: not a torn write`);
+        if (problems === undefined) throw err;
+        problems.push(err);
+      }
+      out.push({ path, seq, bytes: bytes.length, records: scan.records, torn });
+    }
+    return out;
+  }
+
+  #replay(scans: readonly SegmentFile[]): void {
+    for (const x of scans) {
+      this.#segmentMaxIndex.set(x.seq, 0);
+      for (const r of x.records) this.#replayRecord(r, x.path, x.seq);
+    }
+    this.#hardStateWritten = this.#hardState;
+  }
+
+  #replayRecord(r: ScannedRecord, path: string, seq: number): void {
+    const corrupt = (reason: string): WalCorruptError => new WalCorruptError(path, r.offset, reason);
     let fields: unknown;
     try {
-      fields = decode(payload);
+      fields = decode(r.payload);
     } catch {
-      throw new WalCorruptError(path, off, 'record payload is not msgpack');
+      throw corrupt('record payload is not msgpack');
     }
-    if (!Array.isArray(fields)) throw new WalCorruptError(path, off, 'record payload has the wrong shape');
-    if (type === recHardState) {
-      const [term, vote, commit] = fields as [number, string, number];
-      this.#hardState = { term, vote, commit };
-    } else if (type === recEntry) {
-      const [term, index, typeCode, data] = fields as [number, number, number, Uint8Array];
+    if (!Array.isArray(fields)) throw corrupt('record payload has the wrong shape');
+    if (r.type === recHardState) {
+      const [term, vote, commit] = fields as unknown[];
+      if (!isIndex(term) || typeof vote !== 'string' || !isIndex(commit))
+        throw corrupt('hard state record has the wrong shape');
+      const next = { term, vote, commit };
+      const backwards = hardStateRegress(this.#hardState, next);
+      if (backwards !== undefined) throw corrupt(`hard state moves backwards: ${backwards}`);
+      this.#hardState = next;
+    } else if (r.type === recEntry) {
+      const [term, index, typeCode, data] = fields as unknown[];
+      if (!isIndex(term) || !isIndex(index) || typeof typeCode !== 'number' || !(data instanceof Uint8Array))
+        throw corrupt('entry record has the wrong shape');
+      const type = entryTypes[typeCode];
+      if (type === undefined) throw corrupt(`unknown entry type ${typeCode}`);
       if (index <= this.#snapshot.meta.index) return; // Covered by the snapshot already.
-      if (index > this.lastIndex() + 1)
-        throw new WalCorruptError(path, off, `gap: entry ${index} after ${this.lastIndex()}`);
-      this.#appendInMemory({ term, index, type: entryTypes[typeCode] ?? 'normal', data });
+      if (index > this.lastIndex() + 1) throw corrupt(`gap: entry ${index} after ${this.lastIndex()}`);
+      this.#appendInMemory({ term, index, type, data });
       this.#segmentMaxIndex.set(seq, Math.max(this.#segmentMaxIndex.get(seq) ?? 0, index));
-    } else if (type === recSnapshotMarker) {
-      const [index, term, local] = fields as [number, number, number | undefined];
+    } else if (r.type === recSnapshotMarker) {
+      const [index, term, local] = fields as unknown[];
+      if (!isIndex(index) || !isIndex(term) || !(local === undefined || local === 1))
+        throw corrupt('snapshot marker has the wrong shape');
       if (index > this.#snapshot.meta.index && local === undefined) {
         // A snapshot from the leader was applied here, but its file is missing: the log cannot be rebuilt.
-        throw new WalCorruptError(
-          path,
-          off,
-          `snapshot ${index} (term ${term}) was applied but its file is gone`,
-        );
+        throw corrupt(`snapshot ${index} (term ${term}) was applied but its file is gone`);
       }
       if (local === undefined && index === this.#snapshot.meta.index) this.#entries = [];
       else if (index <= this.#snapshot.meta.index) {
@@ -470,7 +657,58 @@ export class FileStorage implements Storage {
         this.#entries = this.#entries.filter((e) => e.index > this.#snapshot.meta.index);
       }
     } else {
-      throw new WalCorruptError(path, off, `unknown record type ${type}`);
+      throw corrupt(`unknown record type ${r.type}`);
     }
   }
+}
+
+interface SegmentFile {
+  readonly path: string;
+  readonly seq: number;
+  readonly bytes: number;
+  readonly records: readonly ScannedRecord[];
+  /** A torn tail to cut away on open. */
+  readonly torn: { offset: number; reason: string } | undefined;
+}
+
+const isIndex = (v: unknown): v is number => typeof v === 'number' && Number.isSafeInteger(v) && v >= 0;
+const isNames = (v: unknown): v is string[] => Array.isArray(v) && v.every((x) => typeof x === 'string');
+
+/**
+ * How `next` would move the hard state backwards from `prev`, or undefined when it does not. Terms and the
+ * commit index only grow, and a vote once cast stands for its term: a replica that forgot either could vote
+ * twice in a term or lose entries it acknowledged.
+ */
+export function hardStateRegress(prev: HardState, next: HardState): string | undefined {
+  if (next.term < prev.term) return `term ${prev.term} → ${next.term}`;
+  if (next.commit < prev.commit) return `commit ${prev.commit} → ${next.commit}`;
+  if (next.term === prev.term && prev.vote !== '' && next.vote !== prev.vote)
+    return `vote in term ${prev.term} ${JSON.stringify(prev.vote)} → ${JSON.stringify(next.vote)}`;
+  return undefined;
+}
+
+/** A snapshot file's content, or what is wrong with it. */
+function parseSnapshotFile(bytes: Uint8Array): Snapshot | string {
+  const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+  if (bytes.length < 8) return 'snapshot file cut short';
+  if (view.getUint32(0, true) !== snapMagic) return 'snapshot file has a bad magic number';
+  if (view.getUint32(4, true) !== crc32c(bytes, 8)) return 'snapshot checksum mismatch';
+  let fields: unknown;
+  try {
+    fields = decode(bytes.subarray(8));
+  } catch {
+    return 'snapshot body is not msgpack';
+  }
+  if (!Array.isArray(fields)) return 'snapshot metadata has the wrong shape';
+  const [index, term, voters, learners, outgoing, data] = fields as unknown[];
+  if (
+    !isIndex(index) ||
+    !isIndex(term) ||
+    !isNames(voters) ||
+    !isNames(learners) ||
+    !isNames(outgoing) ||
+    !(data instanceof Uint8Array)
+  )
+    return 'snapshot metadata has the wrong shape';
+  return { meta: { index, term, conf: { voters, learners, votersOutgoing: outgoing } }, data };
 }

@@ -5,10 +5,18 @@
  * rejected, how full each zone is, how fragmented the free capacity is, and how long planning took.
  */
 import type { Command } from 'commander';
-import { ClusterIndex, fragmentation, planBatch, type Rejection } from '../../placement/index.js';
+import {
+  batchRequestsMax,
+  ClusterIndex,
+  fragmentation,
+  planBatch,
+  type Rejection,
+} from '../../placement/index.js';
 import { runClusterDemo } from '../demo/cluster-demo.js';
+import { ValidationError } from '../lib/errors.js';
 import { createRng } from '../lib/prng.js';
 import { generateCluster, generateRequests, zones } from '../testing/generate.js';
+import { intBetween, nonNegativeInt } from './args.js';
 
 export interface PlacementDemoOptions {
   readonly seed: number;
@@ -18,10 +26,18 @@ export interface PlacementDemoOptions {
   readonly out: (line: string) => void;
 }
 
+/** Sizes the demo accepts: it generates everything in memory, and one batch is one planBatch call. */
+export const demoNodesMax = 100_000;
+export const demoRequestsMax = 1_000_000;
+
 const pct = (part: number, whole: number): string =>
   whole === 0 ? '0.0' : ((100 * part) / whole).toFixed(1);
 
 export function runPlacementDemo(o: PlacementDemoOptions): void {
+  // A batch of 0 would never advance through the requests (it looped forever once); refuse it here too,
+  // not only at the flag, since this function is called from code as well.
+  if (!Number.isSafeInteger(o.batch) || o.batch < 1 || o.batch > batchRequestsMax)
+    throw new ValidationError('batch', `must be an integer in 1..${batchRequestsMax}, got ${o.batch}`);
   const rng = createRng(o.seed);
   const specs = generateCluster(rng, { nodes: o.nodes, gpuShare: 0.03, notReadyShare: 0.05 });
   let index = ClusterIndex.of(specs);
@@ -85,18 +101,12 @@ export function registerDemo(program: Command): void {
   program
     .command('demo')
     .description('place a realistic workload on a generated cluster, in-process, and explain the outcome')
-    .option('--seed <n>', 'random seed', '1')
-    .option('--nodes <n>', 'nodes in the generated cluster', '500')
-    .option('--requests <n>', 'sandboxes to place', '6000')
-    .option('--batch <n>', 'requests per batch', '1000')
-    .action((opts: { seed: string; nodes: string; requests: string; batch: string }) => {
-      runPlacementDemo({
-        seed: Number.parseInt(opts.seed, 10),
-        nodes: Number.parseInt(opts.nodes, 10),
-        requests: Number.parseInt(opts.requests, 10),
-        batch: Number.parseInt(opts.batch, 10),
-        out: (line) => process.stdout.write(`${line}\n`),
-      });
+    .option('--seed <n>', 'random seed', nonNegativeInt, 1)
+    .option('--nodes <n>', 'nodes in the generated cluster', intBetween(1, demoNodesMax), 500)
+    .option('--requests <n>', 'sandboxes to place', intBetween(1, demoRequestsMax), 6000)
+    .option('--batch <n>', 'requests per batch', intBetween(1, batchRequestsMax), 1000)
+    .action((opts: { seed: number; nodes: number; requests: number; batch: number }) => {
+      runPlacementDemo({ ...opts, out: (line) => process.stdout.write(`${line}\n`) });
     });
 }
 
@@ -106,15 +116,10 @@ export function registerClusterDemo(program: Command): void {
     .description(
       'the scheduler with 3 in-process replicas: creates, terminates and a leader move (on the in-process log until the Raft driver lands)',
     )
-    .option('--seed <n>', 'random seed', '1')
-    .option('--nodes <n>', 'registered nodes', '300')
-    .option('--sandboxes <n>', 'creates submitted', '5000')
-    .action(async (opts: { seed: string; nodes: string; sandboxes: string }) => {
-      await runClusterDemo({
-        seed: Number.parseInt(opts.seed, 10),
-        nodes: Number.parseInt(opts.nodes, 10),
-        sandboxes: Number.parseInt(opts.sandboxes, 10),
-        out: process.stdout,
-      });
+    .option('--seed <n>', 'random seed', nonNegativeInt, 1)
+    .option('--nodes <n>', 'registered nodes', intBetween(1, demoNodesMax), 300)
+    .option('--sandboxes <n>', 'creates submitted', intBetween(1, demoRequestsMax), 5000)
+    .action(async (opts: { seed: number; nodes: number; sandboxes: number }) => {
+      await runClusterDemo({ ...opts, out: process.stdout });
     });
 }

@@ -2,17 +2,44 @@
 /**
  * The `trellis` command. Argument parsing is commander's (well kept, subcommands, generated help); each
  * subcommand lives in its own file beside this one and registers itself here.
+ *
+ * Failures are handled once, here, for every command present and future: commander's own output is
+ * silenced and its exits turned into exceptions (exitOverride), so a bad flag, an unknown command, an
+ * error thrown by an action and one escaping asynchronously all end the same way: one line
+ * `error: <message> (<CODE>)` on stderr and the exit code of its kind (src/cli/errors.ts). Commander copies
+ * these settings into each subcommand when it is created, so they are set before any command registers.
  */
 import { Command } from 'commander';
+import { registerData } from './data.js';
 import { registerClusterDemo, registerDemo } from './demo.js';
+import { debugWanted, failureOf, isCleanExit } from './errors.js';
 import { registerMembers } from './members.js';
 import { registerNatsConfig } from './nats-config.js';
+import { registerOps } from './ops/index.js';
 import { registerKv, registerServer } from './server.js';
+import { registerSimulate } from './simulate.js';
+import { packageVersion } from './version.js';
+
+const debug = debugWanted(process.argv, process.env);
+
+/** Prints the one line (and, when debugging, the stack) and exits with the code of the error's kind. */
+function fail(err: unknown): never {
+  const { line, exitCode } = failureOf(err);
+  if (debug && err instanceof Error && err.stack !== undefined) process.stderr.write(`${err.stack}\n`);
+  process.stderr.write(`${line}\n`);
+  process.exit(exitCode);
+}
+
+process.on('uncaughtException', fail);
+process.on('unhandledRejection', fail);
 
 const program = new Command()
   .name('trellis')
   .description('Replicated sandbox (microVM) scheduler: Raft over NATS, batched multi-resource placement')
-  .showHelpAfterError();
+  .version(packageVersion(), '-V, --version', 'print the version')
+  .option('--debug', 'print the stack of an error (also TRELLIS_DEBUG=1)')
+  .exitOverride()
+  .configureOutput({ writeErr: () => undefined, outputError: () => undefined });
 
 registerDemo(program);
 registerClusterDemo(program);
@@ -20,11 +47,19 @@ registerNatsConfig(program);
 registerServer(program);
 registerKv(program);
 registerMembers(program);
+registerOps(program);
+registerSimulate(program);
+registerData(program);
 
 // A closed pipe (`trellis demo | head`) ends the command quietly instead of with a stack trace.
 process.stdout.on('error', (err: NodeJS.ErrnoException) => {
   if (err.code === 'EPIPE') process.exit(0);
-  throw err;
+  fail(err);
 });
 
-await program.parseAsync(process.argv);
+try {
+  await program.parseAsync(process.argv);
+} catch (err) {
+  if (isCleanExit(err)) process.exit(0);
+  fail(err);
+}

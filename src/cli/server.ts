@@ -6,33 +6,102 @@
  *
  * The same API carries membership (`members`, `addMember`, `removeMember`: see members.ts), leadership
  * transfer (`transfer`) and `status`, which the replica that receives it answers about itself.
+ *
+ * A retried write takes effect once. Every request carries its deadline (src/lib/deadline.ts): a replica
+ * drops a request past it, on arrival, before forwarding and before proposing, so a replica that wakes from
+ * a stall does not replay work its client has given up on. Writes carry a client session (client id,
+ * sequence number; raft/kv.ts), so a retry whose first attempt did commit returns the first outcome. A
+ * client that gives up on a write that may have committed says so: `OutcomeUnknownError`.
  */
+import { randomUUID } from 'node:crypto';
 import type { Command } from 'commander';
-import { connect, type Msg, type NatsConnection } from 'nats';
+import { ErrorCode, type Msg, type NatsConnection, NatsError } from 'nats';
 import { z } from 'zod';
-import { MembershipChangeError, NotLeaderError } from '../../raft/errors.js';
-import { type KvResult, KvStateMachine, kvCommandCodec } from '../../raft/kv.js';
+import { MembershipChangeError, NotLeaderError, ProposalDroppedError } from '../../raft/errors.js';
+import {
+  type KvCommand,
+  type KvResult,
+  type KvSessionRef,
+  KvStateMachine,
+  kvCommandCodec,
+  kvKeyLengthMax,
+  kvSessionRefSchema,
+  kvValueLengthMax,
+} from '../../raft/kv.js';
 import { RaftNode } from '../../raft/node.js';
 import { FileStorage } from '../../raft/storage/file.js';
 import { NatsTransport } from '../../raft/transport/nats.js';
 import { raftMessageCodec } from '../../raft/wire.js';
 import { createCodec } from '../lib/codec.js';
+import { Deadline, type DeadlineWire, deadlineWireSchema } from '../lib/deadline.js';
+import { DeadlineExceededError, OutcomeUnknownError, TrellisError } from '../lib/errors.js';
 import { replicaId } from '../lib/ids.js';
 import { createRng } from '../lib/prng.js';
-import { zodDecoder } from '../lib/validate.js';
-import { createLogger } from '../log.js';
+import { parseWith, zodDecoder } from '../lib/validate.js';
+import { createLogger, type Logger } from '../log.js';
+import { durationMs, intBetween, positiveInt } from './args.js';
+import {
+  type ConnectionFlags,
+  clientConnection,
+  clientConnectTimeoutMs,
+  connectNats,
+  resolveCredentials,
+  withConnectionOptions,
+} from './connect.js';
+import { exitCodes } from './errors.js';
+import { withServerConfig } from './ops/server-config.js';
 
 const peer = z.string().regex(/^[A-Za-z0-9_-]{1,64}$/, 'a replica id');
-const requestSchema = z.discriminatedUnion('op', [
-  z.strictObject({ op: z.literal('put'), key: z.string().min(1).max(1024), value: z.string().max(65536) }),
-  z.strictObject({ op: z.literal('get'), key: z.string().min(1).max(1024) }),
-  z.strictObject({ op: z.literal('status') }),
-  z.strictObject({ op: z.literal('members') }),
-  z.strictObject({ op: z.literal('addMember'), id: peer, learner: z.boolean() }),
-  z.strictObject({ op: z.literal('removeMember'), id: peer }),
-  z.strictObject({ op: z.literal('transfer'), to: peer }),
+const kvKey = z.string().min(1).max(kvKeyLengthMax);
+const kvValue = z.string().max(kvValueLengthMax);
+const session = kvSessionRefSchema.optional();
+const ops = {
+  put: { op: z.literal('put'), key: kvKey, value: kvValue },
+  get: { op: z.literal('get'), key: kvKey },
+  status: { op: z.literal('status') },
+  members: { op: z.literal('members') },
+  addMember: { op: z.literal('addMember'), id: peer, learner: z.boolean() },
+  removeMember: { op: z.literal('removeMember'), id: peer },
+  transfer: { op: z.literal('transfer'), to: peer },
+};
+/** Version 1 requests: no deadline, no client session (still accepted; the server gives a default budget). */
+const requestSchemaV1 = z.discriminatedUnion('op', [
+  z.strictObject(ops.put),
+  z.strictObject(ops.get),
+  z.strictObject(ops.status),
+  z.strictObject(ops.members),
+  z.strictObject(ops.addMember),
+  z.strictObject(ops.removeMember),
+  z.strictObject(ops.transfer),
 ]);
-export type KvRequest = z.output<typeof requestSchema>;
+/** Version 2: every request carries its deadline; kv writes carry their client session. */
+const deadline = { deadline: deadlineWireSchema.optional() };
+const requestSchema = z.discriminatedUnion('op', [
+  z.strictObject({ ...ops.put, session, ...deadline }),
+  z.strictObject({ op: z.literal('delete'), key: kvKey, session, ...deadline }),
+  z.strictObject({
+    op: z.literal('cas'),
+    key: kvKey,
+    expected: kvValue.nullable(),
+    value: kvValue,
+    session,
+    ...deadline,
+  }),
+  z.strictObject({ ...ops.get, ...deadline }),
+  z.strictObject({ ...ops.status, ...deadline }),
+  z.strictObject({ ...ops.members, ...deadline }),
+  z.strictObject({ ...ops.addMember, ...deadline }),
+  z.strictObject({ ...ops.removeMember, ...deadline }),
+  z.strictObject({ ...ops.transfer, ...deadline }),
+]);
+/** A request as it travels: with its deadline and (kv writes) its client session. */
+export type KvWireRequest = z.output<typeof requestSchema>;
+type DistributiveOmit<T, K extends PropertyKey> = T extends unknown ? Omit<T, K> : never;
+/** A request as a caller of `kvCall` writes it; `kvCall` adds the deadline and the session. */
+export type KvRequest = DistributiveOmit<KvWireRequest, 'deadline' | 'session'>;
+type KvWriteRequest = Extract<KvWireRequest, { op: 'put' | 'delete' | 'cas' }>;
+const isKvWrite = (r: { op: string }): r is KvWriteRequest =>
+  r.op === 'put' || r.op === 'delete' || r.op === 'cas';
 const statusSchema = z.strictObject({
   id: z.string(),
   role: z.string(),
@@ -44,6 +113,8 @@ const statusSchema = z.strictObject({
   snapshotsInstalled: z.number(),
   voters: z.array(z.string()),
   learners: z.array(z.string()),
+  /** Requests this replica dropped because their deadline had passed (e.g. after a stall). */
+  requestsExpired: z.number().optional(),
 });
 export type ReplicaStatus = z.output<typeof statusSchema>;
 export type KvReply =
@@ -56,13 +127,23 @@ export type KvReply =
       readonly learners?: readonly string[];
       readonly status?: ReplicaStatus;
     }
-  | { readonly ok: false; readonly error: string; readonly leader?: string };
+  | {
+      readonly ok: false;
+      readonly error: string;
+      readonly leader?: string;
+      /** The error's stable code (a TrellisError's, or KV_* for the state machine's refusals). */
+      readonly code?: string;
+      /** The value found by a cas that did not apply. */
+      readonly current?: string | null;
+      /** Set when this attempt certainly did not, and will not, take effect (refused before proposing). */
+      readonly unapplied?: true;
+    };
 
-export const kvRequestCodec = createCodec<KvRequest>({
+export const kvRequestCodec = createCodec<KvWireRequest>({
   kind: 'trellis.kv.request',
-  version: 1,
+  version: 2,
   frameBytesMax: 1 << 17,
-  decoders: { 1: zodDecoder(requestSchema) },
+  decoders: { 1: zodDecoder(requestSchemaV1), 2: zodDecoder(requestSchema) },
 });
 const replySchema = z.union([
   z.strictObject({
@@ -74,7 +155,14 @@ const replySchema = z.union([
     learners: z.array(z.string()).optional(),
     status: statusSchema.optional(),
   }),
-  z.strictObject({ ok: z.literal(false), error: z.string().max(4096), leader: z.string().optional() }),
+  z.strictObject({
+    ok: z.literal(false),
+    error: z.string().max(4096),
+    leader: z.string().optional(),
+    code: z.string().max(64).optional(),
+    current: z.string().nullable().optional(),
+    unapplied: z.literal(true).optional(),
+  }),
 ]);
 export const kvReplyCodec = createCodec<KvReply>({
   kind: 'trellis.kv.reply',
@@ -85,56 +173,88 @@ export const kvReplyCodec = createCodec<KvReply>({
 
 export const apiSubject = (cluster: string): string => `trellis.${cluster}.api`;
 
-interface ServerOptions {
+interface ServerOptions extends ConnectionFlags {
   id: string;
   peers: string;
-  nats: string;
   data: string;
-  cluster: string;
-  user?: string;
-  pass?: string;
-  tickMs: string;
-  snapshotEntries: string;
+  tickMs: number;
+  snapshotEntries: number;
+  stopTimeout: number;
 }
 
+/** The longest Raft tick `--tick-ms` takes (a minute: elections would take 10-20 minutes). */
+export const tickMsMax = 60_000;
+/** Entries applied between snapshots unless `--snapshot-entries` says otherwise (etcd's default). */
+export const snapshotEntriesDefault = 100_000;
+/** How long `trellis server` waits for NATS at start unless `--connect-timeout` says otherwise. */
+export const serverConnectTimeoutMsDefault = 60_000;
+/** How long a stopping replica may take to close Raft, storage and NATS before it exits anyway. */
+export const stopTimeoutMsDefault = 3_000;
+
 export function registerServer(program: Command): void {
-  program
+  const cmd = program
     .command('server')
     .description('run one replica of a Raft group over NATS (KV state machine)')
-    .requiredOption('--id <id>', 'this replica')
-    .requiredOption(
+    .option('--id <id>', 'this replica (required)')
+    .option(
       '--peers <ids>',
       "the group's voters on first start, comma-separated; a replica joining a running group lists the current voters without itself, and is then added with `trellis members add`",
     )
-    .requiredOption('--data <dir>', 'directory for the write-ahead log and snapshots')
-    .option('--nats <url>', 'nats-server URL', 'nats://127.0.0.1:4222')
-    .option('--cluster <id>', 'cluster id (subject prefix)', 'trellis')
-    .option('--user <user>', 'NATS user')
-    .option('--pass <password>', 'NATS password')
-    .option('--tick-ms <ms>', 'Raft tick: heartbeats every tick, elections after 10-20 ticks', '20')
+    .option('--data <dir>', 'directory for the write-ahead log and snapshots (required)')
+    .option(
+      '--tick-ms <ms>',
+      'Raft tick: heartbeats every tick, elections after 10-20 ticks',
+      intBetween(1, tickMsMax),
+      20,
+    )
     .option(
       '--snapshot-entries <n>',
       'applied entries between snapshots (the log is compacted at each)',
-      '10000',
+      positiveInt,
+      snapshotEntriesDefault,
     )
-    .action(async (o: ServerOptions) => {
+    .option(
+      '--stop-timeout <duration>',
+      'on SIGTERM/SIGINT, exit after this long even if NATS or storage has not closed',
+      durationMs,
+      stopTimeoutMsDefault,
+    );
+  withConnectionOptions(cmd, serverConnectTimeoutMsDefault);
+  // Flags, then TRELLIS_* env, then an optional YAML config file (credentials keep connect.ts's env names).
+  withServerConfig(cmd, ['id', 'peers', 'data'], ['user', 'password', 'pass', 'creds']).action(
+    async (o: ServerOptions) => {
       await runServer(o);
-    });
+    },
+  );
 }
 
 async function runServer(o: ServerOptions): Promise<void> {
   const id = replicaId(o.id, 'id');
   const peers = o.peers.split(',').map((p) => replicaId(p.trim(), 'peers'));
   const log = createLogger('server', { replica: id, cluster: o.cluster });
-  const nc = await connect({
-    servers: o.nats,
-    name: `trellis-replica-${id}`,
-    maxReconnectAttempts: -1,
-    reconnectTimeWait: 250,
-    waitOnFirstConnect: true,
-    ...(o.user === undefined ? {} : { user: o.user, pass: o.pass ?? '' }),
-  });
+  // The data directory first: a corrupt or already-used one (WalCorruptError, DataDirLockedError) stops
+  // the replica at once, before it joins anything.
   const storage = await FileStorage.open(o.data);
+  const stopping = stopSignal();
+  let connected = false;
+  const nc = await Promise.race([
+    connectNats({
+      servers: o.nats,
+      name: `trellis-replica-${id}`,
+      credentials: resolveCredentials(o, process.env, `replica-${id}`),
+      timeoutMs: o.connectTimeout,
+      reconnectForever: true,
+      log,
+    }),
+    // A signal while still waiting for NATS stops at once: only the storage (and its lock) to release.
+    // Once connected, this branch must do nothing: the stop below closes node, storage and NATS in order.
+    stopping.then(async (): Promise<never> => {
+      if (connected) return new Promise<never>(() => undefined);
+      await storage.close().catch(() => undefined);
+      return exitNow(log, 0);
+    }),
+  ]);
+  connected = true;
   const kv = new KvStateMachine();
   const transport = new NatsTransport({
     connection: nc,
@@ -151,33 +271,56 @@ async function runServer(o: ServerOptions): Promise<void> {
     transport,
     stateMachine: kv,
     rng: createRng(process.pid),
-    tickMs: Number.parseInt(o.tickMs, 10),
-    snapshotEntries: Number.parseInt(o.snapshotEntries, 10),
+    tickMs: o.tickMs,
+    snapshotEntries: o.snapshotEntries,
     // An append's entries must fit one NATS message with their framing: half the server's max payload.
     core: { msgBytesMax: Math.min(512 << 10, Math.floor((nc.info?.max_payload ?? 1 << 20) / 2)) },
   });
   log.info({ peers, data: o.data }, 'replica started');
 
+  let requestsExpired = 0;
+  /** Drops a request whose deadline passed (counted, logged once per request): it must not take effect. */
+  const drop = (req: KvWireRequest, where: string): KvReply => {
+    requestsExpired++;
+    log.warn({ op: req.op, where, requestsExpired }, 'dropped a request past its deadline');
+    return errorReply(new DeadlineExceededError(`${req.op}: deadline passed ${where}; dropped`));
+  };
+
   /** A reply, or (from a follower) the leader's encoded reply, relayed as it came: the client validates it. */
   const serve = async (msg: Msg): Promise<KvReply | Uint8Array> => {
-    let req: KvRequest;
+    let req: KvWireRequest;
     try {
       req = kvRequestCodec.decode(msg.data);
     } catch (err) {
-      return { ok: false, error: String(err).slice(0, 4096) };
+      return errorReply(err, true);
     }
+    // The deadline starts at the door: a request that sat in this process's socket while it was stopped
+    // arrives with its absolute deadline already past.
+    const deadline =
+      req.deadline === undefined ? Deadline.after(defaultBudgetMs(req)) : Deadline.received(req.deadline);
     const st = node.status();
-    if (req.op === 'status') return { ok: true, by: id, status: statusOf(node) };
+    if (req.op === 'status') return { ok: true, by: id, status: statusOf(node, requestsExpired) };
+    if (deadline.expired()) return drop(req, 'on arrival');
     if (st.role !== 'leader') {
       if (st.leader === '' || st.leader === id)
-        return { ok: false, error: 'no leader yet', leader: st.leader };
-      // Forward to the leader's own subject and relay its answer.
+        return { ok: false, error: 'no leader yet', leader: st.leader, code: 'NO_LEADER', unapplied: true };
+      // Forward to the leader's own subject with what is left of the deadline, and relay its answer.
       try {
-        const timeout = req.op === 'put' || req.op === 'get' ? 400 : memberOpTimeoutMs + 1_000;
-        const answer = await nc.request(`${apiSubject(o.cluster)}.${st.leader}`, msg.data, { timeout });
+        const forwarded = kvRequestCodec.encode({ ...req, deadline: deadline.toWire() });
+        const answer = await nc.request(`${apiSubject(o.cluster)}.${st.leader}`, forwarded, {
+          timeout: Math.max(1, deadline.remainingMs()),
+        });
         return answer.data;
-      } catch {
-        return { ok: false, error: 'leader unreachable', leader: st.leader };
+      } catch (err) {
+        // No responders: the leader's subject has no subscriber, so the forward reached no one.
+        const unreached = err instanceof NatsError && err.code === ErrorCode.NoResponders;
+        return {
+          ok: false,
+          error: 'leader unreachable',
+          leader: st.leader,
+          code: 'LEADER_UNREACHABLE',
+          ...(unreached ? { unapplied: true as const } : {}),
+        };
       }
     }
     if (
@@ -189,11 +332,7 @@ async function runServer(o: ServerOptions): Promise<void> {
       try {
         return { ...(await serveMembership(node, req)), by: id };
       } catch (err) {
-        return {
-          ok: false,
-          error: String(err).slice(0, 4096),
-          ...(err instanceof NotLeaderError ? { leader: err.leaderHint } : {}),
-        };
+        return errorReply(err);
       }
     }
     if (req.op === 'get') {
@@ -201,23 +340,16 @@ async function runServer(o: ServerOptions): Promise<void> {
       try {
         await node.read();
       } catch (err) {
-        return {
-          ok: false,
-          error: String(err),
-          ...(err instanceof NotLeaderError ? { leader: err.leaderHint } : {}),
-        };
+        return errorReply(err);
       }
       return { ok: true, value: kv.get(req.key), by: id };
     }
+    // Checked again right before proposing: nothing past its deadline enters the log.
+    if (deadline.expired()) return drop(req, 'before proposing');
     try {
-      const r = await node.propose(kvCommandCodec.encode({ op: 'put', key: req.key, value: req.value }));
-      return r.ok ? { ok: true, previous: r.previous, by: id } : { ok: false, error: r.error };
+      return resultReply(await node.propose(kvCommandCodec.encode(toCommand(req, Date.now()))), id);
     } catch (err) {
-      return {
-        ok: false,
-        error: String(err),
-        ...(err instanceof NotLeaderError ? { leader: err.leaderHint } : {}),
-      };
+      return errorReply(err);
     }
   };
   const answer = (msg: Msg): void => {
@@ -229,29 +361,123 @@ async function runServer(o: ServerOptions): Promise<void> {
   nc.subscribe(`${apiSubject(o.cluster)}.${id}`, { callback: (_e, msg) => answer(msg) });
 
   let last = '';
+  let member = false;
+  let removed: () => void = () => undefined;
+  const removedFromGroup = new Promise<void>((resolve) => {
+    removed = resolve;
+  });
   const watch = setInterval(() => {
     const st = node.status();
     const now = `${st.role}/${st.term}/${st.leader}`;
     if (now !== last) log.info(st, 'raft status');
     last = now;
+    // A joining replica is not a member until it is added; once it was one and is no longer, it was removed.
+    const inConf = st.conf.voters.includes(id) || st.conf.learners.includes(id);
+    if (member && !inConf) removed();
+    member = inConf;
   }, 100);
 
-  await new Promise<void>((resolve) => {
-    const stop = (): void => resolve();
-    process.once('SIGTERM', stop);
-    process.once('SIGINT', stop);
-  });
+  const why = await Promise.race([
+    stopping.then(() => 'signal' as const),
+    removedFromGroup.then(() => 'removed' as const),
+  ]);
   clearInterval(watch);
-  log.info('stopping');
-  await node.close();
-  await nc.drain();
+  if (why === 'removed') log.warn('this replica was removed from the group; stopping');
+  else log.info('stopping');
+  await stopWithin(o.stopTimeout, log, async () => {
+    await node.close();
+    await nc.drain();
+  });
   log.info('stopped');
+  exitNow(log, why === 'removed' ? exitCodes.removed : exitCodes.ok);
+}
+
+/** Resolves on the first SIGTERM or SIGINT. */
+function stopSignal(): Promise<void> {
+  return new Promise<void>((resolve) => {
+    process.once('SIGTERM', () => resolve());
+    process.once('SIGINT', () => resolve());
+  });
+}
+
+/**
+ * Runs `close` but gives up after `timeoutMs`: with nats-server gone, draining the connection (and a Raft
+ * node waiting on its transport) never finishes, and a replica must still exit when told to.
+ */
+async function stopWithin(timeoutMs: number, log: Logger, close: () => Promise<void>): Promise<void> {
+  let timer: NodeJS.Timeout | undefined;
+  const expired = new Promise<'expired'>((resolve) => {
+    timer = setTimeout(() => resolve('expired'), timeoutMs);
+  });
+  const outcome = await Promise.race([
+    close().then(
+      () => 'closed' as const,
+      (err: unknown) => {
+        log.warn({ err: String(err) }, 'error while stopping');
+        return 'closed' as const;
+      },
+    ),
+    expired,
+  ]);
+  clearTimeout(timer);
+  if (outcome === 'expired')
+    log.warn({ stopTimeoutMs: timeoutMs }, 'could not close cleanly in time; exiting');
+}
+
+/** Exits once the log lines written so far have reached stderr (pino writes asynchronously). */
+function exitNow(log: Logger, code: number): never {
+  log.flush();
+  process.exit(code);
 }
 
 /** How long a membership change or transfer may take on the leader (a learner's catch-up included). */
 export const memberOpTimeoutMs = 30_000;
 
-function statusOf(node: RaftNode<KvResult>): ReplicaStatus {
+/** The budget of a version-1 request, which carries no deadline: what a version-1 client waited. */
+function defaultBudgetMs(req: KvWireRequest): number {
+  return req.op === 'put' || req.op === 'get' ? 1_000 : memberOpTimeoutMs + 1_000;
+}
+
+/** The entry for a kv write: the operation, its client session, and the proposing leader's clock. */
+function toCommand(req: KvWriteRequest, stampMs: number): KvCommand {
+  const meta = { stampMs, ...(req.session === undefined ? {} : { session: req.session }) };
+  switch (req.op) {
+    case 'put':
+      return { op: 'put', key: req.key, value: req.value, ...meta };
+    case 'delete':
+      return { op: 'delete', key: req.key, ...meta };
+    case 'cas':
+      return { op: 'cas', key: req.key, expected: req.expected, value: req.value, ...meta };
+  }
+}
+
+/** The state machine's answer, as a reply; its refusals get stable codes. */
+function resultReply(r: KvResult, by: string): KvReply {
+  if (r.ok) return { ok: true, previous: r.previous, by };
+  const code = `KV_${r.error.toUpperCase().replaceAll('-', '_')}`;
+  return { ok: false, error: r.error, code, ...(r.current === undefined ? {} : { current: r.current }) };
+}
+
+/**
+ * An error as a reply. `unapplied` only where the request certainly did not enter the log: refused as not
+ * leader, dropped by Raft, past its deadline. A timeout or a closed node leaves the outcome open.
+ */
+function errorReply(err: unknown, refused = false): KvReply {
+  const unapplied =
+    refused ||
+    err instanceof NotLeaderError ||
+    err instanceof ProposalDroppedError ||
+    err instanceof DeadlineExceededError;
+  return {
+    ok: false,
+    error: String(err).slice(0, 4096),
+    ...(err instanceof TrellisError ? { code: err.code } : {}),
+    ...(err instanceof NotLeaderError ? { leader: err.leaderHint } : {}),
+    ...(unapplied ? { unapplied: true as const } : {}),
+  };
+}
+
+function statusOf(node: RaftNode<KvResult>, requestsExpired: number): ReplicaStatus {
   const st = node.status();
   return {
     id: st.id,
@@ -264,6 +490,7 @@ function statusOf(node: RaftNode<KvResult>): ReplicaStatus {
     snapshotsInstalled: st.snapshotsInstalled,
     voters: [...st.conf.voters],
     learners: [...st.conf.learners],
+    requestsExpired,
   };
 }
 
@@ -290,7 +517,8 @@ async function serveMembership(
       await node.changeMembership({ type: 'remove', peer: req.id });
       return members();
     case 'transfer':
-      await node.transferLeadership(req.to);
+      // To the replica that already leads (this one): nothing to move, and asking for it is not an error.
+      if (req.to !== node.status().id) await node.transferLeadership(req.to);
       return members();
     case 'addMember': {
       const conf = node.status().conf;
@@ -320,7 +548,52 @@ export interface KvRoute {
   leader?: string;
 }
 
-/** A client call to the group: retries through "no leader yet" until `timeoutMs`. */
+/**
+ * A client's session with the group's KV machine (Raft thesis §6.3; the rules are in raft/kv.ts): an id,
+ * and a sequence number per write, kept across the retries of that write. Writes through one session run
+ * one at a time, in call order (a later write waits for the one before), because the machine remembers only
+ * each client's last write. `issuedMs` is this client's clock when a write starts, never decreasing.
+ */
+export class KvClientSession {
+  readonly clientId: string;
+  readonly #now: () => number;
+  #seq = 0;
+  #issuedMs = 0;
+  #tail: Promise<unknown> = Promise.resolve();
+
+  constructor(clientId: string = randomUUID().replaceAll('-', ''), now: () => number = Date.now) {
+    parseWith(kvSessionRefSchema.shape.client, clientId, 'clientId');
+    this.clientId = clientId;
+    this.#now = now;
+  }
+
+  /** Runs `write` with the next sequence number once every earlier write of this session has settled. */
+  run<T>(write: (ref: KvSessionRef) => Promise<T>): Promise<T> {
+    const result = this.#tail.then(() => {
+      this.#issuedMs = Math.max(this.#issuedMs, this.#now());
+      return write({ client: this.clientId, seq: ++this.#seq, issuedMs: this.#issuedMs });
+    });
+    this.#tail = result.catch(() => undefined);
+    return result;
+  }
+}
+
+/** Refusals that are the state machine's own answer to a write: final, never retried. */
+const kvOutcomeCodes: ReadonlySet<string> = new Set(['KV_CAS_MISMATCH', 'KV_FULL', 'KV_BAD_COMMAND']);
+/** Refusals that say this attempt did nothing but an earlier one may have: the write's outcome is open. */
+const kvSessionLostCodes: ReadonlySet<string> = new Set(['KV_STALE_REQUEST', 'KV_SESSION_EXPIRED']);
+
+/**
+ * A client call to the group: retries through "no leader yet", timeouts and failovers until `timeoutMs`.
+ * Each attempt carries a deadline of `requestTimeoutMs` (at most what is left of `timeoutMs`), so no replica
+ * forwards or proposes an attempt after its sender stopped waiting for it.
+ *
+ * A write (`put`, `delete`, `cas`) runs in `session` (a one-write session when none is given), so its
+ * retries are deduplicated: it takes effect at most once and a retry returns the first outcome. When the
+ * call gives up on a write that may have taken effect (an attempt went unanswered, or was answered by a
+ * replica that could not tell), it throws `OutcomeUnknownError`; a write that certainly did not take effect
+ * returns the last refusal (`ok: false`), as does every non-write.
+ */
 export async function kvCall(
   nc: NatsConnection,
   cluster: string,
@@ -328,34 +601,86 @@ export async function kvCall(
   timeoutMs = 5_000,
   requestTimeoutMs = 500,
   route?: KvRoute,
+  session?: KvClientSession,
 ): Promise<KvReply> {
-  const deadline = Date.now() + timeoutMs;
+  if (!isKvWrite(req)) return callGroup(nc, cluster, req, timeoutMs, requestTimeoutMs, route);
+  return (session ?? new KvClientSession()).run((ref) =>
+    callGroup(nc, cluster, { ...req, session: ref }, timeoutMs, requestTimeoutMs, route),
+  );
+}
+
+async function callGroup(
+  nc: NatsConnection,
+  cluster: string,
+  req: KvWireRequest,
+  timeoutMs: number,
+  requestTimeoutMs: number,
+  route: KvRoute | undefined,
+): Promise<KvReply> {
+  const overall = Deadline.after(timeoutMs);
+  const write = isKvWrite(req);
+  /** Whether some attempt may have entered the log: then giving up leaves the outcome unknown. */
+  let maybeApplied = false;
   let redirected = false;
   for (;;) {
-    let reply: KvReply;
+    const attempt = Deadline.after(Math.max(1, Math.min(requestTimeoutMs, overall.remainingMs())));
     const to = route?.leader;
-    try {
-      const subject = to === undefined ? apiSubject(cluster) : `${apiSubject(cluster)}.${to}`;
-      const m = await nc.request(subject, kvRequestCodec.encode(req), { timeout: requestTimeoutMs });
-      reply = kvReplyCodec.decode(m.data);
-    } catch (err) {
-      reply = { ok: false, error: String(err) };
-    }
+    const reply = await attemptOnce(nc, cluster, to, { ...req, deadline: attempt.toWire() }, attempt);
     if (route !== undefined) learnRoute(route, req, reply);
+    if (reply.ok) return reply;
+    if (reply.code !== undefined && kvOutcomeCodes.has(reply.code)) return reply;
+    if (write && reply.unapplied !== true) maybeApplied = true;
+    if (reply.code !== undefined && kvSessionLostCodes.has(reply.code))
+      return giveUp(req, reply, maybeApplied);
     // A refused membership change is an answer, not a transient failure: do not retry it.
-    if (reply.ok || Date.now() > deadline || reply.error.includes('MembershipChangeError')) return reply;
+    if (reply.error.includes('MembershipChangeError')) return reply;
+    if (overall.expired()) return giveUp(req, reply, maybeApplied);
     // Straight to the leader a refusal named, once per call (two stale replicas could name each other);
     // otherwise wait for an election.
     if (!redirected && route?.leader !== undefined && route.leader !== to) {
       redirected = true;
       continue;
     }
-    await new Promise((r) => setTimeout(r, 50));
+    await new Promise((r) => setTimeout(r, Math.min(50, overall.remainingMs())));
   }
 }
 
+/** One request and its reply; a transport failure becomes a reply, `unapplied` only when nobody got it. */
+async function attemptOnce(
+  nc: NatsConnection,
+  cluster: string,
+  to: string | undefined,
+  req: KvWireRequest & { deadline: DeadlineWire },
+  attempt: Deadline,
+): Promise<KvReply> {
+  const subject = to === undefined ? apiSubject(cluster) : `${apiSubject(cluster)}.${to}`;
+  try {
+    const m = await nc.request(subject, kvRequestCodec.encode(req), {
+      timeout: Math.max(1, attempt.remainingMs()),
+    });
+    return kvReplyCodec.decode(m.data);
+  } catch (err) {
+    if (err instanceof NatsError && err.code === ErrorCode.NoResponders)
+      return { ok: false, error: `no replica listens on ${subject}`, code: 'NO_RESPONDERS', unapplied: true };
+    return {
+      ok: false,
+      error: String(err).slice(0, 4096),
+      code: err instanceof NatsError ? err.code : 'CLIENT',
+    };
+  }
+}
+
+function giveUp(req: KvWireRequest, last: Extract<KvReply, { ok: false }>, maybeApplied: boolean): KvReply {
+  if (!maybeApplied) return last;
+  const ref = 'session' in req ? req.session : undefined;
+  throw new OutcomeUnknownError(
+    `${req.op} ${'key' in req ? req.key : ''}: gave up without an answer; it may or may not have taken effect (last: ${last.error.slice(0, 200)})`,
+    { details: { client: ref?.client, seq: ref?.seq, last: last.code } },
+  );
+}
+
 /** Leader-served answers name the leader in `by`; refusals may name it in `leader`; anything else forgets it. */
-function learnRoute(route: KvRoute, req: KvRequest, reply: KvReply): void {
+function learnRoute(route: KvRoute, req: KvWireRequest, reply: KvReply): void {
   if (reply.ok) {
     if (req.op !== 'status') route.leader = reply.by;
   } else if (reply.leader !== undefined && reply.leader !== '') {
@@ -382,25 +707,30 @@ export async function replicaStatus(
   }
 }
 
+/** `trellis kv`'s exit code when a write's outcome is unknown (docs/operations.md lists every exit code). */
+export const kvOutcomeUnknownExitCode = exitCodes.outcomeUnknown;
+
 export function registerKv(program: Command): void {
   const kvCmd = program.command('kv').description('read and write the replica group’s KV state machine');
-  const withConn = async (o: { nats: string; cluster: string }, req: KvRequest): Promise<void> => {
-    const nc = await connect({ servers: o.nats });
-    const reply = await kvCall(nc, o.cluster, req);
-    process.stdout.write(`${JSON.stringify(reply)}\n`);
-    await nc.close();
-    if (!reply.ok) process.exitCode = 1;
+  // An OutcomeUnknownError propagates to the CLI's one error handler: one line and exit code 5
+  // (outcomeUnknown), distinct from a refusal (1) and from an unreachable group (3).
+  const withConn = async (o: ConnectionFlags, req: KvRequest): Promise<void> => {
+    const nc = await clientConnection(o);
+    try {
+      const reply = await kvCall(nc, o.cluster, req);
+      process.stdout.write(`${JSON.stringify(reply)}\n`);
+      if (!reply.ok) process.exitCode = exitCodes.failed;
+    } finally {
+      await nc.close();
+    }
   };
-  kvCmd
-    .command('put <key> <value>')
-    .option('--nats <url>', 'nats-server URL', 'nats://127.0.0.1:4222')
-    .option('--cluster <id>', 'cluster id', 'trellis')
-    .action((key: string, value: string, o: { nats: string; cluster: string }) =>
-      withConn(o, { op: 'put', key, value }),
-    );
-  kvCmd
-    .command('get <key>')
-    .option('--nats <url>', 'nats-server URL', 'nats://127.0.0.1:4222')
-    .option('--cluster <id>', 'cluster id', 'trellis')
-    .action((key: string, o: { nats: string; cluster: string }) => withConn(o, { op: 'get', key }));
+  withConnectionOptions(kvCmd.command('put <key> <value>'), clientConnectTimeoutMs).action(
+    (key: string, value: string, o: ConnectionFlags) => withConn(o, { op: 'put', key, value }),
+  );
+  withConnectionOptions(kvCmd.command('get <key>'), clientConnectTimeoutMs).action(
+    (key: string, o: ConnectionFlags) => withConn(o, { op: 'get', key }),
+  );
+  withConnectionOptions(kvCmd.command('delete <key>'), clientConnectTimeoutMs).action(
+    (key: string, o: ConnectionFlags) => withConn(o, { op: 'delete', key }),
+  );
 }

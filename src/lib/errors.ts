@@ -57,3 +57,23 @@ export class UnavailableError extends TrellisError {
   override readonly name = 'UnavailableError';
   readonly code = 'UNAVAILABLE';
 }
+
+/**
+ * A request's deadline passed before it could be carried out; it was dropped and has not taken effect
+ * (see src/lib/deadline.ts). A replica that wakes from a stall drops such work instead of forwarding it.
+ */
+export class DeadlineExceededError extends TrellisError {
+  override readonly name = 'DeadlineExceededError';
+  readonly code = 'DEADLINE_EXCEEDED';
+}
+
+/**
+ * A client gave up on a mutating request without learning whether it took effect: an attempt may have
+ * committed (or may still commit before its deadline) although no answer came back. Not "failed", not
+ * "no leader yet": read the state to find out, or retry with the same request id (`details.requestId`) or within
+ * the same client session: the request is applied at most once.
+ */
+export class OutcomeUnknownError extends TrellisError {
+  override readonly name = 'OutcomeUnknownError';
+  readonly code = 'OUTCOME_UNKNOWN';
+}

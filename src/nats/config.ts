@@ -5,12 +5,15 @@
  *   its request inboxes;
  * - a **node worker** may receive only its own node's commands (`trellis.<cluster>.node.<id>.cmd`) and publish
  *   only its own node's status (`trellis.<cluster>.node.<id>.status`), plus replies to requests made to it;
- * - an **API client** may send requests to `trellis.<cluster>.api` and follow `trellis.<cluster>.events`.
+ * - an **API client** may send requests to `trellis.<cluster>.api` and to one replica's own subject
+ *   `trellis.<cluster>.api.<id>` (how a client routes to the leader it learned, and asks a replica for its
+ *   status), and follow `trellis.<cluster>.events` and `trellis.<cluster>.watch` (the API's event frames).
  *
  * So a compromised worker can neither speak Raft nor issue API calls, nor impersonate another node.
  * Passwords are random (24 bytes, base64url); the generated file must be kept private (mode 0600).
  */
 import { randomBytes } from 'node:crypto';
+import { ValidationError } from '../lib/errors.js';
 import {
   clusterId as parseClusterId,
   nodeId as parseNodeId,
@@ -40,6 +43,14 @@ function password(): string {
   return randomBytes(24).toString('base64url');
 }
 
+function refuseDuplicates(ids: readonly string[], path: string): void {
+  const seen = new Set<string>();
+  for (const id of ids) {
+    if (seen.has(id)) throw new ValidationError(path, `${JSON.stringify(id)} is listed twice`);
+    seen.add(id);
+  }
+}
+
 /** Creates one user per replica, node worker and API client, each with a fresh random password. */
 export function planNatsUsers(
   cluster: string,
@@ -48,6 +59,10 @@ export function planNatsUsers(
   clients: readonly string[] = ['api'],
 ): NatsAuthPlan {
   parseClusterId(cluster, 'cluster');
+  // Two users of one name would make nats-server keep one and lock the other out: refuse instead.
+  refuseDuplicates(replicas, 'replicas');
+  refuseDuplicates(nodes, 'nodes');
+  refuseDuplicates(clients, 'clients');
   const users: NatsUser[] = [
     ...replicas.map((id) => ({
       user: `replica-${parseReplicaId(id, 'replicas')}`,
@@ -91,7 +106,11 @@ export function permissionsOf(
         allowResponses: true,
       };
     case 'client':
-      return { publish: [`${root}.api`], subscribe: ['_INBOX.>', `${root}.events`], allowResponses: false };
+      return {
+        publish: [`${root}.api`, `${root}.api.*`],
+        subscribe: ['_INBOX.>', `${root}.events`, `${root}.watch`],
+        allowResponses: false,
+      };
   }
 }
 

@@ -45,6 +45,12 @@ export interface TestCluster {
   close(): Promise<void>;
 }
 
+/** Request ids `<prefix>-1`, `<prefix>-2`, … for calls made without one, so a seeded run replays exactly. */
+function countingIds(prefix: string): () => string {
+  let n = 0;
+  return () => `${prefix}-${++n}`;
+}
+
 /** Starts an in-process cluster and registers its nodes. */
 export async function startTestCluster(options: TestClusterOptions = {}): Promise<TestCluster> {
   const log =
@@ -60,6 +66,7 @@ export async function startTestCluster(options: TestClusterOptions = {}): Promis
     ...(options.pipeline === undefined ? {} : { pipeline: options.pipeline }),
     ...(options.now === undefined ? {} : { now: options.now }),
     ...(options.every === undefined ? {} : { every: options.every }),
+    requestIds: countingIds(`req-${options.seed ?? 1}`),
   });
   const nodes = generateCluster(createRng(options.seed ?? 1), {
     nodes: options.nodes ?? 50,

@@ -6,6 +6,7 @@ import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { connect, type NatsConnection } from 'nats';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { exitCodes } from '../../src/cli/errors.js';
 import { kvCall, type ReplicaStatus, replicaStatus } from '../../src/cli/server.js';
 import { cliMain as main, spawnReplica, stopReplica } from '../../src/testing/replica-process.js';
 import { type RunningServer, startNats } from '../../src/testing/servers.js';
@@ -118,7 +119,10 @@ describe('trellis members - membership, transfer and snapshot catch-up with repl
     await waitFor('writes continue after the changes', async () => acked.length > mark + 10);
     writing = false;
     await writer;
-    await stop(removed);
+    // The removed replica notices, says so, and stops by itself with the "removed" exit code (no SIGTERM).
+    const gone = procs.get(removed);
+    await waitFor('the removed replica to exit', async () => gone?.exitCode !== null);
+    expect(gone?.exitCode).toBe(exitCodes.removed);
     for (const key of acked) {
       const r = await kvCall(nc, cluster, { op: 'get', key }, 10_000);
       expect(r).toMatchObject({ ok: true, value: key.slice(1) });
@@ -128,9 +132,15 @@ describe('trellis members - membership, transfer and snapshot catch-up with repl
     const replicas = list.replicas as ReplicaStatus[];
     expect(replicas.map((r) => r.id).sort()).toEqual(after.voters);
     for (const r of replicas) expect(r.voters).toEqual(after.voters);
-    // A refused change is a clear error, not a retry loop: d is already a voter.
+    // A refused change is a clear error, not a retry loop: d is already a voter. One line on stderr.
     await expect(cli('members', 'add', 'd')).rejects.toMatchObject({
-      stdout: expect.stringContaining('already a voter'),
+      code: exitCodes.failed,
+      stdout: '',
+      stderr: expect.stringMatching(/^error: .*already a voter \(RAFT_MEMBERSHIP_CHANGE\)\n$/),
     });
+    // Leadership "moved" to the replica that already leads: nothing to do, and it says ok.
+    const now = (await status(list.leader as string)).leader;
+    expect(await cli('members', 'transfer', now)).toMatchObject({ ok: true, leader: now });
+    expect((await status(now)).role).toBe('leader');
   });
 });

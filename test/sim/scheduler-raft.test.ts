@@ -38,8 +38,10 @@ async function simulate(seed: number): Promise<{ digest: string; log: SimRaftLog
     log.tick();
     await new Promise((r) => setImmediate(r));
   };
+  let requests = 0;
   const scheduler = createScheduler({
     log,
+    requestIds: () => `sim-${seed}-${++requests}`,
     now: () => nowMs,
     every: (fn) => {
       tickers.add(fn);
