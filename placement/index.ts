@@ -32,7 +32,7 @@ export {
 export { fgdClassesMax, fgdScorer, type TaskClass } from './fgd.js';
 export type { Fragmentation, ReferenceShape } from './fragmentation.js';
 export { fragmentation } from './fragmentation.js';
-export type { Plan, PlanOptions } from './plan.js';
+export type { PlacedArrays, Plan, PlanOptions } from './plan.js';
 export { batchRequestsMax, dominantShare, planBatch } from './plan.js';
 export { referenceFeasible, referencePlace } from './reference.js';
 export { constraintHolds, describeConstraint } from './stages/feasibility.js';
