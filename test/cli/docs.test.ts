@@ -5,6 +5,7 @@ import { describe, expect, it } from 'vitest';
 import { exitCodes } from '../../src/cli/errors.js';
 import { registerServer } from '../../src/cli/server.js';
 
+const requiredAfterMerge = new Set(['--id', '--peers', '--data']);
 const operations = join(import.meta.dirname, '..', '..', 'docs', 'operations.md');
 
 describe('trellis cli - docs/operations.md agrees with the command', () => {
@@ -15,13 +16,21 @@ describe('trellis cli - docs/operations.md agrees with the command', () => {
     registerServer(program);
     const server = program.commands.find((c) => c.name() === 'server');
     const docs = await readFile(operations, 'utf8');
+    // The table under the header `| flag | default | meaning |`, up to the first line that is not a row.
+    const start = docs.indexOf('| flag | default | meaning |');
+    expect(start).toBeGreaterThan(0);
+    const end = docs.indexOf('\n\n', start);
+    const table = docs.slice(start, end === -1 ? undefined : end);
     const rows = new Map(
-      [...docs.matchAll(/^\| `(--[a-z-]+) [^`]*` \| ([^|]+) \|/gm)].map((m) => [m[1], (m[2] ?? '').trim()]),
+      [...table.matchAll(/^\| `(--[a-z-]+) [^`]*` \| ([^|]+) \|/gm)].map((m) => [m[1], (m[2] ?? '').trim()]),
     );
     const options = (server?.options ?? []).filter((o) => !o.hidden && o.long !== '--help');
     expect(options.length).toBeGreaterThan(8);
     for (const o of options) {
-      const want = o.mandatory ? 'required' : o.defaultValue === undefined ? 'none' : String(o.defaultValue);
+      // --id, --peers and --data may come from the flags, TRELLIS_* or --config, so commander cannot mark them
+      // mandatory; the server refuses to start without them.
+      const required = o.mandatory || requiredAfterMerge.has(o.long ?? '');
+      const want = required ? 'required' : o.defaultValue === undefined ? 'none' : String(o.defaultValue);
       expect(rows.get(o.long ?? ''), o.long).toBe(want);
     }
   });
@@ -29,7 +38,9 @@ describe('trellis cli - docs/operations.md agrees with the command', () => {
   it('trellis cli - the exit code table lists every exit code the CLI uses', async () => {
     // Each value of exitCodes appears as a row of the table, so a new code cannot go undocumented.
     const docs = await readFile(operations, 'utf8');
-    const section = docs.slice(docs.indexOf('## The `trellis` command: errors and exit codes'));
+    const start = docs.indexOf('## The `trellis` command: errors and exit codes');
+    const end = docs.indexOf('\n## ', start + 1);
+    const section = docs.slice(start, end === -1 ? undefined : end);
     const listed = new Set([...section.matchAll(/^\| (\d+) \|/gm)].map((m) => Number(m[1])));
     expect([...listed].sort((a, b) => a - b)).toEqual(Object.values(exitCodes).sort((a, b) => a - b));
   });
