@@ -247,7 +247,7 @@ async function runServer(o: ServerOptions): Promise<void> {
   const storage = await FileStorage.open(o.data);
   const stopping = stopSignal();
   let connected = false;
-  const nc = await Promise.race([
+  const connecting = Promise.race([
     connectNats({
       servers: o.nats,
       name: `trellis-replica-${id}`,
@@ -264,6 +264,11 @@ async function runServer(o: ServerOptions): Promise<void> {
       return exitNow(log, 0);
     }),
   ]);
+  // Giving up on NATS (or a refused login) releases the data directory before the one error line.
+  const nc = await connecting.catch(async (err: unknown) => {
+    await storage.close().catch(() => undefined);
+    throw err;
+  });
   connected = true;
   if (o.state === 'scheduler') {
     await runSchedulerState({
