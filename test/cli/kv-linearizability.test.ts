@@ -79,7 +79,8 @@ describe('trellis kv - linearizable under crashes, pauses and a nats-server rest
   });
 
   it('trellis kv - concurrent clients under leader and follower kill -9, leader pause and nats restart stay linearizable', async () => {
-    // Four clients (each its own session; two learn the leader, two use the queue group) put, cas and get
+    // Four clients (each its own session; two learn the leader, two use the queue group; two retry after
+    // 150 ms, two after 400 ms) put, cas and get
     // three keys while a seeded nemesis kills the leader, kills a follower (each restarted a second later),
     // pauses the leader with SIGSTOP for 1.5 s, and kills and restarts nats-server, twice over in a seeded
     // order. Every operation is recorded: ok, failed (certainly not applied: left out), or unknown (the client
@@ -98,6 +99,9 @@ describe('trellis kv - linearizable under crashes, pauses and a nats-server rest
     const client = async (n: number, r: Rng): Promise<void> => {
       const session = new KvClientSession(`linz-${seed}-${n}`);
       const route: KvRoute | undefined = n % 2 === 0 ? {} : undefined;
+      // Two clients give each attempt only 150 ms, so many writes are retried while the first attempt is
+      // still on its way: the duplicates the sessions must absorb.
+      const attemptMs = n < 2 ? 400 : 150;
       // A cas expects what this client last read or wrote, so that some of them apply.
       const seen = new Map<string, string | null>();
       for (let i = 0; running; i++) {
@@ -112,7 +116,7 @@ describe('trellis kv - linearizable under crashes, pauses and a nats-server rest
         const callAt = ++clock;
         let output: KvOutput | 'failed';
         try {
-          const reply = await kvCall(nc, cluster, input, 2_000, 400, route, session);
+          const reply = await kvCall(nc, cluster, input, 2_000, attemptMs, route, session);
           output = outputOf(input, reply);
         } catch (err) {
           if (!(err instanceof OutcomeUnknownError)) throw err;
