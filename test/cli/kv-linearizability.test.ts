@@ -15,7 +15,7 @@ import {
 } from '../../src/cli/server.js';
 import { OutcomeUnknownError } from '../../src/lib/errors.js';
 import { createRng, type Rng } from '../../src/lib/prng.js';
-import { cliMain as main, spawnReplica } from '../../src/testing/replica-process.js';
+import { cliMain as main, pauseProcess, spawnReplica } from '../../src/testing/replica-process.js';
 import { type RunningServer, startNats } from '../../src/testing/servers.js';
 import { checkHistory, type KvInput, type KvOutput, type Operation } from '../sim/linearizability.js';
 
@@ -158,9 +158,10 @@ describe('trellis kv - linearizable under crashes, pauses and a nats-server rest
               break;
             }
             case 'leader-pause': {
-              procs.get(lead)?.kill('SIGSTOP');
+              const p = procs.get(lead);
+              if (p !== undefined) await pauseProcess(p);
               await sleep(1_500);
-              procs.get(lead)?.kill('SIGCONT');
+              p?.kill('SIGCONT');
               break;
             }
             case 'nats-restart':
