@@ -26,6 +26,7 @@ import {
 } from './errors.js';
 import type { StateMachine } from './state-machine.js';
 import { type Storage, updateOf } from './storage/storage.js';
+import { type Cancel, realTimers, type Timers } from './timers.js';
 import type { Transport } from './transport.js';
 
 /** Proposals waiting for their entry to commit, at most. */
@@ -47,6 +48,8 @@ export interface RaftNodeOptions<R> {
   /** How long a proposal may wait for its commit. Default 10 s. */
   readonly proposalTimeoutMs?: number;
   readonly core?: Partial<Omit<RawNodeConfig, 'id' | 'voters' | 'learners' | 'storage' | 'rng' | 'applied'>>;
+  /** Clock and timers: ticks, proposal and read timeouts. Default real time; a simulation passes virtual. */
+  readonly timers?: Timers;
 }
 
 /** What `status()` reports. */
@@ -68,7 +71,7 @@ interface Pending<R> {
   readonly term: number;
   readonly resolve: (r: R) => void;
   readonly reject: (e: Error) => void;
-  readonly timer: ReturnType<typeof setTimeout>;
+  readonly timer: Cancel;
 }
 
 export class RaftNode<R> {
@@ -82,11 +85,12 @@ export class RaftNode<R> {
       index: number | undefined;
       resolve: () => void;
       reject: (e: Error) => void;
-      timer: ReturnType<typeof setTimeout>;
+      timer: Cancel;
     }
   >();
   #readSeq = 0;
-  readonly #ticker: ReturnType<typeof setInterval>;
+  readonly #ticker: Cancel;
+  readonly #timers: Timers;
   #loop: Promise<void> | undefined;
   #again = false;
   #closed = false;
@@ -99,6 +103,7 @@ export class RaftNode<R> {
 
   constructor(options: RaftNodeOptions<R>) {
     this.#o = options;
+    this.#timers = options.timers ?? realTimers;
     const snap = options.storage.snapshot();
     // The state machine starts from the stored snapshot; the core hands out only the entries after it.
     if (snap.meta.index > 0) options.stateMachine.restore(snap.data);
@@ -116,7 +121,7 @@ export class RaftNode<R> {
       this.#core.step(m);
       this.#kick();
     });
-    this.#ticker = setInterval(() => {
+    this.#ticker = this.#timers.setInterval(() => {
       this.#core.tick();
       this.#kick();
     }, options.tickMs ?? 100);
@@ -170,7 +175,7 @@ export class RaftNode<R> {
     const r = this.#core.proposeConfChange(change);
     if (!r.ok) return Promise.reject(this.#refusal(r));
     return new Promise<ConfState>((resolve, reject) => {
-      const timer = setTimeout(() => {
+      const timer = this.#timers.setTimeout(() => {
         this.#pendingConf.delete(r.index);
         reject(new TimeoutError(`membership change at index ${r.index} not applied in time`));
       }, this.#o.proposalTimeoutMs ?? 10_000);
@@ -191,11 +196,11 @@ export class RaftNode<R> {
       throw new MembershipChangeError(`${to} is not another voter`);
     }
     this.#kick();
-    const deadline = Date.now() + (this.#o.proposalTimeoutMs ?? 10_000);
+    const deadline = this.#timers.now() + (this.#o.proposalTimeoutMs ?? 10_000);
     while (this.#core.leader !== to || this.#core.role === 'leader') {
       if (this.#closed) throw new RaftClosedError('raft node closed');
-      if (Date.now() > deadline) throw new TimeoutError(`leadership did not move to ${to} in time`);
-      await new Promise((r) => setTimeout(r, this.#o.tickMs ?? 100));
+      if (this.#timers.now() > deadline) throw new TimeoutError(`leadership did not move to ${to} in time`);
+      await new Promise<void>((r) => this.#timers.setTimeout(r, this.#o.tickMs ?? 100));
     }
   }
 
@@ -222,7 +227,7 @@ export class RaftNode<R> {
     const r = this.#core.propose([data]);
     if (!r.ok) return Promise.reject(this.#refusal(r));
     return new Promise<R>((resolve, reject) => {
-      const timer = setTimeout(() => {
+      const timer = this.#timers.setTimeout(() => {
         this.#pending.delete(r.index);
         reject(
           new TimeoutError(
@@ -245,7 +250,7 @@ export class RaftNode<R> {
     const context = `${this.#o.id}-${++this.#readSeq}`;
     if (!this.#core.readIndex(context)) return Promise.reject(new NotLeaderError(this.#core.leader));
     return new Promise<void>((resolve, reject) => {
-      const timer = setTimeout(() => {
+      const timer = this.#timers.setTimeout(() => {
         this.#reads.delete(context);
         reject(new TimeoutError('read not confirmed in time'));
       }, this.#o.proposalTimeoutMs ?? 10_000);
@@ -258,11 +263,11 @@ export class RaftNode<R> {
     const applied = this.#core.log.applied;
     for (const [context, r] of this.#reads) {
       if (r.index !== undefined && r.index <= applied) {
-        clearTimeout(r.timer);
+        r.timer();
         this.#reads.delete(context);
         r.resolve();
       } else if (r.index === undefined && this.#core.role !== 'leader') {
-        clearTimeout(r.timer);
+        r.timer();
         this.#reads.delete(context);
         r.reject(new NotLeaderError(this.#core.leader));
       }
@@ -342,7 +347,7 @@ export class RaftNode<R> {
       for (const e of confApplied) {
         const p = this.#pendingConf.get(e.index);
         if (p === undefined) continue;
-        clearTimeout(p.timer);
+        p.timer();
         this.#pendingConf.delete(e.index);
         if (p.term === e.term) p.resolve(this.#core.confState());
         else p.reject(new ProposalDroppedError(`membership change at ${e.index} was replaced`));
@@ -403,7 +408,7 @@ export class RaftNode<R> {
     const result = this.#o.stateMachine.apply(e);
     if (waiting === undefined) return;
     if (waiting.term === e.term) {
-      clearTimeout(waiting.timer);
+      waiting.timer();
       this.#pending.delete(e.index);
       waiting.resolve(result);
     } else {
@@ -416,7 +421,7 @@ export class RaftNode<R> {
   }
 
   #settle(index: number, p: Pending<R>, err: Error): void {
-    clearTimeout(p.timer);
+    p.timer();
     this.#pending.delete(index);
     p.reject(err);
   }
@@ -430,14 +435,14 @@ export class RaftNode<R> {
   async close(): Promise<void> {
     if (this.#closed) return;
     this.#closed = true;
-    clearInterval(this.#ticker);
+    this.#ticker();
     await this.#loop;
     await this.#snapshotting;
     const closed = (): RaftClosedError =>
       new RaftClosedError('raft node closed', this.#failure === undefined ? {} : { cause: this.#failure });
     for (const [index, p] of [...this.#pending]) this.#settle(index, p, closed());
     for (const [, p] of [...this.#pendingConf]) {
-      clearTimeout(p.timer);
+      p.timer();
       p.reject(closed());
     }
     this.#pendingConf.clear();

@@ -6,7 +6,12 @@
  */
 
 import { DuplicateNodeError, NodeBusyError, OverCommitError, UnknownNodeError } from '../placement/index.js';
-import { TrellisError, type TrellisErrorOptions, ValidationError } from '../src/lib/errors.js';
+import {
+  DeadlineExceededError,
+  TrellisError,
+  type TrellisErrorOptions,
+  ValidationError,
+} from '../src/lib/errors.js';
 
 /** No sandbox with this id exists. */
 export class UnknownSandboxError extends TrellisError {
@@ -93,6 +98,7 @@ const byCode: Readonly<Record<string, ErrorClass>> = {
   SCHED_NOT_LEADER: NotLeaderError,
   SCHED_CLOSED: SchedulerClosedError,
   SCHED_CANCELLED: SandboxCancelledError,
+  DEADLINE_EXCEEDED: DeadlineExceededError,
   PLACEMENT_UNKNOWN_NODE: UnknownNodeError,
   PLACEMENT_DUPLICATE_NODE: DuplicateNodeError,
   PLACEMENT_NODE_BUSY: NodeBusyError,

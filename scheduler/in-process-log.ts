@@ -8,7 +8,7 @@
  */
 import { assert } from '../src/lib/assert.js';
 import { NotLeaderError } from './errors.js';
-import type { ReplicatedLog } from './log.js';
+import type { ReplicaGroup, ReplicaLog } from './log.js';
 import type { CommandResult } from './state.js';
 import { SchedulerStateMachine } from './state-machine.js';
 
@@ -23,9 +23,11 @@ interface Proposal {
   readonly reject: (e: Error) => void;
 }
 
-export class InProcessLog implements ReplicatedLog {
+export class InProcessLog implements ReplicaGroup {
   readonly size: number;
   readonly #machines: SchedulerStateMachine[];
+  readonly #views: ReplicaLog[];
+  readonly #viewListeners = new Set<() => void>();
   #leader: number | undefined = 0;
   #term = 1;
   #lastIndex = 0;
@@ -37,6 +39,29 @@ export class InProcessLog implements ReplicatedLog {
     assert(replicas >= 1 && replicas <= 9, 'replica count out of range', { replicas });
     this.size = replicas;
     this.#machines = Array.from({ length: replicas }, () => new SchedulerStateMachine());
+    this.#views = this.#machines.map((machine, i) => this.#view(i, machine));
+  }
+
+  /** Replica `i` as a replica log: it leads exactly while `leader()` is `i`. */
+  #view(i: number, machine: SchedulerStateMachine): ReplicaLog {
+    return {
+      id: `r${i}`,
+      machine,
+      leaderId: () => (this.#leader === undefined ? undefined : `r${this.#leader}`),
+      leaderTerm: () => (this.#leader === i ? this.#term : undefined),
+      propose: (data) => this.propose(i, data),
+      readIndex: () => this.readIndex(i),
+      onLeaderChange: (listener) => {
+        this.#viewListeners.add(listener);
+        return () => this.#viewListeners.delete(listener);
+      },
+    };
+  }
+
+  replica(i: number): ReplicaLog {
+    const v = this.#views[i];
+    assert(v !== undefined, 'unknown replica', { replica: i });
+    return v;
   }
 
   leader(): number | undefined {
@@ -87,6 +112,7 @@ export class InProcessLog implements ReplicatedLog {
     for (const p of dropped)
       p.reject(new NotLeaderError(`leadership moved to replica ${next} before entry ${p.index} committed`));
     this.#append(new Uint8Array());
+    for (const l of [...this.#viewListeners]) l();
     for (const l of this.#listeners) l(next);
   }
 

@@ -1,25 +1,27 @@
 /**
- * The scheduler's replicas as a real Raft group in one process: one `RaftNode` per replica, each with its own
- * `SchedulerStateMachine`, storage (memory, or a write-ahead log with fsync under a directory) and an
- * endpoint of the in-process loopback transport. Elections, replication, snapshots and ReadIndex are
- * Raft's; nothing is shared between replicas but messages. This is the embedded default behind
- * `createScheduler()`, and what `src/testing` and the benchmarks run.
+ * The scheduler's replicas as a real Raft group in one process: N replica logs (replica.ts
+ * `RaftReplicaLog`), each one `RaftNode` with its own `SchedulerStateMachine` and storage (memory, or a
+ * write-ahead log with fsync under a directory), on the in-process loopback transport. Elections,
+ * replication, snapshots and ReadIndex are Raft's; nothing is shared between replicas but messages (and, as
+ * an optimisation, the decoding of a committed entry). This is the embedded default behind
+ * `createScheduler()`, and what `src/testing` and the benchmarks run; the `Scheduler` puts one
+ * `SchedulerReplica` on each replica log.
  *
- * It implements `ReplicatedLog`: every Raft refusal or lost outcome becomes the scheduler's NotLeaderError,
- * which the scheduler answers by retrying with the same request id (the dedup table makes that safe).
+ * It adds what a test or a demo needs on top: stop a replica as a crash would, restart it from its
+ * storage, move leadership.
  */
 import { join } from 'node:path';
 import type { Message } from '../raft/core/messages.js';
-import { RaftNode } from '../raft/node.js';
+import type { RaftNode } from '../raft/node.js';
 import { FileStorage } from '../raft/storage/file.js';
 import { MemoryStorage } from '../raft/storage/memory.js';
 import type { Storage } from '../raft/storage/storage.js';
 import { LoopbackNetwork } from '../raft/transport/loopback.js';
 import { assert } from '../src/lib/assert.js';
-import { TrellisError } from '../src/lib/errors.js';
 import { createRng } from '../src/lib/prng.js';
 import { NotLeaderError } from './errors.js';
-import type { ReplicatedLog } from './log.js';
+import type { ReplicaGroup, ReplicaLog } from './log.js';
+import { RaftReplicaLog } from './replica.js';
 import type { CommandResult } from './state.js';
 import { SchedulerStateMachine, sharedEntryDecoder } from './state-machine.js';
 
@@ -38,20 +40,52 @@ export interface RaftGroupOptions {
   readonly seed?: number;
 }
 
-interface Member {
-  node: RaftNode<CommandResult>;
-  machine: SchedulerStateMachine;
-  storage: Storage;
-  up: boolean;
+/**
+ * One replica's log for the life of the group: the same object across a stop and restart (its state
+ * machine too, so listeners stay attached), delegating to the Raft replica currently running.
+ */
+class Member implements ReplicaLog {
+  readonly id: string;
+  readonly machine: SchedulerStateMachine;
+  current: RaftReplicaLog | undefined;
+  storage: Storage | undefined;
+  readonly #listeners = new Set<() => void>();
+
+  constructor(id: string, machine: SchedulerStateMachine) {
+    this.id = id;
+    this.machine = machine;
+  }
+
+  get up(): boolean {
+    return this.current !== undefined;
+  }
+
+  leaderId(): string | undefined {
+    return this.current?.leaderId();
+  }
+  leaderTerm(): number | undefined {
+    return this.current?.leaderTerm();
+  }
+  propose(data: Uint8Array): Promise<CommandResult> {
+    if (this.current === undefined)
+      return Promise.reject(new NotLeaderError(`replica ${this.id} is stopped`));
+    return this.current.propose(data);
+  }
+  readIndex(): Promise<void> {
+    if (this.current === undefined)
+      return Promise.reject(new NotLeaderError(`replica ${this.id} is stopped`));
+    return this.current.readIndex();
+  }
+  onLeaderChange(listener: () => void): () => void {
+    this.#listeners.add(listener);
+    return () => this.#listeners.delete(listener);
+  }
+  changed(): void {
+    for (const l of [...this.#listeners]) l();
+  }
 }
 
-function toSchedulerError(err: unknown): unknown {
-  // Every Raft failure of a proposal or read leaves its outcome unknown to the caller: retry elsewhere.
-  if (err instanceof TrellisError && err.code.startsWith('RAFT_')) return new NotLeaderError(err.message);
-  return err;
-}
-
-export class RaftGroupLog implements ReplicatedLog {
+export class RaftGroupLog implements ReplicaGroup {
   readonly size: number;
   readonly #o: Required<Omit<RaftGroupOptions, 'dir'>> & { dir: string | undefined };
   readonly #net = new LoopbackNetwork<Message>();
@@ -72,13 +106,20 @@ export class RaftGroupLog implements ReplicatedLog {
       snapshotEntries: options.snapshotEntries ?? 100_000,
       seed: options.seed ?? 1,
     };
+    // The replicas share one process, so each committed entry is decoded and validated once for all.
+    const decode = sharedEntryDecoder();
+    for (let i = 0; i < this.size; i++) {
+      const m = new Member(`r${i}`, new SchedulerStateMachine(decode));
+      m.onLeaderChange(() => this.#updateLeader());
+      this.#members.push(m);
+    }
   }
 
   /** A group on memory storage, usable at once (it elects replica 0 straight away). */
   static inMemory(options: Omit<RaftGroupOptions, 'dir' | 'fsync'> = {}): RaftGroupLog {
     const g = new RaftGroupLog(options);
     for (let i = 0; i < g.size; i++) g.#start(i, new MemoryStorage());
-    g.#member(0).node.campaign();
+    g.node(0).campaign();
     return g;
   }
 
@@ -86,7 +127,7 @@ export class RaftGroupLog implements ReplicatedLog {
   static async open(options: RaftGroupOptions = {}): Promise<RaftGroupLog> {
     const g = new RaftGroupLog(options);
     for (let i = 0; i < g.size; i++) g.#start(i, await g.#openStorage(i));
-    g.#member(0).node.campaign();
+    g.node(0).campaign();
     return g;
   }
 
@@ -97,32 +138,31 @@ export class RaftGroupLog implements ReplicatedLog {
       : FileStorage.open(join(dir, `r${i}`), { fsync: this.#o.fsync });
   }
 
-  #ids(): string[] {
-    return Array.from({ length: this.size }, (_, i) => `r${i}`);
-  }
-
-  /** The replicas share one process, so each committed entry is decoded and validated once for all. */
-  readonly #decode = sharedEntryDecoder();
-
-  #start(i: number, storage: Storage, machine = new SchedulerStateMachine(this.#decode)): void {
-    const node = new RaftNode<CommandResult>({
-      id: `r${i}`,
-      voters: this.#ids(),
+  #start(i: number, storage: Storage): void {
+    const m = this.#member(i);
+    m.storage = storage;
+    m.current = new RaftReplicaLog({
+      id: m.id,
+      voters: this.#members.map((x) => x.id),
       storage,
-      transport: this.#net.endpoint(`r${i}`),
-      stateMachine: machine,
+      transport: this.#net.endpoint(m.id),
+      machine: m.machine,
       rng: createRng(this.#o.seed * 1000 + i),
       tickMs: this.#o.tickMs,
       snapshotEntries: this.#o.snapshotEntries,
     });
-    this.#members[i] = { node, machine, storage, up: true };
-    node.onRoleChange(() => this.#updateLeader());
+    m.current.onLeaderChange(() => m.changed());
+    m.changed();
   }
 
   #member(i: number): Member {
     const m = this.#members[i];
     assert(m !== undefined, 'unknown replica', { replica: i });
     return m;
+  }
+
+  replica(i: number): ReplicaLog {
+    return this.#member(i);
   }
 
   leader(): number | undefined {
@@ -133,9 +173,11 @@ export class RaftGroupLog implements ReplicatedLog {
     return this.#member(replica).machine;
   }
 
-  /** The Raft node of a replica (status, membership, transfer). */
+  /** The Raft node of a running replica (status, membership, transfer). */
   node(replica: number): RaftNode<CommandResult> {
-    return this.#member(replica).node;
+    const current = this.#member(replica).current;
+    assert(current !== undefined, 'the replica is running', { replica });
+    return current.node;
   }
 
   onLeaderChange(listener: (leader: number | undefined) => void): () => void {
@@ -143,74 +185,67 @@ export class RaftGroupLog implements ReplicatedLog {
     return () => this.#listeners.delete(listener);
   }
 
-  async propose(replica: number, data: Uint8Array): Promise<CommandResult> {
-    const m = this.#member(replica);
-    if (!m.up) throw new NotLeaderError(`replica ${replica} is stopped`);
-    try {
-      return await m.node.propose(data);
-    } catch (err) {
-      throw toSchedulerError(err);
-    }
+  propose(replica: number, data: Uint8Array): Promise<CommandResult> {
+    return this.#member(replica).propose(data);
   }
 
-  async readIndex(replica: number): Promise<void> {
-    const m = this.#member(replica);
-    if (!m.up) throw new NotLeaderError(`replica ${replica} is stopped`);
-    try {
-      await m.node.read();
-    } catch (err) {
-      throw toSchedulerError(err);
-    }
+  readIndex(replica: number): Promise<void> {
+    return this.#member(replica).readIndex();
   }
 
   /**
    * Stops a replica as a crash would, from the others' point of view (its transport goes quiet, its node
-   * closes); `restart` brings it back from its storage. For leader-change tests and demos.
+   * closes); `restart` brings it back from its storage.
    */
   async stop(replica: number): Promise<void> {
     const m = this.#member(replica);
-    if (!m.up) return;
-    m.up = false;
-    this.#net.down.add(`r${replica}`);
-    this.#updateLeader();
-    await m.node.close();
+    const current = m.current;
+    if (current === undefined) return;
+    m.current = undefined;
+    this.#net.down.add(m.id);
+    m.changed();
+    await current.close();
   }
 
   async restart(replica: number): Promise<void> {
     const m = this.#member(replica);
     if (m.up || this.#closed) return;
-    this.#net.down.delete(`r${replica}`);
+    this.#net.down.delete(m.id);
     // The same state machine object, emptied: watchers and other listeners on it stay attached, and the
     // replica rebuilds its state into it from its snapshot and log.
     m.machine.reset();
-    this.#start(replica, await this.#openStorage(replica), m.machine);
+    this.#start(replica, await this.#openStorage(replica));
   }
 
   /** Moves leadership to `replica` (Raft leadership transfer); resolves once it leads. */
   async transferLeadership(replica: number): Promise<void> {
     const l = this.#leader;
     if (l === undefined || l === replica) return;
-    await this.#member(l).node.transferLeadership(`r${replica}`);
+    await this.node(l).transferLeadership(`r${replica}`);
   }
 
   async close(): Promise<void> {
     if (this.#closed) return;
     this.#closed = true;
-    await Promise.all(this.#members.filter((m) => m.up).map((m) => m.node.close()));
+    await Promise.all(
+      this.#members.map(async (m) => {
+        const current = m.current;
+        m.current = undefined;
+        await current?.close();
+      }),
+    );
   }
 
   #updateLeader(): void {
     let best: number | undefined;
     let bestTerm = -1;
     this.#members.forEach((m, i) => {
-      if (!m.up) return;
-      const st = m.node.status();
-      if (st.role === 'leader' && st.term > bestTerm) {
+      const term = m.leaderTerm();
+      if (term !== undefined && term > bestTerm) {
         best = i;
-        bestTerm = st.term;
+        bestTerm = term;
       }
     });
-    // A new term is a new leadership even on the same replica: the scheduler restarts its pipeline.
     if (best === this.#leader && (best === undefined || bestTerm === this.#leaderTerm)) return;
     this.#leader = best;
     this.#leaderTerm = bestTerm;

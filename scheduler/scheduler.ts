@@ -1,15 +1,19 @@
 /**
- * The embedding API: a `Scheduler` over a replicated log. Commands go to the leader's pipeline (a caller
- * attached to a follower is forwarded there); reads come from the caller's replica after a ReadIndex
- * barrier, or straight from its applied state when the caller asks for a stale read.
+ * The embedding API: a `Scheduler` over a group of replicas in this process, one `SchedulerReplica` on each
+ * replica log. The caller is attached to one replica (`config.replica`, default 0): its mutating calls go
+ * to that replica, which runs them on its pipeline when it leads and forwards them to the leader otherwise;
+ * reads come from that replica after a ReadIndex barrier through the leader, or straight from its applied
+ * state when the caller asks for a stale read.
  *
  * When leadership moves, the old leader's pipeline is stopped and its unanswered requests are retried on
  * the new leader with the same request ids, so a create is never lost and, thanks to the committed dedup
- * table, never placed twice.
+ * table, never placed twice. A retry goes to the replica the group knows leads, so a caller whose own
+ * replica is down keeps working.
  */
 import { randomUUID } from 'node:crypto';
 import { type NodeSpec, type NodeView, planBatch } from '../placement/index.js';
 import { assert } from '../src/lib/assert.js';
+import { Deadline } from '../src/lib/deadline.js';
 import { requestId as parseRequestId, sandboxId as parseSandboxId } from '../src/lib/ids.js';
 import { parseWith } from '../src/lib/validate.js';
 import { placementRequestOf, validateSpec } from './admission.js';
@@ -23,6 +27,7 @@ import {
   quotaSchema,
   type ReconcileEntry,
   reconcileReportSchema,
+  type SandboxSpec,
 } from './commands.js';
 import {
   errorFromResult,
@@ -32,14 +37,10 @@ import {
   WatchOverflowError,
 } from './errors.js';
 import type { SandboxState } from './lifecycle.js';
-import type { ReplicatedLog } from './log.js';
-import {
-  defaultPipelineOptions,
-  everyInterval,
-  LeaderPipeline,
-  type PipelineOptions,
-} from './pipeline/leader.js';
+import type { ReplicaGroup } from './log.js';
+import { defaultPipelineOptions, everyInterval, type PipelineOptions } from './pipeline/leader.js';
 import { RaftGroupLog } from './raft-group.js';
+import { SchedulerReplica } from './replica.js';
 import type { CommandResult, ReconcileResult } from './state.js';
 import type { Sandbox, SchedulerEvent } from './types.js';
 
@@ -56,8 +57,8 @@ export interface SchedulerConfig {
    * (`RaftGroupLog.inMemory`), closed with the scheduler. Pass `await RaftGroupLog.open({ dir })` for fsynced
    * file storage, or `InProcessLog` for a log without Raft (deterministic unit tests).
    */
-  readonly log?: ReplicatedLog;
-  /** The replica this scheduler reads from. Default 0. */
+  readonly log?: ReplicaGroup;
+  /** The replica this scheduler is attached to: its calls enter there and its reads are served there. Default 0. */
   readonly replica?: number;
   readonly pipeline?: Partial<Omit<PipelineOptions, 'now' | 'every'>>;
   /** The leader's clock, stamped into commands. Default Date.now. */
@@ -84,11 +85,10 @@ export interface CreateOptions {
 }
 
 /**
- * Options of every mutating call other than create. `requestId` makes the call idempotent: the committed
- * state remembers the id with the first outcome, so a retry with the same id (after a timeout, a leader
- * change, or from another process) returns that outcome without applying twice, and the same id with
- * other arguments throws RequestIdConflictError. One is generated when absent, and reused for the
- * scheduler's own retries on a new leader.
+ * `requestId` makes a mutating call idempotent: the committed state remembers the id with the first
+ * outcome, so a retry with the same id (after a timeout, a leader change, or from another process) returns
+ * that outcome without applying twice, and the same id with other arguments throws
+ * RequestIdConflictError. One is generated when absent, and reused for the scheduler's own retries.
  */
 export interface ReadOptions {
   /** Read this replica's applied state without a ReadIndex round. */
@@ -117,25 +117,17 @@ export interface SchedulerStats {
 }
 
 export class Scheduler implements SchedulerApi {
-  readonly log: ReplicatedLog;
-  readonly #replica: number;
+  readonly log: ReplicaGroup;
+  /** One replica per replica log of the group, each with its pipeline while it leads. */
+  readonly replicas: readonly SchedulerReplica[];
+  readonly #attached: number;
   readonly #opts: PipelineOptions;
   readonly #leaderWaitMs: number;
   readonly #ownsLog: boolean;
   readonly #newRequestId: () => string;
-  #pipeline: LeaderPipeline | undefined;
   #closed = false;
-  readonly #unsubscribe: () => void;
-  /** Counters of pipelines that have stopped, so stats survive leader changes. */
-  readonly #past = {
-    batches: 0,
-    batchedRequests: 0,
-    latency: 0,
-    placed: 0,
-    rejected: 0,
-    replans: 0,
-    reasons: new Map<string, number>(),
-  };
+  /** What ends each open `watch()` iterator when the scheduler closes. */
+  readonly #watchers = new Set<() => void>();
 
   constructor(config: SchedulerConfig = {}) {
     // The embedded default: a real Raft group of in-process replicas on memory storage.
@@ -143,9 +135,9 @@ export class Scheduler implements SchedulerApi {
     this.log = config.log ?? RaftGroupLog.inMemory({ replicas: config.replicas ?? 3 });
     this.#leaderWaitMs = config.leaderWaitMs ?? 10_000;
     this.#newRequestId = config.requestIds ?? randomUUID;
-    this.#replica = config.replica ?? 0;
-    assert(this.#replica < this.log.size, 'replica out of range', {
-      replica: this.#replica,
+    this.#attached = config.replica ?? 0;
+    assert(this.#attached < this.log.size, 'replica out of range', {
+      replica: this.#attached,
       size: this.log.size,
     });
     this.#opts = {
@@ -154,44 +146,47 @@ export class Scheduler implements SchedulerApi {
       now: config.now ?? Date.now,
       every: config.every ?? everyInterval,
     };
-    this.#startPipeline(this.log.leader());
-    this.#unsubscribe = this.log.onLeaderChange((leader) => this.#startPipeline(leader));
-  }
-
-  #startPipeline(leader: number | undefined): void {
-    const old = this.#pipeline;
-    if (old !== undefined) {
-      const s = old.stats;
-      this.#past.batches += s.batches;
-      this.#past.batchedRequests += s.batchedRequests;
-      this.#past.latency += s.batchLatencyMsTotal;
-      this.#past.placed += s.placed;
-      this.#past.rejected += s.rejected;
-      this.#past.replans += s.replans;
-      for (const [k, v] of s.rejectReasons) this.#past.reasons.set(k, (this.#past.reasons.get(k) ?? 0) + v);
-      old.stop();
-    }
-    this.#pipeline =
-      leader === undefined || this.#closed ? undefined : new LeaderPipeline(this.log, leader, this.#opts);
+    const replicas: SchedulerReplica[] = [];
+    // In one process a forwarded request is handed to the other replica's `handle`, as bytes, exactly as
+    // it would travel between processes.
+    const forwarder = async (leaderId: string, request: Uint8Array): Promise<Uint8Array> => {
+      const to = replicas.find((r) => r.id === leaderId);
+      if (to === undefined) throw new NotLeaderError(`no replica ${leaderId} in this group`);
+      return to.handle(request);
+    };
+    for (let i = 0; i < this.log.size; i++)
+      replicas.push(new SchedulerReplica(this.log.replica(i), { pipeline: this.#opts, forwarder }));
+    this.replicas = replicas;
   }
 
   /**
-   * Runs `f` on the current leader's pipeline. On NotLeaderError (the leader was lost, or there is none) it
-   * waits for the next leader and retries with the same request — safe, since request ids make it
-   * idempotent — until `leaderWaitMs` has passed without one.
+   * The replica a call's attempt enters: the attached one first; on a retry the one the group knows leads
+   * (the attached replica may be down or cut off), else the attached one again.
    */
-  async #onLeader<T>(f: (p: LeaderPipeline) => Promise<T>): Promise<T> {
-    const deadline = this.#opts.now() + this.#leaderWaitMs;
+  #entry(attempt: number): SchedulerReplica {
+    const leader = attempt === 0 ? undefined : this.log.leader();
+    return this.replicas[leader ?? this.#attached] as SchedulerReplica;
+  }
+
+  get #home(): SchedulerReplica {
+    return this.replicas[this.#attached] as SchedulerReplica;
+  }
+
+  /**
+   * Runs `f` through a replica with the call's deadline. On NotLeaderError (the leader was lost, or there
+   * is none) it waits for the next leader and retries with the same request — safe, since request ids
+   * make it idempotent — until `leaderWaitMs` has passed without one.
+   */
+  async #onLeader<T>(f: (r: SchedulerReplica, deadline: Deadline) => Promise<T>): Promise<T> {
+    const deadline = Deadline.after(this.#leaderWaitMs, this.#opts.now);
     for (let attempt = 0; ; attempt++) {
       if (this.#closed) throw new SchedulerClosedError('the scheduler is closed');
-      const p = this.#pipeline;
       try {
-        if (p === undefined) throw new NotLeaderError('no leader');
-        return await f(p);
+        return await f(this.#entry(attempt), deadline);
       } catch (err) {
         if (!(err instanceof NotLeaderError)) throw err;
         if (attempt < leaderRetriesMax) await new Promise((r) => setImmediate(r));
-        else await this.#nextLeader(deadline, err);
+        else await this.#nextLeader(deadline.atMs, err);
       }
     }
   }
@@ -199,7 +194,7 @@ export class Scheduler implements SchedulerApi {
   /** Resolves when a leader is (or becomes) available; rejects with `cause` once `deadline` passes. */
   #nextLeader(deadline: number, cause: NotLeaderError): Promise<void> {
     const onTick = this.#opts.every;
-    if (this.#pipeline !== undefined && this.#opts.now() <= deadline) {
+    if (this.log.leader() !== undefined && this.#opts.now() <= deadline) {
       // A leader exists but refused: give it a tick before asking again.
       return new Promise((resolve) => {
         const cancel = onTick(() => {
@@ -227,7 +222,7 @@ export class Scheduler implements SchedulerApi {
 
   async #command(cmd: Command): Promise<CommandResult> {
     const data = commandCodec.encode(cmd);
-    const result = await this.#onLeader((p) => p.propose(data));
+    const result = await this.#onLeader((r, deadline) => r.command(data, deadline));
     if (!result.ok) throw errorFromResult(result.error);
     return result;
   }
@@ -238,16 +233,17 @@ export class Scheduler implements SchedulerApi {
    * used for another spec, QuotaExceededError, OverloadedError, and NoCapacityError when it found no
    * node before its deadline (the error's `details.reason` says why).
    */
-  async create(spec: unknown, options: CreateOptions = {}): Promise<Sandbox> {
+  async create(spec: SandboxSpec, options: CreateOptions = {}): Promise<Sandbox> {
+    // Typed for callers, still validated: JavaScript callers and data from the wire reach here unchecked.
     const checked = validateSpec(spec);
     const requestId = options.requestId ?? this.#newRequestId();
-    const sb = await this.#onLeader((p) => p.create(requestId, checked));
+    const sb = await this.#onLeader((r, deadline) => r.create(requestId, checked, deadline));
     if (options.wait === 'running' && sb.state !== 'running') return this.#waitFor(sb.id, 'running');
     return sb;
   }
 
   #waitFor(sandboxId: string, state: SandboxState): Promise<Sandbox> {
-    const machine = this.log.machine(this.#replica);
+    const machine = this.#home.machine;
     return new Promise((resolve, reject) => {
       const off = machine.onApply(({ events }) => {
         for (const e of events) {
@@ -300,7 +296,7 @@ export class Scheduler implements SchedulerApi {
    */
   async resume(sandboxId: string, options: MutationOptions = {}): Promise<void> {
     const requestId = this.#requestId(options);
-    const state = this.log.machine(this.#replica).state;
+    const state = this.#home.machine.state;
     const sb = state.sandbox(parseSandboxId(sandboxId));
     if (sb === undefined) throw new UnknownSandboxError(`sandbox ${sandboxId} does not exist`);
     const tryPlace = (pin: string | undefined) => {
@@ -380,7 +376,10 @@ export class Scheduler implements SchedulerApi {
 
   /** Records heartbeats from nodes; the leader commits them once per interval. */
   heartbeat(nodeIds: readonly string[]): void {
-    for (const id of nodeIds) this.#pipeline?.heartbeat(id);
+    if (this.#closed) return;
+    const home = this.#home;
+    const entry = home.log.leaderId() === undefined ? this.#entry(1) : home;
+    entry.heartbeat(nodeIds);
   }
 
   /** Reports sandbox states observed on nodes (starting, running, suspended, terminated, failed). */
@@ -402,16 +401,15 @@ export class Scheduler implements SchedulerApi {
   }
 
   /**
-   * The state a read sees. Linearizable by default: a ReadIndex round on the leader, then the leader's applied
-   * state (this replica may be a follower that is behind). `stale` reads this replica's state at once.
+   * The state a read sees. Linearizable by default: a ReadIndex through the leader, then the applied state
+   * of the replica that served it, once it has applied the read index. `stale` reads the attached
+   * replica's state at once.
    */
   async #read(options: ReadOptions) {
-    if (options.stale === true) return this.log.machine(this.#replica).state;
-    return this.#onLeader(async () => {
-      const leader = this.log.leader();
-      if (leader === undefined) throw new NotLeaderError('no leader');
-      await this.log.readIndex(leader);
-      return this.log.machine(leader).state;
+    if (options.stale === true) return this.#home.machine.state;
+    return this.#onLeader(async (r, deadline) => {
+      await r.readBarrier(deadline);
+      return r.machine.state;
     });
   }
 
@@ -443,15 +441,24 @@ export class Scheduler implements SchedulerApi {
     return [...state.nodes.keys()].sort().map((id) => state.index.get(id) as NodeView);
   }
 
-  /** Committed events from now on, in log order. Ends with OverloadedError if the reader falls too far behind. */
+  /**
+   * Committed events from now on, in log order. Ends with WatchOverflowError if the reader falls too far
+   * behind, and ends (after the events already buffered) when the scheduler closes.
+   */
   watch(): AsyncIterableIterator<SchedulerEvent> {
     const buffer: SchedulerEvent[] = [];
     let wake: (() => void) | undefined;
     let overflow = false;
     let done = false;
+    let closing = this.#closed;
+    const onClose = (): void => {
+      closing = true;
+      off();
+      wake?.();
+    };
     // A replica restarted from its storage replays entries it had applied; the watch skips them by index.
-    let seen = this.log.machine(this.#replica).state.applied;
-    const off = this.log.machine(this.#replica).onApply(({ events }, entry) => {
+    let seen = this.#home.machine.state.applied;
+    const off = this.#home.machine.onApply(({ events }, entry) => {
       if (entry.index <= seen) return;
       seen = entry.index;
       if (buffer.length + events.length > watchBufferMax) overflow = true;
@@ -467,7 +474,13 @@ export class Scheduler implements SchedulerApi {
           if (e !== undefined) return { done: false, value: e };
           if (overflow) {
             off();
+            this.#watchers.delete(onClose);
             throw new WatchOverflowError(`a watch() reader fell more than ${watchBufferMax} events behind`);
+          }
+          if (closing) {
+            done = true;
+            this.#watchers.delete(onClose);
+            return { done: true, value: undefined };
           }
           await new Promise<void>((r) => {
             wake = r;
@@ -478,42 +491,47 @@ export class Scheduler implements SchedulerApi {
       return: async () => {
         done = true;
         off();
+        this.#watchers.delete(onClose);
         wake?.();
         return { done: true, value: undefined };
       },
     };
+    if (closing) off();
+    else this.#watchers.add(onClose);
     return iterator;
   }
 
   stats(): SchedulerStats {
-    const s = this.#pipeline?.stats;
-    const state = this.log.machine(this.#replica).state;
-    const batches = this.#past.batches + (s?.batches ?? 0);
-    const reasons = new Map(this.#past.reasons);
-    for (const [k, v] of s?.rejectReasons ?? []) reasons.set(k, (reasons.get(k) ?? 0) + v);
+    const state = this.#home.machine.state;
+    const all = this.replicas.map((r) => r.stats());
+    const sum = (
+      k: 'batches' | 'batchedRequests' | 'batchLatencyMsTotal' | 'placed' | 'rejected' | 'replans',
+    ) => all.reduce((acc, s) => acc + s[k], 0);
+    const batches = sum('batches');
+    const reasons = new Map<string, number>();
+    for (const s of all) for (const [k, v] of s.rejectReasons) reasons.set(k, (reasons.get(k) ?? 0) + v);
     return {
       leader: this.log.leader(),
       applied: state.applied,
       nodes: state.nodes.size,
       sandboxes: state.sandboxes.size,
-      pending: this.#pipeline?.pendingCount ?? 0,
+      pending: all.reduce((acc, s) => acc + s.pending, 0),
       batches,
-      meanBatch: batches === 0 ? 0 : (this.#past.batchedRequests + (s?.batchedRequests ?? 0)) / batches,
-      meanBatchLatencyMs: batches === 0 ? 0 : (this.#past.latency + (s?.batchLatencyMsTotal ?? 0)) / batches,
-      placed: this.#past.placed + (s?.placed ?? 0),
-      rejected: this.#past.rejected + (s?.rejected ?? 0),
-      replans: this.#past.replans + (s?.replans ?? 0),
+      meanBatch: batches === 0 ? 0 : sum('batchedRequests') / batches,
+      meanBatchLatencyMs: batches === 0 ? 0 : sum('batchLatencyMsTotal') / batches,
+      placed: sum('placed'),
+      rejected: sum('rejected'),
+      replans: sum('replans'),
       rejectReasons: Object.fromEntries(reasons),
     };
   }
 
-  /** Stops the pipeline; calls in progress reject with SchedulerClosedError or NotLeaderError. */
-  /** Stops the pipeline; a Raft group the scheduler created itself is closed too (its timers stop). */
+  /** Stops the replicas' pipelines (calls in progress reject); a group the scheduler created is closed too. */
   async close(): Promise<void> {
     this.#closed = true;
-    this.#unsubscribe();
-    this.#pipeline?.stop();
-    this.#pipeline = undefined;
+    for (const end of [...this.#watchers]) end();
+    this.#watchers.clear();
+    for (const r of this.replicas) r.stop();
     if (this.#ownsLog && this.log instanceof RaftGroupLog) await this.log.close();
   }
 }

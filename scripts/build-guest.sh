@@ -11,7 +11,7 @@ set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 out="${1:-$here/.cache/guest}"
 # The guest build's version: bump it when this script or guest/ changes so caches are rebuilt.
-version="3"
+version="4"
 base_mib="${TRELLIS_GUEST_BASE_MIB:-256}"
 
 if [ -f "$out/stamp" ] && [ "$(cat "$out/stamp")" = "$version" ]; then

@@ -31,7 +31,7 @@ import {
 } from '../errors.js';
 import type { SandboxState } from '../lifecycle.js';
 import { holdsAllocation } from '../lifecycle.js';
-import type { ReplicatedLog } from '../log.js';
+import type { ReplicaLog } from '../log.js';
 import { type SchedulerState, specDigest } from '../state.js';
 import type { Sandbox, SchedulerEvent, Usage } from '../types.js';
 import { Batcher } from './batcher.js';
@@ -86,8 +86,7 @@ export interface PipelineStats {
 }
 
 export class LeaderPipeline {
-  readonly #log: ReplicatedLog;
-  readonly #replica: number;
+  readonly #log: ReplicaLog;
   readonly #opts: PipelineOptions;
   readonly #batcher: Batcher<CreateRequest>;
   readonly #planner = new Planner();
@@ -110,19 +109,18 @@ export class LeaderPipeline {
     rejectReasons: new Map(),
   };
 
-  constructor(log: ReplicatedLog, replica: number, opts: PipelineOptions) {
+  constructor(log: ReplicaLog, opts: PipelineOptions) {
     this.#log = log;
-    this.#replica = replica;
     this.#opts = opts;
     this.#batcher = new Batcher({ sizeMax: opts.batchSizeMax, windowMs: opts.batchWindowMs }, (b) =>
       this.#onBatch(b),
     );
-    this.#unsubscribe = log.machine(replica).onApply((applied) => this.#onCommitted(applied.events));
+    this.#unsubscribe = log.machine.onApply((applied) => this.#onCommitted(applied.events));
     this.#cancelTick = opts.every(() => this.#tick(), opts.heartbeatIntervalMs);
     // Rebuilt from committed state: lost stateless sandboxes a previous leader had not placed again yet, and
     // the pending queue. A new leader may not have applied everything committed yet: what it applies later
     // arrives through #onCommitted, which adopts it the same way.
-    for (const sb of log.machine(replica).state.sandboxes.values()) {
+    for (const sb of log.machine.state.sandboxes.values()) {
       if (sb.state === 'lost' && sb.spec.stateless === true) this.#lost.add(sb.id);
       if (sb.state === 'pending') this.#adopt(sb);
     }
@@ -164,8 +162,8 @@ export class LeaderPipeline {
    * or NotLeaderError when this replica stops leading first.
    */
   create(requestId: string, spec: SandboxSpec): Promise<Sandbox> {
-    if (this.#stopped) return Promise.reject(new NotLeaderError(`replica ${this.#replica} no longer leads`));
-    const state = this.#log.machine(this.#replica).state;
+    if (this.#stopped) return Promise.reject(new NotLeaderError(`replica ${this.#log.id} no longer leads`));
+    const state = this.#log.machine.state;
     const idem = checkRequestId(state, requestId, spec);
     const live = this.#live.get(requestId);
     if (live !== undefined) {
@@ -212,8 +210,8 @@ export class LeaderPipeline {
   }
 
   /** Proposes any command through this leader and returns its result. */
-  propose(data: Uint8Array): ReturnType<ReplicatedLog['propose']> {
-    return this.#log.propose(this.#replica, data);
+  propose(data: Uint8Array): ReturnType<ReplicaLog['propose']> {
+    return this.#log.propose(data);
   }
 
   /** Stops the pipeline; every unanswered request is rejected with NotLeaderError so callers retry. */
@@ -225,7 +223,7 @@ export class LeaderPipeline {
     this.#batcher.drain();
     this.#pending.takeAll();
     this.#held = [];
-    const err = new NotLeaderError(`replica ${this.#replica} stopped leading`);
+    const err = new NotLeaderError(`replica ${this.#log.id} stopped leading`);
     for (const req of this.#live.values()) rejectAll(req, err);
     this.#live.clear();
   }
@@ -266,7 +264,7 @@ export class LeaderPipeline {
 
   async #runBatch(batch: CreateRequest[]): Promise<void> {
     const startMs = this.#opts.now();
-    const state = this.#log.machine(this.#replica).state;
+    const state = this.#log.machine.state;
     const plan = this.#planner.plan(batch, state.index);
     const verified = verify(plan, batch, state);
     for (const req of verified.committed) this.#answerCommitted(req);
@@ -277,7 +275,7 @@ export class LeaderPipeline {
     const byId = new Map(batch.map((r) => [r.requestId, r] as const));
     try {
       if (verified.items.length > 0) {
-        const results = await proposePlace(this.#log, this.#replica, verified.items, this.#opts.now());
+        const results = await proposePlace(this.#log, verified.items, this.#opts.now());
         for (const r of results) {
           const req = byId.get(r.requestId) as CreateRequest;
           if (r.outcome === 'rejected') this.#replan(req, `${r.error.code}: ${r.error.message}`);
@@ -302,7 +300,7 @@ export class LeaderPipeline {
   }
 
   #answerCommitted(req: CreateRequest): void {
-    const state = this.#log.machine(this.#replica).state;
+    const state = this.#log.machine.state;
     if (!this.#settle(req)) return;
     this.stats.placed += 1;
     resolveAll(req, committedSandbox(state, req.requestId, req.spec));
@@ -356,7 +354,7 @@ export class LeaderPipeline {
           else if (r.outcome === 'rejected') this.#refuse(req, errorFromResult(r.error));
           else if (r.outcome === 'duplicate') {
             // The id committed meanwhile: placed by an earlier leader, or recorded by an earlier pend.
-            const sb = this.#log.machine(this.#replica).state.sandbox(r.sandboxId);
+            const sb = this.#log.machine.state.sandbox(r.sandboxId);
             if (sb?.state !== 'pending') this.#answerCommitted(req);
           }
         }
@@ -391,7 +389,7 @@ export class LeaderPipeline {
       else this.#noCapacity(e.req, e.reason);
     }
     if (recorded.length === 0) return;
-    const state = this.#log.machine(this.#replica).state;
+    const state = this.#log.machine.state;
     const sandboxOf = (req: CreateRequest) => state.dedup.get(req.requestId)?.sandboxId ?? req.requestId;
     for (const { req } of recorded) this.#pending.remove(req.requestId);
     const items = recorded.map(({ req, reason }) => ({
@@ -405,7 +403,7 @@ export class LeaderPipeline {
     // it). If leadership moves first, stop() answers the callers, who retry; the next leader fails them.
     void this.propose(commandCodec.encode({ type: 'status', atMs: this.#opts.now(), items })).then(
       () => {
-        const after = this.#log.machine(this.#replica).state;
+        const after = this.#log.machine.state;
         for (const { req, reason } of recorded)
           if (after.sandbox(sandboxOf(req)) === undefined) this.#noCapacity(req, reason);
       },
@@ -437,11 +435,11 @@ export class LeaderPipeline {
       if (e.kind === 'sandbox' && e.from === 'pending') this.#pendingLeft(e.sandboxId, e.to, e.reason);
       if (e.kind === 'sandbox' && e.to === 'pending') {
         // Recorded by an earlier leader and applied here only now (this leader's own are live already).
-        const sb = this.#log.machine(this.#replica).state.sandbox(e.sandboxId);
+        const sb = this.#log.machine.state.sandbox(e.sandboxId);
         if (sb?.state === 'pending' && !this.#live.has(sb.requestId)) this.#adopt(sb);
       }
       if (e.kind !== 'sandbox' || e.to !== 'lost') continue;
-      const sb = this.#log.machine(this.#replica).state.sandbox(e.sandboxId);
+      const sb = this.#log.machine.state.sandbox(e.sandboxId);
       if (sb?.spec.stateless === true) {
         this.#lost.add(sb.id);
         this.#lostDirty = true;
@@ -465,7 +463,7 @@ export class LeaderPipeline {
     }
     if (!nodeChanged && released.size === 0) return;
     this.#lostDirty = true;
-    const index = this.#log.machine(this.#replica).state.index;
+    const index = this.#log.machine.state.index;
     const rooms = [...released].map((id) => index.get(id)).filter((v) => v !== undefined);
     // Only the released nodes changed, so a request can newly fit only on one of them, and only if its
     // resources fit in that node's free room: a necessary condition, so no request misses its wake-up.
@@ -507,7 +505,7 @@ export class LeaderPipeline {
   #replaceLost(now: number): void {
     if (this.#lost.size === 0 || !this.#lostDirty || this.#replacing) return;
     this.#lostDirty = false;
-    const state = this.#log.machine(this.#replica).state;
+    const state = this.#log.machine.state;
     const candidates: Sandbox[] = [];
     for (const id of this.#lost) {
       const sb = state.sandbox(id);
@@ -539,7 +537,7 @@ export class LeaderPipeline {
     const now = this.#opts.now();
     this.#failAll(this.#pending.expire(now).map((req) => ({ req, reason: req.reason ?? 'no capacity' })));
     this.#replaceLost(now);
-    const state = this.#log.machine(this.#replica).state;
+    const state = this.#log.machine.state;
     if (this.#heartbeats.size > 0) {
       const nodeIds = [...this.#heartbeats];
       this.#heartbeats = new Set();

@@ -5,19 +5,15 @@
 import type { PlaceItem } from '../commands.js';
 import { commandCodec } from '../commands.js';
 import { errorFromResult } from '../errors.js';
-import type { ReplicatedLog } from '../log.js';
+import type { ReplicaLog } from '../log.js';
 import type { PlaceItemResult } from '../state.js';
 
 export async function proposePlace(
-  log: ReplicatedLog,
-  replica: number,
+  log: Pick<ReplicaLog, 'propose'>,
   items: readonly PlaceItem[],
   nowMs: number,
 ): Promise<readonly PlaceItemResult[]> {
-  const result = await log.propose(
-    replica,
-    commandCodec.encode({ type: 'place', atMs: nowMs, items: [...items] }),
-  );
+  const result = await log.propose(commandCodec.encode({ type: 'place', atMs: nowMs, items: [...items] }));
   if (!result.ok) throw errorFromResult(result.error);
   return result.items ?? [];
 }

@@ -29,6 +29,7 @@ import { WatchOverflowError } from '../../scheduler/errors.js';
 import type { CreateOptions, ListFilter, ReadOptions, SchedulerStats } from '../../scheduler/scheduler.js';
 import type { ReconcileResult } from '../../scheduler/state.js';
 import type { Sandbox, SchedulerEvent } from '../../scheduler/types.js';
+import { Deadline } from '../lib/deadline.js';
 import {
   CodecError,
   ConfigError,
@@ -176,17 +177,17 @@ export class RemoteScheduler implements SchedulerApi {
       throw new ValidationError('requestId', "must be 1..128 letters, digits, '_' or '-'");
     }
     const id = options.requestId ?? randomUUID();
-    const deadline = this.#now() + this.#timeoutMs;
+    const deadline = Deadline.after(this.#timeoutMs, this.#now);
     let maybeApplied = false;
     let last: unknown;
     for (let attempt = 0; ; attempt++) {
-      const remaining = deadline - this.#now();
+      const remaining = deadline.remainingMs();
       if (remaining <= 0 || this.#closed || this.#nc.isClosed()) break;
       const target = options.to ?? this.#leader;
       const subject =
         target === undefined ? apiSubject(this.#cluster) : apiReplicaSubject(this.#cluster, target);
       // Throws ValidationError/CodecError for a request that cannot be sent at all: nothing was sent.
-      const frame = encodeRequest(id, remaining, call);
+      const frame = encodeRequest(id, deadline, call);
       let data: Uint8Array;
       try {
         data = (
@@ -198,7 +199,7 @@ export class RemoteScheduler implements SchedulerApi {
         const undelivered = err instanceof NatsError && err.code === ErrorCode.NoResponders;
         if (!undelivered) maybeApplied = true;
         this.#leader = undefined;
-        await this.#pause(attempt, deadline);
+        await this.#pause(attempt, deadline.atMs);
         continue;
       }
       let reply: ReturnType<typeof replyCodec.decode>;
@@ -208,7 +209,7 @@ export class RemoteScheduler implements SchedulerApi {
         // A reply we cannot read: the request may have been applied; retrying with the same id is safe.
         last = err;
         maybeApplied = true;
-        await this.#pause(attempt, deadline);
+        await this.#pause(attempt, deadline.atMs);
         continue;
       }
       this.#learnLeader(reply.by, reply.leader);
@@ -219,13 +220,19 @@ export class RemoteScheduler implements SchedulerApi {
         return parsed.data;
       }
       const err = fromWire(reply.error);
+      if (err.code === 'DEADLINE_EXCEEDED') {
+        // Dropped unapplied by a replica whose clock says the deadline passed; ours will say so soon.
+        last = err;
+        await this.#pause(attempt, deadline.atMs);
+        continue;
+      }
       if (err.code !== 'SCHED_NOT_LEADER') throw err;
       // A follower that could not reach the leader, or a leader that lost leadership mid-call: it may have
       // been proposed, so the outcome is open until a retry with the same id answers.
       last = err;
       maybeApplied = true;
       if (reply.leader === undefined || reply.leader === reply.by) this.#leader = undefined;
-      await this.#pause(attempt, deadline);
+      await this.#pause(attempt, deadline.atMs);
     }
     const cause = last;
     if (options.mutation && maybeApplied) {
@@ -489,13 +496,9 @@ function stale(options: ReadOptions): { stale?: boolean } {
   return options.stale === undefined ? {} : { stale: options.stale };
 }
 
-function encodeRequest(id: string, remainingMs: number, call: Call): Uint8Array {
+function encodeRequest(id: string, deadline: Deadline, call: Call): Uint8Array {
   try {
-    return requestCodec.encode({
-      id,
-      timeoutMs: Math.max(1, Math.min(requestTimeoutMsMax, Math.ceil(remainingMs))),
-      call,
-    });
+    return requestCodec.encode({ id, deadline: deadline.toWire(), call });
   } catch (err) {
     if (err instanceof CodecError) throw err;
     throw new ValidationError(

@@ -28,6 +28,7 @@ import {
 import {
   CodecError,
   ConfigError,
+  DeadlineExceededError,
   OutcomeUnknownError,
   TrellisError,
   type TrellisErrorOptions,
@@ -100,6 +101,7 @@ const registry: Readonly<Record<string, Rebuild>> = {
   CONFIG: plain(ConfigError),
   UNAVAILABLE: plain(UnavailableError),
   OUTCOME_UNKNOWN: plain(OutcomeUnknownError),
+  DEADLINE_EXCEEDED: plain(DeadlineExceededError),
   INTERNAL: plain(InternalError),
   API_WATCH_GAP: plain(WatchGapError),
   VALIDATION: (w, o) => {

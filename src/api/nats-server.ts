@@ -30,6 +30,7 @@ import {
 import { NotLeaderError } from '../../scheduler/errors.js';
 import { sandboxStates } from '../../scheduler/lifecycle.js';
 import type { SchedulerEvent } from '../../scheduler/types.js';
+import { Deadline } from '../lib/deadline.js';
 import { CodecError } from '../lib/errors.js';
 import { parseWith } from '../lib/validate.js';
 import { toWire } from './errors.js';
@@ -212,13 +213,16 @@ export class ApiServer {
       this.#reply(msg, this.#errorReply(err));
       return;
     }
+    const deadline = Deadline.received(request.deadline);
     const leader = this.#leader();
     const local = request.call.op === 'status' || request.call.op === 'events';
-    if (!local && leader !== this.#self) {
-      await this.#route(msg, request, direct, leader);
-      return;
-    }
     try {
+      // A request that waited past its deadline (a stalled process, a long queue) is dropped, not done.
+      deadline.check(`${request.call.op} ${request.id}`);
+      if (!local && leader !== this.#self) {
+        await this.#route(msg, request, deadline, direct, leader);
+        return;
+      }
       const result = await this.#dispatch(request);
       this.#reply(msg, {
         ok: true,
@@ -233,7 +237,13 @@ export class ApiServer {
   }
 
   /** A follower's answer: forward a queue-group request to the leader, or tell a direct caller where it is. */
-  async #route(msg: Msg, request: ApiRequest, direct: boolean, leader: string | undefined): Promise<void> {
+  async #route(
+    msg: Msg,
+    request: ApiRequest,
+    deadline: Deadline,
+    direct: boolean,
+    leader: string | undefined,
+  ): Promise<void> {
     if (direct || leader === undefined) {
       const why = leader === undefined ? 'no leader is known' : `the leader is ${leader}`;
       this.#reply(
@@ -244,8 +254,10 @@ export class ApiServer {
     }
     this.counters.forwarded++;
     try {
-      const answer = await this.#nc.request(apiReplicaSubject(this.#o.cluster, leader), msg.data, {
-        timeout: request.timeoutMs,
+      // Passed on with this replica's deadline, which can only be earlier than the caller's.
+      const frame = requestCodec.encode({ ...request, deadline: deadline.toWire() });
+      const answer = await this.#nc.request(apiReplicaSubject(this.#o.cluster, leader), frame, {
+        timeout: Math.max(1, deadline.remainingMs()),
       });
       msg.respond(answer.data);
     } catch {

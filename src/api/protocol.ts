@@ -2,9 +2,10 @@
  * The scheduler's API protocol: versioned msgpack frames (src/lib/codec.ts envelopes, zod-validated bodies,
  * bounded sizes) that any transport carries. NATS is the first adapter (nats-server.ts, client.ts).
  *
- * - A request is `['trellis.api.request', 1, { id, timeoutMs, call }]`: `id` is the request id (a retry
- *   sends the same one, so a mutation applies at most once), `timeoutMs` the time the caller still waits
- *   (relative, so clocks need not agree), `call` one operation.
+ * - A request is `['trellis.api.request', 1, { id, deadline, call }]`: `id` is the request id (a retry
+ *   sends the same one, so a mutation applies at most once), `deadline` the caller's deadline in the form of
+ *   src/lib/deadline.ts (absolute time and remaining budget; a stalled request is dropped, a forwarded one
+ *   only shrinks it), `call` one operation.
  * - A reply is `['trellis.api.reply', 1, { ok, by, leader?, result | error }]`: `by` the replica that
  *   answered, `leader` the leader it knows of (a routing hint), `error` a wire error (errors.ts).
  * - Committed events go out on `trellis.<cluster>.watch` as `['trellis.api.events', 1, { prev, events }]`:
@@ -20,6 +21,7 @@ import { z } from 'zod';
 import { sandboxStates } from '../../scheduler/lifecycle.js';
 import type { SchedulerEvent } from '../../scheduler/types.js';
 import { createCodec } from '../lib/codec.js';
+import { deadlineBudgetMsMax, deadlineWireSchema } from '../lib/deadline.js';
 import { zodDecoder } from '../lib/validate.js';
 import { eventSchema } from '../nats/events.js';
 import type { WireError } from './errors.js';
@@ -27,7 +29,7 @@ import type { WireError } from './errors.js';
 /** Largest request or reply frame, in bytes: nats-server's default max_payload (1 MiB). */
 export const apiFrameBytesMax = 1 << 20;
 /** Longest deadline a caller may give one request. */
-export const requestTimeoutMsMax = 10 * 60_000;
+export const requestTimeoutMsMax = deadlineBudgetMsMax;
 /** Sandboxes or nodes one list/nodes reply carries; the client pages through the rest. */
 export const pageSizeMax = 1_000;
 /** Events one catch-up reply or one published frame carries. */
@@ -101,7 +103,7 @@ export type Op = Call['op'];
 
 export const requestSchema = z.strictObject({
   id: requestIdSchema,
-  timeoutMs: z.int().min(1).max(requestTimeoutMsMax),
+  deadline: deadlineWireSchema,
   call: callSchema,
 });
 export type ApiRequest = z.output<typeof requestSchema>;

@@ -44,7 +44,7 @@ import type { ClusterSpec, PolicySpec } from './spec.js';
 import type { Arrival } from './workload.js';
 
 /** Samples one replay run keeps at most (the interval grows to fit). */
-export const samplesMax = 400;
+export const samplesMax = 200;
 /** Inflation points kept at most. */
 export const inflationPointsMax = 2_000;
 /** Pending requests re-planned after one release flush at most (the rest wait for the next one). */

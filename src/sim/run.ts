@@ -8,12 +8,14 @@ import { withShapeCount } from './cluster.js';
 import { type SimOptions, simulate } from './engine.js';
 import { SizingError } from './errors.js';
 import type { RunResult } from './metrics.js';
-import type { ClusterSpec, PolicySpec, WorkloadSpec } from './spec.js';
+import type { ClusterSpec, NodeGroup, PolicySpec, WorkloadSpec } from './spec.js';
 import { readTrace } from './traces/index.js';
 import { type Arrival, syntheticArrivals } from './workload.js';
 
 /** Node counts a sizing search tries at most. */
 export const sizingRunsMax = 40;
+/** Doublings in a row without fewer rejections before a sizing search gives up. */
+export const sizingStallsMax = 3;
 /** The largest node count a sizing search tries. */
 export const sizingNodesMax = 100_000;
 
@@ -56,6 +58,16 @@ export function whatIf(
   }));
 }
 
+/** True when an empty node of the group could host the request (resources and GPUs; labels not checked). */
+function shapeHosts(g: NodeGroup, a: Arrival): boolean {
+  const r = a.spec.resources;
+  if (r.cpu > g.capacity.cpu || r.memory > g.capacity.memory || r.disk > g.capacity.disk) return false;
+  const gpu = a.spec.gpu;
+  if (gpu === undefined || ((gpu.count ?? 0) === 0 && (gpu.milli ?? 0) === 0)) return true;
+  if (g.gpu === undefined || (gpu.model !== undefined && gpu.model !== g.gpu.model)) return false;
+  return (gpu.count ?? 1) <= g.gpu.count;
+}
+
 export interface SizingStep {
   readonly count: number;
   readonly rejectedFraction: number;
@@ -87,6 +99,13 @@ export function findMinNodes(
   if (!(maxRejectedFraction >= 0 && maxRejectedFraction < 1))
     throw new ConfigError(`max rejected must be in [0, 1), got ${maxRejectedFraction}`);
   if (arrivals.length === 0) throw new ConfigError('sizing needs a workload with arrivals');
+  // Requests no node shape could ever host are rejected at any count: when they alone pass the bound, no
+  // search can succeed, so say so at once instead of doubling up to the limit.
+  const unfittable = arrivals.filter((a) => !cluster.nodes.some((g) => shapeHosts(g, a))).length;
+  if (unfittable / arrivals.length > maxRejectedFraction)
+    throw new SizingError(
+      `sizing: ${unfittable} of ${arrivals.length} requests fit no node shape of the cluster, more than ${(100 * maxRejectedFraction).toFixed(2)}%`,
+    );
   const steps: SizingStep[] = [];
   const results = new Map<number, RunResult>();
   const tryCount = (count: number): boolean => {
@@ -100,7 +119,16 @@ export function findMinNodes(
   };
   let lo = 0;
   let hi = 1;
+  let stalled = 0;
   while (!tryCount(hi)) {
+    // Doubling that stops reducing rejections means this shape is not what they wait for (GPUs, labels).
+    const last = steps[steps.length - 1] as SizingStep;
+    const before = steps[steps.length - 2];
+    stalled = before !== undefined && last.rejectedFraction >= before.rejectedFraction ? stalled + 1 : 0;
+    if (stalled >= sizingStallsMax)
+      throw new SizingError(
+        `sizing: more nodes of ${shape} stopped reducing rejections at ${hi} (${(100 * last.rejectedFraction).toFixed(2)}% rejected)`,
+      );
     lo = hi;
     hi *= 2;
     if (hi > sizingNodesMax)

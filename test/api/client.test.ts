@@ -118,7 +118,11 @@ describe('api client', () => {
     // Sent to a follower's own subject, a call is refused with the hint rather than forwarded.
     const raw = await nc.request(
       apiReplicaSubject(cluster, 'r1'),
-      requestCodec.encode({ id: 'direct-1', timeoutMs: 1_000, call: { op: 'stats' } }),
+      requestCodec.encode({
+        id: 'direct-1',
+        deadline: { atMs: Date.now() + 1_000, budgetMs: 1_000 },
+        call: { op: 'stats' },
+      }),
       { timeout: 2_000 },
     );
     expect(replyCodec.decode(raw.data)).toMatchObject({

@@ -23,18 +23,39 @@ export interface ContractSubject {
   close(): Promise<void>;
 }
 
-const node = (id: string, cpu = 4000, extra: Partial<NodeSpec> = {}): NodeSpec => ({
-  id,
-  capacity: { cpu, memory: 8192, disk: 100_000 },
-  labels: { zone: 'z-a' },
-  state: 'ready',
-  ...extra,
-});
-const spec = (tenant = 't1', cpu = 1000, extra: Partial<SandboxSpec> = {}): SandboxSpec => ({
-  tenant,
-  resources: { cpu, memory: 512, disk: 1024 },
-  ...extra,
-});
+/**
+ * Each test names its nodes, tenants and request ids under its own prefix and pins its sandboxes to its
+ * own nodes (a label constraint), so the suite also runs against one long-lived cluster shared by all
+ * tests (the multi-process group), not only against a fresh scheduler per test.
+ */
+let namespaces = 0;
+function namespace() {
+  const ns = `c${++namespaces}x${Date.now().toString(36)}-`;
+  const id = (x: string) => `${ns}${x}`;
+  const node = (x: string, cpu = 4000, extra: Partial<NodeSpec> = {}): NodeSpec => ({
+    id: id(x),
+    capacity: { cpu, memory: 8192, disk: 100_000 },
+    labels: { zone: 'z-a', ns },
+    state: 'ready',
+    ...extra,
+  });
+  const spec = (tenant = 't1', cpu = 1000, extra: Partial<SandboxSpec> = {}): SandboxSpec => ({
+    tenant: id(tenant),
+    resources: { cpu, memory: 512, disk: 1024 },
+    constraints: [{ label: 'ns', op: 'eq', value: ns }],
+    ...extra,
+  });
+  return { ns, id, node, spec };
+}
+type Ns = ReturnType<typeof namespace>;
+
+/** This test's sandboxes and nodes only. */
+async function mine(api: SchedulerApi, n: Ns) {
+  return (await api.list()).filter((s) => s.tenant.startsWith(n.ns));
+}
+async function myNodes(api: SchedulerApi, n: Ns) {
+  return (await api.nodes()).filter((x) => x.id.startsWith(n.ns));
+}
 
 /** The error a promise rejects with (fails the test when it resolves). */
 async function rejection(p: Promise<unknown>): Promise<TrellisError> {
@@ -59,10 +80,10 @@ async function take(events: AsyncIterableIterator<SchedulerEvent>, n: number): P
 
 export function schedulerContract(name: string, start: () => Promise<ContractSubject>): void {
   describe(`${name} - SchedulerApi contract`, () => {
-    const withApi = (f: (api: SchedulerApi) => Promise<void>) => async () => {
+    const withApi = (f: (api: SchedulerApi, n: Ns) => Promise<void>) => async () => {
       const subject = await start();
       try {
-        await f(subject.api);
+        await f(subject.api, namespace());
       } finally {
         await subject.close();
       }
@@ -70,46 +91,49 @@ export function schedulerContract(name: string, start: () => Promise<ContractSub
 
     it(
       `${name} - registers nodes, creates, gets, lists by tenant, state and node, and terminates`,
-      withApi(async (api) => {
+      withApi(async (api, n) => {
+        const { id, node, spec } = n;
         await api.registerNode(node('n1'));
         await api.registerNode(node('n2', 2000));
-        expect((await api.nodes()).map((n) => [n.id, n.spec.capacity.cpu, n.state])).toEqual([
-          ['n1', 4000, 'ready'],
-          ['n2', 2000, 'ready'],
+        expect((await myNodes(api, n)).map((x) => [x.id, x.spec.capacity.cpu, x.state])).toEqual([
+          [id('n1'), 4000, 'ready'],
+          [id('n2'), 2000, 'ready'],
         ]);
         const a = await api.create(spec('t1'));
         const b = await api.create(spec('t2', 500, { image: 'ubuntu', labels: { team: 'x' } }));
         expect(a.state).toBe('placed');
-        expect(['n1', 'n2']).toContain(a.nodeId);
+        expect([id('n1'), id('n2')]).toContain(a.nodeId);
         expect(b.spec.image).toBe('ubuntu');
         expect(b.spec.labels).toEqual({ team: 'x' });
         expect(await api.get(a.id)).toEqual(a);
         expect(await api.get('nope')).toBeUndefined();
-        expect((await api.list({ tenant: 't2' })).map((s) => s.id)).toEqual([b.id]);
-        expect((await api.list()).map((s) => s.id)).toEqual([a.id, b.id].sort());
+        expect((await api.list({ tenant: id('t2') })).map((s) => s.id)).toEqual([b.id]);
+        expect((await mine(api, n)).map((s) => s.id)).toEqual([a.id, b.id].sort());
         expect((await api.list({ nodeId: a.nodeId as string })).map((s) => s.id)).toContain(a.id);
         await api.reportStatus([{ sandboxId: a.id, state: 'running' }]);
-        expect((await api.list({ state: 'running' })).map((s) => s.id)).toEqual([a.id]);
+        expect((await mine(api, n)).filter((s) => s.state === 'running').map((s) => s.id)).toEqual([a.id]);
+        expect((await api.list({ state: 'running' })).map((s) => s.id)).toContain(a.id);
         await api.terminate(b.id);
         // A terminated sandbox that never ran is dropped from state, or kept as terminated.
         expect(['terminated', 'gone']).toContain((await api.get(b.id))?.state ?? 'gone');
-        const used = (await api.nodes()).find((n) => n.id === a.nodeId);
+        const used = (await api.nodes()).find((x) => x.id === a.nodeId);
         expect(used?.allocated.cpu).toBe(1000);
         const stats = await api.stats();
         expect(stats.sandboxes).toBe((await api.list()).length);
-        expect(stats.nodes).toBe(2);
+        expect(stats.nodes).toBe((await api.nodes()).length);
       }),
     );
 
     it(
       `${name} - a request id makes create idempotent and refuses reuse for another spec`,
-      withApi(async (api) => {
+      withApi(async (api, n) => {
+        const { id, node, spec } = n;
         await api.registerNode(node('n1'));
-        const first = await api.create(spec(), { requestId: 'req-1' });
-        const again = await api.create(spec(), { requestId: 'req-1' });
+        const first = await api.create(spec(), { requestId: id('req-1') });
+        const again = await api.create(spec(), { requestId: id('req-1') });
         expect(again.id).toBe(first.id);
-        expect((await api.list()).length).toBe(1);
-        const err = await rejection(api.create(spec('t1', 2000), { requestId: 'req-1' }));
+        expect((await mine(api, n)).length).toBe(1);
+        const err = await rejection(api.create(spec('t1', 2000), { requestId: id('req-1') }));
         expect(err).toBeInstanceOf(RequestIdConflictError);
         expect(err.code).toBe('SCHED_REQUEST_ID_CONFLICT');
       }),
@@ -117,10 +141,11 @@ export function schedulerContract(name: string, start: () => Promise<ContractSub
 
     it(
       `${name} - bad input is a typed error with its path and changes nothing`,
-      withApi(async (api) => {
+      withApi(async (api, n) => {
+        const { id, node, spec } = n;
         await api.registerNode(node('n1'));
         const bad = await rejection(
-          api.create({ tenant: 't1', resources: { cpu: -1, memory: 1, disk: 1 } } as SandboxSpec),
+          api.create({ tenant: id('t1'), resources: { cpu: -1, memory: 1, disk: 1 } } as SandboxSpec),
         );
         expect(bad).toBeInstanceOf(ValidationError);
         expect((bad as ValidationError).path).toBe('spec.resources.cpu');
@@ -129,15 +154,16 @@ export function schedulerContract(name: string, start: () => Promise<ContractSub
         const badNode = await rejection(api.registerNode({ ...node('n2'), capacity: { cpu: 'x' } } as never));
         expect(badNode).toBeInstanceOf(ValidationError);
         expect((await rejection(api.terminate('has space'))).code).toBe('VALIDATION');
-        expect((await rejection(api.setNodeState('n1', 'sideways' as never))).code).toBe('VALIDATION');
-        expect(await api.list()).toEqual([]);
-        expect((await api.nodes()).map((n) => n.id)).toEqual(['n1']);
+        expect((await rejection(api.setNodeState(id('n1'), 'sideways' as never))).code).toBe('VALIDATION');
+        expect(await mine(api, n)).toEqual([]);
+        expect((await myNodes(api, n)).map((x) => x.id)).toEqual([id('n1')]);
       }),
     );
 
     it(
       `${name} - refusals keep their class and code: unknown sandbox, illegal transition, duplicate, busy, unknown node`,
-      withApi(async (api) => {
+      withApi(async (api, n) => {
+        const { id, node, spec } = n;
         await api.registerNode(node('n1'));
         const unknown = await rejection(api.terminate('sb-missing'));
         expect(unknown).toBeInstanceOf(UnknownSandboxError);
@@ -145,7 +171,7 @@ export function schedulerContract(name: string, start: () => Promise<ContractSub
         const dup = await rejection(api.registerNode(node('n1')));
         expect(dup).toBeInstanceOf(DuplicateNodeError);
         const sb = await api.create(spec());
-        const busy = await rejection(api.removeNode('n1'));
+        const busy = await rejection(api.removeNode(id('n1')));
         expect(busy).toBeInstanceOf(NodeBusyError);
         const illegal = await rejection(api.resume(sb.id));
         expect(illegal).toBeInstanceOf(IllegalTransitionError);
@@ -157,9 +183,10 @@ export function schedulerContract(name: string, start: () => Promise<ContractSub
 
     it(
       `${name} - quotas refuse creates past the limit`,
-      withApi(async (api) => {
+      withApi(async (api, n) => {
+        const { id, node, spec } = n;
         await api.registerNode(node('n1'));
-        await api.setQuota('t1', { sandboxes: 1 });
+        await api.setQuota(id('t1'), { sandboxes: 1 });
         await api.create(spec());
         const err = await rejection(api.create(spec()));
         expect(err).toBeInstanceOf(QuotaExceededError);
@@ -169,28 +196,30 @@ export function schedulerContract(name: string, start: () => Promise<ContractSub
 
     it(
       `${name} - node states: cordon keeps sandboxes off a node, remove takes an empty one away`,
-      withApi(async (api) => {
+      withApi(async (api, n) => {
+        const { id, node, spec } = n;
         await api.registerNode(node('n1'));
         await api.registerNode(node('n2'));
-        await api.setNodeState('n1', 'cordoned');
-        for (let i = 0; i < 3; i++) expect((await api.create(spec())).nodeId).toBe('n2');
-        expect((await api.nodes()).find((n) => n.id === 'n1')?.state).toBe('cordoned');
-        await api.setNodeState('n1', 'ready');
-        await api.removeNode('n1');
-        expect((await api.nodes()).map((n) => n.id)).toEqual(['n2']);
-        await api.heartbeat(['n2']);
+        await api.setNodeState(id('n1'), 'cordoned');
+        for (let i = 0; i < 3; i++) expect((await api.create(spec())).nodeId).toBe(id('n2'));
+        expect((await api.nodes()).find((x) => x.id === id('n1'))?.state).toBe('cordoned');
+        await api.setNodeState(id('n1'), 'ready');
+        await api.removeNode(id('n1'));
+        expect((await myNodes(api, n)).map((x) => x.id)).toEqual([id('n2')]);
+        await api.heartbeat([id('n2')]);
       }),
     );
 
     it(
       `${name} - reconcile of a returning node answers what it restored, lost and orphaned`,
-      withApi(async (api) => {
+      withApi(async (api, n) => {
+        const { id, node, spec } = n;
         await api.registerNode(node('n1'));
         const a = await api.create(spec());
         const b = await api.create(spec());
-        await api.setNodeState('n1', 'down');
+        await api.setNodeState(id('n1'), 'down');
         expect((await api.get(a.id))?.state).toBe('lost');
-        const r = await api.reconcileNode('n1', [
+        const r = await api.reconcileNode(id('n1'), [
           { sandboxId: a.id, state: 'running' },
           { sandboxId: 'sb-stranger', state: 'running' },
         ]);
@@ -203,11 +232,12 @@ export function schedulerContract(name: string, start: () => Promise<ContractSub
 
     it(
       `${name} - suspend and resume move a running sandbox through the lifecycle`,
-      withApi(async (api) => {
+      withApi(async (api, n) => {
+        const { id, node, spec } = n;
         await api.registerNode(node('n1'));
         const a = await api.create(spec());
         await api.reportStatus([{ sandboxId: a.id, state: 'running' }]);
-        await api.suspend(a.id, { requestId: 'sus-1' });
+        await api.suspend(a.id, { requestId: id('sus-1') });
         expect((await api.get(a.id))?.state).toBe('suspending');
         await api.reportStatus([{ sandboxId: a.id, state: 'suspended' }]);
         await api.resume(a.id);
@@ -217,7 +247,8 @@ export function schedulerContract(name: string, start: () => Promise<ContractSub
 
     it(
       `${name} - watch yields committed events in log order`,
-      withApi(async (api) => {
+      withApi(async (api, n) => {
+        const { node, spec } = n;
         await api.registerNode(node('n1'));
         // From the next log index: the remote watch replays what it missed before it subscribed.
         const events = api.watch({ fromIndex: (await api.stats()).applied + 1 });

@@ -71,7 +71,8 @@ describe('api nats adapter - garbage', () => {
 
   const envelope = (body: unknown, kind = 'trellis.api.request', version = 1): Uint8Array =>
     encode([kind, version, body]);
-  const validCall = { id: 'req-g', timeoutMs: 1000, call: { op: 'stats' } };
+  const soon = () => ({ atMs: Date.now() + 5_000, budgetMs: 5_000 });
+  const validCall = { id: 'req-g', deadline: soon(), call: { op: 'stats' } };
 
   it('api nats adapter - random bytes, wrong envelopes, kinds, versions and shapes get typed CODEC errors', async () => {
     const before = await client.stats();
@@ -91,14 +92,19 @@ describe('api nats adapter - garbage', () => {
       [envelope({ ...validCall, call: { op: 'drop-tables' } }), 'shape'],
       [envelope({ ...validCall, id: 'has spaces' }), 'shape'],
       [envelope({ ...validCall, id: 'x'.repeat(500) }), 'shape'],
-      [envelope({ ...validCall, timeoutMs: 0 }), 'shape'],
-      [envelope({ ...validCall, timeoutMs: 1e12 }), 'shape'],
+      [envelope({ ...validCall, deadline: { atMs: -1, budgetMs: 5 } }), 'shape'],
+      [envelope({ ...validCall, deadline: { atMs: 1, budgetMs: 1e12 } }), 'shape'],
+      [envelope({ ...validCall, deadline: undefined }), 'shape'],
       [envelope({ ...validCall, extra: true }), 'shape'],
-      [envelope({ id: 'r', timeoutMs: 5, call: { op: 'terminate', sandboxId: 7 } }), 'shape'],
-      [envelope({ id: 'r', timeoutMs: 5, call: { op: 'list', filter: {}, limit: 1e9 } }), 'shape'],
-      [envelope({ id: 'r', timeoutMs: 5, call: { op: 'node.heartbeat', nodeIds: 'n1' } }), 'shape'],
+      [envelope({ id: 'r', deadline: soon(), call: { op: 'terminate', sandboxId: 7 } }), 'shape'],
+      [envelope({ id: 'r', deadline: soon(), call: { op: 'list', filter: {}, limit: 1e9 } }), 'shape'],
+      [envelope({ id: 'r', deadline: soon(), call: { op: 'node.heartbeat', nodeIds: 'n1' } }), 'shape'],
       [
-        envelope({ id: 'r', timeoutMs: 5, call: { op: 'events', after: { index: -1, count: 0 }, limit: 1 } }),
+        envelope({
+          id: 'r',
+          deadline: soon(),
+          call: { op: 'events', after: { index: -1, count: 0 }, limit: 1 },
+        }),
         'shape',
       ],
       [envelope(null), 'shape'],
@@ -120,7 +126,7 @@ describe('api nats adapter - garbage', () => {
 
   it("api nats adapter - well-formed frames with hostile values get the scheduler's typed errors and change nothing", async () => {
     const before = await client.stats();
-    const call = (c: unknown) => requestCodec.encode({ id: 'req-h', timeoutMs: 2_000, call: c as never });
+    const call = (c: unknown) => requestCodec.encode({ id: 'req-h', deadline: soon(), call: c as never });
     const hostile = [
       { op: 'create', spec: { tenant: '../../etc', resources: { cpu: 1, memory: 1, disk: 1 } } },
       { op: 'create', spec: { tenant: 't', resources: { cpu: 1e300, memory: 1, disk: 1 } } },
@@ -148,13 +154,23 @@ describe('api nats adapter - garbage', () => {
     expect((await client.nodes()).map((n) => n.state)).toEqual(['ready']);
   });
 
+  it('api nats adapter - a request that arrives after its deadline (a stalled sender or replica) is dropped unapplied', async () => {
+    const stale = requestCodec.encode({
+      id: 'late-1',
+      deadline: { atMs: Date.now() - 1_000, budgetMs: 5_000 },
+      call: { op: 'create', spec: { tenant: 't1', resources: { cpu: 1, memory: 1, disk: 1 } } },
+    });
+    expect(await refusal(stale)).toEqual({ code: 'DEADLINE_EXCEEDED' });
+    expect((await client.list()).filter((s) => s.requestId === 'late-1')).toEqual([]);
+  });
+
   it('api nats adapter - frames without a reply subject are dropped, and the server keeps answering', async () => {
     const refusedBefore = server.counters.refused;
     nc.publish(
       apiSubject(cluster),
       requestCodec.encode({
         id: 'fire-forget',
-        timeoutMs: 100,
+        deadline: soon(),
         call: { op: 'create', spec: { tenant: 't1', resources: { cpu: 1, memory: 1, disk: 1 } } },
       }),
     );

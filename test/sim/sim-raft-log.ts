@@ -13,7 +13,7 @@ import { MemoryStorage } from '../../raft/storage/memory.js';
 import { updateOf } from '../../raft/storage/storage.js';
 import { perfectLink, SimNetwork } from '../../raft/transport/memory.js';
 import { NotLeaderError } from '../../scheduler/errors.js';
-import type { ReplicatedLog } from '../../scheduler/log.js';
+import type { ReplicaGroup, ReplicaLog } from '../../scheduler/log.js';
 import type { CommandResult } from '../../scheduler/state.js';
 import { SchedulerStateMachine } from '../../scheduler/state-machine.js';
 import { createRng, type Rng } from '../../src/lib/prng.js';
@@ -37,12 +37,13 @@ export interface SimRaftLogStats {
   snapshotsInstalled: number;
 }
 
-export class SimRaftLog implements ReplicatedLog {
+export class SimRaftLog implements ReplicaGroup {
   readonly size: number;
   readonly net: SimNetwork<Message>;
   readonly #rng: Rng;
   readonly #replicas: Replica[] = [];
   readonly #listeners = new Set<(leader: number | undefined) => void>();
+  readonly #viewListeners = new Set<() => void>();
   #leader: number | undefined;
   #leaderTerm = 0;
   #readSeq = 0;
@@ -84,6 +85,26 @@ export class SimRaftLog implements ReplicatedLog {
 
   leader(): number | undefined {
     return this.#leader;
+  }
+
+  /** Replica `i` as a replica log: it leads while the simulation's leader judgement names it. */
+  replica(i: number): ReplicaLog {
+    const group = this;
+    return {
+      id: `r${i}`,
+      // A restart gives the replica a new state machine: always the current one.
+      get machine() {
+        return group.machine(i);
+      },
+      leaderId: () => (this.#leader === undefined ? undefined : `r${this.#leader}`),
+      leaderTerm: () => (this.#leader === i ? this.#leaderTerm : undefined),
+      propose: (data) => this.propose(i, data),
+      readIndex: () => this.readIndex(i),
+      onLeaderChange: (listener) => {
+        this.#viewListeners.add(listener);
+        return () => this.#viewListeners.delete(listener);
+      },
+    };
   }
 
   machine(replica: number): SchedulerStateMachine {
@@ -272,6 +293,7 @@ export class SimRaftLog implements ReplicatedLog {
     if (bestIndex === this.#leader && term === this.#leaderTerm) return;
     this.#leader = bestIndex;
     this.#leaderTerm = term;
+    for (const l of [...this.#viewListeners]) l();
     for (const l of this.#listeners) l(bestIndex);
   }
 }
