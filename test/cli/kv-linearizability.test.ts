@@ -81,7 +81,7 @@ describe('trellis kv - linearizable under crashes, pauses and a nats-server rest
   it('trellis kv - concurrent clients under leader and follower kill -9, leader pause and nats restart stay linearizable', async () => {
     // Four clients (each its own session; two learn the leader, two use the queue group; two retry after
     // 150 ms, two after 400 ms) put, cas and get
-    // three keys while a seeded nemesis kills the leader, kills a follower (each restarted a second later),
+    // three keys while a seeded nemesis kills the leader, kills a follower (each restarted 0.7 s later),
     // pauses the leader with SIGSTOP for 1.5 s, and kills and restarts nats-server, twice over in a seeded
     // order. Every operation is recorded: ok, failed (certainly not applied: left out), or unknown (the client
     // gave up: it may have happened, at any time after its call). The whole history must pass the
@@ -146,14 +146,14 @@ describe('trellis kv - linearizable under crashes, pauses and a nats-server rest
       const faults = ['leader-kill', 'follower-kill', 'leader-pause', 'nats-restart'] as const;
       for (let round = 0; round < faultRounds; round++) {
         for (const fault of r.shuffle([...faults])) {
-          await sleep(r.int(800, 1_600));
+          await sleep(r.int(500, 1_200));
           const lead = await leader();
           switch (fault) {
             case 'leader-kill':
             case 'follower-kill': {
               const victim = fault === 'leader-kill' ? lead : r.pick(ids.filter((id) => id !== lead));
               await crash(victim);
-              await sleep(1_000);
+              await sleep(700);
               start(victim);
               break;
             }
@@ -173,7 +173,7 @@ describe('trellis kv - linearizable under crashes, pauses and a nats-server rest
           console.log(`fault ${fault} (leader was ${lead}); so far ${JSON.stringify(counts)}`);
         }
       }
-      await sleep(1_000);
+      await sleep(500);
     };
 
     const clients = Array.from({ length: clientsCount }, (_, n) => client(n, rng.fork()));
