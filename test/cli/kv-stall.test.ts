@@ -98,7 +98,8 @@ describe('trellis kv - a stalled replica does not replay a request its client ga
       expect(a.ok, JSON.stringify(a)).toBe(true);
       seen = `follower ${follower}; A answered ${JSON.stringify(a)} after ${Date.now() - t0} ms`;
       await put('k', 'new');
-      // Every attempt of A carried a deadline of at most 300 ms from its sending; A has returned.
+      // Each attempt of A that went unanswered had passed its deadline when A stopped waiting for it (the
+      // deadline is the attempt's timeout); A has returned. The sleep is margin.
       await sleep(600);
     } finally {
       f?.kill('SIGCONT');
