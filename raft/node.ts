@@ -377,6 +377,9 @@ export class RaftNode<R> {
       } finally {
         this.#snapshotting = undefined;
       }
+      // Entries applied while this snapshot was written did not start one (one at a time): look again, or
+      // a burst that ends during a slow write would leave the log uncompacted until the next apply.
+      if (!this.#closed) this.#maybeSnapshot();
     })();
   }
   #snapshotting: Promise<void> | undefined;
