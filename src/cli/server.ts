@@ -609,6 +609,9 @@ export class KvClientSession {
   }
 }
 
+/** The longest an attempt's timeout grows to by doubling after timeouts. */
+const attemptTimeoutMsMax = 8_000;
+
 /** Refusals that are the state machine's own answer to a write: final, never retried. */
 const kvOutcomeCodes: ReadonlySet<string> = new Set(['KV_CAS_MISMATCH', 'KV_FULL', 'KV_BAD_COMMAND']);
 /** Refusals that say this attempt did nothing but an earlier one may have: the write's outcome is open. */
@@ -653,12 +656,17 @@ async function callGroup(
   /** Whether some attempt may have entered the log: then giving up leaves the outcome unknown. */
   let maybeApplied = false;
   let redirected = false;
+  // An attempt that got no answer in time may have been dropped at its deadline by a slow group: the next
+  // one waits twice as long (up to what is left), so a loaded group still gets a write through.
+  let attemptMs = requestTimeoutMs;
   for (;;) {
-    const attempt = Deadline.after(Math.max(1, Math.min(requestTimeoutMs, overall.remainingMs())));
+    const attempt = Deadline.after(Math.max(1, Math.min(attemptMs, overall.remainingMs())));
     const to = route?.leader;
     const reply = await attemptOnce(nc, cluster, to, { ...req, deadline: attempt.toWire() }, attempt);
     if (route !== undefined) learnRoute(route, req, reply);
     if (reply.ok) return reply;
+    if (reply.code === 'TIMEOUT' || reply.code === 'DEADLINE_EXCEEDED')
+      attemptMs = Math.max(attemptMs, Math.min(attemptMs * 2, attemptTimeoutMsMax));
     if (reply.code !== undefined && kvOutcomeCodes.has(reply.code)) return reply;
     if (write && reply.unapplied !== true) maybeApplied = true;
     if (reply.code !== undefined && kvSessionLostCodes.has(reply.code))
