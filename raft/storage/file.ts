@@ -108,6 +108,8 @@ export interface FileStorageOptions {
   readonly segmentBytesMax?: number;
   /** fsync when `save` is asked to; off only for benchmarks that say so. Default true. */
   readonly fsync?: boolean;
+  /** Called with the duration of each write-ahead-log fdatasync, in milliseconds (the fsync metric). */
+  readonly onFsyncMs?: (ms: number) => void;
 }
 
 const entryTypes: readonly EntryType[] = ['normal', 'conf'];
@@ -133,6 +135,7 @@ export class FileStorage implements Storage {
   readonly #dir: string;
   readonly #segmentBytesMax: number;
   readonly #fsync: boolean;
+  readonly #onFsyncMs: ((ms: number) => void) | undefined;
   #hardState: HardState = emptyHardState;
   /** The hard state of the newest record written to disk: the one a new segment starts with. */
   #hardStateWritten: HardState = emptyHardState;
@@ -157,6 +160,15 @@ export class FileStorage implements Storage {
     this.#dir = dir;
     this.#segmentBytesMax = options.segmentBytesMax ?? segmentBytesMaxDefault;
     this.#fsync = options.fsync ?? true;
+    this.#onFsyncMs = options.onFsyncMs;
+  }
+
+  /** One fdatasync of the log, timed for the fsync metric when someone listens. */
+  async #datasync(handle: FileHandle): Promise<void> {
+    if (this.#onFsyncMs === undefined) return handle.datasync();
+    const startedMs = performance.now();
+    await handle.datasync();
+    this.#onFsyncMs(performance.now() - startedMs);
   }
 
   /**
@@ -446,7 +458,7 @@ export class FileStorage implements Storage {
               this.#segmentMaxIndex.set(seg.seq, Math.max(this.#segmentMaxIndex.get(seg.seq) ?? 0, maxIndex));
             for (const b of batch) if (b.hardState !== undefined) this.#hardStateWritten = b.hardState;
           }
-          if (this.#fsync && batch.some((b) => b.mustSync)) await seg.handle.datasync();
+          if (this.#fsync && batch.some((b) => b.mustSync)) await this.#datasync(seg.handle);
           for (const b of batch) b.resolve();
         } catch (err) {
           for (const b of batch) b.reject(err);
