@@ -236,4 +236,31 @@ describe('trellis worker - against a real nats-server and the scheduler served o
     },
     testTimeoutMs,
   );
+
+  it(
+    'trellis worker - with nats-server gone, SIGTERM still stops every machine and exits 0 within the stop timeout',
+    async () => {
+      // Last in this file: it kills the shared nats-server (and starts it again for the cleanup).
+      const w = worker([
+        '--node-id',
+        'w2',
+        '--driver',
+        'process',
+        '--data',
+        join(dir, 'data'),
+        '--stop-timeout',
+        '2s',
+      ]);
+      await until(async () => (await nodeState('w2')) === 'ready', 'w2 ready', w.stderr);
+      const pid = await startMachine('w2', 'sb-2');
+      await nats.kill();
+      w.child.kill('SIGTERM');
+      // The last statuses cannot be delivered; the stop timeout bounds the wait for them.
+      expect(await w.exited, w.stderr()).toEqual({ code: 0, signal: null });
+      expect(alive(pid), 'the machine was stopped although NATS was gone').toBe(false);
+      expect(w.stderr()).not.toMatch(stackFrame);
+      await nats.restart();
+    },
+    testTimeoutMs,
+  );
 });
