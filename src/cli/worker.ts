@@ -39,7 +39,7 @@ import type { StatusReport } from '../worker/protocol.js';
 import { realTimers } from '../worker/timers.js';
 import { durationMs, intBetween, nonNegativeInt, port } from './args.js';
 import { type ConnectionFlags, connectNats, resolveCredentials, withConnectionOptions } from './connect.js';
-import { UsageError } from './errors.js';
+import { NatsAuthError, UsageError } from './errors.js';
 
 /** Simulated nodes one process runs (each is a NodeWorker with its own sim driver). */
 export const simNodesMax = 10_000;
@@ -321,6 +321,7 @@ async function runWorker(o: WorkerFlags): Promise<void> {
     }),
   ]);
   connected = true;
+  const refused = apiRefusal(nc, o.cluster, credentials?.user);
   const api = await connectApi({ servers: o.nats, cluster: o.cluster, connection: nc });
 
   const served: ServedNode[] = [];
@@ -334,7 +335,7 @@ async function runWorker(o: WorkerFlags): Promise<void> {
   };
 
   let heartbeat: NodeJS.Timeout | undefined;
-  const up = (async () => {
+  const coming = (async () => {
     for (const [i, id] of ids.entries()) {
       const driver = instrumentDriver(makeDriver(kind, join(dataDir, id), o.seed + i, log), metrics);
       const worker = new NodeWorker({
@@ -351,6 +352,8 @@ async function runWorker(o: WorkerFlags): Promise<void> {
     ready = true;
     log.info({ nodes: ids.length, driver: kind }, 'worker serving');
   })();
+  // A user that may not call the API fails at its first call, not after the call's whole deadline.
+  const up = Promise.race([coming, refused]);
 
   // A failure while coming up (the cluster refused the registration, say) ends the worker with one line,
   // after stopping what it had started.
@@ -369,6 +372,28 @@ async function runWorker(o: WorkerFlags): Promise<void> {
   if (outcome.kind === 'failed') throw outcome.err;
   log.info('stopped');
   exitNow(log, 0);
+}
+
+/**
+ * Rejects with NatsAuthError when nats-server refuses this connection a publish on the API subjects
+ * (a `node-<id>` user of `trellis nats-config` may not call the API); otherwise never settles.
+ */
+function apiRefusal(nc: NatsConnection, cluster: string, user: string | undefined): Promise<never> {
+  const apiPrefix = `trellis.${cluster}.api`;
+  return new Promise<never>((_, reject) => {
+    void (async () => {
+      for await (const s of nc.status()) {
+        const ctx = (s as { permissionContext?: { operation?: string; subject?: string } }).permissionContext;
+        if (ctx?.operation !== 'publish' || ctx.subject?.startsWith(apiPrefix) !== true) continue;
+        reject(
+          new NatsAuthError(
+            `nats-server does not let ${user === undefined ? 'this connection' : `user ${user}`} publish to ${ctx.subject}; the worker registers and reports through the API, so run it with a client user (docs/operations.md, Running a worker)`,
+          ),
+        );
+        return;
+      }
+    })().catch(() => undefined);
+  });
 }
 
 /** Sends one heartbeat for every node each interval (never two at once) and counts dropped frames. */

@@ -7,7 +7,7 @@
  */
 import { type ChildProcess, spawn } from 'node:child_process';
 import { existsSync } from 'node:fs';
-import { mkdtemp, readFile, rm } from 'node:fs/promises';
+import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -15,6 +15,7 @@ import { type NatsConnection, connect as natsConnect } from 'nats';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createScheduler, type Scheduler } from '../../scheduler/scheduler.js';
 import { type ApiServer, serveApi } from '../../src/api/nats-server.js';
+import { authorizationBlock, planNatsUsers } from '../../src/nats/config.js';
 import { cliMain } from '../../src/testing/replica-process.js';
 import { freePort, type RunningServer, startNats } from '../../src/testing/servers.js';
 import { nodeCommandSubject, workerCommandCodec, workerReplyCodec } from '../../src/worker/nats-binding.js';
@@ -263,4 +264,45 @@ describe('trellis worker - against a real nats-server and the scheduler served o
     },
     testTimeoutMs,
   );
+});
+
+describe('trellis worker - against a nats-server secured by trellis nats-config', () => {
+  let nats: RunningServer;
+  let dir: string;
+  beforeAll(async () => {
+    const plan = planNatsUsers(cluster, ['r1'], ['n1'], ['cli']);
+    nats = await startNats({ extraConfig: authorizationBlock(plan) });
+    dir = await mkdtemp(join(tmpdir(), 'trellis-worker-sec-'));
+    await writeFile(join(dir, 'credentials.json'), JSON.stringify(plan), { mode: 0o600 });
+  });
+  afterAll(async () => {
+    await nats?.stop();
+    if (dir !== undefined) await rm(dir, { recursive: true, force: true });
+  });
+
+  it('trellis worker - a node user, which may not call the API, ends at once with one NATS_AUTH line', async () => {
+    // The call's own deadline is 10 s; the refusal must end the worker well before a timeout would.
+    const r = await runCli([
+      'worker',
+      '--node-id',
+      'n1',
+      '--driver',
+      'sim',
+      '--data',
+      dir,
+      '--nats',
+      nats.url,
+      '--cluster',
+      cluster,
+      '--creds',
+      join(dir, 'credentials.json'),
+      '--user',
+      'node-n1',
+    ]);
+    expect(r.code, r.stderr).toBe(2);
+    const lines = r.stderr.trimEnd().split('\n');
+    expect(lines.filter((l) => !l.startsWith('{'))).toHaveLength(1);
+    expect(lines.at(-1)).toMatch(/^error: .*publish to trellis\.wk\.api.* \(NATS_AUTH\)$/);
+    expect(r.stderr).not.toMatch(stackFrame);
+  });
 });
