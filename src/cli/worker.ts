@@ -48,6 +48,8 @@ export const workerLabelsMax = 64;
 /** Registrations (and reconciles) in flight at once while `--sim-nodes` brings many nodes up. */
 export const registerConcurrentMax = 16;
 export const heartbeatIntervalMsDefault = 1_000;
+/** Heartbeats between two checks for a node of this process that the scheduler marked down. */
+export const downCheckEveryBeats = 10;
 export const workerStopTimeoutMsDefault = 5_000;
 export const workerConnectTimeoutMsDefault = 30_000;
 const mib = 1024 * 1024;
@@ -252,12 +254,17 @@ async function bringUp(api: RemoteScheduler, spec: NodeSpec, worker: NodeWorker,
     if (!(err instanceof DuplicateNodeError)) throw err;
     log.info({ node: spec.id }, 'node already registered; keeping its registration');
   }
-  const result = await api.reconcileNode(spec.id, await worker.report());
+  await reconcile(api, worker, log);
+}
+
+/** Reports what the node runs; stops what the scheduler says is not placed here (or no longer fits). */
+async function reconcile(api: RemoteScheduler, worker: NodeWorker, log: Logger): Promise<void> {
+  const result = await api.reconcileNode(worker.nodeId, await worker.report());
   const stop = [...result.orphans.map((x) => x.sandboxId), ...result.failed];
   if (stop.length > 0) await worker.stopOrphans(stop as SandboxId[]);
   log.info(
     {
-      node: spec.id,
+      node: worker.nodeId,
       restored: result.restored.length,
       lost: result.lost.length,
       orphansStopped: stop.length,
@@ -407,6 +414,7 @@ function startHeartbeats(
 ): NodeJS.Timeout {
   let inFlight = false;
   let failing = false;
+  let beats = 0;
   const counted: Record<string, number> = {};
   const beat = async (): Promise<void> => {
     countDropped(served, counted, metrics);
@@ -414,6 +422,9 @@ function startHeartbeats(
     inFlight = true;
     try {
       await api.heartbeat(ids);
+      beats++;
+      // After an outage, and every few beats, a node the scheduler marked down reconciles to come back.
+      if (failing || beats % downCheckEveryBeats === 0) await reconcileDown(api, served, log);
       if (failing) log.info('heartbeats are answered again');
       failing = false;
     } catch (err) {
@@ -425,6 +436,22 @@ function startHeartbeats(
   };
   void beat();
   return setInterval(() => void beat(), intervalMs);
+}
+
+/**
+ * Reconciles this process's nodes that the scheduler marked `down` (missed heartbeats while cut off): a down
+ * node's sandboxes were lost, and only `reconcileNode` makes it ready again. Nodes still up are left alone,
+ * since reconciling a live node could call a placement that is on its way to the worker lost.
+ */
+async function reconcileDown(api: RemoteScheduler, served: readonly ServedNode[], log: Logger) {
+  const mine = new Map(served.map((s) => [s.worker.nodeId as string, s.worker]));
+  const down = (await api.nodes()).filter((n) => n.state === 'down' && mine.has(n.id));
+  await eachLimited(down, registerConcurrentMax, async (n) => {
+    const worker = mine.get(n.id);
+    if (worker === undefined) return;
+    log.warn({ node: n.id }, 'the scheduler marked this node down; reconciling');
+    await reconcile(api, worker, log);
+  });
 }
 
 /** Adds frames the bindings dropped since the last call to `trellis_invalid_messages_total`. */

@@ -188,6 +188,9 @@ describe('trellis worker - against a real nats-server and the scheduler served o
       const second = worker(args);
       await until(() => !alive(orphanPid), 'the orphan machine stopped after the restart', second.stderr);
       expect(await nodeState('w1')).toBe('ready');
+      // Marked down (as missed heartbeats would): the running worker reconciles and the node is ready again.
+      await scheduler.setNodeState('w1', 'down');
+      await until(async () => (await nodeState('w1')) === 'ready', 'w1 ready again', second.stderr);
       const pid = await startMachine('w1', 'sb-1');
 
       second.child.kill('SIGTERM');
