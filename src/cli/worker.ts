@@ -22,6 +22,7 @@ import { DuplicateNodeError } from '../../placement/errors.js';
 import { type NodeSpec, type Resources, resourceAmountMax } from '../../placement/index.js';
 import type { StatusItem } from '../../scheduler/api.js';
 import { connect as connectApi, type RemoteScheduler } from '../api/client.js';
+import { nodeItemsMax } from '../api/protocol.js';
 import { TrellisError } from '../lib/errors.js';
 import { type NodeId, nodeId as parseNodeId, type SandboxId } from '../lib/ids.js';
 import { type MetricsSink, noopMetrics, type TrellisMetrics, trellisMetrics } from '../lib/metrics.js';
@@ -41,8 +42,8 @@ import { durationMs, intBetween, nonNegativeInt, port } from './args.js';
 import { type ConnectionFlags, connectNats, resolveCredentials, withConnectionOptions } from './connect.js';
 import { NatsAuthError, UsageError } from './errors.js';
 
-/** Simulated nodes one process runs (each is a NodeWorker with its own sim driver). */
-export const simNodesMax = 10_000;
+/** Simulated nodes one process runs: as many as one heartbeat call carries (one call beats for all). */
+export const simNodesMax = nodeItemsMax;
 /** Labels one node may carry (the scheduler's own bound on a node spec is looser). */
 export const workerLabelsMax = 64;
 /** Registrations (and reconciles) in flight at once while `--sim-nodes` brings many nodes up. */
