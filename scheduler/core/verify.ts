@@ -1,30 +1,34 @@
 /**
- * Stage 4, the verifier: checks a plan against the newest committed state just before it is proposed,
+ * Stage 4 of the leader pipeline, the verifier (pure): checks a plan against the newest committed state just before it is proposed,
  * dropping placements that can no longer stand — the node was drained, cordoned or removed since the
  * snapshot the planner used, or the request id has committed meanwhile (other than as `pending`: a pending
  * sandbox is placed by a `place` item like a new one). What it keeps is still
  * re-checked by `apply` (capacity included); the verifier only avoids proposing what would surely fail.
  */
 import type { Plan } from '../../placement/index.js';
-import type { PlaceItem } from '../commands.js';
-import { type SchedulerState, specDigest } from '../state.js';
-import type { CreateRequest } from './request.js';
+import type { PlaceItem } from './commands.js';
+import type { CoreRequest } from './request.js';
+import { type SchedulerState, specDigest } from './state.js';
 
-export interface Verified {
+export interface Verified<R extends CoreRequest = CoreRequest> {
   readonly items: PlaceItem[];
   /** Requests to place again, with the reason their placement was dropped. */
-  readonly retry: { readonly req: CreateRequest; readonly reason: string }[];
+  readonly retry: { readonly req: R; readonly reason: string }[];
   /** Requests placement found no node for, with placement's reason. */
-  readonly unplaced: { readonly req: CreateRequest; readonly reason: string }[];
+  readonly unplaced: { readonly req: R; readonly reason: string }[];
   /** Requests whose id committed meanwhile: resolve them with the committed sandbox. */
-  readonly committed: CreateRequest[];
+  readonly committed: R[];
 }
 
-export function verify(plan: Plan, batch: readonly CreateRequest[], state: SchedulerState): Verified {
+export function verify<R extends CoreRequest>(
+  plan: Plan,
+  batch: readonly R[],
+  state: SchedulerState,
+): Verified<R> {
   const byId = new Map(batch.map((r) => [r.requestId, r] as const));
-  const out: Verified = { items: [], retry: [], unplaced: [], committed: [] };
+  const out: Verified<R> = { items: [], retry: [], unplaced: [], committed: [] };
   for (const p of plan.placements) {
-    const req = byId.get(p.requestId) as CreateRequest;
+    const req = byId.get(p.requestId) as R;
     const seen = state.dedup.get(req.requestId);
     if (seen !== undefined && state.sandbox(seen.sandboxId)?.state !== 'pending') {
       out.committed.push(req);
@@ -46,7 +50,7 @@ export function verify(plan: Plan, batch: readonly CreateRequest[], state: Sched
     });
   }
   for (const r of plan.rejections) {
-    out.unplaced.push({ req: byId.get(r.requestId) as CreateRequest, reason: `${r.code}: ${r.message}` });
+    out.unplaced.push({ req: byId.get(r.requestId) as R, reason: `${r.code}: ${r.message}` });
   }
   return out;
 }

@@ -1,13 +1,13 @@
 /**
- * Stage 3, the planner: places a batch with `planBatch` against the newest committed index plus an overlay
+ * Stage 3 of the leader pipeline, the planner (pure: the shell calls it and awaits the commit): places a batch with `planBatch` against the newest committed index plus an overlay
  * of the plans still in Raft, so several batches can be in flight without planning onto capacity an
  * earlier batch already took. The overlay is the index the last plan produced; it is dropped once no
  * plan is in flight, and the next plan starts again from committed state (which then also shows what was
  * freed meanwhile). Seeds come from the batch number and the index version, so a run can be replayed.
  */
 import { type ClusterIndex, type Plan, planBatch, type Strategy } from '../../placement/index.js';
-import { placementRequestOf } from '../admission.js';
-import type { CreateRequest } from './request.js';
+import { placementRequestOf } from './admission.js';
+import type { CoreRequest } from './request.js';
 
 export class Planner {
   #overlay: ClusterIndex | undefined;
@@ -19,7 +19,7 @@ export class Planner {
     return this.#inFlight;
   }
 
-  plan(requests: readonly CreateRequest[], committed: ClusterIndex): Plan {
+  plan(requests: readonly CoreRequest[], committed: ClusterIndex): Plan {
     const base = this.#overlay ?? committed;
     this.#batches += 1;
     const plan = planBatch(
