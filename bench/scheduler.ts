@@ -11,6 +11,7 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { type PlacementRequest, planBatch } from '../placement/index.js';
+import type { SandboxSpec } from '../scheduler/commands.js';
 import { applyCommand, SchedulerState, specDigest } from '../scheduler/state.js';
 import { decodeSnapshot, encodeSnapshot } from '../scheduler/state-machine.js';
 import { createRng } from '../src/lib/prng.js';
@@ -138,7 +139,7 @@ const all: Promise<void>[] = [];
 for (let i = 0; i < sandboxes; i++) {
   const t0 = performance.now();
   all.push(
-    s.create(requests[i], { requestId: `b-${i}` }).then(
+    s.create(requests[i] as SandboxSpec, { requestId: `b-${i}` }).then(
       () => {
         latenciesMs[i] = performance.now() - t0;
         placed++;

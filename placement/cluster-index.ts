@@ -113,10 +113,14 @@ export interface ClassInfo {
   readonly gpuModel: string;
 }
 
+/** Nodes listing more images than this get a Set for `hasImage`; shorter lists are searched in place. */
+export const imagesInlineMax = 16;
+
 /** Per-slot facts that are not numbers. Replaced whole when the node is updated. */
 export interface NodeMeta {
   readonly spec: NodeSpec;
-  readonly images: ReadonlySet<string>;
+  /** The spec's images as a Set, only when there are more than `imagesInlineMax` (heap: most nodes list few). */
+  readonly imageSet: ReadonlySet<string> | undefined;
 }
 
 /** A node as a caller sees it: spec, allocation and what is free. */
@@ -304,7 +308,8 @@ abstract class IndexReader {
     return this.data().classSlots.get(classId) ?? ISet<number>();
   }
   hasImage(slot: number, image: string): boolean {
-    return this.meta(slot).images.has(image);
+    const m = this.meta(slot);
+    return m.imageSet !== undefined ? m.imageSet.has(image) : (m.spec.images?.includes(image) ?? false);
   }
   /** Slots of nodes that hold `image`. */
   nodesWithImage(image: string): ISet<number> {
@@ -463,6 +468,7 @@ export class IndexBuilder extends IndexReader {
   #ownMeta: Uint8Array;
   readonly #ownSummary: Uint8Array;
   #classesOwned = false;
+  readonly #capacities = new Map<string, Resources>();
   #sealed = false;
   readonly #seal: (d: IndexData) => ClusterIndex;
 
@@ -629,20 +635,42 @@ export class IndexBuilder extends IndexReader {
     return slot;
   }
 
-  #writeSpec(slot: number, spec: NodeSpec, bumpFrom: number): void {
+  /** Nodes of one instance type share one frozen capacity object (heap, at 100,000 nodes). */
+  #internCapacity(c: Resources): Resources {
+    const key = `${c.cpu},${c.memory},${c.disk}`;
+    let known = this.#capacities.get(key);
+    if (known === undefined) {
+      known = Object.isFrozen(c) ? c : Object.freeze({ cpu: c.cpu, memory: c.memory, disk: c.disk });
+      this.#capacities.set(key, known);
+    }
+    return known;
+  }
+
+  #writeSpec(slot: number, given: NodeSpec, bumpFrom: number): void {
+    const classId = this.#classFor(given);
+    // Every node of a class has the same labels: they share the class's frozen labels object (heap).
+    const classLabels = (this.#d.classes[classId] as ClassInfo).labels;
+    const capacity = this.#internCapacity(given.capacity);
+    const spec =
+      given.labels === classLabels && given.capacity === capacity
+        ? given
+        : Object.freeze({ ...given, labels: classLabels, capacity });
     const images = new Set(spec.images ?? []);
     const old = this.col(slot, cState) === stateEmpty ? undefined : this.meta(slot);
-    for (const img of old?.images ?? []) {
+    const oldImages = new Set(old?.spec.images ?? []);
+    for (const img of oldImages) {
       if (!images.has(img)) this.#d.images = this.#d.images.update(img, ISet(), (s) => s.remove(slot));
     }
     for (const img of images) {
-      if (!old?.images.has(img)) this.#d.images = this.#d.images.update(img, ISet(), (s) => s.add(slot));
+      if (!oldImages.has(img)) this.#d.images = this.#d.images.update(img, ISet(), (s) => s.add(slot));
     }
-    this.#setMeta(slot, Object.freeze({ spec, images }));
+    this.#setMeta(
+      slot,
+      Object.freeze({ spec, imageSet: images.size > imagesInlineMax ? images : undefined }),
+    );
     this.#setCol(slot, cCapCpu, spec.capacity.cpu);
     this.#setCol(slot, cCapMem, spec.capacity.memory);
     this.#setCol(slot, cCapDisk, spec.capacity.disk);
-    const classId = this.#classFor(spec);
     const oldClass = old === undefined ? -1 : this.col(slot, cClass);
     if (oldClass !== classId) {
       if (oldClass >= 0)
@@ -752,7 +780,7 @@ export class IndexBuilder extends IndexReader {
       throw new NodeBusyError(`node ${nodeId} still holds allocations`);
     }
     this.#readyTotals(slot, -1);
-    for (const img of this.meta(slot).images)
+    for (const img of new Set(this.meta(slot).spec.images ?? []))
       this.#d.images = this.#d.images.update(img, ISet(), (s) => s.remove(slot));
     const classId = this.col(slot, cClass);
     this.#d.classSlots = this.#d.classSlots.update(classId, ISet(), (c) => c.remove(slot));

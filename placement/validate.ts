@@ -12,17 +12,7 @@
 import { ValidationError } from '../src/lib/errors.js';
 import { isId } from '../src/lib/ids.js';
 import type { AllocationShape } from './cluster-index.js';
-import type {
-  AntiAffinityRule,
-  Constraint,
-  GpuRequest,
-  GpuSpec,
-  NodeSpec,
-  PlacementRequest,
-  Preference,
-  Resources,
-  SpreadRule,
-} from './types.js';
+import type { Constraint, GpuRequest, GpuSpec, NodeSpec, PlacementRequest, Resources } from './types.js';
 import { nodeStates } from './types.js';
 
 /** Largest amount of any scalar resource on one node or request (2^31 - 1 fits the Int32 columns). */
@@ -104,28 +94,6 @@ function resources(path: string, v: unknown): Resources {
   });
 }
 
-function constraint(path: string, v: unknown): Constraint {
-  const c = object(path, v);
-  const label = text(`${path}.label`, own(c, 'label'));
-  const op = own(c, 'op');
-  switch (op) {
-    case 'eq':
-      return Object.freeze({ label, op, value: text(`${path}.value`, own(c, 'value')) });
-    case 'in':
-    case 'notIn': {
-      const raw = array(`${path}.values`, own(c, 'values'), constraintValuesMax);
-      if (raw.length === 0)
-        throw new ValidationError(`${path}.values`, `must list 1..${constraintValuesMax} values`);
-      const values = Object.freeze(raw.map((x, i) => text(`${path}.values.${i}`, x)));
-      return Object.freeze({ label, op, values });
-    }
-    case 'exists':
-      return Object.freeze({ label, op });
-    default:
-      throw new ValidationError(`${path}.op`, `must be one of eq, in, notIn, exists`);
-  }
-}
-
 function gpuSpec(path: string, v: unknown): GpuSpec {
   const g = object(path, v);
   return Object.freeze({
@@ -138,14 +106,11 @@ function labels(path: string, v: unknown): Readonly<Record<string, string>> {
   const raw = object(path, v);
   const keys = Object.keys(raw);
   if (keys.length > labelsPerNodeMax) throw new ValidationError(path, `at most ${labelsPerNodeMax} labels`);
-  // A null-prototype copy: even a careless `labels[key]` cannot reach Object.prototype, and a `__proto__` key
-  // is an ordinary own label.
-  const out: Record<string, string> = Object.create(null);
-  for (const k of keys) {
-    text(`${path}.${k}`, k);
-    out[k] = text(`${path}.${k}`, raw[k]);
-  }
-  return Object.freeze(out);
+  // fromEntries defines own properties, so a `__proto__` key is an ordinary own label, never the prototype.
+  // Readers still go through labelValue, which never falls through to Object.prototype.
+  return Object.freeze(
+    Object.fromEntries(keys.map((k) => [text(`${path}.${k}`, k), text(`${path}.${k}`, raw[k])])),
+  );
 }
 
 /** Checks a node spec and returns a frozen copy of its known fields; throws ValidationError naming the first bad field. */
@@ -183,92 +148,88 @@ export function validateNodeSpec(spec: NodeSpec): void {
 
 function gpuRequest(path: string, v: unknown): GpuRequest {
   const g = object(path, v);
-  const count = own(g, 'count');
-  const milli = own(g, 'milli');
+  const { count, milli, model } = g;
   if ((count === undefined) === (milli === undefined)) {
     throw new ValidationError(path, 'give exactly one of count (whole devices) or milli (a share of one)');
   }
-  const model = own(g, 'model');
-  const out: { count?: number; milli?: number; model?: string } = {};
-  if (count !== undefined) out.count = integer(`${path}.count`, count, 1, gpuDevicesPerNodeMax);
-  if (milli !== undefined) out.milli = integer(`${path}.milli`, milli, 1, gpuMilliPerDevice - 1);
-  if (model !== undefined) out.model = text(`${path}.model`, model);
-  return Object.freeze(out);
+  if (count !== undefined) integer(`${path}.count`, count, 1, gpuDevicesPerNodeMax);
+  if (milli !== undefined) integer(`${path}.milli`, milli, 1, gpuMilliPerDevice - 1);
+  if (model !== undefined) text(`${path}.model`, model);
+  return g as GpuRequest;
 }
 
-function preference(path: string, v: unknown): Preference {
-  const p = object(path, v);
-  return Object.freeze({
-    constraint: constraint(`${path}.constraint`, own(p, 'constraint')),
-    weight: integer(`${path}.weight`, own(p, 'weight'), 1, 100),
-  });
+function checkedConstraints(path: string, v: unknown, max: number): readonly Constraint[] {
+  const list = array(path, v, max);
+  for (let i = 0; i < list.length; i++) checkConstraint(`${path}.${i}`, list[i]);
+  return list as readonly Constraint[];
 }
 
-function spreadRule(path: string, v: unknown): SpreadRule {
-  const s = object(path, v);
-  const out: { label: string; maxSkew: number; group?: string } = {
-    label: text(`${path}.label`, own(s, 'label')),
-    maxSkew: integer(`${path}.maxSkew`, own(s, 'maxSkew'), 1, resourceAmountMax),
-  };
-  const group = own(s, 'group');
-  if (group !== undefined) out.group = text(`${path}.group`, group);
-  return Object.freeze(out);
-}
-
-function antiAffinityRule(path: string, v: unknown): AntiAffinityRule {
-  const a = object(path, v);
-  return Object.freeze({
-    group: text(`${path}.group`, own(a, 'group')),
-    maxPerNode: integer(`${path}.maxPerNode`, own(a, 'maxPerNode'), 1, resourceAmountMax),
-  });
+/** Validates a constraint in place (requests are checked, not copied: the planner reads them once per batch). */
+function checkConstraint(path: string, v: unknown): void {
+  const c = object(path, v);
+  text(`${path}.label`, c.label);
+  switch (c.op) {
+    case 'eq':
+      text(`${path}.value`, c.value);
+      return;
+    case 'in':
+    case 'notIn': {
+      const values = array(`${path}.values`, c.values, constraintValuesMax);
+      if (values.length === 0)
+        throw new ValidationError(`${path}.values`, `must list 1..${constraintValuesMax} values`);
+      for (let i = 0; i < values.length; i++) text(`${path}.values.${i}`, values[i]);
+      return;
+    }
+    case 'exists':
+      return;
+    default:
+      throw new ValidationError(`${path}.op`, `must be one of eq, in, notIn, exists`);
+  }
 }
 
 /**
- * Checks a placement request and returns a frozen copy of its known fields, with absent optional lists left
- * absent; throws ValidationError naming the first bad field.
+ * Checks a placement request in place and returns it typed; throws ValidationError naming the first bad field.
+ * Every field the placer reads is checked here for type and range (null where an object belongs is refused,
+ * never a TypeError later). Requests are not copied: copying cost a third of a microsecond per request, and
+ * the planner reads each request synchronously within the call that validated it.
  */
 export function normalizeRequest(v: unknown): PlacementRequest {
   const r = object('', v);
-  const out: { -readonly [K in keyof PlacementRequest]: PlacementRequest[K] } = {
-    id: id('id', own(r, 'id')),
-    tenant: id('tenant', own(r, 'tenant')),
-    resources: resources('resources', own(r, 'resources')),
-  };
-  const priority = own(r, 'priority');
-  if (priority !== undefined) out.priority = integer('priority', priority, -priorityAbsMax, priorityAbsMax);
-  const gpu = own(r, 'gpu');
-  if (gpu !== undefined) out.gpu = gpuRequest('gpu', gpu);
-  const constraints = own(r, 'constraints');
-  if (constraints !== undefined) {
-    out.constraints = Object.freeze(
-      array('constraints', constraints, constraintsPerRequestMax).map((c, i) =>
-        constraint(`constraints.${i}`, c),
-      ),
-    );
+  id('id', r.id);
+  id('tenant', r.tenant);
+  // Literal paths: building `${path}.cpu` for every valid request cost more than the checks themselves.
+  const res = object('resources', r.resources);
+  amount('resources.cpu', res.cpu);
+  amount('resources.memory', res.memory);
+  amount('resources.disk', res.disk);
+  if (r.priority !== undefined) integer('priority', r.priority, -priorityAbsMax, priorityAbsMax);
+  if (r.gpu !== undefined) gpuRequest('gpu', r.gpu);
+  if (r.constraints !== undefined) checkedConstraints('constraints', r.constraints, constraintsPerRequestMax);
+  if (r.preferences !== undefined) {
+    const prefs = array('preferences', r.preferences, preferencesPerRequestMax);
+    for (let i = 0; i < prefs.length; i++) {
+      const p = object(`preferences.${i}`, prefs[i]);
+      checkConstraint(`preferences.${i}.constraint`, p.constraint);
+      integer(`preferences.${i}.weight`, p.weight, 1, 100);
+    }
   }
-  const preferences = own(r, 'preferences');
-  if (preferences !== undefined) {
-    out.preferences = Object.freeze(
-      array('preferences', preferences, preferencesPerRequestMax).map((p, i) =>
-        preference(`preferences.${i}`, p),
-      ),
-    );
+  if (r.spread !== undefined) {
+    const sp = object('spread', r.spread);
+    text('spread.label', sp.label);
+    integer('spread.maxSkew', sp.maxSkew, 1, resourceAmountMax);
+    if (sp.group !== undefined) text('spread.group', sp.group);
   }
-  const spread = own(r, 'spread');
-  if (spread !== undefined) out.spread = spreadRule('spread', spread);
-  const antiAffinity = own(r, 'antiAffinity');
-  if (antiAffinity !== undefined) out.antiAffinity = antiAffinityRule('antiAffinity', antiAffinity);
-  const imageId = own(r, 'imageId');
-  if (imageId !== undefined) out.imageId = text('imageId', imageId);
-  const pinnedNode = own(r, 'pinnedNode');
-  if (pinnedNode !== undefined) out.pinnedNode = id('pinnedNode', pinnedNode);
-  const strategy = own(r, 'strategy');
-  if (strategy !== undefined) {
-    if (strategy !== 'binpack' && strategy !== 'spread')
-      throw new ValidationError('strategy', 'must be binpack or spread');
-    out.strategy = strategy;
+  if (r.antiAffinity !== undefined) {
+    const aa = object('antiAffinity', r.antiAffinity);
+    text('antiAffinity.group', aa.group);
+    integer('antiAffinity.maxPerNode', aa.maxPerNode, 1, resourceAmountMax);
   }
-  return Object.freeze(out);
+  if (r.imageId !== undefined) text('imageId', r.imageId);
+  if (r.pinnedNode !== undefined) id('pinnedNode', r.pinnedNode);
+  if (r.strategy !== undefined && r.strategy !== 'binpack' && r.strategy !== 'spread') {
+    throw new ValidationError('strategy', 'must be binpack or spread');
+  }
+  return r as unknown as PlacementRequest;
 }
 
 /** Checks a placement request; throws ValidationError naming the first bad field. */

@@ -27,6 +27,7 @@ import {
   quotaSchema,
   type ReconcileEntry,
   reconcileReportSchema,
+  type SandboxSpec,
 } from './commands.js';
 import {
   errorFromResult,
@@ -89,8 +90,6 @@ export interface CreateOptions {
  * that outcome without applying twice, and the same id with other arguments throws
  * RequestIdConflictError. One is generated when absent, and reused for the scheduler's own retries.
  */
-export type { MutationOptions } from './api.js';
-
 export interface ReadOptions {
   /** Read this replica's applied state without a ReadIndex round. */
   readonly stale?: boolean;
@@ -127,6 +126,8 @@ export class Scheduler implements SchedulerApi {
   readonly #ownsLog: boolean;
   readonly #newRequestId: () => string;
   #closed = false;
+  /** What ends each open `watch()` iterator when the scheduler closes. */
+  readonly #watchers = new Set<() => void>();
 
   constructor(config: SchedulerConfig = {}) {
     // The embedded default: a real Raft group of in-process replicas on memory storage.
@@ -232,7 +233,8 @@ export class Scheduler implements SchedulerApi {
    * used for another spec, QuotaExceededError, OverloadedError, and NoCapacityError when it found no
    * node before its deadline (the error's `details.reason` says why).
    */
-  async create(spec: unknown, options: CreateOptions = {}): Promise<Sandbox> {
+  async create(spec: SandboxSpec, options: CreateOptions = {}): Promise<Sandbox> {
+    // Typed for callers, still validated: JavaScript callers and data from the wire reach here unchecked.
     const checked = validateSpec(spec);
     const requestId = options.requestId ?? this.#newRequestId();
     const sb = await this.#onLeader((r, deadline) => r.create(requestId, checked, deadline));
@@ -439,12 +441,21 @@ export class Scheduler implements SchedulerApi {
     return [...state.nodes.keys()].sort().map((id) => state.index.get(id) as NodeView);
   }
 
-  /** Committed events from now on, in log order. Ends with OverloadedError if the reader falls too far behind. */
+  /**
+   * Committed events from now on, in log order. Ends with WatchOverflowError if the reader falls too far
+   * behind, and ends (after the events already buffered) when the scheduler closes.
+   */
   watch(): AsyncIterableIterator<SchedulerEvent> {
     const buffer: SchedulerEvent[] = [];
     let wake: (() => void) | undefined;
     let overflow = false;
     let done = false;
+    let closing = this.#closed;
+    const onClose = (): void => {
+      closing = true;
+      off();
+      wake?.();
+    };
     // A replica restarted from its storage replays entries it had applied; the watch skips them by index.
     let seen = this.#home.machine.state.applied;
     const off = this.#home.machine.onApply(({ events }, entry) => {
@@ -463,7 +474,13 @@ export class Scheduler implements SchedulerApi {
           if (e !== undefined) return { done: false, value: e };
           if (overflow) {
             off();
+            this.#watchers.delete(onClose);
             throw new WatchOverflowError(`a watch() reader fell more than ${watchBufferMax} events behind`);
+          }
+          if (closing) {
+            done = true;
+            this.#watchers.delete(onClose);
+            return { done: true, value: undefined };
           }
           await new Promise<void>((r) => {
             wake = r;
@@ -474,10 +491,13 @@ export class Scheduler implements SchedulerApi {
       return: async () => {
         done = true;
         off();
+        this.#watchers.delete(onClose);
         wake?.();
         return { done: true, value: undefined };
       },
     };
+    if (closing) off();
+    else this.#watchers.add(onClose);
     return iterator;
   }
 
@@ -509,6 +529,8 @@ export class Scheduler implements SchedulerApi {
   /** Stops the replicas' pipelines (calls in progress reject); a group the scheduler created is closed too. */
   async close(): Promise<void> {
     this.#closed = true;
+    for (const end of [...this.#watchers]) end();
+    this.#watchers.clear();
     for (const r of this.replicas) r.stop();
     if (this.#ownsLog && this.log instanceof RaftGroupLog) await this.log.close();
   }

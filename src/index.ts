@@ -9,8 +9,25 @@ export {
   DuplicateNodeError,
   NodeBusyError,
   OverCommitError,
+  ReleaseMismatchError,
   UnknownNodeError,
 } from '../placement/index.js';
+export {
+  EntryUnavailableError,
+  LogCompactedError,
+  SnapshotOutOfDateError,
+  SnapshotUnavailableError,
+} from '../raft/core/errors.js';
+// The Raft layer's NotLeaderError and TimeoutError are renamed here: the scheduler has its own NotLeaderError.
+export {
+  MembershipChangeError,
+  NotLeaderError as RaftNotLeaderError,
+  ProposalDroppedError,
+  RaftClosedError,
+  TimeoutError as RaftTimeoutError,
+} from '../raft/errors.js';
+export { DataDirLockedError, DataDirLockInvalidError } from '../raft/storage/dir-lock.js';
+export { StorageClosedError, WalCorruptError } from '../raft/storage/file.js';
 export type { MutationOptions, SchedulerApi, StatusItem, WatchOptions } from '../scheduler/api.js';
 export type { Quota, ReconcileEntry, SandboxSpec } from '../scheduler/commands.js';
 export { reconcileReportMax } from '../scheduler/commands.js';
@@ -42,6 +59,18 @@ export type {
 export { createScheduler, Scheduler } from '../scheduler/scheduler.js';
 export type { ReconcileResult } from '../scheduler/state.js';
 export type { LostFrom, NodeRecord, Sandbox, SchedulerEvent } from '../scheduler/types.js';
+export {
+  attemptTimeoutMsDefault,
+  type ConnectOptions,
+  type Credentials,
+  callTimeoutMsDefault,
+  connect,
+  RemoteScheduler,
+} from './api/client.js';
+export { InternalError, RemoteError, WatchGapError } from './api/errors.js';
+export { ApiServer, type ApiServerOptions, serveApi } from './api/nats-server.js';
+export type { ReplicaStatus } from './api/protocol.js';
+export { AssertionFailure } from './lib/assert.js';
 export { Deadline, type DeadlineWire, deadlineBudgetMsMax } from './lib/deadline.js';
 export {
   CodecError,
@@ -49,5 +78,6 @@ export {
   DeadlineExceededError,
   OutcomeUnknownError,
   TrellisError,
+  UnavailableError,
   ValidationError,
 } from './lib/errors.js';

@@ -20,7 +20,7 @@
 
 import { randomBytes } from 'node:crypto';
 import { readFileSync } from 'node:fs';
-import { link, open, readFile, unlink } from 'node:fs/promises';
+import { link, open, readdir, readFile, unlink } from 'node:fs/promises';
 import { hostname } from 'node:os';
 import { join } from 'node:path';
 import { TrellisError } from '../../src/lib/errors.js';
@@ -189,6 +189,7 @@ export class DirLock {
         try {
           await link(tmp, path);
           if (fsync) await syncDir(dir);
+          await removeDeadTemps(dir);
           return new DirLock(dir, owner);
         } catch (err) {
           if (errCode(err) !== 'EEXIST') throw err;
@@ -225,6 +226,17 @@ export class DirLock {
       return; // Gone already (removed by hand): nothing of ours to remove.
     }
     if (parseOwner(text)?.nonce === this.#owner.nonce) await unlink(path).catch(() => undefined);
+  }
+}
+
+/** A lock temp file: `LOCK.<pid>.<nonce>.tmp`. */
+const lockTemp = /^LOCK\.(\d+)\.[0-9a-f]+\.tmp$/;
+
+/** Lock temp files of processes that died between writing and removing them (never a live racer's). */
+async function removeDeadTemps(dir: string): Promise<void> {
+  for (const f of await readdir(dir)) {
+    const pid = Number(lockTemp.exec(f)?.[1] ?? 0);
+    if (pid > 0 && !pidRuns(pid)) await unlink(join(dir, f)).catch(() => undefined);
   }
 }
 

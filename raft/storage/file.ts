@@ -228,7 +228,7 @@ export class FileStorage implements Storage {
       lastIndex,
       lastTerm,
       tornTail,
-      leftoverTmp: files.filter((f) => f.endsWith('.tmp')),
+      leftoverTmp: files.filter((f) => f.endsWith('.tmp') && !f.startsWith('LOCK')),
       problems,
     };
   }

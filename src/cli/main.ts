@@ -10,11 +10,14 @@
  * these settings into each subcommand when it is created, so they are set before any command registers.
  */
 import { Command } from 'commander';
+import { registerData } from './data.js';
 import { registerClusterDemo, registerDemo } from './demo.js';
 import { debugWanted, failureOf, isCleanExit } from './errors.js';
 import { registerMembers } from './members.js';
 import { registerNatsConfig } from './nats-config.js';
+import { registerOps } from './ops/index.js';
 import { registerKv, registerServer } from './server.js';
+import { registerSimulate } from './simulate.js';
 import { packageVersion } from './version.js';
 
 const debug = debugWanted(process.argv, process.env);
@@ -44,6 +47,9 @@ registerNatsConfig(program);
 registerServer(program);
 registerKv(program);
 registerMembers(program);
+registerOps(program);
+registerSimulate(program);
+registerData(program);
 
 // A closed pipe (`trellis demo | head`) ends the command quietly instead of with a stack trace.
 process.stdout.on('error', (err: NodeJS.ErrnoException) => {

@@ -49,6 +49,7 @@ import {
   withConnectionOptions,
 } from './connect.js';
 import { exitCodes } from './errors.js';
+import { withServerConfig } from './ops/server-config.js';
 
 const peer = z.string().regex(/^[A-Za-z0-9_-]{1,64}$/, 'a replica id');
 const kvKey = z.string().min(1).max(kvKeyLengthMax);
@@ -194,12 +195,12 @@ export function registerServer(program: Command): void {
   const cmd = program
     .command('server')
     .description('run one replica of a Raft group over NATS (KV state machine)')
-    .requiredOption('--id <id>', 'this replica')
-    .requiredOption(
+    .option('--id <id>', 'this replica (required)')
+    .option(
       '--peers <ids>',
       "the group's voters on first start, comma-separated; a replica joining a running group lists the current voters without itself, and is then added with `trellis members add`",
     )
-    .requiredOption('--data <dir>', 'directory for the write-ahead log and snapshots')
+    .option('--data <dir>', 'directory for the write-ahead log and snapshots (required)')
     .option(
       '--tick-ms <ms>',
       'Raft tick: heartbeats every tick, elections after 10-20 ticks',
@@ -218,16 +219,24 @@ export function registerServer(program: Command): void {
       durationMs,
       stopTimeoutMsDefault,
     );
-  withConnectionOptions(cmd, serverConnectTimeoutMsDefault).action(async (o: ServerOptions) => {
-    await runServer(o);
-  });
+  withConnectionOptions(cmd, serverConnectTimeoutMsDefault);
+  // Flags, then TRELLIS_* env, then an optional YAML config file (credentials keep connect.ts's env names).
+  withServerConfig(cmd, ['id', 'peers', 'data'], ['user', 'password', 'pass', 'creds']).action(
+    async (o: ServerOptions) => {
+      await runServer(o);
+    },
+  );
 }
 
 async function runServer(o: ServerOptions): Promise<void> {
   const id = replicaId(o.id, 'id');
   const peers = o.peers.split(',').map((p) => replicaId(p.trim(), 'peers'));
   const log = createLogger('server', { replica: id, cluster: o.cluster });
+  // The data directory first: a corrupt or already-used one (WalCorruptError, DataDirLockedError) stops
+  // the replica at once, before it joins anything.
+  const storage = await FileStorage.open(o.data);
   const stopping = stopSignal();
+  let connected = false;
   const nc = await Promise.race([
     connectNats({
       servers: o.nats,
@@ -237,10 +246,15 @@ async function runServer(o: ServerOptions): Promise<void> {
       reconnectForever: true,
       log,
     }),
-    // A signal while still waiting for NATS stops at once: there is nothing to close yet.
-    stopping.then(() => exitNow(log, 0)),
+    // A signal while still waiting for NATS stops at once: only the storage (and its lock) to release.
+    // Once connected, this branch must do nothing: the stop below closes node, storage and NATS in order.
+    stopping.then(async (): Promise<never> => {
+      if (connected) return new Promise<never>(() => undefined);
+      await storage.close().catch(() => undefined);
+      return exitNow(log, 0);
+    }),
   ]);
-  const storage = await FileStorage.open(o.data);
+  connected = true;
   const kv = new KvStateMachine();
   const transport = new NatsTransport({
     connection: nc,

@@ -70,7 +70,8 @@ export class DeadlineExceededError extends TrellisError {
 /**
  * A client gave up on a mutating request without learning whether it took effect: an attempt may have
  * committed (or may still commit before its deadline) although no answer came back. Not "failed", not
- * "no leader yet": read the state to find out, or retry within the same client session to be deduplicated.
+ * "no leader yet": read the state to find out, or retry with the same request id (`details.requestId`) or within
+ * the same client session: the request is applied at most once.
  */
 export class OutcomeUnknownError extends TrellisError {
   override readonly name = 'OutcomeUnknownError';

@@ -7,7 +7,7 @@
  *   only its own node's status (`trellis.<cluster>.node.<id>.status`), plus replies to requests made to it;
  * - an **API client** may send requests to `trellis.<cluster>.api` and to one replica's own subject
  *   `trellis.<cluster>.api.<id>` (how a client routes to the leader it learned, and asks a replica for its
- *   status), and follow `trellis.<cluster>.events`.
+ *   status), and follow `trellis.<cluster>.events` and `trellis.<cluster>.watch` (the API's event frames).
  *
  * So a compromised worker can neither speak Raft nor issue API calls, nor impersonate another node.
  * Passwords are random (24 bytes, base64url); the generated file must be kept private (mode 0600).
@@ -108,7 +108,7 @@ export function permissionsOf(
     case 'client':
       return {
         publish: [`${root}.api`, `${root}.api.*`],
-        subscribe: ['_INBOX.>', `${root}.events`],
+        subscribe: ['_INBOX.>', `${root}.events`, `${root}.watch`],
         allowResponses: false,
       };
   }

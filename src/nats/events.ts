@@ -23,7 +23,7 @@ export function eventsSubject(cluster: string): string {
 }
 
 const text = z.string().min(1).max(256);
-const eventSchema = z.discriminatedUnion('kind', [
+export const eventSchema = z.discriminatedUnion('kind', [
   z.strictObject({
     kind: z.literal('sandbox'),
     index: z.int().min(0),

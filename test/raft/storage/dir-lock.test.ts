@@ -72,7 +72,10 @@ describe('raft/storage/dir-lock', () => {
   });
 
   it('raft/storage/dir-lock - a holder killed with SIGKILL leaves a stale lock that the next open takes over', async () => {
+    // Also a lock temp file of a process that died before removing it: the next holder removes it.
     const dir = await freshDir();
+    const deadTemp = `${lockFileName}.${await deadPid()}.0123abcd.tmp`;
+    await writeFile(join(dir, deadTemp), '{}');
     const h = holder(dir);
     expect(await h.line).toMatch(/^locked /);
     h.child.kill('SIGKILL');
@@ -80,6 +83,7 @@ describe('raft/storage/dir-lock', () => {
     expect(await readDirLock(dir)).toMatchObject({ state: 'stale', owner: { pid: h.child.pid } });
     const s = await FileStorage.open(dir);
     expect(await readDirLock(dir)).toMatchObject({ state: 'held', owner: { pid: process.pid } });
+    expect(await readdir(dir)).not.toContain(deadTemp);
     await s.close();
   });
 

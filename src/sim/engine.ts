@@ -1,0 +1,627 @@
+/**
+ * The discrete-event engine. Virtual time only: nothing here reads a clock for a decision (the wall clock is
+ * read only to report planning latency). Events sit in a binary heap keyed on (time, rank, sequence); at one
+ * instant node events come first, then departures (so freed room is there), then arrivals, then the batch
+ * flushes, then sampling.
+ *
+ * Arrivals collect into a batch, as in the leader's batcher: a batch is planned when it reaches the policy's
+ * `batchSize`, or at the end of its window (`batchWindowMs`; 0 = everything arriving at one instant).
+ * Departures collect the same way into one `status` entry. A request that fits nowhere waits as a committed
+ * `pending` sandbox (the leader's `pend`) until a departure frees room on a node where it would fit, or its
+ * deadline passes (then it is rejected with the reason placement gave); with `pendingTimeoutMs` 0 it is
+ * rejected at once. Everything goes through a `SchedulerCore` (core.ts): the production admission, planner,
+ * verifier and state machine.
+ *
+ * Protocols: `replay` honours arrival times and lifetimes; `inflation` (as the FGD paper's evaluation) shuffles
+ * the arrivals, ignores departures, and keeps submitting until the arrived demand reaches `targetPct` of the
+ * cluster's capacity in `resource`, recording allocation against arrived demand.
+ */
+import {
+  fragmentation,
+  gpuMilliPerDevice,
+  type PlanOptions,
+  type ReferenceShape,
+} from '../../placement/index.js';
+import type { SandboxSpec } from '../../scheduler/commands.js';
+import { assert } from '../lib/assert.js';
+import { ConfigError } from '../lib/errors.js';
+import { createRng } from '../lib/prng.js';
+import { clusterEvents, clusterNodes } from './cluster.js';
+import { type CoreRequest, type SchedulerCore, StateCore } from './core.js';
+import { EventHeap } from './heap.js';
+import {
+  decadeBounds,
+  histogram,
+  type InflationPoint,
+  observe,
+  type RunResult,
+  type Sample,
+  type Totals,
+  type Utilization,
+} from './metrics.js';
+import { planOptionsOf } from './policy.js';
+import type { ClusterSpec, PolicySpec } from './spec.js';
+import type { Arrival } from './workload.js';
+
+/** Samples one replay run keeps at most (the interval grows to fit). */
+export const samplesMax = 200;
+/** Inflation points kept at most. */
+export const inflationPointsMax = 2_000;
+/** Pending requests re-planned after one release flush at most (the rest wait for the next one). */
+export const wakeBatchMax = 10_000;
+
+export interface InflationOptions {
+  /** Stop once arrived demand reaches this share of capacity, in percent (e.g. 100). */
+  readonly targetPct: number;
+  /** Which resource demand and capacity are measured in; default `gpu` on a cluster with GPUs, else `cpu`. */
+  readonly resource?: 'cpu' | 'memory' | 'gpu';
+}
+
+export interface SimOptions {
+  readonly seed: number;
+  readonly protocol?: 'replay' | 'inflation';
+  readonly inflation?: InflationOptions;
+  readonly policy: PolicySpec;
+  /** Virtual ms a batch collects arrivals (and departures); 0 = one instant. Default 0. */
+  readonly batchWindowMs?: number;
+  /** Virtual ms a request may wait for room; 0 = rejected at once. Default 30,000, as the leader's. */
+  readonly pendingTimeoutMs?: number;
+  /** Virtual ms between samples; default spreads `samplesMax` over the arrivals' span. */
+  readonly sampleEveryMs?: number;
+  /** The shape fragmentation is measured against; default the most common arrival shape. */
+  readonly fragmentationShape?: ReferenceShape;
+  /** Keep request id → node id (for comparisons). */
+  readonly recordPlacements?: boolean;
+  /** Called now and then with arrivals processed so far. */
+  readonly onProgress?: (arrived: number) => void;
+  readonly core?: () => SchedulerCore;
+}
+
+enum Kind {
+  Node = 0,
+  Depart = 1,
+  Suspend = 2,
+  Resume = 3,
+  ReleaseFlush = 4,
+  Arrive = 5,
+  Deadline = 6,
+  BatchFlush = 7,
+  Sample = 8,
+}
+
+type Ev =
+  | { readonly kind: Kind.Node; readonly nodeId: string; readonly what: 'fail' | 'drain' | 'return' }
+  | { readonly kind: Kind.Depart | Kind.Suspend | Kind.Resume | Kind.Deadline; readonly id: string }
+  | { readonly kind: Kind.Arrive; readonly a: Arrival }
+  | { readonly kind: Kind.ReleaseFlush | Kind.BatchFlush | Kind.Sample };
+
+interface Live {
+  readonly a: Arrival;
+  nodeId: string;
+  state: 'placed' | 'suspended';
+  gpuMilli: number;
+}
+
+interface Waiting {
+  readonly a: Arrival;
+  reason: string;
+  committed: boolean;
+}
+
+/** The GPU share a spec asks for, in milli-GPU. */
+export function gpuMilliOf(spec: SandboxSpec): number {
+  return spec.gpu === undefined ? 0 : (spec.gpu.count ?? 0) * gpuMilliPerDevice + (spec.gpu.milli ?? 0);
+}
+
+/** Runs one simulation of `arrivals` (in time order for replay) on `cluster` under `options.policy`. */
+export function simulate(cluster: ClusterSpec, arrivals: readonly Arrival[], options: SimOptions): RunResult {
+  return new Run(cluster, arrivals, options).run();
+}
+
+class Run {
+  readonly #o: SimOptions;
+  readonly #core: SchedulerCore;
+  readonly #heap = new EventHeap<Ev>();
+  readonly #plan: PlanOptions;
+  readonly #batchSize: number;
+  readonly #windowMs: number;
+  readonly #timeoutMs: number;
+  readonly #protocol: 'replay' | 'inflation';
+  readonly #arrivals: readonly Arrival[];
+  readonly #cluster: ClusterSpec;
+  #next = 0;
+  #now = 0;
+  #batch: CoreRequest[] = [];
+  #batchArrival = new Map<string, Arrival>();
+  #batchFlushAt = -1;
+  #releases: string[] = [];
+  /** Nodes that gave room back since the last wake. */
+  #freed = new Set<string>();
+  #releaseFlushAt = -1;
+  readonly #live = new Map<string, Live>();
+  readonly #waiting = new Map<string, Waiting>();
+  readonly #resumeWaiting = new Set<string>();
+  #gpuAllocated = 0;
+  readonly #totals: Totals = {
+    arrived: 0,
+    placed: 0,
+    rejected: 0,
+    rejectedByReason: {},
+    pendingAtEnd: 0,
+    departed: 0,
+    lost: 0,
+    suspended: 0,
+    resumed: 0,
+    events: 0,
+  };
+  readonly #samples: Sample[] = [];
+  readonly #inflation: InflationPoint[] = [];
+  readonly #waitMs = histogram(decadeBounds(1, 1e7));
+  readonly #planMs = histogram(decadeBounds(0.01, 1e4));
+  #planCalls = 0;
+  readonly #placements = new Map<string, string>();
+  readonly #rejections = new Map<string, string>();
+  readonly #shape: ReferenceShape;
+  #sampleEveryMs = 0;
+  // Inflation: demand arrived so far, in the measured resource, and the capacity it is measured against.
+  #arrivedDemand = 0;
+  #demandCapacity = 0;
+  #demandResource: 'cpu' | 'memory' | 'gpu' = 'cpu';
+  #lastPointPct = -1;
+
+  constructor(cluster: ClusterSpec, arrivals: readonly Arrival[], o: SimOptions) {
+    this.#o = o;
+    this.#cluster = cluster;
+    this.#core = o.core?.() ?? new StateCore();
+    this.#protocol = o.protocol ?? 'replay';
+    this.#plan = planOptionsOf(o.policy, arrivals);
+    this.#batchSize = o.policy.batchSize ?? 4096;
+    this.#windowMs = o.batchWindowMs ?? 0;
+    this.#timeoutMs = this.#protocol === 'inflation' ? 0 : (o.pendingTimeoutMs ?? 30_000);
+    if (this.#protocol === 'inflation') {
+      // Shuffled (seeded), submitted one millisecond apart, no lifetimes.
+      const shuffled = createRng(o.seed).shuffle([...arrivals]);
+      this.#arrivals = shuffled.map((a, i) => ({
+        id: a.id,
+        spec: a.spec,
+        atMs: i,
+        lifetimeMs: Number.POSITIVE_INFINITY,
+      }));
+    } else {
+      for (let i = 1; i < arrivals.length; i++) {
+        if ((arrivals[i] as Arrival).atMs < (arrivals[i - 1] as Arrival).atMs)
+          throw new ConfigError(`arrivals must be in time order (arrival ${i} is earlier than ${i - 1})`);
+      }
+      this.#arrivals = arrivals;
+    }
+    this.#shape = o.fragmentationShape ?? commonShape(arrivals);
+  }
+
+  run(): RunResult {
+    const t0 = performance.now();
+    const nodes = clusterNodes(this.#cluster);
+    this.#core.registerNodes(nodes, 0);
+    for (const [tenant, quota] of Object.entries(this.#cluster.quotas ?? {}))
+      this.#core.setQuota(tenant, quota, 0);
+    for (const e of clusterEvents(this.#cluster, nodes)) {
+      this.#heap.push(e.atMs, Kind.Node, { kind: Kind.Node, nodeId: e.nodeId, what: e.kind });
+    }
+    const index = this.#core.index;
+    const capacity = { ...index.readyCapacity, gpu: index.readyGpuMilli };
+    this.#setupInflation(capacity);
+    this.#pushNextArrival();
+    const last = this.#arrivals[this.#arrivals.length - 1];
+    const spanMs = last === undefined ? 0 : last.atMs;
+    this.#sampleEveryMs = this.#o.sampleEveryMs ?? Math.max(1, Math.ceil(spanMs / (samplesMax / 2)));
+    if (this.#protocol === 'replay') this.#heap.push(0, Kind.Sample, { kind: Kind.Sample });
+    this.#loop();
+    this.#flushReleases();
+    this.#flushBatch();
+    if (this.#protocol === 'replay') this.#sample();
+    this.#totals.pendingAtEnd = this.#waiting.size;
+    const wallSeconds = (performance.now() - t0) / 1000;
+    return {
+      name: this.#o.policy.name,
+      protocol: this.#protocol,
+      seed: this.#o.seed,
+      nodes: nodes.length,
+      capacity,
+      totals: this.#totals,
+      samples: this.#samples,
+      waitMs: this.#waitMs,
+      ...(this.#protocol === 'inflation' ? { inflation: this.#inflation } : {}),
+      ...(this.#o.recordPlacements === true
+        ? { placements: this.#placements, rejections: this.#rejections }
+        : {}),
+      timing: {
+        wallSeconds,
+        eventsPerSec: wallSeconds === 0 ? 0 : this.#totals.events / wallSeconds,
+        planCalls: this.#planCalls,
+        planMs: this.#planMs,
+      },
+    };
+  }
+
+  #setupInflation(capacity: Utilization): void {
+    if (this.#protocol !== 'inflation') return;
+    const resource = this.#o.inflation?.resource ?? (capacity.gpu > 0 ? 'gpu' : 'cpu');
+    this.#demandResource = resource;
+    this.#demandCapacity = capacity[resource];
+    if (this.#demandCapacity <= 0)
+      throw new ConfigError(`inflation: the cluster has no ${resource} capacity`);
+  }
+
+  #inflationDone(): boolean {
+    if (this.#protocol !== 'inflation') return false;
+    const target = this.#o.inflation?.targetPct ?? 100;
+    return (100 * this.#arrivedDemand) / this.#demandCapacity >= target;
+  }
+
+  #pushNextArrival(): void {
+    if (this.#inflationDone()) return;
+    const a = this.#arrivals[this.#next];
+    if (a === undefined) return;
+    this.#next += 1;
+    this.#heap.push(a.atMs, Kind.Arrive, { kind: Kind.Arrive, a });
+  }
+
+  #loop(): void {
+    const progressEvery = 10_000;
+    for (;;) {
+      const e = this.#heap.pop();
+      if (e === undefined) return;
+      assert(e.timeMs >= this.#now, 'virtual time never goes back', { at: e.timeMs, now: this.#now });
+      this.#now = e.timeMs;
+      this.#step(e.item);
+      if (this.#o.onProgress !== undefined && this.#totals.events % progressEvery === 0)
+        this.#o.onProgress(this.#totals.arrived);
+    }
+  }
+
+  #step(ev: Ev): void {
+    switch (ev.kind) {
+      case Kind.Arrive:
+        this.#totals.events += 1;
+        this.#onArrive(ev.a);
+        return;
+      case Kind.Depart:
+        this.#totals.events += 1;
+        this.#onDepart(ev.id);
+        return;
+      case Kind.Suspend:
+        this.#totals.events += 1;
+        this.#onSuspend(ev.id);
+        return;
+      case Kind.Resume:
+        this.#totals.events += 1;
+        this.#onResume(ev.id);
+        return;
+      case Kind.Node:
+        this.#totals.events += 1;
+        this.#onNode(ev.nodeId, ev.what);
+        return;
+      case Kind.ReleaseFlush:
+        this.#flushReleases();
+        return;
+      case Kind.BatchFlush:
+        this.#flushBatch();
+        return;
+      case Kind.Deadline:
+        this.#onDeadline(ev.id);
+        return;
+      case Kind.Sample:
+        this.#sample();
+        // Keep sampling while anything else is still to happen.
+        if (this.#heap.size > 0) this.#heap.push(this.#now + this.#sampleEveryMs, Kind.Sample, ev);
+        return;
+    }
+  }
+
+  #windowEnd(): number {
+    return this.#windowMs === 0 ? this.#now : Math.ceil(this.#now / this.#windowMs) * this.#windowMs;
+  }
+
+  #onArrive(a: Arrival): void {
+    this.#totals.arrived += 1;
+    if (this.#protocol === 'inflation') {
+      const s = a.spec.resources;
+      this.#arrivedDemand +=
+        this.#demandResource === 'gpu'
+          ? gpuMilliOf(a.spec)
+          : this.#demandResource === 'cpu'
+            ? s.cpu
+            : s.memory;
+    }
+    this.#enqueue({ id: a.id, spec: a.spec, pending: false }, a);
+    this.#pushNextArrival();
+  }
+
+  #enqueue(r: CoreRequest, a: Arrival): void {
+    this.#batch.push(r);
+    this.#batchArrival.set(r.id, a);
+    if (this.#batch.length >= this.#batchSize) {
+      this.#flushBatch();
+      return;
+    }
+    if (this.#batchFlushAt < 0) {
+      this.#batchFlushAt = this.#windowEnd();
+      this.#heap.push(this.#batchFlushAt, Kind.BatchFlush, { kind: Kind.BatchFlush });
+    }
+  }
+
+  #flushBatch(): void {
+    this.#batchFlushAt = -1;
+    if (this.#batch.length === 0) return;
+    const batch = this.#batch;
+    const arrivals = this.#batchArrival;
+    this.#batch = [];
+    this.#batchArrival = new Map();
+    const out = this.#core.placeBatch(batch, this.#now, this.#plan);
+    this.#planCalls += 1;
+    observe(this.#planMs, out.planMs);
+    for (const p of out.placed) {
+      const a = arrivals.get(p.id) as Arrival;
+      this.#waiting.delete(p.id);
+      let gpuMilli = 0;
+      for (const g of p.gpuDevices) gpuMilli += g.milli;
+      this.#gpuAllocated += gpuMilli;
+      this.#live.set(p.id, { a, nodeId: p.nodeId, state: 'placed', gpuMilli });
+      this.#totals.placed += 1;
+      observe(this.#waitMs, this.#now - a.atMs);
+      if (this.#o.recordPlacements === true) this.#placements.set(p.id, p.nodeId);
+      if (this.#protocol !== 'replay') continue;
+      if (a.suspendAfterMs !== undefined) {
+        this.#heap.push(this.#now + a.suspendAfterMs, Kind.Suspend, { kind: Kind.Suspend, id: p.id });
+      } else if (Number.isFinite(a.lifetimeMs)) {
+        this.#heap.push(this.#now + a.lifetimeMs, Kind.Depart, { kind: Kind.Depart, id: p.id });
+      }
+    }
+    for (const r of out.refused) this.#reject(r.id, r.code);
+    const toPend: { id: string; spec: SandboxSpec; reason: string; deadlineMs: number }[] = [];
+    for (const u of out.unplaced) {
+      const a = arrivals.get(u.id) as Arrival;
+      const w = this.#waiting.get(u.id);
+      const deadlineMs = a.atMs + this.#timeoutMs;
+      if (this.#timeoutMs === 0 || (w === undefined && this.#now >= deadlineMs)) {
+        this.#reject(u.id, u.code);
+        continue;
+      }
+      if (w !== undefined) {
+        w.reason = u.code;
+        continue;
+      }
+      this.#waiting.set(u.id, { a, reason: u.code, committed: true });
+      toPend.push({ id: u.id, spec: a.spec, reason: `${u.code}: ${u.message}`, deadlineMs });
+      this.#heap.push(deadlineMs, Kind.Deadline, { kind: Kind.Deadline, id: u.id });
+    }
+    this.#core.pend(toPend, this.#now);
+    if (this.#protocol === 'inflation') this.#point();
+  }
+
+  #reject(id: string, reason: string): void {
+    this.#totals.rejected += 1;
+    if (this.#o.recordPlacements === true) this.#rejections.set(id, reason);
+    this.#totals.rejectedByReason[reason] = (this.#totals.rejectedByReason[reason] ?? 0) + 1;
+  }
+
+  #onDepart(id: string): void {
+    const l = this.#live.get(id);
+    if (l === undefined) return;
+    this.#live.delete(id);
+    this.#gpuAllocated -= l.gpuMilli;
+    this.#resumeWaiting.delete(id);
+    this.#totals.departed += 1;
+    if (l.state === 'placed') this.#freed.add(l.nodeId);
+    this.#releases.push(id);
+    if (this.#releaseFlushAt < 0) {
+      this.#releaseFlushAt = this.#windowEnd();
+      this.#heap.push(this.#releaseFlushAt, Kind.ReleaseFlush, { kind: Kind.ReleaseFlush });
+    }
+  }
+
+  #flushReleases(): void {
+    this.#releaseFlushAt = -1;
+    if (this.#releases.length === 0) return;
+    const ids = this.#releases;
+    this.#releases = [];
+    this.#core.finish(
+      ids.map((id) => ({ id, to: 'terminated' as const })),
+      this.#now,
+    );
+    this.#wake();
+  }
+
+  /**
+   * Room freed: suspended sandboxes waiting to resume try again, then pending requests re-plan — as the
+   * leader does (leader.ts), only those whose cpu, memory and disk fit in the free room of a node that gave
+   * room back (a necessary condition, so none misses its chance), or all of them when a node came back.
+   */
+  #wake(all = false): void {
+    const freed = [...this.#freed];
+    this.#freed.clear();
+    if (!all && freed.length === 0) return;
+    for (const id of [...this.#resumeWaiting]) this.#onResume(id);
+    if (this.#waiting.size === 0) return;
+    const index = this.#core.index;
+    const rooms: number[][] = [];
+    for (const nodeId of freed) {
+      const slot = index.slotOf(nodeId);
+      if (slot !== undefined && index.isReady(slot))
+        rooms.push([index.freeCpu(slot), index.freeMem(slot), index.freeDisk(slot)]);
+    }
+    const fits = (s: SandboxSpec): boolean =>
+      all ||
+      rooms.some(
+        (r) =>
+          (r[0] as number) >= s.resources.cpu &&
+          (r[1] as number) >= s.resources.memory &&
+          (r[2] as number) >= s.resources.disk,
+      );
+    let n = 0;
+    for (const [id, w] of this.#waiting) {
+      if (this.#batchArrival.has(id) || !fits(w.a.spec)) continue;
+      this.#enqueue({ id, spec: w.a.spec, pending: w.committed }, w.a);
+      if (++n >= wakeBatchMax) break;
+    }
+  }
+
+  #onSuspend(id: string): void {
+    const l = this.#live.get(id);
+    if (l === undefined || l.state !== 'placed') return;
+    this.#core.suspend(id, this.#now);
+    this.#freed.add(l.nodeId);
+    l.state = 'suspended';
+    this.#gpuAllocated -= l.gpuMilli;
+    l.gpuMilli = 0;
+    this.#totals.suspended += 1;
+    this.#heap.push(this.#now + (l.a.suspendForMs ?? 0), Kind.Resume, { kind: Kind.Resume, id });
+    this.#wake();
+  }
+
+  #onResume(id: string): void {
+    const l = this.#live.get(id);
+    if (l === undefined || l.state !== 'suspended') return;
+    const got = this.#core.resume(id, this.#now, this.#plan);
+    if (got === undefined) {
+      this.#resumeWaiting.add(id);
+      return;
+    }
+    this.#resumeWaiting.delete(id);
+    l.state = 'placed';
+    l.nodeId = got.nodeId;
+    for (const g of got.gpuDevices) l.gpuMilli += g.milli;
+    this.#gpuAllocated += l.gpuMilli;
+    this.#totals.resumed += 1;
+    // The rest of its life, after the first half it lived before suspending.
+    const rest = l.a.lifetimeMs - (l.a.suspendAfterMs ?? 0);
+    this.#heap.push(this.#now + Math.max(1, rest), Kind.Depart, { kind: Kind.Depart, id });
+  }
+
+  #onNode(nodeId: string, what: 'fail' | 'drain' | 'return'): void {
+    this.#flushReleases();
+    if (what === 'return') {
+      this.#core.returnNode(nodeId, this.#now);
+      this.#wake(true);
+      return;
+    }
+    const lost = this.#core.setNodeState(nodeId, what === 'fail' ? 'down' : 'draining', this.#now);
+    for (const id of lost) {
+      const l = this.#live.get(id);
+      if (l === undefined) continue;
+      this.#live.delete(id);
+      this.#gpuAllocated -= l.gpuMilli;
+      this.#totals.lost += 1;
+    }
+    // Lost sandboxes are ended (terminated) at once, as their owner would after hearing they were lost.
+    this.#core.finish(
+      lost.map((id) => ({ id, to: 'terminated' as const })),
+      this.#now,
+    );
+  }
+
+  #onDeadline(id: string): void {
+    const w = this.#waiting.get(id);
+    if (w === undefined) return;
+    if (this.#batchArrival.has(id)) {
+      // It is in the batch about to be planned: one last chance, then the deadline is checked again.
+      this.#heap.push(this.#now, Kind.Deadline, { kind: Kind.Deadline, id });
+      this.#flushBatch();
+      return;
+    }
+    this.#waiting.delete(id);
+    this.#core.finish(
+      [{ id, to: 'failed', reason: `no capacity before the deadline (${w.reason})` }],
+      this.#now,
+    );
+    this.#reject(id, w.reason);
+  }
+
+  #utilization(): Utilization {
+    const index = this.#core.index;
+    const cap = index.readyCapacity;
+    const used = index.readyAllocated;
+    let gpuCap = 0;
+    let gpuUsed = 0;
+    if (index.readyGpuMilli > 0) {
+      for (const slot of index.slots()) {
+        if (!index.isReady(slot)) continue;
+        for (let d = 0; d < index.gpuCount(slot); d++) {
+          gpuCap += gpuMilliPerDevice;
+          gpuUsed += gpuMilliPerDevice - index.gpuFree(slot, d);
+        }
+      }
+    }
+    const share = (u: number, c: number): number => (c <= 0 ? 0 : u / c);
+    return {
+      cpu: share(used.cpu, cap.cpu),
+      memory: share(used.memory, cap.memory),
+      disk: share(used.disk, cap.disk),
+      gpu: share(gpuUsed, gpuCap),
+    };
+  }
+
+  #sample(): void {
+    if (this.#samples.length >= samplesMax) {
+      // Keep every other sample and halve the rate, so a long tail of departures stays within the bound.
+      const kept = this.#samples.filter((_, i) => i % 2 === 0);
+      this.#samples.length = 0;
+      this.#samples.push(...kept);
+      this.#sampleEveryMs *= 2;
+    }
+    const pendingByReason: Record<string, number> = {};
+    for (const w of this.#waiting.values()) pendingByReason[w.reason] = (pendingByReason[w.reason] ?? 0) + 1;
+    this.#samples.push({
+      tMs: this.#now,
+      util: this.#utilization(),
+      pendingByReason,
+      rejectedByReason: { ...this.#totals.rejectedByReason },
+      fragmentation: fragmentation(this.#core.index, this.#shape).strandedFraction,
+      live: this.#live.size,
+    });
+  }
+
+  #point(): void {
+    const arrivedPct = (100 * this.#arrivedDemand) / this.#demandCapacity;
+    const step = 100 / (inflationPointsMax / 2);
+    if (arrivedPct - this.#lastPointPct < step && !this.#inflationDone()) return;
+    this.#lastPointPct = arrivedPct;
+    const index = this.#core.index;
+    const cap = index.readyCapacity;
+    const used = index.readyAllocated;
+    const pct = (u: number, c: number): number => (c <= 0 ? 0 : (100 * u) / c);
+    this.#inflation.push({
+      arrivedPct,
+      allocatedPct: {
+        cpu: pct(used.cpu, cap.cpu),
+        memory: pct(used.memory, cap.memory),
+        disk: pct(used.disk, cap.disk),
+        gpu: pct(this.#gpuAllocated, index.readyGpuMilli),
+      },
+    });
+  }
+}
+
+/** The most common request shape among the first arrivals: the default reference for fragmentation. */
+export function commonShape(arrivals: readonly Arrival[]): ReferenceShape {
+  const counts = new Map<string, { n: number; spec: SandboxSpec }>();
+  for (const a of arrivals.slice(0, 10_000)) {
+    const key = JSON.stringify([a.spec.resources, a.spec.gpu ?? null]);
+    const c = counts.get(key);
+    if (c === undefined) counts.set(key, { n: 1, spec: a.spec });
+    else c.n += 1;
+  }
+  let best: { n: number; spec: SandboxSpec } | undefined;
+  for (const c of counts.values()) if (best === undefined || c.n > best.n) best = c;
+  const spec = best?.spec;
+  if (spec === undefined) return { resources: { cpu: 1000, memory: 2048, disk: 0 } };
+  const gpu = spec.gpu;
+  if (gpu === undefined) return { resources: spec.resources };
+  return {
+    resources: spec.resources,
+    gpu: {
+      ...(gpu.count === undefined ? {} : { count: gpu.count }),
+      ...(gpu.milli === undefined ? {} : { milli: gpu.milli }),
+      ...(gpu.model === undefined ? {} : { model: gpu.model }),
+    },
+  };
+}

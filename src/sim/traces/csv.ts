@@ -1,0 +1,226 @@
+/**
+ * The streaming CSV layer every trace reader shares (`csv-parse`: well kept, streaming, reports the line of
+ * each record). Rows are read one at a time from the file, so a trace of millions of rows never sits in memory
+ * as text; each reader turns a row into an `Arrival` (or a node) and a malformed field into a
+ * `TraceFormatError` naming the file's line and the column.
+ *
+ * The generic reader takes a column mapping: which column holds the arrival time, the departure time or the
+ * duration, cpu, memory, disk, GPUs and the tenant. Units are the scheduler's: seconds for times, millicores
+ * for cpu, MiB for memory and disk, whole GPUs for `gpuCount`, milli-GPU for `gpuMilli`.
+ */
+import { createReadStream } from 'node:fs';
+import { parse } from 'csv-parse';
+import type { SandboxSpec } from '../../../scheduler/commands.js';
+import { ConfigError } from '../../lib/errors.js';
+import { TraceFormatError } from '../errors.js';
+import type { Arrival } from '../workload.js';
+
+/** Rows one trace may yield at most. */
+export const traceRowsMax = 10_000_000;
+
+export interface Row {
+  /** 1-based line of the file the record ends on. */
+  readonly line: number;
+  get(column: string): string;
+}
+
+/**
+ * Reads `path` row by row. With `header`, columns are named by the first line; without, by position
+ * (`"0"`, `"1"`, …) or by `names`. Calls `each` for every data row; stops after `limit` rows.
+ */
+export async function eachRow(
+  path: string,
+  options: { header: boolean; names?: readonly string[]; limit?: number },
+  each: (row: Row) => void,
+): Promise<void> {
+  const stream = createReadStream(path);
+  const parser = stream.pipe(
+    parse({ info: true, relax_column_count: true, skip_empty_lines: true, trim: true }),
+  );
+  let names: readonly string[] | undefined = options.names;
+  let columnOf = new Map<string, number>();
+  const setNames = (n: readonly string[]): void => {
+    names = n;
+    columnOf = new Map(n.map((c, i) => [c, i] as const));
+  };
+  if (names !== undefined) setNames(names);
+  let rows = 0;
+  const limit = Math.min(options.limit ?? traceRowsMax, traceRowsMax);
+  try {
+    for await (const rec of parser as AsyncIterable<{ record: string[]; info: { lines: number } }>) {
+      const { record, info } = rec;
+      if (options.header && columnOf.size === 0) {
+        setNames(record);
+        continue;
+      }
+      const line = info.lines;
+      if (names !== undefined && record.length !== names.length)
+        throw new TraceFormatError(
+          line,
+          String(record.length),
+          `expected ${names.length} columns, got ${record.length}`,
+        );
+      each({
+        line,
+        get(column: string): string {
+          const i = columnOf.get(column) ?? (names === undefined ? Number(column) : -1);
+          const v = i >= 0 ? record[i] : undefined;
+          if (v === undefined) throw new TraceFormatError(line, column, 'no such column');
+          return v;
+        },
+      });
+      if (++rows >= limit) break;
+    }
+  } catch (err) {
+    if (err instanceof TraceFormatError) throw err;
+    const e = err as { code?: string; lines?: number; message?: string };
+    if (e.code === 'ENOENT' || e.code === 'EACCES')
+      throw new ConfigError(`cannot read trace ${path}: ${e.code}`);
+    if (typeof e.code === 'string' && e.code.startsWith('CSV_'))
+      throw new TraceFormatError(e.lines ?? 0, '-', `not valid CSV: ${String(e.message).split('\n')[0]}`);
+    throw err;
+  } finally {
+    stream.destroy();
+  }
+}
+
+/** A non-negative number from a field; TraceFormatError naming line and column otherwise. */
+export function num(row: Row, column: string, opts: { optional?: boolean } = {}): number | undefined {
+  const s = row.get(column);
+  if (s === '' || s === 'nan' || s === 'NaN') {
+    if (opts.optional === true) return undefined;
+    throw new TraceFormatError(row.line, column, 'empty value');
+  }
+  const v = Number(s);
+  if (!Number.isFinite(v) || v < 0)
+    throw new TraceFormatError(
+      row.line,
+      column,
+      `not a non-negative number: ${JSON.stringify(s.slice(0, 40))}`,
+    );
+  return v;
+}
+
+export function reqNum(row: Row, column: string): number {
+  return num(row, column) as number;
+}
+
+/** Keeps arrivals in time order (traces are sorted by creation, but not always strictly). Stable. */
+export function byTime(arrivals: Arrival[]): Arrival[] {
+  return arrivals
+    .map((a, i) => [a, i] as const)
+    .sort((x, y) => x[0].atMs - y[0].atMs || x[1] - y[1])
+    .map(([a]) => a);
+}
+
+/** Spec objects shared by equal shapes, so a large trace holds few of them (and digests are computed once). */
+export class SpecPool {
+  readonly #specs = new Map<string, SandboxSpec>();
+  get(spec: SandboxSpec): SandboxSpec {
+    const key = JSON.stringify(spec);
+    const have = this.#specs.get(key);
+    if (have !== undefined) return have;
+    this.#specs.set(key, spec);
+    return spec;
+  }
+}
+
+export const genericColumns = [
+  'id',
+  'arrival',
+  'departure',
+  'duration',
+  'cpu',
+  'memory',
+  'disk',
+  'gpuCount',
+  'gpuMilli',
+  'tenant',
+] as const;
+export type GenericColumn = (typeof genericColumns)[number];
+
+/** Reads a CSV with a column mapping (see the file header for units). `arrival`, `cpu` and `memory` are required. */
+export async function readGenericCsv(
+  path: string,
+  mapping: Readonly<Record<string, string>>,
+  options: { header?: boolean; limit?: number } = {},
+): Promise<Arrival[]> {
+  for (const key of Object.keys(mapping)) {
+    if (!(genericColumns as readonly string[]).includes(key))
+      throw new ConfigError(`trace.columns.${key}: unknown; known: ${genericColumns.join(', ')}`);
+  }
+  for (const need of ['arrival', 'cpu', 'memory'] as const) {
+    if (mapping[need] === undefined) throw new ConfigError(`trace.columns.${need}: required`);
+  }
+  const col = (k: GenericColumn): string | undefined => mapping[k];
+  const pool = new SpecPool();
+  const out: Arrival[] = [];
+  await eachRow(
+    path,
+    { header: options.header ?? true, ...(options.limit === undefined ? {} : { limit: options.limit }) },
+    (row) => {
+      const at = reqNum(row, col('arrival') as string);
+      const dep =
+        col('departure') === undefined ? undefined : num(row, col('departure') as string, { optional: true });
+      const dur =
+        col('duration') === undefined ? undefined : num(row, col('duration') as string, { optional: true });
+      if (dep !== undefined && dep < at)
+        throw new TraceFormatError(row.line, col('departure') as string, 'departure before arrival');
+      const gpuCount =
+        col('gpuCount') === undefined ? 0 : (num(row, col('gpuCount') as string, { optional: true }) ?? 0);
+      const gpuMilli =
+        col('gpuMilli') === undefined ? 0 : (num(row, col('gpuMilli') as string, { optional: true }) ?? 0);
+      const tenantCol = col('tenant');
+      const spec: SandboxSpec = {
+        tenant: tenantCol === undefined ? 'default' : tenantOf(row, tenantCol),
+        resources: {
+          cpu: intOf(row, col('cpu') as string, reqNum(row, col('cpu') as string)),
+          memory: intOf(row, col('memory') as string, reqNum(row, col('memory') as string)),
+          disk:
+            col('disk') === undefined
+              ? 0
+              : intOf(row, col('disk') as string, reqNum(row, col('disk') as string)),
+        },
+        ...gpuAsk(row, col('gpuCount') ?? col('gpuMilli') ?? 'gpu', gpuCount, gpuMilli),
+      };
+      const lifetimeS = dep !== undefined ? dep - at : dur;
+      out.push({
+        id: col('id') === undefined ? `r${row.line}` : idOf(row, col('id') as string),
+        atMs: Math.round(at * 1000),
+        spec: pool.get(spec),
+        lifetimeMs:
+          lifetimeS === undefined ? Number.POSITIVE_INFINITY : Math.max(1, Math.round(lifetimeS * 1000)),
+      });
+    },
+  );
+  return byTime(out);
+}
+
+export function intOf(row: Row, column: string, v: number): number {
+  if (v > 1e12) throw new TraceFormatError(row.line, column, `too large: ${v}`);
+  return Math.round(v);
+}
+
+/** Whole GPUs, or a share of one (`gpuCount` 1 with `gpuMilli` < 1000), as a spec's `gpu` field. */
+export function gpuAsk(row: Row, column: string, count: number, milli: number): Pick<SandboxSpec, 'gpu'> {
+  if (!Number.isInteger(count) || count > 64)
+    throw new TraceFormatError(row.line, column, `GPU count must be a whole number up to 64, got ${count}`);
+  if (count === 0) return {};
+  if (count === 1 && milli > 0 && milli < 1000) return { gpu: { milli: Math.round(milli) } };
+  return { gpu: { count } };
+}
+
+const idPattern = /^[A-Za-z0-9_-]{1,128}$/;
+export function idOf(row: Row, column: string): string {
+  const v = row.get(column);
+  if (!idPattern.test(v))
+    throw new TraceFormatError(row.line, column, `not a valid id: ${JSON.stringify(v.slice(0, 40))}`);
+  return v;
+}
+export function tenantOf(row: Row, column: string): string {
+  const v = row
+    .get(column)
+    .replace(/[^A-Za-z0-9_-]/g, '_')
+    .slice(0, 128);
+  return v === '' ? 'default' : v;
+}

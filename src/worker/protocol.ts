@@ -1,0 +1,61 @@
+/**
+ * What a node worker is told and what it tells back, independent of the transport: commands (validated
+ * with zod at the boundary, so the NATS binding and in-process callers share one definition), replies, and
+ * the status reports the worker batches.
+ */
+import { z } from 'zod';
+import { idSchema, reconcileReportMax, resourcesSchema, textLengthMax } from '../../scheduler/commands.js';
+import type { SandboxId } from '../lib/ids.js';
+import { execArgBytesMax, execArgsMax, execOutputBytesMax, execTimeoutMsMax } from './driver.js';
+
+/** The states a worker reports for a sandbox; a subset of the scheduler's lifecycle. */
+export const workerSandboxStates = [
+  'starting',
+  'running',
+  'suspending',
+  'suspended',
+  'resuming',
+  'terminating',
+  'terminated',
+  'failed',
+] as const;
+export type WorkerSandboxState = (typeof workerSandboxStates)[number];
+
+/** Sandbox ids one stop-orphans command may carry (as many as a reconcile report may list). */
+export const orphansMax = reconcileReportMax;
+
+const sandbox = idSchema.transform((s) => s as SandboxId);
+
+export const workerCommandSchema = z.discriminatedUnion('type', [
+  z.strictObject({
+    type: z.literal('create'),
+    sandboxId: sandbox,
+    resources: resourcesSchema,
+    image: z.string().min(1).max(textLengthMax).default('default'),
+  }),
+  z.strictObject({ type: z.literal('terminate'), sandboxId: sandbox }),
+  z.strictObject({ type: z.literal('suspend'), sandboxId: sandbox }),
+  z.strictObject({ type: z.literal('resume'), sandboxId: sandbox }),
+  z.strictObject({
+    type: z.literal('exec'),
+    sandboxId: sandbox,
+    command: z.array(z.string().max(execArgBytesMax)).min(1).max(execArgsMax),
+    stdin: z.instanceof(Uint8Array).optional(),
+    timeoutMs: z.int().min(1).max(execTimeoutMsMax).optional(),
+    outputBytesMax: z.int().min(0).max(execOutputBytesMax).optional(),
+  }),
+  z.strictObject({ type: z.literal('stop-orphans'), sandboxIds: z.array(sandbox).max(orphansMax) }),
+]);
+export type WorkerCommand = z.output<typeof workerCommandSchema>;
+export type WorkerCommandInput = z.input<typeof workerCommandSchema>;
+
+/** One sandbox's state change on this node. `reason` is set for `failed` (the driver's reason). */
+export interface StatusReport {
+  readonly sandboxId: SandboxId;
+  readonly state: WorkerSandboxState;
+  readonly reason?: string;
+  readonly atMs: number;
+}
+
+/** Where batches of status reports go (the NATS binding publishes them on the node's status subject). */
+export type StatusSink = (batch: readonly StatusReport[]) => Promise<void>;
