@@ -1,0 +1,2 @@
+/** Moved to the pure core: `core/plan.ts`. This path keeps existing imports working. */
+export * from '../core/plan.js';
