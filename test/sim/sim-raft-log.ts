@@ -23,6 +23,11 @@ import { createRng, type Rng } from '../../src/lib/prng.js';
 
 /** Milliseconds of virtual time per Raft tick. */
 const tickMs = 1;
+/** Rounds of same-tick deliveries (a request, its answer, the next request, ...) one tick allows. */
+const deliveryRoundsPerTickMax = 64;
+
+/** One turn of the event loop: every driver's Ready loop, on memory storage, runs to quiescence. */
+const settle = (): Promise<void> => new Promise((r) => setImmediate(r));
 
 export interface SimRaftLogStats {
   crashes: number;
@@ -33,7 +38,11 @@ export interface SimRaftLogStats {
 
 /** One replica for the life of the run: the same log object (and state machine) across crashes. */
 class Member implements ReplicaLog {
-  readonly machine = new SchedulerStateMachine();
+  /**
+   * Each incarnation gets its own state machine: a crashed driver may still finish the Ready it was in
+   * (apply included) after the crash, and must not write into its successor's state.
+   */
+  machine = new SchedulerStateMachine();
   current: RaftReplicaLog | undefined;
   /** The incarnation's transport gate: a crashed replica neither sends nor receives, even mid-Ready. */
   gate = { alive: false };
@@ -170,10 +179,19 @@ export class SimRaftLog implements ReplicaGroup {
     return () => this.#listeners.delete(listener);
   }
 
-  /** One tick of virtual time: every live replica's driver ticks, then the network delivers what is due. */
-  tick(): void {
+  /**
+   * One tick of virtual time: every live replica's driver ticks, then the network delivers what is due, and
+   * — as the synchronous drivers this replaced did — what the replicas send in answer with no delay is
+   * delivered within the same tick: the event loop settles (the drivers run their Readies) between rounds.
+   */
+  async tick(): Promise<void> {
     this.timers.runUntil(this.timers.now() + tickMs);
+    await settle();
     this.net.tick();
+    for (let round = 0; round < deliveryRoundsPerTickMax; round++) {
+      await settle();
+      if (this.net.deliverDue() === 0) break;
+    }
   }
 
   /**
@@ -197,8 +215,8 @@ export class SimRaftLog implements ReplicaGroup {
     const m = this.#member(i);
     if (m.up) return;
     this.#stats.restarts++;
-    // The same state machine, emptied: the driver restores it from the snapshot and replays the log.
-    m.machine.reset();
+    // A fresh state machine: the driver restores it from the snapshot and replays the log.
+    m.machine = new SchedulerStateMachine();
     this.#start(m);
   }
 
@@ -218,6 +236,21 @@ export class SimRaftLog implements ReplicaGroup {
       const st = m.current?.node.status();
       return st !== undefined && st.applied === commit && st.commit === commit;
     });
+  }
+
+  /** What `converged` looks at, for a failure message. */
+  describe(): string {
+    const l = this.#leader;
+    const lead = l === undefined ? undefined : this.#member(l).current?.node;
+    const progress =
+      lead === undefined ? [] : [...lead.progress()].map(([id, p]) => `${id}:${p.match}/${p.state}`);
+    const members = this.#members.map((m) => {
+      const st = m.current?.node.status();
+      return st === undefined
+        ? `${m.id}:down`
+        : `${m.id}:${st.role} t${st.term} c${st.commit} a${st.applied}`;
+    });
+    return `leader ${String(l)} [${members.join(' ')}] progress [${progress.join(' ')}]`;
   }
 
   #updateLeader(): void {
