@@ -26,6 +26,7 @@ import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { connect, type NatsConnection } from 'nats';
 import { type KvRoute, kvCall } from '../src/cli/server.js';
+import { OutcomeUnknownError } from '../src/lib/errors.js';
 import { spawnReplica } from '../src/testing/replica-process.js';
 import { type RunningServer, startNats } from '../src/testing/servers.js';
 import { adoptChild, assertRunning, type Child, onInterrupt, stopChild } from './lib/children.js';
@@ -192,8 +193,19 @@ async function runTrellis(): Promise<Row[]> {
     rows.push(
       await scenario('trellis', clients, fsynced, async (client, key) => {
         const nc = connections[client] as NatsConnection;
-        const reply = await kvCall(nc, cluster, { op: 'put', key, value }, 5_000, 2_000, routes[client]);
-        return reply.ok;
+        // A write whose outcome is unknown (OutcomeUnknownError) is counted as not acknowledged.
+        const reply = await kvCall(
+          nc,
+          cluster,
+          { op: 'put', key, value },
+          5_000,
+          2_000,
+          routes[client],
+        ).catch((err: unknown) => {
+          if (err instanceof OutcomeUnknownError) return undefined;
+          throw err;
+        });
+        return reply?.ok === true;
       }),
     );
     for (const r of replicas) assertRunning(r);

@@ -186,6 +186,7 @@ type MutableIndexData = {
 };
 
 const zero: Resources = Object.freeze({ cpu: 0, memory: 0, disk: 0 });
+const noEntries: readonly number[] = Object.freeze([]);
 
 /**
  * The feasibility class of a spec: JSON of its state, GPU model and sorted labels. Labels may hold any
@@ -249,6 +250,10 @@ abstract class IndexReader {
     const code = this.col(slot, cState);
     assert(code !== stateEmpty, 'slot holds no node', { slot });
     return nodeStates[code] as NodeState;
+  }
+  /** The free-capacity bucket the node sits in, or -1 when it is in none (not ready). */
+  bucketOfSlot(slot: number): number {
+    return this.col(slot, cBucket);
   }
   classOf(slot: number): number {
     return this.col(slot, cClass);
@@ -317,17 +322,17 @@ abstract class IndexReader {
   }
 
   /**
-   * Visits the slots of free-CPU bucket `bucket`, page by page starting at `startPage` and wrapping, until
-   * `visit` returns true. Returns true when stopped by `visit`.
+   * Visits the slots of free-CPU bucket `bucket`, page by page starting at `startPage` and wrapping (unless
+   * `wrap` is false), until `visit` returns true. Returns true when stopped by `visit`.
    */
-  scanBucket(bucket: number, startPage: number, visit: (slot: number) => boolean): boolean {
+  scanBucket(bucket: number, startPage: number, visit: (slot: number) => boolean, wrap = true): boolean {
     const d = this.data();
     const summary = d.summary[bucket] as Uint32Array;
     const pageCount = d.num.length;
     if (pageCount === 0) return false;
     const base = bucket * wordsPerPage;
     // Pages [startPage, pageCount) then [0, startPage): jump between set summary bits, never page by page.
-    for (let pass = 0; pass < 2; pass++) {
+    for (let pass = 0; pass < (wrap ? 2 : 1); pass++) {
       const from = pass === 0 ? startPage : 0;
       const to = pass === 0 ? pageCount : startPage;
       for (let sw = from >>> 5; sw <= (to - 1) >>> 5 && from < to; sw++) {
@@ -362,6 +367,15 @@ abstract class IndexReader {
     let shared = 0;
     for (let p = 0; p < mine.length; p++) if (mine[p] === theirs[p]) shared++;
     return { shared, total: mine.length };
+  }
+
+  /**
+   * Slots of the nodes that entered bucket `bucket` since this builder started, in order (empty for a published
+   * version). A walk cursor that knows a prefix of the bucket holds nothing for it needs only these to stay
+   * true: nodes leaving a bucket cannot add anything to it.
+   */
+  bucketEntries(_bucket: number): readonly number[] {
+    return noEntries;
   }
 
   /** The number of pages; candidate walks rotate their start page over it. */
@@ -468,6 +482,8 @@ export class IndexBuilder extends IndexReader {
   #ownMeta: Uint8Array;
   readonly #ownSummary: Uint8Array;
   #classesOwned = false;
+  /** Per bucket: the slot of every node that entered it in this builder (see bucketEntries). */
+  readonly #entries: number[][] = Array.from({ length: bucketCount }, () => []);
   readonly #capacities = new Map<string, Resources>();
   #sealed = false;
   readonly #seal: (d: IndexData) => ClusterIndex;
@@ -494,6 +510,10 @@ export class IndexBuilder extends IndexReader {
 
   protected data(): IndexData {
     return this.#d;
+  }
+
+  override bucketEntries(bucket: number): readonly number[] {
+    return this.#entries[bucket] ?? noEntries;
   }
 
   // Hot-path read without the virtual data() call: the placer reads columns of the builder on every candidate.
@@ -588,6 +608,7 @@ export class IndexBuilder extends IndexReader {
       if (empty) this.#setSummaryBit(old, page, false);
     }
     if (want >= 0) {
+      (this.#entries[want] as number[]).push(slot);
       const w = want * wordsPerPage + (off >>> 5);
       bits[w] = (bits[w] as number) | (1 << (off & 31));
       this.#setSummaryBit(want, page, true);

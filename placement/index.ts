@@ -29,14 +29,16 @@ export {
   ReleaseMismatchError,
   UnknownNodeError,
 } from './errors.js';
+export { fgdClassesMax, fgdScorer, type TaskClass } from './fgd.js';
 export type { Fragmentation, ReferenceShape } from './fragmentation.js';
 export { fragmentation } from './fragmentation.js';
-export type { Plan, PlanOptions } from './plan.js';
+export type { PlacedArrays, Plan, PlanOptions } from './plan.js';
 export { batchRequestsMax, dominantShare, planBatch } from './plan.js';
 export { referenceFeasible, referencePlace } from './reference.js';
 export { constraintHolds, describeConstraint } from './stages/feasibility.js';
 export { scorerWeights } from './stages/normalize.js';
 export type { BinpackScorer } from './stages/score-binpack.js';
+export { gpuBestFit, gpuDot, isNodeScorer, type NodeScorer } from './stages/score-gpu.js';
 export type { SelectLimits } from './stages/select.js';
 export { defaultSelectLimits } from './stages/select.js';
 export type {

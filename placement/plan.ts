@@ -13,11 +13,12 @@ import { ValidationError } from '../src/lib/errors.js';
 import { createRng } from '../src/lib/prng.js';
 import { ClusterIndex } from './cluster-index.js';
 import { diagnose } from './diagnose.js';
-import { placeOne } from './stack.js';
+import { placeOne, RunState } from './stack.js';
 import { BatchCache, compileRequest } from './stages/request.js';
 import { type BinpackScorer, binpackScorers } from './stages/score-binpack.js';
+import { isNodeScorer } from './stages/score-gpu.js';
 import { defaultSelectLimits, type SelectLimits, selectLimitsMin } from './stages/select.js';
-import type { Placement, PlacementRequest, PlanOutcome, Rejection, Resources, Strategy } from './types.js';
+import type { Placement, PlacementRequest, Rejection, Resources, Strategy } from './types.js';
 import { gpuMilliPerDevice, normalizeRequest } from './validate.js';
 
 /** Requests one batch may carry. */
@@ -39,10 +40,15 @@ export interface Plan {
   readonly baseVersion: number;
   /** The new version with every placement of the plan allocated. */
   readonly index: ClusterIndex;
+  /** One object per placement, in batch order; built from `placed` on first read. */
   readonly placements: readonly Placement[];
   readonly rejections: readonly Rejection[];
   /** Request ids in the order they were placed. */
   readonly order: readonly string[];
+  /** The placements as flat arrays (what `placements` is built from on first read). */
+  readonly placed: PlacedArrays;
+  /** How the plan was made: requests placed by a run step (stack.ts) rather than a candidate walk. */
+  readonly stats: { readonly runSteps: number };
 }
 
 /** The request's largest demand as a share of the ready cluster's total of that resource. */
@@ -73,16 +79,11 @@ export function planBatch(
   const { strategy, binpack, seed, limits } = normalizeOptions(options);
   const valid = normalizeRequests(requests);
   const rng = createRng((seed ^ Math.imul(snapshot.version, 0x9e3779b1)) | 0);
-  const total = snapshot.readyCapacity;
-  const gpuTotal = snapshot.readyGpuMilli;
-  const keyed = valid.map((r) => ({ r, prio: r.priority ?? 0, share: dominantShare(r, total, gpuTotal) }));
-  keyed.sort(
-    (a, b) => b.prio - a.prio || b.share - a.share || (a.r.id < b.r.id ? -1 : a.r.id > b.r.id ? 1 : 0),
-  );
+  const order = batchOrder(valid, snapshot);
 
   const builder = snapshot.edit();
   const cache = new BatchCache(snapshot);
-  const placements: Placement[] = [];
+  const placed = new PlacedBuilder(valid.length);
   const rejections: Rejection[] = [];
   // Within a batch free capacity only shrinks, so a request with no group rule that fits nowhere is followed by
   // every later request of the same shape and constraints: those skip the candidate walk. Spread and
@@ -90,11 +91,16 @@ export function planBatch(
   // The rejection's numbers (shortfalls, short counts, closest node) describe the cluster as the request meets
   // it, so it is reused as it stands only while nothing was placed since; otherwise it is diagnosed afresh.
   const rejectedShapes = new Map<string, { rejection: Rejection; placedBefore: number }>();
-  for (const { r } of keyed) {
-    const shapeKey = r.spread === undefined && r.antiAffinity === undefined ? rejectionKey(r) : undefined;
-    const earlier = shapeKey === undefined ? undefined : rejectedShapes.get(shapeKey);
+  const run = new RunState();
+  for (let k = 0; k < order.length; k++) {
+    const i = order[k] as number;
+    const r = valid[i] as PlacementRequest;
+    const grouped = r.spread !== undefined || r.antiAffinity !== undefined;
+    // The key is built only once some shape was rejected: most batches reject nothing.
+    const earlier = grouped || rejectedShapes.size === 0 ? undefined : rejectedShapes.get(rejectionKey(r));
     if (earlier !== undefined) {
-      if (earlier.placedBefore === placements.length) {
+      run.clear();
+      if (earlier.placedBefore === placed.count) {
         rejections.push({
           ...earlier.rejection,
           requestId: r.id,
@@ -103,31 +109,146 @@ export function planBatch(
       } else {
         const rejection = diagnose(builder, compileRequest(builder, r, strategy, cache));
         rejections.push(rejection);
-        rejectedShapes.set(shapeKey as string, { rejection, placedBefore: placements.length });
+        rejectedShapes.set(rejectionKey(r), { rejection, placedBefore: placed.count });
       }
       continue;
     }
-    const outcome: PlanOutcome = placeOne(
-      builder,
-      compileRequest(builder, r, strategy, cache),
-      binpack,
-      limits,
-      rng,
-    );
-    if (outcome.kind === 'placed') placements.push(outcome.placement);
+    const slot = placeOne(builder, compileRequest(builder, r, strategy, cache), binpack, limits, rng, run);
+    if (slot >= 0) placed.add(i, slot, run.score, run.devices);
     else {
-      rejections.push(outcome.rejection);
-      if (shapeKey !== undefined)
-        rejectedShapes.set(shapeKey, { rejection: outcome.rejection, placedBefore: placements.length });
+      const rejection = run.rejection as Rejection;
+      rejections.push(rejection);
+      if (!grouped) rejectedShapes.set(rejectionKey(r), { rejection, placedBefore: placed.count });
     }
   }
-  return {
-    baseVersion: snapshot.version,
-    index: builder.publish(),
-    placements,
+  return new BatchPlan(
+    snapshot.version,
+    builder.publish(),
+    valid,
+    placed.seal(),
     rejections,
-    order: keyed.map((k) => k.r.id),
-  };
+    order,
+    run.steps,
+  );
+}
+
+/**
+ * The batch order as indexes into `requests`: priority (higher first), dominant share (larger first), id.
+ * Keys sit in typed arrays and indexes are sorted, so ordering allocates no object per request.
+ */
+function batchOrder(requests: readonly PlacementRequest[], snapshot: ClusterIndex): number[] {
+  const total = snapshot.readyCapacity;
+  const gpuTotal = snapshot.readyGpuMilli;
+  const n = requests.length;
+  const prio = new Float64Array(n);
+  const share = new Float64Array(n);
+  const order = new Array<number>(n);
+  for (let i = 0; i < n; i++) {
+    const r = requests[i] as PlacementRequest;
+    prio[i] = r.priority ?? 0;
+    share[i] = dominantShare(r, total, gpuTotal);
+    order[i] = i;
+  }
+  order.sort((a, b) => {
+    const d = (prio[b] as number) - (prio[a] as number) || (share[b] as number) - (share[a] as number);
+    if (d !== 0) return d;
+    const ia = (requests[a] as PlacementRequest).id;
+    const ib = (requests[b] as PlacementRequest).id;
+    return ia < ib ? -1 : ia > ib ? 1 : 0;
+  });
+  return order;
+}
+
+type Devices = readonly { readonly device: number; readonly milli: number }[];
+
+/** The placements of a batch as flat arrays; `Plan.placed`. */
+export interface PlacedArrays {
+  /** Placements made; entries [0, count) of each array are used, in batch order. */
+  readonly count: number;
+  /** Index of the placed request in the batch as the caller gave it. */
+  readonly request: Int32Array;
+  /** Slot of the chosen node in `Plan.index` (`index.nodeId(slot)`). */
+  readonly slot: Int32Array;
+  /** Final normalised score of the chosen node, in [0, 1]. */
+  readonly score: Float64Array;
+  /** GPU devices of placement i, only for requests that asked for GPUs. */
+  readonly gpuDevices: ReadonlyMap<number, Devices>;
+}
+
+class PlacedBuilder {
+  count = 0;
+  readonly request: Int32Array;
+  readonly slot: Int32Array;
+  readonly score: Float64Array;
+  readonly gpuDevices = new Map<number, Devices>();
+  constructor(capacity: number) {
+    this.request = new Int32Array(capacity);
+    this.slot = new Int32Array(capacity);
+    this.score = new Float64Array(capacity);
+  }
+  add(request: number, slot: number, score: number, devices: Devices): void {
+    const i = this.count++;
+    this.request[i] = request;
+    this.slot[i] = slot;
+    this.score[i] = score;
+    if (devices.length > 0) this.gpuDevices.set(i, devices);
+  }
+  seal(): PlacedArrays {
+    return Object.freeze({
+      count: this.count,
+      request: this.request,
+      slot: this.slot,
+      score: this.score,
+      gpuDevices: this.gpuDevices,
+    });
+  }
+}
+
+const noDevices: Devices = Object.freeze([]);
+
+/**
+ * A plan whose placements live in flat arrays (`placed`); `placements` and `order` build the object forms on
+ * first read, so a caller that reads the arrays never pays for an object per request.
+ */
+class BatchPlan implements Plan {
+  #placements: readonly Placement[] | undefined;
+  #order: readonly string[] | undefined;
+  constructor(
+    readonly baseVersion: number,
+    readonly index: ClusterIndex,
+    readonly requests: readonly PlacementRequest[],
+    readonly placed: PlacedArrays,
+    readonly rejections: readonly Rejection[],
+    readonly orderIndexes: readonly number[],
+    runSteps: number,
+  ) {
+    this.stats = Object.freeze({ runSteps });
+  }
+  readonly stats: { readonly runSteps: number };
+
+  get placements(): readonly Placement[] {
+    if (this.#placements === undefined) {
+      const p = this.placed;
+      const out: Placement[] = new Array(p.count);
+      for (let i = 0; i < p.count; i++) {
+        out[i] = {
+          requestId: (this.requests[p.request[i] as number] as PlacementRequest).id,
+          nodeId: this.index.nodeId(p.slot[i] as number),
+          gpuDevices: p.gpuDevices.get(i) ?? noDevices,
+          score: p.score[i] as number,
+        };
+      }
+      this.#placements = Object.freeze(out);
+    }
+    return this.#placements;
+  }
+
+  get order(): readonly string[] {
+    if (this.#order === undefined) {
+      this.#order = Object.freeze(this.orderIndexes.map((i) => (this.requests[i] as PlacementRequest).id));
+    }
+    return this.#order;
+  }
 }
 
 /** Checks the batch and returns frozen copies of its requests; ValidationError names the request and field. */
@@ -178,7 +299,7 @@ function normalizeOptions(options: unknown): {
   if (strategy !== 'binpack' && strategy !== 'spread')
     throw new ValidationError('options.strategy', `must be binpack or spread, got ${String(strategy)}`);
   const binpack = o.binpackScorer === undefined ? 'dot' : o.binpackScorer;
-  if (!(binpackScorers as readonly unknown[]).includes(binpack)) {
+  if (!isNodeScorer(binpack) && !(binpackScorers as readonly unknown[]).includes(binpack)) {
     throw new ValidationError('options.binpackScorer', `must be one of ${binpackScorers.join(', ')}`);
   }
   const seed = o.seed === undefined ? 0 : o.seed;

@@ -8,30 +8,164 @@
  * 4. normalisation (stages/normalize.ts) — folds the scores into one comparable number;
  * 5. pick (stages/pick.ts) — keeps the best, with a deterministic tie-break.
  * Only when nothing is feasible does diagnose.ts visit every node to explain why.
+ *
+ * Runs: a batch holds many identical requests in a row (same shape, constraints, GPU need, preferences and
+ * image). After one of them lands on node N, the next is placed on N without a new candidate walk when N is
+ * still feasible and still beats every other candidate of the last walk. That is the walk's own answer: only
+ * N changed (its free capacity shrank, so it can only move to an earlier bucket of the walk), so a new walk
+ * would stop no later and visit a subset of the same other nodes plus N — N, beating them all, would win.
+ * If N became infeasible or lost, the walk runs again. Requests with spread or anti-affinity rules never
+ * run (a placement changes their group counts on other nodes), nor spread-strategy requests (their walk
+ * starts at a seeded random page).
  */
 import type { Rng } from '../src/lib/prng.js';
 import type { IndexBuilder } from './cluster-index.js';
 import { diagnose } from './diagnose.js';
-import { pickGpuDevices } from './stages/feasibility.js';
+import { feasible, pickGpuDevices } from './stages/feasibility.js';
+import { scoreNode } from './stages/normalize.js';
+import { BestNode, beats } from './stages/pick.js';
 import type { CompiledRequest } from './stages/request.js';
 import type { BinpackScorer } from './stages/score-binpack.js';
 import { type SelectLimits, selectNode } from './stages/select.js';
-import type { PlanOutcome } from './types.js';
+import type { Constraint, PlacementRequest, Preference, Rejection } from './types.js';
 
+/** The planner's memory of the last placement, for runs of identical requests. One per batch. */
+export class RunState {
+  /** The last request placed by a full walk or a run step, when it may start a run; else undefined. */
+  prev: PlacementRequest | undefined = undefined;
+  slot = -1;
+  /** The candidates of the last full walk, with their scores. */
+  readonly best = new BestNode();
+  /** Requests placed by a run step (for benchmarks and tests). */
+  steps = 0;
+  /** The outcome of the last placeOne: score and devices when placed, the rejection otherwise. */
+  score = 0;
+  devices: readonly { readonly device: number; readonly milli: number }[] = [];
+  rejection: Rejection | undefined = undefined;
+
+  /** Forgets the run: the next request walks. */
+  clear(): void {
+    this.prev = undefined;
+    this.slot = -1;
+  }
+}
+
+/**
+ * Places one request on `builder` (allocating it there) and returns the node's slot, or -1 when no node can
+ * take it; the score and devices, or the rejection, are left in `run` (no result object per request).
+ */
 export function placeOne(
   builder: IndexBuilder,
   req: CompiledRequest,
   binpack: BinpackScorer,
   limits: SelectLimits,
   rng: Rng,
-): PlanOutcome {
-  const best = selectNode(builder, req, binpack, limits, rng);
-  if (!best.found) return { kind: 'rejected', rejection: diagnose(builder, req) };
-  const slot = best.slot;
-  const gpuDevices = req.gpu === undefined ? [] : (pickGpuDevices(builder, slot, req.gpu) ?? []);
+  run: RunState,
+): number {
+  let slot = -1;
+  let score = 0;
+  const runnable = mayRun(req);
+  if (
+    runnable &&
+    run.prev !== undefined &&
+    sameClass(run.prev, req.req) &&
+    feasible(builder, req, run.slot)
+  ) {
+    const s = scoreNode(builder, req, run.slot, binpack);
+    if (stillBest(run.best, run.slot, s)) {
+      slot = run.slot;
+      score = s;
+      run.steps++;
+    }
+  }
+  if (slot < 0) {
+    const best = selectNode(builder, req, binpack, limits, rng, run.best.reset());
+    if (!best.found) {
+      run.clear();
+      run.rejection = diagnose(builder, req);
+      return -1;
+    }
+    slot = best.slot;
+    score = best.score;
+  }
+  if (runnable) {
+    run.prev = req.req;
+    run.slot = slot;
+  } else run.clear();
+  const gpuDevices =
+    req.gpu === undefined ? noDevices : (pickGpuDevices(builder, slot, req.gpu) ?? noDevices);
   builder.allocateSlot(slot, req.allocation(gpuDevices));
-  return {
-    kind: 'placed',
-    placement: { requestId: req.req.id, nodeId: builder.nodeId(slot), gpuDevices, score: best.score },
-  };
+  run.score = score;
+  run.devices = gpuDevices;
+  return slot;
+}
+
+const noDevices: readonly { readonly device: number; readonly milli: number }[] = Object.freeze([]);
+
+function mayRun(req: CompiledRequest): boolean {
+  return (
+    req.strategy === 'binpack' &&
+    req.spread === undefined &&
+    req.antiAffinity === undefined &&
+    req.pinnedSlot === undefined
+  );
+}
+
+/** True when `slot`, scoring `score`, beats every other candidate of the last walk. */
+function stillBest(best: BestNode, slot: number, score: number): boolean {
+  const slots = best.offeredSlots;
+  const scores = best.offeredScores;
+  for (let i = 0; i < slots.length; i++) {
+    const other = slots[i] as number;
+    if (other !== slot && beats(other, scores[i] as number, slot, score)) return false;
+  }
+  return true;
+}
+
+/** Everything that decides feasibility and score is equal (spread, anti-affinity and pins never run). */
+function sameClass(a: PlacementRequest, b: PlacementRequest): boolean {
+  if (a === b) return true;
+  const ra = a.resources;
+  const rb = b.resources;
+  if (ra.cpu !== rb.cpu || ra.memory !== rb.memory || ra.disk !== rb.disk) return false;
+  if (a.imageId !== b.imageId || (a.strategy ?? '') !== (b.strategy ?? '')) return false;
+  const ga = a.gpu;
+  const gb = b.gpu;
+  if (
+    ga !== gb &&
+    (ga === undefined ||
+      gb === undefined ||
+      ga.count !== gb.count ||
+      ga.milli !== gb.milli ||
+      ga.model !== gb.model)
+  )
+    return false;
+  return (
+    sameList(a.constraints, b.constraints, sameConstraint) &&
+    sameList(a.preferences, b.preferences, samePreference)
+  );
+}
+
+function sameList<T>(
+  a: readonly T[] | undefined,
+  b: readonly T[] | undefined,
+  same: (x: T, y: T) => boolean,
+): boolean {
+  const la = a?.length ?? 0;
+  if (la !== (b?.length ?? 0)) return false;
+  for (let i = 0; i < la; i++)
+    if (!same((a as readonly T[])[i] as T, (b as readonly T[])[i] as T)) return false;
+  return true;
+}
+
+function sameConstraint(x: Constraint, y: Constraint): boolean {
+  if (x.label !== y.label || x.op !== y.op) return false;
+  if (x.op === 'eq') return x.value === (y as typeof x).value;
+  if (x.op === 'exists') return true;
+  const yv = (y as typeof x).values;
+  return x.values.length === yv.length && x.values.every((v, i) => v === yv[i]);
+}
+
+function samePreference(x: Preference, y: Preference): boolean {
+  return x.weight === y.weight && sameConstraint(x.constraint, y.constraint);
 }

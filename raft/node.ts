@@ -12,6 +12,7 @@
  * change and leadership transfer.
  */
 import { assert } from '../src/lib/assert.js';
+import { noopMetrics, type TrellisMetrics, trellisMetrics } from '../src/lib/metrics.js';
 import type { Rng } from '../src/lib/prng.js';
 import type { ConfChange } from './core/conf.js';
 import type { Message } from './core/messages.js';
@@ -50,6 +51,12 @@ export interface RaftNodeOptions<R> {
   readonly core?: Partial<Omit<RawNodeConfig, 'id' | 'voters' | 'learners' | 'storage' | 'rng' | 'applied'>>;
   /** Clock and timers: ticks, proposal and read timeouts. Default real time; a simulation passes virtual. */
   readonly timers?: Timers;
+  /**
+   * Where the node records its term, role, commit index, applied lag, append, commit and snapshot latency
+   * (labelled with its id). Default: nothing recorded. Durations are read from `performance.now()`, never
+   * from `timers`, so metrics cannot change what a simulation does.
+   */
+  readonly metrics?: TrellisMetrics;
 }
 
 /** What `status()` reports. */
@@ -72,7 +79,11 @@ interface Pending<R> {
   readonly resolve: (r: R) => void;
   readonly reject: (e: Error) => void;
   readonly timer: Cancel;
+  /** `performance.now()` at the proposal, for the commit latency metric. */
+  readonly startedMs?: number;
 }
+
+const noMetrics = trellisMetrics(noopMetrics);
 
 export class RaftNode<R> {
   readonly #o: RaftNodeOptions<R>;
@@ -100,9 +111,13 @@ export class RaftNode<R> {
   /** Conf-change proposals waiting to apply, by index. */
   readonly #pendingConf = new Map<number, Pending<ConfState>>();
   #snapshotsInstalled = 0;
+  readonly #metrics: TrellisMetrics;
+  readonly #labels: { readonly replica: string };
 
   constructor(options: RaftNodeOptions<R>) {
     this.#o = options;
+    this.#metrics = options.metrics ?? noMetrics;
+    this.#labels = { replica: options.id };
     this.#timers = options.timers ?? realTimers;
     const snap = options.storage.snapshot();
     // The state machine starts from the stored snapshot; the core hands out only the entries after it.
@@ -235,7 +250,7 @@ export class RaftNode<R> {
           ),
         );
       }, this.#o.proposalTimeoutMs ?? 10_000);
-      this.#pending.set(r.index, { term: r.term, resolve, reject, timer });
+      this.#pending.set(r.index, { term: r.term, resolve, reject, timer, startedMs: performance.now() });
       this.#kick();
     });
   }
@@ -315,7 +330,9 @@ export class RaftNode<R> {
       const saved = this.#o.storage.save(update, rd.mustSync);
       if (rd.mustSync || update.snapshot !== undefined) {
         try {
+          const startedMs = performance.now();
           await saved;
+          this.#metrics.raftAppendSeconds.observe((performance.now() - startedMs) / 1_000, this.#labels);
         } catch (err) {
           this.#fail(err);
           return;
@@ -359,7 +376,18 @@ export class RaftNode<R> {
         else p.reject(new ProposalDroppedError(`membership change at ${e.index} was replaced`));
       }
       this.#maybeSnapshot();
+      this.#recordState();
     }
+  }
+
+  /** Term, role, commit index and applied lag, once per Ready: a few gauge writes. */
+  #recordState(): void {
+    const m = this.#metrics;
+    const log = this.#core.log;
+    m.raftTerm.set(this.#core.term, this.#labels);
+    m.raftIsLeader.set(this.#core.role === 'leader' ? 1 : 0, this.#labels);
+    m.raftCommitIndex.set(log.committed, this.#labels);
+    m.raftAppliedLag.set(log.committed - log.applied, this.#labels);
   }
 
   /**
@@ -372,17 +400,23 @@ export class RaftNode<R> {
     const applied = this.#core.log.applied;
     if (this.#snapshotting !== undefined) return;
     if (every <= 0 || applied - this.#o.storage.snapshot().meta.index < every) return;
+    const startedMs = performance.now();
     const data = this.#o.stateMachine.snapshot();
     const conf = this.#core.confState();
     this.#snapshotting = (async () => {
       try {
         await this.#o.storage.createSnapshot(applied, conf, data);
         await this.#o.storage.compact(applied);
+        this.#metrics.snapshotBytes.set(data.length, this.#labels);
+        this.#metrics.snapshotSeconds.observe((performance.now() - startedMs) / 1_000, this.#labels);
       } catch (err) {
         this.#fail(err);
       } finally {
         this.#snapshotting = undefined;
       }
+      // Entries applied while this snapshot was written did not start one (one at a time): look again, or
+      // a burst that ends during a slow write would leave the log uncompacted until the next apply.
+      if (!this.#closed) this.#maybeSnapshot();
     })();
   }
   #snapshotting: Promise<void> | undefined;
@@ -416,6 +450,11 @@ export class RaftNode<R> {
     if (waiting.term === e.term) {
       waiting.timer();
       this.#pending.delete(e.index);
+      if (waiting.startedMs !== undefined)
+        this.#metrics.raftCommitSeconds.observe(
+          (performance.now() - waiting.startedMs) / 1_000,
+          this.#labels,
+        );
       waiting.resolve(result);
     } else {
       this.#settle(

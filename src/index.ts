@@ -81,3 +81,33 @@ export {
   UnavailableError,
   ValidationError,
 } from './lib/errors.js';
+export type {
+  Driver,
+  DriverCapabilities,
+  DriverKind,
+  ExecRequest,
+  ExecResult,
+  MachineReport,
+  MachineSpec,
+  MachineState,
+} from './worker/driver.js';
+export { ProcessDriver, type ProcessDriverOptions } from './worker/drivers/process.js';
+export { QemuDriver, type QemuDriverOptions } from './worker/drivers/qemu.js';
+export {
+  defaultSimLatencyModel,
+  SimDriver,
+  type SimDriverOptions,
+  type SimLatencyModel,
+} from './worker/drivers/sim.js';
+export {
+  DriverError,
+  SandboxNotFoundError,
+  SandboxStateError,
+  UnsupportedOperationError,
+  WorkerBusyError,
+  WorkerClosedError,
+} from './worker/errors.js';
+export { natsStatusSink, serveWorker, type WorkerBinding } from './worker/nats-binding.js';
+export { type CommandReply, NodeWorker, type NodeWorkerOptions } from './worker/node-worker.js';
+export type { StatusReport, StatusSink, WorkerCommand, WorkerSandboxState } from './worker/protocol.js';
+export { realTimers, type Timers, VirtualTimers } from './worker/timers.js';

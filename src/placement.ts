@@ -23,6 +23,7 @@ export type {
   NodeSpec,
   NodeState,
   NodeView,
+  PlacedArrays,
   Placement,
   PlacementRequest,
   Plan,

@@ -27,6 +27,7 @@ export function scoreNode(
 ): number {
   let sum: number;
   if (req.strategy === 'spread') sum = leastLoaded(index, req, slot);
+  else if (typeof binpack === 'object') sum = binpack.score(index, req, slot);
   else if (binpack === 'dominant') sum = binpackDominant(index, req, slot);
   else if (binpack === 'dot') sum = binpackDot(index, req, slot);
   else sum = binpackBlend(index, req, slot);

@@ -5,8 +5,23 @@
 export class BestNode {
   slot = -1;
   score = Number.NEGATIVE_INFINITY;
+  /** Every feasible node offered, with its score, in offer order (a node may appear twice). */
+  readonly offeredSlots: number[] = [];
+  readonly offeredScores: number[] = [];
+
+  /** Empties the pick for the next request; the planner reuses one BestNode for a whole batch. */
+  reset(): this {
+    this.slot = -1;
+    this.score = Number.NEGATIVE_INFINITY;
+    this.offeredSlots.length = 0;
+    this.offeredScores.length = 0;
+    return this;
+  }
+
   offer(slot: number, score: number): void {
-    if (score > this.score || (score === this.score && slot < this.slot)) {
+    this.offeredSlots.push(slot);
+    this.offeredScores.push(score);
+    if (beats(slot, score, this.slot, this.score)) {
       this.slot = slot;
       this.score = score;
     }
@@ -14,4 +29,9 @@ export class BestNode {
   get found(): boolean {
     return this.slot >= 0;
   }
+}
+
+/** The pick order: higher score, then lower slot. */
+export function beats(slot: number, score: number, otherSlot: number, otherScore: number): boolean {
+  return score > otherScore || (score === otherScore && slot < otherSlot);
 }

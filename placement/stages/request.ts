@@ -3,7 +3,7 @@
  * spread group and its eligible domains, and the per-class verdict cache.
  */
 import type { Map as IMap } from 'immutable';
-import type { AllocationShape, IndexReader } from '../cluster-index.js';
+import { type AllocationShape, bucketCount, type IndexReader, pageShift } from '../cluster-index.js';
 import type {
   AntiAffinityRule,
   Constraint,
@@ -73,6 +73,18 @@ const factsByMembership = new WeakMap<object, Map<string, SignatureFacts>>();
 export class BatchCache {
   readonly #bySignature: Map<string, SignatureFacts>;
   readonly #imageCandidates = new Map<string, readonly number[]>();
+  /** Per signature, for this batch's builder only: where each bucket's walk may start (see BucketCursor). */
+  readonly #cursors = new WeakMap<SignatureFacts, BucketCursor>();
+
+  /** The batch's walk cursor for requests of one signature. */
+  cursor(shared: SignatureFacts, index: IndexReader): BucketCursor {
+    let c = this.#cursors.get(shared);
+    if (c === undefined) {
+      c = new BucketCursor(index);
+      this.#cursors.set(shared, c);
+    }
+    return c;
+  }
 
   constructor(index?: IndexReader) {
     const token = index?.classMembership;
@@ -114,11 +126,69 @@ export class BatchCache {
 }
 
 /**
+ * For one signature and one batch: per free-capacity bucket, a page before which the bucket holds no node of
+ * a class the signature passes, except the few listed as pending. A constrained bin-packing walk visits the
+ * pending nodes, then starts the bucket at that page instead of page 0, so the nodes it can never take (e.g.
+ * every small instance for `instanceType notIn [c8]`, which crowd the tightest buckets) are stepped over
+ * once per batch, not once per request. Within a batch classes do not change; a node can only enter a bucket
+ * by an allocation, and the builder logs each entry, so every node that entered a known prefix since is
+ * pending until a walk finds it gone or of a failing class. The walk sees the passing nodes in the order a
+ * full scan would.
+ */
+export class BucketCursor {
+  readonly #page = new Int32Array(bucketCount);
+  readonly #seen = new Int32Array(bucketCount);
+  readonly #pending: number[][] = Array.from({ length: bucketCount }, () => []);
+  constructor(index: IndexReader) {
+    for (let b = 0; b < bucketCount; b++) this.#seen[b] = index.bucketEntries(b).length;
+  }
+
+  /** Nodes of bucket `b` before `start(b)` to visit first, ascending; call `start` before reading them. */
+  pending(b: number): number[] {
+    return this.#pending[b] as number[];
+  }
+
+  /** The page bucket `b`'s scan may start at, after taking in the nodes that entered it. */
+  start(index: IndexReader, b: number): number {
+    const log = index.bucketEntries(b);
+    const page = this.#page[b] as number;
+    const pending = this.#pending[b] as number[];
+    for (let i = this.#seen[b] as number; i < log.length; i++) {
+      const slot = log[i] as number;
+      if (slot >>> pageShift < page) insertSorted(pending, slot);
+    }
+    this.#seen[b] = log.length;
+    return page;
+  }
+
+  /** Records that bucket `b` holds no passing node in [start, page) (the walk looked at every one of them). */
+  advance(b: number, page: number): void {
+    if (page > (this.#page[b] as number)) this.#page[b] = page;
+  }
+}
+
+function insertSorted(list: number[], slot: number): void {
+  let lo = 0;
+  let hi = list.length;
+  while (lo < hi) {
+    const mid = (lo + hi) >>> 1;
+    if ((list[mid] as number) < slot) lo = mid + 1;
+    else hi = mid;
+  }
+  if (list[lo] !== slot) list.splice(lo, 0, slot);
+}
+
+/** The signature of a request with no GPU need and no constraints, the most common one. */
+const plainKey = JSON.stringify([0, []]);
+
+/**
  * What class verdicts depend on, encoded without ambiguity: whether GPUs are asked for and of which model (a
  * model named `*` is a model name like any other, not "any model"), and the constraints field by field. These
  * facts are shared across batches, so two requests with different answers must never meet under one key.
  */
 export function signatureKey(req: PlacementRequest): string {
+  if (req.gpu === undefined && (req.constraints === undefined || req.constraints.length === 0))
+    return plainKey;
   const gpu = req.gpu === undefined ? 0 : req.gpu.model === undefined ? 1 : ['model', req.gpu.model];
   const constraints = (req.constraints ?? []).map((c) =>
     c.op === 'eq'

@@ -15,9 +15,11 @@
  */
 import type { IndexReader } from '../cluster-index.js';
 import type { CompiledRequest } from './request.js';
+import type { NodeScorer } from './score-gpu.js';
 
 export const binpackScorers = ['dominant', 'dot', 'blend'] as const;
-export type BinpackScorer = (typeof binpackScorers)[number];
+/** A scorer by name, or a resource-complete scorer object (score-gpu.ts, ../fgd.ts). */
+export type BinpackScorer = (typeof binpackScorers)[number] | NodeScorer;
 
 export function binpackDominant(index: IndexReader, req: CompiledRequest, slot: number): number {
   const capCpu = index.capCpu(slot) || 1;

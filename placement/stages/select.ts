@@ -14,7 +14,7 @@
  *   is found even when those nodes sit late in the walk.
  */
 import type { Rng } from '../../src/lib/prng.js';
-import { bucketCount, bucketOf, capacityKey, type IndexReader } from '../cluster-index.js';
+import { bucketCount, bucketOf, capacityKey, type IndexReader, pageShift } from '../cluster-index.js';
 import { classVerdict, feasible, verdictPass } from './feasibility.js';
 import { scoreNode } from './normalize.js';
 import { BestNode } from './pick.js';
@@ -73,8 +73,8 @@ export function selectNode(
   binpack: BinpackScorer,
   limits: SelectLimits,
   rng: Rng,
+  best: BestNode = new BestNode(),
 ): BestNode {
-  const best = new BestNode();
   if (req.pinnedSlot !== undefined) {
     if (req.pinnedSlot >= 0 && index.isLive(req.pinnedSlot)) offer(index, req, req.pinnedSlot, binpack, best);
     return best;
@@ -130,14 +130,66 @@ function walkBuckets(
   const startPage = spread && index.pageCount > 0 ? rng.int(0, index.pageCount) : 0;
   let feasibleCount = 0;
   let visitsAfterFirst = 0;
+  if (spread) {
+    const visit = (slot: number): boolean => {
+      if (feasibleCount > 0 && ++visitsAfterFirst > limits.visitAfterFirstMax) return true;
+      if (offer(index, req, slot, binpack, best)) feasibleCount++;
+      return feasibleCount >= limits.candidateLimit;
+    };
+    for (let b = bucketCount - 1; b >= low; b--) if (index.scanBucket(b, startPage, visit)) return;
+    return;
+  }
+  // Bin-packing counts only visits to nodes of classes the request passes, so which nodes it considers does
+  // not depend on where the others sit — and a cursor (request.ts, BucketCursor) may step over bucket
+  // prefixes that hold none of them without changing the walk's answer.
+  const classed = req.constraints.length > 0 || req.gpu !== undefined;
+  const cursor = classed ? req.batch.cursor(req.shared, index) : undefined;
+  let passingPage = -1;
+  let lastPage = 0;
   const visit = (slot: number): boolean => {
+    lastPage = slot >>> pageShift;
+    if (classed && classVerdict(index, req, index.classOf(slot)) !== verdictPass) return false;
+    if (passingPage < 0) passingPage = lastPage;
     if (feasibleCount > 0 && ++visitsAfterFirst > limits.visitAfterFirstMax) return true;
     if (offer(index, req, slot, binpack, best)) feasibleCount++;
     return feasibleCount >= limits.candidateLimit;
   };
-  if (spread) {
-    for (let b = bucketCount - 1; b >= low; b--) if (index.scanBucket(b, startPage, visit)) return;
-  } else {
-    for (let b = low; b < bucketCount; b++) if (index.scanBucket(b, startPage, visit)) return;
+  for (let b = low; b < bucketCount; b++) {
+    if (cursor === undefined) {
+      if (index.scanBucket(b, 0, visit, false)) return;
+      continue;
+    }
+    const from = cursor.start(index, b);
+    if (visitPending(index, req, b, cursor.pending(b), visit)) return;
+    passingPage = -1;
+    const stopped = index.scanBucket(b, from, visit, false);
+    // Every page before the first passing node was looked at whole; with none seen, every page up to the
+    // stop (or all of them).
+    cursor.advance(b, passingPage >= 0 ? passingPage : stopped ? lastPage : index.pageCount);
+    if (stopped) return;
   }
+}
+
+/**
+ * Visits the cursor's pending nodes of bucket `b` in slot order, dropping those that left the bucket or whose
+ * class fails (classes do not change within a batch). Returns true when `visit` stopped the walk.
+ */
+function visitPending(
+  index: IndexReader,
+  req: CompiledRequest,
+  b: number,
+  pending: number[],
+  visit: (slot: number) => boolean,
+): boolean {
+  let kept = 0;
+  let stopped = false;
+  for (let i = 0; i < pending.length; i++) {
+    const slot = pending[i] as number;
+    if (index.bucketOfSlot(slot) !== b || classVerdict(index, req, index.classOf(slot)) !== verdictPass)
+      continue;
+    pending[kept++] = slot;
+    if (!stopped && visit(slot)) stopped = true;
+  }
+  pending.length = kept;
+  return stopped;
 }

@@ -108,6 +108,8 @@ export interface FileStorageOptions {
   readonly segmentBytesMax?: number;
   /** fsync when `save` is asked to; off only for benchmarks that say so. Default true. */
   readonly fsync?: boolean;
+  /** Called with the duration of each write-ahead-log fdatasync, in milliseconds (the fsync metric). */
+  readonly onFsyncMs?: (ms: number) => void;
 }
 
 const entryTypes: readonly EntryType[] = ['normal', 'conf'];
@@ -133,6 +135,7 @@ export class FileStorage implements Storage {
   readonly #dir: string;
   readonly #segmentBytesMax: number;
   readonly #fsync: boolean;
+  readonly #onFsyncMs: ((ms: number) => void) | undefined;
   #hardState: HardState = emptyHardState;
   /** The hard state of the newest record written to disk: the one a new segment starts with. */
   #hardStateWritten: HardState = emptyHardState;
@@ -157,6 +160,15 @@ export class FileStorage implements Storage {
     this.#dir = dir;
     this.#segmentBytesMax = options.segmentBytesMax ?? segmentBytesMaxDefault;
     this.#fsync = options.fsync ?? true;
+    this.#onFsyncMs = options.onFsyncMs;
+  }
+
+  /** One fdatasync of the log, timed for the fsync metric when someone listens. */
+  async #datasync(handle: FileHandle): Promise<void> {
+    if (this.#onFsyncMs === undefined) return handle.datasync();
+    const startedMs = performance.now();
+    await handle.datasync();
+    this.#onFsyncMs(performance.now() - startedMs);
   }
 
   /**
@@ -256,8 +268,14 @@ export class FileStorage implements Storage {
 
   // ---- write side ----
 
-  async save(update: StorageUpdate, mustSync: boolean): Promise<void> {
-    this.#checkOpen();
+  save(update: StorageUpdate, mustSync: boolean): Promise<void> {
+    // A save with a snapshot awaits its file before queueing its records: close must wait for it.
+    if (update.snapshot !== undefined) return this.#track(() => this.#save(update, mustSync));
+    const closed = this.#closedError();
+    return closed === undefined ? this.#save(update, mustSync) : Promise.reject(closed);
+  }
+
+  async #save(update: StorageUpdate, mustSync: boolean): Promise<void> {
     const parts: Uint8Array[] = [];
     if (update.snapshot !== undefined) {
       await this.#writeSnapshotFile(update.snapshot);
@@ -290,8 +308,11 @@ export class FileStorage implements Storage {
     await this.#enqueue(concat(parts), mustSync || update.snapshot !== undefined, maxIndex, update.hardState);
   }
 
-  async createSnapshot(index: number, conf: ConfState, data: Uint8Array): Promise<Snapshot> {
-    this.#checkOpen();
+  createSnapshot(index: number, conf: ConfState, data: Uint8Array): Promise<Snapshot> {
+    return this.#track(() => this.#createSnapshot(index, conf, data));
+  }
+
+  async #createSnapshot(index: number, conf: ConfState, data: Uint8Array): Promise<Snapshot> {
     assert(index > this.#snapshot.meta.index, 'snapshot index moves forward', {
       index,
       current: this.#snapshot.meta.index,
@@ -308,8 +329,11 @@ export class FileStorage implements Storage {
     return snap;
   }
 
-  async compact(index: number): Promise<void> {
-    this.#checkOpen();
+  compact(index: number): Promise<void> {
+    return this.#track(() => this.#compact(index));
+  }
+
+  async #compact(index: number): Promise<void> {
     // Entries up to the snapshot index are already out of memory; what compact releases is files.
     assert(index <= this.#snapshot.meta.index, 'compact only what a snapshot covers', {
       index,
@@ -328,8 +352,19 @@ export class FileStorage implements Storage {
     this.#fsyncDir();
   }
 
-  async close(): Promise<void> {
-    if (this.#closed) return;
+  /**
+   * Waits for snapshot writes and compactions in flight, flushes, closes the segment and releases the
+   * directory lock; every call resolves when all of that is done. Until then no other process can open the
+   * directory, and after it this one writes nothing more there.
+   */
+  close(): Promise<void> {
+    this.#closing ??= this.#close();
+    return this.#closing;
+  }
+  #closing: Promise<void> | undefined;
+
+  async #close(): Promise<void> {
+    await Promise.allSettled([...this.#busy]);
     try {
       await this.#enqueue(new Uint8Array(0), true, 0);
     } finally {
@@ -342,8 +377,27 @@ export class FileStorage implements Storage {
 
   // ---- internals ----
 
-  #checkOpen(): void {
-    if (this.#closed) throw new StorageClosedError('storage is closed');
+  /** Snapshot writes and compactions in flight: close waits for them. */
+  readonly #busy = new Set<Promise<unknown>>();
+
+  /** Runs `op` as an operation close waits for. */
+  #track<T>(op: () => Promise<T>): Promise<T> {
+    const closed = this.#closedError();
+    if (closed !== undefined) return Promise.reject(closed);
+    const p = op();
+    this.#busy.add(p);
+    const done = (): void => {
+      this.#busy.delete(p);
+    };
+    p.then(done, done);
+    return p;
+  }
+
+  /** Closed, or closing: no new operation starts. */
+  #closedError(): StorageClosedError | undefined {
+    return this.#closed || this.#closing !== undefined
+      ? new StorageClosedError('storage is closed')
+      : undefined;
   }
 
   #hardStateRecord(): Uint8Array {
@@ -375,6 +429,8 @@ export class FileStorage implements Storage {
     maxIndex: number,
     hardState: HardState | undefined = undefined,
   ): Promise<void> {
+    // After close nothing reaches the directory: another process may own it by now.
+    if (this.#closed) return Promise.reject(new StorageClosedError('storage is closed'));
     return new Promise((resolve, reject) => {
       this.#pending.push({ bytes, hardState, mustSync, resolve, reject });
       if (maxIndex > 0) this.#pendingMaxIndex = Math.max(this.#pendingMaxIndex, maxIndex);
@@ -402,7 +458,7 @@ export class FileStorage implements Storage {
               this.#segmentMaxIndex.set(seg.seq, Math.max(this.#segmentMaxIndex.get(seg.seq) ?? 0, maxIndex));
             for (const b of batch) if (b.hardState !== undefined) this.#hardStateWritten = b.hardState;
           }
-          if (this.#fsync && batch.some((b) => b.mustSync)) await seg.handle.datasync();
+          if (this.#fsync && batch.some((b) => b.mustSync)) await this.#datasync(seg.handle);
           for (const b of batch) b.resolve();
         } catch (err) {
           for (const b of batch) b.reject(err);

@@ -46,7 +46,7 @@ export class RequestRefusedError extends TrellisError {
 }
 
 const usageCodes = new Set(['USAGE', 'VALIDATION', 'CONFIG', 'NATS_AUTH', 'CODEC']);
-const unavailableCodes = new Set(['UNAVAILABLE', 'TIMEOUT']);
+const unavailableCodes = new Set(['UNAVAILABLE']);
 
 export interface Failure {
   /** The one line for stderr, without its newline. */

@@ -14,7 +14,7 @@
  * client that gives up on a write that may have committed says so: `OutcomeUnknownError`.
  */
 import { randomUUID } from 'node:crypto';
-import type { Command } from 'commander';
+import { type Command, Option } from 'commander';
 import { ErrorCode, type Msg, type NatsConnection, NatsError } from 'nats';
 import { z } from 'zod';
 import { MembershipChangeError, NotLeaderError, ProposalDroppedError } from '../../raft/errors.js';
@@ -49,6 +49,7 @@ import {
   withConnectionOptions,
 } from './connect.js';
 import { exitCodes } from './errors.js';
+import { runSchedulerState } from './ops/scheduler-server.js';
 import { withServerConfig } from './ops/server-config.js';
 
 const peer = z.string().regex(/^[A-Za-z0-9_-]{1,64}$/, 'a replica id');
@@ -180,6 +181,7 @@ interface ServerOptions extends ConnectionFlags {
   tickMs: number;
   snapshotEntries: number;
   stopTimeout: number;
+  state: 'kv' | 'scheduler';
 }
 
 /** The longest Raft tick `--tick-ms` takes (a minute: elections would take 10-20 minutes). */
@@ -194,7 +196,7 @@ export const stopTimeoutMsDefault = 3_000;
 export function registerServer(program: Command): void {
   const cmd = program
     .command('server')
-    .description('run one replica of a Raft group over NATS (KV state machine)')
+    .description('run one replica of a Raft group over NATS (the scheduler, or the KV state machine)')
     .option('--id <id>', 'this replica (required)')
     .option(
       '--peers <ids>',
@@ -212,6 +214,14 @@ export function registerServer(program: Command): void {
       'applied entries between snapshots (the log is compacted at each)',
       positiveInt,
       snapshotEntriesDefault,
+    )
+    .addOption(
+      new Option(
+        '--state <machine>',
+        'what the group replicates: the scheduler, or the KV machine (etcd comparison bench)',
+      )
+        .choices(['scheduler', 'kv'])
+        .default('scheduler'),
     )
     .option(
       '--stop-timeout <duration>',
@@ -237,7 +247,7 @@ async function runServer(o: ServerOptions): Promise<void> {
   const storage = await FileStorage.open(o.data);
   const stopping = stopSignal();
   let connected = false;
-  const nc = await Promise.race([
+  const connecting = Promise.race([
     connectNats({
       servers: o.nats,
       name: `trellis-replica-${id}`,
@@ -254,7 +264,28 @@ async function runServer(o: ServerOptions): Promise<void> {
       return exitNow(log, 0);
     }),
   ]);
+  // Giving up on NATS (or a refused login) releases the data directory before the one error line.
+  const nc = await connecting.catch(async (err: unknown) => {
+    await storage.close().catch(() => undefined);
+    throw err;
+  });
   connected = true;
+  if (o.state === 'scheduler') {
+    await runSchedulerState({
+      id,
+      peers,
+      cluster: o.cluster,
+      tickMs: o.tickMs,
+      snapshotEntries: o.snapshotEntries,
+      stopTimeoutMs: o.stopTimeout,
+      connection: nc,
+      storage,
+      log,
+      stopping,
+      stopWithin,
+    });
+    exitNow(log, exitCodes.ok);
+  }
   const kv = new KvStateMachine();
   const transport = new NatsTransport({
     connection: nc,
@@ -578,6 +609,9 @@ export class KvClientSession {
   }
 }
 
+/** The longest an attempt's timeout grows to by doubling after timeouts. */
+const attemptTimeoutMsMax = 8_000;
+
 /** Refusals that are the state machine's own answer to a write: final, never retried. */
 const kvOutcomeCodes: ReadonlySet<string> = new Set(['KV_CAS_MISMATCH', 'KV_FULL', 'KV_BAD_COMMAND']);
 /** Refusals that say this attempt did nothing but an earlier one may have: the write's outcome is open. */
@@ -622,12 +656,17 @@ async function callGroup(
   /** Whether some attempt may have entered the log: then giving up leaves the outcome unknown. */
   let maybeApplied = false;
   let redirected = false;
+  // An attempt that got no answer in time may have been dropped at its deadline by a slow group: the next
+  // one waits twice as long (up to what is left), so a loaded group still gets a write through.
+  let attemptMs = requestTimeoutMs;
   for (;;) {
-    const attempt = Deadline.after(Math.max(1, Math.min(requestTimeoutMs, overall.remainingMs())));
+    const attempt = Deadline.after(Math.max(1, Math.min(attemptMs, overall.remainingMs())));
     const to = route?.leader;
     const reply = await attemptOnce(nc, cluster, to, { ...req, deadline: attempt.toWire() }, attempt);
     if (route !== undefined) learnRoute(route, req, reply);
     if (reply.ok) return reply;
+    if (reply.code === 'TIMEOUT' || reply.code === 'DEADLINE_EXCEEDED')
+      attemptMs = Math.max(attemptMs, Math.min(attemptMs * 2, attemptTimeoutMsMax));
     if (reply.code !== undefined && kvOutcomeCodes.has(reply.code)) return reply;
     if (write && reply.unapplied !== true) maybeApplied = true;
     if (reply.code !== undefined && kvSessionLostCodes.has(reply.code))

@@ -343,7 +343,8 @@ class Run {
       this.#flushBatch();
       return;
     }
-    if (this.#batchFlushAt < 0) {
+    // Inflation plans exactly `batchSize` requests at a time (the last batch at the end of the run).
+    if (this.#batchFlushAt < 0 && this.#protocol === 'replay') {
       this.#batchFlushAt = this.#windowEnd();
       this.#heap.push(this.#batchFlushAt, Kind.BatchFlush, { kind: Kind.BatchFlush });
     }

@@ -4,7 +4,9 @@
  * (SIGTERM, waits for the exit) or `child.kill('SIGKILL')` for a crash.
  */
 import { type ChildProcess, spawn } from 'node:child_process';
+import { readFile } from 'node:fs/promises';
 import { dirname, join, sep } from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { fileURLToPath } from 'node:url';
 
 const here = dirname(fileURLToPath(import.meta.url));
@@ -26,6 +28,8 @@ export interface ReplicaProcessOptions {
   /** The CLI to run. Default: the built one beside this module. */
   readonly main?: string;
   readonly logLevel?: string;
+  /** What the group replicates: `kv` (the default here, for the KV-based tests and benches) or `scheduler`. */
+  readonly state?: 'kv' | 'scheduler';
   readonly extraArgs?: readonly string[];
 }
 
@@ -46,6 +50,8 @@ export function spawnReplica(o: ReplicaProcessOptions): ChildProcess {
     '--tick-ms',
     String(o.tickMs ?? 20),
     ...(o.snapshotEntries === undefined ? [] : ['--snapshot-entries', String(o.snapshotEntries)]),
+    '--state',
+    o.state ?? 'kv',
     ...(o.extraArgs ?? []),
   ];
   return spawn(process.execPath, args, {
@@ -61,3 +67,20 @@ export async function stopReplica(child: ChildProcess): Promise<number | null> {
   child.kill('SIGTERM');
   return exited;
 }
+
+/**
+ * SIGSTOP, then waits until the kernel reports the process stopped (state T in /proc/<pid>/stat): the
+ * signal is delivered asynchronously, and a request sent in between would be served before the stall.
+ * Linux only. Continue it with `child.kill('SIGCONT')`.
+ */
+export async function pauseProcess(child: ChildProcess): Promise<void> {
+  child.kill('SIGSTOP');
+  for (let i = 0; i < pauseWaitPollsMax; i++) {
+    const stat = await readFile(`/proc/${child.pid}/stat`, 'utf8');
+    if (stat.slice(stat.lastIndexOf(')') + 2).startsWith('T')) return;
+    await sleep(5);
+  }
+  throw new Error(`process ${child.pid} did not stop after SIGSTOP`);
+}
+/** Polls of 5 ms `pauseProcess` makes before giving up (a second). */
+const pauseWaitPollsMax = 200;

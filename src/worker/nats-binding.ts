@@ -21,6 +21,8 @@ import type { CommandReply, NodeWorker } from './node-worker.js';
 import { type StatusReport, workerCommandSchema, workerSandboxStates } from './protocol.js';
 
 export const workerFrameBytesMax = 4 << 20;
+/** Longest error message a reply carries (the reply schema's bound). */
+export const errorMessageCharsMax = 4096;
 /** Status reports one message carries (the worker's batch bound is lower). */
 export const statusReportsPerMessageMax = 4_096;
 
@@ -131,8 +133,14 @@ export function serveWorker(
         return;
       }
       const answer = (body: WorkerReplyBody): void => {
-        if (msg.reply !== undefined && msg.reply !== '' && !nc.isClosed())
+        if (msg.reply === undefined || msg.reply === '' || nc.isClosed()) return;
+        try {
           msg.respond(workerReplyCodec.encode(body));
+        } catch (e) {
+          // A reply that cannot be encoded (too large) or sent must not take the worker down.
+          dropped.reply = (dropped.reply ?? 0) + 1;
+          logger.warn({ err: e instanceof Error ? e.message : String(e) }, 'could not send a worker reply');
+        }
       };
       const refuse = (e: unknown): void => {
         const error =
@@ -140,12 +148,13 @@ export function serveWorker(
             ? { code: e.code, name: e.name, message: e.message }
             : { code: 'INTERNAL', name: 'Error', message: e instanceof Error ? e.message : String(e) };
         refused[error.code] = (refused[error.code] ?? 0) + 1;
-        answer({ ok: false, error });
+        answer({ ok: false, error: { ...error, message: error.message.slice(0, errorMessageCharsMax) } });
       };
       if (decoded.nodeId !== worker.nodeId) {
         refuse(new ValidationError('nodeId', `this is node ${worker.nodeId}, not ${decoded.nodeId}`));
         return;
       }
+      // answer and refuse never throw, so no rejection escapes this callback.
       worker.handle(decoded.command).then((reply) => answer({ ok: true, reply }), refuse);
     },
   });

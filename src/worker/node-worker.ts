@@ -158,10 +158,12 @@ export class NodeWorker {
     this.#entries.set(id, entry);
     this.#set(entry, 'starting');
     this.#chain(entry, 'create', async () => {
+      // Only a terminate cancels the boot; a suspend that came while it queued runs after it (next in chain).
+      const cancelled = (): boolean => entry.state === 'terminating' || entry.state === 'terminated';
       const booted = await this.#boots.run(async () => {
-        if (entry.state !== 'starting') return false; // Terminated while it waited for a slot.
+        if (cancelled()) return false;
         await this.#driver.createDisk(spec);
-        if (entry.state !== 'starting') return false;
+        if (cancelled()) return false;
         await this.#driver.boot(spec);
         return true;
       });
@@ -239,8 +241,22 @@ export class NodeWorker {
     const request = parseExecRequest(input, this.#driver.execStdinBytesMax);
     const entry = this.#known(id);
     if (entry.state !== 'running') throw new SandboxStateError(id, entry.state, 'exec');
-    const result = await this.#execs.run(() => this.#driver.exec(id, request));
-    return { type: 'exec', sandboxId: id, result };
+    try {
+      const result = await this.#execs.run(() => this.#driver.exec(id, request));
+      return { type: 'exec', sandboxId: id, result };
+    } catch (err) {
+      if (!(err instanceof WorkerBusyError)) await this.#checkAlive(entry, err);
+      throw err;
+    }
+  }
+
+  /** After an exec failed: if the machine is no longer running, the sandbox failed, and is reported so. */
+  async #checkAlive(entry: Entry, cause: unknown): Promise<void> {
+    if (entry.state !== 'running') return;
+    const machine = (await this.#driver.list()).find((m) => m.sandboxId === entry.id);
+    if (machine?.state === 'running' || entry.state !== 'running') return;
+    const why = cause instanceof DriverError ? cause.reason : errorText(cause);
+    this.#set(entry, 'failed', `machine is ${machine?.state ?? 'gone'} (exec: ${why})`);
   }
 
   /** Ends sandboxes reconcile found are not placed here; no status is reported for them. */

@@ -178,6 +178,8 @@ describe('trellis server - data directory safety', () => {
     nats.url,
     '--cluster',
     'datatest',
+    '--state',
+    'kv',
   ];
 
   it('trellis server - on a corrupt data directory exits 1 with one line naming the WalCorruptError', async () => {

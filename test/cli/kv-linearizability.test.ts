@@ -15,7 +15,7 @@ import {
 } from '../../src/cli/server.js';
 import { OutcomeUnknownError } from '../../src/lib/errors.js';
 import { createRng, type Rng } from '../../src/lib/prng.js';
-import { cliMain as main, spawnReplica } from '../../src/testing/replica-process.js';
+import { cliMain as main, pauseProcess, spawnReplica } from '../../src/testing/replica-process.js';
 import { type RunningServer, startNats } from '../../src/testing/servers.js';
 import { checkHistory, type KvInput, type KvOutput, type Operation } from '../sim/linearizability.js';
 
@@ -79,8 +79,9 @@ describe('trellis kv - linearizable under crashes, pauses and a nats-server rest
   });
 
   it('trellis kv - concurrent clients under leader and follower kill -9, leader pause and nats restart stay linearizable', async () => {
-    // Four clients (each its own session; two learn the leader, two use the queue group) put, cas and get
-    // three keys while a seeded nemesis kills the leader, kills a follower (each restarted a second later),
+    // Four clients (each its own session; two learn the leader, two use the queue group; two retry after
+    // 150 ms, two after 400 ms) put, cas and get
+    // three keys while a seeded nemesis kills the leader, kills a follower (each restarted 0.7 s later),
     // pauses the leader with SIGSTOP for 1.5 s, and kills and restarts nats-server, twice over in a seeded
     // order. Every operation is recorded: ok, failed (certainly not applied: left out), or unknown (the client
     // gave up: it may have happened, at any time after its call). The whole history must pass the
@@ -98,6 +99,9 @@ describe('trellis kv - linearizable under crashes, pauses and a nats-server rest
     const client = async (n: number, r: Rng): Promise<void> => {
       const session = new KvClientSession(`linz-${seed}-${n}`);
       const route: KvRoute | undefined = n % 2 === 0 ? {} : undefined;
+      // Two clients give each attempt only 150 ms, so many writes are retried while the first attempt is
+      // still on its way: the duplicates the sessions must absorb.
+      const attemptMs = n < 2 ? 400 : 150;
       // A cas expects what this client last read or wrote, so that some of them apply.
       const seen = new Map<string, string | null>();
       for (let i = 0; running; i++) {
@@ -112,7 +116,7 @@ describe('trellis kv - linearizable under crashes, pauses and a nats-server rest
         const callAt = ++clock;
         let output: KvOutput | 'failed';
         try {
-          const reply = await kvCall(nc, cluster, input, 2_000, 400, route, session);
+          const reply = await kvCall(nc, cluster, input, 2_000, attemptMs, route, session);
           output = outputOf(input, reply);
         } catch (err) {
           if (!(err instanceof OutcomeUnknownError)) throw err;
@@ -142,21 +146,22 @@ describe('trellis kv - linearizable under crashes, pauses and a nats-server rest
       const faults = ['leader-kill', 'follower-kill', 'leader-pause', 'nats-restart'] as const;
       for (let round = 0; round < faultRounds; round++) {
         for (const fault of r.shuffle([...faults])) {
-          await sleep(r.int(800, 1_600));
+          await sleep(r.int(500, 1_200));
           const lead = await leader();
           switch (fault) {
             case 'leader-kill':
             case 'follower-kill': {
               const victim = fault === 'leader-kill' ? lead : r.pick(ids.filter((id) => id !== lead));
               await crash(victim);
-              await sleep(1_000);
+              await sleep(700);
               start(victim);
               break;
             }
             case 'leader-pause': {
-              procs.get(lead)?.kill('SIGSTOP');
+              const p = procs.get(lead);
+              if (p !== undefined) await pauseProcess(p);
               await sleep(1_500);
-              procs.get(lead)?.kill('SIGCONT');
+              p?.kill('SIGCONT');
               break;
             }
             case 'nats-restart':
@@ -168,7 +173,7 @@ describe('trellis kv - linearizable under crashes, pauses and a nats-server rest
           console.log(`fault ${fault} (leader was ${lead}); so far ${JSON.stringify(counts)}`);
         }
       }
-      await sleep(1_000);
+      await sleep(500);
     };
 
     const clients = Array.from({ length: clientsCount }, (_, n) => client(n, rng.fork()));

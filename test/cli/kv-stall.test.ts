@@ -1,6 +1,6 @@
 import { type ChildProcess, execFile } from 'node:child_process';
 import { existsSync } from 'node:fs';
-import { mkdtemp, readFile, rm } from 'node:fs/promises';
+import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { connect, type NatsConnection } from 'nats';
@@ -17,26 +17,12 @@ import {
   replicaStatus,
 } from '../../src/cli/server.js';
 import { Deadline } from '../../src/lib/deadline.js';
-import { cliMain as main, spawnReplica } from '../../src/testing/replica-process.js';
+import { cliMain as main, pauseProcess, spawnReplica } from '../../src/testing/replica-process.js';
 import { type RunningServer, startNats } from '../../src/testing/servers.js';
 
 const ids = ['a', 'b', 'c'];
 const cluster = 'stall';
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
-
-/**
- * SIGSTOP is delivered asynchronously: waits until the kernel reports the process stopped (state T in
- * /proc/<pid>/stat), so a request sent next cannot be served in the moment before it stops.
- */
-async function stopProcess(child: ChildProcess | undefined): Promise<void> {
-  child?.kill('SIGSTOP');
-  for (let i = 0; i < 200; i++) {
-    const stat = await readFile(`/proc/${child?.pid}/stat`, 'utf8');
-    if (stat.slice(stat.lastIndexOf(')') + 2).startsWith('T')) return;
-    await sleep(5);
-  }
-  throw new Error(`process ${child?.pid} did not stop`);
-}
 
 describe('trellis kv - a stalled replica does not replay a request its client gave up on', () => {
   let nats: RunningServer;
@@ -105,14 +91,15 @@ describe('trellis kv - a stalled replica does not replay a request its client ga
     const follower = ids.find((id) => id !== leader) ?? '';
     const f = procs.get(follower);
     try {
-      await stopProcess(f);
+      if (f !== undefined) await pauseProcess(f);
       const route: KvRoute = { leader: follower };
       const t0 = Date.now();
       const a = await kvCall(nc, cluster, { op: 'put', key: 'k', value: 'old' }, 10_000, 300, route);
       expect(a.ok, JSON.stringify(a)).toBe(true);
       seen = `follower ${follower}; A answered ${JSON.stringify(a)} after ${Date.now() - t0} ms`;
       await put('k', 'new');
-      // Every attempt of A carried a deadline of at most 300 ms from its sending; A has returned.
+      // Each attempt of A that went unanswered had passed its deadline when A stopped waiting for it (the
+      // deadline is the attempt's timeout); A has returned. The sleep is margin.
       await sleep(600);
     } finally {
       f?.kill('SIGCONT');
@@ -160,7 +147,7 @@ describe('trellis kv - a stalled replica does not replay a request its client ga
     // cluster name) nothing can have been applied: a plain failure (NO_RESPONDERS), not OUTCOME_UNKNOWN.
     let stalled: { code: number; stdout: string; stderr: string };
     try {
-      for (const p of procs.values()) await stopProcess(p);
+      for (const p of procs.values()) await pauseProcess(p);
       stalled = await cli('kv', 'put', 'u', 'v', '--nats', nats.url, '--cluster', cluster);
     } finally {
       for (const p of procs.values()) p.kill('SIGCONT');

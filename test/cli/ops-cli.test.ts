@@ -1,20 +1,20 @@
 /**
  * The cluster CLI end to end: the built `trellis` run as a child process against a real nats-server secured
- * with the configuration `trellis nats-config` generates (a client user for the CLI, a replica user for the
- * server). Until the replica-local `trellis server` lands (issue 12 item 1), the server is the embedded
- * scheduler served by the NATS adapter in this test process; the CLI reaches it only through NATS.
+ * with the configuration `trellis nats-config` generates (a client user for the CLI, a replica user for each
+ * server), and a group of three `trellis server --state scheduler` processes that connect with those
+ * replica users from the same credentials file.
  */
+
+import type { ChildProcess } from 'node:child_process';
 import { execFile } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { type NatsConnection, connect as natsConnect } from 'nats';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { createScheduler, type Scheduler } from '../../scheduler/scheduler.js';
-import { type ApiServer, serveApi } from '../../src/api/nats-server.js';
+import { connect, type RemoteScheduler } from '../../src/api/client.js';
 import { authorizationBlock, type NatsAuthPlan, planNatsUsers } from '../../src/nats/config.js';
-import { cliMain } from '../../src/testing/replica-process.js';
+import { cliMain, spawnReplica } from '../../src/testing/replica-process.js';
 import { type RunningServer, startNats } from '../../src/testing/servers.js';
 
 interface Run {
@@ -32,9 +32,9 @@ describe('trellis cluster CLI - against a secured nats-server', () => {
   let plan: NatsAuthPlan;
   let dir: string;
   let creds: string;
-  let serverConn: NatsConnection;
-  let scheduler: Scheduler;
-  let server: ApiServer;
+  /** The test's own view of the cluster, as an API client (the CLI user's credentials). */
+  let scheduler: RemoteScheduler;
+  const replicas: ChildProcess[] = [];
 
   /** Runs the built CLI with the connection flags (unless `bare`) and returns its exit code and output. */
   const trellis = (
@@ -63,20 +63,37 @@ describe('trellis cluster CLI - against a secured nats-server', () => {
 
   beforeAll(async () => {
     expect(existsSync(cliMain), `${cliMain} missing: run npm run build first`).toBe(true);
-    plan = planNatsUsers(cluster, ['r1'], ['n1'], ['cli']);
+    plan = planNatsUsers(cluster, ['r1', 'r2', 'r3'], ['n1'], ['cli']);
     nats = await startNats({ extraConfig: authorizationBlock(plan) });
     dir = await mkdtemp(join(tmpdir(), 'trellis-ops-'));
     creds = join(dir, 'credentials.json');
     await writeFile(creds, JSON.stringify(plan), { mode: 0o600 });
-    const replica = plan.users.find((u) => u.user === 'replica-r1');
-    serverConn = await natsConnect({ servers: nats.url, user: 'replica-r1', pass: replica?.password ?? '' });
-    scheduler = createScheduler();
-    server = await serveApi({ api: scheduler, connection: serverConn, cluster, replica: 'r1' });
-  });
+    for (const id of ['r1', 'r2', 'r3']) {
+      // Each replica picks its own user (replica-<id>) from the credentials file.
+      replicas.push(
+        spawnReplica({
+          id,
+          peers: ['r1', 'r2', 'r3'],
+          natsUrl: nats.url,
+          root: dir,
+          cluster,
+          state: 'scheduler',
+          extraArgs: ['--creds', creds],
+        }),
+      );
+    }
+    const cli = plan.users.find((u) => u.user === 'client-cli');
+    scheduler = await connect({
+      servers: nats.url,
+      cluster,
+      credentials: { user: 'client-cli', pass: cli?.password ?? '' },
+      timeoutMs: 30_000,
+    });
+    await scheduler.stats(); // answers once a leader is elected
+  }, cliTestTimeoutMs);
   afterAll(async () => {
-    await server?.close();
     await scheduler?.close();
-    await serverConn?.close();
+    for (const p of replicas) p.kill('SIGKILL');
     await nats?.stop();
     await rm(dir, { recursive: true, force: true });
   });
@@ -167,8 +184,14 @@ describe('trellis cluster CLI - against a secured nats-server', () => {
       expect(await ok(['ls', '--node', created.node])).toMatch(/^ID\s+TENANT\s+STATE\s+NODE/);
 
       const status = (await json(['status'])) as Record<string, unknown>;
-      expect(status).toMatchObject({ cluster, leader: 'r1', nodes: { total: 2, ready: 2 }, sandboxes: 2 });
-      expect(await ok(['status'])).toMatch(/Leader\s+r1\n/);
+      expect(status).toMatchObject({
+        cluster,
+        nodes: { total: 2, ready: 2 },
+        sandboxes: 2,
+        replicas: ['r1', 'r2', 'r3'],
+      });
+      expect(['r1', 'r2', 'r3']).toContain(status.leader);
+      expect(await ok(['status'])).toMatch(new RegExp(`Leader\\s+${String(status.leader)}\\n`));
 
       const watched = await ok(['watch', '--from', '1', '--count', '3', '--json']);
       const events = watched

@@ -14,8 +14,11 @@ export interface CliRun {
   readonly timedOut: boolean;
 }
 
-/** Longest a CLI invocation in these tests may take before it counts as a hang and is killed. */
-export const cliRunMsMax = 20_000;
+/**
+ * Longest a CLI invocation in these tests may take before it counts as a hang and is killed. Generous: an
+ * invocation takes half a second on an idle machine, but over 20 s was seen on 2 cores at load 26.
+ */
+export const cliRunMsMax = 60_000;
 
 export function runCli(
   args: readonly string[],
@@ -36,6 +39,7 @@ export function runCli(
       stderr += d.toString('utf8');
     });
     const timer = setTimeout(() => {
+      if (child.exitCode !== null || child.signalCode !== null) return; // exited; 'close' is on its way
       timedOut = true;
       child.kill('SIGKILL');
     }, options.timeoutMs ?? cliRunMsMax);

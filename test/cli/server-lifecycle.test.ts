@@ -44,7 +44,7 @@ function spawnServer(args: readonly string[]): {
   stderr: () => string;
   line: (re: RegExp) => Promise<void>;
 } {
-  const child = spawn(process.execPath, [cliMain, 'server', ...args], {
+  const child = spawn(process.execPath, [cliMain, 'server', '--state', 'kv', ...args], {
     stdio: ['ignore', 'ignore', 'pipe'],
     env: { ...process.env, TRELLIS_LOG_LEVEL: 'info', TRELLIS_DEBUG: '' },
   });

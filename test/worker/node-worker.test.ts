@@ -73,6 +73,19 @@ describe('worker/node-worker', () => {
     expect(worker.stateOf(sid('b'))).toBe('terminated');
   });
 
+  it('node-worker - a suspend that arrives while the create waits for a boot slot suspends it after the boot', async () => {
+    // Checks ordering per sandbox: the queued create still boots, then the suspend applies, no failure.
+    const { timers, sim, log, worker } = setup({ bootsConcurrentMax: 1 });
+    await worker.create(spec('a'));
+    await worker.create(spec('b'));
+    await worker.suspend(sid('b'));
+    await timers.runAll();
+    await worker.flush();
+    expect(worker.stateOf(sid('b'))).toBe('suspended');
+    expect(sim.calls.boot).toBe(2);
+    expect(log.states('b')).toEqual(['starting', 'suspending', 'suspended']);
+  });
+
   it('node-worker - suspend and resume are idempotent and need a known sandbox', async () => {
     // Checks repeated suspend/resume reach the driver once each, and unknown ids are refused by type.
     const { timers, sim, worker } = setup();

@@ -1,3 +1,5 @@
+import { spawn } from 'node:child_process';
+import { readFileSync } from 'node:fs';
 import { mkdtemp, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -12,10 +14,12 @@ import { nid, sid, spec, statusLog } from './fixtures.js';
 
 const text = (b: Uint8Array): string => Buffer.from(b).toString('utf8');
 
+/** A process counts as alive while it exists and is not a zombie: a machine orphaned by a killed worker is
+ * reparented to PID 1, which in a container may never reap it, so its exit shows only as state Z. */
 function alive(pid: number): boolean {
   try {
-    process.kill(pid, 0);
-    return true;
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    return stat.slice(stat.lastIndexOf(')') + 2, stat.lastIndexOf(')') + 3) !== 'Z';
   } catch {
     return false;
   }
@@ -172,6 +176,25 @@ describe('worker/drivers/process', () => {
     expect(alive(process.pid)).toBe(true);
   });
 
+  it('process driver - a machine that dies under the worker turns the sandbox failed with the reason', async () => {
+    // Checks failure detection on the real driver: the stand-in VM is killed from outside; the next exec
+    // is refused and the worker reports the sandbox failed, naming what it found.
+    const log = statusLog();
+    const worker = new NodeWorker({ nodeId: nid('n1'), driver, statusSink: log.sink, statusFlushMs: 5 });
+    await worker.create(spec('dies'));
+    await until(() => worker.stateOf(sid('dies')) === 'running', 'dies running');
+    const pid = (await driver.machinePid(sid('dies'))) as number;
+    process.kill(-pid, 'SIGKILL');
+    await until(() => !alive(pid), 'machine gone');
+    await expect(worker.exec(sid('dies'), { command: ['true'] })).rejects.toBeInstanceOf(SandboxStateError);
+    expect(worker.stateOf(sid('dies'))).toBe('failed');
+    await worker.flush();
+    const failed = log.batches.flat().find((r) => r.sandboxId === 'dies' && r.state === 'failed');
+    expect(failed?.reason).toContain('machine is stopped');
+    await worker.terminate(sid('dies'));
+    await until(() => worker.stateOf(sid('dies')) === 'terminated', 'dies terminated');
+  });
+
   it('process driver - through the worker: create, exec, suspend, resume, terminate leave nothing behind', async () => {
     // Checks the worker core on the real driver: statuses in order and no process or file afterwards.
     const log = statusLog();
@@ -200,4 +223,53 @@ describe('worker/drivers/process', () => {
     expect(alive(pid)).toBe(false);
     expect(await driver.list()).toEqual([]);
   });
+});
+
+describe('worker/drivers/process - a worker process killed with SIGKILL', () => {
+  it('process driver - machines survive a kill -9 of their worker and the next worker reports and ends them', async () => {
+    // Checks the reconcile premise with real processes: the worker runs in a child process, is SIGKILLed
+    // after its sandboxes run; the machines (detached process groups) live on; a new worker over the same
+    // data dir reports them running, and stop-orphans ends one while the other stays.
+    const dir = await mkdtemp(join(tmpdir(), 'trellis-kill9-'));
+    const child = spawn(
+      process.execPath,
+      ['--import', 'tsx', join(import.meta.dirname, 'worker-child.ts'), dir, 'k1', 'k2'],
+      {
+        stdio: ['ignore', 'pipe', 'inherit'],
+      },
+    );
+    let out = '';
+    child.stdout.on('data', (c: Buffer) => {
+      out += c.toString();
+    });
+    try {
+      await until(
+        () => out.includes('running k1') && out.includes('running k2'),
+        'child worker running both',
+        60_000,
+      );
+      const exited = new Promise((r) => child.once('exit', r));
+      child.kill('SIGKILL');
+      await exited;
+      const driver = new ProcessDriver({ dataDir: dir });
+      const pids = await Promise.all(['k1', 'k2'].map((id) => driver.machinePid(sid(id))));
+      for (const pid of pids) expect(alive(pid as number)).toBe(true);
+      const log = statusLog();
+      const worker = new NodeWorker({ nodeId: nid('child'), driver, statusSink: log.sink });
+      const report = await worker.report();
+      expect(report.sort((a, b) => a.sandboxId.localeCompare(b.sandboxId))).toEqual([
+        { sandboxId: 'k1', state: 'running' },
+        { sandboxId: 'k2', state: 'running' },
+      ]);
+      expect(await worker.stopOrphans([sid('k2')])).toEqual({ type: 'orphans', stopped: 1 });
+      expect(alive(pids[1] as number)).toBe(false);
+      expect(alive(pids[0] as number)).toBe(true);
+      await worker.close({ stopMachines: true });
+      expect(alive(pids[0] as number)).toBe(false);
+    } finally {
+      child.kill('SIGKILL');
+      await new ProcessDriver({ dataDir: dir }).close();
+      await rm(dir, { recursive: true, force: true });
+    }
+  }, 120_000);
 });

@@ -113,6 +113,8 @@ export function summaryLines(report: Report): string[] {
     const t = r.totals;
     const last = r.samples[r.samples.length - 1];
     const infl = r.inflation?.[r.inflation.length - 1];
+    const mean = (k: 'cpu' | 'memory' | 'gpu'): number =>
+      r.samples.length === 0 ? 0 : r.samples.reduce((a, s) => a + s.util[k], 0) / r.samples.length;
     const pct = (n: number, d: number): string => (d === 0 ? '0.0' : ((100 * n) / d).toFixed(1));
     const reasons = Object.entries(t.rejectedByReason)
       .sort((a, b) => b[1] - a[1])
@@ -124,7 +126,7 @@ export function summaryLines(report: Report): string[] {
         (infl === undefined
           ? last === undefined
             ? ''
-            : `, final util cpu ${pct(last.util.cpu, 1)}% mem ${pct(last.util.memory, 1)}% gpu ${pct(last.util.gpu, 1)}%`
+            : `, mean util cpu ${pct(mean('cpu'), 1)}% mem ${pct(mean('memory'), 1)}% gpu ${pct(mean('gpu'), 1)}%`
           : `; at ${infl.arrivedPct.toFixed(1)}% arrived: allocated cpu ${infl.allocatedPct.cpu.toFixed(1)}% mem ${infl.allocatedPct.memory.toFixed(1)}% gpu ${infl.allocatedPct.gpu.toFixed(1)}%`) +
         `; ${r.timing.wallSeconds.toFixed(2)} s, ${Math.round(r.timing.eventsPerSec)} events/s`,
     );

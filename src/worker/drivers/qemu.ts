@@ -61,6 +61,11 @@ export const qemuExecGraceMs = 10_000;
 export const qemuExecStdinBytesMax = 64 << 10;
 /** Guest memory is rounded up to a multiple of this, so few shapes need their own template. */
 export const qemuMemoryStepMib = 128;
+/**
+ * Empty overlays kept ready per (backing file, size): a create renames one into the sandbox directory
+ * instead of running qemu-img on the create path, and the spare is remade in the background.
+ */
+export const qemuSpareOverlaysMax = 2;
 const migratePollMs = 10;
 const mib = 1024 * 1024;
 
@@ -162,6 +167,8 @@ export class QemuDriver implements Driver {
   readonly #onPhase: (phase: string, ms: number) => void;
   readonly #vms = new Map<SandboxId, Vm>();
   readonly #templates = new Map<string, Promise<string>>();
+  readonly #spares = new Map<string, string[]>();
+  readonly #refills = new Map<string, Promise<void>>();
   #runDir: string | undefined;
   #seq = 0;
   #qemu = '';
@@ -205,6 +212,9 @@ export class QemuDriver implements Driver {
     const cpu = readFileSync('/proc/cpuinfo', 'utf8').match(/cpu MHz\s*:\s*([\d.]+)/);
     this.#khz = cpu === null ? 0 : Math.round(Number(cpu[1]) * 1000);
     await mkdir(join(this.#root, 'sandboxes'), { recursive: true });
+    // Spares left by a previous worker process are not tracked by this one: start the pool afresh.
+    await rm(join(this.#root, 'spares'), { recursive: true, force: true });
+    await mkdir(join(this.#root, 'spares'), { recursive: true });
     this.#runDir ??= await mkdtemp('/tmp/trq-');
   }
 
@@ -227,15 +237,7 @@ export class QemuDriver implements Driver {
         ? ['-F', 'qcow2', '-b', await this.#template(shapeOf(spec))]
         : ['-F', 'raw', '-b', join(this.#guestDir, 'base.img')];
       const t0 = performance.now();
-      await run(this.#qemuImg, [
-        'create',
-        '-q',
-        '-f',
-        'qcow2',
-        ...backing,
-        this.diskPath(spec.sandboxId),
-        String(sizeBytes),
-      ]);
+      await this.#overlay(backing, sizeBytes, this.diskPath(spec.sandboxId));
       this.#onPhase('overlay', performance.now() - t0);
       await writeFile(join(dir, 'spec.json.tmp'), JSON.stringify(spec));
       await rename(join(dir, 'spec.json.tmp'), join(dir, 'spec.json'));
@@ -348,7 +350,47 @@ export class QemuDriver implements Driver {
     for (const { sandboxId, state } of await this.list()) {
       if (state === 'running') await this.stop(sandboxId);
     }
+    await Promise.all(this.#refills.values());
+    await rm(join(this.#root, 'spares'), { recursive: true, force: true });
     if (this.#runDir !== undefined) await rm(this.#runDir, { recursive: true, force: true });
+  }
+
+  /** Puts an empty overlay of `sizeBytes` over `backing` at `target`: a ready spare when there is one. */
+  async #overlay(backing: readonly string[], sizeBytes: number, target: string): Promise<void> {
+    const key = `${backing.join(' ')}|${sizeBytes}`;
+    const spare = this.#spares.get(key)?.shift();
+    if (spare !== undefined) await rename(spare, target);
+    else await this.#qemuImgCreate(backing, sizeBytes, target);
+    this.#refill(key, backing, sizeBytes);
+  }
+
+  /** Remakes the spares of one kind in the background (one refill per kind at a time). */
+  #refill(key: string, backing: readonly string[], sizeBytes: number): void {
+    if (this.#refills.has(key) || this.#closed) return;
+    const refill = (async () => {
+      try {
+        while (!this.#closed && (this.#spares.get(key)?.length ?? 0) < qemuSpareOverlaysMax) {
+          const path = join(this.#root, 'spares', `${this.#seq++}.qcow2`);
+          await this.#qemuImgCreate(backing, sizeBytes, path);
+          const ready = this.#spares.get(key) ?? [];
+          ready.push(path);
+          this.#spares.set(key, ready);
+        }
+      } catch (err) {
+        // Spares are an optimisation: a create without one runs qemu-img itself.
+        this.#log.warn(
+          { err: err instanceof Error ? err.message : String(err) },
+          'qemu spare overlay failed',
+        );
+      } finally {
+        this.#refills.delete(key);
+      }
+    })();
+    this.#refills.set(key, refill);
+  }
+
+  async #qemuImgCreate(backing: readonly string[], sizeBytes: number, target: string): Promise<void> {
+    await run(this.#qemuImg, ['create', '-q', '-f', 'qcow2', ...backing, target, String(sizeBytes)]);
   }
 
   /** The QEMU pid of a running sandbox (tests check the process really ends). */

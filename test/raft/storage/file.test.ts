@@ -8,7 +8,7 @@ import { afterEach, describe, expect, it } from 'vitest';
 import { EntryUnavailableError, LogCompactedError } from '../../../raft/core/errors.js';
 import type { Entry, HardState } from '../../../raft/core/types.js';
 import { crc32c } from '../../../raft/storage/crc32c.js';
-import { FileStorage, WalCorruptError } from '../../../raft/storage/file.js';
+import { FileStorage, StorageClosedError, WalCorruptError } from '../../../raft/storage/file.js';
 import { encodeRecord, recHardState } from '../../../raft/storage/wal-record.js';
 
 const dirs: string[] = [];
@@ -503,6 +503,30 @@ describe('raft/storage/file - torn tail or corruption', () => {
     expect(report.tornTail).toMatchObject({ file: path, bytes: 100 + 9 + 6 - 30 });
     expect(report.lock).toEqual({ state: 'free' });
     expect((await stat(path)).size).toBe(size - 30);
+  });
+});
+
+describe('raft/storage/file - close', () => {
+  it('raft/storage/file - close waits for a snapshot in flight, then refuses everything and releases the lock once', async () => {
+    // A snapshot started just before close (as the Raft driver's background snapshot can be) completes and
+    // is on disk when close resolves; two close calls both resolve only after the lock is released; any
+    // later operation is refused, so nothing reaches a directory another process may own by then.
+    const dir = await freshDir();
+    const s = await FileStorage.open(dir);
+    await s.save({ entries: range(1, 11, 1), hardState: { term: 1, vote: 'a', commit: 10 } }, true);
+    const conf = { voters: ['a'], learners: [], votersOutgoing: [] };
+    const snap = s.createSnapshot(10, conf, new Uint8Array(1 << 20));
+    const [first, second] = [s.close(), s.close()];
+    await second;
+    expect(await readdir(dir)).not.toContain('LOCK');
+    await first;
+    expect((await snap).meta.index).toBe(10);
+    await expect(s.compact(10)).rejects.toBeInstanceOf(StorageClosedError);
+    await expect(s.save({ entries: [entry(11, 1)] }, true)).rejects.toBeInstanceOf(StorageClosedError);
+    await expect(s.createSnapshot(10, conf, new Uint8Array(1))).rejects.toBeInstanceOf(StorageClosedError);
+    const r = await FileStorage.open(dir);
+    expect([r.snapshot().meta.index, r.lastIndex()]).toEqual([10, 10]);
+    await r.close();
   });
 });
 

@@ -1,0 +1,114 @@
+/**
+ * One scheduler replica as a server process: a `RaftReplicaLog` (a `RaftNode` on the NATS transport and
+ * file storage), the embedded `Scheduler` on a one-replica view of it, and the API adapter in front.
+ *
+ * The adapter does the routing between processes: a request taken from the queue group by a follower is
+ * forwarded, whole, to the leader's API subject (with its shrunken deadline), so the Scheduler in this
+ * process only ever runs calls while its replica leads, and serves `watch()` from its own applied state on
+ * every replica (each keeps the catch-up ring; only the leader publishes).
+ */
+import type { NatsConnection } from 'nats';
+import type { Storage } from '../../raft/storage/storage.js';
+import { NatsTransport } from '../../raft/transport/nats.js';
+import { raftMessageCodec } from '../../raft/wire.js';
+import type { ReplicaGroup, ReplicaLog } from '../../scheduler/log.js';
+import { RaftReplicaLog } from '../../scheduler/replica.js';
+import { Scheduler, type SchedulerConfig } from '../../scheduler/scheduler.js';
+import { createRng } from '../lib/prng.js';
+import { type ApiServer, serveApi } from './nats-server.js';
+
+export interface SchedulerServerOptions {
+  readonly id: string;
+  readonly peers: readonly string[];
+  readonly connection: NatsConnection;
+  readonly cluster: string;
+  /** This replica's storage (opened, and locked, by the caller before anything else). */
+  readonly storage: Storage;
+  readonly tickMs?: number;
+  readonly snapshotEntries?: number;
+  readonly pipeline?: SchedulerConfig['pipeline'];
+  readonly onDrop?: (reason: string, detail: string) => void;
+  /** Called for each API frame refused before it reached the scheduler. */
+  readonly onRefused?: (reason: string, detail: string) => void;
+}
+
+export interface SchedulerServer {
+  readonly id: string;
+  readonly log: RaftReplicaLog;
+  readonly scheduler: Scheduler;
+  readonly api: ApiServer;
+  close(): Promise<void>;
+}
+
+/** A one-replica `ReplicaGroup` over this process's replica log: it "leads" only while the replica does. */
+export function singleReplicaGroup(log: ReplicaLog): ReplicaGroup {
+  const leader = (): number | undefined => (log.leaderTerm() === undefined ? undefined : 0);
+  return {
+    size: 1,
+    replica: () => log,
+    leader,
+    machine: () => log.machine,
+    propose: (_i, data) => log.propose(data),
+    readIndex: () => log.readIndex(),
+    onLeaderChange: (listener) => log.onLeaderChange(() => listener(leader())),
+  };
+}
+
+/** Starts the replica and its API adapter; the replica joins its group over `connection`. */
+export async function startSchedulerServer(o: SchedulerServerOptions): Promise<SchedulerServer> {
+  const nc = o.connection;
+  const storage = o.storage;
+  const transport = new NatsTransport({
+    connection: nc,
+    cluster: o.cluster,
+    self: o.id,
+    codec: raftMessageCodec,
+    destination: (m) => m.to,
+    ...(o.onDrop === undefined ? {} : { onDrop: o.onDrop }),
+  });
+  const log = new RaftReplicaLog({
+    id: o.id,
+    voters: o.peers,
+    storage,
+    transport,
+    rng: createRng(process.pid),
+    ...(o.tickMs === undefined ? {} : { tickMs: o.tickMs }),
+    ...(o.snapshotEntries === undefined ? {} : { snapshotEntries: o.snapshotEntries }),
+  });
+  const scheduler = new Scheduler({
+    log: singleReplicaGroup(log),
+    ...(o.pipeline === undefined ? {} : { pipeline: o.pipeline }),
+  });
+  const api = await serveApi({
+    api: scheduler,
+    connection: nc,
+    cluster: o.cluster,
+    replica: o.id,
+    leader: () => log.leaderId(),
+    publishEvents: () => log.leaderTerm() !== undefined,
+    ...(o.onRefused === undefined ? {} : { onRefused: o.onRefused }),
+    status: () => {
+      const st = log.node.status();
+      return {
+        replica: o.id,
+        role: st.role,
+        ...(st.leader === '' ? {} : { leader: st.leader }),
+        term: st.term,
+        commit: st.commit,
+        applied: st.applied,
+        replicas: [...st.conf.voters, ...st.conf.learners],
+      };
+    },
+  });
+  return {
+    id: o.id,
+    log,
+    scheduler,
+    api,
+    async close() {
+      await api.close();
+      await scheduler.close();
+      await log.close();
+    },
+  };
+}
