@@ -294,13 +294,19 @@ export class RaftNode<R> {
       this.#again = true;
       return;
     }
-    this.#loop = this.#run().finally(() => {
-      this.#loop = undefined;
-      if (this.#again && !this.#closed) {
-        this.#again = false;
-        this.#kick();
-      }
-    });
+    // The loop starts on a microtask, after `#loop` is set: a Ready that applies without awaiting its write
+    // (a commit-index-only Ready) runs state machine listeners synchronously, and one that proposes or reads
+    // kicks again; starting the loop inline would let that kick start a second loop and take a new Ready
+    // before this one is advanced (found by the scheduler simulation on the production driver).
+    this.#loop = Promise.resolve()
+      .then(() => this.#run())
+      .finally(() => {
+        this.#loop = undefined;
+        if (this.#again && !this.#closed) {
+          this.#again = false;
+          this.#kick();
+        }
+      });
   }
 
   async #run(): Promise<void> {

@@ -551,7 +551,21 @@ export class RawNode {
       if (!this.#voters.has(this.id) && this.#role !== 'follower') this.#becomeFollower(this.#term, '');
       return;
     }
-    for (const p of [...this.#progress.keys()]) if (!members.has(p)) this.#progress.delete(p);
+    for (const [p, pr] of [...this.#progress]) {
+      if (members.has(p)) continue;
+      // A farewell heartbeat: the removed member learns the commit of its own removal (it holds the entry
+      // once its match reaches it), so it can see it is out and stop, instead of waiting for a leader that
+      // no longer talks to it. It carries no entries and asks for nothing; a lost one costs only that notice.
+      if (p !== this.id)
+        this.#send({
+          type: 'heartbeat',
+          from: this.id,
+          to: p,
+          term: this.#term,
+          commit: Math.min(pr.match, this.log.committed),
+        });
+      this.#progress.delete(p);
+    }
     for (const p of members) {
       if (this.#progress.has(p)) continue;
       const pr = newProgress(this.log.lastIndex() + 1, 0);

@@ -21,6 +21,8 @@ import { planBatch } from '../../placement/index.js';
 import { assert } from '../../src/lib/assert.js';
 import { checkQuota, checkRequestId, placementRequestOf } from '../admission.js';
 import { commandCodec, type PendItem, type SandboxSpec, textLengthMax } from '../commands.js';
+import { Planner } from '../core/plan.js';
+import { verify } from '../core/verify.js';
 import {
   errorFromResult,
   NoCapacityError,
@@ -36,10 +38,8 @@ import { type SchedulerState, specDigest } from '../state.js';
 import type { Sandbox, SchedulerEvent, Usage } from '../types.js';
 import { Batcher } from './batcher.js';
 import { PendingQueue, pendingMax } from './pending.js';
-import { Planner } from './planner.js';
 import { proposePlace } from './proposer.js';
 import { type CreateRequest, rejectAll, resolveAll } from './request.js';
-import { verify } from './verifier.js';
 
 export interface PipelineOptions {
   readonly batchSizeMax: number;

@@ -1,10 +1,8 @@
 /** The unit of work that moves through the leader pipeline: one admitted create and its caller's promise. */
-import type { SandboxSpec } from '../commands.js';
+import type { CoreRequest } from '../core/request.js';
 import type { Sandbox } from '../types.js';
 
-export interface CreateRequest {
-  readonly requestId: string;
-  readonly spec: SandboxSpec;
+export interface CreateRequest extends CoreRequest {
   /** Leader clock after which a request that still fits nowhere fails with NoCapacityError. */
   readonly deadlineMs: number;
   /** Times a planned placement of it was refused at commit (a race); bounded by `replanMax`. */

@@ -32,6 +32,16 @@ describe('repo/architecture - the checker', () => {
     ['raft/core/x.ts', 'export async function f() { await g(); }', 'pure core uses async'],
     ['raft/core/x.ts', 'export const p = performance.now();', 'pure core uses performance'],
     ['placement/x.ts', "const m = await import('./y.js');", 'pure core uses await'],
+    [
+      'scheduler/core/x.ts',
+      'export function t() { setInterval(() => {}, 1); }',
+      'pure core uses setInterval',
+    ],
+    ['scheduler/core/x.ts', 'export const p = () => new Promise(() => {});', 'pure core uses Promise'],
+    ['scheduler/core/x.ts', 'export const now = () => Date.now();', 'pure core uses Date'],
+    ['scheduler/core/x.ts', "import { a } from '../replica.js';", 'scheduler-core may not import scheduler'],
+    ['scheduler/core/x.ts', "import { a } from '../../raft/node.js';", 'scheduler-core may not import raft'],
+    ['scheduler/core/x.ts', "import { readFileSync } from 'node:fs';", "may not import 'node:fs'"],
   ];
   for (const [file, text, expected] of bad) {
     it(`repo/architecture - flags: ${expected}`, () => {
@@ -52,6 +62,8 @@ describe('repo/architecture - the checker', () => {
       "import { planBatch } from '../placement/index.js'; import { RawNode } from '../raft/core/index.js';",
     ],
     ['src/x.ts', "import { Scheduler } from '../scheduler/index.js'; const t = Date.now();"],
+    ['scheduler/x.ts', "import { SchedulerCore } from './core/core.js'; const t = Date.now();"],
+    ['scheduler/core/x.ts', "import { planBatch } from '../../placement/index.js'; import { z } from 'zod';"],
   ];
   for (const [file, text] of good) {
     it(`repo/architecture - allows: ${file} ${text.slice(0, 50)}`, () => {

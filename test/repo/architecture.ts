@@ -9,7 +9,16 @@ import { dirname, join, normalize, relative, sep } from 'node:path';
 import ts from 'typescript';
 
 /** The rooms of the design. Files outside these rooms (test/, bench/) are not constrained. */
-export type Room = 'placement' | 'raft-core' | 'raft' | 'scheduler' | 'lib-pure' | 'lib' | 'src' | 'tooling';
+export type Room =
+  | 'placement'
+  | 'raft-core'
+  | 'raft'
+  | 'scheduler-core'
+  | 'scheduler'
+  | 'lib-pure'
+  | 'lib'
+  | 'src'
+  | 'tooling';
 
 /** Helpers every room may import: dependency-free and pure. */
 const pureHelpers = new Set(['src/lib/assert.ts', 'src/lib/errors.ts', 'src/lib/ids.ts', 'src/lib/prng.ts']);
@@ -21,6 +30,7 @@ export function roomOf(path: string): Room {
   if (p.startsWith('placement/')) return 'placement';
   if (p.startsWith('raft/core/')) return 'raft-core';
   if (p.startsWith('raft/')) return 'raft';
+  if (p.startsWith('scheduler/core/')) return 'scheduler-core';
   if (p.startsWith('scheduler/')) return 'scheduler';
   if (p.startsWith('src/')) return 'src';
   return 'tooling';
@@ -33,9 +43,22 @@ const allowedRooms: Record<Room, readonly Room[]> = {
   placement: ['placement', 'lib-pure'],
   'raft-core': ['raft-core', 'lib-pure'],
   raft: ['raft', 'raft-core', 'lib-pure', 'lib'],
-  scheduler: ['scheduler', 'placement', 'raft', 'raft-core', 'lib-pure', 'lib'],
-  src: ['src', 'scheduler', 'placement', 'raft', 'raft-core', 'lib-pure', 'lib'],
-  tooling: ['tooling', 'src', 'scheduler', 'placement', 'raft', 'raft-core', 'lib-pure', 'lib'],
+  // The scheduler's pure core: apply and the leader's decisions, over placement and the codec/validation
+  // helpers; never the shells (pipeline, replica, Raft) around it.
+  'scheduler-core': ['scheduler-core', 'placement', 'lib-pure', 'lib'],
+  scheduler: ['scheduler', 'scheduler-core', 'placement', 'raft', 'raft-core', 'lib-pure', 'lib'],
+  src: ['src', 'scheduler', 'scheduler-core', 'placement', 'raft', 'raft-core', 'lib-pure', 'lib'],
+  tooling: [
+    'tooling',
+    'src',
+    'scheduler',
+    'scheduler-core',
+    'placement',
+    'raft',
+    'raft-core',
+    'lib-pure',
+    'lib',
+  ],
 };
 
 /** For each room, the npm packages it may import; `node` stands for Node's built-in modules. */
@@ -44,15 +67,20 @@ const allowedPackages: Record<Room, readonly string[] | 'any'> = {
   lib: ['@msgpack/msgpack', 'zod'],
   placement: ['immutable'],
   'raft-core': [],
+  'scheduler-core': ['immutable', 'zod'],
   raft: ['node', 'nats', '@msgpack/msgpack', 'zod'],
   scheduler: ['node', 'immutable', '@msgpack/msgpack', 'zod'],
   src: 'any',
   tooling: 'any',
 };
 
-/** Globals a pure core may not touch: clocks, timers, randomness, the process and the outside world. */
+/**
+ * Globals a pure core may not touch: clocks, timers, randomness, the process and the outside world, and
+ * promises (a pure core decides; waiting is its shell's job).
+ */
 const impureGlobals = new Set([
   'Date',
+  'Promise',
   'performance',
   'setTimeout',
   'setInterval',
@@ -131,7 +159,8 @@ export function checkSource(file: string, text: string): Violation[] {
       });
     }
   };
-  const pure = room === 'placement' || room === 'raft-core' || room === 'lib-pure';
+  const pure =
+    room === 'placement' || room === 'raft-core' || room === 'scheduler-core' || room === 'lib-pure';
   const visit = (node: ts.Node): void => {
     if (
       (ts.isImportDeclaration(node) || ts.isExportDeclaration(node)) &&

@@ -35,7 +35,7 @@ async function simulate(seed: number): Promise<{ digest: string; log: SimRaftLog
   // One turn: the leader pipeline's ticker, one Raft tick, then the event loop runs what that resolved.
   const turn = async (): Promise<void> => {
     for (const t of [...tickers]) t();
-    log.tick();
+    await log.tick();
     await new Promise((r) => setImmediate(r));
   };
   let requests = 0;
@@ -169,7 +169,7 @@ async function simulate(seed: number): Promise<{ digest: string; log: SimRaftLog
   for (let t = 0; t < 200 && !log.converged(); t++) await turn();
   for (let t = 0; t < 20; t++) await turn();
   for (let t = 0; t < 500 && !log.converged(); t++) await turn();
-  expect(log.converged(), `SEED=${seed}: replicas did not converge`).toBe(true);
+  expect(log.converged(), `SEED=${seed}: replicas did not converge: ${log.describe()}`).toBe(true);
 
   // Liveness once the faults have healed: terminate sandboxes on ready nodes until there is free room left
   // over once lost stateless sandboxes have been placed again into what was freed; then creates that fit —
@@ -234,7 +234,7 @@ async function simulate(seed: number): Promise<{ digest: string; log: SimRaftLog
   for (const r of live ?? [])
     expect(r.status === 'fulfilled' && r.value.state, `SEED=${seed}: ${JSON.stringify(r)}`).toBe('placed');
   for (let t = 0; t < 500 && !log.converged(); t++) await turn();
-  expect(log.converged(), `SEED=${seed}: replicas did not converge`).toBe(true);
+  expect(log.converged(), `SEED=${seed}: replicas did not converge: ${log.describe()}`).toBe(true);
 
   const states = [0, 1, 2].map((r) => log.machine(r).state);
   const digests = states.map((s) => stateDigest(s));

@@ -1,34 +1,33 @@
 /**
- * A deterministic Raft-backed `ReplicatedLog` for the scheduler simulation: the scheduler's replicas are
- * RawNodes with MemoryStorage on a SimNetwork, advanced by `tick()` from the simulation (no timers), so a
- * seed replays exactly while the scheduler runs on real Raft under the faults of the Raft simulation:
- * drops, duplicates, delays, partitions, and crashes that lose unsynced writes and restart the replica's
- * state machine from its snapshot and log.
+ * The scheduler simulation's replica group: the production replicas (`RaftReplicaLog`: a `RaftNode` driving
+ * the Raft core, with a `SchedulerStateMachine`) on MemoryStorage and a SimNetwork, all on one
+ * `VirtualTimers`, so a seed replays exactly while the scheduler runs on the driver it ships with under the
+ * faults of the Raft simulation: drops, duplicates, delays, partitions, and crashes that keep what was
+ * synced plus a random prefix of the unsynced writes, restarting the replica from its snapshot and log.
+ *
+ * `tick()` moves virtual time by one Raft tick (every replica's ticker fires, then the network delivers
+ * what is due); the simulation then lets the event loop settle, which runs each driver's Ready loop with
+ * its storage writes (memory, resolved at once) to quiescence.
  */
-
 import type { Message } from '../../raft/core/messages.js';
-import { RawNode } from '../../raft/core/raw-node.js';
-import type { Entry } from '../../raft/core/types.js';
 import { MemoryStorage } from '../../raft/storage/memory.js';
-import { updateOf } from '../../raft/storage/storage.js';
+import { VirtualTimers } from '../../raft/timers.js';
 import { perfectLink, SimNetwork } from '../../raft/transport/memory.js';
+import type { Transport } from '../../raft/transport.js';
 import { NotLeaderError } from '../../scheduler/errors.js';
 import type { ReplicaGroup, ReplicaLog } from '../../scheduler/log.js';
+import { RaftReplicaLog } from '../../scheduler/replica.js';
 import type { CommandResult } from '../../scheduler/state.js';
 import { SchedulerStateMachine } from '../../scheduler/state-machine.js';
 import { createRng, type Rng } from '../../src/lib/prng.js';
 
-interface Replica {
-  readonly id: string;
-  node: RawNode;
-  storage: MemoryStorage;
-  machine: SchedulerStateMachine;
-  up: boolean;
-  /** Proposals made through this replica, by index: resolved with this replica's apply result. */
-  pending: Map<number, { term: number; resolve: (r: CommandResult) => void; reject: (e: Error) => void }>;
-  /** ReadIndex barriers: their read index once confirmed. */
-  reads: Map<string, { index: number | undefined; resolve: () => void; reject: (e: Error) => void }>;
-}
+/** Milliseconds of virtual time per Raft tick. */
+const tickMs = 1;
+/** Rounds of same-tick deliveries (a request, its answer, the next request, ...) one tick allows. */
+const deliveryRoundsPerTickMax = 64;
+
+/** One turn of the event loop: every driver's Ready loop, on memory storage, runs to quiescence. */
+const settle = (): Promise<void> => new Promise((r) => setImmediate(r));
 
 export interface SimRaftLogStats {
   crashes: number;
@@ -37,263 +36,237 @@ export interface SimRaftLogStats {
   snapshotsInstalled: number;
 }
 
+/** One replica for the life of the run: the same log object (and state machine) across crashes. */
+class Member implements ReplicaLog {
+  /**
+   * Each incarnation gets its own state machine: a crashed driver may still finish the Ready it was in
+   * (apply included) after the crash, and must not write into its successor's state.
+   */
+  machine = new SchedulerStateMachine();
+  current: RaftReplicaLog | undefined;
+  /** The incarnation's transport gate: a crashed replica neither sends nor receives, even mid-Ready. */
+  gate = { alive: false };
+  storage = new MemoryStorage();
+  /** Snapshots installed by earlier incarnations. */
+  installedBefore = 0;
+  readonly #listeners = new Set<() => void>();
+  constructor(readonly id: string) {}
+
+  get up(): boolean {
+    return this.current !== undefined;
+  }
+  leaderId(): string | undefined {
+    return this.current?.leaderId();
+  }
+  leaderTerm(): number | undefined {
+    return this.current?.leaderTerm();
+  }
+  propose(data: Uint8Array): Promise<CommandResult> {
+    if (this.current === undefined) return Promise.reject(new NotLeaderError(`replica ${this.id} is down`));
+    return this.current.propose(data);
+  }
+  readIndex(): Promise<void> {
+    if (this.current === undefined) return Promise.reject(new NotLeaderError(`replica ${this.id} is down`));
+    return this.current.readIndex();
+  }
+  onLeaderChange(listener: () => void): () => void {
+    this.#listeners.add(listener);
+    return () => this.#listeners.delete(listener);
+  }
+  changed(): void {
+    for (const l of [...this.#listeners]) l();
+  }
+}
+
 export class SimRaftLog implements ReplicaGroup {
   readonly size: number;
   readonly net: SimNetwork<Message>;
+  readonly timers = new VirtualTimers();
   readonly #rng: Rng;
-  readonly #replicas: Replica[] = [];
+  readonly #members: Member[] = [];
   readonly #listeners = new Set<(leader: number | undefined) => void>();
-  readonly #viewListeners = new Set<() => void>();
   #leader: number | undefined;
   #leaderTerm = 0;
-  #readSeq = 0;
   readonly #snapshotEvery: number;
-  readonly stats: SimRaftLogStats = { crashes: 0, restarts: 0, elections: 0, snapshotsInstalled: 0 };
+  readonly #stats = { crashes: 0, restarts: 0, elections: 0 };
 
   constructor(replicas: number, seed: number, options: { snapshotEvery?: number } = {}) {
     this.size = replicas;
     this.#rng = createRng(seed);
     this.#snapshotEvery = options.snapshotEvery ?? 50;
     this.net = new SimNetwork<Message>(this.#rng.fork(), (m) => m, perfectLink);
-    for (let i = 0; i < replicas; i++) this.#start(i, new MemoryStorage());
+    for (let i = 0; i < replicas; i++) {
+      const m = new Member(`r${i}`);
+      m.onLeaderChange(() => this.#updateLeader());
+      this.#members.push(m);
+      this.#start(m);
+    }
+  }
+
+  get stats(): SimRaftLogStats {
+    const installed = this.#members.reduce(
+      (n, m) => n + m.installedBefore + (m.current?.node.status().snapshotsInstalled ?? 0),
+      0,
+    );
+    return { ...this.#stats, snapshotsInstalled: installed };
+  }
+
+  /** A gated endpoint: once its incarnation crashed, nothing it sends leaves and nothing reaches it. */
+  #transport(id: string, gate: { alive: boolean }): Transport<Message> {
+    const inner = this.net.endpoint(id);
+    return {
+      send: (messages) => {
+        if (gate.alive) inner.send(messages);
+      },
+      onMessage: (handler) =>
+        inner.onMessage((msg) => {
+          if (gate.alive) handler(msg);
+        }),
+      onUnreachable: (handler) => inner.onUnreachable(handler),
+      close: async () => {
+        // The next incarnation registers its own handlers on the shared network; leave them alone.
+      },
+    };
+  }
+
+  #start(m: Member): void {
+    m.gate = { alive: true };
+    m.current = new RaftReplicaLog({
+      id: m.id,
+      voters: this.#ids(),
+      storage: m.storage,
+      transport: this.#transport(m.id, m.gate),
+      machine: m.machine,
+      rng: this.#rng.fork(),
+      tickMs,
+      snapshotEntries: this.#snapshotEvery,
+      timers: this.timers,
+    });
+    m.current.onLeaderChange(() => {
+      if (m.current?.leaderTerm() !== undefined) this.#stats.elections++;
+      m.changed();
+    });
+    m.changed();
   }
 
   #ids(): string[] {
     return Array.from({ length: this.size }, (_, i) => `r${i}`);
   }
 
-  #start(i: number, storage: MemoryStorage): void {
-    const id = `r${i}`;
-    const machine = new SchedulerStateMachine();
-    const snap = storage.snapshot();
-    if (snap.meta.index > 0) machine.restore(snap.data);
-    const node = new RawNode({ id, voters: this.#ids(), storage, rng: this.#rng.fork() });
-    const r: Replica = { id, node, storage, machine, up: true, pending: new Map(), reads: new Map() };
-    this.#replicas[i] = r;
-    this.net.endpoint(id).onMessage((m) => {
-      if (!r.up) return;
-      r.node.step(m);
-      this.#drain(r);
-    });
+  #member(i: number): Member {
+    const m = this.#members[i];
+    if (m === undefined) throw new Error(`no replica ${i}`);
+    return m;
   }
 
-  #replica(i: number): Replica {
-    const r = this.#replicas[i];
-    if (r === undefined) throw new Error(`no replica ${i}`);
-    return r;
+  replica(i: number): ReplicaLog {
+    return this.#member(i);
   }
-
   leader(): number | undefined {
     return this.#leader;
   }
-
-  /** Replica `i` as a replica log: it leads while the simulation's leader judgement names it. */
-  replica(i: number): ReplicaLog {
-    const group = this;
-    return {
-      id: `r${i}`,
-      // A restart gives the replica a new state machine: always the current one.
-      get machine() {
-        return group.machine(i);
-      },
-      leaderId: () => (this.#leader === undefined ? undefined : `r${this.#leader}`),
-      leaderTerm: () => (this.#leader === i ? this.#leaderTerm : undefined),
-      propose: (data) => this.propose(i, data),
-      readIndex: () => this.readIndex(i),
-      onLeaderChange: (listener) => {
-        this.#viewListeners.add(listener);
-        return () => this.#viewListeners.delete(listener);
-      },
-    };
+  machine(i: number): SchedulerStateMachine {
+    return this.#member(i).machine;
   }
-
-  machine(replica: number): SchedulerStateMachine {
-    return this.#replica(replica).machine;
+  propose(i: number, data: Uint8Array): Promise<CommandResult> {
+    return this.#member(i).propose(data);
   }
-
+  readIndex(i: number): Promise<void> {
+    return this.#member(i).readIndex();
+  }
   onLeaderChange(listener: (leader: number | undefined) => void): () => void {
     this.#listeners.add(listener);
     return () => this.#listeners.delete(listener);
   }
 
-  propose(replica: number, data: Uint8Array): Promise<CommandResult> {
-    const r = this.#replica(replica);
-    if (!r.up) return Promise.reject(new NotLeaderError(`replica ${replica} is down`));
-    const res = r.node.propose([data]);
-    if (!res.ok) return Promise.reject(new NotLeaderError(`replica ${replica}: ${res.reason}`));
-    return new Promise<CommandResult>((resolve, reject) => {
-      r.pending.set(res.index, { term: res.term, resolve, reject });
-      this.#drain(r);
-    });
-  }
-
-  readIndex(replica: number): Promise<void> {
-    const r = this.#replica(replica);
-    const context = String(++this.#readSeq);
-    if (!r.up || !r.node.readIndex(context))
-      return Promise.reject(new NotLeaderError(`replica ${replica} cannot serve a linearizable read`));
-    return new Promise<void>((resolve, reject) => {
-      r.reads.set(context, { index: undefined, resolve, reject });
-      this.#drain(r);
-    });
-  }
-
-  /** One tick of virtual time for every live replica and the network. */
-  tick(): void {
-    for (const r of this.#replicas) {
-      if (!r.up) continue;
-      r.node.tick();
-      this.#drain(r);
-    }
+  /**
+   * One tick of virtual time: every live replica's driver ticks, then the network delivers what is due, and
+   * — as the synchronous drivers this replaced did — what the replicas send in answer with no delay is
+   * delivered within the same tick: the event loop settles (the drivers run their Readies) between rounds.
+   */
+  async tick(): Promise<void> {
+    this.timers.runUntil(this.timers.now() + tickMs);
+    await settle();
     this.net.tick();
-    this.#updateLeader();
-  }
-
-  /** Crashes a replica: it keeps what was synced plus a random prefix of the rest; its callers get NotLeaderError. */
-  crash(i: number): void {
-    const r = this.#replica(i);
-    if (!r.up) return;
-    r.up = false;
-    r.storage = r.storage.crashImage(this.#rng.int(0, r.storage.unsyncedWrites + 1));
-    this.stats.crashes++;
-    this.#failAll(r, `replica ${i} crashed`);
-    this.#updateLeader();
-  }
-
-  restart(i: number): void {
-    const r = this.#replica(i);
-    if (r.up) return;
-    this.stats.restarts++;
-    this.#start(i, r.storage);
-  }
-
-  /** Proposals and reads not answered yet, per replica. */
-  pendingCount(): number[] {
-    return this.#replicas.map((r) => r.pending.size + r.reads.size);
-  }
-
-  isUp(i: number): boolean {
-    return this.#replica(i).up;
-  }
-
-  /** Every live replica has applied the leader's whole log (the cluster is quiet and converged). */
-  converged(): boolean {
-    const l = this.#leader;
-    if (l === undefined) return false;
-    const last = this.#replica(l).node.log.lastIndex();
-    return this.#replicas.every((r) => r.up && r.node.log.applied === last && r.node.log.committed === last);
-  }
-
-  #failAll(r: Replica, why: string): void {
-    for (const p of r.pending.values()) p.reject(new NotLeaderError(why));
-    r.pending.clear();
-    for (const q of r.reads.values()) q.reject(new NotLeaderError(why));
-    r.reads.clear();
+    for (let round = 0; round < deliveryRoundsPerTickMax; round++) {
+      await settle();
+      if (this.net.deliverDue() === 0) break;
+    }
   }
 
   /**
-   * Carries out the replica's Readies. Not re-entrant: applying an entry runs the scheduler's listeners, which
-   * may propose at once; that proposal's Ready is taken by this same loop after the current one advances.
+   * Crashes a replica: it keeps what was synced plus a random prefix of the rest, stops sending at once
+   * (even from a Ready in progress), and its callers get NotLeaderError as its driver closes.
    */
-  #drain(r: Replica): void {
-    if (this.#draining.has(r)) return;
-    this.#draining.add(r);
-    try {
-      this.#drainLoop(r);
-    } finally {
-      this.#draining.delete(r);
-    }
+  crash(i: number): void {
+    const m = this.#member(i);
+    const current = m.current;
+    if (current === undefined) return;
+    m.gate.alive = false;
+    m.installedBefore += current.node.status().snapshotsInstalled;
+    m.storage = m.storage.crashImage(this.#rng.int(0, m.storage.unsyncedWrites + 1));
+    m.current = undefined;
+    this.#stats.crashes++;
+    m.changed();
+    void current.close();
   }
 
-  readonly #draining = new Set<Replica>();
-
-  #drainLoop(r: Replica): void {
-    while (r.up && r.node.hasReady()) {
-      const rd = r.node.ready();
-      r.storage.saveSync(updateOf(rd), rd.mustSync);
-      this.net.endpoint(r.id).send([...rd.earlyMessages, ...rd.messages]);
-      this.#dropReplaced(r, rd.entries);
-      if (rd.snapshot !== undefined) {
-        r.machine.restore(rd.snapshot.data);
-        this.stats.snapshotsInstalled++;
-        for (const [index, p] of r.pending)
-          if (index <= rd.snapshot.meta.index) {
-            r.pending.delete(index);
-            p.reject(new NotLeaderError(`entry ${index} was covered by a snapshot; outcome unknown`));
-          }
-      }
-      for (const e of rd.committedEntries) this.#apply(r, e);
-      for (const rs of rd.readStates) {
-        const q = r.reads.get(rs.context);
-        if (q !== undefined) q.index = rs.index;
-      }
-      if (rd.softState !== undefined) {
-        if (rd.softState.role === 'leader') this.stats.elections++;
-        else {
-          // Reads not yet confirmed can no longer be; proposals may still commit under the next leader.
-          for (const [ctx, q] of r.reads)
-            if (q.index === undefined) {
-              r.reads.delete(ctx);
-              q.reject(new NotLeaderError(`replica ${r.id} lost leadership`));
-            }
-        }
-      }
-      r.node.advance();
-      for (const [ctx, q] of r.reads)
-        if (q.index !== undefined && r.node.log.applied >= q.index) {
-          r.reads.delete(ctx);
-          q.resolve();
-        }
-      const applied = r.node.log.applied;
-      if (applied - r.storage.snapshot().meta.index >= this.#snapshotEvery)
-        r.storage.createSnapshotSync(applied, r.node.confState(), r.machine.snapshot());
-    }
+  restart(i: number): void {
+    const m = this.#member(i);
+    if (m.up) return;
+    this.#stats.restarts++;
+    // A fresh state machine: the driver restores it from the snapshot and replays the log.
+    m.machine = new SchedulerStateMachine();
+    this.#start(m);
   }
 
-  /** New entries replace the log from their first index: proposals there of another term never commit. */
-  #dropReplaced(r: Replica, entries: readonly Entry[]): void {
-    const first = entries[0];
-    if (first === undefined) return;
-    for (const [index, p] of r.pending) {
-      if (index < first.index || r.node.log.term(index) === p.term) continue;
-      r.pending.delete(index);
-      p.reject(new NotLeaderError(`entry ${index} was replaced by another leader's`));
-    }
+  isUp(i: number): boolean {
+    return this.#member(i).up;
   }
 
-  #apply(r: Replica, e: Entry): void {
-    const p = r.pending.get(e.index);
-    if (e.type !== 'normal' || e.data.length === 0) {
-      if (p !== undefined) {
-        r.pending.delete(e.index);
-        p.reject(new NotLeaderError(`entry ${e.index} was replaced`));
-      }
-      return;
-    }
-    const result = r.machine.apply(e);
-    if (p === undefined) return;
-    r.pending.delete(e.index);
-    if (p.term === e.term) p.resolve(result);
-    else p.reject(new NotLeaderError(`entry ${e.index} was replaced by another leader's`));
+  /** Every replica is up and has applied the leader's whole committed log, and the leader has nothing uncommitted. */
+  converged(): boolean {
+    const l = this.#leader;
+    if (l === undefined) return false;
+    const leader = this.#member(l).current?.node;
+    if (leader === undefined) return false;
+    const commit = leader.status().commit;
+    if ([...leader.progress().values()].some((p) => p.match !== commit)) return false;
+    return this.#members.every((m) => {
+      const st = m.current?.node.status();
+      return st !== undefined && st.applied === commit && st.commit === commit;
+    });
+  }
+
+  /** What `converged` looks at, for a failure message. */
+  describe(): string {
+    const l = this.#leader;
+    const lead = l === undefined ? undefined : this.#member(l).current?.node;
+    const progress =
+      lead === undefined ? [] : [...lead.progress()].map(([id, p]) => `${id}:${p.match}/${p.state}`);
+    const members = this.#members.map((m) => {
+      const st = m.current?.node.status();
+      return st === undefined
+        ? `${m.id}:down`
+        : `${m.id}:${st.role} t${st.term} c${st.commit} a${st.applied}`;
+    });
+    return `leader ${String(l)} [${members.join(' ')}] progress [${progress.join(' ')}]`;
   }
 
   #updateLeader(): void {
-    let best: Replica | undefined;
-    let bestIndex: number | undefined;
-    this.#replicas.forEach((r, i) => {
-      // A leader serves the pipeline only once it has committed an entry of its term (reads need it too).
-      const ready = r.up && r.node.role === 'leader' && r.node.log.term(r.node.log.committed) === r.node.term;
-      if (ready && (best === undefined || r.node.term > best.node.term)) {
-        best = r;
-        bestIndex = i;
+    let best: number | undefined;
+    let bestTerm = -1;
+    this.#members.forEach((m, i) => {
+      const term = m.leaderTerm();
+      if (term !== undefined && term > bestTerm) {
+        best = i;
+        bestTerm = term;
       }
     });
-    // A new term is a new leadership even on the same replica: its pipeline starts over.
-    const term = bestIndex === undefined ? 0 : this.#replica(bestIndex).node.term;
-    if (bestIndex === this.#leader && term === this.#leaderTerm) return;
-    this.#leader = bestIndex;
-    this.#leaderTerm = term;
-    for (const l of [...this.#viewListeners]) l();
-    for (const l of this.#listeners) l(bestIndex);
+    // A new term is a new leadership even on the same replica.
+    if (best === this.#leader && (best === undefined || bestTerm === this.#leaderTerm)) return;
+    this.#leader = best;
+    this.#leaderTerm = bestTerm;
+    for (const l of this.#listeners) l(best);
   }
 }

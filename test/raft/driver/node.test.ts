@@ -120,7 +120,11 @@ describe('raft/node - snapshots and membership on real file storage', () => {
       );
     }
     await until(() => [...g.nodes.values()].every((n) => n.kv.size === 120), 'all applied');
-    for (const n of g.nodes.values()) expect(n.node.status().snapshotIndex).toBeGreaterThanOrEqual(100);
+    // The snapshot file is written beside the Ready loop (one at a time), so it may land after the apply.
+    await until(
+      () => [...g.nodes.values()].every((n) => n.node.status().snapshotIndex >= 100),
+      'every replica snapshotted past 100',
+    );
     await Promise.all([...g.nodes.values()].map((n) => n.node.close()));
 
     const wiped = ids.find((id) => id !== leader) as string;

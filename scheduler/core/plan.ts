@@ -1,0 +1,40 @@
+/**
+ * Stage 3 of the leader pipeline, the planner (pure: the shell calls it and awaits the commit): places a batch with `planBatch` against the newest committed index plus an overlay
+ * of the plans still in Raft, so several batches can be in flight without planning onto capacity an
+ * earlier batch already took. The overlay is the index the last plan produced; it is dropped once no
+ * plan is in flight, and the next plan starts again from committed state (which then also shows what was
+ * freed meanwhile). Seeds come from the batch number and the index version, so a run can be replayed.
+ */
+import { type ClusterIndex, type Plan, planBatch, type Strategy } from '../../placement/index.js';
+import { placementRequestOf } from './admission.js';
+import type { CoreRequest } from './request.js';
+
+export class Planner {
+  #overlay: ClusterIndex | undefined;
+  #inFlight = 0;
+  #batches = 0;
+  constructor(readonly strategy: Strategy = 'binpack') {}
+
+  get inFlight(): number {
+    return this.#inFlight;
+  }
+
+  plan(requests: readonly CoreRequest[], committed: ClusterIndex): Plan {
+    const base = this.#overlay ?? committed;
+    this.#batches += 1;
+    const plan = planBatch(
+      base,
+      requests.map((r) => placementRequestOf(r.requestId, r.spec)),
+      { strategy: this.strategy, seed: this.#batches },
+    );
+    this.#overlay = plan.index;
+    this.#inFlight += 1;
+    return plan;
+  }
+
+  /** A planned batch was committed (or refused); the overlay is dropped when none is left in flight. */
+  settled(): void {
+    this.#inFlight -= 1;
+    if (this.#inFlight === 0) this.#overlay = undefined;
+  }
+}

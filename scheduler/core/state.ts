@@ -1,0 +1,1085 @@
+/**
+ * SchedulerState: one immutable version of everything the scheduler has committed, and `applyCommand`,
+ * the deterministic function from (state, command) to the next state. Every replica applies the same log
+ * with it and so holds the same state; time comes only from the command's `atMs`.
+ *
+ * A command is checked in full before anything is written, so a rejected command leaves the state object
+ * untouched (the very same instance is returned). A place batch is the exception by design: it is
+ * checked and applied item by item, and an item that no longer fits (the planner worked on an older
+ * snapshot, or another leader's plan landed first) is rejected alone with its reason while the rest
+ * commit. Capacity is re-checked against the ClusterIndex for every item, so committed state can never
+ * over-commit a node whatever a planner proposed (compare Nomad's plan applier, which evaluates each
+ * node's part of a plan against the latest state before committing it).
+ */
+import { List as IList, Map as IMap, Set as ISet } from 'immutable';
+import {
+  type AllocationShape,
+  ClusterIndex,
+  DuplicateNodeError,
+  type IndexBuilder,
+  NodeBusyError,
+  type NodeSpec,
+  OverCommitError,
+  UnknownNodeError,
+  validateNodeSpec,
+} from '../../placement/index.js';
+import { assert } from '../../src/lib/assert.js';
+import { TrellisError, ValidationError } from '../../src/lib/errors.js';
+import type { Command, PendItem, PlaceItem, Quota, ReconcileReport, SandboxSpec } from './commands.js';
+import {
+  type ErrorResult,
+  errorResult,
+  IllegalTransitionError,
+  NoCapacityError,
+  NodeNotReadyError,
+  QuotaExceededError,
+  RequestIdConflictError,
+  UnknownSandboxError,
+} from './errors.js';
+import {
+  holdsAllocation,
+  isFinished,
+  type NodeHeldState,
+  type SandboxState,
+  terminateTarget,
+  transition,
+} from './lifecycle.js';
+import type { LostFrom, NodeRecord, Sandbox, SchedulerEvent, Usage } from './types.js';
+
+/**
+ * Request ids remembered for idempotency (creates and every other command that carries one), oldest
+ * evicted first. Kept in the snapshot. The rule, applied after every entry: drop the oldest ids while more
+ * than `dedupEntriesMax` are kept or while the oldest is older than `dedupRetentionMs` by the entry's own
+ * `atMs` (the leader's clock stamped into the command, never a clock read in apply), so every replica
+ * evicts the same ids at the same index. A retry after that is treated as a new request.
+ */
+export const dedupEntriesMax = 1_000_000;
+/** How long a request id is remembered, in the leader's milliseconds. */
+export const dedupRetentionMs = 24 * 60 * 60 * 1000;
+
+/**
+ * What the dedup table remembers of a request. A create: the sandbox it created and a digest of its spec.
+ * Any other command: `sandboxId` is empty, the digest is of the caller's arguments (`commandDigest`), and
+ * `result` is the first outcome, which a duplicate gets back.
+ */
+export interface DedupEntry {
+  readonly sandboxId: string;
+  readonly specDigest: string;
+  readonly atMs: number;
+  readonly result?: CommandResult;
+}
+
+/** The result of one place item. */
+export type PlaceItemResult =
+  | {
+      readonly requestId: string;
+      readonly sandboxId: string;
+      readonly outcome: 'placed';
+      readonly nodeId: string;
+    }
+  | { readonly requestId: string; readonly sandboxId: string; readonly outcome: 'duplicate' }
+  /** A pend item recorded: the sandbox is committed `pending`. */
+  | { readonly requestId: string; readonly sandboxId: string; readonly outcome: 'pending' }
+  | {
+      readonly requestId: string;
+      readonly sandboxId: string;
+      readonly outcome: 'rejected';
+      readonly error: ErrorResult;
+    };
+
+/**
+ * What a `node.reconcile` did. `restored`: lost sandboxes given back to the node, in the state it reported.
+ * `lost`: sandboxes the state placed on the node that it did not report. `failed`: stateful sandboxes it
+ * reported that no longer fit on it (their only copy must stop). `orphans`: reported sandboxes the node
+ * must stop, each with why. Every list is sorted by sandbox id.
+ */
+export interface ReconcileResult {
+  readonly restored: readonly { readonly sandboxId: string; readonly state: SandboxState }[];
+  readonly lost: readonly string[];
+  readonly failed: readonly string[];
+  readonly orphans: readonly { readonly sandboxId: string; readonly reason: string }[];
+}
+
+/** What applying a command returns to its proposer. */
+export type CommandResult =
+  | {
+      readonly ok: true;
+      readonly items?: readonly PlaceItemResult[];
+      readonly itemErrors?: readonly ErrorResult[];
+      readonly reconciled?: ReconcileResult;
+    }
+  | { readonly ok: false; readonly error: ErrorResult };
+
+interface StateData {
+  readonly applied: number;
+  readonly nodes: IMap<string, NodeRecord>;
+  readonly sandboxes: IMap<string, Sandbox>;
+  readonly byNode: IMap<string, ISet<string>>;
+  readonly byTenant: IMap<string, ISet<string>>;
+  readonly usage: IMap<string, Usage>;
+  readonly quotas: IMap<string, Quota>;
+  readonly dedup: IMap<string, DedupEntry>;
+  /** Request ids in the order they were admitted, for eviction. Same keys as `dedup`. */
+  readonly dedupOrder: IList<string>;
+  readonly index: ClusterIndex;
+}
+
+const zeroUsage: Usage = Object.freeze({ cpu: 0, memory: 0, disk: 0, sandboxes: 0 });
+
+export class SchedulerState {
+  readonly #d: StateData;
+  private constructor(d: StateData) {
+    this.#d = d;
+  }
+
+  static empty(): SchedulerState {
+    return new SchedulerState({
+      applied: 0,
+      nodes: IMap(),
+      sandboxes: IMap(),
+      byNode: IMap(),
+      byTenant: IMap(),
+      usage: IMap(),
+      quotas: IMap(),
+      dedup: IMap(),
+      dedupOrder: IList(),
+      index: ClusterIndex.empty(),
+    });
+  }
+
+  /** @internal Builds a state from its parts; used by restore. */
+  static fromData(d: StateData): SchedulerState {
+    return new SchedulerState(d);
+  }
+
+  /** The Raft index of the last entry applied. */
+  get applied(): number {
+    return this.#d.applied;
+  }
+  get index(): ClusterIndex {
+    return this.#d.index;
+  }
+  get nodes(): IMap<string, NodeRecord> {
+    return this.#d.nodes;
+  }
+  get sandboxes(): IMap<string, Sandbox> {
+    return this.#d.sandboxes;
+  }
+  get quotas(): IMap<string, Quota> {
+    return this.#d.quotas;
+  }
+  get dedup(): IMap<string, DedupEntry> {
+    return this.#d.dedup;
+  }
+  get dedupOrder(): IList<string> {
+    return this.#d.dedupOrder;
+  }
+  sandbox(id: string): Sandbox | undefined {
+    return this.#d.sandboxes.get(id);
+  }
+  sandboxesOfNode(nodeId: string): ISet<string> {
+    return this.#d.byNode.get(nodeId) ?? ISet();
+  }
+  sandboxesOfTenant(tenant: string): ISet<string> {
+    return this.#d.byTenant.get(tenant) ?? ISet();
+  }
+  usage(tenant: string): Usage {
+    return this.#d.usage.get(tenant) ?? zeroUsage;
+  }
+  /** @internal The raw parts, for the draft and the snapshot writer. */
+  data(): StateData {
+    return this.#d;
+  }
+  /** A copy with `applied` advanced (for entries that change nothing else, such as the leader's no-op). */
+  withApplied(applied: number): SchedulerState {
+    assert(applied >= this.#d.applied, 'applied index went backwards', { applied, was: this.#d.applied });
+    return new SchedulerState({ ...this.#d, applied });
+  }
+}
+
+/** The allocation a sandbox takes on its node; release gives back exactly the same shape. */
+export function shapeOf(
+  spec: SandboxSpec,
+  tenant: string,
+  gpuDevices: Sandbox['gpuDevices'],
+): AllocationShape {
+  return {
+    resources: spec.resources,
+    gpuDevices,
+    ...(spec.antiAffinity === undefined ? {} : { antiAffinityGroup: spec.antiAffinity.group }),
+    ...(spec.spread === undefined
+      ? {}
+      : { spread: { group: spec.spread.group ?? tenant, label: spec.spread.label } }),
+  };
+}
+
+/**
+ * A stable digest of a spec (keys sorted), so "same request id, different spec" is detected without
+ * keeping every spec. Two 32-bit FNV-1a lanes over the canonical JSON.
+ */
+export function specDigest(spec: SandboxSpec): string {
+  return digestOf(canonicalJson(spec));
+}
+
+/**
+ * A digest of what the caller asked a command to do: its type and arguments, without `atMs`, the request
+ * id, or what the leader decided for it (a resume's node), so the same call retried on another leader has
+ * the same digest and a call with other arguments does not. Prefixed with the type so it never equals a
+ * create's spec digest by construction of the input.
+ */
+export function commandDigest(cmd: Command): string {
+  const { atMs: _atMs, requestId: _rid, ...args } = cmd as Command & { requestId?: string };
+  const asked =
+    cmd.type === 'resume' ? { type: cmd.type, sandboxId: cmd.sandboxId } : (args as Record<string, unknown>);
+  return digestOf(`cmd:${canonicalJson(asked)}`);
+}
+
+function digestOf(s: string): string {
+  let a = 0x811c9dc5;
+  let b = 0x01000193 ^ s.length;
+  for (let i = 0; i < s.length; i++) {
+    const c = s.charCodeAt(i);
+    a = Math.imul(a ^ c, 0x01000193) >>> 0;
+    b = Math.imul(b ^ c, 0x5bd1e995) >>> 0;
+  }
+  return a.toString(16).padStart(8, '0') + b.toString(16).padStart(8, '0');
+}
+
+function canonicalJson(v: unknown): string {
+  if (Array.isArray(v)) return `[${v.map(canonicalJson).join(',')}]`;
+  if (v !== null && typeof v === 'object') {
+    const o = v as Record<string, unknown>;
+    const keys = Object.keys(o)
+      .filter((k) => o[k] !== undefined)
+      .sort();
+    return `{${keys.map((k) => `${JSON.stringify(k)}:${canonicalJson(o[k])}`).join(',')}}`;
+  }
+  return JSON.stringify(v);
+}
+
+/** True when adding `spec` keeps the tenant within its quota. */
+export function withinQuota(usage: Usage, quota: Quota | undefined, spec: SandboxSpec): string | undefined {
+  if (quota === undefined) return undefined;
+  if (quota.sandboxes !== undefined && usage.sandboxes + 1 > quota.sandboxes)
+    return `sandboxes ${usage.sandboxes + 1} > quota ${quota.sandboxes}`;
+  for (const r of ['cpu', 'memory', 'disk'] as const) {
+    const q = quota[r];
+    if (q !== undefined && usage[r] + spec.resources[r] > q)
+      return `${r} ${usage[r] + spec.resources[r]} > quota ${q}`;
+  }
+  return undefined;
+}
+
+/**
+ * The working copy of one apply: immutable maps are reassigned as they change, and the ClusterIndex
+ * builder is opened only by the first write that needs it.
+ */
+class Draft {
+  d: { -readonly [K in keyof StateData]: StateData[K] };
+  #builder: IndexBuilder | undefined;
+  readonly events: SchedulerEvent[] = [];
+  constructor(
+    base: SchedulerState,
+    readonly entryIndex: number,
+    readonly atMs: number,
+  ) {
+    // Mutable copies (immutable's transient mode): a batch of thousands of items then updates the maps in
+    // place instead of allocating a new path per item. The base state is never touched.
+    const b = base.data();
+    this.d = {
+      ...b,
+      applied: entryIndex,
+      nodes: b.nodes.asMutable(),
+      sandboxes: b.sandboxes.asMutable(),
+      byNode: b.byNode.asMutable(),
+      byTenant: b.byTenant.asMutable(),
+      usage: b.usage.asMutable(),
+      dedup: b.dedup.asMutable(),
+      dedupOrder: b.dedupOrder.asMutable(),
+    };
+  }
+  get builder(): IndexBuilder {
+    if (this.#builder === undefined) this.#builder = this.d.index.edit();
+    return this.#builder;
+  }
+  /** Reads the index as it stands in this draft. */
+  get reader(): IndexBuilder | ClusterIndex {
+    return this.#builder ?? this.d.index;
+  }
+  finish(): SchedulerState {
+    if (this.#builder !== undefined) this.d.index = this.#builder.publish();
+    for (const which of ['byNode', 'byTenant'] as const) {
+      for (const key of this.#editedSets[which]) {
+        const set = this.d[which].get(key) as ISet<string>;
+        this.d[which] =
+          set.size === 0 ? this.d[which].remove(key) : this.d[which].set(key, set.asImmutable());
+      }
+    }
+    const d = this.d;
+    return SchedulerState.fromData({
+      ...d,
+      nodes: d.nodes.asImmutable(),
+      sandboxes: d.sandboxes.asImmutable(),
+      byNode: d.byNode.asImmutable(),
+      byTenant: d.byTenant.asImmutable(),
+      usage: d.usage.asImmutable(),
+      dedup: d.dedup.asImmutable(),
+      dedupOrder: d.dedupOrder.asImmutable(),
+    });
+  }
+
+  addUsage(tenant: string, spec: SandboxSpec, sign: 1 | -1): void {
+    const u = this.d.usage.get(tenant) ?? zeroUsage;
+    const next: Usage = {
+      cpu: u.cpu + sign * spec.resources.cpu,
+      memory: u.memory + sign * spec.resources.memory,
+      disk: u.disk + sign * spec.resources.disk,
+      sandboxes: u.sandboxes + sign,
+    };
+    assert(next.sandboxes >= 0 && next.cpu >= 0, 'tenant usage went negative', { tenant, next });
+    this.d.usage = next.sandboxes === 0 ? this.d.usage.remove(tenant) : this.d.usage.set(tenant, next);
+  }
+
+  /**
+   * Records a new sandbox (placed or pending): the record, its tenant's index and usage, its request id in
+   * the dedup table, and its first event. A placed one's node allocation and link are the caller's.
+   */
+  addSandbox(sb: Sandbox, specDigest: string, reason: string | undefined): void {
+    this.d.sandboxes = this.d.sandboxes.set(sb.id, sb);
+    this.#editSet('byTenant', sb.tenant, (set) => set.add(sb.id));
+    this.addUsage(sb.tenant, sb.spec, 1);
+    this.d.dedup = this.d.dedup.set(
+      sb.requestId,
+      Object.freeze({ sandboxId: sb.id, specDigest, atMs: this.atMs }),
+    );
+    this.d.dedupOrder = this.d.dedupOrder.push(sb.requestId);
+    this.event(sb, sb.state, reason, 'none');
+  }
+
+  /**
+   * Puts a sandbox that holds no node (pending, lost or suspended) on `nodeId` in state `to`, allocating its
+   * shape there; what it carried about waiting or being lost (reason, lostFrom, pendingUntilMs) is dropped.
+   * The caller has checked the transition and the room.
+   */
+  takeNode(sb: Sandbox, nodeId: string, gpuDevices: Sandbox['gpuDevices'], to: SandboxState): void {
+    this.builder.allocate(nodeId, shapeOf(sb.spec, sb.tenant, gpuDevices));
+    const { reason: _reason, lostFrom: _lostFrom, pendingUntilMs: _until, ...rest } = sb;
+    const next: Sandbox = Object.freeze({ ...rest, state: to, nodeId, gpuDevices, updatedAtMs: this.atMs });
+    this.d.sandboxes = this.d.sandboxes.set(sb.id, next);
+    this.linkNode(nodeId, sb.id, 1);
+    this.event(next, to, undefined, sb.state);
+  }
+
+  linkNode(nodeId: string, sandboxId: string, sign: 1 | -1): void {
+    this.#editSet('byNode', nodeId, (set) => (sign > 0 ? set.add(sandboxId) : set.remove(sandboxId)));
+  }
+
+  /** The per-node and per-tenant sets this draft made mutable; finish() freezes them and drops empty ones. */
+  readonly #editedSets = { byNode: new Set<string>(), byTenant: new Set<string>() };
+
+  /**
+   * Edits one inner set of `byNode` or `byTenant` in place: the first edit in a draft takes a mutable copy
+   * (the base state's set is never touched), so a batch adding thousands of ids to one tenant does not
+   * allocate a new set per id. Reads during the draft see the edited set; an emptied one stays until finish().
+   */
+  #editSet(which: 'byNode' | 'byTenant', key: string, edit: (set: ISet<string>) => ISet<string>): void {
+    let set = this.d[which].get(key);
+    if (!this.#editedSets[which].has(key)) {
+      set = (set ?? ISet<string>()).asMutable();
+      this.#editedSets[which].add(key);
+    }
+    this.d[which] = this.d[which].set(key, edit(set as ISet<string>));
+  }
+
+  /**
+   * Moves a sandbox to `to` (already validated by the caller), releasing its allocation when it stops
+   * holding one and forgetting it once terminated.
+   */
+  setState(
+    sb: Sandbox,
+    to: SandboxState,
+    extra: Partial<Pick<Sandbox, 'reason' | 'snapshotNodeId'>> = {},
+  ): void {
+    if (holdsAllocation(sb.state) && !holdsAllocation(to)) {
+      assert(sb.nodeId !== undefined, 'an allocated sandbox has a node', { sandboxId: sb.id });
+      this.builder.release(sb.nodeId, shapeOf(sb.spec, sb.tenant, sb.gpuDevices));
+    }
+    const wasLive = !isFinished(sb.state);
+    const isLive = !isFinished(to);
+    if (wasLive && !isLive) this.addUsage(sb.tenant, sb.spec, -1);
+    this.event(sb, to, extra.reason);
+    const keepsNode = holdsAllocation(to);
+    if (!keepsNode && sb.nodeId !== undefined) this.linkNode(sb.nodeId, sb.id, -1);
+    if (to === 'terminated') {
+      this.d.sandboxes = this.d.sandboxes.remove(sb.id);
+      this.#editSet('byTenant', sb.tenant, (set) => set.remove(sb.id));
+      return;
+    }
+    // A sandbox lost from a node remembers where it was, so that node's reconcile can give it back; the
+    // memory goes as soon as it leaves `lost`.
+    const lostFrom: LostFrom | undefined =
+      to === 'lost' && holdsAllocation(sb.state) && sb.nodeId !== undefined
+        ? Object.freeze({ nodeId: sb.nodeId, gpuDevices: sb.gpuDevices })
+        : undefined;
+    const { lostFrom: _lostFrom, ...base } = sb;
+    const { nodeId: _node, gpuDevices: _gpu, ...rest } = base;
+    const next: Sandbox = keepsNode
+      ? { ...base, ...extra, state: to, updatedAtMs: this.atMs }
+      : {
+          ...rest,
+          ...extra,
+          gpuDevices: [],
+          ...(lostFrom === undefined ? {} : { lostFrom }),
+          state: to,
+          updatedAtMs: this.atMs,
+        };
+    this.d.sandboxes = this.d.sandboxes.set(sb.id, Object.freeze(next));
+  }
+
+  event(
+    sb: Sandbox,
+    to: SandboxState,
+    reason: string | undefined,
+    from: SandboxState | 'none' = sb.state,
+  ): void {
+    this.events.push({
+      kind: 'sandbox',
+      index: this.entryIndex,
+      atMs: this.atMs,
+      sandboxId: sb.id,
+      tenant: sb.tenant,
+      from,
+      to,
+      ...(sb.nodeId === undefined ? {} : { nodeId: sb.nodeId }),
+      ...(reason === undefined ? {} : { reason }),
+    });
+  }
+
+  orphanEvent(nodeId: string, sandboxId: string, reason: string): void {
+    this.events.push({ kind: 'orphan', index: this.entryIndex, atMs: this.atMs, nodeId, sandboxId, reason });
+  }
+
+  nodeEvent(
+    nodeId: string,
+    change: 'registered' | 'updated' | 'state' | 'removed',
+    state?: NodeSpec['state'],
+  ): void {
+    this.events.push({
+      kind: 'node',
+      index: this.entryIndex,
+      atMs: this.atMs,
+      nodeId,
+      change,
+      ...(state === undefined ? {} : { state }),
+    });
+  }
+}
+
+/** The outcome of applying one entry: the next state, the proposer's result and the committed events. */
+export interface Applied {
+  readonly state: SchedulerState;
+  readonly result: CommandResult;
+  readonly events: readonly SchedulerEvent[];
+}
+
+/**
+ * Applies one command committed at Raft index `entryIndex`. Never throws for a command that is merely
+ * wrong for the current state (unknown sandbox, illegal transition, busy node): that is a deterministic
+ * rejection, returned as `{ok: false}` with the state unchanged. Throws only on a broken invariant.
+ */
+export function applyCommand(state: SchedulerState, cmd: Command, entryIndex: number): Applied {
+  assert(entryIndex > state.applied, 'entries are applied in order, once', {
+    entryIndex,
+    applied: state.applied,
+  });
+  const requestId = 'requestId' in cmd ? cmd.requestId : undefined;
+  if (requestId !== undefined) {
+    const seen = state.dedup.get(requestId);
+    if (seen !== undefined)
+      return { state: state.withApplied(entryIndex), result: duplicateOf(seen, cmd), events: [] };
+  }
+  const draft = new Draft(state, entryIndex, cmd.atMs);
+  let result: CommandResult;
+  try {
+    result = applyTo(draft, cmd);
+  } catch (err) {
+    if (!(err instanceof TrellisError)) throw err;
+    // A refused command changes nothing, its request id included: it had no effect, so a retry that
+    // applies later is as if only the retry had been made (and bad input leaves no trace in the state).
+    return {
+      state: state.withApplied(entryIndex),
+      result: { ok: false, error: errorResult(err) },
+      events: [],
+    };
+  }
+  if (requestId !== undefined) return recordOutcome(draft, requestId, cmd, result);
+  evictDedup(draft);
+  return { state: draft.finish(), result, events: draft.events };
+}
+
+/**
+ * What a command whose request id is already in the dedup table returns: the first outcome when it asks
+ * the same thing, else RequestIdConflictError. The state is unchanged either way (one effect, one event).
+ */
+function duplicateOf(seen: DedupEntry, cmd: Command): CommandResult {
+  if (seen.result !== undefined && seen.specDigest === commandDigest(cmd)) return seen.result;
+  return { ok: false, error: errorResult(conflict(String((cmd as { requestId?: string }).requestId), seen)) };
+}
+
+function conflict(requestId: string, seen: DedupEntry): RequestIdConflictError {
+  const what = seen.result === undefined ? `a create (sandbox ${seen.sandboxId})` : 'a different call';
+  return new RequestIdConflictError(`request id ${requestId} was already used for ${what}`);
+}
+
+function recordOutcome(draft: Draft, requestId: string, cmd: Command, result: CommandResult): Applied {
+  const entry: DedupEntry = Object.freeze({
+    sandboxId: '',
+    specDigest: commandDigest(cmd),
+    atMs: draft.atMs,
+    result,
+  });
+  draft.d.dedup = draft.d.dedup.set(requestId, entry);
+  draft.d.dedupOrder = draft.d.dedupOrder.push(requestId);
+  evictDedup(draft);
+  return { state: draft.finish(), result, events: draft.events };
+}
+
+function applyTo(draft: Draft, cmd: Command): CommandResult {
+  switch (cmd.type) {
+    case 'node.register':
+      return registerNode(draft, cmd.spec as NodeSpec);
+    case 'node.update':
+      return updateNode(draft, cmd.spec as NodeSpec);
+    case 'node.state':
+      return setNodeState(draft, cmd.nodeId, cmd.state);
+    case 'node.remove':
+      return removeNode(draft, cmd.nodeId);
+    case 'node.heartbeat':
+      return heartbeat(draft, cmd.nodeIds);
+    case 'node.reconcile':
+      return reconcile(draft, cmd.nodeId, cmd.running);
+    case 'place':
+      return place(draft, cmd.items);
+    case 'pend':
+      return pend(draft, cmd.items);
+    case 'status':
+      return status(draft, cmd.items);
+    case 'terminate':
+      return terminate(draft, cmd.sandboxId);
+    case 'suspend':
+      return suspend(draft, cmd.sandboxId);
+    case 'resume':
+      return resume(draft, cmd.sandboxId, cmd.nodeId, cmd.gpuDevices ?? []);
+    case 'quota.set':
+      draft.d.quotas = draft.d.quotas.set(cmd.tenant, Object.freeze({ ...cmd.quota }));
+      return { ok: true };
+    case 'replace':
+      return replace(draft, cmd.items);
+  }
+}
+
+/**
+ * Places lost stateless sandboxes again (lost → placed). Each item is checked alone against the state as it
+ * is now — still lost, still stateless, the node ready with room — and refused alone, so a plan made on an
+ * older snapshot can never over-commit a node. Usage is unchanged: a lost sandbox still counts for its tenant.
+ */
+function replace(
+  draft: Draft,
+  items: readonly { sandboxId: string; nodeId: string; gpuDevices: Sandbox['gpuDevices'] }[],
+): CommandResult {
+  const itemErrors: ErrorResult[] = [];
+  for (const item of items) {
+    const sb = draft.d.sandboxes.get(item.sandboxId);
+    if (sb === undefined) {
+      itemErrors.push(errorResult(new UnknownSandboxError(`sandbox ${item.sandboxId} does not exist`)));
+      continue;
+    }
+    if (sb.state !== 'lost' || sb.spec.stateless !== true) {
+      itemErrors.push(
+        errorResult(
+          new IllegalTransitionError(`sandbox ${sb.id} is ${sb.state}, not a lost stateless sandbox`),
+        ),
+      );
+      continue;
+    }
+    const shape = shapeOf(sb.spec, sb.tenant, item.gpuDevices);
+    if (!nodeCanTake(draft, item.nodeId, shape)) {
+      itemErrors.push(
+        errorResult(new NoCapacityError(`sandbox ${sb.id}: node ${item.nodeId} cannot take it`)),
+      );
+      continue;
+    }
+    transition(sb.id, sb.state, 'placed');
+    draft.takeNode(sb, item.nodeId, item.gpuDevices, 'placed');
+  }
+  return itemErrors.length === 0 ? ok : { ok: true, itemErrors };
+}
+
+const ok: CommandResult = Object.freeze({ ok: true });
+
+/** True when the node is registered, ready, and has room for the shape now. */
+function nodeCanTake(draft: Draft, nodeId: string, shape: ReturnType<typeof shapeOf>): boolean {
+  const rec = draft.d.nodes.get(nodeId);
+  const slot = draft.reader.slotOf(nodeId);
+  return (
+    rec !== undefined &&
+    rec.spec.state === 'ready' &&
+    slot !== undefined &&
+    draft.builder.fitsSlot(slot, shape)
+  );
+}
+
+function requireNode(draft: Draft, nodeId: string): NodeRecord {
+  const rec = draft.d.nodes.get(nodeId);
+  if (rec === undefined) throw new UnknownNodeError(`node ${JSON.stringify(nodeId)} is not registered`);
+  return rec;
+}
+
+function requireSandbox(draft: Draft, sandboxId: string): Sandbox {
+  const sb = draft.d.sandboxes.get(sandboxId);
+  if (sb === undefined) throw new UnknownSandboxError(`sandbox ${JSON.stringify(sandboxId)} does not exist`);
+  return sb;
+}
+
+function registerNode(draft: Draft, spec: NodeSpec): CommandResult {
+  if (draft.d.nodes.has(spec.id))
+    throw new DuplicateNodeError(`node ${JSON.stringify(spec.id)} already exists`);
+  validateNodeSpec(spec);
+  draft.builder.registerNode(spec);
+  draft.d.nodes = draft.d.nodes.set(
+    spec.id,
+    Object.freeze({ spec, registeredAtMs: draft.atMs, lastHeartbeatMs: draft.atMs }),
+  );
+  draft.nodeEvent(spec.id, 'registered', spec.state);
+  return ok;
+}
+
+function updateNode(draft: Draft, spec: NodeSpec): CommandResult {
+  const rec = requireNode(draft, spec.id);
+  validateNodeSpec(spec);
+  draft.builder.updateNode(spec);
+  draft.d.nodes = draft.d.nodes.set(spec.id, Object.freeze({ ...rec, spec }));
+  draft.nodeEvent(spec.id, 'updated', spec.state);
+  if (spec.state === 'down' && rec.spec.state !== 'down') loseSandboxes(draft, spec.id);
+  return ok;
+}
+
+function setNodeState(draft: Draft, nodeId: string, state: NodeSpec['state']): CommandResult {
+  const rec = requireNode(draft, nodeId);
+  if (rec.spec.state === state) return ok;
+  const spec: NodeSpec = { ...rec.spec, state };
+  draft.builder.setState(nodeId, state);
+  // A node coming back counts as a fresh heartbeat, so health checking does not mark it down at once.
+  draft.d.nodes = draft.d.nodes.set(nodeId, Object.freeze({ ...rec, spec, lastHeartbeatMs: draft.atMs }));
+  draft.nodeEvent(nodeId, 'state', state);
+  if (state === 'down') loseSandboxes(draft, nodeId);
+  return ok;
+}
+
+/** A node went down: every sandbox running on it is lost and gives its allocation back. */
+function loseSandboxes(draft: Draft, nodeId: string): void {
+  const ids = [...(draft.d.byNode.get(nodeId) ?? ISet<string>())].sort();
+  for (const id of ids) {
+    const sb = draft.d.sandboxes.get(id);
+    assert(sb !== undefined, 'byNode names a known sandbox', { nodeId, id });
+    if (holdsAllocation(sb.state)) draft.setState(sb, 'lost', { reason: `node ${nodeId} went down` });
+  }
+}
+
+function removeNode(draft: Draft, nodeId: string): CommandResult {
+  requireNode(draft, nodeId);
+  const held = draft.d.byNode.get(nodeId)?.size ?? 0;
+  if (held > 0)
+    throw new NodeBusyError(`node ${nodeId} still holds ${held} sandboxes`, { details: { held } });
+  draft.builder.removeNode(nodeId);
+  draft.d.nodes = draft.d.nodes.remove(nodeId);
+  draft.nodeEvent(nodeId, 'removed');
+  return ok;
+}
+
+function heartbeat(draft: Draft, nodeIds: readonly string[]): CommandResult {
+  // Unknown ids are skipped rather than failing the batch: a node may be removed while its last
+  // heartbeat is still in flight.
+  for (const id of nodeIds) {
+    const rec = draft.d.nodes.get(id);
+    if (rec !== undefined && rec.lastHeartbeatMs < draft.atMs)
+      draft.d.nodes = draft.d.nodes.set(id, Object.freeze({ ...rec, lastHeartbeatMs: draft.atMs }));
+  }
+  return ok;
+}
+
+/**
+ * A returning node's report of what it holds, reconciled against state. Checked whole first (known node,
+ * each sandbox listed once), so a bad report changes nothing. Then, in this order:
+ *   1. the node is `ready` again if it was `down` (any other state is kept: draining stays draining), with
+ *      a fresh heartbeat;
+ *   2. each sandbox the state places on the node (holding resources there) that the report leaves out is
+ *      lost, "node <id> did not report it", and so eligible for the stateless re-placement;
+ *   3. each reported sandbox, in id order:
+ *      - held here already (resources on this node, or its snapshot when suspended): unchanged, since
+ *        progress is for status reports;
+ *      - lost from this node: restored in the reported state, retaking the same shape and GPU shares, if
+ *        it still fits (a suspended one needs no room). If it does not, the node must stop it (an orphan):
+ *        a stateless one stays lost for re-placement, a stateful one fails, as its only copy is stopping;
+ *      - anything else (unknown, finished, placed or lost elsewhere, suspended elsewhere): an orphan,
+ *        state unchanged.
+ * Restores are checked one by one against the index after the losses of step 2, so the node is never
+ * over-committed whatever it reports; when not all fit, lower sandbox ids win.
+ */
+function reconcile(draft: Draft, nodeId: string, running: ReconcileReport): CommandResult {
+  const rec = requireNode(draft, nodeId);
+  const reported = new Map<string, NodeHeldState>();
+  for (const [i, item] of running.entries()) {
+    if (reported.has(item.sandboxId))
+      throw new ValidationError(`running.${i}.sandboxId`, `sandbox ${item.sandboxId} is listed twice`);
+    reported.set(item.sandboxId, item.state);
+  }
+  const heartbeatMs = Math.max(rec.lastHeartbeatMs, draft.atMs);
+  if (rec.spec.state === 'down') {
+    draft.builder.setState(nodeId, 'ready');
+    const spec: NodeSpec = { ...rec.spec, state: 'ready' };
+    draft.d.nodes = draft.d.nodes.set(nodeId, Object.freeze({ ...rec, spec, lastHeartbeatMs: heartbeatMs }));
+    draft.nodeEvent(nodeId, 'state', 'ready');
+  } else if (rec.lastHeartbeatMs < heartbeatMs) {
+    draft.d.nodes = draft.d.nodes.set(nodeId, Object.freeze({ ...rec, lastHeartbeatMs: heartbeatMs }));
+  }
+  const lost: string[] = [];
+  for (const id of [...(draft.d.byNode.get(nodeId) ?? ISet<string>())].sort()) {
+    if (reported.has(id)) continue;
+    const sb = draft.d.sandboxes.get(id);
+    assert(sb !== undefined, 'byNode names a known sandbox', { nodeId, id });
+    if (!holdsAllocation(sb.state)) continue;
+    draft.setState(sb, 'lost', { reason: `node ${nodeId} did not report it` });
+    lost.push(id);
+  }
+  const restored: { sandboxId: string; state: SandboxState }[] = [];
+  const failed: string[] = [];
+  const orphans: { sandboxId: string; reason: string }[] = [];
+  for (const id of [...reported.keys()].sort()) {
+    const to = reported.get(id) as NodeHeldState;
+    const sb = draft.d.sandboxes.get(id);
+    const verdict = reportedVerdict(sb, nodeId);
+    if (verdict.kind === 'held') continue;
+    if (verdict.kind === 'orphan') {
+      orphans.push({ sandboxId: id, reason: verdict.reason });
+      draft.orphanEvent(nodeId, id, verdict.reason);
+      continue;
+    }
+    assert(sb !== undefined, 'a sandbox to restore exists', { id });
+    if (restoreLost(draft, sb, nodeId, to)) {
+      restored.push({ sandboxId: id, state: to });
+      continue;
+    }
+    const reason = `node ${nodeId} came back without room for it`;
+    orphans.push({ sandboxId: id, reason });
+    draft.orphanEvent(nodeId, id, reason);
+    if (sb.spec.stateless !== true) {
+      draft.setState(sb, transition(sb.id, sb.state, 'failed'), { reason });
+      failed.push(id);
+    }
+  }
+  return { ok: true, reconciled: { restored, lost, failed, orphans } };
+}
+
+type Verdict = { readonly kind: 'held' | 'restore' } | { readonly kind: 'orphan'; readonly reason: string };
+const held: Verdict = Object.freeze({ kind: 'held' });
+const orphan = (reason: string): Verdict => ({ kind: 'orphan', reason });
+
+/**
+ * What to do with one sandbox a node reported: nothing (state agrees it is there), restore it (lost from
+ * this node), or tell the node to stop it, saying why.
+ */
+function reportedVerdict(sb: Sandbox | undefined, nodeId: string): Verdict {
+  if (sb === undefined) return orphan('unknown to the scheduler (never placed, or terminated)');
+  if (holdsAllocation(sb.state))
+    return sb.nodeId === nodeId ? held : orphan(`it runs on node ${String(sb.nodeId)}`);
+  if (sb.state === 'suspended') {
+    return sb.snapshotNodeId === nodeId
+      ? held
+      : orphan(`it is suspended with its snapshot on node ${String(sb.snapshotNodeId)}`);
+  }
+  if (sb.state === 'lost') {
+    return sb.lostFrom?.nodeId === nodeId
+      ? { kind: 'restore' }
+      : orphan(
+          `it was lost from ${sb.lostFrom === undefined ? 'an unknown node' : `node ${sb.lostFrom.nodeId}`}`,
+        );
+  }
+  return orphan(`it is ${sb.state}`);
+}
+
+/**
+ * Gives a sandbox lost from `nodeId` back to it in state `to`, retaking the shape it held there. Returns
+ * false, changing nothing, when that shape no longer fits.
+ */
+function restoreLost(draft: Draft, sb: Sandbox, nodeId: string, to: NodeHeldState): boolean {
+  assert(sb.lostFrom?.nodeId === nodeId, 'restores only to the node it was lost from', { sandboxId: sb.id });
+  transition(sb.id, sb.state, to);
+  const { reason: _reason, lostFrom, ...rest } = sb;
+  if (!holdsAllocation(to)) {
+    // Suspended: the node kept the memory snapshot, which takes no allocation.
+    const next: Sandbox = Object.freeze({
+      ...rest,
+      state: to,
+      snapshotNodeId: nodeId,
+      gpuDevices: [],
+      updatedAtMs: draft.atMs,
+    });
+    draft.d.sandboxes = draft.d.sandboxes.set(sb.id, next);
+    draft.event(next, to, undefined, 'lost');
+    return true;
+  }
+  const shape = shapeOf(sb.spec, sb.tenant, lostFrom.gpuDevices);
+  const slot = draft.reader.slotOf(nodeId);
+  assert(slot !== undefined, 'a registered node has a slot', { nodeId });
+  if (!draft.builder.fitsSlot(slot, shape)) return false;
+  draft.takeNode(sb, nodeId, lostFrom.gpuDevices, to);
+  return true;
+}
+
+/** Checks one place item against the draft; returns why it cannot commit, or undefined when it can. */
+function placeCheck(draft: Draft, item: PlaceItem): TrellisError | undefined {
+  if (draft.d.sandboxes.has(item.sandboxId))
+    return new ValidationError('sandboxId', `sandbox ${item.sandboxId} already exists`);
+  return quotaCheck(draft, item.spec) ?? nodeCheck(draft, item);
+}
+
+function quotaCheck(draft: Draft, spec: SandboxSpec): TrellisError | undefined {
+  const reason = withinQuota(
+    draft.d.usage.get(spec.tenant) ?? zeroUsage,
+    draft.d.quotas.get(spec.tenant),
+    spec,
+  );
+  return reason === undefined ? undefined : new QuotaExceededError(`tenant ${spec.tenant}: ${reason}`);
+}
+
+/** The node is registered, ready, and has room for the item's sandbox. */
+function nodeCheck(draft: Draft, item: PlaceItem): TrellisError | undefined {
+  const rec = draft.d.nodes.get(item.nodeId);
+  if (rec === undefined) return new UnknownNodeError(`node ${item.nodeId} is not registered`);
+  if (rec.spec.state !== 'ready')
+    return new NodeNotReadyError(`node ${item.nodeId} is ${rec.spec.state}, not ready`);
+  const reader = draft.reader;
+  const slot = reader.slotOf(item.nodeId);
+  assert(slot !== undefined, 'a registered node has a slot', { nodeId: item.nodeId });
+  const shape = shapeOf(item.spec, item.spec.tenant, item.gpuDevices);
+  if (!draft.builder.fitsSlot(slot, shape)) {
+    return new OverCommitError(`node ${item.nodeId} no longer has room for sandbox ${item.sandboxId}`);
+  }
+  return undefined;
+}
+
+/** A new sandbox record for a place or pend item, stamped with the entry's time. */
+function newSandbox(
+  draft: Draft,
+  item: { readonly requestId: string; readonly sandboxId: string; readonly spec: SandboxSpec },
+  fields: Pick<Sandbox, 'state' | 'gpuDevices'> &
+    Partial<Pick<Sandbox, 'nodeId' | 'reason' | 'pendingUntilMs'>>,
+): Sandbox {
+  return Object.freeze({
+    id: item.sandboxId,
+    requestId: item.requestId,
+    tenant: item.spec.tenant,
+    spec: item.spec,
+    ...fields,
+    createdAtMs: draft.atMs,
+    updatedAtMs: draft.atMs,
+  });
+}
+
+function rejectedItem(
+  item: { readonly requestId: string; readonly sandboxId: string },
+  err: TrellisError,
+): PlaceItemResult {
+  return {
+    requestId: item.requestId,
+    sandboxId: item.sandboxId,
+    outcome: 'rejected',
+    error: errorResult(err),
+  };
+}
+
+function place(draft: Draft, items: readonly PlaceItem[]): CommandResult {
+  const results: PlaceItemResult[] = [];
+  for (const item of items) {
+    const seen = draft.d.dedup.get(item.requestId);
+    const waiting = seen === undefined ? undefined : draft.d.sandboxes.get(seen.sandboxId);
+    if (seen !== undefined && waiting?.state === 'pending' && waiting.id === item.sandboxId) {
+      results.push(placePending(draft, item, waiting));
+      continue;
+    }
+    if (seen?.result !== undefined) {
+      results.push(rejectedItem(item, conflict(item.requestId, seen)));
+      continue;
+    }
+    if (seen !== undefined) {
+      // A retried request, or a plan re-proposed by a new leader: the first commit wins, once.
+      results.push({ requestId: item.requestId, sandboxId: seen.sandboxId, outcome: 'duplicate' });
+      continue;
+    }
+    const refused = placeCheck(draft, item);
+    if (refused !== undefined) {
+      results.push(rejectedItem(item, refused));
+      continue;
+    }
+    const sb = newSandbox(draft, item, { state: 'placed', nodeId: item.nodeId, gpuDevices: item.gpuDevices });
+    draft.builder.allocate(item.nodeId, shapeOf(item.spec, sb.tenant, item.gpuDevices));
+    draft.linkNode(item.nodeId, sb.id, 1);
+    draft.addSandbox(sb, item.specDigest, undefined);
+    results.push({ requestId: item.requestId, sandboxId: sb.id, outcome: 'placed', nodeId: item.nodeId });
+  }
+  return { ok: true, items: results };
+}
+
+/**
+ * A committed pending sandbox gets its node: the same checks as a new placement except quota, which the
+ * sandbox already counts against since it was recorded.
+ */
+function placePending(draft: Draft, item: PlaceItem, sb: Sandbox): PlaceItemResult {
+  const refused = nodeCheck(draft, { ...item, spec: sb.spec });
+  if (refused !== undefined) return rejectedItem({ requestId: item.requestId, sandboxId: sb.id }, refused);
+  draft.takeNode(sb, item.nodeId, item.gpuDevices, 'placed');
+  return { requestId: item.requestId, sandboxId: sb.id, outcome: 'placed', nodeId: item.nodeId };
+}
+
+/**
+ * Records requests no node can take yet as `pending` sandboxes, each with its reason and deadline, so a
+ * new leader rebuilds its queue from them. Quota counts a pending sandbox like a placed one. A request id
+ * already committed (placed meanwhile, or recorded by an earlier entry) is a duplicate and changes nothing.
+ */
+function pend(draft: Draft, items: readonly PendItem[]): CommandResult {
+  const results: PlaceItemResult[] = [];
+  for (const item of items) {
+    const seen = draft.d.dedup.get(item.requestId);
+    if (seen?.result !== undefined) {
+      results.push(rejectedItem(item, conflict(item.requestId, seen)));
+      continue;
+    }
+    if (seen !== undefined) {
+      results.push({ requestId: item.requestId, sandboxId: seen.sandboxId, outcome: 'duplicate' });
+      continue;
+    }
+    const refused = draft.d.sandboxes.has(item.sandboxId)
+      ? new ValidationError('sandboxId', `sandbox ${item.sandboxId} already exists`)
+      : quotaCheck(draft, item.spec);
+    if (refused !== undefined) {
+      results.push(rejectedItem(item, refused));
+      continue;
+    }
+    const sb = newSandbox(draft, item, {
+      state: 'pending',
+      gpuDevices: [],
+      reason: item.reason,
+      pendingUntilMs: item.deadlineMs,
+    });
+    draft.addSandbox(sb, item.specDigest, item.reason);
+    results.push({ requestId: item.requestId, sandboxId: sb.id, outcome: 'pending' });
+  }
+  return { ok: true, items: results };
+}
+
+function status(
+  draft: Draft,
+  items: readonly { sandboxId: string; state: SandboxState; reason?: string | undefined }[],
+): CommandResult {
+  // Status reports come from nodes and may be late or repeated; each bad item is reported alone.
+  const itemErrors: ErrorResult[] = [];
+  for (const item of items) {
+    const sb = draft.d.sandboxes.get(item.sandboxId);
+    if (sb === undefined) {
+      itemErrors.push(errorResult(new UnknownSandboxError(`sandbox ${item.sandboxId} does not exist`)));
+      continue;
+    }
+    if (sb.state === item.state) continue;
+    try {
+      transition(sb.id, sb.state, item.state);
+    } catch (err) {
+      if (!(err instanceof TrellisError)) throw err;
+      itemErrors.push(errorResult(err));
+      continue;
+    }
+    if (
+      (!holdsAllocation(sb.state) && holdsAllocation(item.state)) ||
+      (sb.state === 'lost' && item.state === 'suspended')
+    ) {
+      // Taking resources again (lost → placed or running, suspended → resuming) needs a node with room and
+      // goes through replace, resume or the node's reconcile, never a bare status report.
+      itemErrors.push(
+        errorResult(
+          new IllegalTransitionError(
+            `sandbox ${sb.id}: ${sb.state} → ${item.state} takes resources, which a status report cannot`,
+          ),
+        ),
+      );
+    } else if (item.state === 'suspended' && sb.nodeId !== undefined) {
+      draft.setState(sb, 'suspended', { snapshotNodeId: sb.nodeId });
+    } else {
+      draft.setState(sb, item.state, item.reason === undefined ? {} : { reason: item.reason });
+    }
+  }
+  return itemErrors.length === 0 ? ok : { ok: true, itemErrors };
+}
+
+function terminate(draft: Draft, sandboxId: string): CommandResult {
+  const sb = requireSandbox(draft, sandboxId);
+  const to = terminateTarget(sb.state);
+  if (sb.state === to) return ok;
+  transition(sb.id, sb.state, to);
+  draft.setState(sb, to);
+  return ok;
+}
+
+function suspend(draft: Draft, sandboxId: string): CommandResult {
+  const sb = requireSandbox(draft, sandboxId);
+  transition(sb.id, sb.state, 'suspending');
+  draft.setState(sb, 'suspending');
+  return ok;
+}
+
+/**
+ * Resumes a suspended sandbox on `nodeId`, the node the leader chose (the snapshot's node when it could).
+ * When there is none, or it no longer fits, the sandbox's policy decides: `fail` fails it, `wait` and
+ * `move` leave it suspended and the command is rejected, so the leader may try again later.
+ */
+function resume(
+  draft: Draft,
+  sandboxId: string,
+  nodeId: string | undefined,
+  gpuDevices: Sandbox['gpuDevices'],
+): CommandResult {
+  const sb = requireSandbox(draft, sandboxId);
+  transition(sb.id, sb.state, 'resuming');
+  const policy = sb.spec.resumePolicy ?? 'wait';
+  if (nodeId !== undefined && policy !== 'move' && nodeId !== sb.snapshotNodeId) {
+    throw new IllegalTransitionError(
+      `sandbox ${sb.id}: policy ${policy} resumes only on ${String(sb.snapshotNodeId)}`,
+    );
+  }
+  const shape = shapeOf(sb.spec, sb.tenant, gpuDevices);
+  if (nodeId === undefined || !nodeCanTake(draft, nodeId, shape)) {
+    const reason = nodeId === undefined ? 'no node can take it' : `node ${nodeId} cannot take it`;
+    if (policy === 'fail') {
+      draft.setState(sb, 'failed', { reason: `resume: ${reason}` });
+      return ok;
+    }
+    throw new NoCapacityError(`sandbox ${sb.id}: resume waits, ${reason}`);
+  }
+  draft.takeNode(sb, nodeId, gpuDevices, 'resuming');
+  return ok;
+}
+
+/** Forgets the oldest request ids beyond the count bound or the retention time. */
+function evictDedup(draft: Draft): void {
+  let order = draft.d.dedupOrder;
+  let dedup = draft.d.dedup;
+  for (let i = 0; i < dedupEntriesMax && order.size > 0; i++) {
+    const oldest = order.first() as string;
+    const entry = dedup.get(oldest);
+    const expired = entry === undefined || entry.atMs + dedupRetentionMs < draft.atMs;
+    if (order.size <= dedupEntriesMax && !expired) break;
+    order = order.shift();
+    dedup = dedup.remove(oldest);
+  }
+  draft.d.dedupOrder = order;
+  draft.d.dedup = dedup;
+}
