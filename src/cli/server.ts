@@ -38,7 +38,7 @@ import { DeadlineExceededError, OutcomeUnknownError, TrellisError } from '../lib
 import { replicaId } from '../lib/ids.js';
 import { createRng } from '../lib/prng.js';
 import { parseWith, zodDecoder } from '../lib/validate.js';
-import { createLogger, type Logger } from '../log.js';
+import { createLogger } from '../log.js';
 import { durationMs, intBetween, positiveInt } from './args.js';
 import {
   type ConnectionFlags,
@@ -51,6 +51,7 @@ import {
 import { exitCodes } from './errors.js';
 import { runSchedulerState } from './ops/scheduler-server.js';
 import { withServerConfig } from './ops/server-config.js';
+import { exitNow, stopSignal, stopWithin } from './stop.js';
 
 const peer = z.string().regex(/^[A-Za-z0-9_-]{1,64}$/, 'a replica id');
 const kvKey = z.string().min(1).max(kvKeyLengthMax);
@@ -421,44 +422,6 @@ async function runServer(o: ServerOptions): Promise<void> {
   });
   log.info('stopped');
   exitNow(log, why === 'removed' ? exitCodes.removed : exitCodes.ok);
-}
-
-/** Resolves on the first SIGTERM or SIGINT. */
-function stopSignal(): Promise<void> {
-  return new Promise<void>((resolve) => {
-    process.once('SIGTERM', () => resolve());
-    process.once('SIGINT', () => resolve());
-  });
-}
-
-/**
- * Runs `close` but gives up after `timeoutMs`: with nats-server gone, draining the connection (and a Raft
- * node waiting on its transport) never finishes, and a replica must still exit when told to.
- */
-async function stopWithin(timeoutMs: number, log: Logger, close: () => Promise<void>): Promise<void> {
-  let timer: NodeJS.Timeout | undefined;
-  const expired = new Promise<'expired'>((resolve) => {
-    timer = setTimeout(() => resolve('expired'), timeoutMs);
-  });
-  const outcome = await Promise.race([
-    close().then(
-      () => 'closed' as const,
-      (err: unknown) => {
-        log.warn({ err: String(err) }, 'error while stopping');
-        return 'closed' as const;
-      },
-    ),
-    expired,
-  ]);
-  clearTimeout(timer);
-  if (outcome === 'expired')
-    log.warn({ stopTimeoutMs: timeoutMs }, 'could not close cleanly in time; exiting');
-}
-
-/** Exits once the log lines written so far have reached stderr (pino writes asynchronously). */
-function exitNow(log: Logger, code: number): never {
-  log.flush();
-  process.exit(code);
 }
 
 /** How long a membership change or transfer may take on the leader (a learner's catch-up included). */

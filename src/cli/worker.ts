@@ -41,6 +41,7 @@ import { realTimers } from '../worker/timers.js';
 import { durationMs, intBetween, nonNegativeInt, port } from './args.js';
 import { type ConnectionFlags, connectNats, resolveCredentials, withConnectionOptions } from './connect.js';
 import { NatsAuthError, UsageError } from './errors.js';
+import { exitNow, stopSignal, stopWithin } from './stop.js';
 
 /** Simulated nodes one process runs: as many as one heartbeat call carries (one call beats for all). */
 export const simNodesMax = nodeItemsMax;
@@ -470,37 +471,4 @@ function countDropped(
     if (delta > 0) metrics.invalidMessages.inc({ source: 'worker', reason }, delta);
     counted[reason] = n;
   }
-}
-
-/** Resolves on the first SIGTERM or SIGINT; later ones are ignored (so they cannot kill the shutdown). */
-function stopSignal(): Promise<void> {
-  return new Promise<void>((resolve) => {
-    process.on('SIGTERM', () => resolve());
-    process.on('SIGINT', () => resolve());
-  });
-}
-
-/** Runs `close` but gives up after `timeoutMs`: with nats-server gone, a drain never finishes. */
-async function stopWithin(timeoutMs: number, log: Logger, close: () => Promise<void>): Promise<void> {
-  let timer: NodeJS.Timeout | undefined;
-  const expired = new Promise<'expired'>((r) => {
-    timer = setTimeout(() => r('expired'), timeoutMs);
-  });
-  const outcome = await Promise.race([
-    close().then(
-      () => 'closed' as const,
-      (err: unknown) => {
-        log.warn({ err: String(err) }, 'error while stopping');
-        return 'closed' as const;
-      },
-    ),
-    expired,
-  ]);
-  clearTimeout(timer);
-  if (outcome === 'expired') log.warn({ stopTimeoutMs: timeoutMs }, 'could not close cleanly in time');
-}
-
-function exitNow(log: Logger, code: number): never {
-  log.flush();
-  process.exit(code);
 }
