@@ -19,6 +19,7 @@ import type { Transport } from '../raft/transport.js';
 import { assert } from '../src/lib/assert.js';
 import { Deadline } from '../src/lib/deadline.js';
 import { TrellisError } from '../src/lib/errors.js';
+import type { TrellisMetrics } from '../src/lib/metrics.js';
 import { createRng, type Rng } from '../src/lib/prng.js';
 import type { SandboxSpec } from './commands.js';
 import { NotLeaderError } from './errors.js';
@@ -319,6 +320,8 @@ export interface RaftReplicaOptions {
   readonly snapshotEntries?: number;
   /** Decodes committed entries; replicas sharing a process pass one shared decoder. */
   readonly decode?: EntryDecoder;
+  /** Where the Raft node records its metrics (term, leader, commit, latencies). Default: nothing. */
+  readonly metrics?: TrellisMetrics;
   /** The state machine to apply into (kept across an in-process restart so its listeners stay). */
   readonly machine?: SchedulerStateMachine;
 }
@@ -356,6 +359,7 @@ export class RaftReplicaLog implements ReplicaLog {
       ...(options.tickMs === undefined ? {} : { tickMs: options.tickMs }),
       ...(options.snapshotEntries === undefined ? {} : { snapshotEntries: options.snapshotEntries }),
       ...(options.timers === undefined ? {} : { timers: options.timers }),
+      ...(options.metrics === undefined ? {} : { metrics: options.metrics }),
     });
     this.node.onRoleChange(() => this.#changed());
   }

@@ -15,6 +15,7 @@ import { type NodeSpec, type NodeView, planBatch } from '../placement/index.js';
 import { assert } from '../src/lib/assert.js';
 import { Deadline } from '../src/lib/deadline.js';
 import { requestId as parseRequestId, sandboxId as parseSandboxId } from '../src/lib/ids.js';
+import { type MetricsSink, trellisMetrics } from '../src/lib/metrics.js';
 import { parseWith } from '../src/lib/validate.js';
 import { placementRequestOf, validateSpec } from './admission.js';
 import type { MutationOptions, SchedulerApi } from './api.js';
@@ -65,6 +66,12 @@ export interface SchedulerConfig {
   readonly now?: () => number;
   /** The leader's periodic ticker (heartbeats, health, deadlines). Default setInterval. */
   readonly every?: PipelineOptions['every'];
+  /**
+   * Where the leaders' pipelines record placement metrics (batch duration and size, placements by result and
+   * reason, pending depth): a `MemoryMetrics`, a `PrometheusMetrics` (src/metrics) or any `MetricsSink`.
+   * Default: nothing recorded.
+   */
+  readonly metrics?: MetricsSink;
   /**
    * How long a call waits for a leader (during an election, or after its leader was lost) before it fails
    * with NotLeaderError. Measured on `now`. Default 10,000 ms.
@@ -145,6 +152,7 @@ export class Scheduler implements SchedulerApi {
       ...config.pipeline,
       now: config.now ?? Date.now,
       every: config.every ?? everyInterval,
+      ...(config.metrics === undefined ? {} : { metrics: trellisMetrics(config.metrics) }),
     };
     const replicas: SchedulerReplica[] = [];
     // In one process a forwarded request is handed to the other replica's `handle`, as bytes, exactly as

@@ -19,6 +19,8 @@
 
 import { planBatch } from '../../placement/index.js';
 import { assert } from '../../src/lib/assert.js';
+import { TrellisError } from '../../src/lib/errors.js';
+import type { TrellisMetrics } from '../../src/lib/metrics.js';
 import { checkQuota, checkRequestId, placementRequestOf } from '../admission.js';
 import { commandCodec, type PendItem, type SandboxSpec, textLengthMax } from '../commands.js';
 import { Planner } from '../core/plan.js';
@@ -56,6 +58,11 @@ export interface PipelineOptions {
   readonly now: () => number;
   /** Runs `fn` every `ms` and returns its cancellation; a simulation passes a manual ticker. */
   readonly every: (fn: () => void, ms: number) => () => void;
+  /**
+   * Where the pipeline records placement batch duration and size, placements by result and reason, and the
+   * pending depth. Default: nothing. Durations come from `performance.now()`, never from `now`.
+   */
+  readonly metrics?: TrellisMetrics;
 }
 
 /** The real ticker: setInterval, kept referenced so a pending create still reaches its deadline. */
@@ -265,7 +272,10 @@ export class LeaderPipeline {
   async #runBatch(batch: CreateRequest[]): Promise<void> {
     const startMs = this.#opts.now();
     const state = this.#log.machine.state;
+    const planStartedMs = performance.now();
     const plan = this.#planner.plan(batch, state.index);
+    this.#opts.metrics?.placementBatchSeconds.observe((performance.now() - planStartedMs) / 1_000);
+    this.#opts.metrics?.placementBatchSize.observe(batch.length);
     const verified = verify(plan, batch, state);
     for (const req of verified.committed) this.#answerCommitted(req);
     for (const { req, reason } of verified.unplaced) this.#park(req, reason);
@@ -293,6 +303,7 @@ export class LeaderPipeline {
       }
     } finally {
       this.stats.batchLatencyMsTotal += this.#opts.now() - startMs;
+      this.#opts.metrics?.pendingDepth.set(this.pendingCount);
       this.#planner.settled();
       const next = this.#held.shift();
       if (next !== undefined && !this.#stopped) void this.#runBatch(next);
@@ -303,6 +314,7 @@ export class LeaderPipeline {
     const state = this.#log.machine.state;
     if (!this.#settle(req)) return;
     this.stats.placed += 1;
+    this.#opts.metrics?.placements.inc({ result: 'placed', reason: 'none' });
     resolveAll(req, committedSandbox(state, req.requestId, req.spec));
   }
 
@@ -368,6 +380,10 @@ export class LeaderPipeline {
   #refuse(req: CreateRequest, err: Error): void {
     if (!this.#settle(req)) return;
     this.stats.rejected += 1;
+    this.#opts.metrics?.placements.inc({
+      result: 'rejected',
+      reason: err instanceof TrellisError ? err.code : 'INTERNAL',
+    });
     rejectAll(req, err);
   }
 
@@ -420,6 +436,7 @@ export class LeaderPipeline {
     this.stats.rejected += 1;
     const key = reason.split(':')[0] ?? reason;
     this.stats.rejectReasons.set(key, (this.stats.rejectReasons.get(key) ?? 0) + 1);
+    this.#opts.metrics?.placements.inc({ result: 'rejected', reason: key });
     rejectAll(
       req,
       new NoCapacityError(`request ${req.requestId} found no node before its deadline: ${reason}`, {

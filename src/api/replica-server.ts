@@ -14,6 +14,7 @@ import { raftMessageCodec } from '../../raft/wire.js';
 import type { ReplicaGroup, ReplicaLog } from '../../scheduler/log.js';
 import { RaftReplicaLog } from '../../scheduler/replica.js';
 import { Scheduler, type SchedulerConfig } from '../../scheduler/scheduler.js';
+import { type MetricsSink, trellisMetrics } from '../lib/metrics.js';
 import { createRng } from '../lib/prng.js';
 import { type ApiServer, serveApi } from './nats-server.js';
 
@@ -30,6 +31,8 @@ export interface SchedulerServerOptions {
   readonly onDrop?: (reason: string, detail: string) => void;
   /** Called for each API frame refused before it reached the scheduler. */
   readonly onRefused?: (reason: string, detail: string) => void;
+  /** Where the replica's Raft node and pipeline record metrics (`--metrics-port`). Default: nothing. */
+  readonly metrics?: MetricsSink;
 }
 
 export interface SchedulerServer {
@@ -74,10 +77,12 @@ export async function startSchedulerServer(o: SchedulerServerOptions): Promise<S
     rng: createRng(process.pid),
     ...(o.tickMs === undefined ? {} : { tickMs: o.tickMs }),
     ...(o.snapshotEntries === undefined ? {} : { snapshotEntries: o.snapshotEntries }),
+    ...(o.metrics === undefined ? {} : { metrics: trellisMetrics(o.metrics) }),
   });
   const scheduler = new Scheduler({
     log: singleReplicaGroup(log),
     ...(o.pipeline === undefined ? {} : { pipeline: o.pipeline }),
+    ...(o.metrics === undefined ? {} : { metrics: o.metrics }),
   });
   const api = await serveApi({
     api: scheduler,

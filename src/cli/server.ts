@@ -36,10 +36,13 @@ import { createCodec } from '../lib/codec.js';
 import { Deadline, type DeadlineWire, deadlineWireSchema } from '../lib/deadline.js';
 import { DeadlineExceededError, OutcomeUnknownError, TrellisError } from '../lib/errors.js';
 import { replicaId } from '../lib/ids.js';
+import { trellisMetrics } from '../lib/metrics.js';
 import { createRng } from '../lib/prng.js';
 import { parseWith, zodDecoder } from '../lib/validate.js';
 import { createLogger } from '../log.js';
-import { durationMs, intBetween, positiveInt } from './args.js';
+import { type Readiness, startMetricsServer } from '../metrics/http.js';
+import { PrometheusMetrics } from '../metrics/prometheus.js';
+import { durationMs, intBetween, port, positiveInt } from './args.js';
 import {
   type ConnectionFlags,
   clientConnection,
@@ -183,6 +186,7 @@ interface ServerOptions extends ConnectionFlags {
   snapshotEntries: number;
   stopTimeout: number;
   state: 'kv' | 'scheduler';
+  metricsPort?: number;
 }
 
 /** The longest Raft tick `--tick-ms` takes (a minute: elections would take 10-20 minutes). */
@@ -229,7 +233,8 @@ export function registerServer(program: Command): void {
       'on SIGTERM/SIGINT, exit after this long even if NATS or storage has not closed',
       durationMs,
       stopTimeoutMsDefault,
-    );
+    )
+    .option('--metrics-port <port>', 'serve /metrics, /healthz and /readyz on 127.0.0.1:<port>', port);
   withConnectionOptions(cmd, serverConnectTimeoutMsDefault);
   // Flags, then TRELLIS_* env, then an optional YAML config file (credentials keep connect.ts's env names).
   withServerConfig(cmd, ['id', 'peers', 'data'], ['user', 'password', 'pass', 'creds']).action(
@@ -245,7 +250,25 @@ async function runServer(o: ServerOptions): Promise<void> {
   const log = createLogger('server', { replica: id, cluster: o.cluster });
   // The data directory first: a corrupt or already-used one (WalCorruptError, DataDirLockedError) stops
   // the replica at once, before it joins anything.
-  const storage = await FileStorage.open(o.data);
+  const sink = o.metricsPort === undefined ? undefined : new PrometheusMetrics();
+  const metrics = sink === undefined ? undefined : trellisMetrics(sink);
+  const storage = await FileStorage.open(
+    o.data,
+    metrics === undefined
+      ? {}
+      : { onFsyncMs: (ms) => metrics.raftFsyncSeconds.observe(ms / 1_000, { replica: id }) },
+  );
+  // Ready once a leader is known; each state machine below says how it knows.
+  let readiness = (): Readiness => ({ ready: false, reason: 'waiting for NATS' });
+  const metricsServer =
+    sink === undefined || o.metricsPort === undefined
+      ? undefined
+      : await startMetricsServer({ metrics: sink, port: o.metricsPort, readiness: () => readiness() }).catch(
+          async (err: unknown) => {
+            await storage.close().catch(() => undefined);
+            throw err;
+          },
+        );
   const stopping = stopSignal();
   let connected = false;
   const connecting = Promise.race([
@@ -283,8 +306,12 @@ async function runServer(o: ServerOptions): Promise<void> {
       storage,
       log,
       stopping,
-      stopWithin,
+      ...(sink === undefined ? {} : { metrics: sink }),
+      setReadiness: (r) => {
+        readiness = r;
+      },
     });
+    await metricsServer?.close();
     exitNow(log, exitCodes.ok);
   }
   const kv = new KvStateMachine();
@@ -307,7 +334,10 @@ async function runServer(o: ServerOptions): Promise<void> {
     snapshotEntries: o.snapshotEntries,
     // An append's entries must fit one NATS message with their framing: half the server's max payload.
     core: { msgBytesMax: Math.min(512 << 10, Math.floor((nc.info?.max_payload ?? 1 << 20) / 2)) },
+    ...(metrics === undefined ? {} : { metrics }),
   });
+  readiness = () =>
+    node.status().leader === '' ? { ready: false, reason: 'no leader known' } : { ready: true };
   log.info({ peers, data: o.data }, 'replica started');
 
   let requestsExpired = 0;
@@ -417,6 +447,7 @@ async function runServer(o: ServerOptions): Promise<void> {
   if (why === 'removed') log.warn('this replica was removed from the group; stopping');
   else log.info('stopping');
   await stopWithin(o.stopTimeout, log, async () => {
+    await metricsServer?.close();
     await node.close();
     await nc.drain();
   });

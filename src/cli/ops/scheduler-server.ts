@@ -6,7 +6,10 @@
 import type { NatsConnection } from 'nats';
 import type { Storage } from '../../../raft/storage/storage.js';
 import { startSchedulerServer } from '../../api/replica-server.js';
+import type { MetricsSink } from '../../lib/metrics.js';
 import type { Logger } from '../../log.js';
+import type { Readiness } from '../../metrics/http.js';
+import { stopWithin } from '../stop.js';
 
 export interface SchedulerStateOptions {
   readonly id: string;
@@ -20,8 +23,10 @@ export interface SchedulerStateOptions {
   readonly log: Logger;
   /** Resolves on the first SIGTERM or SIGINT. */
   readonly stopping: Promise<void>;
-  /** Runs `close`, giving up after `timeoutMs` (server.ts). */
-  readonly stopWithin: (timeoutMs: number, log: Logger, close: () => Promise<void>) => Promise<void>;
+  /** Where the replica records its metrics (`--metrics-port`). */
+  readonly metrics?: MetricsSink;
+  /** Tells `/readyz` how to judge this replica once it runs. */
+  readonly setReadiness?: (readiness: () => Readiness) => void;
 }
 
 /** Runs the replica until a stop signal; resolves once it is closed. */
@@ -36,11 +41,15 @@ export async function runSchedulerState(o: SchedulerStateOptions): Promise<void>
     snapshotEntries: o.snapshotEntries,
     onDrop: (reason, detail) => o.log.warn({ reason, detail }, 'dropped inbound raft frame'),
     onRefused: (reason, detail) => o.log.warn({ reason, detail }, 'refused an API frame'),
+    ...(o.metrics === undefined ? {} : { metrics: o.metrics }),
   });
+  o.setReadiness?.(() =>
+    server.log.leaderId() === undefined ? { ready: false, reason: 'no leader known' } : { ready: true },
+  );
   o.log.info({ peers: o.peers, state: 'scheduler' }, 'replica started');
   await o.stopping;
   o.log.info('stopping');
-  await o.stopWithin(o.stopTimeoutMs, o.log, async () => {
+  await stopWithin(o.stopTimeoutMs, o.log, async () => {
     await server.close();
     await o.connection.drain();
   });
