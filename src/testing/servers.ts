@@ -5,12 +5,13 @@
  * A missing binary is an error, never a skip: the test command installs the Debian packages first
  * (scripts/ensure-services.sh), so a missing server means the machine is not set up and the run must fail.
  */
-import { type ChildProcess, execFileSync, spawn } from 'node:child_process';
+import { type ChildProcess, spawn } from 'node:child_process';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { createConnection, createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
+import { findBinary } from '../binaries.js';
 import { UnavailableError } from '../lib/errors.js';
 
 /** The only interface servers bind to and clients dial. */
@@ -40,19 +41,7 @@ export async function freePort(): Promise<number> {
   });
 }
 
-/** Resolves a server binary on PATH (and the sbin directories Debian installs servers into). */
-export function findBinary(name: string, debianPackage: string): string {
-  const path = `${process.env.PATH ?? ''}:/usr/sbin:/usr/local/sbin:/sbin`;
-  try {
-    return execFileSync('sh', ['-c', `command -v ${name}`], { env: { ...process.env, PATH: path } })
-      .toString()
-      .trim();
-  } catch {
-    throw new UnavailableError(
-      `${name} is not installed; run: apt-get update && apt-get install -y ${debianPackage} (or: bash scripts/ensure-services.sh)`,
-    );
-  }
-}
+export { findBinary };
 
 /** Reads the first bytes a TCP server sends (or answers to `probe`) on loopback; rejects on error. */
 function tcpProbe(port: number, probe: string | null, timeoutMs: number): Promise<string> {

@@ -25,12 +25,12 @@ import { dirname, join, resolve } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
+import { findBinary } from '../../binaries.js';
 import { assert } from '../../lib/assert.js';
 import { UnavailableError } from '../../lib/errors.js';
 import { sandboxId as parseSandboxId, type SandboxId } from '../../lib/ids.js';
 import type { Logger } from '../../log.js';
 import { silentLogger } from '../../log.js';
-import { findBinary } from '../../testing/servers.js';
 import {
   type Driver,
   type DriverCapabilities,
