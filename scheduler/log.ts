@@ -54,3 +54,24 @@ export interface ReplicaGroup {
 
 /** @deprecated The group-centric name; a `ReplicaGroup` is what the scheduler runs on. */
 export type ReplicatedLog = ReplicaGroup;
+
+/**
+ * Of the replicas of one process, the one that leads in the newest term (undefined, with term -1, when none
+ * does). A group hands its callers to this replica; comparing terms keeps a deposed leader that has not yet
+ * heard of the new term from being chosen over the new one.
+ */
+export function newestLeader(replicas: readonly Pick<ReplicaLog, 'leaderTerm'>[]): {
+  readonly index: number | undefined;
+  readonly term: number;
+} {
+  let index: number | undefined;
+  let term = -1;
+  replicas.forEach((r, i) => {
+    const t = r.leaderTerm();
+    if (t !== undefined && t > term) {
+      index = i;
+      term = t;
+    }
+  });
+  return { index, term };
+}

@@ -20,7 +20,7 @@ import { LoopbackNetwork } from '../raft/transport/loopback.js';
 import { assert } from '../src/lib/assert.js';
 import { createRng } from '../src/lib/prng.js';
 import { NotLeaderError } from './errors.js';
-import type { ReplicaGroup, ReplicaLog } from './log.js';
+import { newestLeader, type ReplicaGroup, type ReplicaLog } from './log.js';
 import { RaftReplicaLog } from './replica.js';
 import type { CommandResult } from './state.js';
 import { SchedulerStateMachine, sharedEntryDecoder } from './state-machine.js';
@@ -237,15 +237,7 @@ export class RaftGroupLog implements ReplicaGroup {
   }
 
   #updateLeader(): void {
-    let best: number | undefined;
-    let bestTerm = -1;
-    this.#members.forEach((m, i) => {
-      const term = m.leaderTerm();
-      if (term !== undefined && term > bestTerm) {
-        best = i;
-        bestTerm = term;
-      }
-    });
+    const { index: best, term: bestTerm } = newestLeader(this.#members);
     if (best === this.#leader && (best === undefined || bestTerm === this.#leaderTerm)) return;
     this.#leader = best;
     this.#leaderTerm = bestTerm;

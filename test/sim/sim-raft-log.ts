@@ -15,7 +15,7 @@ import { VirtualTimers } from '../../raft/timers.js';
 import { perfectLink, SimNetwork } from '../../raft/transport/memory.js';
 import type { Transport } from '../../raft/transport.js';
 import { NotLeaderError } from '../../scheduler/errors.js';
-import type { ReplicaGroup, ReplicaLog } from '../../scheduler/log.js';
+import { newestLeader, type ReplicaGroup, type ReplicaLog } from '../../scheduler/log.js';
 import { RaftReplicaLog } from '../../scheduler/replica.js';
 import type { CommandResult } from '../../scheduler/state.js';
 import { SchedulerStateMachine } from '../../scheduler/state-machine.js';
@@ -254,15 +254,7 @@ export class SimRaftLog implements ReplicaGroup {
   }
 
   #updateLeader(): void {
-    let best: number | undefined;
-    let bestTerm = -1;
-    this.#members.forEach((m, i) => {
-      const term = m.leaderTerm();
-      if (term !== undefined && term > bestTerm) {
-        best = i;
-        bestTerm = term;
-      }
-    });
+    const { index: best, term: bestTerm } = newestLeader(this.#members);
     // A new term is a new leadership even on the same replica.
     if (best === this.#leader && (best === undefined || bestTerm === this.#leaderTerm)) return;
     this.#leader = best;
