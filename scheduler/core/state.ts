@@ -246,15 +246,23 @@ function digestOf(s: string): string {
 }
 
 function canonicalJson(v: unknown): string {
-  if (Array.isArray(v)) return `[${v.map(canonicalJson).join(',')}]`;
-  if (v !== null && typeof v === 'object') {
-    const o = v as Record<string, unknown>;
-    const keys = Object.keys(o)
-      .filter((k) => o[k] !== undefined)
-      .sort();
-    return `{${keys.map((k) => `${JSON.stringify(k)}:${canonicalJson(o[k])}`).join(',')}}`;
+  if (v === null || typeof v !== 'object') return JSON.stringify(v) as string;
+  if (Array.isArray(v)) {
+    let out = '[';
+    // `?? ''` as Array#join writes an element that has no JSON form (undefined).
+    for (let i = 0; i < v.length; i++) out += (i === 0 ? '' : ',') + (canonicalJson(v[i]) ?? '');
+    return `${out}]`;
   }
-  return JSON.stringify(v);
+  // Plain loops rather than filter/map/join: a verifier digests every item of every batch.
+  const o = v as Record<string, unknown>;
+  const keys = Object.keys(o).sort();
+  let out = '{';
+  for (const k of keys) {
+    const x = o[k];
+    if (x === undefined) continue;
+    out += `${out.length === 1 ? '' : ','}${JSON.stringify(k)}:${canonicalJson(x)}`;
+  }
+  return `${out}}`;
 }
 
 /** True when adding `spec` keeps the tenant within its quota. */
@@ -308,9 +316,12 @@ class Draft {
   }
   finish(): SchedulerState {
     if (this.#builder !== undefined) this.d.index = this.#builder.publish();
+    for (const [tenant, u] of this.#usage) {
+      this.d.usage =
+        u.sandboxes === 0 ? this.d.usage.remove(tenant) : this.d.usage.set(tenant, Object.freeze(u));
+    }
     for (const which of ['byNode', 'byTenant'] as const) {
-      for (const key of this.#editedSets[which]) {
-        const set = this.d[which].get(key) as ISet<string>;
+      for (const [key, set] of this.#editedSets[which]) {
         this.d[which] =
           set.size === 0 ? this.d[which].remove(key) : this.d[which].set(key, set.asImmutable());
       }
@@ -328,16 +339,28 @@ class Draft {
     });
   }
 
+  /**
+   * Tenants' usage as edited by this draft, counted in place (one record per tenant per draft, not per item)
+   * and written to the usage map by finish().
+   */
+  readonly #usage = new Map<string, { cpu: number; memory: number; disk: number; sandboxes: number }>();
+
+  /** A tenant's usage as it stands in this draft. */
+  usageOf(tenant: string): Usage {
+    return this.#usage.get(tenant) ?? this.d.usage.get(tenant) ?? zeroUsage;
+  }
+
   addUsage(tenant: string, spec: SandboxSpec, sign: 1 | -1): void {
-    const u = this.d.usage.get(tenant) ?? zeroUsage;
-    const next: Usage = {
-      cpu: u.cpu + sign * spec.resources.cpu,
-      memory: u.memory + sign * spec.resources.memory,
-      disk: u.disk + sign * spec.resources.disk,
-      sandboxes: u.sandboxes + sign,
-    };
-    assert(next.sandboxes >= 0 && next.cpu >= 0, 'tenant usage went negative', { tenant, next });
-    this.d.usage = next.sandboxes === 0 ? this.d.usage.remove(tenant) : this.d.usage.set(tenant, next);
+    let u = this.#usage.get(tenant);
+    if (u === undefined) {
+      u = { ...(this.d.usage.get(tenant) ?? zeroUsage) };
+      this.#usage.set(tenant, u);
+    }
+    u.cpu += sign * spec.resources.cpu;
+    u.memory += sign * spec.resources.memory;
+    u.disk += sign * spec.resources.disk;
+    u.sandboxes += sign;
+    assert(u.sandboxes >= 0 && u.cpu >= 0, 'tenant usage went negative', { tenant, next: u });
   }
 
   /**
@@ -375,7 +398,10 @@ class Draft {
   }
 
   /** The per-node and per-tenant sets this draft made mutable; finish() freezes them and drops empty ones. */
-  readonly #editedSets = { byNode: new Set<string>(), byTenant: new Set<string>() };
+  readonly #editedSets = {
+    byNode: new Map<string, ISet<string>>(),
+    byTenant: new Map<string, ISet<string>>(),
+  };
 
   /**
    * Edits one inner set of `byNode` or `byTenant` in place: the first edit in a draft takes a mutable copy
@@ -383,12 +409,18 @@ class Draft {
    * allocate a new set per id. Reads during the draft see the edited set; an emptied one stays until finish().
    */
   #editSet(which: 'byNode' | 'byTenant', key: string, edit: (set: ISet<string>) => ISet<string>): void {
-    let set = this.d[which].get(key);
-    if (!this.#editedSets[which].has(key)) {
-      set = (set ?? ISet<string>()).asMutable();
-      this.#editedSets[which].add(key);
+    const edited = this.#editedSets[which];
+    const mine = edited.get(key);
+    if (mine !== undefined) {
+      // Already this draft's own mutable copy, which the outer map holds: edit it in place, skipping the
+      // outer map's update (a path copy per id in a batch of thousands).
+      const same = edit(mine);
+      assert(same === mine, 'a mutable set is edited in place', { which, key });
+      return;
     }
-    this.d[which] = this.d[which].set(key, edit(set as ISet<string>));
+    const set = edit((this.d[which].get(key) ?? ISet<string>()).asMutable());
+    edited.set(key, set);
+    this.d[which] = this.d[which].set(key, set);
   }
 
   /**
@@ -845,11 +877,7 @@ function placeCheck(draft: Draft, item: PlaceItem): TrellisError | undefined {
 }
 
 function quotaCheck(draft: Draft, spec: SandboxSpec): TrellisError | undefined {
-  const reason = withinQuota(
-    draft.d.usage.get(spec.tenant) ?? zeroUsage,
-    draft.d.quotas.get(spec.tenant),
-    spec,
-  );
+  const reason = withinQuota(draft.usageOf(spec.tenant), draft.d.quotas.get(spec.tenant), spec);
   return reason === undefined ? undefined : new QuotaExceededError(`tenant ${spec.tenant}: ${reason}`);
 }
 
