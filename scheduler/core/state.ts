@@ -11,7 +11,7 @@
  * over-commit a node whatever a planner proposed (compare Nomad's plan applier, which evaluates each
  * node's part of a plan against the latest state before committing it).
  */
-import { List as IList, Map as IMap, Set as ISet } from 'immutable';
+import { List as IList, Map as IMap } from 'immutable';
 import {
   type AllocationShape,
   ClusterIndex,
@@ -114,8 +114,13 @@ interface StateData {
   readonly applied: number;
   readonly nodes: IMap<string, NodeRecord>;
   readonly sandboxes: IMap<string, Sandbox>;
-  readonly byNode: IMap<string, ISet<string>>;
-  readonly byTenant: IMap<string, ISet<string>>;
+  /**
+   * The sandboxes holding resources on each node. Plain sets, copied by the first draft that edits one and
+   * never changed once published: a node holds at most a few thousand, so the copy is cheap, and lookups
+   * and edits skip a persistent set's hashing and path copies. (A per-tenant index would be a copy of up to
+   * every sandbox per draft; tenants' lists are derived on demand instead, see `sandboxesOfTenant`.)
+   */
+  readonly byNode: IMap<string, ReadonlySet<string>>;
   readonly usage: IMap<string, Usage>;
   readonly quotas: IMap<string, Quota>;
   readonly dedup: IMap<string, DedupEntry>;
@@ -125,6 +130,7 @@ interface StateData {
 }
 
 const zeroUsage: Usage = Object.freeze({ cpu: 0, memory: 0, disk: 0, sandboxes: 0 });
+const noIds: ReadonlySet<string> = new Set<string>();
 
 export class SchedulerState {
   readonly #d: StateData;
@@ -138,7 +144,6 @@ export class SchedulerState {
       nodes: IMap(),
       sandboxes: IMap(),
       byNode: IMap(),
-      byTenant: IMap(),
       usage: IMap(),
       quotas: IMap(),
       dedup: IMap(),
@@ -177,12 +182,26 @@ export class SchedulerState {
   sandbox(id: string): Sandbox | undefined {
     return this.#d.sandboxes.get(id);
   }
-  sandboxesOfNode(nodeId: string): ISet<string> {
-    return this.#d.byNode.get(nodeId) ?? ISet();
+  sandboxesOfNode(nodeId: string): ReadonlySet<string> {
+    return this.#d.byNode.get(nodeId) ?? noIds;
   }
-  sandboxesOfTenant(tenant: string): ISet<string> {
-    return this.#d.byTenant.get(tenant) ?? ISet();
+  /**
+   * A tenant's sandboxes. Built on the first call for this version with one pass over all sandboxes and
+   * kept with it (a version never changes), so apply does not maintain a per-tenant index on every create.
+   */
+  sandboxesOfTenant(tenant: string): ReadonlySet<string> {
+    if (this.#byTenant === undefined) {
+      const byTenant = new Map<string, Set<string>>();
+      for (const sb of this.#d.sandboxes.values()) {
+        const ids = byTenant.get(sb.tenant);
+        if (ids === undefined) byTenant.set(sb.tenant, new Set([sb.id]));
+        else ids.add(sb.id);
+      }
+      this.#byTenant = byTenant;
+    }
+    return this.#byTenant.get(tenant) ?? noIds;
   }
+  #byTenant: Map<string, ReadonlySet<string>> | undefined;
   usage(tenant: string): Usage {
     return this.#d.usage.get(tenant) ?? zeroUsage;
   }
@@ -300,7 +319,6 @@ class Draft {
       nodes: b.nodes.asMutable(),
       sandboxes: b.sandboxes.asMutable(),
       byNode: b.byNode.asMutable(),
-      byTenant: b.byTenant.asMutable(),
       usage: b.usage.asMutable(),
       dedup: b.dedup.asMutable(),
       dedupOrder: b.dedupOrder.asMutable(),
@@ -320,19 +338,14 @@ class Draft {
       this.d.usage =
         u.sandboxes === 0 ? this.d.usage.remove(tenant) : this.d.usage.set(tenant, Object.freeze(u));
     }
-    for (const which of ['byNode', 'byTenant'] as const) {
-      for (const [key, set] of this.#editedSets[which]) {
-        this.d[which] =
-          set.size === 0 ? this.d[which].remove(key) : this.d[which].set(key, set.asImmutable());
-      }
-    }
+    for (const [nodeId, set] of this.#nodeSets)
+      if (set.size === 0) this.d.byNode = this.d.byNode.remove(nodeId);
     const d = this.d;
     return SchedulerState.fromData({
       ...d,
       nodes: d.nodes.asImmutable(),
       sandboxes: d.sandboxes.asImmutable(),
       byNode: d.byNode.asImmutable(),
-      byTenant: d.byTenant.asImmutable(),
       usage: d.usage.asImmutable(),
       dedup: d.dedup.asImmutable(),
       dedupOrder: d.dedupOrder.asImmutable(),
@@ -369,7 +382,6 @@ class Draft {
    */
   addSandbox(sb: Sandbox, specDigest: string, reason: string | undefined): void {
     this.d.sandboxes = this.d.sandboxes.set(sb.id, sb);
-    this.#editSet('byTenant', sb.tenant, (set) => set.add(sb.id));
     this.addUsage(sb.tenant, sb.spec, 1);
     this.d.dedup = this.d.dedup.set(
       sb.requestId,
@@ -394,34 +406,19 @@ class Draft {
   }
 
   linkNode(nodeId: string, sandboxId: string, sign: 1 | -1): void {
-    this.#editSet('byNode', nodeId, (set) => (sign > 0 ? set.add(sandboxId) : set.remove(sandboxId)));
-  }
-
-  /** The per-node and per-tenant sets this draft made mutable; finish() freezes them and drops empty ones. */
-  readonly #editedSets = {
-    byNode: new Map<string, ISet<string>>(),
-    byTenant: new Map<string, ISet<string>>(),
-  };
-
-  /**
-   * Edits one inner set of `byNode` or `byTenant` in place: the first edit in a draft takes a mutable copy
-   * (the base state's set is never touched), so a batch adding thousands of ids to one tenant does not
-   * allocate a new set per id. Reads during the draft see the edited set; an emptied one stays until finish().
-   */
-  #editSet(which: 'byNode' | 'byTenant', key: string, edit: (set: ISet<string>) => ISet<string>): void {
-    const edited = this.#editedSets[which];
-    const mine = edited.get(key);
-    if (mine !== undefined) {
-      // Already this draft's own mutable copy, which the outer map holds: edit it in place, skipping the
-      // outer map's update (a path copy per id in a batch of thousands).
-      const same = edit(mine);
-      assert(same === mine, 'a mutable set is edited in place', { which, key });
-      return;
+    let set = this.#nodeSets.get(nodeId);
+    if (set === undefined) {
+      // The first edit of this node's set in this draft copies it; the base state's set is never touched.
+      set = new Set(this.d.byNode.get(nodeId));
+      this.#nodeSets.set(nodeId, set);
+      this.d.byNode = this.d.byNode.set(nodeId, set);
     }
-    const set = edit((this.d[which].get(key) ?? ISet<string>()).asMutable());
-    edited.set(key, set);
-    this.d[which] = this.d[which].set(key, set);
+    if (sign > 0) set.add(sandboxId);
+    else set.delete(sandboxId);
   }
+
+  /** The node sets this draft copied and edits in place; finish() drops the emptied ones. */
+  readonly #nodeSets = new Map<string, Set<string>>();
 
   /**
    * Moves a sandbox to `to` (already validated by the caller), releasing its allocation when it stops
@@ -444,7 +441,6 @@ class Draft {
     if (!keepsNode && sb.nodeId !== undefined) this.linkNode(sb.nodeId, sb.id, -1);
     if (to === 'terminated') {
       this.d.sandboxes = this.d.sandboxes.remove(sb.id);
-      this.#editSet('byTenant', sb.tenant, (set) => set.remove(sb.id));
       return;
     }
     // A sandbox lost from a node remembers where it was, so that node's reconcile can give it back; the
@@ -710,7 +706,7 @@ function setNodeState(draft: Draft, nodeId: string, state: NodeSpec['state']): C
 
 /** A node went down: every sandbox running on it is lost and gives its allocation back. */
 function loseSandboxes(draft: Draft, nodeId: string): void {
-  const ids = [...(draft.d.byNode.get(nodeId) ?? ISet<string>())].sort();
+  const ids = [...(draft.d.byNode.get(nodeId) ?? noIds)].sort();
   for (const id of ids) {
     const sb = draft.d.sandboxes.get(id);
     assert(sb !== undefined, 'byNode names a known sandbox', { nodeId, id });
@@ -776,7 +772,7 @@ function reconcile(draft: Draft, nodeId: string, running: ReconcileReport): Comm
     draft.d.nodes = draft.d.nodes.set(nodeId, Object.freeze({ ...rec, lastHeartbeatMs: heartbeatMs }));
   }
   const lost: string[] = [];
-  for (const id of [...(draft.d.byNode.get(nodeId) ?? ISet<string>())].sort()) {
+  for (const id of [...(draft.d.byNode.get(nodeId) ?? noIds)].sort()) {
     if (reported.has(id)) continue;
     const sb = draft.d.sandboxes.get(id);
     assert(sb !== undefined, 'byNode names a known sandbox', { nodeId, id });
