@@ -88,6 +88,11 @@ export class RedisGateway {
     return this.#ingress !== undefined;
   }
 
+  /** Requests read and not yet answered (0 when not leading). */
+  get inFlight(): number {
+    return this.#ingress?.inFlight ?? 0;
+  }
+
   async #followEvents(): Promise<void> {
     try {
       for await (const event of this.#watch) {
