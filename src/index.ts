@@ -81,6 +81,7 @@ export {
   UnavailableError,
   ValidationError,
 } from './lib/errors.js';
+export { type Cancel, realTimers, type Timers, VirtualTimers } from './lib/timers.js';
 export type {
   Driver,
   DriverCapabilities,
@@ -110,4 +111,3 @@ export {
 export { natsStatusSink, serveWorker, type WorkerBinding } from './worker/nats-binding.js';
 export { type CommandReply, NodeWorker, type NodeWorkerOptions } from './worker/node-worker.js';
 export type { StatusReport, StatusSink, WorkerCommand, WorkerSandboxState } from './worker/protocol.js';
-export { realTimers, type Timers, VirtualTimers } from './worker/timers.js';
