@@ -187,6 +187,7 @@ interface ServerOptions extends ConnectionFlags {
   stopTimeout: number;
   state: 'kv' | 'scheduler';
   metricsPort?: number;
+  nodeDownAfter: number;
 }
 
 /** The longest Raft tick `--tick-ms` takes (a minute: elections would take 10-20 minutes). */
@@ -234,7 +235,13 @@ export function registerServer(program: Command): void {
       durationMs,
       stopTimeoutMsDefault,
     )
-    .option('--metrics-port <port>', 'serve /metrics, /healthz and /readyz on 127.0.0.1:<port>', port);
+    .option('--metrics-port <port>', 'serve /metrics, /healthz and /readyz on 127.0.0.1:<port>', port)
+    .option(
+      '--node-down-after <duration>',
+      'scheduler: a node with no heartbeat for this long is marked down and its sandboxes lost (0: never)',
+      durationMs,
+      0,
+    );
   withConnectionOptions(cmd, serverConnectTimeoutMsDefault);
   // Flags, then TRELLIS_* env, then an optional YAML config file (credentials keep connect.ts's env names).
   withServerConfig(cmd, ['id', 'peers', 'data'], ['user', 'password', 'pass', 'creds']).action(
@@ -306,6 +313,7 @@ async function runServer(o: ServerOptions): Promise<void> {
       storage,
       log,
       stopping,
+      nodeDownAfterMs: o.nodeDownAfter,
       ...(sink === undefined ? {} : { metrics: sink }),
       setReadiness: (r) => {
         readiness = r;
