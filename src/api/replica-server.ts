@@ -14,8 +14,11 @@ import { raftMessageCodec } from '../../raft/wire.js';
 import type { ReplicaGroup, ReplicaLog } from '../../scheduler/log.js';
 import { RaftReplicaLog } from '../../scheduler/replica.js';
 import { Scheduler, type SchedulerConfig } from '../../scheduler/scheduler.js';
+import type { GatewayConfig } from '../gateway/config.js';
+import { type RedisGateway, startRedisGateway } from '../gateway/gateway.js';
 import { type MetricsSink, trellisMetrics } from '../lib/metrics.js';
 import { createRng } from '../lib/prng.js';
+import type { Logger } from '../log.js';
 import { type ApiServer, serveApi } from './nats-server.js';
 
 export interface SchedulerServerOptions {
@@ -33,6 +36,10 @@ export interface SchedulerServerOptions {
   readonly onRefused?: (reason: string, detail: string) => void;
   /** Where the replica's Raft node and pipeline record metrics (`--metrics-port`). Default: nothing. */
   readonly metrics?: MetricsSink;
+  /** The Redis streams gateway's settings (`--redis`): active on this replica while it leads. */
+  readonly redis?: GatewayConfig;
+  /** Where the Redis gateway logs. Default: nowhere. */
+  readonly log?: Logger;
 }
 
 export interface SchedulerServer {
@@ -40,6 +47,7 @@ export interface SchedulerServer {
   readonly log: RaftReplicaLog;
   readonly scheduler: Scheduler;
   readonly api: ApiServer;
+  readonly gateway?: RedisGateway;
   close(): Promise<void>;
 }
 
@@ -105,12 +113,33 @@ export async function startSchedulerServer(o: SchedulerServerOptions): Promise<S
       };
     },
   });
+  const gateway =
+    o.redis === undefined
+      ? undefined
+      : await startRedisGateway({
+          config: o.redis,
+          api: scheduler,
+          replica: {
+            id: o.id,
+            leading: () => log.leaderTerm() !== undefined,
+            onLeaderChange: (listener) => log.onLeaderChange(listener),
+          },
+          ...(o.metrics === undefined ? {} : { metrics: o.metrics }),
+          ...(o.log === undefined ? {} : { log: o.log }),
+        }).catch(async (err: unknown) => {
+          await api.close();
+          await scheduler.close();
+          await log.close();
+          throw err;
+        });
   return {
     id: o.id,
     log,
     scheduler,
     api,
+    ...(gateway === undefined ? {} : { gateway }),
     async close() {
+      await gateway?.close();
       await api.close();
       await scheduler.close();
       await log.close();
