@@ -141,6 +141,11 @@ export const metricDefs = {
     help: 'Commands resent to a node worker because no acknowledgement came in time.',
     labels: [],
   },
+  dispatchCommands: {
+    name: 'trellis_dispatch_commands_total',
+    help: 'Commands the dispatcher sent to node workers, by kind (create, terminate, suspend, resume) and outcome (ok or the error code).',
+    labels: ['kind', 'outcome'],
+  },
   driverSeconds: {
     name: 'trellis_driver_duration_seconds',
     help: 'Duration of one driver operation (createDisk, boot, exec, suspend, resume, stop, destroy) by outcome.',
