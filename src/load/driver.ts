@@ -3,7 +3,7 @@
  * the remote clients a platform would use (`connect()`), several calls in flight per phase, at full speed or
  * at a fixed rate of creates. Every call carries a request id fixed per sandbox and phase, so a retry after a
  * timeout, a lost leader or a restarted nats-server is applied once; a transient failure is retried with the
- * same id until the drain deadline, a definite one ends that sandbox with its reason.
+ * same id for up to `retryForMs`, a definite one ends that sandbox with its reason.
  *
  * Latencies go into HDR histograms (hdr-histogram-js: the HdrHistogram port the Node ecosystem uses, with
  * fixed memory and 3 significant digits at any count — 100,000 samples per phase need no sample array), and
@@ -56,8 +56,8 @@ export interface DriveOptions {
   readonly spec: SandboxSpec;
   /** Prefix of every request id, unique per run. */
   readonly runId: string;
-  /** No call is retried past this time (Date.now ms). */
-  readonly drainDeadlineMs: () => number;
+  /** How long one call is retried after its first attempt before the sandbox is given up (ms). */
+  readonly retryForMs: number;
   readonly now?: () => number;
   /** Called after each sandbox finishes a phase. */
   readonly onProgress?: (p: Progress) => void;
@@ -175,12 +175,13 @@ export async function drive(o: DriveOptions): Promise<DriveResult> {
 
   /** Calls `fn` until it answers or fails for good; transient failures retry with the same request id. */
   const persist = async <T>(fn: () => Promise<T>): Promise<T> => {
+    const giveUpAtMs = Date.now() + o.retryForMs;
     for (;;) {
       try {
         return await fn();
       } catch (err) {
         const code = err instanceof TrellisError ? err.code : 'ERROR';
-        if (!transientCodes.has(code) || Date.now() > o.drainDeadlineMs()) throw new Outcome(code);
+        if (!transientCodes.has(code) || Date.now() > giveUpAtMs) throw new Outcome(code);
         await new Promise((r) => setTimeout(r, retryPauseMs));
       }
     }

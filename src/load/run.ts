@@ -54,6 +54,9 @@ export const loadSandboxesMax = 1_000_000;
 /** Each sandbox asks for this; nodes are sized so every sandbox could be held at once (1.5x headroom). */
 export const sandboxResources = { cpu: 250, memory: 256, disk: 1_024 } as const;
 
+/** How long the driver retries one call (same request id) before it gives that sandbox up. */
+export const callRetryMs = 120_000;
+
 export const loadDefaults: LoadOptions = {
   nodes: 1_000,
   sandboxes: 100_000,
@@ -309,7 +312,7 @@ export async function runLoad(options: LoadOptions): Promise<LoadReport> {
         inFlight: options.inFlight,
         spec: { tenant: 'load', resources: { ...sandboxResources } },
         runId: `l${started.toString(36)}`,
-        drainDeadlineMs: () => Number.POSITIVE_INFINITY,
+        retryForMs: callRetryMs,
         onProgress: (p) => options.onProgress?.({ ...p, total: options.sandboxes }),
       });
     } finally {
