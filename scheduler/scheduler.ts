@@ -41,7 +41,7 @@ import type { SandboxState } from './lifecycle.js';
 import type { ReplicaGroup } from './log.js';
 import { defaultPipelineOptions, everyInterval, type PipelineOptions } from './pipeline/leader.js';
 import { RaftGroupLog } from './raft-group.js';
-import { SchedulerReplica } from './replica.js';
+import { type ReplicaDispatchOptions, SchedulerReplica } from './replica.js';
 import type { CommandResult, ReconcileResult } from './state.js';
 import type { Sandbox, SchedulerEvent } from './types.js';
 
@@ -82,6 +82,11 @@ export interface SchedulerConfig {
    * seeded or counting source so a run replays exactly.
    */
   readonly requestIds?: () => string;
+  /**
+   * Sends committed placements, terminates, suspends and resumes to node workers from the leader
+   * (scheduler/dispatch.ts) through `dispatch.sink`. Default: none (nothing is sent to nodes).
+   */
+  readonly dispatch?: ReplicaDispatchOptions;
 }
 
 export interface CreateOptions {
@@ -163,7 +168,13 @@ export class Scheduler implements SchedulerApi {
       return to.handle(request);
     };
     for (let i = 0; i < this.log.size; i++)
-      replicas.push(new SchedulerReplica(this.log.replica(i), { pipeline: this.#opts, forwarder }));
+      replicas.push(
+        new SchedulerReplica(this.log.replica(i), {
+          pipeline: this.#opts,
+          forwarder,
+          ...(config.dispatch === undefined ? {} : { dispatch: config.dispatch }),
+        }),
+      );
     this.replicas = replicas;
   }
 

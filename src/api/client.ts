@@ -338,9 +338,18 @@ export class RemoteScheduler implements SchedulerApi {
     return (await this.#call({ op: 'stats' }, statsSchema, { mutation: false })) as SchedulerStats;
   }
 
-  /** The status of the replica that answers (the leader, once known): role, term, positions, stats. */
-  async status(): Promise<ReplicaStatus> {
-    return this.#call({ op: 'status' }, statusSchema, { mutation: false });
+  /**
+   * The status of the replica that answers (the leader, once known; `replica`: that one, by its own
+   * subject): role, term, positions, stats, and with `digest` a hash of its state to compare replicas.
+   */
+  async status(
+    options: { readonly replica?: string; readonly digest?: boolean } = {},
+  ): Promise<ReplicaStatus> {
+    const call: Call = { op: 'status', ...(options.digest === true ? { digest: true } : {}) };
+    return this.#call(call, statusSchema, {
+      mutation: false,
+      ...(options.replica === undefined ? {} : { to: options.replica }),
+    });
   }
 
   registerNode(spec: NodeSpec, options: MutationOptions = {}): Promise<void> {

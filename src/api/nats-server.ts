@@ -60,7 +60,7 @@ export interface ApiServerOptions {
   /** The leader this replica knows of. Default: this replica (an embedded scheduler forwards in-process). */
   readonly leader?: () => string | undefined;
   /** What `status` answers about this replica besides stats. Default: a single replica that leads. */
-  readonly status?: () => Omit<ReplicaStatus, 'stats'>;
+  readonly status?: (options: { readonly digest: boolean }) => Omit<ReplicaStatus, 'stats'>;
   /** Whether this replica publishes committed events now. Default: while it is the leader. */
   readonly publishEvents?: () => boolean;
   /** Events held for catch-up. Default `eventsRetainedDefault`. */
@@ -301,7 +301,7 @@ export class ApiServer {
       case 'stats':
         return api.stats();
       case 'status':
-        return this.#status();
+        return this.#status(call.digest === true);
       case 'quota.set':
         return api.setQuota(call.tenant, call.quota as Quota, mut);
       case 'node.register':
@@ -323,9 +323,9 @@ export class ApiServer {
     }
   }
 
-  async #status(): Promise<ReplicaStatus> {
+  async #status(digest: boolean): Promise<ReplicaStatus> {
     const stats = await this.#o.api.stats();
-    const base = this.#o.status?.() ?? {
+    const base = this.#o.status?.({ digest }) ?? {
       replica: this.#self,
       role: 'leader',
       leader: this.#self,

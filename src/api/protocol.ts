@@ -83,7 +83,8 @@ export const callSchema = z.discriminatedUnion('op', [
     stale,
   }),
   z.strictObject({ op: z.literal('stats') }),
-  z.strictObject({ op: z.literal('status') }),
+  /** `digest`: also answer a hash of this replica's state (costly on a large state; for tests and audits). */
+  z.strictObject({ op: z.literal('status'), digest: z.boolean().optional() }),
   z.strictObject({ op: z.literal('quota.set'), tenant: str, quota: opaque }),
   z.strictObject({ op: z.literal('node.register'), spec: opaque }),
   z.strictObject({ op: z.literal('node.state'), nodeId: str, state: str }),
@@ -209,6 +210,9 @@ export const statusSchema = z.object({
   applied: amount,
   replicas: z.array(z.string()),
   stats: statsSchema,
+  /** With `digest: true`: a hash of the replica's state at `digestApplied`; equal logs give equal hashes. */
+  digest: z.string().optional(),
+  digestApplied: amount.optional(),
 });
 export type ReplicaStatus = z.output<typeof statusSchema>;
 

@@ -7,6 +7,7 @@
  * process only ever runs calls while its replica leads, and serves `watch()` from its own applied state on
  * every replica (each keeps the catch-up ring; only the leader publishes).
  */
+import { createHash } from 'node:crypto';
 import type { NatsConnection } from 'nats';
 import type { Storage } from '../../raft/storage/storage.js';
 import { NatsTransport } from '../../raft/transport/nats.js';
@@ -14,6 +15,7 @@ import { raftMessageCodec } from '../../raft/wire.js';
 import type { ReplicaGroup, ReplicaLog } from '../../scheduler/log.js';
 import { RaftReplicaLog } from '../../scheduler/replica.js';
 import { Scheduler, type SchedulerConfig } from '../../scheduler/scheduler.js';
+import { stateDigest } from '../../scheduler/state-machine.js';
 import { type MetricsSink, trellisMetrics } from '../lib/metrics.js';
 import { createRng } from '../lib/prng.js';
 import { type ApiServer, serveApi } from './nats-server.js';
@@ -92,9 +94,16 @@ export async function startSchedulerServer(o: SchedulerServerOptions): Promise<S
     leader: () => log.leaderId(),
     publishEvents: () => log.leaderTerm() !== undefined,
     ...(o.onRefused === undefined ? {} : { onRefused: o.onRefused }),
-    status: () => {
+    status: ({ digest }) => {
       const st = log.node.status();
+      const state = log.machine.state;
       return {
+        ...(digest
+          ? {
+              digest: createHash('sha256').update(stateDigest(state)).digest('hex'),
+              digestApplied: state.applied,
+            }
+          : {}),
         replica: o.id,
         role: st.role,
         ...(st.leader === '' ? {} : { leader: st.leader }),

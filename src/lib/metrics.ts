@@ -149,6 +149,11 @@ export const metricDefs = {
     help: 'Commands resent to a node worker because no acknowledgement came in time.',
     labels: [],
   },
+  dispatchCommands: {
+    name: 'trellis_dispatch_commands_total',
+    help: 'Commands the dispatcher sent to node workers, by kind (create, terminate, suspend, resume) and outcome (ok or the error code).',
+    labels: ['kind', 'outcome'],
+  },
   driverSeconds: {
     name: 'trellis_driver_duration_seconds',
     help: 'Duration of one driver operation (createDisk, boot, exec, suspend, resume, stop, destroy) by outcome.',
@@ -159,6 +164,51 @@ export const metricDefs = {
     name: 'trellis_invalid_messages_total',
     help: 'Messages dropped at a boundary because they did not decode or validate, by where and why.',
     labels: ['source', 'reason'],
+  },
+  gatewayEntriesRead: {
+    name: 'trellis_gateway_entries_read_total',
+    help: 'Request stream entries the Redis gateway read, by source (new: XREADGROUP, claimed: XAUTOCLAIM).',
+    labels: ['source'],
+  },
+  gatewayEntriesAcked: {
+    name: 'trellis_gateway_entries_acked_total',
+    help: 'Request stream entries the Redis gateway acknowledged, by outcome (placed, done, rejected, dead-letter).',
+    labels: ['outcome'],
+  },
+  gatewayDeadLettered: {
+    name: 'trellis_gateway_dead_lettered_total',
+    help: 'Malformed request entries the Redis gateway moved to the dead-letter stream, by reason.',
+    labels: ['reason'],
+  },
+  gatewayOutcomesUnknown: {
+    name: 'trellis_gateway_outcomes_unknown_total',
+    help: 'Requests whose outcome was unknown (leader lost, closed, overloaded): left pending to be retried.',
+    labels: [],
+  },
+  gatewayRequestLag: {
+    name: 'trellis_gateway_request_lag_entries',
+    help: "Request stream entries not yet read by the gateway's consumer group (XINFO GROUPS lag).",
+    labels: [],
+  },
+  gatewayRequestsPending: {
+    name: 'trellis_gateway_requests_pending_entries',
+    help: 'Request stream entries read but not yet acknowledged (the consumer group pending list).',
+    labels: [],
+  },
+  gatewayEventsWritten: {
+    name: 'trellis_gateway_events_written_total',
+    help: 'Committed events the Redis gateway appended to the events stream.',
+    labels: [],
+  },
+  gatewayEventsLag: {
+    name: 'trellis_gateway_events_lag_entries',
+    help: 'Raft entries applied on the leader whose events are not yet in the events stream.',
+    labels: [],
+  },
+  gatewayEventsGaps: {
+    name: 'trellis_gateway_events_gaps_total',
+    help: 'Times the events publisher could not resume where the stream ends (the events were no longer held).',
+    labels: [],
   },
 } as const satisfies Record<string, MetricDef | HistogramDef>;
 
