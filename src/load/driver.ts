@@ -36,7 +36,7 @@ export const phases: readonly Phase[] = ['create', 'exec', 'terminate'];
 
 /** What an API with `exec` offers (the dispatcher's; feature-detected so the driver runs without it). */
 interface ExecApi {
-  exec(sandboxId: string, request: { readonly argv: readonly string[] }): Promise<unknown>;
+  exec(sandboxId: string, command: readonly string[]): Promise<unknown>;
 }
 
 function hasExec(api: SchedulerApi): api is SchedulerApi & ExecApi {
@@ -213,7 +213,7 @@ export async function drive(o: DriveOptions): Promise<DriveResult> {
       await slots.exec.take();
       const t2 = now();
       try {
-        await persist(() => run(id, { argv: ['true'] }));
+        await persist(() => run(id, ['true']));
         clocks.exec.record(t2, now());
         progress.execd++;
       } catch (err) {
