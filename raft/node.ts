@@ -241,6 +241,7 @@ export class RaftNode<R> {
       return Promise.reject(new TimeoutError('too many proposals pending'));
     const r = this.#core.propose([data]);
     if (!r.ok) return Promise.reject(this.#refusal(r));
+    this.#metrics.raftEntryBytes.observe(data.length, this.#labels);
     return new Promise<R>((resolve, reject) => {
       const timer = this.#timers.setTimeout(() => {
         this.#pending.delete(r.index);
