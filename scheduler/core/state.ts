@@ -1055,6 +1055,7 @@ function terminate(draft: Draft, sandboxId: string): CommandResult {
 
 function suspend(draft: Draft, sandboxId: string): CommandResult {
   const sb = requireSandbox(draft, sandboxId);
+  refuseLost(sb, 'suspending');
   transition(sb.id, sb.state, 'suspending');
   draft.setState(sb, 'suspending');
   return ok;
@@ -1072,6 +1073,7 @@ function resume(
   gpuDevices: Sandbox['gpuDevices'],
 ): CommandResult {
   const sb = requireSandbox(draft, sandboxId);
+  refuseLost(sb, 'resuming');
   transition(sb.id, sb.state, 'resuming');
   const policy = sb.spec.resumePolicy ?? 'wait';
   if (nodeId !== undefined && policy !== 'move' && nodeId !== sb.snapshotNodeId) {
@@ -1090,6 +1092,18 @@ function resume(
   }
   draft.takeNode(sb, nodeId, gpuDevices, 'resuming');
   return ok;
+}
+
+/**
+ * `lost → suspending` and `lost → resuming` are legal only as a reconcile restore, which re-takes the
+ * allocation; a caller's suspend or resume of a lost sandbox would leave it holding nothing in a state that
+ * holds resources.
+ */
+function refuseLost(sb: Sandbox, to: SandboxState): void {
+  if (sb.state !== 'lost') return;
+  throw new IllegalTransitionError(`sandbox ${sb.id}: cannot go from lost to ${to}; it is not on a node`, {
+    details: { sandboxId: sb.id, from: sb.state, to },
+  });
 }
 
 /** Forgets the oldest request ids beyond the count bound or the retention time. */
