@@ -341,7 +341,9 @@ export class SnapshotReader {
     const [created, updated] = [f64(f.created), f64(f.updated)];
     const extras = new Map(f.extra);
     const n = f.id.length;
-    assert(created.length === n && node.length === n, 'a frame has whole columns', { n, c: created.length });
+    for (const column of [f.rid, tenant, spec, state, node, created, updated]) {
+      assert(column.length === n, 'a frame has whole columns', { n, column: column.length });
+    }
     for (let i = 0; i < n; i++) {
       const id = f.id[i] as string;
       const specOf = this.#specs[spec[i] as number];
@@ -369,8 +371,10 @@ export class SnapshotReader {
 
   /** Files one restored sandbox: the map, its node's allocation and set, its tenant's usage. */
   #add(sb: Sandbox): void {
-    assert(!this.#sandboxes.has(sb.id), 'a snapshot lists a sandbox once', { id: sb.id });
+    const before = this.#sandboxes.size;
     this.#sandboxes.set(sb.id, sb);
+    // Growth tells a new id from a repeated one without a second lookup per record.
+    assert(this.#sandboxes.size === before + 1, 'a snapshot lists a sandbox once', { id: sb.id });
     if (holdsAllocation(sb.state)) {
       assert(sb.nodeId !== undefined, 'an allocated sandbox has a node', { sandboxId: sb.id });
       this.#allocate(sb);
@@ -417,6 +421,12 @@ export class SnapshotReader {
     for (const s of f.strings) this.#strings.push(s);
     const at = f64(f.at);
     const results = new Map(f.results);
+    for (const column of [f.sid, f.digest, at]) {
+      assert(column.length === f.rid.length, 'a frame has whole columns', {
+        n: f.rid.length,
+        column: column.length,
+      });
+    }
     for (let i = 0; i < f.rid.length; i++) {
       const rid = f.rid[i] as string;
       const result = results.get(i);
@@ -426,7 +436,9 @@ export class SnapshotReader {
         atMs: at[i] as number,
         ...(result === undefined ? {} : { result: Object.freeze(result) }),
       });
+      const before = this.#dedup.size;
       this.#dedup.set(rid, entry);
+      assert(this.#dedup.size === before + 1, 'a snapshot lists a request id once', { rid });
       this.#dedupOrder.push(rid);
     }
   }
