@@ -1,5 +1,5 @@
 /**
- * Scheduler snapshot format 5: a state written as a sequence of frames, each up to 16,384 records in
+ * Scheduler snapshot format 5: a state written as a sequence of frames, each up to 4,096 records in
  * columns, so a snapshot is produced and restored piece by piece. (It lives beside the state machine, not
  * in the pure core, because it uses the msgpack codec.)
  *
@@ -38,8 +38,12 @@ import type { LostFrom, NodeRecord, Sandbox, Usage } from './core/types.js';
 
 /** The format version this module writes. */
 export const snapshotV5 = 5;
-/** Records per frame: small enough that one frame is a few ms of work, large enough to amortise a frame. */
-export const snapshotFrameRecordsMax = 16_384;
+/**
+ * Records per frame: one frame must be well under the 50 ms apply-pause bound on a loaded machine (16,384
+ * took ~100 ms of CPU per frame at load 20 in the 1M-sandbox bench; 4,096 is about a quarter of that), and
+ * large enough that the per-frame cost (a msgpack header, a few typed arrays) stays small.
+ */
+export const snapshotFrameRecordsMax = 4_096;
 /** A frame longer than this is refused on read (a corrupt length would otherwise allocate gigabytes). */
 export const snapshotFrameBytesMax = 256 * 2 ** 20;
 
