@@ -92,6 +92,11 @@ export const callSchema = z.discriminatedUnion('op', [
   z.strictObject({ op: z.literal('node.heartbeat'), nodeIds: z.array(str).max(nodeItemsMax) }),
   z.strictObject({ op: z.literal('node.status'), items: z.array(opaque).max(nodeItemsMax) }),
   z.strictObject({ op: z.literal('node.reconcile'), nodeId: str, running: opaque }),
+  /** The replica group's membership (answered by the leader, after a ReadIndex). */
+  z.strictObject({ op: z.literal('members') }),
+  z.strictObject({ op: z.literal('member.add'), id: str, learner: z.boolean() }),
+  z.strictObject({ op: z.literal('member.remove'), id: str }),
+  z.strictObject({ op: z.literal('member.transfer'), to: str }),
   z.strictObject({
     op: z.literal('events'),
     /** Events after this position; absent: none, only the server's current end (to start a watch "now"). */
@@ -233,6 +238,9 @@ export const eventsResultSchema = z.object({
 });
 
 export const voidResultSchema = z.null();
+
+/** What the membership calls answer: the group's voters and learners after the call. */
+export const membersSchema = z.object({ voters: z.array(z.string()), learners: z.array(z.string()) });
 
 /** A frame of committed events on the watch subject. */
 export interface EventsFrame {

@@ -18,6 +18,7 @@ import { Scheduler, type SchedulerConfig } from '../../scheduler/scheduler.js';
 import { stateDigest } from '../../scheduler/state-machine.js';
 import { type MetricsSink, trellisMetrics } from '../lib/metrics.js';
 import { createRng } from '../lib/prng.js';
+import { serveMembership } from './membership.js';
 import { type ApiServer, serveApi } from './nats-server.js';
 
 export interface SchedulerServerOptions {
@@ -94,6 +95,7 @@ export async function startSchedulerServer(o: SchedulerServerOptions): Promise<S
     leader: () => log.leaderId(),
     publishEvents: () => log.leaderTerm() !== undefined,
     ...(o.onRefused === undefined ? {} : { onRefused: o.onRefused }),
+    membership: (op) => serveMembership(log.node, op),
     status: ({ digest }) => {
       const st = log.node.status();
       const state = log.machine.state;
