@@ -14,11 +14,12 @@ import { randomUUID } from 'node:crypto';
 import { type NodeSpec, type NodeView, planBatch } from '../placement/index.js';
 import { assert } from '../src/lib/assert.js';
 import { Deadline } from '../src/lib/deadline.js';
+import { ValidationError } from '../src/lib/errors.js';
 import { requestId as parseRequestId, sandboxId as parseSandboxId } from '../src/lib/ids.js';
 import { type MetricsSink, trellisMetrics } from '../src/lib/metrics.js';
 import { parseWith } from '../src/lib/validate.js';
 import { placementRequestOf, validateSpec } from './admission.js';
-import type { MutationOptions, SchedulerApi } from './api.js';
+import type { MutationOptions, SchedulerApi, WatchOptions } from './api.js';
 import {
   type Command,
   commandCodec,
@@ -35,6 +36,7 @@ import {
   NotLeaderError,
   SchedulerClosedError,
   UnknownSandboxError,
+  WatchGapError,
   WatchOverflowError,
 } from './errors.js';
 import type { SandboxState } from './lifecycle.js';
@@ -49,6 +51,8 @@ import type { Sandbox, SchedulerEvent } from './types.js';
 export const leaderRetriesMax = 8;
 /** Committed events a `watch()` iterator buffers for a slow reader before it ends with an error. */
 export const watchBufferMax = 100_000;
+/** Committed events the scheduler keeps for `watch({ fromIndex })` (up to twice this between trims). */
+export const watchHistoryMax = 10_000;
 
 export interface SchedulerConfig {
   /** Replicas of the in-process Raft group when no `log` is given. Default 3. */
@@ -135,6 +139,13 @@ export class Scheduler implements SchedulerApi {
   #closed = false;
   /** What ends each open `watch()` iterator when the scheduler closes. */
   readonly #watchers = new Set<() => void>();
+  /**
+   * Committed events of the attached replica since this scheduler started, the last `watchHistoryMax` or
+   * a few more (whole entries), for `watch({ fromIndex })`; every event of entries >= `#historyFrom` is held.
+   */
+  #history: SchedulerEvent[] = [];
+  #historyFrom = 0;
+  #historyOff: (() => void) | undefined;
 
   constructor(config: SchedulerConfig = {}) {
     // The embedded default: a real Raft group of in-process replicas on memory storage.
@@ -165,6 +176,27 @@ export class Scheduler implements SchedulerApi {
     for (let i = 0; i < this.log.size; i++)
       replicas.push(new SchedulerReplica(this.log.replica(i), { pipeline: this.#opts, forwarder }));
     this.replicas = replicas;
+    this.#keepHistory();
+  }
+
+  /** Follows the attached replica's applied entries into `#history` (see `watch`). */
+  #keepHistory(): void {
+    const machine = this.#home.machine;
+    let seen = machine.state.applied;
+    this.#historyFrom = seen + 1;
+    this.#historyOff = machine.onApply(({ events }, entry) => {
+      // A replica restarted from its storage replays entries it had applied; skip them by index.
+      if (entry.index <= seen) return;
+      seen = entry.index;
+      this.#history.push(...events);
+      if (this.#history.length <= 2 * watchHistoryMax) return;
+      // Drop from the front down to about `watchHistoryMax`, on an entry boundary.
+      let cut = this.#history.length - watchHistoryMax;
+      const at = this.#history[cut]?.index ?? seen;
+      while (cut > 0 && this.#history[cut - 1]?.index === at) cut--;
+      this.#history = this.#history.slice(cut);
+      this.#historyFrom = this.#history[0]?.index ?? seen + 1;
+    });
   }
 
   /**
@@ -453,8 +485,23 @@ export class Scheduler implements SchedulerApi {
    * Committed events from now on, in log order. Ends with WatchOverflowError if the reader falls too far
    * behind, and ends (after the events already buffered) when the scheduler closes.
    */
-  watch(): AsyncIterableIterator<SchedulerEvent> {
-    const buffer: SchedulerEvent[] = [];
+  /**
+   * Committed events in log order: from `fromIndex` (replayed from what this scheduler has held since it
+   * started, the last `watchHistoryMax` events or more; else the first `next()` throws WatchGapError), or
+   * from now.
+   */
+  watch(options: WatchOptions = {}): AsyncIterableIterator<SchedulerEvent> {
+    const from = options.fromIndex;
+    if (from !== undefined && !(Number.isInteger(from) && from >= 0))
+      throw new ValidationError('fromIndex', `must be an integer >= 0, got ${String(from)}`);
+    const gap =
+      from !== undefined && from < this.#historyFrom
+        ? new WatchGapError(
+            `events from index ${from} are not held here (held from ${this.#historyFrom}); re-read state and watch from now`,
+          )
+        : undefined;
+    const buffer: SchedulerEvent[] =
+      from === undefined || gap !== undefined ? [] : this.#history.filter((e) => e.index >= from);
     let wake: (() => void) | undefined;
     let overflow = false;
     let done = false;
@@ -469,6 +516,7 @@ export class Scheduler implements SchedulerApi {
     const off = this.#home.machine.onApply(({ events }, entry) => {
       if (entry.index <= seen) return;
       seen = entry.index;
+      if (from !== undefined && entry.index < from) return;
       if (buffer.length + events.length > watchBufferMax) overflow = true;
       else buffer.push(...events);
       wake?.();
@@ -476,6 +524,12 @@ export class Scheduler implements SchedulerApi {
     const iterator: AsyncIterableIterator<SchedulerEvent> = {
       [Symbol.asyncIterator]: () => iterator,
       next: async () => {
+        if (gap !== undefined && !done) {
+          done = true;
+          off();
+          this.#watchers.delete(onClose);
+          throw gap;
+        }
         for (;;) {
           if (done) return { done: true, value: undefined };
           const e = buffer.shift();
@@ -537,6 +591,8 @@ export class Scheduler implements SchedulerApi {
   /** Stops the replicas' pipelines (calls in progress reject); a group the scheduler created is closed too. */
   async close(): Promise<void> {
     this.#closed = true;
+    this.#historyOff?.();
+    this.#history = [];
     for (const end of [...this.#watchers]) end();
     this.#watchers.clear();
     for (const r of this.replicas) r.stop();
