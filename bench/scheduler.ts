@@ -34,6 +34,12 @@ function arg(name: string): string | undefined {
   return i < 0 ? undefined : process.argv[i + 1];
 }
 
+/** User plus system CPU seconds since `from`: the figure that holds on a machine shared with other work. */
+function cpuSecondsSince(from: NodeJS.CpuUsage): number {
+  const d = process.cpuUsage(from);
+  return (d.user + d.system) / 1e6;
+}
+
 if (process.argv.includes('--scale')) {
   await scale();
   process.exit(0);
@@ -92,15 +98,19 @@ async function scale(): Promise<void> {
   const heapMiB = Math.round(process.memoryUsage().heapUsed / 2 ** 20);
   const fullMs = median(Array.from({ length: 5 }, (_, k) => timeBatch(state, 20_000_000 + k * 1000)));
   let t0 = performance.now();
+  let c0 = process.cpuUsage();
   const bytes = encodeSnapshot(state);
   const snapshotSeconds = (performance.now() - t0) / 1000;
+  const snapshotCpuSeconds = cpuSecondsSince(c0);
   const sandboxCount = state.sandboxes.size;
   // A replica restoring a snapshot does not also hold the state it came from: drop it before timing.
   state = SchedulerState.empty();
   (globalThis as { gc?: () => void }).gc?.();
   t0 = performance.now();
+  c0 = process.cpuUsage();
   const restored = decodeSnapshot(bytes);
   const restoreSeconds = (performance.now() - t0) / 1000;
+  const restoreCpuSeconds = cpuSecondsSince(c0);
   const result = {
     sandboxes: sandboxCount,
     restoredSandboxes: restored.sandboxes.size,
@@ -109,6 +119,8 @@ async function scale(): Promise<void> {
     snapshotMiB: Math.round(bytes.byteLength / 2 ** 20),
     snapshotSeconds: Number(snapshotSeconds.toFixed(2)),
     restoreSeconds: Number(restoreSeconds.toFixed(2)),
+    snapshotCpuSeconds: Number(snapshotCpuSeconds.toFixed(2)),
+    restoreCpuSeconds: Number(restoreCpuSeconds.toFixed(2)),
     batch1000EmptyMs: Number(emptyMs.toFixed(1)),
     batch1000FullMs: Number(fullMs.toFixed(1)),
   };

@@ -8,7 +8,7 @@
  * (the leader's empty no-op) only advance `applied`.
  */
 import { Decoder, Encoder } from '@msgpack/msgpack';
-import { List as IList, Map as IMap, Set as ISet } from 'immutable';
+import { List as IList, Map as IMap } from 'immutable';
 import { ClusterIndex, type NodeSpec } from '../placement/index.js';
 import type { Entry } from '../raft/core/types.js';
 import type { StateMachine } from '../raft/state-machine.js';
@@ -161,12 +161,10 @@ export function decodeSnapshot(bytes: Uint8Array): SchedulerState {
   }
   let sandboxes = IMap<string, Sandbox>().asMutable();
   const byNode = new Map<string, string[]>();
-  const byTenant = new Map<string, string[]>();
   const usage = new Map<string, Usage>();
   for (const row of body.sandboxes) {
     const sb = sandboxOf(row, body.specs);
     sandboxes.set(sb.id, sb);
-    push(byTenant, sb.tenant, sb.id);
     if (holdsAllocation(sb.state)) {
       assert(sb.nodeId !== undefined, 'an allocated sandbox has a node', { sandboxId: sb.id });
       builder.allocate(sb.nodeId, shapeOf(sb.spec, sb.tenant, sb.gpuDevices));
@@ -194,8 +192,7 @@ export function decodeSnapshot(bytes: Uint8Array): SchedulerState {
     applied: body.applied,
     nodes,
     sandboxes,
-    byNode: IMap([...byNode].map(([k, v]) => [k, ISet(v)] as const)),
-    byTenant: IMap([...byTenant].map(([k, v]) => [k, ISet(v)] as const)),
+    byNode: IMap([...byNode].map(([k, v]) => [k, new Set(v)] as const)),
     usage: IMap(usage),
     quotas: IMap(body.quotas.map(([t, q]) => [t, Object.freeze(q)] as const)),
     dedup,

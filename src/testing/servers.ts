@@ -250,23 +250,32 @@ async function waitForRoutes(servers: readonly RunningServer[], routesExpected: 
   }
 }
 
-/** Starts a real redis-server on a free loopback port (no persistence) and waits until it answers PING. */
-export async function startRedis(): Promise<RunningServer> {
+export interface RedisServerOptions {
+  /**
+   * Persist every write to an append-only file, fsynced before Redis answers (`appendonly yes`,
+   * `appendfsync always`), so a server killed and restarted (`kill()`, `restart()`: same port, same
+   * directory) comes back with every write it acknowledged. Default false: no persistence at all.
+   */
+  readonly appendOnly?: boolean;
+  /** ACL users to create besides `default`, as `user <name> on >password ~keys &* +@all` lines. */
+  readonly aclLines?: readonly string[];
+}
+
+/** Starts a real redis-server on a free loopback port and waits until it answers PING. */
+export async function startRedis(options: RedisServerOptions = {}): Promise<RunningServer> {
   const bin = findBinary('redis-server', 'redis-server');
   const port = await freePort();
   const dir = await mkdtemp(join(tmpdir(), 'trellis-redis-'));
-  const args = [
-    '--port',
-    String(port),
-    '--bind',
-    loopbackHost,
-    '--dir',
-    dir,
-    '--save',
-    '',
-    '--appendonly',
-    'no',
-  ];
+  const args = ['--port', String(port), '--bind', loopbackHost, '--dir', dir, '--save', ''];
+  if (options.appendOnly === true) args.push('--appendonly', 'yes', '--appendfsync', 'always');
+  else args.push('--appendonly', 'no');
+  if (options.aclLines !== undefined) {
+    const aclFile = join(dir, 'users.acl');
+    await writeFile(aclFile, `${options.aclLines.join('\n')}\n`);
+    args.push('--aclfile', aclFile);
+  }
+  // With ACL users the default user may be disabled: the readiness probe then gets NOAUTH, which still
+  // proves the server answers.
   return runServer({
     name: 'redis-server',
     url: `redis://${loopbackHost}:${port}`,
@@ -274,6 +283,6 @@ export async function startRedis(): Promise<RunningServer> {
     dir,
     bin,
     args,
-    ready: async () => (await tcpProbe(port, 'PING\r\n', 1_000)).startsWith('+PONG'),
+    ready: async () => /^(\+PONG|-NOAUTH)/.test(await tcpProbe(port, 'PING\r\n', 1_000)),
   });
 }
