@@ -13,11 +13,11 @@ import { Scheduler, type SchedulerConfig } from '../scheduler/scheduler.js';
 import { assert } from './lib/assert.js';
 import type { NodeId } from './lib/ids.js';
 import { createRng } from './lib/prng.js';
+import { type Cancel, realTimers, type Timers } from './lib/timers.js';
 import { localCommandSink } from './worker/command-sink.js';
 import { SimDriver, type SimLatencyModel } from './worker/drivers/sim.js';
 import { NodeWorker } from './worker/node-worker.js';
 import type { StatusReport } from './worker/protocol.js';
-import { type Cancel, realTimers, type Timers } from './lib/timers.js';
 
 export interface EmbeddedWorkersOptions {
   /** What stands in for a VM. Only `sim` runs in-process. */
