@@ -10,7 +10,8 @@
  * Routing: when `leader()` names another replica, a request taken from the queue group is forwarded to that
  * replica's subject and its reply relayed; one sent to this replica's own subject is answered with
  * NotLeaderError and the leader as a hint, so the caller goes there itself. `status` and `events` are always
- * answered here. An embedded scheduler forwards inside its process, so by default this replica counts as
+ * answered here, and so is a stale read (`get`, `list`, `nodes` with `stale`) sent to this replica's own
+ * subject: it asks for this replica's applied state, which is how a checker compares every replica's state. An embedded scheduler forwards inside its process, so by default this replica counts as
  * the leader.
  *
  * Events: every replica keeps the last events it applied (EventRing) to answer catch-up calls; only the
@@ -215,7 +216,8 @@ export class ApiServer {
     }
     const deadline = Deadline.received(request.deadline);
     const leader = this.#leader();
-    const local = request.call.op === 'status' || request.call.op === 'events';
+    const local =
+      request.call.op === 'status' || request.call.op === 'events' || (direct && isStaleRead(request.call));
     try {
       // A request that waited past its deadline (a stalled process, a long queue) is dropped, not done.
       deadline.check(`${request.call.op} ${request.id}`);
@@ -276,6 +278,10 @@ export class ApiServer {
         return api.create(call.spec as SandboxSpec, {
           requestId: request.id,
           ...(call.wait === undefined ? {} : { wait: call.wait }),
+          // A wait for running ends with the request's own deadline, so nothing waits for a gone caller.
+          ...(call.wait === 'running'
+            ? { runningWaitMs: Math.max(1, Deadline.received(request.deadline).remainingMs()) }
+            : {}),
         });
       case 'terminate':
         return api.terminate(call.sandboxId, mut);
@@ -314,6 +320,12 @@ export class ApiServer {
         return api.reportStatus(parseWith(statusItemsSchema, call.items, 'items') as StatusItem[], mut);
       case 'node.reconcile':
         return api.reconcileNode(call.nodeId, call.running as ReconcileEntry[], mut);
+      case 'exec':
+        return api.exec(call.sandboxId, call.command, {
+          ...(call.timeoutMs === undefined ? {} : { timeoutMs: call.timeoutMs }),
+          ...(call.outputBytesMax === undefined ? {} : { outputBytesMax: call.outputBytesMax }),
+          ...(call.stdin === undefined ? {} : { stdinBytes: call.stdin }),
+        });
       case 'events':
         return call.after === undefined
           ? { events: [], next: this.#ring.end, more: false, end: this.#ring.end }
@@ -353,6 +365,11 @@ export class ApiServer {
     ]);
     clearTimeout(timer);
   }
+}
+
+/** A read of this replica's own applied state, with no ReadIndex round through the leader. */
+function isStaleRead(call: Call): boolean {
+  return (call.op === 'get' || call.op === 'list' || call.op === 'nodes') && call.stale === true;
 }
 
 function readOptions(stale: boolean | undefined): { stale?: boolean } {

@@ -21,6 +21,7 @@ import { type RedisGateway, startRedisGateway } from '../gateway/gateway.js';
 import { type MetricsSink, trellisMetrics } from '../lib/metrics.js';
 import { createRng } from '../lib/prng.js';
 import type { Logger } from '../log.js';
+import { natsCommandSink } from '../worker/command-sink.js';
 import { type ApiServer, serveApi } from './nats-server.js';
 
 export interface SchedulerServerOptions {
@@ -38,6 +39,8 @@ export interface SchedulerServerOptions {
   readonly onRefused?: (reason: string, detail: string) => void;
   /** Where the replica's Raft node and pipeline record metrics (`--metrics-port`). Default: nothing. */
   readonly metrics?: MetricsSink;
+  /** How long the dispatcher waits for a worker to answer one batch of commands. Default 5,000 ms. */
+  readonly commandTimeoutMs?: number;
   /** The Redis streams gateway's settings (`--redis`): active on this replica while it leads. */
   readonly redis?: GatewayConfig;
   /** Where the Redis gateway logs. Default: nowhere. */
@@ -93,6 +96,13 @@ export async function startSchedulerServer(o: SchedulerServerOptions): Promise<S
     log: singleReplicaGroup(log),
     ...(o.pipeline === undefined ? {} : { pipeline: o.pipeline }),
     ...(o.metrics === undefined ? {} : { metrics: o.metrics }),
+    // While this replica leads, committed placements go to the workers on their nodes' command subjects.
+    dispatch: {
+      sink: natsCommandSink(nc, o.cluster, {
+        ...(o.commandTimeoutMs === undefined ? {} : { timeoutMs: o.commandTimeoutMs }),
+      }),
+      ...(o.metrics === undefined ? {} : { metrics: trellisMetrics(o.metrics) }),
+    },
   });
   const api = await serveApi({
     api: scheduler,

@@ -188,6 +188,7 @@ interface ServerOptions extends ConnectionFlags {
   stopTimeout: number;
   state: 'kv' | 'scheduler';
   metricsPort?: number;
+  nodeDownAfter: number;
   redis?: string;
   redisUser?: string;
   redisPassword?: string;
@@ -246,7 +247,13 @@ export function registerServer(program: Command): void {
       durationMs,
       stopTimeoutMsDefault,
     )
-    .option('--metrics-port <port>', 'serve /metrics, /healthz and /readyz on 127.0.0.1:<port>', port);
+    .option('--metrics-port <port>', 'serve /metrics, /healthz and /readyz on 127.0.0.1:<port>', port)
+    .option(
+      '--node-down-after <duration>',
+      'scheduler: a node with no heartbeat for this long is marked down and its sandboxes lost (0: never)',
+      durationMs,
+      0,
+    );
   withRedisOptions(cmd);
   withConnectionOptions(cmd, serverConnectTimeoutMsDefault);
   // Flags, then TRELLIS_* env, then an optional YAML config file (credentials keep connect.ts's env names).
@@ -322,6 +329,7 @@ async function runServer(o: ServerOptions): Promise<void> {
       storage,
       log,
       stopping,
+      nodeDownAfterMs: o.nodeDownAfter,
       ...(sink === undefined ? {} : { metrics: sink }),
       setReadiness: (r) => {
         readiness = r;

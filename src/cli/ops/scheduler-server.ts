@@ -30,6 +30,8 @@ export interface SchedulerStateOptions {
   readonly redis?: GatewayConfig;
   /** Tells `/readyz` how to judge this replica once it runs. */
   readonly setReadiness?: (readiness: () => Readiness) => void;
+  /** A node silent this long is marked down (its sandboxes lost); 0 turns health checking off. */
+  readonly nodeDownAfterMs?: number;
 }
 
 /** Runs the replica until a stop signal; resolves once it is closed. */
@@ -42,6 +44,9 @@ export async function runSchedulerState(o: SchedulerStateOptions): Promise<void>
     storage: o.storage,
     tickMs: o.tickMs,
     snapshotEntries: o.snapshotEntries,
+    ...(o.nodeDownAfterMs === undefined || o.nodeDownAfterMs === 0
+      ? {}
+      : { pipeline: { nodeDownAfterMs: o.nodeDownAfterMs } }),
     onDrop: (reason, detail) => o.log.warn({ reason, detail }, 'dropped inbound raft frame'),
     onRefused: (reason, detail) => o.log.warn({ reason, detail }, 'refused an API frame'),
     ...(o.metrics === undefined ? {} : { metrics: o.metrics }),
