@@ -77,29 +77,30 @@ export class BatchCache {
   /** Per signature, for this batch's builder only: where each bucket's walk may start (see BucketCursor). */
   readonly #cursors = new WeakMap<SignatureFacts, BucketCursor>();
 
-  /** Per signature, for this batch's builder only: the class walks of its shapes (see ClassWalk). */
-  readonly #walks = new WeakMap<SignatureFacts, Map<string, ClassWalk>>();
+  /** Per signature, for this batch's builder only: the class walks of its shapes by CPU (see ClassWalk). */
+  readonly #walks = new WeakMap<SignatureFacts, Map<number, ClassWalk[]>>();
 
   /**
    * The batch's walk for `req`'s walk class: its signature (constraints, GPU model) and its shape (resources,
    * GPU count or share). Only for requests without group rules, whose feasibility reads nothing else.
    */
   classWalk(index: IndexReader, req: CompiledRequest, limit: number): ClassWalk {
-    let bySignature = this.#walks.get(req.shared);
-    if (bySignature === undefined) {
-      bySignature = new Map();
-      this.#walks.set(req.shared, bySignature);
+    let byCpu = this.#walks.get(req.shared);
+    if (byCpu === undefined) {
+      byCpu = new Map();
+      this.#walks.set(req.shared, byCpu);
     }
-    const g = req.gpu;
-    const key =
-      g === undefined
-        ? `${req.cpu},${req.memory},${req.disk}`
-        : `${req.cpu},${req.memory},${req.disk},${g.count ?? -1},${g.milli ?? -1}`;
-    let walk = bySignature.get(key);
-    if (walk === undefined) {
-      walk = new ClassWalk(index, req, limit);
-      bySignature.set(key, walk);
+    let walks = byCpu.get(req.cpu);
+    if (walks === undefined) {
+      walks = [];
+      byCpu.set(req.cpu, walks);
     }
+    for (let i = 0; i < walks.length; i++) {
+      const w = walks[i] as ClassWalk;
+      if (w.memory === req.memory && w.disk === req.disk && sameGpuNeed(w.gpu, req.gpu)) return w;
+    }
+    const walk = new ClassWalk(index, req, limit);
+    walks.push(walk);
     return walk;
   }
 
@@ -192,6 +193,12 @@ export class BucketCursor {
   advance(b: number, page: number): void {
     if (page > (this.#page[b] as number)) this.#page[b] = page;
   }
+}
+
+/** Same GPU count or share (the model is part of the signature). */
+function sameGpuNeed(a: GpuRequest | undefined, b: GpuRequest | undefined): boolean {
+  if (a === b) return true;
+  return a !== undefined && b !== undefined && a.count === b.count && a.milli === b.milli;
 }
 
 function insertSorted(list: number[], slot: number): void {
