@@ -37,6 +37,8 @@ export interface CompiledRequest {
         readonly minCount: number;
       }
     | undefined;
+  /** Slots holding the request's image (when it names one): locality is a set lookup per candidate. */
+  readonly imageHolders: ReadonlySet<number> | undefined;
   /** The anti-affinity group's count per slot, as of compilation. */
   readonly antiAffinityCounts: IMap<number, number> | undefined;
   readonly pinnedSlot: number | undefined;
@@ -71,9 +73,32 @@ export interface SignatureFacts {
  */
 const factsByMembership = new WeakMap<object, Map<string, SignatureFacts>>();
 
+/** Per image: its holders as a plain set (a locality check per candidate) and its candidate lists by bound. */
+interface ImageFacts {
+  readonly holders: ReadonlySet<number>;
+  readonly candidates: Map<number, readonly number[]>;
+}
+
+/** Image facts, shared while the image → holders map of the index is the same object (see imageMembership). */
+const imageFactsByMembership = new WeakMap<object, Map<string, ImageFacts>>();
+
+function imageFacts(index: IndexReader, image: string): ImageFacts {
+  const token = index.imageMembership;
+  let byImage = imageFactsByMembership.get(token);
+  if (byImage === undefined) {
+    byImage = new Map();
+    imageFactsByMembership.set(token, byImage);
+  }
+  let facts = byImage.get(image);
+  if (facts === undefined) {
+    facts = { holders: new Set(index.nodesWithImage(image)), candidates: new Map() };
+    byImage.set(image, facts);
+  }
+  return facts;
+}
+
 export class BatchCache {
   readonly #bySignature: Map<string, SignatureFacts>;
-  readonly #imageCandidates = new Map<string, readonly number[]>();
   /** Per signature, for this batch's builder only: where each bucket's walk may start (see BucketCursor). */
   readonly #cursors = new WeakMap<SignatureFacts, BucketCursor>();
 
@@ -124,16 +149,20 @@ export class BatchCache {
     this.#bySignature = shared;
   }
 
-  /** Up to `max` slots holding `image`, materialised once per batch (image holders do not change in a batch). */
+  /**
+   * Up to `max` slots holding `image`, materialised once per image and holder membership: image holders change
+   * only when a node's spec does, so batches against versions with the same holders share the list.
+   */
   imageCandidates(index: IndexReader, image: string, max: number): readonly number[] {
-    let slots = this.#imageCandidates.get(image);
+    const facts = imageFacts(index, image);
+    let slots = facts.candidates.get(max);
     if (slots === undefined) {
       slots = index
         .nodesWithImage(image)
         .take(max)
         .toArray()
         .sort((a, b) => a - b);
-      this.#imageCandidates.set(image, slots);
+      facts.candidates.set(max, slots);
     }
     return slots;
   }
@@ -282,6 +311,7 @@ export function compileRequest(
       req.antiAffinity === undefined ? undefined : index.antiAffinityCounts(req.antiAffinity.group),
     spread,
     pinnedSlot: pinned,
+    imageHolders: req.imageId === undefined ? undefined : imageFacts(index, req.imageId).holders,
     allocation: (gpuDevices) => {
       // Built once per placement with only the fields that apply (exactOptionalPropertyTypes), no spreads.
       const shape: {
