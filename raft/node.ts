@@ -14,6 +14,7 @@
 import { assert } from '../src/lib/assert.js';
 import { noopMetrics, type TrellisMetrics, trellisMetrics } from '../src/lib/metrics.js';
 import type { Rng } from '../src/lib/prng.js';
+import { type Cancel, realTimers, type Timers } from '../src/lib/timers.js';
 import type { ConfChange } from './core/conf.js';
 import type { Message } from './core/messages.js';
 import { type ProposeResult, RawNode, type RawNodeConfig, type Role } from './core/raw-node.js';
@@ -27,7 +28,6 @@ import {
 } from './errors.js';
 import type { StateMachine } from './state-machine.js';
 import { type Storage, updateOf } from './storage/storage.js';
-import { type Cancel, realTimers, type Timers } from './timers.js';
 import type { Transport } from './transport.js';
 
 /** Proposals waiting for their entry to commit, at most. */

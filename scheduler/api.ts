@@ -12,8 +12,9 @@
  */
 import type { NodeSpec, NodeView } from '../placement/index.js';
 import type { Quota, ReconcileEntry, SandboxSpec } from './commands.js';
+import type { NodeExecResult } from './dispatch.js';
 import type { SandboxState } from './lifecycle.js';
-import type { CreateOptions, ListFilter, ReadOptions, SchedulerStats } from './scheduler.js';
+import type { CreateOptions, ExecOptions, ListFilter, ReadOptions, SchedulerStats } from './scheduler.js';
 import type { ReconcileResult } from './state.js';
 import type { Sandbox, SchedulerEvent } from './types.js';
 
@@ -62,6 +63,8 @@ export interface SchedulerApi {
     options?: MutationOptions,
   ): Promise<ReconcileResult>;
   setQuota(tenant: string, quota: Quota, options?: MutationOptions): Promise<void>;
+  /** Runs a command in a running sandbox on its node; bounded in time and output. Not a Raft entry. */
+  exec(sandboxId: string, command: readonly string[], options?: ExecOptions): Promise<NodeExecResult>;
   /** Releases what the implementation holds (pipeline and owned log, or the NATS connection). */
   close(): Promise<void>;
 }

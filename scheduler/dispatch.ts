@@ -9,9 +9,10 @@
  * It also resyncs from the whole committed state every `resyncMs`: a snapshot restore replaces the state
  * without apply events, and a level-triggered controller must not depend on seeing every edge.
  */
-import type { Cancel, Timers } from '../raft/timers.js';
+
 import type { TrellisMetrics } from '../src/lib/metrics.js';
 import type { Rng } from '../src/lib/prng.js';
+import type { Cancel, Timers } from '../src/lib/timers.js';
 import {
   DispatchCore,
   type DispatchOptions,
@@ -32,11 +33,37 @@ export type { DispatchKind, DispatchOutcome, NodeCommand } from './core/dispatch
  */
 export interface NodeCommandSink {
   send(nodeId: string, commands: readonly NodeCommand[]): Promise<readonly DispatchOutcome[]>;
+  /**
+   * Runs a command in a sandbox on `nodeId` and resolves with its outcome (not a Raft entry: the caller has
+   * checked the committed state first). Absent when this sink cannot reach workers for exec.
+   */
+  exec?(nodeId: string, sandboxId: string, request: NodeExecRequest): Promise<NodeExecResult>;
+}
+
+/** What `Scheduler.exec` asks a node to run (the worker validates and bounds it again). */
+export interface NodeExecRequest {
+  readonly command: readonly string[];
+  readonly stdin?: Uint8Array;
+  readonly timeoutMs: number;
+  /** Per stream; output beyond it is dropped and the result says it was truncated. */
+  readonly outputBytesMax: number;
+}
+
+/** A command's outcome in a sandbox (src/worker/driver.ts `ExecResult`). */
+export interface NodeExecResult {
+  /** The exit code; null when a signal ended it (`signal` says which). */
+  readonly exitCode: number | null;
+  readonly signal: string | null;
+  readonly stdout: Uint8Array;
+  readonly stderr: Uint8Array;
+  readonly stdoutTruncated: boolean;
+  readonly stderrTruncated: boolean;
+  readonly timedOut: boolean;
 }
 
 export interface DispatcherOptions extends Partial<DispatchOptions> {
   readonly sink: NodeCommandSink;
-  /** Clock and timers (raft/timers.ts): real time in production, virtual time in simulations. */
+  /** Clock and timers (src/lib/timers.ts): real time in production, virtual time in simulations. */
   readonly timers: Timers;
   /** Seeds the retry jitter. */
   readonly rng: Rng;

@@ -14,13 +14,13 @@
 import type { Message } from '../raft/core/messages.js';
 import { RaftNode, type RaftNodeOptions } from '../raft/node.js';
 import type { Storage } from '../raft/storage/storage.js';
-import { realTimers, type Timers } from '../raft/timers.js';
 import type { Transport } from '../raft/transport.js';
 import { assert } from '../src/lib/assert.js';
 import { Deadline } from '../src/lib/deadline.js';
 import { TrellisError } from '../src/lib/errors.js';
 import type { TrellisMetrics } from '../src/lib/metrics.js';
 import { createRng, type Rng } from '../src/lib/prng.js';
+import { realTimers, type Timers } from '../src/lib/timers.js';
 import type { SandboxSpec } from './commands.js';
 import { Dispatcher, type DispatcherOptions } from './dispatch.js';
 import { NotLeaderError } from './errors.js';

@@ -14,6 +14,7 @@ import { randomUUID } from 'node:crypto';
 import { type NodeSpec, type NodeView, planBatch } from '../placement/index.js';
 import { assert } from '../src/lib/assert.js';
 import { Deadline } from '../src/lib/deadline.js';
+import { UnavailableError, ValidationError } from '../src/lib/errors.js';
 import { requestId as parseRequestId, sandboxId as parseSandboxId } from '../src/lib/ids.js';
 import { type MetricsSink, trellisMetrics } from '../src/lib/metrics.js';
 import { parseWith } from '../src/lib/validate.js';
@@ -30,9 +31,11 @@ import {
   reconcileReportSchema,
   type SandboxSpec,
 } from './commands.js';
+import type { NodeCommandSink, NodeExecRequest } from './dispatch.js';
 import {
   errorFromResult,
   NotLeaderError,
+  SandboxNotRunningError,
   SchedulerClosedError,
   UnknownSandboxError,
   WatchOverflowError,
@@ -94,6 +97,33 @@ export interface CreateOptions {
   readonly requestId?: string;
   /** Resolve once placed (default) or once the node reports it running. */
   readonly wait?: 'placed' | 'running';
+  /**
+   * With `wait: 'running'`: how long to wait for the node to report it running before
+   * SandboxNotRunningError (the sandbox itself is not touched). Default `runningWaitMsDefault`.
+   */
+  readonly runningWaitMs?: number;
+}
+
+/** How long `create(spec, { wait: 'running' })` waits for running by default. */
+export const runningWaitMsDefault = 60_000;
+/** Longest wait for running a caller may ask for. */
+export const runningWaitMsMax = 10 * 60_000;
+/** Longest exec a caller may ask for (the worker's own bound, src/worker/driver.ts `execTimeoutMsMax`). */
+export const execTimeoutMsMax = 10 * 60_000;
+export const execTimeoutMsDefault = 30_000;
+/** Output kept per stream by default, and at most: an exec result must fit one API reply frame. */
+export const execOutputBytesDefault = 64 << 10;
+export const execOutputBytesMax = 256 << 10;
+/** Largest stdin an exec carries through the scheduler. */
+export const execStdinBytesMax = 256 << 10;
+
+export interface ExecOptions {
+  /** The command is killed after this long (`timedOut` in the result). Default 30,000 ms. */
+  readonly timeoutMs?: number;
+  /** Bytes written to the command's stdin. */
+  readonly stdinBytes?: Uint8Array;
+  /** Output kept per stream. Default 64 KiB, at most 256 KiB. */
+  readonly outputBytesMax?: number;
 }
 
 /**
@@ -137,6 +167,7 @@ export class Scheduler implements SchedulerApi {
   readonly #leaderWaitMs: number;
   readonly #ownsLog: boolean;
   readonly #newRequestId: () => string;
+  readonly #execSink: NodeCommandSink['exec'];
   #closed = false;
   /** What ends each open `watch()` iterator when the scheduler closes. */
   readonly #watchers = new Set<() => void>();
@@ -148,6 +179,7 @@ export class Scheduler implements SchedulerApi {
     this.#leaderWaitMs = config.leaderWaitMs ?? 10_000;
     this.#newRequestId = config.requestIds ?? randomUUID;
     this.#attached = config.replica ?? 0;
+    this.#execSink = config.dispatch?.sink.exec?.bind(config.dispatch.sink);
     assert(this.#attached < this.log.size, 'replica out of range', {
       replica: this.#attached,
       size: this.log.size,
@@ -256,27 +288,64 @@ export class Scheduler implements SchedulerApi {
     // Typed for callers, still validated: JavaScript callers and data from the wire reach here unchecked.
     const checked = validateSpec(spec);
     const requestId = options.requestId ?? this.#newRequestId();
+    const waitMs = options.runningWaitMs ?? runningWaitMsDefault;
+    if (!(Number.isInteger(waitMs) && waitMs >= 1 && waitMs <= runningWaitMsMax))
+      throw new ValidationError('runningWaitMs', `must be an integer of 1..${runningWaitMsMax} ms`);
     const sb = await this.#onLeader((r, deadline) => r.create(requestId, checked, deadline));
-    if (options.wait === 'running' && sb.state !== 'running') return this.#waitFor(sb.id, 'running');
+    if (options.wait === 'running') return this.#waitRunning(sb.id, waitMs);
     return sb;
   }
 
-  #waitFor(sandboxId: string, state: SandboxState): Promise<Sandbox> {
+  /**
+   * Resolves with the sandbox once this replica's committed state says it runs; rejects with
+   * SandboxNotRunningError once it failed, was lost or terminated, or `waitMs` passed first. The state is
+   * checked before listening, since the status entry may have been applied before this call.
+   */
+  #waitRunning(sandboxId: string, waitMs: number): Promise<Sandbox> {
     const machine = this.#home.machine;
+    const deadline = Deadline.after(waitMs, this.#opts.now);
     return new Promise((resolve, reject) => {
-      const off = machine.onApply(({ events }) => {
-        for (const e of events) {
-          if (e.kind !== 'sandbox' || e.sandboxId !== sandboxId) continue;
-          if (e.to === state) {
-            off();
-            resolve(machine.state.sandbox(sandboxId) as Sandbox);
-          } else if (e.to === 'failed' || e.to === 'terminated' || e.to === 'lost') {
-            off();
-            reject(new UnknownSandboxError(`sandbox ${sandboxId} became ${e.to} before ${state}`));
-          }
-        }
+      let off: () => void = () => {};
+      let cancel: () => void = () => {};
+      const check = (): boolean => {
+        const sb = machine.state.sandbox(sandboxId);
+        const state = sb?.state ?? 'terminated';
+        if (state === 'running') resolve(sb as Sandbox);
+        else if (state === 'failed' || state === 'terminated' || state === 'lost' || this.#closed)
+          reject(notRunning(sandboxId, state, sb?.reason, 'before it ran'));
+        else if (deadline.expired()) reject(notRunning(sandboxId, state, sb?.reason, `after ${waitMs} ms`));
+        else return false;
+        off();
+        cancel();
+        return true;
+      };
+      if (check()) return;
+      off = machine.onApply(({ events }) => {
+        if (events.some((e) => e.kind === 'sandbox' && e.sandboxId === sandboxId)) check();
       });
+      cancel = this.#opts.every(check, Math.min(this.#opts.heartbeatIntervalMs, waitMs));
     });
+  }
+
+  /**
+   * Runs `command` in a running sandbox, on the node that holds it, and resolves with its exit code and
+   * output (each stream bounded by `outputBytesMax`, the run by `timeoutMs`). Not a Raft entry: a
+   * linearizable read finds the sandbox and its node, then the node's worker runs it. Throws
+   * ValidationError for bad arguments, UnknownSandboxError, SandboxNotRunningError, UnavailableError when
+   * this scheduler has no workers to reach (or the node's worker does not answer), and the worker's own
+   * errors (busy, machine gone).
+   */
+  async exec(sandboxId: string, command: readonly string[], options: ExecOptions = {}) {
+    const request = execRequestOf(command, options);
+    const exec = this.#execSink;
+    if (exec === undefined)
+      throw new UnavailableError('this scheduler runs no workers and reaches none for exec');
+    const id = parseSandboxId(sandboxId);
+    const sb = await this.get(id);
+    if (sb === undefined) throw new UnknownSandboxError(`sandbox ${id} does not exist`);
+    if (sb.state !== 'running' || sb.nodeId === undefined)
+      throw notRunning(id, sb.state, sb.reason, 'so exec cannot run');
+    return exec(sb.nodeId, id, request);
   }
 
   /** The request id of a mutating call: the caller's (validated), or a fresh one. */
@@ -553,6 +622,41 @@ export class Scheduler implements SchedulerApi {
     for (const r of this.replicas) r.stop();
     if (this.#ownsLog && this.log instanceof RaftGroupLog) await this.log.close();
   }
+}
+
+function notRunning(sandboxId: string, state: string, reason: string | undefined, when: string) {
+  const why = reason === undefined ? '' : ` (${reason})`;
+  return new SandboxNotRunningError(`sandbox ${sandboxId} is ${state}${why}, not running, ${when}`, {
+    details: { sandboxId, state, ...(reason === undefined ? {} : { reason }) },
+  });
+}
+
+/** Checks an exec's arguments against the scheduler's bounds (ValidationError naming the field). */
+function execRequestOf(command: readonly string[], o: ExecOptions): NodeExecRequest {
+  const argsMax = 256;
+  if (!Array.isArray(command) || command.length < 1 || command.length > argsMax)
+    throw new ValidationError('command', `must be 1..${argsMax} arguments`);
+  command.forEach((a, i) => {
+    if (typeof a !== 'string') throw new ValidationError(`command.${i}`, 'must be a string');
+  });
+  if (command[0] === '') throw new ValidationError('command.0', 'the program name is empty');
+  const int = (path: string, v: number | undefined, dflt: number, lo: number, hi: number): number => {
+    if (v === undefined) return dflt;
+    if (!(Number.isInteger(v) && v >= lo && v <= hi))
+      throw new ValidationError(path, `must be an integer of ${lo}..${hi}, got ${String(v)}`);
+    return v;
+  };
+  const stdin = o.stdinBytes;
+  if (stdin !== undefined && !(stdin instanceof Uint8Array))
+    throw new ValidationError('stdinBytes', 'must be a Uint8Array');
+  if (stdin !== undefined && stdin.byteLength > execStdinBytesMax)
+    throw new ValidationError('stdinBytes', `${stdin.byteLength} bytes exceed ${execStdinBytesMax}`);
+  return {
+    command: [...command],
+    timeoutMs: int('timeoutMs', o.timeoutMs, execTimeoutMsDefault, 1, execTimeoutMsMax),
+    outputBytesMax: int('outputBytesMax', o.outputBytesMax, execOutputBytesDefault, 0, execOutputBytesMax),
+    ...(stdin === undefined ? {} : { stdin }),
+  };
 }
 
 /** Creates a scheduler; with no `log`, on an in-process cluster of 3 replicas. */

@@ -13,6 +13,7 @@ import type {
   Strategy,
 } from '../types.js';
 import { labelValue } from '../validate.js';
+import { ClassWalk } from './class-walk.js';
 import { constraintHolds, verdictUnknown } from './feasibility.js';
 
 export interface CompiledRequest {
@@ -75,6 +76,32 @@ export class BatchCache {
   readonly #imageCandidates = new Map<string, readonly number[]>();
   /** Per signature, for this batch's builder only: where each bucket's walk may start (see BucketCursor). */
   readonly #cursors = new WeakMap<SignatureFacts, BucketCursor>();
+
+  /** Per signature, for this batch's builder only: the class walks of its shapes (see ClassWalk). */
+  readonly #walks = new WeakMap<SignatureFacts, Map<string, ClassWalk>>();
+
+  /**
+   * The batch's walk for `req`'s walk class: its signature (constraints, GPU model) and its shape (resources,
+   * GPU count or share). Only for requests without group rules, whose feasibility reads nothing else.
+   */
+  classWalk(index: IndexReader, req: CompiledRequest, limit: number): ClassWalk {
+    let bySignature = this.#walks.get(req.shared);
+    if (bySignature === undefined) {
+      bySignature = new Map();
+      this.#walks.set(req.shared, bySignature);
+    }
+    const g = req.gpu;
+    const key =
+      g === undefined
+        ? `${req.cpu},${req.memory},${req.disk}`
+        : `${req.cpu},${req.memory},${req.disk},${g.count ?? -1},${g.milli ?? -1}`;
+    let walk = bySignature.get(key);
+    if (walk === undefined) {
+      walk = new ClassWalk(index, req, limit);
+      bySignature.set(key, walk);
+    }
+    return walk;
+  }
 
   /** The batch's walk cursor for requests of one signature. */
   cursor(shared: SignatureFacts, index: IndexReader): BucketCursor {

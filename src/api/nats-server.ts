@@ -278,6 +278,10 @@ export class ApiServer {
         return api.create(call.spec as SandboxSpec, {
           requestId: request.id,
           ...(call.wait === undefined ? {} : { wait: call.wait }),
+          // A wait for running ends with the request's own deadline, so nothing waits for a gone caller.
+          ...(call.wait === 'running'
+            ? { runningWaitMs: Math.max(1, Deadline.received(request.deadline).remainingMs()) }
+            : {}),
         });
       case 'terminate':
         return api.terminate(call.sandboxId, mut);
@@ -316,6 +320,12 @@ export class ApiServer {
         return api.reportStatus(parseWith(statusItemsSchema, call.items, 'items') as StatusItem[], mut);
       case 'node.reconcile':
         return api.reconcileNode(call.nodeId, call.running as ReconcileEntry[], mut);
+      case 'exec':
+        return api.exec(call.sandboxId, call.command, {
+          ...(call.timeoutMs === undefined ? {} : { timeoutMs: call.timeoutMs }),
+          ...(call.outputBytesMax === undefined ? {} : { outputBytesMax: call.outputBytesMax }),
+          ...(call.stdin === undefined ? {} : { stdinBytes: call.stdin }),
+        });
       case 'events':
         return call.after === undefined
           ? { events: [], next: this.#ring.end, more: false, end: this.#ring.end }

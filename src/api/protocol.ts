@@ -93,6 +93,17 @@ export const callSchema = z.discriminatedUnion('op', [
   z.strictObject({ op: z.literal('node.status'), items: z.array(opaque).max(nodeItemsMax) }),
   z.strictObject({ op: z.literal('node.reconcile'), nodeId: str, running: opaque }),
   z.strictObject({
+    op: z.literal('exec'),
+    sandboxId: str,
+    command: z
+      .array(z.string().max(64 << 10))
+      .min(1)
+      .max(256),
+    timeoutMs: z.int().min(1).optional(),
+    outputBytesMax: z.int().min(0).optional(),
+    stdin: z.instanceof(Uint8Array).optional(),
+  }),
+  z.strictObject({
     op: z.literal('events'),
     /** Events after this position; absent: none, only the server's current end (to start a watch "now"). */
     after: cursorSchema.optional(),
@@ -233,6 +244,17 @@ export const eventsResultSchema = z.object({
 });
 
 export const voidResultSchema = z.null();
+
+/** An exec's outcome (scheduler/dispatch.ts `NodeExecResult`). */
+export const execResultSchema = z.object({
+  exitCode: z.int().nullable(),
+  signal: z.string().max(64).nullable(),
+  stdout: z.instanceof(Uint8Array),
+  stderr: z.instanceof(Uint8Array),
+  stdoutTruncated: z.boolean(),
+  stderrTruncated: z.boolean(),
+  timedOut: z.boolean(),
+});
 
 /** A frame of committed events on the watch subject. */
 export interface EventsFrame {

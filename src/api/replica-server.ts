@@ -16,8 +16,12 @@ import type { ReplicaGroup, ReplicaLog } from '../../scheduler/log.js';
 import { RaftReplicaLog } from '../../scheduler/replica.js';
 import { Scheduler, type SchedulerConfig } from '../../scheduler/scheduler.js';
 import { stateDigest } from '../../scheduler/state-machine.js';
+import type { GatewayConfig } from '../gateway/config.js';
+import { type RedisGateway, startRedisGateway } from '../gateway/gateway.js';
 import { type MetricsSink, trellisMetrics } from '../lib/metrics.js';
 import { createRng } from '../lib/prng.js';
+import type { Logger } from '../log.js';
+import { natsCommandSink } from '../worker/command-sink.js';
 import { type ApiServer, serveApi } from './nats-server.js';
 
 export interface SchedulerServerOptions {
@@ -35,6 +39,12 @@ export interface SchedulerServerOptions {
   readonly onRefused?: (reason: string, detail: string) => void;
   /** Where the replica's Raft node and pipeline record metrics (`--metrics-port`). Default: nothing. */
   readonly metrics?: MetricsSink;
+  /** How long the dispatcher waits for a worker to answer one batch of commands. Default 5,000 ms. */
+  readonly commandTimeoutMs?: number;
+  /** The Redis streams gateway's settings (`--redis`): active on this replica while it leads. */
+  readonly redis?: GatewayConfig;
+  /** Where the Redis gateway logs. Default: nowhere. */
+  readonly log?: Logger;
 }
 
 export interface SchedulerServer {
@@ -42,6 +52,7 @@ export interface SchedulerServer {
   readonly log: RaftReplicaLog;
   readonly scheduler: Scheduler;
   readonly api: ApiServer;
+  readonly gateway?: RedisGateway;
   close(): Promise<void>;
 }
 
@@ -89,6 +100,13 @@ export async function startSchedulerServer(o: SchedulerServerOptions): Promise<S
     log: singleReplicaGroup(log),
     ...(o.pipeline === undefined ? {} : { pipeline: o.pipeline }),
     ...(o.metrics === undefined ? {} : { metrics: o.metrics }),
+    // While this replica leads, committed placements go to the workers on their nodes' command subjects.
+    dispatch: {
+      sink: natsCommandSink(nc, o.cluster, {
+        ...(o.commandTimeoutMs === undefined ? {} : { timeoutMs: o.commandTimeoutMs }),
+      }),
+      ...(o.metrics === undefined ? {} : { metrics: trellisMetrics(o.metrics) }),
+    },
   });
   const api = await serveApi({
     api: scheduler,
@@ -118,12 +136,33 @@ export async function startSchedulerServer(o: SchedulerServerOptions): Promise<S
       };
     },
   });
+  const gateway =
+    o.redis === undefined
+      ? undefined
+      : await startRedisGateway({
+          config: o.redis,
+          api: scheduler,
+          replica: {
+            id: o.id,
+            leading: () => log.leaderTerm() !== undefined,
+            onLeaderChange: (listener) => log.onLeaderChange(listener),
+          },
+          ...(o.metrics === undefined ? {} : { metrics: o.metrics }),
+          ...(o.log === undefined ? {} : { log: o.log }),
+        }).catch(async (err: unknown) => {
+          await api.close();
+          await scheduler.close();
+          await log.close();
+          throw err;
+        });
   return {
     id: o.id,
     log,
     scheduler,
     api,
+    ...(gateway === undefined ? {} : { gateway }),
     async close() {
+      await gateway?.close();
       await api.close();
       await scheduler.close();
       await log.close();

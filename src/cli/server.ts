@@ -54,6 +54,7 @@ import {
 import { exitCodes } from './errors.js';
 import { runSchedulerState } from './ops/scheduler-server.js';
 import { withServerConfig } from './ops/server-config.js';
+import { redisGatewayConfig, withRedisOptions } from './redis-options.js';
 import { exitNow, stopSignal, stopWithin } from './stop.js';
 
 const peer = z.string().regex(/^[A-Za-z0-9_-]{1,64}$/, 'a replica id');
@@ -187,6 +188,17 @@ interface ServerOptions extends ConnectionFlags {
   stopTimeout: number;
   state: 'kv' | 'scheduler';
   metricsPort?: number;
+  nodeDownAfter: number;
+  redis?: string;
+  redisUser?: string;
+  redisPassword?: string;
+  redisRequests?: string;
+  redisGroup?: string;
+  redisEvents?: string;
+  redisDeadLetter?: string;
+  redisEventsMaxlen?: number;
+  redisInFlight?: number;
+  redisClaimIdle?: number;
 }
 
 /** The longest Raft tick `--tick-ms` takes (a minute: elections would take 10-20 minutes). */
@@ -234,7 +246,14 @@ export function registerServer(program: Command): void {
       durationMs,
       stopTimeoutMsDefault,
     )
-    .option('--metrics-port <port>', 'serve /metrics, /healthz and /readyz on 127.0.0.1:<port>', port);
+    .option('--metrics-port <port>', 'serve /metrics, /healthz and /readyz on 127.0.0.1:<port>', port)
+    .option(
+      '--node-down-after <duration>',
+      'scheduler: a node with no heartbeat for this long is marked down and its sandboxes lost (0: never)',
+      durationMs,
+      0,
+    );
+  withRedisOptions(cmd);
   withConnectionOptions(cmd, serverConnectTimeoutMsDefault);
   // Flags, then TRELLIS_* env, then an optional YAML config file (credentials keep connect.ts's env names).
   withServerConfig(cmd, ['id', 'peers', 'data'], ['user', 'password', 'pass', 'creds']).action(
@@ -247,6 +266,8 @@ export function registerServer(program: Command): void {
 async function runServer(o: ServerOptions): Promise<void> {
   const id = replicaId(o.id, 'id');
   const peers = o.peers.split(',').map((p) => replicaId(p.trim(), 'peers'));
+  // Checked before anything opens, so a bad Redis setting is one line and nothing started.
+  const redis = redisGatewayConfig(o);
   const log = createLogger('server', { replica: id, cluster: o.cluster });
   // The data directory first: a corrupt or already-used one (WalCorruptError, DataDirLockedError) stops
   // the replica at once, before it joins anything.
@@ -296,6 +317,7 @@ async function runServer(o: ServerOptions): Promise<void> {
   connected = true;
   if (o.state === 'scheduler') {
     await runSchedulerState({
+      ...(redis === undefined ? {} : { redis }),
       id,
       peers,
       cluster: o.cluster,
@@ -306,6 +328,7 @@ async function runServer(o: ServerOptions): Promise<void> {
       storage,
       log,
       stopping,
+      nodeDownAfterMs: o.nodeDownAfter,
       ...(sink === undefined ? {} : { metrics: sink }),
       setReadiness: (r) => {
         readiness = r;

@@ -26,16 +26,41 @@ export const orphansMax = reconcileReportMax;
 
 const sandbox = idSchema.transform((s) => s as SandboxId);
 
+/** Commands one `batch` carries, at most (the dispatcher's batches are smaller). */
+export const workerBatchMax = 4_096;
+
+const createSchema = z.strictObject({
+  type: z.literal('create'),
+  sandboxId: sandbox,
+  resources: resourcesSchema,
+  image: z.string().min(1).max(textLengthMax).default('default'),
+});
+const terminateSchema = z.strictObject({ type: z.literal('terminate'), sandboxId: sandbox });
+const suspendSchema = z.strictObject({ type: z.literal('suspend'), sandboxId: sandbox });
+const resumeSchema = z.strictObject({ type: z.literal('resume'), sandboxId: sandbox });
+
+/** The lifecycle commands the dispatcher sends, alone or in a batch. */
+export const lifecycleCommandSchema = z.discriminatedUnion('type', [
+  createSchema,
+  terminateSchema,
+  suspendSchema,
+  resumeSchema,
+]);
+export type LifecycleCommand = z.output<typeof lifecycleCommandSchema>;
+
 export const workerCommandSchema = z.discriminatedUnion('type', [
+  createSchema,
+  terminateSchema,
+  suspendSchema,
+  resumeSchema,
+  /**
+   * Many lifecycle commands for this node in one message (the dispatcher's batch): each is carried out and
+   * answered on its own, in order, so one refusal does not refuse the others.
+   */
   z.strictObject({
-    type: z.literal('create'),
-    sandboxId: sandbox,
-    resources: resourcesSchema,
-    image: z.string().min(1).max(textLengthMax).default('default'),
+    type: z.literal('batch'),
+    commands: z.array(lifecycleCommandSchema).min(1).max(workerBatchMax),
   }),
-  z.strictObject({ type: z.literal('terminate'), sandboxId: sandbox }),
-  z.strictObject({ type: z.literal('suspend'), sandboxId: sandbox }),
-  z.strictObject({ type: z.literal('resume'), sandboxId: sandbox }),
   z.strictObject({
     type: z.literal('exec'),
     sandboxId: sandbox,
