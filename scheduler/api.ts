@@ -39,6 +39,8 @@ export interface StatusItem {
   readonly sandboxId: string;
   readonly state: SandboxState;
   readonly reason?: string;
+  /** The reporting node; when given, a report about a sandbox not on that node is refused (item error). */
+  readonly nodeId?: string;
 }
 
 export interface SchedulerApi {

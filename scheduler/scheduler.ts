@@ -11,6 +11,7 @@
  * replica is down keeps working.
  */
 import { randomUUID } from 'node:crypto';
+import { z } from 'zod';
 import { type NodeSpec, type NodeView, planBatch } from '../placement/index.js';
 import { assert } from '../src/lib/assert.js';
 import { Deadline } from '../src/lib/deadline.js';
@@ -19,10 +20,11 @@ import { requestId as parseRequestId, sandboxId as parseSandboxId } from '../src
 import { type MetricsSink, trellisMetrics } from '../src/lib/metrics.js';
 import { parseWith } from '../src/lib/validate.js';
 import { placementRequestOf, validateSpec } from './admission.js';
-import type { MutationOptions, SchedulerApi, WatchOptions } from './api.js';
+import type { MutationOptions, SchedulerApi, StatusItem, WatchOptions } from './api.js';
 import {
   type Command,
   commandCodec,
+  commandItemsMax,
   idSchema,
   nodeSpecSchema,
   type Quota,
@@ -30,6 +32,7 @@ import {
   type ReconcileEntry,
   reconcileReportSchema,
   type SandboxSpec,
+  statusItemSchema,
 } from './commands.js';
 import type { NodeCommandSink, NodeExecRequest } from './dispatch.js';
 import {
@@ -107,6 +110,11 @@ export interface CreateOptions {
   readonly runningWaitMs?: number;
 }
 
+interface StatusQueue {
+  readonly items: z.output<typeof statusItemSchema>[];
+  readonly waiters: { resolve: () => void; reject: (err: unknown) => void }[];
+}
+
 /** How long `create(spec, { wait: 'running' })` waits for running by default. */
 export const runningWaitMsDefault = 60_000;
 /** Longest wait for running a caller may ask for. */
@@ -171,6 +179,8 @@ export class Scheduler implements SchedulerApi {
   readonly #ownsLog: boolean;
   readonly #newRequestId: () => string;
   readonly #execSink: NodeCommandSink['exec'];
+  /** Status reports waiting for this turn's merged entry. */
+  #statusQueue: StatusQueue | undefined;
   #closed = false;
   /** What ends each open `watch()` iterator when the scheduler closes. */
   readonly #watchers = new Set<() => void>();
@@ -501,11 +511,34 @@ export class Scheduler implements SchedulerApi {
     entry.heartbeat(nodeIds);
   }
 
-  /** Reports sandbox states observed on nodes (starting, running, suspended, terminated, failed). */
-  async reportStatus(
-    items: readonly { sandboxId: string; state: SandboxState; reason?: string }[],
-  ): Promise<void> {
-    await this.#command({ type: 'status', atMs: this.#opts.now(), items: [...items] });
+  /**
+   * Reports sandbox states observed on nodes (starting, running, suspended, terminated, failed). Reports
+   * of calls made in the same turn of the event loop (many workers reporting at once) are merged into one
+   * `status` entry: status is idempotent, so a merged entry applies each report as its own would. Throws
+   * ValidationError for a malformed item (nothing of that call is sent).
+   */
+  async reportStatus(items: readonly StatusItem[]): Promise<void> {
+    const checked = parseWith(z.array(statusItemSchema).max(commandItemsMax), items, 'items');
+    if (checked.length === 0) return;
+    let q = this.#statusQueue;
+    if (q === undefined || q.items.length + checked.length > commandItemsMax) {
+      const fresh: StatusQueue = { items: [], waiters: [] };
+      this.#statusQueue = fresh;
+      setImmediate(() => void this.#flushStatus(fresh));
+      q = fresh;
+    }
+    q.items.push(...checked);
+    return new Promise((resolve, reject) => q.waiters.push({ resolve, reject }));
+  }
+
+  async #flushStatus(q: StatusQueue): Promise<void> {
+    if (this.#statusQueue === q) this.#statusQueue = undefined;
+    try {
+      await this.#command({ type: 'status', atMs: this.#opts.now(), items: q.items });
+      for (const w of q.waiters) w.resolve();
+    } catch (err) {
+      for (const w of q.waiters) w.reject(err);
+    }
   }
 
   /** Sets a tenant's quota. */

@@ -111,17 +111,10 @@ export function selectNode(
       return best;
     }
   }
-  // Unconstrained bin-packing requests without group rules (most of a typical batch, in a few shapes) keep
-  // their walk across the batch (class-walk.ts). Constrained ones keep the bucket walk below, whose per-signature
-  // cursor steps over the long prefixes of nodes their constraints rule out (a class walk per shape would
-  // visit each such prefix once per shape).
-  if (
-    req.strategy !== 'spread' &&
-    req.spread === undefined &&
-    req.antiAffinity === undefined &&
-    req.constraints.length === 0 &&
-    req.gpu === undefined
-  ) {
+  // Bin-packing requests without group rules (most of a typical batch, in a few classes) keep their walk across
+  // the batch (class-walk.ts); requests with group rules, whose feasibility moves with placements elsewhere, and
+  // spread-strategy ones (seeded start page) walk per request.
+  if (req.strategy !== 'spread' && req.spread === undefined && req.antiAffinity === undefined) {
     const walk = req.batch.classWalk(index, req, limits.candidateLimit);
     walk.refresh(index, req);
     // A named bin-pack scorer reads only the node's numbers and the shape, so a candidate's strategy score is

@@ -87,6 +87,7 @@ const statusItemsSchema = z
       sandboxId: z.string(),
       state: z.enum(sandboxStates),
       reason: z.string().min(1).max(256).optional(),
+      nodeId: z.string().max(128).optional(),
     }),
   )
   .max(10_000);

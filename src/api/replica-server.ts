@@ -91,6 +91,10 @@ export async function startSchedulerServer(o: SchedulerServerOptions): Promise<S
     rng: createRng(process.pid),
     ...(o.tickMs === undefined ? {} : { tickMs: o.tickMs }),
     ...(o.snapshotEntries === undefined ? {} : { snapshotEntries: o.snapshotEntries }),
+    // An append must fit one NATS message with its framing (as for the KV replica): the transport drops a
+    // larger frame, so with the core's 1 MiB default a follower that fell behind was never caught up again
+    // (found by bench:load: a follower stuck at applied 105,023 of 157,362 after many elections).
+    core: { msgBytesMax: Math.min(512 << 10, Math.floor((nc.info?.max_payload ?? 1 << 20) / 2)) },
     ...(o.metrics === undefined ? {} : { metrics: trellisMetrics(o.metrics) }),
   });
   const scheduler = new Scheduler({

@@ -193,6 +193,7 @@ interface ServerOptions extends ConnectionFlags {
   redis?: string;
   redisUser?: string;
   redisPassword?: string;
+  redisTlsCa?: string;
   redisRequests?: string;
   redisGroup?: string;
   redisEvents?: string;
