@@ -1,26 +1,46 @@
 /**
- * `npm run bench:scheduler -- --json FILE [--sandboxes N] [--nodes N] [--log raft|in-process]`: 3 in-process
+ * `npm run bench:scheduler -- --json FILE [--sandboxes N] [--nodes N] [--log raft|in-process]
+ * [--transport nats [--clients N] [--window N]]`: 3 in-process
  * replicas of a Raft group (loopback transport, FileStorage in a temp dir with fsync on), 1,000 generated
  * nodes, 100,000 creates submitted as fast as the API takes them. Measures the time until all are committed
  * as placed, placements per second, p50/p99 from `create` to its resolution, batches per second and the mean
  * batch size. Seeds are fixed, so runs are comparable. `--log in-process` runs on the stand-in log (memory,
  * no Raft) for comparison.
+ *
+ * `--transport nats` then runs the same creates against 3 `trellis server --state scheduler` processes (file
+ * storage, fsync on) and a nats-server, from `--clients` remote clients (`connect()`) with at most `--window`
+ * creates in flight in all, and prints both results; each carries the CPU seconds its processes used
+ * (bench process, and for NATS also the replicas and nats-server), since the machine may be shared.
  */
-import { writeFileSync } from 'node:fs';
+import type { ChildProcess } from 'node:child_process';
+import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { monitorEventLoopDelay } from 'node:perf_hooks';
 import { type PlacementRequest, planBatch } from '../placement/index.js';
-import type { SandboxSpec } from '../scheduler/commands.js';
+import type { SchedulerApi } from '../scheduler/api.js';
+import type { PlaceItem, SandboxSpec } from '../scheduler/commands.js';
+import { concatFrames, isSnapshotV5, SnapshotReader, snapshotFrames } from '../scheduler/snapshot.js';
 import { applyCommand, SchedulerState, specDigest } from '../scheduler/state.js';
 import { decodeSnapshot, encodeSnapshot } from '../scheduler/state-machine.js';
+import { connect, type RemoteScheduler } from '../src/api/client.js';
+import { assert } from '../src/lib/assert.js';
 import { createRng } from '../src/lib/prng.js';
 import { startTestCluster } from '../src/testing/cluster.js';
 import { generateCluster, generateRequests } from '../src/testing/generate.js';
+import { cliMain, spawnReplica, stopReplica } from '../src/testing/replica-process.js';
+import { startNats } from '../src/testing/servers.js';
 
 function arg(name: string): string | undefined {
   const i = process.argv.indexOf(`--${name}`);
   return i < 0 ? undefined : process.argv[i + 1];
+}
+
+/** User plus system CPU seconds since `from`: the figure that holds on a machine shared with other work. */
+function cpuSecondsSince(from: NodeJS.CpuUsage): number {
+  const d = process.cpuUsage(from);
+  return (d.user + d.system) / 1e6;
 }
 
 if (process.argv.includes('--scale')) {
@@ -81,15 +101,21 @@ async function scale(): Promise<void> {
   const heapMiB = Math.round(process.memoryUsage().heapUsed / 2 ** 20);
   const fullMs = median(Array.from({ length: 5 }, (_, k) => timeBatch(state, 20_000_000 + k * 1000)));
   let t0 = performance.now();
+  let c0 = process.cpuUsage();
   const bytes = encodeSnapshot(state);
   const snapshotSeconds = (performance.now() - t0) / 1000;
+  const snapshotCpuSeconds = cpuSecondsSince(c0);
   const sandboxCount = state.sandboxes.size;
+  const streamed = await streamWhileApplying(state, batchOf);
   // A replica restoring a snapshot does not also hold the state it came from: drop it before timing.
   state = SchedulerState.empty();
   (globalThis as { gc?: () => void }).gc?.();
   t0 = performance.now();
+  c0 = process.cpuUsage();
   const restored = decodeSnapshot(bytes);
   const restoreSeconds = (performance.now() - t0) / 1000;
+  const restoreCpuSeconds = cpuSecondsSince(c0);
+  const restoreStepMsMax = await longestRestoreStep(bytes);
   const result = {
     sandboxes: sandboxCount,
     restoredSandboxes: restored.sandboxes.size,
@@ -98,6 +124,10 @@ async function scale(): Promise<void> {
     snapshotMiB: Math.round(bytes.byteLength / 2 ** 20),
     snapshotSeconds: Number(snapshotSeconds.toFixed(2)),
     restoreSeconds: Number(restoreSeconds.toFixed(2)),
+    snapshotCpuSeconds: Number(snapshotCpuSeconds.toFixed(2)),
+    restoreCpuSeconds: Number(restoreCpuSeconds.toFixed(2)),
+    ...streamed,
+    restoreStepMsMax: Number(restoreStepMsMax.toFixed(1)),
     batch1000EmptyMs: Number(emptyMs.toFixed(1)),
     batch1000FullMs: Number(fullMs.toFixed(1)),
   };
@@ -106,20 +136,84 @@ async function scale(): Promise<void> {
   if (jsonPath !== undefined) writeFileSync(jsonPath, `${JSON.stringify(result, null, 2)}\n`);
 }
 
+/**
+ * Writes a snapshot of `state` the way a replica does (writeSnapshot: one frame per event-loop turn) while
+ * the same loop keeps applying 1,000-create batches onto newer versions, as a leader under load would.
+ * Reports the writer's wall and CPU seconds, its longest frame, and the longest event-loop stall seen
+ * meanwhile (perf_hooks' loop-delay histogram: the longest time anything waited for the loop).
+ */
+async function streamWhileApplying(
+  state: SchedulerState,
+  batchOf: (base: SchedulerState, from: number, n: number) => PlaceItem[],
+): Promise<Record<string, number>> {
+  const loop = monitorEventLoopDelay({ resolution: 1 });
+  let done = false;
+  let live = state;
+  let batches = 0;
+  let batchMsMax = 0;
+  const applying = (async () => {
+    while (!done) {
+      const t = performance.now();
+      const items = batchOf(live, 30_000_000 + batches * 1000, 1000);
+      live = applyCommand(live, { type: 'place', atMs: 3, items }, live.applied + 1).state;
+      batchMsMax = Math.max(batchMsMax, performance.now() - t);
+      batches++;
+      await new Promise((resolve) => setImmediate(resolve));
+    }
+  })();
+  const t0 = performance.now();
+  const c0 = process.cpuUsage();
+  loop.enable();
+  const frameTimes: number[] = [];
+  let last = performance.now();
+  const frames: Uint8Array[] = [];
+  for (const frame of snapshotFrames(state)) {
+    const now = performance.now();
+    frameTimes.push(now - last);
+    frames.push(frame);
+    await new Promise((resolve) => setImmediate(resolve));
+    last = performance.now();
+  }
+  const bytes = concatFrames(frames);
+  loop.disable();
+  const seconds = (performance.now() - t0) / 1000;
+  const cpuSeconds = cpuSecondsSince(c0);
+  done = true;
+  await applying;
+  assert(bytes.length > 0, 'a snapshot was written', {});
+  return {
+    streamedSnapshotSeconds: Number(seconds.toFixed(2)),
+    streamedSnapshotCpuSeconds: Number(cpuSeconds.toFixed(2)),
+    snapshotFrameMsMax: Number(Math.max(...frameTimes).toFixed(1)),
+    batchesAppliedMeanwhile: batches,
+    batchApplyMsMax: Number(batchMsMax.toFixed(1)),
+    eventLoopStallMsMax: Number((loop.max / 1e6).toFixed(1)),
+  };
+}
+
+/** The longest single step of a frame-by-frame restore (SnapshotReader), in ms. */
+async function longestRestoreStep(bytes: Uint8Array): Promise<number> {
+  if (!isSnapshotV5(bytes)) return Number.NaN;
+  const reader = new SnapshotReader(bytes);
+  let max = 0;
+  for (;;) {
+    const t = performance.now();
+    if (!reader.step()) break;
+    max = Math.max(max, performance.now() - t);
+    await new Promise((resolve) => setImmediate(resolve));
+  }
+  reader.finish();
+  return max;
+}
+
 const sandboxes = Number(arg('sandboxes') ?? 100_000);
 const nodes = Number(arg('nodes') ?? 1000);
 const jsonPath = arg('json');
-
+const transport = arg('transport') ?? 'in-process';
+if (transport !== 'in-process' && transport !== 'nats')
+  throw new Error(`--transport in-process|nats, got ${transport}`);
 const logKind = arg('log') === 'in-process' ? 'in-process' : 'raft';
-const dir = logKind === 'raft' ? await mkdtemp(join(tmpdir(), 'trellis-bench-sched-')) : undefined;
-const cluster = await startTestCluster({
-  seed: 7,
-  nodes,
-  pipeline: { pendingTimeoutMs: 60_000 },
-  log: logKind,
-  ...(dir === undefined ? {} : { dir }),
-});
-const s = cluster.scheduler;
+
 // Small shapes only, so 100,000 of them fit on 1,000 nodes and every create can be placed.
 const requests = generateRequests(createRng(7), {
   requests: sandboxes,
@@ -131,45 +225,168 @@ const requests = generateRequests(createRng(7), {
   resources: { cpu: 100, memory: 128, disk: 256 },
   ...(r.constraints === undefined ? {} : { constraints: [...r.constraints] }),
 }));
-const latenciesMs = new Float64Array(sandboxes);
-let placed = 0;
-let failed = 0;
-const startMs = performance.now();
-const all: Promise<void>[] = [];
-for (let i = 0; i < sandboxes; i++) {
-  const t0 = performance.now();
-  all.push(
-    s.create(requests[i] as SandboxSpec, { requestId: `b-${i}` }).then(
+
+interface Run {
+  placed: number;
+  failed: number;
+  placedSeconds: number;
+  latenciesMs: Float64Array;
+}
+
+/**
+ * Submits every create through `apis` (round robin) with at most `window` in flight (all at once when
+ * undefined), and times them until the last one resolves.
+ */
+async function runCreates(apis: readonly SchedulerApi[], window?: number): Promise<Run> {
+  const latenciesMs = new Float64Array(sandboxes);
+  let placed = 0;
+  let failed = 0;
+  let next = 0;
+  const startMs = performance.now();
+  const one = async (i: number): Promise<void> => {
+    const t0 = performance.now();
+    const api = apis[i % apis.length] as SchedulerApi;
+    await api.create(requests[i] as SandboxSpec, { requestId: `b-${i}` }).then(
       () => {
-        latenciesMs[i] = performance.now() - t0;
         placed++;
       },
       () => {
-        latenciesMs[i] = performance.now() - t0;
         failed++;
       },
-    ),
-  );
+    );
+    latenciesMs[i] = performance.now() - t0;
+  };
+  const lane = async (): Promise<void> => {
+    while (next < sandboxes) await one(next++);
+  };
+  if (window === undefined) {
+    const all: Promise<void>[] = [];
+    for (let i = 0; i < sandboxes; i++) all.push(one(i));
+    await Promise.all(all);
+  } else {
+    await Promise.all(Array.from({ length: window }, lane));
+  }
+  return { placed, failed, placedSeconds: (performance.now() - startMs) / 1000, latenciesMs };
 }
-await Promise.all(all);
-const placedSeconds = (performance.now() - startMs) / 1000;
-const sorted = [...latenciesMs].sort((a, b) => a - b);
-const stats = s.stats();
-const result = {
-  log: logKind === 'raft' ? 'raft, file storage, fsync' : 'in-process (no Raft, memory)',
-  sandboxes,
-  nodes,
-  placed,
-  failed,
-  placedSeconds: Number(placedSeconds.toFixed(3)),
-  placementsPerSec: Math.round(placed / placedSeconds),
-  p50Ms: Number((sorted[Math.floor(sorted.length * 0.5)] ?? 0).toFixed(1)),
-  p99Ms: Number((sorted[Math.floor(sorted.length * 0.99)] ?? 0).toFixed(1)),
-  batchesPerSec: Number((stats.batches / placedSeconds).toFixed(1)),
-  meanBatch: Number(stats.meanBatch.toFixed(1)),
-  heapMiB: Math.round(process.memoryUsage().heapUsed / 2 ** 20),
-};
-console.log(JSON.stringify(result));
-if (jsonPath !== undefined) writeFileSync(jsonPath, `${JSON.stringify(result, null, 2)}\n`);
-await cluster.close();
-if (dir !== undefined) await rm(dir, { recursive: true, force: true });
+
+/** User plus system CPU seconds a process has used, from /proc (Linux), or 0 when it is gone. */
+function cpuSecondsOf(pid: number | undefined): number {
+  if (pid === undefined) return 0;
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+    // utime and stime are fields 14 and 15 of stat, 12 and 13 after the command; in clock ticks (100 Hz).
+    return (Number(fields[11]) + Number(fields[12])) / 100;
+  } catch {
+    return 0;
+  }
+}
+
+function selfCpuSeconds(): number {
+  const u = process.cpuUsage();
+  return (u.user + u.system) / 1e6;
+}
+
+function summary(what: string, run: Run, batches: number, meanBatch: number, extra: Record<string, unknown>) {
+  const sorted = [...run.latenciesMs].sort((a, b) => a - b);
+  return {
+    log: what,
+    sandboxes,
+    nodes,
+    placed: run.placed,
+    failed: run.failed,
+    placedSeconds: Number(run.placedSeconds.toFixed(3)),
+    placementsPerSec: Math.round(run.placed / run.placedSeconds),
+    p50Ms: Number((sorted[Math.floor(sorted.length * 0.5)] ?? 0).toFixed(1)),
+    p99Ms: Number((sorted[Math.floor(sorted.length * 0.99)] ?? 0).toFixed(1)),
+    batchesPerSec: Number((batches / run.placedSeconds).toFixed(1)),
+    meanBatch: Number(meanBatch.toFixed(1)),
+    ...extra,
+  };
+}
+
+/** The in-process group: 3 replicas of a Raft group in this process (or the stand-in log). */
+async function inProcess(): Promise<Record<string, unknown>> {
+  const dir = logKind === 'raft' ? await mkdtemp(join(tmpdir(), 'trellis-bench-sched-')) : undefined;
+  const cluster = await startTestCluster({
+    seed: 7,
+    nodes,
+    pipeline: { pendingTimeoutMs: 60_000 },
+    log: logKind,
+    ...(dir === undefined ? {} : { dir }),
+  });
+  const cpu0 = selfCpuSeconds();
+  const run = await runCreates([cluster.scheduler]);
+  const cpuSeconds = selfCpuSeconds() - cpu0;
+  const stats = cluster.scheduler.stats();
+  const result = summary(
+    logKind === 'raft' ? 'raft, file storage, fsync' : 'in-process (no Raft, memory)',
+    run,
+    stats.batches,
+    stats.meanBatch,
+    {
+      transport: 'in-process',
+      cpuSeconds: Number(cpuSeconds.toFixed(1)),
+      heapMiB: Math.round(process.memoryUsage().heapUsed / 2 ** 20),
+    },
+  );
+  await cluster.close();
+  if (dir !== undefined) await rm(dir, { recursive: true, force: true });
+  return result;
+}
+
+/** 3 `trellis server` processes and a nats-server; the creates come from remote clients over NATS. */
+async function overNats(): Promise<Record<string, unknown>> {
+  if (!existsSync(cliMain)) throw new Error(`${cliMain} missing: run npm run build first`);
+  const clientsCount = Number(arg('clients') ?? 4);
+  const window = Number(arg('window') ?? 2_000);
+  const nats = await startNats();
+  const root = await mkdtemp(join(tmpdir(), 'trellis-bench-nats-'));
+  const ids = ['a', 'b', 'c'];
+  const cluster = 'bench';
+  const procs: ChildProcess[] = ids.map((id) =>
+    spawnReplica({ id, peers: ids, natsUrl: nats.url, root, cluster, state: 'scheduler' }),
+  );
+  const clients: RemoteScheduler[] = [];
+  try {
+    for (let k = 0; k < clientsCount; k++) {
+      clients.push(
+        await connect({ servers: nats.url, cluster, timeoutMs: 120_000, attemptTimeoutMs: 30_000 }),
+      );
+    }
+    const admin = clients[0] as RemoteScheduler;
+    const specs = generateCluster(createRng(7), { nodes, notReadyShare: 0 });
+    await admin.registerNode(specs[0] as (typeof specs)[number]); // waits for a leader
+    await Promise.all(specs.slice(1).map((n) => admin.registerNode(n)));
+    const natsPid = Number(readFileSync(join(nats.dir, 'nats.pid'), 'utf8').trim());
+    const cpuOf = () =>
+      selfCpuSeconds() + procs.reduce((a, p) => a + cpuSecondsOf(p.pid), 0) + cpuSecondsOf(natsPid);
+    const cpu0 = cpuOf();
+    const self0 = selfCpuSeconds();
+    const run = await runCreates(clients, window);
+    const cpuSeconds = cpuOf() - cpu0;
+    const clientCpuSeconds = selfCpuSeconds() - self0;
+    const stats = await admin.stats();
+    return summary('raft over NATS, 3 processes, file storage, fsync', run, stats.batches, stats.meanBatch, {
+      transport: 'nats',
+      clients: clientsCount,
+      window,
+      cpuSeconds: Number(cpuSeconds.toFixed(1)),
+      clientCpuSeconds: Number(clientCpuSeconds.toFixed(1)),
+    });
+  } finally {
+    for (const c of clients) await c.close();
+    await Promise.all(procs.map((p) => stopReplica(p)));
+    await nats.stop();
+    await rm(root, { recursive: true, force: true });
+  }
+}
+
+const results = [await inProcess()];
+console.log(JSON.stringify(results[0]));
+if (transport === 'nats') {
+  results.push(await overNats());
+  console.log(JSON.stringify(results[1]));
+}
+const out = results.length === 1 ? results[0] : results;
+if (jsonPath !== undefined) writeFileSync(jsonPath, `${JSON.stringify(out, null, 2)}\n`);

@@ -56,13 +56,18 @@ const workload = parseWorkload({
 if (!('arrivals' in workload)) throw new Error('synthetic workload expected');
 const arrivals = [...syntheticArrivals(workload, 20261201)];
 const t0 = performance.now();
+const cpu0 = process.cpuUsage();
 const r = simulate(cluster, arrivals, { seed: 1, policy: { name: 'dot' }, batchWindowMs: windowMs });
 const seconds = (performance.now() - t0) / 1000;
+// CPU seconds too: the wall figure grows with whatever else shares the machine, this one much less.
+const cpu = process.cpuUsage(cpu0);
+const cpuSeconds = (cpu.user + cpu.system) / 1e6;
 const out = {
   events: r.totals.events,
   nodes: r.nodes,
   seconds: Number(seconds.toFixed(3)),
   eventsPerSec: Math.round(r.totals.events / seconds),
+  cpuSeconds: Number(cpuSeconds.toFixed(3)),
   arrivals: r.totals.arrived,
   departures: r.totals.departed,
   placed: r.totals.placed,

@@ -12,8 +12,9 @@
  */
 import type { NodeSpec, NodeView } from '../placement/index.js';
 import type { Quota, ReconcileEntry, SandboxSpec } from './commands.js';
+import type { NodeExecResult } from './dispatch.js';
 import type { SandboxState } from './lifecycle.js';
-import type { CreateOptions, ListFilter, ReadOptions, SchedulerStats } from './scheduler.js';
+import type { CreateOptions, ExecOptions, ListFilter, ReadOptions, SchedulerStats } from './scheduler.js';
 import type { ReconcileResult } from './state.js';
 import type { Sandbox, SchedulerEvent } from './types.js';
 
@@ -26,7 +27,9 @@ export interface MutationOptions {
 export interface WatchOptions {
   /**
    * The first log index whose committed events the watch yields. Absent: events committed from now on.
-   * A remote watch replays the events the server still holds from this index before live ones.
+   * The watch replays the events still held from this index (the embedded scheduler holds what it applied
+   * since it started, the last `watchHistoryMax` or more; a server its event ring) before live ones, and
+   * throws WatchGapError from `next()` when some are no longer held.
    */
   readonly fromIndex?: number;
 }
@@ -36,6 +39,8 @@ export interface StatusItem {
   readonly sandboxId: string;
   readonly state: SandboxState;
   readonly reason?: string;
+  /** The reporting node; when given, a report about a sandbox not on that node is refused (item error). */
+  readonly nodeId?: string;
 }
 
 export interface SchedulerApi {
@@ -62,6 +67,8 @@ export interface SchedulerApi {
     options?: MutationOptions,
   ): Promise<ReconcileResult>;
   setQuota(tenant: string, quota: Quota, options?: MutationOptions): Promise<void>;
+  /** Runs a command in a running sandbox on its node; bounded in time and output. Not a Raft entry. */
+  exec(sandboxId: string, command: readonly string[], options?: ExecOptions): Promise<NodeExecResult>;
   /** Releases what the implementation holds (pipeline and owned log, or the NATS connection). */
   close(): Promise<void>;
 }

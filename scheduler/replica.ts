@@ -12,16 +12,17 @@
  * the API adapter sends the same bytes to the leader's subject and serves `handle` on its own.
  */
 import type { Message } from '../raft/core/messages.js';
-import { RaftNode } from '../raft/node.js';
+import { RaftNode, type RaftNodeOptions } from '../raft/node.js';
 import type { Storage } from '../raft/storage/storage.js';
-import { realTimers, type Timers } from '../raft/timers.js';
 import type { Transport } from '../raft/transport.js';
 import { assert } from '../src/lib/assert.js';
 import { Deadline } from '../src/lib/deadline.js';
 import { TrellisError } from '../src/lib/errors.js';
 import type { TrellisMetrics } from '../src/lib/metrics.js';
 import { createRng, type Rng } from '../src/lib/prng.js';
+import { realTimers, type Timers } from '../src/lib/timers.js';
 import type { SandboxSpec } from './commands.js';
+import { Dispatcher, type DispatcherOptions } from './dispatch.js';
 import { NotLeaderError } from './errors.js';
 import {
   errorReply,
@@ -54,7 +55,15 @@ export interface SchedulerReplicaOptions {
   readonly pipeline: PipelineOptions;
   /** How requests reach the leader when this replica does not lead. Without one they fail NotLeaderError. */
   readonly forwarder?: Forwarder;
+  /**
+   * Sends committed placements (and terminate, suspend, resume) to node workers while this replica leads
+   * (dispatch.ts). Without one nothing is sent: the placements wait for whatever drives the nodes.
+   */
+  readonly dispatch?: ReplicaDispatchOptions;
 }
+
+/** The dispatcher's options as a replica takes them: timers default to real time, jitter seeded per term. */
+export type ReplicaDispatchOptions = Omit<DispatcherOptions, 'timers' | 'rng'> & { readonly timers?: Timers };
 
 /** Counters of this replica's pipelines, past and present, for `stats()`. */
 export interface ReplicaStats {
@@ -74,6 +83,8 @@ export class SchedulerReplica {
   readonly #opts: PipelineOptions;
   readonly #forward: Forwarder | undefined;
   #pipeline: LeaderPipeline | undefined;
+  readonly #dispatchOpts: ReplicaDispatchOptions | undefined;
+  #dispatcher: Dispatcher | undefined;
   #pipelineTerm: number | undefined;
   #closed = false;
   readonly #unsubscribe: () => void;
@@ -92,6 +103,7 @@ export class SchedulerReplica {
     this.log = log;
     this.#opts = options.pipeline;
     this.#forward = options.forwarder;
+    this.#dispatchOpts = options.dispatch;
     this.#syncPipeline();
     this.#unsubscribe = log.onLeaderChange(() => this.#syncPipeline());
   }
@@ -113,10 +125,26 @@ export class SchedulerReplica {
     if (term === this.#pipelineTerm && (term === undefined) === (this.#pipeline === undefined)) return;
     this.#stopPipeline();
     this.#pipelineTerm = term;
-    if (term !== undefined) this.#pipeline = new LeaderPipeline(this.log, this.#opts);
+    if (term === undefined) return;
+    this.#pipeline = new LeaderPipeline(this.log, this.#opts);
+    const d = this.#dispatchOpts;
+    if (d !== undefined) {
+      this.#dispatcher = new Dispatcher(this.log.machine, {
+        ...d,
+        timers: d.timers ?? realTimers,
+        rng: createRng((seedOf(this.id) ^ term) >>> 0),
+      });
+    }
+  }
+
+  /** The dispatcher of this term while this replica leads with one (tests, stats). */
+  get dispatcher(): Dispatcher | undefined {
+    return this.#dispatcher;
   }
 
   #stopPipeline(): void {
+    this.#dispatcher?.stop();
+    this.#dispatcher = undefined;
     const old = this.#pipeline;
     if (old === undefined) return;
     const s = old.stats;
@@ -318,6 +346,11 @@ export interface RaftReplicaOptions {
   readonly rng?: Rng;
   readonly tickMs?: number;
   readonly snapshotEntries?: number;
+  /**
+   * Raft core settings (e.g. `msgBytesMax`: a transport with a message size limit must keep appends under it,
+   * or a follower that fell behind is sent catch-up appends too large to deliver, forever).
+   */
+  readonly core?: RaftNodeOptions<CommandResult>['core'];
   /** Decodes committed entries; replicas sharing a process pass one shared decoder. */
   readonly decode?: EntryDecoder;
   /** Where the Raft node records its metrics (term, leader, commit, latencies). Default: nothing. */
@@ -358,6 +391,7 @@ export class RaftReplicaLog implements ReplicaLog {
       rng: options.rng ?? createRng(seedOf(options.id)),
       ...(options.tickMs === undefined ? {} : { tickMs: options.tickMs }),
       ...(options.snapshotEntries === undefined ? {} : { snapshotEntries: options.snapshotEntries }),
+      ...(options.core === undefined ? {} : { core: options.core }),
       ...(options.timers === undefined ? {} : { timers: options.timers }),
       ...(options.metrics === undefined ? {} : { metrics: options.metrics }),
     });

@@ -11,17 +11,20 @@
  * replica is down keeps working.
  */
 import { randomUUID } from 'node:crypto';
+import { z } from 'zod';
 import { type NodeSpec, type NodeView, planBatch } from '../placement/index.js';
 import { assert } from '../src/lib/assert.js';
 import { Deadline } from '../src/lib/deadline.js';
+import { UnavailableError, ValidationError } from '../src/lib/errors.js';
 import { requestId as parseRequestId, sandboxId as parseSandboxId } from '../src/lib/ids.js';
 import { type MetricsSink, trellisMetrics } from '../src/lib/metrics.js';
 import { parseWith } from '../src/lib/validate.js';
 import { placementRequestOf, validateSpec } from './admission.js';
-import type { MutationOptions, SchedulerApi } from './api.js';
+import type { MutationOptions, SchedulerApi, StatusItem, WatchOptions } from './api.js';
 import {
   type Command,
   commandCodec,
+  commandItemsMax,
   idSchema,
   nodeSpecSchema,
   type Quota,
@@ -29,19 +32,23 @@ import {
   type ReconcileEntry,
   reconcileReportSchema,
   type SandboxSpec,
+  statusItemSchema,
 } from './commands.js';
+import type { NodeCommandSink, NodeExecRequest } from './dispatch.js';
 import {
   errorFromResult,
   NotLeaderError,
+  SandboxNotRunningError,
   SchedulerClosedError,
   UnknownSandboxError,
+  WatchGapError,
   WatchOverflowError,
 } from './errors.js';
 import type { SandboxState } from './lifecycle.js';
 import type { ReplicaGroup } from './log.js';
 import { defaultPipelineOptions, everyInterval, type PipelineOptions } from './pipeline/leader.js';
 import { RaftGroupLog } from './raft-group.js';
-import { SchedulerReplica } from './replica.js';
+import { type ReplicaDispatchOptions, SchedulerReplica } from './replica.js';
 import type { CommandResult, ReconcileResult } from './state.js';
 import type { Sandbox, SchedulerEvent } from './types.js';
 
@@ -49,6 +56,8 @@ import type { Sandbox, SchedulerEvent } from './types.js';
 export const leaderRetriesMax = 8;
 /** Committed events a `watch()` iterator buffers for a slow reader before it ends with an error. */
 export const watchBufferMax = 100_000;
+/** Committed events the scheduler keeps for `watch({ fromIndex })` (up to twice this between trims). */
+export const watchHistoryMax = 10_000;
 
 export interface SchedulerConfig {
   /** Replicas of the in-process Raft group when no `log` is given. Default 3. */
@@ -82,6 +91,11 @@ export interface SchedulerConfig {
    * seeded or counting source so a run replays exactly.
    */
   readonly requestIds?: () => string;
+  /**
+   * Sends committed placements, terminates, suspends and resumes to node workers from the leader
+   * (scheduler/dispatch.ts) through `dispatch.sink`. Default: none (nothing is sent to nodes).
+   */
+  readonly dispatch?: ReplicaDispatchOptions;
 }
 
 export interface CreateOptions {
@@ -89,6 +103,38 @@ export interface CreateOptions {
   readonly requestId?: string;
   /** Resolve once placed (default) or once the node reports it running. */
   readonly wait?: 'placed' | 'running';
+  /**
+   * With `wait: 'running'`: how long to wait for the node to report it running before
+   * SandboxNotRunningError (the sandbox itself is not touched). Default `runningWaitMsDefault`.
+   */
+  readonly runningWaitMs?: number;
+}
+
+interface StatusQueue {
+  readonly items: z.output<typeof statusItemSchema>[];
+  readonly waiters: { resolve: () => void; reject: (err: unknown) => void }[];
+}
+
+/** How long `create(spec, { wait: 'running' })` waits for running by default. */
+export const runningWaitMsDefault = 60_000;
+/** Longest wait for running a caller may ask for. */
+export const runningWaitMsMax = 10 * 60_000;
+/** Longest exec a caller may ask for (the worker's own bound, src/worker/driver.ts `execTimeoutMsMax`). */
+export const execTimeoutMsMax = 10 * 60_000;
+export const execTimeoutMsDefault = 30_000;
+/** Output kept per stream by default, and at most: an exec result must fit one API reply frame. */
+export const execOutputBytesDefault = 64 << 10;
+export const execOutputBytesMax = 256 << 10;
+/** Largest stdin an exec carries through the scheduler. */
+export const execStdinBytesMax = 256 << 10;
+
+export interface ExecOptions {
+  /** The command is killed after this long (`timedOut` in the result). Default 30,000 ms. */
+  readonly timeoutMs?: number;
+  /** Bytes written to the command's stdin. */
+  readonly stdinBytes?: Uint8Array;
+  /** Output kept per stream. Default 64 KiB, at most 256 KiB. */
+  readonly outputBytesMax?: number;
 }
 
 /**
@@ -132,9 +178,19 @@ export class Scheduler implements SchedulerApi {
   readonly #leaderWaitMs: number;
   readonly #ownsLog: boolean;
   readonly #newRequestId: () => string;
+  readonly #execSink: NodeCommandSink['exec'];
+  /** Status reports waiting for this turn's merged entry. */
+  #statusQueue: StatusQueue | undefined;
   #closed = false;
   /** What ends each open `watch()` iterator when the scheduler closes. */
   readonly #watchers = new Set<() => void>();
+  /**
+   * Committed events of the attached replica since this scheduler started, the last `watchHistoryMax` or
+   * a few more (whole entries), for `watch({ fromIndex })`; every event of entries >= `#historyFrom` is held.
+   */
+  #history: SchedulerEvent[] = [];
+  #historyFrom = 0;
+  #historyOff: (() => void) | undefined;
 
   constructor(config: SchedulerConfig = {}) {
     // The embedded default: a real Raft group of in-process replicas on memory storage.
@@ -143,6 +199,7 @@ export class Scheduler implements SchedulerApi {
     this.#leaderWaitMs = config.leaderWaitMs ?? 10_000;
     this.#newRequestId = config.requestIds ?? randomUUID;
     this.#attached = config.replica ?? 0;
+    this.#execSink = config.dispatch?.sink.exec?.bind(config.dispatch.sink);
     assert(this.#attached < this.log.size, 'replica out of range', {
       replica: this.#attached,
       size: this.log.size,
@@ -163,8 +220,35 @@ export class Scheduler implements SchedulerApi {
       return to.handle(request);
     };
     for (let i = 0; i < this.log.size; i++)
-      replicas.push(new SchedulerReplica(this.log.replica(i), { pipeline: this.#opts, forwarder }));
+      replicas.push(
+        new SchedulerReplica(this.log.replica(i), {
+          pipeline: this.#opts,
+          forwarder,
+          ...(config.dispatch === undefined ? {} : { dispatch: config.dispatch }),
+        }),
+      );
     this.replicas = replicas;
+    this.#keepHistory();
+  }
+
+  /** Follows the attached replica's applied entries into `#history` (see `watch`). */
+  #keepHistory(): void {
+    const machine = this.#home.machine;
+    let seen = machine.state.applied;
+    this.#historyFrom = seen + 1;
+    this.#historyOff = machine.onApply(({ events }, entry) => {
+      // A replica restarted from its storage replays entries it had applied; skip them by index.
+      if (entry.index <= seen) return;
+      seen = entry.index;
+      this.#history.push(...events);
+      if (this.#history.length <= 2 * watchHistoryMax) return;
+      // Drop from the front down to about `watchHistoryMax`, on an entry boundary.
+      let cut = this.#history.length - watchHistoryMax;
+      const at = this.#history[cut]?.index ?? seen;
+      while (cut > 0 && this.#history[cut - 1]?.index === at) cut--;
+      this.#history = this.#history.slice(cut);
+      this.#historyFrom = this.#history[0]?.index ?? seen + 1;
+    });
   }
 
   /**
@@ -245,27 +329,64 @@ export class Scheduler implements SchedulerApi {
     // Typed for callers, still validated: JavaScript callers and data from the wire reach here unchecked.
     const checked = validateSpec(spec);
     const requestId = options.requestId ?? this.#newRequestId();
+    const waitMs = options.runningWaitMs ?? runningWaitMsDefault;
+    if (!(Number.isInteger(waitMs) && waitMs >= 1 && waitMs <= runningWaitMsMax))
+      throw new ValidationError('runningWaitMs', `must be an integer of 1..${runningWaitMsMax} ms`);
     const sb = await this.#onLeader((r, deadline) => r.create(requestId, checked, deadline));
-    if (options.wait === 'running' && sb.state !== 'running') return this.#waitFor(sb.id, 'running');
+    if (options.wait === 'running') return this.#waitRunning(sb.id, waitMs);
     return sb;
   }
 
-  #waitFor(sandboxId: string, state: SandboxState): Promise<Sandbox> {
+  /**
+   * Resolves with the sandbox once this replica's committed state says it runs; rejects with
+   * SandboxNotRunningError once it failed, was lost or terminated, or `waitMs` passed first. The state is
+   * checked before listening, since the status entry may have been applied before this call.
+   */
+  #waitRunning(sandboxId: string, waitMs: number): Promise<Sandbox> {
     const machine = this.#home.machine;
+    const deadline = Deadline.after(waitMs, this.#opts.now);
     return new Promise((resolve, reject) => {
-      const off = machine.onApply(({ events }) => {
-        for (const e of events) {
-          if (e.kind !== 'sandbox' || e.sandboxId !== sandboxId) continue;
-          if (e.to === state) {
-            off();
-            resolve(machine.state.sandbox(sandboxId) as Sandbox);
-          } else if (e.to === 'failed' || e.to === 'terminated' || e.to === 'lost') {
-            off();
-            reject(new UnknownSandboxError(`sandbox ${sandboxId} became ${e.to} before ${state}`));
-          }
-        }
+      let off: () => void = () => {};
+      let cancel: () => void = () => {};
+      const check = (): boolean => {
+        const sb = machine.state.sandbox(sandboxId);
+        const state = sb?.state ?? 'terminated';
+        if (state === 'running') resolve(sb as Sandbox);
+        else if (state === 'failed' || state === 'terminated' || state === 'lost' || this.#closed)
+          reject(notRunning(sandboxId, state, sb?.reason, 'before it ran'));
+        else if (deadline.expired()) reject(notRunning(sandboxId, state, sb?.reason, `after ${waitMs} ms`));
+        else return false;
+        off();
+        cancel();
+        return true;
+      };
+      if (check()) return;
+      off = machine.onApply(({ events }) => {
+        if (events.some((e) => e.kind === 'sandbox' && e.sandboxId === sandboxId)) check();
       });
+      cancel = this.#opts.every(check, Math.min(this.#opts.heartbeatIntervalMs, waitMs));
     });
+  }
+
+  /**
+   * Runs `command` in a running sandbox, on the node that holds it, and resolves with its exit code and
+   * output (each stream bounded by `outputBytesMax`, the run by `timeoutMs`). Not a Raft entry: a
+   * linearizable read finds the sandbox and its node, then the node's worker runs it. Throws
+   * ValidationError for bad arguments, UnknownSandboxError, SandboxNotRunningError, UnavailableError when
+   * this scheduler has no workers to reach (or the node's worker does not answer), and the worker's own
+   * errors (busy, machine gone).
+   */
+  async exec(sandboxId: string, command: readonly string[], options: ExecOptions = {}) {
+    const request = execRequestOf(command, options);
+    const exec = this.#execSink;
+    if (exec === undefined)
+      throw new UnavailableError('this scheduler runs no workers and reaches none for exec');
+    const id = parseSandboxId(sandboxId);
+    const sb = await this.get(id);
+    if (sb === undefined) throw new UnknownSandboxError(`sandbox ${id} does not exist`);
+    if (sb.state !== 'running' || sb.nodeId === undefined)
+      throw notRunning(id, sb.state, sb.reason, 'so exec cannot run');
+    return exec(sb.nodeId, id, request);
   }
 
   /** The request id of a mutating call: the caller's (validated), or a fresh one. */
@@ -390,11 +511,34 @@ export class Scheduler implements SchedulerApi {
     entry.heartbeat(nodeIds);
   }
 
-  /** Reports sandbox states observed on nodes (starting, running, suspended, terminated, failed). */
-  async reportStatus(
-    items: readonly { sandboxId: string; state: SandboxState; reason?: string }[],
-  ): Promise<void> {
-    await this.#command({ type: 'status', atMs: this.#opts.now(), items: [...items] });
+  /**
+   * Reports sandbox states observed on nodes (starting, running, suspended, terminated, failed). Reports
+   * of calls made in the same turn of the event loop (many workers reporting at once) are merged into one
+   * `status` entry: status is idempotent, so a merged entry applies each report as its own would. Throws
+   * ValidationError for a malformed item (nothing of that call is sent).
+   */
+  async reportStatus(items: readonly StatusItem[]): Promise<void> {
+    const checked = parseWith(z.array(statusItemSchema).max(commandItemsMax), items, 'items');
+    if (checked.length === 0) return;
+    let q = this.#statusQueue;
+    if (q === undefined || q.items.length + checked.length > commandItemsMax) {
+      const fresh: StatusQueue = { items: [], waiters: [] };
+      this.#statusQueue = fresh;
+      setImmediate(() => void this.#flushStatus(fresh));
+      q = fresh;
+    }
+    q.items.push(...checked);
+    return new Promise((resolve, reject) => q.waiters.push({ resolve, reject }));
+  }
+
+  async #flushStatus(q: StatusQueue): Promise<void> {
+    if (this.#statusQueue === q) this.#statusQueue = undefined;
+    try {
+      await this.#command({ type: 'status', atMs: this.#opts.now(), items: q.items });
+      for (const w of q.waiters) w.resolve();
+    } catch (err) {
+      for (const w of q.waiters) w.reject(err);
+    }
   }
 
   /** Sets a tenant's quota. */
@@ -453,8 +597,23 @@ export class Scheduler implements SchedulerApi {
    * Committed events from now on, in log order. Ends with WatchOverflowError if the reader falls too far
    * behind, and ends (after the events already buffered) when the scheduler closes.
    */
-  watch(): AsyncIterableIterator<SchedulerEvent> {
-    const buffer: SchedulerEvent[] = [];
+  /**
+   * Committed events in log order: from `fromIndex` (replayed from what this scheduler has held since it
+   * started, the last `watchHistoryMax` events or more; else the first `next()` throws WatchGapError), or
+   * from now.
+   */
+  watch(options: WatchOptions = {}): AsyncIterableIterator<SchedulerEvent> {
+    const from = options.fromIndex;
+    if (from !== undefined && !(Number.isInteger(from) && from >= 0))
+      throw new ValidationError('fromIndex', `must be an integer >= 0, got ${String(from)}`);
+    const gap =
+      from !== undefined && from < this.#historyFrom
+        ? new WatchGapError(
+            `events from index ${from} are not held here (held from ${this.#historyFrom}); re-read state and watch from now`,
+          )
+        : undefined;
+    const buffer: SchedulerEvent[] =
+      from === undefined || gap !== undefined ? [] : this.#history.filter((e) => e.index >= from);
     let wake: (() => void) | undefined;
     let overflow = false;
     let done = false;
@@ -469,6 +628,7 @@ export class Scheduler implements SchedulerApi {
     const off = this.#home.machine.onApply(({ events }, entry) => {
       if (entry.index <= seen) return;
       seen = entry.index;
+      if (from !== undefined && entry.index < from) return;
       if (buffer.length + events.length > watchBufferMax) overflow = true;
       else buffer.push(...events);
       wake?.();
@@ -476,6 +636,12 @@ export class Scheduler implements SchedulerApi {
     const iterator: AsyncIterableIterator<SchedulerEvent> = {
       [Symbol.asyncIterator]: () => iterator,
       next: async () => {
+        if (gap !== undefined && !done) {
+          done = true;
+          off();
+          this.#watchers.delete(onClose);
+          throw gap;
+        }
         for (;;) {
           if (done) return { done: true, value: undefined };
           const e = buffer.shift();
@@ -537,11 +703,48 @@ export class Scheduler implements SchedulerApi {
   /** Stops the replicas' pipelines (calls in progress reject); a group the scheduler created is closed too. */
   async close(): Promise<void> {
     this.#closed = true;
+    this.#historyOff?.();
+    this.#history = [];
     for (const end of [...this.#watchers]) end();
     this.#watchers.clear();
     for (const r of this.replicas) r.stop();
     if (this.#ownsLog && this.log instanceof RaftGroupLog) await this.log.close();
   }
+}
+
+function notRunning(sandboxId: string, state: string, reason: string | undefined, when: string) {
+  const why = reason === undefined ? '' : ` (${reason})`;
+  return new SandboxNotRunningError(`sandbox ${sandboxId} is ${state}${why}, not running, ${when}`, {
+    details: { sandboxId, state, ...(reason === undefined ? {} : { reason }) },
+  });
+}
+
+/** Checks an exec's arguments against the scheduler's bounds (ValidationError naming the field). */
+function execRequestOf(command: readonly string[], o: ExecOptions): NodeExecRequest {
+  const argsMax = 256;
+  if (!Array.isArray(command) || command.length < 1 || command.length > argsMax)
+    throw new ValidationError('command', `must be 1..${argsMax} arguments`);
+  command.forEach((a, i) => {
+    if (typeof a !== 'string') throw new ValidationError(`command.${i}`, 'must be a string');
+  });
+  if (command[0] === '') throw new ValidationError('command.0', 'the program name is empty');
+  const int = (path: string, v: number | undefined, dflt: number, lo: number, hi: number): number => {
+    if (v === undefined) return dflt;
+    if (!(Number.isInteger(v) && v >= lo && v <= hi))
+      throw new ValidationError(path, `must be an integer of ${lo}..${hi}, got ${String(v)}`);
+    return v;
+  };
+  const stdin = o.stdinBytes;
+  if (stdin !== undefined && !(stdin instanceof Uint8Array))
+    throw new ValidationError('stdinBytes', 'must be a Uint8Array');
+  if (stdin !== undefined && stdin.byteLength > execStdinBytesMax)
+    throw new ValidationError('stdinBytes', `${stdin.byteLength} bytes exceed ${execStdinBytesMax}`);
+  return {
+    command: [...command],
+    timeoutMs: int('timeoutMs', o.timeoutMs, execTimeoutMsDefault, 1, execTimeoutMsMax),
+    outputBytesMax: int('outputBytesMax', o.outputBytesMax, execOutputBytesDefault, 0, execOutputBytesMax),
+    ...(stdin === undefined ? {} : { stdin }),
+  };
 }
 
 /** Creates a scheduler; with no `log`, on an in-process cluster of 3 replicas. */

@@ -31,6 +31,7 @@ export { StorageClosedError, WalCorruptError } from '../raft/storage/file.js';
 export type { MutationOptions, SchedulerApi, StatusItem, WatchOptions } from '../scheduler/api.js';
 export type { Quota, ReconcileEntry, SandboxSpec } from '../scheduler/commands.js';
 export { reconcileReportMax } from '../scheduler/commands.js';
+export type { NodeCommand, NodeCommandSink, NodeExecRequest, NodeExecResult } from '../scheduler/dispatch.js';
 export {
   IllegalTransitionError,
   NoCapacityError,
@@ -40,6 +41,7 @@ export {
   QuotaExceededError,
   RequestIdConflictError,
   SandboxCancelledError,
+  SandboxNotRunningError,
   SchedulerClosedError,
   UnknownSandboxError,
   WatchOverflowError,
@@ -51,12 +53,13 @@ export type { ReplicatedLog } from '../scheduler/log.js';
 export { RaftGroupLog, type RaftGroupOptions } from '../scheduler/raft-group.js';
 export type {
   CreateOptions,
+  ExecOptions,
   ListFilter,
   ReadOptions,
   SchedulerConfig,
   SchedulerStats,
 } from '../scheduler/scheduler.js';
-export { createScheduler, Scheduler } from '../scheduler/scheduler.js';
+export { Scheduler } from '../scheduler/scheduler.js';
 export type { ReconcileResult } from '../scheduler/state.js';
 export type { LostFrom, NodeRecord, Sandbox, SchedulerEvent } from '../scheduler/types.js';
 export {
@@ -70,6 +73,13 @@ export {
 export { InternalError, RemoteError, WatchGapError } from './api/errors.js';
 export { ApiServer, type ApiServerOptions, serveApi } from './api/nats-server.js';
 export type { ReplicaStatus } from './api/protocol.js';
+export {
+  createScheduler,
+  EmbeddedScheduler,
+  type EmbeddedSchedulerConfig,
+  type EmbeddedWorkersOptions,
+  LocalFleet,
+} from './embedded.js';
 export { AssertionFailure } from './lib/assert.js';
 export { Deadline, type DeadlineWire, deadlineBudgetMsMax } from './lib/deadline.js';
 export {
@@ -81,6 +91,8 @@ export {
   UnavailableError,
   ValidationError,
 } from './lib/errors.js';
+export { type Cancel, realTimers, type Timers, VirtualTimers } from './lib/timers.js';
+export { localCommandSink, natsCommandSink } from './worker/command-sink.js';
 export type {
   Driver,
   DriverCapabilities,
@@ -110,4 +122,3 @@ export {
 export { natsStatusSink, serveWorker, type WorkerBinding } from './worker/nats-binding.js';
 export { type CommandReply, NodeWorker, type NodeWorkerOptions } from './worker/node-worker.js';
 export type { StatusReport, StatusSink, WorkerCommand, WorkerSandboxState } from './worker/protocol.js';
-export { realTimers, type Timers, VirtualTimers } from './worker/timers.js';

@@ -24,6 +24,16 @@ export class UnknownSandboxError extends TrellisError {
   readonly code = 'SCHED_UNKNOWN_SANDBOX';
 }
 
+/**
+ * The sandbox is not running where running was needed: a create waiting for `running` whose sandbox failed,
+ * was lost or terminated first (or did not run before the wait's deadline), or an exec on a sandbox that
+ * is not running. `details.state` is its state then.
+ */
+export class SandboxNotRunningError extends TrellisError {
+  override readonly name = 'SandboxNotRunningError';
+  readonly code = 'SCHED_NOT_RUNNING';
+}
+
 /** The sandbox's lifecycle does not allow this transition from its current state. */
 export class IllegalTransitionError extends TrellisError {
   override readonly name = 'IllegalTransitionError';
@@ -84,6 +94,15 @@ export class WatchOverflowError extends TrellisError {
   readonly code = 'SCHED_WATCH_OVERFLOW';
 }
 
+/**
+ * A watch asked for events no longer held (or never held: from before this scheduler or server started);
+ * the reader must re-read state with list()/nodes() and watch from now.
+ */
+export class WatchGapError extends TrellisError {
+  override readonly name = 'WatchGapError';
+  readonly code = 'API_WATCH_GAP';
+}
+
 /** The wire form of a rejected command, as the state machine returns it. */
 export interface ErrorResult {
   readonly code: string;
@@ -103,6 +122,7 @@ const byCode: Readonly<Record<string, ErrorClass>> = {
   SCHED_NOT_LEADER: NotLeaderError,
   SCHED_CLOSED: SchedulerClosedError,
   SCHED_CANCELLED: SandboxCancelledError,
+  SCHED_NOT_RUNNING: SandboxNotRunningError,
   DEADLINE_EXCEEDED: DeadlineExceededError,
   PLACEMENT_UNKNOWN_NODE: UnknownNodeError,
   PLACEMENT_DUPLICATE_NODE: DuplicateNodeError,

@@ -11,7 +11,7 @@
  * over-commit a node whatever a planner proposed (compare Nomad's plan applier, which evaluates each
  * node's part of a plan against the latest state before committing it).
  */
-import { List as IList, Map as IMap, Set as ISet } from 'immutable';
+import { List as IList, Map as IMap } from 'immutable';
 import {
   type AllocationShape,
   ClusterIndex,
@@ -110,12 +110,17 @@ export type CommandResult =
     }
   | { readonly ok: false; readonly error: ErrorResult };
 
-interface StateData {
+export interface StateData {
   readonly applied: number;
   readonly nodes: IMap<string, NodeRecord>;
   readonly sandboxes: IMap<string, Sandbox>;
-  readonly byNode: IMap<string, ISet<string>>;
-  readonly byTenant: IMap<string, ISet<string>>;
+  /**
+   * The sandboxes holding resources on each node. Plain sets, copied by the first draft that edits one and
+   * never changed once published: a node holds at most a few thousand, so the copy is cheap, and lookups
+   * and edits skip a persistent set's hashing and path copies. (A per-tenant index would be a copy of up to
+   * every sandbox per draft; tenants' lists are derived on demand instead, see `sandboxesOfTenant`.)
+   */
+  readonly byNode: IMap<string, ReadonlySet<string>>;
   readonly usage: IMap<string, Usage>;
   readonly quotas: IMap<string, Quota>;
   readonly dedup: IMap<string, DedupEntry>;
@@ -125,6 +130,7 @@ interface StateData {
 }
 
 const zeroUsage: Usage = Object.freeze({ cpu: 0, memory: 0, disk: 0, sandboxes: 0 });
+const noIds: ReadonlySet<string> = new Set<string>();
 
 export class SchedulerState {
   readonly #d: StateData;
@@ -138,7 +144,6 @@ export class SchedulerState {
       nodes: IMap(),
       sandboxes: IMap(),
       byNode: IMap(),
-      byTenant: IMap(),
       usage: IMap(),
       quotas: IMap(),
       dedup: IMap(),
@@ -177,12 +182,26 @@ export class SchedulerState {
   sandbox(id: string): Sandbox | undefined {
     return this.#d.sandboxes.get(id);
   }
-  sandboxesOfNode(nodeId: string): ISet<string> {
-    return this.#d.byNode.get(nodeId) ?? ISet();
+  sandboxesOfNode(nodeId: string): ReadonlySet<string> {
+    return this.#d.byNode.get(nodeId) ?? noIds;
   }
-  sandboxesOfTenant(tenant: string): ISet<string> {
-    return this.#d.byTenant.get(tenant) ?? ISet();
+  /**
+   * A tenant's sandboxes. Built on the first call for this version with one pass over all sandboxes and
+   * kept with it (a version never changes), so apply does not maintain a per-tenant index on every create.
+   */
+  sandboxesOfTenant(tenant: string): ReadonlySet<string> {
+    if (this.#byTenant === undefined) {
+      const byTenant = new Map<string, Set<string>>();
+      for (const sb of this.#d.sandboxes.values()) {
+        const ids = byTenant.get(sb.tenant);
+        if (ids === undefined) byTenant.set(sb.tenant, new Set([sb.id]));
+        else ids.add(sb.id);
+      }
+      this.#byTenant = byTenant;
+    }
+    return this.#byTenant.get(tenant) ?? noIds;
   }
+  #byTenant: Map<string, ReadonlySet<string>> | undefined;
   usage(tenant: string): Usage {
     return this.#d.usage.get(tenant) ?? zeroUsage;
   }
@@ -246,15 +265,23 @@ function digestOf(s: string): string {
 }
 
 function canonicalJson(v: unknown): string {
-  if (Array.isArray(v)) return `[${v.map(canonicalJson).join(',')}]`;
-  if (v !== null && typeof v === 'object') {
-    const o = v as Record<string, unknown>;
-    const keys = Object.keys(o)
-      .filter((k) => o[k] !== undefined)
-      .sort();
-    return `{${keys.map((k) => `${JSON.stringify(k)}:${canonicalJson(o[k])}`).join(',')}}`;
+  if (v === null || typeof v !== 'object') return JSON.stringify(v) as string;
+  if (Array.isArray(v)) {
+    let out = '[';
+    // `?? ''` as Array#join writes an element that has no JSON form (undefined).
+    for (let i = 0; i < v.length; i++) out += (i === 0 ? '' : ',') + (canonicalJson(v[i]) ?? '');
+    return `${out}]`;
   }
-  return JSON.stringify(v);
+  // Plain loops rather than filter/map/join: a verifier digests every item of every batch.
+  const o = v as Record<string, unknown>;
+  const keys = Object.keys(o).sort();
+  let out = '{';
+  for (const k of keys) {
+    const x = o[k];
+    if (x === undefined) continue;
+    out += `${out.length === 1 ? '' : ','}${JSON.stringify(k)}:${canonicalJson(x)}`;
+  }
+  return `${out}}`;
 }
 
 /** True when adding `spec` keeps the tenant within its quota. */
@@ -292,7 +319,6 @@ class Draft {
       nodes: b.nodes.asMutable(),
       sandboxes: b.sandboxes.asMutable(),
       byNode: b.byNode.asMutable(),
-      byTenant: b.byTenant.asMutable(),
       usage: b.usage.asMutable(),
       dedup: b.dedup.asMutable(),
       dedupOrder: b.dedupOrder.asMutable(),
@@ -308,36 +334,46 @@ class Draft {
   }
   finish(): SchedulerState {
     if (this.#builder !== undefined) this.d.index = this.#builder.publish();
-    for (const which of ['byNode', 'byTenant'] as const) {
-      for (const key of this.#editedSets[which]) {
-        const set = this.d[which].get(key) as ISet<string>;
-        this.d[which] =
-          set.size === 0 ? this.d[which].remove(key) : this.d[which].set(key, set.asImmutable());
-      }
+    for (const [tenant, u] of this.#usage) {
+      this.d.usage =
+        u.sandboxes === 0 ? this.d.usage.remove(tenant) : this.d.usage.set(tenant, Object.freeze(u));
     }
+    for (const [nodeId, set] of this.#nodeSets)
+      if (set.size === 0) this.d.byNode = this.d.byNode.remove(nodeId);
     const d = this.d;
     return SchedulerState.fromData({
       ...d,
       nodes: d.nodes.asImmutable(),
       sandboxes: d.sandboxes.asImmutable(),
       byNode: d.byNode.asImmutable(),
-      byTenant: d.byTenant.asImmutable(),
       usage: d.usage.asImmutable(),
       dedup: d.dedup.asImmutable(),
       dedupOrder: d.dedupOrder.asImmutable(),
     });
   }
 
+  /**
+   * Tenants' usage as edited by this draft, counted in place (one record per tenant per draft, not per item)
+   * and written to the usage map by finish().
+   */
+  readonly #usage = new Map<string, { cpu: number; memory: number; disk: number; sandboxes: number }>();
+
+  /** A tenant's usage as it stands in this draft. */
+  usageOf(tenant: string): Usage {
+    return this.#usage.get(tenant) ?? this.d.usage.get(tenant) ?? zeroUsage;
+  }
+
   addUsage(tenant: string, spec: SandboxSpec, sign: 1 | -1): void {
-    const u = this.d.usage.get(tenant) ?? zeroUsage;
-    const next: Usage = {
-      cpu: u.cpu + sign * spec.resources.cpu,
-      memory: u.memory + sign * spec.resources.memory,
-      disk: u.disk + sign * spec.resources.disk,
-      sandboxes: u.sandboxes + sign,
-    };
-    assert(next.sandboxes >= 0 && next.cpu >= 0, 'tenant usage went negative', { tenant, next });
-    this.d.usage = next.sandboxes === 0 ? this.d.usage.remove(tenant) : this.d.usage.set(tenant, next);
+    let u = this.#usage.get(tenant);
+    if (u === undefined) {
+      u = { ...(this.d.usage.get(tenant) ?? zeroUsage) };
+      this.#usage.set(tenant, u);
+    }
+    u.cpu += sign * spec.resources.cpu;
+    u.memory += sign * spec.resources.memory;
+    u.disk += sign * spec.resources.disk;
+    u.sandboxes += sign;
+    assert(u.sandboxes >= 0 && u.cpu >= 0, 'tenant usage went negative', { tenant, next: u });
   }
 
   /**
@@ -346,7 +382,6 @@ class Draft {
    */
   addSandbox(sb: Sandbox, specDigest: string, reason: string | undefined): void {
     this.d.sandboxes = this.d.sandboxes.set(sb.id, sb);
-    this.#editSet('byTenant', sb.tenant, (set) => set.add(sb.id));
     this.addUsage(sb.tenant, sb.spec, 1);
     this.d.dedup = this.d.dedup.set(
       sb.requestId,
@@ -371,25 +406,19 @@ class Draft {
   }
 
   linkNode(nodeId: string, sandboxId: string, sign: 1 | -1): void {
-    this.#editSet('byNode', nodeId, (set) => (sign > 0 ? set.add(sandboxId) : set.remove(sandboxId)));
-  }
-
-  /** The per-node and per-tenant sets this draft made mutable; finish() freezes them and drops empty ones. */
-  readonly #editedSets = { byNode: new Set<string>(), byTenant: new Set<string>() };
-
-  /**
-   * Edits one inner set of `byNode` or `byTenant` in place: the first edit in a draft takes a mutable copy
-   * (the base state's set is never touched), so a batch adding thousands of ids to one tenant does not
-   * allocate a new set per id. Reads during the draft see the edited set; an emptied one stays until finish().
-   */
-  #editSet(which: 'byNode' | 'byTenant', key: string, edit: (set: ISet<string>) => ISet<string>): void {
-    let set = this.d[which].get(key);
-    if (!this.#editedSets[which].has(key)) {
-      set = (set ?? ISet<string>()).asMutable();
-      this.#editedSets[which].add(key);
+    let set = this.#nodeSets.get(nodeId);
+    if (set === undefined) {
+      // The first edit of this node's set in this draft copies it; the base state's set is never touched.
+      set = new Set(this.d.byNode.get(nodeId));
+      this.#nodeSets.set(nodeId, set);
+      this.d.byNode = this.d.byNode.set(nodeId, set);
     }
-    this.d[which] = this.d[which].set(key, edit(set as ISet<string>));
+    if (sign > 0) set.add(sandboxId);
+    else set.delete(sandboxId);
   }
+
+  /** The node sets this draft copied and edits in place; finish() drops the emptied ones. */
+  readonly #nodeSets = new Map<string, Set<string>>();
 
   /**
    * Moves a sandbox to `to` (already validated by the caller), releasing its allocation when it stops
@@ -412,7 +441,6 @@ class Draft {
     if (!keepsNode && sb.nodeId !== undefined) this.linkNode(sb.nodeId, sb.id, -1);
     if (to === 'terminated') {
       this.d.sandboxes = this.d.sandboxes.remove(sb.id);
-      this.#editSet('byTenant', sb.tenant, (set) => set.remove(sb.id));
       return;
     }
     // A sandbox lost from a node remembers where it was, so that node's reconcile can give it back; the
@@ -678,7 +706,7 @@ function setNodeState(draft: Draft, nodeId: string, state: NodeSpec['state']): C
 
 /** A node went down: every sandbox running on it is lost and gives its allocation back. */
 function loseSandboxes(draft: Draft, nodeId: string): void {
-  const ids = [...(draft.d.byNode.get(nodeId) ?? ISet<string>())].sort();
+  const ids = [...(draft.d.byNode.get(nodeId) ?? noIds)].sort();
   for (const id of ids) {
     const sb = draft.d.sandboxes.get(id);
     assert(sb !== undefined, 'byNode names a known sandbox', { nodeId, id });
@@ -744,7 +772,7 @@ function reconcile(draft: Draft, nodeId: string, running: ReconcileReport): Comm
     draft.d.nodes = draft.d.nodes.set(nodeId, Object.freeze({ ...rec, lastHeartbeatMs: heartbeatMs }));
   }
   const lost: string[] = [];
-  for (const id of [...(draft.d.byNode.get(nodeId) ?? ISet<string>())].sort()) {
+  for (const id of [...(draft.d.byNode.get(nodeId) ?? noIds)].sort()) {
     if (reported.has(id)) continue;
     const sb = draft.d.sandboxes.get(id);
     assert(sb !== undefined, 'byNode names a known sandbox', { nodeId, id });
@@ -845,11 +873,7 @@ function placeCheck(draft: Draft, item: PlaceItem): TrellisError | undefined {
 }
 
 function quotaCheck(draft: Draft, spec: SandboxSpec): TrellisError | undefined {
-  const reason = withinQuota(
-    draft.d.usage.get(spec.tenant) ?? zeroUsage,
-    draft.d.quotas.get(spec.tenant),
-    spec,
-  );
+  const reason = withinQuota(draft.usageOf(spec.tenant), draft.d.quotas.get(spec.tenant), spec);
   return reason === undefined ? undefined : new QuotaExceededError(`tenant ${spec.tenant}: ${reason}`);
 }
 
@@ -980,7 +1004,12 @@ function pend(draft: Draft, items: readonly PendItem[]): CommandResult {
 
 function status(
   draft: Draft,
-  items: readonly { sandboxId: string; state: SandboxState; reason?: string | undefined }[],
+  items: readonly {
+    sandboxId: string;
+    state: SandboxState;
+    reason?: string | undefined;
+    nodeId?: string | undefined;
+  }[],
 ): CommandResult {
   // Status reports come from nodes and may be late or repeated; each bad item is reported alone.
   const itemErrors: ErrorResult[] = [];
@@ -988,6 +1017,19 @@ function status(
     const sb = draft.d.sandboxes.get(item.sandboxId);
     if (sb === undefined) {
       itemErrors.push(errorResult(new UnknownSandboxError(`sandbox ${item.sandboxId} does not exist`)));
+      continue;
+    }
+    // Only the node holding the sandbox (or its snapshot, or the node it was lost from) speaks for it: a
+    // stray worker's copy must not fail or finish someone else's sandbox.
+    const holder = sb.nodeId ?? sb.snapshotNodeId ?? sb.lostFrom?.nodeId;
+    if (item.nodeId !== undefined && item.nodeId !== holder) {
+      itemErrors.push(
+        errorResult(
+          new IllegalTransitionError(
+            `sandbox ${sb.id} is not on node ${item.nodeId} (${holder ?? 'none'}); its report is ignored`,
+          ),
+        ),
+      );
       continue;
     }
     if (sb.state === item.state) continue;
@@ -1031,6 +1073,7 @@ function terminate(draft: Draft, sandboxId: string): CommandResult {
 
 function suspend(draft: Draft, sandboxId: string): CommandResult {
   const sb = requireSandbox(draft, sandboxId);
+  refuseLost(sb, 'suspending');
   transition(sb.id, sb.state, 'suspending');
   draft.setState(sb, 'suspending');
   return ok;
@@ -1048,6 +1091,7 @@ function resume(
   gpuDevices: Sandbox['gpuDevices'],
 ): CommandResult {
   const sb = requireSandbox(draft, sandboxId);
+  refuseLost(sb, 'resuming');
   transition(sb.id, sb.state, 'resuming');
   const policy = sb.spec.resumePolicy ?? 'wait';
   if (nodeId !== undefined && policy !== 'move' && nodeId !== sb.snapshotNodeId) {
@@ -1066,6 +1110,18 @@ function resume(
   }
   draft.takeNode(sb, nodeId, gpuDevices, 'resuming');
   return ok;
+}
+
+/**
+ * `lost → suspending` and `lost → resuming` are legal only as a reconcile restore, which re-takes the
+ * allocation; a caller's suspend or resume of a lost sandbox would leave it holding nothing in a state that
+ * holds resources.
+ */
+function refuseLost(sb: Sandbox, to: SandboxState): void {
+  if (sb.state !== 'lost') return;
+  throw new IllegalTransitionError(`sandbox ${sb.id}: cannot go from lost to ${to}; it is not on a node`, {
+    details: { sandboxId: sb.id, from: sb.state, to },
+  });
 }
 
 /** Forgets the oldest request ids beyond the count bound or the retention time. */

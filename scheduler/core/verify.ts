@@ -27,6 +27,17 @@ export function verify<R extends CoreRequest>(
 ): Verified<R> {
   const byId = new Map(batch.map((r) => [r.requestId, r] as const));
   const out: Verified<R> = { items: [], retry: [], unplaced: [], committed: [] };
+  // Requests of one batch often share a spec object (a workload's shape, a retried request): digest each
+  // object once per call. Local to the call, so a caller that reuses and edits a spec object later is safe.
+  const digests = new Map<R['spec'], string>();
+  const digestOf = (spec: R['spec']): string => {
+    let d = digests.get(spec);
+    if (d === undefined) {
+      d = specDigest(spec);
+      digests.set(spec, d);
+    }
+    return d;
+  };
   for (const p of plan.placements) {
     const req = byId.get(p.requestId) as R;
     const seen = state.dedup.get(req.requestId);
@@ -44,7 +55,7 @@ export function verify<R extends CoreRequest>(
       // A new sandbox takes its request's id; a committed pending one keeps the id it was recorded with.
       sandboxId: seen?.sandboxId ?? req.requestId,
       spec: req.spec,
-      specDigest: specDigest(req.spec),
+      specDigest: digestOf(req.spec),
       nodeId: p.nodeId,
       gpuDevices: p.gpuDevices.map((g) => ({ ...g })),
     });

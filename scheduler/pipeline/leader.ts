@@ -42,6 +42,7 @@ import { Batcher } from './batcher.js';
 import { PendingQueue, pendingMax } from './pending.js';
 import { proposePlace } from './proposer.js';
 import { type CreateRequest, rejectAll, resolveAll } from './request.js';
+import { recordUtilization } from './utilization.js';
 
 export interface PipelineOptions {
   readonly batchSizeMax: number;
@@ -555,6 +556,7 @@ export class LeaderPipeline {
     this.#failAll(this.#pending.expire(now).map((req) => ({ req, reason: req.reason ?? 'no capacity' })));
     this.#replaceLost(now);
     const state = this.#log.machine.state;
+    if (this.#opts.metrics !== undefined) recordUtilization(state.index, this.#opts.metrics);
     if (this.#heartbeats.size > 0) {
       const nodeIds = [...this.#heartbeats];
       this.#heartbeats = new Set();

@@ -25,8 +25,18 @@ import type { z } from 'zod';
 import type { NodeSpec, NodeView } from '../../placement/index.js';
 import type { MutationOptions, SchedulerApi, StatusItem, WatchOptions } from '../../scheduler/api.js';
 import type { Quota, ReconcileEntry, SandboxSpec } from '../../scheduler/commands.js';
+import type { NodeExecResult } from '../../scheduler/dispatch.js';
 import { WatchOverflowError } from '../../scheduler/errors.js';
-import type { CreateOptions, ListFilter, ReadOptions, SchedulerStats } from '../../scheduler/scheduler.js';
+import {
+  type CreateOptions,
+  type ExecOptions,
+  execTimeoutMsDefault,
+  type ListFilter,
+  type ReadOptions,
+  runningWaitMsDefault,
+  runningWaitMsMax,
+  type SchedulerStats,
+} from '../../scheduler/scheduler.js';
 import type { ReconcileResult } from '../../scheduler/state.js';
 import type { Sandbox, SchedulerEvent } from '../../scheduler/types.js';
 import { Deadline } from '../lib/deadline.js';
@@ -40,6 +50,7 @@ import {
 } from '../lib/errors.js';
 import { clusterId } from '../lib/ids.js';
 import { fromWire } from './errors.js';
+import type { Members } from './membership.js';
 import {
   advance,
   apiReplicaSubject,
@@ -51,6 +62,8 @@ import {
   eventsFrameCodec,
   eventsPerFrameMax,
   eventsResultSchema,
+  execResultSchema,
+  membersSchema,
   nodeViewSchema,
   pageSchema,
   pageSizeMax,
@@ -170,14 +183,23 @@ export class RemoteScheduler implements SchedulerApi {
   async #call<S extends z.ZodType>(
     call: Call,
     schema: S,
-    options: { readonly requestId?: string; readonly mutation: boolean; readonly to?: string },
+    options: {
+      readonly requestId?: string;
+      readonly mutation: boolean;
+      readonly to?: string;
+      /** This call's deadline and attempt wait, when they differ from the client's (exec, wait running). */
+      readonly timeoutMs?: number;
+      readonly attemptTimeoutMs?: number;
+    },
   ): Promise<z.output<S>> {
     if (this.#closed) throw new UnavailableError('the client is closed');
     if (options.requestId !== undefined && !requestIdPattern.test(options.requestId)) {
       throw new ValidationError('requestId', "must be 1..128 letters, digits, '_' or '-'");
     }
     const id = options.requestId ?? randomUUID();
-    const deadline = Deadline.after(this.#timeoutMs, this.#now);
+    const timeoutMs = options.timeoutMs ?? this.#timeoutMs;
+    const attemptTimeoutMs = options.attemptTimeoutMs ?? this.#attemptTimeoutMs;
+    const deadline = Deadline.after(timeoutMs, this.#now);
     let maybeApplied = false;
     let last: unknown;
     for (let attempt = 0; ; attempt++) {
@@ -190,9 +212,8 @@ export class RemoteScheduler implements SchedulerApi {
       const frame = encodeRequest(id, deadline, call);
       let data: Uint8Array;
       try {
-        data = (
-          await this.#nc.request(subject, frame, { timeout: Math.min(this.#attemptTimeoutMs, remaining) })
-        ).data;
+        data = (await this.#nc.request(subject, frame, { timeout: Math.min(attemptTimeoutMs, remaining) }))
+          .data;
       } catch (err) {
         last = err;
         // No responders: nobody took it, so nothing was applied; anything else may have reached a replica.
@@ -237,13 +258,13 @@ export class RemoteScheduler implements SchedulerApi {
     const cause = last;
     if (options.mutation && maybeApplied) {
       throw new OutcomeUnknownError(
-        `${call.op} (request ${id}): no answer from cluster ${this.#cluster} within ${this.#timeoutMs} ms; it may or may not have been applied — retry with the same request id`,
+        `${call.op} (request ${id}): no answer from cluster ${this.#cluster} within ${timeoutMs} ms; it may or may not have been applied — retry with the same request id`,
         { cause, details: { requestId: id, op: call.op } },
       );
     }
     if (cause instanceof TrellisError) throw cause;
     throw new UnavailableError(
-      `${call.op}: no replica of cluster ${this.#cluster} answered within ${this.#timeoutMs} ms${options.mutation ? ' (not applied)' : ''}`,
+      `${call.op}: no replica of cluster ${this.#cluster} answered within ${timeoutMs} ms${options.mutation ? ' (not applied)' : ''}`,
       { cause, details: { requestId: id, op: call.op } },
     );
   }
@@ -263,12 +284,49 @@ export class RemoteScheduler implements SchedulerApi {
     if (ms > 0) await new Promise((r) => setTimeout(r, ms));
   }
 
+  /**
+   * Creates a sandbox. With `wait: 'running'` the call lasts until the node reports it running, at most
+   * `runningWaitMs` (default 60 s; SandboxNotRunningError after it, or when it fails or is lost first).
+   */
   async create(spec: SandboxSpec, options: CreateOptions = {}): Promise<Sandbox> {
     const call: Call = { op: 'create', spec, ...(options.wait === undefined ? {} : { wait: options.wait }) };
+    const running = options.wait === 'running';
+    const waitMs = options.runningWaitMs ?? runningWaitMsDefault;
+    if (running && !(Number.isInteger(waitMs) && waitMs >= 1 && waitMs <= runningWaitMsMax))
+      throw new ValidationError('runningWaitMs', `must be an integer of 1..${runningWaitMsMax} ms`);
     return (await this.#call(call, sandboxSchema, {
       mutation: true,
       requestId: options.requestId ?? randomUUID(),
+      // The server's wait ends with the request's deadline; a retry with the same id waits again.
+      ...(running
+        ? { timeoutMs: waitMs + this.#timeoutMs, attemptTimeoutMs: waitMs + this.#attemptTimeoutMs }
+        : {}),
     })) as Sandbox;
+  }
+
+  /**
+   * Runs a command in a running sandbox (see `Scheduler.exec`). Its deadline is the command's timeout plus
+   * the client's own; a call that got no answer is OutcomeUnknownError, since the command may have run.
+   */
+  async exec(
+    sandboxId: string,
+    command: readonly string[],
+    options: ExecOptions = {},
+  ): Promise<NodeExecResult> {
+    const timeoutMs = options.timeoutMs ?? execTimeoutMsDefault;
+    const call: Call = {
+      op: 'exec',
+      sandboxId,
+      command: [...command],
+      ...(options.timeoutMs === undefined ? {} : { timeoutMs: options.timeoutMs }),
+      ...(options.outputBytesMax === undefined ? {} : { outputBytesMax: options.outputBytesMax }),
+      ...(options.stdinBytes === undefined ? {} : { stdin: options.stdinBytes as Uint8Array<ArrayBuffer> }),
+    };
+    return (await this.#call(call, execResultSchema, {
+      mutation: true,
+      timeoutMs: Math.min(requestTimeoutMsMax, timeoutMs + this.#timeoutMs),
+      attemptTimeoutMs: Math.min(requestTimeoutMsMax, timeoutMs + this.#attemptTimeoutMs),
+    })) as NodeExecResult;
   }
 
   async #mutate(call: Call, options: MutationOptions): Promise<void> {
@@ -338,9 +396,42 @@ export class RemoteScheduler implements SchedulerApi {
     return (await this.#call({ op: 'stats' }, statsSchema, { mutation: false })) as SchedulerStats;
   }
 
-  /** The status of the replica that answers (the leader, once known): role, term, positions, stats. */
-  async status(): Promise<ReplicaStatus> {
-    return this.#call({ op: 'status' }, statusSchema, { mutation: false });
+  /**
+   * The status of the replica that answers (the leader, once known; `replica`: that one, by its own
+   * subject): role, term, positions, stats, and with `digest` a hash of its state to compare replicas.
+   */
+  async status(
+    options: { readonly replica?: string; readonly digest?: boolean } = {},
+  ): Promise<ReplicaStatus> {
+    const call: Call = { op: 'status', ...(options.digest === true ? { digest: true } : {}) };
+    return this.#call(call, statusSchema, {
+      mutation: false,
+      ...(options.replica === undefined ? {} : { to: options.replica }),
+    });
+  }
+
+  /** The replica group's voters and learners, as the leader knows them (linearizable). */
+  members(): Promise<Members> {
+    return this.#call({ op: 'members' }, membersSchema, { mutation: false });
+  }
+
+  /**
+   * Adds replica `id` as a learner and, once it has caught up, as a voter (`learner`: stops at the first
+   * step). Start the replica first, with the current voters as its peers.
+   */
+  addMember(id: string, options: { readonly learner?: boolean } = {}): Promise<Members> {
+    const call: Call = { op: 'member.add', id, learner: options.learner === true };
+    return this.#call(call, membersSchema, { mutation: true });
+  }
+
+  /** Removes a voter or learner; removing the leader hands leadership over first. */
+  removeMember(id: string): Promise<Members> {
+    return this.#call({ op: 'member.remove', id }, membersSchema, { mutation: true });
+  }
+
+  /** Moves leadership to voter `to` (to the current leader: nothing to do). */
+  transferLeadership(to: string): Promise<Members> {
+    return this.#call({ op: 'member.transfer', to }, membersSchema, { mutation: true });
   }
 
   registerNode(spec: NodeSpec, options: MutationOptions = {}): Promise<void> {

@@ -21,8 +21,10 @@ import {
   QuotaExceededError,
   RequestIdConflictError,
   SandboxCancelledError,
+  SandboxNotRunningError,
   SchedulerClosedError,
   UnknownSandboxError,
+  WatchGapError,
   WatchOverflowError,
 } from '../../scheduler/errors.js';
 import {
@@ -54,11 +56,8 @@ export class InternalError extends TrellisError {
   readonly code = 'INTERNAL';
 }
 
-/** A watch asked for events the server no longer holds (or never held); re-read state with list()/nodes(). */
-export class WatchGapError extends TrellisError {
-  override readonly name = 'WatchGapError';
-  readonly code = 'API_WATCH_GAP';
-}
+/** Defined beside the scheduler's own errors, so the embedded scheduler throws the same class. */
+export { WatchGapError };
 
 /** The wire form of an error. */
 export interface WireError {
@@ -92,6 +91,7 @@ const registry: Readonly<Record<string, Rebuild>> = {
   SCHED_NOT_LEADER: plain(NotLeaderError),
   SCHED_CLOSED: plain(SchedulerClosedError),
   SCHED_CANCELLED: plain(SandboxCancelledError),
+  SCHED_NOT_RUNNING: plain(SandboxNotRunningError),
   SCHED_WATCH_OVERFLOW: plain(WatchOverflowError),
   PLACEMENT_UNKNOWN_NODE: plain(UnknownNodeError),
   PLACEMENT_DUPLICATE_NODE: plain(DuplicateNodeError),

@@ -83,7 +83,8 @@ export const callSchema = z.discriminatedUnion('op', [
     stale,
   }),
   z.strictObject({ op: z.literal('stats') }),
-  z.strictObject({ op: z.literal('status') }),
+  /** `digest`: also answer a hash of this replica's state (costly on a large state; for tests and audits). */
+  z.strictObject({ op: z.literal('status'), digest: z.boolean().optional() }),
   z.strictObject({ op: z.literal('quota.set'), tenant: str, quota: opaque }),
   z.strictObject({ op: z.literal('node.register'), spec: opaque }),
   z.strictObject({ op: z.literal('node.state'), nodeId: str, state: str }),
@@ -91,6 +92,22 @@ export const callSchema = z.discriminatedUnion('op', [
   z.strictObject({ op: z.literal('node.heartbeat'), nodeIds: z.array(str).max(nodeItemsMax) }),
   z.strictObject({ op: z.literal('node.status'), items: z.array(opaque).max(nodeItemsMax) }),
   z.strictObject({ op: z.literal('node.reconcile'), nodeId: str, running: opaque }),
+  /** The replica group's membership (answered by the leader, after a ReadIndex). */
+  z.strictObject({ op: z.literal('members') }),
+  z.strictObject({ op: z.literal('member.add'), id: str, learner: z.boolean() }),
+  z.strictObject({ op: z.literal('member.remove'), id: str }),
+  z.strictObject({ op: z.literal('member.transfer'), to: str }),
+  z.strictObject({
+    op: z.literal('exec'),
+    sandboxId: str,
+    command: z
+      .array(z.string().max(64 << 10))
+      .min(1)
+      .max(256),
+    timeoutMs: z.int().min(1).optional(),
+    outputBytesMax: z.int().min(0).optional(),
+    stdin: z.instanceof(Uint8Array).optional(),
+  }),
   z.strictObject({
     op: z.literal('events'),
     /** Events after this position; absent: none, only the server's current end (to start a watch "now"). */
@@ -209,6 +226,9 @@ export const statusSchema = z.object({
   applied: amount,
   replicas: z.array(z.string()),
   stats: statsSchema,
+  /** With `digest: true`: a hash of the replica's state at `digestApplied`; equal logs give equal hashes. */
+  digest: z.string().optional(),
+  digestApplied: amount.optional(),
 });
 export type ReplicaStatus = z.output<typeof statusSchema>;
 
@@ -229,6 +249,19 @@ export const eventsResultSchema = z.object({
 });
 
 export const voidResultSchema = z.null();
+
+/** What the membership calls answer: the group's voters and learners after the call. */
+export const membersSchema = z.object({ voters: z.array(z.string()), learners: z.array(z.string()) });
+/** An exec's outcome (scheduler/dispatch.ts `NodeExecResult`). */
+export const execResultSchema = z.object({
+  exitCode: z.int().nullable(),
+  signal: z.string().max(64).nullable(),
+  stdout: z.instanceof(Uint8Array),
+  stderr: z.instanceof(Uint8Array),
+  stdoutTruncated: z.boolean(),
+  stderrTruncated: z.boolean(),
+  timedOut: z.boolean(),
+});
 
 /** A frame of committed events on the watch subject. */
 export interface EventsFrame {

@@ -7,6 +7,7 @@
  * process only ever runs calls while its replica leads, and serves `watch()` from its own applied state on
  * every replica (each keeps the catch-up ring; only the leader publishes).
  */
+import { createHash } from 'node:crypto';
 import type { NatsConnection } from 'nats';
 import type { Storage } from '../../raft/storage/storage.js';
 import { NatsTransport } from '../../raft/transport/nats.js';
@@ -14,8 +15,14 @@ import { raftMessageCodec } from '../../raft/wire.js';
 import type { ReplicaGroup, ReplicaLog } from '../../scheduler/log.js';
 import { RaftReplicaLog } from '../../scheduler/replica.js';
 import { Scheduler, type SchedulerConfig } from '../../scheduler/scheduler.js';
+import { stateDigest } from '../../scheduler/state-machine.js';
+import type { GatewayConfig } from '../gateway/config.js';
+import { type RedisGateway, startRedisGateway } from '../gateway/gateway.js';
 import { type MetricsSink, trellisMetrics } from '../lib/metrics.js';
 import { createRng } from '../lib/prng.js';
+import type { Logger } from '../log.js';
+import { natsCommandSink } from '../worker/command-sink.js';
+import { serveMembership } from './membership.js';
 import { type ApiServer, serveApi } from './nats-server.js';
 
 export interface SchedulerServerOptions {
@@ -33,6 +40,12 @@ export interface SchedulerServerOptions {
   readonly onRefused?: (reason: string, detail: string) => void;
   /** Where the replica's Raft node and pipeline record metrics (`--metrics-port`). Default: nothing. */
   readonly metrics?: MetricsSink;
+  /** How long the dispatcher waits for a worker to answer one batch of commands. Default 5,000 ms. */
+  readonly commandTimeoutMs?: number;
+  /** The Redis streams gateway's settings (`--redis`): active on this replica while it leads. */
+  readonly redis?: GatewayConfig;
+  /** Where the Redis gateway logs. Default: nowhere. */
+  readonly log?: Logger;
 }
 
 export interface SchedulerServer {
@@ -40,6 +53,7 @@ export interface SchedulerServer {
   readonly log: RaftReplicaLog;
   readonly scheduler: Scheduler;
   readonly api: ApiServer;
+  readonly gateway?: RedisGateway;
   close(): Promise<void>;
 }
 
@@ -77,12 +91,23 @@ export async function startSchedulerServer(o: SchedulerServerOptions): Promise<S
     rng: createRng(process.pid),
     ...(o.tickMs === undefined ? {} : { tickMs: o.tickMs }),
     ...(o.snapshotEntries === undefined ? {} : { snapshotEntries: o.snapshotEntries }),
+    // An append must fit one NATS message with its framing (as for the KV replica): the transport drops a
+    // larger frame, so with the core's 1 MiB default a follower that fell behind was never caught up again
+    // (found by bench:load: a follower stuck at applied 105,023 of 157,362 after many elections).
+    core: { msgBytesMax: Math.min(512 << 10, Math.floor((nc.info?.max_payload ?? 1 << 20) / 2)) },
     ...(o.metrics === undefined ? {} : { metrics: trellisMetrics(o.metrics) }),
   });
   const scheduler = new Scheduler({
     log: singleReplicaGroup(log),
     ...(o.pipeline === undefined ? {} : { pipeline: o.pipeline }),
     ...(o.metrics === undefined ? {} : { metrics: o.metrics }),
+    // While this replica leads, committed placements go to the workers on their nodes' command subjects.
+    dispatch: {
+      sink: natsCommandSink(nc, o.cluster, {
+        ...(o.commandTimeoutMs === undefined ? {} : { timeoutMs: o.commandTimeoutMs }),
+      }),
+      ...(o.metrics === undefined ? {} : { metrics: trellisMetrics(o.metrics) }),
+    },
   });
   const api = await serveApi({
     api: scheduler,
@@ -92,9 +117,17 @@ export async function startSchedulerServer(o: SchedulerServerOptions): Promise<S
     leader: () => log.leaderId(),
     publishEvents: () => log.leaderTerm() !== undefined,
     ...(o.onRefused === undefined ? {} : { onRefused: o.onRefused }),
-    status: () => {
+    membership: (op) => serveMembership(log.node, op),
+    status: ({ digest }) => {
       const st = log.node.status();
+      const state = log.machine.state;
       return {
+        ...(digest
+          ? {
+              digest: createHash('sha256').update(stateDigest(state)).digest('hex'),
+              digestApplied: state.applied,
+            }
+          : {}),
         replica: o.id,
         role: st.role,
         ...(st.leader === '' ? {} : { leader: st.leader }),
@@ -105,12 +138,33 @@ export async function startSchedulerServer(o: SchedulerServerOptions): Promise<S
       };
     },
   });
+  const gateway =
+    o.redis === undefined
+      ? undefined
+      : await startRedisGateway({
+          config: o.redis,
+          api: scheduler,
+          replica: {
+            id: o.id,
+            leading: () => log.leaderTerm() !== undefined,
+            onLeaderChange: (listener) => log.onLeaderChange(listener),
+          },
+          ...(o.metrics === undefined ? {} : { metrics: o.metrics }),
+          ...(o.log === undefined ? {} : { log: o.log }),
+        }).catch(async (err: unknown) => {
+          await api.close();
+          await scheduler.close();
+          await log.close();
+          throw err;
+        });
   return {
     id: o.id,
     log,
     scheduler,
     api,
+    ...(gateway === undefined ? {} : { gateway }),
     async close() {
+      await gateway?.close();
       await api.close();
       await scheduler.close();
       await log.close();

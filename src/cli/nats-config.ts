@@ -24,6 +24,8 @@ interface NatsConfigOptions {
   tlsCa?: string;
   out: string;
   force?: boolean;
+  clusterListen?: string;
+  routes?: string[];
 }
 
 /** The TLS block's files, or undefined without TLS; half a pair is refused rather than silently dropped. */
@@ -58,11 +60,25 @@ function run(o: NatsConfigOptions): void {
       `${existing.join(' and ')} already exist; --force replaces them (the old passwords stop working)`,
     );
   }
+  if ((o.clusterListen === undefined) !== (o.routes === undefined)) {
+    throw new UsageError('a NATS cluster needs both --cluster-listen and --routes');
+  }
   const plan = planNatsUsers(o.cluster, o.replicas, o.nodes, o.clients);
-  const config = natsServerConfig(plan, { listen: o.listen, ...(tls === undefined ? {} : { tls }) });
+  const config = natsServerConfig(plan, {
+    listen: o.listen,
+    ...(tls === undefined ? {} : { tls }),
+    ...(o.clusterListen === undefined || o.routes === undefined
+      ? {}
+      : { routeCluster: { listen: o.clusterListen, routes: o.routes } }),
+  });
   writePrivate(confPath, config);
   writePrivate(credsPath, `${JSON.stringify(plan, null, 2)}\n`);
   process.stdout.write(`wrote ${confPath} and ${credsPath} (${plan.users.length} users)\n`);
+}
+
+/** A comma-separated list of host:port. */
+function hostPorts(raw: string): string[] {
+  return commaList(raw).map(hostPort);
 }
 
 export function registerNatsConfig(program: Command): void {
@@ -79,6 +95,16 @@ export function registerNatsConfig(program: Command): void {
     .option('--tls-cert <file>', 'server certificate (enables TLS; needs --tls-key)')
     .option('--tls-key <file>', 'server key (needs --tls-cert)')
     .option('--tls-ca <file>', 'CA to verify clients against (mutual TLS)')
+    .option(
+      '--cluster-listen <host:port>',
+      'route address of this server in a NATS cluster (needs --routes)',
+      hostPort,
+    )
+    .option(
+      '--routes <host:port,...>',
+      'route addresses of every server of the NATS cluster (each skips its own)',
+      hostPorts,
+    )
     .option('--out <dir>', 'directory for nats.conf and credentials.json', '.')
     .option('--force', 'replace an existing nats.conf and credentials.json')
     .action(run);

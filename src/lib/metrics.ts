@@ -49,6 +49,8 @@ const latencyBuckets = [
   0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10,
 ] as const;
 const sizeBuckets = [1, 2, 5, 10, 20, 50, 100, 200, 500, 1_000, 2_000, 5_000, 10_000] as const;
+/** Entry sizes in bytes, from one small command to a full batch near the 512 KiB message bound. */
+const byteBuckets = [64, 256, 1_024, 4_096, 16_384, 65_536, 262_144, 1_048_576] as const;
 
 /**
  * Every metric Trellis exports. Label values are bounded sets (reasons and error codes are enumerations, node
@@ -97,6 +99,12 @@ export const metricDefs = {
     help: 'Committed entries the replica has not applied yet (commit index minus applied index).',
     labels: ['replica'],
   },
+  raftEntryBytes: {
+    name: 'trellis_raft_entry_bytes',
+    help: 'Size of one entry the leader proposed (the command, before framing), in bytes.',
+    labels: ['replica'],
+    buckets: byteBuckets,
+  },
   raftCommitSeconds: {
     name: 'trellis_raft_commit_latency_seconds',
     help: 'From a proposal on the leader to its entry being applied there, in seconds.',
@@ -141,6 +149,11 @@ export const metricDefs = {
     help: 'Commands resent to a node worker because no acknowledgement came in time.',
     labels: [],
   },
+  dispatchCommands: {
+    name: 'trellis_dispatch_commands_total',
+    help: 'Commands the dispatcher sent to node workers, by kind (create, terminate, suspend, resume) and outcome (ok or the error code).',
+    labels: ['kind', 'outcome'],
+  },
   driverSeconds: {
     name: 'trellis_driver_duration_seconds',
     help: 'Duration of one driver operation (createDisk, boot, exec, suspend, resume, stop, destroy) by outcome.',
@@ -151,6 +164,51 @@ export const metricDefs = {
     name: 'trellis_invalid_messages_total',
     help: 'Messages dropped at a boundary because they did not decode or validate, by where and why.',
     labels: ['source', 'reason'],
+  },
+  gatewayEntriesRead: {
+    name: 'trellis_gateway_entries_read_total',
+    help: 'Request stream entries the Redis gateway read, by source (new: XREADGROUP, claimed: XAUTOCLAIM).',
+    labels: ['source'],
+  },
+  gatewayEntriesAcked: {
+    name: 'trellis_gateway_entries_acked_total',
+    help: 'Request stream entries the Redis gateway acknowledged, by outcome (placed, done, rejected, dead-letter).',
+    labels: ['outcome'],
+  },
+  gatewayDeadLettered: {
+    name: 'trellis_gateway_dead_lettered_total',
+    help: 'Malformed request entries the Redis gateway moved to the dead-letter stream, by reason.',
+    labels: ['reason'],
+  },
+  gatewayOutcomesUnknown: {
+    name: 'trellis_gateway_outcomes_unknown_total',
+    help: 'Requests whose outcome was unknown (leader lost, closed, overloaded): left pending to be retried.',
+    labels: [],
+  },
+  gatewayRequestLag: {
+    name: 'trellis_gateway_request_lag_entries',
+    help: "Request stream entries not yet read by the gateway's consumer group (XINFO GROUPS lag).",
+    labels: [],
+  },
+  gatewayRequestsPending: {
+    name: 'trellis_gateway_requests_pending_entries',
+    help: 'Request stream entries read but not yet acknowledged (the consumer group pending list).',
+    labels: [],
+  },
+  gatewayEventsWritten: {
+    name: 'trellis_gateway_events_written_total',
+    help: 'Committed events the Redis gateway appended to the events stream.',
+    labels: [],
+  },
+  gatewayEventsLag: {
+    name: 'trellis_gateway_events_lag_entries',
+    help: 'Raft entries applied on the leader whose events are not yet in the events stream.',
+    labels: [],
+  },
+  gatewayEventsGaps: {
+    name: 'trellis_gateway_events_gaps_total',
+    help: 'Times the events publisher could not resume where the stream ends (the events were no longer held).',
+    labels: [],
   },
 } as const satisfies Record<string, MetricDef | HistogramDef>;
 

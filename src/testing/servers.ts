@@ -11,6 +11,7 @@ import { createConnection, createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
+import { connect as tlsConnect } from 'node:tls';
 import { findBinary } from '../binaries.js';
 import { UnavailableError } from '../lib/errors.js';
 
@@ -51,6 +52,24 @@ function tcpProbe(port: number, probe: string | null, timeoutMs: number): Promis
     socket.once('connect', () => {
       if (probe !== null) socket.write(probe);
     });
+    socket.once('data', (data) => {
+      clearTimeout(timer);
+      socket.destroy();
+      resolve(data.toString('utf8'));
+    });
+    socket.once('error', (err) => {
+      clearTimeout(timer);
+      reject(err);
+    });
+  });
+}
+
+/** As tcpProbe, over TLS without verifying the server (a readiness probe, not a client). */
+function tlsProbe(port: number, probe: string, timeoutMs: number): Promise<string> {
+  return new Promise((resolve, reject) => {
+    const socket = tlsConnect({ host: loopbackHost, port, rejectUnauthorized: false });
+    const timer = setTimeout(() => socket.destroy(new Error('probe timed out')), timeoutMs);
+    socket.once('secureConnect', () => socket.write(probe));
     socket.once('data', (data) => {
       clearTimeout(timer);
       socket.destroy();
@@ -250,30 +269,61 @@ async function waitForRoutes(servers: readonly RunningServer[], routesExpected: 
   }
 }
 
-/** Starts a real redis-server on a free loopback port (no persistence) and waits until it answers PING. */
-export async function startRedis(): Promise<RunningServer> {
+export interface RedisServerOptions {
+  /**
+   * Persist every write to an append-only file, fsynced before Redis answers (`appendonly yes`,
+   * `appendfsync always`), so a server killed and restarted (`kill()`, `restart()`: same port, same
+   * directory) comes back with every write it acknowledged. Default false: no persistence at all.
+   */
+  readonly appendOnly?: boolean;
+  /** ACL users to create besides `default`, as `user <name> on >password ~keys &* +@all` lines. */
+  readonly aclLines?: readonly string[];
+  /**
+   * Serve TLS only (`rediss://`), with this certificate and key (PEM files); clients are not asked for a
+   * certificate. The URL is then `rediss://127.0.0.1:<port>`.
+   */
+  readonly tls?: { readonly certFile: string; readonly keyFile: string };
+}
+
+/** Starts a real redis-server on a free loopback port and waits until it answers PING. */
+export async function startRedis(options: RedisServerOptions = {}): Promise<RunningServer> {
   const bin = findBinary('redis-server', 'redis-server');
   const port = await freePort();
   const dir = await mkdtemp(join(tmpdir(), 'trellis-redis-'));
-  const args = [
-    '--port',
-    String(port),
-    '--bind',
-    loopbackHost,
-    '--dir',
-    dir,
-    '--save',
-    '',
-    '--appendonly',
-    'no',
-  ];
+  const tls = options.tls;
+  const args =
+    tls === undefined
+      ? ['--port', String(port), '--bind', loopbackHost, '--dir', dir, '--save', '']
+      : [
+          '--port',
+          '0',
+          '--tls-port',
+          String(port),
+          '--tls-cert-file',
+          tls.certFile,
+          '--tls-key-file',
+          tls.keyFile,
+        ].concat(['--tls-auth-clients', 'no', '--bind', loopbackHost, '--dir', dir, '--save', '']);
+  if (options.appendOnly === true) args.push('--appendonly', 'yes', '--appendfsync', 'always');
+  else args.push('--appendonly', 'no');
+  if (options.aclLines !== undefined) {
+    const aclFile = join(dir, 'users.acl');
+    await writeFile(aclFile, `${options.aclLines.join('\n')}\n`);
+    args.push('--aclfile', aclFile);
+  }
+  // With ACL users the default user may be disabled: the readiness probe then gets NOAUTH, which still
+  // proves the server answers.
+  const answered = (reply: string): boolean => /^(\+PONG|-NOAUTH)/.test(reply);
   return runServer({
     name: 'redis-server',
-    url: `redis://${loopbackHost}:${port}`,
+    url: `${tls === undefined ? 'redis' : 'rediss'}://${loopbackHost}:${port}`,
     port,
     dir,
     bin,
     args,
-    ready: async () => (await tcpProbe(port, 'PING\r\n', 1_000)).startsWith('+PONG'),
+    ready: async () =>
+      answered(
+        await (tls === undefined ? tcpProbe(port, 'PING\r\n', 1_000) : tlsProbe(port, 'PING\r\n', 1_000)),
+      ),
   });
 }

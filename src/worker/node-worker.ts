@@ -16,7 +16,9 @@
  */
 import type { ReconcileEntry } from '../../scheduler/commands.js';
 import { assert, unreachable } from '../lib/assert.js';
+import { TrellisError } from '../lib/errors.js';
 import type { NodeId, SandboxId } from '../lib/ids.js';
+import { realTimers, type Timers } from '../lib/timers.js';
 import { parseWith } from '../lib/validate.js';
 import { type Driver, type ExecResult, type MachineSpec, parseExecRequest } from './driver.js';
 import {
@@ -28,6 +30,7 @@ import {
   WorkerClosedError,
 } from './errors.js';
 import {
+  type LifecycleCommand,
   type StatusSink,
   type WorkerCommand,
   type WorkerSandboxState,
@@ -35,7 +38,6 @@ import {
 } from './protocol.js';
 import { BoundedSlots } from './slots.js';
 import { StatusBatcher } from './status-batcher.js';
-import { realTimers, type Timers } from './timers.js';
 
 export interface NodeWorkerOptions {
   readonly nodeId: NodeId;
@@ -69,7 +71,13 @@ export const workerDefaults = {
 export type CommandReply =
   | { readonly type: 'state'; readonly sandboxId: SandboxId; readonly state: WorkerSandboxState }
   | { readonly type: 'exec'; readonly sandboxId: SandboxId; readonly result: ExecResult }
-  | { readonly type: 'orphans'; readonly stopped: number };
+  | { readonly type: 'orphans'; readonly stopped: number }
+  | { readonly type: 'batch'; readonly replies: readonly BatchItemReply[] };
+
+/** One command of a batch: its state reply, or the code and message of its refusal. */
+export type BatchItemReply =
+  | { readonly ok: true; readonly sandboxId: SandboxId; readonly state: WorkerSandboxState }
+  | { readonly ok: false; readonly sandboxId: SandboxId; readonly code: string; readonly message: string };
 
 interface Entry {
   readonly id: SandboxId;
@@ -139,9 +147,27 @@ export class NodeWorker {
       }
       case 'stop-orphans':
         return this.stopOrphans(cmd.sandboxIds);
+      case 'batch':
+        return this.#batch(cmd.commands);
       default:
         return unreachable(cmd);
     }
+  }
+
+  /** Carries out each command of a batch in order; a refusal is that command's answer, not the batch's. */
+  async #batch(commands: readonly LifecycleCommand[]): Promise<CommandReply> {
+    const replies: BatchItemReply[] = [];
+    for (const cmd of commands) {
+      try {
+        const reply = await this.#dispatch(cmd);
+        assert(reply.type === 'state', 'a lifecycle command answers with a state', { type: reply.type });
+        replies.push({ ok: true, sandboxId: reply.sandboxId, state: reply.state });
+      } catch (err) {
+        const code = err instanceof TrellisError ? err.code : 'INTERNAL';
+        replies.push({ ok: false, sandboxId: cmd.sandboxId, code, message: errorText(err) });
+      }
+    }
+    return { type: 'batch', replies };
   }
 
   /** Makes the disk and boots the machine (queued behind the boot bound); replies `starting` at once. */

@@ -3,7 +3,9 @@
  * each serving /metrics, /healthz and /readyz on loopback. After a leader is elected and 30 sandboxes are
  * created through the remote client, the leader's /metrics shows its term, itself as leader, placement batches
  * and 30 placements; the Raft commit, append and fsync histograms have moved on every replica; /readyz is 200
- * on all three once a leader is known.
+ * on all three once a leader is known. The leader's utilization gauges (per node and cluster, by resource) read
+ * the 300 millicores the creates hold on the one 64,000-millicore node, every replica reports its applied-index
+ * lag, and the snapshots the small `--snapshot-entries` forces show their size and duration.
  */
 import type { ChildProcess } from 'node:child_process';
 import { existsSync } from 'node:fs';
@@ -58,7 +60,8 @@ beforeAll(async () => {
         root,
         cluster,
         state: 'scheduler',
-        extraArgs: ['--metrics-port', String(port)],
+        // Small snapshots so the 30 creates below make every replica take at least one.
+        extraArgs: ['--metrics-port', String(port), '--snapshot-entries', '4'],
       }),
     );
   }
@@ -88,6 +91,16 @@ describe('metrics - trellis server', () => {
       labels: {},
       state: 'ready',
     });
+    // Eight more entries, one at a time (creates may share one batch entry), so every replica passes
+    // `--snapshot-entries` and snapshots; cordoned nodes take no sandbox and count in no ready capacity.
+    for (let i = 0; i < 8; i++) {
+      await client.registerNode({
+        id: `m-c${i}`,
+        capacity: { cpu: 1_000, memory: 1_024, disk: 1_000 },
+        labels: {},
+        state: 'cordoned',
+      });
+    }
     await Promise.all(
       Array.from({ length: 30 }, () =>
         client.create({ tenant: 'm', resources: { cpu: 10, memory: 10, disk: 10 } }),
@@ -104,6 +117,16 @@ describe('metrics - trellis server', () => {
     expect(
       sample(after.body, `trellis_raft_commit_latency_seconds_count{replica="${leader}"}`),
     ).toBeGreaterThan(0);
+    // Set by the leader once per heartbeat tick from committed state: 30 x 10 millicores of 64,000.
+    const cpuShare = 300 / 64_000;
+    await untilAsync(async () => {
+      const m = (await scrape(leader)).body;
+      return sample(m, 'trellis_cluster_utilization_ratio{resource="cpu"}') === cpuShare;
+    }, 'the leader reports the cluster cpu utilization');
+    const util = (await scrape(leader)).body;
+    expect(sample(util, 'trellis_node_utilization_ratio{node="m-n1",resource="cpu"}')).toBe(cpuShare);
+    expect(sample(util, 'trellis_node_utilization_ratio{node="m-n1",resource="memory"}')).toBe(300 / 65_536);
+    expect(sample(util, 'trellis_cluster_utilization_ratio{resource="gpu"}')).toBe(0);
     for (const id of ids) {
       await untilAsync(async () => {
         const m = (await scrape(id)).body;
@@ -112,6 +135,16 @@ describe('metrics - trellis server', () => {
           (sample(m, `trellis_raft_fsync_latency_seconds_count{replica="${id}"}`) ?? 0) > 0
         );
       }, `replica ${id} reports append and fsync latency`);
+      await untilAsync(async () => {
+        const m = (await scrape(id)).body;
+        return (
+          (sample(m, `trellis_snapshot_bytes{replica="${id}"}`) ?? 0) > 0 &&
+          (sample(m, `trellis_snapshot_duration_seconds_count{replica="${id}"}`) ?? 0) > 0
+        );
+      }, `replica ${id} reports a snapshot's size and duration`);
+      expect(
+        sample((await scrape(id)).body, `trellis_raft_applied_index_lag{replica="${id}"}`),
+      ).toBeGreaterThanOrEqual(0);
       expect((await scrape(id, '/readyz')).status).toBe(200);
       expect((await scrape(id, '/healthz')).status).toBe(200);
     }

@@ -1,4 +1,4 @@
-import { execFileSync } from 'node:child_process';
+import { execFileSync, spawn } from 'node:child_process';
 import { mkdtemp, readFile, rm, stat } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -130,5 +130,46 @@ describe('worker/drivers/qemu', () => {
     expect(log.states('a')).toEqual(['starting', 'running', 'terminating', 'terminated']);
     expect(await driver.list()).toEqual([]);
     expect(await readFile(join(dir, 'templates', 'm128-c1', 'ready'), 'utf8')).toBe('');
+  }, 600_000);
+
+  it('qemu driver - a create restores into a warm QEMU started ahead; after a worker crash the VM is kept and the waiting ones ended', async () => {
+    // A driver in a child process (test/worker/qemu-child.ts) restores a sandbox into a warm QEMU (its command
+    // line then names trellis-warm-*) and is killed -9 with more warm processes waiting. A new driver on the
+    // same data dir (the restarted worker) still sees that VM as running and reaches its guest, and ends the
+    // warm processes the dead one left waiting.
+    const child = spawn(
+      process.execPath,
+      ['--import', 'tsx', join(import.meta.dirname, 'qemu-child.ts'), dir, 'w1'],
+      { stdio: ['ignore', 'pipe', 'inherit'] },
+    );
+    let out = '';
+    child.stdout.on('data', (b: Buffer) => {
+      out += b.toString();
+    });
+    try {
+      await until(() => out.includes('waiting '), 'the child restored into a warm QEMU', 300_000);
+    } finally {
+      child.kill('SIGKILL');
+    }
+    const pid = Number(/running w1 (\d+)/.exec(out)?.[1]);
+    const waiting = (/waiting ([\d ]+)/.exec(out)?.[1] ?? '').trim().split(' ').map(Number);
+    expect(waiting.length).toBeGreaterThan(0);
+    expect(await readFile(`/proc/${pid}/cmdline`, 'utf8')).toContain('trellis-warm-');
+
+    const restarted = new QemuDriver({ dataDir: dir, warmVms: false });
+    try {
+      await restarted.prepare();
+      await until(() => waiting.every((p) => !alive(p)), 'the waiting warm processes ended', 30_000);
+      expect(alive(pid)).toBe(true);
+      const w1 = sid('w1');
+      expect((await restarted.list()).find((m) => m.sandboxId === w1)?.state).toBe('running');
+      const r = await restarted.exec(w1, { command: ['sh', '-c', 'echo warm > f; cat f'], ...opts() });
+      expect(text(r.stdout)).toBe('warm\n');
+      await restarted.destroy(w1);
+      await restarted.destroy(sid('w1-first'));
+      expect(alive(pid)).toBe(false);
+    } finally {
+      await restarted.close();
+    }
   }, 600_000);
 });

@@ -10,6 +10,17 @@
  * boot starts QEMU with `-S -incoming "exec:cat state"`, waits for the incoming migration, then `cont`.
  * Suspend saves the state next to the sandbox's overlay and ends QEMU (no memory held); resume restores it.
  *
+ * Warm QEMU processes. Starting QEMU and connecting its sockets is the largest part of a restore (~140 ms of
+ * ~250 idle). So per (shape, disk size) a few QEMU processes are started ahead, each over its own empty
+ * overlay and waiting with `-incoming defer`; a create renames such an overlay into the sandbox directory (the
+ * process keeps its open file) and the boot only runs `migrate-incoming` and `cont`. The overlay is hard-linked,
+ * not moved: QEMU reopens its images by path when the restored VM is let run, so `warm/w<n>.qcow2` must stay
+ * until that QEMU ends (`vm.warm` in the sandbox names it for removal then). A warm process names itself with
+ * `-name trellis-warm-<tag>`; the sandbox records the tag (`vm.name`) so its QEMU is still recognised after a
+ * worker restart, though its command line names the warm path. A warm process that was never adopted is
+ * ended on close and, after a crash, by the next `prepare()` (its pid file `warm/w<n>.pid` says so; an adopted
+ * one's pid file is removed when it is booted).
+ *
  * Layout under `dataDir`: `templates/<shape>/{template.qcow2,state,ready}` and
  * `sandboxes/<id>/{spec.json,disk.qcow2,vm.pid,qemu.log,suspend.state}`. Sockets (QMP and the serial
  * console) live in a short run directory (unix socket paths are limited to 107 bytes); their paths are
@@ -20,7 +31,18 @@
  */
 import { type ChildProcess, execFile, spawn } from 'node:child_process';
 import { closeSync, constants, existsSync, openSync, readFileSync } from 'node:fs';
-import { chmod, mkdir, mkdtemp, readdir, readFile, rename, rm, stat, writeFile } from 'node:fs/promises';
+import {
+  chmod,
+  link,
+  mkdir,
+  mkdtemp,
+  readdir,
+  readFile,
+  rename,
+  rm,
+  stat,
+  writeFile,
+} from 'node:fs/promises';
 import { dirname, join, resolve } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { fileURLToPath } from 'node:url';
@@ -66,6 +88,8 @@ export const qemuMemoryStepMib = 128;
  * instead of running qemu-img on the create path, and the spare is remade in the background.
  */
 export const qemuSpareOverlaysMax = 2;
+/** QEMU processes kept started and waiting for an incoming state, per (shape, disk size). */
+export const qemuWarmVmsMax = 2;
 const migratePollMs = 10;
 const mib = 1024 * 1024;
 
@@ -78,6 +102,8 @@ export interface QemuDriverOptions {
   readonly accel?: Accel | 'auto';
   /** Restore from a template snapshot (default) or boot every sandbox cold. */
   readonly snapshotRestore?: boolean;
+  /** Keep QEMU processes started ahead for restores (default true; only with snapshotRestore). */
+  readonly warmVms?: boolean;
   /** QEMU boots or restores at once in this driver; the rest queue. CPU-bound under TCG. */
   readonly bootsConcurrentMax?: number;
   readonly logger?: Logger;
@@ -90,8 +116,19 @@ interface Vm {
   readonly pid: number;
   readonly qmp: Qmp;
   readonly console: LineSocket;
+  /** Where QMP and the serial console listen (kept in the sandbox directory for a restarted worker). */
+  readonly sockets: { readonly qmp: string; readonly serial: string };
   /** Serialises exec requests: the agent serves one at a time. */
   execTail: Promise<unknown>;
+}
+
+/** A QEMU process started ahead over its own overlay, waiting for `migrate-incoming`. */
+interface WarmVm {
+  readonly vm: Vm;
+  readonly name: string;
+  readonly overlay: string;
+  readonly logPath: string;
+  readonly pidPath: string;
 }
 
 interface Shape {
@@ -169,6 +206,11 @@ export class QemuDriver implements Driver {
   readonly #templates = new Map<string, Promise<string>>();
   readonly #spares = new Map<string, string[]>();
   readonly #refills = new Map<string, Promise<void>>();
+  readonly #warmOn: boolean;
+  readonly #warm = new Map<string, WarmVm[]>();
+  readonly #warmRefills = new Map<string, Promise<void>>();
+  /** Warm processes given to a sandbox by createDisk and not yet booted. */
+  readonly #adopted = new Map<SandboxId, WarmVm>();
   #runDir: string | undefined;
   #seq = 0;
   #qemu = '';
@@ -181,6 +223,7 @@ export class QemuDriver implements Driver {
     this.#guestDir = options.guestDir ?? defaultGuestDir();
     this.#log = options.logger ?? silentLogger();
     this.#restore = options.snapshotRestore ?? true;
+    this.#warmOn = this.#restore && (options.warmVms ?? true);
     this.#onPhase = options.onPhase ?? (() => {});
     const wanted = options.accel ?? 'auto';
     if (wanted === 'auto') {
@@ -212,7 +255,10 @@ export class QemuDriver implements Driver {
     const cpu = readFileSync('/proc/cpuinfo', 'utf8').match(/cpu MHz\s*:\s*([\d.]+)/);
     this.#khz = cpu === null ? 0 : Math.round(Number(cpu[1]) * 1000);
     await mkdir(join(this.#root, 'sandboxes'), { recursive: true });
-    // Spares left by a previous worker process are not tracked by this one: start the pool afresh.
+    // Spares left by a previous worker process are not tracked by this one: start the pool afresh, ending
+    // the warm QEMU processes it left waiting.
+    await endLeftoverWarm(join(this.#root, 'warm'));
+    await mkdir(join(this.#root, 'warm'), { recursive: true });
     await rm(join(this.#root, 'spares'), { recursive: true, force: true });
     await mkdir(join(this.#root, 'spares'), { recursive: true });
     this.#runDir ??= await mkdtemp('/tmp/trq-');
@@ -237,7 +283,15 @@ export class QemuDriver implements Driver {
         ? ['-F', 'qcow2', '-b', await this.#template(shapeOf(spec))]
         : ['-F', 'raw', '-b', join(this.#guestDir, 'base.img')];
       const t0 = performance.now();
-      await this.#overlay(backing, sizeBytes, this.diskPath(spec.sandboxId));
+      const warm = this.#takeWarm(spec, backing, sizeBytes);
+      if (warm !== undefined) {
+        // The warm process keeps its open overlay and log across the rename.
+        await link(warm.overlay, this.diskPath(spec.sandboxId));
+        await rename(warm.logPath, join(dir, 'qemu.log')).catch(() => undefined);
+        this.#adopted.set(spec.sandboxId, warm);
+      } else {
+        await this.#overlay(backing, sizeBytes, this.diskPath(spec.sandboxId));
+      }
       this.#onPhase('overlay', performance.now() - t0);
       await writeFile(join(dir, 'spec.json.tmp'), JSON.stringify(spec));
       await rename(join(dir, 'spec.json.tmp'), join(dir, 'spec.json'));
@@ -256,7 +310,10 @@ export class QemuDriver implements Driver {
       this.#wrap('boot', async () => {
         if (this.#restore) {
           const state = join(this.#templateDir(shapeOf(spec)), 'state');
-          await this.#restoreFrom(id, shapeOf(spec), state);
+          const warm = this.#adopted.get(id);
+          this.#adopted.delete(id);
+          if (warm !== undefined && alive(warm.vm)) await this.#restoreWarm(id, warm, state);
+          else await this.#restoreFrom(id, shapeOf(spec), state);
         } else {
           const vm = await this.#start(id, shapeOf(spec), this.diskPath(id), undefined);
           await this.#awaitReady(vm);
@@ -278,10 +335,16 @@ export class QemuDriver implements Driver {
   }
 
   async stop(id: SandboxId): Promise<void> {
+    const warm = this.#adopted.get(id);
+    if (warm !== undefined) {
+      this.#adopted.delete(id);
+      await this.#quitWarm(warm);
+    }
     await this.#wrap('stop', async () => {
       const pid = await this.#livePid(id);
       if (pid !== undefined) await this.#quit(id, pid);
       await rm(join(this.sandboxDir(id), 'vm.pid'), { force: true });
+      await this.#dropWarmLink(id);
     });
   }
 
@@ -308,6 +371,7 @@ export class QemuDriver implements Driver {
       this.#onPhase('quit', performance.now() - t1);
       await rename(`${target}.tmp`, target);
       await rm(join(this.sandboxDir(id), 'vm.pid'), { force: true });
+      await this.#dropWarmLink(id);
     });
   }
 
@@ -351,7 +415,13 @@ export class QemuDriver implements Driver {
       if (state === 'running') await this.stop(sandboxId);
     }
     await Promise.all(this.#refills.values());
+    await Promise.all(this.#warmRefills.values());
+    const waiting = [...this.#adopted.values(), ...[...this.#warm.values()].flat()];
+    this.#adopted.clear();
+    this.#warm.clear();
+    await Promise.all(waiting.map((w) => this.#quitWarm(w)));
     await rm(join(this.#root, 'spares'), { recursive: true, force: true });
+    await rm(join(this.#root, 'warm'), { recursive: true, force: true });
     if (this.#runDir !== undefined) await rm(this.#runDir, { recursive: true, force: true });
   }
 
@@ -391,6 +461,11 @@ export class QemuDriver implements Driver {
 
   async #qemuImgCreate(backing: readonly string[], sizeBytes: number, target: string): Promise<void> {
     await run(this.#qemuImg, ['create', '-q', '-f', 'qcow2', ...backing, target, String(sizeBytes)]);
+  }
+
+  /** The pids of the warm QEMU processes waiting now (tests check they are used and ended). */
+  warmPids(): number[] {
+    return [...this.#warm.values()].flat().map((w) => w.vm.pid);
   }
 
   /** The QEMU pid of a running sandbox (tests check the process really ends). */
@@ -477,6 +552,109 @@ export class QemuDriver implements Driver {
     const vm = await this.#start(id, shape, this.diskPath(id), stateFile);
     const t1 = performance.now();
     this.#onPhase('spawn+connect', t1 - t0);
+    await this.#awaitIncoming(vm);
+    const t2 = performance.now();
+    this.#onPhase('incoming', t2 - t1);
+    await vm.qmp.execute('cont');
+    this.#onPhase('cont', performance.now() - t2);
+  }
+
+  /** A warm process for this sandbox's shape and disk size, if one waits; starts refilling either way. */
+  #takeWarm(spec: MachineSpec, backing: readonly string[], sizeBytes: number): WarmVm | undefined {
+    if (!this.#warmOn) return undefined;
+    const shape = shapeOf(spec);
+    const key = `m${shape.memoryMib}-c${shape.vcpus}|${sizeBytes}`;
+    const ready = this.#warm.get(key) ?? [];
+    let taken: WarmVm | undefined;
+    while (taken === undefined && ready.length > 0) {
+      const next = ready.shift() as WarmVm;
+      if (alive(next.vm)) taken = next;
+      else void this.#quitWarm(next);
+    }
+    this.#refillWarm(key, shape, backing, sizeBytes);
+    return taken;
+  }
+
+  /** Starts warm processes of one kind in the background up to the bound (one refill per kind at a time). */
+  #refillWarm(key: string, shape: Shape, backing: readonly string[], sizeBytes: number): void {
+    if (this.#warmRefills.has(key) || this.#closed) return;
+    const refill = (async () => {
+      try {
+        while (!this.#closed && (this.#warm.get(key)?.length ?? 0) < qemuWarmVmsMax) {
+          const warm = await this.#startWarm(shape, backing, sizeBytes);
+          if (this.#closed) {
+            await this.#quitWarm(warm);
+            return;
+          }
+          const ready = this.#warm.get(key) ?? [];
+          ready.push(warm);
+          this.#warm.set(key, ready);
+        }
+      } catch (err) {
+        // Warm processes are an optimisation: a create without one starts QEMU itself.
+        this.#log.warn({ err: err instanceof Error ? err.message : String(err) }, 'qemu warm start failed');
+      } finally {
+        this.#warmRefills.delete(key);
+      }
+    })();
+    this.#warmRefills.set(key, refill);
+  }
+
+  async #startWarm(shape: Shape, backing: readonly string[], sizeBytes: number): Promise<WarmVm> {
+    const warmDir = join(this.#root, 'warm');
+    const n = this.#seq++;
+    const overlay = join(warmDir, `w${n}.qcow2`);
+    await this.#qemuImgCreate(backing, sizeBytes, overlay);
+    const name = `trellis-warm-${process.pid}-${n}-${Math.random().toString(36).slice(2, 10)}`;
+    const logPath = join(warmDir, `w${n}.log`);
+    const pidPath = join(warmDir, `w${n}.pid`);
+    const vm = await this.#start(undefined, shape, overlay, deferIncoming, warmDir, {
+      name,
+      logPath,
+      pidPath,
+    });
+    return { vm, name, overlay, logPath, pidPath };
+  }
+
+  /** Restores `stateFile` into a warm process already holding the sandbox's overlay, then lets it run. */
+  async #restoreWarm(id: SandboxId, warm: WarmVm, stateFile: string): Promise<void> {
+    const dir = this.sandboxDir(id);
+    const { vm } = warm;
+    await writeFile(join(dir, 'vm.name'), warm.name);
+    await writeFile(join(dir, 'vm.warm'), warm.overlay);
+    await writeFile(join(dir, 'sockets.json'), JSON.stringify(vm.sockets));
+    await writeFile(join(dir, 'vm.pid'), String(vm.pid));
+    // No longer a waiting process: a restarted worker must not end it as a leftover.
+    await rm(warm.pidPath, { force: true });
+    this.#vms.set(id, vm);
+    const t1 = performance.now();
+    this.#onPhase('spawn+connect', 0);
+    await vm.qmp.execute('migrate-incoming', { uri: `exec:cat ${shellQuote(stateFile)}` });
+    await this.#awaitIncoming(vm);
+    const t2 = performance.now();
+    this.#onPhase('incoming', t2 - t1);
+    await vm.qmp.execute('cont');
+    this.#onPhase('cont', performance.now() - t2);
+  }
+
+  /** Once a sandbox's QEMU has ended, the warm path its image was opened by is no longer needed. */
+  async #dropWarmLink(id: SandboxId): Promise<void> {
+    const dir = this.sandboxDir(id);
+    const warmPath = await readFile(join(dir, 'vm.warm'), 'utf8').catch(() => undefined);
+    if (warmPath?.startsWith(join(this.#root, 'warm'))) await rm(warmPath, { force: true });
+    await rm(join(dir, 'vm.warm'), { force: true });
+    await rm(join(dir, 'vm.name'), { force: true });
+  }
+
+  async #quitWarm(warm: WarmVm): Promise<void> {
+    await this.#quitVm(warm.vm);
+    await rm(warm.overlay, { force: true });
+    await rm(warm.logPath, { force: true });
+    await rm(warm.pidPath, { force: true });
+  }
+
+  /** Waits until an incoming migration has finished (the VM is then paused, ready for `cont`). */
+  async #awaitIncoming(vm: Vm): Promise<void> {
     const deadline = Date.now() + qemuMigrateTimeoutMs;
     for (;;) {
       const status = (await vm.qmp.execute('query-status')) as { status: string };
@@ -484,15 +662,11 @@ export class QemuDriver implements Driver {
         if (status.status !== 'paused' && status.status !== 'prelaunch') {
           throw new Error(`restore ended in status ${status.status}`);
         }
-        break;
+        return;
       }
       if (Date.now() > deadline) throw new Error('restore did not finish in time');
       await sleep(migratePollMs);
     }
-    const t2 = performance.now();
-    this.#onPhase('incoming', t2 - t1);
-    await vm.qmp.execute('cont');
-    this.#onPhase('cont', performance.now() - t2);
   }
 
   async #awaitReady(vm: Vm): Promise<void> {
@@ -527,14 +701,17 @@ export class QemuDriver implements Driver {
     disk: string,
     incoming: string | undefined,
     dirOverride?: string,
+    warm?: { name: string; logPath: string; pidPath: string },
   ): Promise<Vm> {
     assert(this.#runDir !== undefined, 'prepare() ran before a VM starts');
     const dir = dirOverride ?? this.sandboxDir(id as SandboxId);
     const n = this.#seq++;
     const qmpPath = join(this.#runDir, `${n}.qmp`);
     const serialPath = join(this.#runDir, `${n}.ser`);
-    const log = openSync(join(dir, 'qemu.log'), 'a');
+    const logPath = warm?.logPath ?? join(dir, 'qemu.log');
+    const log = openSync(logPath, 'a');
     const args = this.#args(shape, disk, qmpPath, serialPath, incoming);
+    if (warm !== undefined) args.push('-name', warm.name, '-pidfile', warm.pidPath);
     const child = spawn(this.#qemu, args, { cwd: dir, detached: true, stdio: ['ignore', log, log] });
     closeSync(log);
     child.unref();
@@ -547,16 +724,17 @@ export class QemuDriver implements Driver {
     try {
       const qmp = await Qmp.connect(qmpPath, qemuBootTimeoutMs, alive);
       const console = await LineSocket.connect(serialPath, qemuBootTimeoutMs, alive);
-      const vm: Vm = { child, pid, qmp, console, execTail: Promise.resolve() };
+      const sockets = { qmp: qmpPath, serial: serialPath };
+      const vm: Vm = { child, pid, qmp, console, sockets, execTail: Promise.resolve() };
       if (id !== undefined) {
         await writeFile(join(dir, 'vm.pid'), String(pid));
-        await writeFile(join(dir, 'sockets.json'), JSON.stringify({ qmp: qmpPath, serial: serialPath }));
+        await writeFile(join(dir, 'sockets.json'), JSON.stringify(sockets));
         this.#vms.set(id, vm);
       }
       return vm;
     } catch (err) {
       child.kill('SIGKILL');
-      throw new Error(`qemu did not come up: ${await logTail(join(dir, 'qemu.log'))}`, { cause: err });
+      throw new Error(`qemu did not come up: ${await logTail(logPath)}`, { cause: err });
     }
   }
 
@@ -612,7 +790,8 @@ export class QemuDriver implements Driver {
       '-qmp',
       `unix:${qmpPath},server=on,wait=off`,
     ];
-    if (incoming !== undefined) args.push('-S', '-incoming', `exec:cat ${shellQuote(incoming)}`);
+    if (incoming === deferIncoming) args.push('-S', '-incoming', 'defer');
+    else if (incoming !== undefined) args.push('-S', '-incoming', `exec:cat ${shellQuote(incoming)}`);
     return args;
   }
 
@@ -629,7 +808,7 @@ export class QemuDriver implements Driver {
     const alive = (): boolean => existsSync(`/proc/${pid}`);
     const qmp = await Qmp.connect(sockets.qmp, 5_000, alive);
     const console = await LineSocket.connect(sockets.serial, 5_000, alive);
-    const vm: Vm = { child: undefined, pid, qmp, console, execTail: Promise.resolve() };
+    const vm: Vm = { child: undefined, pid, qmp, console, sockets, execTail: Promise.resolve() };
     this.#vms.set(id, vm);
     return vm;
   }
@@ -682,7 +861,10 @@ export class QemuDriver implements Driver {
     const pid = text === undefined ? Number.NaN : Number(text.trim());
     if (!Number.isInteger(pid) || pid <= 1) return undefined;
     const cmdline = await readFile(`/proc/${pid}/cmdline`, 'utf8').catch(() => '');
-    return cmdline.includes(this.diskPath(id)) ? pid : undefined;
+    if (cmdline.includes(this.diskPath(id))) return pid;
+    // A VM restored into a warm process: its command line names the spare path and its warm name.
+    const name = await readFile(join(this.sandboxDir(id), 'vm.name'), 'utf8').catch(() => undefined);
+    return name !== undefined && cmdline.includes(`\0${name.trim()}\0`) ? pid : undefined;
   }
 
   async #quit(id: SandboxId, pid: number): Promise<void> {
@@ -720,6 +902,31 @@ export class QemuDriver implements Driver {
       await sleep(migratePollMs);
     }
     killGroup(vm.pid, 'SIGKILL');
+  }
+}
+
+/** `#start`'s incoming argument for a warm process: wait for `migrate-incoming`. */
+const deferIncoming = '\0defer';
+
+function alive(vm: Vm): boolean {
+  if (vm.child !== undefined) return vm.child.exitCode === null && vm.child.signalCode === null;
+  return existsSync(`/proc/${vm.pid}`);
+}
+
+/**
+ * Ends the warm QEMU processes a previous worker process left waiting in `warm/` (those still with a pid
+ * file) and removes their files; adopted ones (no pid file) keep their overlay, which their VM has open.
+ */
+async function endLeftoverWarm(warmDir: string): Promise<void> {
+  const names = await readdir(warmDir).catch(() => [] as string[]);
+  for (const name of names.filter((n) => n.endsWith('.pid'))) {
+    const pid = Number((await readFile(join(warmDir, name), 'utf8').catch(() => '')).trim());
+    if (Number.isInteger(pid) && pid > 1) {
+      const cmdline = await readFile(`/proc/${pid}/cmdline`, 'utf8').catch(() => '');
+      if (cmdline.includes('trellis-warm-')) killGroup(pid, 'SIGKILL');
+    }
+    const stem = name.slice(0, -'.pid'.length);
+    for (const ext of ['.pid', '.qcow2', '.log']) await rm(join(warmDir, stem + ext), { force: true });
   }
 }
 

@@ -1,0 +1,282 @@
+/**
+ * The dispatcher's pure core: which command each node must be sent, derived from committed state alone, as
+ * a Kubernetes controller derives its actions from the objects it watches (level-triggered). A sandbox in a
+ * transitional state owes its node one command until that node acknowledges it:
+ *
+ *   placed → create, terminating → terminate, suspending → suspend, resuming → resume.
+ *
+ * The node of a command is the sandbox's committed `nodeId`, never anything else, so a command can only go
+ * to the node the sandbox is placed on. A new leader starts with nothing acknowledged and so resends every
+ * transitional sandbox's command: the worker is idempotent on sandbox id (dispatch is at-least-once).
+ *
+ * Two moves skip the worker's transitional state (state.ts `terminateTarget`): `placed → terminated` (the
+ * create may already have reached the node) and `suspended → terminated` (the node keeps the snapshot). Both
+ * owe the node a one-shot `terminate` (a cleanup), seen on the change itself; a leader change in between
+ * loses it, and the node's next reconcile stops the copy as an orphan.
+ *
+ * No promises, no timers: time is a number the shell passes in, randomness (the retry jitter) a seeded `Rng`.
+ * The shell (scheduler/dispatch.ts) feeds committed changes in (`observe`), takes what is due (`due`) and
+ * reports each outcome (`settle`).
+ */
+import type { Resources } from '../../placement/index.js';
+import { assert } from '../../src/lib/assert.js';
+import type { Rng } from '../../src/lib/prng.js';
+import type { Sandbox } from './types.js';
+
+export const dispatchKinds = ['create', 'terminate', 'suspend', 'resume'] as const;
+export type DispatchKind = (typeof dispatchKinds)[number];
+
+/** One command for one node's worker. `resources` and `image` are set on `create` only. */
+export interface NodeCommand {
+  readonly kind: DispatchKind;
+  readonly sandboxId: string;
+  readonly nodeId: string;
+  readonly resources?: Resources;
+  readonly image?: string;
+}
+
+/** How a sent command ended: acknowledged by the worker, or to be sent again later (with why). */
+export type DispatchOutcome = { readonly ok: true } | { readonly ok: false; readonly code: string };
+
+export interface DispatchOptions {
+  /** Commands one batch to one node carries, at most. */
+  readonly batchMax: number;
+  /** First retry delay; each further retry doubles it up to `retryMaxMs`. */
+  readonly retryBaseMs: number;
+  readonly retryMaxMs: number;
+  /** Batches in flight to one node at once, at most: a slow node does not pile up requests. */
+  readonly inFlightPerNodeMax: number;
+}
+
+export const dispatchDefaults: DispatchOptions = {
+  batchMax: 256,
+  retryBaseMs: 100,
+  retryMaxMs: 5_000,
+  inFlightPerNodeMax: 1,
+};
+
+/** The largest `batchMax` allowed: one batch must fit one worker request frame. */
+export const dispatchBatchMax = 4_096;
+
+/** The command a committed sandbox owes its node, or undefined when it owes none. */
+export function wantedCommand(sb: Sandbox): NodeCommand | undefined {
+  if (sb.nodeId === undefined) return undefined;
+  const base = { sandboxId: sb.id, nodeId: sb.nodeId };
+  switch (sb.state) {
+    case 'placed':
+      return { ...base, kind: 'create', resources: sb.spec.resources, image: sb.spec.image ?? 'default' };
+    case 'terminating':
+      return { ...base, kind: 'terminate' };
+    case 'suspending':
+      return { ...base, kind: 'suspend' };
+    case 'resuming':
+      return { ...base, kind: 'resume' };
+    default:
+      return undefined;
+  }
+}
+
+/**
+ * The one-shot terminate owed when a sandbox went to `terminated` without passing `terminating`: from
+ * `placed` (the create may have reached its node) or `suspended` (its node holds the snapshot).
+ */
+export function cleanupCommand(before: Sandbox, after: Sandbox | undefined): NodeCommand | undefined {
+  if (after !== undefined && after.state !== 'terminated') return undefined;
+  const nodeId =
+    before.state === 'placed'
+      ? before.nodeId
+      : before.state === 'suspended'
+        ? before.snapshotNodeId
+        : undefined;
+  if (nodeId === undefined) return undefined;
+  return { kind: 'terminate', sandboxId: before.id, nodeId };
+}
+
+/** A command still owed: when it may next be sent, how often it was tried, and whether it is out now. */
+interface Owed {
+  readonly cmd: NodeCommand;
+  /** Distinguishes this command from a later one for the same sandbox, so a late outcome is ignored. */
+  readonly generation: number;
+  /** A cleanup is forgotten once acknowledged, and committed state does not bring it back. */
+  readonly cleanup: boolean;
+  attempts: number;
+  notBeforeMs: number;
+  inFlight: boolean;
+}
+
+/** A command handed out by `due`, to be passed back to `settle` with its outcome. */
+export interface Ticket {
+  readonly cmd: NodeCommand;
+  readonly generation: number;
+}
+
+/** Counters for stats and metrics: commands handed out by kind, outcomes, retries. */
+export interface DispatchCounts {
+  sent: number;
+  acked: number;
+  retried: number;
+  stale: number;
+}
+
+export class DispatchCore {
+  readonly #o: DispatchOptions;
+  readonly #rng: Rng;
+  /** What each sandbox owes its node, by sandbox id. */
+  readonly #owed = new Map<string, Owed>();
+  /** Acknowledged this term: sandbox id → key of the command acknowledged, so it is not sent again. */
+  readonly #acked = new Map<string, string>();
+  readonly #inFlightByNode = new Map<string, number>();
+  #generation = 0;
+  readonly counts: DispatchCounts = { sent: 0, acked: 0, retried: 0, stale: 0 };
+
+  constructor(options: DispatchOptions, rng: Rng) {
+    assert(options.batchMax >= 1 && options.batchMax <= dispatchBatchMax, 'batchMax in 1..dispatchBatchMax', {
+      batchMax: options.batchMax,
+    });
+    assert(options.retryBaseMs >= 1 && options.retryMaxMs >= options.retryBaseMs, 'retry bounds ordered', {
+      retryBaseMs: options.retryBaseMs,
+      retryMaxMs: options.retryMaxMs,
+    });
+    assert(options.inFlightPerNodeMax >= 1, 'inFlightPerNodeMax >= 1', {
+      inFlightPerNodeMax: options.inFlightPerNodeMax,
+    });
+    this.#o = options;
+    this.#rng = rng;
+  }
+
+  /** Commands owed and not yet acknowledged (in flight included). */
+  get owedCount(): number {
+    return this.#owed.size;
+  }
+
+  /** The command owed for `sandboxId`, if any (tests, diagnostics). */
+  owed(sandboxId: string): NodeCommand | undefined {
+    return this.#owed.get(sandboxId)?.cmd;
+  }
+
+  /**
+   * Takes in a sandbox's committed state: `before` as it was (undefined when new), `after` as it is now
+   * (undefined when it is gone). The full resync at the start of a term passes `before` undefined.
+   */
+  observe(before: Sandbox | undefined, after: Sandbox | undefined, nowMs: number): void {
+    const id = after?.id ?? before?.id;
+    assert(id !== undefined, 'observe needs a sandbox before or after', {});
+    const wanted = after === undefined ? undefined : wantedCommand(after);
+    const cleanup = before === undefined ? undefined : cleanupCommand(before, after);
+    const next = wanted ?? cleanup;
+    if (next === undefined) {
+      this.#forget(id);
+      return;
+    }
+    const key = keyOf(next);
+    if (this.#acked.get(id) === key) return;
+    const current = this.#owed.get(id);
+    if (current !== undefined && keyOf(current.cmd) === key) return;
+    this.#forget(id);
+    this.#owed.set(id, {
+      cmd: next,
+      generation: ++this.#generation,
+      cleanup: wanted === undefined,
+      attempts: 0,
+      notBeforeMs: nowMs,
+      inFlight: false,
+    });
+  }
+
+  /**
+   * The commands that may be sent now, grouped per node in batches of at most `batchMax`, at most
+   * `inFlightPerNodeMax` batches per node in flight; each is marked in flight until `settle`.
+   */
+  due(nowMs: number): Map<string, Ticket[][]> {
+    const out = new Map<string, Ticket[][]>();
+    for (const [, owed] of this.#owed) {
+      if (owed.inFlight || owed.notBeforeMs > nowMs) continue;
+      const nodeId = owed.cmd.nodeId;
+      const batches = out.get(nodeId) ?? [];
+      let last = batches[batches.length - 1];
+      if (last === undefined || last.length >= this.#o.batchMax) {
+        if ((this.#inFlightByNode.get(nodeId) ?? 0) + batches.length >= this.#o.inFlightPerNodeMax) continue;
+        last = [];
+        batches.push(last);
+        out.set(nodeId, batches);
+      }
+      last.push({ cmd: owed.cmd, generation: owed.generation });
+      owed.inFlight = true;
+      this.counts.sent++;
+    }
+    for (const [nodeId, batches] of out)
+      this.#inFlightByNode.set(nodeId, (this.#inFlightByNode.get(nodeId) ?? 0) + batches.length);
+    return out;
+  }
+
+  /** Records the outcome of one batch sent to `nodeId` (one outcome per ticket, in order). */
+  settle(
+    nodeId: string,
+    tickets: readonly Ticket[],
+    outcomes: readonly DispatchOutcome[],
+    nowMs: number,
+  ): void {
+    assert(tickets.length === outcomes.length, 'one outcome per command', {
+      tickets: tickets.length,
+      outcomes: outcomes.length,
+    });
+    const inFlight = this.#inFlightByNode.get(nodeId) ?? 0;
+    assert(inFlight >= 1, 'a settled batch was in flight', { nodeId, inFlight });
+    if (inFlight === 1) this.#inFlightByNode.delete(nodeId);
+    else this.#inFlightByNode.set(nodeId, inFlight - 1);
+    tickets.forEach((t, i) => {
+      const outcome = outcomes[i] as DispatchOutcome;
+      const owed = this.#owed.get(t.cmd.sandboxId);
+      // The sandbox moved on (or was forgotten) while the command was out: its outcome says nothing now.
+      if (owed === undefined || owed.generation !== t.generation) {
+        this.counts.stale++;
+        return;
+      }
+      owed.inFlight = false;
+      if (outcome.ok) {
+        this.counts.acked++;
+        this.#owed.delete(t.cmd.sandboxId);
+        if (!owed.cleanup) this.#acked.set(t.cmd.sandboxId, keyOf(owed.cmd));
+        return;
+      }
+      this.counts.retried++;
+      owed.attempts++;
+      owed.notBeforeMs = nowMs + this.#backoffMs(owed.attempts);
+    });
+  }
+
+  /** Every outcome of a batch that failed whole (timeout, no worker listening) is a retry. */
+  settleAll(nodeId: string, tickets: readonly Ticket[], code: string, nowMs: number): void {
+    this.settle(
+      nodeId,
+      tickets,
+      tickets.map(() => ({ ok: false, code })),
+      nowMs,
+    );
+  }
+
+  /** The earliest time a command not in flight may be sent, or undefined when none waits. */
+  nextDueMs(): number | undefined {
+    let next: number | undefined;
+    for (const owed of this.#owed.values()) {
+      if (owed.inFlight) continue;
+      if (next === undefined || owed.notBeforeMs < next) next = owed.notBeforeMs;
+    }
+    return next;
+  }
+
+  /** Exponential backoff with ±20% seeded jitter, so many retries to one node do not move in lockstep. */
+  #backoffMs(attempts: number): number {
+    const exp = Math.min(this.#o.retryMaxMs, this.#o.retryBaseMs * 2 ** Math.min(attempts - 1, 30));
+    return Math.max(1, Math.round(exp * (0.8 + 0.4 * this.#rng.next())));
+  }
+
+  #forget(id: string): void {
+    this.#owed.delete(id);
+    this.#acked.delete(id);
+  }
+}
+
+function keyOf(cmd: NodeCommand): string {
+  return `${cmd.kind}@${cmd.nodeId}`;
+}

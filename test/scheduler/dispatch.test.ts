@@ -1,0 +1,241 @@
+import { describe, expect, it } from 'vitest';
+import type { Command } from '../../scheduler/commands.js';
+import { DispatchCore, type DispatchOptions, type Ticket } from '../../scheduler/core/dispatch.js';
+import { applyCommand, SchedulerState } from '../../scheduler/state.js';
+import { createRng } from '../../src/lib/prng.js';
+import { node, placeCmd, spec } from './fixtures.js';
+
+const opts: DispatchOptions = { batchMax: 2, retryBaseMs: 100, retryMaxMs: 1_000, inFlightPerNodeMax: 1 };
+
+/** A committed state and a dispatch core fed every change, as the leader's shell feeds it. */
+class World {
+  state = SchedulerState.empty();
+  core: DispatchCore;
+  constructor(seed = 1, o: DispatchOptions = opts) {
+    this.core = new DispatchCore(o, createRng(seed));
+  }
+  apply(cmd: Command, nowMs = 0): void {
+    const before = this.state;
+    const applied = applyCommand(before, cmd, before.applied + 1);
+    this.state = applied.state;
+    for (const e of applied.events)
+      if (e.kind === 'sandbox')
+        this.core.observe(before.sandbox(e.sandboxId), this.state.sandbox(e.sandboxId), nowMs);
+  }
+  /** A new leader: a fresh core resynced from the whole committed state. */
+  newLeader(seed: number): void {
+    this.core = new DispatchCore(opts, createRng(seed));
+    for (const sb of this.state.sandboxes.values()) this.core.observe(undefined, sb, 0);
+  }
+  /** Every due ticket, flattened, with its node. */
+  due(nowMs = 0): [string, Ticket[]][] {
+    return [...this.core.due(nowMs)].flatMap(([n, bs]) => bs.map((b) => [n, b] as [string, Ticket[]]));
+  }
+  ackAll(batches: [string, Ticket[]][], nowMs = 0): void {
+    for (const [n, b] of batches)
+      this.core.settle(
+        n,
+        b,
+        b.map(() => ({ ok: true })),
+        nowMs,
+      );
+  }
+}
+
+function summary(batches: [string, Ticket[]][]): string[] {
+  return batches.flatMap(([n, b]) => b.map((t) => `${t.cmd.kind}:${t.cmd.sandboxId}@${n}`)).sort();
+}
+
+function setup(): World {
+  const w = new World();
+  w.apply({ type: 'node.register', atMs: 1, spec: node('n1') });
+  w.apply({ type: 'node.register', atMs: 1, spec: node('n2') });
+  return w;
+}
+
+describe('scheduler dispatch - pure core', () => {
+  it('scheduler dispatch - a placement owes its node one create, batched per node and bounded in flight', () => {
+    // Three sandboxes on n1 and one on n2 with batches of 2 and one batch in flight per node: the first
+    // round sends [2 on n1] and [1 on n2]; the third n1 create waits until n1's batch is settled.
+    const w = setup();
+    w.apply(
+      placeCmd([
+        ['a', spec(), 'n1'],
+        ['b', spec(), 'n1'],
+        ['c', spec(), 'n1'],
+        ['d', spec(), 'n2'],
+      ]),
+    );
+    const first = w.due();
+    expect(first.map(([n, b]) => [n, b.length]).sort()).toEqual([
+      ['n1', 2],
+      ['n2', 1],
+    ]);
+    expect(first.every(([n, b]) => b.every((t) => t.cmd.kind === 'create' && t.cmd.nodeId === n))).toBe(true);
+    expect(w.due()).toEqual([]);
+    w.ackAll(first);
+    expect(summary(w.due())).toEqual(['create:c@n1']);
+    const create = first[0]?.[1][0]?.cmd;
+    expect(create?.resources).toEqual(spec().resources);
+    expect(create?.image).toBe('default');
+  });
+
+  it('scheduler dispatch - an acknowledged command is not sent again; a refused one is retried after a backoff', () => {
+    const w = setup();
+    w.apply(placeCmd([['a', spec(), 'n1']]));
+    const [batch] = w.due(0);
+    expect(batch).toBeDefined();
+    w.core.settle('n1', batch?.[1] ?? [], [{ ok: false, code: 'WORKER_BUSY' }], 0);
+    // The first retry waits 100 ms ±20%: nothing at 79 ms, the create again by 121 ms.
+    expect(w.due(79)).toEqual([]);
+    const again = w.due(121);
+    expect(summary(again)).toEqual(['create:a@n1']);
+    w.ackAll(again, 121);
+    expect(w.due(10_000)).toEqual([]);
+    expect(w.core.owedCount).toBe(0);
+    // A repeated commit of the same state (a resync) does not bring the acknowledged create back.
+    w.core.observe(undefined, w.state.sandbox('a'), 20_000);
+    expect(w.due(20_000)).toEqual([]);
+    expect(w.core.counts).toMatchObject({ acked: 1, retried: 1 });
+  });
+
+  it('scheduler dispatch - a new leader resends every command not past its transitional state', () => {
+    // a: create acknowledged, worker has not reported yet (still placed) → resent.
+    // b: starting (the worker reported) → nothing. c: terminating, acknowledged → resent.
+    // d: suspending → suspend resent. e: running → nothing.
+    const w = setup();
+    w.apply(
+      placeCmd([
+        ['a', spec(), 'n1'],
+        ['b', spec(), 'n1'],
+        ['c', spec(), 'n2'],
+        ['d', spec(), 'n2'],
+        ['e', spec(), 'n2'],
+      ]),
+    );
+    w.ackAll(w.due());
+    w.ackAll(w.due());
+    w.apply({
+      type: 'status',
+      atMs: 2,
+      items: [
+        { sandboxId: 'b', state: 'starting' },
+        { sandboxId: 'c', state: 'running' },
+        { sandboxId: 'd', state: 'running' },
+        { sandboxId: 'e', state: 'running' },
+      ],
+    });
+    w.apply({ type: 'terminate', atMs: 3, sandboxId: 'c' });
+    w.apply({ type: 'suspend', atMs: 3, sandboxId: 'd' });
+    w.ackAll(w.due());
+    expect(w.due()).toEqual([]);
+    w.newLeader(2);
+    expect(summary(w.due())).toEqual(['create:a@n1', 'suspend:d@n2', 'terminate:c@n2']);
+  });
+
+  it('scheduler dispatch - an outcome for a command the sandbox has moved past is ignored', () => {
+    const w = setup();
+    w.apply(placeCmd([['a', spec(), 'n1']]));
+    const out = w.due();
+    // While the create is out, the sandbox is terminated (placed → terminated): the late refusal of the
+    // create must not schedule a create retry, and the cleanup terminate is owed instead.
+    w.apply({ type: 'terminate', atMs: 2, sandboxId: 'a' });
+    w.core.settle('n1', out[0]?.[1] ?? [], [{ ok: false, code: 'WORKER_BUSY' }], 0);
+    expect(w.core.counts.stale).toBe(1);
+    const next = w.due(10_000);
+    expect(summary(next)).toEqual(['terminate:a@n1']);
+    w.ackAll(next);
+    expect(w.core.owedCount).toBe(0);
+  });
+
+  it('scheduler dispatch - a suspended sandbox terminated owes the snapshot node a cleanup terminate', () => {
+    const w = setup();
+    w.apply(placeCmd([['a', spec(), 'n2']]));
+    w.apply({ type: 'status', atMs: 2, items: [{ sandboxId: 'a', state: 'running' }] });
+    w.apply({ type: 'suspend', atMs: 3, sandboxId: 'a' });
+    w.apply({ type: 'status', atMs: 4, items: [{ sandboxId: 'a', state: 'suspended' }] });
+    w.ackAll(w.due());
+    w.apply({ type: 'terminate', atMs: 5, sandboxId: 'a' });
+    expect(summary(w.due())).toEqual(['terminate:a@n2']);
+  });
+
+  it('scheduler dispatch - a status report from a node the sandbox is not on changes nothing', () => {
+    // The dispatcher only ever asks the sandbox's own node; a stray copy elsewhere must not speak for it.
+    const w = setup();
+    w.apply(placeCmd([['a', spec(), 'n1']]));
+    const before = w.state.sandbox('a');
+    const r = applyCommand(
+      w.state,
+      { type: 'status', atMs: 2, items: [{ sandboxId: 'a', state: 'failed', reason: 'boom', nodeId: 'n2' }] },
+      w.state.applied + 1,
+    );
+    expect(r.result).toMatchObject({ ok: true, itemErrors: [{ code: 'SCHED_ILLEGAL_TRANSITION' }] });
+    expect(r.state.sandbox('a')).toEqual(before);
+    const own = applyCommand(
+      w.state,
+      { type: 'status', atMs: 2, items: [{ sandboxId: 'a', state: 'running', nodeId: 'n1' }] },
+      w.state.applied + 1,
+    );
+    expect(own.state.sandbox('a')?.state).toBe('running');
+  });
+
+  it('scheduler dispatch - random histories never send a command to a node the sandbox is not on', () => {
+    // A seeded run of random places, status reports, terminates, suspends, resumes, node deaths and
+    // re-placements, with random acks, refusals and leader changes. Every command handed out must name
+    // the node committed for its sandbox at that moment (or, for a cleanup, the node it just left).
+    const seed = Number(process.env.SEED ?? 11);
+    const rng = createRng(seed);
+    const w = setup();
+    w.apply({ type: 'node.register', atMs: 1, spec: node('n3') });
+    const nodes = ['n1', 'n2', 'n3'];
+    let next = 0;
+    let checked = 0;
+    for (let step = 0; step < 400; step++) {
+      const now = step * 50;
+      const ids = [...w.state.sandboxes.keys()];
+      const roll = rng.next();
+      const id = ids.length === 0 ? undefined : rng.pick(ids);
+      const sb = id === undefined ? undefined : w.state.sandbox(id);
+      if (roll < 0.25 || sb === undefined) {
+        w.apply(placeCmd([[`s${next++}`, spec('t1', 100, 128), rng.pick(nodes)]], now), now);
+      } else if (roll < 0.55) {
+        const to = rng.pick(['starting', 'running', 'suspended', 'terminated', 'failed'] as const);
+        w.apply({ type: 'status', atMs: now, items: [{ sandboxId: sb.id, state: to }] }, now);
+      } else if (roll < 0.65) {
+        w.apply({ type: 'terminate', atMs: now, sandboxId: sb.id }, now);
+      } else if (roll < 0.72) {
+        w.apply({ type: 'suspend', atMs: now, sandboxId: sb.id }, now);
+      } else if (roll < 0.8) {
+        const target = sb.snapshotNodeId ?? rng.pick(nodes);
+        w.apply({ type: 'resume', atMs: now, sandboxId: sb.id, nodeId: target, gpuDevices: [] }, now);
+      } else if (roll < 0.85) {
+        w.apply({ type: 'node.state', atMs: now, nodeId: rng.pick(nodes), state: 'down' }, now);
+        for (const n of nodes) w.apply({ type: 'node.state', atMs: now, nodeId: n, state: 'ready' }, now);
+      } else if (roll < 0.9 && sb.state === 'lost' && sb.spec.stateless !== true) {
+        w.apply({ type: 'terminate', atMs: now, sandboxId: sb.id }, now);
+      } else if (roll < 0.93) {
+        w.newLeader(seed + step);
+      }
+      for (const [n, batch] of w.due(now)) {
+        for (const t of batch) {
+          const committed = w.state.sandbox(t.cmd.sandboxId);
+          checked++;
+          if (committed !== undefined && committed.state !== 'terminated' && t.cmd.kind !== 'terminate') {
+            expect(committed.nodeId, `seed ${seed}: ${t.cmd.kind} ${t.cmd.sandboxId}`).toBe(n);
+          }
+          if (committed?.nodeId !== undefined) {
+            expect(t.cmd.nodeId, `seed ${seed}: ${t.cmd.sandboxId}`).toBe(committed.nodeId);
+          }
+          expect(t.cmd.nodeId).toBe(n);
+        }
+        w.core.settle(
+          n,
+          batch,
+          batch.map(() => (rng.chance(0.7) ? { ok: true } : { ok: false, code: 'WORKER_BUSY' })),
+          now,
+        );
+      }
+    }
+    expect(checked, `seed ${seed}`).toBeGreaterThan(100);
+  });
+});
