@@ -7,8 +7,9 @@
  *   nodes, e.g. a GPU model or a rare label) is offered the nodes of those classes, up to `candidateLimit`
  *   feasible ones.
  * - Otherwise the free-capacity buckets are walked — tightest first for bin-packing, emptiest first for spread —
- *   and the walk stops after `candidateLimit` feasible nodes (or `visitAfterFirstMax` visits once one was
- *   found). Nodes in buckets below the request's own capacity key cannot fit (cluster-index.ts, bucketOf), so the walk finds a feasible node whenever one
+ *   and the walk stops after `candidateLimit` feasible nodes (or, for spread-strategy and group-rule requests,
+ *   `visitAfterFirstMax` visits once one was found). A bin-packing request without group rules keeps its walk
+ *   across the batch per walk class (class-walk.ts), with no visit bound. Nodes in buckets below the request's own capacity key cannot fit (cluster-index.ts, bucketOf), so the walk finds a feasible node whenever one
  *   exists: a rejection is always exact; only the choice among feasible nodes is bounded.
  * - Nodes holding the request's image (at most `localityCandidatesMax`) are always offered too, so locality
  *   is found even when those nodes sit late in the walk.
@@ -26,7 +27,10 @@ export interface SelectLimits {
   readonly candidateLimit: number;
   /** Clusters up to this many nodes are scanned whole. */
   readonly exactScanNodesMax: number;
-  /** After the first feasible node, at most this many more nodes are visited. */
+  /**
+   * After the first feasible node, at most this many more nodes are visited (spread-strategy and group-rule
+   * walks; a class walk's frontier bounds its cost instead, see class-walk.ts).
+   */
   readonly visitAfterFirstMax: number;
   /** Nodes holding the request's image offered in addition to the walk. */
   readonly localityCandidatesMax: number;
