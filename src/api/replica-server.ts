@@ -22,6 +22,7 @@ import { type MetricsSink, trellisMetrics } from '../lib/metrics.js';
 import { createRng } from '../lib/prng.js';
 import type { Logger } from '../log.js';
 import { natsCommandSink } from '../worker/command-sink.js';
+import { serveMembership } from './membership.js';
 import { type ApiServer, serveApi } from './nats-server.js';
 
 export interface SchedulerServerOptions {
@@ -90,6 +91,10 @@ export async function startSchedulerServer(o: SchedulerServerOptions): Promise<S
     rng: createRng(process.pid),
     ...(o.tickMs === undefined ? {} : { tickMs: o.tickMs }),
     ...(o.snapshotEntries === undefined ? {} : { snapshotEntries: o.snapshotEntries }),
+    // An append must fit one NATS message with its framing (as for the KV replica): the transport drops a
+    // larger frame, so with the core's 1 MiB default a follower that fell behind was never caught up again
+    // (found by bench:load: a follower stuck at applied 105,023 of 157,362 after many elections).
+    core: { msgBytesMax: Math.min(512 << 10, Math.floor((nc.info?.max_payload ?? 1 << 20) / 2)) },
     ...(o.metrics === undefined ? {} : { metrics: trellisMetrics(o.metrics) }),
   });
   const scheduler = new Scheduler({
@@ -112,6 +117,7 @@ export async function startSchedulerServer(o: SchedulerServerOptions): Promise<S
     leader: () => log.leaderId(),
     publishEvents: () => log.leaderTerm() !== undefined,
     ...(o.onRefused === undefined ? {} : { onRefused: o.onRefused }),
+    membership: (op) => serveMembership(log.node, op),
     status: ({ digest }) => {
       const st = log.node.status();
       const state = log.machine.state;

@@ -25,6 +25,9 @@ interface BenchLoadFlags {
   cpuProf: boolean;
 }
 
+/** Without a terminal, a progress line this often instead of the bar. */
+const progressLineEveryMs = 5_000;
+
 const ratePattern = /^(\d+(?:\.\d+)?)\/(s|sec|min|m)$/;
 
 /** `100000/min` or `2000/s` → creates per minute. */
@@ -87,6 +90,7 @@ export function registerBench(program: Command): void {
           })
         : undefined;
       let barStarted = false;
+      let lastLineMs = 0;
       const report = await runLoad({
         ...loadDefaults,
         nodes: f.nodes,
@@ -102,7 +106,16 @@ export function registerBench(program: Command): void {
           if (bar === undefined || !barStarted) process.stderr.write(`${line}\n`);
         },
         onProgress: (p) => {
-          if (bar === undefined) return;
+          if (bar === undefined) {
+            // Not a terminal (a log file, CI): a line every few seconds instead of a bar.
+            const nowMs = Date.now();
+            if (nowMs - lastLineMs < progressLineEveryMs) return;
+            lastLineMs = nowMs;
+            process.stderr.write(
+              `progress: ${p.created} created, ${p.terminated}/${p.total} terminated, ${p.failed} failed\n`,
+            );
+            return;
+          }
           if (!barStarted) {
             bar.start(p.total, 0, { created: 0, failed: 0 });
             barStarted = true;

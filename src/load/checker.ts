@@ -7,7 +7,10 @@
  *   stateless, so nothing may move them), held on different nodes by two replicas, or listed twice;
  * - overCommitted: a node whose held sandboxes (or committed allocation) exceed its capacity on any replica;
  * - stuck: a sandbox still in a non-final state (anything but terminated, which is forgotten, or failed)
- *   after the drain, on the replica that holds the most of them;
+ *   after the drain, on the caught-up replica that holds the most of them;
+ * - replicasBehind: replicas whose applied index is short of the others' after the drain. Lost and stuck are
+ *   judged on the caught-up replicas only (one behind lacks the latest creates and terminates by definition);
+ *   placed twice and over capacity on every replica, since they must hold on any prefix of the log;
  * - failovers: each leader kill's time to the next commit, from the chaos schedule.
  *
  * Pure: it reads what it is given and decides; reading the replicas and timing failovers happen elsewhere.
@@ -38,6 +41,12 @@ export interface CheckResult {
   readonly failedLeft: number;
   /** Each failover's time from the leader's kill to the next commit, in ms. */
   readonly failoversMs: readonly number[];
+  /** Replicas whose applied index is behind the most advanced one's, with both indexes. */
+  readonly replicasBehind: readonly {
+    readonly replica: string;
+    readonly applied: number;
+    readonly of: number;
+  }[];
   /** The longest failover, 0 without any. */
   readonly failoverMaxMs: number;
   /** Up to `examplesMax` ids behind each non-zero count, for the person reading the report. */
@@ -81,7 +90,12 @@ export function check(
   const stuckIds = new Tally();
   /** The node each replica holds a sandbox on, to compare replicas. */
   const heldOn = new Map<string, string>();
+  const appliedMax = Math.max(0, ...replicas.map((v) => v.status.applied));
+  const replicasBehind = replicas
+    .filter((v) => v.status.applied < appliedMax)
+    .map((v) => ({ replica: v.replica, applied: v.status.applied, of: appliedMax }));
   for (const view of replicas) {
+    const caughtUp = view.status.applied === appliedMax;
     const byId = new Map<string, (typeof view.sandboxes)[number]>();
     for (const sb of view.sandboxes) {
       if (byId.has(sb.id)) double.add(sb.id);
@@ -90,7 +104,7 @@ export function check(
     for (const [id, ackedNode] of acks.created) {
       const sb = byId.get(id);
       if (sb === undefined) {
-        if (!acks.terminated.has(id)) lost.add(id);
+        if (caughtUp && !acks.terminated.has(id)) lost.add(id);
         continue;
       }
       if (holdsAllocation(sb.state) && ackedNode !== undefined && sb.nodeId !== ackedNode) double.add(id);
@@ -104,7 +118,7 @@ export function check(
       if (!finalStates.has(sb.state)) {
         n++;
         counts[sb.state] = (counts[sb.state] ?? 0) + 1;
-        stuckIds.add(sb.id);
+        if (caughtUp) stuckIds.add(sb.id);
       }
       if (!holdsAllocation(sb.state) || sb.nodeId === undefined) continue;
       const other = heldOn.get(sb.id);
@@ -119,11 +133,11 @@ export function check(
       if (exceeds(node.allocated, node.spec.capacity) || (u !== undefined && exceeds(u, node.spec.capacity)))
         over.add(node.id);
     }
-    if (n > stuck) {
+    if (caughtUp && n > stuck) {
       stuck = n;
       stuckByState = counts;
     }
-    failedLeft = Math.max(failedLeft, failed);
+    if (caughtUp) failedLeft = Math.max(failedLeft, failed);
   }
   return {
     replicasRead: replicas.length,
@@ -133,6 +147,7 @@ export function check(
     stuck,
     stuckByState,
     failedLeft,
+    replicasBehind,
     failoversMs,
     failoverMaxMs: failoversMs.length === 0 ? 0 : Math.max(...failoversMs),
     examples: {
@@ -154,6 +169,7 @@ export function formatCheck(r: CheckResult): string[] {
     `  nodes over capacity         ${r.overCommitted}`,
     `  stuck after the drain       ${r.stuck}${r.stuck > 0 ? ` ${JSON.stringify(r.stuckByState)}` : ''}`,
     `  failed (driver) left        ${r.failedLeft}`,
+    `  replicas behind             ${r.replicasBehind.length === 0 ? 'none' : r.replicasBehind.map((b) => `${b.replica} at ${b.applied} of ${b.of}`).join(', ')}`,
     `  failovers (kill -> commit)  ${r.failoversMs.length === 0 ? 'none' : `${ms} ms; max ${Math.round(r.failoverMaxMs)} ms (goal <= 500)`}`,
   ];
   for (const [k, ids] of Object.entries(r.examples)) lines.push(`  e.g. ${k}: ${ids.join(', ')}`);

@@ -329,7 +329,8 @@ export async function runLoad(options: LoadOptions): Promise<LoadReport> {
     sampler.stop();
     log(`load: driven in ${driveSeconds.toFixed(1)} s; draining (up to ${options.drainMs / 1_000} s)`);
     await drain(first, options.drainMs);
-    const views = await readAll(nc, cluster, 10_000);
+    // A follower that fell behind (elections under CPU starvation) may need a while to catch up.
+    const views = await readAll(nc, cluster, 60_000);
     const checked = check(views, result.acks, chaosLog.failoversMs);
     const texts = [...sampler.metrics.values()];
     const placementBatch = histogramOf(texts, 'trellis_placement_batch_duration_seconds');

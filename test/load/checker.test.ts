@@ -47,13 +47,14 @@ function view(
   replica: string,
   sandboxes: Sandbox[],
   nodes: NodeView[] = [node('n1'), node('n2')],
+  applied = 9,
 ): ReplicaView {
   const status = {
     replica,
     role: 'follower',
     term: 2,
-    commit: 9,
-    applied: 9,
+    commit: applied,
+    applied,
     replicas: ['a', 'b'],
     stats: {},
   };
@@ -138,5 +139,21 @@ describe('load - checker', () => {
     );
     expect(r.stuck).toBe(2);
     expect(r.stuckByState).toEqual({ terminating: 1, pending: 1 });
+  });
+
+  it('load - a replica behind the others is reported, and its missing or unfinished sandboxes are not counted as lost or stuck', () => {
+    const r = check(
+      [view('a', [sandbox('s1', 'placed', 'n1')], undefined, 5), view('b', [], undefined, 9)],
+      acks(
+        [
+          ['s1', 'n1'],
+          ['s2', 'n1'],
+        ],
+        ['s1', 's2'],
+      ),
+      [],
+    );
+    expect(r.replicasBehind).toEqual([{ replica: 'a', applied: 5, of: 9 }]);
+    expect(r).toMatchObject({ lostAcked: 0, stuck: 0 });
   });
 });
