@@ -60,6 +60,27 @@ export function isSnapshotV5(bytes: Uint8Array): boolean {
   return bytes.length >= magic.length && magic.every((b, i) => bytes[i] === b);
 }
 
+/**
+ * The Sandbox fields format 5 writes. A field added to `Sandbox` without a column here fails the typecheck
+ * (below) instead of being dropped from snapshots silently.
+ */
+type WrittenField =
+  | 'id'
+  | 'requestId'
+  | 'tenant'
+  | 'spec'
+  | 'state'
+  | 'nodeId'
+  | 'gpuDevices'
+  | 'snapshotNodeId'
+  | 'reason'
+  | 'lostFrom'
+  | 'pendingUntilMs'
+  | 'createdAtMs'
+  | 'updatedAtMs';
+const everyFieldWritten: [Exclude<keyof Sandbox, WrittenField>] extends [never] ? true : never = true;
+assert(everyFieldWritten, 'every sandbox field has a snapshot column', {});
+
 /** A sandbox's rare fields, present only when at least one of them is set. */
 interface SandboxExtra {
   readonly gpu?: Sandbox['gpuDevices'];
