@@ -16,13 +16,13 @@ import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import type { NodeId, SandboxId } from '../src/lib/ids.js';
 import { createRng } from '../src/lib/prng.js';
+import { realTimers, type Timers, VirtualTimers } from '../src/lib/timers.js';
 import type { Driver, MachineSpec } from '../src/worker/driver.js';
 import { ProcessDriver } from '../src/worker/drivers/process.js';
 import { QemuDriver } from '../src/worker/drivers/qemu.js';
 import { SimDriver } from '../src/worker/drivers/sim.js';
 import { NodeWorker } from '../src/worker/node-worker.js';
 import type { StatusReport } from '../src/worker/protocol.js';
-import { realTimers, type Timers, VirtualTimers } from '../src/worker/timers.js';
 import { machineLine, percentile, table, writeJsonLines } from './lib/report.js';
 
 const { values } = parseArgs({

@@ -284,6 +284,10 @@ abstract class IndexReader {
   freeDisk(slot: number): number {
     return this.col(slot, cCapDisk) - this.col(slot, cAllocDisk);
   }
+  /** The node's version: bumped by every write to it (allocation, release, spec or state). */
+  versionOf(slot: number): number {
+    return this.col(slot, cVersion);
+  }
   gpuCount(slot: number): number {
     return this.col(slot, cGpuCount);
   }
@@ -315,6 +319,10 @@ abstract class IndexReader {
   hasImage(slot: number, image: string): boolean {
     const m = this.meta(slot);
     return m.imageSet !== undefined ? m.imageSet.has(image) : (m.spec.images?.includes(image) ?? false);
+  }
+  /** An object that stays the same exactly as long as which nodes hold which images does. */
+  get imageMembership(): object {
+    return this.data().images;
   }
   /** Slots of nodes that hold `image`. */
   nodesWithImage(image: string): ISet<number> {
@@ -355,6 +363,43 @@ abstract class IndexReader {
       }
     }
     return false;
+  }
+
+  /**
+   * Visits the slots of bucket `bucket` from slot `fromSlot` on, in slot order and without wrapping, until `visit`
+   * returns true; returns the slot it stopped at, or -1 when the bucket holds no further slot. Class walks
+   * (stages/class-walk.ts) resume a bucket where they left it, inside a page.
+   */
+  scanBucketFrom(bucket: number, fromSlot: number, visit: (slot: number) => boolean): number {
+    const d = this.data();
+    const summary = d.summary[bucket] as Uint32Array;
+    const pageCount = d.num.length;
+    const fromPage = fromSlot >>> pageShift;
+    if (fromPage >= pageCount) return -1;
+    const base = bucket * wordsPerPage;
+    for (let sw = fromPage >>> 5; sw <= (pageCount - 1) >>> 5; sw++) {
+      let word = summary[sw] as number;
+      if (sw === fromPage >>> 5) word &= ~0 << (fromPage & 31);
+      while (word !== 0) {
+        const page = (sw << 5) | (31 - Math.clz32(word & -word));
+        word &= word - 1;
+        if (page >= pageCount) break;
+        const words = d.bits[page] as Uint32Array;
+        // In the first page, the slots before `fromSlot` are masked off.
+        const firstWord = page === fromPage ? (fromSlot & pageMask) >>> 5 : 0;
+        for (let w = firstWord; w < wordsPerPage; w++) {
+          let bits = words[base + w] as number;
+          if (page === fromPage && w === firstWord) bits &= ~0 << (fromSlot & 31);
+          while (bits !== 0) {
+            const bit = 31 - Math.clz32(bits & -bits);
+            bits &= bits - 1;
+            const slot = (page << pageShift) | (w << 5) | bit;
+            if (visit(slot)) return slot;
+          }
+        }
+      }
+    }
+    return -1;
   }
 
   /**

@@ -14,6 +14,7 @@
 import { assert } from '../src/lib/assert.js';
 import { noopMetrics, type TrellisMetrics, trellisMetrics } from '../src/lib/metrics.js';
 import type { Rng } from '../src/lib/prng.js';
+import { type Cancel, realTimers, type Timers } from '../src/lib/timers.js';
 import type { ConfChange } from './core/conf.js';
 import type { Message } from './core/messages.js';
 import { type ProposeResult, RawNode, type RawNodeConfig, type Role } from './core/raw-node.js';
@@ -27,7 +28,6 @@ import {
 } from './errors.js';
 import type { StateMachine } from './state-machine.js';
 import { type Storage, updateOf } from './storage/storage.js';
-import { type Cancel, realTimers, type Timers } from './timers.js';
 import type { Transport } from './transport.js';
 
 /** Proposals waiting for their entry to commit, at most. */
@@ -241,6 +241,7 @@ export class RaftNode<R> {
       return Promise.reject(new TimeoutError('too many proposals pending'));
     const r = this.#core.propose([data]);
     if (!r.ok) return Promise.reject(this.#refusal(r));
+    this.#metrics.raftEntryBytes.observe(data.length, this.#labels);
     return new Promise<R>((resolve, reject) => {
       const timer = this.#timers.setTimeout(() => {
         this.#pending.delete(r.index);
@@ -401,10 +402,14 @@ export class RaftNode<R> {
     if (this.#snapshotting !== undefined) return;
     if (every <= 0 || applied - this.#o.storage.snapshot().meta.index < every) return;
     const startedMs = performance.now();
-    const data = this.#o.stateMachine.snapshot();
+    // The state as of `applied` is taken now either way; a machine that can write it later in pieces does
+    // so beside the Ready loop, so a large state does not stall apply while it is serialised.
+    const later = this.#o.stateMachine.snapshotLater?.();
+    const now = later === undefined ? this.#o.stateMachine.snapshot() : undefined;
     const conf = this.#core.confState();
     this.#snapshotting = (async () => {
       try {
+        const data = now ?? (await (later as () => Promise<Uint8Array>)());
         await this.#o.storage.createSnapshot(applied, conf, data);
         await this.#o.storage.compact(applied);
         this.#metrics.snapshotBytes.set(data.length, this.#labels);

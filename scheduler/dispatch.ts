@@ -9,9 +9,10 @@
  * It also resyncs from the whole committed state every `resyncMs`: a snapshot restore replaces the state
  * without apply events, and a level-triggered controller must not depend on seeing every edge.
  */
-import type { Cancel, Timers } from '../raft/timers.js';
+
 import type { TrellisMetrics } from '../src/lib/metrics.js';
 import type { Rng } from '../src/lib/prng.js';
+import type { Cancel, Timers } from '../src/lib/timers.js';
 import {
   DispatchCore,
   type DispatchOptions,
@@ -62,7 +63,7 @@ export interface NodeExecResult {
 
 export interface DispatcherOptions extends Partial<DispatchOptions> {
   readonly sink: NodeCommandSink;
-  /** Clock and timers (raft/timers.ts): real time in production, virtual time in simulations. */
+  /** Clock and timers (src/lib/timers.ts): real time in production, virtual time in simulations. */
   readonly timers: Timers;
   /** Seeds the retry jitter. */
   readonly rng: Rng;

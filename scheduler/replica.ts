@@ -12,15 +12,15 @@
  * the API adapter sends the same bytes to the leader's subject and serves `handle` on its own.
  */
 import type { Message } from '../raft/core/messages.js';
-import { RaftNode } from '../raft/node.js';
+import { RaftNode, type RaftNodeOptions } from '../raft/node.js';
 import type { Storage } from '../raft/storage/storage.js';
-import { realTimers, type Timers } from '../raft/timers.js';
 import type { Transport } from '../raft/transport.js';
 import { assert } from '../src/lib/assert.js';
 import { Deadline } from '../src/lib/deadline.js';
 import { TrellisError } from '../src/lib/errors.js';
 import type { TrellisMetrics } from '../src/lib/metrics.js';
 import { createRng, type Rng } from '../src/lib/prng.js';
+import { realTimers, type Timers } from '../src/lib/timers.js';
 import type { SandboxSpec } from './commands.js';
 import { Dispatcher, type DispatcherOptions } from './dispatch.js';
 import { NotLeaderError } from './errors.js';
@@ -346,6 +346,11 @@ export interface RaftReplicaOptions {
   readonly rng?: Rng;
   readonly tickMs?: number;
   readonly snapshotEntries?: number;
+  /**
+   * Raft core settings (e.g. `msgBytesMax`: a transport with a message size limit must keep appends under it,
+   * or a follower that fell behind is sent catch-up appends too large to deliver, forever).
+   */
+  readonly core?: RaftNodeOptions<CommandResult>['core'];
   /** Decodes committed entries; replicas sharing a process pass one shared decoder. */
   readonly decode?: EntryDecoder;
   /** Where the Raft node records its metrics (term, leader, commit, latencies). Default: nothing. */
@@ -386,6 +391,7 @@ export class RaftReplicaLog implements ReplicaLog {
       rng: options.rng ?? createRng(seedOf(options.id)),
       ...(options.tickMs === undefined ? {} : { tickMs: options.tickMs }),
       ...(options.snapshotEntries === undefined ? {} : { snapshotEntries: options.snapshotEntries }),
+      ...(options.core === undefined ? {} : { core: options.core }),
       ...(options.timers === undefined ? {} : { timers: options.timers }),
       ...(options.metrics === undefined ? {} : { metrics: options.metrics }),
     });

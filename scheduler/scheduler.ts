@@ -20,7 +20,7 @@ import { requestId as parseRequestId, sandboxId as parseSandboxId } from '../src
 import { type MetricsSink, trellisMetrics } from '../src/lib/metrics.js';
 import { parseWith } from '../src/lib/validate.js';
 import { placementRequestOf, validateSpec } from './admission.js';
-import type { MutationOptions, SchedulerApi, StatusItem } from './api.js';
+import type { MutationOptions, SchedulerApi, StatusItem, WatchOptions } from './api.js';
 import {
   type Command,
   commandCodec,
@@ -41,6 +41,7 @@ import {
   SandboxNotRunningError,
   SchedulerClosedError,
   UnknownSandboxError,
+  WatchGapError,
   WatchOverflowError,
 } from './errors.js';
 import type { SandboxState } from './lifecycle.js';
@@ -55,6 +56,8 @@ import type { Sandbox, SchedulerEvent } from './types.js';
 export const leaderRetriesMax = 8;
 /** Committed events a `watch()` iterator buffers for a slow reader before it ends with an error. */
 export const watchBufferMax = 100_000;
+/** Committed events the scheduler keeps for `watch({ fromIndex })` (up to twice this between trims). */
+export const watchHistoryMax = 10_000;
 
 export interface SchedulerConfig {
   /** Replicas of the in-process Raft group when no `log` is given. Default 3. */
@@ -181,6 +184,13 @@ export class Scheduler implements SchedulerApi {
   #closed = false;
   /** What ends each open `watch()` iterator when the scheduler closes. */
   readonly #watchers = new Set<() => void>();
+  /**
+   * Committed events of the attached replica since this scheduler started, the last `watchHistoryMax` or
+   * a few more (whole entries), for `watch({ fromIndex })`; every event of entries >= `#historyFrom` is held.
+   */
+  #history: SchedulerEvent[] = [];
+  #historyFrom = 0;
+  #historyOff: (() => void) | undefined;
 
   constructor(config: SchedulerConfig = {}) {
     // The embedded default: a real Raft group of in-process replicas on memory storage.
@@ -218,6 +228,27 @@ export class Scheduler implements SchedulerApi {
         }),
       );
     this.replicas = replicas;
+    this.#keepHistory();
+  }
+
+  /** Follows the attached replica's applied entries into `#history` (see `watch`). */
+  #keepHistory(): void {
+    const machine = this.#home.machine;
+    let seen = machine.state.applied;
+    this.#historyFrom = seen + 1;
+    this.#historyOff = machine.onApply(({ events }, entry) => {
+      // A replica restarted from its storage replays entries it had applied; skip them by index.
+      if (entry.index <= seen) return;
+      seen = entry.index;
+      this.#history.push(...events);
+      if (this.#history.length <= 2 * watchHistoryMax) return;
+      // Drop from the front down to about `watchHistoryMax`, on an entry boundary.
+      let cut = this.#history.length - watchHistoryMax;
+      const at = this.#history[cut]?.index ?? seen;
+      while (cut > 0 && this.#history[cut - 1]?.index === at) cut--;
+      this.#history = this.#history.slice(cut);
+      this.#historyFrom = this.#history[0]?.index ?? seen + 1;
+    });
   }
 
   /**
@@ -566,8 +597,23 @@ export class Scheduler implements SchedulerApi {
    * Committed events from now on, in log order. Ends with WatchOverflowError if the reader falls too far
    * behind, and ends (after the events already buffered) when the scheduler closes.
    */
-  watch(): AsyncIterableIterator<SchedulerEvent> {
-    const buffer: SchedulerEvent[] = [];
+  /**
+   * Committed events in log order: from `fromIndex` (replayed from what this scheduler has held since it
+   * started, the last `watchHistoryMax` events or more; else the first `next()` throws WatchGapError), or
+   * from now.
+   */
+  watch(options: WatchOptions = {}): AsyncIterableIterator<SchedulerEvent> {
+    const from = options.fromIndex;
+    if (from !== undefined && !(Number.isInteger(from) && from >= 0))
+      throw new ValidationError('fromIndex', `must be an integer >= 0, got ${String(from)}`);
+    const gap =
+      from !== undefined && from < this.#historyFrom
+        ? new WatchGapError(
+            `events from index ${from} are not held here (held from ${this.#historyFrom}); re-read state and watch from now`,
+          )
+        : undefined;
+    const buffer: SchedulerEvent[] =
+      from === undefined || gap !== undefined ? [] : this.#history.filter((e) => e.index >= from);
     let wake: (() => void) | undefined;
     let overflow = false;
     let done = false;
@@ -582,6 +628,7 @@ export class Scheduler implements SchedulerApi {
     const off = this.#home.machine.onApply(({ events }, entry) => {
       if (entry.index <= seen) return;
       seen = entry.index;
+      if (from !== undefined && entry.index < from) return;
       if (buffer.length + events.length > watchBufferMax) overflow = true;
       else buffer.push(...events);
       wake?.();
@@ -589,6 +636,12 @@ export class Scheduler implements SchedulerApi {
     const iterator: AsyncIterableIterator<SchedulerEvent> = {
       [Symbol.asyncIterator]: () => iterator,
       next: async () => {
+        if (gap !== undefined && !done) {
+          done = true;
+          off();
+          this.#watchers.delete(onClose);
+          throw gap;
+        }
         for (;;) {
           if (done) return { done: true, value: undefined };
           const e = buffer.shift();
@@ -650,6 +703,8 @@ export class Scheduler implements SchedulerApi {
   /** Stops the replicas' pipelines (calls in progress reject); a group the scheduler created is closed too. */
   async close(): Promise<void> {
     this.#closed = true;
+    this.#historyOff?.();
+    this.#history = [];
     for (const end of [...this.#watchers]) end();
     this.#watchers.clear();
     for (const r of this.replicas) r.stop();

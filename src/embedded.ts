@@ -14,11 +14,11 @@ import { assert } from './lib/assert.js';
 import type { NodeId } from './lib/ids.js';
 import { trellisMetrics } from './lib/metrics.js';
 import { createRng } from './lib/prng.js';
+import { type Cancel, realTimers, type Timers } from './lib/timers.js';
 import { localCommandSink } from './worker/command-sink.js';
 import { SimDriver, type SimLatencyModel } from './worker/drivers/sim.js';
 import { NodeWorker } from './worker/node-worker.js';
 import { type StatusReport, statusItemOf } from './worker/protocol.js';
-import { realTimers, type Timers } from './worker/timers.js';
 
 export interface EmbeddedWorkersOptions {
   /** What stands in for a VM. Only `sim` runs in-process. */
@@ -53,7 +53,7 @@ export class LocalFleet {
   readonly #rng;
   #report: (items: readonly StatusItem[]) => Promise<void> = async () => {};
   #pending: StatusItem[] = [];
-  #timer: unknown;
+  #timer: Cancel | undefined;
   #flushing = false;
   #closed = false;
   /** Reports dropped because no leader took them for too long. */
@@ -112,7 +112,7 @@ export class LocalFleet {
 
   #arm(): void {
     if (this.#timer !== undefined || this.#closed) return;
-    this.#timer = this.#timers.set(() => {
+    this.#timer = this.#timers.setTimeout(() => {
       this.#timer = undefined;
       void this.flush();
     }, this.#o.statusFlushMs ?? 10);
@@ -141,7 +141,7 @@ export class LocalFleet {
   /** Ends every machine and stops taking commands; reports still waiting are dropped. */
   async close(): Promise<void> {
     this.#closed = true;
-    if (this.#timer !== undefined) this.#timers.clear(this.#timer);
+    this.#timer?.();
     this.#timer = undefined;
     await Promise.all([...this.#workers.values()].map((w) => w.close({ stopMachines: true })));
   }

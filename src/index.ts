@@ -91,6 +91,7 @@ export {
   UnavailableError,
   ValidationError,
 } from './lib/errors.js';
+export { type Cancel, realTimers, type Timers, VirtualTimers } from './lib/timers.js';
 export { localCommandSink, natsCommandSink } from './worker/command-sink.js';
 export type {
   Driver,
@@ -121,4 +122,3 @@ export {
 export { natsStatusSink, serveWorker, type WorkerBinding } from './worker/nats-binding.js';
 export { type CommandReply, NodeWorker, type NodeWorkerOptions } from './worker/node-worker.js';
 export type { StatusReport, StatusSink, WorkerCommand, WorkerSandboxState } from './worker/protocol.js';
-export { realTimers, type Timers, VirtualTimers } from './worker/timers.js';

@@ -25,13 +25,34 @@ export function scoreNode(
   slot: number,
   binpack: BinpackScorer,
 ): number {
-  let sum: number;
-  if (req.strategy === 'spread') sum = leastLoaded(index, req, slot);
-  else if (typeof binpack === 'object') sum = binpack.score(index, req, slot);
-  else if (binpack === 'dominant') sum = binpackDominant(index, req, slot);
-  else if (binpack === 'dot') sum = binpackDot(index, req, slot);
-  else sum = binpackBlend(index, req, slot);
-  sum *= scorerWeights.strategy;
+  return scoreWithStrategy(index, req, slot, strategyScore(index, req, slot, binpack));
+}
+
+/** The strategy scorer's value alone (bin-pack or spread), before weighting. */
+export function strategyScore(
+  index: IndexReader,
+  req: CompiledRequest,
+  slot: number,
+  binpack: BinpackScorer,
+): number {
+  if (req.strategy === 'spread') return leastLoaded(index, req, slot);
+  if (typeof binpack === 'object') return binpack.score(index, req, slot);
+  if (binpack === 'dominant') return binpackDominant(index, req, slot);
+  if (binpack === 'dot') return binpackDot(index, req, slot);
+  return binpackBlend(index, req, slot);
+}
+
+/**
+ * The final score given the strategy scorer's value: a caller that knows the value (a class walk caches it per
+ * node version) skips recomputing it; the arithmetic is the same as scoreNode's, so the result is identical.
+ */
+export function scoreWithStrategy(
+  index: IndexReader,
+  req: CompiledRequest,
+  slot: number,
+  strategy: number,
+): number {
+  let sum = strategy * scorerWeights.strategy;
   let weight = scorerWeights.strategy;
   if (req.antiAffinity !== undefined) {
     sum += scorerWeights.antiAffinity * antiAffinityScore(req, slot);

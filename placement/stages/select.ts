@@ -16,7 +16,7 @@
 import type { Rng } from '../../src/lib/prng.js';
 import { bucketCount, bucketOf, capacityKey, type IndexReader, pageShift } from '../cluster-index.js';
 import { classVerdict, feasible, verdictPass } from './feasibility.js';
-import { scoreNode } from './normalize.js';
+import { scoreNode, scoreWithStrategy, strategyScore } from './normalize.js';
 import { BestNode } from './pick.js';
 import type { CompiledRequest } from './request.js';
 import type { BinpackScorer } from './score-binpack.js';
@@ -110,6 +110,28 @@ export function selectNode(
       }
       return best;
     }
+  }
+  // Bin-packing requests without group rules (most of a typical batch, in a few classes) keep their walk across
+  // the batch (class-walk.ts); requests with group rules, whose feasibility moves with placements elsewhere, and
+  // spread-strategy ones (seeded start page) walk per request.
+  if (req.strategy !== 'spread' && req.spread === undefined && req.antiAffinity === undefined) {
+    const walk = req.batch.classWalk(index, req, limits.candidateLimit);
+    walk.refresh(index, req);
+    // A named bin-pack scorer reads only the node's numbers and the shape, so a candidate's strategy score is
+    // kept per node version (requests of one walk class share the shape) and only locality and preferences are
+    // added per request.
+    const cached = typeof binpack === 'string';
+    const fits = walk.fitScores;
+    for (let i = 0; i < walk.count; i++) {
+      const slot = walk.slots[i] as number;
+      let fit = fits[i] as number;
+      if (!cached || Number.isNaN(fit)) {
+        fit = strategyScore(index, req, slot, binpack);
+        fits[i] = fit;
+      }
+      best.offer(slot, scoreWithStrategy(index, req, slot, fit));
+    }
+    return best;
   }
   walkBuckets(index, req, binpack, limits, rng, best);
   return best;

@@ -110,7 +110,7 @@ export type CommandResult =
     }
   | { readonly ok: false; readonly error: ErrorResult };
 
-interface StateData {
+export interface StateData {
   readonly applied: number;
   readonly nodes: IMap<string, NodeRecord>;
   readonly sandboxes: IMap<string, Sandbox>;

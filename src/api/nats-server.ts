@@ -10,7 +10,8 @@
  * Routing: when `leader()` names another replica, a request taken from the queue group is forwarded to that
  * replica's subject and its reply relayed; one sent to this replica's own subject is answered with
  * NotLeaderError and the leader as a hint, so the caller goes there itself. `status` and `events` are always
- * answered here. An embedded scheduler forwards inside its process, so by default this replica counts as
+ * answered here, and so is a stale read (`get`, `list`, `nodes` with `stale`) sent to this replica's own
+ * subject: it asks for this replica's applied state, which is how a checker compares every replica's state. An embedded scheduler forwards inside its process, so by default this replica counts as
  * the leader.
  *
  * Events: every replica keeps the last events it applied (EventRing) to answer catch-up calls; only the
@@ -31,10 +32,12 @@ import { NotLeaderError } from '../../scheduler/errors.js';
 import { sandboxStates } from '../../scheduler/lifecycle.js';
 import type { SchedulerEvent } from '../../scheduler/types.js';
 import { Deadline } from '../lib/deadline.js';
-import { CodecError } from '../lib/errors.js';
+import { CodecError, ValidationError } from '../lib/errors.js';
+import { replicaId } from '../lib/ids.js';
 import { parseWith } from '../lib/validate.js';
 import { toWire } from './errors.js';
 import { EventRing, eventsRetainedDefault } from './event-ring.js';
+import type { MemberOp, Members } from './membership.js';
 import {
   type ApiReply,
   type ApiRequest,
@@ -73,6 +76,8 @@ export interface ApiServerOptions {
   readonly joinQueue?: boolean;
   /** Called for each frame refused before it reached the scheduler (for logs and metrics). */
   readonly onRefused?: (reason: string, detail: string) => void;
+  /** Runs a membership call on this replica's Raft node (while it leads). Absent: the calls are refused. */
+  readonly membership?: (op: MemberOp) => Promise<Members>;
 }
 
 /** How long `close()` waits for requests in flight. */
@@ -239,7 +244,8 @@ export class ApiServer {
     }
     const deadline = Deadline.received(request.deadline);
     const leader = this.#leader();
-    const local = request.call.op === 'status' || request.call.op === 'events';
+    const local =
+      request.call.op === 'status' || request.call.op === 'events' || (direct && isStaleRead(request.call));
     try {
       // A request that waited past its deadline (a stalled process, a long queue) is dropped, not done.
       deadline.check(`${request.call.op} ${request.id}`);
@@ -342,6 +348,14 @@ export class ApiServer {
         return api.reportStatus(parseWith(statusItemsSchema, call.items, 'items') as StatusItem[], mut);
       case 'node.reconcile':
         return api.reconcileNode(call.nodeId, call.running as ReconcileEntry[], mut);
+      case 'members':
+        return this.#members({ op: 'members' });
+      case 'member.add':
+        return this.#members({ op: 'addMember', id: replicaId(call.id, 'id'), learner: call.learner });
+      case 'member.remove':
+        return this.#members({ op: 'removeMember', id: replicaId(call.id, 'id') });
+      case 'member.transfer':
+        return this.#members({ op: 'transfer', to: replicaId(call.to, 'to') });
       case 'exec':
         return api.exec(call.sandboxId, call.command, {
           ...(call.timeoutMs === undefined ? {} : { timeoutMs: call.timeoutMs }),
@@ -353,6 +367,12 @@ export class ApiServer {
           ? { events: [], next: this.#ring.end, more: false, end: this.#ring.end }
           : { ...this.#ring.read(call.after, call.limit), end: this.#ring.end };
     }
+  }
+
+  #members(op: MemberOp): Promise<Members> {
+    if (this.#o.membership === undefined)
+      throw new ValidationError('op', 'this server does not manage a replica group');
+    return this.#o.membership(op);
   }
 
   async #status(digest: boolean): Promise<ReplicaStatus> {
@@ -387,6 +407,11 @@ export class ApiServer {
     ]);
     clearTimeout(timer);
   }
+}
+
+/** A read of this replica's own applied state, with no ReadIndex round through the leader. */
+function isStaleRead(call: Call): boolean {
+  return (call.op === 'get' || call.op === 'list' || call.op === 'nodes') && call.stale === true;
 }
 
 function readOptions(stale: boolean | undefined): { stale?: boolean } {

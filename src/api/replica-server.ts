@@ -16,9 +16,13 @@ import type { ReplicaGroup, ReplicaLog } from '../../scheduler/log.js';
 import { RaftReplicaLog } from '../../scheduler/replica.js';
 import { Scheduler, type SchedulerConfig } from '../../scheduler/scheduler.js';
 import { stateDigest } from '../../scheduler/state-machine.js';
+import type { GatewayConfig } from '../gateway/config.js';
+import { type RedisGateway, startRedisGateway } from '../gateway/gateway.js';
 import { type MetricsSink, trellisMetrics } from '../lib/metrics.js';
 import { createRng } from '../lib/prng.js';
+import type { Logger } from '../log.js';
 import { natsCommandSink } from '../worker/command-sink.js';
+import { serveMembership } from './membership.js';
 import { type ApiServer, serveApi } from './nats-server.js';
 
 export interface SchedulerServerOptions {
@@ -38,6 +42,10 @@ export interface SchedulerServerOptions {
   readonly metrics?: MetricsSink;
   /** How long the dispatcher waits for a worker to answer one batch of commands. Default 5,000 ms. */
   readonly commandTimeoutMs?: number;
+  /** The Redis streams gateway's settings (`--redis`): active on this replica while it leads. */
+  readonly redis?: GatewayConfig;
+  /** Where the Redis gateway logs. Default: nowhere. */
+  readonly log?: Logger;
 }
 
 export interface SchedulerServer {
@@ -45,6 +53,7 @@ export interface SchedulerServer {
   readonly log: RaftReplicaLog;
   readonly scheduler: Scheduler;
   readonly api: ApiServer;
+  readonly gateway?: RedisGateway;
   close(): Promise<void>;
 }
 
@@ -82,6 +91,10 @@ export async function startSchedulerServer(o: SchedulerServerOptions): Promise<S
     rng: createRng(process.pid),
     ...(o.tickMs === undefined ? {} : { tickMs: o.tickMs }),
     ...(o.snapshotEntries === undefined ? {} : { snapshotEntries: o.snapshotEntries }),
+    // An append must fit one NATS message with its framing (as for the KV replica): the transport drops a
+    // larger frame, so with the core's 1 MiB default a follower that fell behind was never caught up again
+    // (found by bench:load: a follower stuck at applied 105,023 of 157,362 after many elections).
+    core: { msgBytesMax: Math.min(512 << 10, Math.floor((nc.info?.max_payload ?? 1 << 20) / 2)) },
     ...(o.metrics === undefined ? {} : { metrics: trellisMetrics(o.metrics) }),
   });
   const scheduler = new Scheduler({
@@ -104,6 +117,7 @@ export async function startSchedulerServer(o: SchedulerServerOptions): Promise<S
     leader: () => log.leaderId(),
     publishEvents: () => log.leaderTerm() !== undefined,
     ...(o.onRefused === undefined ? {} : { onRefused: o.onRefused }),
+    membership: (op) => serveMembership(log.node, op),
     status: ({ digest }) => {
       const st = log.node.status();
       const state = log.machine.state;
@@ -124,12 +138,33 @@ export async function startSchedulerServer(o: SchedulerServerOptions): Promise<S
       };
     },
   });
+  const gateway =
+    o.redis === undefined
+      ? undefined
+      : await startRedisGateway({
+          config: o.redis,
+          api: scheduler,
+          replica: {
+            id: o.id,
+            leading: () => log.leaderTerm() !== undefined,
+            onLeaderChange: (listener) => log.onLeaderChange(listener),
+          },
+          ...(o.metrics === undefined ? {} : { metrics: o.metrics }),
+          ...(o.log === undefined ? {} : { log: o.log }),
+        }).catch(async (err: unknown) => {
+          await api.close();
+          await scheduler.close();
+          await log.close();
+          throw err;
+        });
   return {
     id: o.id,
     log,
     scheduler,
     api,
+    ...(gateway === undefined ? {} : { gateway }),
     async close() {
+      await gateway?.close();
       await api.close();
       await scheduler.close();
       await log.close();

@@ -10,6 +10,7 @@
  * these settings into each subcommand when it is created, so they are set before any command registers.
  */
 import { Command } from 'commander';
+import { registerBench } from './bench.js';
 import { registerData } from './data.js';
 import { registerClusterDemo, registerDemo } from './demo.js';
 import { debugWanted, failureOf, isCleanExit } from './errors.js';
@@ -52,6 +53,7 @@ registerOps(program);
 registerSimulate(program);
 registerData(program);
 registerWorker(program);
+registerBench(program);
 
 // A closed pipe (`trellis demo | head`) ends the command quietly instead of with a stack trace.
 process.stdout.on('error', (err: NodeJS.ErrnoException) => {

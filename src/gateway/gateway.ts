@@ -15,6 +15,7 @@ import type { Redis } from 'ioredis';
 import type { SchedulerApi } from '../../scheduler/api.js';
 import type { SchedulerEvent } from '../../scheduler/types.js';
 import { EventRing, eventsRetainedDefault } from '../api/event-ring.js';
+import { ConfigError, UnavailableError } from '../lib/errors.js';
 import { type MetricsSink, noopMetrics, type TrellisMetrics, trellisMetrics } from '../lib/metrics.js';
 import { type Logger, silentLogger } from '../log.js';
 import { type GatewayConfig, redactUrl } from './config.js';
@@ -42,6 +43,51 @@ export interface GatewayOptions {
   readonly log?: Logger;
   /** Events held for a new leader to publish. Default `eventsRetainedDefault`. */
   readonly eventsRetained?: number;
+  /** How long `start` waits for Redis to accept the login. Default `startTimeoutMsDefault`. */
+  readonly startTimeoutMs?: number;
+}
+
+/** How long starting waits for Redis (it may start alongside the replicas), as the server does for NATS. */
+export const startTimeoutMsDefault = 60_000;
+/** Redis's answers to a refused login or a user without the commands the gateway needs. */
+const refusedLogin = /WRONGPASS|NOAUTH|NOPERM|invalid username-password/i;
+/** Node's TLS errors for a certificate that does not verify: retrying will not help. */
+const refusedCertificate = /certificate|self.signed|CERT_|altnames/i;
+
+/**
+ * Resolves once `redis` is connected and logged in; ConfigError at once when Redis refuses the login,
+ * UnavailableError (with the last connection error) when it has not answered within `timeoutMs`.
+ */
+function whenReady(redis: Redis, timeoutMs: number): Promise<void> {
+  if (redis.status === 'ready') return Promise.resolve();
+  return new Promise<void>((resolve, reject) => {
+    let last = '';
+    const done = (err?: Error): void => {
+      clearTimeout(timer);
+      redis.off('ready', onReady);
+      redis.off('error', onError);
+      if (err === undefined) resolve();
+      else reject(err);
+    };
+    const onReady = (): void => done();
+    const onError = (err: Error): void => {
+      last = err.message;
+      if (refusedLogin.test(err.message)) done(new ConfigError(`redis refused the login: ${err.message}`));
+      else if (refusedCertificate.test(err.message))
+        done(new ConfigError(`redis TLS: the server's certificate is not trusted: ${err.message}`));
+    };
+    const timer = setTimeout(
+      () =>
+        done(
+          new UnavailableError(
+            `redis did not answer within ${timeoutMs} ms${last === '' ? '' : `: ${last}`}`,
+          ),
+        ),
+      timeoutMs,
+    );
+    redis.on('ready', onReady);
+    redis.on('error', onError);
+  });
 }
 
 export class RedisGateway {
@@ -80,7 +126,15 @@ export class RedisGateway {
   /** Starts the gateway of one replica; it becomes active whenever the replica leads. */
   static async start(options: GatewayOptions): Promise<RedisGateway> {
     const stats = await options.api.stats();
-    return new RedisGateway(options, stats.applied);
+    const gateway = new RedisGateway(options, stats.applied);
+    const timeoutMs = options.startTimeoutMs ?? startTimeoutMsDefault;
+    try {
+      await Promise.all([whenReady(gateway.#redis, timeoutMs), whenReady(gateway.#reader, timeoutMs)]);
+    } catch (err) {
+      await gateway.kill();
+      throw err;
+    }
+    return gateway;
   }
 
   /** True while this replica's gateway reads requests and publishes events. */

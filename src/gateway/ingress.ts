@@ -126,6 +126,8 @@ export class Ingress {
           c.requests,
           '>',
         );
+        // Read just as leadership ended: left pending, for the next leader to claim.
+        if (this.#stopped) break;
         this.#dispatch(entriesOfRead(read), 'new');
         failures = 0;
       } catch (err) {

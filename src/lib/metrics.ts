@@ -49,6 +49,8 @@ const latencyBuckets = [
   0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10,
 ] as const;
 const sizeBuckets = [1, 2, 5, 10, 20, 50, 100, 200, 500, 1_000, 2_000, 5_000, 10_000] as const;
+/** Entry sizes in bytes, from one small command to a full batch near the 512 KiB message bound. */
+const byteBuckets = [64, 256, 1_024, 4_096, 16_384, 65_536, 262_144, 1_048_576] as const;
 
 /**
  * Every metric Trellis exports. Label values are bounded sets (reasons and error codes are enumerations, node
@@ -96,6 +98,12 @@ export const metricDefs = {
     name: 'trellis_raft_applied_index_lag',
     help: 'Committed entries the replica has not applied yet (commit index minus applied index).',
     labels: ['replica'],
+  },
+  raftEntryBytes: {
+    name: 'trellis_raft_entry_bytes',
+    help: 'Size of one entry the leader proposed (the command, before framing), in bytes.',
+    labels: ['replica'],
+    buckets: byteBuckets,
   },
   raftCommitSeconds: {
     name: 'trellis_raft_commit_latency_seconds',

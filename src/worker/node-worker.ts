@@ -18,6 +18,7 @@ import type { ReconcileEntry } from '../../scheduler/commands.js';
 import { assert, unreachable } from '../lib/assert.js';
 import { TrellisError } from '../lib/errors.js';
 import type { NodeId, SandboxId } from '../lib/ids.js';
+import { realTimers, type Timers } from '../lib/timers.js';
 import { parseWith } from '../lib/validate.js';
 import { type Driver, type ExecResult, type MachineSpec, parseExecRequest } from './driver.js';
 import {
@@ -37,7 +38,6 @@ import {
 } from './protocol.js';
 import { BoundedSlots } from './slots.js';
 import { StatusBatcher } from './status-batcher.js';
-import { realTimers, type Timers } from './timers.js';
 
 export interface NodeWorkerOptions {
   readonly nodeId: NodeId;

@@ -5,8 +5,8 @@
  * are dropped and counted, because reconcile after reconnection repairs what statuses missed.
  */
 import { assert } from '../lib/assert.js';
+import type { Cancel, Timers } from '../lib/timers.js';
 import type { StatusReport, StatusSink } from './protocol.js';
-import type { Timers } from './timers.js';
 
 export interface StatusBatcherOptions {
   readonly sink: StatusSink;
@@ -19,7 +19,7 @@ export interface StatusBatcherOptions {
 export class StatusBatcher {
   readonly #o: StatusBatcherOptions;
   #pending: StatusReport[] = [];
-  #timer: unknown;
+  #timer: Cancel | undefined;
   #flushing: Promise<void> = Promise.resolve();
   /** Reports dropped because the sink failed for longer than `pendingMax` reports. */
   dropped = 0;
@@ -63,13 +63,13 @@ export class StatusBatcher {
 
   /** Stops the timer; reports still waiting stay for a last `flush`. */
   stop(): void {
-    if (this.#timer !== undefined) this.#o.timers.clear(this.#timer);
+    this.#timer?.();
     this.#timer = undefined;
   }
 
   #arm(): void {
     if (this.#timer !== undefined) return;
-    this.#timer = this.#o.timers.set(() => {
+    this.#timer = this.#o.timers.setTimeout(() => {
       this.#timer = undefined;
       void this.flush();
     }, this.#o.flushMs);

@@ -91,6 +91,16 @@ describe('metrics - trellis server', () => {
       labels: {},
       state: 'ready',
     });
+    // Eight more entries, one at a time (creates may share one batch entry), so every replica passes
+    // `--snapshot-entries` and snapshots; cordoned nodes take no sandbox and count in no ready capacity.
+    for (let i = 0; i < 8; i++) {
+      await client.registerNode({
+        id: `m-c${i}`,
+        capacity: { cpu: 1_000, memory: 1_024, disk: 1_000 },
+        labels: {},
+        state: 'cordoned',
+      });
+    }
     await Promise.all(
       Array.from({ length: 30 }, () =>
         client.create({ tenant: 'm', resources: { cpu: 10, memory: 10, disk: 10 } }),

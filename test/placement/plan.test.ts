@@ -500,6 +500,39 @@ describe('placement/plan - runs of identical requests', () => {
     );
   });
 
+  it('placement/plan - class walks kept across a batch offer what a fresh walk would', () => {
+    // Unconstrained bin-packing requests keep one walk per shape for the whole batch (class-walk.ts) and only
+    // re-check the nodes that changed. A few shapes interleave over many pages of small, varied nodes, so nodes
+    // fill, change buckets, move ahead of a class's frontier and push its last candidate back behind it; some
+    // requests name an image so cached strategy scores are combined with locality. Each request planned alone
+    // walks afresh and must land on the same node with the same score.
+    fc.assert(
+      fc.property(fc.integer(), fc.integer({ min: 300, max: 700 }), (seed, n) => {
+        const rng = createRng(seed);
+        const nodes: NodeSpec[] = Array.from({ length: n }, (_, i) => ({
+          id: `n${i}`,
+          capacity: { cpu: rng.int(1, 9) * 1000, memory: rng.int(1, 9) * 1024, disk: rng.int(1, 5) * 10_240 },
+          labels: { zone: rng.pick(['a', 'b']) },
+          state: rng.chance(0.9) ? ('ready' as const) : ('draining' as const),
+          images: rng.chance(0.3) ? [`img${rng.int(0, 2)}`] : [],
+        }));
+        const shapes = Array.from({ length: 3 }, () => ({
+          cpu: rng.int(1, 5) * 500,
+          memory: rng.int(1, 5) * 512,
+          disk: rng.int(1, 4) * 2048,
+        }));
+        const requests = Array.from({ length: 150 }, (_, i) => ({
+          id: `q${String(i).padStart(3, '0')}`,
+          tenant: 't',
+          resources: rng.pick(shapes),
+          ...(rng.chance(0.3) ? { imageId: `img${rng.int(0, 2)}` } : {}),
+        }));
+        expectSameAsAlone(nodes, requests, seed);
+      }),
+      { numRuns: 15 },
+    );
+  });
+
   it('placement/plan - identical requests in a row are placed by run steps without a walk each', () => {
     // 40 identical requests on 100 roomy nodes, each a sixteenth of a node in every resource: the `dot`
     // scorer rates every node 1 (demand and free shape align), so the lowest slot stays the best until full.

@@ -11,7 +11,6 @@
  */
 import type { Message } from '../../raft/core/messages.js';
 import { MemoryStorage } from '../../raft/storage/memory.js';
-import { VirtualTimers } from '../../raft/timers.js';
 import { perfectLink, SimNetwork } from '../../raft/transport/memory.js';
 import type { Transport } from '../../raft/transport.js';
 import { NotLeaderError } from '../../scheduler/errors.js';
@@ -20,6 +19,7 @@ import { RaftReplicaLog } from '../../scheduler/replica.js';
 import type { CommandResult } from '../../scheduler/state.js';
 import { SchedulerStateMachine } from '../../scheduler/state-machine.js';
 import { createRng, type Rng } from '../../src/lib/prng.js';
+import { VirtualTimers } from '../../src/lib/timers.js';
 
 /** Milliseconds of virtual time per Raft tick. */
 const tickMs = 1;

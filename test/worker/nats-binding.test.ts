@@ -1,6 +1,7 @@
 import { connect, type NatsConnection } from 'nats';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createRng } from '../../src/lib/prng.js';
+import { realTimers } from '../../src/lib/timers.js';
 import { type RunningServer, startNats } from '../../src/testing/servers.js';
 import { defaultSimLatencyModel, SimDriver } from '../../src/worker/drivers/sim.js';
 import {
@@ -15,7 +16,6 @@ import {
 } from '../../src/worker/nats-binding.js';
 import { NodeWorker } from '../../src/worker/node-worker.js';
 import type { StatusReport } from '../../src/worker/protocol.js';
-import { realTimers } from '../../src/worker/timers.js';
 import { until } from '../helpers/until.js';
 import { type Counting, counting, nid } from './fixtures.js';
 

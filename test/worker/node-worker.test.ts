@@ -1,10 +1,10 @@
 import { describe, expect, it } from 'vitest';
 import { ValidationError } from '../../src/lib/errors.js';
 import { createRng } from '../../src/lib/prng.js';
+import { VirtualTimers } from '../../src/lib/timers.js';
 import { defaultSimLatencyModel, SimDriver, type SimLatencyModel } from '../../src/worker/drivers/sim.js';
 import { SandboxNotFoundError, SandboxStateError, WorkerBusyError } from '../../src/worker/errors.js';
 import { NodeWorker, type NodeWorkerOptions } from '../../src/worker/node-worker.js';
-import { VirtualTimers } from '../../src/worker/timers.js';
 import { counting, nid, sid, spec, statusLog } from './fixtures.js';
 
 const seed = Number(process.env.SEED ?? 13);

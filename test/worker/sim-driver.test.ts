@@ -1,5 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { createRng } from '../../src/lib/prng.js';
+import { VirtualTimers } from '../../src/lib/timers.js';
 import {
   defaultSimLatencyModel,
   SimDriver,
@@ -8,7 +9,6 @@ import {
 } from '../../src/worker/drivers/sim.js';
 import { NodeWorker } from '../../src/worker/node-worker.js';
 import type { StatusReport } from '../../src/worker/protocol.js';
-import { VirtualTimers } from '../../src/worker/timers.js';
 import { nid, spec } from './fixtures.js';
 
 const seed = Number(process.env.SEED ?? 7);

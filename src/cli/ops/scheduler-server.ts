@@ -6,6 +6,7 @@
 import type { NatsConnection } from 'nats';
 import type { Storage } from '../../../raft/storage/storage.js';
 import { startSchedulerServer } from '../../api/replica-server.js';
+import type { GatewayConfig } from '../../gateway/config.js';
 import type { MetricsSink } from '../../lib/metrics.js';
 import type { Logger } from '../../log.js';
 import type { Readiness } from '../../metrics/http.js';
@@ -25,6 +26,8 @@ export interface SchedulerStateOptions {
   readonly stopping: Promise<void>;
   /** Where the replica records its metrics (`--metrics-port`). */
   readonly metrics?: MetricsSink;
+  /** The Redis streams gateway (`--redis`), active while this replica leads. */
+  readonly redis?: GatewayConfig;
   /** Tells `/readyz` how to judge this replica once it runs. */
   readonly setReadiness?: (readiness: () => Readiness) => void;
   /** A node silent this long is marked down (its sandboxes lost); 0 turns health checking off. */
@@ -47,6 +50,7 @@ export async function runSchedulerState(o: SchedulerStateOptions): Promise<void>
     onDrop: (reason, detail) => o.log.warn({ reason, detail }, 'dropped inbound raft frame'),
     onRefused: (reason, detail) => o.log.warn({ reason, detail }, 'refused an API frame'),
     ...(o.metrics === undefined ? {} : { metrics: o.metrics }),
+    ...(o.redis === undefined ? {} : { redis: o.redis, log: o.log }),
   });
   o.setReadiness?.(() =>
     server.log.leaderId() === undefined ? { ready: false, reason: 'no leader known' } : { ready: true },

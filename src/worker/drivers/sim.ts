@@ -10,6 +10,7 @@
 import { assert } from '../../lib/assert.js';
 import type { SandboxId } from '../../lib/ids.js';
 import type { Rng } from '../../lib/prng.js';
+import { sleepOn, type Timers } from '../../lib/timers.js';
 import type {
   Driver,
   DriverCapabilities,
@@ -20,7 +21,6 @@ import type {
 } from '../driver.js';
 import { execStdinBytesMax, parseExecRequest } from '../driver.js';
 import { DriverError, SandboxNotFoundError, SandboxStateError, WorkerClosedError } from '../errors.js';
-import { sleepOn, type Timers } from '../timers.js';
 
 /** A log-normal latency given by its median and 99th percentile, in milliseconds. */
 export interface LatencyDistribution {

@@ -4,9 +4,9 @@ import { TimeoutError } from '../../../raft/errors.js';
 import { type KvResult, KvStateMachine, kvCommandCodec } from '../../../raft/kv.js';
 import { RaftNode } from '../../../raft/node.js';
 import { MemoryStorage } from '../../../raft/storage/memory.js';
-import { VirtualTimers } from '../../../raft/timers.js';
 import { LoopbackNetwork } from '../../../raft/transport/loopback.js';
 import { createRng } from '../../../src/lib/prng.js';
+import { VirtualTimers } from '../../../src/lib/timers.js';
 
 /** One turn of the event loop: loopback deliveries and the driver's promise chains run to quiescence. */
 const settle = () => new Promise<void>((r) => setImmediate(r));

@@ -1,0 +1,173 @@
+/**
+ * Chaos under load: while the driver runs, the schedule
+ * - kills the leader with SIGKILL every `leaderKillEveryMs` (up to `leaderKillsMax`) and restarts it once the
+ *   group has committed again, timing each failover from the kill to the first commit of a new term;
+ * - pauses one follower with SIGSTOP for `pauseMs`, then SIGCONT;
+ * - restarts nats-server once (SIGKILL, then the same port), which every process must ride through;
+ * - kills one worker process with SIGKILL and restarts it (its nodes reconcile what they still hold).
+ * The events are spread so that no two overlap (a failover is not timed across a nats restart). Each event and
+ * its time is logged; the failover times go to the checker.
+ */
+
+import { setTimeout as sleep } from 'node:timers/promises';
+import type { NatsConnection } from 'nats';
+import type { ReplicaStatus } from '../api/protocol.js';
+import type { LoadCluster, Member } from './cluster.js';
+import { pause, resume } from './processes.js';
+import { replicaStatus } from './replicas.js';
+
+export interface ChaosOptions {
+  readonly leaderKillEveryMs: number;
+  readonly leaderKillsMax: number;
+  readonly pauseFollower: boolean;
+  readonly pauseMs: number;
+  readonly natsRestart: boolean;
+  readonly workerRestart: boolean;
+}
+
+export const chaosDefaults: ChaosOptions = {
+  leaderKillEveryMs: 5_000,
+  leaderKillsMax: 1_000,
+  pauseFollower: true,
+  pauseMs: 3_000,
+  natsRestart: true,
+  workerRestart: true,
+};
+
+/** Polls of the survivors' status while waiting for a new leader's first commit, 10 ms apart (30 s). */
+const failoverPollsMax = 3_000;
+const failoverPollMs = 10;
+
+export interface ChaosEvent {
+  readonly atMs: number;
+  readonly what: string;
+}
+
+export interface ChaosLog {
+  readonly events: ChaosEvent[];
+  /** Each timed failover: kill to the first commit of a later term, in ms. */
+  readonly failoversMs: number[];
+}
+
+async function statuses(nc: NatsConnection, cluster: LoadCluster, of: readonly Member[]) {
+  const out: ReplicaStatus[] = [];
+  await Promise.all(
+    of.map(async (m) => {
+      const s = await replicaStatus(nc, cluster.o.cluster, m.name, 500).catch(() => undefined);
+      if (s !== undefined) out.push(s);
+    }),
+  );
+  return out;
+}
+
+/** The replica that says it leads, if one answers. */
+export async function findLeader(nc: NatsConnection, cluster: LoadCluster): Promise<Member | undefined> {
+  const all = await statuses(nc, cluster, cluster.replicas);
+  const leader = all.find((s) => s.role === 'leader');
+  return leader === undefined ? undefined : cluster.member(leader.replica);
+}
+
+/** Runs the schedule until `stopped()` holds; resolves once every process it touched runs again. */
+export async function runChaos(
+  nc: NatsConnection,
+  cluster: LoadCluster,
+  o: ChaosOptions,
+  stopped: () => boolean,
+  log: ChaosLog,
+): Promise<void> {
+  const t0 = Date.now();
+  const note = (what: string): void => void log.events.push({ atMs: Date.now() - t0, what });
+  /** Sleeps until `atMs` after the start, or returns false if the run ended first. */
+  const until = async (atMs: number): Promise<boolean> => {
+    while (!stopped() && Date.now() - t0 < atMs) await sleep(Math.min(50, atMs - (Date.now() - t0)));
+    return !stopped();
+  };
+  // One-off events sit between leader kills: pause at 2.5 s, nats at 7.5 s, worker at 12.5 s.
+  const oneOffs: { atMs: number; run: () => Promise<void> }[] = [];
+  if (o.pauseFollower)
+    oneOffs.push({ atMs: o.leaderKillEveryMs / 2, run: () => pauseFollower(nc, cluster, o, note) });
+  if (o.natsRestart)
+    oneOffs.push({
+      atMs: o.leaderKillEveryMs * 1.5,
+      run: async () => {
+        note('nats-server: SIGKILL');
+        await cluster.crash(cluster.nats);
+        await cluster.restart(cluster.nats);
+        note('nats-server: restarted');
+      },
+    });
+  if (o.workerRestart)
+    oneOffs.push({
+      atMs: o.leaderKillEveryMs * 2.5,
+      run: async () => {
+        const w = cluster.workers[0];
+        if (w === undefined) return;
+        note(`worker ${w.name}: SIGKILL`);
+        await cluster.crash(w);
+        await cluster.restart(w);
+        note(`worker ${w.name}: restarted`);
+      },
+    });
+  const events = [...oneOffs];
+  for (let k = 1; k <= o.leaderKillsMax; k++)
+    events.push({ atMs: k * o.leaderKillEveryMs, run: () => killLeader(nc, cluster, note, log) });
+  events.sort((a, b) => a.atMs - b.atMs);
+  for (const e of events) {
+    if (!(await until(e.atMs))) return;
+    await e.run();
+  }
+}
+
+async function pauseFollower(
+  nc: NatsConnection,
+  cluster: LoadCluster,
+  o: ChaosOptions,
+  note: (what: string) => void,
+): Promise<void> {
+  const leader = await findLeader(nc, cluster);
+  const follower = cluster.replicas.find((r) => r !== leader);
+  if (follower === undefined) return;
+  note(`follower ${follower.name}: SIGSTOP`);
+  await pause(follower.process);
+  await sleep(o.pauseMs);
+  resume(follower.process);
+  note(`follower ${follower.name}: SIGCONT`);
+}
+
+/** Kills the leader, times the failover, and restarts the old leader. */
+async function killLeader(
+  nc: NatsConnection,
+  cluster: LoadCluster,
+  note: (what: string) => void,
+  log: ChaosLog,
+): Promise<void> {
+  const leader = await findLeader(nc, cluster);
+  if (leader === undefined) {
+    note('leader kill skipped: no replica says it leads');
+    return;
+  }
+  const before = (await statuses(nc, cluster, [leader]))[0];
+  if (before === undefined) return;
+  const killedAt = performance.now();
+  await cluster.crash(leader);
+  note(`leader ${leader.name} (term ${before.term}): SIGKILL`);
+  const survivors = cluster.replicas.filter((r) => r !== leader);
+  let failoverMs: number | undefined;
+  for (let i = 0; i < failoverPollsMax && failoverMs === undefined; i++) {
+    const now = await statuses(nc, cluster, survivors);
+    // A commit past what the old leader had committed, in a later term: the new leader's first.
+    if (now.some((s) => s.term > before.term && s.commit > before.commit && s.leader !== leader.name))
+      failoverMs = performance.now() - killedAt;
+    else await sleep(failoverPollMs);
+  }
+  if (failoverMs === undefined) {
+    // Counted at the bound, so the run's maximum shows it.
+    log.failoversMs.push(failoverPollsMax * failoverPollMs);
+    note(`no commit within ${(failoverPollsMax * failoverPollMs) / 1_000} s of the kill`);
+  } else {
+    log.failoversMs.push(failoverMs);
+    note(`failover: first commit of a new term ${Math.round(failoverMs)} ms after the kill`);
+  }
+  await cluster.restart(leader);
+  note(`replica ${leader.name}: restarted`);
+}

@@ -1,0 +1,99 @@
+/**
+ * The load run's report for people: per phase throughput and latency, the placement batch histogram from
+ * the replicas' /metrics, Raft commits per second and mean entry size, each process's CPU and memory, the
+ * chaos events and the checker's counts. Tables are cli-table3's (already the CLI's table library).
+ */
+import Table from 'cli-table3';
+import { formatCheck } from './checker.js';
+import { phases } from './driver.js';
+import type { LoadReport } from './run.js';
+
+const borderless = {
+  top: '',
+  'top-mid': '',
+  'top-left': '',
+  'top-right': '',
+  bottom: '',
+  'bottom-mid': '',
+  'bottom-left': '',
+  'bottom-right': '',
+  left: '',
+  'left-mid': '',
+  mid: '',
+  'mid-mid': '',
+  right: '',
+  'right-mid': '',
+  middle: '  ',
+};
+
+function table(head: readonly string[], rows: readonly (readonly (string | number)[])[]): string[] {
+  const t = new Table({
+    head: [...head],
+    chars: borderless,
+    style: { head: [], border: [], 'padding-left': 0, 'padding-right': 0 },
+  });
+  for (const r of rows) t.push(r.map(String));
+  return t
+    .toString()
+    .split('\n')
+    .map((l) => l.trimEnd());
+}
+
+const ms = (x: number | undefined): string =>
+  x === undefined ? 'n/a' : x < 10 ? x.toFixed(2) : x.toFixed(0);
+
+export function formatReport(r: LoadReport): string[] {
+  const o = r.options;
+  const lines: string[] = [];
+  lines.push(
+    `load: ${o.sandboxes} sandboxes on ${o.nodes} simulated nodes, ${o.replicas} replicas (file storage, fsync), ${o.clients} clients over NATS, ${o.ratePerMin === undefined ? 'full speed' : `${o.ratePerMin}/min`}${o.chaos === undefined ? '' : ', chaos'}`,
+  );
+  const reached = o.wait === 'running' ? 'running' : 'placed';
+  lines.push(
+    `all ${reached} ${r.drive.allCreatedSeconds.toFixed(2)} s after the first create; all terminated ${r.drive.allTerminatedSeconds.toFixed(2)} s`,
+  );
+  if (!r.drive.execAvailable) lines.push('exec: not run (the API has no exec here)');
+  lines.push('');
+  lines.push(
+    ...table(
+      ['phase', 'count', 'per s', 'p50 ms', 'p99 ms', 'max ms'],
+      phases.map((p) => {
+        const s = r.drive.phases[p];
+        const name = p === 'create' ? `create→${reached}` : p;
+        return [name, s.count, Math.round(s.perSecond), ms(s.p50Ms), ms(s.p99Ms), ms(s.maxMs)];
+      }),
+    ),
+  );
+  const failures = Object.entries(r.drive.failures);
+  if (failures.length > 0) lines.push(`failed: ${failures.map(([k, n]) => `${k} ${n}`).join(', ')}`);
+  lines.push('');
+  const h = r.placementBatch;
+  lines.push(
+    `placement batch (leader /metrics): ${h.count} batches, mean ${h.count === 0 ? 'n/a' : ((1_000 * h.sum) / h.count).toFixed(3)} ms, p50 <= ${ms(r.placementBatchP50Ms)} ms, p99 <= ${ms(r.placementBatchP99Ms)} ms`,
+  );
+  let prev = 0;
+  const max = Math.max(1, ...h.buckets.map((b, i) => b.count - (h.buckets[i - 1]?.count ?? 0)));
+  for (const b of h.buckets) {
+    const n = b.count - prev;
+    prev = b.count;
+    if (n === 0) continue;
+    const le = b.le === Number.POSITIVE_INFINITY ? '+Inf' : `${(b.le * 1_000).toString()} ms`;
+    lines.push(`  <= ${le.padStart(9)} ${String(n).padStart(8)} ${'#'.repeat(Math.ceil((40 * n) / max))}`);
+  }
+  lines.push(
+    `raft: ${r.raftCommitsPerSecond} commits/s, mean entry ${r.raftEntryBytesMean === undefined ? 'n/a' : `${r.raftEntryBytesMean} bytes`}`,
+  );
+  lines.push('');
+  lines.push(
+    ...table(
+      ['process', 'cpu s', 'cpu % of a core', 'rss max MiB'],
+      r.processes.map((p) => [p.name, p.cpuSeconds, p.cpuPercent, p.rssMaxMiB]),
+    ),
+  );
+  if (r.chaos !== undefined) {
+    lines.push('', 'chaos:');
+    for (const e of r.chaos.events) lines.push(`  ${(e.atMs / 1_000).toFixed(2).padStart(7)} s  ${e.what}`);
+  }
+  lines.push('', ...formatCheck(r.check));
+  return lines;
+}
