@@ -12,6 +12,7 @@ import type { StatusItem } from '../scheduler/api.js';
 import { Scheduler, type SchedulerConfig } from '../scheduler/scheduler.js';
 import { assert } from './lib/assert.js';
 import type { NodeId } from './lib/ids.js';
+import { trellisMetrics } from './lib/metrics.js';
 import { createRng } from './lib/prng.js';
 import { type Cancel, realTimers, type Timers } from './lib/timers.js';
 import { localCommandSink } from './worker/command-sink.js';
@@ -155,7 +156,11 @@ export class EmbeddedScheduler extends Scheduler {
     const { workers: _workers, ...rest } = config;
     super({
       ...rest,
-      dispatch: { ...config.dispatch, sink: localCommandSink((id) => fleet.workerOf(id)) },
+      dispatch: {
+        ...(config.metrics === undefined ? {} : { metrics: trellisMetrics(config.metrics) }),
+        ...config.dispatch,
+        sink: localCommandSink((id) => fleet.workerOf(id)),
+      },
     });
     this.fleet = fleet;
     fleet.bind((items) => this.reportStatus(items));

@@ -48,11 +48,12 @@ import {
   UnavailableError,
   ValidationError,
 } from '../lib/errors.js';
-import { clusterId } from '../lib/ids.js';
+import { clusterId, nodeId } from '../lib/ids.js';
 import { fromWire } from './errors.js';
 import type { Members } from './membership.js';
 import {
   advance,
+  apiNodeSubject,
   apiReplicaSubject,
   apiSubject,
   type Call,
@@ -107,6 +108,12 @@ export interface ConnectOptions {
   readonly name?: string;
   /** Clock for deadlines. Default Date.now. */
   readonly now?: () => number;
+  /**
+   * Speak as node worker `node`: every call goes to the node's own API subject
+   * (`trellis.<cluster>.api.node.<node>`), the only one its NATS user may publish to, where the replicas
+   * take just the node-side calls about that node. Default: the client subjects.
+   */
+  readonly node?: string;
 }
 
 const leaderHintPattern = /^[A-Za-z0-9_-]{1,64}$/;
@@ -146,6 +153,7 @@ export async function connect(options: ConnectOptions): Promise<RemoteScheduler>
 
 /** A cluster's scheduler over NATS. Obtain with `connect()`. */
 export class RemoteScheduler implements SchedulerApi {
+  readonly #node: string | undefined;
   readonly #nc: NatsConnection;
   readonly #ownsConnection: boolean;
   readonly #cluster: string;
@@ -165,6 +173,7 @@ export class RemoteScheduler implements SchedulerApi {
     this.#timeoutMs = options.timeoutMs ?? callTimeoutMsDefault;
     this.#attemptTimeoutMs = options.attemptTimeoutMs ?? attemptTimeoutMsDefault;
     this.#now = options.now ?? Date.now;
+    this.#node = options.node === undefined ? undefined : nodeId(options.node, 'node');
   }
 
   /** The leader this client last heard of (it sends there first). */
@@ -207,7 +216,11 @@ export class RemoteScheduler implements SchedulerApi {
       if (remaining <= 0 || this.#closed || this.#nc.isClosed()) break;
       const target = options.to ?? this.#leader;
       const subject =
-        target === undefined ? apiSubject(this.#cluster) : apiReplicaSubject(this.#cluster, target);
+        this.#node !== undefined
+          ? apiNodeSubject(this.#cluster, this.#node)
+          : target === undefined
+            ? apiSubject(this.#cluster)
+            : apiReplicaSubject(this.#cluster, target);
       // Throws ValidationError/CodecError for a request that cannot be sent at all: nothing was sent.
       const frame = encodeRequest(id, deadline, call);
       let data: Uint8Array;

@@ -41,12 +41,14 @@ import type { MemberOp, Members } from './membership.js';
 import {
   type ApiReply,
   type ApiRequest,
+  apiNodeWildcard,
   apiQueueGroup,
   apiReplicaSubject,
   apiSubject,
   type Call,
   eventsFrameCodec,
   eventsPerFrameMax,
+  nodeScopedCall,
   type ReplicaStatus,
   replyCodec,
   requestCodec,
@@ -128,6 +130,17 @@ export class ApiServer {
         callback: (_err, msg) => this.#track(this.#answer(msg, true)),
       }),
     );
+    if (o.joinQueue !== false) {
+      // Node workers' own subjects: the node id is the subject's last token, which nats-server lets only
+      // that node's user publish to, so the calls taken there may speak only for it.
+      const prefix = `${apiNodeWildcard(o.cluster).slice(0, -1)}`;
+      this.#subs.push(
+        this.#nc.subscribe(apiNodeWildcard(o.cluster), {
+          queue: apiQueueGroup,
+          callback: (_err, msg) => this.#track(this.#answer(msg, false, msg.subject.slice(prefix.length))),
+        }),
+      );
+    }
   }
 
   /** Starts serving `api`; resolves once the subscriptions are registered with the server. */
@@ -201,7 +214,7 @@ export class ApiServer {
     return { ok: false, by: this.#self, ...(leader === undefined ? {} : { leader }), error: toWire(err) };
   }
 
-  async #answer(msg: Msg, direct: boolean): Promise<void> {
+  async #answer(msg: Msg, direct: boolean, node?: string): Promise<void> {
     this.counters.requests++;
     if (msg.reply === undefined || msg.reply === '') {
       // Published without a reply subject: there is no one to answer, and a mutation nobody waits for is
@@ -218,6 +231,16 @@ export class ApiServer {
       this.#o.onRefused?.('codec', err instanceof Error ? err.message : String(err));
       this.#reply(msg, this.#errorReply(err));
       return;
+    }
+    if (node !== undefined) {
+      try {
+        request = { ...request, call: nodeScopedCall(request.call, node) };
+      } catch (err) {
+        this.counters.refused++;
+        this.#o.onRefused?.('node-scope', err instanceof Error ? err.message : String(err));
+        this.#reply(msg, this.#errorReply(err));
+        return;
+      }
     }
     const deadline = Deadline.received(request.deadline);
     const leader = this.#leader();

@@ -22,6 +22,7 @@ import { sandboxStates } from '../../scheduler/lifecycle.js';
 import type { SchedulerEvent } from '../../scheduler/types.js';
 import { createCodec } from '../lib/codec.js';
 import { deadlineBudgetMsMax, deadlineWireSchema } from '../lib/deadline.js';
+import { ValidationError } from '../lib/errors.js';
 import { zodDecoder } from '../lib/validate.js';
 import { eventSchema } from '../nats/events.js';
 import type { WireError } from './errors.js';
@@ -43,6 +44,14 @@ export const apiSubject = (cluster: string): string => `trellis.${cluster}.api`;
 export const apiReplicaSubject = (cluster: string, replica: string): string =>
   `trellis.${cluster}.api.${replica}`;
 export const watchSubject = (cluster: string): string => `trellis.${cluster}.watch`;
+/**
+ * A node worker's own API subject: its NATS user may publish here and nowhere else in the API, and the
+ * replicas take from it only the node-side calls about that very node (`nodeScopedCall`).
+ */
+export const apiNodeSubject = (cluster: string, nodeId: string): string =>
+  `trellis.${cluster}.api.node.${nodeId}`;
+/** The wildcard the replicas' queue group serves node subjects on. */
+export const apiNodeWildcard = (cluster: string): string => `trellis.${cluster}.api.node.*`;
 /** The queue group replicas share on the API subject: one of them takes each request. */
 export const apiQueueGroup = 'replicas';
 
@@ -117,6 +126,39 @@ export const callSchema = z.discriminatedUnion('op', [
 ]);
 export type Call = z.output<typeof callSchema>;
 export type Op = Call['op'];
+
+/**
+ * A call that arrived on node `nodeId`'s subject, checked: only register, heartbeat, status, reconcile (and
+ * the nodes list, to see whether it was marked down) are taken there, each only about `nodeId` itself.
+ * Status items are stamped with the node, so the scheduler ignores what it says about sandboxes elsewhere.
+ * Throws ValidationError naming the field for anything else.
+ */
+export function nodeScopedCall(call: Call, nodeId: string): Call {
+  const mustBe = (path: string, id: unknown): void => {
+    if (id !== nodeId) throw new ValidationError(path, `node ${nodeId} may only speak for itself`);
+  };
+  switch (call.op) {
+    case 'node.register':
+      mustBe('spec.id', (call.spec as { id?: unknown } | null)?.id);
+      return call;
+    case 'node.heartbeat':
+      for (const [i, id] of call.nodeIds.entries()) mustBe(`nodeIds.${i}`, id);
+      return call;
+    case 'node.reconcile':
+      mustBe('nodeId', call.nodeId);
+      return call;
+    case 'node.status':
+      return {
+        ...call,
+        items: call.items.map((it) => (typeof it === 'object' && it !== null ? { ...it, nodeId } : it)),
+      };
+    case 'nodes':
+    case 'stats':
+      return call;
+    default:
+      throw new ValidationError('call.op', `${call.op} is not a node-side call`);
+  }
+}
 
 export const requestSchema = z.strictObject({
   id: requestIdSchema,

@@ -327,7 +327,14 @@ async function runWorker(o: WorkerFlags): Promise<void> {
   ]);
   connected = true;
   const refused = apiRefusal(nc, o.cluster, credentials?.user);
-  const api = await connectApi({ servers: o.nats, cluster: o.cluster, connection: nc });
+  // One node speaks on its own node-side API subject, which its `node-<id>` user may use; --sim-nodes
+  // speaks for many nodes and needs a client user.
+  const api = await connectApi({
+    servers: o.nats,
+    cluster: o.cluster,
+    connection: nc,
+    ...(o.simNodes === undefined ? { node: o.nodeId } : {}),
+  });
 
   const served: ServedNode[] = [];
   const stopAll = async (): Promise<void> => {

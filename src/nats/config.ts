@@ -4,7 +4,9 @@
  * - a **replica** may publish and subscribe only under its cluster's subjects (`trellis.<cluster>.>`) and
  *   its request inboxes;
  * - a **node worker** may receive only its own node's commands (`trellis.<cluster>.node.<id>.cmd`) and publish
- *   only its own node's status (`trellis.<cluster>.node.<id>.status`), plus replies to requests made to it;
+ *   only its own node's status (`trellis.<cluster>.node.<id>.status`) and its node-side API calls
+ *   (`trellis.<cluster>.api.node.<id>`, where the replicas take only calls about that node), plus replies
+ *   to requests made to it;
  * - an **API client** may send requests to `trellis.<cluster>.api` and to one replica's own subject
  *   `trellis.<cluster>.api.<id>` (how a client routes to the leader it learned, and asks a replica for its
  *   status), and follow `trellis.<cluster>.events` and `trellis.<cluster>.watch` (the API's event frames).
@@ -101,7 +103,8 @@ export function permissionsOf(
       };
     case 'worker':
       return {
-        publish: [`${root}.node.${u.id}.status`, '_INBOX.>'],
+        // Its own node-side API subject (register, heartbeat, status, reconcile about itself only).
+        publish: [`${root}.node.${u.id}.status`, `${root}.api.node.${u.id}`, '_INBOX.>'],
         subscribe: [`${root}.node.${u.id}.cmd`, '_INBOX.>'],
         allowResponses: true,
       };

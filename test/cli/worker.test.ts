@@ -283,14 +283,16 @@ describe('trellis worker - against a nats-server secured by trellis nats-config'
     if (dir !== undefined) await rm(dir, { recursive: true, force: true });
   });
 
-  it('trellis worker - a node user, which may not call the API, ends at once with one NATS_AUTH line', async () => {
-    // The call's own deadline is 10 s; the refusal must end the worker well before a timeout would.
+  it('trellis worker - a node user running --sim-nodes (it would speak for other nodes) ends at once with one NATS_AUTH line', async () => {
+    // A node user may call only its own node-side API subject (test/e2e/credentials.test.ts); --sim-nodes
+    // calls the client API for many nodes. The call's own deadline is 10 s; the refusal must end the
+    // worker well before a timeout would.
     const r = await runCli([
       'worker',
       '--node-id',
       'n1',
-      '--driver',
-      'sim',
+      '--sim-nodes',
+      '2',
       '--data',
       dir,
       '--nats',

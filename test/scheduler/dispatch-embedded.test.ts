@@ -1,6 +1,8 @@
 import { afterEach, describe, expect, it } from 'vitest';
-import type { Scheduler } from '../../scheduler/scheduler.js';
+import { RaftGroupLog } from '../../scheduler/raft-group.js';
+import { Scheduler } from '../../scheduler/scheduler.js';
 import { createScheduler, EmbeddedScheduler } from '../../src/embedded.js';
+import { MemoryMetrics } from '../../src/lib/metrics.js';
 import { defaultSimLatencyModel, type SimLatencyModel } from '../../src/worker/drivers/sim.js';
 import { node, spec } from './fixtures.js';
 
@@ -21,8 +23,11 @@ afterEach(async () => {
   open = [];
 });
 
-function embedded(model: SimLatencyModel = quick): EmbeddedScheduler {
-  const s = createScheduler({ workers: { driver: 'sim', model, seed: 3 } });
+function embedded(model: SimLatencyModel = quick, metrics?: MemoryMetrics): EmbeddedScheduler {
+  const s = createScheduler({
+    workers: { driver: 'sim', model, seed: 3 },
+    ...(metrics === undefined ? {} : { metrics }),
+  });
   expect(s).toBeInstanceOf(EmbeddedScheduler);
   open.push(s);
   return s as EmbeddedScheduler;
@@ -44,12 +49,65 @@ async function stateOf(s: Scheduler, id: string): Promise<string> {
   return (await s.get(id))?.state ?? 'gone';
 }
 
+describe('scheduler dispatch - the shell on a real Raft group', () => {
+  it('scheduler dispatch - a new leader resends what the old one never got acknowledged, to the committed node', async () => {
+    // A sink that records every command and answers none until told: the first leader's creates stay
+    // unacknowledged; after a leadership transfer the new leader's dispatcher must send them again.
+    const sent: { replica: string; nodeId: string; kind: string; sandboxId: string }[] = [];
+    let answering = false;
+    const log = RaftGroupLog.inMemory({ replicas: 3 });
+    const s = new Scheduler({
+      log,
+      dispatch: {
+        retryBaseMs: 10_000,
+        retryMaxMs: 10_000,
+        sink: {
+          send: async (nodeId, cmds) => {
+            const leader = log.leader();
+            for (const c of cmds)
+              sent.push({ replica: String(leader), nodeId, kind: c.kind, sandboxId: c.sandboxId });
+            if (!answering) return new Promise(() => {});
+            return cmds.map(() => ({ ok: true }));
+          },
+        },
+      },
+    });
+    open.push(s);
+    await s.registerNode(node('n1'));
+    await s.registerNode(node('n2', 4000, 8192, { labels: { zone: 'z-b' } }));
+    const made = [
+      await s.create(spec()),
+      await s.create(spec('t1', 1000, 1024, { constraints: [{ label: 'zone', op: 'eq', value: 'z-b' }] })),
+    ];
+    const first = log.leader() as number;
+    const until = async (cond: () => boolean, what: string) => {
+      const deadline = Date.now() + 10_000;
+      while (!cond()) {
+        if (Date.now() > deadline) throw new Error(`timed out: ${what}; sent ${JSON.stringify(sent)}`);
+        await new Promise((r) => setTimeout(r, 10));
+      }
+    };
+    await until(() => sent.length >= 2, 'the first leader sends both creates');
+    answering = true;
+    const next = (first + 1) % 3;
+    await log.transferLeadership(next);
+    await until(() => sent.filter((x) => x.replica === String(next)).length >= 2, 'the new leader resends');
+    const byNew = sent.filter((x) => x.replica === String(next));
+    expect(byNew.map((x) => x.sandboxId).sort()).toEqual(made.map((m) => m.id).sort());
+    // Every command, from either leader, went to the node committed for its sandbox.
+    for (const x of sent) expect(x.nodeId).toBe(made.find((m) => m.id === x.sandboxId)?.nodeId);
+    expect(new Set(made.map((m) => m.nodeId))).toEqual(new Set(['n1', 'n2']));
+  });
+});
+
 describe('scheduler dispatch - embedded scheduler with sim workers', () => {
   it('scheduler dispatch - create waits for running, exec runs, suspend, resume and terminate reach the worker', async () => {
-    const s = embedded();
+    const metrics = new MemoryMetrics();
+    const s = embedded(quick, metrics);
     await s.registerNode(node('n1'));
     await s.registerNode(node('n2'));
     const sb = await s.create(spec(), { wait: 'running' });
+    expect(metrics.value('trellis_dispatch_commands_total', { kind: 'create', outcome: 'ok' })).toBe(1);
     expect(sb.state).toBe('running');
     const nodeId = sb.nodeId as string;
     const worker = s.fleet.workers.get(nodeId);
