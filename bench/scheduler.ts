@@ -17,12 +17,15 @@ import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { monitorEventLoopDelay } from 'node:perf_hooks';
 import { type PlacementRequest, planBatch } from '../placement/index.js';
 import type { SchedulerApi } from '../scheduler/api.js';
-import type { SandboxSpec } from '../scheduler/commands.js';
+import type { PlaceItem, SandboxSpec } from '../scheduler/commands.js';
+import { concatFrames, isSnapshotV5, SnapshotReader, snapshotFrames } from '../scheduler/snapshot.js';
 import { applyCommand, SchedulerState, specDigest } from '../scheduler/state.js';
 import { decodeSnapshot, encodeSnapshot } from '../scheduler/state-machine.js';
 import { connect, type RemoteScheduler } from '../src/api/client.js';
+import { assert } from '../src/lib/assert.js';
 import { createRng } from '../src/lib/prng.js';
 import { startTestCluster } from '../src/testing/cluster.js';
 import { generateCluster, generateRequests } from '../src/testing/generate.js';
@@ -103,6 +106,7 @@ async function scale(): Promise<void> {
   const snapshotSeconds = (performance.now() - t0) / 1000;
   const snapshotCpuSeconds = cpuSecondsSince(c0);
   const sandboxCount = state.sandboxes.size;
+  const streamed = await streamWhileApplying(state, batchOf);
   // A replica restoring a snapshot does not also hold the state it came from: drop it before timing.
   state = SchedulerState.empty();
   (globalThis as { gc?: () => void }).gc?.();
@@ -111,6 +115,7 @@ async function scale(): Promise<void> {
   const restored = decodeSnapshot(bytes);
   const restoreSeconds = (performance.now() - t0) / 1000;
   const restoreCpuSeconds = cpuSecondsSince(c0);
+  const restoreStepMsMax = await longestRestoreStep(bytes);
   const result = {
     sandboxes: sandboxCount,
     restoredSandboxes: restored.sandboxes.size,
@@ -121,12 +126,84 @@ async function scale(): Promise<void> {
     restoreSeconds: Number(restoreSeconds.toFixed(2)),
     snapshotCpuSeconds: Number(snapshotCpuSeconds.toFixed(2)),
     restoreCpuSeconds: Number(restoreCpuSeconds.toFixed(2)),
+    ...streamed,
+    restoreStepMsMax: Number(restoreStepMsMax.toFixed(1)),
     batch1000EmptyMs: Number(emptyMs.toFixed(1)),
     batch1000FullMs: Number(fullMs.toFixed(1)),
   };
   console.log(JSON.stringify(result));
   const jsonPath = arg('json');
   if (jsonPath !== undefined) writeFileSync(jsonPath, `${JSON.stringify(result, null, 2)}\n`);
+}
+
+/**
+ * Writes a snapshot of `state` the way a replica does (writeSnapshot: one frame per event-loop turn) while
+ * the same loop keeps applying 1,000-create batches onto newer versions, as a leader under load would.
+ * Reports the writer's wall and CPU seconds, its longest frame, and the longest event-loop stall seen
+ * meanwhile (perf_hooks' loop-delay histogram: the longest time anything waited for the loop).
+ */
+async function streamWhileApplying(
+  state: SchedulerState,
+  batchOf: (base: SchedulerState, from: number, n: number) => PlaceItem[],
+): Promise<Record<string, number>> {
+  const loop = monitorEventLoopDelay({ resolution: 1 });
+  let done = false;
+  let live = state;
+  let batches = 0;
+  let batchMsMax = 0;
+  const applying = (async () => {
+    while (!done) {
+      const t = performance.now();
+      const items = batchOf(live, 30_000_000 + batches * 1000, 1000);
+      live = applyCommand(live, { type: 'place', atMs: 3, items }, live.applied + 1).state;
+      batchMsMax = Math.max(batchMsMax, performance.now() - t);
+      batches++;
+      await new Promise((resolve) => setImmediate(resolve));
+    }
+  })();
+  const t0 = performance.now();
+  const c0 = process.cpuUsage();
+  loop.enable();
+  const frameTimes: number[] = [];
+  let last = performance.now();
+  const frames: Uint8Array[] = [];
+  for (const frame of snapshotFrames(state)) {
+    const now = performance.now();
+    frameTimes.push(now - last);
+    frames.push(frame);
+    await new Promise((resolve) => setImmediate(resolve));
+    last = performance.now();
+  }
+  const bytes = concatFrames(frames);
+  loop.disable();
+  const seconds = (performance.now() - t0) / 1000;
+  const cpuSeconds = cpuSecondsSince(c0);
+  done = true;
+  await applying;
+  assert(bytes.length > 0, 'a snapshot was written', {});
+  return {
+    streamedSnapshotSeconds: Number(seconds.toFixed(2)),
+    streamedSnapshotCpuSeconds: Number(cpuSeconds.toFixed(2)),
+    snapshotFrameMsMax: Number(Math.max(...frameTimes).toFixed(1)),
+    batchesAppliedMeanwhile: batches,
+    batchApplyMsMax: Number(batchMsMax.toFixed(1)),
+    eventLoopStallMsMax: Number((loop.max / 1e6).toFixed(1)),
+  };
+}
+
+/** The longest single step of a frame-by-frame restore (SnapshotReader), in ms. */
+async function longestRestoreStep(bytes: Uint8Array): Promise<number> {
+  if (!isSnapshotV5(bytes)) return Number.NaN;
+  const reader = new SnapshotReader(bytes);
+  let max = 0;
+  for (;;) {
+    const t = performance.now();
+    if (!reader.step()) break;
+    max = Math.max(max, performance.now() - t);
+    await new Promise((resolve) => setImmediate(resolve));
+  }
+  reader.finish();
+  return max;
 }
 
 const sandboxes = Number(arg('sandboxes') ?? 100_000);

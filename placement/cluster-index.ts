@@ -320,6 +320,10 @@ abstract class IndexReader {
     const m = this.meta(slot);
     return m.imageSet !== undefined ? m.imageSet.has(image) : (m.spec.images?.includes(image) ?? false);
   }
+  /** An object that stays the same exactly as long as which nodes hold which images does. */
+  get imageMembership(): object {
+    return this.data().images;
+  }
   /** Slots of nodes that hold `image`. */
   nodesWithImage(image: string): ISet<number> {
     return this.data().images.get(image) ?? ISet<number>();

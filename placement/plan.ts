@@ -9,6 +9,7 @@
  * The snapshot is never modified: the plan's index is a new version sharing every page it did not touch.
  * Placements see the earlier placements of the same batch (they allocate into the builder as they go).
  */
+import { assert } from '../src/lib/assert.js';
 import { ValidationError } from '../src/lib/errors.js';
 import { createRng } from '../src/lib/prng.js';
 import { ClusterIndex } from './cluster-index.js';
@@ -134,28 +135,46 @@ export function planBatch(
 
 /**
  * The batch order as indexes into `requests`: priority (higher first), dominant share (larger first), id.
- * Keys sit in typed arrays and indexes are sorted, so ordering allocates no object per request.
+ * A batch holds few distinct (priority, share) keys (one per priority and shape), so requests are grouped by
+ * key in one pass, the few keys sorted, and each group sorted by id only when it is not already in id order
+ * (callers usually number their requests in order). No object is allocated per request.
  */
 function batchOrder(requests: readonly PlacementRequest[], snapshot: ClusterIndex): number[] {
   const total = snapshot.readyCapacity;
   const gpuTotal = snapshot.readyGpuMilli;
   const n = requests.length;
-  const prio = new Float64Array(n);
-  const share = new Float64Array(n);
-  const order = new Array<number>(n);
+  const groups = new Map<number, Map<number, number[]>>();
   for (let i = 0; i < n; i++) {
     const r = requests[i] as PlacementRequest;
-    prio[i] = r.priority ?? 0;
-    share[i] = dominantShare(r, total, gpuTotal);
-    order[i] = i;
+    const prio = r.priority ?? 0;
+    const share = dominantShare(r, total, gpuTotal);
+    let byShare = groups.get(prio);
+    if (byShare === undefined) {
+      byShare = new Map();
+      groups.set(prio, byShare);
+    }
+    const group = byShare.get(share);
+    if (group === undefined) byShare.set(share, [i]);
+    else group.push(i);
   }
-  order.sort((a, b) => {
-    const d = (prio[b] as number) - (prio[a] as number) || (share[b] as number) - (share[a] as number);
-    if (d !== 0) return d;
+  const order: number[] = [];
+  const byId = (a: number, b: number): number => {
     const ia = (requests[a] as PlacementRequest).id;
     const ib = (requests[b] as PlacementRequest).id;
     return ia < ib ? -1 : ia > ib ? 1 : 0;
-  });
+  };
+  for (const prio of [...groups.keys()].sort((a, b) => b - a)) {
+    const byShare = groups.get(prio) as Map<number, number[]>;
+    for (const share of [...byShare.keys()].sort((a, b) => b - a)) {
+      const group = byShare.get(share) as number[];
+      let sorted = true;
+      for (let k = 1; k < group.length && sorted; k++)
+        sorted = byId(group[k - 1] as number, group[k] as number) < 0;
+      if (!sorted) group.sort(byId);
+      for (let k = 0; k < group.length; k++) order.push(group[k] as number);
+    }
+  }
+  assert(order.length === n, 'batch order holds every request once', { ordered: order.length, n });
   return order;
 }
 

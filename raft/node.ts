@@ -402,10 +402,14 @@ export class RaftNode<R> {
     if (this.#snapshotting !== undefined) return;
     if (every <= 0 || applied - this.#o.storage.snapshot().meta.index < every) return;
     const startedMs = performance.now();
-    const data = this.#o.stateMachine.snapshot();
+    // The state as of `applied` is taken now either way; a machine that can write it later in pieces does
+    // so beside the Ready loop, so a large state does not stall apply while it is serialised.
+    const later = this.#o.stateMachine.snapshotLater?.();
+    const now = later === undefined ? this.#o.stateMachine.snapshot() : undefined;
     const conf = this.#core.confState();
     this.#snapshotting = (async () => {
       try {
+        const data = now ?? (await (later as () => Promise<Uint8Array>)());
         await this.#o.storage.createSnapshot(applied, conf, data);
         await this.#o.storage.compact(applied);
         this.#metrics.snapshotBytes.set(data.length, this.#labels);

@@ -10,6 +10,12 @@ export interface StateMachine<R = unknown> {
   apply(entry: Entry): R;
   /** Serialises the whole state as of the last applied entry. */
   snapshot(): Uint8Array;
+  /**
+   * Optional: takes the state as of the last applied entry now, cheaply, and returns a writer that
+   * serialises it later, in pieces, while apply goes on. The driver prefers it to `snapshot()`, so taking a
+   * snapshot does not stall the apply loop.
+   */
+  snapshotLater?(): () => Promise<Uint8Array>;
   /** Replaces the whole state with a snapshot's. */
   restore(data: Uint8Array): void;
 }

@@ -27,7 +27,9 @@ export interface MutationOptions {
 export interface WatchOptions {
   /**
    * The first log index whose committed events the watch yields. Absent: events committed from now on.
-   * A remote watch replays the events the server still holds from this index before live ones.
+   * The watch replays the events still held from this index (the embedded scheduler holds what it applied
+   * since it started, the last `watchHistoryMax` or more; a server its event ring) before live ones, and
+   * throws WatchGapError from `next()` when some are no longer held.
    */
   readonly fromIndex?: number;
 }
@@ -37,6 +39,8 @@ export interface StatusItem {
   readonly sandboxId: string;
   readonly state: SandboxState;
   readonly reason?: string;
+  /** The reporting node; when given, a report about a sandbox not on that node is refused (item error). */
+  readonly nodeId?: string;
 }
 
 export interface SchedulerApi {

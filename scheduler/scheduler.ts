@@ -11,6 +11,7 @@
  * replica is down keeps working.
  */
 import { randomUUID } from 'node:crypto';
+import { z } from 'zod';
 import { type NodeSpec, type NodeView, planBatch } from '../placement/index.js';
 import { assert } from '../src/lib/assert.js';
 import { Deadline } from '../src/lib/deadline.js';
@@ -19,10 +20,11 @@ import { requestId as parseRequestId, sandboxId as parseSandboxId } from '../src
 import { type MetricsSink, trellisMetrics } from '../src/lib/metrics.js';
 import { parseWith } from '../src/lib/validate.js';
 import { placementRequestOf, validateSpec } from './admission.js';
-import type { MutationOptions, SchedulerApi } from './api.js';
+import type { MutationOptions, SchedulerApi, StatusItem, WatchOptions } from './api.js';
 import {
   type Command,
   commandCodec,
+  commandItemsMax,
   idSchema,
   nodeSpecSchema,
   type Quota,
@@ -30,6 +32,7 @@ import {
   type ReconcileEntry,
   reconcileReportSchema,
   type SandboxSpec,
+  statusItemSchema,
 } from './commands.js';
 import type { NodeCommandSink, NodeExecRequest } from './dispatch.js';
 import {
@@ -38,6 +41,7 @@ import {
   SandboxNotRunningError,
   SchedulerClosedError,
   UnknownSandboxError,
+  WatchGapError,
   WatchOverflowError,
 } from './errors.js';
 import type { SandboxState } from './lifecycle.js';
@@ -52,6 +56,8 @@ import type { Sandbox, SchedulerEvent } from './types.js';
 export const leaderRetriesMax = 8;
 /** Committed events a `watch()` iterator buffers for a slow reader before it ends with an error. */
 export const watchBufferMax = 100_000;
+/** Committed events the scheduler keeps for `watch({ fromIndex })` (up to twice this between trims). */
+export const watchHistoryMax = 10_000;
 
 export interface SchedulerConfig {
   /** Replicas of the in-process Raft group when no `log` is given. Default 3. */
@@ -102,6 +108,11 @@ export interface CreateOptions {
    * SandboxNotRunningError (the sandbox itself is not touched). Default `runningWaitMsDefault`.
    */
   readonly runningWaitMs?: number;
+}
+
+interface StatusQueue {
+  readonly items: z.output<typeof statusItemSchema>[];
+  readonly waiters: { resolve: () => void; reject: (err: unknown) => void }[];
 }
 
 /** How long `create(spec, { wait: 'running' })` waits for running by default. */
@@ -168,9 +179,18 @@ export class Scheduler implements SchedulerApi {
   readonly #ownsLog: boolean;
   readonly #newRequestId: () => string;
   readonly #execSink: NodeCommandSink['exec'];
+  /** Status reports waiting for this turn's merged entry. */
+  #statusQueue: StatusQueue | undefined;
   #closed = false;
   /** What ends each open `watch()` iterator when the scheduler closes. */
   readonly #watchers = new Set<() => void>();
+  /**
+   * Committed events of the attached replica since this scheduler started, the last `watchHistoryMax` or
+   * a few more (whole entries), for `watch({ fromIndex })`; every event of entries >= `#historyFrom` is held.
+   */
+  #history: SchedulerEvent[] = [];
+  #historyFrom = 0;
+  #historyOff: (() => void) | undefined;
 
   constructor(config: SchedulerConfig = {}) {
     // The embedded default: a real Raft group of in-process replicas on memory storage.
@@ -208,6 +228,27 @@ export class Scheduler implements SchedulerApi {
         }),
       );
     this.replicas = replicas;
+    this.#keepHistory();
+  }
+
+  /** Follows the attached replica's applied entries into `#history` (see `watch`). */
+  #keepHistory(): void {
+    const machine = this.#home.machine;
+    let seen = machine.state.applied;
+    this.#historyFrom = seen + 1;
+    this.#historyOff = machine.onApply(({ events }, entry) => {
+      // A replica restarted from its storage replays entries it had applied; skip them by index.
+      if (entry.index <= seen) return;
+      seen = entry.index;
+      this.#history.push(...events);
+      if (this.#history.length <= 2 * watchHistoryMax) return;
+      // Drop from the front down to about `watchHistoryMax`, on an entry boundary.
+      let cut = this.#history.length - watchHistoryMax;
+      const at = this.#history[cut]?.index ?? seen;
+      while (cut > 0 && this.#history[cut - 1]?.index === at) cut--;
+      this.#history = this.#history.slice(cut);
+      this.#historyFrom = this.#history[0]?.index ?? seen + 1;
+    });
   }
 
   /**
@@ -474,11 +515,34 @@ export class Scheduler implements SchedulerApi {
     entry.heartbeat(nodeIds);
   }
 
-  /** Reports sandbox states observed on nodes (starting, running, suspended, terminated, failed). */
-  async reportStatus(
-    items: readonly { sandboxId: string; state: SandboxState; reason?: string }[],
-  ): Promise<void> {
-    await this.#command({ type: 'status', atMs: this.#opts.now(), items: [...items] });
+  /**
+   * Reports sandbox states observed on nodes (starting, running, suspended, terminated, failed). Reports
+   * of calls made in the same turn of the event loop (many workers reporting at once) are merged into one
+   * `status` entry: status is idempotent, so a merged entry applies each report as its own would. Throws
+   * ValidationError for a malformed item (nothing of that call is sent).
+   */
+  async reportStatus(items: readonly StatusItem[]): Promise<void> {
+    const checked = parseWith(z.array(statusItemSchema).max(commandItemsMax), items, 'items');
+    if (checked.length === 0) return;
+    let q = this.#statusQueue;
+    if (q === undefined || q.items.length + checked.length > commandItemsMax) {
+      const fresh: StatusQueue = { items: [], waiters: [] };
+      this.#statusQueue = fresh;
+      setImmediate(() => void this.#flushStatus(fresh));
+      q = fresh;
+    }
+    q.items.push(...checked);
+    return new Promise((resolve, reject) => q.waiters.push({ resolve, reject }));
+  }
+
+  async #flushStatus(q: StatusQueue): Promise<void> {
+    if (this.#statusQueue === q) this.#statusQueue = undefined;
+    try {
+      await this.#command({ type: 'status', atMs: this.#opts.now(), items: q.items });
+      for (const w of q.waiters) w.resolve();
+    } catch (err) {
+      for (const w of q.waiters) w.reject(err);
+    }
   }
 
   /** Sets a tenant's quota. */
@@ -537,8 +601,23 @@ export class Scheduler implements SchedulerApi {
    * Committed events from now on, in log order. Ends with WatchOverflowError if the reader falls too far
    * behind, and ends (after the events already buffered) when the scheduler closes.
    */
-  watch(): AsyncIterableIterator<SchedulerEvent> {
-    const buffer: SchedulerEvent[] = [];
+  /**
+   * Committed events in log order: from `fromIndex` (replayed from what this scheduler has held since it
+   * started, the last `watchHistoryMax` events or more; else the first `next()` throws WatchGapError), or
+   * from now.
+   */
+  watch(options: WatchOptions = {}): AsyncIterableIterator<SchedulerEvent> {
+    const from = options.fromIndex;
+    if (from !== undefined && !(Number.isInteger(from) && from >= 0))
+      throw new ValidationError('fromIndex', `must be an integer >= 0, got ${String(from)}`);
+    const gap =
+      from !== undefined && from < this.#historyFrom
+        ? new WatchGapError(
+            `events from index ${from} are not held here (held from ${this.#historyFrom}); re-read state and watch from now`,
+          )
+        : undefined;
+    const buffer: SchedulerEvent[] =
+      from === undefined || gap !== undefined ? [] : this.#history.filter((e) => e.index >= from);
     let wake: (() => void) | undefined;
     let overflow = false;
     let done = false;
@@ -553,6 +632,7 @@ export class Scheduler implements SchedulerApi {
     const off = this.#home.machine.onApply(({ events }, entry) => {
       if (entry.index <= seen) return;
       seen = entry.index;
+      if (from !== undefined && entry.index < from) return;
       if (buffer.length + events.length > watchBufferMax) overflow = true;
       else buffer.push(...events);
       wake?.();
@@ -560,6 +640,12 @@ export class Scheduler implements SchedulerApi {
     const iterator: AsyncIterableIterator<SchedulerEvent> = {
       [Symbol.asyncIterator]: () => iterator,
       next: async () => {
+        if (gap !== undefined && !done) {
+          done = true;
+          off();
+          this.#watchers.delete(onClose);
+          throw gap;
+        }
         for (;;) {
           if (done) return { done: true, value: undefined };
           const e = buffer.shift();
@@ -621,6 +707,8 @@ export class Scheduler implements SchedulerApi {
   /** Stops the replicas' pipelines (calls in progress reject); a group the scheduler created is closed too. */
   async close(): Promise<void> {
     this.#closed = true;
+    this.#historyOff?.();
+    this.#history = [];
     for (const end of [...this.#watchers]) end();
     this.#watchers.clear();
     for (const r of this.replicas) r.stop();

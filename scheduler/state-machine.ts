@@ -16,6 +16,15 @@ import { assert } from '../src/lib/assert.js';
 import { type Command, commandCodec, type Quota, type SandboxSpec } from './commands.js';
 import { holdsAllocation, isFinished, type SandboxState } from './lifecycle.js';
 import {
+  concatFrames,
+  decodeSnapshotV5,
+  encodeSnapshotV5,
+  isSnapshotV5,
+  SnapshotReader,
+  snapshotFrames,
+  snapshotV5,
+} from './snapshot.js';
+import {
   type Applied,
   applyCommand,
   type CommandResult,
@@ -25,14 +34,14 @@ import {
 } from './state.js';
 import type { LostFrom, NodeRecord, Sandbox, SchedulerEvent, Usage } from './types.js';
 
-/** Snapshot format version written. */
-export const snapshotVersion = 4;
+/** Snapshot format version written: 5, framed columns (scheduler/core/snapshot.ts). */
+export const snapshotVersion = snapshotV5;
 /**
  * Versions restore reads: 3 is 4 without the first outcome of non-create request ids in `dedup` (it had
  * none); 2 is 3 without `lostFrom` and `pendingUntilMs` (its lost sandboxes cannot be restored by a
  * reconcile; it had no pending sandboxes).
  */
-const snapshotVersionsReadable: readonly number[] = [2, 3, 4];
+const snapshotVersionsReadable: readonly number[] = [2, 3, 4]; // Format 5 is told apart by its magic.
 
 /**
  * A sandbox as a tuple: [id, requestId, tenant, spec (index into `specs`), state, nodeId, gpuDevices,
@@ -70,8 +79,17 @@ interface SnapshotBody {
 const encoder = new Encoder({ ignoreUndefined: true });
 const decoder = new Decoder();
 
-/** Serialises a state. Node order is the registration order, so restore rebuilds the same index. */
+/** Serialises a state in the current format (5). */
 export function encodeSnapshot(state: SchedulerState): Uint8Array {
+  return encodeSnapshotV5(state);
+}
+
+/**
+ * Serialises a state as format 4 did, one msgpack map of records; kept so tests can check that snapshots a
+ * replica wrote before format 5 still restore. Node order is the registration order, so restore rebuilds
+ * the same index.
+ */
+export function encodeSnapshotV4(state: SchedulerState): Uint8Array {
   // Specs are shared by identity: every sandbox of one place item keeps the object apply was given.
   const specIndex = new Map<SandboxSpec, number>();
   const specs: SandboxSpec[] = [];
@@ -100,7 +118,7 @@ export function encodeSnapshot(state: SchedulerState): Uint8Array {
     ]);
   }
   const body: SnapshotBody = {
-    v: snapshotVersion,
+    v: 4,
     applied: state.applied,
     nodes: [...state.nodes.values()],
     specs,
@@ -149,8 +167,9 @@ function sandboxOf(row: SandboxRow, specs: readonly SandboxSpec[]): Sandbox {
   });
 }
 
-/** Rebuilds a state from `encodeSnapshot`'s bytes, index included. */
+/** Rebuilds a state from a snapshot of any readable format (2 to 5), index included. */
 export function decodeSnapshot(bytes: Uint8Array): SchedulerState {
+  if (isSnapshotV5(bytes)) return decodeSnapshotV5(bytes);
   const body = decoder.decode(bytes) as SnapshotBody;
   assert(snapshotVersionsReadable.includes(body.v), 'unsupported scheduler snapshot version', { v: body.v });
   const builder = ClusterIndex.empty().edit();
@@ -199,6 +218,30 @@ export function decodeSnapshot(bytes: Uint8Array): SchedulerState {
     dedupOrder: IList(body.dedup.map((d) => d[0])),
     index: builder.publish(),
   });
+}
+
+/** Lets the event loop run (timers and I/O included) before the next piece of a long job. */
+const yieldToLoop = (): Promise<void> => new Promise((resolve) => setImmediate(resolve));
+
+/**
+ * Serialises `state` like `encodeSnapshot`, one frame per event-loop turn: the state is an immutable
+ * version, so apply may go on between frames without changing what is written.
+ */
+export async function writeSnapshot(state: SchedulerState): Promise<Uint8Array> {
+  const frames: Uint8Array[] = [];
+  for (const frame of snapshotFrames(state)) {
+    frames.push(frame);
+    await yieldToLoop();
+  }
+  return concatFrames(frames);
+}
+
+/** Restores like `decodeSnapshot`, one frame per event-loop turn for format 5 (older formats at once). */
+export async function readSnapshot(bytes: Uint8Array): Promise<SchedulerState> {
+  if (!isSnapshotV5(bytes)) return decodeSnapshot(bytes);
+  const reader = new SnapshotReader(bytes);
+  while (reader.step()) await yieldToLoop();
+  return reader.finish();
 }
 
 function push(m: Map<string, string[]>, k: string, v: string): void {
@@ -290,6 +333,16 @@ export class SchedulerStateMachine implements StateMachine<CommandResult> {
 
   snapshot(): Uint8Array {
     return encodeSnapshot(this.#state);
+  }
+
+  /**
+   * Takes the current version now (O(1): a version never changes) and returns a writer that serialises it
+   * frame by frame, yielding to the event loop between frames, so apply goes on meanwhile and no frame
+   * holds the loop for long.
+   */
+  snapshotLater(): () => Promise<Uint8Array> {
+    const version = this.#state;
+    return () => writeSnapshot(version);
   }
 
   restore(data: Uint8Array): void {

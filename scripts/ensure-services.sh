@@ -6,6 +6,8 @@ set -euo pipefail
 
 # binary:package pairs the test suite needs.
 needed=("nats-server:nats-server" "redis-server:redis-server")
+# The Redis gateway's TLS test makes its CA and server certificate with openssl.
+needed+=("openssl:openssl")
 # The qemu worker driver and its guest build (scripts/build-guest.sh): QEMU, qemu-img, lz4 for the kernel
 # payload, mkfs.ext4 for the base disk.
 needed+=("qemu-system-x86_64:qemu-system-x86" "qemu-img:qemu-utils" "lz4:lz4" "mkfs.ext4:e2fsprogs")

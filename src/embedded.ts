@@ -17,7 +17,7 @@ import { type Cancel, realTimers, type Timers } from './lib/timers.js';
 import { localCommandSink } from './worker/command-sink.js';
 import { SimDriver, type SimLatencyModel } from './worker/drivers/sim.js';
 import { NodeWorker } from './worker/node-worker.js';
-import type { StatusReport } from './worker/protocol.js';
+import { type StatusReport, statusItemOf } from './worker/protocol.js';
 
 export interface EmbeddedWorkersOptions {
   /** What stands in for a VM. Only `sim` runs in-process. */
@@ -85,7 +85,7 @@ export class LocalFleet {
         timers: this.#timers,
         // The worker hands each report on at once; this fleet does the batching, across nodes.
         statusFlushMs: 0,
-        statusSink: async (batch) => this.#push(batch),
+        statusSink: async (batch) => this.#push(nodeId, batch),
         ...(this.#o.bootsConcurrentMax === undefined
           ? {}
           : { bootsConcurrentMax: this.#o.bootsConcurrentMax }),
@@ -99,13 +99,8 @@ export class LocalFleet {
     return this.#workers;
   }
 
-  #push(batch: readonly StatusReport[]): void {
-    for (const r of batch)
-      this.#pending.push(
-        r.reason === undefined
-          ? { sandboxId: r.sandboxId, state: r.state }
-          : { sandboxId: r.sandboxId, state: r.state, reason: r.reason },
-      );
+  #push(nodeId: string, batch: readonly StatusReport[]): void {
+    for (const r of batch) this.#pending.push(statusItemOf(nodeId, r));
     if (this.#pending.length > embeddedStatusPendingMax) {
       const over = this.#pending.length - embeddedStatusPendingMax;
       this.#pending.splice(0, over);

@@ -25,14 +25,29 @@
  * each node at most once per batch plus once per change. The list is valid only for a builder that does
  * nothing but allocate (planBatch's), which never removes a node or reuses its slot.
  */
-import { bucketCount, bucketOf, capacityKey, type IndexReader, nodesMax } from '../cluster-index.js';
-import { feasible } from './feasibility.js';
-import type { CompiledRequest } from './request.js';
+import {
+  bucketCount,
+  bucketOf,
+  capacityKey,
+  type IndexReader,
+  nodesMax,
+  pageShift,
+} from '../cluster-index.js';
+import type { GpuRequest } from '../types.js';
+import { classVerdict, feasible, verdictPass } from './feasibility.js';
+import type { BucketCursor, CompiledRequest } from './request.js';
 
 /** A walk position: bucket, then slot. Slots are below nodesMax, so the pair packs into one safe integer. */
 function positionOf(bucket: number, slot: number): number {
   return bucket * nodesMax + slot;
 }
+
+/**
+ * Bucket entries a class re-checks to catch up before it walks afresh instead. A re-check costs about as much
+ * as a visit; a fresh walk visits at least `candidateLimit` nodes (more when many fail the class or do not
+ * fit), so catching up pays only while few nodes moved since the class last looked.
+ */
+export const catchUpEntriesMax = 64;
 
 /** The walk position past every bucket: the walk is exhausted. */
 const positionEnd = positionOf(bucketCount, 0);
@@ -55,9 +70,19 @@ export class ClassWalk {
   readonly #stale: number[] = [];
   readonly #visit: (slot: number) => boolean;
   #req: CompiledRequest | undefined = undefined;
+  /** During a cursor scan: the first node of a passing class seen, or -1. */
+  #firstPassing = -1;
   #index: IndexReader | undefined = undefined;
 
+  /** The walk class's shape (with its signature, which the batch cache keys on). */
+  readonly memory: number;
+  readonly disk: number;
+  readonly gpu: GpuRequest | undefined;
+
   constructor(index: IndexReader, req: CompiledRequest, limit: number) {
+    this.memory = req.memory;
+    this.disk = req.disk;
+    this.gpu = req.gpu;
     this.#low = bucketOf(capacityKey(req.cpu, req.memory, req.disk));
     this.#frontier = positionOf(this.#low, 0);
     for (let b = 0; b < bucketCount; b++) this.#entriesRead[b] = index.bucketEntries(b).length;
@@ -84,6 +109,15 @@ export class ClassWalk {
       if (index.versionOf(slot) !== this.#versions[i]) stale.push(slot);
     }
     const last = Math.min(bucketCount - 1, Math.floor(this.#frontier / nodesMax));
+    let behind = 0;
+    for (let b = this.#low; b <= last; b++)
+      behind += index.bucketEntries(b).length - (this.#entriesRead[b] as number);
+    if (behind > catchUpEntriesMax) {
+      // A class last used many placements ago: walking afresh costs less than re-checking every node that
+      // moved since, and gives the same list.
+      this.#restart(index);
+      stale.length = 0;
+    }
     for (let b = this.#low; b <= last; b++) {
       const entries = index.bucketEntries(b);
       for (let j = this.#entriesRead[b] as number; j < entries.length; j++) stale.push(entries[j] as number);
@@ -91,6 +125,13 @@ export class ClassWalk {
     }
     for (let i = 0; i < stale.length; i++) this.#retake(index, req, stale[i] as number);
     if (this.count < this.#limit && this.#frontier < positionEnd) this.#resume(index, req);
+  }
+
+  /** Forgets the list: the walk starts again from the request's own bucket. */
+  #restart(index: IndexReader): void {
+    this.count = 0;
+    this.#frontier = positionOf(this.#low, 0);
+    for (let b = 0; b < bucketCount; b++) this.#entriesRead[b] = index.bucketEntries(b).length;
   }
 
   /** A changed node leaves the list and re-enters at its current position if feasible and before the frontier. */
@@ -140,7 +181,10 @@ export class ClassWalk {
 
   #visitNext(slot: number): boolean {
     const index = this.#index as IndexReader;
-    if (!feasible(index, this.#req as CompiledRequest, slot)) return false;
+    const req = this.#req as CompiledRequest;
+    if (this.#firstPassing < 0 && classVerdict(index, req, index.classOf(slot)) === verdictPass)
+      this.#firstPassing = slot;
+    if (!feasible(index, req, slot)) return false;
     this.#set(this.count, slot, positionOf(index.bucketOfSlot(slot), slot), index.versionOf(slot));
     this.count++;
     return this.count >= this.#limit;
@@ -150,12 +194,20 @@ export class ClassWalk {
   #resume(index: IndexReader, req: CompiledRequest): void {
     this.#index = index;
     this.#req = req;
+    // A constrained class shares its signature's cursor (request.ts, BucketCursor): the bucket prefixes that
+    // hold no node of a passing class (every small instance for `instanceType notIn [c8]`) are stepped over
+    // once per batch, not once per shape.
+    const cursor =
+      req.constraints.length > 0 || req.gpu !== undefined ? req.batch.cursor(req.shared, index) : undefined;
     let bucket = Math.floor(this.#frontier / nodesMax);
     let from = this.#frontier - bucket * nodesMax;
     for (; bucket < bucketCount; bucket++, from = 0) {
       // The scan sees the bucket as it is now, entries so far included.
       this.#entriesRead[bucket] = index.bucketEntries(bucket).length;
-      const stopped = index.scanBucketFrom(bucket, from, this.#visit);
+      const stopped =
+        cursor === undefined
+          ? index.scanBucketFrom(bucket, from, this.#visit)
+          : this.#scanWithCursor(index, req, cursor, bucket, from);
       if (stopped >= 0) {
         this.#frontier = positionOf(bucket, stopped + 1);
         break;
@@ -164,5 +216,56 @@ export class ClassWalk {
     if (bucket >= bucketCount) this.#frontier = positionEnd;
     this.#index = undefined;
     this.#req = undefined;
+  }
+
+  /**
+   * Scans bucket `bucket` from slot `from` as scanBucketFrom does, for a constrained class: the passing nodes
+   * before the cursor's page are exactly its pending ones (BucketCursor), so those are visited and the scan
+   * proper starts at the cursor's page. A scan that started there teaches the cursor where the first passing
+   * node sits. Returns the slot the walk stopped at, or -1.
+   */
+  #scanWithCursor(
+    index: IndexReader,
+    req: CompiledRequest,
+    cursor: BucketCursor,
+    bucket: number,
+    from: number,
+  ): number {
+    const page = cursor.start(index, bucket);
+    const pageStart = page << pageShift;
+    if (from < pageStart) {
+      const pending = cursor.pending(bucket);
+      let kept = 0;
+      let stopped = -1;
+      for (let i = 0; i < pending.length; i++) {
+        const slot = pending[i] as number;
+        // Nodes that left the bucket or fail the class never count for this signature again in this batch.
+        if (
+          index.bucketOfSlot(slot) !== bucket ||
+          classVerdict(index, req, index.classOf(slot)) !== verdictPass
+        )
+          continue;
+        pending[kept++] = slot;
+        if (stopped < 0 && slot >= from && this.#visitNext(slot)) stopped = slot;
+      }
+      pending.length = kept;
+      if (stopped >= 0) return stopped;
+      from = pageStart;
+    }
+    const learn = from === pageStart;
+    this.#firstPassing = -1;
+    const stopped = index.scanBucketFrom(bucket, from, this.#visit);
+    if (learn) {
+      // Every node of the pages before the first passing one was looked at (with none seen, every page up to
+      // the stop, or all of them).
+      const upTo =
+        this.#firstPassing >= 0
+          ? this.#firstPassing >>> pageShift
+          : stopped >= 0
+            ? stopped >>> pageShift
+            : index.pageCount;
+      cursor.advance(bucket, upTo);
+    }
+    return stopped;
   }
 }

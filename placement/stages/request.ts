@@ -37,6 +37,8 @@ export interface CompiledRequest {
         readonly minCount: number;
       }
     | undefined;
+  /** Slots holding the request's image (when it names one): locality is a set lookup per candidate. */
+  readonly imageHolders: ReadonlySet<number> | undefined;
   /** The anti-affinity group's count per slot, as of compilation. */
   readonly antiAffinityCounts: IMap<number, number> | undefined;
   readonly pinnedSlot: number | undefined;
@@ -71,35 +73,59 @@ export interface SignatureFacts {
  */
 const factsByMembership = new WeakMap<object, Map<string, SignatureFacts>>();
 
+/** Per image: its holders as a plain set (a locality check per candidate) and its candidate lists by bound. */
+interface ImageFacts {
+  readonly holders: ReadonlySet<number>;
+  readonly candidates: Map<number, readonly number[]>;
+}
+
+/** Image facts, shared while the image → holders map of the index is the same object (see imageMembership). */
+const imageFactsByMembership = new WeakMap<object, Map<string, ImageFacts>>();
+
+function imageFacts(index: IndexReader, image: string): ImageFacts {
+  const token = index.imageMembership;
+  let byImage = imageFactsByMembership.get(token);
+  if (byImage === undefined) {
+    byImage = new Map();
+    imageFactsByMembership.set(token, byImage);
+  }
+  let facts = byImage.get(image);
+  if (facts === undefined) {
+    facts = { holders: new Set(index.nodesWithImage(image)), candidates: new Map() };
+    byImage.set(image, facts);
+  }
+  return facts;
+}
+
 export class BatchCache {
   readonly #bySignature: Map<string, SignatureFacts>;
-  readonly #imageCandidates = new Map<string, readonly number[]>();
   /** Per signature, for this batch's builder only: where each bucket's walk may start (see BucketCursor). */
   readonly #cursors = new WeakMap<SignatureFacts, BucketCursor>();
 
-  /** Per signature, for this batch's builder only: the class walks of its shapes (see ClassWalk). */
-  readonly #walks = new WeakMap<SignatureFacts, Map<string, ClassWalk>>();
+  /** Per signature, for this batch's builder only: the class walks of its shapes by CPU (see ClassWalk). */
+  readonly #walks = new WeakMap<SignatureFacts, Map<number, ClassWalk[]>>();
 
   /**
    * The batch's walk for `req`'s walk class: its signature (constraints, GPU model) and its shape (resources,
    * GPU count or share). Only for requests without group rules, whose feasibility reads nothing else.
    */
   classWalk(index: IndexReader, req: CompiledRequest, limit: number): ClassWalk {
-    let bySignature = this.#walks.get(req.shared);
-    if (bySignature === undefined) {
-      bySignature = new Map();
-      this.#walks.set(req.shared, bySignature);
+    let byCpu = this.#walks.get(req.shared);
+    if (byCpu === undefined) {
+      byCpu = new Map();
+      this.#walks.set(req.shared, byCpu);
     }
-    const g = req.gpu;
-    const key =
-      g === undefined
-        ? `${req.cpu},${req.memory},${req.disk}`
-        : `${req.cpu},${req.memory},${req.disk},${g.count ?? -1},${g.milli ?? -1}`;
-    let walk = bySignature.get(key);
-    if (walk === undefined) {
-      walk = new ClassWalk(index, req, limit);
-      bySignature.set(key, walk);
+    let walks = byCpu.get(req.cpu);
+    if (walks === undefined) {
+      walks = [];
+      byCpu.set(req.cpu, walks);
     }
+    for (let i = 0; i < walks.length; i++) {
+      const w = walks[i] as ClassWalk;
+      if (w.memory === req.memory && w.disk === req.disk && sameGpuNeed(w.gpu, req.gpu)) return w;
+    }
+    const walk = new ClassWalk(index, req, limit);
+    walks.push(walk);
     return walk;
   }
 
@@ -123,16 +149,20 @@ export class BatchCache {
     this.#bySignature = shared;
   }
 
-  /** Up to `max` slots holding `image`, materialised once per batch (image holders do not change in a batch). */
+  /**
+   * Up to `max` slots holding `image`, materialised once per image and holder membership: image holders change
+   * only when a node's spec does, so batches against versions with the same holders share the list.
+   */
   imageCandidates(index: IndexReader, image: string, max: number): readonly number[] {
-    let slots = this.#imageCandidates.get(image);
+    const facts = imageFacts(index, image);
+    let slots = facts.candidates.get(max);
     if (slots === undefined) {
       slots = index
         .nodesWithImage(image)
         .take(max)
         .toArray()
         .sort((a, b) => a - b);
-      this.#imageCandidates.set(image, slots);
+      facts.candidates.set(max, slots);
     }
     return slots;
   }
@@ -192,6 +222,12 @@ export class BucketCursor {
   advance(b: number, page: number): void {
     if (page > (this.#page[b] as number)) this.#page[b] = page;
   }
+}
+
+/** Same GPU count or share (the model is part of the signature). */
+function sameGpuNeed(a: GpuRequest | undefined, b: GpuRequest | undefined): boolean {
+  if (a === b) return true;
+  return a !== undefined && b !== undefined && a.count === b.count && a.milli === b.milli;
 }
 
 function insertSorted(list: number[], slot: number): void {
@@ -275,6 +311,7 @@ export function compileRequest(
       req.antiAffinity === undefined ? undefined : index.antiAffinityCounts(req.antiAffinity.group),
     spread,
     pinnedSlot: pinned,
+    imageHolders: req.imageId === undefined ? undefined : imageFacts(index, req.imageId).holders,
     allocation: (gpuDevices) => {
       // Built once per placement with only the fields that apply (exactOptionalPropertyTypes), no spreads.
       const shape: {

@@ -7,8 +7,9 @@
  *   nodes, e.g. a GPU model or a rare label) is offered the nodes of those classes, up to `candidateLimit`
  *   feasible ones.
  * - Otherwise the free-capacity buckets are walked — tightest first for bin-packing, emptiest first for spread —
- *   and the walk stops after `candidateLimit` feasible nodes (or `visitAfterFirstMax` visits once one was
- *   found). Nodes in buckets below the request's own capacity key cannot fit (cluster-index.ts, bucketOf), so the walk finds a feasible node whenever one
+ *   and the walk stops after `candidateLimit` feasible nodes (or, for spread-strategy and group-rule requests,
+ *   `visitAfterFirstMax` visits once one was found). A bin-packing request without group rules keeps its walk
+ *   across the batch per walk class (class-walk.ts), with no visit bound. Nodes in buckets below the request's own capacity key cannot fit (cluster-index.ts, bucketOf), so the walk finds a feasible node whenever one
  *   exists: a rejection is always exact; only the choice among feasible nodes is bounded.
  * - Nodes holding the request's image (at most `localityCandidatesMax`) are always offered too, so locality
  *   is found even when those nodes sit late in the walk.
@@ -26,7 +27,10 @@ export interface SelectLimits {
   readonly candidateLimit: number;
   /** Clusters up to this many nodes are scanned whole. */
   readonly exactScanNodesMax: number;
-  /** After the first feasible node, at most this many more nodes are visited. */
+  /**
+   * After the first feasible node, at most this many more nodes are visited (spread-strategy and group-rule
+   * walks; a class walk's frontier bounds its cost instead, see class-walk.ts).
+   */
   readonly visitAfterFirstMax: number;
   /** Nodes holding the request's image offered in addition to the walk. */
   readonly localityCandidatesMax: number;
@@ -111,17 +115,10 @@ export function selectNode(
       return best;
     }
   }
-  // Unconstrained bin-packing requests without group rules (most of a typical batch, in a few shapes) keep
-  // their walk across the batch (class-walk.ts). Constrained ones keep the bucket walk below, whose per-signature
-  // cursor steps over the long prefixes of nodes their constraints rule out (a class walk per shape would
-  // visit each such prefix once per shape).
-  if (
-    req.strategy !== 'spread' &&
-    req.spread === undefined &&
-    req.antiAffinity === undefined &&
-    req.constraints.length === 0 &&
-    req.gpu === undefined
-  ) {
+  // Bin-packing requests without group rules (most of a typical batch, in a few classes) keep their walk across
+  // the batch (class-walk.ts); requests with group rules, whose feasibility moves with placements elsewhere, and
+  // spread-strategy ones (seeded start page) walk per request.
+  if (req.strategy !== 'spread' && req.spread === undefined && req.antiAffinity === undefined) {
     const walk = req.batch.classWalk(index, req, limits.candidateLimit);
     walk.refresh(index, req);
     // A named bin-pack scorer reads only the node's numbers and the shape, so a candidate's strategy score is

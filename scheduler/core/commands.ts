@@ -180,6 +180,15 @@ export type ReconcileEntry = ReconcileReport[number];
  */
 const requestIdField = idSchema.optional();
 
+/** One node's report of one sandbox's state. */
+export const statusItemSchema = z.strictObject({
+  sandboxId: idSchema,
+  state: sandboxStateSchema,
+  reason: text.optional(),
+  /** The reporting node: a report from a node the sandbox is not on is refused for that item. */
+  nodeId: idSchema.optional(),
+});
+
 export const commandSchema = z.discriminatedUnion('type', [
   z.strictObject({
     type: z.literal('node.register'),
@@ -232,9 +241,7 @@ export const commandSchema = z.discriminatedUnion('type', [
   z.strictObject({
     type: z.literal('status'),
     atMs: timeMs,
-    items: z
-      .array(z.strictObject({ sandboxId: idSchema, state: sandboxStateSchema, reason: text.optional() }))
-      .max(commandItemsMax),
+    items: z.array(statusItemSchema).max(commandItemsMax),
   }),
   z.strictObject({
     type: z.literal('terminate'),

@@ -94,6 +94,15 @@ export class WatchOverflowError extends TrellisError {
   readonly code = 'SCHED_WATCH_OVERFLOW';
 }
 
+/**
+ * A watch asked for events no longer held (or never held: from before this scheduler or server started);
+ * the reader must re-read state with list()/nodes() and watch from now.
+ */
+export class WatchGapError extends TrellisError {
+  override readonly name = 'WatchGapError';
+  readonly code = 'API_WATCH_GAP';
+}
+
 /** The wire form of a rejected command, as the state machine returns it. */
 export interface ErrorResult {
   readonly code: string;

@@ -110,7 +110,7 @@ export type CommandResult =
     }
   | { readonly ok: false; readonly error: ErrorResult };
 
-interface StateData {
+export interface StateData {
   readonly applied: number;
   readonly nodes: IMap<string, NodeRecord>;
   readonly sandboxes: IMap<string, Sandbox>;
@@ -1004,7 +1004,12 @@ function pend(draft: Draft, items: readonly PendItem[]): CommandResult {
 
 function status(
   draft: Draft,
-  items: readonly { sandboxId: string; state: SandboxState; reason?: string | undefined }[],
+  items: readonly {
+    sandboxId: string;
+    state: SandboxState;
+    reason?: string | undefined;
+    nodeId?: string | undefined;
+  }[],
 ): CommandResult {
   // Status reports come from nodes and may be late or repeated; each bad item is reported alone.
   const itemErrors: ErrorResult[] = [];
@@ -1012,6 +1017,19 @@ function status(
     const sb = draft.d.sandboxes.get(item.sandboxId);
     if (sb === undefined) {
       itemErrors.push(errorResult(new UnknownSandboxError(`sandbox ${item.sandboxId} does not exist`)));
+      continue;
+    }
+    // Only the node holding the sandbox (or its snapshot, or the node it was lost from) speaks for it: a
+    // stray worker's copy must not fail or finish someone else's sandbox.
+    const holder = sb.nodeId ?? sb.snapshotNodeId ?? sb.lostFrom?.nodeId;
+    if (item.nodeId !== undefined && item.nodeId !== holder) {
+      itemErrors.push(
+        errorResult(
+          new IllegalTransitionError(
+            `sandbox ${sb.id} is not on node ${item.nodeId} (${holder ?? 'none'}); its report is ignored`,
+          ),
+        ),
+      );
       continue;
     }
     if (sb.state === item.state) continue;

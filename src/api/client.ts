@@ -50,6 +50,7 @@ import {
 } from '../lib/errors.js';
 import { clusterId } from '../lib/ids.js';
 import { fromWire } from './errors.js';
+import type { Members } from './membership.js';
 import {
   advance,
   apiReplicaSubject,
@@ -62,6 +63,7 @@ import {
   eventsPerFrameMax,
   eventsResultSchema,
   execResultSchema,
+  membersSchema,
   nodeViewSchema,
   pageSchema,
   pageSizeMax,
@@ -406,6 +408,30 @@ export class RemoteScheduler implements SchedulerApi {
       mutation: false,
       ...(options.replica === undefined ? {} : { to: options.replica }),
     });
+  }
+
+  /** The replica group's voters and learners, as the leader knows them (linearizable). */
+  members(): Promise<Members> {
+    return this.#call({ op: 'members' }, membersSchema, { mutation: false });
+  }
+
+  /**
+   * Adds replica `id` as a learner and, once it has caught up, as a voter (`learner`: stops at the first
+   * step). Start the replica first, with the current voters as its peers.
+   */
+  addMember(id: string, options: { readonly learner?: boolean } = {}): Promise<Members> {
+    const call: Call = { op: 'member.add', id, learner: options.learner === true };
+    return this.#call(call, membersSchema, { mutation: true });
+  }
+
+  /** Removes a voter or learner; removing the leader hands leadership over first. */
+  removeMember(id: string): Promise<Members> {
+    return this.#call({ op: 'member.remove', id }, membersSchema, { mutation: true });
+  }
+
+  /** Moves leadership to voter `to` (to the current leader: nothing to do). */
+  transferLeadership(to: string): Promise<Members> {
+    return this.#call({ op: 'member.transfer', to }, membersSchema, { mutation: true });
   }
 
   registerNode(spec: NodeSpec, options: MutationOptions = {}): Promise<void> {

@@ -24,6 +24,7 @@ import {
   SandboxNotRunningError,
   SchedulerClosedError,
   UnknownSandboxError,
+  WatchGapError,
   WatchOverflowError,
 } from '../../scheduler/errors.js';
 import {
@@ -55,11 +56,8 @@ export class InternalError extends TrellisError {
   readonly code = 'INTERNAL';
 }
 
-/** A watch asked for events the server no longer holds (or never held); re-read state with list()/nodes(). */
-export class WatchGapError extends TrellisError {
-  override readonly name = 'WatchGapError';
-  readonly code = 'API_WATCH_GAP';
-}
+/** Defined beside the scheduler's own errors, so the embedded scheduler throws the same class. */
+export { WatchGapError };
 
 /** The wire form of an error. */
 export interface WireError {

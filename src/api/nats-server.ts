@@ -32,10 +32,12 @@ import { NotLeaderError } from '../../scheduler/errors.js';
 import { sandboxStates } from '../../scheduler/lifecycle.js';
 import type { SchedulerEvent } from '../../scheduler/types.js';
 import { Deadline } from '../lib/deadline.js';
-import { CodecError } from '../lib/errors.js';
+import { CodecError, ValidationError } from '../lib/errors.js';
+import { replicaId } from '../lib/ids.js';
 import { parseWith } from '../lib/validate.js';
 import { toWire } from './errors.js';
 import { EventRing, eventsRetainedDefault } from './event-ring.js';
+import type { MemberOp, Members } from './membership.js';
 import {
   type ApiReply,
   type ApiRequest,
@@ -72,6 +74,8 @@ export interface ApiServerOptions {
   readonly joinQueue?: boolean;
   /** Called for each frame refused before it reached the scheduler (for logs and metrics). */
   readonly onRefused?: (reason: string, detail: string) => void;
+  /** Runs a membership call on this replica's Raft node (while it leads). Absent: the calls are refused. */
+  readonly membership?: (op: MemberOp) => Promise<Members>;
 }
 
 /** How long `close()` waits for requests in flight. */
@@ -83,6 +87,7 @@ const statusItemsSchema = z
       sandboxId: z.string(),
       state: z.enum(sandboxStates),
       reason: z.string().min(1).max(256).optional(),
+      nodeId: z.string().max(128).optional(),
     }),
   )
   .max(10_000);
@@ -320,6 +325,14 @@ export class ApiServer {
         return api.reportStatus(parseWith(statusItemsSchema, call.items, 'items') as StatusItem[], mut);
       case 'node.reconcile':
         return api.reconcileNode(call.nodeId, call.running as ReconcileEntry[], mut);
+      case 'members':
+        return this.#members({ op: 'members' });
+      case 'member.add':
+        return this.#members({ op: 'addMember', id: replicaId(call.id, 'id'), learner: call.learner });
+      case 'member.remove':
+        return this.#members({ op: 'removeMember', id: replicaId(call.id, 'id') });
+      case 'member.transfer':
+        return this.#members({ op: 'transfer', to: replicaId(call.to, 'to') });
       case 'exec':
         return api.exec(call.sandboxId, call.command, {
           ...(call.timeoutMs === undefined ? {} : { timeoutMs: call.timeoutMs }),
@@ -331,6 +344,12 @@ export class ApiServer {
           ? { events: [], next: this.#ring.end, more: false, end: this.#ring.end }
           : { ...this.#ring.read(call.after, call.limit), end: this.#ring.end };
     }
+  }
+
+  #members(op: MemberOp): Promise<Members> {
+    if (this.#o.membership === undefined)
+      throw new ValidationError('op', 'this server does not manage a replica group');
+    return this.#o.membership(op);
   }
 
   async #status(digest: boolean): Promise<ReplicaStatus> {

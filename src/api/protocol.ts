@@ -92,6 +92,11 @@ export const callSchema = z.discriminatedUnion('op', [
   z.strictObject({ op: z.literal('node.heartbeat'), nodeIds: z.array(str).max(nodeItemsMax) }),
   z.strictObject({ op: z.literal('node.status'), items: z.array(opaque).max(nodeItemsMax) }),
   z.strictObject({ op: z.literal('node.reconcile'), nodeId: str, running: opaque }),
+  /** The replica group's membership (answered by the leader, after a ReadIndex). */
+  z.strictObject({ op: z.literal('members') }),
+  z.strictObject({ op: z.literal('member.add'), id: str, learner: z.boolean() }),
+  z.strictObject({ op: z.literal('member.remove'), id: str }),
+  z.strictObject({ op: z.literal('member.transfer'), to: str }),
   z.strictObject({
     op: z.literal('exec'),
     sandboxId: str,
@@ -245,6 +250,8 @@ export const eventsResultSchema = z.object({
 
 export const voidResultSchema = z.null();
 
+/** What the membership calls answer: the group's voters and learners after the call. */
+export const membersSchema = z.object({ voters: z.array(z.string()), learners: z.array(z.string()) });
 /** An exec's outcome (scheduler/dispatch.ts `NodeExecResult`). */
 export const execResultSchema = z.object({
   exitCode: z.int().nullable(),

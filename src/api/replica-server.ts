@@ -22,6 +22,7 @@ import { type MetricsSink, trellisMetrics } from '../lib/metrics.js';
 import { createRng } from '../lib/prng.js';
 import type { Logger } from '../log.js';
 import { natsCommandSink } from '../worker/command-sink.js';
+import { serveMembership } from './membership.js';
 import { type ApiServer, serveApi } from './nats-server.js';
 
 export interface SchedulerServerOptions {
@@ -116,6 +117,7 @@ export async function startSchedulerServer(o: SchedulerServerOptions): Promise<S
     leader: () => log.leaderId(),
     publishEvents: () => log.leaderTerm() !== undefined,
     ...(o.onRefused === undefined ? {} : { onRefused: o.onRefused }),
+    membership: (op) => serveMembership(log.node, op),
     status: ({ digest }) => {
       const st = log.node.status();
       const state = log.machine.state;

@@ -8,8 +8,13 @@
  * - `remove <id>` removes a voter or learner; removing the leader hands leadership over first.
  * - `transfer <id>` moves leadership to that voter.
  * - `list` prints the membership and each member's own status (role, term, commit, snapshot).
+ *
+ * A scheduler group (`--state scheduler`) and a KV group (`--state kv`) serve different codecs on the same
+ * subject; the first reply says which one answers, and the call goes through that group's protocol (the
+ * scheduler's membership calls in src/api/protocol.ts, or the KV request codec).
  */
 import type { Command } from 'commander';
+import type { NatsConnection } from 'nats';
 import {
   MembershipChangeError,
   NotLeaderError,
@@ -17,6 +22,9 @@ import {
   RaftClosedError,
   TimeoutError,
 } from '../../raft/errors.js';
+import { connect as connectApi } from '../api/client.js';
+import { apiSubject, replyCodec, requestCodec } from '../api/protocol.js';
+import { Deadline } from '../lib/deadline.js';
 import { CodecError, type TrellisError, UnavailableError, ValidationError } from '../lib/errors.js';
 import { replicaId } from '../lib/ids.js';
 import {
@@ -26,7 +34,23 @@ import {
   withConnectionOptions,
 } from './connect.js';
 import { RequestRefusedError } from './errors.js';
-import { type KvReply, type KvRequest, kvCall, memberOpTimeoutMs, replicaStatus } from './server.js';
+import { bindFlagEnv } from './ops/common.js';
+import {
+  type KvReply,
+  type KvRequest,
+  kvCall,
+  kvReplyCodec,
+  memberOpTimeoutMs,
+  replicaStatus,
+} from './server.js';
+
+type MemberRequest = Extract<KvRequest, { op: 'members' | 'addMember' | 'removeMember' | 'transfer' }>;
+/** Wait for one probe's reply while finding out which kind of group answers. */
+const probeAttemptMs = 1_000;
+/** Longest wait for any replica to answer the probe (the group may be starting). */
+const groupProbeMsMax = 10_000;
+/** Wait for one replica's status in `list`. */
+const replicaStatusMs = 2_000;
 
 /** The codes of the errors a replica may refuse a membership request with, by class name. */
 const refusalCodes = new Map(
@@ -54,9 +78,85 @@ export function refusalError(reply: Extract<KvReply, { ok: false }>): TrellisErr
   return new RequestRefusedError(m[2] ?? reply.error, code);
 }
 
-async function call(o: ConnectionFlags, req: KvRequest): Promise<void> {
+/**
+ * Asks the cluster's API subject for a status in the scheduler's codec and reads the reply's kind: a
+ * scheduler replica answers in its own codec, a KV replica with a KV reply (refusing the frame). Retries until
+ * `timeoutMs` while no replica answers (they may be starting).
+ */
+async function groupKind(
+  nc: NatsConnection,
+  cluster: string,
+  timeoutMs: number,
+): Promise<'scheduler' | 'kv'> {
+  const deadline = Deadline.after(timeoutMs);
+  const frame = requestCodec.encode({
+    id: 'members-probe',
+    deadline: deadline.toWire(),
+    call: { op: 'status' },
+  });
+  let last = 'no reply';
+  while (deadline.remainingMs() > 0) {
+    try {
+      const m = await nc.request(apiSubject(cluster), frame, {
+        timeout: Math.max(1, Math.min(probeAttemptMs, deadline.remainingMs())),
+      });
+      try {
+        replyCodec.decode(m.data);
+        return 'scheduler';
+      } catch {
+        kvReplyCodec.decode(m.data);
+        return 'kv';
+      }
+    } catch (err) {
+      last = err instanceof Error ? err.message : String(err);
+      await new Promise((r) => setTimeout(r, 100));
+    }
+  }
+  throw new UnavailableError(
+    `no replica of cluster ${cluster} answered within ${timeoutMs} ms (last: ${last})`,
+  );
+}
+
+/** The membership call through the scheduler's API; prints what the KV path prints. */
+async function schedulerCall(nc: NatsConnection, cluster: string, req: MemberRequest): Promise<void> {
+  const client = await connectApi({
+    servers: [],
+    connection: nc,
+    cluster,
+    timeoutMs: memberOpTimeoutMs + 2_000,
+  });
+  const members = await (req.op === 'members'
+    ? client.members()
+    : req.op === 'addMember'
+      ? client.addMember(req.id, { learner: req.learner })
+      : req.op === 'removeMember'
+        ? client.removeMember(req.id)
+        : client.transferLeadership(req.to));
+  const out: Record<string, unknown> = { ok: true, leader: client.leader, ...members };
+  if (req.op === 'members') {
+    const quick = await connectApi({ servers: [], connection: nc, cluster, timeoutMs: replicaStatusMs });
+    out.replicas = await Promise.all(
+      [...members.voters, ...members.learners].map(async (id) => {
+        try {
+          const st = await quick.status({ replica: id });
+          const { replica, role, term, leader, commit, applied } = st;
+          return { id: replica, role, term, leader: leader ?? '', commit, applied };
+        } catch {
+          return { id, unreachable: true };
+        }
+      }),
+    );
+  }
+  process.stdout.write(`${JSON.stringify(out)}\n`);
+}
+
+async function call(o: ConnectionFlags, req: MemberRequest): Promise<void> {
   const nc = await clientConnection(o);
   try {
+    if ((await groupKind(nc, o.cluster, groupProbeMsMax)) === 'scheduler') {
+      await schedulerCall(nc, o.cluster, req);
+      return;
+    }
     const reply = await kvCall(nc, o.cluster, req, memberOpTimeoutMs, memberOpTimeoutMs + 2_000);
     if (!reply.ok) throw refusalError(reply);
     const out: Record<string, unknown> = {
@@ -81,7 +181,8 @@ const memberId = (raw: string): string => replicaId(raw, 'replica id');
 
 export function registerMembers(program: Command): void {
   const members = program.command('members').description('list and change the replica group’s membership');
-  const withConn = (c: Command): Command => withConnectionOptions(c, clientConnectTimeoutMs);
+  // TRELLIS_NATS and TRELLIS_CLUSTER as for the other cluster commands (the walkthrough exports them).
+  const withConn = (c: Command): Command => bindFlagEnv(withConnectionOptions(c, clientConnectTimeoutMs));
   withConn(members.command('list').description('membership and each member’s status')).action(
     (o: ConnectionFlags) => call(o, { op: 'members' }),
   );

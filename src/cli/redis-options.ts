@@ -4,8 +4,10 @@
  * (`redis: rediss://…`, `redis-password: …`); the password is best given that way, since a flag shows in
  * the process list. Values are checked before the replica opens anything: a bad one is one error line.
  */
+import { readFileSync } from 'node:fs';
 import type { Command } from 'commander';
 import { type GatewayConfig, gatewayConfig, inFlightMaxLimit } from '../gateway/config.js';
+import { ConfigError } from '../lib/errors.js';
 import { durationMs, intBetween, positiveInt } from './args.js';
 import { UsageError } from './errors.js';
 
@@ -14,6 +16,7 @@ export interface RedisFlags {
   redis?: string;
   redisUser?: string;
   redisPassword?: string;
+  redisTlsCa?: string;
   redisRequests?: string;
   redisGroup?: string;
   redisEvents?: string;
@@ -33,6 +36,10 @@ export function withRedisOptions(cmd: Command): Command {
     .option(
       '--redis-password <password>',
       'Redis password (prefer TRELLIS_REDIS_PASSWORD or the config file)',
+    )
+    .option(
+      '--redis-tls-ca <file>',
+      "PEM file of the CA that signed Redis's certificate (rediss://; default: system CAs)",
     )
     .option('--redis-requests <stream>', 'stream the gateway reads requests from (default trellis:requests)')
     .option(
@@ -59,6 +66,7 @@ export function redisGatewayConfig(o: RedisFlags): GatewayConfig | undefined {
   const others = [
     o.redisUser,
     o.redisPassword,
+    o.redisTlsCa,
     o.redisRequests,
     o.redisGroup,
     o.redisEvents,
@@ -78,6 +86,7 @@ export function redisGatewayConfig(o: RedisFlags): GatewayConfig | undefined {
     url: o.redis,
     ...set('user', o.redisUser),
     ...set('password', o.redisPassword),
+    ...set('tlsCa', o.redisTlsCa === undefined ? undefined : readCa(o.redisTlsCa)),
     ...set('requests', o.redisRequests),
     ...set('group', o.redisGroup),
     ...set('events', o.redisEvents),
@@ -86,4 +95,17 @@ export function redisGatewayConfig(o: RedisFlags): GatewayConfig | undefined {
     ...set('inFlightMax', o.redisInFlight),
     ...set('claimIdleMs', o.redisClaimIdle),
   });
+}
+
+/** The CA file's PEM text; ConfigError when it cannot be read or holds no certificate. */
+function readCa(file: string): string {
+  let pem: string;
+  try {
+    pem = readFileSync(file, 'utf8');
+  } catch (err) {
+    throw new ConfigError(`cannot read --redis-tls-ca ${file}: ${(err as Error).message}`);
+  }
+  if (!pem.includes('-----BEGIN CERTIFICATE-----'))
+    throw new ConfigError(`--redis-tls-ca ${file} holds no PEM certificate`);
+  return pem;
 }

@@ -17,7 +17,7 @@ import { randomUUID } from 'node:crypto';
 import { type Command, Option } from 'commander';
 import { ErrorCode, type Msg, type NatsConnection, NatsError } from 'nats';
 import { z } from 'zod';
-import { MembershipChangeError, NotLeaderError, ProposalDroppedError } from '../../raft/errors.js';
+import { NotLeaderError, ProposalDroppedError } from '../../raft/errors.js';
 import {
   type KvCommand,
   type KvResult,
@@ -32,6 +32,7 @@ import { RaftNode } from '../../raft/node.js';
 import { FileStorage } from '../../raft/storage/file.js';
 import { NatsTransport } from '../../raft/transport/nats.js';
 import { raftMessageCodec } from '../../raft/wire.js';
+import { memberOpTimeoutMs, serveMembership } from '../api/membership.js';
 import { createCodec } from '../lib/codec.js';
 import { Deadline, type DeadlineWire, deadlineWireSchema } from '../lib/deadline.js';
 import { DeadlineExceededError, OutcomeUnknownError, TrellisError } from '../lib/errors.js';
@@ -192,6 +193,7 @@ interface ServerOptions extends ConnectionFlags {
   redis?: string;
   redisUser?: string;
   redisPassword?: string;
+  redisTlsCa?: string;
   redisRequests?: string;
   redisGroup?: string;
   redisEvents?: string;
@@ -415,7 +417,7 @@ async function runServer(o: ServerOptions): Promise<void> {
       req.op === 'transfer'
     ) {
       try {
-        return { ...(await serveMembership(node, req)), by: id };
+        return { ...(await serveKvMembership(node, req)), by: id };
       } catch (err) {
         return errorReply(err);
       }
@@ -478,8 +480,7 @@ async function runServer(o: ServerOptions): Promise<void> {
   exitNow(log, why === 'removed' ? exitCodes.removed : exitCodes.ok);
 }
 
-/** How long a membership change or transfer may take on the leader (a learner's catch-up included). */
-export const memberOpTimeoutMs = 30_000;
+export { learnerCatchUpEntries, memberOpTimeoutMs } from '../api/membership.js';
 
 /** The budget of a version-1 request, which carries no deadline: what a version-1 client waited. */
 function defaultBudgetMs(req: KvWireRequest): number {
@@ -542,49 +543,16 @@ function statusOf(node: RaftNode<KvResult>, requestsExpired: number): ReplicaSta
   };
 }
 
-/** A learner within this many entries of the leader's commit index is caught up enough to vote. */
-export const learnerCatchUpEntries = 64;
-
 /**
- * Membership operations on the leader. Adding a voter goes through a learner that first catches up, so the
- * quorum never counts a replica that would hold up commits while it replays the log (etcd's promotion).
+ * Membership operations on the leader (src/api/membership.ts, shared with the scheduler server), in the KV
+ * reply's shape.
  */
-async function serveMembership(
+async function serveKvMembership(
   node: RaftNode<KvResult>,
   req: Extract<KvRequest, { op: 'members' | 'addMember' | 'removeMember' | 'transfer' }>,
 ): Promise<Omit<Extract<KvReply, { ok: true }>, 'by'>> {
-  const members = () => {
-    const c = node.status().conf;
-    return { ok: true as const, voters: [...c.voters], learners: [...c.learners] };
-  };
-  switch (req.op) {
-    case 'members':
-      await node.read();
-      return members();
-    case 'removeMember':
-      await node.changeMembership({ type: 'remove', peer: req.id });
-      return members();
-    case 'transfer':
-      // To the replica that already leads (this one): nothing to move, and asking for it is not an error.
-      if (req.to !== node.status().id) await node.transferLeadership(req.to);
-      return members();
-    case 'addMember': {
-      const conf = node.status().conf;
-      if (conf.voters.includes(req.id)) throw new MembershipChangeError(`${req.id} is already a voter`);
-      if (!conf.learners.includes(req.id)) await node.changeMembership({ type: 'addLearner', peer: req.id });
-      if (req.learner) return members();
-      const deadline = Date.now() + memberOpTimeoutMs;
-      for (;;) {
-        const match = node.progress().get(req.id)?.match ?? 0;
-        if (match + learnerCatchUpEntries >= node.status().commit) break;
-        if (Date.now() > deadline)
-          throw new MembershipChangeError(`${req.id} did not catch up in time; it stays a learner`);
-        await new Promise((r) => setTimeout(r, 50));
-      }
-      await node.changeMembership({ type: 'addVoter', peer: req.id });
-      return members();
-    }
-  }
+  const m = await serveMembership(node, req);
+  return { ok: true as const, voters: [...m.voters], learners: [...m.learners] };
 }
 
 /**

@@ -37,7 +37,7 @@ import { QemuDriver } from '../worker/drivers/qemu.js';
 import { SimDriver } from '../worker/drivers/sim.js';
 import { natsStatusSink, serveWorker, type WorkerBinding } from '../worker/nats-binding.js';
 import { NodeWorker } from '../worker/node-worker.js';
-import type { StatusReport } from '../worker/protocol.js';
+import { type StatusReport, statusItemOf } from '../worker/protocol.js';
 import { durationMs, intBetween, nonNegativeInt, port } from './args.js';
 import { type ConnectionFlags, connectNats, resolveCredentials, withConnectionOptions } from './connect.js';
 import { NatsAuthError, UsageError } from './errors.js';
@@ -225,11 +225,7 @@ function statusSinkOf(nc: NatsConnection, api: RemoteScheduler, cluster: string,
   const publish = natsStatusSink(nc, cluster, id);
   return async (batch: readonly StatusReport[]): Promise<void> => {
     await publish(batch);
-    const items: StatusItem[] = batch.map((r) =>
-      r.reason === undefined
-        ? { sandboxId: r.sandboxId, state: r.state }
-        : { sandboxId: r.sandboxId, state: r.state, reason: r.reason },
-    );
+    const items: StatusItem[] = batch.map((r) => statusItemOf(id, r));
     try {
       await api.reportStatus(items);
     } catch (err) {

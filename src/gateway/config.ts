@@ -28,6 +28,8 @@ export interface GatewayConfig {
   readonly url: string;
   readonly user?: string;
   readonly password?: string;
+  /** PEM of the CA that signed the server's certificate (`rediss://` only); default: the system's CAs. */
+  readonly tlsCa?: string;
   /** The stream requests arrive on. */
   readonly requests: string;
   /** The consumer group the replicas share on `requests`. */
@@ -62,6 +64,11 @@ const inputSchema = z.strictObject({
   url: z.string().min(1).max(2_048),
   user: z.string().min(1).max(256).optional(),
   password: z.string().min(1).max(4_096).optional(),
+  tlsCa: z
+    .string()
+    .min(1)
+    .max(1 << 20)
+    .optional(),
   requests: name.optional(),
   group: name.optional(),
   events: name.optional(),
@@ -85,6 +92,8 @@ export function gatewayConfig(input: GatewayConfigInput): GatewayConfig {
   const given = Object.fromEntries(Object.entries(parsed.data).filter(([, v]) => v !== undefined));
   const config = { ...gatewayDefaults, ...given } as GatewayConfig;
   checkRedisUrl(config.url);
+  if (config.tlsCa !== undefined && !config.url.startsWith('rediss://'))
+    throw new ConfigError('a redis TLS CA is only used with a rediss:// URL');
   const streams = [config.requests, config.events, config.deadLetter];
   for (const s of streams) {
     const problem = checkStreamName(s, new Set());

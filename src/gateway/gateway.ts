@@ -51,6 +51,8 @@ export interface GatewayOptions {
 export const startTimeoutMsDefault = 60_000;
 /** Redis's answers to a refused login or a user without the commands the gateway needs. */
 const refusedLogin = /WRONGPASS|NOAUTH|NOPERM|invalid username-password/i;
+/** Node's TLS errors for a certificate that does not verify: retrying will not help. */
+const refusedCertificate = /certificate|self.signed|CERT_|altnames/i;
 
 /**
  * Resolves once `redis` is connected and logged in; ConfigError at once when Redis refuses the login,
@@ -71,6 +73,8 @@ function whenReady(redis: Redis, timeoutMs: number): Promise<void> {
     const onError = (err: Error): void => {
       last = err.message;
       if (refusedLogin.test(err.message)) done(new ConfigError(`redis refused the login: ${err.message}`));
+      else if (refusedCertificate.test(err.message))
+        done(new ConfigError(`redis TLS: the server's certificate is not trusted: ${err.message}`));
     };
     const timer = setTimeout(
       () =>

@@ -7,6 +7,7 @@
  * safe to run twice (see `ackAndAdd`, and the explicit ids of the events stream), which is what makes the
  * client's resending harmless.
  */
+import { isIP } from 'node:net';
 import { Redis, type RedisOptions } from 'ioredis';
 import type { GatewayConfig } from './config.js';
 
@@ -17,7 +18,10 @@ export const connectTimeoutMs = 5_000;
 
 /** A new connection to the configured Redis; `name` shows in CLIENT LIST. */
 export function connectRedis(config: GatewayConfig, name: string): Redis {
-  const tls = new URL(config.url).protocol === 'rediss:';
+  const url = new URL(config.url);
+  const tls = url.protocol === 'rediss:';
+  // SNI carries host names only (RFC 6066); for an IP address node checks the certificate without it.
+  const host = url.hostname.replace(/^\[|\]$/g, '');
   const options: RedisOptions = {
     connectionName: name,
     maxRetriesPerRequest: null,
@@ -25,7 +29,14 @@ export function connectRedis(config: GatewayConfig, name: string): Redis {
     retryStrategy: (attempt) => Math.min(50 * attempt, reconnectDelayMsMax),
     ...(config.user === undefined ? {} : { username: config.user }),
     ...(config.password === undefined ? {} : { password: config.password }),
-    ...(tls ? { tls: { servername: new URL(config.url).hostname } } : {}),
+    ...(tls
+      ? {
+          tls: {
+            ...(isIP(host) === 0 ? { servername: host } : {}),
+            ...(config.tlsCa === undefined ? {} : { ca: config.tlsCa }),
+          },
+        }
+      : {}),
   };
   return new Redis(config.url, options);
 }

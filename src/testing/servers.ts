@@ -11,6 +11,7 @@ import { createConnection, createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
+import { connect as tlsConnect } from 'node:tls';
 import { findBinary } from '../binaries.js';
 import { UnavailableError } from '../lib/errors.js';
 
@@ -51,6 +52,24 @@ function tcpProbe(port: number, probe: string | null, timeoutMs: number): Promis
     socket.once('connect', () => {
       if (probe !== null) socket.write(probe);
     });
+    socket.once('data', (data) => {
+      clearTimeout(timer);
+      socket.destroy();
+      resolve(data.toString('utf8'));
+    });
+    socket.once('error', (err) => {
+      clearTimeout(timer);
+      reject(err);
+    });
+  });
+}
+
+/** As tcpProbe, over TLS without verifying the server (a readiness probe, not a client). */
+function tlsProbe(port: number, probe: string, timeoutMs: number): Promise<string> {
+  return new Promise((resolve, reject) => {
+    const socket = tlsConnect({ host: loopbackHost, port, rejectUnauthorized: false });
+    const timer = setTimeout(() => socket.destroy(new Error('probe timed out')), timeoutMs);
+    socket.once('secureConnect', () => socket.write(probe));
     socket.once('data', (data) => {
       clearTimeout(timer);
       socket.destroy();
@@ -259,6 +278,11 @@ export interface RedisServerOptions {
   readonly appendOnly?: boolean;
   /** ACL users to create besides `default`, as `user <name> on >password ~keys &* +@all` lines. */
   readonly aclLines?: readonly string[];
+  /**
+   * Serve TLS only (`rediss://`), with this certificate and key (PEM files); clients are not asked for a
+   * certificate. The URL is then `rediss://127.0.0.1:<port>`.
+   */
+  readonly tls?: { readonly certFile: string; readonly keyFile: string };
 }
 
 /** Starts a real redis-server on a free loopback port and waits until it answers PING. */
@@ -266,7 +290,20 @@ export async function startRedis(options: RedisServerOptions = {}): Promise<Runn
   const bin = findBinary('redis-server', 'redis-server');
   const port = await freePort();
   const dir = await mkdtemp(join(tmpdir(), 'trellis-redis-'));
-  const args = ['--port', String(port), '--bind', loopbackHost, '--dir', dir, '--save', ''];
+  const tls = options.tls;
+  const args =
+    tls === undefined
+      ? ['--port', String(port), '--bind', loopbackHost, '--dir', dir, '--save', '']
+      : [
+          '--port',
+          '0',
+          '--tls-port',
+          String(port),
+          '--tls-cert-file',
+          tls.certFile,
+          '--tls-key-file',
+          tls.keyFile,
+        ].concat(['--tls-auth-clients', 'no', '--bind', loopbackHost, '--dir', dir, '--save', '']);
   if (options.appendOnly === true) args.push('--appendonly', 'yes', '--appendfsync', 'always');
   else args.push('--appendonly', 'no');
   if (options.aclLines !== undefined) {
@@ -276,13 +313,17 @@ export async function startRedis(options: RedisServerOptions = {}): Promise<Runn
   }
   // With ACL users the default user may be disabled: the readiness probe then gets NOAUTH, which still
   // proves the server answers.
+  const answered = (reply: string): boolean => /^(\+PONG|-NOAUTH)/.test(reply);
   return runServer({
     name: 'redis-server',
-    url: `redis://${loopbackHost}:${port}`,
+    url: `${tls === undefined ? 'redis' : 'rediss'}://${loopbackHost}:${port}`,
     port,
     dir,
     bin,
     args,
-    ready: async () => /^(\+PONG|-NOAUTH)/.test(await tcpProbe(port, 'PING\r\n', 1_000)),
+    ready: async () =>
+      answered(
+        await (tls === undefined ? tcpProbe(port, 'PING\r\n', 1_000) : tlsProbe(port, 'PING\r\n', 1_000)),
+      ),
   });
 }

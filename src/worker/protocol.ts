@@ -4,6 +4,7 @@
  * the status reports the worker batches.
  */
 import { z } from 'zod';
+import type { StatusItem } from '../../scheduler/api.js';
 import { idSchema, reconcileReportMax, resourcesSchema, textLengthMax } from '../../scheduler/commands.js';
 import type { SandboxId } from '../lib/ids.js';
 import { execArgBytesMax, execArgsMax, execOutputBytesMax, execTimeoutMsMax } from './driver.js';
@@ -84,3 +85,15 @@ export interface StatusReport {
 
 /** Where batches of status reports go (the NATS binding publishes them on the node's status subject). */
 export type StatusSink = (batch: readonly StatusReport[]) => Promise<void>;
+
+/**
+ * A worker's report as the scheduler takes it: named by its node (the scheduler ignores a report about a
+ * sandbox not on it) and with the reason cut to the command's text bound, so one long driver message
+ * cannot get a whole batch refused.
+ */
+export function statusItemOf(nodeId: string, r: StatusReport): StatusItem {
+  const base = { sandboxId: r.sandboxId, state: r.state, nodeId };
+  return r.reason === undefined || r.reason === ''
+    ? base
+    : { ...base, reason: r.reason.slice(0, textLengthMax) };
+}

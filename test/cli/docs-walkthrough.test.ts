@@ -21,7 +21,7 @@ const operations = join(repo, 'docs', 'operations.md');
 const docPort = '4222';
 const docDir = '/tmp/trellis-demo';
 /**
- * Longest the CLI session may take: 14 CLI starts, one waiting for an election. Each takes about a second
+ * Longest the CLI session may take: 15 CLI starts, one waiting for an election. Each takes about a second
  * on an idle machine, but 4 to 9 s were seen on 2 shared cores at load 13.
  */
 const sessionMsMax = 240_000;
@@ -126,12 +126,18 @@ describe('trellis cli - the docs/operations.md walkthrough runs as written', () 
       expect(stdout).toMatch(/web-2\s+n[12]\s+placed/);
       expect(stdout).toMatch(/Leader\s+r[123]\n/);
       // The last `ls` (after terminate): its rows run from its header to the first watch line.
-      const afterHeader = stdout.slice(stdout.lastIndexOf('ID  TENANT')).split('\n').slice(1);
+      const lines = stdout.split('\n');
+      const header = lines.findLastIndex((l) => /^ID\s+TENANT\s+STATE/.test(l));
+      expect(header).toBeGreaterThan(0);
+      const afterHeader = lines.slice(header + 1);
       const end = afterHeader.findIndex((l) => /^\d+\s+(node|sandbox)\s/.test(l));
       const lastList = afterHeader.slice(0, end).join('\n');
-      expect(lastList).toMatch(/^web-2\s+t1\s+placed/);
+      expect(lastList, stdout).toMatch(/^web-2\s+t1\s+placed/);
       expect(lastList).not.toContain('web-1');
       expect(stdout.split('\n').filter((l) => /^\d+\s+(node|sandbox)\s/.test(l))).toHaveLength(5);
+      // `members list` (JSON, the last line): three voters, all reachable.
+      const members = JSON.parse(stdout.trim().split('\n').at(-1) ?? '{}') as { voters?: string[] };
+      expect(members.voters).toEqual(['r1', 'r2', 'r3']);
     },
     sessionMsMax + 10_000,
   );

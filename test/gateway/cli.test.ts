@@ -47,6 +47,12 @@ describe('gateway cli - bad settings', () => {
       [[...server, '--redis', 'redis://127.0.0.1:6379', '--redis-group', 'a b'], {}, 'CONFIG'],
       [[...server, '--redis', 'redis://x:1', '--redis-events', 'trellis:requests'], {}, 'CONFIG'],
       [[...server, '--redis-user', 'someone'], {}, 'USAGE'],
+      [
+        [...server, '--redis', 'rediss://127.0.0.1:6379', '--redis-tls-ca', join(dir, 'missing.pem')],
+        {},
+        'CONFIG',
+      ],
+      [[...server, '--redis', 'rediss://127.0.0.1:6379', '--redis-tls-ca', config], {}, 'CONFIG'],
       [[...server, '--state', 'kv', '--redis', 'redis://127.0.0.1:6379'], {}, 'USAGE'],
       [server, { TRELLIS_REDIS: 'ftp://127.0.0.1' }, 'CONFIG'],
       [server, { TRELLIS_REDIS: 'redis://127.0.0.1:1', TRELLIS_REDIS_IN_FLIGHT: 'many' }, 'CONFIG'],

@@ -1,7 +1,7 @@
 /**
  * The gateway as operators run it: three `trellis server --state scheduler --redis URL` processes on a real
- * nats-server and a real redis-server. 2,000 requests are pushed while the leader process is SIGKILLed
- * (and restarted once another leads). Smaller than the 10,000-request in-process run (failover.test.ts),
+ * nats-server and a real redis-server. 2,000 requests are pushed while the leader process is SIGKILLed,
+ * twice (each restarted once another leads). Smaller than the 10,000-request in-process run (failover.test.ts),
  * which exercises the same gateway code faster: this one checks the wiring across processes, with the
  * leadership seen through Raft over NATS.
  *
@@ -68,10 +68,11 @@ afterAll(async () => {
 });
 
 describe('gateway processes', () => {
-  it('gateway processes - 2,000 requests while the leader process is killed: one outcome each, none applied twice', async () => {
+  it('gateway processes - 2,000 requests while the leader process is killed twice: one outcome each, none applied twice', async () => {
     const spec = JSON.stringify(sandboxSpec);
     const total = 2_000;
-    let killed: string | undefined;
+    const killAt = [600, 1_400];
+    const killed: string[] = [];
     for (let i = 0; i < total; i += 50) {
       const p = client.pipeline();
       for (let j = i; j < i + 50; j++)
@@ -88,7 +89,7 @@ describe('gateway processes', () => {
           spec,
         );
       await p.exec();
-      if (killed === undefined && i >= 800) {
+      if (killed.length < killAt.length && i >= (killAt[killed.length] as number)) {
         // Once the leader has answered some: SIGKILL it, wait for another to lead, start it again.
         await waitFor(
           'some outcomes',
@@ -97,7 +98,7 @@ describe('gateway processes', () => {
         );
         const leader = (await api.status()).leader as string;
         expect(ids).toContain(leader);
-        killed = leader;
+        killed.push(leader);
         procs.get(leader)?.kill('SIGKILL');
         await waitFor(
           'a new leader',
@@ -109,7 +110,7 @@ describe('gateway processes', () => {
       }
       await new Promise((r) => setTimeout(r, 10));
     }
-    expect(killed).toBeDefined();
+    expect(killed.length).toBe(2);
     const entries = await readAll(client, 'trellis:requests');
     expect(entries.length).toBe(total);
     const replies = (

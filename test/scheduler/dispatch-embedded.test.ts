@@ -84,6 +84,22 @@ describe('scheduler dispatch - embedded scheduler with sim workers', () => {
     expect(s.stats().applied - before).toBeLessThan(200);
   });
 
+  it('scheduler dispatch - concurrent status reports are merged into one entry', async () => {
+    const s = createScheduler();
+    open.push(s);
+    await s.registerNode(node('n1', 64_000, 64_000));
+    const made = await Promise.all(Array.from({ length: 20 }, () => s.create(spec('t1', 100, 64))));
+    const before = s.stats().applied;
+    await Promise.all(
+      made.map((sb) => s.reportStatus([{ sandboxId: sb.id, state: 'running', nodeId: 'n1' }])),
+    );
+    expect(s.stats().applied - before).toBe(1);
+    expect((await s.list()).every((x) => x.state === 'running')).toBe(true);
+    await expect(s.reportStatus([{ sandboxId: 'bad id', state: 'running' }])).rejects.toMatchObject({
+      code: 'VALIDATION',
+    });
+  });
+
   it('scheduler dispatch - a create waiting for running rejects with SandboxNotRunningError when its boot fails', async () => {
     const s = embedded({ ...defaultSimLatencyModel, ...quick, failureRate: { disk: 0, boot: 1, resume: 0 } });
     await s.registerNode(node('n1'));

@@ -159,6 +159,26 @@ describe('scheduler dispatch - pure core', () => {
     expect(summary(w.due())).toEqual(['terminate:a@n2']);
   });
 
+  it('scheduler dispatch - a status report from a node the sandbox is not on changes nothing', () => {
+    // The dispatcher only ever asks the sandbox's own node; a stray copy elsewhere must not speak for it.
+    const w = setup();
+    w.apply(placeCmd([['a', spec(), 'n1']]));
+    const before = w.state.sandbox('a');
+    const r = applyCommand(
+      w.state,
+      { type: 'status', atMs: 2, items: [{ sandboxId: 'a', state: 'failed', reason: 'boom', nodeId: 'n2' }] },
+      w.state.applied + 1,
+    );
+    expect(r.result).toMatchObject({ ok: true, itemErrors: [{ code: 'SCHED_ILLEGAL_TRANSITION' }] });
+    expect(r.state.sandbox('a')).toEqual(before);
+    const own = applyCommand(
+      w.state,
+      { type: 'status', atMs: 2, items: [{ sandboxId: 'a', state: 'running', nodeId: 'n1' }] },
+      w.state.applied + 1,
+    );
+    expect(own.state.sandbox('a')?.state).toBe('running');
+  });
+
   it('scheduler dispatch - random histories never send a command to a node the sandbox is not on', () => {
     // A seeded run of random places, status reports, terminates, suspends, resumes, node deaths and
     // re-placements, with random acks, refusals and leader changes. Every command handed out must name

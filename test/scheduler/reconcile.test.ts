@@ -9,7 +9,12 @@ import {
 } from '../../scheduler/commands.js';
 import { type NodeHeldState, nodeHeldStates } from '../../scheduler/lifecycle.js';
 import { type Applied, applyCommand, type ReconcileResult, SchedulerState } from '../../scheduler/state.js';
-import { decodeSnapshot, encodeSnapshot, stateDigest } from '../../scheduler/state-machine.js';
+import {
+  decodeSnapshot,
+  encodeSnapshot,
+  encodeSnapshotV4,
+  stateDigest,
+} from '../../scheduler/state-machine.js';
 import type { SchedulerEvent } from '../../scheduler/types.js';
 import { CodecError, ValidationError } from '../../src/lib/errors.js';
 import { createRng } from '../../src/lib/prng.js';
@@ -411,7 +416,7 @@ describe('scheduler reconcile - older snapshots', () => {
     // same state minus lostFrom, and a reconcile then treats those lost sandboxes as orphans: without the
     // memory of their node, giving them back would be a guess.
     const state = downState();
-    const body = new Decoder().decode(encodeSnapshot(state)) as { v: number; sandboxes: unknown[][] };
+    const body = new Decoder().decode(encodeSnapshotV4(state)) as { v: number; sandboxes: unknown[][] };
     body.v = 2;
     body.sandboxes = body.sandboxes.map((row) => row.slice(0, 11));
     const old = decodeSnapshot(new Encoder().encode(body));

@@ -43,8 +43,14 @@ export function withOpsOptions(cmd: Command): Command {
       durationMs,
       callTimeoutMsDefault,
     );
-  // connect.ts declares --nats and --cluster without env; a flag left at its default takes the env value
-  // (commander binds env only when an option is added, so this is done before the action runs).
+  return bindFlagEnv(cmd);
+}
+
+/**
+ * connect.ts declares --nats and --cluster without env; a flag left at its default takes TRELLIS_NATS or
+ * TRELLIS_CLUSTER (commander binds env only when an option is added, so this is done before the action runs).
+ */
+export function bindFlagEnv(cmd: Command): Command {
   cmd.hook('preAction', (c) => {
     for (const [key, [env, parse]] of Object.entries(flagEnv)) {
       const value = process.env[env];

@@ -1,0 +1,555 @@
+/**
+ * Scheduler snapshot format 5: a state written as a sequence of frames, each up to 4,096 records in
+ * columns, so a snapshot is produced and restored piece by piece. (It lives beside the state machine, not
+ * in the pure core, because it uses the msgpack codec.)
+ *
+ * Taking a snapshot needs no copy: a `SchedulerState` is an immutable version, so the writer holds one
+ * (O(1)) and walks it frame by frame while apply goes on building newer versions. The shell decides what
+ * happens between frames (the replica yields to the event loop, so a snapshot never stalls apply for
+ * long); this module only cuts and reads frames and is pure.
+ *
+ * Layout: the magic `TRS5`, then frames, each a 4-byte big-endian length and a msgpack body:
+ *   header    { k: 'h', v: 5, applied, nodes, quotas, sandboxes, dedup }   (counts of the records to follow)
+ *   sandboxes { k: 's', strings, specs, id, rid, tenant, spec, state, node, created, updated, extra }
+ *   dedup     { k: 'd', strings, rid, sid, digest, at, results }
+ * Repeated strings (tenants, states, node ids) and specs are interned in tables that grow frame by frame:
+ * a frame carries only the entries it adds. Numbers sit in typed arrays (little-endian bytes, as msgpack
+ * `bin`), one column per field; the rare fields (GPU shares, reasons, lost-from, deadlines, first outcomes)
+ * are listed sparsely by row. This keeps a million sandboxes from becoming a million small objects and
+ * arrays on either side.
+ *
+ * Restore checks as it builds: every allocation is re-taken on the rebuilt index, which throws on an
+ * over-committed node rather than load it, and the counts in the header must match what the frames held.
+ */
+import { Decoder, Encoder } from '@msgpack/msgpack';
+import { List as IList, Map as IMap } from 'immutable';
+import { type AllocationShape, ClusterIndex, type IndexBuilder, type NodeSpec } from '../placement/index.js';
+import { assert } from '../src/lib/assert.js';
+import type { Quota, SandboxSpec } from './core/commands.js';
+import { holdsAllocation, isFinished, type SandboxState } from './core/lifecycle.js';
+import {
+  type CommandResult,
+  type DedupEntry,
+  SchedulerState,
+  type StateData,
+  shapeOf,
+} from './core/state.js';
+import type { LostFrom, NodeRecord, Sandbox, Usage } from './core/types.js';
+
+/** The format version this module writes. */
+export const snapshotV5 = 5;
+/**
+ * Records per frame: one frame must be well under the 50 ms apply-pause bound on a loaded machine (16,384
+ * took ~100 ms of CPU per frame at load 20 in the 1M-sandbox bench; 4,096 is about a quarter of that), and
+ * large enough that the per-frame cost (a msgpack header, a few typed arrays) stays small.
+ */
+export const snapshotFrameRecordsMax = 4_096;
+/** A frame longer than this is refused on read (a corrupt length would otherwise allocate gigabytes). */
+export const snapshotFrameBytesMax = 256 * 2 ** 20;
+
+const magic = new Uint8Array([0x54, 0x52, 0x53, 0x35]); // "TRS5"
+// Typed-array columns are written in the platform's byte order; every platform Node runs on is little-endian.
+assert(
+  new Uint8Array(new Uint16Array([1]).buffer)[0] === 1,
+  'snapshot columns assume a little-endian host',
+  {},
+);
+
+/** True when `bytes` start like a format-5 snapshot (a v2–v4 snapshot starts with a msgpack map). */
+export function isSnapshotV5(bytes: Uint8Array): boolean {
+  return bytes.length >= magic.length && magic.every((b, i) => bytes[i] === b);
+}
+
+/**
+ * The Sandbox fields format 5 writes. A field added to `Sandbox` without a column here fails the typecheck
+ * (below) instead of being dropped from snapshots silently.
+ */
+type WrittenField =
+  | 'id'
+  | 'requestId'
+  | 'tenant'
+  | 'spec'
+  | 'state'
+  | 'nodeId'
+  | 'gpuDevices'
+  | 'snapshotNodeId'
+  | 'reason'
+  | 'lostFrom'
+  | 'pendingUntilMs'
+  | 'createdAtMs'
+  | 'updatedAtMs';
+const everyFieldWritten: [Exclude<keyof Sandbox, WrittenField>] extends [never] ? true : never = true;
+assert(everyFieldWritten, 'every sandbox field has a snapshot column', {});
+
+/** A sandbox's rare fields, present only when at least one of them is set. */
+interface SandboxExtra {
+  readonly gpu?: Sandbox['gpuDevices'];
+  readonly snap?: string;
+  readonly reason?: string;
+  readonly lost?: LostFrom;
+  readonly until?: number;
+}
+
+interface HeaderFrame {
+  readonly k: 'h';
+  readonly v: number;
+  readonly applied: number;
+  readonly nodes: readonly NodeRecord[];
+  readonly quotas: readonly (readonly [string, Quota])[];
+  readonly sandboxes: number;
+  readonly dedup: number;
+}
+
+interface SandboxFrame {
+  readonly k: 's';
+  readonly strings: readonly string[];
+  readonly specs: readonly SandboxSpec[];
+  readonly id: readonly string[];
+  /** The request id, or null when it equals the sandbox id (every create's sandbox takes its request's id). */
+  readonly rid: readonly (string | null)[];
+  readonly tenant: Uint8Array; // Uint32 string-table indexes
+  readonly spec: Uint8Array; // Uint32 spec-table indexes
+  readonly state: Uint8Array; // Uint32 string-table indexes
+  readonly node: Uint8Array; // Uint32 string-table index + 1, 0 for none
+  readonly created: Uint8Array; // Float64
+  readonly updated: Uint8Array; // Float64
+  readonly extra: readonly (readonly [number, SandboxExtra])[];
+}
+
+interface DedupFrame {
+  readonly k: 'd';
+  readonly strings: readonly string[];
+  readonly rid: readonly string[];
+  /** The sandbox id a create made, null when it equals the request id, '' for other commands. */
+  readonly sid: readonly (string | null)[];
+  readonly digest: readonly string[];
+  readonly at: Uint8Array; // Float64
+  readonly results: readonly (readonly [number, CommandResult])[];
+}
+
+type Frame = HeaderFrame | SandboxFrame | DedupFrame;
+
+const encoder = new Encoder({ ignoreUndefined: true });
+
+/** Interns strings (or specs, by identity) into a table that a frame ships only the new part of. */
+class Interner<T> {
+  readonly #index = new Map<T, number>();
+  #fresh: T[] = [];
+  of(v: T): number {
+    let i = this.#index.get(v);
+    if (i === undefined) {
+      i = this.#index.size;
+      this.#index.set(v, i);
+      this.#fresh.push(v);
+    }
+    return i;
+  }
+  /** The entries added since the last call, in index order. */
+  takeFresh(): T[] {
+    const fresh = this.#fresh;
+    this.#fresh = [];
+    return fresh;
+  }
+}
+
+function frameBytes(frame: Frame): Uint8Array {
+  const body = encoder.encodeSharedRef(frame); // A view into the encoder's buffer: copied just below.
+  const out = new Uint8Array(4 + body.length);
+  new DataView(out.buffer).setUint32(0, body.length);
+  out.set(body, 4);
+  return out;
+}
+
+const bytesOf = (a: Uint32Array | Float64Array): Uint8Array => new Uint8Array(a.buffer, 0, a.byteLength);
+
+/**
+ * The frames of a snapshot of `state`, magic first, produced lazily: each `next()` does one frame's work,
+ * reading only `state`, which never changes. Concatenated, the frames are the snapshot.
+ */
+export function* snapshotFrames(
+  state: SchedulerState,
+  recordsPerFrame = snapshotFrameRecordsMax,
+): Generator<Uint8Array> {
+  assert(recordsPerFrame >= 1 && recordsPerFrame <= snapshotFrameRecordsMax, 'records per frame in range', {
+    recordsPerFrame,
+  });
+  const d = state.data();
+  yield magic.slice();
+  const header: HeaderFrame = {
+    k: 'h',
+    v: snapshotV5,
+    applied: d.applied,
+    nodes: [...d.nodes.values()],
+    quotas: [...d.quotas.entries()],
+    sandboxes: d.sandboxes.size,
+    dedup: d.dedupOrder.size,
+  };
+  yield frameBytes(header);
+  const strings = new Interner<string>();
+  const specs = new Interner<SandboxSpec>();
+  const rows = d.sandboxes.values();
+  for (let done = 0; done < header.sandboxes; done += recordsPerFrame) {
+    yield frameBytes(sandboxFrame(rows, Math.min(recordsPerFrame, header.sandboxes - done), strings, specs));
+  }
+  const rids = d.dedupOrder.values();
+  for (let done = 0; done < header.dedup; done += recordsPerFrame) {
+    yield frameBytes(dedupFrame(d.dedup, rids, Math.min(recordsPerFrame, header.dedup - done), strings));
+  }
+}
+
+function sandboxFrame(
+  rows: IterableIterator<Sandbox>,
+  n: number,
+  strings: Interner<string>,
+  specs: Interner<SandboxSpec>,
+): SandboxFrame {
+  const id: string[] = new Array(n);
+  const rid: (string | null)[] = new Array(n);
+  const tenant = new Uint32Array(n);
+  const spec = new Uint32Array(n);
+  const state = new Uint32Array(n);
+  const node = new Uint32Array(n);
+  const created = new Float64Array(n);
+  const updated = new Float64Array(n);
+  const extra: [number, SandboxExtra][] = [];
+  for (let i = 0; i < n; i++) {
+    const next = rows.next();
+    assert(next.done !== true, 'the sandbox map holds the count it reported', { i, n });
+    const sb = next.value;
+    id[i] = sb.id;
+    rid[i] = sb.requestId === sb.id ? null : sb.requestId;
+    tenant[i] = strings.of(sb.tenant);
+    spec[i] = specs.of(sb.spec);
+    state[i] = strings.of(sb.state);
+    node[i] = sb.nodeId === undefined ? 0 : strings.of(sb.nodeId) + 1;
+    created[i] = sb.createdAtMs;
+    updated[i] = sb.updatedAtMs;
+    if (
+      sb.gpuDevices.length > 0 ||
+      sb.snapshotNodeId !== undefined ||
+      sb.reason !== undefined ||
+      sb.lostFrom !== undefined ||
+      sb.pendingUntilMs !== undefined
+    ) {
+      extra.push([
+        i,
+        {
+          ...(sb.gpuDevices.length > 0 ? { gpu: sb.gpuDevices } : {}),
+          ...(sb.snapshotNodeId === undefined ? {} : { snap: sb.snapshotNodeId }),
+          ...(sb.reason === undefined ? {} : { reason: sb.reason }),
+          ...(sb.lostFrom === undefined ? {} : { lost: sb.lostFrom }),
+          ...(sb.pendingUntilMs === undefined ? {} : { until: sb.pendingUntilMs }),
+        },
+      ]);
+    }
+  }
+  return {
+    k: 's',
+    strings: strings.takeFresh(),
+    specs: specs.takeFresh(),
+    id,
+    rid,
+    tenant: bytesOf(tenant),
+    spec: bytesOf(spec),
+    state: bytesOf(state),
+    node: bytesOf(node),
+    created: bytesOf(created),
+    updated: bytesOf(updated),
+    extra,
+  };
+}
+
+function dedupFrame(
+  dedup: IMap<string, DedupEntry>,
+  rids: IterableIterator<string>,
+  n: number,
+  strings: Interner<string>,
+): DedupFrame {
+  const rid: string[] = new Array(n);
+  const sid: (string | null)[] = new Array(n);
+  const digest: string[] = new Array(n);
+  const at = new Float64Array(n);
+  const results: [number, CommandResult][] = [];
+  for (let i = 0; i < n; i++) {
+    const next = rids.next();
+    assert(next.done !== true, 'the dedup order holds the count it reported', { i, n });
+    const e = dedup.get(next.value);
+    assert(e !== undefined, 'every ordered request id is in the dedup table', { rid: next.value });
+    rid[i] = next.value;
+    sid[i] = e.sandboxId === next.value ? null : e.sandboxId;
+    digest[i] = e.specDigest;
+    at[i] = e.atMs;
+    if (e.result !== undefined) results.push([i, e.result]);
+  }
+  return { k: 'd', strings: strings.takeFresh(), rid, sid, digest, at: bytesOf(at), results };
+}
+
+/** A whole format-5 snapshot in one buffer (the frames of `snapshotFrames`, concatenated). */
+export function encodeSnapshotV5(state: SchedulerState): Uint8Array {
+  return concatFrames([...snapshotFrames(state)]);
+}
+
+export function concatFrames(frames: readonly Uint8Array[]): Uint8Array {
+  let length = 0;
+  for (const f of frames) length += f.length;
+  const out = new Uint8Array(length);
+  let at = 0;
+  for (const f of frames) {
+    out.set(f, at);
+    at += f.length;
+  }
+  return out;
+}
+
+const u32 = (b: Uint8Array): Uint32Array => new Uint32Array(b.slice().buffer);
+const f64 = (b: Uint8Array): Float64Array => new Float64Array(b.slice().buffer);
+
+/**
+ * Rebuilds a state from a format-5 snapshot one frame at a time: `step()` reads and applies the next
+ * frame and returns false once the last is done; `finish()` then returns the state. The shell may yield
+ * between steps.
+ */
+export class SnapshotReader {
+  readonly #bytes: Uint8Array;
+  readonly #view: DataView;
+  readonly #decoder = new Decoder();
+  #at = magic.length;
+  #header: HeaderFrame | undefined;
+  readonly #strings: string[] = [];
+  readonly #specs: SandboxSpec[] = [];
+  readonly #builder: IndexBuilder = ClusterIndex.empty().edit();
+  readonly #nodes = IMap<string, NodeRecord>().asMutable();
+  readonly #sandboxes = IMap<string, Sandbox>().asMutable();
+  readonly #byNode = new Map<string, Set<string>>();
+  readonly #usage = new Map<string, { cpu: number; memory: number; disk: number; sandboxes: number }>();
+  readonly #dedup = IMap<string, DedupEntry>().asMutable();
+  readonly #dedupOrder: string[] = [];
+
+  constructor(bytes: Uint8Array) {
+    assert(isSnapshotV5(bytes), 'a format-5 snapshot starts with its magic', { length: bytes.length });
+    this.#bytes = bytes;
+    this.#view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+  }
+
+  /** Reads and applies one frame; false when there was none left. */
+  step(): boolean {
+    if (this.#at === this.#bytes.length) return false;
+    assert(this.#at + 4 <= this.#bytes.length, 'a snapshot frame has its length', { at: this.#at });
+    const length = this.#view.getUint32(this.#at);
+    assert(length <= snapshotFrameBytesMax, 'a snapshot frame is within the bound', { length });
+    const start = this.#at + 4;
+    assert(start + length <= this.#bytes.length, 'a snapshot frame is whole', { at: this.#at, length });
+    const frame = this.#decoder.decode(this.#bytes.subarray(start, start + length)) as Frame;
+    this.#at = start + length;
+    if (frame.k === 'h') this.#readHeader(frame);
+    else if (frame.k === 's') this.#readSandboxes(frame);
+    else if (frame.k === 'd') this.#readDedup(frame);
+    else assert(false, 'a snapshot frame has a known kind', { kind: (frame as { k?: unknown }).k });
+    return true;
+  }
+
+  #readHeader(h: HeaderFrame): void {
+    assert(this.#header === undefined, 'a snapshot has one header', {});
+    assert(h.v === snapshotV5, 'the header names format 5', { v: h.v });
+    this.#header = h;
+    for (const rec of h.nodes) {
+      this.#builder.registerNode(rec.spec as NodeSpec);
+      this.#nodes.set(rec.spec.id, Object.freeze(rec));
+    }
+  }
+
+  #readSandboxes(f: SandboxFrame): void {
+    assert(this.#header !== undefined, 'the header comes first', {});
+    for (const s of f.strings) this.#strings.push(s);
+    for (const s of f.specs) this.#specs.push(s);
+    const [tenant, spec, state, node] = [u32(f.tenant), u32(f.spec), u32(f.state), u32(f.node)];
+    const [created, updated] = [f64(f.created), f64(f.updated)];
+    const extras = new Map(f.extra);
+    const n = f.id.length;
+    for (const column of [f.rid, tenant, spec, state, node, created, updated]) {
+      assert(column.length === n, 'a frame has whole columns', { n, column: column.length });
+    }
+    for (let i = 0; i < n; i++) {
+      const id = f.id[i] as string;
+      const specOf = this.#specs[spec[i] as number];
+      assert(specOf !== undefined, 'a snapshot row names a known spec', { id, spec: spec[i] });
+      const nodeAt = node[i] as number;
+      const common: SandboxCommon = {
+        id,
+        requestId: f.rid[i] ?? id,
+        tenant: this.#string(tenant[i] as number),
+        spec: specOf,
+        state: this.#string(state[i] as number) as SandboxState,
+        nodeId: nodeAt === 0 ? undefined : this.#string(nodeAt - 1),
+        createdAtMs: created[i] as number,
+        updatedAtMs: updated[i] as number,
+      };
+      this.#add(sandboxRecord(common, extras.get(i)));
+    }
+  }
+
+  #string(at: number): string {
+    const s = this.#strings[at];
+    assert(s !== undefined, 'a snapshot row names a known string', { at });
+    return s;
+  }
+
+  /** Files one restored sandbox: the map, its node's allocation and set, its tenant's usage. */
+  #add(sb: Sandbox): void {
+    const before = this.#sandboxes.size;
+    this.#sandboxes.set(sb.id, sb);
+    // Growth tells a new id from a repeated one without a second lookup per record.
+    assert(this.#sandboxes.size === before + 1, 'a snapshot lists a sandbox once', { id: sb.id });
+    if (holdsAllocation(sb.state)) {
+      assert(sb.nodeId !== undefined, 'an allocated sandbox has a node', { sandboxId: sb.id });
+      this.#allocate(sb);
+      const ids = this.#byNode.get(sb.nodeId);
+      if (ids === undefined) this.#byNode.set(sb.nodeId, new Set([sb.id]));
+      else ids.add(sb.id);
+    }
+    if (!isFinished(sb.state)) {
+      let u = this.#usage.get(sb.tenant);
+      if (u === undefined) {
+        u = { cpu: 0, memory: 0, disk: 0, sandboxes: 0 };
+        this.#usage.set(sb.tenant, u);
+      }
+      u.cpu += sb.spec.resources.cpu;
+      u.memory += sb.spec.resources.memory;
+      u.disk += sb.spec.resources.disk;
+      u.sandboxes += 1;
+    }
+  }
+
+  /**
+   * Re-takes a restored sandbox's allocation on the index. The first sandbox of each spec goes through
+   * `allocate`, which validates the shape; later ones of the same spec (and tenant, no GPU shares) reuse
+   * that validated shape on the node's slot. Both refuse an allocation that does not fit.
+   */
+  #allocate(sb: Sandbox): void {
+    const plain = sb.gpuDevices.length === 0 && sb.tenant === sb.spec.tenant;
+    const known = plain ? this.#shapes.get(sb.spec) : undefined;
+    if (known === undefined) {
+      const shape = shapeOf(sb.spec, sb.tenant, sb.gpuDevices);
+      this.#builder.allocate(sb.nodeId as string, shape);
+      if (plain) this.#shapes.set(sb.spec, shape);
+      return;
+    }
+    const slot = this.#builder.slotOf(sb.nodeId as string);
+    assert(slot !== undefined, 'a restored allocation names a registered node', { nodeId: sb.nodeId });
+    this.#builder.allocateSlot(slot, known);
+  }
+  /** Shapes already validated by `allocate`, by spec. */
+  readonly #shapes = new Map<SandboxSpec, AllocationShape>();
+
+  #readDedup(f: DedupFrame): void {
+    assert(this.#header !== undefined, 'the header comes first', {});
+    for (const s of f.strings) this.#strings.push(s);
+    const at = f64(f.at);
+    const results = new Map(f.results);
+    for (const column of [f.sid, f.digest, at]) {
+      assert(column.length === f.rid.length, 'a frame has whole columns', {
+        n: f.rid.length,
+        column: column.length,
+      });
+    }
+    for (let i = 0; i < f.rid.length; i++) {
+      const rid = f.rid[i] as string;
+      const result = results.get(i);
+      const entry: DedupEntry = Object.freeze({
+        sandboxId: f.sid[i] ?? rid,
+        specDigest: f.digest[i] as string,
+        atMs: at[i] as number,
+        ...(result === undefined ? {} : { result: Object.freeze(result) }),
+      });
+      const before = this.#dedup.size;
+      this.#dedup.set(rid, entry);
+      assert(this.#dedup.size === before + 1, 'a snapshot lists a request id once', { rid });
+      this.#dedupOrder.push(rid);
+    }
+  }
+
+  /** The restored state; every frame must have been read. */
+  finish(): SchedulerState {
+    const h = this.#header;
+    assert(h !== undefined, 'a snapshot has a header', {});
+    assert(this.#at === this.#bytes.length, 'every frame was read', {
+      at: this.#at,
+      length: this.#bytes.length,
+    });
+    assert(this.#sandboxes.size === h.sandboxes, 'the snapshot holds the sandboxes its header counts', {
+      read: this.#sandboxes.size,
+      header: h.sandboxes,
+    });
+    assert(this.#dedupOrder.length === h.dedup, 'the snapshot holds the request ids its header counts', {
+      read: this.#dedupOrder.length,
+      header: h.dedup,
+    });
+    const usage = IMap<string, Usage>().asMutable();
+    for (const [tenant, u] of this.#usage) usage.set(tenant, Object.freeze(u));
+    const data: StateData = {
+      applied: h.applied,
+      nodes: this.#nodes.asImmutable(),
+      sandboxes: this.#sandboxes.asImmutable(),
+      byNode: IMap(this.#byNode),
+      usage: usage.asImmutable(),
+      quotas: IMap(h.quotas.map(([t, q]) => [t, Object.freeze(q)] as const)),
+      dedup: this.#dedup.asImmutable(),
+      dedupOrder: IList(this.#dedupOrder),
+      index: this.#builder.publish(),
+    };
+    return SchedulerState.fromData(data);
+  }
+}
+
+const noGpus: Sandbox['gpuDevices'] = Object.freeze([]);
+
+/** The fields every restored sandbox has (nodeId undefined when it has none). */
+interface SandboxCommon {
+  readonly id: string;
+  readonly requestId: string;
+  readonly tenant: string;
+  readonly spec: SandboxSpec;
+  readonly state: SandboxState;
+  readonly nodeId: string | undefined;
+  readonly createdAtMs: number;
+  readonly updatedAtMs: number;
+}
+
+/**
+ * A restored sandbox record, built as one object literal for the common cases rather than by spreading
+ * optional parts: a spread per field costs an object each, a million times, and leaves records with many
+ * shapes.
+ */
+function sandboxRecord(c: SandboxCommon, x: SandboxExtra | undefined): Sandbox {
+  const { id, requestId, tenant, spec, state, nodeId, createdAtMs, updatedAtMs } = c;
+  if (x === undefined) {
+    return Object.freeze(
+      nodeId === undefined
+        ? { id, requestId, tenant, spec, state, gpuDevices: noGpus, createdAtMs, updatedAtMs }
+        : { id, requestId, tenant, spec, state, nodeId, gpuDevices: noGpus, createdAtMs, updatedAtMs },
+    );
+  }
+  const sb: { -readonly [K in keyof Sandbox]: Sandbox[K] } = {
+    id,
+    requestId,
+    tenant,
+    spec,
+    state,
+    gpuDevices: x.gpu ?? noGpus,
+    createdAtMs,
+    updatedAtMs,
+  };
+  if (nodeId !== undefined) sb.nodeId = nodeId;
+  if (x.snap !== undefined) sb.snapshotNodeId = x.snap;
+  if (x.reason !== undefined) sb.reason = x.reason;
+  if (x.lost !== undefined) sb.lostFrom = Object.freeze(x.lost);
+  if (x.until !== undefined) sb.pendingUntilMs = x.until;
+  return Object.freeze(sb);
+}
+
+/** Restores a whole format-5 snapshot at once. */
+export function decodeSnapshotV5(bytes: Uint8Array): SchedulerState {
+  const reader = new SnapshotReader(bytes);
+  while (reader.step()) {}
+  return reader.finish();
+}
