@@ -333,7 +333,7 @@ export class Scheduler implements SchedulerApi {
     if (!(Number.isInteger(waitMs) && waitMs >= 1 && waitMs <= runningWaitMsMax))
       throw new ValidationError('runningWaitMs', `must be an integer of 1..${runningWaitMsMax} ms`);
     const sb = await this.#onLeader((r, deadline) => r.create(requestId, checked, deadline));
-    if (options.wait === 'running') return this.#waitRunning(sb.id, waitMs);
+    if (options.wait === 'running') return this.#waitRunning(sb.id, requestId, waitMs);
     return sb;
   }
 
@@ -342,7 +342,7 @@ export class Scheduler implements SchedulerApi {
    * SandboxNotRunningError once it failed, was lost or terminated, or `waitMs` passed first. The state is
    * checked before listening, since the status entry may have been applied before this call.
    */
-  #waitRunning(sandboxId: string, waitMs: number): Promise<Sandbox> {
+  #waitRunning(sandboxId: string, requestId: string, waitMs: number): Promise<Sandbox> {
     const machine = this.#home.machine;
     const deadline = Deadline.after(waitMs, this.#opts.now);
     return new Promise((resolve, reject) => {
@@ -350,6 +350,10 @@ export class Scheduler implements SchedulerApi {
       let cancel: () => void = () => {};
       const check = (): boolean => {
         const sb = machine.state.sandbox(sandboxId);
+        // Absent: terminated (forgotten) once this replica has applied the create; before that (this replica
+        // lags the leader that committed it, e.g. after a leadership move) it is not here yet: wait.
+        if (sb === undefined && !machine.state.dedup.has(requestId) && !deadline.expired() && !this.#closed)
+          return false;
         const state = sb?.state ?? 'terminated';
         if (state === 'running') resolve(sb as Sandbox);
         else if (state === 'failed' || state === 'terminated' || state === 'lost' || this.#closed)

@@ -114,11 +114,16 @@ export function registerClusterDemo(program: Command): void {
   program
     .command('cluster-demo')
     .description(
-      'the scheduler with 3 in-process replicas: creates, terminates and a leader move (on the in-process log until the Raft driver lands)',
+      'the whole path in process: 3 Raft replicas, simulated node workers, sandboxes through create, running, exec and terminate, a leader change',
     )
     .option('--seed <n>', 'random seed', nonNegativeInt, 1)
-    .option('--nodes <n>', 'registered nodes', intBetween(1, demoNodesMax), 300)
-    .option('--sandboxes <n>', 'creates submitted', intBetween(1, demoRequestsMax), 5000)
+    .option('--nodes <n>', 'registered nodes, each with a simulated worker', intBetween(1, demoNodesMax), 200)
+    .option(
+      '--sandboxes <n>',
+      'sandboxes taken through their lifecycle',
+      intBetween(1, demoRequestsMax),
+      3000,
+    )
     .action(async (opts: { seed: number; nodes: number; sandboxes: number }) => {
       await runClusterDemo({ ...opts, out: process.stdout });
     });

@@ -154,7 +154,8 @@ class Outcome extends Error {
 export async function drive(o: DriveOptions): Promise<DriveResult> {
   assert(o.clients.length > 0, 'at least one client', { clients: o.clients.length });
   const now = o.now ?? (() => performance.timeOrigin + performance.now());
-  const execAvailable = o.exec && o.clients.every(hasExec);
+  // A command runs only in a running sandbox: without waiting for running there is nothing to exec in.
+  const execAvailable = o.exec && o.wait === 'running' && o.clients.every(hasExec);
   const created = new Map<string, string | undefined>();
   const terminated = new Set<string>();
   const unknownAfterAck = new Set<string>();

@@ -52,7 +52,7 @@ export function formatReport(r: LoadReport): string[] {
   lines.push(
     `all ${reached} ${r.drive.allCreatedSeconds.toFixed(2)} s after the first create; all terminated ${r.drive.allTerminatedSeconds.toFixed(2)} s`,
   );
-  if (!r.drive.execAvailable) lines.push('exec: not run (the API has no exec here)');
+  if (!r.drive.execAvailable) lines.push('exec: not run (it needs --wait running)');
   lines.push('');
   lines.push(
     ...table(

@@ -61,7 +61,7 @@ export const loadDefaults: LoadOptions = {
   nodes: 1_000,
   sandboxes: 100_000,
   replicas: 3,
-  wait: 'placed',
+  wait: 'running',
   exec: true,
   clients: 8,
   inFlight: { create: 1_024, exec: 512, terminate: 1_024 },

@@ -26,6 +26,8 @@ describe('load - scaled-down run', () => {
       sandboxes: 2_000,
       // 10 s of creates: the pause at 2 s and the kill at 4 s happen while sandboxes are in flight.
       ratePerMin: 12_000,
+      // Placement only: the chaos path with running and exec is not verified yet (docs/benchmarks.md, Load).
+      wait: 'placed',
       clients: 4,
       drainMs: 20_000,
       chaos: {
