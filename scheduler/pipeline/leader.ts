@@ -294,14 +294,17 @@ export class LeaderPipeline {
         }
       }
     } catch (err) {
-      // The entry's fate is unknown (leadership moved, a transfer refused it, or it was replaced). Its
-      // requests go back to their callers with NotLeaderError, and they retry with the same ids on whichever
-      // replica leads: the dedup table answers any that did commit, so nothing is placed twice.
-      if (!(err instanceof NotLeaderError)) throw err;
+      // The entry's fate is unknown (leadership moved, a transfer refused it, it was replaced, or it did not
+      // commit within the proposal timeout, as while NATS restarts). Its requests go back to their callers
+      // with that error, and they retry with the same ids on whichever replica leads: the dedup table answers
+      // any that did commit, so nothing is placed twice. Every error settles them: a request left live here
+      // would make every retry with its id wait on it for as long as this replica leads.
+      const reason = err instanceof Error ? err : new Error(String(err));
       for (const item of verified.items) {
         const req = byId.get(item.requestId);
-        if (req !== undefined && this.#settle(req)) rejectAll(req, err);
+        if (req !== undefined && this.#settle(req)) rejectAll(req, reason);
       }
+      if (!(err instanceof TrellisError)) throw err;
     } finally {
       this.stats.batchLatencyMsTotal += this.#opts.now() - startMs;
       this.#opts.metrics?.pendingDepth.set(this.pendingCount);

@@ -80,7 +80,10 @@ afterAll(async () => {
 function node(i: number): NodeSpec {
   return {
     id: `n${i}`,
-    capacity: { cpu: 16_000, memory: 32_768, disk: 500_000 },
+    // Room for every create the clients can make in the run (~1,000 of at most 0.6 cores and 640 MiB), so
+    // each create's one right outcome is `ok`; with 16 cores a node, a fast run filled the cluster and the
+    // queued creates waited for room past the retry's deadline.
+    capacity: { cpu: 256_000, memory: 1_048_576, disk: 4_000_000 },
     labels: {},
     state: 'ready',
   };
