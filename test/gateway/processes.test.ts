@@ -96,7 +96,14 @@ describe('gateway processes', () => {
           () => client.xlen('app:replies'),
           (n) => n > 0,
         );
-        const leader = (await api.status()).leader as string;
+        // Right after a restart the group may be between leaders: ask until one is named.
+        const leader = (
+          await waitFor(
+            'a leader',
+            () => api.status(),
+            (st) => st.leader !== undefined,
+          )
+        ).leader as string;
         expect(ids).toContain(leader);
         killed.push(leader);
         procs.get(leader)?.kill('SIGKILL');
