@@ -4,27 +4,10 @@
  * chaos events and the checker's counts. Tables are cli-table3's (already the CLI's table library).
  */
 import Table from 'cli-table3';
+import { borderless } from '../cli/ops/common.js';
 import { formatCheck } from './checker.js';
 import { phases } from './driver.js';
 import type { LoadReport } from './run.js';
-
-const borderless = {
-  top: '',
-  'top-mid': '',
-  'top-left': '',
-  'top-right': '',
-  bottom: '',
-  'bottom-mid': '',
-  'bottom-left': '',
-  'bottom-right': '',
-  left: '',
-  'left-mid': '',
-  mid: '',
-  'mid-mid': '',
-  right: '',
-  'right-mid': '',
-  middle: '  ',
-};
 
 function table(head: readonly string[], rows: readonly (readonly (string | number)[])[]): string[] {
   const t = new Table({

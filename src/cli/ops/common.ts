@@ -91,7 +91,8 @@ export function printJson(value: unknown): void {
   process.stdout.write(`${JSON.stringify(value, null, 2)}\n`);
 }
 
-const borderless = {
+/** cli-table3 characters for a table without borders (people's tables, the load report). */
+export const borderless = {
   top: '',
   'top-mid': '',
   'top-left': '',
