@@ -75,50 +75,32 @@ export async function readReplica(
   timeoutMs = 10_000,
 ): Promise<ReplicaView> {
   const status = await replicaStatus(nc, cluster, replica, timeoutMs);
-  const sandboxes: Sandbox[] = [];
-  let after: string | undefined;
-  for (let page = 0; page < pagesMax; page++) {
-    const c: Call = {
-      op: 'list',
-      filter: {},
-      limit: pageSizeMax,
-      stale: true,
-      ...(after === undefined ? {} : { after }),
-    };
-    const r: { items: unknown[]; more: boolean } = await call(
+  const read = (c: NatsConnection, op: Call, schema: z.ZodType) =>
+    call(c, cluster, replica, op, schema, timeoutMs) as Promise<{ items: unknown[]; more: boolean }>;
+  const sandboxes = (await allPages((after) =>
+    read(
       nc,
-      cluster,
-      replica,
-      c,
+      { op: 'list', filter: {}, limit: pageSizeMax, stale: true, ...after },
       pageSchema(sandboxSchema),
-      timeoutMs,
-    );
-    const items = r.items as Sandbox[];
-    sandboxes.push(...items);
-    after = items.at(-1)?.id;
-    if (!r.more || after === undefined) break;
-  }
-  const nodes: NodeView[] = [];
-  after = undefined;
-  for (let page = 0; page < pagesMax; page++) {
-    const c: Call = {
-      op: 'nodes',
-      limit: pageSizeMax,
-      stale: true,
-      ...(after === undefined ? {} : { after }),
-    };
-    const r: { items: unknown[]; more: boolean } = await call(
-      nc,
-      cluster,
-      replica,
-      c,
-      pageSchema(nodeViewSchema),
-      timeoutMs,
-    );
-    const items = r.items as NodeView[];
-    nodes.push(...items);
-    after = items.at(-1)?.id;
-    if (!r.more || after === undefined) break;
-  }
+    ),
+  )) as Sandbox[];
+  const nodes = (await allPages((after) =>
+    read(nc, { op: 'nodes', limit: pageSizeMax, stale: true, ...after }, pageSchema(nodeViewSchema)),
+  )) as NodeView[];
   return { replica, status, sandboxes, nodes };
+}
+
+/** Reads a paged call to its end (`after` = the last id of the page before), at most `pagesMax` pages. */
+async function allPages(
+  page: (after: { after?: string }) => Promise<{ items: unknown[]; more: boolean }>,
+): Promise<unknown[]> {
+  const items: unknown[] = [];
+  let after: string | undefined;
+  for (let n = 0; n < pagesMax; n++) {
+    const r = await page(after === undefined ? {} : { after });
+    items.push(...r.items);
+    after = (r.items.at(-1) as { id?: string } | undefined)?.id;
+    if (!r.more || after === undefined) break;
+  }
+  return items;
 }
