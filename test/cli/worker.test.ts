@@ -123,10 +123,16 @@ describe('trellis worker - against a real nats-server and the scheduler served o
   /** Starts a machine on the node and returns the pid of its process once it runs. */
   const startMachine = async (nodeId: string, sandboxId: string): Promise<number> => {
     const create = { type: 'create', sandboxId, resources: { cpu: 100, memory: 64, disk: 10 } };
-    await until(async () => {
-      const r = await send(nodeId, create);
-      return r.ok && (r.reply as { state?: string }).state === 'running';
-    }, `${sandboxId} running`);
+    let last: unknown;
+    await until(
+      async () => {
+        const r = await send(nodeId, create);
+        last = r;
+        return r.ok && (r.reply as { state?: string }).state === 'running';
+      },
+      `${sandboxId} running`,
+      () => `last reply ${JSON.stringify(last)}`,
+    );
     const pidFile = join(dir, 'data', nodeId, 'sandboxes', sandboxId, 'vm.pid');
     const pid = Number((await readFile(pidFile, 'utf8')).trim());
     expect(alive(pid), `machine ${sandboxId} pid ${pid} alive`).toBe(true);

@@ -285,8 +285,16 @@ export class QemuDriver implements Driver {
       const t0 = performance.now();
       const warm = this.#takeWarm(spec, backing, sizeBytes);
       if (warm !== undefined) {
-        // The warm process keeps its open overlay and log across the rename.
-        await link(warm.overlay, this.diskPath(spec.sandboxId));
+        // The sandbox's disk is a second name of the warm overlay (QEMU keeps the first; see the header).
+        // A disk left by an earlier, interrupted create is replaced; a failure ends the warm process.
+        const disk = this.diskPath(spec.sandboxId);
+        try {
+          await rm(disk, { force: true });
+          await link(warm.overlay, disk);
+        } catch (err) {
+          await this.#quitWarm(warm);
+          throw err;
+        }
         await rename(warm.logPath, join(dir, 'qemu.log')).catch(() => undefined);
         this.#adopted.set(spec.sandboxId, warm);
       } else {
