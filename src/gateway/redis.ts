@@ -7,6 +7,7 @@
  * safe to run twice (see `ackAndAdd`, and the explicit ids of the events stream), which is what makes the
  * client's resending harmless.
  */
+import type { EventEmitter } from 'node:events';
 import { isIP } from 'node:net';
 import { Redis, type RedisOptions } from 'ioredis';
 import type { GatewayConfig } from './config.js';
@@ -38,7 +39,15 @@ export function connectRedis(config: GatewayConfig, name: string): Redis {
         }
       : {}),
   };
-  return new Redis(config.url, options);
+  const redis = new Redis(config.url, options);
+  // ioredis listens for a socket's errors once; a TLS socket that failed verification can emit a second one
+  // (the server's alert) with no listener left, an uncaught exception that would end the process. Once a
+  // socket has errored, ioredis drops it and reconnects on a new one: its later errors are ignored here.
+  redis.on('error', () => {
+    const stream = (redis as unknown as { stream?: EventEmitter }).stream;
+    if (stream !== undefined && stream.listenerCount('error') === 0) stream.on('error', () => {});
+  });
+  return redis;
 }
 
 /**
