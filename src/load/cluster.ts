@@ -6,7 +6,7 @@
  * (same ports, same data directory) for the chaos schedule.
  */
 import { mkdir, writeFile } from 'node:fs/promises';
-import { createConnection, createServer } from 'node:net';
+import { createConnection } from 'node:net';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { findBinary } from '../binaries.js';
@@ -16,7 +16,9 @@ import { cliMain } from '../testing/replica-process.js';
 import { crash, exited, type Managed, type ProcUsage, spawnManaged, stop, usageOf } from './processes.js';
 
 /** The only interface anything here binds to or dials. */
-export const loopbackHost = '127.0.0.1';
+export { loopbackHost } from '../testing/servers.js';
+
+import { freePort, loopbackHost } from '../testing/servers.js';
 /** How long a started process may take to answer. */
 export const startTimeoutMs = 30_000;
 /** Simulated nodes one worker process runs at most (the rest go to further processes). */
@@ -53,20 +55,6 @@ export interface LoadClusterOptions {
   /** Extra arguments for the leader's node process (e.g. `--cpu-prof`); applied to every replica. */
   readonly replicaNodeArgs?: readonly string[];
   readonly logLevel?: string;
-}
-
-/** Asks the kernel for a free TCP port on loopback. */
-export function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const server = createServer();
-    server.unref();
-    server.on('error', reject);
-    server.listen(0, loopbackHost, () => {
-      const address = server.address();
-      const port = typeof address === 'object' && address !== null ? address.port : 0;
-      server.close(() => (port > 0 ? resolve(port) : reject(new Error('no port assigned'))));
-    });
-  });
 }
 
 /** Resolves once a nats-server on `port` greets with INFO. */
