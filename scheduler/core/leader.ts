@@ -18,7 +18,7 @@
  * (`start`, `onCommitted`). The tick also batches heartbeats, marks silent nodes down and places lost
  * stateless sandboxes again. No promises, no timers, no clock: the same calls give the same steps.
  */
-import { planBatch, type Strategy } from '../../placement/index.js';
+import { type PlanOptions, planBatch, type Strategy } from '../../placement/index.js';
 import { assert } from '../../src/lib/assert.js';
 import { checkQuota, checkRequestId, placementRequestOf } from './admission.js';
 import { type Command, type SandboxSpec, textLengthMax } from './commands.js';
@@ -41,6 +41,8 @@ export interface LeaderCoreOptions {
   /** A node silent for this long is marked down and its sandboxes lost; 0 turns health checking off. */
   readonly nodeDownAfterMs: number;
   readonly strategy?: Strategy;
+  /** Placement options beyond the strategy (scorers, bounds), as the capacity simulator's policies set them. */
+  readonly plan?: Omit<PlanOptions, 'seed'>;
 }
 
 /** One admitted create the leader is deciding about. The shell keeps its callers, by request id. */
@@ -84,6 +86,8 @@ export interface Step {
   readonly toBatch: readonly LiveRequest[];
   /** The size of each batch planned in this step (for the shell's metrics). */
   readonly planned: readonly number[];
+  /** Requests that began waiting in the pending queue in this step (each until its `deadlineMs`). */
+  readonly parked: readonly LiveRequest[];
 }
 
 /** What `submit` decided about one create. */
@@ -136,6 +140,7 @@ interface Draft {
   readonly answers: Answer[];
   readonly toBatch: LiveRequest[];
   readonly planned: number[];
+  readonly parked: LiveRequest[];
   readonly toPend: LiveRequest[];
 }
 
@@ -171,7 +176,10 @@ export class LeaderCore {
       inFlightBatchesMax: options.inFlightBatchesMax,
     });
     this.#o = options;
-    this.#planner = new Planner(options.strategy);
+    this.#planner = new Planner({
+      ...(options.strategy === undefined ? {} : { strategy: options.strategy }),
+      ...options.plan,
+    });
   }
 
   get pendingCount(): number {
@@ -179,6 +187,10 @@ export class LeaderCore {
   }
   get liveCount(): number {
     return this.#live.size;
+  }
+  /** The requests waiting for room, in arrival order (read-only: for reports). */
+  pending(): IterableIterator<LiveRequest> {
+    return this.#pending.values();
   }
   /** Plans proposed and not yet settled. */
   get inFlightBatches(): number {
@@ -366,25 +378,41 @@ export class LeaderCore {
   }
 
   #draft(state: SchedulerState, nowMs: number): Draft {
-    return { state, nowMs, proposals: [], answers: [], toBatch: [], planned: [], toPend: [] };
+    return { state, nowMs, proposals: [], answers: [], toBatch: [], planned: [], parked: [], toPend: [] };
   }
 
   /** Ends a step: the requests parked in it are recorded pending by one entry, after the step's others. */
   #close(d: Draft): Step {
     const reqs = d.toPend.filter((r) => this.#live.get(r.requestId) === r);
     if (reqs.length > 0 && !this.#stopped) {
+      // Requests of one step often share a spec object (a workload's shape): digest each object once.
+      const digests = new Map<SandboxSpec, string>();
+      const digestOf = (spec: SandboxSpec): string => {
+        let digest = digests.get(spec);
+        if (digest === undefined) {
+          digest = specDigest(spec);
+          digests.set(spec, digest);
+        }
+        return digest;
+      };
       const items = reqs.map((req) => ({
         requestId: req.requestId,
         sandboxId: req.requestId,
         spec: req.spec,
-        specDigest: specDigest(req.spec),
+        specDigest: digestOf(req.spec),
         reason: (req.reason ?? 'no capacity').slice(0, textLengthMax),
         deadlineMs: req.deadlineMs,
       }));
       const byId = new Map(reqs.map((r) => [r.requestId, r] as const));
       this.#propose({ type: 'pend', atMs: d.nowMs, items }, { kind: 'pend', byId }, d);
     }
-    return { proposals: d.proposals, answers: d.answers, toBatch: d.toBatch, planned: d.planned };
+    return {
+      proposals: d.proposals,
+      answers: d.answers,
+      toBatch: d.toBatch,
+      planned: d.planned,
+      parked: d.parked,
+    };
   }
 
   #propose(command: Command, ticket: Ticket, d: Draft): void {
@@ -531,6 +559,7 @@ export class LeaderCore {
       return;
     }
     this.#pending.add(req, reason);
+    d.parked.push(req);
     if (!req.pendProposed) {
       req.pendProposed = true;
       d.toPend.push(req);

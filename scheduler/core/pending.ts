@@ -30,6 +30,11 @@ export class PendingQueue<T extends Waiting = Waiting> {
     return this.#items.get(requestId);
   }
 
+  /** The waiting requests in arrival order, without taking them. */
+  values(): IterableIterator<T> {
+    return this.#items.values();
+  }
+
   add(req: T, reason: string): void {
     assert(this.#items.size < pendingMax, 'pending queue is full', { pendingMax });
     req.reason = reason;
