@@ -91,13 +91,19 @@ export class SchedulerCore {
     return r.kind;
   }
 
-  /** Closes the open batch at `nowMs`: it is planned, and its commands commit. */
-  flush(nowMs: number): void {
+  /**
+   * Closes the open batch at `nowMs`: its first `sizeMax` requests (all by default) are planned, and their
+   * commands commit. The rest, and what the planning wakes or re-plans, stay open for the next flush.
+   */
+  flush(nowMs: number, sizeMax = Number.POSITIVE_INFINITY): void {
     this.#nowMs = nowMs;
-    // Planning may wake or re-plan requests into a new open batch; those wait for the next flush.
-    const batch = this.#batch;
-    this.#batch = [];
-    if (batch.length > 0) this.#run(this.#leader.onBatch(batch, this.#state, nowMs));
+    if (this.#batch.length === 0) return;
+    let batch = this.#batch;
+    if (batch.length > sizeMax) {
+      this.#batch = batch.slice(sizeMax);
+      batch = batch.slice(0, sizeMax);
+    } else this.#batch = [];
+    this.#run(this.#leader.onBatch(batch, this.#state, nowMs));
   }
 
   /** The leader's tick at `nowMs`: pending requests past their deadline fail (through a committed status). */
