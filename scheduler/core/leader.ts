@@ -21,7 +21,7 @@
 import { type PlanOptions, planBatch, type Strategy } from '../../placement/index.js';
 import { assert } from '../../src/lib/assert.js';
 import { checkQuota, checkRequestId, placementRequestOf } from './admission.js';
-import { type Command, type SandboxSpec, textLengthMax } from './commands.js';
+import { type Command, type PlaceItem, type SandboxSpec, textLengthMax } from './commands.js';
 import { type ErrorResult, OverloadedError, RequestIdConflictError } from './errors.js';
 import { holdsAllocation } from './lifecycle.js';
 import { PendingQueue, pendingMax } from './pending.js';
@@ -61,8 +61,16 @@ export interface LiveRequest extends CoreRequest {
 
 /** What a caller of `requestId` is told. */
 export type Answer =
-  /** The request committed (placed, or placed earlier): resolve with its committed sandbox. */
-  | { readonly requestId: string; readonly kind: 'committed'; readonly spec: SandboxSpec }
+  /**
+   * The request committed (placed, or placed earlier): resolve with its committed sandbox. `placed` is where
+   * this leader's own `place` entry put it, when that is how it committed (so a reader need not look it up).
+   */
+  | {
+      readonly requestId: string;
+      readonly kind: 'committed';
+      readonly spec: SandboxSpec;
+      readonly placed?: PlaceItem;
+    }
   /** The state machine refused it for good (quota passed since admission, say). */
   | { readonly requestId: string; readonly kind: 'refused'; readonly error: ErrorResult }
   /** Terminated while pending. */
@@ -117,7 +125,7 @@ type Ticket =
   | {
       readonly kind: 'place';
       readonly byId: ReadonlyMap<string, LiveRequest>;
-      readonly items: readonly string[];
+      readonly items: readonly PlaceItem[];
       readonly startMs: number;
     }
   | { readonly kind: 'pend'; readonly byId: ReadonlyMap<string, LiveRequest> }
@@ -150,7 +158,8 @@ export class LeaderCore {
   readonly #pending = new PendingQueue<LiveRequest>();
   /** Every request admitted and not yet answered, by id: a retry joins the first one. */
   readonly #live = new Map<string, LiveRequest>();
-  readonly #inFlightUsage = new Map<string, Usage>();
+  /** Per tenant, the usage of admitted creates committed state does not count yet (records owned here). */
+  readonly #inFlightUsage = new Map<string, { -readonly [K in keyof Usage]: Usage[K] }>();
   /** Batches waiting for a free in-flight slot. */
   #held: LiveRequest[][] = [];
   readonly #tickets = new Map<number, Ticket>();
@@ -273,15 +282,19 @@ export class LeaderCore {
     const d = this.#draft(state, nowMs);
     if (!result.ok) return this.#failed(t, d);
     switch (t.kind) {
-      case 'place':
+      case 'place': {
+        // Apply answers a place entry item by item, in order.
+        let i = 0;
         for (const r of result.items ?? []) {
           const req = t.byId.get(r.requestId);
           assert(req !== undefined, 'a place result names a planned request', { requestId: r.requestId });
           if (r.outcome === 'rejected') this.#replan(req, `${r.error.code}: ${r.error.message}`, d);
-          else this.#answerCommitted(req, d);
+          else this.#answerCommitted(req, d, r.outcome === 'placed' ? t.items[i] : undefined);
+          i += 1;
         }
         this.#batchDone(t.startMs, d);
         break;
+      }
       case 'pend':
         for (const r of result.items ?? []) {
           const req = t.byId.get(r.requestId);
@@ -458,7 +471,7 @@ export class LeaderCore {
       return;
     }
     const byId = new Map(batch.map((r) => [r.requestId, r] as const));
-    const items = verified.items.map((i) => i.requestId);
+    const items = verified.items;
     this.#propose(
       { type: 'place', atMs: d.nowMs, items: verified.items },
       { kind: 'place', byId, items, startMs },
@@ -477,9 +490,9 @@ export class LeaderCore {
   #failed(t: Ticket, d: Draft): Draft {
     switch (t.kind) {
       case 'place':
-        for (const id of t.items) {
-          const req = t.byId.get(id);
-          if (req !== undefined && this.#settle(req)) d.answers.push({ requestId: id, kind: 'unknown' });
+        for (const { requestId } of t.items) {
+          const req = t.byId.get(requestId);
+          if (req !== undefined && this.#settle(req)) d.answers.push({ requestId, kind: 'unknown' });
         }
         this.#batchDone(t.startMs, d);
         break;
@@ -500,13 +513,15 @@ export class LeaderCore {
   }
 
   #addUsage(spec: SandboxSpec, sign: 1 | -1): void {
-    const u = this.#inFlightUsage.get(spec.tenant) ?? { cpu: 0, memory: 0, disk: 0, sandboxes: 0 };
-    this.#inFlightUsage.set(spec.tenant, {
-      cpu: u.cpu + sign * spec.resources.cpu,
-      memory: u.memory + sign * spec.resources.memory,
-      disk: u.disk + sign * spec.resources.disk,
-      sandboxes: u.sandboxes + sign,
-    });
+    let u = this.#inFlightUsage.get(spec.tenant);
+    if (u === undefined) {
+      u = { cpu: 0, memory: 0, disk: 0, sandboxes: 0 };
+      this.#inFlightUsage.set(spec.tenant, u);
+    }
+    u.cpu += sign * spec.resources.cpu;
+    u.memory += sign * spec.resources.memory;
+    u.disk += sign * spec.resources.disk;
+    u.sandboxes += sign;
   }
 
   /** Takes a live request out of every queue; false when it was answered already. */
@@ -525,10 +540,14 @@ export class LeaderCore {
     this.#addUsage(req.spec, -1);
   }
 
-  #answerCommitted(req: LiveRequest, d: Draft): void {
+  #answerCommitted(req: LiveRequest, d: Draft, placed?: PlaceItem): void {
     if (!this.#settle(req)) return;
     this.stats.placed += 1;
-    d.answers.push({ requestId: req.requestId, kind: 'committed', spec: req.spec });
+    d.answers.push(
+      placed === undefined
+        ? { requestId: req.requestId, kind: 'committed', spec: req.spec }
+        : { requestId: req.requestId, kind: 'committed', spec: req.spec, placed },
+    );
   }
 
   #refuse(req: LiveRequest, error: ErrorResult, d: Draft): void {

@@ -22,7 +22,7 @@ import {
   type PlanOptions,
   type ReferenceShape,
 } from '../../placement/index.js';
-import type { SandboxSpec } from '../../scheduler/commands.js';
+import type { PlaceItem, SandboxSpec } from '../../scheduler/commands.js';
 import type { Answer } from '../../scheduler/core/leader.js';
 import { assert } from '../lib/assert.js';
 import { ConfigError } from '../lib/errors.js';
@@ -377,16 +377,17 @@ class Run {
     const a = this.#open.get(ans.requestId);
     assert(a !== undefined, 'an answer is for an open arrival', { requestId: ans.requestId, kind: ans.kind });
     this.#open.delete(ans.requestId);
-    if (ans.kind === 'committed') this.#onPlaced(a);
+    if (ans.kind === 'committed') this.#onPlaced(a, ans.placed);
     else if (ans.kind === 'no-capacity') this.#reject(a.id, reasonLabel(ans.reason));
     else if (ans.kind === 'refused')
       this.#reject(a.id, reasonLabel(`${ans.error.code}: ${ans.error.message}`));
     else assert(false, 'the simulator neither cancels pending sandboxes nor loses proposals', { ans });
   }
 
-  #onPlaced(a: Arrival): void {
-    const sb = this.#core.state.sandbox(a.id);
-    assert(sb?.nodeId !== undefined, 'a committed arrival is placed', { id: a.id, state: sb?.state });
+  #onPlaced(a: Arrival, placed: PlaceItem | undefined): void {
+    // Placed by the leader's own entry (always, in the simulator); else read back from committed state.
+    const sb = placed ?? this.#core.state.sandbox(a.id);
+    assert(sb?.nodeId !== undefined, 'a committed arrival is placed', { id: a.id });
     let gpuMilli = 0;
     for (const g of sb.gpuDevices) gpuMilli += g.milli;
     this.#gpuAllocated += gpuMilli;
