@@ -97,17 +97,16 @@ export class SimCore {
     return this.#core.takeParked();
   }
 
-  /** Ends sandboxes: departures (`terminated`). Freed room wakes pending requests into the open batch. */
-  finish(items: readonly { id: string; to: 'terminated' }[], atMs: number): void {
+  /**
+   * Ends sandboxes: departures and lost ones (`terminated`; a `running` one through `terminating`, as its
+   * node would report it). Freed room wakes pending requests into the open batch.
+   */
+  finish(items: readonly { readonly id: string; readonly running: boolean }[], atMs: number): void {
     if (items.length === 0) return;
     const out: { sandboxId: string; state: 'terminating' | 'terminated' }[] = [];
     for (const i of items) {
-      const sb = this.#core.state.sandbox(i.id);
-      if (sb === undefined) continue;
-      // A running sandbox ends through `terminating`, as its node would report it.
-      if (sb.state === 'running' || sb.state === 'resuming')
-        out.push({ sandboxId: i.id, state: 'terminating' });
-      out.push({ sandboxId: i.id, state: i.to });
+      if (i.running) out.push({ sandboxId: i.id, state: 'terminating' });
+      out.push({ sandboxId: i.id, state: 'terminated' });
     }
     const result = this.#applyOk({ type: 'status', atMs, items: out });
     assert(result.ok && result.itemErrors === undefined, 'every finish item applies', {

@@ -97,6 +97,8 @@ interface Live {
   readonly a: Arrival;
   nodeId: string;
   state: 'placed' | 'suspended';
+  /** Resumed once: the scheduler holds it `running` (a placed one stays `placed` in the simulator). */
+  running: boolean;
   gpuMilli: number;
 }
 
@@ -128,7 +130,8 @@ class Run {
   /** Instants a leader tick is scheduled at (a parked request's deadline). */
   readonly #ticksAt = new Set<number>();
   #batchFlushAt = -1;
-  #releases: string[] = [];
+  /** Departures since the last release flush; `running` ones end through `terminating`. */
+  #releases: { readonly id: string; readonly running: boolean }[] = [];
   /** Nodes that gave room back since the last wake. */
   #freed = new Set<string>();
   #releaseFlushAt = -1;
@@ -391,7 +394,7 @@ class Run {
     let gpuMilli = 0;
     for (const g of sb.gpuDevices) gpuMilli += g.milli;
     this.#gpuAllocated += gpuMilli;
-    this.#live.set(a.id, { a, nodeId: sb.nodeId, state: 'placed', gpuMilli });
+    this.#live.set(a.id, { a, nodeId: sb.nodeId, state: 'placed', running: false, gpuMilli });
     this.#totals.placed += 1;
     observe(this.#waitMs, this.#now - a.atMs);
     if (this.#o.recordPlacements === true) this.#placements.set(a.id, sb.nodeId);
@@ -417,7 +420,7 @@ class Run {
     this.#resumeWaiting.delete(id);
     this.#totals.departed += 1;
     if (l.state === 'placed') this.#freed.add(l.nodeId);
-    this.#releases.push(id);
+    this.#releases.push({ id, running: l.state === 'placed' && l.running });
     if (this.#releaseFlushAt < 0) {
       this.#releaseFlushAt = this.#windowEnd();
       this.#heap.push(this.#releaseFlushAt, Kind.ReleaseFlush, { kind: Kind.ReleaseFlush });
@@ -429,10 +432,7 @@ class Run {
     if (this.#releases.length === 0) return;
     const ids = this.#releases;
     this.#releases = [];
-    this.#core.finish(
-      ids.map((id) => ({ id, to: 'terminated' as const })),
-      this.#now,
-    );
+    this.#core.finish(ids, this.#now);
     this.#retryResumes();
     this.#afterCore();
   }
@@ -472,6 +472,7 @@ class Run {
     }
     this.#resumeWaiting.delete(id);
     l.state = 'placed';
+    l.running = true;
     l.nodeId = got.nodeId;
     for (const g of got.gpuDevices) l.gpuMilli += g.milli;
     this.#gpuAllocated += l.gpuMilli;
@@ -499,7 +500,7 @@ class Run {
     }
     // Lost sandboxes are ended (terminated) at once, as their owner would after hearing they were lost.
     this.#core.finish(
-      lost.map((id) => ({ id, to: 'terminated' as const })),
+      lost.map((id) => ({ id, running: false })),
       this.#now,
     );
     this.#afterCore();
