@@ -75,10 +75,6 @@ export interface RaftSimResult {
 
 class SimFailure extends Error {}
 
-function fail(message: string): never {
-  throw new SimFailure(message);
-}
-
 const enc = new TextEncoder();
 const dec = new TextDecoder();
 const keys = ['x', 'y', 'z'];
@@ -188,11 +184,12 @@ export async function runRaftSim(options: RaftSimOptions): Promise<RaftSimResult
     await sim.run();
   } catch (err) {
     const what =
-      err instanceof SimFailure
+      sim.failure ??
+      (err instanceof SimFailure
         ? err.message
         : err instanceof Error
           ? (err.stack ?? err.message)
-          : String(err);
+          : String(err));
     const flags =
       (options.brokenReads ? ' --broken-reads' : '') +
       (options.faultTicks === undefined ? '' : ` --fault-ticks ${options.faultTicks}`);
@@ -254,6 +251,11 @@ class RaftSim {
     crashRate: number;
   };
   #opSeq = 0;
+  /**
+   * The first check that failed. Most checks run inside a driver's callbacks (a save, an apply, a role
+   * change), where a throw would only stop that driver: the failure is kept here and raised by the tick.
+   */
+  #failure: string | undefined;
   /** A replica's driver that stopped by itself (a failed invariant or write it did not expect). */
   #selfStopped: string | undefined;
   /** Drivers of crashed incarnations, closing. */
@@ -276,6 +278,16 @@ class RaftSim {
 
   get now(): number {
     return this.timers.now() / tickMs;
+  }
+
+  /** The first check that failed, if any. */
+  get failure(): string | undefined {
+    return this.#failure;
+  }
+
+  #fail(message: string): never {
+    this.#failure ??= message;
+    throw new SimFailure(message);
   }
 
   #trace(line: string): void {
@@ -364,7 +376,7 @@ class RaftSim {
       const snap = update.snapshot;
       const known = this.committed.get(snap.meta.index);
       if (known !== undefined && known.term !== snap.meta.term)
-        fail(
+        this.#fail(
           `${r.id} installed a snapshot at ${snap.meta.index} of term ${snap.meta.term}; committed there: term ${known.term}`,
         );
       this.#trace(`${r.id} installed snapshot @${snap.meta.index}`);
@@ -387,9 +399,9 @@ class RaftSim {
       return;
     }
     if (!sameBytes(known.data, e.data))
-      fail(`log matching: two different entries at index ${e.index} term ${e.term} (${r.id})`);
+      this.#fail(`log matching: two different entries at index ${e.index} term ${e.term} (${r.id})`);
     if (known.prevTerm !== undefined && prevTerm !== undefined && known.prevTerm !== prevTerm)
-      fail(
+      this.#fail(
         `log matching: entry ${key} follows term ${prevTerm} on ${r.id}, term ${known.prevTerm} elsewhere`,
       );
   }
@@ -400,7 +412,7 @@ class RaftSim {
     const known = this.committed.get(e.index);
     if (known !== undefined) {
       if (known.term !== e.term || !sameBytes(known.data, e.data))
-        fail(
+        this.#fail(
           `state machine safety: ${r.id} committed term ${e.term} at ${e.index}, another replica term ${known.term}`,
         );
       return;
@@ -420,7 +432,7 @@ class RaftSim {
     this.stats.elections++;
     const known = this.leaders.get(term);
     if (known !== undefined && known !== r.id)
-      fail(`election safety: ${known} and ${r.id} both lead term ${term}`);
+      this.#fail(`election safety: ${known} and ${r.id} both lead term ${term}`);
     this.leaders.set(term, r.id);
     // Leader completeness: every entry committed anywhere is in the new leader's log (or its snapshot).
     const s = r.storage;
@@ -428,7 +440,7 @@ class RaftSim {
       if (index < s.firstIndex() - 1 || (this.committedBy.get(index) ?? 0) >= term) continue;
       const t = index <= s.lastIndex() ? s.term(index) : undefined;
       if (t !== e.term)
-        fail(
+        this.#fail(
           `leader completeness: ${r.id} leads term ${term} without committed entry ${index} (term ${e.term}, has ${t})`,
         );
     }
@@ -670,8 +682,9 @@ class RaftSim {
       await settleTurn();
       if (this.net.deliverDue() === 0) break;
     }
+    if (this.#failure !== undefined) throw new SimFailure(this.#failure);
     if (this.#selfStopped !== undefined)
-      fail(`${this.#selfStopped}'s driver stopped by itself (a failed write or a broken invariant)`);
+      this.#fail(`${this.#selfStopped}'s driver stopped by itself (a failed write or a broken invariant)`);
   }
 
   async run(): Promise<void> {
@@ -733,13 +746,13 @@ class RaftSim {
         return `${r.id}:${s.role}/t${s.term}/c${s.commit}/a${s.applied}/l${r.storage.lastIndex()}`;
       })
       .join(' ');
-    fail(`liveness: no commit and convergence within ${budget} ticks after healing (${status})`);
+    this.#fail(`liveness: no commit and convergence within ${budget} ticks after healing (${status})`);
   }
 
   #checkConverged(): void {
     const states = [...this.replicas.values()].map((r) => JSON.stringify([...r.machine.kv].sort()));
     if (new Set(states).size !== 1)
-      fail(`convergence: replicas' states differ at the end: ${states.join(' / ')}`);
+      this.#fail(`convergence: replicas' states differ at the end: ${states.join(' / ')}`);
     // No acknowledged write lost: each is in the committed log. A dropped one must not be.
     const committedPuts = new Set<string>();
     for (const e of this.committed.values()) {
@@ -748,12 +761,13 @@ class RaftSim {
       committedPuts.add(`${client}|${op}`);
     }
     for (const a of this.acked)
-      if (!committedPuts.has(a)) fail(`acknowledged write ${a} is not in the committed log`);
+      if (!committedPuts.has(a)) this.#fail(`acknowledged write ${a} is not in the committed log`);
     // The whole log is committed everywhere now, so a put that is not in it never will be: it did not happen.
     for (const rec of this.ops) {
       if (rec.input.op !== 'put' || rec.output !== undefined || rec.void) continue;
       const inLog = committedPuts.has(`${rec.client}|${rec.id}`);
-      if (rec.dropped && inLog) fail(`put ${rec.client}|${rec.id} was rejected as dropped, yet it committed`);
+      if (rec.dropped && inLog)
+        this.#fail(`put ${rec.client}|${rec.id} was rejected as dropped, yet it committed`);
       if (!inLog) rec.void = true;
     }
   }
@@ -770,7 +784,7 @@ class RaftSim {
       }));
     this.stats.operations = history.length;
     const verdict = checkHistory(history);
-    if (!verdict.ok) fail(`linearizability: history of key ${verdict.key} is ${verdict.reason}`);
+    if (!verdict.ok) this.#fail(`linearizability: history of key ${verdict.key} is ${verdict.reason}`);
   }
 
   /** Closes every driver (a failed run may leave some mid-flight), so nothing outlives the run. */
