@@ -1,11 +1,11 @@
 import { describe, expect, it } from 'vitest';
 import { commandCodec } from '../../scheduler/commands.js';
+import type { LiveRequest } from '../../scheduler/core/leader.js';
 import { NotLeaderError } from '../../scheduler/errors.js';
 import { InProcessLog } from '../../scheduler/in-process-log.js';
 import { Batcher } from '../../scheduler/pipeline/batcher.js';
 import { defaultPipelineOptions, LeaderPipeline } from '../../scheduler/pipeline/leader.js';
 import { PendingQueue } from '../../scheduler/pipeline/pending.js';
-import type { CreateRequest } from '../../scheduler/pipeline/request.js';
 import { UnavailableError } from '../../src/lib/errors.js';
 import { node, spec } from './fixtures.js';
 
@@ -26,15 +26,14 @@ describe('scheduler pipeline', () => {
   it('scheduler - the pending queue keeps reasons and expires by deadline only', () => {
     // Two requests with deadlines 10 and 20: expiring at 15 takes only the first, and the second keeps
     // its reason until it is woken.
-    const q = new PendingQueue();
-    const req = (id: string, deadlineMs: number): CreateRequest => ({
+    const q = new PendingQueue<LiveRequest>();
+    const req = (id: string, deadlineMs: number): LiveRequest => ({
       requestId: id,
       spec: spec(),
       deadlineMs,
       replans: 0,
       pendProposed: false,
       usageCounted: true,
-      waiters: [],
     });
     q.add(req('a', 10), 'resources: short of cpu');
     q.add(req('b', 20), 'constraint: zone');
