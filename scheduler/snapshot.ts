@@ -319,7 +319,7 @@ export class SnapshotReader {
   readonly #builder: IndexBuilder = ClusterIndex.empty().edit();
   readonly #nodes = IMap<string, NodeRecord>().asMutable();
   readonly #sandboxes = SlotTable.empty<Sandbox>().edit();
-  readonly #byNode = new Map<string, Set<string>>();
+  readonly #byNode = new Map<string, string[]>();
   readonly #usage = new Map<string, { cpu: number; memory: number; disk: number; sandboxes: number }>();
   readonly #dedup = SlotTable.empty<DedupEntry>().edit();
 
@@ -402,8 +402,8 @@ export class SnapshotReader {
       assert(sb.nodeId !== undefined, 'an allocated sandbox has a node', { sandboxId: sb.id });
       this.#allocate(sb);
       const ids = this.#byNode.get(sb.nodeId);
-      if (ids === undefined) this.#byNode.set(sb.nodeId, new Set([sb.id]));
-      else ids.add(sb.id);
+      if (ids === undefined) this.#byNode.set(sb.nodeId, [sb.id]);
+      else ids.push(sb.id);
     }
     if (!isFinished(sb.state)) {
       let u = this.#usage.get(sb.tenant);

@@ -209,7 +209,7 @@ export function decodeSnapshot(bytes: Uint8Array): SchedulerState {
     applied: body.applied,
     nodes,
     sandboxes: sandboxes.publish(),
-    byNode: slotTableOf(new Map([...byNode].map(([k, v]) => [k, new Set(v)] as const))),
+    byNode: slotTableOf(byNode),
     usage: IMap(usage),
     quotas: IMap(body.quotas.map(([t, q]) => [t, Object.freeze(q)] as const)),
     dedup: dedup.publish(),
