@@ -20,7 +20,7 @@
  */
 import { assert } from '../../src/lib/assert.js';
 
-const pageBits = 10;
+const pageBits = 8;
 /** Slots per page: a draft copies whole pages of keys and values on first write. */
 export const slotPageSize = 1 << pageBits;
 const pageMask = slotPageSize - 1;

@@ -131,6 +131,8 @@ export interface StateData {
   readonly index: ClusterIndex;
 }
 
+type SandboxEvent = Extract<SchedulerEvent, { kind: 'sandbox' }>;
+
 const zeroUsage: Usage = Object.freeze({ cpu: 0, memory: 0, disk: 0, sandboxes: 0 });
 const noIds: ReadonlySet<string> = new Set<string>();
 const noIdList: readonly string[] = Object.freeze([]);
@@ -222,6 +224,8 @@ export function shapeOf(
   tenant: string,
   gpuDevices: Sandbox['gpuDevices'],
 ): AllocationShape {
+  if (spec.antiAffinity === undefined && spec.spread === undefined)
+    return { resources: spec.resources, gpuDevices };
   return {
     resources: spec.resources,
     gpuDevices,
@@ -481,7 +485,8 @@ class Draft {
     reason: string | undefined,
     from: SandboxState | 'none' = sb.state,
   ): void {
-    this.events.push({
+    // Optional fields assigned, not spread: one event per item, and conditional spreads allocate twice.
+    const e: { -readonly [K in keyof SandboxEvent]: SandboxEvent[K] } = {
       kind: 'sandbox',
       index: this.entryIndex,
       atMs: this.atMs,
@@ -489,9 +494,10 @@ class Draft {
       tenant: sb.tenant,
       from,
       to,
-      ...(sb.nodeId === undefined ? {} : { nodeId: sb.nodeId }),
-      ...(reason === undefined ? {} : { reason }),
-    });
+    };
+    if (sb.nodeId !== undefined) e.nodeId = sb.nodeId;
+    if (reason !== undefined) e.reason = reason;
+    this.events.push(e);
   }
 
   orphanEvent(nodeId: string, sandboxId: string, reason: string): void {
@@ -910,15 +916,21 @@ function newSandbox(
   fields: Pick<Sandbox, 'state' | 'gpuDevices'> &
     Partial<Pick<Sandbox, 'nodeId' | 'reason' | 'pendingUntilMs'>>,
 ): Sandbox {
-  return Object.freeze({
+  // Built field by field rather than spread: one record per created sandbox.
+  const sb: { -readonly [K in keyof Sandbox]: Sandbox[K] } = {
     id: item.sandboxId,
     requestId: item.requestId,
     tenant: item.spec.tenant,
     spec: item.spec,
-    ...fields,
+    state: fields.state,
+    gpuDevices: fields.gpuDevices,
     createdAtMs: draft.atMs,
     updatedAtMs: draft.atMs,
-  });
+  };
+  if (fields.nodeId !== undefined) sb.nodeId = fields.nodeId;
+  if (fields.reason !== undefined) sb.reason = fields.reason;
+  if (fields.pendingUntilMs !== undefined) sb.pendingUntilMs = fields.pendingUntilMs;
+  return Object.freeze(sb);
 }
 
 function rejectedItem(
