@@ -9,15 +9,18 @@
  * set, and slots are never given to another key. A version reads `slots.get(key)`, then checks that its own
  * key column holds that key at that slot; a slot past its end, emptied, or written by a later version's key
  * reads as absent. Only one line of versions may add keys to a generation: the generation remembers its
- * writer (the last version published from it, or the draft adding to it), and a draft whose base is not
- * the writer (a second draft from one version, or one after a draft that was dropped) first builds its own
- * generation from its base's columns. A removed key that comes back would need a second slot, so its draft
- * builds a fresh generation too (rare: ids are unique; request ids return only after eviction).
+ * writer (the last version published from it, or the draft adding to it). A draft whose base is not the
+ * writer (a second draft from one version, or one after a draft that was dropped), or that adds back a
+ * removed key (which needs a new slot), records those keys in `extra`, a small persistent map of its own
+ * line, read when the generation's slot does not hold the key; once `extra` grows past a share of the
+ * table, a draft builds a generation of its own from its columns. So a fork costs what it adds, not the
+ * table's size.
  *
  * Slot order is insertion order, so `keys()` lists the oldest live key first (the dedup table evicts from
  * there). Removed slots stay as holes; a draft renumbers densely (keeping the order) once holes outnumber
  * live keys, so the columns and the generation stay within a constant factor of the live size.
  */
+import { Map as IMap } from 'immutable';
 import { assert } from '../../src/lib/assert.js';
 
 const pageBits = 8;
@@ -41,6 +44,8 @@ class Generation {
 
 interface Parts<V> {
   readonly gen: Generation;
+  /** Keys this line added that the generation could not take (see above); usually empty. */
+  readonly extra: IMap<string, number>;
   readonly keys: readonly Page<string>[];
   readonly vals: readonly Page<V>[];
   /** One past the last slot ever given in this version. */
@@ -53,10 +58,18 @@ interface Parts<V> {
 }
 
 function lookup<V>(p: Parts<V>, key: string): number {
-  const slot = p.gen.slots.get(key);
+  const s = holds(p, p.gen.slots.get(key), key);
+  return s >= 0 || p.extra.size === 0 ? s : holds(p, p.extra.get(key), key);
+}
+
+/** `slot` when this version holds `key` there, else -1. */
+function holds<V>(p: Parts<V>, slot: number | undefined, key: string): number {
   if (slot === undefined || slot >= p.end || slot < p.head) return -1;
   return p.keys[slot >>> pageBits]?.[slot & pageMask] === key ? slot : -1;
 }
+
+/** Extra keys are folded into a new generation once they pass this share of the live keys (and a floor). */
+const extraShareMax = 0.25;
 
 function* slotsOf<V>(p: Parts<V>): Generator<number> {
   for (let s = p.head; s < p.end; s++) {
@@ -80,6 +93,7 @@ export class SlotTable<V> {
     const stamp = {};
     return new SlotTable<V>({
       gen: new Generation(stamp),
+      extra: IMap(),
       keys: [],
       vals: [],
       end: 0,
@@ -147,6 +161,7 @@ export class SlotTable<V> {
 export class SlotTableDraft<V> {
   readonly #base: Parts<V>;
   #gen: Generation;
+  #extra: IMap<string, number>;
   #keys: Page<string>[];
   #vals: Page<V>[];
   #end: number;
@@ -160,6 +175,7 @@ export class SlotTableDraft<V> {
   constructor(base: Parts<V>) {
     this.#base = base;
     this.#gen = base.gen;
+    this.#extra = base.extra;
     this.#keys = base.keys.slice();
     this.#vals = base.vals.slice();
     this.#end = base.end;
@@ -170,6 +186,7 @@ export class SlotTableDraft<V> {
   #parts(): Parts<V> {
     return {
       gen: this.#gen,
+      extra: this.#extra,
       keys: this.#keys,
       vals: this.#vals,
       end: this.#end,
@@ -190,7 +207,10 @@ export class SlotTableDraft<V> {
     return this.#lookup(key) >= 0;
   }
   #lookup(key: string): number {
-    const slot = this.#gen.slots.get(key);
+    const s = this.#holds(this.#gen.slots.get(key), key);
+    return s >= 0 || this.#extra.size === 0 ? s : this.#holds(this.#extra.get(key), key);
+  }
+  #holds(slot: number | undefined, key: string): number {
     if (slot === undefined || slot >= this.#end || slot < this.#head) return -1;
     return this.#keys[slot >>> pageBits]?.[slot & pageMask] === key ? slot : -1;
   }
@@ -208,9 +228,9 @@ export class SlotTableDraft<V> {
       (this.#vals[live >>> pageBits] as Page<V>)[live & pageMask] = value;
       return;
     }
-    this.#claim(key);
     const slot = this.#end++;
-    this.#gen.slots.set(key, slot);
+    if (this.#mayAdd(key)) this.#gen.slots.set(key, slot);
+    else this.#extra = this.#extra.set(key, slot);
     this.#page(slot >>> pageBits);
     (this.#keys[slot >>> pageBits] as Page<string>)[slot & pageMask] = key;
     (this.#vals[slot >>> pageBits] as Page<V>)[slot & pageMask] = value;
@@ -232,12 +252,14 @@ export class SlotTableDraft<V> {
 
   publish(): SlotTable<V> {
     if (this.#end - this.#head - this.#size > Math.max(this.#size, holesSlackMin)) this.#renumber();
+    else if (this.#extra.size > Math.max(this.#size * extraShareMax, holesSlackMin)) this.#ownGeneration();
     const stamp = {};
     // The line continues from the new version, unless another draft took the generation meanwhile.
     if (this.#gen.writer === this.#base.stamp || this.#gen.writer === this.#token) this.#gen.writer = stamp;
     this.#token = undefined;
     return SlotTable.of({
       gen: this.#gen,
+      extra: this.#extra,
       keys: this.#keys,
       vals: this.#vals,
       end: this.#end,
@@ -264,23 +286,29 @@ export class SlotTableDraft<V> {
     }
   }
 
-  /** Makes this draft the one allowed to add keys to its generation, starting a new one when needed. */
-  #claim(key: string): void {
+  /**
+   * True when `key` may go into the shared generation: this draft is (or now becomes) its writer, and the
+   * key never held a slot there. Otherwise it goes into `extra`.
+   */
+  #mayAdd(key: string): boolean {
     const gen = this.#gen;
     const mine = this.#token !== undefined && gen.writer === this.#token;
-    if (mine && !gen.slots.has(key)) return;
-    if (!mine && gen.writer === this.#base.stamp && !gen.slots.has(key)) {
+    if (!mine) {
+      if (gen.writer !== this.#base.stamp) return false;
       this.#token = {};
       gen.writer = this.#token;
-      return;
     }
-    // Another line writes this generation, or `key` held a slot once (a hole now, live perhaps in an older
-    // version): a generation of our own, built from this draft's live keys, where `key` gets a new slot.
+    return !gen.slots.has(key);
+  }
+
+  /** A generation of this draft's own, from its live keys; `extra` is folded into it. */
+  #ownGeneration(): void {
     this.#token = {};
     const next = new Generation(this.#token);
     for (const s of slotsOf(this.#parts()))
       next.slots.set((this.#keys[s >>> pageBits] as Page<string>)[s & pageMask] as string, s);
     this.#gen = next;
+    this.#extra = IMap();
   }
 
   /** Packs the live keys into slots 0..size-1, in order, under a new generation. */
@@ -306,6 +334,7 @@ export class SlotTableDraft<V> {
     this.#keys = keys;
     this.#vals = vals;
     this.#gen = gen;
+    this.#extra = IMap();
     this.#end = n;
     this.#head = 0;
     this.#owned.clear();
