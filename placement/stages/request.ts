@@ -37,8 +37,11 @@ export interface CompiledRequest {
         readonly minCount: number;
       }
     | undefined;
-  /** Slots holding the request's image (when it names one): locality is a set lookup per candidate. */
-  readonly imageHolders: ReadonlySet<number> | undefined;
+  /**
+   * Slots holding the request's image (when it names one), one bit per slot: locality is one word load per
+   * candidate (a Set lookup cost about 10% of a batch's samples in profiles).
+   */
+  readonly imageHolders: Uint32Array | undefined;
   /** The anti-affinity group's count per slot, as of compilation. */
   readonly antiAffinityCounts: IMap<number, number> | undefined;
   readonly pinnedSlot: number | undefined;
@@ -73,9 +76,9 @@ export interface SignatureFacts {
  */
 const factsByMembership = new WeakMap<object, Map<string, SignatureFacts>>();
 
-/** Per image: its holders as a plain set (a locality check per candidate) and its candidate lists by bound. */
+/** Per image: its holders as a bitset over slots (a locality check per candidate) and its candidate lists by bound. */
 interface ImageFacts {
-  readonly holders: ReadonlySet<number>;
+  readonly holders: Uint32Array;
   readonly candidates: Map<number, readonly number[]>;
 }
 
@@ -91,7 +94,10 @@ function imageFacts(index: IndexReader, image: string): ImageFacts {
   }
   let facts = byImage.get(image);
   if (facts === undefined) {
-    facts = { holders: new Set(index.nodesWithImage(image)), candidates: new Map() };
+    const holders = new Uint32Array((index.slotCount + 31) >>> 5);
+    for (const slot of index.nodesWithImage(image))
+      holders[slot >>> 5] = (holders[slot >>> 5] as number) | (1 << (slot & 31));
+    facts = { holders, candidates: new Map() };
     byImage.set(image, facts);
   }
   return facts;
