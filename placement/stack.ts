@@ -126,6 +126,9 @@ export function placeFollowers(
   sink: PlacementSink,
 ): number {
   if (typeof binpack !== 'string' || req.gpu !== undefined || run.prev !== req.req) return 0;
+  // Most placements are followed by a different request: check that before reading the node.
+  const first = order[from];
+  if (first === undefined || !mayFollow(req.req, requests[first] as PlacementRequest, req.strategy)) return 0;
   const slot = run.slot;
   const n = nodeNumbers(builder, slot, numbers);
   let m = 0;
