@@ -164,7 +164,8 @@ export class LeaderPipeline {
     for (const p of step.proposals) this.#propose(p);
     for (const a of step.answers) this.#answer(a, unknownCause);
     for (const n of step.planned) this.#opts.metrics?.placementBatchSize.observe(n);
-    for (const req of step.toBatch) this.#batcher.add(req);
+    // Outcomes still arrive after stop(); nothing they re-plan is batched then (the callers were told to retry).
+    if (!this.#stopped) for (const req of step.toBatch) this.#batcher.add(req);
   }
 
   #propose(p: Proposal): void {
