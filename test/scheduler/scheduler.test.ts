@@ -94,12 +94,12 @@ describe('scheduler API', () => {
     await s.registerNode(node('n1'));
     const first = await s.create(spec('t1', 4000, 100));
     const second = s.create(spec('t1', 4000, 100));
-    await new Promise((r) => setTimeout(r, 10));
-    expect(s.stats().pending).toBe(1);
+    // Waiting for the pend to commit, not a fixed time: under load 10 ms was not always enough.
+    await until(async () => s.stats().pending === 1, 'the second create to wait in the pending queue');
     await s.terminate(first.id);
     expect((await second).nodeId).toBe('n1');
     const third = s.create(spec('t1', 4000, 100));
-    await new Promise((r) => setTimeout(r, 10));
+    await until(async () => s.stats().pending === 1, 'the third create to wait in the pending queue');
     nowMs = 5000;
     const err = await third.catch((e: unknown) => e);
     expect(err).toBeInstanceOf(NoCapacityError);
