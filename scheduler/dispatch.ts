@@ -21,7 +21,6 @@ import {
   type NodeCommand,
   type Ticket,
 } from './core/dispatch.js';
-import type { SchedulerState } from './state.js';
 import type { SchedulerStateMachine } from './state-machine.js';
 
 export type { DispatchKind, DispatchOutcome, NodeCommand } from './core/dispatch.js';
@@ -78,7 +77,6 @@ export class Dispatcher {
   readonly #machine: SchedulerStateMachine;
   readonly #o: DispatcherOptions;
   readonly core: DispatchCore;
-  #seen: SchedulerState;
   #stopped = false;
   #wake: Cancel | undefined;
   #wakeAtMs = Number.POSITIVE_INFINITY;
@@ -97,15 +95,13 @@ export class Dispatcher {
       },
       options.rng,
     );
-    this.#seen = machine.state;
     this.#resync();
     this.#unsubscribe = machine.onApply((applied) => {
-      const before = this.#seen;
-      this.#seen = applied.state;
+      const state = applied.state;
       const now = this.#o.timers.now();
       for (const e of applied.events) {
         if (e.kind !== 'sandbox') continue;
-        this.core.observe(before.sandbox(e.sandboxId), applied.state.sandbox(e.sandboxId), now);
+        this.core.observe(e.sandboxId, state.sandbox(e.sandboxId), state.cleanups.get(e.sandboxId), now);
       }
       this.#schedule(now);
     });
@@ -115,13 +111,17 @@ export class Dispatcher {
     );
   }
 
-  /** Feeds the core every committed sandbox (a new term, or a periodic resync). */
+  /**
+   * Feeds the core every committed sandbox and every cleanup owed (a new term, or a periodic resync), and
+   * drops what committed state no longer names.
+   */
   #resync(): void {
     if (this.#stopped) return;
     const state = this.#machine.state;
-    this.#seen = state;
     const now = this.#o.timers.now();
-    for (const sb of state.sandboxes.values()) this.core.observe(undefined, sb, now);
+    this.core.retain((id) => state.sandboxes.has(id) || state.cleanups.has(id));
+    for (const sb of state.sandboxes.values()) this.core.observe(sb.id, sb, undefined, now);
+    for (const [id, nodeId] of state.cleanups) this.core.observe(id, undefined, nodeId, now);
     this.#schedule(now);
   }
 

@@ -8,7 +8,7 @@
  * (the leader's empty no-op) only advance `applied`.
  */
 import { Decoder, Encoder } from '@msgpack/msgpack';
-import { List as IList, Map as IMap } from 'immutable';
+import { List as IList, Map as IMap, OrderedMap } from 'immutable';
 import { ClusterIndex, type NodeSpec } from '../placement/index.js';
 import type { Entry } from '../raft/core/types.js';
 import type { StateMachine } from '../raft/state-machine.js';
@@ -216,6 +216,7 @@ export function decodeSnapshot(bytes: Uint8Array): SchedulerState {
     quotas: IMap(body.quotas.map(([t, q]) => [t, Object.freeze(q)] as const)),
     dedup,
     dedupOrder: IList(body.dedup.map((d) => d[0])),
+    cleanups: OrderedMap(),
     index: builder.publish(),
   });
 }

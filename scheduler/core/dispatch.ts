@@ -11,8 +11,9 @@
  *
  * Two moves skip the worker's transitional state (state.ts `terminateTarget`): `placed → terminated` (the
  * create may already have reached the node) and `suspended → terminated` (the node keeps the snapshot). Both
- * owe the node a one-shot `terminate` (a cleanup), seen on the change itself; a leader change in between
- * loses it, and the node's next reconcile stops the copy as an orphan.
+ * owe the node a `terminate` (a cleanup) for a sandbox no longer in the state. That debt is committed too
+ * (`SchedulerState.cleanups`, until the node reports the sandbox terminated or reconciles), so a new leader
+ * resends it like any other command rather than relying on the old leader having seen the change.
  *
  * No promises, no timers: time is a number the shell passes in, randomness (the retry jitter) a seeded `Rng`.
  * The shell (scheduler/dispatch.ts) feeds committed changes in (`observe`), takes what is due (`due`) and
@@ -77,19 +78,14 @@ export function wantedCommand(sb: Sandbox): NodeCommand | undefined {
 }
 
 /**
- * The one-shot terminate owed when a sandbox went to `terminated` without passing `terminating`: from
- * `placed` (the create may have reached its node) or `suspended` (its node holds the snapshot).
+ * The terminate owed for a sandbox gone from the state while `cleanupNodeId` may hold a copy (committed in
+ * `SchedulerState.cleanups`), or undefined when none is owed.
  */
-export function cleanupCommand(before: Sandbox, after: Sandbox | undefined): NodeCommand | undefined {
-  if (after !== undefined && after.state !== 'terminated') return undefined;
-  const nodeId =
-    before.state === 'placed'
-      ? before.nodeId
-      : before.state === 'suspended'
-        ? before.snapshotNodeId
-        : undefined;
-  if (nodeId === undefined) return undefined;
-  return { kind: 'terminate', sandboxId: before.id, nodeId };
+export function cleanupCommand(
+  sandboxId: string,
+  cleanupNodeId: string | undefined,
+): NodeCommand | undefined {
+  return cleanupNodeId === undefined ? undefined : { kind: 'terminate', sandboxId, nodeId: cleanupNodeId };
 }
 
 /** A command still owed: when it may next be sent, how often it was tried, and whether it is out now. */
@@ -97,8 +93,6 @@ interface Owed {
   readonly cmd: NodeCommand;
   /** Distinguishes this command from a later one for the same sandbox, so a late outcome is ignored. */
   readonly generation: number;
-  /** A cleanup is forgotten once acknowledged, and committed state does not bring it back. */
-  readonly cleanup: boolean;
   attempts: number;
   notBeforeMs: number;
   inFlight: boolean;
@@ -155,15 +149,21 @@ export class DispatchCore {
   }
 
   /**
-   * Takes in a sandbox's committed state: `before` as it was (undefined when new), `after` as it is now
-   * (undefined when it is gone). The full resync at the start of a term passes `before` undefined.
+   * Takes in one sandbox's committed state: the sandbox as it is now (undefined when it is gone from the
+   * state) and the node owed a cleanup terminate for it (`SchedulerState.cleanups`), if any.
    */
-  observe(before: Sandbox | undefined, after: Sandbox | undefined, nowMs: number): void {
-    const id = after?.id ?? before?.id;
-    assert(id !== undefined, 'observe needs a sandbox before or after', {});
-    const wanted = after === undefined ? undefined : wantedCommand(after);
-    const cleanup = before === undefined ? undefined : cleanupCommand(before, after);
-    const next = wanted ?? cleanup;
+  observe(
+    sandboxId: string,
+    after: Sandbox | undefined,
+    cleanupNodeId: string | undefined,
+    nowMs: number,
+  ): void {
+    assert(after === undefined || after.id === sandboxId, 'observe names the sandbox it is given', {
+      sandboxId,
+      after: after?.id,
+    });
+    const id = sandboxId;
+    const next = after === undefined ? cleanupCommand(id, cleanupNodeId) : wantedCommand(after);
     if (next === undefined) {
       this.#forget(id);
       return;
@@ -176,7 +176,6 @@ export class DispatchCore {
     this.#owed.set(id, {
       cmd: next,
       generation: ++this.#generation,
-      cleanup: wanted === undefined,
       attempts: 0,
       notBeforeMs: nowMs,
       inFlight: false,
@@ -236,7 +235,7 @@ export class DispatchCore {
       if (outcome.ok) {
         this.counts.acked++;
         this.#owed.delete(t.cmd.sandboxId);
-        if (!owed.cleanup) this.#acked.set(t.cmd.sandboxId, keyOf(owed.cmd));
+        this.#acked.set(t.cmd.sandboxId, keyOf(owed.cmd));
         return;
       }
       this.counts.retried++;
@@ -253,6 +252,15 @@ export class DispatchCore {
       tickets.map(() => ({ ok: false, code })),
       nowMs,
     );
+  }
+
+  /**
+   * Forgets every command (owed or acknowledged) for a sandbox `committed` no longer names — neither in the
+   * state nor owed a cleanup — such as a cleanup the node confirmed, which leaves no sandbox event behind.
+   */
+  retain(committed: (sandboxId: string) => boolean): void {
+    for (const id of [...this.#owed.keys()]) if (!committed(id)) this.#forget(id);
+    for (const id of [...this.#acked.keys()]) if (!committed(id)) this.#acked.delete(id);
   }
 
   /** The earliest time a command not in flight may be sent, or undefined when none waits. */
