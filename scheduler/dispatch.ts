@@ -13,6 +13,7 @@
 import type { TrellisMetrics } from '../src/lib/metrics.js';
 import type { Rng } from '../src/lib/prng.js';
 import type { Cancel, Timers } from '../src/lib/timers.js';
+import type { Command } from './commands.js';
 import {
   DispatchCore,
   type DispatchOptions,
@@ -20,6 +21,7 @@ import {
   dispatchDefaults,
   type NodeCommand,
   type Ticket,
+  wantedCommand,
 } from './core/dispatch.js';
 import type { SchedulerStateMachine } from './state-machine.js';
 
@@ -68,6 +70,11 @@ export interface DispatcherOptions extends Partial<DispatchOptions> {
   readonly rng: Rng;
   /** Full resync from committed state this often. Default 5,000 ms. */
   readonly resyncMs?: number;
+  /**
+   * Proposes a command through Raft (the replica's pipeline): how a sandbox whose command the worker kept
+   * refusing goes `failed` with the worker's reason. Without it such a command is only no longer sent.
+   */
+  readonly propose?: (cmd: Command) => Promise<unknown>;
   readonly metrics?: TrellisMetrics;
 }
 
@@ -92,6 +99,7 @@ export class Dispatcher {
         retryBaseMs: options.retryBaseMs ?? dispatchDefaults.retryBaseMs,
         retryMaxMs: options.retryMaxMs ?? dispatchDefaults.retryMaxMs,
         inFlightPerNodeMax: options.inFlightPerNodeMax ?? dispatchDefaults.inFlightPerNodeMax,
+        refusedAttemptsMax: options.refusedAttemptsMax ?? dispatchDefaults.refusedAttemptsMax,
       },
       options.rng,
     );
@@ -162,12 +170,33 @@ export class Dispatcher {
           if (!o.ok) m?.dispatchRetries.inc();
         });
       }
+      this.#failGivenUp(now);
       this.#schedule(now);
     };
     this.#o.sink.send(nodeId, cmds).then(
       (outcomes) => settle(outcomes, 'MALFORMED_REPLY'),
       (err: unknown) => settle(undefined, codeOf(err)),
     );
+  }
+
+  /**
+   * Commits `failed`, with the worker's reason, for each sandbox whose command the core gave up on and
+   * that still owes that command (a cleanup's sandbox is gone: nothing to commit). A failed proposal is
+   * only logged by its absence: the next leader starts counting afresh.
+   */
+  #failGivenUp(nowMs: number): void {
+    const givenUp = this.core.takeGivenUp();
+    if (givenUp.length === 0 || this.#o.propose === undefined) return;
+    const state = this.#machine.state;
+    const items = givenUp.flatMap(({ cmd, reason }) => {
+      const sb = state.sandbox(cmd.sandboxId);
+      const wanted = sb === undefined ? undefined : wantedCommand(sb);
+      if (wanted === undefined || wanted.kind !== cmd.kind || wanted.nodeId !== cmd.nodeId) return [];
+      return [{ sandboxId: cmd.sandboxId, state: 'failed' as const, reason, nodeId: cmd.nodeId }];
+    });
+    if (items.length === 0) return;
+    this.#o.metrics?.dispatchCommands.inc({ kind: 'fail', outcome: 'given_up' }, items.length);
+    this.#o.propose({ type: 'status', atMs: nowMs, items }).catch(() => undefined);
   }
 
   /** Stops sending; outcomes of batches still out are ignored. */

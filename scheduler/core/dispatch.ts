@@ -36,8 +36,39 @@ export interface NodeCommand {
   readonly image?: string;
 }
 
-/** How a sent command ended: acknowledged by the worker, or to be sent again later (with why). */
-export type DispatchOutcome = { readonly ok: true } | { readonly ok: false; readonly code: string };
+/**
+ * How a sent command ended: acknowledged by the worker, or refused (with the worker's code and words). A
+ * refusal with a code of `permanentRefusalCodes` counts toward `refusedAttemptsMax`; any other (busy, no
+ * answer, timeout) is transient and retried with backoff for as long as the command is owed.
+ */
+export type DispatchOutcome =
+  | { readonly ok: true }
+  | { readonly ok: false; readonly code: string; readonly message?: string };
+
+/**
+ * Worker refusals that resending the same command cannot change: a malformed command or one for another
+ * node (VALIDATION), a sandbox the worker does not hold or holds in a state the command cannot start from,
+ * an operation its driver does not support, a driver failure, an unexpected error. Anything else — busy,
+ * closed, unavailable, no answer — is transient.
+ */
+export const permanentRefusalCodes: ReadonlySet<string> = new Set([
+  'VALIDATION',
+  'SANDBOX_NOT_FOUND',
+  'SANDBOX_STATE',
+  'UNSUPPORTED',
+  'DRIVER',
+  'INTERNAL',
+]);
+
+/** A command the dispatcher stopped sending: its worker refused it permanently `refusedAttemptsMax` times. */
+export interface GivenUp {
+  readonly cmd: NodeCommand;
+  /** The worker's reason, for the `failed` sandbox: code, words and how often it was refused. */
+  readonly reason: string;
+}
+
+/** The longest worker message a given-up command's reason keeps (a status reason's bound is larger). */
+export const givenUpMessageCharsMax = 512;
 
 export interface DispatchOptions {
   /** Commands one batch to one node carries, at most. */
@@ -47,6 +78,11 @@ export interface DispatchOptions {
   readonly retryMaxMs: number;
   /** Batches in flight to one node at once, at most: a slow node does not pile up requests. */
   readonly inFlightPerNodeMax: number;
+  /**
+   * Permanent refusals of one command (spaced by the same backoff) before the dispatcher gives up on it;
+   * a sandbox it gave up on goes `failed` with the worker's reason. Transient failures never count.
+   */
+  readonly refusedAttemptsMax: number;
 }
 
 export const dispatchDefaults: DispatchOptions = {
@@ -54,6 +90,7 @@ export const dispatchDefaults: DispatchOptions = {
   retryBaseMs: 100,
   retryMaxMs: 5_000,
   inFlightPerNodeMax: 1,
+  refusedAttemptsMax: 5,
 };
 
 /** The largest `batchMax` allowed: one batch must fit one worker request frame. */
@@ -94,6 +131,8 @@ interface Owed {
   /** Distinguishes this command from a later one for the same sandbox, so a late outcome is ignored. */
   readonly generation: number;
   attempts: number;
+  /** Permanent refusals so far (a subset of `attempts`). */
+  refusals: number;
   notBeforeMs: number;
   inFlight: boolean;
 }
@@ -110,6 +149,7 @@ export interface DispatchCounts {
   acked: number;
   retried: number;
   stale: number;
+  givenUp: number;
 }
 
 export class DispatchCore {
@@ -121,7 +161,9 @@ export class DispatchCore {
   readonly #acked = new Map<string, string>();
   readonly #inFlightByNode = new Map<string, number>();
   #generation = 0;
-  readonly counts: DispatchCounts = { sent: 0, acked: 0, retried: 0, stale: 0 };
+  /** Commands given up since the shell last took them (`takeGivenUp`). */
+  #givenUp: GivenUp[] = [];
+  readonly counts: DispatchCounts = { sent: 0, acked: 0, retried: 0, stale: 0, givenUp: 0 };
 
   constructor(options: DispatchOptions, rng: Rng) {
     assert(options.batchMax >= 1 && options.batchMax <= dispatchBatchMax, 'batchMax in 1..dispatchBatchMax', {
@@ -133,6 +175,9 @@ export class DispatchCore {
     });
     assert(options.inFlightPerNodeMax >= 1, 'inFlightPerNodeMax >= 1', {
       inFlightPerNodeMax: options.inFlightPerNodeMax,
+    });
+    assert(options.refusedAttemptsMax >= 1, 'refusedAttemptsMax >= 1', {
+      refusedAttemptsMax: options.refusedAttemptsMax,
     });
     this.#o = options;
     this.#rng = rng;
@@ -177,6 +222,7 @@ export class DispatchCore {
       cmd: next,
       generation: ++this.#generation,
       attempts: 0,
+      refusals: 0,
       notBeforeMs: nowMs,
       inFlight: false,
     });
@@ -238,10 +284,36 @@ export class DispatchCore {
         this.#acked.set(t.cmd.sandboxId, keyOf(owed.cmd));
         return;
       }
-      this.counts.retried++;
       owed.attempts++;
+      if (permanentRefusalCodes.has(outcome.code) && ++owed.refusals >= this.#o.refusedAttemptsMax) {
+        this.#giveUp(owed, outcome);
+        return;
+      }
+      this.counts.retried++;
       owed.notBeforeMs = nowMs + this.#backoffMs(owed.attempts);
     });
+  }
+
+  /**
+   * Stops sending a command refused permanently too often. It counts as answered for this term (a resync
+   * does not bring it back); the shell commits the sandbox `failed` with the reason (`takeGivenUp`), after
+   * which nothing is owed. A new leader tries again from zero if that commit did not happen.
+   */
+  #giveUp(owed: Owed, outcome: { readonly code: string; readonly message?: string }): void {
+    const id = owed.cmd.sandboxId;
+    this.#owed.delete(id);
+    this.#acked.set(id, keyOf(owed.cmd));
+    this.counts.givenUp++;
+    const words = (outcome.message ?? '').slice(0, givenUpMessageCharsMax);
+    const reason = `node ${owed.cmd.nodeId} refused ${owed.cmd.kind} ${owed.refusals} times: ${outcome.code}${words === '' ? '' : `: ${words}`}`;
+    this.#givenUp.push({ cmd: owed.cmd, reason });
+  }
+
+  /** The commands given up since the last call, oldest first (the shell fails their sandboxes). */
+  takeGivenUp(): GivenUp[] {
+    const out = this.#givenUp;
+    this.#givenUp = [];
+    return out;
   }
 
   /** Every outcome of a batch that failed whole (timeout, no worker listening) is a retry. */

@@ -39,7 +39,7 @@ function outcomesOf(replies: readonly BatchItemReply[], cmds: readonly NodeComma
   return replies.map((r, i) => {
     const sent = cmds[i] as NodeCommand;
     if (r.sandboxId !== sent.sandboxId) return { ok: false, code: 'MALFORMED_REPLY' };
-    return r.ok ? { ok: true } : { ok: false, code: r.code };
+    return r.ok ? { ok: true } : { ok: false, code: r.code, message: r.message };
   });
 }
 
@@ -70,7 +70,9 @@ export function natsCommandSink(
         });
       }
       const body = workerReplyCodec.decode(data);
-      if (!body.ok) return cmds.map(() => ({ ok: false, code: body.error.code }));
+      // The whole batch refused (a command for another node, say): each command is refused alike.
+      if (!body.ok)
+        return cmds.map(() => ({ ok: false, code: body.error.code, message: body.error.message }));
       const reply = body.reply as { type?: unknown; replies?: unknown };
       if (reply.type !== 'batch' || !Array.isArray(reply.replies))
         throw new UnavailableError(`node ${nodeId} answered a batch with ${String(reply.type)}`);

@@ -7,7 +7,13 @@ import { applyCommand, cleanupsMax, SchedulerState, withCleanup } from '../../sc
 import { createRng } from '../../src/lib/prng.js';
 import { node, placeCmd, spec } from './fixtures.js';
 
-const opts: DispatchOptions = { batchMax: 2, retryBaseMs: 100, retryMaxMs: 1_000, inFlightPerNodeMax: 1 };
+const opts: DispatchOptions = {
+  batchMax: 2,
+  retryBaseMs: 100,
+  retryMaxMs: 1_000,
+  inFlightPerNodeMax: 1,
+  refusedAttemptsMax: 3,
+};
 
 /** A committed state and a dispatch core fed every change, as the leader's shell feeds it. */
 class World {
@@ -239,6 +245,60 @@ describe('scheduler dispatch - pure core', () => {
       ['c', 'n1'],
     ]);
     expect(cleanupsMax).toBeGreaterThanOrEqual(1);
+  });
+
+  it('scheduler dispatch - a command refused permanently is retried with growing backoff, then given up with the reason', () => {
+    // refusedAttemptsMax 3: refused at 0, again after 100 ms ±20%, again after 200 ms ±20%, then given up.
+    const w = setup();
+    w.apply(placeCmd([['a', spec(), 'n1']]));
+    const refuse = (nowMs: number) => {
+      const [batch] = w.due(nowMs);
+      expect(summary(batch === undefined ? [] : [batch])).toEqual(['create:a@n1']);
+      w.core.settle(
+        'n1',
+        batch?.[1] ?? [],
+        [{ ok: false, code: 'DRIVER', message: 'no image "nope"' }],
+        nowMs,
+      );
+    };
+    refuse(0);
+    expect(w.due(79)).toEqual([]);
+    refuse(121);
+    expect(w.due(121 + 159)).toEqual([]);
+    refuse(121 + 241);
+    expect(w.core.takeGivenUp()).toEqual([
+      {
+        cmd: expect.objectContaining({ kind: 'create', sandboxId: 'a', nodeId: 'n1' }),
+        reason: 'node n1 refused create 3 times: DRIVER: no image "nope"',
+      },
+    ]);
+    expect(w.core.takeGivenUp()).toEqual([]);
+    // Not sent again in this term, whatever the time or a resync.
+    w.resync(100_000);
+    expect(w.due(100_000)).toEqual([]);
+    expect(w.core.counts).toMatchObject({ givenUp: 1, retried: 2 });
+  });
+
+  it('scheduler dispatch - transient failures are retried for as long as the command is owed, the backoff capped', () => {
+    const w = setup();
+    w.apply(placeCmd([['a', spec(), 'n1']]));
+    let now = 0;
+    const gaps: number[] = [];
+    for (let i = 0; i < 30; i++) {
+      const batches = w.due(now);
+      expect(summary(batches), `attempt ${i}`).toEqual(['create:a@n1']);
+      const code = i % 2 === 0 ? 'WORKER_BUSY' : 'UNAVAILABLE';
+      w.core.settle('n1', batches[0]?.[1] ?? [], [{ ok: false, code }], now);
+      const next = w.core.nextDueMs() as number;
+      gaps.push(next - now);
+      now = next;
+    }
+    expect(w.core.takeGivenUp()).toEqual([]);
+    // Doubling from 100 ms to the 1,000 ms cap, each ±20%.
+    expect(gaps[0]).toBeGreaterThanOrEqual(80);
+    expect(gaps[0]).toBeLessThanOrEqual(120);
+    expect(Math.max(...gaps)).toBeLessThanOrEqual(1_200);
+    expect(Math.min(...gaps.slice(10))).toBeGreaterThanOrEqual(800);
   });
 
   it('scheduler dispatch - a status report from a node the sandbox is not on changes nothing', () => {
