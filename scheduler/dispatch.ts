@@ -48,6 +48,8 @@ export interface NodeExecRequest {
   readonly timeoutMs: number;
   /** Per stream; output beyond it is dropped and the result says it was truncated. */
   readonly outputBytesMax: number;
+  /** Names the exec: the worker answers a retry with the same id with the first run's result. */
+  readonly requestId?: string;
 }
 
 /** A command's outcome in a sandbox (src/worker/driver.ts `ExecResult`). */

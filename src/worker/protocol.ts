@@ -69,6 +69,8 @@ export const workerCommandSchema = z.discriminatedUnion('type', [
     stdin: z.instanceof(Uint8Array).optional(),
     timeoutMs: z.int().min(1).max(execTimeoutMsMax).optional(),
     outputBytesMax: z.int().min(0).max(execOutputBytesMax).optional(),
+    /** Names this exec: a retry with the same id gets the first run's result (src/worker/exec-cache.ts). */
+    requestId: idSchema.optional(),
   }),
   z.strictObject({ type: z.literal('stop-orphans'), sandboxIds: z.array(sandbox).max(orphansMax) }),
 ]);
