@@ -270,10 +270,15 @@ export class NodeWorker {
   async exec(id: SandboxId, input: unknown, requestId?: string): Promise<CommandReply> {
     this.#open();
     const request = parseExecRequest(input, this.#driver.execStdinBytesMax);
+    /** Set once this call reached the driver: only then can a failure mean the machine is gone. */
+    let reachedDriver = false;
     const run = (): Promise<ExecResult> => {
       const entry = this.#known(id);
       if (entry.state !== 'running') throw new SandboxStateError(id, entry.state, 'exec');
-      return this.#execs.run(() => this.#driver.exec(id, request));
+      return this.#execs.run(() => {
+        reachedDriver = true;
+        return this.#driver.exec(id, request);
+      });
     };
     try {
       const result = await (requestId === undefined
@@ -283,8 +288,7 @@ export class NodeWorker {
     } catch (err) {
       const entry = this.#entries.get(id);
       // A refusal (busy, not running, a reused request id) ran nothing; a failed run may mean a dead machine.
-      const ranAndFailed = err instanceof DriverError || !(err instanceof TrellisError);
-      if (entry !== undefined && ranAndFailed) await this.#checkAlive(entry, err);
+      if (entry !== undefined && reachedDriver) await this.#checkAlive(entry, err);
       throw err;
     }
   }
