@@ -912,7 +912,30 @@ export class IndexBuilder extends IndexReader {
     this.#applyAllocation(slot, shape, 1);
   }
 
-  #applyAllocation(slot: number, shape: AllocationShape, sign: 1 | -1): void {
+  /**
+   * A run's fast path: `times` placements of one shape on one slot as one write (the columns, the version — bumped
+   * by `times`, as that many single writes would — and one bucket move). Only for shapes without GPU devices or
+   * group counts, whose effect is the resources alone. The end state equals `times` calls of allocateSlot.
+   */
+  allocateSlotTimes(slot: number, shape: AllocationShape, times: number): void {
+    this.#touch();
+    assert(Number.isInteger(times) && times >= 1, 'a run allocates a positive count', { times });
+    const plain =
+      (shape.gpuDevices === undefined || shape.gpuDevices.length === 0) &&
+      shape.antiAffinityGroup === undefined &&
+      shape.spread === undefined;
+    assert(plain, 'a run allocates resources only', { slot });
+    const r = shape.resources;
+    const fits =
+      r.cpu * times <= this.freeCpu(slot) &&
+      r.memory * times <= this.freeMem(slot) &&
+      r.disk * times <= this.freeDisk(slot);
+    assert(fits, 'planner allocated a run beyond free capacity', { slot, times });
+    this.#applyAllocation(slot, shape, times);
+  }
+
+  /** Applies `shape` `sign` times (negative: a release); GPU and group counts only for a single write. */
+  #applyAllocation(slot: number, shape: AllocationShape, sign: number): void {
     const r = shape.resources;
     // The placer calls this once per placement: own the page once and write its columns directly.
     const page = slot >>> pageShift;
@@ -922,7 +945,7 @@ export class IndexBuilder extends IndexReader {
     num[cAllocCpu * pageSize + off] = (num[cAllocCpu * pageSize + off] as number) + sign * r.cpu;
     num[cAllocMem * pageSize + off] = (num[cAllocMem * pageSize + off] as number) + sign * r.memory;
     num[cAllocDisk * pageSize + off] = (num[cAllocDisk * pageSize + off] as number) + sign * r.disk;
-    num[cVersion * pageSize + off] = (num[cVersion * pageSize + off] as number) + 1;
+    num[cVersion * pageSize + off] = (num[cVersion * pageSize + off] as number) + Math.abs(sign);
     if (num[cState * pageSize + off] === stateReady) {
       const alloc = this.#d.readyAllocated;
       alloc.cpu += sign * r.cpu;

@@ -14,13 +14,13 @@ import { ValidationError } from '../src/lib/errors.js';
 import { createRng } from '../src/lib/prng.js';
 import { ClusterIndex } from './cluster-index.js';
 import { diagnose } from './diagnose.js';
-import { placeOne, RunState } from './stack.js';
+import { placeFollowers, placeOne, RunState } from './stack.js';
 import { BatchCache, compileRequest } from './stages/request.js';
 import { type BinpackScorer, binpackScorers } from './stages/score-binpack.js';
 import { isNodeScorer } from './stages/score-gpu.js';
 import { defaultSelectLimits, type SelectLimits, selectLimitsMin } from './stages/select.js';
 import type { Placement, PlacementRequest, Rejection, Resources, Strategy } from './types.js';
-import { gpuMilliPerDevice, normalizeRequest } from './validate.js';
+import { gpuMilliPerDevice, normalizeRequest, shown } from './validate.js';
 
 /** Requests one batch may carry. */
 export const batchRequestsMax = 100_000;
@@ -114,9 +114,13 @@ export function planBatch(
       }
       continue;
     }
-    const slot = placeOne(builder, compileRequest(builder, r, strategy, cache), binpack, limits, rng, run);
-    if (slot >= 0) placed.add(i, slot, run.score, run.devices);
-    else {
+    const compiled = compileRequest(builder, r, strategy, cache);
+    const slot = placeOne(builder, compiled, binpack, limits, rng, run);
+    if (slot >= 0) {
+      placed.add(i, slot, run.score, run.devices);
+      // The identical requests right after this one, placed on the same node in one step while it stays best.
+      k += placeFollowers(builder, compiled, binpack, run, valid, order, k + 1, placed);
+    } else {
       const rejection = run.rejection as Rejection;
       rejections.push(rejection);
       if (!grouped) rejectedShapes.set(rejectionKey(r), { rejection, placedBefore: placed.count });
@@ -316,14 +320,14 @@ function normalizeOptions(options: unknown): {
   const o = options as Record<string, unknown>;
   const strategy = o.strategy === undefined ? 'binpack' : o.strategy;
   if (strategy !== 'binpack' && strategy !== 'spread')
-    throw new ValidationError('options.strategy', `must be binpack or spread, got ${String(strategy)}`);
+    throw new ValidationError('options.strategy', `must be binpack or spread, got ${shown(strategy)}`);
   const binpack = o.binpackScorer === undefined ? 'dot' : o.binpackScorer;
   if (!isNodeScorer(binpack) && !(binpackScorers as readonly unknown[]).includes(binpack)) {
     throw new ValidationError('options.binpackScorer', `must be one of ${binpackScorers.join(', ')}`);
   }
   const seed = o.seed === undefined ? 0 : o.seed;
   if (typeof seed !== 'number' || !Number.isInteger(seed) || Math.abs(seed) > seedAbsMax) {
-    throw new ValidationError('options.seed', `must be a safe integer, got ${String(seed)}`);
+    throw new ValidationError('options.seed', `must be a safe integer, got ${shown(seed)}`);
   }
   return { strategy, binpack: binpack as BinpackScorer, seed, limits: normalizeLimits(o.limits) };
 }
@@ -338,7 +342,7 @@ function normalizeLimits(raw: unknown): SelectLimits {
     const min = selectLimitsMin[key as keyof SelectLimits];
     if (min === undefined) throw new ValidationError(`options.limits.${key}`, 'is not a limit');
     if (typeof v !== 'number' || !Number.isSafeInteger(v) || v < min) {
-      throw new ValidationError(`options.limits.${key}`, `must be an integer >= ${min}, got ${String(v)}`);
+      throw new ValidationError(`options.limits.${key}`, `must be an integer >= ${min}, got ${shown(v)}`);
     }
     out[key] = v;
   }

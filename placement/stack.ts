@@ -22,10 +22,10 @@ import type { Rng } from '../src/lib/prng.js';
 import type { IndexBuilder } from './cluster-index.js';
 import { diagnose } from './diagnose.js';
 import { feasible, pickGpuDevices } from './stages/feasibility.js';
-import { scoreNode } from './stages/normalize.js';
+import { scoreNode, scoreWithStrategy } from './stages/normalize.js';
 import { BestNode, beats } from './stages/pick.js';
 import type { CompiledRequest } from './stages/request.js';
-import type { BinpackScorer } from './stages/score-binpack.js';
+import { type BinpackScorer, binpackOf, type NodeNumbers, nodeNumbers } from './stages/score-binpack.js';
 import { type SelectLimits, selectNode } from './stages/select.js';
 import type { Constraint, PlacementRequest, Preference, Rejection } from './types.js';
 
@@ -101,6 +101,72 @@ export function placeOne(
 }
 
 const noDevices: readonly { readonly device: number; readonly milli: number }[] = Object.freeze([]);
+
+/** Where placeFollowers records each placement (planBatch's flat result arrays). */
+export interface PlacementSink {
+  add(request: number, slot: number, score: number, devices: readonly never[]): void;
+}
+
+/**
+ * Identical requests in one step: after `req` was placed on `run.slot`, places the requests that follow it in
+ * batch order (`order[from]`, `order[from + 1]`, ...) on the same node while each is identical to it (mayFollow),
+ * fits what the node has left after the ones before it and still beats every other candidate of the last walk —
+ * exactly the run step placeOne makes per request. Here the node's numbers after m more placements are computed
+ * rather than written (the named scorers are pure functions of them, score-binpack.ts), each placement goes to
+ * `sink`, and the whole run is allocated as one write. Returns how many were placed (0: none).
+ */
+export function placeFollowers(
+  builder: IndexBuilder,
+  req: CompiledRequest,
+  binpack: BinpackScorer,
+  run: RunState,
+  requests: readonly PlacementRequest[],
+  order: readonly number[],
+  from: number,
+  sink: PlacementSink,
+): number {
+  if (typeof binpack !== 'string' || req.gpu !== undefined || run.prev !== req.req) return 0;
+  // Most placements are followed by a different request: check that before reading the node.
+  const first = order[from];
+  if (first === undefined || !mayFollow(req.req, requests[first] as PlacementRequest, req.strategy)) return 0;
+  const slot = run.slot;
+  const n = nodeNumbers(builder, slot, numbers);
+  let m = 0;
+  for (; from + m < order.length; m++) {
+    const i = order[from + m] as number;
+    if (!mayFollow(req.req, requests[i] as PlacementRequest, req.strategy)) break;
+    if (req.cpu > n.freeCpu || req.memory > n.freeMem || req.disk > n.freeDisk) break;
+    const score = scoreWithStrategy(builder, req, slot, binpackOf(binpack, req, n));
+    if (!stillBest(run.best, slot, score)) break;
+    sink.add(i, slot, score, noFollowerDevices);
+    n.freeCpu -= req.cpu;
+    n.freeMem -= req.memory;
+    n.freeDisk -= req.disk;
+  }
+  if (m > 0) {
+    builder.allocateSlotTimes(slot, req.allocation(noDevices), m);
+    run.steps += m;
+  }
+  return m;
+}
+
+const noFollowerDevices: readonly never[] = Object.freeze([]);
+const numbers: NodeNumbers = { capCpu: 0, capMem: 0, capDisk: 0, freeCpu: 0, freeMem: 0, freeDisk: 0 };
+
+/**
+ * True when `next` may follow `first` (placed by a binpack walk or run step) in a run: identical, and of a kind
+ * that runs at all (see mayRun); GPU requests are left to placeOne, which picks devices per placement.
+ */
+function mayFollow(first: PlacementRequest, next: PlacementRequest, strategy: string): boolean {
+  return (
+    next.spread === undefined &&
+    next.antiAffinity === undefined &&
+    next.pinnedNode === undefined &&
+    next.gpu === undefined &&
+    (next.strategy ?? strategy) === 'binpack' &&
+    sameClass(first, next)
+  );
+}
 
 function mayRun(req: CompiledRequest): boolean {
   return (

@@ -62,9 +62,20 @@ function describe(v: unknown): string {
   return v === null ? 'null' : Array.isArray(v) ? 'an array' : typeof v;
 }
 
+/**
+ * A value for an error message: primitives as themselves, anything else by its kind. `String(v)` of an object
+ * runs its own `toString`, which may throw (`{ toString: '' }`) — a bad request must be a ValidationError.
+ */
+export function shown(v: unknown): string {
+  const t = typeof v;
+  return t === 'string' || t === 'number' || t === 'boolean' || t === 'bigint' || t === 'undefined'
+    ? String(v)
+    : describe(v);
+}
+
 function integer(path: string, v: unknown, min: number, max: number): number {
   if (typeof v !== 'number' || !Number.isInteger(v) || v < min || v > max) {
-    throw new ValidationError(path, `must be an integer in ${min}..${max}, got ${String(v)}`);
+    throw new ValidationError(path, `must be an integer in ${min}..${max}, got ${shown(v)}`);
   }
   return v;
 }
@@ -120,7 +131,7 @@ export function normalizeNodeSpec(v: unknown): NodeSpec {
   const capacity = resources('capacity', own(spec, 'capacity'));
   const state = own(spec, 'state');
   if (typeof state !== 'string' || !(nodeStates as readonly string[]).includes(state)) {
-    throw new ValidationError('state', `unknown state ${String(state)}`);
+    throw new ValidationError('state', `unknown state ${shown(state)}`);
   }
   const rawGpu = own(spec, 'gpu');
   const gpu = rawGpu === undefined ? undefined : gpuSpec('gpu', rawGpu);

@@ -23,11 +23,12 @@
  * over-committed node rather than load it, and the counts in the header must match what the frames held.
  */
 import { Decoder, Encoder } from '@msgpack/msgpack';
-import { List as IList, Map as IMap, OrderedMap } from 'immutable';
+import { Map as IMap, OrderedMap } from 'immutable';
 import { type AllocationShape, ClusterIndex, type IndexBuilder, type NodeSpec } from '../placement/index.js';
 import { assert } from '../src/lib/assert.js';
 import type { Quota, SandboxSpec } from './core/commands.js';
 import { holdsAllocation, isFinished, type SandboxState } from './core/lifecycle.js';
+import { SlotTable, slotTableOf } from './core/slot-table.js';
 import {
   type CommandResult,
   type DedupEntry,
@@ -185,7 +186,7 @@ export function* snapshotFrames(
     nodes: [...d.nodes.values()],
     quotas: [...d.quotas.entries()],
     sandboxes: d.sandboxes.size,
-    dedup: d.dedupOrder.size,
+    dedup: d.dedup.size,
     cleanups: [...d.cleanups.entries()],
   };
   yield frameBytes(header);
@@ -195,9 +196,9 @@ export function* snapshotFrames(
   for (let done = 0; done < header.sandboxes; done += recordsPerFrame) {
     yield frameBytes(sandboxFrame(rows, Math.min(recordsPerFrame, header.sandboxes - done), strings, specs));
   }
-  const rids = d.dedupOrder.values();
+  const entries = d.dedup.entries();
   for (let done = 0; done < header.dedup; done += recordsPerFrame) {
-    yield frameBytes(dedupFrame(d.dedup, rids, Math.min(recordsPerFrame, header.dedup - done), strings));
+    yield frameBytes(dedupFrame(entries, Math.min(recordsPerFrame, header.dedup - done), strings));
   }
 }
 
@@ -264,8 +265,7 @@ function sandboxFrame(
 }
 
 function dedupFrame(
-  dedup: IMap<string, DedupEntry>,
-  rids: IterableIterator<string>,
+  entries: IterableIterator<[string, DedupEntry]>,
   n: number,
   strings: Interner<string>,
 ): DedupFrame {
@@ -275,12 +275,11 @@ function dedupFrame(
   const at = new Float64Array(n);
   const results: [number, CommandResult][] = [];
   for (let i = 0; i < n; i++) {
-    const next = rids.next();
-    assert(next.done !== true, 'the dedup order holds the count it reported', { i, n });
-    const e = dedup.get(next.value);
-    assert(e !== undefined, 'every ordered request id is in the dedup table', { rid: next.value });
-    rid[i] = next.value;
-    sid[i] = e.sandboxId === next.value ? null : e.sandboxId;
+    const next = entries.next();
+    assert(next.done !== true, 'the dedup table holds the count it reported', { i, n });
+    const [r, e] = next.value;
+    rid[i] = r;
+    sid[i] = e.sandboxId === r ? null : e.sandboxId;
     digest[i] = e.specDigest;
     at[i] = e.atMs;
     if (e.result !== undefined) results.push([i, e.result]);
@@ -323,11 +322,10 @@ export class SnapshotReader {
   readonly #specs: SandboxSpec[] = [];
   readonly #builder: IndexBuilder = ClusterIndex.empty().edit();
   readonly #nodes = IMap<string, NodeRecord>().asMutable();
-  readonly #sandboxes = IMap<string, Sandbox>().asMutable();
-  readonly #byNode = new Map<string, Set<string>>();
+  readonly #sandboxes = SlotTable.empty<Sandbox>().edit();
+  readonly #byNode = new Map<string, string[]>();
   readonly #usage = new Map<string, { cpu: number; memory: number; disk: number; sandboxes: number }>();
-  readonly #dedup = IMap<string, DedupEntry>().asMutable();
-  readonly #dedupOrder: string[] = [];
+  readonly #dedup = SlotTable.empty<DedupEntry>().edit();
 
   constructor(bytes: Uint8Array) {
     assert(isSnapshotV5(bytes), 'a format-5 snapshot starts with its magic', { length: bytes.length });
@@ -408,8 +406,8 @@ export class SnapshotReader {
       assert(sb.nodeId !== undefined, 'an allocated sandbox has a node', { sandboxId: sb.id });
       this.#allocate(sb);
       const ids = this.#byNode.get(sb.nodeId);
-      if (ids === undefined) this.#byNode.set(sb.nodeId, new Set([sb.id]));
-      else ids.add(sb.id);
+      if (ids === undefined) this.#byNode.set(sb.nodeId, [sb.id]);
+      else ids.push(sb.id);
     }
     if (!isFinished(sb.state)) {
       let u = this.#usage.get(sb.tenant);
@@ -468,7 +466,6 @@ export class SnapshotReader {
       const before = this.#dedup.size;
       this.#dedup.set(rid, entry);
       assert(this.#dedup.size === before + 1, 'a snapshot lists a request id once', { rid });
-      this.#dedupOrder.push(rid);
     }
   }
 
@@ -484,8 +481,8 @@ export class SnapshotReader {
       read: this.#sandboxes.size,
       header: h.sandboxes,
     });
-    assert(this.#dedupOrder.length === h.dedup, 'the snapshot holds the request ids its header counts', {
-      read: this.#dedupOrder.length,
+    assert(this.#dedup.size === h.dedup, 'the snapshot holds the request ids its header counts', {
+      read: this.#dedup.size,
       header: h.dedup,
     });
     const usage = IMap<string, Usage>().asMutable();
@@ -493,12 +490,11 @@ export class SnapshotReader {
     const data: StateData = {
       applied: h.applied,
       nodes: this.#nodes.asImmutable(),
-      sandboxes: this.#sandboxes.asImmutable(),
-      byNode: IMap(this.#byNode),
+      sandboxes: this.#sandboxes.publish(),
+      byNode: slotTableOf(this.#byNode),
       usage: usage.asImmutable(),
       quotas: IMap(h.quotas.map(([t, q]) => [t, Object.freeze(q)] as const)),
-      dedup: this.#dedup.asImmutable(),
-      dedupOrder: IList(this.#dedupOrder),
+      dedup: this.#dedup.publish(),
       cleanups: OrderedMap((h.cleanups ?? []).map(([sb, node]) => [sb, node] as [string, string])),
       index: this.#builder.publish(),
     };

@@ -8,12 +8,13 @@
  * (the leader's empty no-op) only advance `applied`.
  */
 import { Decoder, Encoder } from '@msgpack/msgpack';
-import { List as IList, Map as IMap, OrderedMap } from 'immutable';
+import { Map as IMap, OrderedMap } from 'immutable';
 import { ClusterIndex, type NodeSpec } from '../placement/index.js';
 import type { Entry } from '../raft/core/types.js';
 import type { StateMachine } from '../raft/state-machine.js';
 import { assert } from '../src/lib/assert.js';
 import { type Command, commandCodec, type Quota, type SandboxSpec } from './commands.js';
+import { SlotTable, slotTableOf } from './core/slot-table.js';
 import { holdsAllocation, isFinished, type SandboxState } from './lifecycle.js';
 import {
   concatFrames,
@@ -124,10 +125,9 @@ export function encodeSnapshotV4(state: SchedulerState): Uint8Array {
     specs,
     sandboxes: rows,
     quotas: [...state.quotas.entries()],
-    dedup: state.dedupOrder.toArray().map((rid) => {
-      const e = state.dedup.get(rid) as DedupEntry;
-      return [rid, e.sandboxId, e.specDigest, e.atMs, e.result ?? null] as const;
-    }),
+    dedup: [...state.dedup.entries()].map(
+      ([rid, e]) => [rid, e.sandboxId, e.specDigest, e.atMs, e.result ?? null] as const,
+    ),
   };
   return encoder.encode(body);
 }
@@ -178,7 +178,7 @@ export function decodeSnapshot(bytes: Uint8Array): SchedulerState {
     builder.registerNode(rec.spec as NodeSpec);
     nodes.set(rec.spec.id, Object.freeze(rec));
   }
-  let sandboxes = IMap<string, Sandbox>().asMutable();
+  const sandboxes = SlotTable.empty<Sandbox>().edit();
   const byNode = new Map<string, string[]>();
   const usage = new Map<string, Usage>();
   for (const row of body.sandboxes) {
@@ -200,22 +200,19 @@ export function decodeSnapshot(bytes: Uint8Array): SchedulerState {
     }
   }
   nodes = nodes.asImmutable();
-  sandboxes = sandboxes.asImmutable();
-  let dedup = IMap<string, DedupEntry>().asMutable();
+  const dedup = SlotTable.empty<DedupEntry>().edit();
   for (const [rid, sandboxId, specDigest, atMs, result] of body.dedup) {
     const first = result === null || result === undefined ? {} : { result: Object.freeze(result) };
     dedup.set(rid, Object.freeze({ sandboxId, specDigest, atMs, ...first }));
   }
-  dedup = dedup.asImmutable();
   return SchedulerState.fromData({
     applied: body.applied,
     nodes,
-    sandboxes,
-    byNode: IMap([...byNode].map(([k, v]) => [k, new Set(v)] as const)),
+    sandboxes: sandboxes.publish(),
+    byNode: slotTableOf(byNode),
     usage: IMap(usage),
     quotas: IMap(body.quotas.map(([t, q]) => [t, Object.freeze(q)] as const)),
-    dedup,
-    dedupOrder: IList(body.dedup.map((d) => d[0])),
+    dedup: dedup.publish(),
     cleanups: OrderedMap(),
     index: builder.publish(),
   });
@@ -358,7 +355,7 @@ export type { SchedulerEvent };
  * allocation as the index holds it. Two replicas that applied the same log give equal digests.
  */
 export function stateDigest(state: SchedulerState): string {
-  const byId = <T>(m: IMap<string, T>): [string, T][] =>
+  const byId = <T>(m: Iterable<[string, T]> & { entries(): IterableIterator<[string, T]> }): [string, T][] =>
     [...m.entries()].sort((a, b) => (a[0] < b[0] ? -1 : 1));
   const alloc = [...state.nodes.keys()].sort().map((id) => {
     const v = state.index.get(id);
@@ -374,7 +371,7 @@ export function stateDigest(state: SchedulerState): string {
       nodes: byId(state.nodes),
       sandboxes: byId(state.sandboxes),
       quotas: byId(state.quotas),
-      dedup: state.dedupOrder.toArray().map((rid) => [rid, state.dedup.get(rid)]),
+      dedup: [...state.dedup.entries()],
       usage: [...state.sandboxes.values()]
         .map((s) => s.tenant)
         .sort()

@@ -21,36 +21,86 @@ export const binpackScorers = ['dominant', 'dot', 'blend'] as const;
 /** A scorer by name, or a resource-complete scorer object (score-gpu.ts, ../fgd.ts). */
 export type BinpackScorer = (typeof binpackScorers)[number] | NodeScorer;
 
+/**
+ * A node's numbers as the named scorers read them: capacity and free amount per resource. The scorers are pure
+ * functions of these and the request's demand, so a run of identical requests (stack.ts, placeRun) can score a
+ * node as it will be after m more placements without writing them first.
+ */
+export interface NodeNumbers {
+  capCpu: number;
+  capMem: number;
+  capDisk: number;
+  freeCpu: number;
+  freeMem: number;
+  freeDisk: number;
+}
+
+/** Reads `slot`'s numbers into `out` (reused by the caller: no object per score). */
+export function nodeNumbers(index: IndexReader, slot: number, out: NodeNumbers): NodeNumbers {
+  out.capCpu = index.capCpu(slot);
+  out.capMem = index.capMem(slot);
+  out.capDisk = index.capDisk(slot);
+  out.freeCpu = index.freeCpu(slot);
+  out.freeMem = index.freeMem(slot);
+  out.freeDisk = index.freeDisk(slot);
+  return out;
+}
+
+const scratch: NodeNumbers = { capCpu: 0, capMem: 0, capDisk: 0, freeCpu: 0, freeMem: 0, freeDisk: 0 };
+
 export function binpackDominant(index: IndexReader, req: CompiledRequest, slot: number): number {
-  const capCpu = index.capCpu(slot) || 1;
-  const capMem = index.capMem(slot) || 1;
-  const capDisk = index.capDisk(slot) || 1;
-  // Ties between resources go to cpu, then memory, so the choice is deterministic.
-  let share = req.cpu / capCpu;
-  let leftover = (index.freeCpu(slot) - req.cpu) / capCpu;
-  if (req.memory / capMem > share) {
-    share = req.memory / capMem;
-    leftover = (index.freeMem(slot) - req.memory) / capMem;
-  }
-  if (req.disk / capDisk > share) leftover = (index.freeDisk(slot) - req.disk) / capDisk;
-  return 1 - leftover;
+  return dominantOf(req, nodeNumbers(index, slot, scratch));
 }
 
 export function binpackDot(index: IndexReader, req: CompiledRequest, slot: number): number {
-  const capCpu = index.capCpu(slot) || 1;
-  const capMem = index.capMem(slot) || 1;
-  const capDisk = index.capDisk(slot) || 1;
-  const dc = req.cpu / capCpu;
-  const dm = req.memory / capMem;
-  const dd = req.disk / capDisk;
-  const fc = index.freeCpu(slot) / capCpu;
-  const fm = index.freeMem(slot) / capMem;
-  const fd = index.freeDisk(slot) / capDisk;
-  const norm = Math.sqrt(dc * dc + dm * dm + dd * dd) * Math.sqrt(fc * fc + fm * fm + fd * fd);
-  return norm === 0 ? 0 : (dc * fc + dm * fm + dd * fd) / norm;
+  return dotOf(req, nodeNumbers(index, slot, scratch));
 }
 
 /** The mean of the two: fit tightly where the request is dominant, and go where the free shape matches. */
 export function binpackBlend(index: IndexReader, req: CompiledRequest, slot: number): number {
-  return 0.5 * binpackDominant(index, req, slot) + 0.5 * binpackDot(index, req, slot);
+  const n = nodeNumbers(index, slot, scratch);
+  return 0.5 * dominantOf(req, n) + 0.5 * dotOf(req, n);
+}
+
+/** A named scorer's value for a node with numbers `n`. */
+export function binpackOf(name: (typeof binpackScorers)[number], req: Demand, n: NodeNumbers): number {
+  if (name === 'dominant') return dominantOf(req, n);
+  if (name === 'dot') return dotOf(req, n);
+  return 0.5 * dominantOf(req, n) + 0.5 * dotOf(req, n);
+}
+
+/** What the scorers read of a request. */
+export interface Demand {
+  readonly cpu: number;
+  readonly memory: number;
+  readonly disk: number;
+}
+
+function dominantOf(req: Demand, n: NodeNumbers): number {
+  const capCpu = n.capCpu || 1;
+  const capMem = n.capMem || 1;
+  const capDisk = n.capDisk || 1;
+  // Ties between resources go to cpu, then memory, so the choice is deterministic.
+  let share = req.cpu / capCpu;
+  let leftover = (n.freeCpu - req.cpu) / capCpu;
+  if (req.memory / capMem > share) {
+    share = req.memory / capMem;
+    leftover = (n.freeMem - req.memory) / capMem;
+  }
+  if (req.disk / capDisk > share) leftover = (n.freeDisk - req.disk) / capDisk;
+  return 1 - leftover;
+}
+
+function dotOf(req: Demand, n: NodeNumbers): number {
+  const capCpu = n.capCpu || 1;
+  const capMem = n.capMem || 1;
+  const capDisk = n.capDisk || 1;
+  const dc = req.cpu / capCpu;
+  const dm = req.memory / capMem;
+  const dd = req.disk / capDisk;
+  const fc = n.freeCpu / capCpu;
+  const fm = n.freeMem / capMem;
+  const fd = n.freeDisk / capDisk;
+  const norm = Math.sqrt(dc * dc + dm * dm + dd * dd) * Math.sqrt(fc * fc + fm * fm + fd * fd);
+  return norm === 0 ? 0 : (dc * fc + dm * fm + dd * fd) / norm;
 }

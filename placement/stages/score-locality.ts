@@ -8,7 +8,8 @@ import type { CompiledRequest } from './request.js';
 
 /** 1 when the node holds the request's image, else 0. */
 export function imageLocalityScore(index: IndexReader, req: CompiledRequest, slot: number): number {
-  if (req.imageHolders !== undefined) return req.imageHolders.has(slot) ? 1 : 0;
+  const holders = req.imageHolders;
+  if (holders !== undefined) return ((holders[slot >>> 5] ?? 0) >>> (slot & 31)) & 1;
   const image = req.req.imageId;
   return image !== undefined && index.hasImage(slot, image) ? 1 : 0;
 }

@@ -1,155 +1,153 @@
 /**
- * SchedulerCore: what the scheduler decides, with nothing that waits — etcd's RawNode/Node split applied to
- * the scheduler. `apply` is the replicated state machine's transition; `admit` is the leader's decision for
- * a set of creates at a given time: which to place where (a `place` command), which wait for room (`pend`),
- * and which committed pending sandboxes have run out of time (`status` → failed), plus which requests are
- * refused or already committed. No promises, no timers, no clock: time is an argument, and the same inputs
- * give the same commands.
- *
- * The leader pipeline (pipeline/leader.ts) is the I/O shell around these same pieces (plan.ts, verify.ts,
- * admission.ts, state.ts): it batches callers, keeps up to `inFlightBatchesMax` plans in Raft at once and
- * answers promises. The capacity simulator runs this core alone in virtual time, without Raft:
+ * SchedulerCore: the whole scheduler with nothing that waits — the replicated state machine (`apply`) and the
+ * leader's decisions (LeaderCore, leader.ts) on one state, with a log that commits every proposal at once
+ * and in order. It is what the capacity simulator runs in virtual time, without Raft, and it runs the same
+ * decision code as the leader pipeline (pipeline/leader.ts), which is the I/O shell around LeaderCore: the
+ * two cannot drift. Time is an argument; no promises, no timers, no clock.
  *
  *   const core = new SchedulerCore({ pendingTimeoutMs: 30_000 });
  *   core.apply({ type: 'node.register', atMs: 0, spec });
- *   const d = core.admit([{ requestId: 'r1', spec }], nowMs);
- *   for (const cmd of d.commands) core.apply(cmd);   // then read core.state
+ *   core.submit('r1', spec, nowMs);          // admitted: waits in the open batch (throws a typed refusal)
+ *   core.flush(nowMs);                       // the batch closes: planned, verified, placed or recorded pending
+ *   for (const a of core.takeAnswers()) …    // who was answered with what
+ *   core.tick(laterMs);                      // deadlines: pending requests past theirs fail
+ *
+ * Freed room (a committed terminate, a node back) wakes pending requests into the open batch, as on the
+ * leader; the caller closes it with `flush` when its batch window ends.
  */
-import type { Strategy } from '../../placement/index.js';
-import { TrellisError } from '../../src/lib/errors.js';
-import { checkQuota, checkRequestId } from './admission.js';
-import { type Command, type PendItem, type SandboxSpec, textLengthMax } from './commands.js';
-import { type ErrorResult, errorResult } from './errors.js';
-import { Planner } from './plan.js';
-import { type Applied, applyCommand, SchedulerState, specDigest } from './state.js';
-import type { Usage } from './types.js';
-import { verify } from './verify.js';
+import type { PlanOptions, Strategy } from '../../placement/index.js';
+import type { Command, SandboxSpec } from './commands.js';
+import { type Answer, LeaderCore, type LiveRequest, type Proposal, type Step } from './leader.js';
+import { type Applied, applyCommand, SchedulerState } from './state.js';
 
 export interface CoreOptions {
-  /** How long a create may wait for room, from its first admission, before it fails. */
+  /** How long a create may wait for room, from its admission, before it fails. */
   readonly pendingTimeoutMs: number;
   readonly strategy?: Strategy;
-}
-
-/** One create offered to the core. */
-export interface AdmitRequest {
-  readonly requestId: string;
-  readonly spec: SandboxSpec;
-}
-
-/** The leader's decisions for one `admit`: commands to commit in order, and the answers known already. */
-export interface Decisions {
-  /** At most one `place`, one `pend` and one `status` command, in that order; empty when nothing changes. */
-  readonly commands: readonly Command[];
-  /** Requests refused before planning (request id reused for another spec, quota), with the error. */
-  readonly refused: readonly { readonly requestId: string; readonly error: ErrorResult }[];
-  /** Requests whose id already committed (not pending): the sandbox it created. */
-  readonly committed: readonly { readonly requestId: string; readonly sandboxId: string }[];
+  /** Placement options beyond the strategy (the simulator's policy). */
+  readonly plan?: Omit<PlanOptions, 'seed'>;
+  /** A placement refused at commit is planned again at most this many times. Default 3, as the leader's. */
+  readonly replanMax?: number;
 }
 
 export class SchedulerCore {
-  readonly #o: CoreOptions;
   #state: SchedulerState;
+  readonly #leader: LeaderCore;
+  /** The open batch: admitted and woken requests waiting for `flush`. */
+  #batch: LiveRequest[] = [];
+  /** Proposed and not yet applied, in order: the log, which commits everything at once. */
+  readonly #log: Proposal[] = [];
+  #draining = false;
+  #nowMs = 0;
+  #answers: Answer[] = [];
+  #parked: LiveRequest[] = [];
 
   constructor(options: CoreOptions, state: SchedulerState = SchedulerState.empty()) {
-    this.#o = options;
     this.#state = state;
+    this.#leader = new LeaderCore({
+      pendingTimeoutMs: options.pendingTimeoutMs,
+      replanMax: options.replanMax ?? 3,
+      inFlightBatchesMax: 1,
+      nodeDownAfterMs: 0,
+      ...(options.strategy === undefined ? {} : { strategy: options.strategy }),
+      ...(options.plan === undefined ? {} : { plan: options.plan }),
+    });
+    this.#run(this.#leader.start(state, 0));
   }
 
   /** The committed state after every command applied so far. */
   get state(): SchedulerState {
     return this.#state;
   }
+  /** The leader's decisions (pending queue, counters). */
+  get leader(): LeaderCore {
+    return this.#leader;
+  }
+  /** Requests in the open batch. */
+  get batchSize(): number {
+    return this.#batch.length;
+  }
 
-  /** Applies one command at the next log index and returns its result and events. */
+  /**
+   * Applies a command from outside the leader (a terminate, a node change, a status report) at the next log
+   * index; the leader sees its events (freed room wakes pending requests into the open batch).
+   */
   apply(cmd: Command): Applied {
+    this.#nowMs = Math.max(this.#nowMs, cmd.atMs);
+    const applied = this.#commit(cmd);
+    this.#run(this.#leader.onCommitted(applied.events, this.#state, this.#nowMs));
+    return applied;
+  }
+
+  /**
+   * Admits a create into the open batch ('queued'), joins one in progress ('joined'), or finds it committed
+   * ('committed'). Throws the leader's typed refusals (ValidationError, RequestIdConflictError,
+   * OverloadedError, QuotaExceededError), changing nothing.
+   */
+  submit(requestId: string, spec: SandboxSpec, nowMs: number): 'queued' | 'joined' | 'committed' {
+    this.#nowMs = nowMs;
+    const r = this.#leader.submit(this.#state, requestId, spec, nowMs);
+    if (r.kind === 'queued') this.#batch.push(r.req);
+    return r.kind;
+  }
+
+  /**
+   * Closes the open batch at `nowMs`: its first `sizeMax` requests (all by default) are planned, and their
+   * commands commit. The rest, and what the planning wakes or re-plans, stay open for the next flush.
+   */
+  flush(nowMs: number, sizeMax = Number.POSITIVE_INFINITY): void {
+    this.#nowMs = nowMs;
+    if (this.#batch.length === 0) return;
+    let batch = this.#batch;
+    if (batch.length > sizeMax) {
+      this.#batch = batch.slice(sizeMax);
+      batch = batch.slice(0, sizeMax);
+    } else this.#batch = [];
+    this.#run(this.#leader.onBatch(batch, this.#state, nowMs));
+  }
+
+  /** The leader's tick at `nowMs`: pending requests past their deadline fail (through a committed status). */
+  tick(nowMs: number): void {
+    this.#nowMs = nowMs;
+    this.#run(this.#leader.tick(this.#state, nowMs));
+  }
+
+  /** The answers given since the last call, in order. */
+  takeAnswers(): Answer[] {
+    const out = this.#answers;
+    this.#answers = [];
+    return out;
+  }
+
+  /** The requests that began waiting for room since the last call (each until its `deadlineMs`). */
+  takeParked(): LiveRequest[] {
+    const out = this.#parked;
+    this.#parked = [];
+    return out;
+  }
+
+  #commit(cmd: Command): Applied {
     const applied = applyCommand(this.#state, cmd, this.#state.applied + 1);
     this.#state = applied.state;
     return applied;
   }
 
-  /**
-   * Decides, at `nowMs`, what to do with `requests` and with every committed pending sandbox: pending ones
-   * past their deadline fail; the rest and the new requests are planned together on the committed index
-   * (so freed room wakes the queue); what fits is placed, what does not is recorded pending with its reason.
-   */
-  admit(requests: readonly AdmitRequest[], nowMs: number): Decisions {
-    const state = this.#state;
-    const refused: { requestId: string; error: ErrorResult }[] = [];
-    const committed: { requestId: string; sandboxId: string }[] = [];
-    const batch: AdmitRequest[] = [];
-    const inBatch = new Map<string, Usage>();
-    const seen = new Set<string>();
-    for (const req of requests) {
-      if (seen.has(req.requestId)) continue;
-      seen.add(req.requestId);
-      try {
-        const idem = checkRequestId(state, req.requestId, req.spec);
-        if (idem.kind === 'committed') {
-          if (state.sandbox(idem.sandboxId)?.state !== 'pending')
-            committed.push({ requestId: req.requestId, sandboxId: idem.sandboxId });
-          continue; // A pending one is planned below with the queue.
-        }
-        checkQuota(state, req.spec, inBatch.get(req.spec.tenant));
-      } catch (err) {
-        if (!(err instanceof TrellisError)) throw err;
-        refused.push({ requestId: req.requestId, error: errorResult(err) });
-        continue;
+  #run(step: Step): void {
+    for (const p of step.proposals) this.#log.push(p);
+    for (const a of step.answers) this.#answers.push(a);
+    for (const r of step.toBatch) this.#batch.push(r);
+    for (const r of step.parked) this.#parked.push(r);
+    if (this.#draining) return;
+    // Commit in proposal order, each entry's events before its proposer hears the result, as a log does.
+    this.#draining = true;
+    try {
+      for (let p = this.#log.shift(); p !== undefined; p = this.#log.shift()) {
+        const applied = this.#commit(p.command);
+        this.#run(this.#leader.onCommitted(applied.events, this.#state, this.#nowMs));
+        this.#run(this.#leader.onResult(p.ticket, applied.result, this.#state, this.#nowMs));
       }
-      addUsage(inBatch, req.spec);
-      batch.push(req);
+    } finally {
+      this.#draining = false;
     }
-    const expired: { sandboxId: string; state: 'failed'; reason: string }[] = [];
-    for (const sb of state.sandboxes.values()) {
-      if (sb.state !== 'pending') continue;
-      if ((sb.pendingUntilMs ?? 0) <= nowMs) {
-        expired.push({
-          sandboxId: sb.id,
-          state: 'failed',
-          reason: `no capacity before the deadline: ${sb.reason ?? 'none given'}`,
-        });
-      } else {
-        batch.push({ requestId: sb.requestId, spec: sb.spec });
-      }
-    }
-    return { commands: this.#commands(batch, expired, nowMs), refused, committed };
   }
-
-  #commands(
-    batch: readonly AdmitRequest[],
-    expired: readonly { sandboxId: string; state: 'failed'; reason: string }[],
-    nowMs: number,
-  ): Command[] {
-    const state = this.#state;
-    const commands: Command[] = [];
-    if (batch.length > 0) {
-      const verified = verify(new Planner(this.#o.strategy).plan(batch, state.index), batch, state);
-      if (verified.items.length > 0) commands.push({ type: 'place', atMs: nowMs, items: verified.items });
-      const pend: PendItem[] = [];
-      for (const { req, reason } of [...verified.unplaced, ...verified.retry]) {
-        if (state.dedup.has(req.requestId)) continue; // Already recorded pending: it keeps its deadline.
-        pend.push({
-          requestId: req.requestId,
-          sandboxId: req.requestId,
-          spec: req.spec,
-          specDigest: specDigest(req.spec),
-          reason: reason.slice(0, textLengthMax),
-          deadlineMs: nowMs + this.#o.pendingTimeoutMs,
-        });
-      }
-      if (pend.length > 0) commands.push({ type: 'pend', atMs: nowMs, items: pend });
-    }
-    if (expired.length > 0) commands.push({ type: 'status', atMs: nowMs, items: [...expired] });
-    return commands;
-  }
-}
-
-function addUsage(m: Map<string, Usage>, spec: SandboxSpec): void {
-  const u = m.get(spec.tenant) ?? { cpu: 0, memory: 0, disk: 0, sandboxes: 0 };
-  m.set(spec.tenant, {
-    cpu: u.cpu + spec.resources.cpu,
-    memory: u.memory + spec.resources.memory,
-    disk: u.disk + spec.resources.disk,
-    sandboxes: u.sandboxes + 1,
-  });
 }

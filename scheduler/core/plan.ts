@@ -5,7 +5,7 @@
  * plan is in flight, and the next plan starts again from committed state (which then also shows what was
  * freed meanwhile). Seeds come from the batch number and the index version, so a run can be replayed.
  */
-import { type ClusterIndex, type Plan, planBatch, type Strategy } from '../../placement/index.js';
+import { type ClusterIndex, type Plan, type PlanOptions, planBatch } from '../../placement/index.js';
 import { placementRequestOf } from './admission.js';
 import type { CoreRequest } from './request.js';
 
@@ -13,10 +13,16 @@ export class Planner {
   #overlay: ClusterIndex | undefined;
   #inFlight = 0;
   #batches = 0;
-  constructor(readonly strategy: Strategy = 'binpack') {}
+  /** Placement's options but the seed, which the planner derives per batch (the capacity simulator's policy). */
+  constructor(readonly options: Omit<PlanOptions, 'seed'> = {}) {}
 
   get inFlight(): number {
     return this.#inFlight;
+  }
+
+  /** Batches planned so far (the next batch's seed is this plus one). */
+  get batches(): number {
+    return this.#batches;
   }
 
   plan(requests: readonly CoreRequest[], committed: ClusterIndex): Plan {
@@ -25,7 +31,7 @@ export class Planner {
     const plan = planBatch(
       base,
       requests.map((r) => placementRequestOf(r.requestId, r.spec)),
-      { strategy: this.strategy, seed: this.#batches },
+      { strategy: 'binpack', ...this.options, seed: this.#batches },
     );
     this.#overlay = plan.index;
     this.#inFlight += 1;

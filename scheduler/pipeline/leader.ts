@@ -1,11 +1,9 @@
 /**
- * The leader pipeline, wiring the stages in order:
- *   admission (admit)   — refuse bad or over-quota input before it costs anything;
- *   batcher             — many requests per Raft entry, so the log's cost is paid per batch;
- *   planner             — place against committed state plus the overlay of batches in flight;
- *   verifier            — drop placements the newest committed state already contradicts;
- *   proposer            — one entry per batch; apply re-checks capacity item by item;
- *   pending queue       — what fits nowhere waits with its reason until capacity frees or it expires.
+ * The leader pipeline: the I/O shell around the pure LeaderCore (core/leader.ts), which makes every
+ * decision — admission, planning against committed state plus the plans in flight, verification, what to
+ * record pending, what to wake, what to fail at its deadline, which callers to answer with what. The shell
+ * only waits: it keeps the callers' promises by request id, closes batches on the batcher's timer, proposes
+ * the core's commands to the log and hands their outcomes back, feeds it committed events, and runs the tick.
  *
  * A request that fits nowhere is committed as a `pending` sandbox (a `pend` entry: reason and deadline), so
  * the queue is part of the replicated state: a new leader rebuilds it from the pending sandboxes, places
@@ -17,32 +15,19 @@
  * It also batches node heartbeats into one entry per interval and marks silent nodes down.
  */
 
-import { planBatch } from '../../placement/index.js';
 import { assert } from '../../src/lib/assert.js';
 import { TrellisError } from '../../src/lib/errors.js';
 import type { TrellisMetrics } from '../../src/lib/metrics.js';
-import { checkQuota, checkRequestId, placementRequestOf } from '../admission.js';
-import { commandCodec, type PendItem, type SandboxSpec, textLengthMax } from '../commands.js';
-import { Planner } from '../core/plan.js';
-import { verify } from '../core/verify.js';
-import {
-  errorFromResult,
-  NoCapacityError,
-  NotLeaderError,
-  OverloadedError,
-  RequestIdConflictError,
-  SandboxCancelledError,
-} from '../errors.js';
-import type { SandboxState } from '../lifecycle.js';
-import { holdsAllocation } from '../lifecycle.js';
+import { commandCodec, type SandboxSpec } from '../commands.js';
+import { type Answer, LeaderCore, type LiveRequest, type Proposal, type Step } from '../core/leader.js';
+import { errorFromResult, NoCapacityError, NotLeaderError, SandboxCancelledError } from '../errors.js';
 import type { ReplicaLog } from '../log.js';
-import { type SchedulerState, specDigest } from '../state.js';
-import type { Sandbox, SchedulerEvent, Usage } from '../types.js';
+import type { SchedulerState } from '../state.js';
+import type { Sandbox } from '../types.js';
 import { Batcher } from './batcher.js';
-import { PendingQueue, pendingMax } from './pending.js';
-import { proposePlace } from './proposer.js';
-import { type CreateRequest, rejectAll, resolveAll } from './request.js';
 import { recordUtilization } from './utilization.js';
+
+export type { PipelineStats } from '../core/leader.js';
 
 export interface PipelineOptions {
   readonly batchSizeMax: number;
@@ -82,139 +67,67 @@ export const defaultPipelineOptions: Omit<PipelineOptions, 'now' | 'every'> = {
   nodeDownAfterMs: 0,
 };
 
-/** Counters the pipeline keeps for `stats()` and the demo's summary. */
-export interface PipelineStats {
-  batches: number;
-  batchedRequests: number;
-  placed: number;
-  rejected: number;
-  replans: number;
-  batchLatencyMsTotal: number;
-  rejectReasons: Map<string, number>;
+interface Waiter {
+  readonly resolve: (sandbox: Sandbox) => void;
+  readonly reject: (err: Error) => void;
 }
 
 export class LeaderPipeline {
   readonly #log: ReplicaLog;
   readonly #opts: PipelineOptions;
-  readonly #batcher: Batcher<CreateRequest>;
-  readonly #planner = new Planner();
-  readonly #pending = new PendingQueue();
-  /** Every request admitted and not yet answered, by id: a retry joins the first one. */
-  readonly #live = new Map<string, CreateRequest>();
-  readonly #inFlightUsage = new Map<string, Usage>();
-  #held: CreateRequest[][] = [];
-  #heartbeats = new Set<string>();
+  readonly #core: LeaderCore;
+  readonly #batcher: Batcher<LiveRequest>;
+  /** The callers of every unanswered request, by request id (a retry joins the first caller). */
+  readonly #waiters = new Map<string, Waiter[]>();
   readonly #cancelTick: () => void;
   #stopped = false;
   readonly #unsubscribe: () => void;
-  readonly stats: PipelineStats = {
-    batches: 0,
-    batchedRequests: 0,
-    placed: 0,
-    rejected: 0,
-    replans: 0,
-    batchLatencyMsTotal: 0,
-    rejectReasons: new Map(),
-  };
 
   constructor(log: ReplicaLog, opts: PipelineOptions) {
     this.#log = log;
     this.#opts = opts;
+    this.#core = new LeaderCore(opts);
     this.#batcher = new Batcher({ sizeMax: opts.batchSizeMax, windowMs: opts.batchWindowMs }, (b) =>
       this.#onBatch(b),
     );
-    this.#unsubscribe = log.machine.onApply((applied) => this.#onCommitted(applied.events));
+    this.#unsubscribe = log.machine.onApply((applied) =>
+      this.#run(this.#core.onCommitted(applied.events, log.machine.state, opts.now())),
+    );
     this.#cancelTick = opts.every(() => this.#tick(), opts.heartbeatIntervalMs);
-    // Rebuilt from committed state: lost stateless sandboxes a previous leader had not placed again yet, and
-    // the pending queue. A new leader may not have applied everything committed yet: what it applies later
-    // arrives through #onCommitted, which adopts it the same way.
-    for (const sb of log.machine.state.sandboxes.values()) {
-      if (sb.state === 'lost' && sb.spec.stateless === true) this.#lost.add(sb.id);
-      if (sb.state === 'pending') this.#adopt(sb);
-    }
+    this.#run(this.#core.start(log.machine.state, opts.now()));
   }
 
-  /**
-   * Takes over a committed pending sandbox this leader did not record: a live request with no caller yet
-   * (the caller's retry joins it), planned once at once since room may have freed while no one led; what
-   * still fits nowhere waits again.
-   */
-  #adopt(sb: Sandbox): CreateRequest {
-    const req: CreateRequest = {
-      requestId: sb.requestId,
-      spec: sb.spec,
-      deadlineMs: sb.pendingUntilMs ?? 0,
-      replans: 0,
-      pendProposed: true,
-      usageCounted: false,
-      waiters: [],
-    };
-    if (sb.reason !== undefined) req.reason = sb.reason;
-    this.#live.set(req.requestId, req);
-    this.#batcher.add(req);
-    return req;
+  get stats(): LeaderCore['stats'] {
+    return this.#core.stats;
   }
-
-  /** Lost stateless sandboxes waiting to be placed again; retried when capacity frees. */
-  readonly #lost = new Set<string>();
-  #lostDirty = true;
-  #replacing = false;
 
   get pendingCount(): number {
-    return this.#pending.size;
+    return this.#core.pendingCount;
   }
 
   /**
    * Admits a create and resolves with the committed sandbox. Throws (rejects) ValidationError,
    * RequestIdConflictError, QuotaExceededError, OverloadedError; later NoCapacityError at its deadline,
-   * or NotLeaderError when this replica stops leading first.
+   * SandboxCancelledError when it is terminated while pending, the proposal's own error when its entry's
+   * fate is unknown (retry with the same id), or NotLeaderError when this replica stops leading first.
    */
   create(requestId: string, spec: SandboxSpec): Promise<Sandbox> {
     if (this.#stopped) return Promise.reject(new NotLeaderError(`replica ${this.#log.id} no longer leads`));
     const state = this.#log.machine.state;
-    const idem = checkRequestId(state, requestId, spec);
-    const live = this.#live.get(requestId);
-    if (live !== undefined) {
-      // A retry joins the request in progress (a committed pending one included), for the same spec only.
-      if (specDigest(live.spec) !== specDigest(spec))
-        throw new RequestIdConflictError(`request id ${requestId} is in progress for a different spec`, {
-          details: { requestId },
-        });
-      return new Promise((resolve, reject) => {
-        live.waiters.push({ resolve, reject });
-      });
-    }
-    if (idem.kind === 'committed') {
-      const sb = state.sandbox(idem.sandboxId);
-      if (sb?.state !== 'pending') return Promise.resolve(committedSandbox(state, requestId, spec));
-      // Pending but not live here: adopted now (normally #onCommitted or the constructor did it already).
-      const req = this.#adopt(sb);
-      return new Promise((resolve, reject) => {
-        req.waiters.push({ resolve, reject });
-      });
-    }
-    if (this.#live.size >= pendingMax)
-      throw new OverloadedError(`${this.#live.size} creates are already in progress`);
-    checkQuota(state, spec, this.#inFlightUsage.get(spec.tenant));
-    return new Promise((resolve, reject) => {
-      const req: CreateRequest = {
-        requestId,
-        spec,
-        deadlineMs: this.#opts.now() + this.#opts.pendingTimeoutMs,
-        replans: 0,
-        pendProposed: false,
-        usageCounted: true,
-        waiters: [{ resolve, reject }],
-      };
-      this.#live.set(requestId, req);
-      this.#addUsage(spec, 1);
-      this.#batcher.add(req);
+    const submitted = this.#core.submit(state, requestId, spec, this.#opts.now());
+    if (submitted.kind === 'committed') return Promise.resolve(committedSandbox(state, requestId, spec));
+    const done = new Promise<Sandbox>((resolve, reject) => {
+      const waiters = this.#waiters.get(requestId);
+      if (waiters === undefined) this.#waiters.set(requestId, [{ resolve, reject }]);
+      else waiters.push({ resolve, reject });
     });
+    if (submitted.kind === 'queued') this.#batcher.add(submitted.req);
+    return done;
   }
 
   /** Records a node's heartbeat; they are committed together once per interval. */
   heartbeat(nodeId: string): void {
-    this.#heartbeats.add(nodeId);
+    this.#core.heartbeat(nodeId);
   }
 
   /** Proposes any command through this leader and returns its result. */
@@ -229,350 +142,119 @@ export class LeaderPipeline {
     this.#cancelTick();
     this.#unsubscribe();
     this.#batcher.drain();
-    this.#pending.takeAll();
-    this.#held = [];
+    this.#core.stop();
     const err = new NotLeaderError(`replica ${this.#log.id} stopped leading`);
-    for (const req of this.#live.values()) rejectAll(req, err);
-    this.#live.clear();
+    for (const waiters of this.#waiters.values()) for (const w of waiters) w.reject(err);
+    this.#waiters.clear();
   }
 
-  #addUsage(spec: SandboxSpec, sign: 1 | -1): void {
-    const u = this.#inFlightUsage.get(spec.tenant) ?? { cpu: 0, memory: 0, disk: 0, sandboxes: 0 };
-    this.#inFlightUsage.set(spec.tenant, {
-      cpu: u.cpu + sign * spec.resources.cpu,
-      memory: u.memory + sign * spec.resources.memory,
-      disk: u.disk + sign * spec.resources.disk,
-      sandboxes: u.sandboxes + sign,
-    });
-  }
-
-  #settle(req: CreateRequest): boolean {
-    if (this.#live.get(req.requestId) !== req) return false;
-    this.#live.delete(req.requestId);
-    this.#pending.remove(req.requestId);
-    this.#uncount(req);
-    return true;
-  }
-
-  /** Committed state counts the request now (or it is settled): drop it from the in-flight usage. */
-  #uncount(req: CreateRequest): void {
-    if (!req.usageCounted) return;
-    req.usageCounted = false;
-    this.#addUsage(req.spec, -1);
-  }
-
-  #onBatch(batch: CreateRequest[]): void {
+  #onBatch(batch: LiveRequest[]): void {
     if (this.#stopped) return;
-    if (this.#planner.inFlight >= this.#opts.inFlightBatchesMax) {
-      this.#held.push(batch);
-      return;
-    }
-    void this.#runBatch(batch);
+    const startedMs = performance.now();
+    this.#run(this.#core.onBatch(batch, this.#log.machine.state, this.#opts.now()), undefined, startedMs);
   }
 
-  async #runBatch(batch: CreateRequest[]): Promise<void> {
-    const startMs = this.#opts.now();
-    const state = this.#log.machine.state;
-    const planStartedMs = performance.now();
-    const plan = this.#planner.plan(batch, state.index);
-    this.#opts.metrics?.placementBatchSeconds.observe((performance.now() - planStartedMs) / 1_000);
-    this.#opts.metrics?.placementBatchSize.observe(batch.length);
-    const verified = verify(plan, batch, state);
-    for (const req of verified.committed) this.#answerCommitted(req);
-    for (const { req, reason } of verified.unplaced) this.#park(req, reason);
-    for (const { req, reason } of verified.retry) this.#replan(req, reason);
-    this.stats.batches += 1;
-    this.stats.batchedRequests += batch.length;
-    const byId = new Map(batch.map((r) => [r.requestId, r] as const));
-    try {
-      if (verified.items.length > 0) {
-        const results = await proposePlace(this.#log, verified.items, this.#opts.now());
-        for (const r of results) {
-          const req = byId.get(r.requestId) as CreateRequest;
-          if (r.outcome === 'rejected') this.#replan(req, `${r.error.code}: ${r.error.message}`);
-          else this.#answerCommitted(req);
-        }
-      }
-    } catch (err) {
-      // The entry's fate is unknown (leadership moved, a transfer refused it, it was replaced, or it did not
-      // commit within the proposal timeout, as while NATS restarts). Its requests go back to their callers
-      // with that error, and they retry with the same ids on whichever replica leads: the dedup table answers
-      // any that did commit, so nothing is placed twice. Every error settles them: a request left live here
-      // would make every retry with its id wait on it for as long as this replica leads.
-      const reason = err instanceof Error ? err : new Error(String(err));
-      for (const item of verified.items) {
-        const req = byId.get(item.requestId);
-        if (req !== undefined && this.#settle(req)) rejectAll(req, reason);
-      }
-      if (!(err instanceof TrellisError)) throw err;
-    } finally {
-      this.stats.batchLatencyMsTotal += this.#opts.now() - startMs;
-      this.#opts.metrics?.pendingDepth.set(this.pendingCount);
-      this.#planner.settled();
-      const next = this.#held.shift();
-      if (next !== undefined && !this.#stopped) void this.#runBatch(next);
-    }
+  /**
+   * Carries out a step of the core: proposes its commands in order, answers its callers, and hands its
+   * requests to the batcher. `unknownCause` is the error a caller of an unknown outcome gets.
+   */
+  #run(step: Step, unknownCause?: Error, startedMs?: number): void {
+    if (startedMs !== undefined && step.planned.length > 0)
+      this.#opts.metrics?.placementBatchSeconds.observe((performance.now() - startedMs) / 1_000);
+    for (const p of step.proposals) this.#propose(p);
+    for (const a of step.answers) this.#answer(a, unknownCause);
+    for (const n of step.planned) this.#opts.metrics?.placementBatchSize.observe(n);
+    // Outcomes still arrive after stop(); nothing they re-plan is batched then (the callers were told to retry).
+    if (!this.#stopped) for (const req of step.toBatch) this.#batcher.add(req);
   }
 
-  #answerCommitted(req: CreateRequest): void {
-    const state = this.#log.machine.state;
-    if (!this.#settle(req)) return;
-    this.stats.placed += 1;
-    this.#opts.metrics?.placements.inc({ result: 'placed', reason: 'none' });
-    resolveAll(req, committedSandbox(state, req.requestId, req.spec));
-  }
-
-  #replan(req: CreateRequest, reason: string): void {
-    req.replans += 1;
-    this.stats.replans += 1;
-    if (req.replans > this.#opts.replanMax) this.#park(req, reason);
-    else this.#batcher.add(req);
-  }
-
-  #park(req: CreateRequest, reason: string): void {
-    if (this.#live.get(req.requestId) !== req) return;
-    if (this.#opts.now() >= req.deadlineMs) {
-      this.#fail(req, reason);
-      return;
-    }
-    this.#pending.add(req, reason);
-    if (!req.pendProposed) {
-      req.pendProposed = true;
-      this.#toPend.push(req);
-      if (this.#toPend.length === 1) queueMicrotask(() => this.#proposePend());
-    }
-  }
-
-  /** Requests parked since the last `pend` entry; recorded together in the next one. */
-  #toPend: CreateRequest[] = [];
-
-  /** Commits the newly parked requests as pending sandboxes, one entry for all of them. */
-  #proposePend(): void {
-    const reqs = this.#toPend;
-    this.#toPend = [];
-    if (this.#stopped || reqs.length === 0) return;
-    const atMs = this.#opts.now();
-    const items: PendItem[] = reqs.map((req) => ({
-      requestId: req.requestId,
-      sandboxId: req.requestId,
-      spec: req.spec,
-      specDigest: specDigest(req.spec),
-      reason: (req.reason ?? 'no capacity').slice(0, textLengthMax),
-      deadlineMs: req.deadlineMs,
-    }));
-    const byId = new Map(reqs.map((r) => [r.requestId, r] as const));
-    void this.propose(commandCodec.encode({ type: 'pend', atMs, items })).then(
+  #propose(p: Proposal): void {
+    void this.#log.propose(commandCodec.encode(p.command)).then(
       (result) => {
-        if (!result.ok) throw errorFromResult(result.error);
-        for (const r of result.items ?? []) {
-          const req = byId.get(r.requestId) as CreateRequest;
-          if (r.outcome === 'pending') this.#uncount(req);
-          else if (r.outcome === 'rejected') this.#refuse(req, errorFromResult(r.error));
-          else if (r.outcome === 'duplicate') {
-            // The id committed meanwhile: placed by an earlier leader, or recorded by an earlier pend.
-            const sb = this.#log.machine.state.sandbox(r.sandboxId);
-            if (sb?.state !== 'pending') this.#answerCommitted(req);
-          }
+        if (!result.ok) {
+          this.#failed(p, errorFromResult(result.error));
+          return;
         }
+        // A settled place may plan a held batch in the same step: its planning time is measured here.
+        const startedMs = performance.now();
+        const step = this.#core.onResult(p.ticket, result, this.#log.machine.state, this.#opts.now());
+        this.#run(step, undefined, startedMs);
+        this.#afterPlace(p);
       },
-      // The entry's fate is unknown only when leadership moved, and then stop() answers every caller.
-      () => {},
+      (err: unknown) => this.#failed(p, err),
     );
-  }
-
-  /** Fails a request that may not be placed (quota passed since admission, say). */
-  #refuse(req: CreateRequest, err: Error): void {
-    if (!this.#settle(req)) return;
-    this.stats.rejected += 1;
-    this.#opts.metrics?.placements.inc({
-      result: 'rejected',
-      reason: err instanceof TrellisError ? err.code : 'INTERNAL',
-    });
-    rejectAll(req, err);
   }
 
   /**
-   * The deadline passed. A request recorded `pending` (or that may be) fails through a committed status
-   * first, so that no later leader places it after its caller heard it failed; the caller hears once the
-   * failure commits. Until then it stays live, and a retry joins it.
+   * The entry's fate is unknown (leadership moved, a transfer refused it, it was replaced, or it did not
+   * commit within the proposal timeout, as while NATS restarts). The core settles every request of a failed
+   * `place` with an unknown outcome; their callers get this error and retry with the same ids on whichever
+   * replica leads, where the dedup table answers any that did commit, so nothing is placed twice.
    */
-  #fail(req: CreateRequest, reason: string): void {
-    this.#failAll([{ req, reason }]);
+  #failed(p: Proposal, err: unknown): void {
+    const cause = err instanceof Error ? err : new Error(String(err));
+    const startedMs = performance.now();
+    const step = this.#core.onProposeFailed(p.ticket, this.#log.machine.state, this.#opts.now());
+    this.#run(step, cause, startedMs);
+    this.#afterPlace(p);
+    // A non-Trellis error from a place is a bug, surfaced as before; the others' failures are expected.
+    if (p.command.type === 'place' && !(err instanceof TrellisError)) throw err;
   }
 
-  /** `#fail` for many requests at once: one `status` entry carries every committed failure of a tick. */
-  #failAll(expired: readonly { readonly req: CreateRequest; readonly reason: string }[]): void {
-    const recorded: { readonly req: CreateRequest; readonly reason: string }[] = [];
-    for (const e of expired) {
-      if (this.#live.get(e.req.requestId) !== e.req) continue;
-      if (e.req.pendProposed) recorded.push(e);
-      else this.#noCapacity(e.req, e.reason);
-    }
-    if (recorded.length === 0) return;
-    const state = this.#log.machine.state;
-    const sandboxOf = (req: CreateRequest) => state.dedup.get(req.requestId)?.sandboxId ?? req.requestId;
-    for (const { req } of recorded) this.#pending.remove(req.requestId);
-    const items = recorded.map(({ req, reason }) => ({
-      sandboxId: sandboxOf(req),
-      state: 'failed' as const,
-      reason: reason.slice(0, textLengthMax),
-    }));
-    // The pend entries went first on this leader, so this status applies after them if they committed at
-    // all, and #pendingLeft answers those callers then. A sandbox still unknown afterwards was never
-    // recorded, and its caller is answered here. A placement that committed first wins (#pendingLeft answers
-    // it). If leadership moves first, stop() answers the callers, who retry; the next leader fails them.
-    void this.propose(commandCodec.encode({ type: 'status', atMs: this.#opts.now(), items })).then(
-      () => {
-        const after = this.#log.machine.state;
-        for (const { req, reason } of recorded)
-          if (after.sandbox(sandboxOf(req)) === undefined) this.#noCapacity(req, reason);
-      },
-      () => {
-        // Not committed: back in the queue, so the next tick tries again (stop() clears it if we lost the lead).
-        for (const { req, reason } of recorded)
-          if (!this.#stopped && this.#live.get(req.requestId) === req) this.#pending.add(req, reason);
-      },
-    );
+  /** A placement batch settled: the pending depth is sampled (as before, once per batch). */
+  #afterPlace(p: Proposal): void {
+    if (p.command.type === 'place') this.#opts.metrics?.pendingDepth.set(this.pendingCount);
   }
 
-  #noCapacity(req: CreateRequest, reason: string): void {
-    if (!this.#settle(req)) return;
-    this.stats.rejected += 1;
-    const key = reason.split(':')[0] ?? reason;
-    this.stats.rejectReasons.set(key, (this.stats.rejectReasons.get(key) ?? 0) + 1);
-    this.#opts.metrics?.placements.inc({ result: 'rejected', reason: key });
-    rejectAll(
-      req,
-      new NoCapacityError(`request ${req.requestId} found no node before its deadline: ${reason}`, {
-        details: { reason },
-      }),
-    );
+  #answer(a: Answer, unknownCause: Error | undefined): void {
+    this.#countAnswer(a);
+    const waiters = this.#waiters.get(a.requestId);
+    if (waiters === undefined) return;
+    this.#waiters.delete(a.requestId);
+    if (a.kind === 'committed') {
+      const state = this.#log.machine.state;
+      const sb = committedSandbox(state, a.requestId, a.spec);
+      for (const w of waiters) w.resolve(sb);
+      return;
+    }
+    const err = errorOf(a, unknownCause);
+    for (const w of waiters) w.reject(err);
   }
 
-  /** Committed events that free capacity wake the pending queue (once per committed entry). */
-  #onCommitted(events: readonly SchedulerEvent[]): void {
-    if (this.#stopped) return;
-    for (const e of events) {
-      if (e.kind === 'sandbox' && e.from === 'pending') this.#pendingLeft(e.sandboxId, e.to, e.reason);
-      if (e.kind === 'sandbox' && e.to === 'pending') {
-        // Recorded by an earlier leader and applied here only now (this leader's own are live already).
-        const sb = this.#log.machine.state.sandbox(e.sandboxId);
-        if (sb?.state === 'pending' && !this.#live.has(sb.requestId)) this.#adopt(sb);
-      }
-      if (e.kind !== 'sandbox' || e.to !== 'lost') continue;
-      const sb = this.#log.machine.state.sandbox(e.sandboxId);
-      if (sb?.spec.stateless === true) {
-        this.#lost.add(sb.id);
-        this.#lostDirty = true;
-      }
-    }
-    if (this.#pending.size === 0 && this.#lost.size === 0) return;
-    // Nodes that released an allocation; a node that joined, changed or came back wakes everything.
-    const released = new Set<string>();
-    let nodeChanged = false;
-    for (const e of events) {
-      if (e.kind === 'node')
-        nodeChanged ||= e.change === 'registered' || e.change === 'updated' || e.state === 'ready';
-      else if (
-        e.kind === 'sandbox' &&
-        e.from !== 'none' &&
-        holdsAllocation(e.from) &&
-        !holdsAllocation(e.to) &&
-        e.nodeId !== undefined
-      )
-        released.add(e.nodeId);
-    }
-    if (!nodeChanged && released.size === 0) return;
-    this.#lostDirty = true;
-    const index = this.#log.machine.state.index;
-    const rooms = [...released].map((id) => index.get(id)).filter((v) => v !== undefined);
-    // Only the released nodes changed, so a request can newly fit only on one of them, and only if its
-    // resources fit in that node's free room: a necessary condition, so no request misses its wake-up.
-    const fitsSomewhere = (req: CreateRequest): boolean =>
-      rooms.some(
-        (v) =>
-          v.spec.capacity.cpu - v.allocated.cpu >= req.spec.resources.cpu &&
-          v.spec.capacity.memory - v.allocated.memory >= req.spec.resources.memory &&
-          v.spec.capacity.disk - v.allocated.disk >= req.spec.resources.disk,
-      );
-    const woken = nodeChanged ? this.#pending.wake() : this.#pending.wakeWhere(fitsSomewhere);
-    for (const req of woken) {
-      req.replans = 0;
-      this.#batcher.add(req);
-    }
-  }
-
-  /**
-   * A committed pending sandbox left `pending`: its live request, if any, is answered accordingly. Live
-   * requests are keyed by request id, and this pipeline gives a sandbox its request's id; a sandbox recorded
-   * under another id is answered by its `place` result instead.
-   */
-  #pendingLeft(sandboxId: string, to: SandboxState, reason: string | undefined): void {
-    const req = this.#live.get(sandboxId);
-    if (req === undefined) return;
-    if (to === 'placed') {
-      this.#answerCommitted(req);
-    } else if (to === 'terminated') {
-      this.#refuse(req, new SandboxCancelledError(`sandbox ${sandboxId} was terminated while pending`));
-    } else if (to === 'failed') {
-      this.#noCapacity(req, reason ?? req.reason ?? 'no capacity');
-    }
-  }
-
-  /**
-   * Places lost stateless sandboxes again, one `replace` entry at a time, when some were lost or capacity
-   * freed since the last try. Those that fit nowhere stay lost and are tried again on the next change.
-   */
-  #replaceLost(now: number): void {
-    if (this.#lost.size === 0 || !this.#lostDirty || this.#replacing) return;
-    this.#lostDirty = false;
-    const state = this.#log.machine.state;
-    const candidates: Sandbox[] = [];
-    for (const id of this.#lost) {
-      const sb = state.sandbox(id);
-      if (sb === undefined || sb.state !== 'lost') this.#lost.delete(id);
-      else candidates.push(sb);
-    }
-    if (candidates.length === 0) return;
-    const plan = planBatch(
-      state.index,
-      candidates.map((sb) => placementRequestOf(sb.id, sb.spec, undefined)),
-    );
-    if (plan.placements.length === 0) return;
-    this.#replacing = true;
-    const items = plan.placements.map((p) => ({
-      sandboxId: p.requestId,
-      nodeId: p.nodeId,
-      gpuDevices: p.gpuDevices.map((g) => ({ ...g })),
-    }));
-    void this.propose(commandCodec.encode({ type: 'replace', atMs: now, items }))
-      .catch(() => {})
-      .finally(() => {
-        this.#replacing = false;
-        this.#lostDirty = true;
-      });
+  #countAnswer(a: Answer): void {
+    const m = this.#opts.metrics;
+    if (m === undefined) return;
+    if (a.kind === 'committed') m.placements.inc({ result: 'placed', reason: 'none' });
+    else if (a.kind === 'refused') m.placements.inc({ result: 'rejected', reason: a.error.code });
+    else if (a.kind === 'cancelled') m.placements.inc({ result: 'rejected', reason: 'SCHED_CANCELLED' });
+    else if (a.kind === 'no-capacity')
+      m.placements.inc({ result: 'rejected', reason: a.reason.split(':')[0] ?? a.reason });
   }
 
   #tick(): void {
     if (this.#stopped) return;
-    const now = this.#opts.now();
-    this.#failAll(this.#pending.expire(now).map((req) => ({ req, reason: req.reason ?? 'no capacity' })));
-    this.#replaceLost(now);
     const state = this.#log.machine.state;
+    this.#run(this.#core.tick(state, this.#opts.now()));
     if (this.#opts.metrics !== undefined) recordUtilization(state.index, this.#opts.metrics);
-    if (this.#heartbeats.size > 0) {
-      const nodeIds = [...this.#heartbeats];
-      this.#heartbeats = new Set();
-      void this.propose(commandCodec.encode({ type: 'node.heartbeat', atMs: now, nodeIds })).catch(() => {});
-    }
-    if (this.#opts.nodeDownAfterMs === 0) return;
-    for (const rec of state.nodes.values()) {
-      if (rec.spec.state !== 'down' && rec.lastHeartbeatMs + this.#opts.nodeDownAfterMs < now) {
-        void this.propose(
-          commandCodec.encode({ type: 'node.state', atMs: now, nodeId: rec.spec.id, state: 'down' }),
-        ).catch(() => {});
-      }
-    }
+  }
+}
+
+/** The typed error a caller gets for an answer other than `committed`. */
+function errorOf(a: Exclude<Answer, { kind: 'committed' }>, unknownCause: Error | undefined): Error {
+  switch (a.kind) {
+    case 'refused':
+      return errorFromResult(a.error);
+    case 'cancelled':
+      return new SandboxCancelledError(`sandbox ${a.sandboxId} was terminated while pending`);
+    case 'no-capacity':
+      return new NoCapacityError(`request ${a.requestId} found no node before its deadline: ${a.reason}`, {
+        details: { reason: a.reason },
+      });
+    case 'unknown':
+      assert(unknownCause !== undefined, 'an unknown outcome comes with the proposal error', {
+        requestId: a.requestId,
+      });
+      return unknownCause;
   }
 }
 

@@ -6,11 +6,11 @@
  *
  * Arrivals collect into a batch, as in the leader's batcher: a batch is planned when it reaches the policy's
  * `batchSize`, or at the end of its window (`batchWindowMs`; 0 = everything arriving at one instant).
- * Departures collect the same way into one `status` entry. A request that fits nowhere waits as a committed
- * `pending` sandbox (the leader's `pend`) until a departure frees room on a node where it would fit, or its
- * deadline passes (then it is rejected with the reason placement gave); with `pendingTimeoutMs` 0 it is
- * rejected at once. Everything goes through a `SchedulerCore` (core.ts): the production admission, planner,
- * verifier and state machine.
+ * Departures collect the same way into one `status` entry. Every scheduling decision is the leader's own
+ * (scheduler/core/leader.ts, run through `SchedulerCore` by core.ts): admission, planning, verification, a
+ * request that fits nowhere waiting as a committed `pending` sandbox until committed room frees where it
+ * would fit (woken into the open batch), or its deadline passes (then it fails with the reason placement
+ * gave, through the leader's tick at that instant); with `pendingTimeoutMs` 0 it is rejected at once.
  *
  * Protocols: `replay` honours arrival times and lifetimes; `inflation` (as the FGD paper's evaluation) shuffles
  * the arrivals, ignores departures, and keeps submitting until the arrived demand reaches `targetPct` of the
@@ -22,12 +22,13 @@ import {
   type PlanOptions,
   type ReferenceShape,
 } from '../../placement/index.js';
-import type { SandboxSpec } from '../../scheduler/commands.js';
+import type { PlaceItem, SandboxSpec } from '../../scheduler/commands.js';
+import type { Answer } from '../../scheduler/core/leader.js';
 import { assert } from '../lib/assert.js';
 import { ConfigError } from '../lib/errors.js';
 import { createRng } from '../lib/prng.js';
 import { clusterEvents, clusterNodes } from './cluster.js';
-import { type CoreRequest, type SchedulerCore, StateCore } from './core.js';
+import { reasonLabel, SimCore } from './core.js';
 import { EventHeap } from './heap.js';
 import {
   decadeBounds,
@@ -47,8 +48,6 @@ import type { Arrival } from './workload.js';
 export const samplesMax = 200;
 /** Inflation points kept at most. */
 export const inflationPointsMax = 2_000;
-/** Pending requests re-planned after one release flush at most (the rest wait for the next one). */
-export const wakeBatchMax = 10_000;
 
 export interface InflationOptions {
   /** Stop once arrived demand reaches this share of capacity, in percent (e.g. 100). */
@@ -74,7 +73,6 @@ export interface SimOptions {
   readonly recordPlacements?: boolean;
   /** Called now and then with arrivals processed so far. */
   readonly onProgress?: (arrived: number) => void;
-  readonly core?: () => SchedulerCore;
 }
 
 enum Kind {
@@ -99,13 +97,9 @@ interface Live {
   readonly a: Arrival;
   nodeId: string;
   state: 'placed' | 'suspended';
+  /** Resumed once: the scheduler holds it `running` (a placed one stays `placed` in the simulator). */
+  running: boolean;
   gpuMilli: number;
-}
-
-interface Waiting {
-  readonly a: Arrival;
-  reason: string;
-  committed: boolean;
 }
 
 /** The GPU share a spec asks for, in milli-GPU. */
@@ -120,7 +114,7 @@ export function simulate(cluster: ClusterSpec, arrivals: readonly Arrival[], opt
 
 class Run {
   readonly #o: SimOptions;
-  readonly #core: SchedulerCore;
+  readonly #core: SimCore;
   readonly #heap = new EventHeap<Ev>();
   readonly #plan: PlanOptions;
   readonly #batchSize: number;
@@ -131,15 +125,17 @@ class Run {
   readonly #cluster: ClusterSpec;
   #next = 0;
   #now = 0;
-  #batch: CoreRequest[] = [];
-  #batchArrival = new Map<string, Arrival>();
+  /** Arrivals admitted and not yet answered (in the open batch or pending), by id. */
+  readonly #open = new Map<string, Arrival>();
+  /** Instants a leader tick is scheduled at (a parked request's deadline). */
+  readonly #ticksAt = new Set<number>();
   #batchFlushAt = -1;
-  #releases: string[] = [];
+  /** Departures since the last release flush; `running` ones end through `terminating`. */
+  #releases: { readonly id: string; readonly running: boolean }[] = [];
   /** Nodes that gave room back since the last wake. */
   #freed = new Set<string>();
   #releaseFlushAt = -1;
   readonly #live = new Map<string, Live>();
-  readonly #waiting = new Map<string, Waiting>();
   readonly #resumeWaiting = new Set<string>();
   #gpuAllocated = 0;
   readonly #totals: Totals = {
@@ -172,12 +168,12 @@ class Run {
   constructor(cluster: ClusterSpec, arrivals: readonly Arrival[], o: SimOptions) {
     this.#o = o;
     this.#cluster = cluster;
-    this.#core = o.core?.() ?? new StateCore();
     this.#protocol = o.protocol ?? 'replay';
     this.#plan = planOptionsOf(o.policy, arrivals);
     this.#batchSize = o.policy.batchSize ?? 4096;
     this.#windowMs = o.batchWindowMs ?? 0;
     this.#timeoutMs = this.#protocol === 'inflation' ? 0 : (o.pendingTimeoutMs ?? 30_000);
+    this.#core = new SimCore(this.#timeoutMs, this.#plan);
     if (this.#protocol === 'inflation') {
       // Shuffled (seeded), submitted one millisecond apart, no lifetimes.
       const shuffled = createRng(o.seed).shuffle([...arrivals]);
@@ -218,7 +214,7 @@ class Run {
     this.#flushReleases();
     this.#flushBatch();
     if (this.#protocol === 'replay') this.#sample();
-    this.#totals.pendingAtEnd = this.#waiting.size;
+    this.#totals.pendingAtEnd = this.#core.leader.pendingCount;
     const wallSeconds = (performance.now() - t0) / 1000;
     return {
       name: this.#o.policy.name,
@@ -307,7 +303,9 @@ class Run {
         this.#flushBatch();
         return;
       case Kind.Deadline:
-        this.#onDeadline(ev.id);
+        this.#ticksAt.delete(this.#now);
+        this.#core.tick(this.#now);
+        this.#afterCore();
         return;
       case Kind.Sample:
         this.#sample();
@@ -332,19 +330,31 @@ class Run {
             ? s.cpu
             : s.memory;
     }
-    this.#enqueue({ id: a.id, spec: a.spec, pending: false }, a);
+    const refused = this.#core.submit(a.id, a.spec, this.#now);
+    if (refused !== undefined) this.#reject(a.id, refused.code);
+    else this.#open.set(a.id, a);
+    this.#afterCore();
     this.#pushNextArrival();
   }
 
-  #enqueue(r: CoreRequest, a: Arrival): void {
-    this.#batch.push(r);
-    this.#batchArrival.set(r.id, a);
-    if (this.#batch.length >= this.#batchSize) {
+  /**
+   * After any call into the core: its answers are recorded, each newly parked request gets a leader tick at
+   * its deadline, and the open batch (arrivals, woken and re-planned requests) is flushed at `batchSize` or
+   * at the end of its window.
+   */
+  #afterCore(): void {
+    for (const a of this.#core.takeAnswers()) this.#onAnswer(a);
+    for (const r of this.#core.takeParked()) {
+      if (this.#ticksAt.has(r.deadlineMs)) continue;
+      this.#ticksAt.add(r.deadlineMs);
+      this.#heap.push(r.deadlineMs, Kind.Deadline, { kind: Kind.Deadline, id: r.requestId });
+    }
+    if (this.#core.batchSize >= this.#batchSize) {
       this.#flushBatch();
       return;
     }
     // Inflation plans exactly `batchSize` requests at a time (the last batch at the end of the run).
-    if (this.#batchFlushAt < 0 && this.#protocol === 'replay') {
+    if (this.#core.batchSize > 0 && this.#batchFlushAt < 0 && this.#protocol === 'replay') {
       this.#batchFlushAt = this.#windowEnd();
       this.#heap.push(this.#batchFlushAt, Kind.BatchFlush, { kind: Kind.BatchFlush });
     }
@@ -352,51 +362,48 @@ class Run {
 
   #flushBatch(): void {
     this.#batchFlushAt = -1;
-    if (this.#batch.length === 0) return;
-    const batch = this.#batch;
-    const arrivals = this.#batchArrival;
-    this.#batch = [];
-    this.#batchArrival = new Map();
-    const out = this.#core.placeBatch(batch, this.#now, this.#plan);
-    this.#planCalls += 1;
-    observe(this.#planMs, out.planMs);
-    for (const p of out.placed) {
-      const a = arrivals.get(p.id) as Arrival;
-      this.#waiting.delete(p.id);
-      let gpuMilli = 0;
-      for (const g of p.gpuDevices) gpuMilli += g.milli;
-      this.#gpuAllocated += gpuMilli;
-      this.#live.set(p.id, { a, nodeId: p.nodeId, state: 'placed', gpuMilli });
-      this.#totals.placed += 1;
-      observe(this.#waitMs, this.#now - a.atMs);
-      if (this.#o.recordPlacements === true) this.#placements.set(p.id, p.nodeId);
-      if (this.#protocol !== 'replay') continue;
-      if (a.suspendAfterMs !== undefined) {
-        this.#heap.push(this.#now + a.suspendAfterMs, Kind.Suspend, { kind: Kind.Suspend, id: p.id });
-      } else if (Number.isFinite(a.lifetimeMs)) {
-        this.#heap.push(this.#now + a.lifetimeMs, Kind.Depart, { kind: Kind.Depart, id: p.id });
-      }
+    // Full batches now; a remainder waits for the end of its window, as the leader's batcher does.
+    let flushed = false;
+    while (this.#core.batchSize >= this.#batchSize || (!flushed && this.#core.batchSize > 0)) {
+      flushed = true;
+      const t0 = performance.now();
+      this.#core.flush(this.#now, this.#batchSize);
+      this.#planCalls += 1;
+      observe(this.#planMs, performance.now() - t0);
+      for (const a of this.#core.takeAnswers()) this.#onAnswer(a);
+      if (this.#protocol === 'inflation') this.#point();
     }
-    for (const r of out.refused) this.#reject(r.id, r.code);
-    const toPend: { id: string; spec: SandboxSpec; reason: string; deadlineMs: number }[] = [];
-    for (const u of out.unplaced) {
-      const a = arrivals.get(u.id) as Arrival;
-      const w = this.#waiting.get(u.id);
-      const deadlineMs = a.atMs + this.#timeoutMs;
-      if (this.#timeoutMs === 0 || (w === undefined && this.#now >= deadlineMs)) {
-        this.#reject(u.id, u.code);
-        continue;
-      }
-      if (w !== undefined) {
-        w.reason = u.code;
-        continue;
-      }
-      this.#waiting.set(u.id, { a, reason: u.code, committed: true });
-      toPend.push({ id: u.id, spec: a.spec, reason: `${u.code}: ${u.message}`, deadlineMs });
-      this.#heap.push(deadlineMs, Kind.Deadline, { kind: Kind.Deadline, id: u.id });
+    this.#afterCore();
+  }
+
+  #onAnswer(ans: Answer): void {
+    const a = this.#open.get(ans.requestId);
+    assert(a !== undefined, 'an answer is for an open arrival', { requestId: ans.requestId, kind: ans.kind });
+    this.#open.delete(ans.requestId);
+    if (ans.kind === 'committed') this.#onPlaced(a, ans.placed);
+    else if (ans.kind === 'no-capacity') this.#reject(a.id, reasonLabel(ans.reason));
+    else if (ans.kind === 'refused')
+      this.#reject(a.id, reasonLabel(`${ans.error.code}: ${ans.error.message}`));
+    else assert(false, 'the simulator neither cancels pending sandboxes nor loses proposals', { ans });
+  }
+
+  #onPlaced(a: Arrival, placed: PlaceItem | undefined): void {
+    // Placed by the leader's own entry (always, in the simulator); else read back from committed state.
+    const sb = placed ?? this.#core.state.sandbox(a.id);
+    assert(sb?.nodeId !== undefined, 'a committed arrival is placed', { id: a.id });
+    let gpuMilli = 0;
+    for (const g of sb.gpuDevices) gpuMilli += g.milli;
+    this.#gpuAllocated += gpuMilli;
+    this.#live.set(a.id, { a, nodeId: sb.nodeId, state: 'placed', running: false, gpuMilli });
+    this.#totals.placed += 1;
+    observe(this.#waitMs, this.#now - a.atMs);
+    if (this.#o.recordPlacements === true) this.#placements.set(a.id, sb.nodeId);
+    if (this.#protocol !== 'replay') return;
+    if (a.suspendAfterMs !== undefined) {
+      this.#heap.push(this.#now + a.suspendAfterMs, Kind.Suspend, { kind: Kind.Suspend, id: a.id });
+    } else if (Number.isFinite(a.lifetimeMs)) {
+      this.#heap.push(this.#now + a.lifetimeMs, Kind.Depart, { kind: Kind.Depart, id: a.id });
     }
-    this.#core.pend(toPend, this.#now);
-    if (this.#protocol === 'inflation') this.#point();
   }
 
   #reject(id: string, reason: string): void {
@@ -413,7 +420,7 @@ class Run {
     this.#resumeWaiting.delete(id);
     this.#totals.departed += 1;
     if (l.state === 'placed') this.#freed.add(l.nodeId);
-    this.#releases.push(id);
+    this.#releases.push({ id, running: l.state === 'placed' && l.running });
     if (this.#releaseFlushAt < 0) {
       this.#releaseFlushAt = this.#windowEnd();
       this.#heap.push(this.#releaseFlushAt, Kind.ReleaseFlush, { kind: Kind.ReleaseFlush });
@@ -425,45 +432,20 @@ class Run {
     if (this.#releases.length === 0) return;
     const ids = this.#releases;
     this.#releases = [];
-    this.#core.finish(
-      ids.map((id) => ({ id, to: 'terminated' as const })),
-      this.#now,
-    );
-    this.#wake();
+    this.#core.finish(ids, this.#now);
+    this.#retryResumes();
+    this.#afterCore();
   }
 
   /**
-   * Room freed: suspended sandboxes waiting to resume try again, then pending requests re-plan — as the
-   * leader does (leader.ts), only those whose cpu, memory and disk fit in the free room of a node that gave
-   * room back (a necessary condition, so none misses its chance), or all of them when a node came back.
+   * Room freed: suspended sandboxes waiting to resume on a node that gave room back (or on any, when a node
+   * came back) try again. Pending creates are woken by the leader core itself, from the committed events.
    */
-  #wake(all = false): void {
-    const freed = [...this.#freed];
+  #retryResumes(all = false): void {
+    const freed = this.#freed.size;
     this.#freed.clear();
-    if (!all && freed.length === 0) return;
+    if (!all && freed === 0) return;
     for (const id of [...this.#resumeWaiting]) this.#onResume(id);
-    if (this.#waiting.size === 0) return;
-    const index = this.#core.index;
-    const rooms: number[][] = [];
-    for (const nodeId of freed) {
-      const slot = index.slotOf(nodeId);
-      if (slot !== undefined && index.isReady(slot))
-        rooms.push([index.freeCpu(slot), index.freeMem(slot), index.freeDisk(slot)]);
-    }
-    const fits = (s: SandboxSpec): boolean =>
-      all ||
-      rooms.some(
-        (r) =>
-          (r[0] as number) >= s.resources.cpu &&
-          (r[1] as number) >= s.resources.memory &&
-          (r[2] as number) >= s.resources.disk,
-      );
-    let n = 0;
-    for (const [id, w] of this.#waiting) {
-      if (this.#batchArrival.has(id) || !fits(w.a.spec)) continue;
-      this.#enqueue({ id, spec: w.a.spec, pending: w.committed }, w.a);
-      if (++n >= wakeBatchMax) break;
-    }
   }
 
   #onSuspend(id: string): void {
@@ -476,19 +458,21 @@ class Run {
     l.gpuMilli = 0;
     this.#totals.suspended += 1;
     this.#heap.push(this.#now + (l.a.suspendForMs ?? 0), Kind.Resume, { kind: Kind.Resume, id });
-    this.#wake();
+    this.#retryResumes();
+    this.#afterCore();
   }
 
   #onResume(id: string): void {
     const l = this.#live.get(id);
     if (l === undefined || l.state !== 'suspended') return;
-    const got = this.#core.resume(id, this.#now, this.#plan);
+    const got = this.#core.resume(id, this.#now);
     if (got === undefined) {
       this.#resumeWaiting.add(id);
       return;
     }
     this.#resumeWaiting.delete(id);
     l.state = 'placed';
+    l.running = true;
     l.nodeId = got.nodeId;
     for (const g of got.gpuDevices) l.gpuMilli += g.milli;
     this.#gpuAllocated += l.gpuMilli;
@@ -502,7 +486,8 @@ class Run {
     this.#flushReleases();
     if (what === 'return') {
       this.#core.returnNode(nodeId, this.#now);
-      this.#wake(true);
+      this.#retryResumes(true);
+      this.#afterCore();
       return;
     }
     const lost = this.#core.setNodeState(nodeId, what === 'fail' ? 'down' : 'draining', this.#now);
@@ -515,26 +500,10 @@ class Run {
     }
     // Lost sandboxes are ended (terminated) at once, as their owner would after hearing they were lost.
     this.#core.finish(
-      lost.map((id) => ({ id, to: 'terminated' as const })),
+      lost.map((id) => ({ id, running: false })),
       this.#now,
     );
-  }
-
-  #onDeadline(id: string): void {
-    const w = this.#waiting.get(id);
-    if (w === undefined) return;
-    if (this.#batchArrival.has(id)) {
-      // It is in the batch about to be planned: one last chance, then the deadline is checked again.
-      this.#heap.push(this.#now, Kind.Deadline, { kind: Kind.Deadline, id });
-      this.#flushBatch();
-      return;
-    }
-    this.#waiting.delete(id);
-    this.#core.finish(
-      [{ id, to: 'failed', reason: `no capacity before the deadline (${w.reason})` }],
-      this.#now,
-    );
-    this.#reject(id, w.reason);
+    this.#afterCore();
   }
 
   #utilization(): Utilization {
@@ -570,7 +539,10 @@ class Run {
       this.#sampleEveryMs *= 2;
     }
     const pendingByReason: Record<string, number> = {};
-    for (const w of this.#waiting.values()) pendingByReason[w.reason] = (pendingByReason[w.reason] ?? 0) + 1;
+    for (const r of this.#core.leader.pending()) {
+      const reason = reasonLabel(r.reason ?? 'resources:');
+      pendingByReason[reason] = (pendingByReason[reason] ?? 0) + 1;
+    }
     this.#samples.push({
       tMs: this.#now,
       util: this.#utilization(),

@@ -4,7 +4,7 @@
  * docs/simulation.md.
  */
 export { clusterEvents, clusterNodes, groupNodes, type NodeEvent, withShapeCount } from './cluster.js';
-export { type BatchOutcome, type CoreRequest, type SchedulerCore, StateCore } from './core.js';
+export { CoreCommandError, SimCore } from './core.js';
 export { commonShape, gpuMilliOf, type InflationOptions, type SimOptions, simulate } from './engine.js';
 export { SizingError, SpecParseError, TraceFormatError } from './errors.js';
 export { EventHeap } from './heap.js';

@@ -367,6 +367,24 @@ describe('placement/hardening - 6. malformed input is a ValidationError, never a
     );
   });
 
+  it('placement/hardening - a value whose toString throws is refused with ValidationError, not a TypeError', () => {
+    // Found by the property below (seed 1317736258): an error message built with String(value) ran the
+    // object's own toString, and `{ toString: '' }` made that a TypeError.
+    const hostile = { toString: '' };
+    const base = smallCluster(createRng(1), 1)[0] as NodeSpec;
+    expect(() => ClusterIndex.of([{ ...base, state: hostile } as unknown as NodeSpec])).toThrow(
+      ValidationError,
+    );
+    const index = ClusterIndex.of([base]);
+    for (const options of [
+      { strategy: hostile },
+      { seed: hostile },
+      { limits: { candidateLimit: hostile } },
+    ]) {
+      expect(() => planBatch(index, [], options as never)).toThrow(ValidationError);
+    }
+  });
+
   it('placement/hardening - any value in any node field is registered or refused with ValidationError', () => {
     const fields = ['id', 'capacity', 'gpu', 'labels', 'state', 'images'];
     fc.assert(

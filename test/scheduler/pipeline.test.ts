@@ -1,10 +1,12 @@
 import { describe, expect, it } from 'vitest';
 import { commandCodec } from '../../scheduler/commands.js';
+import type { LiveRequest } from '../../scheduler/core/leader.js';
 import { NotLeaderError } from '../../scheduler/errors.js';
 import { InProcessLog } from '../../scheduler/in-process-log.js';
 import { Batcher } from '../../scheduler/pipeline/batcher.js';
+import { defaultPipelineOptions, LeaderPipeline } from '../../scheduler/pipeline/leader.js';
 import { PendingQueue } from '../../scheduler/pipeline/pending.js';
-import type { CreateRequest } from '../../scheduler/pipeline/request.js';
+import { UnavailableError } from '../../src/lib/errors.js';
 import { node, spec } from './fixtures.js';
 
 describe('scheduler pipeline', () => {
@@ -24,15 +26,14 @@ describe('scheduler pipeline', () => {
   it('scheduler - the pending queue keeps reasons and expires by deadline only', () => {
     // Two requests with deadlines 10 and 20: expiring at 15 takes only the first, and the second keeps
     // its reason until it is woken.
-    const q = new PendingQueue();
-    const req = (id: string, deadlineMs: number): CreateRequest => ({
+    const q = new PendingQueue<LiveRequest>();
+    const req = (id: string, deadlineMs: number): LiveRequest => ({
       requestId: id,
       spec: spec(),
       deadlineMs,
       replans: 0,
       pendProposed: false,
       usageCounted: true,
-      waiters: [],
     });
     q.add(req('a', 10), 'resources: short of cpu');
     q.add(req('b', 20), 'constraint: zone');
@@ -54,5 +55,43 @@ describe('scheduler pipeline', () => {
     const r = await log.propose(1, data);
     expect(r.ok).toBe(true);
     for (let i = 0; i < 3; i++) expect(log.machine(i).state.nodes.has('n1')).toBe(true);
+  });
+
+  it('scheduler pipeline - a failed place proposal rejects every request of its batch, and their retries are placed', async () => {
+    // The log refuses the first `place` entry with an unknown outcome (as a proposal timeout while NATS
+    // restarts). Every create of that batch hears that error once; none stays live, so retries with the same
+    // ids are admitted afresh and placed, each once.
+    const group = new InProcessLog(1);
+    const base = group.replica(0);
+    await base.propose(commandCodec.encode({ type: 'node.register', atMs: 0, spec: node('n1', 8000) }));
+    let failPlaces = 1;
+    const log = {
+      ...base,
+      propose: (data: Uint8Array) => {
+        if (commandCodec.decode(data).type === 'place' && failPlaces-- > 0)
+          return Promise.reject(new UnavailableError('the proposal timed out'));
+        return base.propose(data);
+      },
+    };
+    const pipeline = new LeaderPipeline(log, {
+      ...defaultPipelineOptions,
+      now: () => 1,
+      every: () => () => {},
+    });
+    try {
+      const ids = ['a', 'b', 'c'];
+      const first = await Promise.allSettled(ids.map((id) => pipeline.create(id, spec('t1', 1000))));
+      for (const r of first) {
+        expect(r.status).toBe('rejected');
+        expect(r.status === 'rejected' ? r.reason : undefined).toBeInstanceOf(UnavailableError);
+      }
+      const retried = await Promise.all(ids.map((id) => pipeline.create(id, spec('t1', 1000))));
+      expect(retried.map((sb) => [sb.id, sb.state, sb.nodeId])).toEqual(
+        ids.map((id) => [id, 'placed', 'n1']),
+      );
+      expect(base.machine.state.index.get('n1')?.allocated.cpu).toBe(3000);
+    } finally {
+      pipeline.stop();
+    }
   });
 });
