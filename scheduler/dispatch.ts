@@ -13,6 +13,7 @@
 import type { TrellisMetrics } from '../src/lib/metrics.js';
 import type { Rng } from '../src/lib/prng.js';
 import type { Cancel, Timers } from '../src/lib/timers.js';
+import type { Command } from './commands.js';
 import {
   DispatchCore,
   type DispatchOptions,
@@ -20,8 +21,8 @@ import {
   dispatchDefaults,
   type NodeCommand,
   type Ticket,
+  wantedCommand,
 } from './core/dispatch.js';
-import type { SchedulerState } from './state.js';
 import type { SchedulerStateMachine } from './state-machine.js';
 
 export type { DispatchKind, DispatchOutcome, NodeCommand } from './core/dispatch.js';
@@ -47,6 +48,8 @@ export interface NodeExecRequest {
   readonly timeoutMs: number;
   /** Per stream; output beyond it is dropped and the result says it was truncated. */
   readonly outputBytesMax: number;
+  /** Names the exec: the worker answers a retry with the same id with the first run's result. */
+  readonly requestId?: string;
 }
 
 /** A command's outcome in a sandbox (src/worker/driver.ts `ExecResult`). */
@@ -69,6 +72,11 @@ export interface DispatcherOptions extends Partial<DispatchOptions> {
   readonly rng: Rng;
   /** Full resync from committed state this often. Default 5,000 ms. */
   readonly resyncMs?: number;
+  /**
+   * Proposes a command through Raft (the replica's pipeline): how a sandbox whose command the worker kept
+   * refusing goes `failed` with the worker's reason. Without it such a command is only no longer sent.
+   */
+  readonly propose?: (cmd: Command) => Promise<unknown>;
   readonly metrics?: TrellisMetrics;
 }
 
@@ -78,7 +86,6 @@ export class Dispatcher {
   readonly #machine: SchedulerStateMachine;
   readonly #o: DispatcherOptions;
   readonly core: DispatchCore;
-  #seen: SchedulerState;
   #stopped = false;
   #wake: Cancel | undefined;
   #wakeAtMs = Number.POSITIVE_INFINITY;
@@ -94,18 +101,17 @@ export class Dispatcher {
         retryBaseMs: options.retryBaseMs ?? dispatchDefaults.retryBaseMs,
         retryMaxMs: options.retryMaxMs ?? dispatchDefaults.retryMaxMs,
         inFlightPerNodeMax: options.inFlightPerNodeMax ?? dispatchDefaults.inFlightPerNodeMax,
+        refusedAttemptsMax: options.refusedAttemptsMax ?? dispatchDefaults.refusedAttemptsMax,
       },
       options.rng,
     );
-    this.#seen = machine.state;
     this.#resync();
     this.#unsubscribe = machine.onApply((applied) => {
-      const before = this.#seen;
-      this.#seen = applied.state;
+      const state = applied.state;
       const now = this.#o.timers.now();
       for (const e of applied.events) {
         if (e.kind !== 'sandbox') continue;
-        this.core.observe(before.sandbox(e.sandboxId), applied.state.sandbox(e.sandboxId), now);
+        this.core.observe(e.sandboxId, state.sandbox(e.sandboxId), state.cleanups.get(e.sandboxId), now);
       }
       this.#schedule(now);
     });
@@ -115,13 +121,17 @@ export class Dispatcher {
     );
   }
 
-  /** Feeds the core every committed sandbox (a new term, or a periodic resync). */
+  /**
+   * Feeds the core every committed sandbox and every cleanup owed (a new term, or a periodic resync), and
+   * drops what committed state no longer names.
+   */
   #resync(): void {
     if (this.#stopped) return;
     const state = this.#machine.state;
-    this.#seen = state;
     const now = this.#o.timers.now();
-    for (const sb of state.sandboxes.values()) this.core.observe(undefined, sb, now);
+    this.core.retain((id) => state.sandboxes.has(id) || state.cleanups.has(id));
+    for (const sb of state.sandboxes.values()) this.core.observe(sb.id, sb, undefined, now);
+    for (const [id, nodeId] of state.cleanups) this.core.observe(id, undefined, nodeId, now);
     this.#schedule(now);
   }
 
@@ -162,12 +172,33 @@ export class Dispatcher {
           if (!o.ok) m?.dispatchRetries.inc();
         });
       }
+      this.#failGivenUp(now);
       this.#schedule(now);
     };
     this.#o.sink.send(nodeId, cmds).then(
       (outcomes) => settle(outcomes, 'MALFORMED_REPLY'),
       (err: unknown) => settle(undefined, codeOf(err)),
     );
+  }
+
+  /**
+   * Commits `failed`, with the worker's reason, for each sandbox whose command the core gave up on and
+   * that still owes that command (a cleanup's sandbox is gone: nothing to commit). A failed proposal is
+   * only logged by its absence: the next leader starts counting afresh.
+   */
+  #failGivenUp(nowMs: number): void {
+    const givenUp = this.core.takeGivenUp();
+    if (givenUp.length === 0 || this.#o.propose === undefined) return;
+    const state = this.#machine.state;
+    const items = givenUp.flatMap(({ cmd, reason }) => {
+      const sb = state.sandbox(cmd.sandboxId);
+      const wanted = sb === undefined ? undefined : wantedCommand(sb);
+      if (wanted === undefined || wanted.kind !== cmd.kind || wanted.nodeId !== cmd.nodeId) return [];
+      return [{ sandboxId: cmd.sandboxId, state: 'failed' as const, reason, nodeId: cmd.nodeId }];
+    });
+    if (items.length === 0) return;
+    this.#o.metrics?.dispatchCommands.inc({ kind: 'fail', outcome: 'given_up' }, items.length);
+    this.#o.propose({ type: 'status', atMs: nowMs, items }).catch(() => undefined);
   }
 
   /** Stops sending; outcomes of batches still out are ignored. */

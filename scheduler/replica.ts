@@ -21,7 +21,7 @@ import { TrellisError } from '../src/lib/errors.js';
 import type { TrellisMetrics } from '../src/lib/metrics.js';
 import { createRng, type Rng } from '../src/lib/prng.js';
 import { realTimers, type Timers } from '../src/lib/timers.js';
-import type { SandboxSpec } from './commands.js';
+import { commandCodec, type SandboxSpec } from './commands.js';
 import { Dispatcher, type DispatcherOptions } from './dispatch.js';
 import { NotLeaderError } from './errors.js';
 import {
@@ -63,7 +63,9 @@ export interface SchedulerReplicaOptions {
 }
 
 /** The dispatcher's options as a replica takes them: timers default to real time, jitter seeded per term. */
-export type ReplicaDispatchOptions = Omit<DispatcherOptions, 'timers' | 'rng'> & { readonly timers?: Timers };
+export type ReplicaDispatchOptions = Omit<DispatcherOptions, 'timers' | 'rng' | 'propose'> & {
+  readonly timers?: Timers;
+};
 
 /** Counters of this replica's pipelines, past and present, for `stats()`. */
 export interface ReplicaStats {
@@ -126,13 +128,16 @@ export class SchedulerReplica {
     this.#stopPipeline();
     this.#pipelineTerm = term;
     if (term === undefined) return;
-    this.#pipeline = new LeaderPipeline(this.log, this.#opts);
+    const pipeline = new LeaderPipeline(this.log, this.#opts);
+    this.#pipeline = pipeline;
     const d = this.#dispatchOpts;
     if (d !== undefined) {
       this.#dispatcher = new Dispatcher(this.log.machine, {
         ...d,
         timers: d.timers ?? realTimers,
         rng: createRng((seedOf(this.id) ^ term) >>> 0),
+        // Sandboxes whose command a worker keeps refusing go failed through this term's log.
+        propose: (cmd) => pipeline.propose(commandCodec.encode(cmd)),
       });
     }
   }

@@ -135,6 +135,11 @@ export interface ExecOptions {
   readonly stdinBytes?: Uint8Array;
   /** Output kept per stream. Default 64 KiB, at most 256 KiB. */
   readonly outputBytesMax?: number;
+  /**
+   * Names this exec (default: a fresh id). A retry with the same id, after an OutcomeUnknownError, gets the
+   * first run's result from the worker instead of running the command again.
+   */
+  readonly requestId?: string;
 }
 
 /**
@@ -381,7 +386,7 @@ export class Scheduler implements SchedulerApi {
    * errors (busy, machine gone).
    */
   async exec(sandboxId: string, command: readonly string[], options: ExecOptions = {}) {
-    const request = execRequestOf(command, options);
+    const request = { ...execRequestOf(command, options), requestId: this.#requestId(options) };
     const exec = this.#execSink;
     if (exec === undefined)
       throw new UnavailableError('this scheduler runs no workers and reaches none for exec');

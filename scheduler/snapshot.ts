@@ -9,7 +9,8 @@
  * long); this module only cuts and reads frames and is pure.
  *
  * Layout: the magic `TRS5`, then frames, each a 4-byte big-endian length and a msgpack body:
- *   header    { k: 'h', v: 5, applied, nodes, quotas, sandboxes, dedup }   (counts of the records to follow)
+ *   header    { k: 'h', v: 5, applied, nodes, quotas, sandboxes, dedup, cleanups }   (counts of the records to
+ *             follow; `cleanups`, the terminates owed to nodes as [sandbox, node] pairs, absent in older ones)
  *   sandboxes { k: 's', strings, specs, id, rid, tenant, spec, state, node, created, updated, extra }
  *   dedup     { k: 'd', strings, rid, sid, digest, at, results }
  * Repeated strings (tenants, states, node ids) and specs are interned in tables that grow frame by frame:
@@ -22,7 +23,7 @@
  * over-committed node rather than load it, and the counts in the header must match what the frames held.
  */
 import { Decoder, Encoder } from '@msgpack/msgpack';
-import { Map as IMap } from 'immutable';
+import { Map as IMap, OrderedMap } from 'immutable';
 import { type AllocationShape, ClusterIndex, type IndexBuilder, type NodeSpec } from '../placement/index.js';
 import { assert } from '../src/lib/assert.js';
 import type { Quota, SandboxSpec } from './core/commands.js';
@@ -99,6 +100,8 @@ interface HeaderFrame {
   readonly quotas: readonly (readonly [string, Quota])[];
   readonly sandboxes: number;
   readonly dedup: number;
+  /** Cleanup terminates owed to nodes, oldest first (at most `cleanupsMax`, so they fit the header). */
+  readonly cleanups?: readonly (readonly [string, string])[];
 }
 
 interface SandboxFrame {
@@ -184,6 +187,7 @@ export function* snapshotFrames(
     quotas: [...d.quotas.entries()],
     sandboxes: d.sandboxes.size,
     dedup: d.dedup.size,
+    cleanups: [...d.cleanups.entries()],
   };
   yield frameBytes(header);
   const strings = new Interner<string>();
@@ -491,6 +495,7 @@ export class SnapshotReader {
       usage: usage.asImmutable(),
       quotas: IMap(h.quotas.map(([t, q]) => [t, Object.freeze(q)] as const)),
       dedup: this.#dedup.publish(),
+      cleanups: OrderedMap((h.cleanups ?? []).map(([sb, node]) => [sb, node] as [string, string])),
       index: this.#builder.publish(),
     };
     return SchedulerState.fromData(data);

@@ -11,8 +11,9 @@
  *
  * Two moves skip the worker's transitional state (state.ts `terminateTarget`): `placed → terminated` (the
  * create may already have reached the node) and `suspended → terminated` (the node keeps the snapshot). Both
- * owe the node a one-shot `terminate` (a cleanup), seen on the change itself; a leader change in between
- * loses it, and the node's next reconcile stops the copy as an orphan.
+ * owe the node a `terminate` (a cleanup) for a sandbox no longer in the state. That debt is committed too
+ * (`SchedulerState.cleanups`, until the node reports the sandbox terminated or reconciles), so a new leader
+ * resends it like any other command rather than relying on the old leader having seen the change.
  *
  * No promises, no timers: time is a number the shell passes in, randomness (the retry jitter) a seeded `Rng`.
  * The shell (scheduler/dispatch.ts) feeds committed changes in (`observe`), takes what is due (`due`) and
@@ -35,8 +36,39 @@ export interface NodeCommand {
   readonly image?: string;
 }
 
-/** How a sent command ended: acknowledged by the worker, or to be sent again later (with why). */
-export type DispatchOutcome = { readonly ok: true } | { readonly ok: false; readonly code: string };
+/**
+ * How a sent command ended: acknowledged by the worker, or refused (with the worker's code and words). A
+ * refusal with a code of `permanentRefusalCodes` counts toward `refusedAttemptsMax`; any other (busy, no
+ * answer, timeout) is transient and retried with backoff for as long as the command is owed.
+ */
+export type DispatchOutcome =
+  | { readonly ok: true }
+  | { readonly ok: false; readonly code: string; readonly message?: string };
+
+/**
+ * Worker refusals that resending the same command cannot change: a malformed command or one for another
+ * node (VALIDATION), a sandbox the worker does not hold or holds in a state the command cannot start from,
+ * an operation its driver does not support, a driver failure, an unexpected error. Anything else — busy,
+ * closed, unavailable, no answer — is transient.
+ */
+export const permanentRefusalCodes: ReadonlySet<string> = new Set([
+  'VALIDATION',
+  'SANDBOX_NOT_FOUND',
+  'SANDBOX_STATE',
+  'UNSUPPORTED',
+  'DRIVER',
+  'INTERNAL',
+]);
+
+/** A command the dispatcher stopped sending: its worker refused it permanently `refusedAttemptsMax` times. */
+export interface GivenUp {
+  readonly cmd: NodeCommand;
+  /** The worker's reason, for the `failed` sandbox: code, words and how often it was refused. */
+  readonly reason: string;
+}
+
+/** The longest worker message a given-up command's reason keeps (a status reason's bound is larger). */
+export const givenUpMessageCharsMax = 512;
 
 export interface DispatchOptions {
   /** Commands one batch to one node carries, at most. */
@@ -46,6 +78,11 @@ export interface DispatchOptions {
   readonly retryMaxMs: number;
   /** Batches in flight to one node at once, at most: a slow node does not pile up requests. */
   readonly inFlightPerNodeMax: number;
+  /**
+   * Permanent refusals of one command (spaced by the same backoff) before the dispatcher gives up on it;
+   * a sandbox it gave up on goes `failed` with the worker's reason. Transient failures never count.
+   */
+  readonly refusedAttemptsMax: number;
 }
 
 export const dispatchDefaults: DispatchOptions = {
@@ -53,6 +90,7 @@ export const dispatchDefaults: DispatchOptions = {
   retryBaseMs: 100,
   retryMaxMs: 5_000,
   inFlightPerNodeMax: 1,
+  refusedAttemptsMax: 5,
 };
 
 /** The largest `batchMax` allowed: one batch must fit one worker request frame. */
@@ -77,19 +115,14 @@ export function wantedCommand(sb: Sandbox): NodeCommand | undefined {
 }
 
 /**
- * The one-shot terminate owed when a sandbox went to `terminated` without passing `terminating`: from
- * `placed` (the create may have reached its node) or `suspended` (its node holds the snapshot).
+ * The terminate owed for a sandbox gone from the state while `cleanupNodeId` may hold a copy (committed in
+ * `SchedulerState.cleanups`), or undefined when none is owed.
  */
-export function cleanupCommand(before: Sandbox, after: Sandbox | undefined): NodeCommand | undefined {
-  if (after !== undefined && after.state !== 'terminated') return undefined;
-  const nodeId =
-    before.state === 'placed'
-      ? before.nodeId
-      : before.state === 'suspended'
-        ? before.snapshotNodeId
-        : undefined;
-  if (nodeId === undefined) return undefined;
-  return { kind: 'terminate', sandboxId: before.id, nodeId };
+export function cleanupCommand(
+  sandboxId: string,
+  cleanupNodeId: string | undefined,
+): NodeCommand | undefined {
+  return cleanupNodeId === undefined ? undefined : { kind: 'terminate', sandboxId, nodeId: cleanupNodeId };
 }
 
 /** A command still owed: when it may next be sent, how often it was tried, and whether it is out now. */
@@ -97,9 +130,9 @@ interface Owed {
   readonly cmd: NodeCommand;
   /** Distinguishes this command from a later one for the same sandbox, so a late outcome is ignored. */
   readonly generation: number;
-  /** A cleanup is forgotten once acknowledged, and committed state does not bring it back. */
-  readonly cleanup: boolean;
   attempts: number;
+  /** Permanent refusals so far (a subset of `attempts`). */
+  refusals: number;
   notBeforeMs: number;
   inFlight: boolean;
 }
@@ -116,6 +149,7 @@ export interface DispatchCounts {
   acked: number;
   retried: number;
   stale: number;
+  givenUp: number;
 }
 
 export class DispatchCore {
@@ -127,7 +161,9 @@ export class DispatchCore {
   readonly #acked = new Map<string, string>();
   readonly #inFlightByNode = new Map<string, number>();
   #generation = 0;
-  readonly counts: DispatchCounts = { sent: 0, acked: 0, retried: 0, stale: 0 };
+  /** Commands given up since the shell last took them (`takeGivenUp`). */
+  #givenUp: GivenUp[] = [];
+  readonly counts: DispatchCounts = { sent: 0, acked: 0, retried: 0, stale: 0, givenUp: 0 };
 
   constructor(options: DispatchOptions, rng: Rng) {
     assert(options.batchMax >= 1 && options.batchMax <= dispatchBatchMax, 'batchMax in 1..dispatchBatchMax', {
@@ -139,6 +175,9 @@ export class DispatchCore {
     });
     assert(options.inFlightPerNodeMax >= 1, 'inFlightPerNodeMax >= 1', {
       inFlightPerNodeMax: options.inFlightPerNodeMax,
+    });
+    assert(options.refusedAttemptsMax >= 1, 'refusedAttemptsMax >= 1', {
+      refusedAttemptsMax: options.refusedAttemptsMax,
     });
     this.#o = options;
     this.#rng = rng;
@@ -155,15 +194,21 @@ export class DispatchCore {
   }
 
   /**
-   * Takes in a sandbox's committed state: `before` as it was (undefined when new), `after` as it is now
-   * (undefined when it is gone). The full resync at the start of a term passes `before` undefined.
+   * Takes in one sandbox's committed state: the sandbox as it is now (undefined when it is gone from the
+   * state) and the node owed a cleanup terminate for it (`SchedulerState.cleanups`), if any.
    */
-  observe(before: Sandbox | undefined, after: Sandbox | undefined, nowMs: number): void {
-    const id = after?.id ?? before?.id;
-    assert(id !== undefined, 'observe needs a sandbox before or after', {});
-    const wanted = after === undefined ? undefined : wantedCommand(after);
-    const cleanup = before === undefined ? undefined : cleanupCommand(before, after);
-    const next = wanted ?? cleanup;
+  observe(
+    sandboxId: string,
+    after: Sandbox | undefined,
+    cleanupNodeId: string | undefined,
+    nowMs: number,
+  ): void {
+    assert(after === undefined || after.id === sandboxId, 'observe names the sandbox it is given', {
+      sandboxId,
+      after: after?.id,
+    });
+    const id = sandboxId;
+    const next = after === undefined ? cleanupCommand(id, cleanupNodeId) : wantedCommand(after);
     if (next === undefined) {
       this.#forget(id);
       return;
@@ -176,8 +221,8 @@ export class DispatchCore {
     this.#owed.set(id, {
       cmd: next,
       generation: ++this.#generation,
-      cleanup: wanted === undefined,
       attempts: 0,
+      refusals: 0,
       notBeforeMs: nowMs,
       inFlight: false,
     });
@@ -236,13 +281,39 @@ export class DispatchCore {
       if (outcome.ok) {
         this.counts.acked++;
         this.#owed.delete(t.cmd.sandboxId);
-        if (!owed.cleanup) this.#acked.set(t.cmd.sandboxId, keyOf(owed.cmd));
+        this.#acked.set(t.cmd.sandboxId, keyOf(owed.cmd));
+        return;
+      }
+      owed.attempts++;
+      if (permanentRefusalCodes.has(outcome.code) && ++owed.refusals >= this.#o.refusedAttemptsMax) {
+        this.#giveUp(owed, outcome);
         return;
       }
       this.counts.retried++;
-      owed.attempts++;
       owed.notBeforeMs = nowMs + this.#backoffMs(owed.attempts);
     });
+  }
+
+  /**
+   * Stops sending a command refused permanently too often. It counts as answered for this term (a resync
+   * does not bring it back); the shell commits the sandbox `failed` with the reason (`takeGivenUp`), after
+   * which nothing is owed. A new leader tries again from zero if that commit did not happen.
+   */
+  #giveUp(owed: Owed, outcome: { readonly code: string; readonly message?: string }): void {
+    const id = owed.cmd.sandboxId;
+    this.#owed.delete(id);
+    this.#acked.set(id, keyOf(owed.cmd));
+    this.counts.givenUp++;
+    const words = (outcome.message ?? '').slice(0, givenUpMessageCharsMax);
+    const reason = `node ${owed.cmd.nodeId} refused ${owed.cmd.kind} ${owed.refusals} times: ${outcome.code}${words === '' ? '' : `: ${words}`}`;
+    this.#givenUp.push({ cmd: owed.cmd, reason });
+  }
+
+  /** The commands given up since the last call, oldest first (the shell fails their sandboxes). */
+  takeGivenUp(): GivenUp[] {
+    const out = this.#givenUp;
+    this.#givenUp = [];
+    return out;
   }
 
   /** Every outcome of a batch that failed whole (timeout, no worker listening) is a retry. */
@@ -253,6 +324,15 @@ export class DispatchCore {
       tickets.map(() => ({ ok: false, code })),
       nowMs,
     );
+  }
+
+  /**
+   * Forgets every command (owed or acknowledged) for a sandbox `committed` no longer names — neither in the
+   * state nor owed a cleanup — such as a cleanup the node confirmed, which leaves no sandbox event behind.
+   */
+  retain(committed: (sandboxId: string) => boolean): void {
+    for (const id of [...this.#owed.keys()]) if (!committed(id)) this.#forget(id);
+    for (const id of [...this.#acked.keys()]) if (!committed(id)) this.#acked.delete(id);
   }
 
   /** The earliest time a command not in flight may be sent, or undefined when none waits. */

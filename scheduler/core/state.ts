@@ -11,7 +11,7 @@
  * over-commit a node whatever a planner proposed (compare Nomad's plan applier, which evaluates each
  * node's part of a plan against the latest state before committing it).
  */
-import { Map as IMap } from 'immutable';
+import { Map as IMap, OrderedMap } from 'immutable';
 import {
   type AllocationShape,
   ClusterIndex,
@@ -55,6 +55,11 @@ import type { LostFrom, NodeRecord, Sandbox, SchedulerEvent, Usage } from './typ
  * evicts the same ids at the same index. A retry after that is treated as a new request.
  */
 export const dedupEntriesMax = 1_000_000;
+/**
+ * Cleanup terminates owed to nodes (`StateData.cleanups`), at most; beyond it the oldest is forgotten, and
+ * that node's next reconcile stops the copy as an orphan instead.
+ */
+export const cleanupsMax = 16_384;
 /** How long a request id is remembered, in the leader's milliseconds. */
 export const dedupRetentionMs = 24 * 60 * 60 * 1000;
 
@@ -128,6 +133,14 @@ export interface StateData {
   readonly quotas: IMap<string, Quota>;
   /** Remembered request ids, oldest first (slot order is admission order, which eviction follows). */
   readonly dedup: SlotTable<DedupEntry>;
+  /**
+   * Sandboxes that left the state (terminated) while a node may still hold a copy the node was never told
+   * to end — straight from `placed` (the create may have reached it) or `suspended` (it keeps the snapshot)
+   * — by sandbox id, the node, oldest first. The leader's dispatcher owes each node a terminate for these,
+   * derived from here and not from its memory, so a leader change does not lose it. An entry goes when the
+   * node reports the sandbox `terminated`, reconciles, or is removed; at most `cleanupsMax`.
+   */
+  readonly cleanups: OrderedMap<string, string>;
   readonly index: ClusterIndex;
 }
 
@@ -152,6 +165,7 @@ export class SchedulerState {
       usage: IMap(),
       quotas: IMap(),
       dedup: SlotTable.empty(),
+      cleanups: OrderedMap(),
       index: ClusterIndex.empty(),
     });
   }
@@ -179,6 +193,10 @@ export class SchedulerState {
   }
   get dedup(): SlotTable<DedupEntry> {
     return this.#d.dedup;
+  }
+  /** Cleanup terminates owed to nodes: sandbox id → node (see `StateData.cleanups`). */
+  get cleanups(): OrderedMap<string, string> {
+    return this.#d.cleanups;
   }
   sandbox(id: string): Sandbox | undefined {
     return this.#d.sandboxes.get(id);
@@ -216,6 +234,17 @@ export class SchedulerState {
     assert(applied >= this.#d.applied, 'applied index went backwards', { applied, was: this.#d.applied });
     return new SchedulerState({ ...this.#d, applied });
   }
+}
+
+/** `cleanups` with `nodeId` owed a terminate for `sandboxId`; beyond `max` the oldest debt is dropped. */
+export function withCleanup(
+  cleanups: OrderedMap<string, string>,
+  sandboxId: string,
+  nodeId: string,
+  max = cleanupsMax,
+): OrderedMap<string, string> {
+  const next = cleanups.set(sandboxId, nodeId);
+  return next.size > max ? next.delete(next.keySeq().first() as string) : next;
 }
 
 /** The allocation a sandbox takes on its node; release gives back exactly the same shape. */
@@ -306,7 +335,7 @@ export function withinQuota(usage: Usage, quota: Quota | undefined, spec: Sandbo
  * builder is opened only by the first write that needs it.
  */
 class Draft {
-  d: { -readonly [K in 'applied' | 'nodes' | 'usage' | 'quotas' | 'index']: StateData[K] };
+  d: { -readonly [K in 'applied' | 'nodes' | 'usage' | 'quotas' | 'index' | 'cleanups']: StateData[K] };
   readonly #base: StateData;
   #builder: IndexBuilder | undefined;
   readonly events: SchedulerEvent[] = [];
@@ -456,6 +485,9 @@ class Draft {
     if (!keepsNode && sb.nodeId !== undefined) this.linkNode(sb.nodeId, sb.id, -1);
     if (to === 'terminated') {
       this.sandboxes.remove(sb.id);
+      const holder =
+        sb.state === 'placed' ? sb.nodeId : sb.state === 'suspended' ? sb.snapshotNodeId : undefined;
+      if (holder !== undefined) this.oweCleanup(sb.id, holder);
       return;
     }
     // A sandbox lost from a node remembers where it was, so that node's reconcile can give it back; the
@@ -498,6 +530,16 @@ class Draft {
     if (sb.nodeId !== undefined) e.nodeId = sb.nodeId;
     if (reason !== undefined) e.reason = reason;
     this.events.push(e);
+  }
+
+  /** Records that `nodeId` is owed a terminate for `sandboxId` (bounded: the oldest goes first). */
+  oweCleanup(sandboxId: string, nodeId: string): void {
+    this.d.cleanups = withCleanup(this.d.cleanups, sandboxId, nodeId);
+  }
+
+  /** Forgets every cleanup owed to `nodeId` (it reconciled, so it stops what is not its own; or it left). */
+  dropCleanupsOf(nodeId: string): void {
+    if (this.d.cleanups.includes(nodeId)) this.d.cleanups = this.d.cleanups.filter((n) => n !== nodeId);
   }
 
   orphanEvent(nodeId: string, sandboxId: string, reason: string): void {
@@ -737,6 +779,7 @@ function removeNode(draft: Draft, nodeId: string): CommandResult {
     throw new NodeBusyError(`node ${nodeId} still holds ${held} sandboxes`, { details: { held } });
   draft.builder.removeNode(nodeId);
   draft.d.nodes = draft.d.nodes.remove(nodeId);
+  draft.dropCleanupsOf(nodeId);
   draft.nodeEvent(nodeId, 'removed');
   return ok;
 }
@@ -779,6 +822,8 @@ function reconcile(draft: Draft, nodeId: string, running: ReconcileReport): Comm
     reported.set(item.sandboxId, item.state);
   }
   const heartbeatMs = Math.max(rec.lastHeartbeatMs, draft.atMs);
+  // The node's report covers the copies it holds: one that is no longer ours comes back as an orphan below.
+  draft.dropCleanupsOf(nodeId);
   if (rec.spec.state === 'down') {
     draft.builder.setState(nodeId, 'ready');
     const spec: NodeSpec = { ...rec.spec, state: 'ready' };
@@ -1038,6 +1083,12 @@ function status(
   for (const item of items) {
     const sb = draft.sandboxes.get(item.sandboxId);
     if (sb === undefined) {
+      // The node owed a cleanup terminate says it is done: nothing more is owed.
+      const owedTo = draft.d.cleanups.get(item.sandboxId);
+      if (item.state === 'terminated' && owedTo !== undefined && owedTo === item.nodeId) {
+        draft.d.cleanups = draft.d.cleanups.delete(item.sandboxId);
+        continue;
+      }
       itemErrors.push(errorResult(new UnknownSandboxError(`sandbox ${item.sandboxId} does not exist`)));
       continue;
     }

@@ -336,6 +336,7 @@ export class RemoteScheduler implements SchedulerApi {
       ...(options.stdinBytes === undefined ? {} : { stdin: options.stdinBytes as Uint8Array<ArrayBuffer> }),
     };
     return (await this.#call(call, execResultSchema, {
+      ...(options.requestId === undefined ? {} : { requestId: options.requestId }),
       mutation: true,
       timeoutMs: Math.min(requestTimeoutMsMax, timeoutMs + this.#timeoutMs),
       attemptTimeoutMs: Math.min(requestTimeoutMsMax, timeoutMs + this.#attemptTimeoutMs),

@@ -358,6 +358,8 @@ export class ApiServer {
         return this.#members({ op: 'transfer', to: replicaId(call.to, 'to') });
       case 'exec':
         return api.exec(call.sandboxId, call.command, {
+          // The client retries an exec with the same request id: the worker answers it once.
+          requestId: request.id,
           ...(call.timeoutMs === undefined ? {} : { timeoutMs: call.timeoutMs }),
           ...(call.outputBytesMax === undefined ? {} : { outputBytesMax: call.outputBytesMax }),
           ...(call.stdin === undefined ? {} : { stdinBytes: call.stdin }),

@@ -243,7 +243,11 @@ interface ServedNode {
   readonly binding: WorkerBinding;
 }
 
-/** Registers the node (a node already registered is kept as it is), reconciles, stops its orphans. */
+/**
+ * Registers the node (a node already registered is kept as it is), reconciles, stops its orphans. A new node
+ * is registered `down` and made `ready` by the reconcile itself: registered `ready`, a sandbox placed on it
+ * before the worker took its report would be called lost by that reconcile ("did not report it").
+ */
 async function bringUp(api: RemoteScheduler, spec: NodeSpec, worker: NodeWorker, log: Logger) {
   try {
     await api.registerNode(spec, { requestId: registerRequestId(spec.id) });
@@ -358,7 +362,7 @@ async function runWorker(o: WorkerFlags): Promise<void> {
       served.push({ worker, binding: serveWorker(nc, o.cluster, worker, log) });
     }
     await eachLimited(served, registerConcurrentMax, (s) =>
-      bringUp(api, { id: s.worker.nodeId, capacity, labels: o.label, state: 'ready' }, s.worker, log),
+      bringUp(api, { id: s.worker.nodeId, capacity, labels: o.label, state: 'down' }, s.worker, log),
     );
     heartbeat = startHeartbeats(api, ids, served, metrics, o.heartbeatInterval, log);
     ready = true;

@@ -7,7 +7,7 @@
  *   retried; the worker is idempotent on sandbox id, so a batch that did arrive is harmless to resend.
  * - `localCommandSink`: calls in-process `NodeWorker`s directly (the embedded scheduler with workers).
  */
-import type { NatsConnection } from 'nats';
+import { ErrorCode, type NatsConnection, NatsError } from 'nats';
 import type {
   DispatchOutcome,
   NodeCommand,
@@ -17,7 +17,7 @@ import type {
 } from '../../scheduler/dispatch.js';
 import { fromWire } from '../api/errors.js';
 import { assert } from '../lib/assert.js';
-import { UnavailableError } from '../lib/errors.js';
+import { OutcomeUnknownError, UnavailableError } from '../lib/errors.js';
 import type { SandboxId } from '../lib/ids.js';
 import { nodeCommandSubject, workerCommandCodec, workerReplyCodec } from './nats-binding.js';
 import type { BatchItemReply, NodeWorker } from './node-worker.js';
@@ -39,7 +39,7 @@ function outcomesOf(replies: readonly BatchItemReply[], cmds: readonly NodeComma
   return replies.map((r, i) => {
     const sent = cmds[i] as NodeCommand;
     if (r.sandboxId !== sent.sandboxId) return { ok: false, code: 'MALFORMED_REPLY' };
-    return r.ok ? { ok: true } : { ok: false, code: r.code };
+    return r.ok ? { ok: true } : { ok: false, code: r.code, message: r.message };
   });
 }
 
@@ -70,7 +70,9 @@ export function natsCommandSink(
         });
       }
       const body = workerReplyCodec.decode(data);
-      if (!body.ok) return cmds.map(() => ({ ok: false, code: body.error.code }));
+      // The whole batch refused (a command for another node, say): each command is refused alike.
+      if (!body.ok)
+        return cmds.map(() => ({ ok: false, code: body.error.code, message: body.error.message }));
       const reply = body.reply as { type?: unknown; replies?: unknown };
       if (reply.type !== 'batch' || !Array.isArray(reply.replies))
         throw new UnavailableError(`node ${nodeId} answered a batch with ${String(reply.type)}`);
@@ -85,9 +87,13 @@ export function natsCommandSink(
         const wait = request.timeoutMs + timeout;
         data = (await nc.request(nodeCommandSubject(cluster, nodeId), frame, { timeout: wait })).data;
       } catch (err) {
-        throw new UnavailableError(`node ${nodeId} did not answer the exec: ${(err as Error).message}`, {
-          cause: err,
-        });
+        // Nobody took it: nothing ran. Anything else (a timeout) came after it was sent: it may have run.
+        if (err instanceof NatsError && err.code === ErrorCode.NoResponders)
+          throw new UnavailableError(`no worker of node ${nodeId} took the exec`, { cause: err });
+        throw new OutcomeUnknownError(
+          `node ${nodeId} did not answer the exec (${(err as Error).message}); it may have run: retry with the same request id to get its result`,
+          { cause: err, details: { nodeId, sandboxId, requestId: request.requestId } },
+        );
       }
       const body = workerReplyCodec.decode(data);
       if (!body.ok) throw fromWire({ ...body.error, details: { nodeId, sandboxId } });
@@ -104,6 +110,7 @@ function execCommand(sandboxId: string, r: NodeExecRequest) {
     timeoutMs: r.timeoutMs,
     outputBytesMax: r.outputBytesMax,
     ...(r.stdin === undefined ? {} : { stdin: r.stdin as Uint8Array<ArrayBuffer> }),
+    ...(r.requestId === undefined ? {} : { requestId: r.requestId }),
   };
 }
 

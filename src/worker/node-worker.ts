@@ -29,6 +29,7 @@ import {
   WorkerBusyError,
   WorkerClosedError,
 } from './errors.js';
+import { ExecCache } from './exec-cache.js';
 import {
   type LifecycleCommand,
   type StatusSink,
@@ -98,6 +99,7 @@ export class NodeWorker {
   /** Insertion-ordered, so the oldest tombstone is dropped first when the bound is reached. */
   readonly #tombstones = new Set<SandboxId>();
   readonly #tombstonesMax: number;
+  readonly #execResults = new ExecCache();
   #closed = false;
 
   constructor(options: NodeWorkerOptions) {
@@ -142,8 +144,8 @@ export class NodeWorker {
       case 'resume':
         return this.resume(cmd.sandboxId);
       case 'exec': {
-        const { type: _type, sandboxId, ...request } = cmd;
-        return this.exec(sandboxId, request);
+        const { type: _type, sandboxId, requestId, ...request } = cmd;
+        return this.exec(sandboxId, request, requestId);
       }
       case 'stop-orphans':
         return this.stopOrphans(cmd.sandboxIds);
@@ -261,17 +263,32 @@ export class NodeWorker {
     return { type: 'state', sandboxId: id, state: 'resuming' };
   }
 
-  /** Runs a command in a running sandbox; not a state change, so it is answered, never reported. */
-  async exec(id: SandboxId, input: unknown): Promise<CommandReply> {
+  /**
+   * Runs a command in a running sandbox; not a state change, so it is answered, never reported. With a
+   * `requestId` seen before (a retry), the first run's result is the answer and nothing runs again.
+   */
+  async exec(id: SandboxId, input: unknown, requestId?: string): Promise<CommandReply> {
     this.#open();
     const request = parseExecRequest(input, this.#driver.execStdinBytesMax);
-    const entry = this.#known(id);
-    if (entry.state !== 'running') throw new SandboxStateError(id, entry.state, 'exec');
+    /** Set once this call reached the driver: only then can a failure mean the machine is gone. */
+    let reachedDriver = false;
+    const run = (): Promise<ExecResult> => {
+      const entry = this.#known(id);
+      if (entry.state !== 'running') throw new SandboxStateError(id, entry.state, 'exec');
+      return this.#execs.run(() => {
+        reachedDriver = true;
+        return this.#driver.exec(id, request);
+      });
+    };
     try {
-      const result = await this.#execs.run(() => this.#driver.exec(id, request));
+      const result = await (requestId === undefined
+        ? run()
+        : this.#execResults.run(requestId, id, request, async () => run()));
       return { type: 'exec', sandboxId: id, result };
     } catch (err) {
-      if (!(err instanceof WorkerBusyError)) await this.#checkAlive(entry, err);
+      const entry = this.#entries.get(id);
+      // A refusal (busy, not running, a reused request id) ran nothing; a failed run may mean a dead machine.
+      if (entry !== undefined && reachedDriver) await this.#checkAlive(entry, err);
       throw err;
     }
   }

@@ -6,10 +6,14 @@
 import { z } from 'zod';
 import type { StatusItem } from '../../scheduler/api.js';
 import { idSchema, reconcileReportMax, resourcesSchema, textLengthMax } from '../../scheduler/commands.js';
+import type { SandboxState } from '../../scheduler/lifecycle.js';
 import type { SandboxId } from '../lib/ids.js';
 import { execArgBytesMax, execArgsMax, execOutputBytesMax, execTimeoutMsMax } from './driver.js';
 
-/** The states a worker reports for a sandbox; a subset of the scheduler's lifecycle. */
+/**
+ * The states a worker reports for a sandbox: the scheduler's lifecycle (`sandboxStates`) without the ones
+ * only the scheduler decides (pending, placed, lost). `satisfies` keeps it a subset of that lifecycle.
+ */
 export const workerSandboxStates = [
   'starting',
   'running',
@@ -19,7 +23,7 @@ export const workerSandboxStates = [
   'terminating',
   'terminated',
   'failed',
-] as const;
+] as const satisfies readonly SandboxState[];
 export type WorkerSandboxState = (typeof workerSandboxStates)[number];
 
 /** Sandbox ids one stop-orphans command may carry (as many as a reconcile report may list). */
@@ -69,6 +73,8 @@ export const workerCommandSchema = z.discriminatedUnion('type', [
     stdin: z.instanceof(Uint8Array).optional(),
     timeoutMs: z.int().min(1).max(execTimeoutMsMax).optional(),
     outputBytesMax: z.int().min(0).max(execOutputBytesMax).optional(),
+    /** Names this exec: a retry with the same id gets the first run's result (src/worker/exec-cache.ts). */
+    requestId: idSchema.optional(),
   }),
   z.strictObject({ type: z.literal('stop-orphans'), sandboxIds: z.array(sandbox).max(orphansMax) }),
 ]);

@@ -59,6 +59,15 @@ async function until(cond: () => boolean | Promise<boolean>, what: string, why =
   }
 }
 
+/** The worker's own readiness: registered, reconciled and serving (src/cli/worker.ts). */
+async function workerReady(metricsPort: number): Promise<boolean> {
+  try {
+    return (await fetch(`http://127.0.0.1:${metricsPort}/readyz`)).status === 200;
+  } catch {
+    return false;
+  }
+}
+
 function alive(pid: number): boolean {
   try {
     process.kill(pid, 0);
@@ -251,6 +260,7 @@ describe('trellis worker - against a real nats-server and the scheduler served o
     'trellis worker - with nats-server gone, SIGTERM still stops every machine and exits 0 within the stop timeout',
     async () => {
       // Last in this file: it kills the shared nats-server (and starts it again for the cleanup).
+      const metricsPort = await freePort();
       const w = worker([
         '--node-id',
         'w2',
@@ -260,8 +270,13 @@ describe('trellis worker - against a real nats-server and the scheduler served o
         join(dir, 'data'),
         '--stop-timeout',
         '2s',
+        '--metrics-port',
+        String(metricsPort),
       ]);
-      await until(async () => (await nodeState('w2')) === 'ready', 'w2 ready', w.stderr);
+      // Not just the node `ready` (that is the registration): the worker's startup reconcile must be over,
+      // since the machine below is unknown to the scheduler — an orphan, which that reconcile rightly stops
+      // (and tombstones) when its report is taken after the create. /readyz answers 200 only once it is.
+      await until(async () => await workerReady(metricsPort), 'w2 reconciled and serving', w.stderr);
       const pid = await startMachine('w2', 'sb-2');
       await nats.kill();
       w.child.kill('SIGTERM');

@@ -100,6 +100,111 @@ describe('scheduler dispatch - the shell on a real Raft group', () => {
   });
 });
 
+describe('scheduler dispatch - refusals and cleanups on a real Raft group', () => {
+  const until = async (cond: () => boolean | Promise<boolean>, what: string, why = () => '') => {
+    const deadline = Date.now() + 10_000;
+    while (!(await cond())) {
+      if (Date.now() > deadline) throw new Error(`timed out: ${what}; ${why()}`);
+      await new Promise((r) => setTimeout(r, 10));
+    }
+  };
+
+  it('scheduler dispatch - a create refused permanently fails its sandbox with the reason (committed); a busy one keeps being retried', async () => {
+    const sends = new Map<string, number>();
+    let refusedId = '';
+    let busyId = '';
+    const s = new Scheduler({
+      log: RaftGroupLog.inMemory({ replicas: 3 }),
+      dispatch: {
+        retryBaseMs: 5,
+        retryMaxMs: 20,
+        refusedAttemptsMax: 3,
+        sink: {
+          send: async (_nodeId, cmds) =>
+            cmds.map((c) => {
+              sends.set(c.sandboxId, (sends.get(c.sandboxId) ?? 0) + 1);
+              if (c.sandboxId === refusedId)
+                return { ok: false, code: 'DRIVER', message: 'qemu driver: boot failed: no image "nope"' };
+              if (c.sandboxId === busyId)
+                return { ok: false, code: 'WORKER_BUSY', message: 'boot queue full' };
+              return { ok: true };
+            }),
+        },
+      },
+    });
+    open.push(s);
+    await s.registerNode(node('n1'));
+    refusedId = 'sb-refused';
+    busyId = 'sb-busy';
+    await s.create(spec('t1', 100, 64), { requestId: refusedId });
+    await s.create(spec('t1', 100, 64), { requestId: busyId });
+    await until(
+      async () => (await stateOf(s, refusedId)) === 'failed',
+      'the refused sandbox failed',
+      () => JSON.stringify([...sends]),
+    );
+    expect((await s.get(refusedId))?.reason).toBe(
+      'node n1 refused create 3 times: DRIVER: qemu driver: boot failed: no image "nope"',
+    );
+    expect(sends.get(refusedId)).toBe(3);
+    // The busy one: far more attempts than the refusal bound, still placed, never failed.
+    await until(() => (sends.get(busyId) ?? 0) >= 10, 'ten sends of the busy create');
+    expect(await stateOf(s, busyId)).toBe('placed');
+    expect(sends.get(refusedId)).toBe(3);
+  });
+
+  it('scheduler dispatch - a cleanup terminate the old leader never got acknowledged is sent by the new one', async () => {
+    // A create placed then terminated at once (placed → terminated) leaves the sandbox out of the state; the
+    // first leader's cleanup terminate is never answered, and the leader changes.
+    const sent: { replica: string; kind: string; sandboxId: string; nodeId: string }[] = [];
+    let answering = false;
+    const log = RaftGroupLog.inMemory({ replicas: 3 });
+    const s = new Scheduler({
+      log,
+      dispatch: {
+        retryBaseMs: 10_000,
+        retryMaxMs: 10_000,
+        // The unanswered create stays in flight; the cleanup needs a second batch slot to n1.
+        inFlightPerNodeMax: 4,
+        sink: {
+          send: async (nodeId, cmds) => {
+            for (const c of cmds)
+              sent.push({ replica: String(log.leader()), kind: c.kind, sandboxId: c.sandboxId, nodeId });
+            if (!answering) return new Promise(() => {});
+            return cmds.map(() => ({ ok: true }));
+          },
+        },
+      },
+    });
+    open.push(s);
+    await s.registerNode(node('n1'));
+    const sb = await s.create(spec());
+    await s.terminate(sb.id);
+    expect(await stateOf(s, sb.id)).toBe('gone');
+    const first = log.leader() as number;
+    await until(
+      () => sent.some((x) => x.kind === 'terminate' && x.replica === String(first)),
+      'the first leader sends the cleanup',
+      () => JSON.stringify(sent),
+    );
+    answering = true;
+    const next = (first + 1) % 3;
+    await log.transferLeadership(next);
+    await until(
+      () => sent.some((x) => x.kind === 'terminate' && x.replica === String(next)),
+      'the new leader sends the cleanup',
+      () => JSON.stringify(sent),
+    );
+    expect(sent.filter((x) => x.kind === 'terminate').every((x) => x.nodeId === 'n1')).toBe(true);
+    // The node confirms (the worker reports terminated): the debt leaves committed state.
+    await s.reportStatus([{ sandboxId: sb.id, state: 'terminated', nodeId: 'n1' }]);
+    await until(
+      () => [0, 1, 2].every((i) => log.machine(i).state.cleanups.size === 0),
+      'the cleanup cleared on every replica',
+    );
+  });
+});
+
 describe('scheduler dispatch - embedded scheduler with sim workers', () => {
   it('scheduler dispatch - create waits for running, exec runs, suspend, resume and terminate reach the worker', async () => {
     const metrics = new MemoryMetrics();

@@ -1,11 +1,19 @@
+import { OrderedMap } from 'immutable';
 import { describe, expect, it } from 'vitest';
 import type { Command } from '../../scheduler/commands.js';
 import { DispatchCore, type DispatchOptions, type Ticket } from '../../scheduler/core/dispatch.js';
-import { applyCommand, SchedulerState } from '../../scheduler/state.js';
+import { decodeSnapshotV5, encodeSnapshotV5 } from '../../scheduler/snapshot.js';
+import { applyCommand, cleanupsMax, SchedulerState, withCleanup } from '../../scheduler/state.js';
 import { createRng } from '../../src/lib/prng.js';
 import { node, placeCmd, spec } from './fixtures.js';
 
-const opts: DispatchOptions = { batchMax: 2, retryBaseMs: 100, retryMaxMs: 1_000, inFlightPerNodeMax: 1 };
+const opts: DispatchOptions = {
+  batchMax: 2,
+  retryBaseMs: 100,
+  retryMaxMs: 1_000,
+  inFlightPerNodeMax: 1,
+  refusedAttemptsMax: 3,
+};
 
 /** A committed state and a dispatch core fed every change, as the leader's shell feeds it. */
 class World {
@@ -15,17 +23,28 @@ class World {
     this.core = new DispatchCore(o, createRng(seed));
   }
   apply(cmd: Command, nowMs = 0): void {
-    const before = this.state;
-    const applied = applyCommand(before, cmd, before.applied + 1);
+    const applied = applyCommand(this.state, cmd, this.state.applied + 1);
     this.state = applied.state;
     for (const e of applied.events)
       if (e.kind === 'sandbox')
-        this.core.observe(before.sandbox(e.sandboxId), this.state.sandbox(e.sandboxId), nowMs);
+        this.core.observe(
+          e.sandboxId,
+          this.state.sandbox(e.sandboxId),
+          this.state.cleanups.get(e.sandboxId),
+          nowMs,
+        );
   }
-  /** A new leader: a fresh core resynced from the whole committed state. */
+  /** A resync from the whole committed state, as the shell does at the start of a term and periodically. */
+  resync(nowMs = 0): void {
+    const state = this.state;
+    this.core.retain((id) => state.sandboxes.has(id) || state.cleanups.has(id));
+    for (const sb of state.sandboxes.values()) this.core.observe(sb.id, sb, undefined, nowMs);
+    for (const [id, nodeId] of state.cleanups) this.core.observe(id, undefined, nodeId, nowMs);
+  }
+  /** A new leader: a fresh core resynced from the whole committed state, nothing of the old one kept. */
   newLeader(seed: number): void {
     this.core = new DispatchCore(opts, createRng(seed));
-    for (const sb of this.state.sandboxes.values()) this.core.observe(undefined, sb, 0);
+    this.resync();
   }
   /** Every due ticket, flattened, with its node. */
   due(nowMs = 0): [string, Ticket[]][] {
@@ -94,7 +113,7 @@ describe('scheduler dispatch - pure core', () => {
     expect(w.due(10_000)).toEqual([]);
     expect(w.core.owedCount).toBe(0);
     // A repeated commit of the same state (a resync) does not bring the acknowledged create back.
-    w.core.observe(undefined, w.state.sandbox('a'), 20_000);
+    w.core.observe('a', w.state.sandbox('a'), undefined, 20_000);
     expect(w.due(20_000)).toEqual([]);
     expect(w.core.counts).toMatchObject({ acked: 1, retried: 1 });
   });
@@ -159,6 +178,129 @@ describe('scheduler dispatch - pure core', () => {
     expect(summary(w.due())).toEqual(['terminate:a@n2']);
   });
 
+  it('scheduler dispatch - a cleanup terminate the old leader never sent is resent by the next leader, from committed state', () => {
+    // a: placed on n1 and terminated at once (placed → terminated); b: suspended on n2, then terminated.
+    // Neither sandbox is in the state any more, and the leader that saw the changes dies before sending:
+    // the cleanups are committed (state.cleanups), so a new leader owes them too.
+    const w = setup();
+    w.apply(
+      placeCmd([
+        ['a', spec(), 'n1'],
+        ['b', spec(), 'n2'],
+      ]),
+    );
+    w.apply({ type: 'status', atMs: 2, items: [{ sandboxId: 'b', state: 'running', nodeId: 'n2' }] });
+    w.apply({ type: 'suspend', atMs: 3, sandboxId: 'b' });
+    w.apply({ type: 'status', atMs: 4, items: [{ sandboxId: 'b', state: 'suspended', nodeId: 'n2' }] });
+    w.apply({ type: 'terminate', atMs: 5, sandboxId: 'a' });
+    w.apply({ type: 'terminate', atMs: 5, sandboxId: 'b' });
+    expect(w.state.sandbox('a')).toBeUndefined();
+    expect([...w.state.cleanups]).toEqual([
+      ['a', 'n1'],
+      ['b', 'n2'],
+    ]);
+    w.newLeader(3);
+    const resent = w.due();
+    expect(summary(resent)).toEqual(['terminate:a@n1', 'terminate:b@n2']);
+    // Acknowledged: a resync in the same term does not send them again.
+    w.ackAll(resent);
+    w.resync(10_000);
+    expect(w.due(10_000)).toEqual([]);
+
+    // n1's worker reports a terminated (it ended it): the debt is gone from committed state. A report from
+    // another node does not clear b's.
+    w.apply({ type: 'status', atMs: 6, items: [{ sandboxId: 'a', state: 'terminated', nodeId: 'n1' }] });
+    const stray = applyCommand(
+      w.state,
+      { type: 'status', atMs: 6, items: [{ sandboxId: 'b', state: 'terminated', nodeId: 'n1' }] },
+      w.state.applied + 1,
+    );
+    expect(stray.result).toMatchObject({ ok: true, itemErrors: [{ code: 'SCHED_UNKNOWN_SANDBOX' }] });
+    expect([...w.state.cleanups]).toEqual([['b', 'n2']]);
+    w.newLeader(4);
+    expect(summary(w.due())).toEqual(['terminate:b@n2']);
+
+    // The cleanups survive a snapshot (a follower restored from one leads next).
+    const restored = decodeSnapshotV5(encodeSnapshotV5(w.state));
+    expect([...restored.cleanups]).toEqual([['b', 'n2']]);
+
+    // n2 reconciles (it stops whatever it holds that is not placed there): nothing is owed any more.
+    w.apply({ type: 'node.reconcile', atMs: 7, nodeId: 'n2', running: [] });
+    expect(w.state.cleanups.size).toBe(0);
+    w.newLeader(5);
+    expect(w.due()).toEqual([]);
+  });
+
+  it('scheduler dispatch - the cleanups owed are bounded; the oldest is dropped first', () => {
+    // The bound itself is cleanupsMax (16,384), applied through this helper by every terminate.
+    let owed = OrderedMap<string, string>();
+    for (const [id, n] of [
+      ['a', 'n1'],
+      ['b', 'n2'],
+      ['c', 'n1'],
+    ] as const)
+      owed = withCleanup(owed, id, n, 2);
+    expect([...owed]).toEqual([
+      ['b', 'n2'],
+      ['c', 'n1'],
+    ]);
+    expect(cleanupsMax).toBeGreaterThanOrEqual(1);
+  });
+
+  it('scheduler dispatch - a command refused permanently is retried with growing backoff, then given up with the reason', () => {
+    // refusedAttemptsMax 3: refused at 0, again after 100 ms ±20%, again after 200 ms ±20%, then given up.
+    const w = setup();
+    w.apply(placeCmd([['a', spec(), 'n1']]));
+    const refuse = (nowMs: number) => {
+      const [batch] = w.due(nowMs);
+      expect(summary(batch === undefined ? [] : [batch])).toEqual(['create:a@n1']);
+      w.core.settle(
+        'n1',
+        batch?.[1] ?? [],
+        [{ ok: false, code: 'DRIVER', message: 'no image "nope"' }],
+        nowMs,
+      );
+    };
+    refuse(0);
+    expect(w.due(79)).toEqual([]);
+    refuse(121);
+    expect(w.due(121 + 159)).toEqual([]);
+    refuse(121 + 241);
+    expect(w.core.takeGivenUp()).toEqual([
+      {
+        cmd: expect.objectContaining({ kind: 'create', sandboxId: 'a', nodeId: 'n1' }),
+        reason: 'node n1 refused create 3 times: DRIVER: no image "nope"',
+      },
+    ]);
+    expect(w.core.takeGivenUp()).toEqual([]);
+    // Not sent again in this term, whatever the time or a resync.
+    w.resync(100_000);
+    expect(w.due(100_000)).toEqual([]);
+    expect(w.core.counts).toMatchObject({ givenUp: 1, retried: 2 });
+  });
+
+  it('scheduler dispatch - transient failures are retried for as long as the command is owed, the backoff capped', () => {
+    const w = setup();
+    w.apply(placeCmd([['a', spec(), 'n1']]));
+    let now = 0;
+    const gaps: number[] = [];
+    for (let i = 0; i < 30; i++) {
+      const batches = w.due(now);
+      expect(summary(batches), `attempt ${i}`).toEqual(['create:a@n1']);
+      const code = i % 2 === 0 ? 'WORKER_BUSY' : 'UNAVAILABLE';
+      w.core.settle('n1', batches[0]?.[1] ?? [], [{ ok: false, code }], now);
+      const next = w.core.nextDueMs() as number;
+      gaps.push(next - now);
+      now = next;
+    }
+    expect(w.core.takeGivenUp()).toEqual([]);
+    // Doubling from 100 ms to the 1,000 ms cap, each ±20%.
+    expect(gaps[0]).toBeGreaterThanOrEqual(80);
+    expect(gaps[0]).toBeLessThanOrEqual(120);
+    expect(Math.max(...gaps)).toBeLessThanOrEqual(1_200);
+    expect(Math.min(...gaps.slice(10))).toBeGreaterThanOrEqual(800);
+  });
+
   it('scheduler dispatch - a status report from a node the sandbox is not on changes nothing', () => {
     // The dispatcher only ever asks the sandbox's own node; a stray copy elsewhere must not speak for it.
     const w = setup();
@@ -220,6 +362,13 @@ describe('scheduler dispatch - pure core', () => {
         for (const t of batch) {
           const committed = w.state.sandbox(t.cmd.sandboxId);
           checked++;
+          if (committed === undefined) {
+            // Gone from the state: only a committed cleanup terminate, to the node it names.
+            expect(t.cmd.kind, `seed ${seed}: ${t.cmd.sandboxId}`).toBe('terminate');
+            expect(t.cmd.nodeId, `seed ${seed}: ${t.cmd.sandboxId}`).toBe(
+              w.state.cleanups.get(t.cmd.sandboxId),
+            );
+          }
           if (committed !== undefined && committed.state !== 'terminated' && t.cmd.kind !== 'terminate') {
             expect(committed.nodeId, `seed ${seed}: ${t.cmd.kind} ${t.cmd.sandboxId}`).toBe(n);
           }

@@ -3,6 +3,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createRng } from '../../src/lib/prng.js';
 import { realTimers } from '../../src/lib/timers.js';
 import { type RunningServer, startNats } from '../../src/testing/servers.js';
+import { natsCommandSink } from '../../src/worker/command-sink.js';
 import { defaultSimLatencyModel, SimDriver } from '../../src/worker/drivers/sim.js';
 import {
   natsStatusSink,
@@ -17,7 +18,7 @@ import {
 import { NodeWorker } from '../../src/worker/node-worker.js';
 import type { StatusReport } from '../../src/worker/protocol.js';
 import { until } from '../helpers/until.js';
-import { type Counting, counting, nid } from './fixtures.js';
+import { type Counting, counting, nid, sid } from './fixtures.js';
 
 const fast = {
   ...defaultSimLatencyModel,
@@ -123,5 +124,42 @@ describe('worker/nats-binding - a node worker on a real nats-server', () => {
     expect(binding.refused()).toMatchObject({ VALIDATION: 1, SANDBOX_NOT_FOUND: 2 });
     expect(await worker.report()).toEqual([]);
     expect(await send('n1', { type: 'terminate', sandboxId: 'unknown-2' })).toMatchObject({ ok: true });
+  });
+  it('nats-binding - an exec retried with the same request id over NATS runs once; a lost answer is OUTCOME_UNKNOWN, no taker UNAVAILABLE', async () => {
+    // Through the dispatcher's own sink and the real binding: the same request id twice is one run of the
+    // driver's exec with the same answer. A worker that takes the exec and never answers leaves the caller
+    // not knowing whether it ran (OutcomeUnknownError); no worker at all means nothing ran (UnavailableError).
+    const sink = natsCommandSink(client, 'c1', { timeoutMs: 300 });
+    const created = await send('n1', {
+      type: 'create',
+      sandboxId: 'ex1',
+      resources: { cpu: 100, memory: 64, disk: 10 },
+    });
+    expect(created, JSON.stringify(created)).toMatchObject({ ok: true });
+    await until(
+      () => worker.stateOf(sid('ex1')) === 'running',
+      `ex1 running (is ${worker.stateOf(sid('ex1'))})`,
+    );
+    const ask = { command: ['echo', 'once'], timeoutMs: 1_000, outputBytesMax: 100, requestId: 'exec-1' };
+    const before = sim.calls.exec ?? 0;
+    const [a, b] = await Promise.all([sink.exec?.('n1', 'ex1', ask), sink.exec?.('n1', 'ex1', ask)]);
+    const c = await sink.exec?.('n1', 'ex1', ask);
+    expect((sim.calls.exec ?? 0) - before).toBe(1);
+    expect(b).toEqual(a);
+    expect(c).toEqual(a);
+    await expect(sink.exec?.('n1', 'ex1', { ...ask, command: ['echo', 'other'] })).rejects.toMatchObject({
+      code: 'VALIDATION',
+    });
+    await sink.exec?.('n1', 'ex1', { ...ask, requestId: 'exec-2' });
+    expect((sim.calls.exec ?? 0) - before).toBe(2);
+
+    const silent = client.subscribe(nodeCommandSubject('c1', 'silent'), { callback: () => undefined });
+    await client.flush();
+    await expect(sink.exec?.('silent', 'ex1', ask)).rejects.toMatchObject({
+      code: 'OUTCOME_UNKNOWN',
+      details: { nodeId: 'silent', requestId: 'exec-1' },
+    });
+    silent.unsubscribe();
+    await expect(sink.exec?.('nobody', 'ex1', ask)).rejects.toMatchObject({ code: 'UNAVAILABLE' });
   });
 });

@@ -210,4 +210,26 @@ describe('worker/node-worker', () => {
     await restarted.flush();
     expect(log2.batches.flat()).toEqual([]);
   });
+  it('node-worker - an exec retried with the same request id returns the first result and runs once, even after a suspend', async () => {
+    const { timers, sim, worker } = setup();
+    await worker.create(spec('a'));
+    await timers.runAll();
+    const ask = { command: ['echo', 'hi'] };
+    const first = worker.exec(sid('a'), ask, 'req-1');
+    const again = worker.exec(sid('a'), ask, 'req-1');
+    await timers.runAll();
+    const [r1, r2] = await Promise.all([first, again]);
+    expect(sim.calls.exec).toBe(1);
+    expect(r2).toEqual(r1);
+    // The same id for another command is refused, running nothing.
+    await expect(worker.exec(sid('a'), { command: ['echo', 'other'] }, 'req-1')).rejects.toBeInstanceOf(
+      ValidationError,
+    );
+    // After a suspend the retry still gets its answer; a new exec is refused as the sandbox is not running.
+    await worker.suspend(sid('a'));
+    await timers.runAll();
+    expect(await worker.exec(sid('a'), ask, 'req-1')).toEqual(r1);
+    await expect(worker.exec(sid('a'), ask, 'req-2')).rejects.toBeInstanceOf(SandboxStateError);
+    expect(sim.calls.exec).toBe(1);
+  });
 });
