@@ -141,13 +141,18 @@ export class LoadCluster {
     const launch = new Map<string, () => Managed>();
     const members: Member[] = [];
     const natsPort = await freePort();
-    const env = { ...process.env, TRELLIS_LOG_LEVEL: o.logLevel ?? 'warn' };
+    // TRELLIS_DEBUG: a process that dies leaves its stack in its log.
+    const env = { ...process.env, TRELLIS_LOG_LEVEL: o.logLevel ?? 'warn', TRELLIS_DEBUG: '1' };
+    // Every process's output goes to <dir>/<name>.log as well: the record of a run that stalls.
+    const logOf = (name: string): string => join(o.dir, `${name}.log`);
     try {
       const natsBin = findBinary('nats-server', 'nats-server');
       const natsConf = join(o.dir, 'nats.conf');
       // Every client of a 100,000-sandbox run shares one server: room for many connections and pending bytes.
       await writeFile(natsConf, `listen: "${loopbackHost}:${natsPort}"\nmax_pending: 268435456\n`);
-      launch.set('nats', () => spawnManaged('nats-server', natsBin, ['-c', natsConf]));
+      launch.set('nats', () =>
+        spawnManaged('nats-server', natsBin, ['-c', natsConf], process.env, logOf('nats')),
+      );
       members.push({
         name: 'nats',
         role: 'nats',
@@ -168,7 +173,7 @@ export class LoadCluster {
           ...['--data', join(o.dir, id), '--state', 'scheduler', '--tick-ms', String(o.tickMs)],
           ...['--metrics-port', String(metricsPort), '--stop-timeout', '3s'],
         ];
-        launch.set(id, () => spawnManaged(id, process.execPath, args, env));
+        launch.set(id, () => spawnManaged(id, process.execPath, args, env, logOf(id)));
         members.push({
           name: id,
           role: 'replica',
@@ -202,7 +207,7 @@ export class LoadCluster {
           ...['--disk', String(o.nodeShape.disk), '--data', join(o.dir, name)],
           ...['--nats', natsUrl, '--cluster', o.cluster, '--stop-timeout', '3s'],
         ];
-        launch.set(name, () => spawnManaged(name, process.execPath, args, env));
+        launch.set(name, () => spawnManaged(name, process.execPath, args, env, logOf(name)));
         members.push({
           name,
           role: 'worker',

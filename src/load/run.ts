@@ -43,6 +43,8 @@ export interface LoadOptions {
   /** Profile every replica's CPU (node --cpu-prof) into `<data>/profiles`. */
   readonly cpuProf: boolean;
   readonly cluster: string;
+  /** Log level of every replica and worker (their output goes to `<data>/<name>.log`). */
+  readonly logLevel: string;
   /** Progress lines and the live bar go here; silent when absent. */
   readonly onProgress?: (p: Progress & { readonly total: number }) => void;
   readonly log?: (line: string) => void;
@@ -69,6 +71,7 @@ export const loadDefaults: LoadOptions = {
   tickMs: 20,
   cpuProf: false,
   cluster: 'load',
+  logLevel: 'warn',
 };
 
 export interface ProcessFigures {
@@ -255,6 +258,7 @@ export async function runLoad(options: LoadOptions): Promise<LoadReport> {
     nodes: options.nodes,
     nodeShape: nodeShapeFor(options.sandboxes, options.nodes),
     tickMs: options.tickMs,
+    logLevel: options.logLevel,
     ...(options.cpuProf ? { replicaNodeArgs: ['--cpu-prof', '--cpu-prof-dir', join(dir, 'profiles')] } : {}),
   });
   log(`load: cluster up in ${dir} (pids ${cluster.members.map((m) => m.process.pid).join(' ')})`);
