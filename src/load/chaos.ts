@@ -141,6 +141,13 @@ async function killLeader(
   note: (what: string) => void,
   log: ChaosLog,
 ): Promise<void> {
+  // A replica that died by itself (reported by the run) leaves two: killing the leader then would leave no
+  // quorum, and the run would wait out every failover instead of measuring one.
+  const down = cluster.replicas.filter((r) => !cluster.running(r));
+  if (down.length > 0) {
+    note(`leader kill skipped: ${down.map((r) => r.name).join(', ')} not running`);
+    return;
+  }
   const leader = await findLeader(nc, cluster);
   if (leader === undefined) {
     note('leader kill skipped: no replica says it leads');

@@ -28,6 +28,8 @@ export interface Managed {
   /** The process id, which is also its process group id. */
   readonly pid: number;
   readonly tail: readonly string[];
+  /** Set once this harness itself kills or stops it: any other exit is the process's own doing. */
+  ended: boolean;
 }
 
 /** Usage of one process at one moment: total CPU seconds so far and resident memory. */
@@ -93,7 +95,7 @@ export function spawnManaged(
     child.once('close', () => file.end());
   }
   child.once('exit', () => groups.delete(pid));
-  return { name, child, pid, tail };
+  return { name, child, pid, tail, ended: false };
 }
 
 /** Resolves once the process has exited (at once when it already has). */
@@ -104,6 +106,7 @@ export function whenExited(m: Managed): Promise<void> {
 
 /** SIGKILLs the process's group (a crash) and waits for the exit. */
 export async function crash(m: Managed): Promise<void> {
+  m.ended = true;
   const gone = whenExited(m);
   killGroup(m.pid, 'SIGKILL');
   await gone;
@@ -111,6 +114,7 @@ export async function crash(m: Managed): Promise<void> {
 
 /** SIGTERM, then SIGKILL of the group after `graceMs`; resolves once the process is gone. */
 export async function stop(m: Managed, graceMs = stopGraceMs): Promise<void> {
+  m.ended = true;
   if (exited(m)) {
     killGroup(m.pid, 'SIGKILL'); // anything it left in its group
     return;

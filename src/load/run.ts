@@ -18,7 +18,7 @@ import { assert } from '../lib/assert.js';
 import { ConfigError } from '../lib/errors.js';
 import { type ChaosLog, type ChaosOptions, runChaos } from './chaos.js';
 import { type CheckResult, check } from './checker.js';
-import { LoadCluster, type NodeShape, scrape } from './cluster.js';
+import { LoadCluster, type NodeShape, scrape, type UnexpectedExit } from './cluster.js';
 import { type DriveResult, drive, type Phase, type Progress } from './driver.js';
 import { alive, liveGroups, usageOf } from './processes.js';
 import { histogramOf, type PromHistogram, quantileOf, sampleOf } from './prom-text.js';
@@ -93,6 +93,8 @@ export interface LoadReport {
   readonly raftEntryBytesMean: number | undefined;
   readonly processes: readonly ProcessFigures[];
   readonly chaos: ChaosLog | undefined;
+  /** Processes that exited without the harness (or the chaos schedule) causing it: each is a failure. */
+  readonly unexpectedExits: readonly UnexpectedExit[];
   readonly wallSeconds: number;
 }
 
@@ -109,6 +111,7 @@ export function jsonSummary(r: LoadReport) {
     overCommitted: r.check.overCommitted,
     stuck: r.check.stuck,
     failoverMaxMs: round(r.check.failoverMaxMs),
+    unexpectedExits: r.unexpectedExits.length,
   };
 }
 
@@ -353,6 +356,7 @@ export async function runLoad(options: LoadOptions): Promise<LoadReport> {
       raftEntryBytesMean: entryBytes.count === 0 ? undefined : Math.round(entryBytes.sum / entryBytes.count),
       processes: sampler.processes(driveSeconds),
       chaos: options.chaos === undefined ? undefined : chaosLog,
+      unexpectedExits: [...cluster.unexpectedExits],
       wallSeconds: (Date.now() - started) / 1_000,
     };
   } finally {
