@@ -20,7 +20,7 @@ import { type ChaosLog, type ChaosOptions, runChaos } from './chaos.js';
 import { type CheckResult, check } from './checker.js';
 import { LoadCluster, type NodeShape, scrape, type UnexpectedExit } from './cluster.js';
 import { type DriveResult, drive, type Phase, type Progress } from './driver.js';
-import { alive, liveGroups, usageOf } from './processes.js';
+import { alive, liveGroups, pause, resume, usageOf } from './processes.js';
 import { histogramOf, type PromHistogram, quantileOf, sampleOf } from './prom-text.js';
 import { type ReplicaView, readReplica, replicaStatus } from './replicas.js';
 
@@ -336,8 +336,17 @@ export async function runLoad(options: LoadOptions): Promise<LoadReport> {
     sampler.stop();
     log(`load: driven in ${driveSeconds.toFixed(1)} s; draining (up to ${options.drainMs / 1_000} s)`);
     await drain(first, options.drainMs);
-    // A follower that fell behind (elections under CPU starvation) may need a while to catch up.
-    const views = await readAll(nc, cluster, 60_000);
+    // The workers' heartbeats are Raft entries: while they beat, the replicas read one after another are
+    // never at the same index, and the ones read first look behind. Paused, nothing more is proposed, and a
+    // follower that fell behind (elections under CPU starvation) gets a minute to catch up.
+    const beating = cluster.workers.filter((w) => cluster.running(w));
+    for (const w of beating) await pause(w.process);
+    let views: ReplicaView[];
+    try {
+      views = await readAll(nc, cluster, 60_000);
+    } finally {
+      for (const w of beating) resume(w.process);
+    }
     const checked = check(views, result.acks, chaosLog.failoversMs);
     const texts = [...sampler.metrics.values()];
     const placementBatch = histogramOf(texts, 'trellis_placement_batch_duration_seconds');

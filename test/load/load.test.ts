@@ -70,7 +70,7 @@ describe('load - scaled-down run', () => {
     expect(report.check.failoversMs).toHaveLength(1);
     expect(summary.failoverMaxMs).toBeGreaterThan(0);
     expect(report.placementBatch.count).toBeGreaterThan(0);
-  }, 300_000);
+  }, 400_000);
 
   it('load - SIGINT to trellis bench load stops every process it started', async () => {
     const child: ChildProcess = spawn(
