@@ -184,6 +184,7 @@ export async function drive(o: DriveOptions): Promise<DriveResult> {
   const created = new Map<string, string | undefined>();
   const terminated = new Set<string>();
   const unknownAfterAck = new Set<string>();
+  const terminateUnknown = new Set<string>();
   const failures: Record<string, number> = {};
   const clocks: Record<Phase, PhaseClock> = {
     create: new PhaseClock(),
@@ -272,7 +273,11 @@ export async function drive(o: DriveOptions): Promise<DriveResult> {
       if (code === 'SCHED_UNKNOWN_SANDBOX') {
         if (created.has(id)) unknownAfterAck.add(id);
         // Never created: nothing to end.
-      } else fail('terminate', code);
+      } else {
+        // No answer within the retry time: the terminate may have been applied (the checker must know).
+        if (transientCodes.has(code)) terminateUnknown.add(id);
+        fail('terminate', code);
+      }
     } finally {
       slots.terminate.give();
     }
@@ -300,7 +305,7 @@ export async function drive(o: DriveOptions): Promise<DriveResult> {
     terminate: clocks.terminate.stats(),
   };
   return {
-    acks: { created, terminated, unknownAfterAck },
+    acks: { created, terminated, unknownAfterAck, terminateUnknown },
     phases: phaseStats,
     allCreatedSeconds: lastCreateAckMs === 0 ? 0 : (lastCreateAckMs - firstCreateAtMs) / 1_000,
     allTerminatedSeconds: lastTerminateAckMs === 0 ? 0 : (lastTerminateAckMs - firstCreateAtMs) / 1_000,
