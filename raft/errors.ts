@@ -10,10 +10,23 @@ export class NotLeaderError extends TrellisError {
   }
 }
 
-/** The proposal's entry was replaced by another leader's before it committed: it did not take effect. */
+/**
+ * Another entry committed at the proposal's index, or the proposal was refused before it entered the log: it
+ * did not take effect.
+ */
 export class ProposalDroppedError extends TrellisError {
   override readonly name = 'ProposalDroppedError';
   readonly code = 'RAFT_PROPOSAL_DROPPED';
+}
+
+/**
+ * This replica can no longer learn whether the proposal's entry commits: its log was overwritten from that
+ * index by a newer leader's entries (which another leader may still replace by the original, as in the Raft
+ * paper's Figure 8), or a snapshot from the leader covered it. It may have taken effect; retry idempotently.
+ */
+export class ProposalOutcomeUnknownError extends TrellisError {
+  override readonly name = 'ProposalOutcomeUnknownError';
+  readonly code = 'RAFT_OUTCOME_UNKNOWN';
 }
 
 /** No answer within the time allowed; the proposal may still commit later (callers retry idempotently). */

@@ -2,8 +2,9 @@
  * RaftNode: the asynchronous driver around the pure core. It ticks the core on a timer, feeds it messages from
  * the transport, and carries out each Ready in the order the Ready documents: persist (fsync when asked), then
  * send, then apply committed entries to the state machine, then advance. Proposals resolve with the state
- * machine's result for their own entry, matched by (index, term): an entry replaced by another leader's
- * rejects with ProposalDroppedError, never with someone else's result.
+ * machine's result for their own entry, matched by (index, term): one whose index committed with another
+ * entry rejects with ProposalDroppedError, never with someone else's result; one whose fate this replica can
+ * no longer see (its log overwritten there, or covered by a snapshot) with ProposalOutcomeUnknownError.
  *
  * `read()` is a ReadIndex barrier for linearizable reads. Every `snapshotEntries` applied entries the driver
  * snapshots the state machine into storage, which drops the log up to there; on start it restores the state
@@ -23,6 +24,7 @@ import {
   MembershipChangeError,
   NotLeaderError,
   ProposalDroppedError,
+  ProposalOutcomeUnknownError,
   RaftClosedError,
   TimeoutError,
 } from './errors.js';
@@ -348,10 +350,15 @@ export class RaftNode<R> {
       if (rd.snapshot !== undefined) {
         this.#o.stateMachine.restore(rd.snapshot.data);
         this.#snapshotsInstalled++;
-        // Proposals at or below the snapshot were decided elsewhere: their outcome is unknown here.
+        // Proposals at or below the snapshot were decided elsewhere: their outcome is unknown here (the
+        // snapshot may well hold them; the Raft simulation found them reported as dropped yet committed).
         for (const [index, p] of [...this.#pending])
           if (index <= rd.snapshot.meta.index)
-            this.#settle(index, p, new ProposalDroppedError(`entry ${index} was replaced by a snapshot`));
+            this.#settle(
+              index,
+              p,
+              new ProposalOutcomeUnknownError(`entry ${index} is covered by a snapshot from the leader`),
+            );
       }
       const confApplied: Entry[] = [];
       for (const e of rd.committedEntries) {
@@ -428,8 +435,10 @@ export class RaftNode<R> {
 
   /**
    * Entries from a leader replace this log from their first index on: a proposal made here at or past it
-   * whose entry is not among them (another term, or cut off beyond their end) can never commit. Rejecting it
-   * now, rather than at its timeout, lets the caller retry at once.
+   * whose entry is not among them (another term, or cut off beyond their end) is gone from this log, so its
+   * result can never come back here. It may still commit (another replica holding it may be elected and
+   * replicate it, the Raft paper's Figure 8), so the caller learns its outcome is unknown, now rather than at
+   * its timeout, and retries idempotently at once.
    */
   #dropReplaced(entries: readonly Entry[]): void {
     const first = entries[0];
@@ -438,7 +447,11 @@ export class RaftNode<R> {
     const log = this.#core.log;
     for (const [index, p] of [...this.#pending]) {
       if (index < first.index || log.term(index) === p.term) continue;
-      this.#settle(index, p, new ProposalDroppedError(`entry ${index} of term ${p.term} was replaced`));
+      this.#settle(
+        index,
+        p,
+        new ProposalOutcomeUnknownError(`entry ${index} of term ${p.term} was overwritten by a newer leader`),
+      );
     }
   }
 

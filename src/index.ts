@@ -23,6 +23,7 @@ export {
   MembershipChangeError,
   NotLeaderError as RaftNotLeaderError,
   ProposalDroppedError,
+  ProposalOutcomeUnknownError,
   RaftClosedError,
   TimeoutError as RaftTimeoutError,
 } from '../raft/errors.js';

@@ -7,15 +7,38 @@
  * safe to run twice (see `ackAndAdd`, and the explicit ids of the events stream), which is what makes the
  * client's resending harmless.
  */
-import type { EventEmitter } from 'node:events';
 import { isIP } from 'node:net';
 import { Redis, type RedisOptions } from 'ioredis';
+import { StandaloneConnector } from 'ioredis/built/connectors/index.js';
 import type { GatewayConfig } from './config.js';
 
 /** Longest wait between reconnection attempts. */
 export const reconnectDelayMsMax = 1_000;
 /** How long a connection attempt may take before it is retried. */
 export const connectTimeoutMs = 5_000;
+
+/**
+ * ioredis's own connector, with one listener on every socket's errors for the socket's whole life. ioredis
+ * listens with `once` and stops reporting errors at all once a connection has ended, so a socket that
+ * errors twice (a TLS socket that failed verification, then read the server's alert) or after the gateway
+ * gave up on it would throw from `emit` with no listener: an uncaught exception, the end of a server. The
+ * first error still reaches ioredis, which drops the socket and reconnects on a new one; later errors of a
+ * dropped socket have nobody to tell.
+ */
+class GuardedConnector extends StandaloneConnector {
+  // ioredis hands every connector its whole options object, typed `unknown` in its constructor signature.
+  constructor(options: unknown) {
+    super(options as ConstructorParameters<typeof StandaloneConnector>[0]);
+  }
+
+  override async connect(onError: Parameters<StandaloneConnector['connect']>[0]) {
+    const stream = await super.connect(onError);
+    stream.on('error', ignoreSocketError);
+    return stream;
+  }
+}
+
+function ignoreSocketError(): void {}
 
 /** A new connection to the configured Redis; `name` shows in CLIENT LIST. */
 export function connectRedis(config: GatewayConfig, name: string): Redis {
@@ -25,6 +48,7 @@ export function connectRedis(config: GatewayConfig, name: string): Redis {
   const host = url.hostname.replace(/^\[|\]$/g, '');
   const options: RedisOptions = {
     connectionName: name,
+    Connector: GuardedConnector,
     maxRetriesPerRequest: null,
     connectTimeout: connectTimeoutMs,
     retryStrategy: (attempt) => Math.min(50 * attempt, reconnectDelayMsMax),
@@ -39,15 +63,7 @@ export function connectRedis(config: GatewayConfig, name: string): Redis {
         }
       : {}),
   };
-  const redis = new Redis(config.url, options);
-  // ioredis listens for a socket's errors once; a TLS socket that failed verification can emit a second one
-  // (the server's alert) with no listener left, an uncaught exception that would end the process. Once a
-  // socket has errored, ioredis drops it and reconnects on a new one: its later errors are ignored here.
-  redis.on('error', () => {
-    const stream = (redis as unknown as { stream?: EventEmitter }).stream;
-    if (stream !== undefined && stream.listenerCount('error') === 0) stream.on('error', () => {});
-  });
-  return redis;
+  return new Redis(config.url, options);
 }
 
 /**

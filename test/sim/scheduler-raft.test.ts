@@ -1,6 +1,6 @@
 /**
- * The scheduler on real Raft under faults: 3 replicas (RawNodes on the SimNetwork with MemoryStorage, see
- * sim-raft-log.ts), 50 nodes, and 2,000 operations per seed — creates (a fifth stateless), terminates,
+ * The scheduler on real Raft under faults: 3 replicas (the production `RaftReplicaLog`, i.e. `RaftNode` and
+ * the state machine, on the SimNetwork with MemoryStorage and virtual time, see sim-raft-log.ts), 50 nodes, and 2,000 operations per seed — creates (a fifth stateless), terminates,
  * status reports, node deaths and returns (each return a reconcile report), heartbeat loss — while the network drops, duplicates and delays messages, partitions
  * come and go, and replicas crash (losing what they had not fsynced) and restart from their snapshot and
  * log. Then the faults heal. Replay with `SEED=<n> npx vitest run test/sim/scheduler-raft.test.ts`.
