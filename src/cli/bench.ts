@@ -6,7 +6,7 @@
  */
 import { writeFile } from 'node:fs/promises';
 import { SingleBar } from 'cli-progress';
-import { type Command, InvalidArgumentError } from 'commander';
+import { type Command, InvalidArgumentError, Option } from 'commander';
 import { chaosDefaults } from '../load/chaos.js';
 import { formatReport } from '../load/report.js';
 import { jsonSummary, loadDefaults, loadNodesMax, loadSandboxesMax, runLoad } from '../load/run.js';
@@ -23,6 +23,7 @@ interface BenchLoadFlags {
   clients: number;
   drain: number;
   cpuProf: boolean;
+  logLevel: string;
 }
 
 /** Without a terminal, a progress line this often instead of the bar. */
@@ -81,6 +82,14 @@ export function registerBench(program: Command): void {
       loadDefaults.drainMs / 1_000,
     )
     .option('--cpu-prof', "profile every replica's CPU (node --cpu-prof) into <data>/profiles", false)
+    .addOption(
+      new Option(
+        '--log-level <level>',
+        'log level of the replicas and workers (their output: <data>/<name>.log)',
+      )
+        .choices(['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent'])
+        .default(loadDefaults.logLevel),
+    )
     .action(async (f: BenchLoadFlags) => {
       const bar = process.stderr.isTTY
         ? new SingleBar({
@@ -99,6 +108,7 @@ export function registerBench(program: Command): void {
         clients: f.clients,
         drainMs: f.drain * 1_000,
         cpuProf: f.cpuProf,
+        logLevel: f.logLevel,
         ...(f.rate === undefined ? {} : { ratePerMin: f.rate }),
         ...(f.chaos ? { chaos: chaosDefaults } : {}),
         ...(f.data === undefined ? {} : { dataDir: f.data }),

@@ -243,6 +243,36 @@ interface ServedNode {
   readonly binding: WorkerBinding;
 }
 
+/** How long a node's registration and first reconcile are retried while the group has no leader. */
+export const bringUpRetryMsMax = 120_000;
+const bringUpRetryPauseMs = 250;
+/** Codes after which the same call (same request id) may still succeed: the group is between leaders. */
+const bringUpTransientCodes: ReadonlySet<string> = new Set([
+  'UNAVAILABLE',
+  'OUTCOME_UNKNOWN',
+  'SCHED_NOT_LEADER',
+  'DEADLINE_EXCEEDED',
+]);
+
+/**
+ * Calls `fn` until it answers, retrying while the group is between leaders (the register carries a fixed
+ * request id, so a retry is applied once). Without it a worker restarted during an election exited on its
+ * first unanswered register (found by `bench:load --chaos`: the restarted worker's nodes never came back).
+ */
+async function untilAnswered<T>(what: string, fn: () => Promise<T>, log: Logger): Promise<T> {
+  const giveUpAtMs = Date.now() + bringUpRetryMsMax;
+  for (;;) {
+    try {
+      return await fn();
+    } catch (err) {
+      const transient = err instanceof TrellisError && bringUpTransientCodes.has(err.code);
+      if (!transient || Date.now() > giveUpAtMs) throw err;
+      log.warn({ what, code: err.code, err: err.message }, 'no answer from the cluster yet; retrying');
+      await new Promise((r) => setTimeout(r, bringUpRetryPauseMs));
+    }
+  }
+}
+
 /**
  * Registers the node (a node already registered is kept as it is), reconciles, stops its orphans. A new node
  * is registered `down` and made `ready` by the reconcile itself: registered `ready`, a sandbox placed on it
@@ -250,13 +280,17 @@ interface ServedNode {
  */
 async function bringUp(api: RemoteScheduler, spec: NodeSpec, worker: NodeWorker, log: Logger) {
   try {
-    await api.registerNode(spec, { requestId: registerRequestId(spec.id) });
+    await untilAnswered(
+      `register ${spec.id}`,
+      () => api.registerNode(spec, { requestId: registerRequestId(spec.id) }),
+      log,
+    );
     log.info({ node: spec.id, capacity: spec.capacity }, 'node registered');
   } catch (err) {
     if (!(err instanceof DuplicateNodeError)) throw err;
     log.info({ node: spec.id }, 'node already registered; keeping its registration');
   }
-  await reconcile(api, worker, log);
+  await untilAnswered(`reconcile ${worker.nodeId}`, () => reconcile(api, worker, log), log);
 }
 
 /** Reports what the node runs; stops what the scheduler says is not placed here (or no longer fits). */

@@ -2,7 +2,8 @@
  * The load run's checker: from every replica's applied state (replicas.ts) and the client's log of what the
  * cluster acknowledged, it counts the failures that must never happen, whatever the faults:
  * - lostAcked: an acknowledged create the cluster no longer knows — a later call on the sandbox was answered
- *   "unknown sandbox", or a replica holds no trace of a sandbox whose terminate was never acknowledged;
+ *   "unknown sandbox", or a replica holds no trace of a sandbox whose terminate was never sent or was refused
+ *   (one whose terminate got no answer may have been terminated);
  * - doublePlaced: a sandbox held on another node than the one its create acknowledged (these sandboxes are not
  *   stateless, so nothing may move them), held on different nodes by two replicas, or listed twice;
  * - overCommitted: a node whose held sandboxes (or committed allocation) exceed its capacity on any replica;
@@ -27,6 +28,11 @@ export interface AckLog {
   readonly terminated: ReadonlySet<string>;
   /** Acknowledged sandboxes a later call found unknown to the cluster. */
   readonly unknownAfterAck: ReadonlySet<string>;
+  /**
+   * Sandboxes whose terminate was sent but never answered (the driver gave up with its outcome unknown): it
+   * may have been applied, so such a sandbox's absence is not a loss. Absent: none.
+   */
+  readonly terminateUnknown?: ReadonlySet<string>;
 }
 
 export interface CheckResult {
@@ -104,7 +110,7 @@ export function check(
     for (const [id, ackedNode] of acks.created) {
       const sb = byId.get(id);
       if (sb === undefined) {
-        if (caughtUp && !acks.terminated.has(id)) lost.add(id);
+        if (caughtUp && !acks.terminated.has(id) && !acks.terminateUnknown?.has(id)) lost.add(id);
         continue;
       }
       if (holdsAllocation(sb.state) && ackedNode !== undefined && sb.nodeId !== ackedNode) double.add(id);

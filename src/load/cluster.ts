@@ -100,6 +100,19 @@ export async function scrape(port: number): Promise<string | undefined> {
   }
 }
 
+/** A process of the cluster that exited without the harness asking: a product failure the run reports. */
+export interface UnexpectedExit {
+  readonly name: string;
+  readonly atMs: number;
+  readonly code: number | null;
+  readonly signal: string | null;
+  /** Its last output (its error line). */
+  readonly lastOutput: string;
+}
+
+/** Characters of a dead process's output kept in its `UnexpectedExit`. */
+const lastOutputCharsMax = 600;
+
 export class LoadCluster {
   readonly o: LoadClusterOptions;
   readonly natsPort: number;
@@ -107,14 +120,18 @@ export class LoadCluster {
   readonly replicas: readonly Member[];
   readonly workers: readonly Member[];
   readonly #launch: Map<string, () => Managed>;
+  /** Every exit the harness did not cause, in order (a replica or worker that died by itself). */
+  readonly unexpectedExits: UnexpectedExit[];
 
   private constructor(
     o: LoadClusterOptions,
     natsPort: number,
     launch: Map<string, () => Managed>,
     members: Member[],
+    unexpectedExits: UnexpectedExit[],
   ) {
     this.o = o;
+    this.unexpectedExits = unexpectedExits;
     this.natsPort = natsPort;
     this.#launch = launch;
     this.nats = members.find((m) => m.role === 'nats') as Member;
@@ -140,14 +157,37 @@ export class LoadCluster {
     await mkdir(o.dir, { recursive: true });
     const launch = new Map<string, () => Managed>();
     const members: Member[] = [];
+    const unexpectedExits: UnexpectedExit[] = [];
+    const startedMs = Date.now();
+    /** Starts a process and records its exit when the harness did not cause it. */
+    const watched = (spawnIt: () => Managed) => (): Managed => {
+      const m = spawnIt();
+      m.child.once('exit', (code, signal) => {
+        if (m.ended) return;
+        unexpectedExits.push({
+          name: m.name,
+          atMs: Date.now() - startedMs,
+          code,
+          signal,
+          lastOutput: m.tail.join('').trim().slice(-lastOutputCharsMax),
+        });
+      });
+      return m;
+    };
     const natsPort = await freePort();
-    const env = { ...process.env, TRELLIS_LOG_LEVEL: o.logLevel ?? 'warn' };
+    // TRELLIS_DEBUG: a process that dies leaves its stack in its log.
+    const env = { ...process.env, TRELLIS_LOG_LEVEL: o.logLevel ?? 'warn', TRELLIS_DEBUG: '1' };
+    // Every process's output goes to <dir>/<name>.log as well: the record of a run that stalls.
+    const logOf = (name: string): string => join(o.dir, `${name}.log`);
     try {
       const natsBin = findBinary('nats-server', 'nats-server');
       const natsConf = join(o.dir, 'nats.conf');
       // Every client of a 100,000-sandbox run shares one server: room for many connections and pending bytes.
       await writeFile(natsConf, `listen: "${loopbackHost}:${natsPort}"\nmax_pending: 268435456\n`);
-      launch.set('nats', () => spawnManaged('nats-server', natsBin, ['-c', natsConf]));
+      launch.set(
+        'nats',
+        watched(() => spawnManaged('nats-server', natsBin, ['-c', natsConf], process.env, logOf('nats'))),
+      );
       members.push({
         name: 'nats',
         role: 'nats',
@@ -168,7 +208,10 @@ export class LoadCluster {
           ...['--data', join(o.dir, id), '--state', 'scheduler', '--tick-ms', String(o.tickMs)],
           ...['--metrics-port', String(metricsPort), '--stop-timeout', '3s'],
         ];
-        launch.set(id, () => spawnManaged(id, process.execPath, args, env));
+        launch.set(
+          id,
+          watched(() => spawnManaged(id, process.execPath, args, env, logOf(id))),
+        );
         members.push({
           name: id,
           role: 'replica',
@@ -202,7 +245,10 @@ export class LoadCluster {
           ...['--disk', String(o.nodeShape.disk), '--data', join(o.dir, name)],
           ...['--nats', natsUrl, '--cluster', o.cluster, '--stop-timeout', '3s'],
         ];
-        launch.set(name, () => spawnManaged(name, process.execPath, args, env));
+        launch.set(
+          name,
+          watched(() => spawnManaged(name, process.execPath, args, env, logOf(name))),
+        );
         members.push({
           name,
           role: 'worker',
@@ -214,7 +260,7 @@ export class LoadCluster {
       await Promise.all(members.map((m) => stop(m.process)));
       throw err;
     }
-    return new LoadCluster(o, natsPort, launch, members);
+    return new LoadCluster(o, natsPort, launch, members, unexpectedExits);
   }
 
   member(name: string): Member {
@@ -232,6 +278,11 @@ export class LoadCluster {
     if (m.role === 'nats') await waitFor('nats-server', m.process, () => natsGreets(this.natsPort));
     if (m.role === 'replica')
       await waitFor(`replica ${m.name}`, m.process, async () => (await scrape(m.metricsPort)) !== undefined);
+  }
+
+  /** True while the member's current process runs. */
+  running(m: Member): boolean {
+    return !exited(m.process);
   }
 
   async crash(m: Member): Promise<void> {

@@ -25,7 +25,25 @@ const transientCodes: ReadonlySet<string> = new Set([
   'SCHED_OVERLOADED',
   'SCHED_CLOSED',
   'DEADLINE_EXCEEDED',
+  // The worker's bounded queue was full and nothing was recorded (src/worker/errors.ts): retry later.
+  'WORKER_BUSY',
 ]);
+/**
+ * How long one create attempt waits for running. A waiting create whose answer is lost (its leader killed,
+ * nats-server restarted) is only retried when its attempt ends: with the client's 60 s default a chaos run's
+ * stragglers took 62 s each; a retry with the same id waits again, so a short wait loses nothing.
+ */
+export const createRunningWaitMs = 10_000;
+/** States a sandbox passes through on its way to running: a wait that ended in one of them is retried. */
+const onItsWayStates: ReadonlySet<string> = new Set(['pending', 'placed', 'starting']);
+
+/**
+ * The exec's command timeout. The client waits this plus its attempt timeout for an answer, so a lost
+ * answer (a restarted nats-server) cost 32 s with the 30 s default; `true` ends at once, and running it
+ * twice after a retry is harmless.
+ */
+export const execTimeoutMs = 3_000;
+
 /** Pause between two retries of one call. */
 const retryPauseMs = 100;
 /** Highest latency the histograms track (longer ones are clamped): ten minutes. */
@@ -36,7 +54,7 @@ export const phases: readonly Phase[] = ['create', 'exec', 'terminate'];
 
 /** What an API with `exec` offers (the dispatcher's; feature-detected so the driver runs without it). */
 interface ExecApi {
-  exec(sandboxId: string, command: readonly string[]): Promise<unknown>;
+  exec(sandboxId: string, command: readonly string[], options?: { timeoutMs?: number }): Promise<unknown>;
 }
 
 function hasExec(api: SchedulerApi): api is SchedulerApi & ExecApi {
@@ -144,6 +162,13 @@ class PhaseClock {
   }
 }
 
+/** A create whose wait for running ended while the sandbox was still on its way (not failed or lost). */
+function stillOnItsWay(err: unknown): boolean {
+  if (!(err instanceof TrellisError) || err.code !== 'SCHED_NOT_RUNNING') return false;
+  const state = (err.details as { state?: unknown } | undefined)?.state;
+  return typeof state === 'string' && onItsWayStates.has(state);
+}
+
 class Outcome extends Error {
   constructor(readonly code: string) {
     super(code);
@@ -159,6 +184,7 @@ export async function drive(o: DriveOptions): Promise<DriveResult> {
   const created = new Map<string, string | undefined>();
   const terminated = new Set<string>();
   const unknownAfterAck = new Set<string>();
+  const terminateUnknown = new Set<string>();
   const failures: Record<string, number> = {};
   const clocks: Record<Phase, PhaseClock> = {
     create: new PhaseClock(),
@@ -182,7 +208,8 @@ export async function drive(o: DriveOptions): Promise<DriveResult> {
         return await fn();
       } catch (err) {
         const code = err instanceof TrellisError ? err.code : 'ERROR';
-        if (!transientCodes.has(code) || Date.now() > giveUpAtMs) throw new Outcome(code);
+        if (!(transientCodes.has(code) || stillOnItsWay(err)) || Date.now() > giveUpAtMs)
+          throw new Outcome(code);
         await new Promise((r) => setTimeout(r, retryPauseMs));
       }
     }
@@ -198,7 +225,13 @@ export async function drive(o: DriveOptions): Promise<DriveResult> {
     let sb: Sandbox | undefined;
     const t0 = now();
     try {
-      sb = await persist(() => api.create(o.spec, { requestId: id, wait: o.wait }));
+      sb = await persist(() =>
+        api.create(o.spec, {
+          requestId: id,
+          wait: o.wait,
+          ...(o.wait === 'running' ? { runningWaitMs: createRunningWaitMs } : {}),
+        }),
+      );
       const t1 = now();
       clocks.create.record(t0, t1);
       created.set(id, sb.nodeId);
@@ -214,7 +247,7 @@ export async function drive(o: DriveOptions): Promise<DriveResult> {
       await slots.exec.take();
       const t2 = now();
       try {
-        await persist(() => run(id, ['true']));
+        await persist(() => run(id, ['true'], { timeoutMs: execTimeoutMs }));
         clocks.exec.record(t2, now());
         progress.execd++;
       } catch (err) {
@@ -240,7 +273,11 @@ export async function drive(o: DriveOptions): Promise<DriveResult> {
       if (code === 'SCHED_UNKNOWN_SANDBOX') {
         if (created.has(id)) unknownAfterAck.add(id);
         // Never created: nothing to end.
-      } else fail('terminate', code);
+      } else {
+        // No answer within the retry time: the terminate may have been applied (the checker must know).
+        if (transientCodes.has(code)) terminateUnknown.add(id);
+        fail('terminate', code);
+      }
     } finally {
       slots.terminate.give();
     }
@@ -268,7 +305,7 @@ export async function drive(o: DriveOptions): Promise<DriveResult> {
     terminate: clocks.terminate.stats(),
   };
   return {
-    acks: { created, terminated, unknownAfterAck },
+    acks: { created, terminated, unknownAfterAck, terminateUnknown },
     phases: phaseStats,
     allCreatedSeconds: lastCreateAckMs === 0 ? 0 : (lastCreateAckMs - firstCreateAtMs) / 1_000,
     allTerminatedSeconds: lastTerminateAckMs === 0 ? 0 : (lastTerminateAckMs - firstCreateAtMs) / 1_000,

@@ -9,6 +9,7 @@
  * It also reads each process's CPU time and resident memory from /proc/<pid>/stat and /proc/<pid>/status.
  */
 import { type ChildProcess, spawn } from 'node:child_process';
+import { createWriteStream } from 'node:fs';
 import { readFile } from 'node:fs/promises';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { assert } from '../lib/assert.js';
@@ -27,6 +28,8 @@ export interface Managed {
   /** The process id, which is also its process group id. */
   readonly pid: number;
   readonly tail: readonly string[];
+  /** Set once this harness itself kills or stops it: any other exit is the process's own doing. */
+  ended: boolean;
 }
 
 /** Usage of one process at one moment: total CPU seconds so far and resident memory. */
@@ -60,12 +63,17 @@ export function exited(m: Managed): boolean {
   return m.child.exitCode !== null || m.child.signalCode !== null;
 }
 
-/** Spawns `bin args` as the leader of a new process group, tracked until it exits. */
+/**
+ * Spawns `bin args` as the leader of a new process group, tracked until it exits. With `logFile`, its whole
+ * output is appended there too (a restarted process appends to the same file), so a stalled run can be read
+ * afterwards and not only from the last lines.
+ */
 export function spawnManaged(
   name: string,
   bin: string,
   args: readonly string[],
   env: NodeJS.ProcessEnv = process.env,
+  logFile?: string,
 ): Managed {
   installExitHook();
   const child = spawn(bin, args, { stdio: ['ignore', 'pipe', 'pipe'], env, detached: true });
@@ -79,8 +87,15 @@ export function spawnManaged(
   };
   child.stdout?.on('data', keep);
   child.stderr?.on('data', keep);
+  if (logFile !== undefined) {
+    const file = createWriteStream(logFile, { flags: 'a' });
+    file.on('error', () => undefined); // a log that cannot be written must not end the run
+    child.stdout?.pipe(file, { end: false });
+    child.stderr?.pipe(file, { end: false });
+    child.once('close', () => file.end());
+  }
   child.once('exit', () => groups.delete(pid));
-  return { name, child, pid, tail };
+  return { name, child, pid, tail, ended: false };
 }
 
 /** Resolves once the process has exited (at once when it already has). */
@@ -91,6 +106,7 @@ export function whenExited(m: Managed): Promise<void> {
 
 /** SIGKILLs the process's group (a crash) and waits for the exit. */
 export async function crash(m: Managed): Promise<void> {
+  m.ended = true;
   const gone = whenExited(m);
   killGroup(m.pid, 'SIGKILL');
   await gone;
@@ -98,6 +114,7 @@ export async function crash(m: Managed): Promise<void> {
 
 /** SIGTERM, then SIGKILL of the group after `graceMs`; resolves once the process is gone. */
 export async function stop(m: Managed, graceMs = stopGraceMs): Promise<void> {
+  m.ended = true;
   if (exited(m)) {
     killGroup(m.pid, 'SIGKILL'); // anything it left in its group
     return;

@@ -78,5 +78,12 @@ export function formatReport(r: LoadReport): string[] {
     for (const e of r.chaos.events) lines.push(`  ${(e.atMs / 1_000).toFixed(2).padStart(7)} s  ${e.what}`);
   }
   lines.push('', ...formatCheck(r.check));
+  lines.push(
+    `  processes that died by themselves  ${r.unexpectedExits.length === 0 ? 'none' : r.unexpectedExits.length}`,
+  );
+  for (const x of r.unexpectedExits)
+    lines.push(
+      `    ${x.name} at ${(x.atMs / 1_000).toFixed(2)} s (code ${x.code}, signal ${x.signal}): ${x.lastOutput.split('\n').at(-1) ?? ''}`,
+    );
   return lines;
 }

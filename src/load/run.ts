@@ -18,9 +18,9 @@ import { assert } from '../lib/assert.js';
 import { ConfigError } from '../lib/errors.js';
 import { type ChaosLog, type ChaosOptions, runChaos } from './chaos.js';
 import { type CheckResult, check } from './checker.js';
-import { LoadCluster, type NodeShape, scrape } from './cluster.js';
+import { LoadCluster, type NodeShape, scrape, type UnexpectedExit } from './cluster.js';
 import { type DriveResult, drive, type Phase, type Progress } from './driver.js';
-import { alive, liveGroups, usageOf } from './processes.js';
+import { alive, liveGroups, pause, resume, usageOf } from './processes.js';
 import { histogramOf, type PromHistogram, quantileOf, sampleOf } from './prom-text.js';
 import { type ReplicaView, readReplica, replicaStatus } from './replicas.js';
 
@@ -43,6 +43,8 @@ export interface LoadOptions {
   /** Profile every replica's CPU (node --cpu-prof) into `<data>/profiles`. */
   readonly cpuProf: boolean;
   readonly cluster: string;
+  /** Log level of every replica and worker (their output goes to `<data>/<name>.log`). */
+  readonly logLevel: string;
   /** Progress lines and the live bar go here; silent when absent. */
   readonly onProgress?: (p: Progress & { readonly total: number }) => void;
   readonly log?: (line: string) => void;
@@ -69,6 +71,7 @@ export const loadDefaults: LoadOptions = {
   tickMs: 20,
   cpuProf: false,
   cluster: 'load',
+  logLevel: 'warn',
 };
 
 export interface ProcessFigures {
@@ -90,6 +93,8 @@ export interface LoadReport {
   readonly raftEntryBytesMean: number | undefined;
   readonly processes: readonly ProcessFigures[];
   readonly chaos: ChaosLog | undefined;
+  /** Processes that exited without the harness (or the chaos schedule) causing it: each is a failure. */
+  readonly unexpectedExits: readonly UnexpectedExit[];
   readonly wallSeconds: number;
 }
 
@@ -106,6 +111,7 @@ export function jsonSummary(r: LoadReport) {
     overCommitted: r.check.overCommitted,
     stuck: r.check.stuck,
     failoverMaxMs: round(r.check.failoverMaxMs),
+    unexpectedExits: r.unexpectedExits.length,
   };
 }
 
@@ -255,6 +261,7 @@ export async function runLoad(options: LoadOptions): Promise<LoadReport> {
     nodes: options.nodes,
     nodeShape: nodeShapeFor(options.sandboxes, options.nodes),
     tickMs: options.tickMs,
+    logLevel: options.logLevel,
     ...(options.cpuProf ? { replicaNodeArgs: ['--cpu-prof', '--cpu-prof-dir', join(dir, 'profiles')] } : {}),
   });
   log(`load: cluster up in ${dir} (pids ${cluster.members.map((m) => m.process.pid).join(' ')})`);
@@ -329,8 +336,17 @@ export async function runLoad(options: LoadOptions): Promise<LoadReport> {
     sampler.stop();
     log(`load: driven in ${driveSeconds.toFixed(1)} s; draining (up to ${options.drainMs / 1_000} s)`);
     await drain(first, options.drainMs);
-    // A follower that fell behind (elections under CPU starvation) may need a while to catch up.
-    const views = await readAll(nc, cluster, 60_000);
+    // The workers' heartbeats are Raft entries: while they beat, the replicas read one after another are
+    // never at the same index, and the ones read first look behind. Paused, nothing more is proposed, and a
+    // follower that fell behind (elections under CPU starvation) gets a minute to catch up.
+    const beating = cluster.workers.filter((w) => cluster.running(w));
+    for (const w of beating) await pause(w.process);
+    let views: ReplicaView[];
+    try {
+      views = await readAll(nc, cluster, 60_000);
+    } finally {
+      for (const w of beating) resume(w.process);
+    }
     const checked = check(views, result.acks, chaosLog.failoversMs);
     const texts = [...sampler.metrics.values()];
     const placementBatch = histogramOf(texts, 'trellis_placement_batch_duration_seconds');
@@ -349,6 +365,7 @@ export async function runLoad(options: LoadOptions): Promise<LoadReport> {
       raftEntryBytesMean: entryBytes.count === 0 ? undefined : Math.round(entryBytes.sum / entryBytes.count),
       processes: sampler.processes(driveSeconds),
       chaos: options.chaos === undefined ? undefined : chaosLog,
+      unexpectedExits: [...cluster.unexpectedExits],
       wallSeconds: (Date.now() - started) / 1_000,
     };
   } finally {

@@ -66,6 +66,19 @@ function acks(created: [string, string][], terminated: string[] = [], unknown: s
 }
 
 describe('load - checker', () => {
+  it('load - a sandbox whose terminate got no answer may be gone without being lost; one never terminated may not', () => {
+    const log: AckLog = {
+      ...acks([
+        ['s1', 'n1'],
+        ['s2', 'n1'],
+      ]),
+      terminateUnknown: new Set(['s1']),
+    };
+    const r = check([view('a', [])], log, []);
+    expect(r.lostAcked).toBe(1);
+    expect(r.examples.lostAcked).toEqual(['s2']);
+  });
+
   it('load - a clean end state counts zeros and keeps the failover times', () => {
     const r = check(
       [view('a', [sandbox('s3', 'failed')]), view('b', [sandbox('s3', 'failed')])],
