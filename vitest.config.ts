@@ -8,6 +8,9 @@ export default defineConfig({
     testTimeout: 60_000,
     hookTimeout: 60_000,
     pool: 'forks',
+    // Vitest's default is one fewer than the cores, so one file at a time on this 2-core machine; most files
+    // wait on processes they start (elections, boots), so two at once nearly halves the run.
+    maxWorkers: 2,
     reporters: ['default'],
   },
 });
