@@ -257,16 +257,7 @@ export class SlotTableDraft<V> {
     // The line continues from the new version, unless another draft took the generation meanwhile.
     if (this.#gen.writer === this.#base.stamp || this.#gen.writer === this.#token) this.#gen.writer = stamp;
     this.#token = undefined;
-    return SlotTable.of({
-      gen: this.#gen,
-      extra: this.#extra,
-      keys: this.#keys,
-      vals: this.#vals,
-      end: this.#end,
-      head: this.#head,
-      size: this.#size,
-      stamp,
-    });
+    return SlotTable.of({ ...this.#parts(), stamp });
   }
 
   /** Moves `head` past the holes at the front, dropping the pages it leaves behind. */
