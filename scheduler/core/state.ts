@@ -56,8 +56,8 @@ import type { LostFrom, NodeRecord, Sandbox, SchedulerEvent, Usage } from './typ
  */
 export const dedupEntriesMax = 1_000_000;
 /**
- * Cleanup terminates owed to nodes (`StateData.cleanups`), at most; beyond it the oldest is forgotten, and
- * that node's next reconcile stops the copy as an orphan instead.
+ * Cleanup terminates owed to nodes (`StateData.cleanups`), at most; beyond it the oldest are forgotten (an eighth
+ * of the bound at once, see `withCleanup`), and that node's next reconcile stops the copy as an orphan instead.
  */
 export const cleanupsMax = 16_384;
 /** How long a request id is remembered, in the leader's milliseconds. */
@@ -236,7 +236,12 @@ export class SchedulerState {
   }
 }
 
-/** `cleanups` with `nodeId` owed a terminate for `sandboxId`; beyond `max` the oldest debt is dropped. */
+/**
+ * `cleanups` with `nodeId` owed a terminate for `sandboxId`; beyond `max` the oldest debts are dropped, an
+ * eighth of `max` at once. One at a time was a trap: an OrderedMap leaves a hole where its first entry was,
+ * and finding the next first entry walks every hole, so at the bound each terminate cost O(holes) — it made
+ * the capacity simulation, whose sandboxes all end unstarted, five times slower (21.6 s to 100 s).
+ */
 export function withCleanup(
   cleanups: OrderedMap<string, string>,
   sandboxId: string,
@@ -244,7 +249,8 @@ export function withCleanup(
   max = cleanupsMax,
 ): OrderedMap<string, string> {
   const next = cleanups.set(sandboxId, nodeId);
-  return next.size > max ? next.delete(next.keySeq().first() as string) : next;
+  if (next.size <= max) return next;
+  return next.slice(Math.max(next.size - max, Math.ceil(max / 8)));
 }
 
 /** The allocation a sandbox takes on its node; release gives back exactly the same shape. */
