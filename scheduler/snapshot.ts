@@ -41,11 +41,12 @@ import type { LostFrom, NodeRecord, Sandbox, Usage } from './core/types.js';
 /** The format version this module writes. */
 export const snapshotV5 = 5;
 /**
- * Records per frame: one frame must be well under the 50 ms apply-pause bound on a loaded machine (16,384
- * took ~100 ms of CPU per frame at load 20 in the 1M-sandbox bench; 4,096 is about a quarter of that), and
- * large enough that the per-frame cost (a msgpack header, a few typed arrays) stays small.
+ * Records per frame: one frame must be well under the 50 ms apply-pause bound (16,384 took ~100 ms of CPU per
+ * frame at load 20 in the 1M-sandbox bench; 4,096 still took up to 135 ms on the idle machine; 1,024 is a
+ * quarter of that), and large enough that the per-frame cost (a msgpack header, a few typed arrays) stays
+ * small. Readers take frames of any size, so snapshots written with larger frames still restore.
  */
-export const snapshotFrameRecordsMax = 4_096;
+export const snapshotFrameRecordsMax = 1_024;
 /** A frame longer than this is refused on read (a corrupt length would otherwise allocate gigabytes). */
 export const snapshotFrameBytesMax = 256 * 2 ** 20;
 
