@@ -87,6 +87,12 @@ export const callTimeoutMsDefault = 10_000;
 export const attemptTimeoutMsDefault = 2_000;
 /** Longest pause between two attempts. */
 export const retryBackoffMsMax = 500;
+/**
+ * A retry is not started with less time than this left before the deadline: it would more likely time out
+ * than be answered, and a timed-out mutation is an unknown outcome, where a clean "no replica answered" (every
+ * attempt refused by NATS as having no responders) would have been the truth.
+ */
+export const retryRemainingMsMin = 50;
 /** Frames a watch buffers for a slow reader before it ends with WatchOverflowError. */
 export const watchFramesMax = 10_000;
 
@@ -214,6 +220,7 @@ export class RemoteScheduler implements SchedulerApi {
     for (let attempt = 0; ; attempt++) {
       const remaining = deadline.remainingMs();
       if (remaining <= 0 || this.#closed || this.#nc.isClosed()) break;
+      if (attempt > 0 && remaining < Math.min(attemptTimeoutMs, retryRemainingMsMin)) break;
       const target = options.to ?? this.#leader;
       const subject =
         this.#node !== undefined

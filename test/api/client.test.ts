@@ -72,11 +72,13 @@ describe('api client', () => {
   });
 
   it('api client - with no replica listening, a mutation fails as UnavailableError (not applied), not as unknown', async () => {
+    // Attempts long enough that NATS's no-responders answer always beats the attempt's timeout, even on a
+    // loaded machine (at 100 ms one attempt timed out in a CI run, which rightly made the outcome unknown).
     const client = await connect({
       servers: nats.url,
       cluster: fresh(),
-      timeoutMs: 300,
-      attemptTimeoutMs: 100,
+      timeoutMs: 1_500,
+      attemptTimeoutMs: 1_000,
     });
     const err = await client.terminate('sb-1').catch((e: unknown) => e);
     expect(err).toBeInstanceOf(UnavailableError);

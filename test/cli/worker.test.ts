@@ -221,8 +221,9 @@ describe('trellis worker - against a real nats-server and the scheduler served o
     async () => {
       const sim = worker(['--node-id', 's', '--sim-nodes', '50', '--data', join(dir, 'sim')]);
       const simNodes = async () => (await scheduler.nodes()).filter((n) => /^s-\d+$/.test(n.id));
-      await until(async () => (await simNodes()).length === 50, '50 sim nodes', sim.stderr);
-      expect((await simNodes()).every((n) => n.state === 'ready')).toBe(true);
+      // A new node registers `down` and its first reconcile makes it ready: wait for ready, not for registered.
+      const ready = async () => (await simNodes()).filter((n) => n.state === 'ready');
+      await until(async () => (await ready()).length === 50, '50 ready sim nodes', sim.stderr);
       expect(new Set((await simNodes()).map((n) => n.id))).toEqual(
         new Set(Array.from({ length: 50 }, (_, i) => `s-${i}`)),
       );
