@@ -35,6 +35,17 @@ function injectErrors(socket: EventEmitter, count: number): unknown {
   }
 }
 
+/** Disconnects as the gateway does when it gives up, and waits until ioredis calls the connection ended. */
+async function giveUp(client: Redis): Promise<void> {
+  client.disconnect();
+  await waitFor(
+    'the connection to end',
+    async () => client.status,
+    (s) => s === 'end',
+    10_000,
+  );
+}
+
 describe('gateway redis sockets', () => {
   let redis: RunningServer;
   const open: Redis[] = [];
@@ -77,13 +88,7 @@ describe('gateway redis sockets', () => {
   it('gateway redis sockets - errors on the socket of a connection the gateway gave up on throw nothing', async () => {
     const client = await connect('twice-ended');
     const socket = socketOf(client);
-    client.disconnect();
-    await waitFor(
-      'the connection to end',
-      async () => client.status,
-      (s) => s === 'end',
-      10_000,
-    );
+    await giveUp(client);
     expect(injectErrors(socket, 2)).toBeUndefined();
   });
 
@@ -99,13 +104,7 @@ describe('gateway redis sockets', () => {
       );
     }
     const last = socketOf(client);
-    client.disconnect();
-    await waitFor(
-      'the connection to end',
-      async () => client.status,
-      (s) => s === 'end',
-      10_000,
-    );
+    await giveUp(client);
     expect(injectErrors(last, 3)).toBeUndefined();
   });
 });
