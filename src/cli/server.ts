@@ -32,6 +32,7 @@ import { RaftNode } from '../../raft/node.js';
 import { FileStorage } from '../../raft/storage/file.js';
 import { NatsTransport } from '../../raft/transport/nats.js';
 import { raftMessageCodec } from '../../raft/wire.js';
+import { retryRemainingMsMin } from '../api/client.js';
 import { memberOpTimeoutMs, serveMembership } from '../api/membership.js';
 import { createCodec } from '../lib/codec.js';
 import { Deadline, type DeadlineWire, deadlineWireSchema } from '../lib/deadline.js';
@@ -666,6 +667,8 @@ async function callGroup(
       continue;
     }
     await new Promise((r) => setTimeout(r, Math.min(50, overall.remainingMs())));
+    // An attempt with almost no time left would time out and make a clean refusal look like "maybe applied".
+    if (overall.remainingMs() < retryRemainingMsMin) return giveUp(req, reply, maybeApplied);
   }
 }
 
