@@ -248,7 +248,7 @@ abstract class IndexReader {
   }
   stateOf(slot: number): NodeState {
     const code = this.col(slot, cState);
-    assert(code !== stateEmpty, 'slot holds no node', { slot });
+    if (code === stateEmpty) assert(false, 'slot holds no node', { slot });
     return nodeStates[code] as NodeState;
   }
   /** The free-capacity bucket the node sits in, or -1 when it is in none (not ready). */
@@ -260,7 +260,8 @@ abstract class IndexReader {
   }
   meta(slot: number): NodeMeta {
     const m = this.data().meta[slot >>> pageShift]?.[slot & pageMask];
-    assert(m !== undefined, 'slot holds no node', { slot });
+    // The values object only on failure: meta() is read per candidate (spread, preferences, locality).
+    if (m === undefined) assert(false, 'slot holds no node', { slot });
     return m;
   }
   nodeId(slot: number): string {
@@ -864,7 +865,9 @@ export class IndexBuilder extends IndexReader {
     const r = shape.resources;
     if (r.cpu > this.freeCpu(slot) || r.memory > this.freeMem(slot) || r.disk > this.freeDisk(slot))
       return false;
-    for (const g of shape.gpuDevices ?? []) {
+    const devices = shape.gpuDevices;
+    if (devices === undefined) return true;
+    for (const g of devices) {
       if (g.device >= this.gpuCount(slot) || g.milli > this.gpuFree(slot, g.device)) return false;
     }
     return true;
@@ -908,7 +911,8 @@ export class IndexBuilder extends IndexReader {
   /** The placer's fast path: allocate on a slot it has already checked. */
   allocateSlot(slot: number, shape: AllocationShape): void {
     this.#touch();
-    assert(this.fitsSlot(slot, shape), 'planner allocated beyond free capacity', { slot });
+    // The values object only on failure: built on every call it was ~45 KiB per batch of 1,000.
+    if (!this.fitsSlot(slot, shape)) assert(false, 'planner allocated beyond free capacity', { slot });
     this.#applyAllocation(slot, shape, 1);
   }
 
@@ -919,18 +923,19 @@ export class IndexBuilder extends IndexReader {
    */
   allocateSlotTimes(slot: number, shape: AllocationShape, times: number): void {
     this.#touch();
-    assert(Number.isInteger(times) && times >= 1, 'a run allocates a positive count', { times });
+    if (!(Number.isInteger(times) && times >= 1))
+      assert(false, 'a run allocates a positive count', { times });
     const plain =
       (shape.gpuDevices === undefined || shape.gpuDevices.length === 0) &&
       shape.antiAffinityGroup === undefined &&
       shape.spread === undefined;
-    assert(plain, 'a run allocates resources only', { slot });
+    if (!plain) assert(false, 'a run allocates resources only', { slot });
     const r = shape.resources;
     const fits =
       r.cpu * times <= this.freeCpu(slot) &&
       r.memory * times <= this.freeMem(slot) &&
       r.disk * times <= this.freeDisk(slot);
-    assert(fits, 'planner allocated a run beyond free capacity', { slot, times });
+    if (!fits) assert(false, 'planner allocated a run beyond free capacity', { slot, times });
     this.#applyAllocation(slot, shape, times);
   }
 
@@ -995,10 +1000,11 @@ export class IndexBuilder extends IndexReader {
       cpu <= this.col(slot, cCapCpu) &&
       mem <= this.col(slot, cCapMem) &&
       disk <= this.col(slot, cCapDisk);
-    assert(ok, 'allocation outside 0..capacity', { slot, cpu, mem, disk });
+    if (!ok) assert(false, 'allocation outside 0..capacity', { slot, cpu, mem, disk });
     for (let dev = 0; dev < this.gpuCount(slot); dev++) {
       const free = this.gpuFree(slot, dev);
-      assert(free >= 0 && free <= gpuMilliPerDevice, 'GPU share outside 0..one device', { slot, dev, free });
+      if (!(free >= 0 && free <= gpuMilliPerDevice))
+        assert(false, 'GPU share outside 0..one device', { slot, dev, free });
     }
   }
 

@@ -102,11 +102,12 @@ export class ClassWalk {
    * feasible nodes in walk order (fewer only when the walk reached the end). `req` must be of this walk class.
    */
   refresh(index: IndexReader, req: CompiledRequest): void {
+    // The list is reused with a count: `length = 0` would drop its backing store every request.
     const stale = this.#stale;
-    stale.length = 0;
+    let staleCount = 0;
     for (let i = 0; i < this.count; i++) {
       const slot = this.slots[i] as number;
-      if (index.versionOf(slot) !== this.#versions[i]) stale.push(slot);
+      if (index.versionOf(slot) !== this.#versions[i]) stale[staleCount++] = slot;
     }
     const last = Math.min(bucketCount - 1, Math.floor(this.#frontier / nodesMax));
     let behind = 0;
@@ -116,14 +117,15 @@ export class ClassWalk {
       // A class last used many placements ago: walking afresh costs less than re-checking every node that
       // moved since, and gives the same list.
       this.#restart(index);
-      stale.length = 0;
+      staleCount = 0;
     }
     for (let b = this.#low; b <= last; b++) {
       const entries = index.bucketEntries(b);
-      for (let j = this.#entriesRead[b] as number; j < entries.length; j++) stale.push(entries[j] as number);
+      for (let j = this.#entriesRead[b] as number; j < entries.length; j++)
+        stale[staleCount++] = entries[j] as number;
       this.#entriesRead[b] = entries.length;
     }
-    for (let i = 0; i < stale.length; i++) this.#retake(index, req, stale[i] as number);
+    for (let i = 0; i < staleCount; i++) this.#retake(index, req, stale[i] as number);
     if (this.count < this.#limit && this.#frontier < positionEnd) this.#resume(index, req);
   }
 
