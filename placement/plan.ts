@@ -129,6 +129,7 @@ export function planBatch(
       if (!grouped) rejectedShapes.set(rejectionKey(r), { rejection, placedBefore: placed.count });
     }
   }
+  cache.release();
   return new BatchPlan(
     snapshot.version,
     builder.publish(),

@@ -124,6 +124,16 @@ function imageFacts(index: IndexReader, image: string): ImageFacts {
   return facts;
 }
 
+/**
+ * Class walks and bucket cursors left by earlier batches, reused by later ones (planBatch is synchronous, and a
+ * batch gives its own back only when it is planned). Bounded: a batch with unusually many classes does not pin
+ * their arrays for good.
+ */
+const walkPool: ClassWalk[] = [];
+const walkPoolMax = 512;
+const cursorPool: BucketCursor[] = [];
+const cursorPoolMax = 128;
+
 export class BatchCache {
   readonly #bySignature: SignatureRegistry;
   /** Per signature, for this batch's builder only: where each bucket's walk may start (see BucketCursor). */
@@ -151,17 +161,36 @@ export class BatchCache {
       const w = walks[i] as ClassWalk;
       if (w.memory === req.memory && w.disk === req.disk && sameGpuNeed(w.gpu, req.gpu)) return w;
     }
-    const walk = new ClassWalk(index, req, limit);
+    const pooled = walkPool.pop();
+    const walk = pooled === undefined ? new ClassWalk(index, req, limit) : pooled.reset(index, req, limit);
     walks.push(walk);
+    this.#walksMade.push(walk);
     return walk;
+  }
+
+  /** Walks and cursors this batch took, given back to the pools by `release`. */
+  readonly #walksMade: ClassWalk[] = [];
+  readonly #cursorsMade: BucketCursor[] = [];
+
+  /**
+   * Gives the batch's walks and cursors back to the pools for the next batch. Call once the batch is planned;
+   * the cache must not be used afterwards.
+   */
+  release(): void {
+    for (const w of this.#walksMade) if (walkPool.length < walkPoolMax) walkPool.push(w);
+    for (const c of this.#cursorsMade) if (cursorPool.length < cursorPoolMax) cursorPool.push(c);
+    this.#walksMade.length = 0;
+    this.#cursorsMade.length = 0;
   }
 
   /** The batch's walk cursor for requests of one signature. */
   cursor(shared: SignatureFacts, index: IndexReader): BucketCursor {
     let c = this.#cursors.get(shared);
     if (c === undefined) {
-      c = new BucketCursor(index);
+      const pooled = cursorPool.pop();
+      c = pooled === undefined ? new BucketCursor(index) : pooled.reset(index);
       this.#cursors.set(shared, c);
+      this.#cursorsMade.push(c);
     }
     return c;
   }
@@ -241,7 +270,15 @@ export class BucketCursor {
    */
   readonly #pending: (number[] | undefined)[] = new Array(bucketCount).fill(undefined);
   constructor(index: IndexReader) {
+    this.reset(index);
+  }
+
+  /** A fresh cursor for a new batch's builder (cursors are pooled across batches, like class walks). */
+  reset(index: IndexReader): this {
+    this.#page.fill(0);
     for (let b = 0; b < bucketCount; b++) this.#seen[b] = index.bucketEntries(b).length;
+    this.#pending.fill(undefined);
+    return this;
   }
 
   /** Nodes of bucket `b` before `start(b)` to visit first, ascending; call `start` before reading them. */
