@@ -11,7 +11,6 @@ import { existsSync } from 'node:fs';
 import { mkdtemp, readdir, readFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { setTimeout as sleep } from 'node:timers/promises';
 import { type NatsConnection, connect as natsConnect } from 'nats';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { SandboxSpec } from '../../scheduler/commands.js';
@@ -20,6 +19,7 @@ import { cliMain, spawnReplica } from '../../src/testing/replica-process.js';
 import { type RunningServer, startNats } from '../../src/testing/servers.js';
 import { nodeCommandSubject, workerCommandCodec, workerReplyCodec } from '../../src/worker/nats-binding.js';
 import { runCli } from '../cli/run-cli.js';
+import { until as poll, type UntilCondition } from '../helpers/until.js';
 
 const cluster = 'e2e';
 const replicaIds = ['r1', 'r2', 'r3'];
@@ -71,20 +71,9 @@ function startWorker(nodeId: string): ChildProcess {
   return child;
 }
 
-async function until<T>(f: () => Promise<T | undefined | false>, what: string): Promise<T> {
-  const deadline = Date.now() + waitMsMax;
-  let last: unknown;
-  for (;;) {
-    try {
-      const v = await f();
-      if (v !== undefined && v !== false) return v;
-    } catch (err) {
-      last = err;
-    }
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what} (last error: ${String(last)})`);
-    await sleep(100);
-  }
-}
+/** Polls through leader changes: a call that fails is retried until the deadline. */
+const until = <T>(f: UntilCondition<T>, what: string): Promise<T> =>
+  poll(f, what, { timeoutMs: waitMsMax, pollMs: 100, retryErrors: true });
 
 function sandboxDir(nodeId: string, sandboxId: string): string {
   return join(root, 'workers', nodeId, nodeId, 'sandboxes', sandboxId);
