@@ -18,6 +18,7 @@ import { authorizationBlock, planNatsUsers } from '../../src/nats/config.js';
 import { cliMain } from '../../src/testing/replica-process.js';
 import { freePort, type RunningServer, startNats } from '../../src/testing/servers.js';
 import { nodeCommandSubject, workerCommandCodec, workerReplyCodec } from '../../src/worker/nats-binding.js';
+import { alive } from '../helpers/processes.js';
 import { until as poll, type UntilCondition } from '../helpers/until.js';
 import { errorLine, runCli, stackFrame } from './run-cli.js';
 
@@ -58,15 +59,6 @@ const until = (cond: UntilCondition<boolean>, what: string, why = () => ''): Pro
 async function workerReady(metricsPort: number): Promise<boolean> {
   try {
     return (await fetch(`http://127.0.0.1:${metricsPort}/readyz`)).status === 200;
-  } catch {
-    return false;
-  }
-}
-
-function alive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
   } catch {
     return false;
   }

@@ -19,6 +19,7 @@ import { cliMain, spawnReplica } from '../../src/testing/replica-process.js';
 import { type RunningServer, startNats } from '../../src/testing/servers.js';
 import { nodeCommandSubject, workerCommandCodec, workerReplyCodec } from '../../src/worker/nats-binding.js';
 import { runCli } from '../cli/run-cli.js';
+import { alive, procState } from '../helpers/processes.js';
 import { until as poll, type UntilCondition } from '../helpers/until.js';
 
 const cluster = 'e2e';
@@ -83,16 +84,6 @@ async function machinePid(nodeId: string, sandboxId: string): Promise<number> {
   const pid = Number((await readFile(join(sandboxDir(nodeId, sandboxId), 'vm.pid'), 'utf8')).trim());
   machinePids.add(pid);
   return pid;
-}
-
-/** The process state letter from /proc (R, S, T for stopped...), or undefined when it is gone. */
-async function procState(pid: number): Promise<string | undefined> {
-  try {
-    const stat = await readFile(`/proc/${pid}/stat`, 'utf8');
-    return stat.slice(stat.lastIndexOf(')') + 2, stat.lastIndexOf(')') + 3);
-  } catch {
-    return undefined;
-  }
 }
 
 const small = (extra: Partial<SandboxSpec> = {}): SandboxSpec => ({
@@ -164,7 +155,7 @@ describe('e2e lifecycle - 3 replicas, 3 process workers', () => {
       expect(sb.state).toBe('running');
       expect(sb.nodeId).toBe('w1');
       const pid = await machinePid('w1', sb.id);
-      expect(await procState(pid)).toMatch(/[RS]/);
+      expect(procState(pid)).toMatch(/[RS]/);
       const disk = join(sandboxDir('w1', sb.id), 'disk.img');
       expect(existsSync(disk)).toBe(true);
 
@@ -181,20 +172,20 @@ describe('e2e lifecycle - 3 replicas, 3 process workers', () => {
 
       await client.suspend(sb.id);
       await until(async () => (await stateOf(sb.id)) === 'suspended', 'suspended');
-      expect(await procState(pid)).toBe('T');
+      expect(procState(pid)).toBe('T');
       await expect(client.exec(sb.id, ['true'])).rejects.toMatchObject({ code: 'SCHED_NOT_RUNNING' });
 
       await client.resume(sb.id);
       await until(async () => (await stateOf(sb.id)) === 'running', 'running again');
       expect(await machinePid('w1', sb.id)).toBe(pid);
-      expect(await procState(pid)).toMatch(/[RS]/);
+      expect(procState(pid)).toMatch(/[RS]/);
       const cat = await client.exec(sb.id, ['cat', 'f.txt']);
       expect(text(cat.stdout)).toBe('kept\n');
       expect(existsSync(disk)).toBe(true);
 
       await client.terminate(sb.id);
       await until(async () => (await stateOf(sb.id)) === 'gone', 'terminated');
-      await until(async () => (await procState(pid)) === undefined || false, 'machine process gone');
+      await until(async () => !alive(pid), 'machine process gone');
       expect(existsSync(sandboxDir('w1', sb.id))).toBe(false);
     },
     testTimeoutMs,
@@ -277,7 +268,7 @@ describe('e2e lifecycle - 3 replicas, 3 process workers', () => {
         await ask('w2', 'w2', { type: 'create', sandboxId: 'bad id!' }, 1_000).catch((e: Error) => e),
       ).toBeInstanceOf(Error);
       // The sandbox is untouched and the worker still answers the scheduler.
-      expect(await procState(pid)).toMatch(/[RS]/);
+      expect(procState(pid)).toMatch(/[RS]/);
       expect(await stateOf(sb.id)).toBe('running');
       const out = await client.exec(sb.id, ['echo', 'alive']);
       expect(text(out.stdout)).toBe('alive\n');
@@ -295,7 +286,7 @@ describe('e2e lifecycle - 3 replicas, 3 process workers', () => {
       const gone = new Promise((r) => old.once('exit', r));
       old.kill('SIGKILL');
       await gone;
-      expect(await procState(pid)).toMatch(/[RS]/);
+      expect(procState(pid)).toMatch(/[RS]/);
       startWorker('w2');
       // The restarted worker finds the machine from its pid file and reports it; exec reaches it again.
       const out = await until(
@@ -306,7 +297,7 @@ describe('e2e lifecycle - 3 replicas, 3 process workers', () => {
       expect(await stateOf(sb.id)).toBe('running');
       expect(await machinePid('w2', sb.id)).toBe(pid);
       await client.terminate(sb.id);
-      await until(async () => (await procState(pid)) === undefined || false, 'machine gone after terminate');
+      await until(async () => !alive(pid), 'machine gone after terminate');
     },
     testTimeoutMs,
   );
@@ -333,7 +324,7 @@ describe('e2e lifecycle - 3 replicas, 3 process workers', () => {
         }
         expect(holders, sb.id).toEqual([sb.nodeId]);
         const pid = await machinePid(sb.nodeId as string, sb.id);
-        expect(await procState(pid)).toMatch(/[RS]/);
+        expect(procState(pid)).toMatch(/[RS]/);
       }
       for (const sb of made) await client.terminate(sb.id);
     },
@@ -362,7 +353,7 @@ describe('e2e lifecycle - 3 replicas, 3 process workers', () => {
         return now?.state === 'running' && now.nodeId !== 'w3' ? now : undefined;
       }, 'the stateless sandbox running elsewhere');
       const pid = await machinePid(moved.nodeId as string, sb.id);
-      expect(await procState(pid)).toMatch(/[RS]/);
+      expect(procState(pid)).toMatch(/[RS]/);
       const out = await client.exec(sb.id, ['echo', 'moved']);
       expect(text(out.stdout)).toBe('moved\n');
     },

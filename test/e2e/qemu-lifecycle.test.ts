@@ -23,6 +23,7 @@ import type { SandboxSpec } from '../../scheduler/commands.js';
 import { connect, type RemoteScheduler } from '../../src/api/client.js';
 import { cliMain, spawnReplica, stopReplica } from '../../src/testing/replica-process.js';
 import { type RunningServer, startNats } from '../../src/testing/servers.js';
+import { alive } from '../helpers/processes.js';
 import { until as poll, type UntilCondition } from '../helpers/until.js';
 
 const cluster = 'qe2e';
@@ -84,15 +85,6 @@ async function qemuOf(id: string): Promise<{ pid: number; cmdline: string } | un
     return cmdline.includes('qemu-system') ? { pid, cmdline } : undefined;
   } catch {
     return undefined;
-  }
-}
-
-function alive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch {
-    return false;
   }
 }
 
