@@ -36,7 +36,7 @@ import { ProcessDriver } from '../worker/drivers/process.js';
 import { QemuDriver } from '../worker/drivers/qemu.js';
 import { SimDriver } from '../worker/drivers/sim.js';
 import { natsStatusSink, serveWorker, type WorkerBinding } from '../worker/nats-binding.js';
-import { NodeWorker } from '../worker/node-worker.js';
+import { NodeWorker, workerDefaults } from '../worker/node-worker.js';
 import { type StatusReport, statusItemOf } from '../worker/protocol.js';
 import { durationMs, intBetween, nonNegativeInt, port } from './args.js';
 import { type ConnectionFlags, connectNats, resolveCredentials, withConnectionOptions } from './connect.js';
@@ -50,6 +50,8 @@ export const workerLabelsMax = 64;
 /** Registrations (and reconciles) in flight at once while `--sim-nodes` brings many nodes up. */
 export const registerConcurrentMax = 16;
 export const heartbeatIntervalMsDefault = 1_000;
+/** Highest `--boots-concurrent`: the worker's boot queue (1,024) is the useful bound beyond it. */
+export const bootsConcurrentFlagMax = 4_096;
 /** Heartbeats between two checks for a node of this process that the scheduler marked down. */
 export const downCheckEveryBeats = 10;
 export const workerStopTimeoutMsDefault = 5_000;
@@ -68,6 +70,7 @@ interface WorkerFlags extends ConnectionFlags {
   simNodes?: number;
   seed: number;
   heartbeatInterval: number;
+  bootsConcurrent?: number;
   metricsPort?: number;
   stopTimeout: number;
 }
@@ -94,6 +97,11 @@ export function registerWorker(program: Command): void {
       'time between heartbeats (ms, or 1s)',
       durationMs,
       heartbeatIntervalMsDefault,
+    )
+    .option(
+      '--boots-concurrent <n>',
+      `boots (create, resume) one node runs at once (default ${workerDefaults.bootsConcurrentMax}; a sim node costs nothing to boot)`,
+      intBetween(1, bootsConcurrentFlagMax),
     )
     .option('--metrics-port <port>', 'serve /metrics, /healthz and /readyz on 127.0.0.1:PORT', port)
     .option(
@@ -392,6 +400,7 @@ async function runWorker(o: WorkerFlags): Promise<void> {
         nodeId: id,
         driver,
         statusSink: statusSinkOf(nc, api, o.cluster, id, log),
+        ...(o.bootsConcurrent === undefined ? {} : { bootsConcurrentMax: o.bootsConcurrent }),
       });
       served.push({ worker, binding: serveWorker(nc, o.cluster, worker, log) });
     }
