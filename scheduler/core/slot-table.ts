@@ -218,6 +218,16 @@ export class SlotTableDraft<V> {
     for (const s of slotsOf(this.#parts())) return this.#keys[s >>> pageBits]?.[s & pageMask];
     return undefined;
   }
+  /** The live entries as this draft stands, oldest first (do not write while iterating). */
+  *entries(): IterableIterator<[string, V]> {
+    for (const s of slotsOf(this.#parts())) {
+      const i = s & pageMask;
+      yield [
+        (this.#keys[s >>> pageBits] as Page<string>)[i] as string,
+        (this.#vals[s >>> pageBits] as Page<V>)[i] as V,
+      ];
+    }
+  }
 
   /** Sets `key` to `value`: in place when present, else in a new slot at the end. */
   set(key: string, value: V): void {

@@ -11,7 +11,7 @@
  * over-commit a node whatever a planner proposed (compare Nomad's plan applier, which evaluates each
  * node's part of a plan against the latest state before committing it).
  */
-import { Map as IMap, OrderedMap } from 'immutable';
+import { Map as IMap, type OrderedMap } from 'immutable';
 import {
   type AllocationShape,
   ClusterIndex,
@@ -140,7 +140,7 @@ export interface StateData {
    * derived from here and not from its memory, so a leader change does not lose it. An entry goes when the
    * node reports the sandbox `terminated`, reconciles, or is removed; at most `cleanupsMax`.
    */
-  readonly cleanups: OrderedMap<string, string>;
+  readonly cleanups: SlotTable<string>;
   readonly index: ClusterIndex;
 }
 
@@ -165,7 +165,7 @@ export class SchedulerState {
       usage: IMap(),
       quotas: IMap(),
       dedup: SlotTable.empty(),
-      cleanups: OrderedMap(),
+      cleanups: SlotTable.empty(),
       index: ClusterIndex.empty(),
     });
   }
@@ -195,7 +195,7 @@ export class SchedulerState {
     return this.#d.dedup;
   }
   /** Cleanup terminates owed to nodes: sandbox id → node (see `StateData.cleanups`). */
-  get cleanups(): OrderedMap<string, string> {
+  get cleanups(): SlotTable<string> {
     return this.#d.cleanups;
   }
   sandbox(id: string): Sandbox | undefined {
@@ -251,6 +251,24 @@ export function withCleanup(
   const next = cleanups.set(sandboxId, nodeId);
   if (next.size <= max) return next;
   return next.slice(Math.max(next.size - max, Math.ceil(max / 8)));
+}
+
+/**
+ * The same rule as `withCleanup` on the state's own table (a SlotTable draft, edited in place): `nodeId` is
+ * owed a terminate for `sandboxId` (one already owed keeps its place, as in an OrderedMap), and beyond `max` the oldest are dropped, an eighth of `max` at once, so the
+ * kept set is exactly what `withCleanup` keeps. A SlotTable drops its oldest in O(1), so the eighth is kept
+ * only so that every replica, old or new, forgets the same debts.
+ */
+export function oweCleanupIn(
+  cleanups: SlotTableDraft<string>,
+  sandboxId: string,
+  nodeId: string,
+  max = cleanupsMax,
+): void {
+  cleanups.set(sandboxId, nodeId);
+  if (cleanups.size <= max) return;
+  const drop = Math.max(cleanups.size - max, Math.ceil(max / 8));
+  for (let i = 0; i < drop; i++) cleanups.remove(cleanups.firstKey() as string);
 }
 
 /** The allocation a sandbox takes on its node; release gives back exactly the same shape. */
@@ -341,7 +359,7 @@ export function withinQuota(usage: Usage, quota: Quota | undefined, spec: Sandbo
  * builder is opened only by the first write that needs it.
  */
 class Draft {
-  d: { -readonly [K in 'applied' | 'nodes' | 'usage' | 'quotas' | 'index' | 'cleanups']: StateData[K] };
+  d: { -readonly [K in 'applied' | 'nodes' | 'usage' | 'quotas' | 'index']: StateData[K] };
   readonly #base: StateData;
   #builder: IndexBuilder | undefined;
   readonly events: SchedulerEvent[] = [];
@@ -368,6 +386,7 @@ class Draft {
   #sandboxes: SlotTableDraft<Sandbox> | undefined;
   #dedup: SlotTableDraft<DedupEntry> | undefined;
   #byNode: SlotTableDraft<readonly string[]> | undefined;
+  #cleanups: SlotTableDraft<string> | undefined;
   get sandboxes(): SlotTableDraft<Sandbox> {
     if (this.#sandboxes === undefined) this.#sandboxes = this.#base.sandboxes.edit();
     return this.#sandboxes;
@@ -384,6 +403,14 @@ class Draft {
     if (this.#byNode === undefined) this.#byNode = this.#base.byNode.edit();
     return this.#byNode;
   }
+  get cleanups(): SlotTableDraft<string> {
+    if (this.#cleanups === undefined) this.#cleanups = this.#base.cleanups.edit();
+    return this.#cleanups;
+  }
+  /** The cleanups as they stand, without opening a draft of them. */
+  get cleanupsReader(): SlotTableDraft<string> | SlotTable<string> {
+    return this.#cleanups ?? this.#base.cleanups;
+  }
   finish(): SchedulerState {
     if (this.#builder !== undefined) this.d.index = this.#builder.publish();
     for (const [tenant, u] of this.#usage) {
@@ -399,6 +426,7 @@ class Draft {
       sandboxes: this.#sandboxes?.publish() ?? this.#base.sandboxes,
       byNode: this.#byNode?.publish() ?? this.#base.byNode,
       dedup: this.#dedup?.publish() ?? this.#base.dedup,
+      cleanups: this.#cleanups?.publish() ?? this.#base.cleanups,
     });
   }
 
@@ -540,12 +568,14 @@ class Draft {
 
   /** Records that `nodeId` is owed a terminate for `sandboxId` (bounded: the oldest goes first). */
   oweCleanup(sandboxId: string, nodeId: string): void {
-    this.d.cleanups = withCleanup(this.d.cleanups, sandboxId, nodeId);
+    oweCleanupIn(this.cleanups, sandboxId, nodeId);
   }
 
   /** Forgets every cleanup owed to `nodeId` (it reconciled, so it stops what is not its own; or it left). */
   dropCleanupsOf(nodeId: string): void {
-    if (this.d.cleanups.includes(nodeId)) this.d.cleanups = this.d.cleanups.filter((n) => n !== nodeId);
+    const owed: string[] = [];
+    for (const [id, n] of this.cleanupsReader.entries()) if (n === nodeId) owed.push(id);
+    for (const id of owed) this.cleanups.remove(id);
   }
 
   orphanEvent(nodeId: string, sandboxId: string, reason: string): void {
@@ -1090,9 +1120,9 @@ function status(
     const sb = draft.sandboxes.get(item.sandboxId);
     if (sb === undefined) {
       // The node owed a cleanup terminate says it is done: nothing more is owed.
-      const owedTo = draft.d.cleanups.get(item.sandboxId);
+      const owedTo = draft.cleanupsReader.get(item.sandboxId);
       if (item.state === 'terminated' && owedTo !== undefined && owedTo === item.nodeId) {
-        draft.d.cleanups = draft.d.cleanups.delete(item.sandboxId);
+        draft.cleanups.remove(item.sandboxId);
         continue;
       }
       itemErrors.push(errorResult(new UnknownSandboxError(`sandbox ${item.sandboxId} does not exist`)));
