@@ -509,7 +509,10 @@ class Draft {
   ): void {
     if (holdsAllocation(sb.state) && !holdsAllocation(to)) {
       assert(sb.nodeId !== undefined, 'an allocated sandbox has a node', { sandboxId: sb.id });
-      this.builder.release(sb.nodeId, shapeOf(sb.spec, sb.tenant, sb.gpuDevices));
+      const slot = this.reader.slotOf(sb.nodeId);
+      assert(slot !== undefined, 'a node holding a sandbox has a slot', { nodeId: sb.nodeId });
+      // Exactly the shape it took (validated then), so released without validating it again.
+      this.builder.releaseAt(slot, shapeOf(sb.spec, sb.tenant, sb.gpuDevices));
     }
     const wasLive = !isFinished(sb.state);
     const isLive = !isFinished(to);
@@ -962,11 +965,14 @@ function restoreLost(draft: Draft, sb: Sandbox, nodeId: string, to: NodeHeldStat
   return true;
 }
 
-/** Checks one place item against the draft; returns why it cannot commit, or undefined when it can. */
-function placeCheck(draft: Draft, item: PlaceItem): TrellisError | undefined {
+/**
+ * Checks one place item against the draft: the slot of its node when it can commit (the caller allocates
+ * there, so the node id is looked up once), else why it cannot.
+ */
+function placeCheck(draft: Draft, item: PlaceItem, shape: AllocationShape): TrellisError | number {
   if (draft.sandboxes.has(item.sandboxId))
     return new ValidationError('sandboxId', `sandbox ${item.sandboxId} already exists`);
-  return quotaCheck(draft, item.spec) ?? nodeCheck(draft, item);
+  return quotaCheck(draft, item.spec) ?? nodeCheck(draft, item, shape);
 }
 
 function quotaCheck(draft: Draft, spec: SandboxSpec): TrellisError | undefined {
@@ -974,20 +980,27 @@ function quotaCheck(draft: Draft, spec: SandboxSpec): TrellisError | undefined {
   return reason === undefined ? undefined : new QuotaExceededError(`tenant ${spec.tenant}: ${reason}`);
 }
 
-/** The node is registered, ready, and has room for the item's sandbox. */
-function nodeCheck(draft: Draft, item: PlaceItem): TrellisError | undefined {
-  const rec = draft.d.nodes.get(item.nodeId);
-  if (rec === undefined) return new UnknownNodeError(`node ${item.nodeId} is not registered`);
-  if (rec.spec.state !== 'ready')
-    return new NodeNotReadyError(`node ${item.nodeId} is ${rec.spec.state}, not ready`);
+/**
+ * The node is registered, ready, and has room for the item's sandbox: its slot, else why not. Read from the
+ * index alone (which holds every registered node's state, kept in step with `nodes` by every node command),
+ * so the node map is read only to word a refusal.
+ */
+function nodeCheck(draft: Draft, item: PlaceItem, shape: AllocationShape): TrellisError | number {
   const reader = draft.reader;
   const slot = reader.slotOf(item.nodeId);
-  assert(slot !== undefined, 'a registered node has a slot', { nodeId: item.nodeId });
-  const shape = shapeOf(item.spec, item.spec.tenant, item.gpuDevices);
+  if (slot === undefined) {
+    assert(!draft.d.nodes.has(item.nodeId), 'a registered node has a slot', { nodeId: item.nodeId });
+    return new UnknownNodeError(`node ${item.nodeId} is not registered`);
+  }
+  if (!reader.isReady(slot)) {
+    const state = draft.d.nodes.get(item.nodeId)?.spec.state;
+    assert(state === reader.stateOf(slot), 'the index holds the node state', { nodeId: item.nodeId, state });
+    return new NodeNotReadyError(`node ${item.nodeId} is ${state}, not ready`);
+  }
   if (!draft.builder.fitsSlot(slot, shape)) {
     return new OverCommitError(`node ${item.nodeId} no longer has room for sandbox ${item.sandboxId}`);
   }
-  return undefined;
+  return slot;
 }
 
 /** A new sandbox record for a place or pend item, stamped with the entry's time. */
@@ -1044,13 +1057,14 @@ function place(draft: Draft, items: readonly PlaceItem[]): CommandResult {
       results.push({ requestId: item.requestId, sandboxId: seen.sandboxId, outcome: 'duplicate' });
       continue;
     }
-    const refused = placeCheck(draft, item);
-    if (refused !== undefined) {
-      results.push(rejectedItem(item, refused));
+    const shape = shapeOf(item.spec, item.spec.tenant, item.gpuDevices);
+    const slot = placeCheck(draft, item, shape);
+    if (typeof slot !== 'number') {
+      results.push(rejectedItem(item, slot));
       continue;
     }
     const sb = newSandbox(draft, item, { state: 'placed', nodeId: item.nodeId, gpuDevices: item.gpuDevices });
-    draft.builder.allocate(item.nodeId, shapeOf(item.spec, sb.tenant, item.gpuDevices));
+    draft.builder.allocateAt(slot, shape);
     draft.linkNode(item.nodeId, sb.id, 1);
     draft.addSandbox(sb, item.specDigest, undefined);
     results.push({ requestId: item.requestId, sandboxId: sb.id, outcome: 'placed', nodeId: item.nodeId });
@@ -1063,8 +1077,8 @@ function place(draft: Draft, items: readonly PlaceItem[]): CommandResult {
  * sandbox already counts against since it was recorded.
  */
 function placePending(draft: Draft, item: PlaceItem, sb: Sandbox): PlaceItemResult {
-  const refused = nodeCheck(draft, { ...item, spec: sb.spec });
-  if (refused !== undefined) return rejectedItem({ requestId: item.requestId, sandboxId: sb.id }, refused);
+  const slot = nodeCheck(draft, { ...item, spec: sb.spec }, shapeOf(sb.spec, sb.tenant, item.gpuDevices));
+  if (typeof slot !== 'number') return rejectedItem({ requestId: item.requestId, sandboxId: sb.id }, slot);
   draft.takeNode(sb, item.nodeId, item.gpuDevices, 'placed');
   return { requestId: item.requestId, sandboxId: sb.id, outcome: 'placed', nodeId: item.nodeId };
 }

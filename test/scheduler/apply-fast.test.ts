@@ -1,5 +1,6 @@
 import { OrderedMap } from 'immutable';
 import { describe, expect, it } from 'vitest';
+import { ClusterIndex, type NodeSpec, OverCommitError, ReleaseMismatchError } from '../../placement/index.js';
 import { SlotTable } from '../../scheduler/core/slot-table.js';
 import { oweCleanupIn, withCleanup } from '../../scheduler/core/state.js';
 import { createRng } from '../../src/lib/prng.js';
@@ -25,5 +26,48 @@ describe('scheduler state - fast apply paths keep the rules of the slow ones', (
         expect(JSON.stringify([...table]), `seed ${seed}, step ${step}`).toBe(JSON.stringify([...model]));
       }
     }
+  });
+
+  it('scheduler state - allocating and releasing by slot refuse what allocate and release refuse, changing nothing', () => {
+    // The apply path writes the index by slot (one id lookup per item); the refusals must be the same.
+    const spec: NodeSpec = {
+      id: 'n1',
+      capacity: { cpu: 1000, memory: 1000, disk: 1000 },
+      labels: {},
+      state: 'ready',
+      gpu: { model: 'a100', count: 1 },
+    };
+    const b = ClusterIndex.of([spec]).edit();
+    const slot = b.slotOf('n1') as number;
+    b.allocateAt(slot, {
+      resources: { cpu: 500, memory: 500, disk: 0 },
+      gpuDevices: [{ device: 0, milli: 300 }],
+    });
+    const before = JSON.stringify(b.view(slot));
+    expect(() => b.allocateAt(slot, { resources: { cpu: 501, memory: 1, disk: 1 } })).toThrow(
+      OverCommitError,
+    );
+    expect(() =>
+      b.allocateAt(slot, {
+        resources: { cpu: 1, memory: 1, disk: 1 },
+        gpuDevices: [{ device: 0, milli: 701 }],
+      }),
+    ).toThrow(OverCommitError);
+    expect(() => b.releaseAt(slot, { resources: { cpu: 501, memory: 1, disk: 0 } })).toThrow(
+      ReleaseMismatchError,
+    );
+    expect(() =>
+      b.releaseAt(slot, {
+        resources: { cpu: 1, memory: 1, disk: 0 },
+        gpuDevices: [{ device: 0, milli: 301 }],
+      }),
+    ).toThrow(ReleaseMismatchError);
+    expect(JSON.stringify(b.view(slot))).toBe(before);
+    b.releaseAt(slot, {
+      resources: { cpu: 500, memory: 500, disk: 0 },
+      gpuDevices: [{ device: 0, milli: 300 }],
+    });
+    expect(b.view(slot).allocated).toEqual({ cpu: 0, memory: 0, disk: 0 });
+    expect(b.view(slot).gpuFree).toEqual([1000]);
   });
 });
