@@ -70,4 +70,21 @@ describe('scheduler state - fast apply paths keep the rules of the slow ones', (
     expect(b.view(slot).allocated).toEqual({ cpu: 0, memory: 0, disk: 0 });
     expect(b.view(slot).gpuFree).toEqual([1000]);
   });
+
+  it('scheduler state - a slot table used as a queue keeps its key map within a constant factor of its size', () => {
+    // Evicted from the front for many times its size (the dedup and cleanup tables' life): the key -> slot map
+    // is renumbered too, not only the pages, so lookups stay in a map about the size of the live keys.
+    let t = SlotTable.empty<number>();
+    for (let round = 0; round < 200; round++) {
+      const d = t.edit();
+      for (let i = 0; i < 1000; i++) d.set(`r${round}-${i}`, i);
+      while (d.size > 2000) d.remove(d.firstKey() as string);
+      t = d.publish();
+    }
+    expect(t.size).toBe(2000);
+    expect(t.get('r199-999')).toBe(999);
+    expect(t.get('r197-999')).toBeUndefined();
+    // 200,000 keys went through it; the map holds the live ones plus at most the slack before a renumber.
+    expect(t.keyMapSize).toBeLessThanOrEqual(2000 + Math.max(2000, 4096) + 1000);
+  });
 });
