@@ -924,6 +924,42 @@ export class IndexBuilder extends IndexReader {
     return this;
   }
 
+  /**
+   * `allocate` for a caller that already holds the node's slot (the state machine's apply, which looked it up
+   * to check the node): the same validation and over-commit refusal, without a second id lookup.
+   */
+  allocateAt(slot: number, input: AllocationShape): void {
+    this.#touch();
+    const shape = normalizeAllocationShape(input);
+    assert(this.isLive(slot), 'allocateAt names a live slot', { slot });
+    if (!this.fitsSlot(slot, shape)) {
+      throw new OverCommitError(`node ${this.nodeId(slot)}: allocation does not fit`, {
+        details: { free: this.view(slot).free },
+      });
+    }
+    this.#applyAllocation(slot, shape, 1);
+  }
+
+  /**
+   * `release` of a shape this index accepted before (the state machine gives back exactly what a sandbox took,
+   * so it is not validated again) on a slot the caller holds: the same ReleaseMismatchError when more would be
+   * given back than is allocated, checked from the columns without building the node's view.
+   */
+  releaseAt(slot: number, shape: AllocationShape): void {
+    this.#touch();
+    assert(this.isLive(slot), 'releaseAt names a live slot', { slot });
+    const r = shape.resources;
+    let ok =
+      r.cpu <= this.col(slot, cAllocCpu) &&
+      r.memory <= this.col(slot, cAllocMem) &&
+      r.disk <= this.col(slot, cAllocDisk);
+    for (const g of shape.gpuDevices ?? []) {
+      ok &&= g.device < this.gpuCount(slot) && this.gpuFree(slot, g.device) + g.milli <= gpuMilliPerDevice;
+    }
+    if (!ok) throw new ReleaseMismatchError(`node ${this.nodeId(slot)}: release exceeds what is allocated`);
+    this.#applyAllocation(slot, shape, -1);
+  }
+
   /** The placer's fast path: allocate on a slot it has already checked. */
   allocateSlot(slot: number, shape: AllocationShape): void {
     this.#touch();
