@@ -282,7 +282,7 @@ export class BucketCursor {
    * Per bucket, made on first use: a batch makes a cursor per constraint signature (about 20 on the bench), most
    * touch a few buckets, and 64 arrays each through Array.from cost ~5% of a 100,000-node batch in profiles.
    */
-  readonly #pending: (number[] | undefined)[] = new Array(bucketCount).fill(undefined);
+  readonly #pending: (PendingSlots | undefined)[] = new Array(bucketCount).fill(undefined);
   constructor(index: IndexReader) {
     this.reset(index);
   }
@@ -291,15 +291,19 @@ export class BucketCursor {
   reset(index: IndexReader): this {
     this.#page.fill(0);
     for (let b = 0; b < bucketCount; b++) this.#seen[b] = index.bucketEntries(b).length;
-    this.#pending.fill(undefined);
+    // The lists are kept (emptied) for the next batch: a pooled cursor's lists are already grown.
+    for (let b = 0; b < bucketCount; b++) {
+      const list = this.#pending[b];
+      if (list !== undefined) list.count = 0;
+    }
     return this;
   }
 
   /** Nodes of bucket `b` before `start(b)` to visit first, ascending; call `start` before reading them. */
-  pending(b: number): number[] {
+  pending(b: number): PendingSlots {
     let list = this.#pending[b];
     if (list === undefined) {
-      list = [];
+      list = new PendingSlots();
       this.#pending[b] = list;
     }
     return list;
@@ -330,18 +334,30 @@ function sameGpuNeed(a: GpuRequest | undefined, b: GpuRequest | undefined): bool
   return a !== undefined && b !== undefined && a.count === b.count && a.milli === b.milli;
 }
 
-function insertSorted(list: number[], slot: number): void {
+/**
+ * A cursor's pending slots of one bucket, ascending: entries [0, count) of `items`. The array is never shortened
+ * (walks drop entries often; `length = kept` trimmed its backing store and the next insert grew it again, ~0.6 MiB
+ * per batch of 5,000 in allocation profiles); entries past `count` are stale.
+ */
+export class PendingSlots {
+  readonly items: number[] = [];
+  count = 0;
+}
+
+function insertSorted(list: PendingSlots, slot: number): void {
+  const items = list.items;
   let lo = 0;
-  let hi = list.length;
+  let hi = list.count;
   while (lo < hi) {
     const mid = (lo + hi) >>> 1;
-    if ((list[mid] as number) < slot) lo = mid + 1;
+    if ((items[mid] as number) < slot) lo = mid + 1;
     else hi = mid;
   }
-  if (list[lo] === slot) return;
+  if (lo < list.count && items[lo] === slot) return;
   // Shifted by hand: `splice` returns a new (empty) array per call, ~200 KiB per batch of 1,000 in profiles.
-  for (let i = list.length; i > lo; i--) list[i] = list[i - 1] as number;
-  list[lo] = slot;
+  for (let i = list.count; i > lo; i--) items[i] = items[i - 1] as number;
+  items[lo] = slot;
+  list.count++;
 }
 
 const noConstraints: readonly Constraint[] = Object.freeze([]);
