@@ -23,7 +23,7 @@
  * over-committed node rather than load it, and the counts in the header must match what the frames held.
  */
 import { Decoder, Encoder } from '@msgpack/msgpack';
-import { Map as IMap, OrderedMap } from 'immutable';
+import { Map as IMap } from 'immutable';
 import { type AllocationShape, ClusterIndex, type IndexBuilder, type NodeSpec } from '../placement/index.js';
 import { assert } from '../src/lib/assert.js';
 import type { Quota, SandboxSpec } from './core/commands.js';
@@ -496,7 +496,7 @@ export class SnapshotReader {
       usage: usage.asImmutable(),
       quotas: IMap(h.quotas.map(([t, q]) => [t, Object.freeze(q)] as const)),
       dedup: this.#dedup.publish(),
-      cleanups: OrderedMap((h.cleanups ?? []).map(([sb, node]) => [sb, node] as [string, string])),
+      cleanups: slotTableOf(new Map((h.cleanups ?? []).map(([sb, node]) => [sb, node] as [string, string]))),
       index: this.#builder.publish(),
     };
     return SchedulerState.fromData(data);

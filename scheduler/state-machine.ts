@@ -8,7 +8,7 @@
  * (the leader's empty no-op) only advance `applied`.
  */
 import { Decoder, Encoder } from '@msgpack/msgpack';
-import { Map as IMap, OrderedMap } from 'immutable';
+import { Map as IMap } from 'immutable';
 import { ClusterIndex, type NodeSpec } from '../placement/index.js';
 import type { Entry } from '../raft/core/types.js';
 import type { StateMachine } from '../raft/state-machine.js';
@@ -213,7 +213,7 @@ export function decodeSnapshot(bytes: Uint8Array): SchedulerState {
     usage: IMap(usage),
     quotas: IMap(body.quotas.map(([t, q]) => [t, Object.freeze(q)] as const)),
     dedup: dedup.publish(),
-    cleanups: OrderedMap(),
+    cleanups: SlotTable.empty(),
     index: builder.publish(),
   });
 }

@@ -11,7 +11,7 @@
  * over-commit a node whatever a planner proposed (compare Nomad's plan applier, which evaluates each
  * node's part of a plan against the latest state before committing it).
  */
-import { Map as IMap, OrderedMap } from 'immutable';
+import { Map as IMap, type OrderedMap } from 'immutable';
 import {
   type AllocationShape,
   ClusterIndex,
@@ -140,7 +140,7 @@ export interface StateData {
    * derived from here and not from its memory, so a leader change does not lose it. An entry goes when the
    * node reports the sandbox `terminated`, reconciles, or is removed; at most `cleanupsMax`.
    */
-  readonly cleanups: OrderedMap<string, string>;
+  readonly cleanups: SlotTable<string>;
   readonly index: ClusterIndex;
 }
 
@@ -165,7 +165,7 @@ export class SchedulerState {
       usage: IMap(),
       quotas: IMap(),
       dedup: SlotTable.empty(),
-      cleanups: OrderedMap(),
+      cleanups: SlotTable.empty(),
       index: ClusterIndex.empty(),
     });
   }
@@ -195,7 +195,7 @@ export class SchedulerState {
     return this.#d.dedup;
   }
   /** Cleanup terminates owed to nodes: sandbox id → node (see `StateData.cleanups`). */
-  get cleanups(): OrderedMap<string, string> {
+  get cleanups(): SlotTable<string> {
     return this.#d.cleanups;
   }
   sandbox(id: string): Sandbox | undefined {
@@ -251,6 +251,24 @@ export function withCleanup(
   const next = cleanups.set(sandboxId, nodeId);
   if (next.size <= max) return next;
   return next.slice(Math.max(next.size - max, Math.ceil(max / 8)));
+}
+
+/**
+ * The same rule as `withCleanup` on the state's own table (a SlotTable draft, edited in place): `nodeId` is
+ * owed a terminate for `sandboxId` (one already owed keeps its place, as in an OrderedMap), and beyond `max` the oldest are dropped, an eighth of `max` at once, so the
+ * kept set is exactly what `withCleanup` keeps. A SlotTable drops its oldest in O(1), so the eighth is kept
+ * only so that every replica, old or new, forgets the same debts.
+ */
+export function oweCleanupIn(
+  cleanups: SlotTableDraft<string>,
+  sandboxId: string,
+  nodeId: string,
+  max = cleanupsMax,
+): void {
+  cleanups.set(sandboxId, nodeId);
+  if (cleanups.size <= max) return;
+  const drop = Math.max(cleanups.size - max, Math.ceil(max / 8));
+  for (let i = 0; i < drop; i++) cleanups.remove(cleanups.firstKey() as string);
 }
 
 /** The allocation a sandbox takes on its node; release gives back exactly the same shape. */
@@ -341,7 +359,7 @@ export function withinQuota(usage: Usage, quota: Quota | undefined, spec: Sandbo
  * builder is opened only by the first write that needs it.
  */
 class Draft {
-  d: { -readonly [K in 'applied' | 'nodes' | 'usage' | 'quotas' | 'index' | 'cleanups']: StateData[K] };
+  d: { -readonly [K in 'applied' | 'nodes' | 'usage' | 'quotas' | 'index']: StateData[K] };
   readonly #base: StateData;
   #builder: IndexBuilder | undefined;
   readonly events: SchedulerEvent[] = [];
@@ -368,6 +386,7 @@ class Draft {
   #sandboxes: SlotTableDraft<Sandbox> | undefined;
   #dedup: SlotTableDraft<DedupEntry> | undefined;
   #byNode: SlotTableDraft<readonly string[]> | undefined;
+  #cleanups: SlotTableDraft<string> | undefined;
   get sandboxes(): SlotTableDraft<Sandbox> {
     if (this.#sandboxes === undefined) this.#sandboxes = this.#base.sandboxes.edit();
     return this.#sandboxes;
@@ -384,6 +403,14 @@ class Draft {
     if (this.#byNode === undefined) this.#byNode = this.#base.byNode.edit();
     return this.#byNode;
   }
+  get cleanups(): SlotTableDraft<string> {
+    if (this.#cleanups === undefined) this.#cleanups = this.#base.cleanups.edit();
+    return this.#cleanups;
+  }
+  /** The cleanups as they stand, without opening a draft of them. */
+  get cleanupsReader(): SlotTableDraft<string> | SlotTable<string> {
+    return this.#cleanups ?? this.#base.cleanups;
+  }
   finish(): SchedulerState {
     if (this.#builder !== undefined) this.d.index = this.#builder.publish();
     for (const [tenant, u] of this.#usage) {
@@ -399,6 +426,7 @@ class Draft {
       sandboxes: this.#sandboxes?.publish() ?? this.#base.sandboxes,
       byNode: this.#byNode?.publish() ?? this.#base.byNode,
       dedup: this.#dedup?.publish() ?? this.#base.dedup,
+      cleanups: this.#cleanups?.publish() ?? this.#base.cleanups,
     });
   }
 
@@ -481,7 +509,10 @@ class Draft {
   ): void {
     if (holdsAllocation(sb.state) && !holdsAllocation(to)) {
       assert(sb.nodeId !== undefined, 'an allocated sandbox has a node', { sandboxId: sb.id });
-      this.builder.release(sb.nodeId, shapeOf(sb.spec, sb.tenant, sb.gpuDevices));
+      const slot = this.reader.slotOf(sb.nodeId);
+      assert(slot !== undefined, 'a node holding a sandbox has a slot', { nodeId: sb.nodeId });
+      // Exactly the shape it took (validated then), so released without validating it again.
+      this.builder.releaseAt(slot, shapeOf(sb.spec, sb.tenant, sb.gpuDevices));
     }
     const wasLive = !isFinished(sb.state);
     const isLive = !isFinished(to);
@@ -540,12 +571,14 @@ class Draft {
 
   /** Records that `nodeId` is owed a terminate for `sandboxId` (bounded: the oldest goes first). */
   oweCleanup(sandboxId: string, nodeId: string): void {
-    this.d.cleanups = withCleanup(this.d.cleanups, sandboxId, nodeId);
+    oweCleanupIn(this.cleanups, sandboxId, nodeId);
   }
 
   /** Forgets every cleanup owed to `nodeId` (it reconciled, so it stops what is not its own; or it left). */
   dropCleanupsOf(nodeId: string): void {
-    if (this.d.cleanups.includes(nodeId)) this.d.cleanups = this.d.cleanups.filter((n) => n !== nodeId);
+    const owed: string[] = [];
+    for (const [id, n] of this.cleanupsReader.entries()) if (n === nodeId) owed.push(id);
+    for (const id of owed) this.cleanups.remove(id);
   }
 
   orphanEvent(nodeId: string, sandboxId: string, reason: string): void {
@@ -947,11 +980,14 @@ function restoreLost(draft: Draft, sb: Sandbox, nodeId: string, to: NodeHeldStat
   return true;
 }
 
-/** Checks one place item against the draft; returns why it cannot commit, or undefined when it can. */
-function placeCheck(draft: Draft, item: PlaceItem): TrellisError | undefined {
+/**
+ * Checks one place item against the draft: the slot of its node when it can commit (the caller allocates
+ * there, so the node id is looked up once), else why it cannot.
+ */
+function placeCheck(draft: Draft, item: PlaceItem, shape: AllocationShape): TrellisError | number {
   if (draft.sandboxes.has(item.sandboxId))
     return new ValidationError('sandboxId', `sandbox ${item.sandboxId} already exists`);
-  return quotaCheck(draft, item.spec) ?? nodeCheck(draft, item);
+  return quotaCheck(draft, item.spec) ?? nodeCheck(draft, item, shape);
 }
 
 function quotaCheck(draft: Draft, spec: SandboxSpec): TrellisError | undefined {
@@ -959,20 +995,27 @@ function quotaCheck(draft: Draft, spec: SandboxSpec): TrellisError | undefined {
   return reason === undefined ? undefined : new QuotaExceededError(`tenant ${spec.tenant}: ${reason}`);
 }
 
-/** The node is registered, ready, and has room for the item's sandbox. */
-function nodeCheck(draft: Draft, item: PlaceItem): TrellisError | undefined {
-  const rec = draft.d.nodes.get(item.nodeId);
-  if (rec === undefined) return new UnknownNodeError(`node ${item.nodeId} is not registered`);
-  if (rec.spec.state !== 'ready')
-    return new NodeNotReadyError(`node ${item.nodeId} is ${rec.spec.state}, not ready`);
+/**
+ * The node is registered, ready, and has room for the item's sandbox: its slot, else why not. Read from the
+ * index alone (which holds every registered node's state, kept in step with `nodes` by every node command),
+ * so the node map is read only to word a refusal.
+ */
+function nodeCheck(draft: Draft, item: PlaceItem, shape: AllocationShape): TrellisError | number {
   const reader = draft.reader;
   const slot = reader.slotOf(item.nodeId);
-  assert(slot !== undefined, 'a registered node has a slot', { nodeId: item.nodeId });
-  const shape = shapeOf(item.spec, item.spec.tenant, item.gpuDevices);
+  if (slot === undefined) {
+    assert(!draft.d.nodes.has(item.nodeId), 'a registered node has a slot', { nodeId: item.nodeId });
+    return new UnknownNodeError(`node ${item.nodeId} is not registered`);
+  }
+  if (!reader.isReady(slot)) {
+    const state = draft.d.nodes.get(item.nodeId)?.spec.state;
+    assert(state === reader.stateOf(slot), 'the index holds the node state', { nodeId: item.nodeId, state });
+    return new NodeNotReadyError(`node ${item.nodeId} is ${state}, not ready`);
+  }
   if (!draft.builder.fitsSlot(slot, shape)) {
     return new OverCommitError(`node ${item.nodeId} no longer has room for sandbox ${item.sandboxId}`);
   }
-  return undefined;
+  return slot;
 }
 
 /** A new sandbox record for a place or pend item, stamped with the entry's time. */
@@ -1029,13 +1072,14 @@ function place(draft: Draft, items: readonly PlaceItem[]): CommandResult {
       results.push({ requestId: item.requestId, sandboxId: seen.sandboxId, outcome: 'duplicate' });
       continue;
     }
-    const refused = placeCheck(draft, item);
-    if (refused !== undefined) {
-      results.push(rejectedItem(item, refused));
+    const shape = shapeOf(item.spec, item.spec.tenant, item.gpuDevices);
+    const slot = placeCheck(draft, item, shape);
+    if (typeof slot !== 'number') {
+      results.push(rejectedItem(item, slot));
       continue;
     }
     const sb = newSandbox(draft, item, { state: 'placed', nodeId: item.nodeId, gpuDevices: item.gpuDevices });
-    draft.builder.allocate(item.nodeId, shapeOf(item.spec, sb.tenant, item.gpuDevices));
+    draft.builder.allocateAt(slot, shape);
     draft.linkNode(item.nodeId, sb.id, 1);
     draft.addSandbox(sb, item.specDigest, undefined);
     results.push({ requestId: item.requestId, sandboxId: sb.id, outcome: 'placed', nodeId: item.nodeId });
@@ -1048,8 +1092,8 @@ function place(draft: Draft, items: readonly PlaceItem[]): CommandResult {
  * sandbox already counts against since it was recorded.
  */
 function placePending(draft: Draft, item: PlaceItem, sb: Sandbox): PlaceItemResult {
-  const refused = nodeCheck(draft, { ...item, spec: sb.spec });
-  if (refused !== undefined) return rejectedItem({ requestId: item.requestId, sandboxId: sb.id }, refused);
+  const slot = nodeCheck(draft, { ...item, spec: sb.spec }, shapeOf(sb.spec, sb.tenant, item.gpuDevices));
+  if (typeof slot !== 'number') return rejectedItem({ requestId: item.requestId, sandboxId: sb.id }, slot);
   draft.takeNode(sb, item.nodeId, item.gpuDevices, 'placed');
   return { requestId: item.requestId, sandboxId: sb.id, outcome: 'placed', nodeId: item.nodeId };
 }
@@ -1105,9 +1149,9 @@ function status(
     const sb = draft.sandboxes.get(item.sandboxId);
     if (sb === undefined) {
       // The node owed a cleanup terminate says it is done: nothing more is owed.
-      const owedTo = draft.d.cleanups.get(item.sandboxId);
+      const owedTo = draft.cleanupsReader.get(item.sandboxId);
       if (item.state === 'terminated' && owedTo !== undefined && owedTo === item.nodeId) {
-        draft.d.cleanups = draft.d.cleanups.delete(item.sandboxId);
+        draft.cleanups.remove(item.sandboxId);
         continue;
       }
       itemErrors.push(errorResult(new UnknownSandboxError(`sandbox ${item.sandboxId} does not exist`)));

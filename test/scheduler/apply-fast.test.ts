@@ -1,0 +1,90 @@
+import { OrderedMap } from 'immutable';
+import { describe, expect, it } from 'vitest';
+import { ClusterIndex, type NodeSpec, OverCommitError, ReleaseMismatchError } from '../../placement/index.js';
+import { SlotTable } from '../../scheduler/core/slot-table.js';
+import { oweCleanupIn, withCleanup } from '../../scheduler/core/state.js';
+import { createRng } from '../../src/lib/prng.js';
+
+describe('scheduler state - fast apply paths keep the rules of the slow ones', () => {
+  it('scheduler state - cleanups in a slot table keep exactly what the OrderedMap rule keeps', () => {
+    // The state keeps its cleanups in a SlotTable (O(1) eviction of the oldest); the kept debts and their
+    // order must be those of withCleanup, the OrderedMap rule older replicas and snapshots followed.
+    for (const seed of [1, 2, 3]) {
+      const rng = createRng(seed);
+      const max = 16;
+      let model = OrderedMap<string, string>();
+      let table = SlotTable.empty<string>();
+      for (let step = 0; step < 300; step++) {
+        const draft = table.edit();
+        for (let i = rng.int(1, 6); i > 0; i--) {
+          const id = `s${rng.int(0, 60)}`;
+          const node = `n${rng.int(0, 4)}`;
+          model = withCleanup(model, id, node, max);
+          oweCleanupIn(draft, id, node, max);
+        }
+        table = draft.publish();
+        expect(JSON.stringify([...table]), `seed ${seed}, step ${step}`).toBe(JSON.stringify([...model]));
+      }
+    }
+  });
+
+  it('scheduler state - allocating and releasing by slot refuse what allocate and release refuse, changing nothing', () => {
+    // The apply path writes the index by slot (one id lookup per item); the refusals must be the same.
+    const spec: NodeSpec = {
+      id: 'n1',
+      capacity: { cpu: 1000, memory: 1000, disk: 1000 },
+      labels: {},
+      state: 'ready',
+      gpu: { model: 'a100', count: 1 },
+    };
+    const b = ClusterIndex.of([spec]).edit();
+    const slot = b.slotOf('n1') as number;
+    b.allocateAt(slot, {
+      resources: { cpu: 500, memory: 500, disk: 0 },
+      gpuDevices: [{ device: 0, milli: 300 }],
+    });
+    const before = JSON.stringify(b.view(slot));
+    expect(() => b.allocateAt(slot, { resources: { cpu: 501, memory: 1, disk: 1 } })).toThrow(
+      OverCommitError,
+    );
+    expect(() =>
+      b.allocateAt(slot, {
+        resources: { cpu: 1, memory: 1, disk: 1 },
+        gpuDevices: [{ device: 0, milli: 701 }],
+      }),
+    ).toThrow(OverCommitError);
+    expect(() => b.releaseAt(slot, { resources: { cpu: 501, memory: 1, disk: 0 } })).toThrow(
+      ReleaseMismatchError,
+    );
+    expect(() =>
+      b.releaseAt(slot, {
+        resources: { cpu: 1, memory: 1, disk: 0 },
+        gpuDevices: [{ device: 0, milli: 301 }],
+      }),
+    ).toThrow(ReleaseMismatchError);
+    expect(JSON.stringify(b.view(slot))).toBe(before);
+    b.releaseAt(slot, {
+      resources: { cpu: 500, memory: 500, disk: 0 },
+      gpuDevices: [{ device: 0, milli: 300 }],
+    });
+    expect(b.view(slot).allocated).toEqual({ cpu: 0, memory: 0, disk: 0 });
+    expect(b.view(slot).gpuFree).toEqual([1000]);
+  });
+
+  it('scheduler state - a slot table used as a queue keeps its key map within a constant factor of its size', () => {
+    // Evicted from the front for many times its size (the dedup and cleanup tables' life): the key -> slot map
+    // is renumbered too, not only the pages, so lookups stay in a map about the size of the live keys.
+    let t = SlotTable.empty<number>();
+    for (let round = 0; round < 200; round++) {
+      const d = t.edit();
+      for (let i = 0; i < 1000; i++) d.set(`r${round}-${i}`, i);
+      while (d.size > 2000) d.remove(d.firstKey() as string);
+      t = d.publish();
+    }
+    expect(t.size).toBe(2000);
+    expect(t.get('r199-999')).toBe(999);
+    expect(t.get('r197-999')).toBeUndefined();
+    // 200,000 keys went through it; the map holds the live ones plus at most the slack before a renumber.
+    expect(t.keyMapSize).toBeLessThanOrEqual(2000 + Math.max(2000, 4096) + 1000);
+  });
+});
