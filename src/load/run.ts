@@ -147,8 +147,13 @@ export function nodeShapeFor(sandboxes: number, nodes: number): NodeShape {
  * 100,000 sandboxes (151 a node), 225/s at 30,000 (46 a node), 328/s at 10,000 (16 a node), as measured.
  */
 export function simBootsConcurrentFor(shape: NodeShape): number {
-  return Math.max(2, Math.floor(shape.cpu / sandboxResources.cpu));
+  return Math.min(simBootsConcurrentMax, Math.max(2, Math.floor(shape.cpu / sandboxResources.cpu)));
 }
+/**
+ * The worker's `--boots-concurrent` bound (src/cli/worker.ts `bootsConcurrentFlagMax`): beyond it the worker
+ * refuses to start (a run of 100,000 sandboxes on 4 nodes asked for 37,501, and both workers exited).
+ */
+export const simBootsConcurrentMax = 4_096;
 
 /** Samples each process's CPU and memory once a second, and keeps each replica's last /metrics per pid. */
 class Sampler {

@@ -1,5 +1,11 @@
 import { describe, expect, it } from 'vitest';
-import { nodeShapeFor, sandboxResources, simBootsConcurrentFor } from '../../src/load/run.js';
+import { bootsConcurrentFlagMax } from '../../src/cli/worker.js';
+import {
+  nodeShapeFor,
+  sandboxResources,
+  simBootsConcurrentFor,
+  simBootsConcurrentMax,
+} from '../../src/load/run.js';
 
 describe('load shape', () => {
   it('load shape - a simulated node boots as many sandboxes at once as it has room for', () => {
@@ -17,5 +23,11 @@ describe('load shape', () => {
       expect(simBootsConcurrentFor(shape)).toBe(holds);
     }
     expect(simBootsConcurrentFor({ cpu: 1, memory: 1, disk: 1 })).toBe(2);
+  });
+
+  it('load shape - boots at once stay within what the worker accepts, however few the nodes', () => {
+    // 100,000 sandboxes on 4 nodes (the SIGINT test's run) would hold 37,501 a node.
+    expect(simBootsConcurrentMax).toBe(bootsConcurrentFlagMax);
+    expect(simBootsConcurrentFor(nodeShapeFor(100_000, 4))).toBe(bootsConcurrentFlagMax);
   });
 });
