@@ -15,7 +15,7 @@ import { createRng } from '../src/lib/prng.js';
 import { ClusterIndex } from './cluster-index.js';
 import { diagnose } from './diagnose.js';
 import { placeFollowers, placeOne, RunState } from './stack.js';
-import { BatchCache, compileRequest } from './stages/request.js';
+import { BatchCache, type CompiledRequest, compileRequest } from './stages/request.js';
 import { type BinpackScorer, binpackScorers } from './stages/score-binpack.js';
 import { isNodeScorer } from './stages/score-gpu.js';
 import { defaultSelectLimits, type SelectLimits, selectLimitsMin } from './stages/select.js';
@@ -93,6 +93,8 @@ export function planBatch(
   // it, so it is reused as it stands only while nothing was placed since; otherwise it is diagnosed afresh.
   const rejectedShapes = new Map<string, { rejection: Rejection; placedBefore: number }>();
   const run = new RunState();
+  // One compiled request, filled again for each request (compileRequest's `into`): nothing keeps it longer.
+  let compiled: CompiledRequest | undefined;
   for (let k = 0; k < order.length; k++) {
     const i = order[k] as number;
     const r = valid[i] as PlacementRequest;
@@ -108,13 +110,14 @@ export function planBatch(
           message: `${earlier.rejection.message} (as for ${earlier.rejection.requestId} earlier in this batch)`,
         });
       } else {
-        const rejection = diagnose(builder, compileRequest(builder, r, strategy, cache));
+        compiled = compileRequest(builder, r, strategy, cache, compiled);
+        const rejection = diagnose(builder, compiled);
         rejections.push(rejection);
         rejectedShapes.set(rejectionKey(r), { rejection, placedBefore: placed.count });
       }
       continue;
     }
-    const compiled = compileRequest(builder, r, strategy, cache);
+    compiled = compileRequest(builder, r, strategy, cache, compiled);
     const slot = placeOne(builder, compiled, binpack, limits, rng, run);
     if (slot >= 0) {
       placed.add(i, slot, run.score, run.devices);
@@ -126,6 +129,7 @@ export function planBatch(
       if (!grouped) rejectedShapes.set(rejectionKey(r), { rejection, placedBefore: placed.count });
     }
   }
+  cache.release();
   return new BatchPlan(
     snapshot.version,
     builder.publish(),
@@ -161,7 +165,9 @@ function batchOrder(requests: readonly PlacementRequest[], snapshot: ClusterInde
     if (group === undefined) byShare.set(share, [i]);
     else group.push(i);
   }
-  const order: number[] = [];
+  // Sized once: grown by push it reallocated its backing store about ten times per batch of 1,000.
+  const order = new Array<number>(n);
+  let filled = 0;
   const byId = (a: number, b: number): number => {
     const ia = (requests[a] as PlacementRequest).id;
     const ib = (requests[b] as PlacementRequest).id;
@@ -175,10 +181,10 @@ function batchOrder(requests: readonly PlacementRequest[], snapshot: ClusterInde
       for (let k = 1; k < group.length && sorted; k++)
         sorted = byId(group[k - 1] as number, group[k] as number) < 0;
       if (!sorted) group.sort(byId);
-      for (let k = 0; k < group.length; k++) order.push(group[k] as number);
+      for (let k = 0; k < group.length; k++) order[filled++] = group[k] as number;
     }
   }
-  assert(order.length === n, 'batch order holds every request once', { ordered: order.length, n });
+  if (filled !== n) assert(false, 'batch order holds every request once', { ordered: filled, n });
   return order;
 }
 

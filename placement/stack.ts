@@ -24,10 +24,10 @@ import { diagnose } from './diagnose.js';
 import { feasible, pickGpuDevices } from './stages/feasibility.js';
 import { scoreNode, scoreWithStrategy } from './stages/normalize.js';
 import { BestNode, beats } from './stages/pick.js';
-import type { CompiledRequest } from './stages/request.js';
+import { type CompiledRequest, sameConstraint, sameList } from './stages/request.js';
 import { type BinpackScorer, binpackOf, type NodeNumbers, nodeNumbers } from './stages/score-binpack.js';
 import { type SelectLimits, selectNode } from './stages/select.js';
-import type { Constraint, PlacementRequest, Preference, Rejection } from './types.js';
+import type { PlacementRequest, Preference, Rejection } from './types.js';
 
 /** The planner's memory of the last placement, for runs of identical requests. One per batch. */
 export class RunState {
@@ -181,7 +181,7 @@ function mayRun(req: CompiledRequest): boolean {
 function stillBest(best: BestNode, slot: number, score: number): boolean {
   const slots = best.offeredSlots;
   const scores = best.offeredScores;
-  for (let i = 0; i < slots.length; i++) {
+  for (let i = 0; i < best.offeredCount; i++) {
     const other = slots[i] as number;
     if (other !== slot && beats(other, scores[i] as number, slot, score)) return false;
   }
@@ -210,26 +210,6 @@ function sameClass(a: PlacementRequest, b: PlacementRequest): boolean {
     sameList(a.constraints, b.constraints, sameConstraint) &&
     sameList(a.preferences, b.preferences, samePreference)
   );
-}
-
-function sameList<T>(
-  a: readonly T[] | undefined,
-  b: readonly T[] | undefined,
-  same: (x: T, y: T) => boolean,
-): boolean {
-  const la = a?.length ?? 0;
-  if (la !== (b?.length ?? 0)) return false;
-  for (let i = 0; i < la; i++)
-    if (!same((a as readonly T[])[i] as T, (b as readonly T[])[i] as T)) return false;
-  return true;
-}
-
-function sameConstraint(x: Constraint, y: Constraint): boolean {
-  if (x.label !== y.label || x.op !== y.op) return false;
-  if (x.op === 'eq') return x.value === (y as typeof x).value;
-  if (x.op === 'exists') return true;
-  const yv = (y as typeof x).values;
-  return x.values.length === yv.length && x.values.every((v, i) => v === yv[i]);
 }
 
 function samePreference(x: Preference, y: Preference): boolean {

@@ -13,6 +13,16 @@ export interface Transport<M> {
   onMessage(handler: (message: M) => void): void;
   /** Registers the handler called when a peer could not be reached. */
   onUnreachable(handler: (peer: PeerId) => void): void;
+  /**
+   * Optional: whether `peer` has a live endpoint now. 'absent' only on positive evidence that nobody is
+   * there to receive (NATS: no subscriber on its subject, so its process or its connection is gone);
+   * 'unknown' when the question could not be answered (a timeout, a disconnected medium). The driver uses
+   * an 'absent' leader to elect a new one sooner; Raft's safety never depends on the answer.
+   */
+  probe?(peer: PeerId): Promise<PeerPresence>;
   /** Stops delivery in both directions and releases resources. */
   close(): Promise<void>;
 }
+
+/** What `Transport.probe` learned about a peer. */
+export type PeerPresence = 'present' | 'absent' | 'unknown';

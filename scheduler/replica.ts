@@ -90,6 +90,10 @@ export class SchedulerReplica {
   #pipelineTerm: number | undefined;
   #closed = false;
   readonly #unsubscribe: () => void;
+  /** The ReadIndex round in flight on this replica's log (settled: undefined). */
+  #readRound: Promise<void> | undefined;
+  /** The round every read arriving while one is in flight shares; it starts when that one settles. */
+  #readNext: Promise<void> | undefined;
   /** Counters of pipelines that have stopped, so stats survive leader changes. */
   readonly #past = {
     batches: 0,
@@ -205,7 +209,7 @@ export class SchedulerReplica {
    * confirmed index (forwarded), then a wait for this replica to apply up to it, bounded by `deadline`.
    */
   async readBarrier(deadline: Deadline): Promise<void> {
-    if (this.#pipeline !== undefined) return this.log.readIndex();
+    if (this.#pipeline !== undefined) return this.#sharedReadIndex();
     const index = indexOf(await this.#toLeader(deadline, { op: 'readIndex' }));
     await this.#appliedUpTo(index, deadline);
   }
@@ -251,13 +255,44 @@ export class SchedulerReplica {
       case 'command':
         return p.propose(req.data);
       case 'readIndex':
-        await this.log.readIndex();
+        await this.#sharedReadIndex();
         // Everything committed when the read was asked is applied here now: our applied index covers it.
         return this.log.machine.state.applied;
       case 'heartbeat':
         for (const id of req.nodeIds) p.heartbeat(id);
         return null;
     }
+  }
+
+  /**
+   * A ReadIndex round shared by every read that arrives before it starts. Each round is a heartbeat to every
+   * follower: one per read cost two NATS messages a read (every exec reads) on a loaded leader. A read that
+   * arrives while a round is in flight must not join it (that round's leadership check may predate the
+   * read), so it joins the next round, which starts when the one in flight settles: at most two rounds a
+   * replica at any time, each still started after each of its readers arrived — linearizable as before.
+   */
+  #sharedReadIndex(): Promise<void> {
+    if (this.#readNext !== undefined) return this.#readNext;
+    if (this.#readRound === undefined) return this.#startReadRound();
+    const next = this.#readRound.then(() => {
+      this.#readNext = undefined;
+      return this.#startReadRound();
+    });
+    this.#readNext = next;
+    return next;
+  }
+
+  #startReadRound(): Promise<void> {
+    const round = this.log.readIndex();
+    const settled = round.then(
+      () => undefined,
+      () => undefined,
+    );
+    this.#readRound = settled;
+    void settled.then(() => {
+      if (this.#readRound === settled) this.#readRound = undefined;
+    });
+    return round;
   }
 
   /** Sends a request to the leader this replica knows of; NotLeaderError when there is none to send to. */

@@ -54,18 +54,18 @@ const positionEnd = positionOf(bucketCount, 0);
 
 export class ClassWalk {
   /** Candidates [0, count): feasible slots before the frontier, in walk order. */
-  readonly slots: Int32Array;
+  slots: Int32Array;
   count = 0;
   /** Per candidate: its walk position, and the node version it was checked at. */
-  readonly #positions: Float64Array;
-  readonly #versions: Int32Array;
+  #positions: Float64Array;
+  #versions: Int32Array;
   /** Per candidate: its strategy score (score-binpack.ts) for the class, NaN until asked; see select.ts. */
-  readonly fitScores: Float64Array;
-  #frontier: number;
+  fitScores: Float64Array;
+  #frontier = 0;
   /** Per bucket: how many of the builder's entries into it this class has taken in. */
   readonly #entriesRead = new Int32Array(bucketCount);
-  readonly #low: number;
-  readonly #limit: number;
+  #low = 0;
+  #limit = 0;
   /** Nodes to re-check, reused between requests. */
   readonly #stale: number[] = [];
   readonly #visit: (slot: number) => boolean;
@@ -75,26 +75,48 @@ export class ClassWalk {
   #index: IndexReader | undefined = undefined;
 
   /** The walk class's shape (with its signature, which the batch cache keys on). */
-  readonly memory: number;
-  readonly disk: number;
-  readonly gpu: GpuRequest | undefined;
+  memory = 0;
+  disk = 0;
+  gpu: GpuRequest | undefined = undefined;
 
   constructor(index: IndexReader, req: CompiledRequest, limit: number) {
-    this.memory = req.memory;
-    this.disk = req.disk;
-    this.gpu = req.gpu;
-    this.#low = bucketOf(capacityKey(req.cpu, req.memory, req.disk));
-    this.#frontier = positionOf(this.#low, 0);
-    for (let b = 0; b < bucketCount; b++) this.#entriesRead[b] = index.bucketEntries(b).length;
-    // The list never holds more than every slot (a limit may be "unbounded" in tests).
-    this.#limit = Math.min(limit, index.slotCount);
-    // One spare entry: an insertion into a full list overflows by one before the last drops out.
-    const size = this.#limit + 1;
+    const size = ClassWalk.#size(index, limit);
     this.slots = new Int32Array(size);
     this.#positions = new Float64Array(size);
     this.#versions = new Int32Array(size);
     this.fitScores = new Float64Array(size);
     this.#visit = (slot) => this.#visitNext(slot);
+    this.reset(index, req, limit);
+  }
+
+  /** One spare entry: an insertion into a full list overflows by one before the last drops out. */
+  static #size(index: IndexReader, limit: number): number {
+    // The list never holds more than every slot (a limit may be "unbounded" in tests).
+    return Math.min(limit, index.slotCount) + 1;
+  }
+
+  /**
+   * Makes this walk a fresh one for `req`'s class, reusing its arrays when they are large enough: batches take
+   * their walks from a pool (request.ts), because ~100 walks of four typed arrays each per batch made each
+   * scavenge sweep hundreds of array buffers.
+   */
+  reset(index: IndexReader, req: CompiledRequest, limit: number): this {
+    this.memory = req.memory;
+    this.disk = req.disk;
+    this.gpu = req.gpu;
+    this.#low = bucketOf(capacityKey(req.cpu, req.memory, req.disk));
+    this.#limit = Math.min(limit, index.slotCount);
+    const size = ClassWalk.#size(index, limit);
+    if (this.slots.length < size) {
+      this.slots = new Int32Array(size);
+      this.#positions = new Float64Array(size);
+      this.#versions = new Int32Array(size);
+      this.fitScores = new Float64Array(size);
+    }
+    this.#req = undefined;
+    this.#index = undefined;
+    this.#restart(index);
+    return this;
   }
 
   /**
@@ -102,11 +124,12 @@ export class ClassWalk {
    * feasible nodes in walk order (fewer only when the walk reached the end). `req` must be of this walk class.
    */
   refresh(index: IndexReader, req: CompiledRequest): void {
+    // The list is reused with a count: `length = 0` would drop its backing store every request.
     const stale = this.#stale;
-    stale.length = 0;
+    let staleCount = 0;
     for (let i = 0; i < this.count; i++) {
       const slot = this.slots[i] as number;
-      if (index.versionOf(slot) !== this.#versions[i]) stale.push(slot);
+      if (index.versionOf(slot) !== this.#versions[i]) stale[staleCount++] = slot;
     }
     const last = Math.min(bucketCount - 1, Math.floor(this.#frontier / nodesMax));
     let behind = 0;
@@ -116,14 +139,15 @@ export class ClassWalk {
       // A class last used many placements ago: walking afresh costs less than re-checking every node that
       // moved since, and gives the same list.
       this.#restart(index);
-      stale.length = 0;
+      staleCount = 0;
     }
     for (let b = this.#low; b <= last; b++) {
       const entries = index.bucketEntries(b);
-      for (let j = this.#entriesRead[b] as number; j < entries.length; j++) stale.push(entries[j] as number);
+      for (let j = this.#entriesRead[b] as number; j < entries.length; j++)
+        stale[staleCount++] = entries[j] as number;
       this.#entriesRead[b] = entries.length;
     }
-    for (let i = 0; i < stale.length; i++) this.#retake(index, req, stale[i] as number);
+    for (let i = 0; i < staleCount; i++) this.#retake(index, req, stale[i] as number);
     if (this.count < this.#limit && this.#frontier < positionEnd) this.#resume(index, req);
   }
 

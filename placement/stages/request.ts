@@ -45,7 +45,10 @@ export interface CompiledRequest {
   /** The anti-affinity group's count per slot, as of compilation. */
   readonly antiAffinityCounts: IMap<number, number> | undefined;
   readonly pinnedSlot: number | undefined;
-  /** What placing this request takes from its node, given the devices picked there. */
+  /**
+   * What placing this request takes from its node, given the devices picked there. The shape may be reused by
+   * the next call: pass it to the index at once, do not keep it.
+   */
   allocation(gpuDevices: readonly { readonly device: number; readonly milli: number }[]): AllocationShape;
   /** Facts shared by every request of the batch with the same constraints and GPU need. */
   readonly shared: SignatureFacts;
@@ -74,7 +77,25 @@ export interface SignatureFacts {
  * planned against versions with the same class membership (keyed weakly by the membership map's identity), so
  * a steady stream of batches does not re-evaluate every class for every constraint signature.
  */
-const factsByMembership = new WeakMap<object, Map<string, SignatureFacts>>();
+const factsByMembership = new WeakMap<object, SignatureRegistry>();
+
+/**
+ * Signature facts by a structural hash of the signature, each bucket checked field by field: a lookup builds no
+ * key string (JSON of the constraints was ~100 B and a stringify per constrained request). `plain` holds the
+ * facts of the most common signature, no GPU and no constraint, found without hashing.
+ */
+interface SignatureRegistry {
+  plain: SignatureFacts | undefined;
+  readonly byHash: Map<number, SignatureEntry[]>;
+}
+
+/** One signature and its facts. The signature is copied: requests are validated in place, not frozen. */
+interface SignatureEntry {
+  /** 0: no GPU; 1: GPUs of any model; a string: GPUs of that model (`*` is a model name like any other). */
+  readonly gpu: 0 | 1 | string;
+  readonly constraints: readonly Constraint[];
+  readonly facts: SignatureFacts;
+}
 
 /** Per image: its holders as a bitset over slots (a locality check per candidate) and its candidate lists by bound. */
 interface ImageFacts {
@@ -103,8 +124,18 @@ function imageFacts(index: IndexReader, image: string): ImageFacts {
   return facts;
 }
 
+/**
+ * Class walks and bucket cursors left by earlier batches, reused by later ones (planBatch is synchronous, and a
+ * batch gives its own back only when it is planned). Bounded: a batch with unusually many classes does not pin
+ * their arrays for good.
+ */
+const walkPool: ClassWalk[] = [];
+const walkPoolMax = 512;
+const cursorPool: BucketCursor[] = [];
+const cursorPoolMax = 128;
+
 export class BatchCache {
-  readonly #bySignature: Map<string, SignatureFacts>;
+  readonly #bySignature: SignatureRegistry;
   /** Per signature, for this batch's builder only: where each bucket's walk may start (see BucketCursor). */
   readonly #cursors = new WeakMap<SignatureFacts, BucketCursor>();
 
@@ -130,17 +161,36 @@ export class BatchCache {
       const w = walks[i] as ClassWalk;
       if (w.memory === req.memory && w.disk === req.disk && sameGpuNeed(w.gpu, req.gpu)) return w;
     }
-    const walk = new ClassWalk(index, req, limit);
+    const pooled = walkPool.pop();
+    const walk = pooled === undefined ? new ClassWalk(index, req, limit) : pooled.reset(index, req, limit);
     walks.push(walk);
+    this.#walksMade.push(walk);
     return walk;
+  }
+
+  /** Walks and cursors this batch took, given back to the pools by `release`. */
+  readonly #walksMade: ClassWalk[] = [];
+  readonly #cursorsMade: BucketCursor[] = [];
+
+  /**
+   * Gives the batch's walks and cursors back to the pools for the next batch. Call once the batch is planned;
+   * the cache must not be used afterwards.
+   */
+  release(): void {
+    for (const w of this.#walksMade) if (walkPool.length < walkPoolMax) walkPool.push(w);
+    for (const c of this.#cursorsMade) if (cursorPool.length < cursorPoolMax) cursorPool.push(c);
+    this.#walksMade.length = 0;
+    this.#cursorsMade.length = 0;
   }
 
   /** The batch's walk cursor for requests of one signature. */
   cursor(shared: SignatureFacts, index: IndexReader): BucketCursor {
     let c = this.#cursors.get(shared);
     if (c === undefined) {
-      c = new BucketCursor(index);
+      const pooled = cursorPool.pop();
+      c = pooled === undefined ? new BucketCursor(index) : pooled.reset(index);
       this.#cursors.set(shared, c);
+      this.#cursorsMade.push(c);
     }
     return c;
   }
@@ -149,7 +199,7 @@ export class BatchCache {
     const token = index?.classMembership;
     let shared = token === undefined ? undefined : factsByMembership.get(token);
     if (shared === undefined) {
-      shared = new Map();
+      shared = { plain: undefined, byHash: new Map() };
       if (token !== undefined) factsByMembership.set(token, shared);
     }
     this.#bySignature = shared;
@@ -174,17 +224,30 @@ export class BatchCache {
   }
 
   facts(index: IndexReader, req: PlacementRequest): SignatureFacts {
-    const key = signatureKey(req);
-    let facts = this.#bySignature.get(key);
-    if (facts === undefined) {
-      facts = {
-        verdicts: new Int16Array(index.classes.length).fill(verdictUnknown),
-        passing: undefined,
-        domains: new Map(),
-      };
-      this.#bySignature.set(key, facts);
+    const registry = this.#bySignature;
+    const constraints = req.constraints ?? noConstraints;
+    if (req.gpu === undefined && constraints.length === 0) {
+      if (registry.plain === undefined) registry.plain = newFacts(index);
+      return registry.plain;
     }
-    return facts;
+    const gpu = gpuSignature(req.gpu);
+    const hash = signatureHash(gpu, constraints);
+    let entries = registry.byHash.get(hash);
+    if (entries === undefined) {
+      entries = [];
+      registry.byHash.set(hash, entries);
+    }
+    for (let i = 0; i < entries.length; i++) {
+      const e = entries[i] as SignatureEntry;
+      if (e.gpu === gpu && sameList(e.constraints, constraints, sameConstraint)) return e.facts;
+    }
+    const entry: SignatureEntry = {
+      gpu,
+      constraints: constraints.map(copyConstraint),
+      facts: newFacts(index),
+    };
+    entries.push(entry);
+    return entry.facts;
   }
 }
 
@@ -207,7 +270,15 @@ export class BucketCursor {
    */
   readonly #pending: (number[] | undefined)[] = new Array(bucketCount).fill(undefined);
   constructor(index: IndexReader) {
+    this.reset(index);
+  }
+
+  /** A fresh cursor for a new batch's builder (cursors are pooled across batches, like class walks). */
+  reset(index: IndexReader): this {
+    this.#page.fill(0);
     for (let b = 0; b < bucketCount; b++) this.#seen[b] = index.bucketEntries(b).length;
+    this.#pending.fill(undefined);
+    return this;
   }
 
   /** Nodes of bucket `b` before `start(b)` to visit first, ascending; call `start` before reading them. */
@@ -253,30 +324,145 @@ function insertSorted(list: number[], slot: number): void {
     if ((list[mid] as number) < slot) lo = mid + 1;
     else hi = mid;
   }
-  if (list[lo] !== slot) list.splice(lo, 0, slot);
+  if (list[lo] === slot) return;
+  // Shifted by hand: `splice` returns a new (empty) array per call, ~200 KiB per batch of 1,000 in profiles.
+  for (let i = list.length; i > lo; i--) list[i] = list[i - 1] as number;
+  list[lo] = slot;
 }
 
-/** The signature of a request with no GPU need and no constraints, the most common one. */
-const plainKey = JSON.stringify([0, []]);
+const noConstraints: readonly Constraint[] = Object.freeze([]);
+const noPreferences: readonly Preference[] = Object.freeze([]);
+
+function newFacts(index: IndexReader): SignatureFacts {
+  return {
+    verdicts: new Int16Array(index.classes.length).fill(verdictUnknown),
+    passing: undefined,
+    domains: new Map(),
+  };
+}
+
+function gpuSignature(gpu: GpuRequest | undefined): 0 | 1 | string {
+  return gpu === undefined ? 0 : gpu.model === undefined ? 1 : gpu.model;
+}
+
+/** FNV-1a over the signature's fields; collisions only cost a field-by-field comparison. */
+function signatureHash(gpu: 0 | 1 | string, constraints: readonly Constraint[]): number {
+  let h = typeof gpu === 'string' ? hashText(0x811c9dc5 ^ 2, gpu) : 0x811c9dc5 ^ gpu;
+  for (let i = 0; i < constraints.length; i++) {
+    const c = constraints[i] as Constraint;
+    h = hashText(Math.imul(h ^ 0x1f, 0x01000193), c.label);
+    h = hashText(Math.imul(h ^ 0x2f, 0x01000193), c.op);
+    if (c.op === 'eq') h = hashText(h, c.value);
+    else if (c.op !== 'exists')
+      for (let k = 0; k < c.values.length; k++)
+        h = hashText(Math.imul(h ^ 0x3f, 0x01000193), c.values[k] as string);
+  }
+  return h | 0;
+}
+
+function hashText(h: number, text: string): number {
+  let x = h;
+  for (let i = 0; i < text.length; i++) x = Math.imul(x ^ text.charCodeAt(i), 0x01000193);
+  return x;
+}
+
+function copyConstraint(c: Constraint): Constraint {
+  if (c.op === 'eq') return Object.freeze({ label: c.label, op: c.op, value: c.value });
+  if (c.op === 'exists') return Object.freeze({ label: c.label, op: c.op });
+  return Object.freeze({ label: c.label, op: c.op, values: Object.freeze([...c.values]) });
+}
+
+export function sameList<T>(
+  a: readonly T[] | undefined,
+  b: readonly T[] | undefined,
+  same: (x: T, y: T) => boolean,
+): boolean {
+  const la = a?.length ?? 0;
+  if (la !== (b?.length ?? 0)) return false;
+  for (let i = 0; i < la; i++)
+    if (!same((a as readonly T[])[i] as T, (b as readonly T[])[i] as T)) return false;
+  return true;
+}
+
+export function sameConstraint(x: Constraint, y: Constraint): boolean {
+  if (x.label !== y.label || x.op !== y.op) return false;
+  if (x.op === 'eq') return x.value === (y as typeof x).value;
+  if (x.op === 'exists') return true;
+  const xv = x.values;
+  const yv = (y as typeof x).values;
+  if (xv.length !== yv.length) return false;
+  for (let i = 0; i < xv.length; i++) if (xv[i] !== yv[i]) return false;
+  return true;
+}
+
+type Spread = CompiledRequest['spread'];
+type Devices = readonly { readonly device: number; readonly milli: number }[];
 
 /**
- * What class verdicts depend on, encoded without ambiguity: whether GPUs are asked for and of which model (a
- * model named `*` is a model name like any other, not "any model"), and the constraints field by field. These
- * facts are shared across batches, so two requests with different answers must never meet under one key.
+ * A compiled request as a reusable object. planBatch fills one instance again for each request of its batch
+ * (`compileRequest(..., into)`): a fresh object literal, its `allocation` closure and the defaulted empty lists
+ * were ~400 B per request, the largest allocation of a batch in profiles. Nothing keeps a compiled request past
+ * the placement it was compiled for (class walks and cursors copy what they need).
  */
-export function signatureKey(req: PlacementRequest): string {
-  if (req.gpu === undefined && (req.constraints === undefined || req.constraints.length === 0))
-    return plainKey;
-  const gpu = req.gpu === undefined ? 0 : req.gpu.model === undefined ? 1 : ['model', req.gpu.model];
-  const constraints = (req.constraints ?? []).map((c) =>
-    c.op === 'eq'
-      ? [c.label, c.op, c.value]
-      : c.op === 'exists'
-        ? [c.label, c.op]
-        : [c.label, c.op, c.values],
-  );
-  return JSON.stringify([gpu, constraints]);
+class Compiled implements CompiledRequest {
+  req: PlacementRequest = placeholderRequest;
+  strategy: Strategy = 'binpack';
+  cpu = 0;
+  memory = 0;
+  disk = 0;
+  gpu: GpuRequest | undefined = undefined;
+  constraints: readonly Constraint[] = noConstraints;
+  preferences: readonly Preference[] = noPreferences;
+  antiAffinity: AntiAffinityRule | undefined = undefined;
+  spread: Spread = undefined;
+  imageHolders: Uint32Array | undefined = undefined;
+  antiAffinityCounts: IMap<number, number> | undefined = undefined;
+  pinnedSlot: number | undefined = undefined;
+  shared: SignatureFacts;
+  batch: BatchCache;
+  classVerdicts: Int16Array;
+  /** The shape of a placement without group counts, rewritten by each call of `allocation`. */
+  readonly #plainShape: { resources: PlacementRequest['resources']; gpuDevices: Devices } = {
+    resources: placeholderRequest.resources,
+    gpuDevices: [],
+  };
+
+  constructor(shared: SignatureFacts, batch: BatchCache) {
+    this.shared = shared;
+    this.batch = batch;
+    this.classVerdicts = shared.verdicts;
+  }
+
+  /**
+   * What placing the request takes from its node. The shape of a request without group rules is one object
+   * per compiled request, valid until the next call (the index reads it within the allocating call).
+   */
+  allocation(gpuDevices: Devices): AllocationShape {
+    const req = this.req;
+    if (req.antiAffinity === undefined && this.spread === undefined) {
+      const shape = this.#plainShape;
+      shape.resources = req.resources;
+      shape.gpuDevices = gpuDevices;
+      return shape;
+    }
+    // Only the fields that apply (exactOptionalPropertyTypes), no spreads.
+    const shape: {
+      resources: PlacementRequest['resources'];
+      gpuDevices: Devices;
+      antiAffinityGroup?: string;
+      spread?: { group: string; label: string };
+    } = { resources: req.resources, gpuDevices };
+    if (req.antiAffinity !== undefined) shape.antiAffinityGroup = req.antiAffinity.group;
+    if (this.spread !== undefined) shape.spread = { group: this.spread.group, label: this.spread.label };
+    return shape;
+  }
 }
+
+const placeholderRequest: PlacementRequest = Object.freeze({
+  id: '',
+  tenant: '',
+  resources: Object.freeze({ cpu: 0, memory: 0, disk: 0 }),
+});
 
 /**
  * Compiles a request against an index. Spread domains are the label values of the ready nodes that satisfy
@@ -287,63 +473,55 @@ export function compileRequest(
   req: PlacementRequest,
   batchStrategy: Strategy,
   cache: BatchCache = new BatchCache(),
+  into?: CompiledRequest,
 ): CompiledRequest {
-  const constraints = req.constraints ?? [];
+  const constraints = req.constraints ?? noConstraints;
   const shared = cache.facts(index, req);
-  let spread: CompiledRequest['spread'];
-  if (req.spread !== undefined) {
-    const label = req.spread.label;
-    let domains = shared.domains.get(label);
-    if (domains === undefined) {
-      const found = new Set<string>();
-      for (const info of index.classes) {
-        if (info.state !== 'ready') continue;
-        if (index.slotsOfClass(info.id).size === 0) continue;
-        const v = labelValue(info.labels, label);
-        if (v !== undefined && constraints.every((c) => constraintHolds(c, info.labels))) found.add(v);
-      }
-      domains = [...found].sort();
-      shared.domains.set(label, domains);
+  let spread: Spread;
+  if (req.spread !== undefined) spread = compileSpread(index, req, req.spread, constraints, shared);
+  const c = into instanceof Compiled && into.batch === cache ? into : new Compiled(shared, cache);
+  c.req = req;
+  c.strategy = req.strategy ?? batchStrategy;
+  c.cpu = req.resources.cpu;
+  c.memory = req.resources.memory;
+  c.disk = req.resources.disk;
+  c.gpu = req.gpu;
+  c.constraints = constraints;
+  c.preferences = req.preferences ?? noPreferences;
+  c.antiAffinity = req.antiAffinity;
+  c.antiAffinityCounts =
+    req.antiAffinity === undefined ? undefined : index.antiAffinityCounts(req.antiAffinity.group);
+  c.spread = spread;
+  c.pinnedSlot = req.pinnedNode === undefined ? undefined : (index.slotOf(req.pinnedNode) ?? -1);
+  c.imageHolders = req.imageId === undefined ? undefined : imageFacts(index, req.imageId).holders;
+  c.shared = shared;
+  c.classVerdicts = shared.verdicts;
+  return c;
+}
+
+function compileSpread(
+  index: IndexReader,
+  req: PlacementRequest,
+  rule: NonNullable<PlacementRequest['spread']>,
+  constraints: readonly Constraint[],
+  shared: SignatureFacts,
+): Spread {
+  const label = rule.label;
+  let domains = shared.domains.get(label);
+  if (domains === undefined) {
+    const found = new Set<string>();
+    for (const info of index.classes) {
+      if (info.state !== 'ready') continue;
+      if (index.slotsOfClass(info.id).size === 0) continue;
+      const v = labelValue(info.labels, label);
+      if (v !== undefined && constraints.every((c) => constraintHolds(c, info.labels))) found.add(v);
     }
-    const group = req.spread.group ?? req.tenant;
-    const counts = index.spreadCounts(group, label);
-    let minCount = domains.length === 0 ? 0 : Number.POSITIVE_INFINITY;
-    for (const d of domains) minCount = Math.min(minCount, counts.get(d) ?? 0);
-    spread = { group, label, maxSkew: req.spread.maxSkew, domains, counts, minCount };
+    domains = [...found].sort();
+    shared.domains.set(label, domains);
   }
-  const pinned = req.pinnedNode === undefined ? undefined : (index.slotOf(req.pinnedNode) ?? -1);
-  return {
-    req,
-    strategy: req.strategy ?? batchStrategy,
-    cpu: req.resources.cpu,
-    memory: req.resources.memory,
-    disk: req.resources.disk,
-    gpu: req.gpu,
-    constraints,
-    preferences: req.preferences ?? [],
-    antiAffinity: req.antiAffinity,
-    antiAffinityCounts:
-      req.antiAffinity === undefined ? undefined : index.antiAffinityCounts(req.antiAffinity.group),
-    spread,
-    pinnedSlot: pinned,
-    imageHolders: req.imageId === undefined ? undefined : imageFacts(index, req.imageId).holders,
-    allocation: (gpuDevices) => {
-      // Built once per placement with only the fields that apply (exactOptionalPropertyTypes), no spreads.
-      const shape: {
-        resources: typeof req.resources;
-        gpuDevices: typeof gpuDevices;
-        antiAffinityGroup?: string;
-        spread?: { group: string; label: string };
-      } = {
-        resources: req.resources,
-        gpuDevices,
-      };
-      if (req.antiAffinity !== undefined) shape.antiAffinityGroup = req.antiAffinity.group;
-      if (spread !== undefined) shape.spread = { group: spread.group, label: spread.label };
-      return shape;
-    },
-    shared,
-    batch: cache,
-    classVerdicts: shared.verdicts,
-  };
+  const group = rule.group ?? req.tenant;
+  const counts = index.spreadCounts(group, label);
+  let minCount = domains.length === 0 ? 0 : Number.POSITIVE_INFINITY;
+  for (const d of domains) minCount = Math.min(minCount, counts.get(d) ?? 0);
+  return { group, label, maxSkew: rule.maxSkew, domains, counts, minCount };
 }

@@ -84,6 +84,17 @@ const defaults = {
 } as const;
 assert(defaults.electionTicks > defaults.heartbeatTicks, 'election ticks > heartbeat ticks');
 
+/**
+ * After `leaderGone`, a follower campaigns within 1..this many ticks (random), and so does a pre-candidate
+ * whose pre-vote went unanswered, instead of a whole election timeout: short, yet spread over a few ticks so
+ * that two followers learning it together rarely ask for votes in the same instant and split them.
+ */
+export const leaderGoneTimeoutTicksMax = 4;
+assert(leaderGoneTimeoutTicksMax < defaults.electionTicks, 'leader-gone timeout < election timeout', {
+  leaderGoneTimeoutTicksMax,
+  electionTicks: defaults.electionTicks,
+});
+
 /** Messages a Ready may carry; past it, further messages wait for the next Ready. */
 export const readyMessagesMax = 10_000;
 /** Size of a snapshot a follower accepts from a leader, at most (it is assembled in memory). */
@@ -227,6 +238,11 @@ export class RawNode {
   #electionElapsed = 0;
   #heartbeatElapsed = 0;
   #randomizedElectionTimeout = 0;
+  /**
+   * Set by `leaderGone` (outside evidence that this term's leader is gone) until a leader is heard from or
+   * this replica becomes a candidate: its pre-vote rounds then retry on the short leader-gone timeout.
+   */
+  #leaderGoneSeen = false;
   #votes = new Map<PeerId, boolean>();
   #progress = new Map<PeerId, Progress>();
   #uncommittedBytes = 0;
@@ -353,6 +369,32 @@ export class RawNode {
     this.#reads.push(read);
     this.#broadcastHeartbeat(context);
     return true;
+  }
+
+  /** Ticks since this follower last heard from its leader (its election timer); 0 in any other role. */
+  get leaderSilentTicks(): number {
+    return this.#role === 'follower' ? this.#electionElapsed : 0;
+  }
+
+  /**
+   * Outside evidence that `leader` is gone (e.g. the transport found nobody subscribed to its subject). A
+   * follower of it forgets it (etcd's ForgetLeader): it no longer holds the check-quorum lease for it, so it
+   * grants pre-votes at once, and it campaigns within `leaderGoneTimeoutTicksMax` ticks instead of a whole
+   * election timeout. Safety does not rest on the evidence: term, vote and log are untouched, and a wrong call
+   * only allows an election that the lease would have put off (pre-vote still needs a quorum, and a live
+   * leader's next message makes this replica its follower again). False, changing nothing, unless this
+   * replica is a follower of `leader`.
+   */
+  leaderGone(leader: PeerId): boolean {
+    if (this.#role !== 'follower' || leader === '' || this.#leader !== leader) return false;
+    this.#leader = '';
+    this.#leaderGoneSeen = true;
+    this.#randomizedElectionTimeout = this.#electionElapsed + this.#leaderGoneTimeout();
+    return true;
+  }
+
+  #leaderGoneTimeout(): number {
+    return 1 + this.#rng.int(0, leaderGoneTimeoutTicksMax);
   }
 
   /** Starts an election now (etcd's MsgHup), through pre-vote when enabled. A leader or a non-voter ignores it. */
@@ -618,6 +660,7 @@ export class RawNode {
     }
     this.#role = 'follower';
     this.#leader = leader;
+    if (leader !== '') this.#leaderGoneSeen = false;
     this.#step = this.#stepFollower;
     this.#tick = this.#tickElection;
     this.#resetTimers();
@@ -639,6 +682,11 @@ export class RawNode {
     this.#step = this.#stepCandidate;
     this.#tick = this.#tickElection;
     this.#resetTimers();
+    // A pre-vote that a peer still in its lease ignored is asked again soon once the leader is known gone
+    // (that peer learns it too, and then grants). A real vote round keeps the whole timeout: it takes a term,
+    // and repeating it quickly under load could keep preempting itself.
+    if (role === 'candidate') this.#leaderGoneSeen = false;
+    else if (this.#leaderGoneSeen) this.#randomizedElectionTimeout = this.#leaderGoneTimeout();
   }
 
   #becomeLeader(): void {
@@ -805,6 +853,7 @@ export class RawNode {
       // Word from the leader of our term: it is alive, and it is the leader.
       this.#electionElapsed = 0;
       this.#leader = m.from;
+      this.#leaderGoneSeen = false;
     }
     switch (m.type) {
       case 'append':

@@ -11,13 +11,13 @@
  * The connection is the caller's (credentials, TLS and reconnect policy are set where it is opened, see
  * src/nats/); the transport only uses it, so a reconnect keeps the replica's state untouched.
  */
-import type { NatsConnection, Subscription } from 'nats';
+import { ErrorCode, type NatsConnection, NatsError, type Subscription } from 'nats';
 import { z } from 'zod';
 import { type Codec, createCodec } from '../../src/lib/codec.js';
 import { CodecError } from '../../src/lib/errors.js';
 import { zodDecoder } from '../../src/lib/validate.js';
 import type { PeerId } from '../core/types.js';
-import type { Transport } from '../transport.js';
+import type { PeerPresence, Transport } from '../transport.js';
 
 /** Messages queued for one peer before further ones are dropped. */
 export const outboundQueueMax = 4_096;
@@ -27,6 +27,11 @@ export const framesPerBatchMax = 1_024;
 const batchOverheadBytes = 256;
 /** How often a peer is probed for a live subscriber. */
 export const probeIntervalMsDefault = 1_000;
+/**
+ * How long `probe` waits for a peer's answer. "No responders" comes back from the server at once; a peer
+ * that is there but busy answers late, and is then 'unknown', which the driver treats as alive.
+ */
+export const presenceTimeoutMsDefault = 250;
 
 export function raftSubject(cluster: string, replica: PeerId): string {
   return `trellis.${cluster}.raft.${replica}`;
@@ -63,6 +68,8 @@ export interface NatsTransportOptions<M> {
   /** The replica a message is for. */
   readonly destination: (message: M) => PeerId;
   readonly probeIntervalMs?: number;
+  /** How long `probe(peer)` waits for an answer before it says 'unknown'. */
+  readonly presenceTimeoutMs?: number;
   /** Called once per kind of drop with an example, for a log line (optional). */
   readonly onDrop?: (reason: DropReason, detail: string) => void;
 }
@@ -233,6 +240,25 @@ export class NatsTransport<M> implements Transport<M> {
       .catch(() => {
         if (!this.#closed) this.#unreachable(peer);
       });
+  }
+
+  /**
+   * Whether `peer` is subscribed now: an empty request on its subject (its subscription answers those).
+   * 'absent' only when the server says no one is subscribed — the peer's process or its connection is gone,
+   * since a replica subscribes before it starts Raft; 'unknown' when this connection is not up, or on a
+   * timeout or any other error.
+   */
+  async probe(peer: PeerId): Promise<PeerPresence> {
+    const nc = this.#o.connection;
+    if (this.#closed || nc.isClosed() || nc.isDraining()) return 'unknown';
+    try {
+      await nc.request(raftSubject(this.#o.cluster, peer), new Uint8Array(0), {
+        timeout: this.#o.presenceTimeoutMs ?? presenceTimeoutMsDefault,
+      });
+      return 'present';
+    } catch (err) {
+      return err instanceof NatsError && err.code === ErrorCode.NoResponders ? 'absent' : 'unknown';
+    }
   }
 
   onMessage(handler: (message: M) => void): void {

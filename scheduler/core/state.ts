@@ -801,14 +801,29 @@ function setNodeState(draft: Draft, nodeId: string, state: NodeSpec['state']): C
   return ok;
 }
 
-/** A node went down: every sandbox running on it is lost and gives its allocation back. */
+/**
+ * A node went down: every sandbox running on it is lost and gives its allocation back, except one whose
+ * terminate was already acknowledged (`terminating`), which ends terminated (`giveUp`).
+ */
 function loseSandboxes(draft: Draft, nodeId: string): void {
   const ids = [...(draft.byNode.get(nodeId) ?? noIdList)].sort();
   for (const id of ids) {
     const sb = draft.sandboxes.get(id);
     assert(sb !== undefined, 'byNode names a known sandbox', { nodeId, id });
-    if (holdsAllocation(sb.state)) draft.setState(sb, 'lost', { reason: `node ${nodeId} went down` });
+    if (holdsAllocation(sb.state)) giveUp(draft, sb, `node ${nodeId} went down`);
   }
+}
+
+/**
+ * Gives up a sandbox whose node no longer holds it (down, or a reconcile without it): `lost`, or
+ * `terminated` when its terminate was already acknowledged. Its machine is gone and the caller asked for
+ * it to end, so nothing could ever take it out of `lost` (it showed as stuck in a chaos run). A node that
+ * comes back still holding it is told to stop it, as for any sandbox it does not own. Returns the state.
+ */
+function giveUp(draft: Draft, sb: Sandbox, reason: string): 'lost' | 'terminated' {
+  const to = sb.state === 'terminating' ? 'terminated' : 'lost';
+  draft.setState(sb, transition(sb.id, sb.state, to), { reason });
+  return to;
 }
 
 function removeNode(draft: Draft, nodeId: string): CommandResult {
@@ -840,7 +855,8 @@ function heartbeat(draft: Draft, nodeIds: readonly string[]): CommandResult {
  *   1. the node is `ready` again if it was `down` (any other state is kept: draining stays draining), with
  *      a fresh heartbeat;
  *   2. each sandbox the state places on the node (holding resources there) that the report leaves out is
- *      lost, "node <id> did not report it", and so eligible for the stateless re-placement;
+ *      lost, "node <id> did not report it", and so eligible for the stateless re-placement (one whose
+ *      terminate was acknowledged, `terminating`, ends terminated instead: see `giveUp`);
  *   3. each reported sandbox, in id order:
  *      - held here already (resources on this node, or its snapshot when suspended): unchanged, since
  *        progress is for status reports;
@@ -877,8 +893,7 @@ function reconcile(draft: Draft, nodeId: string, running: ReconcileReport): Comm
     const sb = draft.sandboxes.get(id);
     assert(sb !== undefined, 'byNode names a known sandbox', { nodeId, id });
     if (!holdsAllocation(sb.state)) continue;
-    draft.setState(sb, 'lost', { reason: `node ${nodeId} did not report it` });
-    lost.push(id);
+    if (giveUp(draft, sb, `node ${nodeId} did not report it`) === 'lost') lost.push(id);
   }
   const restored: { sandboxId: string; state: SandboxState }[] = [];
   const failed: string[] = [];

@@ -265,6 +265,8 @@ export const statusSchema = z.object({
   leader: z.string().optional(),
   term: amount,
   commit: amount,
+  /** Term of the entry at `commit`: a failover is over once a survivor's is past the old leader's term. */
+  commitTerm: amount.optional(),
   applied: amount,
   replicas: z.array(z.string()),
   stats: statsSchema,

@@ -133,6 +133,7 @@ export async function startSchedulerServer(o: SchedulerServerOptions): Promise<S
         ...(st.leader === '' ? {} : { leader: st.leader }),
         term: st.term,
         commit: st.commit,
+        commitTerm: st.commitTerm,
         applied: st.applied,
         replicas: [...st.conf.voters, ...st.conf.learners],
       };

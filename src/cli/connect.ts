@@ -171,6 +171,8 @@ export async function connectNats(o: ConnectOptions): Promise<NatsConnection> {
         servers: o.servers.split(','),
         name: o.name,
         timeout: Math.max(1, Math.min(connectAttemptMsMax, remainingMs)),
+        // nats.js otherwise captures a stack per request (and per timer): measurable CPU on a loaded replica.
+        noAsyncTraces: true,
         ...(o.reconnectForever === true ? { maxReconnectAttempts: -1, reconnectTimeWait: 250 } : {}),
         ...(o.credentials === undefined ? {} : { user: o.credentials.user, pass: o.credentials.pass }),
       });

@@ -11,6 +11,7 @@
  */
 import { Command } from 'commander';
 import { ErrorCode, NatsError } from 'nats';
+import { setTypedErrorStacks } from '../lib/errors.js';
 import { registerBench } from './bench.js';
 import { registerData } from './data.js';
 import { registerClusterDemo, registerDemo } from './demo.js';
@@ -24,6 +25,8 @@ import { packageVersion } from './version.js';
 import { registerWorker } from './worker.js';
 
 const debug = debugWanted(process.argv, process.env);
+// Typed errors are answers here, printed as one line: their stacks cost CPU on hot paths for nothing.
+setTypedErrorStacks(debug);
 
 /** Prints the one line (and, when debugging, the stack) and exits with the code of the error's kind. */
 function fail(err: unknown): never {

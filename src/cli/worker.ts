@@ -36,8 +36,9 @@ import { ProcessDriver } from '../worker/drivers/process.js';
 import { QemuDriver } from '../worker/drivers/qemu.js';
 import { SimDriver } from '../worker/drivers/sim.js';
 import { natsStatusSink, serveWorker, type WorkerBinding } from '../worker/nats-binding.js';
-import { NodeWorker } from '../worker/node-worker.js';
+import { NodeWorker, workerDefaults } from '../worker/node-worker.js';
 import { type StatusReport, statusItemOf } from '../worker/protocol.js';
+import { StatusMerger } from '../worker/status-merger.js';
 import { durationMs, intBetween, nonNegativeInt, port } from './args.js';
 import { type ConnectionFlags, connectNats, resolveCredentials, withConnectionOptions } from './connect.js';
 import { NatsAuthError, UsageError } from './errors.js';
@@ -50,6 +51,10 @@ export const workerLabelsMax = 64;
 /** Registrations (and reconciles) in flight at once while `--sim-nodes` brings many nodes up. */
 export const registerConcurrentMax = 16;
 export const heartbeatIntervalMsDefault = 1_000;
+/** How long a process's merged status call stays open for its nodes' batches (each node waits 20 ms first). */
+export const statusMergeWindowMs = 5;
+/** Highest `--boots-concurrent`: the worker's boot queue (1,024) is the useful bound beyond it. */
+export const bootsConcurrentFlagMax = 4_096;
 /** Heartbeats between two checks for a node of this process that the scheduler marked down. */
 export const downCheckEveryBeats = 10;
 export const workerStopTimeoutMsDefault = 5_000;
@@ -68,6 +73,7 @@ interface WorkerFlags extends ConnectionFlags {
   simNodes?: number;
   seed: number;
   heartbeatInterval: number;
+  bootsConcurrent?: number;
   metricsPort?: number;
   stopTimeout: number;
 }
@@ -94,6 +100,11 @@ export function registerWorker(program: Command): void {
       'time between heartbeats (ms, or 1s)',
       durationMs,
       heartbeatIntervalMsDefault,
+    )
+    .option(
+      '--boots-concurrent <n>',
+      `boots (create, resume) one node runs at once (default ${workerDefaults.bootsConcurrentMax}; a sim node costs nothing to boot)`,
+      intBetween(1, bootsConcurrentFlagMax),
     )
     .option('--metrics-port <port>', 'serve /metrics, /healthz and /readyz on 127.0.0.1:PORT', port)
     .option(
@@ -221,13 +232,14 @@ function makeDriver(kind: DriverKind, dir: string, seed: number, log: Logger): D
  * `reportStatus`. A transport failure rethrows, so the batcher keeps the batch and retries it; a definite
  * refusal (a sandbox the scheduler does not know) is logged and dropped, since resending cannot change it.
  */
-function statusSinkOf(nc: NatsConnection, api: RemoteScheduler, cluster: string, id: NodeId, log: Logger) {
+function statusSinkOf(nc: NatsConnection, merger: StatusMerger, cluster: string, id: NodeId, log: Logger) {
   const publish = natsStatusSink(nc, cluster, id);
   return async (batch: readonly StatusReport[]): Promise<void> => {
     await publish(batch);
     const items: StatusItem[] = batch.map((r) => statusItemOf(id, r));
     try {
-      await api.reportStatus(items);
+      // One reportStatus call carries the batches of every node of this process within the window.
+      await merger.add(items);
     } catch (err) {
       if (err instanceof TrellisError && err.code !== 'UNAVAILABLE' && err.code !== 'OUTCOME_UNKNOWN') {
         log.warn({ node: id, code: err.code, err: err.message }, 'status report refused');
@@ -379,11 +391,18 @@ async function runWorker(o: WorkerFlags): Promise<void> {
     ready = false;
     for (const s of served) await s.binding.stop();
     // Machines first (local, bounded by the driver), then the last statuses over the network.
+    // The last batches go out merged too: the merge's window timer sends them.
     await Promise.all(served.map((s) => s.worker.close({ stopMachines: true })));
     await api.close();
     await nc.drain();
   };
 
+  const merger = new StatusMerger({
+    send: (items) => api.reportStatus(items),
+    timers: realTimers,
+    windowMs: statusMergeWindowMs,
+    itemsMax: nodeItemsMax,
+  });
   let heartbeat: NodeJS.Timeout | undefined;
   const coming = (async () => {
     for (const [i, id] of ids.entries()) {
@@ -391,7 +410,8 @@ async function runWorker(o: WorkerFlags): Promise<void> {
       const worker = new NodeWorker({
         nodeId: id,
         driver,
-        statusSink: statusSinkOf(nc, api, o.cluster, id, log),
+        statusSink: statusSinkOf(nc, merger, o.cluster, id, log),
+        ...(o.bootsConcurrent === undefined ? {} : { bootsConcurrentMax: o.bootsConcurrent }),
       });
       served.push({ worker, binding: serveWorker(nc, o.cluster, worker, log) });
     }

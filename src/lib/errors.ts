@@ -12,12 +12,30 @@ export interface TrellisErrorOptions {
   readonly details?: Readonly<Record<string, unknown>>;
 }
 
+let captureStacks = true;
+
+/**
+ * Whether typed errors capture a stack (default yes). `trellis` turns it off unless `--debug`: its servers
+ * and workers build typed errors as answers on hot paths (a status for a sandbox already gone, a follower's
+ * NotLeaderError), the CLI prints one line without a stack, and capturing one was 3–5% of a loaded
+ * replica's CPU (bench:load profiles). The code and message still say what failed.
+ */
+export function setTypedErrorStacks(on: boolean): void {
+  captureStacks = on;
+}
+
 /** Base class of every error Trellis throws on purpose. `code` is stable across releases. */
 export abstract class TrellisError extends Error {
   abstract readonly code: string;
   readonly details: Readonly<Record<string, unknown>>;
   constructor(message: string, options: TrellisErrorOptions = {}) {
-    super(message, options.cause === undefined ? undefined : { cause: options.cause });
+    const limit = Error.stackTraceLimit;
+    if (!captureStacks) Error.stackTraceLimit = 0;
+    try {
+      super(message, options.cause === undefined ? undefined : { cause: options.cause });
+    } finally {
+      Error.stackTraceLimit = limit;
+    }
     this.details = options.details ?? {};
   }
 }

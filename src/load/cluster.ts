@@ -50,6 +50,11 @@ export interface LoadClusterOptions {
   readonly replicas: number;
   readonly nodes: number;
   readonly nodeShape: NodeShape;
+  /**
+   * Boots one simulated node runs at once (`trellis worker --boots-concurrent`); the worker's default of 2
+   * (QEMU under TCG) when absent.
+   */
+  readonly bootsConcurrent?: number;
   /** Raft tick of the replicas. */
   readonly tickMs: number;
   /** Extra arguments for the leader's node process (e.g. `--cpu-prof`); applied to every replica. */
@@ -244,6 +249,7 @@ export class LoadCluster {
           ...['--cpu', String(o.nodeShape.cpu), '--memory', String(o.nodeShape.memory)],
           ...['--disk', String(o.nodeShape.disk), '--data', join(o.dir, name)],
           ...['--nats', natsUrl, '--cluster', o.cluster, '--stop-timeout', '3s'],
+          ...(o.bootsConcurrent === undefined ? [] : ['--boots-concurrent', String(o.bootsConcurrent)]),
         ];
         launch.set(
           name,

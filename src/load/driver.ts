@@ -106,6 +106,8 @@ export interface DriveResult {
   readonly firstCreateAtMs: number;
   /** Sandboxes that ended with a definite error, by phase and code. */
   readonly failures: Readonly<Record<string, number>>;
+  /** Calls retried after a transient failure, by phase and code (each is another round trip). */
+  readonly retries: Readonly<Record<string, number>>;
   readonly execAvailable: boolean;
 }
 
@@ -186,6 +188,7 @@ export async function drive(o: DriveOptions): Promise<DriveResult> {
   const unknownAfterAck = new Set<string>();
   const terminateUnknown = new Set<string>();
   const failures: Record<string, number> = {};
+  const retries: Record<string, number> = {};
   const clocks: Record<Phase, PhaseClock> = {
     create: new PhaseClock(),
     exec: new PhaseClock(),
@@ -201,7 +204,7 @@ export async function drive(o: DriveOptions): Promise<DriveResult> {
   let lastTerminateAckMs = 0;
 
   /** Calls `fn` until it answers or fails for good; transient failures retry with the same request id. */
-  const persist = async <T>(fn: () => Promise<T>): Promise<T> => {
+  const persist = async <T>(phase: Phase, fn: () => Promise<T>): Promise<T> => {
     const giveUpAtMs = Date.now() + o.retryForMs;
     for (;;) {
       try {
@@ -210,6 +213,8 @@ export async function drive(o: DriveOptions): Promise<DriveResult> {
         const code = err instanceof TrellisError ? err.code : 'ERROR';
         if (!(transientCodes.has(code) || stillOnItsWay(err)) || Date.now() > giveUpAtMs)
           throw new Outcome(code);
+        const key = `${phase}:${code}`;
+        retries[key] = (retries[key] ?? 0) + 1;
         await new Promise((r) => setTimeout(r, retryPauseMs));
       }
     }
@@ -225,7 +230,7 @@ export async function drive(o: DriveOptions): Promise<DriveResult> {
     let sb: Sandbox | undefined;
     const t0 = now();
     try {
-      sb = await persist(() =>
+      sb = await persist('create', () =>
         api.create(o.spec, {
           requestId: id,
           wait: o.wait,
@@ -247,7 +252,7 @@ export async function drive(o: DriveOptions): Promise<DriveResult> {
       await slots.exec.take();
       const t2 = now();
       try {
-        await persist(() => run(id, ['true'], { timeoutMs: execTimeoutMs }));
+        await persist('exec', () => run(id, ['true'], { timeoutMs: execTimeoutMs }));
         clocks.exec.record(t2, now());
         progress.execd++;
       } catch (err) {
@@ -262,7 +267,7 @@ export async function drive(o: DriveOptions): Promise<DriveResult> {
     await slots.terminate.take();
     const t3 = now();
     try {
-      await persist(() => api.terminate(id, { requestId: `${id}-t` }));
+      await persist('terminate', () => api.terminate(id, { requestId: `${id}-t` }));
       const t4 = now();
       clocks.terminate.record(t3, t4);
       terminated.add(id);
@@ -311,6 +316,7 @@ export async function drive(o: DriveOptions): Promise<DriveResult> {
     allTerminatedSeconds: lastTerminateAckMs === 0 ? 0 : (lastTerminateAckMs - firstCreateAtMs) / 1_000,
     firstCreateAtMs,
     failures,
+    retries,
     execAvailable,
   };
 }

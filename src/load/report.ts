@@ -49,6 +49,8 @@ export function formatReport(r: LoadReport): string[] {
   );
   const failures = Object.entries(r.drive.failures);
   if (failures.length > 0) lines.push(`failed: ${failures.map(([k, n]) => `${k} ${n}`).join(', ')}`);
+  const retries = Object.entries(r.drive.retries ?? {});
+  if (retries.length > 0) lines.push(`retried: ${retries.map(([k, n]) => `${k} ${n}`).join(', ')}`);
   lines.push('');
   const h = r.placementBatch;
   lines.push(

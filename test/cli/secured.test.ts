@@ -8,19 +8,15 @@ import { exitCodes } from '../../src/cli/errors.js';
 import type { NatsAuthPlan } from '../../src/nats/config.js';
 import { cliMain, spawnReplica } from '../../src/testing/replica-process.js';
 import { findBinary, freePort } from '../../src/testing/servers.js';
+import { until as poll, type UntilCondition } from '../helpers/until.js';
 import { errorLine, runCli } from './run-cli.js';
 
 const cluster = 'sec';
 const ids = ['r1', 'r2', 'r3'];
 
 /** Waits until `f` resolves truthy, polling; throws after `timeoutMs`. */
-async function until(what: string, f: () => Promise<boolean>, timeoutMs = 30_000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!(await f())) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 100));
-  }
-}
+const until = (what: string, f: UntilCondition<boolean>, timeoutMs = 30_000): Promise<boolean> =>
+  poll(f, what, { timeoutMs, pollMs: 100 });
 
 describe('trellis nats-config - the secured setup works end to end', () => {
   let dir: string;

@@ -10,7 +10,6 @@ import { existsSync } from 'node:fs';
 import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { setTimeout as sleep } from 'node:timers/promises';
 import { type NatsConnection, connect as natsConnect } from 'nats';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createScheduler, type Scheduler } from '../../scheduler/scheduler.js';
@@ -19,6 +18,8 @@ import { authorizationBlock, planNatsUsers } from '../../src/nats/config.js';
 import { cliMain } from '../../src/testing/replica-process.js';
 import { freePort, type RunningServer, startNats } from '../../src/testing/servers.js';
 import { nodeCommandSubject, workerCommandCodec, workerReplyCodec } from '../../src/worker/nats-binding.js';
+import { alive } from '../helpers/processes.js';
+import { until as poll, type UntilCondition } from '../helpers/until.js';
 import { errorLine, runCli, stackFrame } from './run-cli.js';
 
 const cluster = 'wk';
@@ -51,27 +52,13 @@ function spawnWorker(args: readonly string[], natsUrl: string): Spawned {
   return { child, stderr: () => stderr, exited };
 }
 
-async function until(cond: () => boolean | Promise<boolean>, what: string, why = () => ''): Promise<void> {
-  const deadline = Date.now() + waitMsMax;
-  while (!(await cond())) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}; ${why()}`);
-    await sleep(50);
-  }
-}
+const until = (cond: UntilCondition<boolean>, what: string, why = () => ''): Promise<boolean> =>
+  poll(cond, what, { timeoutMs: waitMsMax, pollMs: 50, why });
 
 /** The worker's own readiness: registered, reconciled and serving (src/cli/worker.ts). */
 async function workerReady(metricsPort: number): Promise<boolean> {
   try {
     return (await fetch(`http://127.0.0.1:${metricsPort}/readyz`)).status === 200;
-  } catch {
-    return false;
-  }
-}
-
-function alive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
   } catch {
     return false;
   }

@@ -11,7 +11,6 @@ import { existsSync } from 'node:fs';
 import { mkdtemp, readdir, readFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { setTimeout as sleep } from 'node:timers/promises';
 import { type NatsConnection, connect as natsConnect } from 'nats';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { SandboxSpec } from '../../scheduler/commands.js';
@@ -20,6 +19,8 @@ import { cliMain, spawnReplica } from '../../src/testing/replica-process.js';
 import { type RunningServer, startNats } from '../../src/testing/servers.js';
 import { nodeCommandSubject, workerCommandCodec, workerReplyCodec } from '../../src/worker/nats-binding.js';
 import { runCli } from '../cli/run-cli.js';
+import { alive, procState } from '../helpers/processes.js';
+import { until as poll, type UntilCondition } from '../helpers/until.js';
 
 const cluster = 'e2e';
 const replicaIds = ['r1', 'r2', 'r3'];
@@ -71,20 +72,9 @@ function startWorker(nodeId: string): ChildProcess {
   return child;
 }
 
-async function until<T>(f: () => Promise<T | undefined | false>, what: string): Promise<T> {
-  const deadline = Date.now() + waitMsMax;
-  let last: unknown;
-  for (;;) {
-    try {
-      const v = await f();
-      if (v !== undefined && v !== false) return v;
-    } catch (err) {
-      last = err;
-    }
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what} (last error: ${String(last)})`);
-    await sleep(100);
-  }
-}
+/** Polls through leader changes: a call that fails is retried until the deadline. */
+const until = <T>(f: UntilCondition<T>, what: string): Promise<T> =>
+  poll(f, what, { timeoutMs: waitMsMax, pollMs: 100, retryErrors: true });
 
 function sandboxDir(nodeId: string, sandboxId: string): string {
   return join(root, 'workers', nodeId, nodeId, 'sandboxes', sandboxId);
@@ -94,16 +84,6 @@ async function machinePid(nodeId: string, sandboxId: string): Promise<number> {
   const pid = Number((await readFile(join(sandboxDir(nodeId, sandboxId), 'vm.pid'), 'utf8')).trim());
   machinePids.add(pid);
   return pid;
-}
-
-/** The process state letter from /proc (R, S, T for stopped...), or undefined when it is gone. */
-async function procState(pid: number): Promise<string | undefined> {
-  try {
-    const stat = await readFile(`/proc/${pid}/stat`, 'utf8');
-    return stat.slice(stat.lastIndexOf(')') + 2, stat.lastIndexOf(')') + 3);
-  } catch {
-    return undefined;
-  }
 }
 
 const small = (extra: Partial<SandboxSpec> = {}): SandboxSpec => ({
@@ -175,7 +155,7 @@ describe('e2e lifecycle - 3 replicas, 3 process workers', () => {
       expect(sb.state).toBe('running');
       expect(sb.nodeId).toBe('w1');
       const pid = await machinePid('w1', sb.id);
-      expect(await procState(pid)).toMatch(/[RS]/);
+      expect(procState(pid)).toMatch(/[RS]/);
       const disk = join(sandboxDir('w1', sb.id), 'disk.img');
       expect(existsSync(disk)).toBe(true);
 
@@ -192,20 +172,20 @@ describe('e2e lifecycle - 3 replicas, 3 process workers', () => {
 
       await client.suspend(sb.id);
       await until(async () => (await stateOf(sb.id)) === 'suspended', 'suspended');
-      expect(await procState(pid)).toBe('T');
+      expect(procState(pid)).toBe('T');
       await expect(client.exec(sb.id, ['true'])).rejects.toMatchObject({ code: 'SCHED_NOT_RUNNING' });
 
       await client.resume(sb.id);
       await until(async () => (await stateOf(sb.id)) === 'running', 'running again');
       expect(await machinePid('w1', sb.id)).toBe(pid);
-      expect(await procState(pid)).toMatch(/[RS]/);
+      expect(procState(pid)).toMatch(/[RS]/);
       const cat = await client.exec(sb.id, ['cat', 'f.txt']);
       expect(text(cat.stdout)).toBe('kept\n');
       expect(existsSync(disk)).toBe(true);
 
       await client.terminate(sb.id);
       await until(async () => (await stateOf(sb.id)) === 'gone', 'terminated');
-      await until(async () => (await procState(pid)) === undefined || false, 'machine process gone');
+      await until(async () => !alive(pid), 'machine process gone');
       expect(existsSync(sandboxDir('w1', sb.id))).toBe(false);
     },
     testTimeoutMs,
@@ -288,7 +268,7 @@ describe('e2e lifecycle - 3 replicas, 3 process workers', () => {
         await ask('w2', 'w2', { type: 'create', sandboxId: 'bad id!' }, 1_000).catch((e: Error) => e),
       ).toBeInstanceOf(Error);
       // The sandbox is untouched and the worker still answers the scheduler.
-      expect(await procState(pid)).toMatch(/[RS]/);
+      expect(procState(pid)).toMatch(/[RS]/);
       expect(await stateOf(sb.id)).toBe('running');
       const out = await client.exec(sb.id, ['echo', 'alive']);
       expect(text(out.stdout)).toBe('alive\n');
@@ -306,7 +286,7 @@ describe('e2e lifecycle - 3 replicas, 3 process workers', () => {
       const gone = new Promise((r) => old.once('exit', r));
       old.kill('SIGKILL');
       await gone;
-      expect(await procState(pid)).toMatch(/[RS]/);
+      expect(procState(pid)).toMatch(/[RS]/);
       startWorker('w2');
       // The restarted worker finds the machine from its pid file and reports it; exec reaches it again.
       const out = await until(
@@ -317,7 +297,7 @@ describe('e2e lifecycle - 3 replicas, 3 process workers', () => {
       expect(await stateOf(sb.id)).toBe('running');
       expect(await machinePid('w2', sb.id)).toBe(pid);
       await client.terminate(sb.id);
-      await until(async () => (await procState(pid)) === undefined || false, 'machine gone after terminate');
+      await until(async () => !alive(pid), 'machine gone after terminate');
     },
     testTimeoutMs,
   );
@@ -344,7 +324,7 @@ describe('e2e lifecycle - 3 replicas, 3 process workers', () => {
         }
         expect(holders, sb.id).toEqual([sb.nodeId]);
         const pid = await machinePid(sb.nodeId as string, sb.id);
-        expect(await procState(pid)).toMatch(/[RS]/);
+        expect(procState(pid)).toMatch(/[RS]/);
       }
       for (const sb of made) await client.terminate(sb.id);
     },
@@ -373,7 +353,7 @@ describe('e2e lifecycle - 3 replicas, 3 process workers', () => {
         return now?.state === 'running' && now.nodeId !== 'w3' ? now : undefined;
       }, 'the stateless sandbox running elsewhere');
       const pid = await machinePid(moved.nodeId as string, sb.id);
-      expect(await procState(pid)).toMatch(/[RS]/);
+      expect(procState(pid)).toMatch(/[RS]/);
       const out = await client.exec(sb.id, ['echo', 'moved']);
       expect(text(out.stdout)).toBe('moved\n');
     },

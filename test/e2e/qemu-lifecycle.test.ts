@@ -18,12 +18,13 @@ import { existsSync } from 'node:fs';
 import { mkdtemp, readdir, readFile, rm, stat } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { setTimeout as sleep } from 'node:timers/promises';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { SandboxSpec } from '../../scheduler/commands.js';
 import { connect, type RemoteScheduler } from '../../src/api/client.js';
 import { cliMain, spawnReplica, stopReplica } from '../../src/testing/replica-process.js';
 import { type RunningServer, startNats } from '../../src/testing/servers.js';
+import { alive } from '../helpers/processes.js';
+import { until as poll, type UntilCondition } from '../helpers/until.js';
 
 const cluster = 'qe2e';
 const nodeId = 'q1';
@@ -39,21 +40,14 @@ let replica: ChildProcess;
 let worker: ChildProcess;
 let workerStderr = '';
 
-async function until<T>(f: () => Promise<T | undefined | false>, what: string): Promise<T> {
-  const deadline = Date.now() + waitMsMax;
-  let last: unknown;
-  for (;;) {
-    try {
-      const v = await f();
-      if (v !== undefined && v !== false) return v;
-    } catch (err) {
-      last = err;
-    }
-    if (Date.now() > deadline)
-      throw new Error(`timed out waiting for ${what} (last error: ${String(last)}); worker: ${workerStderr}`);
-    await sleep(100);
-  }
-}
+/** Polls through leader changes: a call that fails is retried until the deadline. */
+const until = <T>(f: UntilCondition<T>, what: string): Promise<T> =>
+  poll(f, what, {
+    timeoutMs: waitMsMax,
+    pollMs: 100,
+    retryErrors: true,
+    why: () => `worker: ${workerStderr}`,
+  });
 
 const dataDir = (): string => join(root, 'worker');
 const sandboxDir = (id: string): string => join(dataDir(), nodeId, 'sandboxes', id);
@@ -91,15 +85,6 @@ async function qemuOf(id: string): Promise<{ pid: number; cmdline: string } | un
     return cmdline.includes('qemu-system') ? { pid, cmdline } : undefined;
   } catch {
     return undefined;
-  }
-}
-
-function alive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch {
-    return false;
   }
 }
 

@@ -16,6 +16,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { connect, type RemoteScheduler } from '../../src/api/client.js';
 import { cliMain, spawnReplica } from '../../src/testing/replica-process.js';
 import { freePort, type RunningServer, startNats } from '../../src/testing/servers.js';
+import { until as poll, type UntilCondition } from '../helpers/until.js';
 
 const ids = ['a', 'b', 'c'];
 const cluster = 'metrics';
@@ -31,13 +32,8 @@ async function scrape(id: string, path = '/metrics'): Promise<{ status: number; 
 }
 
 /** Polls an async condition until it holds, or fails after `timeoutMs`. */
-async function untilAsync(cond: () => Promise<boolean>, what: string, timeoutMs = 15_000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!(await cond())) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 50));
-  }
-}
+const untilAsync = (cond: UntilCondition<boolean>, what: string, timeoutMs = 15_000): Promise<boolean> =>
+  poll(cond, what, { timeoutMs, pollMs: 50 });
 
 function sample(text: string, series: string): number | undefined {
   const line = text.split('\n').find((l) => l.startsWith(`${series} `));

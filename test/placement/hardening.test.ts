@@ -179,6 +179,53 @@ describe('placement/hardening - 2. GPU model "*" is a model name, and facts neve
   });
 });
 
+describe('placement/hardening - 2b. constraint signatures are told apart field by field', () => {
+  // Class verdicts are shared per constraint signature across batches on one class membership, found by a
+  // hash of the signature and a field-by-field check; these signatures differ where a careless key would not.
+  const nodes = [
+    ready('ab', 8000, { a: 'b', c: 'x' }),
+    ready('abc', 8000, { a: 'bc' }),
+    ready('cx', 8000, { c: 'x', z: 'q' }),
+    ready('yx', 8000, { v: 'y' }),
+  ];
+  const cases: { readonly constraints: PlacementRequest['constraints']; readonly on: string[] }[] = [
+    { constraints: [{ label: 'a', op: 'eq', value: 'bc' }], on: ['abc'] },
+    {
+      constraints: [
+        { label: 'a', op: 'eq', value: 'b' },
+        { label: 'c', op: 'eq', value: 'x' },
+      ],
+      on: ['ab'],
+    },
+    { constraints: [{ label: 'a', op: 'in', values: ['bc'] }], on: ['abc'] },
+    { constraints: [{ label: 'a', op: 'notIn', values: ['bc'] }], on: ['ab', 'cx', 'yx'] },
+    { constraints: [{ label: 'a', op: 'in', values: ['b', 'c'] }], on: ['ab'] },
+    { constraints: [{ label: 'a', op: 'in', values: ['bc', 'x'] }], on: ['abc'] },
+    { constraints: [{ label: 'c', op: 'exists' }], on: ['ab', 'cx'] },
+    { constraints: [{ label: 'z', op: 'exists' }], on: ['cx'] },
+    { constraints: [{ label: 'v', op: 'eq', value: 'y' }], on: ['yx'] },
+  ];
+
+  it('placement/hardening - each signature in one batch lands only on the nodes it admits', () => {
+    // Every request takes a whole node, so each of its placements names a node its constraints admit.
+    const index = ClusterIndex.of(nodes);
+    for (let round = 0; round < 2; round++) {
+      const plan = planBatch(
+        index,
+        cases.map((c, i) => req(`r${i}`, 8000, { constraints: c.constraints ?? [] })),
+      );
+      for (const p of plan.placements) {
+        const i = Number(p.requestId.slice(1));
+        expect(cases[i]?.on, `${p.requestId} on ${p.nodeId}`).toContain(p.nodeId);
+      }
+    }
+    for (const [i, c] of cases.entries()) {
+      const alone = planBatch(index, [req(`alone${i}`, 1, { constraints: c.constraints ?? [] })]);
+      expect(alone.placements.map((p) => p.nodeId)).toEqual([c.on[0]]);
+    }
+  });
+});
+
 describe('placement/hardening - 3. labels named like Object.prototype members are ordinary labels', () => {
   const names = ['constructor', 'toString', '__proto__', 'hasOwnProperty', 'valueOf'];
 

@@ -20,6 +20,7 @@ import { CodecError, ValidationError } from '../../src/lib/errors.js';
 import { createRng } from '../../src/lib/prng.js';
 import { eventsCodec } from '../../src/nats/events.js';
 import { startTestCluster } from '../../src/testing/index.js';
+import { until as poll, type UntilCondition } from '../helpers/until.js';
 import { node, placeCmd, run, spec } from './fixtures.js';
 
 type Report = { sandboxId: string; state: NodeHeldState }[];
@@ -485,13 +486,8 @@ describe('scheduler reconcile - bad input', () => {
   });
 });
 
-async function until(cond: () => Promise<boolean>, what: string, timeoutMs = 10_000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!(await cond())) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 5));
-  }
-}
+const until = (cond: UntilCondition<boolean>, what: string, timeoutMs = 10_000): Promise<boolean> =>
+  poll(cond, what, { timeoutMs, pollMs: 5 });
 
 describe('scheduler reconcile - public API on a Raft group', () => {
   it('scheduler reconcile - a node marked down comes back with a report: its sandboxes are restored, orphans returned', async () => {

@@ -6,6 +6,7 @@ import { LoopbackNetwork } from '../../raft/transport/loopback.js';
 import { commandCodec } from '../../scheduler/commands.js';
 import { NotLeaderError } from '../../scheduler/errors.js';
 import { forwardReplyCodec, forwardRequestCodec } from '../../scheduler/forward.js';
+import { defaultPipelineOptions, everyInterval } from '../../scheduler/pipeline/leader.js';
 import { RaftGroupLog } from '../../scheduler/raft-group.js';
 import { SchedulerReplica } from '../../scheduler/replica.js';
 import { createScheduler } from '../../scheduler/scheduler.js';
@@ -153,6 +154,65 @@ describe('scheduler replica', () => {
       expect(replica.machine.state.sandbox(sb.id)?.state).toBe('placed');
     } finally {
       await close();
+    }
+  });
+});
+
+describe('scheduler replica reads', () => {
+  it('scheduler replica - concurrent reads share ReadIndex rounds, and a read never joins a round that started before it', async () => {
+    // The leader's log with its readIndex gated: each round waits until the test lets it go. Reads arriving
+    // while a round is in flight wait for the next round (its leadership check comes after them), and all of
+    // them share that one round: 1 + 1 rounds for 1 + 50 reads, never 51.
+    const group = RaftGroupLog.inMemory({ replicas: 3 });
+    await until(() => group.leader() === 0, 'r0 leads');
+    const inner = group.replica(0);
+    const gates: (() => void)[] = [];
+    const log = {
+      id: inner.id,
+      machine: inner.machine,
+      leaderId: () => inner.leaderId(),
+      leaderTerm: () => inner.leaderTerm(),
+      propose: (data: Uint8Array) => inner.propose(data),
+      onLeaderChange: (l: () => void) => inner.onLeaderChange(l),
+      readIndex: async () => {
+        await new Promise<void>((r) => gates.push(r));
+        await inner.readIndex();
+      },
+    };
+    const replica = new SchedulerReplica(log, {
+      pipeline: { ...defaultPipelineOptions, now: Date.now, every: everyInterval },
+    });
+    try {
+      const deadline = Deadline.after(10_000, Date.now);
+      let firstDone = false;
+      const first = replica.readBarrier(deadline).then(() => {
+        firstDone = true;
+      });
+      expect(gates.length).toBe(1);
+      const later = Array.from({ length: 50 }, () => replica.readBarrier(deadline));
+      await new Promise((r) => setImmediate(r));
+      // The 50 did not start a round of their own while the first is in flight, nor join it.
+      expect(gates.length).toBe(1);
+      gates[0]?.();
+      await first;
+      expect(firstDone).toBe(true);
+      await until(() => gates.length === 2, 'the next round starts once the first settles');
+      let laterDone = 0;
+      for (const p of later) void p.then(() => laterDone++);
+      await new Promise((r) => setImmediate(r));
+      expect(laterDone).toBe(0);
+      gates[1]?.();
+      await Promise.all(later);
+      expect(laterDone).toBe(50);
+      expect(gates.length).toBe(2);
+      // Nothing in flight: the next read starts its own round at once.
+      const alone = replica.readBarrier(deadline);
+      expect(gates.length).toBe(3);
+      gates[2]?.();
+      await alone;
+    } finally {
+      replica.stop();
+      await group.close();
     }
   });
 });

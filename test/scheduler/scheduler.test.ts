@@ -3,15 +3,11 @@ import { NoCapacityError, QuotaExceededError, RequestIdConflictError } from '../
 import { InProcessLog } from '../../scheduler/in-process-log.js';
 import { createScheduler } from '../../scheduler/scheduler.js';
 import { stateDigest } from '../../scheduler/state-machine.js';
+import { until as poll, type UntilCondition } from '../helpers/until.js';
 import { node, spec } from './fixtures.js';
 
-async function until(cond: () => Promise<boolean>, what: string, timeoutMs = 5_000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!(await cond())) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 5));
-  }
-}
+const until = (cond: UntilCondition<boolean>, what: string, timeoutMs = 5_000): Promise<boolean> =>
+  poll(cond, what, { timeoutMs, pollMs: 5 });
 
 describe('scheduler API', () => {
   it('scheduler - creates resolve once committed, batched, on every replica, within capacity', async () => {

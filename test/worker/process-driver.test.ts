@@ -1,6 +1,5 @@
 import { spawn } from 'node:child_process';
-import { readFileSync } from 'node:fs';
-import { mkdtemp, readFile, rm, stat, writeFile } from 'node:fs/promises';
+import { mkdtemp, rm, stat, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
@@ -9,26 +8,11 @@ import { execStdinBytesMax } from '../../src/worker/driver.js';
 import { ProcessDriver } from '../../src/worker/drivers/process.js';
 import { SandboxStateError } from '../../src/worker/errors.js';
 import { NodeWorker } from '../../src/worker/node-worker.js';
+import { alive, procState } from '../helpers/processes.js';
 import { until } from '../helpers/until.js';
 import { nid, sid, spec, statusLog } from './fixtures.js';
 
 const text = (b: Uint8Array): string => Buffer.from(b).toString('utf8');
-
-/** A process counts as alive while it exists and is not a zombie: a machine orphaned by a killed worker is
- * reparented to PID 1, which in a container may never reap it, so its exit shows only as state Z. */
-function alive(pid: number): boolean {
-  try {
-    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
-    return stat.slice(stat.lastIndexOf(')') + 2, stat.lastIndexOf(')') + 3) !== 'Z';
-  } catch {
-    return false;
-  }
-}
-
-async function procState(pid: number): Promise<string> {
-  const s = await readFile(`/proc/${pid}/stat`, 'utf8');
-  return s.slice(s.lastIndexOf(')') + 2, s.lastIndexOf(')') + 3);
-}
 
 describe('worker/drivers/process', () => {
   let dir: string;
@@ -68,14 +52,14 @@ describe('worker/drivers/process', () => {
     expect(text(r.stderr)).toBe('oops\n');
 
     await driver.suspend(s.sandboxId);
-    expect(await procState(pid as number)).toBe('T');
+    expect(procState(pid as number)).toBe('T');
     expect(await driver.list()).toEqual([{ sandboxId: 'life', state: 'suspended' }]);
     await expect(
       driver.exec(s.sandboxId, { command: ['true'], timeoutMs: 1000, outputBytesMax: 10 }),
     ).rejects.toBeInstanceOf(SandboxStateError);
     await driver.resume(s.sandboxId);
     expect(await driver.machinePid(s.sandboxId)).toBe(pid);
-    expect(await procState(pid as number)).not.toBe('T');
+    expect(procState(pid as number)).not.toBe('T');
     const again = await driver.exec(s.sandboxId, {
       command: ['cat', 'note'],
       timeoutMs: 10_000,

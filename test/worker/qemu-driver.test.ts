@@ -7,6 +7,7 @@ import { ValidationError } from '../../src/lib/errors.js';
 import { QemuDriver, qemuExecStdinBytesMax } from '../../src/worker/drivers/qemu.js';
 import { SandboxStateError } from '../../src/worker/errors.js';
 import { NodeWorker } from '../../src/worker/node-worker.js';
+import { alive } from '../helpers/processes.js';
 import { until } from '../helpers/until.js';
 import { nid, sid, spec, statusLog } from './fixtures.js';
 
@@ -15,15 +16,6 @@ import { nid, sid, spec, statusLog } from './fixtures.js';
 // throws UnavailableError), never skips: the test command installs them (scripts/ensure-services.sh).
 const text = (b: Uint8Array): string => Buffer.from(b).toString('utf8');
 const opts = (timeoutMs = 30_000) => ({ timeoutMs, outputBytesMax: 4096 });
-
-function alive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch {
-    return false;
-  }
-}
 
 describe('worker/drivers/qemu', () => {
   let dir: string;

@@ -5,6 +5,7 @@
  */
 import type { NatsConnection } from 'nats';
 import type { Storage } from '../../../raft/storage/storage.js';
+import type { RaftReplicaLog } from '../../../scheduler/replica.js';
 import { startSchedulerServer } from '../../api/replica-server.js';
 import type { GatewayConfig } from '../../gateway/config.js';
 import type { MetricsSink } from '../../lib/metrics.js';
@@ -34,6 +35,28 @@ export interface SchedulerStateOptions {
   readonly nodeDownAfterMs?: number;
 }
 
+/** Polls of a new leader's commit index, 2 ms apart (5 s), for the log line of its first commit. */
+const firstCommitPollsMax = 2_500;
+const firstCommitPollMs = 2;
+
+/**
+ * Logs when a new leader's commit index first moves past where it stood at the election (its no-op of the
+ * term committed): with the role lines, the last step of a failover. Only when info is logged.
+ */
+function logFirstCommit(node: RaftReplicaLog['node'], term: number, from: number, log: Logger): void {
+  if (!log.isLevelEnabled('info')) return;
+  let polls = 0;
+  const timer = setInterval(() => {
+    const st = node.status();
+    if (st.term !== term || st.role !== 'leader' || ++polls >= firstCommitPollsMax) clearInterval(timer);
+    else if (st.commit > from) {
+      clearInterval(timer);
+      log.info({ term, commit: st.commit }, 'raft first commit of the term');
+    }
+  }, firstCommitPollMs);
+  timer.unref();
+}
+
 /** Runs the replica until a stop signal; resolves once it is closed. */
 export async function runSchedulerState(o: SchedulerStateOptions): Promise<void> {
   const server = await startSchedulerServer({
@@ -56,6 +79,13 @@ export async function runSchedulerState(o: SchedulerStateOptions): Promise<void>
     server.log.leaderId() === undefined ? { ready: false, reason: 'no leader known' } : { ready: true },
   );
   o.log.info({ peers: o.peers, state: 'scheduler' }, 'replica started');
+  // Each role change with its wall-clock time (pino's `time`): the load run's failovers are broken down from
+  // these lines (campaign, pre-vote won, elected) against the harness's kill time.
+  server.log.node.onRoleChange(({ role, leader, term }) => {
+    const { commit, leadersGone } = server.log.node.status();
+    o.log.info({ role, leader, term, commit, leadersGone }, 'raft role');
+    if (role === 'leader') logFirstCommit(server.log.node, term, commit, o.log);
+  });
   await o.stopping;
   o.log.info('stopping');
   await stopWithin(o.stopTimeoutMs, o.log, async () => {
