@@ -72,6 +72,7 @@ interface WorkerFlags extends ConnectionFlags {
   seed: number;
   heartbeatInterval: number;
   bootsConcurrent?: number;
+  execsConcurrent?: number;
   metricsPort?: number;
   stopTimeout: number;
 }
@@ -102,6 +103,11 @@ export function registerWorker(program: Command): void {
     .option(
       '--boots-concurrent <n>',
       `boots (create, resume) one node runs at once (default ${workerDefaults.bootsConcurrentMax}; a sim node costs nothing to boot)`,
+      intBetween(1, bootsConcurrentLimit),
+    )
+    .option(
+      '--execs-concurrent <n>',
+      `commands one node runs at once before refusing more (default ${workerDefaults.execsConcurrentMax})`,
       intBetween(1, bootsConcurrentLimit),
     )
     .option('--metrics-port <port>', 'serve /metrics, /healthz and /readyz on 127.0.0.1:PORT', port)
@@ -410,6 +416,7 @@ async function runWorker(o: WorkerFlags): Promise<void> {
         driver,
         statusSink: statusSinkOf(nc, merger, o.cluster, id, log),
         ...(o.bootsConcurrent === undefined ? {} : { bootsConcurrentMax: o.bootsConcurrent }),
+        ...(o.execsConcurrent === undefined ? {} : { execsConcurrentMax: o.execsConcurrent }),
       });
       served.push({ worker, binding: serveWorker(nc, o.cluster, worker, log) });
     }

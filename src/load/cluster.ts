@@ -51,8 +51,8 @@ export interface LoadClusterOptions {
   readonly nodes: number;
   readonly nodeShape: NodeShape;
   /**
-   * Boots one simulated node runs at once (`trellis worker --boots-concurrent`); the worker's default of 2
-   * (QEMU under TCG) when absent.
+   * Boots, and commands (exec), one simulated node runs at once (`trellis worker --boots-concurrent` and
+   * `--execs-concurrent`); the worker's defaults (2 boots: QEMU under TCG; 16 execs) when absent.
    */
   readonly bootsConcurrent?: number;
   /** Raft tick of the replicas. */
@@ -285,7 +285,15 @@ export class LoadCluster {
           ...['--cpu', String(o.nodeShape.cpu), '--memory', String(o.nodeShape.memory)],
           ...['--disk', String(o.nodeShape.disk), '--data', join(o.dir, name)],
           ...['--nats', natsUrl, '--cluster', o.cluster, '--stop-timeout', '3s'],
-          ...(o.bootsConcurrent === undefined ? [] : ['--boots-concurrent', String(o.bootsConcurrent)]),
+          // A sim node runs as many boots, and as many commands, at once as it holds sandboxes.
+          ...(o.bootsConcurrent === undefined
+            ? []
+            : [
+                '--boots-concurrent',
+                String(o.bootsConcurrent),
+                '--execs-concurrent',
+                String(o.bootsConcurrent),
+              ]),
         ];
         launch.set(
           name,
