@@ -4,8 +4,9 @@
  * from create to running to terminated with no server and no process.
  *
  * The leader's dispatcher calls the workers directly (`localCommandSink`); the workers' status reports go
- * back through `reportStatus`, merged across nodes: one `status` Raft entry carries every report of a flush
- * window, whatever node it came from, so thousands of sandboxes starting at once cost a handful of entries.
+ * back through `reportStatus` by the same path as from a `trellis worker` process, merged across nodes: one
+ * `status` Raft entry carries every report of a window, whatever node it came from, so thousands of sandboxes
+ * starting at once cost a handful of entries.
  */
 
 import type { StatusItem } from '../scheduler/api.js';
@@ -14,11 +15,12 @@ import { assert } from './lib/assert.js';
 import type { NodeId } from './lib/ids.js';
 import { trellisMetrics } from './lib/metrics.js';
 import { createRng } from './lib/prng.js';
-import { type Cancel, realTimers, type Timers } from './lib/timers.js';
+import { realTimers, type Timers } from './lib/timers.js';
 import { localCommandSink } from './worker/command-sink.js';
 import { SimDriver, type SimLatencyModel } from './worker/drivers/sim.js';
 import { NodeWorker } from './worker/node-worker.js';
-import { type StatusReport, statusItemOf } from './worker/protocol.js';
+import type { StatusSink } from './worker/protocol.js';
+import { mergedStatusSink, StatusMerger, statusMergeWindowMsDefault } from './worker/status-merger.js';
 
 export interface EmbeddedWorkersOptions {
   /** What stands in for a VM. Only `sim` runs in-process. */
@@ -29,7 +31,10 @@ export interface EmbeddedWorkersOptions {
   readonly seed?: number;
   /** The workers' clock and timers. Default real time; pass `VirtualTimers` to run boots without waiting. */
   readonly timers?: Timers;
-  /** Status reports from all nodes are merged and sent once per this window. Default 10 ms. */
+  /**
+   * The nodes' status batches are merged into one `reportStatus` call per this window (each node first
+   * batches its own reports for the worker's `statusFlushMs`). Default `statusMergeWindowMsDefault`.
+   */
   readonly statusFlushMs?: number;
   /** Boots one node runs at once (more queue). Default the worker's. */
   readonly bootsConcurrentMax?: number;
@@ -40,30 +45,36 @@ export interface EmbeddedSchedulerConfig extends SchedulerConfig {
   readonly workers?: EmbeddedWorkersOptions;
 }
 
-/** Status reports held while no leader takes them, at most; older ones are dropped (reconcile repairs). */
-export const embeddedStatusPendingMax = 100_000;
-/** Reports one merged status entry carries, at most (the command's own bound is larger). */
+/** Reports one merged status call carries, at most (the command's own bound is larger). */
 export const embeddedStatusBatchMax = 10_000;
 
-/** The in-process workers of an embedded scheduler, one per node, made when the first command arrives. */
+/**
+ * The in-process workers of an embedded scheduler, one per node, made when the first command arrives. Their
+ * status path is the `trellis worker` process's: each node's batcher (retries, bounded backlog), then one
+ * merged call for all nodes per window (`StatusMerger`, `mergedStatusSink`).
+ */
 export class LocalFleet {
   readonly #o: EmbeddedWorkersOptions;
   readonly #timers: Timers;
   readonly #workers = new Map<string, NodeWorker>();
   readonly #rng;
+  readonly #merger: StatusMerger;
   #report: (items: readonly StatusItem[]) => Promise<void> = async () => {};
-  #pending: StatusItem[] = [];
-  #timer: Cancel | undefined;
-  #flushing = false;
   #closed = false;
-  /** Reports dropped because no leader took them for too long. */
-  dropped = 0;
+  /** Status batches the scheduler refused for good (dropped: resending could not change them). */
+  refused = 0;
 
   constructor(options: EmbeddedWorkersOptions) {
     assert(options.driver === 'sim', 'embedded workers run the sim driver', { driver: options.driver });
     this.#o = options;
     this.#timers = options.timers ?? realTimers;
     this.#rng = createRng(options.seed ?? 1);
+    this.#merger = new StatusMerger({
+      send: (items) => this.#report(items),
+      timers: this.#timers,
+      windowMs: options.statusFlushMs ?? statusMergeWindowMsDefault,
+      itemsMax: embeddedStatusBatchMax,
+    });
   }
 
   /** Where merged status reports go (the scheduler's `reportStatus`). */
@@ -84,9 +95,7 @@ export class LocalFleet {
           ...(this.#o.model === undefined ? {} : { model: this.#o.model }),
         }),
         timers: this.#timers,
-        // The worker hands each report on at once; this fleet does the batching, across nodes.
-        statusFlushMs: 0,
-        statusSink: async (batch) => this.#push(nodeId, batch),
+        statusSink: this.#sinkOf(nodeId),
         ...(this.#o.bootsConcurrentMax === undefined
           ? {}
           : { bootsConcurrentMax: this.#o.bootsConcurrentMax }),
@@ -96,53 +105,24 @@ export class LocalFleet {
     return w;
   }
 
+  /** The node's sink; once the fleet closes (after its scheduler), reports have nowhere to go and are dropped. */
+  #sinkOf(nodeId: string): StatusSink {
+    const merged = mergedStatusSink(this.#merger, nodeId, () => {
+      this.refused++;
+    });
+    return async (batch) => {
+      if (!this.#closed) await merged(batch);
+    };
+  }
+
   get workers(): ReadonlyMap<string, NodeWorker> {
     return this.#workers;
   }
 
-  #push(nodeId: string, batch: readonly StatusReport[]): void {
-    for (const r of batch) this.#pending.push(statusItemOf(nodeId, r));
-    if (this.#pending.length > embeddedStatusPendingMax) {
-      const over = this.#pending.length - embeddedStatusPendingMax;
-      this.#pending.splice(0, over);
-      this.dropped += over;
-    }
-    this.#arm();
-  }
-
-  #arm(): void {
-    if (this.#timer !== undefined || this.#closed) return;
-    this.#timer = this.#timers.setTimeout(() => {
-      this.#timer = undefined;
-      void this.flush();
-    }, this.#o.statusFlushMs ?? 10);
-  }
-
-  /** Sends every waiting report, in order; a batch no leader took stays for the next window. */
-  async flush(): Promise<void> {
-    if (this.#flushing) return;
-    this.#flushing = true;
-    try {
-      while (this.#pending.length > 0) {
-        const batch = this.#pending.slice(0, embeddedStatusBatchMax);
-        try {
-          await this.#report(batch);
-        } catch {
-          if (!this.#closed) this.#arm();
-          return;
-        }
-        this.#pending = this.#pending.slice(batch.length);
-      }
-    } finally {
-      this.#flushing = false;
-    }
-  }
-
-  /** Ends every machine and stops taking commands; reports still waiting are dropped. */
+  /** Ends every machine and stops taking commands; reports still waiting are dropped (the scheduler is closed). */
   async close(): Promise<void> {
     this.#closed = true;
-    this.#timer?.();
-    this.#timer = undefined;
+    this.#merger.flush();
     await Promise.all([...this.#workers.values()].map((w) => w.close({ stopMachines: true })));
   }
 }

@@ -20,7 +20,6 @@ import { type Command, InvalidArgumentError, Option } from 'commander';
 import type { NatsConnection } from 'nats';
 import { DuplicateNodeError } from '../../placement/errors.js';
 import { type NodeSpec, type Resources, resourceAmountMax } from '../../placement/index.js';
-import type { StatusItem } from '../../scheduler/api.js';
 import { connect as connectApi, type RemoteScheduler } from '../api/client.js';
 import { nodeItemsMax } from '../api/protocol.js';
 import { TrellisError } from '../lib/errors.js';
@@ -37,8 +36,8 @@ import { QemuDriver } from '../worker/drivers/qemu.js';
 import { SimDriver } from '../worker/drivers/sim.js';
 import { natsStatusSink, serveWorker, type WorkerBinding } from '../worker/nats-binding.js';
 import { bootsConcurrentLimit, NodeWorker, workerDefaults } from '../worker/node-worker.js';
-import { type StatusReport, statusItemOf } from '../worker/protocol.js';
-import { StatusMerger } from '../worker/status-merger.js';
+import type { StatusReport } from '../worker/protocol.js';
+import { mergedStatusSink, StatusMerger, statusMergeWindowMsDefault } from '../worker/status-merger.js';
 import { durationMs, intBetween, nonNegativeInt, port } from './args.js';
 import { type ConnectionFlags, connectNats, resolveCredentials, withConnectionOptions } from './connect.js';
 import { NatsAuthError, UsageError } from './errors.js';
@@ -51,8 +50,6 @@ export const workerLabelsMax = 64;
 /** Registrations (and reconciles) in flight at once while `--sim-nodes` brings many nodes up. */
 export const registerConcurrentMax = 16;
 export const heartbeatIntervalMsDefault = 1_000;
-/** How long a process's merged status call stays open for its nodes' batches (each node waits 20 ms first). */
-export const statusMergeWindowMs = 5;
 /** Heartbeats between two checks for a node of this process that the scheduler marked down. */
 export const downCheckEveryBeats = 10;
 export const workerStopTimeoutMsDefault = 5_000;
@@ -238,19 +235,13 @@ function makeDriver(kind: DriverKind, dir: string, seed: number, log: Logger): D
  */
 function statusSinkOf(nc: NatsConnection, merger: StatusMerger, cluster: string, id: NodeId, log: Logger) {
   const publish = natsStatusSink(nc, cluster, id);
+  // One reportStatus call carries the batches of every node of this process within the window.
+  const report = mergedStatusSink(merger, id, (err) =>
+    log.warn({ node: id, code: err.code, err: err.message }, 'status report refused'),
+  );
   return async (batch: readonly StatusReport[]): Promise<void> => {
     await publish(batch);
-    const items: StatusItem[] = batch.map((r) => statusItemOf(id, r));
-    try {
-      // One reportStatus call carries the batches of every node of this process within the window.
-      await merger.add(items);
-    } catch (err) {
-      if (err instanceof TrellisError && err.code !== 'UNAVAILABLE' && err.code !== 'OUTCOME_UNKNOWN') {
-        log.warn({ node: id, code: err.code, err: err.message }, 'status report refused');
-        return;
-      }
-      throw err;
-    }
+    await report(batch);
   };
 }
 
@@ -404,7 +395,7 @@ async function runWorker(o: WorkerFlags): Promise<void> {
   const merger = new StatusMerger({
     send: (items) => api.reportStatus(items),
     timers: realTimers,
-    windowMs: statusMergeWindowMs,
+    windowMs: statusMergeWindowMsDefault,
     itemsMax: nodeItemsMax,
   });
   let heartbeat: NodeJS.Timeout | undefined;

@@ -10,7 +10,12 @@
  */
 import type { StatusItem } from '../../scheduler/api.js';
 import { assert } from '../lib/assert.js';
+import { TrellisError } from '../lib/errors.js';
 import type { Cancel, Timers } from '../lib/timers.js';
+import { type StatusReport, type StatusSink, statusItemOf } from './protocol.js';
+
+/** How long a merge stays open by default: short against a boot, long enough to gather a burst. */
+export const statusMergeWindowMsDefault = 5;
 
 export interface StatusMergerOptions {
   /** Sends one merged call (the API's `reportStatus`). */
@@ -88,4 +93,29 @@ export class StatusMerger {
       },
     );
   }
+}
+
+/**
+ * A node's status sink through `merger`, for every host of node workers (the `trellis worker` process, the
+ * embedded fleet). A transport failure (`UNAVAILABLE`, `OUTCOME_UNKNOWN`, anything untyped) rethrows, so the
+ * node's batcher keeps the batch and retries it; a definite refusal (a sandbox the scheduler does not know)
+ * goes to `refused` and the batch is dropped, since resending cannot change it and would hold back every
+ * later report of the node.
+ */
+export function mergedStatusSink(
+  merger: StatusMerger,
+  nodeId: string,
+  refused: (err: TrellisError) => void,
+): StatusSink {
+  return async (batch: readonly StatusReport[]): Promise<void> => {
+    try {
+      await merger.add(batch.map((r) => statusItemOf(nodeId, r)));
+    } catch (err) {
+      if (err instanceof TrellisError && err.code !== 'UNAVAILABLE' && err.code !== 'OUTCOME_UNKNOWN') {
+        refused(err);
+        return;
+      }
+      throw err;
+    }
+  };
 }
