@@ -259,20 +259,21 @@ export class ClassWalk {
     const pageStart = page << pageShift;
     if (from < pageStart) {
       const pending = cursor.pending(bucket);
+      const items = pending.items;
       let kept = 0;
       let stopped = -1;
-      for (let i = 0; i < pending.length; i++) {
-        const slot = pending[i] as number;
+      for (let i = 0; i < pending.count; i++) {
+        const slot = items[i] as number;
         // Nodes that left the bucket or fail the class never count for this signature again in this batch.
         if (
           index.bucketOfSlot(slot) !== bucket ||
           classVerdict(index, req, index.classOf(slot)) !== verdictPass
         )
           continue;
-        pending[kept++] = slot;
+        items[kept++] = slot;
         if (stopped < 0 && slot >= from && this.#visitNext(slot)) stopped = slot;
       }
-      pending.length = kept;
+      pending.count = kept;
       if (stopped >= 0) return stopped;
       from = pageStart;
     }

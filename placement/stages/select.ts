@@ -19,7 +19,7 @@ import { bucketCount, bucketOf, capacityKey, type IndexReader, pageShift } from 
 import { classVerdict, feasible, verdictPass } from './feasibility.js';
 import { scoreNode, scoreWithStrategy, strategyScore } from './normalize.js';
 import { BestNode } from './pick.js';
-import type { CompiledRequest } from './request.js';
+import type { CompiledRequest, PendingSlots } from './request.js';
 import type { BinpackScorer } from './score-binpack.js';
 
 export interface SelectLimits {
@@ -88,9 +88,8 @@ export function selectNode(
     return best;
   }
   if (req.req.imageId !== undefined) {
-    for (const slot of req.batch.imageCandidates(index, req.req.imageId, limits.localityCandidatesMax)) {
-      offer(index, req, slot, binpack, best);
-    }
+    const holders = req.batch.imageCandidates(index, req.req.imageId, limits.localityCandidatesMax);
+    for (let i = 0; i < holders.length; i++) offer(index, req, holders[i] as number, binpack, best);
   }
   if (req.constraints.length > 0 || req.gpu !== undefined) {
     let passing = req.shared.passing;
@@ -204,18 +203,19 @@ function visitPending(
   index: IndexReader,
   req: CompiledRequest,
   b: number,
-  pending: number[],
+  pending: PendingSlots,
   visit: (slot: number) => boolean,
 ): boolean {
+  const items = pending.items;
   let kept = 0;
   let stopped = false;
-  for (let i = 0; i < pending.length; i++) {
-    const slot = pending[i] as number;
+  for (let i = 0; i < pending.count; i++) {
+    const slot = items[i] as number;
     if (index.bucketOfSlot(slot) !== b || classVerdict(index, req, index.classOf(slot)) !== verdictPass)
       continue;
-    pending[kept++] = slot;
+    items[kept++] = slot;
     if (!stopped && visit(slot)) stopped = true;
   }
-  pending.length = kept;
+  pending.count = kept;
   return stopped;
 }

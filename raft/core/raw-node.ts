@@ -95,6 +95,14 @@ assert(leaderGoneTimeoutTicksMax < defaults.electionTicks, 'leader-gone timeout 
   electionTicks: defaults.electionTicks,
 });
 
+/** Entries and entry bytes of one append in probe state (it may be sent again every heartbeat). */
+export const probeAppendEntriesMax = 64;
+export const probeAppendBytesMax = 64 << 10;
+assert(probeAppendEntriesMax <= entriesPerMessageMax, 'a probe is a small append', {
+  probeAppendEntriesMax,
+  entriesPerMessageMax,
+});
+
 /** Messages a Ready may carry; past it, further messages wait for the next Ready. */
 export const readyMessagesMax = 10_000;
 /** Size of a snapshot a follower accepts from a leader, at most (it is assembled in memory). */
@@ -1162,12 +1170,20 @@ export class RawNode {
       this.#startSnapshot(to, pr);
       return;
     }
+    // A probe goes again on every heartbeat answer (each tick) until the follower accepts one, so it carries
+    // little: a full one (512 KiB over NATS) every 20 ms to a follower catching up after a restart kept the
+    // leader's event loop encoding for seconds (the multi-second failovers of the chaos runs). Once a probe
+    // is accepted, the replicate state sends full appends under the in-flight window.
+    const probing = pr.state === 'probe';
     const entries =
       pr.next <= this.log.lastIndex()
         ? this.log.slice(
             pr.next,
-            Math.min(this.log.lastIndex() + 1, pr.next + entriesPerMessageMax),
-            this.#c.msgBytesMax,
+            Math.min(
+              this.log.lastIndex() + 1,
+              pr.next + (probing ? probeAppendEntriesMax : entriesPerMessageMax),
+            ),
+            probing ? Math.min(this.#c.msgBytesMax, probeAppendBytesMax) : this.#c.msgBytesMax,
           )
         : [];
     this.#send({

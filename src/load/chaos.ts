@@ -1,7 +1,8 @@
 /**
  * Chaos under load: while the driver runs, the schedule
- * - kills the leader with SIGKILL every `leaderKillEveryMs` (up to `leaderKillsMax`) and restarts it once the
- *   group has committed again, timing each failover from the kill to the first commit of a new term;
+ * - kills the leader with SIGKILL every `leaderKillEveryMs` (up to `leaderKillsMax`), once its followers have
+ *   caught up (or after 10 s), and restarts it once the group has committed again, timing each failover from
+ *   the kill to the first commit of a new term;
  * - pauses one follower with SIGSTOP for `pauseMs`, then SIGCONT;
  * - restarts nats-server once (SIGKILL, then the same port), which every process must ride through;
  * - kills one worker process with SIGKILL and restarts it (its nodes reconcile what they still hold).
@@ -37,6 +38,10 @@ export const chaosDefaults: ChaosOptions = {
 /** Polls of each survivor's status while waiting for a new leader's first commit, 10 ms apart (30 s at most). */
 const failoverPollsMax = 3_000;
 const failoverPollMs = 10;
+/** Before a kill, polls 100 ms apart (10 s at most) until each follower applied within 64 of the leader's commit. */
+const catchUpPollsMax = 100;
+const catchUpPollMs = 100;
+const catchUpLagEntriesMax = 64;
 /** Polls for a leader before a kill, 100 ms apart (5 s), while the group elects one. */
 const leaderWaitPollsMax = 50;
 const leaderWaitPollMs = 100;
@@ -160,6 +165,38 @@ export function committedAfter(s: ReplicaStatus, before: ReplicaStatus): boolean
 }
 
 /**
+ * Waits (at most `catchUpPollsMax × catchUpPollMs`) until every follower has applied within
+ * `catchUpLagEntriesMax` of the leader's commit, and notes how long it waited. A kill while the follower that
+ * was just paused or restarted is still catching up times that catch-up, not the failover: the new leader's
+ * first commit needs both survivors, and in the 2,000 runs such kills took 0.6-3.8 s, of which the election
+ * was 0.2-0.5 s (the role logs). The kill still comes; only its moment moves.
+ */
+async function waitCaughtUp(
+  nc: NatsConnection,
+  cluster: LoadCluster,
+  leader: Member,
+  note: (what: string) => void,
+  stopped: () => boolean,
+): Promise<void> {
+  const started = performance.now();
+  for (let i = 0; i < catchUpPollsMax && !stopped(); i++) {
+    const all = await statuses(nc, cluster, cluster.replicas);
+    const lead = all.find((s) => s.replica === leader.name);
+    const behind = all.filter(
+      (s) =>
+        lead !== undefined && s.replica !== lead.replica && s.applied + catchUpLagEntriesMax < lead.commit,
+    );
+    if (lead !== undefined && all.length === cluster.replicas.length && behind.length === 0) {
+      if (i > 0)
+        note(`kill waited ${Math.round(performance.now() - started)} ms for the followers to catch up`);
+      return;
+    }
+    await sleep(catchUpPollMs);
+  }
+  note(`kill after ${Math.round(performance.now() - started)} ms: a follower is still behind`);
+}
+
+/**
  * Polls each survivor on its own (a slow one does not hold back the other's answer), `failoverPollMs`
  * between answers, until one shows a commit of a later term; the time is taken when that answer arrives,
  * so it includes up to one poll interval and a status round trip: an upper bound on the failover, never an
@@ -214,6 +251,7 @@ async function killLeader(
     note('leader kill skipped: no replica says it leads');
     return;
   }
+  await waitCaughtUp(nc, cluster, leader, note, stopped);
   const before = (await statuses(nc, cluster, [leader]))[0];
   if (before === undefined) return;
   const killedAt = performance.now();
@@ -232,6 +270,12 @@ async function killLeader(
     log.failoversMs.push(failoverMs);
     note(`failover: first commit of a new term ${Math.round(failoverMs)} ms after the kill`);
   }
-  await cluster.restart(leader);
-  note(`replica ${leader.name}: restarted`);
+  // A restarted replica slow to report ready (30 s, at load 20 in a 20,000 run) is noted, not fatal: the
+  // run goes on with it starting, a kill waits for all three, and one that dies shows in unexpectedExits.
+  try {
+    await cluster.restart(leader);
+    note(`replica ${leader.name}: restarted`);
+  } catch (err) {
+    note(`replica ${leader.name}: restarted, not ready in time (${String(err)})`);
+  }
 }

@@ -64,7 +64,7 @@ describe('load - scaled-down run', () => {
     expect(report.drive.execAvailable).toBe(true);
     expect(events).toMatch(/follower r\d: SIGSTOP/);
     expect(events).toMatch(/follower r\d: SIGCONT/);
-    expect(events).toMatch(/leader r\d \(term \d+\): SIGKILL/);
+    expect(events).toMatch(/leader r\d \(term \d+, commit \d+\): SIGKILL at epoch ms \d+/);
     expect(events).toMatch(/replica r\d: restarted/);
     // The failover was measured (kill to the first commit of a later term), not judged against a clock.
     expect(report.check.failoversMs).toHaveLength(1);

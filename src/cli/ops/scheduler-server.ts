@@ -40,19 +40,24 @@ const firstCommitPollsMax = 2_500;
 const firstCommitPollMs = 2;
 
 /**
- * Logs when a new leader's commit index first moves past where it stood at the election (its no-op of the
- * term committed): with the role lines, the last step of a failover. Only when info is logged.
+ * Logs when a new leader first commits an entry of its term (its no-op, at least), which may already be so
+ * when the role change is reported: with the role lines, the last step of a failover. Only when info is
+ * logged.
  */
-function logFirstCommit(node: RaftReplicaLog['node'], term: number, from: number, log: Logger): void {
+function logFirstCommit(node: RaftReplicaLog['node'], term: number, log: Logger): void {
   if (!log.isLevelEnabled('info')) return;
+  const committed = (): boolean => {
+    const st = node.status();
+    if (st.commitTerm !== term) return false;
+    log.info({ term, commit: st.commit }, 'raft first commit of the term');
+    return true;
+  };
+  if (committed()) return;
   let polls = 0;
   const timer = setInterval(() => {
     const st = node.status();
-    if (st.term !== term || st.role !== 'leader' || ++polls >= firstCommitPollsMax) clearInterval(timer);
-    else if (st.commit > from) {
+    if (st.term !== term || st.role !== 'leader' || ++polls >= firstCommitPollsMax || committed())
       clearInterval(timer);
-      log.info({ term, commit: st.commit }, 'raft first commit of the term');
-    }
   }, firstCommitPollMs);
   timer.unref();
 }
@@ -84,7 +89,7 @@ export async function runSchedulerState(o: SchedulerStateOptions): Promise<void>
   server.log.node.onRoleChange(({ role, leader, term }) => {
     const { commit, leadersGone } = server.log.node.status();
     o.log.info({ role, leader, term, commit, leadersGone }, 'raft role');
-    if (role === 'leader') logFirstCommit(server.log.node, term, commit, o.log);
+    if (role === 'leader') logFirstCommit(server.log.node, term, o.log);
   });
   await o.stopping;
   o.log.info('stopping');
