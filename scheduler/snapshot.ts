@@ -437,12 +437,41 @@ export class SnapshotReader {
       if (plain) this.#shapes.set(sb.spec, shape);
       return;
     }
-    const slot = this.#builder.slotOf(sb.nodeId as string);
-    assert(slot !== undefined, 'a restored allocation names a registered node', { nodeId: sb.nodeId });
-    this.#builder.allocateSlot(slot, known);
+    const nodeId = sb.nodeId as string;
+    let slot = this.#slots.get(nodeId);
+    if (slot === undefined) {
+      slot = this.#builder.slotOf(nodeId);
+      assert(slot !== undefined, 'a restored allocation names a registered node', { nodeId });
+      this.#slots.set(nodeId, slot);
+    }
+    if (known.antiAffinityGroup !== undefined || known.spread !== undefined) {
+      this.#builder.allocateSlot(slot, known);
+      return;
+    }
+    // Resources only: counted per node and taken in one write per (shape, node) at finish().
+    let counts = this.#runs.get(known);
+    if (counts === undefined) {
+      counts = new Map();
+      this.#runs.set(known, counts);
+    }
+    counts.set(slot, (counts.get(slot) ?? 0) + 1);
   }
   /** Shapes already validated by `allocate`, by spec. */
   readonly #shapes = new Map<SandboxSpec, AllocationShape>();
+  /** Node id -> slot, read once per node rather than once per sandbox from the index's persistent map. */
+  readonly #slots = new Map<string, number>();
+  /**
+   * Resource-only allocations not yet written: per validated shape, per slot, how many. `allocateSlotTimes`
+   * then writes each as one step whose end state (columns, version, bucket) equals that many single writes,
+   * and refuses one that does not fit, so a snapshot that over-commits a node is still refused.
+   */
+  readonly #runs = new Map<AllocationShape, Map<number, number>>();
+
+  #takeRuns(): void {
+    for (const [shape, counts] of this.#runs)
+      for (const [slot, times] of counts) this.#builder.allocateSlotTimes(slot, shape, times);
+    this.#runs.clear();
+  }
 
   #readDedup(f: DedupFrame): void {
     assert(this.#header !== undefined, 'the header comes first', {});
@@ -486,6 +515,7 @@ export class SnapshotReader {
       read: this.#dedup.size,
       header: h.dedup,
     });
+    this.#takeRuns();
     const usage = IMap<string, Usage>().asMutable();
     for (const [tenant, u] of this.#usage) usage.set(tenant, Object.freeze(u));
     const data: StateData = {

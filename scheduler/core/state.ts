@@ -997,8 +997,8 @@ function quotaCheck(draft: Draft, spec: SandboxSpec): TrellisError | undefined {
 
 /**
  * The node is registered, ready, and has room for the item's sandbox: its slot, else why not. Read from the
- * index alone (which holds every registered node's state, kept in step with `nodes` by every node command),
- * so the node map is read only to word a refusal.
+ * index alone, which holds every registered node's state (kept in step with `nodes` by every node command, and
+ * what the planner reads), so the node map is not read per item.
  */
 function nodeCheck(draft: Draft, item: PlaceItem, shape: AllocationShape): TrellisError | number {
   const reader = draft.reader;
@@ -1007,11 +1007,8 @@ function nodeCheck(draft: Draft, item: PlaceItem, shape: AllocationShape): Trell
     assert(!draft.d.nodes.has(item.nodeId), 'a registered node has a slot', { nodeId: item.nodeId });
     return new UnknownNodeError(`node ${item.nodeId} is not registered`);
   }
-  if (!reader.isReady(slot)) {
-    const state = draft.d.nodes.get(item.nodeId)?.spec.state;
-    assert(state === reader.stateOf(slot), 'the index holds the node state', { nodeId: item.nodeId, state });
-    return new NodeNotReadyError(`node ${item.nodeId} is ${state}, not ready`);
-  }
+  if (!reader.isReady(slot))
+    return new NodeNotReadyError(`node ${item.nodeId} is ${reader.stateOf(slot)}, not ready`);
   if (!draft.builder.fitsSlot(slot, shape)) {
     return new OverCommitError(`node ${item.nodeId} no longer has room for sandbox ${item.sandboxId}`);
   }
