@@ -17,7 +17,7 @@ import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { monitorEventLoopDelay } from 'node:perf_hooks';
+import { monitorEventLoopDelay, PerformanceObserver } from 'node:perf_hooks';
 import { type PlacementRequest, planBatch } from '../placement/index.js';
 import type { SchedulerApi } from '../scheduler/api.js';
 import type { PlaceItem, SandboxSpec } from '../scheduler/commands.js';
@@ -150,16 +150,34 @@ async function streamWhileApplying(
   batchOf: (base: SchedulerState, from: number, n: number) => PlaceItem[],
 ): Promise<Record<string, number>> {
   const loop = monitorEventLoopDelay({ resolution: 1 });
+  // Garbage collections as V8 reports them (start, duration, kind), to tell a GC pause from apply's own work:
+  // the longest batch is reported with the GC time that fell inside it.
+  const gcs: { start: number; ms: number; kind: number }[] = [];
+  const gcObserver = new PerformanceObserver((list) => {
+    for (const e of list.getEntries())
+      gcs.push({
+        start: e.startTime,
+        ms: e.duration,
+        kind: (e as unknown as { detail?: { kind?: number } }).detail?.kind ?? 0,
+      });
+  });
+  gcObserver.observe({ entryTypes: ['gc'] });
   let done = false;
   let live = state;
   let batches = 0;
   let batchMsMax = 0;
+  let longest = { start: 0, end: 0, sandboxesBefore: 0 };
+  const batchMs: number[] = [];
   const applying = (async () => {
     while (!done) {
       const t = performance.now();
+      const sandboxesBefore = live.sandboxes.size;
       const items = batchOf(live, 30_000_000 + batches * 1000, 1000);
       live = applyCommand(live, { type: 'place', atMs: 3, items }, live.applied + 1).state;
-      batchMsMax = Math.max(batchMsMax, performance.now() - t);
+      const end = performance.now();
+      batchMs.push(end - t);
+      if (end - t > batchMsMax) longest = { start: t, end, sandboxesBefore };
+      batchMsMax = Math.max(batchMsMax, end - t);
       batches++;
       await new Promise((resolve) => setImmediate(resolve));
     }
@@ -183,8 +201,24 @@ async function streamWhileApplying(
   const cpuSeconds = cpuSecondsSince(c0);
   done = true;
   await applying;
+  // Entries are delivered after the fact: let the observer's queue drain before reading it.
+  await new Promise((resolve) => setTimeout(resolve, 50));
+  gcObserver.disconnect();
   assert(bytes.length > 0, 'a snapshot was written', {});
+  const inLongest = gcs.filter((g) => g.start < longest.end && g.start + g.ms > longest.start);
+  const gcMsInLongest = inLongest.reduce((a, g) => a + g.ms, 0);
+  // Node's kinds (perf_hooks.constants.NODE_PERFORMANCE_GC_*): 1 minor, 4 major, 8 incremental, 16 weak callbacks.
+  const major = gcs.filter((g) => g.kind === 4);
+  const sorted = [...batchMs].sort((a, b) => a - b);
   return {
+    batchApplyMsP50: Number((sorted[Math.floor(sorted.length / 2)] ?? 0).toFixed(1)),
+    batchApplyMsP99: Number((sorted[Math.floor(sorted.length * 0.99)] ?? 0).toFixed(1)),
+    gcMsInLongestBatch: Number(gcMsInLongest.toFixed(1)),
+    gcCountInLongestBatch: inLongest.length,
+    longestBatchSandboxesBefore: longest.sandboxesBefore,
+    majorGcs: major.length,
+    majorGcMsMax: Number(Math.max(0, ...major.map((g) => g.ms)).toFixed(1)),
+    minorGcMsMax: Number(Math.max(0, ...gcs.filter((g) => g.kind === 1).map((g) => g.ms)).toFixed(1)),
     streamedSnapshotSeconds: Number(seconds.toFixed(2)),
     streamedSnapshotCpuSeconds: Number(cpuSeconds.toFixed(2)),
     snapshotFrameMsMax: Number(Math.max(...frameTimes).toFixed(1)),

@@ -881,7 +881,9 @@ export class IndexBuilder extends IndexReader {
       return false;
     const devices = shape.gpuDevices;
     if (devices === undefined) return true;
-    for (const g of devices) {
+    // An index loop: the for-of iterator here was ~45 B per placement in allocation profiles.
+    for (let i = 0; i < devices.length; i++) {
+      const g = devices[i] as { readonly device: number; readonly milli: number };
       if (g.device >= this.gpuCount(slot) || g.milli > this.gpuFree(slot, g.device)) return false;
     }
     return true;

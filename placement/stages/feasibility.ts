@@ -115,6 +115,9 @@ export function antiAffinityHolds(req: CompiledRequest, slot: number): boolean {
 export function spreadHolds(index: IndexReader, req: CompiledRequest, slot: number): boolean {
   const sp = req.spread;
   if (sp === undefined) return true;
+  // A node's labels are its class's: the value id comes from the spread's domain index (request.ts).
+  const v = sp.valueOfClass[index.classOf(slot)];
+  if (v !== undefined) return v >= 0 && sp.valueHolds[v] === 1;
   const value = labelValue(index.meta(slot).spec.labels, sp.label);
   if (value === undefined) return false;
   return (sp.counts.get(value) ?? 0) + 1 - sp.minCount <= sp.maxSkew;

@@ -3,7 +3,13 @@
  * spread group and its eligible domains, and the per-class verdict cache.
  */
 import type { Map as IMap } from 'immutable';
-import { type AllocationShape, bucketCount, type IndexReader, pageShift } from '../cluster-index.js';
+import {
+  type AllocationShape,
+  bucketCount,
+  type ClassInfo,
+  type IndexReader,
+  pageShift,
+} from '../cluster-index.js';
 import type {
   AntiAffinityRule,
   Constraint,
@@ -35,6 +41,14 @@ export interface CompiledRequest {
         /** The group's count per domain, and its least loaded eligible domain's count, as of compilation. */
         readonly counts: IMap<string, number>;
         readonly minCount: number;
+        /**
+         * The spread label's values as a domain index: per feasibility class, the id of its value (-1: no such
+         * label); per value id, whether the rule admits it and its zone-spread score. A group-rule walk visits
+         * hundreds of nodes per request, and reading each one's label and count cost ~25% of a spread batch.
+         */
+        readonly valueOfClass: Int32Array;
+        readonly valueHolds: Uint8Array;
+        readonly valueScore: Float64Array;
       }
     | undefined;
   /**
@@ -523,5 +537,64 @@ function compileSpread(
   const counts = index.spreadCounts(group, label);
   let minCount = domains.length === 0 ? 0 : Number.POSITIVE_INFINITY;
   for (const d of domains) minCount = Math.min(minCount, counts.get(d) ?? 0);
-  return { group, label, maxSkew: rule.maxSkew, domains, counts, minCount };
+  const maxSkew = rule.maxSkew;
+  const values = labelValuesOf(index, label);
+  const n = values.values.length;
+  const valueHolds = new Uint8Array(n);
+  const valueScore = new Float64Array(n);
+  for (let v = 0; v < n; v++) {
+    const count = counts.get(values.values[v] as string) ?? 0;
+    // The same arithmetic as spreadHolds and zoneSpreadScore on a node of this value.
+    valueHolds[v] = count + 1 - minCount <= maxSkew ? 1 : 0;
+    valueScore[v] = Math.max(0, 1 - (count - minCount) / maxSkew);
+  }
+  return {
+    group,
+    label,
+    maxSkew,
+    domains,
+    counts,
+    minCount,
+    valueOfClass: values.ofClass,
+    valueHolds,
+    valueScore,
+  };
+}
+
+/** One label's values over the feasibility classes: the distinct values, and each class's value id (-1: none). */
+interface LabelValues {
+  readonly values: readonly string[];
+  readonly ofClass: Int32Array;
+}
+
+/**
+ * Per class list and label. A published class list never changes (a builder that adds a class copies it first);
+ * a builder's own list may grow in place, so an entry is rebuilt when its length no longer matches.
+ */
+const labelValuesByClasses = new WeakMap<readonly ClassInfo[], Map<string, LabelValues>>();
+
+function labelValuesOf(index: IndexReader, label: string): LabelValues {
+  const classes = index.classes;
+  let byLabel = labelValuesByClasses.get(classes);
+  if (byLabel === undefined) {
+    byLabel = new Map();
+    labelValuesByClasses.set(classes, byLabel);
+  }
+  let known = byLabel.get(label);
+  if (known === undefined || known.ofClass.length !== classes.length) {
+    const ids = new Map<string, number>();
+    const ofClass = new Int32Array(classes.length);
+    for (let c = 0; c < classes.length; c++) {
+      const value = labelValue((classes[c] as ClassInfo).labels, label);
+      let id = -1;
+      if (value !== undefined) {
+        id = ids.get(value) ?? ids.size;
+        ids.set(value, id);
+      }
+      ofClass[c] = id;
+    }
+    known = { values: [...ids.keys()], ofClass };
+    byLabel.set(label, known);
+  }
+  return known;
 }

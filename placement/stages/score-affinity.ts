@@ -18,6 +18,8 @@ export function antiAffinityScore(req: CompiledRequest, slot: number): number {
 export function zoneSpreadScore(index: IndexReader, req: CompiledRequest, slot: number): number {
   const sp = req.spread;
   if (sp === undefined) return 1;
+  const v = sp.valueOfClass[index.classOf(slot)];
+  if (v !== undefined) return v < 0 ? 0 : (sp.valueScore[v] as number);
   const value = labelValue(index.meta(slot).spec.labels, sp.label);
   if (value === undefined) return 0;
   const lead = (sp.counts.get(value) ?? 0) - sp.minCount;

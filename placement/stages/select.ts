@@ -88,9 +88,8 @@ export function selectNode(
     return best;
   }
   if (req.req.imageId !== undefined) {
-    for (const slot of req.batch.imageCandidates(index, req.req.imageId, limits.localityCandidatesMax)) {
-      offer(index, req, slot, binpack, best);
-    }
+    const holders = req.batch.imageCandidates(index, req.req.imageId, limits.localityCandidatesMax);
+    for (let i = 0; i < holders.length; i++) offer(index, req, holders[i] as number, binpack, best);
   }
   if (req.constraints.length > 0 || req.gpu !== undefined) {
     let passing = req.shared.passing;

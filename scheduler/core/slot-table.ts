@@ -29,16 +29,80 @@ export const slotPageSize = 1 << pageBits;
 const pageMask = slotPageSize - 1;
 /** Holes are kept until they outnumber live keys by this much (and the live count). */
 const holesSlackMin = 4096;
+/** Live keys up to which a renumber (O(size), in one publish) is cheap enough to do for front holes too. */
+const renumberAtOnceMax = 65_536;
 
 type Page<T> = (T | undefined)[];
 
+/** Keys at which a generation's one `Map` is split into `keyShards` maps (a one-time O(size) move). */
+const shardFromKeys = 1 << 17;
+/** Maps a big generation's keys are split into. */
+const keyShards = 32;
+/**
+ * Which shard takes a key by the top 16 bits of its hash: shard i gets a share of keys proportional to 2^(i/32),
+ * so the shards' sizes are spread evenly over one octave and each crosses its next power of two (where V8
+ * rehashes a `Map` into one twice the size) at a different table size. With one `Map`, or evenly filled
+ * shards, every key was rehashed in the same apply: 0.7-3.4 s stalls at 2,097,152 keys (2^21), with no
+ * garbage collection inside them (bench:scheduler --scale's GC observer). Now one shard of ~1/32 of the keys
+ * rehashes at a time.
+ */
+const shardOfTop: Uint8Array = (() => {
+  const weights = Array.from({ length: keyShards }, (_, i) => 2 ** (i / keyShards));
+  const total = weights.reduce((a, w) => a + w, 0);
+  const out = new Uint8Array(1 << 16);
+  let shard = 0;
+  let upTo = (weights[0] as number) / total;
+  for (let b = 0; b < out.length; b++) {
+    while ((b + 0.5) / out.length > upTo && shard < keyShards - 1)
+      upTo += (weights[++shard] as number) / total;
+    out[b] = shard;
+  }
+  return out;
+})();
+
+/** FNV-1a of a key's characters, reduced to its shard. Only big generations pay for it. */
+function shardOf(key: string): number {
+  let h = 0x811c9dc5;
+  for (let i = 0; i < key.length; i++) h = Math.imul(h ^ key.charCodeAt(i), 0x01000193);
+  return shardOfTop[h >>> 16] as number;
+}
+
 /** The key → slot map of one line of versions, and who may add to it. */
 class Generation {
-  readonly slots = new Map<string, number>();
+  /** One `Map` while small; `keyShards` maps once it reaches `shardFromKeys` keys (see shardOfTop). */
+  #one: Map<string, number> | undefined = new Map<string, number>();
+  #shards: Map<string, number>[] | undefined;
   /** The version (or open draft) allowed to add keys; anyone else starts a new generation. */
   writer: object;
   constructor(writer: object) {
     this.writer = writer;
+  }
+  get size(): number {
+    if (this.#one !== undefined) return this.#one.size;
+    let n = 0;
+    for (const m of this.#shards as Map<string, number>[]) n += m.size;
+    return n;
+  }
+  get(key: string): number | undefined {
+    return (this.#one ?? ((this.#shards as Map<string, number>[])[shardOf(key)] as Map<string, number>)).get(
+      key,
+    );
+  }
+  has(key: string): boolean {
+    return this.get(key) !== undefined;
+  }
+  set(key: string, slot: number): void {
+    const one = this.#one;
+    if (one === undefined) {
+      ((this.#shards as Map<string, number>[])[shardOf(key)] as Map<string, number>).set(key, slot);
+      return;
+    }
+    one.set(key, slot);
+    if (one.size < shardFromKeys) return;
+    const shards = Array.from({ length: keyShards }, () => new Map<string, number>());
+    for (const [k, v] of one) (shards[shardOf(k)] as Map<string, number>).set(k, v);
+    this.#shards = shards;
+    this.#one = undefined;
   }
 }
 
@@ -58,7 +122,7 @@ interface Parts<V> {
 }
 
 function lookup<V>(p: Parts<V>, key: string): number {
-  const s = holds(p, p.gen.slots.get(key), key);
+  const s = holds(p, p.gen.get(key), key);
   return s >= 0 || p.extra.size === 0 ? s : holds(p, p.extra.get(key), key);
 }
 
@@ -113,7 +177,7 @@ export class SlotTable<V> {
   }
   /** @internal Keys in the key -> slot map this version reads (its line's, so at least `size`): for tests. */
   get keyMapSize(): number {
-    return this.#p.gen.slots.size + this.#p.extra.size;
+    return this.#p.gen.size + this.#p.extra.size;
   }
   get(key: string): V | undefined {
     const s = lookup(this.#p, key);
@@ -211,7 +275,7 @@ export class SlotTableDraft<V> {
     return this.#lookup(key) >= 0;
   }
   #lookup(key: string): number {
-    const s = this.#holds(this.#gen.slots.get(key), key);
+    const s = this.#holds(this.#gen.get(key), key);
     return s >= 0 || this.#extra.size === 0 ? s : this.#holds(this.#extra.get(key), key);
   }
   #holds(slot: number | undefined, key: string): number {
@@ -236,14 +300,18 @@ export class SlotTableDraft<V> {
   /** Sets `key` to `value`: in place when present, else in a new slot at the end. */
   set(key: string, value: V): void {
     assert(value !== undefined, 'a slot table holds no undefined values', { key });
-    const live = this.#lookup(key);
+    // One read of the key map (one shard hash): the slot it gives both finds a live key and tells whether
+    // the generation ever gave the key a slot (#mayAdd).
+    const genSlot = this.#gen.get(key);
+    let live = this.#holds(genSlot, key);
+    if (live < 0 && this.#extra.size > 0) live = this.#holds(this.#extra.get(key), key);
     if (live >= 0) {
       this.#page(live >>> pageBits);
       (this.#vals[live >>> pageBits] as Page<V>)[live & pageMask] = value;
       return;
     }
     const slot = this.#end++;
-    if (this.#mayAdd(key)) this.#gen.slots.set(key, slot);
+    if (this.#mayAdd(genSlot !== undefined)) this.#gen.set(key, slot);
     else this.#extra = this.#extra.set(key, slot);
     this.#page(slot >>> pageBits);
     (this.#keys[slot >>> pageBits] as Page<string>)[slot & pageMask] = key;
@@ -265,11 +333,16 @@ export class SlotTableDraft<V> {
   }
 
   publish(): SlotTable<V> {
-    // Holes before `head` count too: their pages are dropped, but their keys stay in the generation's `Map`
-    // until a renumber, so a table used as a queue (dedup, cleanups) would otherwise grow that `Map` by every
-    // key it ever held (500,000 keys for a 16,384-entry cleanup table in bench:simulate, and each lookup then
-    // misses the cache).
-    if (this.#end - this.#size > Math.max(this.#size, holesSlackMin)) this.#renumber();
+    // Holes before `head` count too, for a table small enough to renumber within one apply: their pages are
+    // dropped, but their keys stay in the generation's `Map` until a renumber, so a table used as a queue
+    // would otherwise grow that `Map` by every key it ever held (500,000 keys for the 16,384-entry cleanups of
+    // bench:simulate, and each lookup then misses the cache). A big queue (the dedup table, up to 1,000,000)
+    // is not renumbered for them: that is O(size) in one apply (a 1-4 s stall at 1M, measured), so its `Map`
+    // still grows by every key it held until holes inside it force a renumber; an incremental renumber is the
+    // fix (docs/benchmarks.md).
+    const frontHoles = this.#size <= renumberAtOnceMax ? this.#head : 0;
+    if (this.#end - this.#head - this.#size + frontHoles > Math.max(this.#size, holesSlackMin))
+      this.#renumber();
     else if (this.#extra.size > Math.max(this.#size * extraShareMax, holesSlackMin)) this.#ownGeneration();
     const stamp = {};
     // The line continues from the new version, unless another draft took the generation meanwhile.
@@ -299,7 +372,7 @@ export class SlotTableDraft<V> {
    * True when `key` may go into the shared generation: this draft is (or now becomes) its writer, and the
    * key never held a slot there. Otherwise it goes into `extra`.
    */
-  #mayAdd(key: string): boolean {
+  #mayAdd(hadSlot: boolean): boolean {
     const gen = this.#gen;
     const mine = this.#token !== undefined && gen.writer === this.#token;
     if (!mine) {
@@ -307,7 +380,7 @@ export class SlotTableDraft<V> {
       this.#token = {};
       gen.writer = this.#token;
     }
-    return !gen.slots.has(key);
+    return !hadSlot;
   }
 
   /** A generation of this draft's own, from its live keys; `extra` is folded into it. */
@@ -315,7 +388,7 @@ export class SlotTableDraft<V> {
     this.#token = {};
     const next = new Generation(this.#token);
     for (const s of slotsOf(this.#parts()))
-      next.slots.set((this.#keys[s >>> pageBits] as Page<string>)[s & pageMask] as string, s);
+      next.set((this.#keys[s >>> pageBits] as Page<string>)[s & pageMask] as string, s);
     this.#gen = next;
     this.#extra = IMap();
   }
@@ -336,7 +409,7 @@ export class SlotTableDraft<V> {
       const k = (this.#keys[s >>> pageBits] as Page<string>)[s & pageMask] as string;
       (keys[pg] as Page<string>)[n & pageMask] = k;
       (vals[pg] as Page<V>)[n & pageMask] = (this.#vals[s >>> pageBits] as Page<V>)[s & pageMask];
-      gen.slots.set(k, n);
+      gen.set(k, n);
       n++;
     }
     assert(n === this.#size, 'a renumbered table keeps every live key', { n, size: this.#size });

@@ -24,6 +24,7 @@ interface BenchLoadFlags {
   drain: number;
   cpuProf: boolean;
   logLevel: string;
+  tickMs: number;
 }
 
 /** Without a terminal, a progress line this often instead of the bar. */
@@ -82,6 +83,12 @@ export function registerBench(program: Command): void {
       loadDefaults.drainMs / 1_000,
     )
     .option('--cpu-prof', "profile every replica's CPU (node --cpu-prof) into <data>/profiles", false)
+    .option(
+      '--tick-ms <ms>',
+      'Raft tick of the replicas (elections time out after 10..20 ticks)',
+      intBetween(1, 1_000),
+      loadDefaults.tickMs,
+    )
     .addOption(
       new Option(
         '--log-level <level>',
@@ -109,6 +116,7 @@ export function registerBench(program: Command): void {
         drainMs: f.drain * 1_000,
         cpuProf: f.cpuProf,
         logLevel: f.logLevel,
+        tickMs: f.tickMs,
         ...(f.rate === undefined ? {} : { ratePerMin: f.rate }),
         ...(f.chaos ? { chaos: chaosDefaults } : {}),
         ...(f.data === undefined ? {} : { dataDir: f.data }),

@@ -26,7 +26,9 @@ import { registerWorker } from './worker.js';
 
 const debug = debugWanted(process.argv, process.env);
 // Typed errors are answers here, printed as one line: their stacks cost CPU on hot paths for nothing.
-setTypedErrorStacks(debug);
+// TRELLIS_TYPED_STACKS=0 keeps them off under TRELLIS_DEBUG (bench:load debugs its processes for their
+// unexpected deaths, whose errors are not typed ones, and measures their CPU).
+setTypedErrorStacks(debug && process.env.TRELLIS_TYPED_STACKS !== '0');
 
 /** Prints the one line (and, when debugging, the stack) and exits with the code of the error's kind. */
 function fail(err: unknown): never {

@@ -36,7 +36,7 @@ import { ProcessDriver } from '../worker/drivers/process.js';
 import { QemuDriver } from '../worker/drivers/qemu.js';
 import { SimDriver } from '../worker/drivers/sim.js';
 import { natsStatusSink, serveWorker, type WorkerBinding } from '../worker/nats-binding.js';
-import { NodeWorker, workerDefaults } from '../worker/node-worker.js';
+import { bootsConcurrentLimit, NodeWorker, workerDefaults } from '../worker/node-worker.js';
 import { type StatusReport, statusItemOf } from '../worker/protocol.js';
 import { StatusMerger } from '../worker/status-merger.js';
 import { durationMs, intBetween, nonNegativeInt, port } from './args.js';
@@ -53,8 +53,6 @@ export const registerConcurrentMax = 16;
 export const heartbeatIntervalMsDefault = 1_000;
 /** How long a process's merged status call stays open for its nodes' batches (each node waits 20 ms first). */
 export const statusMergeWindowMs = 5;
-/** Highest `--boots-concurrent`: the worker's boot queue (1,024) is the useful bound beyond it. */
-export const bootsConcurrentFlagMax = 4_096;
 /** Heartbeats between two checks for a node of this process that the scheduler marked down. */
 export const downCheckEveryBeats = 10;
 export const workerStopTimeoutMsDefault = 5_000;
@@ -104,7 +102,7 @@ export function registerWorker(program: Command): void {
     .option(
       '--boots-concurrent <n>',
       `boots (create, resume) one node runs at once (default ${workerDefaults.bootsConcurrentMax}; a sim node costs nothing to boot)`,
-      intBetween(1, bootsConcurrentFlagMax),
+      intBetween(1, bootsConcurrentLimit),
     )
     .option('--metrics-port <port>', 'serve /metrics, /healthz and /readyz on 127.0.0.1:PORT', port)
     .option(

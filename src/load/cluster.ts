@@ -32,7 +32,7 @@ export type Role = 'nats' | 'replica' | 'worker';
 export interface Member {
   readonly name: string;
   readonly role: Role;
-  /** /metrics port (replicas), else 0. */
+  /** /metrics port (replicas), nats-server's monitoring port (nats), else 0. */
   readonly metricsPort: number;
   process: Managed;
 }
@@ -115,6 +115,31 @@ export interface UnexpectedExit {
   readonly lastOutput: string;
 }
 
+/** Messages nats-server received from (`in`) and sent to (`out`) each connection, by connection name. */
+export type NatsTraffic = Map<string, { readonly in: number; readonly out: number }>;
+
+/** Reads nats-server's `/connz` (undefined when it does not answer). */
+export async function natsTraffic(monitorPort: number): Promise<NatsTraffic | undefined> {
+  try {
+    const res = await fetch(`http://${loopbackHost}:${monitorPort}/connz?limit=4096`, {
+      signal: AbortSignal.timeout(2_000),
+    });
+    if (!res.ok) return undefined;
+    const body = (await res.json()) as {
+      connections?: { name?: string; cid?: number; in_msgs?: number; out_msgs?: number }[];
+    };
+    const out: NatsTraffic = new Map();
+    for (const c of body.connections ?? []) {
+      const name = c.name ?? `cid-${c.cid ?? '?'}`;
+      const was = out.get(name) ?? { in: 0, out: 0 };
+      out.set(name, { in: was.in + (c.in_msgs ?? 0), out: was.out + (c.out_msgs ?? 0) });
+    }
+    return out;
+  } catch {
+    return undefined;
+  }
+}
+
 /** Characters of a dead process's output kept in its `UnexpectedExit`. */
 const lastOutputCharsMax = 600;
 
@@ -180,15 +205,26 @@ export class LoadCluster {
       return m;
     };
     const natsPort = await freePort();
+    const natsMonitorPort = await freePort();
     // TRELLIS_DEBUG: a process that dies leaves its stack in its log.
-    const env = { ...process.env, TRELLIS_LOG_LEVEL: o.logLevel ?? 'warn', TRELLIS_DEBUG: '1' };
+    // Typed errors (answers such as NotLeaderError) are built on hot paths: without stacks, as in production.
+    const env = {
+      ...process.env,
+      TRELLIS_LOG_LEVEL: o.logLevel ?? 'warn',
+      TRELLIS_DEBUG: '1',
+      TRELLIS_TYPED_STACKS: '0',
+    };
     // Every process's output goes to <dir>/<name>.log as well: the record of a run that stalls.
     const logOf = (name: string): string => join(o.dir, `${name}.log`);
     try {
       const natsBin = findBinary('nats-server', 'nats-server');
       const natsConf = join(o.dir, 'nats.conf');
       // Every client of a 100,000-sandbox run shares one server: room for many connections and pending bytes.
-      await writeFile(natsConf, `listen: "${loopbackHost}:${natsPort}"\nmax_pending: 268435456\n`);
+      // The monitoring port gives messages per connection (`/connz`): the report's messages per sandbox.
+      await writeFile(
+        natsConf,
+        `listen: "${loopbackHost}:${natsPort}"\nmax_pending: 268435456\nhttp: "${loopbackHost}:${natsMonitorPort}"\n`,
+      );
       launch.set(
         'nats',
         watched(() => spawnManaged('nats-server', natsBin, ['-c', natsConf], process.env, logOf('nats'))),
@@ -196,7 +232,7 @@ export class LoadCluster {
       members.push({
         name: 'nats',
         role: 'nats',
-        metricsPort: 0,
+        metricsPort: natsMonitorPort,
         process: (launch.get('nats') as () => Managed)(),
       });
       await waitFor('nats-server', members[0]?.process, () => natsGreets(natsPort));

@@ -66,8 +66,14 @@ export function formatReport(r: LoadReport): string[] {
     lines.push(`  <= ${le.padStart(9)} ${String(n).padStart(8)} ${'#'.repeat(Math.ceil((40 * n) / max))}`);
   }
   lines.push(
-    `raft: ${r.raftCommitsPerSecond} commits/s, mean entry ${r.raftEntryBytesMean === undefined ? 'n/a' : `${r.raftEntryBytesMean} bytes`}`,
+    `raft: ${r.raftCommitsPerSecond} commits/s, mean entry ${r.raftEntryBytesMean === undefined ? 'n/a' : `${r.raftEntryBytesMean} bytes`}, term ${r.raftTerms.first} → ${r.raftTerms.last} while driving`,
   );
+  const m = r.natsMessagesPerSandbox;
+  if (m !== undefined) {
+    lines.push(`nats messages per sandbox: ${m.in} in, ${m.out} out (by connection, in/out):`);
+    const rows = Object.entries(m.byConnection).sort((a, b) => b[1].in + b[1].out - (a[1].in + a[1].out));
+    lines.push(`  ${rows.map(([name, t]) => `${name} ${t.in}/${t.out}`).join(', ')}`);
+  }
   lines.push('');
   lines.push(
     ...table(

@@ -16,9 +16,17 @@ import type { SchedulerApi } from '../../scheduler/api.js';
 import { connect } from '../api/client.js';
 import { assert } from '../lib/assert.js';
 import { ConfigError } from '../lib/errors.js';
+import { bootsConcurrentLimit } from '../worker/node-worker.js';
 import { type ChaosLog, type ChaosOptions, runChaos } from './chaos.js';
 import { type CheckResult, check } from './checker.js';
-import { LoadCluster, type NodeShape, scrape, type UnexpectedExit } from './cluster.js';
+import {
+  LoadCluster,
+  type NatsTraffic,
+  type NodeShape,
+  natsTraffic,
+  scrape,
+  type UnexpectedExit,
+} from './cluster.js';
 import { type DriveResult, drive, type Phase, type Progress } from './driver.js';
 import { alive, liveGroups, pause, resume, usageOf } from './processes.js';
 import { histogramOf, type PromHistogram, quantileOf, sampleOf } from './prom-text.js';
@@ -91,6 +99,19 @@ export interface LoadReport {
   readonly placementBatchP99Ms: number | undefined;
   readonly raftCommitsPerSecond: number;
   readonly raftEntryBytesMean: number | undefined;
+  /** The highest Raft term when driving started and ended: each step is an election. */
+  readonly raftTerms: { readonly first: number; readonly last: number };
+  /**
+   * Messages nats-server took in from each connection while driving, per sandbox (`out`: delivered to it),
+   * by connection name, and in total; undefined when its monitoring port did not answer.
+   */
+  readonly natsMessagesPerSandbox:
+    | {
+        readonly in: number;
+        readonly out: number;
+        readonly byConnection: Record<string, { in: number; out: number }>;
+      }
+    | undefined;
   readonly processes: readonly ProcessFigures[];
   readonly chaos: ChaosLog | undefined;
   /** Processes that exited without the harness (or the chaos schedule) causing it: each is a failure. */
@@ -147,13 +168,8 @@ export function nodeShapeFor(sandboxes: number, nodes: number): NodeShape {
  * 100,000 sandboxes (151 a node), 225/s at 30,000 (46 a node), 328/s at 10,000 (16 a node), as measured.
  */
 export function simBootsConcurrentFor(shape: NodeShape): number {
-  return Math.min(simBootsConcurrentMax, Math.max(2, Math.floor(shape.cpu / sandboxResources.cpu)));
+  return Math.min(bootsConcurrentLimit, Math.max(2, Math.floor(shape.cpu / sandboxResources.cpu)));
 }
-/**
- * The worker's `--boots-concurrent` bound (src/cli/worker.ts `bootsConcurrentFlagMax`): beyond it the worker
- * refuses to start (a run of 100,000 sandboxes on 4 nodes asked for 37,501, and both workers exited).
- */
-export const simBootsConcurrentMax = 4_096;
 
 /** Samples each process's CPU and memory once a second, and keeps each replica's last /metrics per pid. */
 class Sampler {
@@ -297,7 +313,12 @@ export async function runLoad(options: LoadOptions): Promise<LoadReport> {
   let nc: NatsConnection | undefined;
   const sampler = new Sampler(cluster);
   try {
-    nc = await natsConnect({ servers: cluster.natsUrl, maxReconnectAttempts: -1, reconnectTimeWait: 100 });
+    nc = await natsConnect({
+      servers: cluster.natsUrl,
+      name: 'load-harness',
+      maxReconnectAttempts: -1,
+      reconnectTimeWait: 100,
+    });
     for (let i = 0; i < options.clients; i++)
       clients.push(
         await connect({
@@ -318,12 +339,21 @@ export async function runLoad(options: LoadOptions): Promise<LoadReport> {
         ([k, t]) => sampleOf(t, `trellis_raft_commit_index{replica="${k.split(':')[0]}"}`) ?? 0,
       ),
     );
+    const termOf = (): number =>
+      Math.max(
+        0,
+        ...[...sampler.metrics.entries()].map(
+          ([k, t]) => sampleOf(t, `trellis_raft_term{replica="${k.split(':')[0]}"}`) ?? 0,
+        ),
+      );
+    const startTerm = termOf();
     const chaosLog: ChaosLog = { events: [], failoversMs: [] };
     let driving = true;
     const chaos =
       options.chaos === undefined
         ? Promise.resolve()
         : runChaos(nc, cluster, options.chaos, () => !driving, chaosLog);
+    const trafficBefore = await natsTraffic(cluster.nats.metricsPort);
     const driveStarted = Date.now();
     let result: DriveResult;
     try {
@@ -344,12 +374,14 @@ export async function runLoad(options: LoadOptions): Promise<LoadReport> {
       await chaos;
     }
     const driveSeconds = (Date.now() - driveStarted) / 1_000;
+    const trafficAfter = await natsTraffic(cluster.nats.metricsPort);
     await sampler.sample();
     const endCommit = Math.max(
       ...[...sampler.metrics.entries()].map(
         ([k, t]) => sampleOf(t, `trellis_raft_commit_index{replica="${k.split(':')[0]}"}`) ?? 0,
       ),
     );
+    const endTerm = termOf();
     sampler.stop();
     log(`load: driven in ${driveSeconds.toFixed(1)} s; draining (up to ${options.drainMs / 1_000} s)`);
     await drain(first, options.drainMs);
@@ -380,6 +412,8 @@ export async function runLoad(options: LoadOptions): Promise<LoadReport> {
       placementBatchP99Ms: p99 === undefined ? undefined : p99 * 1_000,
       raftCommitsPerSecond: driveSeconds > 0 ? Math.round((endCommit - startCommit) / driveSeconds) : 0,
       raftEntryBytesMean: entryBytes.count === 0 ? undefined : Math.round(entryBytes.sum / entryBytes.count),
+      raftTerms: { first: startTerm, last: endTerm },
+      natsMessagesPerSandbox: perSandbox(trafficBefore, trafficAfter, options.sandboxes),
       processes: sampler.processes(driveSeconds),
       chaos: options.chaos === undefined ? undefined : chaosLog,
       unexpectedExits: [...cluster.unexpectedExits],
@@ -395,6 +429,29 @@ export async function runLoad(options: LoadOptions): Promise<LoadReport> {
     // The profiles stay for the person who asked for them.
     if (ownDir && !options.cpuProf) await rm(dir, { recursive: true, force: true });
   }
+}
+
+/** The messages of each connection between two `/connz` reads, per sandbox (restarted ones from zero). */
+function perSandbox(
+  before: NatsTraffic | undefined,
+  after: NatsTraffic | undefined,
+  sandboxes: number,
+): LoadReport['natsMessagesPerSandbox'] {
+  if (before === undefined || after === undefined) return undefined;
+  const byConnection: Record<string, { in: number; out: number }> = {};
+  let totalIn = 0;
+  let totalOut = 0;
+  const per = (n: number): number => Math.round((100 * n) / sandboxes) / 100;
+  for (const [name, a] of after) {
+    const b = before.get(name) ?? { in: 0, out: 0 };
+    // A connection that restarted counts from zero again: its whole count is since then.
+    const dIn = a.in >= b.in ? a.in - b.in : a.in;
+    const dOut = a.out >= b.out ? a.out - b.out : a.out;
+    totalIn += dIn;
+    totalOut += dOut;
+    byConnection[name] = { in: per(dIn), out: per(dOut) };
+  }
+  return { in: per(totalIn), out: per(totalOut), byConnection };
 }
 
 /** True when none of `pids` runs any more (for the stop test and a last check after a run). */

@@ -68,6 +68,9 @@ export const workerDefaults = {
   tombstonesMax: 100_000,
 } as const;
 
+/** Highest boot concurrency a worker takes (`--boots-concurrent`): its boot queue is the useful bound beyond. */
+export const bootsConcurrentLimit = 4_096;
+
 /** What a command was answered with: the sandbox's state on this node after the command was taken. */
 export type CommandReply =
   | { readonly type: 'state'; readonly sandboxId: SandboxId; readonly state: WorkerSandboxState }

@@ -87,4 +87,32 @@ describe('scheduler state - fast apply paths keep the rules of the slow ones', (
     // 200,000 keys went through it; the map holds the live ones plus at most the slack before a renumber.
     expect(t.keyMapSize).toBeLessThanOrEqual(2000 + Math.max(2000, 4096) + 1000);
   });
+
+  it('scheduler state - a slot table past 131,072 keys (its key map split in shards) keeps every version', () => {
+    // The key map splits into shards at 2^17 keys; versions before and after the split, and a fork from the
+    // older one, must each still read exactly their own contents.
+    const n = 140_000;
+    const d = SlotTable.empty<number>().edit();
+    for (let i = 0; i < n - 10_000; i++) d.set(`k${i}`, i);
+    const before = d.publish();
+    const d2 = before.edit();
+    for (let i = n - 10_000; i < n; i++) d2.set(`k${i}`, i);
+    for (let i = 0; i < n; i += 7) d2.remove(`k${i}`);
+    const after = d2.publish();
+    const fork = before.edit();
+    fork.set('k-new', -1);
+    fork.remove('k1');
+    const forked = fork.publish();
+    expect(after.keyMapSize).toBeGreaterThanOrEqual(n);
+    for (let i = 0; i < n; i++) {
+      const k = `k${i}`;
+      expect(before.get(k)).toBe(i < n - 10_000 ? i : undefined);
+      expect(after.get(k)).toBe(i % 7 === 0 ? undefined : i);
+      expect(forked.get(k)).toBe(i < n - 10_000 && i !== 1 ? i : undefined);
+    }
+    expect(forked.get('k-new')).toBe(-1);
+    expect(before.get('k-new')).toBeUndefined();
+    expect(after.get('k-new')).toBeUndefined();
+    expect(after.size).toBe(n - Math.ceil(n / 7));
+  });
 });

@@ -43,6 +43,9 @@ describe('sim/raft - whole-cluster simulation of the production driver under fau
     expect(sum('confChanges')).toBeGreaterThan(results.length / 2);
     expect(sum('transfers')).toBeGreaterThan(0);
     expect(sum('acked')).toBeGreaterThan(results.length * 5);
+    // The leader-gone probe (RaftNode.leaderProbeTicks) was asked, found crashed leaders, and was lied to.
+    expect(sum('probesAbsent')).toBeGreaterThan(0);
+    expect(sum('probeLies')).toBeGreaterThan(0);
   });
 
   it('sim/raft - 5 replicas: the same, with two failures tolerated', async () => {

@@ -67,6 +67,9 @@ export interface RaftSimResult {
     readonly acked: number;
     readonly operations: number;
     readonly messages: number;
+    /** Probes that found a leader's endpoint gone (true answers), and probes answered at random (lies). */
+    readonly probesAbsent: number;
+    readonly probeLies: number;
   };
   /** SHA-256 of the run's history, committed log and statistics: equal digests, equal runs. */
   readonly digest: string;
@@ -240,6 +243,8 @@ class RaftSim {
     transfers: 0,
     acked: 0,
     operations: 0,
+    probesAbsent: 0,
+    probeLies: 0,
   };
   /** Drawn per seed, so the seeds together cover small and large messages, windows, snapshots and fault rates. */
   readonly shape: {
@@ -249,6 +254,11 @@ class RaftSim {
     chunkBytes: number;
     /** Per-mille chance, each tick, of a crash. */
     crashRate: number;
+    /**
+     * Percent of `Transport.probe` answers drawn at random ('absent' for a live leader included): the early
+     * election after an absent leader must never be what safety rests on.
+     */
+    probeLiePercent: number;
   };
   #opSeq = 0;
   /**
@@ -270,6 +280,7 @@ class RaftSim {
       snapshotEvery: this.rng.pick([5, 12, 40, 1_000_000]),
       chunkBytes: this.rng.pick([16, 48, 4096]),
       crashRate: this.rng.pick([4, 8, 20]),
+      probeLiePercent: this.rng.pick([0, 0, 10, 50]),
     };
     this.ids = Array.from({ length: o.replicas }, (_, i) => `n${i + 1}`);
     this.net = new SimNetwork<Message>(this.rng.fork(), (m) => m, perfectLink);
@@ -363,6 +374,18 @@ class RaftSim {
           if (gate.alive) handler(m);
         }),
       onUnreachable: (handler) => inner.onUnreachable(handler),
+      probe: async (peer) => {
+        await Promise.resolve(); // answered later, as over a network
+        if (!gate.alive) return 'unknown';
+        if (this.rng.int(0, 100) < this.shape.probeLiePercent) {
+          this.stats.probeLies++;
+          return this.rng.pick(['present', 'absent', 'unknown'] as const);
+        }
+        // As NATS answers: a crashed incarnation has no subscriber; a live one, even partitioned, has.
+        if (this.replicas.get(peer)?.gate.alive === true) return 'present';
+        this.stats.probesAbsent++;
+        return 'absent';
+      },
       close: async () => {
         // The next incarnation registers its own handler on the shared network: leave the endpoint alone.
         if (gate.alive) this.#selfStopped ??= id;
