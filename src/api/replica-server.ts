@@ -33,6 +33,8 @@ export interface SchedulerServerOptions {
   /** This replica's storage (opened, and locked, by the caller before anything else). */
   readonly storage: Storage;
   readonly tickMs?: number;
+  /** Ticks without the leader before a campaign (random in [n, 2n)). Default: the Raft core's. */
+  readonly electionTicks?: number;
   readonly snapshotEntries?: number;
   readonly pipeline?: SchedulerConfig['pipeline'];
   readonly onDrop?: (reason: string, detail: string) => void;
@@ -94,7 +96,10 @@ export async function startSchedulerServer(o: SchedulerServerOptions): Promise<S
     // An append must fit one NATS message with its framing (as for the KV replica): the transport drops a
     // larger frame, so with the core's 1 MiB default a follower that fell behind was never caught up again
     // (found by bench:load: a follower stuck at applied 105,023 of 157,362 after many elections).
-    core: { msgBytesMax: Math.min(512 << 10, Math.floor((nc.info?.max_payload ?? 1 << 20) / 2)) },
+    core: {
+      msgBytesMax: Math.min(512 << 10, Math.floor((nc.info?.max_payload ?? 1 << 20) / 2)),
+      ...(o.electionTicks === undefined ? {} : { electionTicks: o.electionTicks }),
+    },
     ...(o.metrics === undefined ? {} : { metrics: trellisMetrics(o.metrics) }),
   });
   const scheduler = new Scheduler({

@@ -186,6 +186,7 @@ interface ServerOptions extends ConnectionFlags {
   peers: string;
   data: string;
   tickMs: number;
+  electionTicks: number;
   snapshotEntries: number;
   stopTimeout: number;
   state: 'kv' | 'scheduler';
@@ -206,6 +207,16 @@ interface ServerOptions extends ConnectionFlags {
 
 /** The longest Raft tick `--tick-ms` takes (a minute: elections would take 10-20 minutes). */
 export const tickMsMax = 60_000;
+/**
+ * Ticks without word from the leader before a follower campaigns (random in [n, 2n)), unless
+ * `--election-ticks` says otherwise. A killed leader is found sooner than this through NATS (no responders
+ * on its subject: raft/node.ts `leaderProbeTicks`), so this bounds only the failover of a leader that is
+ * stalled or cut off, and sets how long a stall must be to cost an election: 20 (400-800 ms at the 20 ms
+ * tick) rather than the core's 10, because at 10 a no-fault 2,000-sandbox load run at load 15-17 held 9
+ * elections in 40 s (the leader descheduled for 200-400 ms), at 20 two in 23 s at load 17-24.
+ */
+export const electionTicksDefault = 20;
+export const electionTicksMax = 10_000;
 /** Entries applied between snapshots unless `--snapshot-entries` says otherwise (etcd's default). */
 export const snapshotEntriesDefault = 100_000;
 /** How long `trellis server` waits for NATS at start unless `--connect-timeout` says otherwise. */
@@ -225,9 +236,15 @@ export function registerServer(program: Command): void {
     .option('--data <dir>', 'directory for the write-ahead log and snapshots (required)')
     .option(
       '--tick-ms <ms>',
-      'Raft tick: heartbeats every tick, elections after 10-20 ticks',
+      'Raft tick: heartbeats every tick, elections after --election-ticks (20-40 ticks by default)',
       intBetween(1, tickMsMax),
       20,
+    )
+    .option(
+      '--election-ticks <n>',
+      'ticks without the leader before a campaign (random in [n, 2n)); a killed leader is found sooner through NATS',
+      intBetween(2, electionTicksMax),
+      electionTicksDefault,
     )
     .option(
       '--snapshot-entries <n>',
@@ -325,6 +342,7 @@ async function runServer(o: ServerOptions): Promise<void> {
       peers,
       cluster: o.cluster,
       tickMs: o.tickMs,
+      electionTicks: o.electionTicks,
       snapshotEntries: o.snapshotEntries,
       stopTimeoutMs: o.stopTimeout,
       connection: nc,
@@ -359,7 +377,10 @@ async function runServer(o: ServerOptions): Promise<void> {
     tickMs: o.tickMs,
     snapshotEntries: o.snapshotEntries,
     // An append's entries must fit one NATS message with their framing: half the server's max payload.
-    core: { msgBytesMax: Math.min(512 << 10, Math.floor((nc.info?.max_payload ?? 1 << 20) / 2)) },
+    core: {
+      msgBytesMax: Math.min(512 << 10, Math.floor((nc.info?.max_payload ?? 1 << 20) / 2)),
+      electionTicks: o.electionTicks,
+    },
     ...(metrics === undefined ? {} : { metrics }),
   });
   readiness = () =>

@@ -193,7 +193,8 @@ async function waitCaughtUp(
     }
     await sleep(catchUpPollMs);
   }
-  note(`kill after ${Math.round(performance.now() - started)} ms: a follower is still behind`);
+  const waitedMs = Math.round(performance.now() - started);
+  note(`kill after ${waitedMs} ms: ${stopped() ? 'the run is over' : 'a follower is still behind'}`);
 }
 
 /**

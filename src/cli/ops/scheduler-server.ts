@@ -18,6 +18,8 @@ export interface SchedulerStateOptions {
   readonly peers: readonly string[];
   readonly cluster: string;
   readonly tickMs: number;
+  /** Ticks without the leader before a campaign (`--election-ticks`); the core's default when absent. */
+  readonly electionTicks?: number;
   readonly snapshotEntries: number;
   readonly stopTimeoutMs: number;
   readonly connection: NatsConnection;
@@ -71,6 +73,7 @@ export async function runSchedulerState(o: SchedulerStateOptions): Promise<void>
     cluster: o.cluster,
     storage: o.storage,
     tickMs: o.tickMs,
+    ...(o.electionTicks === undefined ? {} : { electionTicks: o.electionTicks }),
     snapshotEntries: o.snapshotEntries,
     ...(o.nodeDownAfterMs === undefined || o.nodeDownAfterMs === 0
       ? {}
