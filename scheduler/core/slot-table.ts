@@ -31,6 +31,12 @@ const pageMask = slotPageSize - 1;
 const holesSlackMin = 4096;
 /** Live keys up to which a renumber (O(size), in one publish) is cheap enough to do for front holes too. */
 const renumberAtOnceMax = 65_536;
+/**
+ * A bigger table is renumbered for its front holes only once they outnumber its live keys this many times: its
+ * key map then holds at most ~(1 + this) × size keys, so a 1M dedup table used as a queue stays bounded (~9M
+ * keys) and pays one O(size) renumber per ~8M evictions, instead of growing by every key it ever held.
+ */
+const bigQueueHolesFactor = 8;
 
 type Page<T> = (T | undefined)[];
 
@@ -337,10 +343,11 @@ export class SlotTableDraft<V> {
     // dropped, but their keys stay in the generation's `Map` until a renumber, so a table used as a queue
     // would otherwise grow that `Map` by every key it ever held (500,000 keys for the 16,384-entry cleanups of
     // bench:simulate, and each lookup then misses the cache). A big queue (the dedup table, up to 1,000,000)
-    // is not renumbered for them: that is O(size) in one apply (a 1-4 s stall at 1M, measured), so its `Map`
-    // still grows by every key it held until holes inside it force a renumber; an incremental renumber is the
-    // fix (docs/benchmarks.md).
-    const frontHoles = this.#size <= renumberAtOnceMax ? this.#head : 0;
+    // is renumbered for them only once they outnumber its keys `bigQueueHolesFactor` times: a renumber is
+    // O(size) in one apply (a 1-4 s stall at 1M under load, measured), so it is rare, but the `Map` stays
+    // bounded; an incremental renumber would remove the stall too (docs/benchmarks.md).
+    const frontHoles =
+      this.#size <= renumberAtOnceMax || this.#head > this.#size * bigQueueHolesFactor ? this.#head : 0;
     if (this.#end - this.#head - this.#size + frontHoles > Math.max(this.#size, holesSlackMin))
       this.#renumber();
     else if (this.#extra.size > Math.max(this.#size * extraShareMax, holesSlackMin)) this.#ownGeneration();

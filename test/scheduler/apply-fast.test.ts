@@ -88,6 +88,30 @@ describe('scheduler state - fast apply paths keep the rules of the slow ones', (
     expect(t.keyMapSize).toBeLessThanOrEqual(2000 + Math.max(2000, 4096) + 1000);
   });
 
+  it('scheduler state - a big slot table used as a queue (the 1M dedup table) keeps its key map bounded too', () => {
+    // Past 65,536 live keys a renumber is rare (it is O(size) in one apply), but a table evicted from the front
+    // for many times its size must still not keep every key it ever held: the map stays within ~9x its size.
+    const live = 70_000;
+    let t = SlotTable.empty<number>();
+    let n = 0;
+    let mapMax = 0;
+    for (let round = 0; round < 100; round++) {
+      const d = t.edit();
+      for (let i = 0; i < 10_000; i++) d.set(`k${n++}`, n);
+      while (d.size > live) d.remove(d.firstKey() as string);
+      t = d.publish();
+      mapMax = Math.max(mapMax, t.keyMapSize);
+    }
+    expect(t.size).toBe(live);
+    expect(t.get(`k${n - 1}`)).toBe(n);
+    expect(t.get(`k${n - live - 1}`)).toBeUndefined();
+    expect(t.get(`k${n - live}`)).toBe(n - live + 1);
+    // 1,000,000 keys went through it (14x its size): without the bound the map held all of them; with it, at
+    // most the live keys, 8x as many front holes, and one round's slack.
+    expect(mapMax).toBeLessThanOrEqual(live * 9 + 2 * 10_000);
+    expect(t.keyMapSize).toBeLessThan(n / 2);
+  });
+
   it('scheduler state - a slot table past 131,072 keys (its key map split in shards) keeps every version', () => {
     // The key map splits into shards at 2^17 keys; versions before and after the split, and a fork from the
     // older one, must each still read exactly their own contents.
