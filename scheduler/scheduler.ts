@@ -196,6 +196,13 @@ export class Scheduler implements SchedulerApi {
   #history: SchedulerEvent[] = [];
   #historyFrom = 0;
   #historyOff: (() => void) | undefined;
+  /**
+   * Creates waiting to run, by sandbox id: one apply listener serves them all (`#waitRunning`), so an apply
+   * costs its events, not its events times the waiters (a listener per waiter scanned every event: 2.5% of
+   * the leader's CPU with 1,024 waiting in bench:load).
+   */
+  readonly #runningWaiters = new Map<string, Set<() => void>>();
+  #runningOff: (() => void) | undefined;
 
   constructor(config: SchedulerConfig = {}) {
     // The embedded default: a real Raft group of in-process replicas on memory storage.
@@ -370,11 +377,34 @@ export class Scheduler implements SchedulerApi {
         return true;
       };
       if (check()) return;
-      off = machine.onApply(({ events }) => {
-        if (events.some((e) => e.kind === 'sandbox' && e.sandboxId === sandboxId)) check();
+      off = this.#onSandboxApplied(sandboxId, () => {
+        check();
       });
       cancel = this.#opts.every(check, Math.min(this.#opts.heartbeatIntervalMs, waitMs));
     });
+  }
+
+  /** Calls `f` after each apply with an event of `sandboxId`, until the returned function is called. */
+  #onSandboxApplied(sandboxId: string, f: () => void): () => void {
+    this.#runningOff ??= this.#home.machine.onApply(({ events }) => {
+      for (const e of events) {
+        if (e.kind !== 'sandbox') continue;
+        const waiting = this.#runningWaiters.get(e.sandboxId);
+        // A copy: a waiter that settles removes itself while the set is walked.
+        if (waiting !== undefined) for (const w of [...waiting]) w();
+      }
+    });
+    let set = this.#runningWaiters.get(sandboxId);
+    if (set === undefined) {
+      set = new Set();
+      this.#runningWaiters.set(sandboxId, set);
+    }
+    set.add(f);
+    return () => {
+      set.delete(f);
+      if (set.size === 0 && this.#runningWaiters.get(sandboxId) === set)
+        this.#runningWaiters.delete(sandboxId);
+    };
   }
 
   /**
@@ -713,6 +743,7 @@ export class Scheduler implements SchedulerApi {
   async close(): Promise<void> {
     this.#closed = true;
     this.#historyOff?.();
+    this.#runningOff?.();
     this.#history = [];
     for (const end of [...this.#watchers]) end();
     this.#watchers.clear();
