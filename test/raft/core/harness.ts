@@ -151,3 +151,58 @@ export class Cluster {
 function decodeApplied(data: Uint8Array): string[] {
   return data.length === 0 ? [] : (JSON.parse(text.decode(data)) as string[]);
 }
+
+/** Throws unless every replica's applied sequence is a prefix of the longest one (state machine safety). */
+export function assertAppliedPrefixes(c: Cluster, context: string): void {
+  const seqs = [...c.replicas.values()].map((r) => r.applied);
+  const longest = seqs.reduce((a, b) => (b.length > a.length ? b : a), [] as string[]);
+  for (const seq of seqs)
+    if (seq.some((e, i) => e !== longest[i]))
+      throw new Error(`${context}: applied [${seq.join(',')}] is not a prefix of [${longest.join(',')}]`);
+}
+
+export interface RandomFaultsOptions {
+  /** Steps of faults, each followed by one tick. Default 300. */
+  readonly steps?: number;
+  /** Lose messages at a random rate on some steps. Default false. */
+  readonly drops?: boolean;
+  /** Something more to do on about one step in five (e.g. a call under test on a random replica). */
+  readonly extra?: (c: Cluster, rng: Rng) => void;
+}
+
+/**
+ * A random schedule of partitions, heals, proposals (and message loss, and `extra`) on `c`, one tick a step;
+ * after every step no term may have two leaders (the harness throws) and applied sequences must stay prefixes
+ * of one another. Then the faults heal and a final proposal must be applied everywhere (liveness).
+ */
+export function runRandomFaults(c: Cluster, context: string, o: RandomFaultsOptions = {}): void {
+  const rng = c.rng.fork();
+  let proposed = 0;
+  for (let step = 0; step < (o.steps ?? 300); step++) {
+    const roll = rng.int(0, 10);
+    if (roll === 0) {
+      const cut = c.ids.filter(() => rng.chance(0.4));
+      c.partition(
+        cut,
+        c.ids.filter((id) => !cut.includes(id)),
+      );
+    } else if (roll === 1) c.heal();
+    else if (roll === 2 && o.drops === true) {
+      const drop = rng.next() * 0.3;
+      c.link = (a, b) => a === b || !rng.chance(drop);
+    } else if (roll <= 4) {
+      const l = c.leader();
+      if (l !== undefined) c.propose(l, `p${proposed++}`);
+    } else if (roll <= 6) o.extra?.(c, rng);
+    c.tick();
+    assertAppliedPrefixes(c, context);
+  }
+  c.heal();
+  c.tick(60);
+  const l = c.electLeader();
+  c.propose(l, 'final');
+  c.tick(10);
+  assertAppliedPrefixes(c, context);
+  for (const [id, r] of c.replicas)
+    if (r.applied.at(-1) !== 'final') throw new Error(`${context}: ${id} did not apply the final proposal`);
+}

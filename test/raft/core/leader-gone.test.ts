@@ -9,7 +9,7 @@
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import { leaderGoneTimeoutTicksMax } from '../../../raft/core/raw-node.js';
-import { Cluster } from './harness.js';
+import { Cluster, runRandomFaults } from './harness.js';
 
 /** Default election timeout of the core, in ticks (random in [this, 2 × this)). */
 const electionTicks = 10;
@@ -128,36 +128,12 @@ describe('raft/core - leader gone (forget the leader on outside evidence)', () =
     // healing, a final proposal is applied everywhere.
     fc.assert(
       fc.property(fc.integer(), fc.constantFrom(3, 5), (seed, size) => {
-        const c = new Cluster(size, seed);
-        const rng = c.rng.fork();
-        let proposed = 0;
-        for (let step = 0; step < 300; step++) {
-          const roll = rng.int(0, 10);
-          if (roll === 0) {
-            const cut = c.ids.filter(() => rng.chance(0.4));
-            c.partition(
-              cut,
-              c.ids.filter((id) => !cut.includes(id)),
-            );
-          } else if (roll === 1) c.heal();
-          else if (roll <= 4) {
-            const l = c.leader();
-            if (l !== undefined) c.propose(l, `p${proposed++}`);
-          } else if (roll <= 6) {
+        runRandomFaults(new Cluster(size, seed), `seed ${seed}, ${size} replicas`, {
+          extra: (c, rng) => {
             const who = c.get(rng.pick(c.ids)).node;
             who.leaderGone(rng.chance(0.5) ? who.leader : rng.pick(c.ids));
-          }
-          c.tick();
-          const seqs = [...c.replicas.values()].map((r) => r.applied);
-          const longest = seqs.reduce((x, y) => (y.length > x.length ? y : x), [] as string[]);
-          for (const s of seqs) expect(s, `seed ${seed}`).toEqual(longest.slice(0, s.length));
-        }
-        c.heal();
-        c.tick(60);
-        const l = c.electLeader();
-        c.propose(l, 'final');
-        c.tick(10);
-        for (const r of c.replicas.values()) expect(r.applied.at(-1), `seed ${seed}`).toBe('final');
+          },
+        });
       }),
       { numRuns: Number(process.env.RAFT_RUNS ?? 40) },
     );

@@ -2,14 +2,10 @@ import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import { parseMessage } from '../../../raft/core/messages.js';
 import { ValidationError } from '../../../src/lib/errors.js';
-import { Cluster, logOf } from './harness.js';
+import { assertAppliedPrefixes, Cluster, logOf, runRandomFaults } from './harness.js';
 
 /** Every replica's applied sequence is a prefix of the longest one (state machine safety). */
-function checkApplied(c: Cluster): void {
-  const seqs = [...c.replicas.values()].map((r) => r.applied);
-  const longest = seqs.reduce((a, b) => (b.length > a.length ? b : a), [] as string[]);
-  for (const s of seqs) expect(s).toEqual(longest.slice(0, s.length));
-}
+const checkApplied = (c: Cluster): void => assertAppliedPrefixes(c, 'applied sequences');
 
 describe('raft/core - election (§5.2)', () => {
   it('raft/core - three replicas elect exactly one leader, and the others follow it', () => {
@@ -203,35 +199,7 @@ describe('raft/core - safety under random faults', () => {
     // faults heal and a final proposal must be applied everywhere (liveness).
     fc.assert(
       fc.property(fc.integer(), fc.constantFrom(3, 5), (seed, size) => {
-        const c = new Cluster(size, seed);
-        const rng = c.rng.fork();
-        let proposed = 0;
-        for (let step = 0; step < 300; step++) {
-          const roll = rng.int(0, 10);
-          if (roll === 0) {
-            const cut = c.ids.filter(() => rng.chance(0.4));
-            c.partition(
-              cut,
-              c.ids.filter((id) => !cut.includes(id)),
-            );
-          } else if (roll === 1) c.heal();
-          else if (roll === 2) {
-            const drop = rng.next() * 0.3;
-            c.link = (a, b) => a === b || !rng.chance(drop);
-          } else if (roll <= 4) {
-            const l = c.leader();
-            if (l !== undefined) c.propose(l, `p${proposed++}`);
-          }
-          c.tick();
-          checkApplied(c);
-        }
-        c.heal();
-        c.tick(60);
-        const l = c.electLeader();
-        c.propose(l, 'final');
-        c.tick(10);
-        checkApplied(c);
-        for (const r of c.replicas.values()) expect(r.applied[r.applied.length - 1]).toBe('final');
+        runRandomFaults(new Cluster(size, seed), `seed ${seed}, ${size} replicas`, { drops: true });
       }),
       { numRuns: Number(process.env.RAFT_RUNS ?? 40) },
     );
