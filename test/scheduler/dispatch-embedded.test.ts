@@ -49,30 +49,47 @@ async function stateOf(s: Scheduler, id: string): Promise<string> {
   return (await s.get(id))?.state ?? 'gone';
 }
 
+/**
+ * A scheduler on a 3-replica in-memory Raft group whose sink records every command with the replica that led
+ * when it was sent, and answers none until `answer()` (so what the first leader sent stays unacknowledged).
+ */
+function recordingGroup(extra: { inFlightPerNodeMax?: number } = {}) {
+  const sent: { replica: string; nodeId: string; kind: string; sandboxId: string }[] = [];
+  let answering = false;
+  const log = RaftGroupLog.inMemory({ replicas: 3 });
+  const s = new Scheduler({
+    log,
+    dispatch: {
+      retryBaseMs: 10_000,
+      retryMaxMs: 10_000,
+      ...extra,
+      sink: {
+        send: async (nodeId, cmds) => {
+          const leader = log.leader();
+          for (const c of cmds)
+            sent.push({ replica: String(leader), nodeId, kind: c.kind, sandboxId: c.sandboxId });
+          if (!answering) return new Promise(() => {});
+          return cmds.map(() => ({ ok: true }));
+        },
+      },
+    },
+  });
+  open.push(s);
+  return {
+    s,
+    log,
+    sent,
+    answer: () => {
+      answering = true;
+    },
+  };
+}
+
 describe('scheduler dispatch - the shell on a real Raft group', () => {
   it('scheduler dispatch - a new leader resends what the old one never got acknowledged, to the committed node', async () => {
     // A sink that records every command and answers none until told: the first leader's creates stay
     // unacknowledged; after a leadership transfer the new leader's dispatcher must send them again.
-    const sent: { replica: string; nodeId: string; kind: string; sandboxId: string }[] = [];
-    let answering = false;
-    const log = RaftGroupLog.inMemory({ replicas: 3 });
-    const s = new Scheduler({
-      log,
-      dispatch: {
-        retryBaseMs: 10_000,
-        retryMaxMs: 10_000,
-        sink: {
-          send: async (nodeId, cmds) => {
-            const leader = log.leader();
-            for (const c of cmds)
-              sent.push({ replica: String(leader), nodeId, kind: c.kind, sandboxId: c.sandboxId });
-            if (!answering) return new Promise(() => {});
-            return cmds.map(() => ({ ok: true }));
-          },
-        },
-      },
-    });
-    open.push(s);
+    const { s, log, sent, answer } = recordingGroup();
     await s.registerNode(node('n1'));
     await s.registerNode(node('n2', 4000, 8192, { labels: { zone: 'z-b' } }));
     const made = [
@@ -88,7 +105,7 @@ describe('scheduler dispatch - the shell on a real Raft group', () => {
       }
     };
     await until(() => sent.length >= 2, 'the first leader sends both creates');
-    answering = true;
+    answer();
     const next = (first + 1) % 3;
     await log.transferLeadership(next);
     await until(() => sent.filter((x) => x.replica === String(next)).length >= 2, 'the new leader resends');
@@ -156,27 +173,8 @@ describe('scheduler dispatch - refusals and cleanups on a real Raft group', () =
   it('scheduler dispatch - a cleanup terminate the old leader never got acknowledged is sent by the new one', async () => {
     // A create placed then terminated at once (placed → terminated) leaves the sandbox out of the state; the
     // first leader's cleanup terminate is never answered, and the leader changes.
-    const sent: { replica: string; kind: string; sandboxId: string; nodeId: string }[] = [];
-    let answering = false;
-    const log = RaftGroupLog.inMemory({ replicas: 3 });
-    const s = new Scheduler({
-      log,
-      dispatch: {
-        retryBaseMs: 10_000,
-        retryMaxMs: 10_000,
-        // The unanswered create stays in flight; the cleanup needs a second batch slot to n1.
-        inFlightPerNodeMax: 4,
-        sink: {
-          send: async (nodeId, cmds) => {
-            for (const c of cmds)
-              sent.push({ replica: String(log.leader()), kind: c.kind, sandboxId: c.sandboxId, nodeId });
-            if (!answering) return new Promise(() => {});
-            return cmds.map(() => ({ ok: true }));
-          },
-        },
-      },
-    });
-    open.push(s);
+    // The unanswered create stays in flight; the cleanup needs a second batch slot to n1.
+    const { s, log, sent, answer } = recordingGroup({ inFlightPerNodeMax: 4 });
     await s.registerNode(node('n1'));
     const sb = await s.create(spec());
     await s.terminate(sb.id);
@@ -187,7 +185,7 @@ describe('scheduler dispatch - refusals and cleanups on a real Raft group', () =
       'the first leader sends the cleanup',
       () => JSON.stringify(sent),
     );
-    answering = true;
+    answer();
     const next = (first + 1) % 3;
     await log.transferLeadership(next);
     await until(
