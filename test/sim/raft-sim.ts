@@ -548,15 +548,22 @@ class RaftSim {
     }
   }
 
-  #put(rec: OpRecord, op: number, key: string): void {
+  /** The replica a client's operation goes to, now marked busy with it; undefined (void, done) when none. */
+  #send(rec: OpRecord, op: number): Replica | undefined {
     const leader = this.#clientTarget();
     if (leader === undefined) {
       rec.void = true;
       rec.done = true;
-      return;
+      return undefined;
     }
     rec.replica = leader.id;
     this.clientBusy[rec.client] = op;
+    return leader;
+  }
+
+  #put(rec: OpRecord, op: number, key: string): void {
+    const leader = this.#send(rec, op);
+    if (leader === undefined) return;
     const value = (rec.input as { value: string }).value;
     leader.node.propose(enc.encode(`${rec.client}|${op}|${key}|${value}`)).then(
       () => {
@@ -594,14 +601,8 @@ class RaftSim {
       rec.done = true;
       return;
     }
-    const leader = this.#clientTarget();
-    if (leader === undefined) {
-      rec.void = true;
-      rec.done = true;
-      return;
-    }
-    rec.replica = leader.id;
-    this.clientBusy[rec.client] = op;
+    const leader = this.#send(rec, op);
+    if (leader === undefined) return;
     const machine = leader.machine;
     leader.node.read().then(
       () => {
