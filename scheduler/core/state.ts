@@ -149,6 +149,12 @@ type SandboxEvent = Extract<SchedulerEvent, { kind: 'sandbox' }>;
 const zeroUsage: Usage = Object.freeze({ cpu: 0, memory: 0, disk: 0, sandboxes: 0 });
 const noIds: ReadonlySet<string> = new Set<string>();
 const noIdList: readonly string[] = Object.freeze([]);
+/**
+ * The GPU devices of a sandbox that holds none: one frozen array for all of them rather than an empty array
+ * each (a record per sandbox lives as long as the sandbox, so each array was one more old-generation object).
+ */
+const noGpuDevices: Sandbox['gpuDevices'] = Object.freeze([]);
+const gpuDevicesOf = (g: Sandbox['gpuDevices']): Sandbox['gpuDevices'] => (g.length === 0 ? noGpuDevices : g);
 
 export class SchedulerState {
   readonly #d: StateData;
@@ -499,7 +505,13 @@ class Draft {
   takeNode(sb: Sandbox, nodeId: string, gpuDevices: Sandbox['gpuDevices'], to: SandboxState): void {
     this.builder.allocate(nodeId, shapeOf(sb.spec, sb.tenant, gpuDevices));
     const { reason: _reason, lostFrom: _lostFrom, pendingUntilMs: _until, ...rest } = sb;
-    const next: Sandbox = Object.freeze({ ...rest, state: to, nodeId, gpuDevices, updatedAtMs: this.atMs });
+    const next: Sandbox = Object.freeze({
+      ...rest,
+      state: to,
+      nodeId,
+      gpuDevices: gpuDevicesOf(gpuDevices),
+      updatedAtMs: this.atMs,
+    });
     this.sandboxes.set(sb.id, next);
     this.linkNode(nodeId, sb.id, 1);
     this.event(next, to, undefined, sb.state);
@@ -566,7 +578,7 @@ class Draft {
       : {
           ...rest,
           ...extra,
-          gpuDevices: [],
+          gpuDevices: noGpuDevices,
           ...(lostFrom === undefined ? {} : { lostFrom }),
           state: to,
           updatedAtMs: this.atMs,
@@ -1139,7 +1151,7 @@ function newSandbox(
     tenant: item.spec.tenant,
     spec: item.spec,
     state: fields.state,
-    gpuDevices: fields.gpuDevices,
+    gpuDevices: gpuDevicesOf(fields.gpuDevices),
     createdAtMs: draft.atMs,
     updatedAtMs: draft.atMs,
   };
