@@ -41,7 +41,7 @@ import { replicaId } from '../lib/ids.js';
 import { trellisMetrics } from '../lib/metrics.js';
 import { createRng } from '../lib/prng.js';
 import { parseWith, zodDecoder } from '../lib/validate.js';
-import { createLogger } from '../log.js';
+import { createLogger, throttledWarn } from '../log.js';
 import { type Readiness, startMetricsServer } from '../metrics/http.js';
 import { PrometheusMetrics } from '../metrics/prometheus.js';
 import { durationMs, intBetween, port, positiveInt } from './args.js';
@@ -365,13 +365,14 @@ async function runServer(o: ServerOptions): Promise<void> {
     exitNow(log, exitCodes.ok);
   }
   const kv = new KvStateMachine();
+  const droppedRaft = throttledWarn(log, 'dropped inbound raft frame');
   const transport = new NatsTransport({
     connection: nc,
     cluster: o.cluster,
     self: id,
     codec: raftMessageCodec,
     destination: (m) => m.to,
-    onDrop: (reason, detail) => log.warn({ reason, detail }, 'dropped inbound raft frame'),
+    onDrop: (reason, detail) => droppedRaft({ reason, detail }),
   });
   const node = new RaftNode<KvResult>({
     id,
