@@ -2,11 +2,14 @@
  * The copy-on-write cluster index.
  *
  * Layout (chosen over an all-`immutable` index after measuring both; see docs/benchmarks.md):
- * - Hot numeric state lives in typed-array **pages** of `pageSize` nodes: capacity, allocation, state, class,
- *   node version, free-CPU bucket (`num`), per-device free GPU shares (`gpu`), and the free-capacity bucket
- *   bitsets (`bits`). A version is a set of arrays of page references. A builder copies a page the first time it
- *   writes to it and shares every other page with the version it started from, so a published version never
- *   changes, taking a snapshot is O(1) (keep the reference), and a new version costs O(pages touched).
+ * - Hot numeric state lives in typed-array **pages** of `pageSize` nodes, one page per group of columns that
+ *   change together: capacity, state, class and GPU count (`fix`, written by spec changes only); allocation,
+ *   node version and free-capacity bucket (`hot`, written by every allocation, copied with the bucket bitsets
+ *   `bits`); per-device free GPU shares (`gpu`). A version is a set of arrays of page references. A builder
+ *   copies a page the first time it writes to it and shares every other page with the version it started
+ *   from, so a published version never changes, taking a snapshot is O(1) (keep the reference), and a new
+ *   version costs O(pages touched) — an allocation copies its page's `hot` and `bits` parts only (~7 of
+ *   ~17 KiB), the columns it changes.
  * - Structural state that changes rarely or sparsely (id → slot, classes, anti-affinity and spread counts,
  *   image → nodes) lives in `immutable` persistent maps, which share structure the same way.
  *
@@ -50,19 +53,22 @@ export const nodesMax = 1 << 20;
 /** Feasibility classes one index may hold. */
 export const classesMax = 1 << 16;
 
-// Numeric columns, column-major inside a page of Int32.
+// Numeric columns, column-major inside a page of Int32. The `fix` page holds what only a spec change writes
+// (read with `fixCol`), the `hot` page what an allocation writes (read with `hotCol`): two small accessors, not
+// one that picks the page, so the placer's per-candidate reads stay small enough to inline.
 const cCapCpu = 0;
 const cCapMem = 1;
 const cCapDisk = 2;
-const cAllocCpu = 3;
-const cAllocMem = 4;
-const cAllocDisk = 5;
-const cState = 6;
-const cClass = 7;
-const cVersion = 8;
-const cGpuCount = 9;
-const cBucket = 10;
-const colCount = 11;
+const cState = 3;
+const cClass = 4;
+const cGpuCount = 5;
+const fixColCount = 6;
+const cAllocCpu = 0;
+const cAllocMem = 1;
+const cAllocDisk = 2;
+const cVersion = 3;
+const cBucket = 4;
+const hotColCount = 5;
 
 /** State codes in the `cState` column; `empty` marks a slot with no node. */
 const stateCodes: Readonly<Record<NodeState, number>> = { ready: 0, draining: 1, cordoned: 2, down: 3 };
@@ -149,7 +155,10 @@ interface IndexData {
   readonly version: number;
   readonly slotCount: number;
   readonly nodeCount: number;
-  readonly num: readonly Int32Array[];
+  /** Per page: the fixed columns (capacity, state, class, GPU count). */
+  readonly fix: readonly Int32Array[];
+  /** Per page: the hot columns (allocation, version, bucket). */
+  readonly hot: readonly Int32Array[];
   readonly gpu: readonly Int16Array[];
   readonly bits: readonly Uint32Array[];
   /** Per bucket: one bit per page that holds at least one node of the bucket. */
@@ -175,7 +184,8 @@ interface IndexData {
 type MutableIndexData = {
   -readonly [K in keyof IndexData]: IndexData[K];
 } & {
-  num: Int32Array[];
+  fix: Int32Array[];
+  hot: Int32Array[];
   gpu: Int16Array[];
   bits: Uint32Array[];
   summary: Uint32Array[];
@@ -234,29 +244,32 @@ abstract class IndexReader {
     return this.data().readyAllocated;
   }
 
-  protected col(slot: number, c: number): number {
-    return (this.data().num[slot >>> pageShift] as Int32Array)[c * pageSize + (slot & pageMask)] as number;
+  protected fixCol(slot: number, c: number): number {
+    return (this.data().fix[slot >>> pageShift] as Int32Array)[c * pageSize + (slot & pageMask)] as number;
+  }
+  protected hotCol(slot: number, c: number): number {
+    return (this.data().hot[slot >>> pageShift] as Int32Array)[c * pageSize + (slot & pageMask)] as number;
   }
   slotOf(nodeId: string): number | undefined {
-    return this.data().idToSlot.get(nodeId);
+    return slotIn(this.data().idToSlot, nodeId);
   }
   isLive(slot: number): boolean {
-    return slot < this.data().slotCount && this.col(slot, cState) !== stateEmpty;
+    return slot < this.data().slotCount && this.fixCol(slot, cState) !== stateEmpty;
   }
   isReady(slot: number): boolean {
-    return this.col(slot, cState) === stateReady;
+    return this.fixCol(slot, cState) === stateReady;
   }
   stateOf(slot: number): NodeState {
-    const code = this.col(slot, cState);
+    const code = this.fixCol(slot, cState);
     if (code === stateEmpty) assert(false, 'slot holds no node', { slot });
     return nodeStates[code] as NodeState;
   }
   /** The free-capacity bucket the node sits in, or -1 when it is in none (not ready). */
   bucketOfSlot(slot: number): number {
-    return this.col(slot, cBucket);
+    return this.hotCol(slot, cBucket);
   }
   classOf(slot: number): number {
-    return this.col(slot, cClass);
+    return this.fixCol(slot, cClass);
   }
   meta(slot: number): NodeMeta {
     const m = this.data().meta[slot >>> pageShift]?.[slot & pageMask];
@@ -268,29 +281,29 @@ abstract class IndexReader {
     return this.meta(slot).spec.id;
   }
   capCpu(slot: number): number {
-    return this.col(slot, cCapCpu);
+    return this.fixCol(slot, cCapCpu);
   }
   capMem(slot: number): number {
-    return this.col(slot, cCapMem);
+    return this.fixCol(slot, cCapMem);
   }
   capDisk(slot: number): number {
-    return this.col(slot, cCapDisk);
+    return this.fixCol(slot, cCapDisk);
   }
   freeCpu(slot: number): number {
-    return this.col(slot, cCapCpu) - this.col(slot, cAllocCpu);
+    return this.fixCol(slot, cCapCpu) - this.hotCol(slot, cAllocCpu);
   }
   freeMem(slot: number): number {
-    return this.col(slot, cCapMem) - this.col(slot, cAllocMem);
+    return this.fixCol(slot, cCapMem) - this.hotCol(slot, cAllocMem);
   }
   freeDisk(slot: number): number {
-    return this.col(slot, cCapDisk) - this.col(slot, cAllocDisk);
+    return this.fixCol(slot, cCapDisk) - this.hotCol(slot, cAllocDisk);
   }
   /** The node's version: bumped by every write to it (allocation, release, spec or state). */
   versionOf(slot: number): number {
-    return this.col(slot, cVersion);
+    return this.hotCol(slot, cVersion);
   }
   gpuCount(slot: number): number {
-    return this.col(slot, cGpuCount);
+    return this.fixCol(slot, cGpuCount);
   }
   /** Free milli-GPU of one device. */
   gpuFree(slot: number, device: number): number {
@@ -337,7 +350,7 @@ abstract class IndexReader {
   scanBucket(bucket: number, startPage: number, visit: (slot: number) => boolean, wrap = true): boolean {
     const d = this.data();
     const summary = d.summary[bucket] as Uint32Array;
-    const pageCount = d.num.length;
+    const pageCount = d.hot.length;
     if (pageCount === 0) return false;
     const base = bucket * wordsPerPage;
     // Pages [startPage, pageCount) then [0, startPage): jump between set summary bits, never page by page.
@@ -374,7 +387,7 @@ abstract class IndexReader {
   scanBucketFrom(bucket: number, fromSlot: number, visit: (slot: number) => boolean): number {
     const d = this.data();
     const summary = d.summary[bucket] as Uint32Array;
-    const pageCount = d.num.length;
+    const pageCount = d.hot.length;
     const fromPage = fromSlot >>> pageShift;
     if (fromPage >= pageCount) return -1;
     const base = bucket * wordsPerPage;
@@ -404,15 +417,41 @@ abstract class IndexReader {
   }
 
   /**
-   * How many numeric pages this version shares (by reference) with `other`: the measure of copy-on-write at
-   * work, for tests and benchmarks.
+   * How many pages this version shares (by reference, every part of it: fixed and hot columns, GPU shares,
+   * bucket bits) with `other`: the measure of copy-on-write at work, for tests and benchmarks.
    */
   sharedPages(other: IndexReader): { readonly shared: number; readonly total: number } {
-    const mine = this.data().num;
-    const theirs = other.data().num;
+    const mine = this.data();
+    const theirs = other.data();
     let shared = 0;
-    for (let p = 0; p < mine.length; p++) if (mine[p] === theirs[p]) shared++;
-    return { shared, total: mine.length };
+    for (let p = 0; p < mine.hot.length; p++) {
+      if (
+        mine.hot[p] === theirs.hot[p] &&
+        mine.fix[p] === theirs.fix[p] &&
+        mine.gpu[p] === theirs.gpu[p] &&
+        mine.bits[p] === theirs.bits[p]
+      )
+        shared++;
+    }
+    return { shared, total: mine.hot.length };
+  }
+
+  /**
+   * How many pages this version shares with `other` per part: what an allocation copies (hot columns and bucket
+   * bits) apart from what only spec changes copy (fixed columns, GPU shares). For tests and benchmarks.
+   */
+  sharedParts(other: IndexReader): { readonly fix: number; readonly hot: number; readonly gpu: number } {
+    const mine = this.data();
+    const theirs = other.data();
+    let fix = 0;
+    let hot = 0;
+    let gpu = 0;
+    for (let p = 0; p < mine.hot.length; p++) {
+      if (mine.fix[p] === theirs.fix[p]) fix++;
+      if (mine.hot[p] === theirs.hot[p] && mine.bits[p] === theirs.bits[p]) hot++;
+      if (mine.gpu[p] === theirs.gpu[p]) gpu++;
+    }
+    return { fix, hot, gpu };
   }
 
   /**
@@ -426,7 +465,7 @@ abstract class IndexReader {
 
   /** The number of pages; candidate walks rotate their start page over it. */
   get pageCount(): number {
-    return this.data().num.length;
+    return this.data().hot.length;
   }
 
   /** A node's full view, or undefined for an unknown id. */
@@ -444,13 +483,13 @@ abstract class IndexReader {
       spec: m.spec,
       state: this.stateOf(slot),
       allocated: {
-        cpu: this.col(slot, cAllocCpu),
-        memory: this.col(slot, cAllocMem),
-        disk: this.col(slot, cAllocDisk),
+        cpu: this.hotCol(slot, cAllocCpu),
+        memory: this.hotCol(slot, cAllocMem),
+        disk: this.hotCol(slot, cAllocDisk),
       },
       free: { cpu: this.freeCpu(slot), memory: this.freeMem(slot), disk: this.freeDisk(slot) },
       gpuFree,
-      version: this.col(slot, cVersion),
+      version: this.hotCol(slot, cVersion),
     };
   }
 
@@ -484,7 +523,8 @@ export class ClusterIndex extends IndexReader {
       version: 0,
       slotCount: 0,
       nodeCount: 0,
-      num: [],
+      fix: [],
+      hot: [],
       gpu: [],
       bits: [],
       summary: Array.from({ length: bucketCount }, () => new Uint32Array(0)),
@@ -524,7 +564,9 @@ export class IndexBuilder extends IndexReader {
   /** The version being built. Pages and maps are replaced (never mutated) unless this builder owns them. */
   readonly #d: MutableIndexData;
   /** Page ownership: 1 when this builder made the page (or copied it) and may write it in place. */
-  #ownNum: Uint8Array;
+  #ownFix: Uint8Array;
+  #ownHot: Uint8Array;
+  #ownGpu: Uint8Array;
   #ownMeta: Uint8Array;
   readonly #ownSummary: Uint8Array;
   #classesOwned = false;
@@ -540,7 +582,8 @@ export class IndexBuilder extends IndexReader {
     this.#d = {
       ...base,
       version: base.version + 1,
-      num: base.num.slice(),
+      fix: base.fix.slice(),
+      hot: base.hot.slice(),
       gpu: base.gpu.slice(),
       bits: base.bits.slice(),
       summary: base.summary.slice(),
@@ -549,7 +592,9 @@ export class IndexBuilder extends IndexReader {
       readyCapacity: { ...base.readyCapacity },
       readyAllocated: { ...base.readyAllocated },
     };
-    this.#ownNum = new Uint8Array(Math.max(16, base.num.length));
+    this.#ownFix = new Uint8Array(Math.max(16, base.hot.length));
+    this.#ownHot = new Uint8Array(Math.max(16, base.hot.length));
+    this.#ownGpu = new Uint8Array(Math.max(16, base.hot.length));
     this.#ownMeta = new Uint8Array(Math.max(16, base.meta.length));
     this.#ownSummary = new Uint8Array(bucketCount);
   }
@@ -563,8 +608,11 @@ export class IndexBuilder extends IndexReader {
   }
 
   // Hot-path read without the virtual data() call: the placer reads columns of the builder on every candidate.
-  protected override col(slot: number, c: number): number {
-    return (this.#d.num[slot >>> pageShift] as Int32Array)[c * pageSize + (slot & pageMask)] as number;
+  protected override fixCol(slot: number, c: number): number {
+    return (this.#d.fix[slot >>> pageShift] as Int32Array)[c * pageSize + (slot & pageMask)] as number;
+  }
+  protected override hotCol(slot: number, c: number): number {
+    return (this.#d.hot[slot >>> pageShift] as Int32Array)[c * pageSize + (slot & pageMask)] as number;
   }
 
   #touch(): void {
@@ -573,18 +621,26 @@ export class IndexBuilder extends IndexReader {
 
   #ensurePages(slot: number): void {
     const page = slot >>> pageShift;
-    while (this.#d.num.length <= page) {
-      const p = this.#d.num.length;
-      const num = new Int32Array(colCount * pageSize);
-      num.fill(stateEmpty, cState * pageSize, (cState + 1) * pageSize);
-      num.fill(-1, cBucket * pageSize, (cBucket + 1) * pageSize);
-      this.#d.num.push(num);
+    while (this.#d.hot.length <= page) {
+      const p = this.#d.hot.length;
+      const fix = new Int32Array(fixColCount * pageSize);
+      fix.fill(stateEmpty, cState * pageSize, (cState + 1) * pageSize);
+      const hot = new Int32Array(hotColCount * pageSize);
+      hot.fill(-1, cBucket * pageSize, (cBucket + 1) * pageSize);
+      this.#d.fix.push(fix);
+      this.#d.hot.push(hot);
       this.#d.gpu.push(new Int16Array(pageSize * gpuDevicesPerNodeMax));
       this.#d.bits.push(new Uint32Array(bucketCount * wordsPerPage));
       this.#d.meta.push(new Array<NodeMeta | undefined>(pageSize).fill(undefined));
-      if (this.#ownNum.length <= p) this.#ownNum = grow(this.#ownNum);
+      if (this.#ownHot.length <= p) {
+        this.#ownFix = grow(this.#ownFix);
+        this.#ownHot = grow(this.#ownHot);
+        this.#ownGpu = grow(this.#ownGpu);
+      }
       if (this.#ownMeta.length <= p) this.#ownMeta = grow(this.#ownMeta);
-      this.#ownNum[p] = 1;
+      this.#ownFix[p] = 1;
+      this.#ownHot[p] = 1;
+      this.#ownGpu[p] = 1;
       this.#ownMeta[p] = 1;
       const summaryWords = (p >>> 5) + 1;
       for (let b = 0; b < bucketCount; b++) {
@@ -600,32 +656,49 @@ export class IndexBuilder extends IndexReader {
   }
 
   /**
-   * Makes the numeric, GPU and bucket pages of `page` writable by copying them once, into one buffer: each
-   * array buffer costs a scavenge a sweep step (three per touched page were ~a third of a batch's buffers).
+   * Makes the hot columns and bucket bits of `page` writable — what an allocation changes — by copying them
+   * once, into one buffer: each array buffer costs a scavenge a sweep step. The fixed columns and GPU shares
+   * stay shared until a spec change or a GPU allocation writes them (`#ownFixPage`, `#ownGpuPage`).
    */
-  #ownPage(page: number): void {
-    if (this.#ownNum[page] === 1) return;
-    const num = this.#d.num[page] as Int32Array;
-    const gpu = this.#d.gpu[page] as Int16Array;
+  #ownHotPage(page: number): void {
+    if (this.#ownHot[page] === 1) return;
+    const hot = this.#d.hot[page] as Int32Array;
     const bits = this.#d.bits[page] as Uint32Array;
-    // Int32 and Uint32 parts first, the Int16 part last: every view starts on its element size.
-    const buffer = new ArrayBuffer(num.byteLength + bits.byteLength + gpu.byteLength);
-    const numCopy = new Int32Array(buffer, 0, num.length);
-    const bitsCopy = new Uint32Array(buffer, num.byteLength, bits.length);
-    const gpuCopy = new Int16Array(buffer, num.byteLength + bits.byteLength, gpu.length);
-    numCopy.set(num);
+    const buffer = new ArrayBuffer(hot.byteLength + bits.byteLength);
+    const hotCopy = new Int32Array(buffer, 0, hot.length);
+    const bitsCopy = new Uint32Array(buffer, hot.byteLength, bits.length);
+    hotCopy.set(hot);
     bitsCopy.set(bits);
-    gpuCopy.set(gpu);
-    this.#d.num[page] = numCopy;
+    this.#d.hot[page] = hotCopy;
     this.#d.bits[page] = bitsCopy;
-    this.#d.gpu[page] = gpuCopy;
-    this.#ownNum[page] = 1;
+    this.#ownHot[page] = 1;
   }
 
-  #setCol(slot: number, c: number, value: number): void {
+  #ownFixPage(page: number): void {
+    if (this.#ownFix[page] === 1) return;
+    this.#d.fix[page] = (this.#d.fix[page] as Int32Array).slice();
+    this.#ownFix[page] = 1;
+  }
+
+  /** The page's GPU shares, writable. */
+  #gpuPage(page: number): Int16Array {
+    if (this.#ownGpu[page] !== 1) {
+      this.#d.gpu[page] = (this.#d.gpu[page] as Int16Array).slice();
+      this.#ownGpu[page] = 1;
+    }
+    return this.#d.gpu[page] as Int16Array;
+  }
+
+  #setHot(slot: number, c: number, value: number): void {
     const page = slot >>> pageShift;
-    this.#ownPage(page);
-    (this.#d.num[page] as Int32Array)[c * pageSize + (slot & pageMask)] = value;
+    this.#ownHotPage(page);
+    (this.#d.hot[page] as Int32Array)[c * pageSize + (slot & pageMask)] = value;
+  }
+
+  #setFix(slot: number, c: number, value: number): void {
+    const page = slot >>> pageShift;
+    this.#ownFixPage(page);
+    (this.#d.fix[page] as Int32Array)[c * pageSize + (slot & pageMask)] = value;
   }
 
   #setMeta(slot: number, meta: NodeMeta | undefined): void {
@@ -651,13 +724,13 @@ export class IndexBuilder extends IndexReader {
   /** Moves the node into the bucket its state and free CPU call for (or out of every bucket). */
   #rebucket(slot: number): void {
     const page = slot >>> pageShift;
-    const old = this.col(slot, cBucket);
+    const old = this.hotCol(slot, cBucket);
     const want =
-      this.col(slot, cState) === stateReady
+      this.fixCol(slot, cState) === stateReady
         ? bucketOf(capacityKey(this.freeCpu(slot), this.freeMem(slot), this.freeDisk(slot)))
         : -1;
     if (old === want) return;
-    this.#ownPage(page);
+    this.#ownHotPage(page);
     const bits = this.#d.bits[page] as Uint32Array;
     const off = slot & pageMask;
     if (old >= 0) {
@@ -673,19 +746,19 @@ export class IndexBuilder extends IndexReader {
       bits[w] = (bits[w] as number) | (1 << (off & 31));
       this.#setSummaryBit(want, page, true);
     }
-    (this.#d.num[page] as Int32Array)[cBucket * pageSize + off] = want;
+    (this.#d.hot[page] as Int32Array)[cBucket * pageSize + off] = want;
   }
 
   /** Adds or removes this node's capacity and allocation from the ready totals. */
   #readyTotals(slot: number, sign: 1 | -1): void {
-    if (this.col(slot, cState) !== stateReady) return;
+    if (this.fixCol(slot, cState) !== stateReady) return;
     this.#d.readyCapacity.cpu += sign * this.capCpu(slot);
     this.#d.readyCapacity.memory += sign * this.capMem(slot);
     this.#d.readyCapacity.disk += sign * this.capDisk(slot);
     this.#d.readyGpuMilli += sign * this.gpuCount(slot) * gpuMilliPerDevice;
-    this.#d.readyAllocated.cpu += sign * this.col(slot, cAllocCpu);
-    this.#d.readyAllocated.memory += sign * this.col(slot, cAllocMem);
-    this.#d.readyAllocated.disk += sign * this.col(slot, cAllocDisk);
+    this.#d.readyAllocated.cpu += sign * this.hotCol(slot, cAllocCpu);
+    this.#d.readyAllocated.memory += sign * this.hotCol(slot, cAllocMem);
+    this.#d.readyAllocated.disk += sign * this.hotCol(slot, cAllocDisk);
   }
 
   #classFor(spec: NodeSpec): number {
@@ -737,7 +810,7 @@ export class IndexBuilder extends IndexReader {
         ? given
         : Object.freeze({ ...given, labels: classLabels, capacity });
     const images = new Set(spec.images ?? []);
-    const old = this.col(slot, cState) === stateEmpty ? undefined : this.meta(slot);
+    const old = this.fixCol(slot, cState) === stateEmpty ? undefined : this.meta(slot);
     const oldImages = new Set(old?.spec.images ?? []);
     for (const img of oldImages) {
       if (!images.has(img)) this.#d.images = this.#d.images.update(img, ISet(), (s) => s.remove(slot));
@@ -749,18 +822,18 @@ export class IndexBuilder extends IndexReader {
       slot,
       Object.freeze({ spec, imageSet: images.size > imagesInlineMax ? images : undefined }),
     );
-    this.#setCol(slot, cCapCpu, spec.capacity.cpu);
-    this.#setCol(slot, cCapMem, spec.capacity.memory);
-    this.#setCol(slot, cCapDisk, spec.capacity.disk);
-    const oldClass = old === undefined ? -1 : this.col(slot, cClass);
+    this.#setFix(slot, cCapCpu, spec.capacity.cpu);
+    this.#setFix(slot, cCapMem, spec.capacity.memory);
+    this.#setFix(slot, cCapDisk, spec.capacity.disk);
+    const oldClass = old === undefined ? -1 : this.fixCol(slot, cClass);
     if (oldClass !== classId) {
       if (oldClass >= 0)
         this.#d.classSlots = this.#d.classSlots.update(oldClass, ISet(), (c) => c.remove(slot));
       this.#d.classSlots = this.#d.classSlots.update(classId, ISet(), (c) => c.add(slot));
     }
-    this.#setCol(slot, cState, stateCodes[spec.state]);
-    this.#setCol(slot, cClass, classId);
-    this.#setCol(slot, cVersion, bumpFrom + 1);
+    this.#setFix(slot, cState, stateCodes[spec.state]);
+    this.#setFix(slot, cClass, classId);
+    this.#setHot(slot, cVersion, bumpFrom + 1);
   }
 
   /**
@@ -785,12 +858,12 @@ export class IndexBuilder extends IndexReader {
     }
     this.#d.idToSlot = this.#d.idToSlot.set(spec.id, slot);
     this.#d.nodeCount += 1;
-    this.#setCol(slot, cAllocCpu, 0);
-    this.#setCol(slot, cAllocMem, 0);
-    this.#setCol(slot, cAllocDisk, 0);
+    this.#setHot(slot, cAllocCpu, 0);
+    this.#setHot(slot, cAllocMem, 0);
+    this.#setHot(slot, cAllocDisk, 0);
     const devices = spec.gpu?.count ?? 0;
-    this.#setCol(slot, cGpuCount, devices);
-    const gpu = this.#d.gpu[slot >>> pageShift] as Int16Array;
+    this.#setFix(slot, cGpuCount, devices);
+    const gpu = this.#gpuPage(slot >>> pageShift);
     for (let dev = 0; dev < gpuDevicesPerNodeMax; dev++) {
       gpu[(slot & pageMask) * gpuDevicesPerNodeMax + dev] = dev < devices ? gpuMilliPerDevice : 0;
     }
@@ -826,8 +899,8 @@ export class IndexBuilder extends IndexReader {
     this.#readyTotals(slot, -1);
     if (gpuChanged) {
       const devices = spec.gpu?.count ?? 0;
-      this.#setCol(slot, cGpuCount, devices);
-      const gpu = this.#d.gpu[slot >>> pageShift] as Int16Array;
+      this.#setFix(slot, cGpuCount, devices);
+      const gpu = this.#gpuPage(slot >>> pageShift);
       for (let dev = 0; dev < gpuDevicesPerNodeMax; dev++) {
         gpu[(slot & pageMask) * gpuDevicesPerNodeMax + dev] = dev < devices ? gpuMilliPerDevice : 0;
       }
@@ -863,9 +936,9 @@ export class IndexBuilder extends IndexReader {
     this.#readyTotals(slot, -1);
     for (const img of new Set(this.meta(slot).spec.images ?? []))
       this.#d.images = this.#d.images.update(img, ISet(), (s) => s.remove(slot));
-    const classId = this.col(slot, cClass);
+    const classId = this.fixCol(slot, cClass);
     this.#d.classSlots = this.#d.classSlots.update(classId, ISet(), (c) => c.remove(slot));
-    this.#setCol(slot, cState, stateEmpty);
+    this.#setFix(slot, cState, stateEmpty);
     this.#rebucket(slot);
     this.#setMeta(slot, undefined);
     this.#d.idToSlot = this.#d.idToSlot.remove(nodeId);
@@ -950,9 +1023,9 @@ export class IndexBuilder extends IndexReader {
     assert(this.isLive(slot), 'releaseAt names a live slot', { slot });
     const r = shape.resources;
     let ok =
-      r.cpu <= this.col(slot, cAllocCpu) &&
-      r.memory <= this.col(slot, cAllocMem) &&
-      r.disk <= this.col(slot, cAllocDisk);
+      r.cpu <= this.hotCol(slot, cAllocCpu) &&
+      r.memory <= this.hotCol(slot, cAllocMem) &&
+      r.disk <= this.hotCol(slot, cAllocDisk);
     for (const g of shape.gpuDevices ?? []) {
       ok &&= g.device < this.gpuCount(slot) && this.gpuFree(slot, g.device) + g.milli <= gpuMilliPerDevice;
     }
@@ -996,21 +1069,25 @@ export class IndexBuilder extends IndexReader {
     const r = shape.resources;
     // The placer calls this once per placement: own the page once and write its columns directly.
     const page = slot >>> pageShift;
-    this.#ownPage(page);
-    const num = this.#d.num[page] as Int32Array;
+    this.#ownHotPage(page);
+    const hot = this.#d.hot[page] as Int32Array;
     const off = slot & pageMask;
-    num[cAllocCpu * pageSize + off] = (num[cAllocCpu * pageSize + off] as number) + sign * r.cpu;
-    num[cAllocMem * pageSize + off] = (num[cAllocMem * pageSize + off] as number) + sign * r.memory;
-    num[cAllocDisk * pageSize + off] = (num[cAllocDisk * pageSize + off] as number) + sign * r.disk;
-    num[cVersion * pageSize + off] = (num[cVersion * pageSize + off] as number) + Math.abs(sign);
-    if (num[cState * pageSize + off] === stateReady) {
+    const iCpu = cAllocCpu * pageSize + off;
+    const iMem = cAllocMem * pageSize + off;
+    const iDisk = cAllocDisk * pageSize + off;
+    const iVersion = cVersion * pageSize + off;
+    hot[iCpu] = (hot[iCpu] as number) + sign * r.cpu;
+    hot[iMem] = (hot[iMem] as number) + sign * r.memory;
+    hot[iDisk] = (hot[iDisk] as number) + sign * r.disk;
+    hot[iVersion] = (hot[iVersion] as number) + Math.abs(sign);
+    if (this.fixCol(slot, cState) === stateReady) {
       const alloc = this.#d.readyAllocated;
       alloc.cpu += sign * r.cpu;
       alloc.memory += sign * r.memory;
       alloc.disk += sign * r.disk;
     }
     if (shape.gpuDevices !== undefined && shape.gpuDevices.length > 0) {
-      const gpu = this.#d.gpu[slot >>> pageShift] as Int16Array;
+      const gpu = this.#gpuPage(page);
       for (const g of shape.gpuDevices) {
         const i = (slot & pageMask) * gpuDevicesPerNodeMax + g.device;
         gpu[i] = (gpu[i] as number) - sign * g.milli;
@@ -1042,16 +1119,16 @@ export class IndexBuilder extends IndexReader {
    * per GPU device. The write paths check before writing; this catches a path that did not.
    */
   #checkBounds(slot: number): void {
-    const cpu = this.col(slot, cAllocCpu);
-    const mem = this.col(slot, cAllocMem);
-    const disk = this.col(slot, cAllocDisk);
+    const cpu = this.hotCol(slot, cAllocCpu);
+    const mem = this.hotCol(slot, cAllocMem);
+    const disk = this.hotCol(slot, cAllocDisk);
     const ok =
       cpu >= 0 &&
       mem >= 0 &&
       disk >= 0 &&
-      cpu <= this.col(slot, cCapCpu) &&
-      mem <= this.col(slot, cCapMem) &&
-      disk <= this.col(slot, cCapDisk);
+      cpu <= this.fixCol(slot, cCapCpu) &&
+      mem <= this.fixCol(slot, cCapMem) &&
+      disk <= this.fixCol(slot, cCapDisk);
     if (!ok) assert(false, 'allocation outside 0..capacity', { slot, cpu, mem, disk });
     for (let dev = 0; dev < this.gpuCount(slot); dev++) {
       const free = this.gpuFree(slot, dev);
@@ -1070,6 +1147,39 @@ export class IndexBuilder extends IndexReader {
       readyAllocated: Object.freeze({ ...this.#d.readyAllocated }),
     });
   }
+}
+
+/**
+ * Node id → slot through a plain `Map` copy of an id map read often. The immutable map is shared by every
+ * version between two node registrations or removals, and hashing a short string id through it on each read
+ * was ~5% of a capacity simulation (a place item's and a release's node, each batch). A copy is made once a
+ * map has been read `plainSlotsAfterReads(size)` times, so the reads pay for it (a cluster registered one node
+ * per entry, each version read a few times, copies nothing); the copy is kept beside the map (a WeakMap: it
+ * goes with it) and never changes, as the map never does.
+ */
+const plainSlots = new WeakMap<IMap<string, number>, Map<string, number> | number>();
+const plainSlotsAfterReads = (size: number): number => 64 + (size >>> 2);
+
+/** The last map copied, checked first: one pointer compare instead of a WeakMap read in the steady state. */
+let lastIds: IMap<string, number> | undefined;
+let lastPlain: Map<string, number> | undefined;
+
+function slotIn(ids: IMap<string, number>, nodeId: string): number | undefined {
+  if (ids === lastIds) return (lastPlain as Map<string, number>).get(nodeId);
+  const seen = plainSlots.get(ids);
+  if (typeof seen === 'object') {
+    lastIds = ids;
+    lastPlain = seen;
+    return seen.get(nodeId);
+  }
+  const reads = (seen ?? 0) + 1;
+  if (reads < plainSlotsAfterReads(ids.size)) {
+    plainSlots.set(ids, reads);
+    return ids.get(nodeId);
+  }
+  const plain = new Map(ids);
+  plainSlots.set(ids, plain);
+  return plain.get(nodeId);
 }
 
 function grow(a: Uint8Array): Uint8Array {

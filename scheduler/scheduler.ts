@@ -380,7 +380,18 @@ export class Scheduler implements SchedulerApi {
       off = this.#onSandboxApplied(sandboxId, () => {
         check();
       });
-      cancel = this.#opts.every(check, Math.min(this.#opts.heartbeatIntervalMs, waitMs));
+      // The periodic check is the safety net; the one-shot just past the deadline makes the refusal come on
+      // time (a 1,200 ms wait checked only every 1,000 ms refused after 2,000, past a remote caller's deadline).
+      const every = this.#opts.every;
+      const periodic = every(check, Math.min(this.#opts.heartbeatIntervalMs, waitMs));
+      const atDeadline = every(() => {
+        if (deadline.expired()) atDeadline();
+        check();
+      }, waitMs + 1);
+      cancel = () => {
+        periodic();
+        atDeadline();
+      };
     });
   }
 

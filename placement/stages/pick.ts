@@ -38,6 +38,28 @@ export class BestNode {
     }
   }
 
+  /**
+   * The entry the next offer will take, grown if needed: the caller writes its score to `offeredScores[i]` and
+   * then calls `offerAt(slot)` — the score never crosses a call as a (boxed) double. Call it before reading
+   * `offeredScores`: growing replaces the array.
+   */
+  nextScoreAt(): number {
+    if (this.offeredCount === this.offeredSlots.length) this.#grow();
+    return this.offeredCount;
+  }
+
+  /** Offers `slot` with the score already written at `nextScoreAt()`. */
+  offerAt(slot: number): void {
+    const i = this.offeredCount;
+    this.offeredSlots[i] = slot;
+    this.offeredCount = i + 1;
+    const score = this.offeredScores[i] as number;
+    if (beats(slot, score, this.slot, this.score)) {
+      this.slot = slot;
+      this.score = score;
+    }
+  }
+
   #grow(): void {
     const slots = new Int32Array(this.offeredSlots.length * 2);
     slots.set(this.offeredSlots);

@@ -56,6 +56,24 @@ export function binpackDot(index: IndexReader, req: CompiledRequest, slot: numbe
   return dotOf(req, nodeNumbers(index, slot, scratch));
 }
 
+/**
+ * The named scorers' values written to `to[toAt]` rather than returned: a double returned through a call V8 does
+ * not inline is boxed, and the placer scores every candidate (see normalize.ts, strategyScoreInto).
+ */
+export function binpackInto(
+  name: (typeof binpackScorers)[number],
+  index: IndexReader,
+  req: CompiledRequest,
+  slot: number,
+  to: Float64Array,
+  toAt: number,
+): void {
+  const n = nodeNumbers(index, slot, scratch);
+  if (name === 'dot') to[toAt] = dotOf(req, n);
+  else if (name === 'dominant') to[toAt] = dominantOf(req, n);
+  else to[toAt] = 0.5 * dominantOf(req, n) + 0.5 * dotOf(req, n);
+}
+
 /** The mean of the two: fit tightly where the request is dominant, and go where the free shape matches. */
 export function binpackBlend(index: IndexReader, req: CompiledRequest, slot: number): number {
   const n = nodeNumbers(index, slot, scratch);

@@ -17,7 +17,7 @@
 import type { Rng } from '../../src/lib/prng.js';
 import { bucketCount, bucketOf, capacityKey, type IndexReader, pageShift } from '../cluster-index.js';
 import { classVerdict, feasible, verdictPass } from './feasibility.js';
-import { scoreNode, scoreWithStrategy, strategyScore } from './normalize.js';
+import { scoreNodeInto, scoreWithStrategyInto, strategyScoreInto } from './normalize.js';
 import { BestNode } from './pick.js';
 import type { CompiledRequest, PendingSlots } from './request.js';
 import type { BinpackScorer } from './score-binpack.js';
@@ -66,7 +66,10 @@ function offer(
   best: BestNode,
 ): boolean {
   if (!feasible(index, req, slot)) return false;
-  best.offer(slot, scoreNode(index, req, slot, binpack));
+  // The entry first: nextScoreAt() may grow (replace) offeredScores.
+  const at = best.nextScoreAt();
+  scoreNodeInto(index, req, slot, binpack, best.offeredScores, at);
+  best.offerAt(slot);
   return true;
 }
 
@@ -127,12 +130,10 @@ export function selectNode(
     const fits = walk.fitScores;
     for (let i = 0; i < walk.count; i++) {
       const slot = walk.slots[i] as number;
-      let fit = fits[i] as number;
-      if (!cached || Number.isNaN(fit)) {
-        fit = strategyScore(index, req, slot, binpack);
-        fits[i] = fit;
-      }
-      best.offer(slot, scoreWithStrategy(index, req, slot, fit));
+      if (!cached || Number.isNaN(fits[i] as number)) strategyScoreInto(index, req, slot, binpack, fits, i);
+      const at = best.nextScoreAt();
+      scoreWithStrategyInto(index, req, slot, fits, i, best.offeredScores, at);
+      best.offerAt(slot);
     }
     return best;
   }

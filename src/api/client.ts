@@ -311,11 +311,16 @@ export class RemoteScheduler implements SchedulerApi {
    * `runningWaitMs` (default 60 s; SandboxNotRunningError after it, or when it fails or is lost first).
    */
   async create(spec: SandboxSpec, options: CreateOptions = {}): Promise<Sandbox> {
-    const call: Call = { op: 'create', spec, ...(options.wait === undefined ? {} : { wait: options.wait }) };
     const running = options.wait === 'running';
     const waitMs = options.runningWaitMs ?? runningWaitMsDefault;
     if (running && !(Number.isInteger(waitMs) && waitMs >= 1 && waitMs <= runningWaitMsMax))
       throw new ValidationError('runningWaitMs', `must be an integer of 1..${runningWaitMsMax} ms`);
+    const call: Call = {
+      op: 'create',
+      spec,
+      ...(options.wait === undefined ? {} : { wait: options.wait }),
+      ...(running ? { runningWaitMs: waitMs } : {}),
+    };
     return (await this.#call(call, sandboxSchema, {
       mutation: true,
       requestId: options.requestId ?? randomUUID(),

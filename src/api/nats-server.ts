@@ -311,10 +311,7 @@ export class ApiServer {
         return api.create(call.spec as SandboxSpec, {
           requestId: request.id,
           ...(call.wait === undefined ? {} : { wait: call.wait }),
-          // A wait for running ends with the request's own deadline, so nothing waits for a gone caller.
-          ...(call.wait === 'running'
-            ? { runningWaitMs: Math.max(1, Deadline.received(request.deadline).remainingMs()) }
-            : {}),
+          ...(call.wait === 'running' ? { runningWaitMs: runningWaitOf(call.runningWaitMs, request) } : {}),
         });
       case 'terminate':
         return api.terminate(call.sandboxId, mut);
@@ -417,6 +414,23 @@ export class ApiServer {
 }
 
 /** A read of this replica's own applied state, with no ReadIndex round through the leader. */
+/** The least time a wait for running leaves the answer to reach its caller before the request's deadline. */
+export const runningReplyMarginMsMin = 50;
+/** The most it leaves (a slow path is seconds, not more). */
+export const runningReplyMarginMsMax = 1_000;
+
+/**
+ * How long a create waits for running: what the caller asked for, and never past a fifth of what remains
+ * (between 50 ms and 1 s) before the request's deadline — a wait that ended at the deadline itself answered
+ * just as the caller gave up, which the caller could only report as OUTCOME_UNKNOWN. A caller of an older
+ * version sends no wait: its deadline bounds it.
+ */
+function runningWaitOf(askedMs: number | undefined, request: ApiRequest): number {
+  const remainingMs = Deadline.received(request.deadline).remainingMs();
+  const marginMs = Math.min(runningReplyMarginMsMax, Math.max(runningReplyMarginMsMin, remainingMs / 5));
+  return Math.max(1, Math.floor(Math.min(askedMs ?? Number.POSITIVE_INFINITY, remainingMs - marginMs)));
+}
+
 function isStaleRead(call: Call): boolean {
   return (call.op === 'get' || call.op === 'list' || call.op === 'nodes') && call.stale === true;
 }

@@ -72,7 +72,13 @@ export const cursorSchema = z.strictObject({ index: z.int().min(0), count: z.int
 export type Cursor = z.output<typeof cursorSchema>;
 
 export const callSchema = z.discriminatedUnion('op', [
-  z.strictObject({ op: z.literal('create'), spec: opaque, wait: z.enum(['placed', 'running']).optional() }),
+  z.strictObject({
+    op: z.literal('create'),
+    spec: opaque,
+    wait: z.enum(['placed', 'running']).optional(),
+    /** With wait `running`: how long the server waits for it (it also ends a little before the deadline). */
+    runningWaitMs: z.int().min(1).max(deadlineBudgetMsMax).optional(),
+  }),
   z.strictObject({ op: z.literal('terminate'), sandboxId: str }),
   z.strictObject({ op: z.literal('suspend'), sandboxId: str }),
   z.strictObject({ op: z.literal('resume'), sandboxId: str }),

@@ -4,7 +4,10 @@
  * one `error: … (USAGE)` line with exit code 2. Numbers are parsed strictly (the whole string, decimal
  * digits only): `Number.parseInt('1.5')` is 1 and `Number.parseInt('abc')` is NaN, and both used to run.
  */
+import { accessSync, constants, statSync, writeFileSync } from 'node:fs';
+import { dirname, resolve } from 'node:path';
 import { InvalidArgumentError } from 'commander';
+import { ConfigError } from '../lib/errors.js';
 
 /** The largest count a flag takes: far above any sane cluster, small enough to stay an exact integer. */
 export const countMax = 1_000_000_000;
@@ -100,4 +103,44 @@ export function commaList(raw: string): string[] {
     .split(',')
     .map((x) => x.trim())
     .filter((x) => x !== '');
+}
+
+function errCode(err: unknown): string {
+  return (err as NodeJS.ErrnoException).code ?? (err as Error).message;
+}
+
+/**
+ * A file a command will write its report to (`--json FILE`, `--html FILE`), checked when the flag is parsed:
+ * its directory exists and is writable, and the path is not a directory. A run of minutes (a simulation, a
+ * load benchmark) used to fail only at its end, with the report lost and a stack trace.
+ */
+export function outputFile(raw: string): string {
+  if (raw.trim() === '') throw new InvalidArgumentError('an empty path');
+  const path = resolve(raw);
+  let isDir = false;
+  try {
+    isDir = statSync(path).isDirectory();
+  } catch {
+    // Absent: the file is created, so its directory must exist and be writable (below).
+  }
+  if (isDir) throw new InvalidArgumentError(`${JSON.stringify(raw)} is a directory`);
+  const dir = dirname(path);
+  try {
+    if (!statSync(dir).isDirectory())
+      throw new InvalidArgumentError(`${JSON.stringify(dir)} is not a directory`);
+    accessSync(dir, constants.W_OK);
+  } catch (err) {
+    if (err instanceof InvalidArgumentError) throw err;
+    throw new InvalidArgumentError(`cannot write ${JSON.stringify(raw)}: ${errCode(err)}`);
+  }
+  return raw;
+}
+
+/** Writes a report file; a failure (the directory removed since, a full disk) is a typed error, not a crash. */
+export function writeOutput(path: string, text: string): void {
+  try {
+    writeFileSync(path, text);
+  } catch (err) {
+    throw new ConfigError(`cannot write ${path}: ${errCode(err)}`);
+  }
 }

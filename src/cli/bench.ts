@@ -4,13 +4,12 @@
  * handles terminal redraws) shows on a terminal; the report goes to stdout and `--json FILE` gets the figures
  * the issue names.
  */
-import { writeFile } from 'node:fs/promises';
 import { SingleBar } from 'cli-progress';
 import { type Command, InvalidArgumentError, Option } from 'commander';
 import { chaosDefaults } from '../load/chaos.js';
 import { formatReport } from '../load/report.js';
 import { jsonSummary, loadDefaults, loadNodesMax, loadSandboxesMax, runLoad } from '../load/run.js';
-import { intBetween } from './args.js';
+import { intBetween, outputFile, writeOutput } from './args.js';
 
 interface BenchLoadFlags {
   nodes: number;
@@ -62,7 +61,7 @@ export function registerBench(program: Command): void {
     )
     .option('--rate <rate>', 'creates per minute or second, e.g. 100000/min (default: full speed)', rateArg)
     .option('--chaos', 'kill the leader every 5 s, pause a follower, restart nats-server and a worker', false)
-    .option('--json <file>', 'write the summary figures as JSON')
+    .option('--json <file>', 'write the summary figures as JSON', outputFile)
     .option('--data <dir>', 'keep the replicas and workers data here (default: a temporary directory)')
     .option(
       '--wait <state>',
@@ -142,7 +141,7 @@ export function registerBench(program: Command): void {
         },
       }).finally(() => bar?.stop());
       process.stdout.write(`${formatReport(report).join('\n')}\n`);
-      if (f.json !== undefined) await writeFile(f.json, `${JSON.stringify(jsonSummary(report), null, 2)}\n`);
+      if (f.json !== undefined) writeOutput(f.json, `${JSON.stringify(jsonSummary(report), null, 2)}\n`);
     });
 }
 

@@ -5,13 +5,13 @@
  * A progress bar (`cli-progress`: well kept, handles TTY redraws) shows on a terminal only.
  * Every failure is one line `error: <message> (<CODE>)` on stderr and exit code 1.
  */
-import { writeFileSync } from 'node:fs';
 import { SingleBar } from 'cli-progress';
 import type { Command } from 'commander';
 import { ConfigError, TrellisError } from '../lib/errors.js';
 import {
   type ClusterSpec,
   findMinNodes,
+  type InflationOptions,
   loadArrivals,
   type PolicySpec,
   parseCluster,
@@ -30,6 +30,7 @@ import {
   whatIf,
   withWorkloadQuotas,
 } from '../sim/index.js';
+import { outputFile, writeOutput } from './args.js';
 
 export interface SimulateFlags {
   cluster?: string;
@@ -97,16 +98,29 @@ async function clusterOf(f: SimulateFlags, path: string | undefined): Promise<Cl
 }
 
 export async function runSimulate(f: SimulateFlags, out: (line: string) => void): Promise<Report> {
+  // Every flag is checked before a file is read: a trace may take seconds to load.
   const seed = int('seed', f.seed, 0, 2 ** 31 - 1);
   if (f.protocol !== 'replay' && f.protocol !== 'inflation')
     throw new ConfigError(`--protocol: replay or inflation, got ${JSON.stringify(f.protocol)}`);
+  if (f.cluster !== undefined && f.nodeList !== undefined)
+    throw new ConfigError('give --cluster FILE or --node-list FILE, not both');
   const batch = f.batch === undefined ? undefined : int('batch', f.batch, 1, 100_000);
-  const workload = parseWorkload(readSpecFile(f.workload));
-  const base = withWorkloadQuotas(await clusterOf(f, f.cluster), workload);
-  const arrivals = await loadArrivals(workload, seed);
   const resource = f.inflationResource;
   if (resource !== undefined && resource !== 'cpu' && resource !== 'memory' && resource !== 'gpu')
     throw new ConfigError(`--inflation-resource: cpu, memory or gpu`);
+  const inflation: InflationOptions = {
+    targetPct: percent('target-pct', f.targetPct),
+    ...(resource === undefined ? {} : { resource }),
+  };
+  const batchWindowMs = int('window-ms', f.windowMs, 0, 1e9);
+  const pendingTimeoutMs = int('pending-timeout-s', f.pendingTimeoutS, 0, 1e7) * 1000;
+  const maxRejected = percent('max-rejected', f.maxRejected) / 100;
+  const policies = policiesOf(f, batch);
+  if (f.findMinNodes !== undefined && policies.length !== 1)
+    throw new ConfigError('--find-min-nodes takes one policy');
+  const workload = parseWorkload(readSpecFile(f.workload));
+  const base = withWorkloadQuotas(await clusterOf(f, f.cluster), workload);
+  const arrivals = await loadArrivals(workload, seed);
   const bar =
     f.progress && process.stderr.isTTY
       ? new SingleBar({
@@ -117,22 +131,16 @@ export async function runSimulate(f: SimulateFlags, out: (line: string) => void)
   const options: Omit<SimOptions, 'policy'> = {
     seed,
     protocol: f.protocol,
-    inflation: {
-      targetPct: percent('target-pct', f.targetPct),
-      ...(resource === undefined ? {} : { resource }),
-    },
-    batchWindowMs: int('window-ms', f.windowMs, 0, 1e9),
-    pendingTimeoutMs: int('pending-timeout-s', f.pendingTimeoutS, 0, 1e7) * 1000,
+    inflation,
+    batchWindowMs,
+    pendingTimeoutMs,
     ...(bar === undefined ? {} : { onProgress: (n: number) => bar.update(n) }),
   };
-  const policies = policiesOf(f, batch);
   let runs: RunResult[];
   let sizing: SizingResult | undefined;
   bar?.start(arrivals.length, 0);
   try {
     if (f.findMinNodes !== undefined) {
-      if (policies.length !== 1) throw new ConfigError('--find-min-nodes takes one policy');
-      const maxRejected = percent('max-rejected', f.maxRejected) / 100;
       sizing = findMinNodes(
         base,
         f.findMinNodes,
@@ -171,9 +179,9 @@ export async function runSimulate(f: SimulateFlags, out: (line: string) => void)
       `  tried: ${sizing.steps.map((s) => `${s.count} → ${(100 * s.rejectedFraction).toFixed(2)}%`).join(', ')}`,
     );
   }
-  if (f.json !== undefined) writeFileSync(f.json, reportJson(report));
-  if (f.csv !== undefined) writeFileSync(f.csv, reportCsv(report));
-  if (f.html !== undefined) writeFileSync(f.html, reportHtml(report));
+  if (f.json !== undefined) writeOutput(f.json, reportJson(report));
+  if (f.csv !== undefined) writeOutput(f.csv, reportCsv(report));
+  if (f.html !== undefined) writeOutput(f.html, reportHtml(report));
   return report;
 }
 
@@ -205,9 +213,9 @@ export function registerSimulate(program: Command): void {
     .option('--seed <n>', 'seed of every random choice', '1')
     .option('--find-min-nodes <shape>', 'sizing: smallest count of this node shape within --max-rejected')
     .option('--max-rejected <pct>', 'sizing: rejected share allowed, e.g. 1%', '1%')
-    .option('--json <file>', 'write the JSON report')
-    .option('--csv <file>', 'write the samples as CSV')
-    .option('--html <file>', 'write the self-contained HTML report')
+    .option('--json <file>', 'write the JSON report', outputFile)
+    .option('--csv <file>', 'write the samples as CSV', outputFile)
+    .option('--html <file>', 'write the self-contained HTML report', outputFile)
     .option('--no-progress', 'no progress bar')
     .action(async (flags: SimulateFlags) => {
       try {

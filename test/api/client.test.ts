@@ -199,4 +199,32 @@ describe('api client', () => {
     await expect(client.terminate('sb', { requestId: 'not ok' })).rejects.toBeInstanceOf(ValidationError);
     await client.close();
   });
+  it('api client - a create waiting for running that never runs ends SCHED_NOT_RUNNING before the deadline, not unknown', async () => {
+    const cluster = fresh();
+    // The embedded scheduler has no dispatcher here: a placed sandbox never reports running.
+    const scheduler = createScheduler();
+    await scheduler.registerNode(node);
+    const server = await serveApi({ api: scheduler, connection: nc, cluster, replica: 'r1' });
+    const client = await connect({ servers: nats.url, cluster, timeoutMs: 2_000 });
+    // The caller's own wait is honoured: the answer is the refusal, not a timeout of the call.
+    const err = await client.create(spec, { wait: 'running', runningWaitMs: 200 }).catch((e: unknown) => e);
+    expect(err).toMatchObject({ code: 'SCHED_NOT_RUNNING' });
+    // A caller that sends no wait of its own (an older client) is bounded by its deadline, and the answer
+    // leaves before the deadline: before, the wait ended at the deadline itself, as the caller gave up.
+    const budgetMs = 3_000;
+    const raw = await nc.request(
+      apiReplicaSubject(cluster, 'r1'),
+      requestCodec.encode({
+        id: 'wait-old-1',
+        deadline: { atMs: Date.now() + budgetMs, budgetMs },
+        call: { op: 'create', spec, wait: 'running' },
+      }),
+      { timeout: budgetMs },
+    );
+    expect(replyCodec.decode(raw.data)).toMatchObject({ ok: false, error: { code: 'SCHED_NOT_RUNNING' } });
+    expect((await scheduler.list()).filter((sb) => sb.state === 'placed')).toHaveLength(2);
+    await client.close();
+    await server.close();
+    await scheduler.close();
+  });
 });

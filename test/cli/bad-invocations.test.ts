@@ -33,6 +33,17 @@ describe('trellis cli - bad invocations', () => {
     closedPort = await freePort();
     const data = join(dir, 'data');
     const server = ['server', '--id', 'a', '--peers', 'a', '--data', data];
+    const cluster = join(dir, 'cluster.yaml');
+    const workload = join(dir, 'workload.yaml');
+    await writeFile(
+      cluster,
+      'nodes:\n  - { shape: m5, count: 2, capacity: { cpu: 16000, memory: 65536, disk: 400000 } }\n',
+    );
+    await writeFile(
+      workload,
+      'arrivals: { kind: poisson, ratePerS: 20 }\ncount: 10\nsizes: [{ weight: 1, cpu: 1000, memory: 2048 }]\n',
+    );
+    const simulate = ['simulate', '--cluster', cluster, '--workload', workload, '--no-progress'];
     cases = [
       { args: [], code: 'USAGE', exit: usage },
       { args: ['frobnicate'], code: 'USAGE', exit: usage },
@@ -101,6 +112,20 @@ describe('trellis cli - bad invocations', () => {
         code: 'CONFIG',
         exit: usage,
       },
+      // A data directory that cannot be one: a file, or under a file.
+      { args: ['server', '--id', 'a', '--peers', 'a', '--data', cluster], code: 'USAGE', exit: usage },
+      {
+        args: ['server', '--id', 'a', '--peers', 'a', '--data', join(cluster, 'sub')],
+        code: 'USAGE',
+        exit: usage,
+      },
+      // Report paths are checked before a run, not after minutes of it.
+      { args: [...simulate, '--json', join(dir, 'no', 'such', 'r.json')], code: 'USAGE', exit: usage },
+      { args: [...simulate, '--html', dir], code: 'USAGE', exit: usage },
+      { args: [...simulate, '--csv', join(cluster, 'x.csv')], code: 'USAGE', exit: usage },
+      { args: [...simulate, '--node-list', cluster], code: 'CONFIG', exit: 1 },
+      { args: [...simulate, '--find-min-nodes', 'm5', '--policy', 'dot,fgd'], code: 'CONFIG', exit: 1 },
+      { args: ['bench', 'load', '--json', join(dir, 'no', 'such', 'r.json')], code: 'USAGE', exit: usage },
     ];
   });
   afterAll(async () => {

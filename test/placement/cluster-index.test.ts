@@ -26,6 +26,18 @@ function views(index: ClusterIndex | IndexBuilder): unknown {
   };
 }
 
+/** Every bucket's slots, in scan order. */
+function bucketMembers(index: ClusterIndex): number[][] {
+  return Array.from({ length: bucketCount }, (_, b) => {
+    const slots: number[] = [];
+    index.scanBucket(b, 0, (slot) => {
+      slots.push(slot);
+      return false;
+    });
+    return slots;
+  });
+}
+
 /** Every ready node sits in exactly the bucket its free capacity calls for, and nothing else is in any bucket. */
 function checkBuckets(index: ClusterIndex): void {
   const seen = new Map<number, number>();
@@ -177,5 +189,42 @@ describe('placement/cluster-index', () => {
     expect(next.get('n0')).toEqual(index.get('n0'));
     expect(next.get('n1500')?.allocated.cpu).toBe((index.get('n1500')?.allocated.cpu ?? 0) + 1);
     expect(index.get('n1500')?.allocated.cpu).toBe(0);
+  });
+
+  it('placement/cluster-index - a write copies only the parts of a page it changes, and the old version keeps every part', () => {
+    // Four pages: a plain allocation on page 0 (hot columns and bucket bits only), a GPU allocation on page 1
+    // (and its GPU shares), a spec change on page 2 (and its fixed columns), nothing on page 3. Each takes the
+    // node's whole free capacity, so its bucket moves and a shared bucket bitset would show in the old version.
+    fc.assert(
+      fc.property(fc.integer(), (seed) => {
+        const rng = createRng(seed);
+        const specs = smallCluster(rng, 4 * pageSize).map((s) => ({ ...s, state: 'ready' as const }));
+        const onPage = (page: number, gpu: boolean): NodeSpec | undefined =>
+          specs.slice(page * pageSize, (page + 1) * pageSize).find((s) => (s.gpu !== undefined) === gpu);
+        const plain = onPage(0, false);
+        const gpuNode = onPage(1, true);
+        const changed = onPage(2, false);
+        if (plain === undefined || gpuNode === undefined || changed === undefined) return;
+        const index = ClusterIndex.of(specs);
+        const before = views(index);
+        const bucketsBefore = bucketMembers(index);
+        const b = index.edit();
+        b.allocate(plain.id, { resources: plain.capacity });
+        b.allocate(gpuNode.id, { resources: gpuNode.capacity, gpuDevices: [{ device: 0, milli: 250 }] });
+        b.updateNode({ ...changed, state: 'draining', capacity: { ...changed.capacity, cpu: 64_000 } });
+        const next = b.publish();
+        expect(views(index)).toEqual(before);
+        expect(bucketMembers(index)).toEqual(bucketsBefore);
+        checkBuckets(index);
+        checkBuckets(next);
+        expect(next.sharedParts(index)).toEqual({ fix: 3, hot: 1, gpu: 3 });
+        expect(next.sharedPages(index)).toEqual({ shared: 1, total: 4 });
+        expect(next.get(plain.id)?.free).toEqual({ cpu: 0, memory: 0, disk: 0 });
+        expect(next.get(gpuNode.id)?.gpuFree[0]).toBe(750);
+        expect(next.get(changed.id)?.state).toBe('draining');
+        expect(next.get(changed.id)?.free.cpu).toBe(64_000);
+      }),
+      { numRuns: 30 },
+    );
   });
 });

@@ -15,6 +15,7 @@ import {
   referencePlace,
   spreadKey,
 } from '../../placement/index.js';
+import { binpackScorers } from '../../placement/stages/score-binpack.js';
 import { TrellisError, ValidationError } from '../../src/lib/errors.js';
 import { createRng, smallBatch, smallCluster } from './fixtures.js';
 import { checkPlan, holds } from './oracle.js';
@@ -593,3 +594,50 @@ function oracleFits(b: IndexBuilder, s: NodeSpec, r: PlacementRequest): boolean 
     ? v.gpuFree.filter((f) => f === 1000).length >= r.gpu.count
     : v.gpuFree.some((f) => f >= (r.gpu?.milli ?? 0));
 }
+
+describe('placement/hardening - scores kept in typed arrays end to end', () => {
+  it('placement/hardening - scores written in place equal the scorers returned values, under each named scorer and past the offer arrays first size', () => {
+    // The placer writes each candidate's score into BestNode's typed arrays (no boxed double crosses a call);
+    // the reference placer scores through the returning functions. Exact scans of 33-64 nodes offer more
+    // candidates than BestNode first holds (32), larger clusters take the class walks.
+    fc.assert(
+      fc.property(
+        fc.integer(),
+        fc.constantFrom(...binpackScorers),
+        fc.integer({ min: 33, max: 160 }),
+        (seed, scorer, nodeCount) => {
+          const rng = createRng(seed);
+          const nodes = smallCluster(rng, nodeCount).map((s) => ({ ...s, state: 'ready' as const }));
+          const requests = smallBatch(rng, 12, nodeCount);
+          let fast = ClusterIndex.of(nodes);
+          const ref = ClusterIndex.of(nodes).edit();
+          const limits = { candidateLimit: 1e9, visitAfterFirstMax: 1e9, localityCandidatesMax: 0 };
+          for (const r of requests) {
+            const plan = planBatch(fast, [r], { binpackScorer: scorer, limits });
+            const theirs = referencePlace(ref, r, 'binpack', scorer);
+            const mine = plan.placements[0];
+            if (theirs.kind === 'rejected') {
+              expect(mine).toBeUndefined();
+              continue;
+            }
+            expect(mine?.score, `${r.id} under ${scorer}`).toBe(theirs.placement.score);
+            if (mine !== undefined && mine.nodeId !== theirs.placement.nodeId) {
+              const shape = {
+                resources: r.resources,
+                gpuDevices: theirs.placement.gpuDevices,
+                ...(r.antiAffinity === undefined ? {} : { antiAffinityGroup: r.antiAffinity.group }),
+                ...(r.spread === undefined
+                  ? {}
+                  : { spread: { group: r.spread.group ?? r.tenant, label: r.spread.label } }),
+              };
+              ref.release(theirs.placement.nodeId, shape);
+              ref.allocate(mine.nodeId, { ...shape, gpuDevices: mine.gpuDevices });
+            }
+            fast = plan.index;
+          }
+        },
+      ),
+      { numRuns: 60 },
+    );
+  });
+});

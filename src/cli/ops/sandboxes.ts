@@ -3,12 +3,13 @@
  * `watch`. Each mutation carries a request id (`--request-id`, else a fresh one): a command that ends with
  * OUTCOME_UNKNOWN names it, and running it again with that id applies it at most once.
  */
-import { type Command, Option } from 'commander';
+import { type Command, InvalidArgumentError, Option } from 'commander';
 import type { SandboxSpec } from '../../../scheduler/commands.js';
 import { UnknownSandboxError } from '../../../scheduler/errors.js';
 import { sandboxStates } from '../../../scheduler/lifecycle.js';
+import { runningWaitMsDefault, runningWaitMsMax } from '../../../scheduler/scheduler.js';
 import type { Sandbox, SchedulerEvent } from '../../../scheduler/types.js';
-import { nonNegativeInt, positiveInt } from '../args.js';
+import { durationMs, nonNegativeInt, positiveInt } from '../args.js';
 import {
   labelArg,
   type OpsFlags,
@@ -30,6 +31,17 @@ interface CreateFlags extends OpsFlags {
   label?: Record<string, string>;
   requestId?: string;
   wait: 'placed' | 'running';
+  waitTimeout: number;
+}
+
+/** `--wait-timeout`: a duration of at most `runningWaitMsMax` (the server's own bound on the wait). */
+function waitTimeoutArg(raw: string): number {
+  const ms = durationMs(raw);
+  if (ms < 1 || ms > runningWaitMsMax)
+    throw new InvalidArgumentError(
+      `${JSON.stringify(raw)} is not a wait of 1 ms..${runningWaitMsMax / 60_000} min`,
+    );
+  return ms;
 }
 
 function sandboxRow(sb: Sandbox): (string | number)[] {
@@ -58,6 +70,12 @@ export function registerSandboxCommands(program: Command): void {
         new Option('--wait <state>', 'return once the sandbox is placed or running')
           .choices(['placed', 'running'])
           .default('placed'),
+      )
+      .option(
+        '--wait-timeout <duration>',
+        'with --wait running: how long to wait for the node to report it running (ms, or 5s, 2m)',
+        waitTimeoutArg,
+        runningWaitMsDefault,
       ),
   ).action(async (o: CreateFlags) => {
     const spec: SandboxSpec = {
@@ -67,7 +85,11 @@ export function registerSandboxCommands(program: Command): void {
       ...(o.label === undefined ? {} : { labels: o.label }),
     };
     const sb = await withClient(o, (c) =>
-      c.create(spec, { wait: o.wait, ...(o.requestId === undefined ? {} : { requestId: o.requestId }) }),
+      c.create(spec, {
+        wait: o.wait,
+        ...(o.wait === 'running' ? { runningWaitMs: o.waitTimeout } : {}),
+        ...(o.requestId === undefined ? {} : { requestId: o.requestId }),
+      }),
     );
     if (o.json === true) printJson(sandboxJson(sb));
     else printTable(['ID', 'NODE', 'STATE'], [[sb.id, sb.nodeId ?? '-', sb.state]]);
