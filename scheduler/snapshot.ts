@@ -399,8 +399,10 @@ export class SnapshotReader {
 
   /** Files one restored sandbox: the map, its node's allocation and set, its tenant's usage. */
   #add(sb: Sandbox): void {
-    // One key-map write per id (addNew): the map's growth tells a new id from a repeated one.
-    assert(this.#sandboxes.addNew(sb.id, sb), 'a snapshot lists a sandbox once', { id: sb.id });
+    const before = this.#sandboxes.size;
+    this.#sandboxes.set(sb.id, sb);
+    // Growth tells a new id from a repeated one without a second lookup per record.
+    assert(this.#sandboxes.size === before + 1, 'a snapshot lists a sandbox once', { id: sb.id });
     if (holdsAllocation(sb.state)) {
       assert(sb.nodeId !== undefined, 'an allocated sandbox has a node', { sandboxId: sb.id });
       this.#allocate(sb);
@@ -491,7 +493,9 @@ export class SnapshotReader {
         atMs: at[i] as number,
         ...(result === undefined ? {} : { result: Object.freeze(result) }),
       });
-      assert(this.#dedup.addNew(rid, entry), 'a snapshot lists a request id once', { rid });
+      const before = this.#dedup.size;
+      this.#dedup.set(rid, entry);
+      assert(this.#dedup.size === before + 1, 'a snapshot lists a request id once', { rid });
     }
   }
 

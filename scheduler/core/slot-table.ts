@@ -339,32 +339,6 @@ export class SlotTableDraft<V> {
     this.#size++;
   }
 
-  /**
-   * Adds `key` to a table being filled from nothing (a restore): one key-map write per key instead of a read
-   * and a write, with the map's growth telling a new key from a repeated one. Returns false for a key already
-   * held, after which this draft is unusable (the key map now points the key at an unused slot): drop it.
-   * A draft of a non-empty table, or one that may not add to its key map, takes the general path (`set`).
-   */
-  addNew(key: string, value: V): boolean {
-    assert(value !== undefined, 'a slot table holds no undefined values', { key });
-    if (this.#base.end !== 0 || this.#extra.size > 0 || !this.#mayAdd(false)) {
-      const before = this.#size;
-      this.set(key, value);
-      return this.#size === before + 1;
-    }
-    const map = this.#gen.mapOf(key);
-    const before = map.size;
-    const slot = this.#end++;
-    map.set(key, slot);
-    if (map.size === before) return false;
-    this.#gen.added();
-    this.#page(slot >>> pageBits);
-    (this.#keys[slot >>> pageBits] as Page<string>)[slot & pageMask] = key;
-    (this.#vals[slot >>> pageBits] as Page<V>)[slot & pageMask] = value;
-    this.#size++;
-    return true;
-  }
-
   /** Removes `key`; false when it was absent. */
   remove(key: string): boolean {
     const s = this.#lookup(key);

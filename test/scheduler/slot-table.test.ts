@@ -113,31 +113,6 @@ describe('scheduler/slot-table', () => {
     }
   });
 
-  it('slot-table - addNew fills a fresh table as set does and refuses a repeated key', () => {
-    // Past the split into shards, as a restore of a big table goes.
-    const keys = Array.from({ length: 2 * shardFromKeys }, (_, i) => `n${(i * 7919) % (2 * shardFromKeys)}`);
-    const bySet = SlotTable.empty<number>().edit();
-    const byAdd = SlotTable.empty<number>().edit();
-    for (const [i, k] of keys.entries()) {
-      bySet.set(k, i);
-      expect(byAdd.addNew(k, i)).toBe(true);
-    }
-    const a = byAdd.publish();
-    expectSame({ table: a, model: new Map(bySet.publish().entries()) }, 'filled by addNew');
-    expect(SlotTable.empty<number>().edit().addNew('x', 1)).toBe(true);
-    const dup = SlotTable.empty<number>().edit();
-    dup.addNew('x', 1);
-    expect(dup.addNew('x', 2)).toBe(false);
-    // On a table that already has versions it takes set's path: a live key is refused and left as it was.
-    const later = a.edit();
-    expect(later.addNew(keys[0] as string, -1)).toBe(false);
-    expect(later.addNew('fresh', -2)).toBe(true);
-    const b = later.publish();
-    expect(b.get('fresh')).toBe(-2);
-    expect(a.get('fresh')).toBeUndefined();
-    expect(a.get(keys[0] as string)).toBe(0);
-  });
-
   it('slot-table - a table emptied from the front and refilled stays as small as its live keys', () => {
     // The dedup table's life: append at the end, evict from the front, for many times its size.
     let t = SlotTable.empty<number>();
