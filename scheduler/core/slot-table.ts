@@ -98,22 +98,24 @@ class Generation {
     for (const m of this.#shards as Map<string, number>[]) n += m.size;
     return n;
   }
+  /** The map that holds (or would hold) `key`: compute it once when a key is both read and added. */
+  mapOf(key: string): Map<string, number> {
+    return this.#one ?? ((this.#shards as Map<string, number>[])[shardOf(key)] as Map<string, number>);
+  }
   get(key: string): number | undefined {
-    return (this.#one ?? ((this.#shards as Map<string, number>[])[shardOf(key)] as Map<string, number>)).get(
-      key,
-    );
+    return this.mapOf(key).get(key);
   }
   has(key: string): boolean {
     return this.get(key) !== undefined;
   }
   set(key: string, slot: number): void {
+    this.mapOf(key).set(key, slot);
+    this.added();
+  }
+  /** After a key went into `mapOf(key)`: splits the one map into shards when it has grown to that. */
+  added(): void {
     const one = this.#one;
-    if (one === undefined) {
-      ((this.#shards as Map<string, number>[])[shardOf(key)] as Map<string, number>).set(key, slot);
-      return;
-    }
-    one.set(key, slot);
-    if (one.size < shardFromKeys) return;
+    if (one === undefined || one.size < shardFromKeys) return;
     const shards = Array.from({ length: keyShards }, () => new Map<string, number>());
     for (const [k, v] of one) (shards[shardOf(k)] as Map<string, number>).set(k, v);
     this.#shards = shards;
@@ -317,7 +319,8 @@ export class SlotTableDraft<V> {
     assert(value !== undefined, 'a slot table holds no undefined values', { key });
     // One read of the key map (one shard hash): the slot it gives both finds a live key and tells whether
     // the generation ever gave the key a slot (#mayAdd).
-    const genSlot = this.#gen.get(key);
+    const map = this.#gen.mapOf(key);
+    const genSlot = map.get(key);
     let live = this.#holds(genSlot, key);
     if (live < 0 && this.#extra.size > 0) live = this.#holds(this.#extra.get(key), key);
     if (live >= 0) {
@@ -326,8 +329,10 @@ export class SlotTableDraft<V> {
       return;
     }
     const slot = this.#end++;
-    if (this.#mayAdd(genSlot !== undefined)) this.#gen.set(key, slot);
-    else this.#extra = this.#extra.set(key, slot);
+    if (this.#mayAdd(genSlot !== undefined)) {
+      map.set(key, slot);
+      this.#gen.added();
+    } else this.#extra = this.#extra.set(key, slot);
     this.#page(slot >>> pageBits);
     (this.#keys[slot >>> pageBits] as Page<string>)[slot & pageMask] = key;
     (this.#vals[slot >>> pageBits] as Page<V>)[slot & pageMask] = value;
