@@ -11,6 +11,10 @@
  * storage, fsync on) and a nats-server, from `--clients` remote clients (`connect()`) with at most `--window`
  * creates in flight in all, and prints both results; each carries the CPU seconds its processes used
  * (bench process, and for NATS also the replicas and nats-server), since the machine may be shared.
+ *
+ * `--scale [--profile-longest FILE]`: one replica's state at 1M sandboxes (see scale() below); with
+ * `--profile-longest` the snapshot stream's batches are CPU-profiled and the longest ones broken down by
+ * function into FILE, ranked by on-CPU time as well as by wall time (the machine is shared).
  */
 import type { ChildProcess } from 'node:child_process';
 import { existsSync, readFileSync, writeFileSync } from 'node:fs';
@@ -166,17 +170,31 @@ async function streamWhileApplying(
   let live = state;
   let batches = 0;
   let batchMsMax = 0;
-  let longest = { start: 0, end: 0, sandboxesBefore: 0 };
+  let longest = { start: 0, end: 0, sandboxesBefore: 0, planMs: 0, applyMs: 0 };
   const batchMs: number[] = [];
+  // Each batch is planned (planBatch on the index) and then applied: timed apart, so the longest batch says
+  // which of the two it was, and with --profile-longest which functions ran inside it.
+  const batchSpans: BatchSpan[] = [];
+  const profiler = arg('profile-longest') === undefined ? undefined : await startProfiler();
   const applying = (async () => {
     while (!done) {
       const t = performance.now();
+      const startUs = hrtimeUs();
       const sandboxesBefore = live.sandboxes.size;
       const items = batchOf(live, 30_000_000 + batches * 1000, 1000);
+      const planned = performance.now();
       live = applyCommand(live, { type: 'place', atMs: 3, items }, live.applied + 1).state;
       const end = performance.now();
       batchMs.push(end - t);
-      if (end - t > batchMsMax) longest = { start: t, end, sandboxesBefore };
+      batchSpans.push({
+        startUs,
+        endUs: hrtimeUs(),
+        planMs: planned - t,
+        applyMs: end - planned,
+        sandboxesBefore,
+      });
+      if (end - t > batchMsMax)
+        longest = { start: t, end, sandboxesBefore, planMs: planned - t, applyMs: end - planned };
       batchMsMax = Math.max(batchMsMax, end - t);
       batches++;
       await new Promise((resolve) => setImmediate(resolve));
@@ -201,6 +219,9 @@ async function streamWhileApplying(
   const cpuSeconds = cpuSecondsSince(c0);
   done = true;
   await applying;
+  const profile = await profiler?.stop();
+  const onCpu =
+    profile === undefined ? {} : writeLongestProfiles(profile, batchSpans, arg('profile-longest') as string);
   // Entries are delivered after the fact: let the observer's queue drain before reading it.
   await new Promise((resolve) => setTimeout(resolve, 50));
   gcObserver.disconnect();
@@ -216,6 +237,11 @@ async function streamWhileApplying(
     gcMsInLongestBatch: Number(gcMsInLongest.toFixed(1)),
     gcCountInLongestBatch: inLongest.length,
     longestBatchSandboxesBefore: longest.sandboxesBefore,
+    longestBatchPlanMs: Number(longest.planMs.toFixed(1)),
+    longestBatchApplyMs: Number(longest.applyMs.toFixed(1)),
+    planMsMax: Number(Math.max(...batchSpans.map((b) => b.planMs)).toFixed(1)),
+    applyMsMax: Number(Math.max(...batchSpans.map((b) => b.applyMs)).toFixed(1)),
+    ...onCpu,
     majorGcs: major.length,
     majorGcMsMax: Number(Math.max(0, ...major.map((g) => g.ms)).toFixed(1)),
     minorGcMsMax: Number(Math.max(0, ...gcs.filter((g) => g.kind === 1).map((g) => g.ms)).toFixed(1)),
@@ -225,6 +251,149 @@ async function streamWhileApplying(
     batchesAppliedMeanwhile: batches,
     batchApplyMsMax: Number(batchMsMax.toFixed(1)),
     eventLoopStallMsMax: Number((loop.max / 1e6).toFixed(1)),
+  };
+}
+
+interface BatchSpan {
+  startUs: number;
+  endUs: number;
+  planMs: number;
+  applyMs: number;
+  sandboxesBefore: number;
+}
+
+/** The monotonic clock V8's CPU profiler stamps its samples with (CLOCK_MONOTONIC), in µs. */
+function hrtimeUs(): number {
+  return Number(process.hrtime.bigint() / 1000n);
+}
+
+interface CpuProfile {
+  nodes: {
+    id: number;
+    callFrame: { functionName: string; url: string; lineNumber: number };
+    children?: number[];
+  }[];
+  startTime: number;
+  samples: number[];
+  timeDeltas: number[];
+}
+
+/** Profile samples every 100 µs of this thread, through the inspector, until stop(). */
+async function startProfiler(): Promise<{ stop(): Promise<CpuProfile> }> {
+  const { Session } = await import('node:inspector/promises');
+  const session = new Session();
+  session.connect();
+  await session.post('Profiler.enable');
+  await session.post('Profiler.setSamplingInterval', { interval: 100 });
+  await session.post('Profiler.start');
+  return {
+    async stop() {
+      const { profile } = (await session.post('Profiler.stop')) as unknown as { profile: CpuProfile };
+      session.disconnect();
+      return profile;
+    },
+  };
+}
+
+/**
+ * `--profile-longest FILE`: the CPU samples that fell inside each batch of the stream. On a shared machine a
+ * batch's wall time is mostly the OS's (a gap between two samples of more than `offCpuGapUs` is time this
+ * thread was off its core), so batches are ranked by their on-CPU time; for the longest by that measure and by
+ * wall time, the samples are summed by function (self and inclusive, ms at the 100 µs interval) and written as
+ * JSON: what a batch spent its time on, where a whole-run profile would drown one batch among two thousand.
+ * Returns the longest on-CPU batch (ms) and where it was.
+ */
+function writeLongestProfiles(
+  profile: CpuProfile,
+  spans: readonly BatchSpan[],
+  path: string,
+): { onCpuMsMax: number; onCpuMsMaxSandboxesBefore: number } {
+  // Locals, not module constants: --scale runs from the top-level await above their declarations.
+  /** Batches whose samples are broken down by function, per ranking. */
+  const profiledBatchesMax = 6;
+  /** Functions listed per batch, by self and by inclusive time. */
+  const profiledFunctionsMax = 25;
+  /** A gap between two samples this long (10× the interval) is time the thread was not on a core. */
+  const offCpuGapUs = 1000;
+  const parent = new Map<number, number>();
+  const byId = new Map(profile.nodes.map((n) => [n.id, n]));
+  for (const n of profile.nodes) for (const c of n.children ?? []) parent.set(c, n.id);
+  const name = (id: number) => {
+    const f = (byId.get(id) as CpuProfile['nodes'][number]).callFrame;
+    return `${f.functionName || '(anonymous)'} ${f.url.split('/').slice(-2).join('/')}:${f.lineNumber + 1}`;
+  };
+  const times: number[] = [];
+  let t = profile.startTime;
+  for (const d of profile.timeDeltas) {
+    t += d;
+    times.push(t);
+  }
+  /** Sample indexes inside a span (samples and spans are both in time order). */
+  const samplesOf = (span: BatchSpan): number[] => {
+    const out: number[] = [];
+    let lo = 0;
+    let hi = times.length;
+    while (lo < hi) {
+      const mid = (lo + hi) >>> 1;
+      if ((times[mid] as number) < span.startUs) lo = mid + 1;
+      else hi = mid;
+    }
+    for (let i = lo; i < times.length && (times[i] as number) <= span.endUs; i++) out.push(i);
+    return out;
+  };
+  const usOf = (i: number) => ((times[i + 1] ?? times[i]) as number) - (times[i] as number);
+  const onCpuUs = spans.map((span) =>
+    samplesOf(span).reduce((a, i) => (usOf(i) > offCpuGapUs ? a : a + usOf(i)), 0),
+  );
+  const top = (m: Map<string, number>) =>
+    [...m]
+      .sort((a, b) => b[1] - a[1])
+      .slice(0, profiledFunctionsMax)
+      .map(([fn, us]) => ({ fn, ms: Number((us / 1000).toFixed(1)) }));
+  const breakdown = (k: number) => {
+    const span = spans[k] as BatchSpan;
+    const self = new Map<string, number>();
+    const incl = new Map<string, number>();
+    let offCpu = 0;
+    for (const i of samplesOf(span)) {
+      const us = usOf(i);
+      if (us > offCpuGapUs) {
+        offCpu += us;
+        continue;
+      }
+      const leaf = profile.samples[i] as number;
+      self.set(name(leaf), (self.get(name(leaf)) ?? 0) + us);
+      const seen = new Set<string>();
+      for (let id: number | undefined = leaf; id !== undefined; id = parent.get(id)) {
+        const n = name(id);
+        if (!seen.has(n)) incl.set(n, (incl.get(n) ?? 0) + us);
+        seen.add(n);
+      }
+    }
+    return {
+      ms: Number(((span.endUs - span.startUs) / 1000).toFixed(1)),
+      onCpuMs: Number(((onCpuUs[k] as number) / 1000).toFixed(1)),
+      offCpuMs: Number((offCpu / 1000).toFixed(1)),
+      planMs: Number(span.planMs.toFixed(1)),
+      applyMs: Number(span.applyMs.toFixed(1)),
+      sandboxesBefore: span.sandboxesBefore,
+      self: top(self),
+      inclusive: top(incl),
+    };
+  };
+  const ranked = (key: (k: number) => number) =>
+    spans
+      .map((_, k) => k)
+      .sort((a, b) => key(b) - key(a))
+      .slice(0, profiledBatchesMax);
+  const byOnCpu = ranked((k) => onCpuUs[k] as number);
+  const byWall = ranked((k) => (spans[k] as BatchSpan).endUs - (spans[k] as BatchSpan).startUs);
+  const out = { longestOnCpu: byOnCpu.map(breakdown), longestWall: byWall.map(breakdown) };
+  writeFileSync(path, `${JSON.stringify(out, null, 2)}\n`);
+  const first = byOnCpu[0] ?? 0;
+  return {
+    onCpuMsMax: Number(((onCpuUs[first] ?? 0) / 1000).toFixed(1)),
+    onCpuMsMaxSandboxesBefore: spans[first]?.sandboxesBefore ?? 0,
   };
 }
 

@@ -21,3 +21,39 @@ export function createLogger(component: string, bindings: Record<string, string 
 export function silentLogger(): Logger {
   return pino({ level: 'silent' });
 }
+
+/** Lines one throttled message writes per window; past it, the window ends with one summary line. */
+export const throttledLinesPerWindowMax = 20;
+export const throttledWindowMsDefault = 10_000;
+
+/**
+ * A warning that anyone on the network can cause (a refused frame, a dropped message) is written at most
+ * `throttledLinesPerWindowMax` times per window, then counted by its `reason` and summed up in one line when
+ * the window ends: a peer sending garbage at 600 frames a second wrote 1.8 MB of log in 45 s per replica.
+ */
+export function throttledWarn(
+  log: Logger,
+  msg: string,
+  windowMs = throttledWindowMsDefault,
+): (fields: { readonly reason: string; readonly [k: string]: unknown }) => void {
+  let written = 0;
+  let suppressed: Record<string, number> = {};
+  let timer: NodeJS.Timeout | undefined;
+  const flush = (): void => {
+    timer = undefined;
+    const total = Object.values(suppressed).reduce((a, b) => a + b, 0);
+    if (total > 0) log.warn({ suppressed: total, byReason: suppressed }, `${msg}: ${total} more not logged`);
+    written = 0;
+    suppressed = {};
+  };
+  return (fields) => {
+    if (timer === undefined) {
+      timer = setTimeout(flush, windowMs);
+      timer.unref();
+    }
+    if (written < throttledLinesPerWindowMax) {
+      written++;
+      log.warn(fields, msg);
+    } else suppressed[fields.reason] = (suppressed[fields.reason] ?? 0) + 1;
+  };
+}

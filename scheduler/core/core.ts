@@ -18,7 +18,7 @@
 import type { PlanOptions, Strategy } from '../../placement/index.js';
 import type { Command, SandboxSpec } from './commands.js';
 import { type Answer, LeaderCore, type LiveRequest, type Proposal, type Step } from './leader.js';
-import { type Applied, applyCommand, SchedulerState } from './state.js';
+import { type Applied, type AppliedBatch, applyCommand, applyCommands, SchedulerState } from './state.js';
 
 export interface CoreOptions {
   /** How long a create may wait for room, from its admission, before it fails. */
@@ -77,6 +77,21 @@ export class SchedulerCore {
     const applied = this.#commit(cmd);
     this.#run(this.#leader.onCommitted(applied.events, this.#state, this.#nowMs));
     return applied;
+  }
+
+  /**
+   * Applies commands from outside the leader as consecutive log entries in ONE draft (`applyCommands`: one
+   * index builder and one published version for all of them; each command's result and events are those of
+   * applying it alone). The leader hears each command's events in order after the whole batch, with the state
+   * after it, as if the batch were one entry: for commands nothing decides on between them, such as a
+   * cluster's nodes registered at the start (one draft instead of one per node).
+   */
+  applyAll(cmds: readonly Command[]): AppliedBatch {
+    for (const cmd of cmds) this.#nowMs = Math.max(this.#nowMs, cmd.atMs);
+    const batch = applyCommands(this.#state, cmds, this.#state.applied + 1);
+    this.#state = batch.state;
+    for (const a of batch.applied) this.#run(this.#leader.onCommitted(a.events, this.#state, this.#nowMs));
+    return batch;
   }
 
   /**

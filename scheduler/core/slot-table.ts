@@ -41,22 +41,30 @@ const bigQueueHolesFactor = 4;
 
 type Page<T> = (T | undefined)[];
 
-/** Keys at which a generation's one `Map` is split into `keyShards` maps (a one-time O(size) move). */
-const shardFromKeys = 1 << 17;
-/** Maps a big generation's keys are split into. */
-const keyShards = 32;
 /**
- * Which shard takes a key by the top 16 bits of its hash: shard i gets a share of keys proportional to 2^(i/32),
- * so the shards' sizes are spread evenly over one octave and each crosses its next power of two (where V8
- * rehashes a `Map` into one twice the size) at a different table size. With one `Map`, or evenly filled
- * shards, every key was rehashed in the same apply: 0.7-3.4 s stalls at 2,097,152 keys (2^21), with no
- * garbage collection inside them (bench:scheduler --scale's GC observer). Now one shard of ~1/32 of the keys
- * rehashes at a time.
+ * Keys at which a generation's one `Map` is split into `keyShards` maps (a one-time move of this many keys).
+ * Small, because V8 grows a `Map` by rehashing every key into a table twice the size at once, and that costs
+ * ~0.5-1 µs a key on this machine (a cache miss or two per key: a key's cached hash lives in its string):
+ * 35 ms at 65,537 keys, 0.5-0.7 s at 2^20, 1.8-1.9 s at 2^21 (docs/benchmarks.md, fifth session).
  */
-const shardOfTop: Uint8Array = (() => {
+export const shardFromKeys = 1 << 12;
+/**
+ * Maps a big generation's keys are split into: at 3M keys (the stream of bench:scheduler --scale) and 5M
+ * (the dedup table's bound with its front holes) a shard holds ~3-5k keys, so its rehash is a few ms. With 32
+ * shards (~90k keys each at 3M) one rehash was 17-52 ms idle, two (sandboxes and dedup together) ~100 ms.
+ */
+const keyShards = 1024;
+/**
+ * Which shard takes a key by the top 16 bits of its hash: shard i gets a share of keys proportional to
+ * 2^(i/keyShards), so the shards' sizes are spread evenly over one octave and each crosses its next power of
+ * two (where V8 rehashes a `Map` into one twice the size) at a different table size: one shard's rehash at a
+ * time, never every key of the table in one apply (with one `Map`: 0.7-3.4 s stalls at 2^21 keys, no GC
+ * inside them).
+ */
+const shardOfTop: Uint16Array = (() => {
   const weights = Array.from({ length: keyShards }, (_, i) => 2 ** (i / keyShards));
   const total = weights.reduce((a, w) => a + w, 0);
-  const out = new Uint8Array(1 << 16);
+  const out = new Uint16Array(1 << 16);
   let shard = 0;
   let upTo = (weights[0] as number) / total;
   for (let b = 0; b < out.length; b++) {
@@ -90,22 +98,24 @@ class Generation {
     for (const m of this.#shards as Map<string, number>[]) n += m.size;
     return n;
   }
+  /** The map that holds (or would hold) `key`: compute it once when a key is both read and added. */
+  mapOf(key: string): Map<string, number> {
+    return this.#one ?? ((this.#shards as Map<string, number>[])[shardOf(key)] as Map<string, number>);
+  }
   get(key: string): number | undefined {
-    return (this.#one ?? ((this.#shards as Map<string, number>[])[shardOf(key)] as Map<string, number>)).get(
-      key,
-    );
+    return this.mapOf(key).get(key);
   }
   has(key: string): boolean {
     return this.get(key) !== undefined;
   }
   set(key: string, slot: number): void {
+    this.mapOf(key).set(key, slot);
+    this.added();
+  }
+  /** After a key went into `mapOf(key)`: splits the one map into shards when it has grown to that. */
+  added(): void {
     const one = this.#one;
-    if (one === undefined) {
-      ((this.#shards as Map<string, number>[])[shardOf(key)] as Map<string, number>).set(key, slot);
-      return;
-    }
-    one.set(key, slot);
-    if (one.size < shardFromKeys) return;
+    if (one === undefined || one.size < shardFromKeys) return;
     const shards = Array.from({ length: keyShards }, () => new Map<string, number>());
     for (const [k, v] of one) (shards[shardOf(k)] as Map<string, number>).set(k, v);
     this.#shards = shards;
@@ -309,7 +319,8 @@ export class SlotTableDraft<V> {
     assert(value !== undefined, 'a slot table holds no undefined values', { key });
     // One read of the key map (one shard hash): the slot it gives both finds a live key and tells whether
     // the generation ever gave the key a slot (#mayAdd).
-    const genSlot = this.#gen.get(key);
+    const map = this.#gen.mapOf(key);
+    const genSlot = map.get(key);
     let live = this.#holds(genSlot, key);
     if (live < 0 && this.#extra.size > 0) live = this.#holds(this.#extra.get(key), key);
     if (live >= 0) {
@@ -318,8 +329,10 @@ export class SlotTableDraft<V> {
       return;
     }
     const slot = this.#end++;
-    if (this.#mayAdd(genSlot !== undefined)) this.#gen.set(key, slot);
-    else this.#extra = this.#extra.set(key, slot);
+    if (this.#mayAdd(genSlot !== undefined)) {
+      map.set(key, slot);
+      this.#gen.added();
+    } else this.#extra = this.#extra.set(key, slot);
     this.#page(slot >>> pageBits);
     (this.#keys[slot >>> pageBits] as Page<string>)[slot & pageMask] = key;
     (this.#vals[slot >>> pageBits] as Page<V>)[slot & pageMask] = value;

@@ -149,6 +149,12 @@ type SandboxEvent = Extract<SchedulerEvent, { kind: 'sandbox' }>;
 const zeroUsage: Usage = Object.freeze({ cpu: 0, memory: 0, disk: 0, sandboxes: 0 });
 const noIds: ReadonlySet<string> = new Set<string>();
 const noIdList: readonly string[] = Object.freeze([]);
+/**
+ * The GPU devices of a sandbox that holds none: one frozen array for all of them rather than an empty array
+ * each (a record per sandbox lives as long as the sandbox, so each array was one more old-generation object).
+ */
+const noGpuDevices: Sandbox['gpuDevices'] = Object.freeze([]);
+const gpuDevicesOf = (g: Sandbox['gpuDevices']): Sandbox['gpuDevices'] => (g.length === 0 ? noGpuDevices : g);
 
 export class SchedulerState {
   readonly #d: StateData;
@@ -362,12 +368,14 @@ class Draft {
   d: { -readonly [K in 'applied' | 'nodes' | 'usage' | 'quotas' | 'index']: StateData[K] };
   readonly #base: StateData;
   #builder: IndexBuilder | undefined;
-  readonly events: SchedulerEvent[] = [];
-  constructor(
-    base: SchedulerState,
-    readonly entryIndex: number,
-    readonly atMs: number,
-  ) {
+  /** The events of the command being applied (a batch gives each command a fresh list: `nextCommand`). */
+  events: SchedulerEvent[] = [];
+  /** The Raft index and time of the command being applied (a batch moves them on: `nextCommand`). */
+  entryIndex: number;
+  atMs: number;
+  constructor(base: SchedulerState, entryIndex: number, atMs: number) {
+    this.entryIndex = entryIndex;
+    this.atMs = atMs;
     // Mutable copies (immutable's transient mode, slot-table drafts): a batch of thousands of items then
     // updates the maps in place instead of allocating a new path per item. The base state is never touched.
     const b = base.data();
@@ -411,13 +419,37 @@ class Draft {
   get cleanupsReader(): SlotTableDraft<string> | SlotTable<string> {
     return this.#cleanups ?? this.#base.cleanups;
   }
-  finish(): SchedulerState {
-    if (this.#builder !== undefined) this.d.index = this.#builder.publish();
-    for (const [tenant, u] of this.#usage) {
-      this.d.usage =
-        u.sandboxes === 0 ? this.d.usage.remove(tenant) : this.d.usage.set(tenant, Object.freeze(u));
+  /**
+   * Ends the command being applied the way `finish` ends an entry — usage records written back, emptied node
+   * lists dropped — so that the next command of a batch sees, and leaves, exactly what it would after a
+   * publish: a tenant or node list removed and added back goes to the end of its map or table, as it would.
+   */
+  endCommand(): void {
+    if (this.#usage.size > 0) {
+      for (const [tenant, u] of this.#usage) {
+        this.d.usage =
+          u.sandboxes === 0 ? this.d.usage.remove(tenant) : this.d.usage.set(tenant, Object.freeze(u));
+      }
+      this.#usage.clear();
     }
-    for (const [nodeId, ids] of this.#nodeLists) if (ids.length === 0) this.byNode.remove(nodeId);
+    if (this.#nodeLists.size > 0) {
+      for (const [nodeId, ids] of this.#nodeLists) if (ids.length === 0) this.byNode.remove(nodeId);
+      // The lists stay this draft's own (edited in place by later commands); emptied ones were dropped.
+      for (const [nodeId, ids] of this.#nodeLists) if (ids.length === 0) this.#nodeLists.delete(nodeId);
+    }
+  }
+
+  /** Moves the draft on to the next command of a batch, at Raft index `entryIndex` and time `atMs`. */
+  nextCommand(entryIndex: number, atMs: number): void {
+    this.entryIndex = entryIndex;
+    this.atMs = atMs;
+    this.d.applied = entryIndex;
+    this.events = [];
+  }
+
+  finish(): SchedulerState {
+    this.endCommand();
+    if (this.#builder !== undefined) this.d.index = this.#builder.publish();
     const d = this.d;
     return SchedulerState.fromData({
       ...d,
@@ -473,7 +505,13 @@ class Draft {
   takeNode(sb: Sandbox, nodeId: string, gpuDevices: Sandbox['gpuDevices'], to: SandboxState): void {
     this.builder.allocate(nodeId, shapeOf(sb.spec, sb.tenant, gpuDevices));
     const { reason: _reason, lostFrom: _lostFrom, pendingUntilMs: _until, ...rest } = sb;
-    const next: Sandbox = Object.freeze({ ...rest, state: to, nodeId, gpuDevices, updatedAtMs: this.atMs });
+    const next: Sandbox = Object.freeze({
+      ...rest,
+      state: to,
+      nodeId,
+      gpuDevices: gpuDevicesOf(gpuDevices),
+      updatedAtMs: this.atMs,
+    });
     this.sandboxes.set(sb.id, next);
     this.linkNode(nodeId, sb.id, 1);
     this.event(next, to, undefined, sb.state);
@@ -491,7 +529,9 @@ class Draft {
     else {
       const at = ids.lastIndexOf(sandboxId);
       assert(at >= 0, 'a sandbox leaving a node was linked to it', { nodeId, sandboxId });
-      ids.splice(at, 1);
+      // Shifted in place rather than spliced: splice allocates the array of what it removed, per departure.
+      ids.copyWithin(at, at + 1);
+      ids.pop();
     }
   }
 
@@ -540,7 +580,7 @@ class Draft {
       : {
           ...rest,
           ...extra,
-          gpuDevices: [],
+          gpuDevices: noGpuDevices,
           ...(lostFrom === undefined ? {} : { lostFrom }),
           state: to,
           updatedAtMs: this.atMs,
@@ -643,6 +683,85 @@ export function applyCommand(state: SchedulerState, cmd: Command, entryIndex: nu
   return { state: draft.finish(), result, events: draft.events };
 }
 
+/** What one command of a batch returned to its proposer, and the events it committed. */
+export interface AppliedCommand {
+  readonly result: CommandResult;
+  readonly events: readonly SchedulerEvent[];
+}
+
+/** The outcome of applying a batch of entries: the state after the last, and each command's own outcome. */
+export interface AppliedBatch {
+  readonly state: SchedulerState;
+  readonly applied: readonly AppliedCommand[];
+}
+
+/**
+ * Applies `cmds`, committed at Raft indexes `firstIndex`, `firstIndex + 1`, …, in ONE draft: one ClusterIndex
+ * builder, one draft of each table, one published version at the end, instead of one of each per entry (each
+ * builder copies every index page it writes, and a window of the simulator touches most of them). Each
+ * command's result and events are exactly those `applyCommand` gives applying them one at a time, and so is
+ * the final state (test/scheduler/apply-batch.test.ts compares them on seeded random streams). Readers see
+ * no version between two commands of a batch; callers that must read one (the leader deciding between
+ * entries) apply one at a time.
+ *
+ * A refused command (`{ok: false}` from `applyCommand`) may have read a half-checked draft, and a draft
+ * cannot be rolled back, so the batch then starts over one entry at a time from `state` (which no draft
+ * touched): refusals cost their batch its sharing, never its exactness.
+ */
+export function applyCommands(
+  state: SchedulerState,
+  cmds: readonly Command[],
+  firstIndex: number,
+): AppliedBatch {
+  assert(firstIndex > state.applied, 'entries are applied in order, once', {
+    firstIndex,
+    applied: state.applied,
+  });
+  const first = cmds[0];
+  if (first === undefined) return { state, applied: [] };
+  const draft = new Draft(state, firstIndex, first.atMs);
+  const applied: AppliedCommand[] = [];
+  for (let i = 0; i < cmds.length; i++) {
+    const cmd = cmds[i] as Command;
+    if (i > 0) draft.nextCommand(firstIndex + i, cmd.atMs);
+    const one = applyInDraft(draft, cmd);
+    if (one === undefined) return applyOneByOne(state, cmds, firstIndex);
+    applied.push(one);
+  }
+  return { state: draft.finish(), applied };
+}
+
+/** One command into a batch's draft; undefined when it was refused (the draft may be half-written). */
+function applyInDraft(draft: Draft, cmd: Command): AppliedCommand | undefined {
+  const requestId = 'requestId' in cmd ? cmd.requestId : undefined;
+  if (requestId !== undefined) {
+    const seen = draft.dedupReader.get(requestId);
+    if (seen !== undefined) return { result: duplicateOf(seen, cmd), events: [] };
+  }
+  let result: CommandResult;
+  try {
+    result = applyTo(draft, cmd);
+  } catch (err) {
+    if (!(err instanceof TrellisError)) throw err;
+    return undefined;
+  }
+  if (requestId !== undefined) recordIn(draft, requestId, cmd, result);
+  evictDedup(draft);
+  draft.endCommand();
+  return { result, events: draft.events };
+}
+
+function applyOneByOne(state: SchedulerState, cmds: readonly Command[], firstIndex: number): AppliedBatch {
+  const applied: AppliedCommand[] = [];
+  let at = state;
+  for (let i = 0; i < cmds.length; i++) {
+    const one = applyCommand(at, cmds[i] as Command, firstIndex + i);
+    at = one.state;
+    applied.push({ result: one.result, events: one.events });
+  }
+  return { state: at, applied };
+}
+
 /**
  * What a command whose request id is already in the dedup table returns: the first outcome when it asks
  * the same thing, else RequestIdConflictError. The state is unchanged either way (one effect, one event).
@@ -658,6 +777,13 @@ function conflict(requestId: string, seen: DedupEntry): RequestIdConflictError {
 }
 
 function recordOutcome(draft: Draft, requestId: string, cmd: Command, result: CommandResult): Applied {
+  recordIn(draft, requestId, cmd, result);
+  evictDedup(draft);
+  return { state: draft.finish(), result, events: draft.events };
+}
+
+/** Remembers a command's request id with its first outcome, which a duplicate gets back. */
+function recordIn(draft: Draft, requestId: string, cmd: Command, result: CommandResult): void {
   const entry: DedupEntry = Object.freeze({
     sandboxId: '',
     specDigest: commandDigest(cmd),
@@ -665,8 +791,6 @@ function recordOutcome(draft: Draft, requestId: string, cmd: Command, result: Co
     result,
   });
   draft.dedup.set(requestId, entry);
-  evictDedup(draft);
-  return { state: draft.finish(), result, events: draft.events };
 }
 
 function applyTo(draft: Draft, cmd: Command): CommandResult {
@@ -1029,7 +1153,7 @@ function newSandbox(
     tenant: item.spec.tenant,
     spec: item.spec,
     state: fields.state,
-    gpuDevices: fields.gpuDevices,
+    gpuDevices: gpuDevicesOf(fields.gpuDevices),
     createdAtMs: draft.atMs,
     updatedAtMs: draft.atMs,
   };

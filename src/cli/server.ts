@@ -41,7 +41,7 @@ import { replicaId } from '../lib/ids.js';
 import { trellisMetrics } from '../lib/metrics.js';
 import { createRng } from '../lib/prng.js';
 import { parseWith, zodDecoder } from '../lib/validate.js';
-import { createLogger } from '../log.js';
+import { createLogger, throttledWarn } from '../log.js';
 import { type Readiness, startMetricsServer } from '../metrics/http.js';
 import { PrometheusMetrics } from '../metrics/prometheus.js';
 import { durationMs, intBetween, port, positiveInt } from './args.js';
@@ -53,7 +53,7 @@ import {
   resolveCredentials,
   withConnectionOptions,
 } from './connect.js';
-import { exitCodes } from './errors.js';
+import { exitCodes, UsageError } from './errors.js';
 import { runSchedulerState } from './ops/scheduler-server.js';
 import { withServerConfig } from './ops/server-config.js';
 import { redisGatewayConfig, withRedisOptions } from './redis-options.js';
@@ -298,7 +298,13 @@ async function runServer(o: ServerOptions): Promise<void> {
     metrics === undefined
       ? {}
       : { onFsyncMs: (ms) => metrics.raftFsyncSeconds.observe(ms / 1_000, { replica: id }) },
-  );
+  ).catch((err: unknown) => {
+    // A path that cannot be a directory (a file, a file on the way, no permission) is the caller's setting.
+    const code = (err as NodeJS.ErrnoException).code;
+    if (code === 'EEXIST' || code === 'ENOTDIR' || code === 'EACCES' || code === 'EROFS')
+      throw new UsageError(`--data ${o.data}: cannot be used as a data directory (${code})`, { cause: err });
+    throw err;
+  });
   // Ready once a leader is known; each state machine below says how it knows.
   let readiness = (): Readiness => ({ ready: false, reason: 'waiting for NATS' });
   const metricsServer =
@@ -359,13 +365,14 @@ async function runServer(o: ServerOptions): Promise<void> {
     exitNow(log, exitCodes.ok);
   }
   const kv = new KvStateMachine();
+  const droppedRaft = throttledWarn(log, 'dropped inbound raft frame');
   const transport = new NatsTransport({
     connection: nc,
     cluster: o.cluster,
     self: id,
     codec: raftMessageCodec,
     destination: (m) => m.to,
-    onDrop: (reason, detail) => log.warn({ reason, detail }, 'dropped inbound raft frame'),
+    onDrop: (reason, detail) => droppedRaft({ reason, detail }),
   });
   const node = new RaftNode<KvResult>({
     id,

@@ -56,8 +56,16 @@ export class SimCore {
     return result;
   }
 
+  /** Registers a cluster's nodes: one `node.register` entry each, applied in one draft (`applyAll`). */
   registerNodes(specs: readonly NodeSpec[], atMs: number): void {
-    for (const spec of specs) this.#applyOk({ type: 'node.register', atMs, spec: spec as never });
+    const cmds: Command[] = specs.map((spec) => ({ type: 'node.register', atMs, spec: spec as never }));
+    const { applied } = this.#core.applyAll(cmds);
+    for (const [i, { result }] of applied.entries()) {
+      if (!result.ok)
+        throw new CoreCommandError(`node.register ${specs[i]?.id}: ${result.error.message}`, {
+          details: { code: result.error.code },
+        });
+    }
   }
 
   setQuota(tenant: string, quota: Quota, atMs: number): void {

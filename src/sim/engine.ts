@@ -87,11 +87,13 @@ enum Kind {
   Sample = 8,
 }
 
-type Ev =
-  | { readonly kind: Kind.Node; readonly nodeId: string; readonly what: 'fail' | 'drain' | 'return' }
-  | { readonly kind: Kind.Depart | Kind.Suspend | Kind.Resume | Kind.Deadline; readonly id: string }
-  | { readonly kind: Kind.Arrive; readonly a: Arrival }
-  | { readonly kind: Kind.ReleaseFlush | Kind.BatchFlush | Kind.Sample };
+/**
+ * What an event carries; its kind is its rank in the heap. A departure, suspend, resume or deadline carries the
+ * sandbox or request id itself and an arrival its `Arrival`, with no wrapper: a departure waits in the heap
+ * for the sandbox's whole life, so a wrapper per sandbox was one more old-generation object each.
+ */
+type NodeEv = { readonly nodeId: string; readonly what: 'fail' | 'drain' | 'return' };
+type Ev = NodeEv | Arrival | string | undefined;
 
 interface Live {
   readonly a: Arrival;
@@ -200,7 +202,7 @@ class Run {
     for (const [tenant, quota] of Object.entries(this.#cluster.quotas ?? {}))
       this.#core.setQuota(tenant, quota, 0);
     for (const e of clusterEvents(this.#cluster, nodes)) {
-      this.#heap.push(e.atMs, Kind.Node, { kind: Kind.Node, nodeId: e.nodeId, what: e.kind });
+      this.#heap.push(e.atMs, Kind.Node, { nodeId: e.nodeId, what: e.kind });
     }
     const index = this.#core.index;
     const capacity = { ...index.readyCapacity, gpu: index.readyGpuMilli };
@@ -209,7 +211,7 @@ class Run {
     const last = this.#arrivals[this.#arrivals.length - 1];
     const spanMs = last === undefined ? 0 : last.atMs;
     this.#sampleEveryMs = this.#o.sampleEveryMs ?? Math.max(1, Math.ceil(spanMs / (samplesMax / 2)));
-    if (this.#protocol === 'replay') this.#heap.push(0, Kind.Sample, { kind: Kind.Sample });
+    if (this.#protocol === 'replay') this.#heap.push(0, Kind.Sample, undefined);
     this.#loop();
     this.#flushReleases();
     this.#flushBatch();
@@ -258,7 +260,7 @@ class Run {
     const a = this.#arrivals[this.#next];
     if (a === undefined) return;
     this.#next += 1;
-    this.#heap.push(a.atMs, Kind.Arrive, { kind: Kind.Arrive, a });
+    this.#heap.push(a.atMs, Kind.Arrive, a);
   }
 
   #loop(): void {
@@ -268,33 +270,33 @@ class Run {
       if (e === undefined) return;
       assert(e.timeMs >= this.#now, 'virtual time never goes back', { at: e.timeMs, now: this.#now });
       this.#now = e.timeMs;
-      this.#step(e.item);
+      this.#step(e.rank as Kind, e.item);
       if (this.#o.onProgress !== undefined && this.#totals.events % progressEvery === 0)
         this.#o.onProgress(this.#totals.arrived);
     }
   }
 
-  #step(ev: Ev): void {
-    switch (ev.kind) {
+  #step(kind: Kind, ev: Ev): void {
+    switch (kind) {
       case Kind.Arrive:
         this.#totals.events += 1;
-        this.#onArrive(ev.a);
+        this.#onArrive(ev as Arrival);
         return;
       case Kind.Depart:
         this.#totals.events += 1;
-        this.#onDepart(ev.id);
+        this.#onDepart(ev as string);
         return;
       case Kind.Suspend:
         this.#totals.events += 1;
-        this.#onSuspend(ev.id);
+        this.#onSuspend(ev as string);
         return;
       case Kind.Resume:
         this.#totals.events += 1;
-        this.#onResume(ev.id);
+        this.#onResume(ev as string);
         return;
       case Kind.Node:
         this.#totals.events += 1;
-        this.#onNode(ev.nodeId, ev.what);
+        this.#onNode((ev as NodeEv).nodeId, (ev as NodeEv).what);
         return;
       case Kind.ReleaseFlush:
         this.#flushReleases();
@@ -310,7 +312,7 @@ class Run {
       case Kind.Sample:
         this.#sample();
         // Keep sampling while anything else is still to happen.
-        if (this.#heap.size > 0) this.#heap.push(this.#now + this.#sampleEveryMs, Kind.Sample, ev);
+        if (this.#heap.size > 0) this.#heap.push(this.#now + this.#sampleEveryMs, Kind.Sample, undefined);
         return;
     }
   }
@@ -347,7 +349,7 @@ class Run {
     for (const r of this.#core.takeParked()) {
       if (this.#ticksAt.has(r.deadlineMs)) continue;
       this.#ticksAt.add(r.deadlineMs);
-      this.#heap.push(r.deadlineMs, Kind.Deadline, { kind: Kind.Deadline, id: r.requestId });
+      this.#heap.push(r.deadlineMs, Kind.Deadline, r.requestId);
     }
     if (this.#core.batchSize >= this.#batchSize) {
       this.#flushBatch();
@@ -356,7 +358,7 @@ class Run {
     // Inflation plans exactly `batchSize` requests at a time (the last batch at the end of the run).
     if (this.#core.batchSize > 0 && this.#batchFlushAt < 0 && this.#protocol === 'replay') {
       this.#batchFlushAt = this.#windowEnd();
-      this.#heap.push(this.#batchFlushAt, Kind.BatchFlush, { kind: Kind.BatchFlush });
+      this.#heap.push(this.#batchFlushAt, Kind.BatchFlush, undefined);
     }
   }
 
@@ -400,9 +402,9 @@ class Run {
     if (this.#o.recordPlacements === true) this.#placements.set(a.id, sb.nodeId);
     if (this.#protocol !== 'replay') return;
     if (a.suspendAfterMs !== undefined) {
-      this.#heap.push(this.#now + a.suspendAfterMs, Kind.Suspend, { kind: Kind.Suspend, id: a.id });
+      this.#heap.push(this.#now + a.suspendAfterMs, Kind.Suspend, a.id);
     } else if (Number.isFinite(a.lifetimeMs)) {
-      this.#heap.push(this.#now + a.lifetimeMs, Kind.Depart, { kind: Kind.Depart, id: a.id });
+      this.#heap.push(this.#now + a.lifetimeMs, Kind.Depart, a.id);
     }
   }
 
@@ -423,7 +425,7 @@ class Run {
     this.#releases.push({ id, running: l.state === 'placed' && l.running });
     if (this.#releaseFlushAt < 0) {
       this.#releaseFlushAt = this.#windowEnd();
-      this.#heap.push(this.#releaseFlushAt, Kind.ReleaseFlush, { kind: Kind.ReleaseFlush });
+      this.#heap.push(this.#releaseFlushAt, Kind.ReleaseFlush, undefined);
     }
   }
 
@@ -457,7 +459,7 @@ class Run {
     this.#gpuAllocated -= l.gpuMilli;
     l.gpuMilli = 0;
     this.#totals.suspended += 1;
-    this.#heap.push(this.#now + (l.a.suspendForMs ?? 0), Kind.Resume, { kind: Kind.Resume, id });
+    this.#heap.push(this.#now + (l.a.suspendForMs ?? 0), Kind.Resume, id);
     this.#retryResumes();
     this.#afterCore();
   }
@@ -479,7 +481,7 @@ class Run {
     this.#totals.resumed += 1;
     // The rest of its life, after the first half it lived before suspending.
     const rest = l.a.lifetimeMs - (l.a.suspendAfterMs ?? 0);
-    this.#heap.push(this.#now + Math.max(1, rest), Kind.Depart, { kind: Kind.Depart, id });
+    this.#heap.push(this.#now + Math.max(1, rest), Kind.Depart, id);
   }
 
   #onNode(nodeId: string, what: 'fail' | 'drain' | 'return'): void {

@@ -112,6 +112,13 @@ describe('trellis cli - bad invocations', () => {
         code: 'CONFIG',
         exit: usage,
       },
+      // A data directory that cannot be one: a file, or under a file.
+      { args: ['server', '--id', 'a', '--peers', 'a', '--data', cluster], code: 'USAGE', exit: usage },
+      {
+        args: ['server', '--id', 'a', '--peers', 'a', '--data', join(cluster, 'sub')],
+        code: 'USAGE',
+        exit: usage,
+      },
       // Report paths are checked before a run, not after minutes of it.
       { args: [...simulate, '--json', join(dir, 'no', 'such', 'r.json')], code: 'USAGE', exit: usage },
       { args: [...simulate, '--html', dir], code: 'USAGE', exit: usage },

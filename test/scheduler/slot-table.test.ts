@@ -1,5 +1,10 @@
 import { describe, expect, it } from 'vitest';
-import { SlotTable, type SlotTableDraft, slotPageSize } from '../../scheduler/core/slot-table.js';
+import {
+  SlotTable,
+  type SlotTableDraft,
+  shardFromKeys,
+  slotPageSize,
+} from '../../scheduler/core/slot-table.js';
 import { createRng } from '../../src/lib/prng.js';
 
 /** A version with the plain map it must equal (insertion order included). */
@@ -70,6 +75,41 @@ describe('scheduler/slot-table', () => {
         expectSame(held.at(-1) as Held, `seed ${seed}, step ${step}, newest`);
       }
       for (const [i, h] of held.entries()) expectSame(h, `seed ${seed}, version ${i} at the end`);
+    }
+  });
+
+  it('slot-table - a key map split into shards reads as one, across versions, forks and renumbers', () => {
+    // Past shardFromKeys keys a generation's keys are spread over many `Map`s; every version (the line's
+    // and forks') must still read exactly as its model, and a renumber rebuilds the shards.
+    const rng = createRng(11);
+    const keySpace = 3 * shardFromKeys;
+    let newest: Held = { table: SlotTable.empty<number>(), model: new Map() };
+    const held: Held[] = [newest];
+    for (let step = 0; step < 60; step++) {
+      const draft = newest.table.edit();
+      const model = new Map(newest.model);
+      for (let i = 0; i < shardFromKeys / 8; i++) {
+        const key = `k${rng.int(0, keySpace)}`;
+        if (rng.next() < 0.7) {
+          const v = rng.int(0, 1_000_000);
+          draft.set(key, v);
+          model.set(key, v);
+        } else expect(draft.remove(key)).toBe(model.delete(key));
+      }
+      newest = { table: draft.publish(), model };
+      held.push(newest);
+      // A fork from an older version: its keys go to its own side map, not into the shared shards.
+      const old = held[rng.int(0, held.length)] as Held;
+      const { draft: fork, model: forkModel } = randomDraft(old, rng, keySpace);
+      held.push({ table: fork.publish(), model: forkModel });
+    }
+    expect(newest.table.keyMapSize).toBeGreaterThan(shardFromKeys);
+    for (const [i, h] of held.entries()) {
+      expectSame(h, `version ${i}`);
+      for (let k = 0; k < 200; k++) {
+        const probe = `k${rng.int(0, keySpace)}`;
+        expect(h.table.get(probe), `version ${i}, ${probe}`).toBe(h.model.get(probe));
+      }
     }
   });
 

@@ -9,7 +9,7 @@ import type { RaftReplicaLog } from '../../../scheduler/replica.js';
 import { startSchedulerServer } from '../../api/replica-server.js';
 import type { GatewayConfig } from '../../gateway/config.js';
 import type { MetricsSink } from '../../lib/metrics.js';
-import type { Logger } from '../../log.js';
+import { type Logger, throttledWarn } from '../../log.js';
 import type { Readiness } from '../../metrics/http.js';
 import { stopWithin } from '../stop.js';
 
@@ -66,6 +66,8 @@ function logFirstCommit(node: RaftReplicaLog['node'], term: number, log: Logger)
 
 /** Runs the replica until a stop signal; resolves once it is closed. */
 export async function runSchedulerState(o: SchedulerStateOptions): Promise<void> {
+  const dropped = throttledWarn(o.log, 'dropped inbound raft frame');
+  const refused = throttledWarn(o.log, 'refused an API frame');
   const server = await startSchedulerServer({
     id: o.id,
     peers: o.peers,
@@ -78,8 +80,8 @@ export async function runSchedulerState(o: SchedulerStateOptions): Promise<void>
     ...(o.nodeDownAfterMs === undefined || o.nodeDownAfterMs === 0
       ? {}
       : { pipeline: { nodeDownAfterMs: o.nodeDownAfterMs } }),
-    onDrop: (reason, detail) => o.log.warn({ reason, detail }, 'dropped inbound raft frame'),
-    onRefused: (reason, detail) => o.log.warn({ reason, detail }, 'refused an API frame'),
+    onDrop: (reason, detail) => dropped({ reason, detail }),
+    onRefused: (reason, detail) => refused({ reason, detail }),
     ...(o.metrics === undefined ? {} : { metrics: o.metrics }),
     ...(o.redis === undefined ? {} : { redis: o.redis, log: o.log }),
   });
