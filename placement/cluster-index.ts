@@ -1093,25 +1093,29 @@ export class IndexBuilder extends IndexReader {
         gpu[i] = (gpu[i] as number) - sign * g.milli;
       }
     }
-    if (shape.antiAffinityGroup !== undefined) {
-      const group = shape.antiAffinityGroup;
-      this.#d.antiAffinity = this.#d.antiAffinity.update(group, IMap<number, number>(), (m) => {
-        const n = (m.get(slot) ?? 0) + sign;
-        return n === 0 ? m.remove(slot) : m.set(slot, n);
-      });
-    }
-    if (shape.spread !== undefined) {
-      const value = labelValue(this.meta(slot).spec.labels, shape.spread.label);
-      if (value !== undefined) {
-        const key = spreadKey(shape.spread.group, shape.spread.label);
-        this.#d.spread = this.#d.spread.update(key, IMap<string, number>(), (m) => {
-          const n = (m.get(value) ?? 0) + sign;
-          return n === 0 ? m.remove(value) : m.set(value, n);
-        });
-      }
-    }
+    // The group counts in methods of their own: their update closures capture `slot` and `sign`, and a closure
+    // in this method made V8 allocate a context on every call, group rule or not (~55 B a placement).
+    if (shape.antiAffinityGroup !== undefined) this.#countAntiAffinity(slot, shape.antiAffinityGroup, sign);
+    if (shape.spread !== undefined) this.#countSpread(slot, shape.spread, sign);
     this.#checkBounds(slot);
     this.#rebucket(slot);
+  }
+
+  #countAntiAffinity(slot: number, group: string, sign: number): void {
+    this.#d.antiAffinity = this.#d.antiAffinity.update(group, IMap<number, number>(), (m) => {
+      const n = (m.get(slot) ?? 0) + sign;
+      return n === 0 ? m.remove(slot) : m.set(slot, n);
+    });
+  }
+
+  #countSpread(slot: number, spread: { readonly group: string; readonly label: string }, sign: number): void {
+    const value = labelValue(this.meta(slot).spec.labels, spread.label);
+    if (value === undefined) return;
+    const key = spreadKey(spread.group, spread.label);
+    this.#d.spread = this.#d.spread.update(key, IMap<string, number>(), (m) => {
+      const n = (m.get(value) ?? 0) + sign;
+      return n === 0 ? m.remove(value) : m.set(value, n);
+    });
   }
 
   /**

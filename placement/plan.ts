@@ -286,26 +286,99 @@ function normalizeRequests(requests: readonly PlacementRequest[]): PlacementRequ
   if (requests.length > batchRequestsMax) {
     throw new ValidationError('requests', `a batch holds at most ${batchRequestsMax} requests`);
   }
-  const seen = new Set<string>();
-  return requests.map((raw: unknown, i) => {
-    let r: PlacementRequest;
-    try {
-      r = normalizeRequest(raw);
-    } catch (err) {
-      if (err instanceof ValidationError) {
-        const path = err.path === '' ? `requests.${i}` : `requests.${i}.${err.path}`;
-        throw new ValidationError(
-          path,
-          err.path === '' ? err.message : err.message.slice(err.path.length + 2),
-        );
-      }
-      throw err;
+  const seen = IdTable.take(requests.length);
+  try {
+    return normalizeEach(requests, seen);
+  } finally {
+    seen.release();
+  }
+}
+
+function normalizeEach(requests: readonly PlacementRequest[], seen: IdTable): PlacementRequest[] {
+  const out = new Array<PlacementRequest>(requests.length);
+  for (let i = 0; i < requests.length; i++) out[i] = normalizeAt(requests[i], i, seen, out);
+  return out;
+}
+
+function normalizeAt(
+  raw: unknown,
+  i: number,
+  seen: IdTable,
+  done: readonly PlacementRequest[],
+): PlacementRequest {
+  let r: PlacementRequest;
+  try {
+    r = normalizeRequest(raw);
+  } catch (err) {
+    if (err instanceof ValidationError) {
+      const path = err.path === '' ? `requests.${i}` : `requests.${i}.${err.path}`;
+      throw new ValidationError(path, err.path === '' ? err.message : err.message.slice(err.path.length + 2));
     }
-    if (seen.has(r.id))
-      throw new ValidationError(`requests.${i}.id`, `duplicate request id ${r.id} in the batch`);
-    seen.add(r.id);
-    return r;
-  });
+    throw err;
+  }
+  if (!seen.add(r.id, i, done))
+    throw new ValidationError(`requests.${i}.id`, `duplicate request id ${r.id} in the batch`);
+  return r;
+}
+
+/**
+ * The batch's duplicate-id check without a Set per batch (a Set of 1,000 ids allocated ~40 KiB a batch, of
+ * 5,000 ids ~320 KiB, in allocation profiles): open addressing over a reused Int32Array of request indexes,
+ * stamped per batch so it is never cleared. Ids are compared as strings, so a hash collision costs a probe,
+ * never a false duplicate.
+ */
+class IdTable {
+  /** Per entry: the request index, valid only where `#stamps` holds the current stamp. */
+  #indexes = new Int32Array(0);
+  #stamps = new Uint32Array(0);
+  #stamp = 0;
+  #mask = 0;
+  #inUse = false;
+  static #shared = new IdTable();
+
+  /** The shared table, or a fresh one when it is in use (a request's getter planning a batch of its own). */
+  static take(ids: number): IdTable {
+    const t = IdTable.#shared.#inUse ? new IdTable() : IdTable.#shared;
+    t.#begin(ids);
+    return t;
+  }
+
+  release(): void {
+    this.#inUse = false;
+  }
+
+  #begin(ids: number): void {
+    this.#inUse = true;
+    let size = 16;
+    while (size < ids * 2) size *= 2;
+    if (this.#indexes.length < size) {
+      this.#indexes = new Int32Array(size);
+      this.#stamps = new Uint32Array(size);
+      this.#stamp = 0;
+    }
+    this.#mask = size - 1;
+    this.#stamp = (this.#stamp + 1) >>> 0;
+    if (this.#stamp === 0) {
+      this.#stamps.fill(0);
+      this.#stamp = 1;
+    }
+  }
+
+  /** Records `id` of request `index`; false when an earlier request of `done` has it. */
+  add(id: string, index: number, done: readonly PlacementRequest[]): boolean {
+    let h = 0x811c9dc5;
+    for (let c = 0; c < id.length; c++) h = Math.imul(h ^ id.charCodeAt(c), 0x01000193);
+    // At most half full (#begin), so a free entry is always found; the bound turns a sizing bug into an error.
+    for (let e = h & this.#mask, probes = 0; ; e = (e + 1) & this.#mask, probes++) {
+      if (probes > this.#mask) assert(false, 'the id table has a free entry', { size: this.#mask + 1 });
+      if (this.#stamps[e] !== this.#stamp) {
+        this.#stamps[e] = this.#stamp;
+        this.#indexes[e] = index;
+        return true;
+      }
+      if ((done[this.#indexes[e] as number] as PlacementRequest).id === id) return false;
+    }
+  }
 }
 
 /** Seeds are integers; the planner mixes them into 32 bits with the snapshot version. */

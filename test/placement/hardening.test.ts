@@ -641,3 +641,44 @@ describe('placement/hardening - scores kept in typed arrays end to end', () => {
     );
   });
 });
+
+describe('placement/hardening - the duplicate-id check reuses one table across batches', () => {
+  it('placement/hardening - a batch is refused exactly when two of its requests share an id, batch after batch', () => {
+    // The check is an open-addressing table reused by every batch (plan.ts, IdTable): entries of earlier
+    // batches must not count, colliding hashes must not make a false duplicate, and the error names the
+    // first request whose id came before.
+    const index = ClusterIndex.of([ready('a', 1_000_000)]);
+    fc.assert(
+      fc.property(
+        fc.array(fc.array(fc.integer({ min: 0, max: 400 }), { minLength: 1, maxLength: 300 }), {
+          minLength: 1,
+          maxLength: 4,
+        }),
+        (batches) => {
+          for (const ns of batches) {
+            const requests = ns.map((n) => req(`q${n}`, 1));
+            const firstRepeat = ns.findIndex((n, i) => ns.indexOf(n) < i);
+            if (firstRepeat < 0) {
+              expect(planBatch(index, requests).placements.length).toBe(ns.length);
+              continue;
+            }
+            const err = (() => {
+              try {
+                planBatch(index, requests);
+              } catch (e) {
+                return e;
+              }
+              return undefined;
+            })();
+            expect(err).toBeInstanceOf(ValidationError);
+            expect((err as ValidationError).path).toBe(`requests.${firstRepeat}.id`);
+          }
+        },
+      ),
+      { numRuns: 80 },
+    );
+    // A batch of distinct ids larger than any above: the table grows to hold it.
+    const many = Array.from({ length: 1500 }, (_, i) => req(`m${i}`, 1));
+    expect(planBatch(index, many).placements.length).toBe(1500);
+  });
+});
