@@ -682,3 +682,45 @@ describe('placement/hardening - the duplicate-id check reuses one table across b
     expect(planBatch(index, many).placements.length).toBe(1500);
   });
 });
+
+describe('placement/hardening - a spread domain index per request, in one batch', () => {
+  it('placement/hardening - spread requests of different labels, groups and skews in one batch land where each alone would', () => {
+    // planBatch refills one compiled request per request, spread domain index included (request.ts,
+    // compileSpread): a verdict or score left over from the request before, or a label with fewer values read
+    // through a longer array, would move a placement. Planning each request alone against the index the ones
+    // before it left must give the same node and score.
+    fc.assert(
+      fc.property(fc.integer(), fc.integer({ min: 6, max: 40 }), (seed, nodeCount) => {
+        const rng = createRng(seed);
+        const nodes: NodeSpec[] = Array.from({ length: nodeCount }, (_, i) =>
+          ready(`n${String(i).padStart(3, '0')}`, rng.int(2, 12), {
+            zone: `z${rng.int(0, 3)}`,
+            rack: `r${rng.int(0, 7)}`,
+          }),
+        );
+        const labels = ['zone', 'rack'] as const;
+        const requests = Array.from({ length: 24 }, (_, i) =>
+          req(`q${String(i).padStart(3, '0')}`, 1, {
+            spread: {
+              label: labels[rng.int(0, 2)] as string,
+              maxSkew: rng.int(1, 3),
+              group: `g${rng.int(0, 3)}`,
+            },
+          }),
+        );
+        const batch = planBatch(ClusterIndex.of(nodes), requests);
+        let alone = ClusterIndex.of(nodes);
+        expect(batch.placements.length).toBeGreaterThan(0);
+        const byId = new Map(batch.placements.map((p) => [p.requestId, p]));
+        for (const r of requests) {
+          const one = planBatch(alone, [r]);
+          const mine = byId.get(r.id);
+          expect(mine?.nodeId, `${r.id} (seed ${seed})`).toBe(one.placements[0]?.nodeId);
+          expect(mine?.score, `${r.id} (seed ${seed})`).toBe(one.placements[0]?.score);
+          alone = one.index;
+        }
+      }),
+      { numRuns: 60 },
+    );
+  });
+});
