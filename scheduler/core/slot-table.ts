@@ -42,51 +42,53 @@ const bigQueueHolesFactor = 4;
 type Page<T> = (T | undefined)[];
 
 /**
- * Keys at which a generation's one `Map` is split into `keyShards` maps (a one-time move of this many keys).
- * Small, because V8 grows a `Map` by rehashing every key into a table twice the size at once, and that costs
- * ~0.5-1 µs a key on this machine (a cache miss or two per key: a key's cached hash lives in its string):
- * 35 ms at 65,537 keys, 0.5-0.7 s at 2^20, 1.8-1.9 s at 2^21 (docs/benchmarks.md, fifth session).
+ * When a generation's one `Map` is split, and into how many: at `fromKeys` keys (a one-time move of that many)
+ * into `shards` maps. V8 grows a `Map` by rehashing every key into a table twice the size at once, ~0.5-1 µs a
+ * key on this machine (35 ms at 65,537 keys, 0.5-0.7 s at 2^20, 1.8-1.9 s at 2^21), so a big table must not be
+ * one `Map`. 32 shards from 2^17 keys, measured idle against 1,024 from 4,096 (docs/benchmarks.md, "Idle runs at
+ * the end of the fifth session"): the longest apply while a snapshot streams was 186 / 138 ms against 218 / 219
+ * (1,024 shards removed the shard rehashes but not that batch), and 1,024 small maps made every lookup of a
+ * 4k-130k key table dearer: the 1M simulation 14.7-15.2 s against 17.6-18.0, restore 5.3-6.8 s against
+ * 6.4-8.7. Tests lower `fromKeys` to reach the sharded path with few keys; it is read when a generation splits.
  */
-export const shardFromKeys = 1 << 12;
+export const keySharding = { fromKeys: 1 << 17, shards: 32 };
+
+const shardTables = new Map<number, Uint16Array>();
 /**
- * Maps a big generation's keys are split into: at 3M keys (the stream of bench:scheduler --scale) and 5M
- * (the dedup table's bound with its front holes) a shard holds ~3-5k keys, so its rehash is a few ms. With 32
- * shards (~90k keys each at 3M) one rehash was 17-52 ms idle, two (sandboxes and dedup together) ~100 ms.
+ * Which shard takes a key, by the top 16 bits of its hash: shard i gets a share of keys proportional to
+ * 2^(i/shards), so the shards' sizes are spread evenly over one octave and each crosses its next power of two
+ * (where V8 rehashes a `Map` into one twice the size) at a different table size: one shard's rehash at a time,
+ * never every key of the table in one apply (with one `Map`: 0.7-3.4 s stalls at 2^21 keys, no GC inside them).
  */
-const keyShards = 1024;
-/**
- * Which shard takes a key by the top 16 bits of its hash: shard i gets a share of keys proportional to
- * 2^(i/keyShards), so the shards' sizes are spread evenly over one octave and each crosses its next power of
- * two (where V8 rehashes a `Map` into one twice the size) at a different table size: one shard's rehash at a
- * time, never every key of the table in one apply (with one `Map`: 0.7-3.4 s stalls at 2^21 keys, no GC
- * inside them).
- */
-const shardOfTop: Uint16Array = (() => {
-  const weights = Array.from({ length: keyShards }, (_, i) => 2 ** (i / keyShards));
+function shardTableOf(shards: number): Uint16Array {
+  const known = shardTables.get(shards);
+  if (known !== undefined) return known;
+  const weights = Array.from({ length: shards }, (_, i) => 2 ** (i / shards));
   const total = weights.reduce((a, w) => a + w, 0);
   const out = new Uint16Array(1 << 16);
   let shard = 0;
   let upTo = (weights[0] as number) / total;
   for (let b = 0; b < out.length; b++) {
-    while ((b + 0.5) / out.length > upTo && shard < keyShards - 1)
-      upTo += (weights[++shard] as number) / total;
+    while ((b + 0.5) / out.length > upTo && shard < shards - 1) upTo += (weights[++shard] as number) / total;
     out[b] = shard;
   }
+  shardTables.set(shards, out);
   return out;
-})();
+}
 
-/** FNV-1a of a key's characters, reduced to its shard. Only big generations pay for it. */
-function shardOf(key: string): number {
+/** FNV-1a of a key's characters, reduced to its shard by `table`. Only big generations pay for it. */
+function shardOf(key: string, table: Uint16Array): number {
   let h = 0x811c9dc5;
   for (let i = 0; i < key.length; i++) h = Math.imul(h ^ key.charCodeAt(i), 0x01000193);
-  return shardOfTop[h >>> 16] as number;
+  return table[h >>> 16] as number;
 }
 
 /** The key → slot map of one line of versions, and who may add to it. */
 class Generation {
-  /** One `Map` while small; `keyShards` maps once it reaches `shardFromKeys` keys (see shardOfTop). */
+  /** One `Map` while small; `keySharding.shards` maps once it reaches `keySharding.fromKeys` keys. */
   #one: Map<string, number> | undefined = new Map<string, number>();
   #shards: Map<string, number>[] | undefined;
+  #shardTable: Uint16Array | undefined;
   /** The version (or open draft) allowed to add keys; anyone else starts a new generation. */
   writer: object;
   constructor(writer: object) {
@@ -100,7 +102,13 @@ class Generation {
   }
   /** The map that holds (or would hold) `key`: compute it once when a key is both read and added. */
   mapOf(key: string): Map<string, number> {
-    return this.#one ?? ((this.#shards as Map<string, number>[])[shardOf(key)] as Map<string, number>);
+    return (
+      this.#one ??
+      ((this.#shards as Map<string, number>[])[shardOf(key, this.#shardTable as Uint16Array)] as Map<
+        string,
+        number
+      >)
+    );
   }
   get(key: string): number | undefined {
     return this.mapOf(key).get(key);
@@ -115,9 +123,11 @@ class Generation {
   /** After a key went into `mapOf(key)`: splits the one map into shards when it has grown to that. */
   added(): void {
     const one = this.#one;
-    if (one === undefined || one.size < shardFromKeys) return;
-    const shards = Array.from({ length: keyShards }, () => new Map<string, number>());
-    for (const [k, v] of one) (shards[shardOf(k)] as Map<string, number>).set(k, v);
+    if (one === undefined || one.size < keySharding.fromKeys) return;
+    const table = shardTableOf(keySharding.shards);
+    const shards = Array.from({ length: keySharding.shards }, () => new Map<string, number>());
+    for (const [k, v] of one) (shards[shardOf(k, table)] as Map<string, number>).set(k, v);
+    this.#shardTable = table;
     this.#shards = shards;
     this.#one = undefined;
   }

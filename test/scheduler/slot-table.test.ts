@@ -1,8 +1,8 @@
 import { describe, expect, it } from 'vitest';
 import {
+  keySharding,
   SlotTable,
   type SlotTableDraft,
-  shardFromKeys,
   slotPageSize,
 } from '../../scheduler/core/slot-table.js';
 import { createRng } from '../../src/lib/prng.js';
@@ -79,8 +79,21 @@ describe('scheduler/slot-table', () => {
   });
 
   it('slot-table - a key map split into shards reads as one, across versions, forks and renumbers', () => {
-    // Past shardFromKeys keys a generation's keys are spread over many `Map`s; every version (the line's
-    // and forks') must still read exactly as its model, and a renumber rebuilds the shards.
+    // Past keySharding.fromKeys keys a generation's keys are spread over many `Map`s; every version (the
+    // line's and forks') must still read exactly as its model, and a renumber rebuilds the shards. The split is
+    // lowered here (the production setting is 2^17 keys) so the sharded path is reached with few keys.
+    const production = { ...keySharding };
+    keySharding.fromKeys = 1 << 12;
+    keySharding.shards = 1024;
+    try {
+      shardedModelRun();
+    } finally {
+      Object.assign(keySharding, production);
+    }
+  });
+
+  function shardedModelRun(): void {
+    const shardFromKeys = keySharding.fromKeys;
     const rng = createRng(11);
     const keySpace = 3 * shardFromKeys;
     let newest: Held = { table: SlotTable.empty<number>(), model: new Map() };
@@ -111,7 +124,7 @@ describe('scheduler/slot-table', () => {
         expect(h.table.get(probe), `version ${i}, ${probe}`).toBe(h.model.get(probe));
       }
     }
-  });
+  }
 
   it('slot-table - a table emptied from the front and refilled stays as small as its live keys', () => {
     // The dedup table's life: append at the end, evict from the front, for many times its size.
