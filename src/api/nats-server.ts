@@ -413,7 +413,6 @@ export class ApiServer {
   }
 }
 
-/** A read of this replica's own applied state, with no ReadIndex round through the leader. */
 /** The least time a wait for running leaves the answer to reach its caller before the request's deadline. */
 export const runningReplyMarginMsMin = 50;
 /** The most it leaves (a slow path is seconds, not more). */
@@ -431,6 +430,7 @@ function runningWaitOf(askedMs: number | undefined, request: ApiRequest): number
   return Math.max(1, Math.floor(Math.min(askedMs ?? Number.POSITIVE_INFINITY, remainingMs - marginMs)));
 }
 
+/** A read of this replica's own applied state, with no ReadIndex round through the leader. */
 function isStaleRead(call: Call): boolean {
   return (call.op === 'get' || call.op === 'list' || call.op === 'nodes') && call.stale === true;
 }

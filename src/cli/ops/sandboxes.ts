@@ -34,10 +34,10 @@ interface CreateFlags extends OpsFlags {
   waitTimeout: number;
 }
 
-/** `--wait-timeout`: a duration of at most `runningWaitMsMax` (the server's own bound on the wait). */
+/** `--wait-timeout`: a duration (at least 1 ms) of at most `runningWaitMsMax`, the server's own bound. */
 function waitTimeoutArg(raw: string): number {
   const ms = durationMs(raw);
-  if (ms < 1 || ms > runningWaitMsMax)
+  if (ms > runningWaitMsMax)
     throw new InvalidArgumentError(
       `${JSON.stringify(raw)} is not a wait of 1 ms..${runningWaitMsMax / 60_000} min`,
     );
