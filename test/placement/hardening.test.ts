@@ -724,3 +724,84 @@ describe('placement/hardening - a spread domain index per request, in one batch'
     );
   });
 });
+
+describe('placement/hardening - constraint fields checked without building their paths up front', () => {
+  // The messages a bad constraint or preference field got before paths were built lazily, verbatim.
+  const cases: [Partial<PlacementRequest> | Record<string, unknown>, string][] = [
+    [{ constraints: [null] }, 'requests.1.constraints.0: must be an object, got null'],
+    [
+      { constraints: [{ label: 'a', op: 'exists' }, []] },
+      'requests.1.constraints.1: must be an object, got an array',
+    ],
+    [
+      { constraints: [{ label: '', op: 'exists' }] },
+      'requests.1.constraints.0.label: must be a string of 1..256 characters',
+    ],
+    [
+      { constraints: [{ label: 'x'.repeat(257), op: 'eq', value: 'v' }] },
+      'requests.1.constraints.0.label: must be a string of 1..256 characters',
+    ],
+    [
+      { constraints: [{ label: 'a', op: 'eq', value: 7 }] },
+      'requests.1.constraints.0.value: must be a string of 1..256 characters',
+    ],
+    [
+      { constraints: [{ label: 'a', op: 'in', values: 'v' }] },
+      'requests.1.constraints.0.values: must be an array, got string',
+    ],
+    [
+      { constraints: [{ label: 'a', op: 'in', values: Array(65).fill('v') }] },
+      'requests.1.constraints.0.values: at most 64 entries',
+    ],
+    [
+      { constraints: [{ label: 'a', op: 'notIn', values: [] }] },
+      'requests.1.constraints.0.values: must list 1..64 values',
+    ],
+    [
+      { constraints: [{ label: 'a', op: 'in', values: ['v', 'w', ''] }] },
+      'requests.1.constraints.0.values.2: must be a string of 1..256 characters',
+    ],
+    [
+      { constraints: [{ label: 'a', op: 'like' }] },
+      'requests.1.constraints.0.op: must be one of eq, in, notIn, exists',
+    ],
+    [
+      { preferences: [{ constraint: null, weight: 1 }] },
+      'requests.1.preferences.0.constraint: must be an object, got null',
+    ],
+    [
+      {
+        preferences: [
+          { constraint: { label: 'a', op: 'exists' }, weight: 1 },
+          { constraint: { label: 'a', op: 'in', values: [1] }, weight: 1 },
+        ],
+      },
+      'requests.1.preferences.1.constraint.values.0: must be a string of 1..256 characters',
+    ],
+    [
+      { preferences: [{ constraint: { label: 'a', op: 'eq' }, weight: 1 }] },
+      'requests.1.preferences.0.constraint.value: must be a string of 1..256 characters',
+    ],
+  ];
+  it('placement/hardening - each bad constraint or preference field is refused with its full path and message, planning nothing', () => {
+    const index = ClusterIndex.of([ready('n1', 4_000, { a: 'v' })]);
+    for (const [extra, message] of cases) {
+      const batch = [req('ok', 100), { ...req('bad', 100), ...extra } as PlacementRequest];
+      let caught: unknown;
+      try {
+        planBatch(index, batch);
+      } catch (err) {
+        caught = err;
+      }
+      expect(caught, message).toBeInstanceOf(ValidationError);
+      expect((caught as ValidationError).message).toBe(message);
+      expect((caught as ValidationError).code).toBe('VALIDATION');
+    }
+    expect(
+      planBatch(index, [
+        req('ok', 100),
+        req('ok2', 100, { constraints: [{ label: 'a', op: 'in', values: ['v'] }] }),
+      ]).placed.count,
+    ).toBe(2);
+  });
+});
