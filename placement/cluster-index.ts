@@ -573,6 +573,11 @@ export class IndexBuilder extends IndexReader {
   /** Per bucket: the slot of every node that entered it in this builder (see bucketEntries). */
   readonly #entries: number[][] = Array.from({ length: bucketCount }, () => []);
   readonly #capacities = new Map<string, Resources>();
+  /** Group count maps made transient by this builder (see #ownedCounts), by group and by spread key. */
+  readonly #aaOwned = new Map<string, IMap<number, number>>();
+  readonly #spreadOwned = new Map<string, IMap<string, number>>();
+  #aaOuter: IMap<string, IMap<number, number>> | undefined;
+  #spreadOuter: IMap<string, IMap<string, number>> | undefined;
   #sealed = false;
   readonly #seal: (d: IndexData) => ClusterIndex;
 
@@ -1101,21 +1106,71 @@ export class IndexBuilder extends IndexReader {
     this.#rebucket(slot);
   }
 
+  /**
+   * Group counts in transient (`asMutable`) maps this builder owns, the outer map (group → counts) and each
+   * group's counts: written in place once made, where a persistent `update` per placement copied the path to
+   * the entry and the outer map's path each time (~85 KiB of map nodes and update closures a batch of 1,000 in
+   * allocation profiles). `publish` seals them (`asImmutable`). The base version's maps are never written: a
+   * transient copies every node it does not own before writing it.
+   */
   #countAntiAffinity(slot: number, group: string, sign: number): void {
-    this.#d.antiAffinity = this.#d.antiAffinity.update(group, IMap<number, number>(), (m) => {
-      const n = (m.get(slot) ?? 0) + sign;
-      return n === 0 ? m.remove(slot) : m.set(slot, n);
-    });
+    let m = this.#aaOwned.get(group);
+    if (m === undefined) {
+      if (this.#aaOuter === undefined) {
+        this.#aaOuter = this.#d.antiAffinity.asMutable();
+        this.#d.antiAffinity = this.#aaOuter;
+      }
+      m = (this.#aaOuter.get(group) ?? IMap<number, number>()).asMutable();
+      this.#aaOwned.set(group, m);
+      this.#aaOuter.set(group, m);
+    }
+    const n = (m.get(slot) ?? 0) + sign;
+    // In place: a transient map's set and remove return the map itself.
+    if (n === 0) m.remove(slot);
+    else m.set(slot, n);
   }
 
   #countSpread(slot: number, spread: { readonly group: string; readonly label: string }, sign: number): void {
     const value = labelValue(this.meta(slot).spec.labels, spread.label);
     if (value === undefined) return;
     const key = spreadKey(spread.group, spread.label);
-    this.#d.spread = this.#d.spread.update(key, IMap<string, number>(), (m) => {
-      const n = (m.get(value) ?? 0) + sign;
-      return n === 0 ? m.remove(value) : m.set(value, n);
-    });
+    let m = this.#spreadOwned.get(key);
+    if (m === undefined) {
+      if (this.#spreadOuter === undefined) {
+        this.#spreadOuter = this.#d.spread.asMutable();
+        this.#d.spread = this.#spreadOuter;
+      }
+      m = (this.#spreadOuter.get(key) ?? IMap<string, number>()).asMutable();
+      this.#spreadOwned.set(key, m);
+      this.#spreadOuter.set(key, m);
+    }
+    const n = (m.get(value) ?? 0) + sign;
+    if (n === 0) m.remove(value);
+    else m.set(value, n);
+  }
+
+  /** Seals the transient count maps; an emptied one becomes the shared empty map, as `update` left it. */
+  #sealCounts(): void {
+    const aa = this.#aaOuter;
+    if (aa !== undefined) {
+      for (const [group, m] of this.#aaOwned) {
+        const sealed = m.asImmutable();
+        if (sealed !== m) aa.set(group, sealed);
+      }
+      this.#d.antiAffinity = aa.asImmutable();
+    }
+    const spread = this.#spreadOuter;
+    if (spread !== undefined) {
+      for (const [key, m] of this.#spreadOwned) {
+        const sealed = m.asImmutable();
+        if (sealed !== m) spread.set(key, sealed);
+      }
+      this.#d.spread = spread.asImmutable();
+    }
+    this.#aaOuter = undefined;
+    this.#spreadOuter = undefined;
+    this.#aaOwned.clear();
+    this.#spreadOwned.clear();
   }
 
   /**
@@ -1144,6 +1199,7 @@ export class IndexBuilder extends IndexReader {
   /** Seals the builder into a new published version. */
   publish(): ClusterIndex {
     this.#touch();
+    this.#sealCounts();
     this.#sealed = true;
     return this.#seal({
       ...this.#d,

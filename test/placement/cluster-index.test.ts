@@ -228,3 +228,96 @@ describe('placement/cluster-index', () => {
     );
   });
 });
+
+describe('placement/cluster-index - group counts written in place by a builder', () => {
+  it('placement/cluster-index - group counts of every version stay as published while builders write theirs in place', () => {
+    // A builder keeps its group counts in transient maps (written in place) and seals them at publish: the
+    // version it was made from, a sibling builder of the same version and every published version must keep
+    // their own counts, including counts that fall back to zero.
+    fc.assert(
+      fc.property(
+        fc.array(
+          fc.record({
+            node: fc.integer({ min: 0, max: 5 }),
+            group: fc.constantFrom('a', 'b', 'c'),
+            spread: fc.boolean(),
+            release: fc.boolean(),
+          }),
+          { minLength: 1, maxLength: 40 },
+        ),
+        fc.integer({ min: 1, max: 4 }),
+        (writes, versions) => {
+          const specs = Array.from({ length: 6 }, (_, i) => ({
+            id: `n${i}`,
+            capacity: { cpu: 100_000, memory: 100_000, disk: 100_000 },
+            labels: { zone: `z${i % 3}` },
+            state: 'ready' as const,
+          }));
+          const counts = (index: ClusterIndex | IndexBuilder): unknown =>
+            ['a', 'b', 'c'].map((g) => [
+              index.antiAffinityCounts(g).toJS(),
+              index.spreadCounts(g, 'zone').toJS(),
+            ]);
+          // The model: counts as plain objects, per published version.
+          const model = {
+            aa: new Map<string, Map<number, number>>(),
+            sp: new Map<string, Map<string, number>>(),
+          };
+          const modelCounts = (): unknown =>
+            ['a', 'b', 'c'].map((g) => [
+              Object.fromEntries([...(model.aa.get(g) ?? new Map())].filter(([, n]) => n !== 0)),
+              Object.fromEntries([...(model.sp.get(g) ?? new Map())].filter(([, n]) => n !== 0)),
+            ]);
+          const placedOn = new Map<string, number>();
+          let index = ClusterIndex.of(specs);
+          const published: [ClusterIndex, unknown][] = [[index, counts(index)]];
+          for (let v = 0; v < versions; v++) {
+            const builder = index.edit();
+            const sibling = index.edit();
+            for (const w of writes) {
+              const slot = builder.slotOf(`n${w.node}`) as number;
+              const shape = {
+                resources: { cpu: 1, memory: 1, disk: 1 },
+                ...(w.spread
+                  ? { spread: { group: w.group, label: 'zone' } }
+                  : { antiAffinityGroup: w.group }),
+              };
+              const zone = `z${w.node % 3}`;
+              const held = w.spread
+                ? (model.sp.get(w.group)?.get(zone) ?? 0)
+                : (model.aa.get(w.group)?.get(slot) ?? 0);
+              const mine = `${w.node}/${w.spread}/${w.group}`;
+              const sign = w.release && (placedOn.get(mine) ?? 0) > 0 ? -1 : 1;
+              placedOn.set(mine, (placedOn.get(mine) ?? 0) + sign);
+              if (sign < 0) builder.release(`n${w.node}`, shape);
+              else builder.allocate(`n${w.node}`, shape);
+              if (w.spread) {
+                const m = model.sp.get(w.group) ?? new Map<string, number>();
+                m.set(zone, held + sign);
+                model.sp.set(w.group, m);
+              } else {
+                const m = model.aa.get(w.group) ?? new Map<number, number>();
+                m.set(slot, held + sign);
+                model.aa.set(w.group, m);
+              }
+              expect(counts(builder)).toEqual(modelCounts());
+            }
+            expect(counts(sibling)).toEqual(published[published.length - 1]?.[1]);
+            index = builder.publish();
+            // Sealed: writing a published version's counts makes a new map and leaves the version as it was.
+            const seen = counts(index);
+            for (const g of ['a', 'b', 'c']) {
+              index.antiAffinityCounts(g).set(0, 99);
+              index.spreadCounts(g, 'zone').set('z0', 99);
+            }
+            expect(counts(index)).toEqual(seen);
+            published.push([index, counts(index)]);
+            expect(published[published.length - 1]?.[1]).toEqual(modelCounts());
+          }
+          for (const [version, seen] of published) expect(counts(version)).toEqual(seen);
+        },
+      ),
+      { numRuns: 100 },
+    );
+  });
+});
