@@ -19,7 +19,7 @@ import { UnavailableError, ValidationError } from '../src/lib/errors.js';
 import { requestId as parseRequestId, sandboxId as parseSandboxId } from '../src/lib/ids.js';
 import { type MetricsSink, trellisMetrics } from '../src/lib/metrics.js';
 import { parseWith } from '../src/lib/validate.js';
-import { placementRequestOf, validateSpec } from './admission.js';
+import { placementRequestOf, refuseUnsafeText, validateSpec } from './admission.js';
 import type { MutationOptions, SchedulerApi, StatusItem, WatchOptions } from './api.js';
 import {
   type Command,
@@ -498,6 +498,7 @@ export class Scheduler implements SchedulerApi {
   /** Registers a node. Throws ValidationError, DuplicateNodeError. */
   async registerNode(spec: NodeSpec, options: MutationOptions = {}): Promise<void> {
     const checked = parseWith(nodeSpecSchema, spec, 'node');
+    refuseUnsafeText(checked, 'node');
     const requestId = this.#requestId(options);
     await this.#command({ type: 'node.register', atMs: this.#opts.now(), requestId, spec: checked });
   }
