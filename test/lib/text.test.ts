@@ -5,6 +5,7 @@ import { describeEvent } from '../../src/cli/ops/sandboxes.js';
 import { ValidationError } from '../../src/lib/errors.js';
 import { printable, unsafeTextPath } from '../../src/lib/text.js';
 
+// biome-ignore lint/suspicious/noControlCharactersInRegex: the test matches control characters on purpose.
 const unsafe = /[\u0000-\u001f\u007f-\u009f\u200e\u200f\u202a-\u202e\u2066-\u2069]/;
 
 describe('text', () => {
