@@ -93,7 +93,10 @@ export function registerSandboxCommands(program: Command): void {
       }),
     );
     if (o.json === true) printJson(sandboxJson(sb));
-    else printTable(['ID', 'NODE', 'STATE'], [[sb.id, sb.nodeId ?? '-', sb.state]]);
+    // A pending sandbox (no room before the command's deadline) says what it waits for.
+    else if (sb.reason === undefined)
+      printTable(['ID', 'NODE', 'STATE'], [[sb.id, sb.nodeId ?? '-', sb.state]]);
+    else printTable(['ID', 'NODE', 'STATE', 'REASON'], [[sb.id, sb.nodeId ?? '-', sb.state, sb.reason]]);
   });
 
   withOpsOptions(
