@@ -99,6 +99,8 @@ type Ev = NodeEv | Arrival | Live | string | undefined;
 
 interface Live {
   readonly a: Arrival;
+  /** The arrival's id, kept here too: a departure then reads this record alone. */
+  readonly id: string;
   nodeId: string;
   state: 'placed' | 'suspended';
   /** Resumed once: the scheduler holds it `running` (a placed one stays `placed` in the simulator). */
@@ -138,8 +140,11 @@ class Run {
   #batchFlushAt = -1;
   /** Departures since the last release flush; `running` ones end through `terminating`. */
   #releases: { readonly id: string; readonly running: boolean }[] = [];
-  /** Nodes that gave room back since the last wake. */
-  #freed = new Set<string>();
+  /**
+   * Some node gave room back since the last wake (only whether, not which: the resumes retry all the same; a
+   * set of node ids was a hash per departure).
+   */
+  #freed = false;
   #releaseFlushAt = -1;
   /** Sandboxes placed or suspended and not yet departed or lost. */
   #liveCount = 0;
@@ -408,7 +413,15 @@ class Run {
     let gpuMilli = 0;
     for (const g of sb.gpuDevices) gpuMilli += g.milli;
     this.#gpuAllocated += gpuMilli;
-    const l: Live = { a, nodeId: sb.nodeId, state: 'placed', running: false, gpuMilli, gone: false };
+    const l: Live = {
+      a,
+      id: a.id,
+      nodeId: sb.nodeId,
+      state: 'placed',
+      running: false,
+      gpuMilli,
+      gone: false,
+    };
     this.#liveCount += 1;
     this.#liveById?.set(a.id, l);
     this.#totals.placed += 1;
@@ -432,7 +445,7 @@ class Run {
   #forget(l: Live): void {
     l.gone = true;
     this.#liveCount -= 1;
-    this.#liveById?.delete(l.a.id);
+    this.#liveById?.delete(l.id);
     this.#gpuAllocated -= l.gpuMilli;
   }
 
@@ -441,8 +454,8 @@ class Run {
     this.#forget(l);
     if (l.state === 'suspended') this.#resumeWaiting.delete(l);
     this.#totals.departed += 1;
-    if (l.state === 'placed') this.#freed.add(l.nodeId);
-    this.#releases.push({ id: l.a.id, running: l.state === 'placed' && l.running });
+    if (l.state === 'placed') this.#freed = true;
+    this.#releases.push({ id: l.id, running: l.state === 'placed' && l.running });
     if (this.#releaseFlushAt < 0) {
       this.#releaseFlushAt = this.#windowEnd();
       this.#heap.push(this.#releaseFlushAt, Kind.ReleaseFlush, undefined);
@@ -464,16 +477,16 @@ class Run {
    * came back) try again. Pending creates are woken by the leader core itself, from the committed events.
    */
   #retryResumes(all = false): void {
-    const freed = this.#freed.size;
-    this.#freed.clear();
-    if (!all && freed === 0) return;
+    const freed = this.#freed;
+    this.#freed = false;
+    if (!all && !freed) return;
     for (const l of [...this.#resumeWaiting]) this.#onResume(l);
   }
 
   #onSuspend(l: Live): void {
     if (l.gone || l.state !== 'placed') return;
-    this.#core.suspend(l.a.id, this.#now);
-    this.#freed.add(l.nodeId);
+    this.#core.suspend(l.id, this.#now);
+    this.#freed = true;
     l.state = 'suspended';
     this.#gpuAllocated -= l.gpuMilli;
     l.gpuMilli = 0;
@@ -485,7 +498,7 @@ class Run {
 
   #onResume(l: Live): void {
     if (l.gone || l.state !== 'suspended') return;
-    const got = this.#core.resume(l.a.id, this.#now);
+    const got = this.#core.resume(l.id, this.#now);
     if (got === undefined) {
       this.#resumeWaiting.add(l);
       return;
