@@ -2,7 +2,7 @@
  * A request compiled, just before it is placed, into what the stages read on every candidate: flat numbers, the resolved
  * spread group and its eligible domains, and the per-class verdict cache.
  */
-import type { Map as IMap } from 'immutable';
+import { Map as IMap } from 'immutable';
 import {
   type AllocationShape,
   bucketCount,
@@ -455,6 +455,8 @@ class Compiled implements CompiledRequest {
   preferences: readonly Preference[] = noPreferences;
   antiAffinity: AntiAffinityRule | undefined = undefined;
   spread: Spread = undefined;
+  /** The object `spread` points to for spread requests, refilled for each (see compileSpread). */
+  spreadScratch: MutableSpread | undefined = undefined;
   imageHolders: Uint32Array | undefined = undefined;
   antiAffinityCounts: IMap<number, number> | undefined = undefined;
   pinnedSlot: number | undefined = undefined;
@@ -518,9 +520,12 @@ export function compileRequest(
 ): CompiledRequest {
   const constraints = req.constraints ?? noConstraints;
   const shared = known === undefined ? cache.facts(index, req) : known.shared;
-  let spread: Spread;
-  if (req.spread !== undefined) spread = compileSpread(index, req, req.spread, constraints, shared);
   const c = into instanceof Compiled && into.batch === cache ? into : new Compiled(shared, cache);
+  let spread: Spread;
+  if (req.spread !== undefined) {
+    c.spreadScratch ??= newSpread();
+    spread = compileSpread(index, req, req.spread, constraints, shared, c.spreadScratch);
+  }
   c.req = req;
   c.strategy = req.strategy ?? batchStrategy;
   c.cpu = req.resources.cpu;
@@ -551,6 +556,7 @@ function compileSpread(
   rule: NonNullable<PlacementRequest['spread']>,
   constraints: readonly Constraint[],
   shared: SignatureFacts,
+  into?: MutableSpread,
 ): Spread {
   const label = rule.label;
   let domains = shared.domains.get(label);
@@ -572,24 +578,56 @@ function compileSpread(
   const maxSkew = rule.maxSkew;
   const values = labelValuesOf(index, label);
   const n = values.values.length;
-  const valueHolds = new Uint8Array(n);
-  const valueScore = new Float64Array(n);
+  // The compiled request's own arrays when they are long enough (entries past n are never read: value ids < n).
+  const valueHolds = into !== undefined && into.valueHolds.length >= n ? into.valueHolds : new Uint8Array(n);
+  const valueScore =
+    into !== undefined && into.valueScore.length >= n ? into.valueScore : new Float64Array(n);
   for (let v = 0; v < n; v++) {
     const count = counts.get(values.values[v] as string) ?? 0;
     // The same arithmetic as spreadHolds and zoneSpreadScore on a node of this value.
     valueHolds[v] = count + 1 - minCount <= maxSkew ? 1 : 0;
     valueScore[v] = Math.max(0, 1 - (count - minCount) / maxSkew);
   }
+  if (into === undefined) {
+    return {
+      group,
+      label,
+      maxSkew,
+      domains,
+      counts,
+      minCount,
+      valueOfClass: values.ofClass,
+      valueHolds,
+      valueScore,
+    };
+  }
+  // Refilled in place: a spread object and two typed arrays per spread request were ~26 KiB a batch of 1,000.
+  into.group = group;
+  into.label = label;
+  into.maxSkew = maxSkew;
+  into.domains = domains;
+  into.counts = counts;
+  into.minCount = minCount;
+  into.valueOfClass = values.ofClass;
+  into.valueHolds = valueHolds;
+  into.valueScore = valueScore;
+  return into;
+}
+
+/** A compiled request's spread, refilled by compileSpread for each spread request it is compiled for. */
+type MutableSpread = { -readonly [K in keyof NonNullable<Spread>]: NonNullable<Spread>[K] };
+
+function newSpread(): MutableSpread {
   return {
-    group,
-    label,
-    maxSkew,
-    domains,
-    counts,
-    minCount,
-    valueOfClass: values.ofClass,
-    valueHolds,
-    valueScore,
+    group: '',
+    label: '',
+    maxSkew: 1,
+    domains: [],
+    counts: IMap<string, number>(),
+    minCount: 0,
+    valueOfClass: new Int32Array(0),
+    valueHolds: new Uint8Array(0),
+    valueScore: new Float64Array(0),
   };
 }
 
