@@ -2,10 +2,14 @@
  * Capacity simulation speed: 1,000,000 events (500,000 arrivals and their 500,000 departures) on 5,000 nodes,
  * through the production admission, planner, verifier and state machine (src/sim). Fixed seed.
  *
- *   npm run bench:simulate -- --json FILE [--arrivals N] [--nodes N] [--window-ms N]
+ *   npm run bench:simulate -- --json FILE [--arrivals N] [--nodes N] [--window-ms N] [--digest]
  *
- * Writes {"events","nodes","seconds","eventsPerSec"} (plus the run's shape) to FILE and prints it.
+ * Writes {"events","nodes","seconds","eventsPerSec"} (plus the run's shape) to FILE and prints it. With
+ * `--digest`, the run also records every placement and the output gains `digest`: a SHA-256 of the whole
+ * report but its timing (totals, samples, histograms, each request's node), so a speed change can be shown
+ * to change no result by comparing two builds' digests (not for timing: recording costs time and memory).
  */
+import { createHash } from 'node:crypto';
 import { writeFileSync } from 'node:fs';
 import { parseArgs } from 'node:util';
 import { parseCluster, parseWorkload, simulate, syntheticArrivals } from '../src/sim/index.js';
@@ -16,6 +20,7 @@ const { values } = parseArgs({
     arrivals: { type: 'string', default: '500000' },
     nodes: { type: 'string', default: '5000' },
     'window-ms': { type: 'string', default: '100' },
+    digest: { type: 'boolean', default: false },
   },
 });
 const arrivalsCount = Number(values.arrivals);
@@ -57,7 +62,12 @@ if (!('arrivals' in workload)) throw new Error('synthetic workload expected');
 const arrivals = [...syntheticArrivals(workload, 20261201)];
 const t0 = performance.now();
 const cpu0 = process.cpuUsage();
-const r = simulate(cluster, arrivals, { seed: 1, policy: { name: 'dot' }, batchWindowMs: windowMs });
+const r = simulate(cluster, arrivals, {
+  seed: 1,
+  policy: { name: 'dot' },
+  batchWindowMs: windowMs,
+  ...(values.digest ? { recordPlacements: true } : {}),
+});
 const seconds = (performance.now() - t0) / 1000;
 // CPU seconds too: the wall figure grows with whatever else shares the machine, this one much less.
 const cpu = process.cpuUsage(cpu0);
@@ -74,6 +84,15 @@ const out = {
   rejected: r.totals.rejected,
   planCalls: r.timing.planCalls,
   batchWindowMs: windowMs,
+  ...(values.digest ? { digest: reportDigest(r) } : {}),
 };
 process.stdout.write(`${JSON.stringify(out)}\n`);
 if (values.json !== undefined) writeFileSync(values.json, `${JSON.stringify(out, null, 2)}\n`);
+
+/** A digest of everything a run reports but its timing (wall time, rates and the plan-latency histogram). */
+function reportDigest(report: typeof r): string {
+  const { timing, ...rest } = report;
+  const { planCalls } = timing;
+  const json = JSON.stringify({ ...rest, planCalls }, (_k, v: unknown) => (v instanceof Map ? [...v] : v));
+  return createHash('sha256').update(json).digest('hex');
+}

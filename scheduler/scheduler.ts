@@ -19,7 +19,7 @@ import { UnavailableError, ValidationError } from '../src/lib/errors.js';
 import { requestId as parseRequestId, sandboxId as parseSandboxId } from '../src/lib/ids.js';
 import { type MetricsSink, trellisMetrics } from '../src/lib/metrics.js';
 import { parseWith } from '../src/lib/validate.js';
-import { placementRequestOf, validateSpec } from './admission.js';
+import { placementRequestOf, refuseUnsafeText, validateSpec } from './admission.js';
 import type { MutationOptions, SchedulerApi, StatusItem, WatchOptions } from './api.js';
 import {
   type Command,
@@ -108,6 +108,14 @@ export interface CreateOptions {
    * SandboxNotRunningError (the sandbox itself is not touched). Default `runningWaitMsDefault`.
    */
   readonly runningWaitMs?: number;
+  /**
+   * Answer with the sandbox as committed once this long has passed without a node for it: `pending`, with
+   * the reason it waits (with `wait: 'running'`, SandboxNotRunningError saying so, and never later than
+   * `runningWaitMs`), instead of waiting until it is placed or fails at the pending deadline (30 s by default). A replica serving a remote caller sets it
+   * from the caller's deadline, so a create that waits for room is answered `pending`, not OUTCOME_UNKNOWN.
+   * When the request is not yet committed at that time, the wait goes on as without it.
+   */
+  readonly pendingReplyMs?: number;
 }
 
 interface StatusQueue {
@@ -344,19 +352,70 @@ export class Scheduler implements SchedulerApi {
     const waitMs = options.runningWaitMs ?? runningWaitMsDefault;
     if (!(Number.isInteger(waitMs) && waitMs >= 1 && waitMs <= runningWaitMsMax))
       throw new ValidationError('runningWaitMs', `must be an integer of 1..${runningWaitMsMax} ms`);
-    const sb = await this.#onLeader((r, deadline) => r.create(requestId, checked, deadline));
-    if (options.wait === 'running') return this.#waitRunning(sb.id, requestId, waitMs);
-    return sb;
+    const askedReplyMs = options.pendingReplyMs;
+    if (
+      askedReplyMs !== undefined &&
+      !(Number.isInteger(askedReplyMs) && askedReplyMs >= 1 && askedReplyMs <= runningWaitMsMax)
+    )
+      throw new ValidationError('pendingReplyMs', `must be an integer of 1..${runningWaitMsMax} ms`);
+    // A caller waiting for running waits at most `waitMs` in all: still pending by then is its answer too.
+    const replyMs = options.wait === 'running' ? Math.min(askedReplyMs ?? waitMs, waitMs) : askedReplyMs;
+    // The wait for running counts from this call, placement included: a caller's budget is one budget.
+    const runningDeadline = Deadline.after(waitMs, this.#opts.now);
+    const placing = this.#onLeader((r, deadline) => r.create(requestId, checked, deadline));
+    const sb =
+      replyMs === undefined ? await placing : await this.#placedOrPending(placing, requestId, replyMs);
+    if (options.wait !== 'running') return sb;
+    if (sb.state === 'pending') throw notRunning(sb.id, 'pending', sb.reason, `after ${replyMs} ms`);
+    return this.#waitRunning(sb.id, requestId, waitMs, runningDeadline);
+  }
+
+  /**
+   * `placing`'s sandbox, or, once `replyMs` passed without it, the sandbox as committed when a linearizable
+   * read finds it (`pending`; or placed just now, the same record `placing` would give). Not committed yet:
+   * `placing` itself, however long it takes. Its later outcome is then nobody's to hear: it is swallowed.
+   */
+  #placedOrPending(placing: Promise<Sandbox>, requestId: string, replyMs: number): Promise<Sandbox> {
+    return new Promise((resolve, reject) => {
+      let settled = false;
+      const settle = (f: () => void) => {
+        if (settled) return;
+        settled = true;
+        cancel();
+        f();
+      };
+      const once = this.#opts.every; // A one-shot: it cancels itself when it fires.
+      const cancel = once(() => {
+        cancel();
+        void this.#committedCreate(requestId).then(
+          (sb) => {
+            if (sb !== undefined) settle(() => resolve(sb));
+          },
+          () => {}, // A read that fails leaves the answer to `placing`.
+        );
+      }, replyMs);
+      placing.then(
+        (sb) => settle(() => resolve(sb)),
+        (err: unknown) => settle(() => reject(err)),
+      );
+    });
+  }
+
+  /** The sandbox a create request committed, read linearizably; undefined while it is not committed. */
+  async #committedCreate(requestId: string): Promise<Sandbox | undefined> {
+    const state = await this.#read({});
+    const sandboxId = state.dedup.get(requestId)?.sandboxId;
+    return sandboxId === undefined ? undefined : state.sandbox(sandboxId);
   }
 
   /**
    * Resolves with the sandbox once this replica's committed state says it runs; rejects with
-   * SandboxNotRunningError once it failed, was lost or terminated, or `waitMs` passed first. The state is
+   * SandboxNotRunningError once it failed, was lost or terminated, or `deadline` (`waitMs` from the create
+   * call) passed first. The state is
    * checked before listening, since the status entry may have been applied before this call.
    */
-  #waitRunning(sandboxId: string, requestId: string, waitMs: number): Promise<Sandbox> {
+  #waitRunning(sandboxId: string, requestId: string, waitMs: number, deadline: Deadline): Promise<Sandbox> {
     const machine = this.#home.machine;
-    const deadline = Deadline.after(waitMs, this.#opts.now);
     return new Promise((resolve, reject) => {
       let off: () => void = () => {};
       let cancel: () => void = () => {};
@@ -384,10 +443,13 @@ export class Scheduler implements SchedulerApi {
       // time (a 1,200 ms wait checked only every 1,000 ms refused after 2,000, past a remote caller's deadline).
       const every = this.#opts.every;
       const periodic = every(check, Math.min(this.#opts.heartbeatIntervalMs, waitMs));
-      const atDeadline = every(() => {
-        if (deadline.expired()) atDeadline();
-        check();
-      }, waitMs + 1);
+      const atDeadline = every(
+        () => {
+          if (deadline.expired()) atDeadline();
+          check();
+        },
+        Math.max(1, deadline.remainingMs() + 1),
+      );
       cancel = () => {
         periodic();
         atDeadline();
@@ -498,6 +560,7 @@ export class Scheduler implements SchedulerApi {
   /** Registers a node. Throws ValidationError, DuplicateNodeError. */
   async registerNode(spec: NodeSpec, options: MutationOptions = {}): Promise<void> {
     const checked = parseWith(nodeSpecSchema, spec, 'node');
+    refuseUnsafeText(checked, 'node');
     const requestId = this.#requestId(options);
     await this.#command({ type: 'node.register', atMs: this.#opts.now(), requestId, spec: checked });
   }

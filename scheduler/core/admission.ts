@@ -5,7 +5,9 @@
  */
 
 import { type PlacementRequest, validateRequest } from '../../placement/index.js';
+import { ValidationError } from '../../src/lib/errors.js';
 import { requestId as parseRequestId } from '../../src/lib/ids.js';
+import { unsafeTextPath } from '../../src/lib/text.js';
 import { parseWith } from '../../src/lib/validate.js';
 import { type SandboxSpec, sandboxSpecSchema } from './commands.js';
 import { QuotaExceededError, RequestIdConflictError } from './errors.js';
@@ -18,9 +20,21 @@ import type { Usage } from './types.js';
  */
 export function validateSpec(input: unknown): SandboxSpec {
   const spec = parseWith(sandboxSpecSchema, input, 'spec');
+  refuseUnsafeText(spec, 'spec');
   // Placement's own validator knows rules the schema does not (a GPU request of both count and milli).
   validateRequest(placementRequestOf('probe', spec));
   return spec;
+}
+
+/**
+ * Throws ValidationError when a string of `value` holds a control character or a bidirectional override
+ * (src/lib/text.ts). Checked on new requests only, not in the schema: committed entries decode with the
+ * schema, and a log written before this check must still replay.
+ */
+export function refuseUnsafeText(value: unknown, root: string): void {
+  const path = unsafeTextPath(value, root);
+  if (path !== undefined)
+    throw new ValidationError(path, 'may not contain control characters or bidirectional overrides');
 }
 
 /** The placement request that asks for `spec`, under the sandbox id. */

@@ -18,7 +18,14 @@
 import type { PlanOptions, Strategy } from '../../placement/index.js';
 import type { Command, SandboxSpec } from './commands.js';
 import { type Answer, LeaderCore, type LiveRequest, type Proposal, type Step } from './leader.js';
-import { type Applied, type AppliedBatch, applyCommand, applyCommands, SchedulerState } from './state.js';
+import {
+  type Applied,
+  type AppliedBatch,
+  applyCommand,
+  applyCommands,
+  type PlaceHint,
+  SchedulerState,
+} from './state.js';
 
 export interface CoreOptions {
   /** How long a create may wait for room, from its admission, before it fails. */
@@ -141,8 +148,9 @@ export class SchedulerCore {
     return out;
   }
 
-  #commit(cmd: Command): Applied {
-    const applied = applyCommand(this.#state, cmd, this.#state.applied + 1);
+  /** Applies one entry; a `place` the leader built here carries its verifier's hint (one dedup read per id). */
+  #commit(cmd: Command, hint?: PlaceHint): Applied {
+    const applied = applyCommand(this.#state, cmd, this.#state.applied + 1, hint);
     this.#state = applied.state;
     return applied;
   }
@@ -157,7 +165,7 @@ export class SchedulerCore {
     this.#draining = true;
     try {
       for (let p = this.#log.shift(); p !== undefined; p = this.#log.shift()) {
-        const applied = this.#commit(p.command);
+        const applied = this.#commit(p.command, p.hint);
         this.#run(this.#leader.onCommitted(applied.events, this.#state, this.#nowMs));
         this.#run(this.#leader.onResult(p.ticket, applied.result, this.#state, this.#nowMs));
       }

@@ -27,7 +27,14 @@ import { holdsAllocation } from './lifecycle.js';
 import { PendingQueue, pendingMax } from './pending.js';
 import { Planner } from './plan.js';
 import type { CoreRequest } from './request.js';
-import { type CommandResult, type SchedulerState, specDigest } from './state.js';
+import type { SlotTable } from './slot-table.js';
+import {
+  type CommandResult,
+  type DedupEntry,
+  type PlaceHint,
+  type SchedulerState,
+  specDigest,
+} from './state.js';
 import type { Sandbox, SchedulerEvent, Usage } from './types.js';
 import { verify } from './verify.js';
 
@@ -57,6 +64,12 @@ export interface LiveRequest extends CoreRequest {
   pendProposed: boolean;
   /** Its resources are counted in the in-flight usage (until committed state counts them). */
   usageCounted: boolean;
+  /**
+   * The dedup table version in which admission found its id absent, so the verifier skips the second read
+   * while the state still has that version (`verify`). Cleared when it waits (parked, re-planned): a request
+   * out of its first batch would only pin an old version in memory.
+   */
+  admittedNewIn?: SlotTable<DedupEntry> | undefined;
 }
 
 /** What a caller of `requestId` is told. */
@@ -83,6 +96,11 @@ export type Answer =
 export interface Proposal {
   readonly ticket: number;
   readonly command: Command;
+  /**
+   * For a `place`: what the verifier learned of its items' request ids, for `applyCommand` in this process
+   * (SchedulerCore passes it; the Raft shell proposes the command alone, and replicas look every id up).
+   */
+  readonly hint?: PlaceHint;
 }
 
 export interface Step {
@@ -253,6 +271,7 @@ export class LeaderCore {
       replans: 0,
       pendProposed: false,
       usageCounted: true,
+      admittedNewIn: state.dedup,
     };
     this.#live.set(requestId, req);
     this.#addUsage(spec, 1);
@@ -428,11 +447,11 @@ export class LeaderCore {
     };
   }
 
-  #propose(command: Command, ticket: Ticket, d: Draft): void {
+  #propose(command: Command, ticket: Ticket, d: Draft, hint?: PlaceHint): void {
     assert(this.#tickets.size < ticketsMax, 'proposals awaiting an outcome stay bounded', { ticketsMax });
     const id = this.#nextTicket++;
     this.#tickets.set(id, ticket);
-    d.proposals.push({ ticket: id, command });
+    d.proposals.push(hint === undefined ? { ticket: id, command } : { ticket: id, command, hint });
   }
 
   #take(ticket: number): Ticket {
@@ -476,6 +495,7 @@ export class LeaderCore {
       { type: 'place', atMs: d.nowMs, items: verified.items },
       { kind: 'place', byId, items, startMs },
       d,
+      verified.hint,
     );
   }
 
@@ -565,6 +585,7 @@ export class LeaderCore {
   }
 
   #replan(req: LiveRequest, reason: string, d: Draft): void {
+    req.admittedNewIn = undefined;
     req.replans += 1;
     this.stats.replans += 1;
     if (req.replans > this.#o.replanMax) this.#park(req, reason, d);
@@ -572,6 +593,7 @@ export class LeaderCore {
   }
 
   #park(req: LiveRequest, reason: string, d: Draft): void {
+    req.admittedNewIn = undefined;
     if (this.#live.get(req.requestId) !== req) return;
     if (d.nowMs >= req.deadlineMs) {
       this.#failAll([{ req, reason }], d);

@@ -75,6 +75,22 @@ export interface DedupEntry {
   readonly result?: CommandResult;
 }
 
+/**
+ * What the leader's verifier learned, in this process, about the items of a `place` entry it built: which
+ * items' request ids it found absent from the dedup table `dedup` (the very table instance it read). Never
+ * replicated: a replica applying the entry from the log has no hint and looks every id up. `applyCommand`
+ * trusts it only for the command built from exactly `items` and only while the dedup table, as it stands
+ * before that command, is still that instance (a SlotTable version never changes, so the lookup would give
+ * the same answer); the verifier flags only ids that occur once among the items, so no earlier item of the
+ * same entry can have added one. The apply's result is the same with or without it.
+ */
+export interface PlaceHint {
+  readonly dedup: SlotTable<DedupEntry>;
+  readonly items: readonly PlaceItem[];
+  /** Per item, in order: true when its request id is known absent from `dedup`. */
+  readonly unseen: readonly boolean[];
+}
+
 /** The result of one place item. */
 export type PlaceItemResult =
   | {
@@ -654,7 +670,12 @@ export interface Applied {
  * wrong for the current state (unknown sandbox, illegal transition, busy node): that is a deterministic
  * rejection, returned as `{ok: false}` with the state unchanged. Throws only on a broken invariant.
  */
-export function applyCommand(state: SchedulerState, cmd: Command, entryIndex: number): Applied {
+export function applyCommand(
+  state: SchedulerState,
+  cmd: Command,
+  entryIndex: number,
+  hint?: PlaceHint,
+): Applied {
   assert(entryIndex > state.applied, 'entries are applied in order, once', {
     entryIndex,
     applied: state.applied,
@@ -668,7 +689,7 @@ export function applyCommand(state: SchedulerState, cmd: Command, entryIndex: nu
   const draft = new Draft(state, entryIndex, cmd.atMs);
   let result: CommandResult;
   try {
-    result = applyTo(draft, cmd);
+    result = applyTo(draft, cmd, hint);
   } catch (err) {
     if (!(err instanceof TrellisError)) throw err;
     // A refused command changes nothing, its request id included: it had no effect, so a retry that
@@ -794,7 +815,7 @@ function recordIn(draft: Draft, requestId: string, cmd: Command, result: Command
   draft.dedup.set(requestId, entry);
 }
 
-function applyTo(draft: Draft, cmd: Command): CommandResult {
+function applyTo(draft: Draft, cmd: Command, hint?: PlaceHint): CommandResult {
   switch (cmd.type) {
     case 'node.register':
       return registerNode(draft, cmd.spec as NodeSpec);
@@ -809,7 +830,7 @@ function applyTo(draft: Draft, cmd: Command): CommandResult {
     case 'node.reconcile':
       return reconcile(draft, cmd.nodeId, cmd.running);
     case 'place':
-      return place(draft, cmd.items);
+      return place(draft, cmd.items, hint);
     case 'pend':
       return pend(draft, cmd.items);
     case 'status':
@@ -1176,10 +1197,13 @@ function rejectedItem(
   };
 }
 
-function place(draft: Draft, items: readonly PlaceItem[]): CommandResult {
+function place(draft: Draft, items: readonly PlaceItem[], hint: PlaceHint | undefined): CommandResult {
   const results: PlaceItemResult[] = [];
-  for (const item of items) {
-    const seen = draft.dedup.get(item.requestId);
+  // The verifier's lookups stand only for these very items against the very table it read (see PlaceHint).
+  const unseen = hint?.items === items && draft.dedupReader === hint.dedup ? hint.unseen : undefined;
+  for (let i = 0; i < items.length; i++) {
+    const item = items[i] as PlaceItem;
+    const seen = unseen?.[i] === true ? undefined : draft.dedup.get(item.requestId);
     const waiting = seen === undefined ? undefined : draft.sandboxes.get(seen.sandboxId);
     if (seen !== undefined && waiting?.state === 'pending' && waiting.id === item.sandboxId) {
       results.push(placePending(draft, item, waiting));

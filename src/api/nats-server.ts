@@ -30,6 +30,7 @@ import {
 } from '../../scheduler/commands.js';
 import { NotLeaderError } from '../../scheduler/errors.js';
 import { sandboxStates } from '../../scheduler/lifecycle.js';
+import { runningWaitMsMax } from '../../scheduler/scheduler.js';
 import type { SchedulerEvent } from '../../scheduler/types.js';
 import { Deadline } from '../lib/deadline.js';
 import { CodecError, ValidationError } from '../lib/errors.js';
@@ -312,6 +313,7 @@ export class ApiServer {
           requestId: request.id,
           ...(call.wait === undefined ? {} : { wait: call.wait }),
           ...(call.wait === 'running' ? { runningWaitMs: runningWaitOf(call.runningWaitMs, request) } : {}),
+          pendingReplyMs: runningWaitOf(undefined, request),
         });
       case 'terminate':
         return api.terminate(call.sandboxId, mut);
@@ -419,15 +421,17 @@ export const runningReplyMarginMsMin = 50;
 export const runningReplyMarginMsMax = 1_000;
 
 /**
- * How long a create waits for running: what the caller asked for, and never past a fifth of what remains
- * (between 50 ms and 1 s) before the request's deadline — a wait that ended at the deadline itself answered
- * just as the caller gave up, which the caller could only report as OUTCOME_UNKNOWN. A caller of an older
- * version sends no wait: its deadline bounds it.
+ * How long a create waits for running (counted from its arrival), or for a node before it answers with the
+ * committed `pending` sandbox: what the caller asked for, and never past a fifth of what remains (between
+ * 50 ms and 1 s) before the request's deadline — a wait that ended at the deadline itself answered just as the
+ * caller gave up, which the caller could only report as OUTCOME_UNKNOWN. A caller of an older version sends
+ * no wait: its deadline bounds it.
  */
 function runningWaitOf(askedMs: number | undefined, request: ApiRequest): number {
   const remainingMs = Deadline.received(request.deadline).remainingMs();
   const marginMs = Math.min(runningReplyMarginMsMax, Math.max(runningReplyMarginMsMin, remainingMs / 5));
-  return Math.max(1, Math.floor(Math.min(askedMs ?? Number.POSITIVE_INFINITY, remainingMs - marginMs)));
+  const ms = Math.min(askedMs ?? runningWaitMsMax, runningWaitMsMax, remainingMs - marginMs);
+  return Math.max(1, Math.floor(ms));
 }
 
 /** A read of this replica's own applied state, with no ReadIndex round through the leader. */

@@ -5,6 +5,7 @@
  */
 import { CommanderError } from 'commander';
 import { TrellisError, type TrellisErrorOptions } from '../lib/errors.js';
+import { printable } from '../lib/text.js';
 
 /** The exit codes of `trellis`; stable, documented in docs/operations.md. */
 export const exitCodes = {
@@ -64,7 +65,8 @@ export function isCleanExit(err: unknown): boolean {
 
 /** One line on one line: commander's suggestions ("\n(Did you mean …?)") and multi-line causes folded. */
 function oneLine(s: string): string {
-  return s.replace(/\s*\n\s*/g, ' ').trim();
+  // Messages quote what they refused (an argument, a remote reply): no control character reaches the terminal.
+  return printable(s.replace(/\s*\n\s*/g, ' ').trim());
 }
 
 /** What `trellis` prints and exits with for `err`. */

@@ -4,7 +4,7 @@
  * scheduler served by the NATS adapter in this process (see remote-contract.test.ts).
  */
 import { type NatsConnection, connect as natsConnect } from 'nats';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import type { SchedulerApi } from '../../scheduler/api.js';
 import { createScheduler } from '../../scheduler/scheduler.js';
 import { connect } from '../../src/api/client.js';
@@ -223,6 +223,40 @@ describe('api client', () => {
     );
     expect(replyCodec.decode(raw.data)).toMatchObject({ ok: false, error: { code: 'SCHED_NOT_RUNNING' } });
     expect((await scheduler.list()).filter((sb) => sb.state === 'placed')).toHaveLength(2);
+    await client.close();
+    await server.close();
+    await scheduler.close();
+  });
+
+  it('api client - a create that finds no room is answered pending before the deadline, not unknown', async () => {
+    const cluster = fresh();
+    // The pending deadline (30 s) outlasts the caller's: the replica answers with the committed record.
+    const scheduler = createScheduler();
+    await scheduler.registerNode(node);
+    const server = await serveApi({ api: scheduler, connection: nc, cluster, replica: 'r1' });
+    const client = await connect({ servers: nats.url, cluster, timeoutMs: 2_500 });
+    const big = { tenant: 't1', resources: { cpu: 1_000_000, memory: 64, disk: 64 } };
+    const sb = await client.create(big, { requestId: 'big-1' });
+    expect(sb).toMatchObject({ id: 'big-1', state: 'pending' });
+    expect(sb.reason).toMatch(/cpu/);
+    // The same request id again (a retry) is the same pending sandbox, not a second one.
+    expect(await client.create(big, { requestId: 'big-1' })).toMatchObject({ id: 'big-1', state: 'pending' });
+    // Asked to wait for running, the answer says it is pending once the caller's wait is over.
+    const err = await client
+      .create(big, { requestId: 'big-2', wait: 'running', runningWaitMs: 500 })
+      .catch((e: unknown) => e);
+    expect(err).toMatchObject({ code: 'SCHED_NOT_RUNNING', details: { state: 'pending' } });
+    const pending = (await scheduler.list()).filter((x) => x.state === 'pending').map((x) => x.id);
+    expect(pending.sort()).toEqual(['big-1', 'big-2']);
+    // Room appears: the pending sandbox is placed by the leader's wake-up, its caller long gone.
+    await scheduler.registerNode({
+      ...node,
+      id: 'n-big',
+      capacity: { cpu: 2_000_000, memory: 4096, disk: 4096 },
+    });
+    await vi.waitFor(async () => expect((await scheduler.get('big-1'))?.state).toBe('placed'), {
+      timeout: 5_000,
+    });
     await client.close();
     await server.close();
     await scheduler.close();

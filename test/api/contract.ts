@@ -155,6 +155,15 @@ export function schedulerContract(name: string, start: () => Promise<ContractSub
         expect(badNode).toBeInstanceOf(ValidationError);
         expect((await rejection(api.terminate('has space'))).code).toBe('VALIDATION');
         expect((await rejection(api.setNodeState(id('n1'), 'sideways' as never))).code).toBe('VALIDATION');
+        // Free text that would rewrite an operator's terminal (ESC, CR) or read reversed (a bidi override).
+        const esc = await rejection(api.create(spec('t1', 1000, { labels: { role: 'web\u001b[2J' } })));
+        expect((esc as ValidationError).path).toBe('spec.labels.role');
+        const cr = await rejection(api.create(spec('t1', 1000, { image: 'ok\rfake' })));
+        expect((cr as ValidationError).path).toBe('spec.image');
+        const bidi = await rejection(
+          api.registerNode(node('n3', 4000, { labels: { zone: 'a\u202eb', ns: n.ns } })),
+        );
+        expect((bidi as ValidationError).path).toBe('node.labels.zone');
         expect(await mine(api, n)).toEqual([]);
         expect((await myNodes(api, n)).map((x) => x.id)).toEqual([id('n1')]);
       }),

@@ -204,6 +204,12 @@ describe('trellis cluster CLI - against a secured nats-server', () => {
       expect(await ok(['terminate', created.id])).toBe(`terminated ${created.id}\n`);
       expect(((await json(['ls', '--tenant', 't1'])) as { id: string }[]).map((s) => s.id)).toEqual([second]);
       await ok(['terminate', second, '--request-id', 'term-2']);
+      // No room before the command's deadline: the sandbox exists, pending, and the answer says why.
+      const bigArgs = ['create', '--tenant', 't1', '--cpu', '999999', '--memory', '1', '--disk', '1'];
+      const big = await ok([...bigArgs, '--request-id', 'big-1', '--timeout', '2s']);
+      expect(big).toMatch(/^ID\s+NODE\s+STATE\s+REASON\nbig-1\s+-\s+pending\s+\S.*\n$/);
+      expect(await json(['get', 'big-1'])).toMatchObject({ id: 'big-1', state: 'pending', node: null });
+      await ok(['terminate', 'big-1']);
 
       await ok(['node', 'cordon', 'n2']);
       expect(((await json(['nodes'])) as { state: string }[])[1]?.state).toBe('cordoned');

@@ -13,6 +13,7 @@ import type { NodeView } from '../../../placement/index.js';
 import type { Sandbox } from '../../../scheduler/types.js';
 import { callTimeoutMsDefault, connect, type RemoteScheduler } from '../../api/client.js';
 import { clusterId } from '../../lib/ids.js';
+import { printable } from '../../lib/text.js';
 import { durationMs, natsUrls } from '../args.js';
 import {
   type ConnectionFlags,
@@ -125,7 +126,7 @@ export function printTable(head: readonly string[], rows: readonly (readonly (st
     chars: borderless,
     style: { head: [], border: [], 'padding-left': 0, 'padding-right': 0 },
   });
-  for (const row of rows) table.push(row.map(String));
+  for (const row of rows) table.push(row.map((c) => printable(String(c))));
   process.stdout.write(`${trimLines(table.toString())}\n`);
 }
 
@@ -135,7 +136,7 @@ export function printFields(fields: readonly (readonly [string, string | number]
     chars: borderless,
     style: { head: [], border: [], 'padding-left': 0, 'padding-right': 0 },
   });
-  for (const [k, v] of fields) table.push([k, String(v)]);
+  for (const [k, v] of fields) table.push([k, printable(String(v))]);
   process.stdout.write(`${trimLines(table.toString())}\n`);
 }
 

@@ -9,6 +9,7 @@ import { UnknownSandboxError } from '../../../scheduler/errors.js';
 import { sandboxStates } from '../../../scheduler/lifecycle.js';
 import { runningWaitMsDefault, runningWaitMsMax } from '../../../scheduler/scheduler.js';
 import type { Sandbox, SchedulerEvent } from '../../../scheduler/types.js';
+import { printable } from '../../lib/text.js';
 import { durationMs, nonNegativeInt, positiveInt } from '../args.js';
 import {
   labelArg,
@@ -92,7 +93,10 @@ export function registerSandboxCommands(program: Command): void {
       }),
     );
     if (o.json === true) printJson(sandboxJson(sb));
-    else printTable(['ID', 'NODE', 'STATE'], [[sb.id, sb.nodeId ?? '-', sb.state]]);
+    // A pending sandbox (no room before the command's deadline) says what it waits for.
+    else if (sb.reason === undefined)
+      printTable(['ID', 'NODE', 'STATE'], [[sb.id, sb.nodeId ?? '-', sb.state]]);
+    else printTable(['ID', 'NODE', 'STATE', 'REASON'], [[sb.id, sb.nodeId ?? '-', sb.state, sb.reason]]);
   });
 
   withOpsOptions(
@@ -193,8 +197,12 @@ export function registerSandboxCommands(program: Command): void {
   });
 }
 
-/** One line per event for people: index, kind and what changed. */
+/** One line per event for people: index, kind and what changed (reasons come from machines: escaped). */
 export function describeEvent(e: SchedulerEvent): string {
+  return printable(eventLine(e));
+}
+
+function eventLine(e: SchedulerEvent): string {
   switch (e.kind) {
     case 'sandbox':
       return `${e.index}  sandbox ${e.sandboxId}  ${e.from} -> ${e.to}${e.nodeId === undefined ? '' : `  node ${e.nodeId}`}${e.reason === undefined ? '' : `  (${e.reason})`}`;
