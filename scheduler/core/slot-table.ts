@@ -363,6 +363,8 @@ export class SlotTableDraft<V> {
   readonly #ownedPages = new Set<number>();
   /** Pages whose liveness bitmap alone this draft copied (a removal). */
   readonly #ownedLive = new Set<number>();
+  /** Pages whose values (and bitmap) alone this draft copied (a value changed in place: the keys stay shared). */
+  readonly #ownedVals = new Set<number>();
 
   constructor(base: Parts<V>) {
     // Pages wholly before the head are never read again by this line: trim them off the page table.
@@ -414,7 +416,7 @@ export class SlotTableDraft<V> {
     const h = hashOf(key);
     const live = find(c, key, h);
     if (live >= 0) {
-      (c.vals[this.#ownPage(live >>> pageBits)] as Page<V>)[live & pageMask] = value;
+      (c.vals[this.#ownVals(live >>> pageBits)] as Page<V>)[live & pageMask] = value;
       return;
     }
     assert(c.end < slotMax, 'a slot table renumbers before its slots overflow', { end: c.end });
@@ -443,10 +445,9 @@ export class SlotTableDraft<V> {
     const w = c.live[at] as Uint32Array;
     w[(s >>> 5) & (liveWords - 1)] = (w[(s >>> 5) & (liveWords - 1)] as number) & ~(1 << (s & 31));
     // On a page of this draft's own the entry can go now; on a shared one it waits for a copy (see above).
-    if (this.#ownedPages.has(pg)) {
-      (c.keys[at] as Page<string>)[s & pageMask] = undefined;
+    if (this.#ownedPages.has(pg)) (c.keys[at] as Page<string>)[s & pageMask] = undefined;
+    if (this.#ownedPages.has(pg) || this.#ownedVals.has(pg))
       (c.vals[at] as Page<V>)[s & pageMask] = undefined;
-    }
     c.size--;
     if (s === c.head) this.#advanceHead();
     return true;
@@ -493,6 +494,7 @@ export class SlotTableDraft<V> {
         c.live[at] = undefined;
         this.#ownedPages.delete(pg);
         this.#ownedLive.delete(pg);
+        this.#ownedVals.delete(pg);
       }
     }
   }
@@ -529,6 +531,7 @@ export class SlotTableDraft<V> {
     Object.assign(c, { map, comp: undefined, keys, vals, live, pageBase: 0, end: n, head: 0 });
     this.#ownedPages.clear();
     this.#ownedLive.clear();
+    this.#ownedVals.clear();
     for (let i = 0; i < keys.length; i++) this.#ownedPages.add(i);
   }
 
@@ -536,9 +539,26 @@ export class SlotTableDraft<V> {
   #ownLive(pg: number): number {
     const c = this.#c;
     const at = pg - c.pageBase;
-    if (this.#ownedPages.has(pg) || this.#ownedLive.has(pg)) return at;
+    if (this.#ownedPages.has(pg) || this.#ownedLive.has(pg) || this.#ownedVals.has(pg)) return at;
     c.live[at] = (c.live[at] as Uint32Array).slice();
     this.#ownedLive.add(pg);
+    return at;
+  }
+
+  /**
+   * Makes page `pg`'s values (and its bitmap) this draft's own, leaving its keys shared: a value changed in
+   * place copies one 2 KiB page, not two. The copy leaves out the dead slots' values.
+   */
+  #ownVals(pg: number): number {
+    const c = this.#c;
+    const at = pg - c.pageBase;
+    if (this.#ownedPages.has(pg) || this.#ownedVals.has(pg)) return at;
+    const vals = (c.vals[at] as Page<V>).slice();
+    const w = this.#ownedLive.has(pg) ? (c.live[at] as Uint32Array) : (c.live[at] as Uint32Array).slice();
+    dropDead(undefined, vals, w);
+    c.vals[at] = vals;
+    c.live[at] = w;
+    this.#ownedVals.add(pg);
     return at;
   }
 
@@ -558,8 +578,12 @@ export class SlotTableDraft<V> {
       c.live[at] = new Uint32Array(liveWords);
     } else {
       const keys = k.slice();
-      const vals = (c.vals[at] as Page<V>).slice();
-      const w = this.#ownedLive.has(pg) ? (c.live[at] as Uint32Array) : (c.live[at] as Uint32Array).slice();
+      const ownsVals = this.#ownedVals.has(pg);
+      const vals = ownsVals ? (c.vals[at] as Page<V>) : (c.vals[at] as Page<V>).slice();
+      const w =
+        this.#ownedLive.has(pg) || ownsVals
+          ? (c.live[at] as Uint32Array)
+          : (c.live[at] as Uint32Array).slice();
       dropDead(keys, vals, w);
       c.keys[at] = keys;
       c.vals[at] = vals;
@@ -570,15 +594,15 @@ export class SlotTableDraft<V> {
   }
 }
 
-/** Clears the keys and values of a page's dead slots (given back to the GC with the shared page). */
-function dropDead<V>(keys: Page<string>, vals: Page<V>, live: Uint32Array): void {
+/** Clears the values (and keys, when given) of a page's dead slots, given back to the GC with the shared page. */
+function dropDead<V>(keys: Page<string> | undefined, vals: Page<V>, live: Uint32Array): void {
   for (let i = 0; i < liveWords; i++) {
     const word = live[i] as number;
     if (word === 0xffffffff) continue;
     for (let b = 0; b < 32; b++) {
       const slot = (i << 5) | b;
-      if (((word >>> b) & 1) === 0 && keys[slot] !== undefined) {
-        keys[slot] = undefined;
+      if (((word >>> b) & 1) === 0) {
+        if (keys !== undefined) keys[slot] = undefined;
         vals[slot] = undefined;
       }
     }
