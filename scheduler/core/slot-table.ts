@@ -18,14 +18,16 @@
  * there). A removal only clears the slot's bit in its page's liveness bitmap (a 32-byte copy, not the 4 KiB of
  * key and value pages): the key and value stay in the shared page until a draft copies that page for a write
  * (the copy drops dead slots), the head moves past it, or a renumber; so what a version retains beyond its
- * live entries is bounded by its holes, which the renumber below bounds by the live count.
+ * live entries is bounded by its holes, which the renumber below bounds by the live count. A value changed in
+ * place copies the values page alone (and the bitmap); the keys page stays shared.
  *
  * Holes stay until a draft renumbers densely (keeping the order), once holes outnumber live keys. Front holes
  * (a queue's evictions) drop their pages as the head passes; their stale key-map entries are dropped by a
  * renumber in one publish while the table is small, and past `renumberAtOnceMax` live keys by a compaction:
  * a new key map filled a bounded slice per insert from the old one (slots unchanged), which the line switches
  * to once complete. A key map grows the same way (a table twice the size filled a slice per insert while the
- * old one stays readable), so no single call rehashes millions of keys.
+ * old one stays the one read), so no single call rehashes millions of keys. Still O(size) in one publish: a
+ * renumber for holes in the middle (more than the live keys) and the one at 2^29 slots.
  */
 import { assert } from '../../src/lib/assert.js';
 
@@ -45,8 +47,8 @@ const slotMax = 2 ** 30;
  * - `holesSlackMin`: holes (and stale key-map entries) kept before a renumber or compaction, at least.
  * - `renumberAtOnceMax`: live keys up to which a renumber (O(size), in one publish) is cheap enough to do for
  *   front holes too; a bigger table compacts its key map instead.
- * - `moveSpread`: a move (growth or compaction) finishes within 1/`moveSpread` of the inserts the new table has
- *   room for; higher finishes sooner, moving more cells per insert.
+ * - `moveSpread`: a growth finishes within 1/`moveSpread` of the inserts the old table still has room for (a
+ *   compaction within 1/`moveSpread` of the slack); higher finishes sooner, moving more cells per insert.
  */
 export const keyMapTuning = {
   initialCells: 64,
