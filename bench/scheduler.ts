@@ -23,7 +23,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { monitorEventLoopDelay, PerformanceObserver } from 'node:perf_hooks';
 import { type PlacementRequest, planBatch } from '../placement/index.js';
-import type { SchedulerApi } from '../scheduler/api.js';
+import type { SchedulerApi, StatusItem } from '../scheduler/api.js';
 import type { PlaceItem, SandboxSpec } from '../scheduler/commands.js';
 import { concatFrames, isSnapshotV5, SnapshotReader, snapshotFrames } from '../scheduler/snapshot.js';
 import { applyCommand, SchedulerState, specDigest } from '../scheduler/state.js';
@@ -112,7 +112,18 @@ async function scale(): Promise<void> {
   // Streaming first: its batches continue the state's own line, as a replica's apply does. The timed
   // batches after it are forks of that state (drafts from a version that already has a successor), which a
   // replica never makes; a fork adds its keys to a side map of its own (scheduler/core/slot-table.ts).
-  const streamed = await streamWhileApplying(state, batchOf);
+  // --steady: each streamed batch also retires the 1,000 oldest sandboxes (a node's `terminated` report), so
+  // the replica holds `total` throughout, as the goal states it; without it the stream grows the state to ~3x.
+  const steady = process.argv.includes('--steady');
+  const oldest = (r: number) => (r < total ? `x${r}` : `x${30_000_000 + (r - total)}`);
+  const retire = steady
+    ? (b: number): StatusItem[] =>
+        Array.from({ length: 1000 }, (_, i) => ({
+          sandboxId: oldest(b * 1000 + i),
+          state: 'terminated' as const,
+        }))
+    : undefined;
+  const streamed = await streamWhileApplying(state, batchOf, retire);
   const fullMs = median(Array.from({ length: 5 }, (_, k) => timeBatch(state, 20_000_000 + k * 1000)));
   // A replica restoring a snapshot does not also hold the state it came from: drop it before timing.
   state = SchedulerState.empty();
@@ -125,6 +136,7 @@ async function scale(): Promise<void> {
   const restoreStepMsMax = await longestRestoreStep(bytes);
   const result = {
     sandboxes: sandboxCount,
+    steady,
     restoredSandboxes: restored.sandboxes.size,
     nodes: nodeCount,
     heapMiB,
@@ -152,6 +164,7 @@ async function scale(): Promise<void> {
 async function streamWhileApplying(
   state: SchedulerState,
   batchOf: (base: SchedulerState, from: number, n: number) => PlaceItem[],
+  retire?: (batch: number) => StatusItem[],
 ): Promise<Record<string, number>> {
   const loop = monitorEventLoopDelay({ resolution: 1 });
   // Garbage collections as V8 reports them (start, duration, kind), to tell a GC pause from apply's own work:
@@ -184,6 +197,12 @@ async function streamWhileApplying(
       const items = batchOf(live, 30_000_000 + batches * 1000, 1000);
       const planned = performance.now();
       live = applyCommand(live, { type: 'place', atMs: 3, items }, live.applied + 1).state;
+      if (retire !== undefined)
+        live = applyCommand(
+          live,
+          { type: 'status', atMs: 3, items: retire(batches) },
+          live.applied + 1,
+        ).state;
       const end = performance.now();
       batchMs.push(end - t);
       batchSpans.push({

@@ -11,16 +11,17 @@
  */
 import { assert } from '../src/lib/assert.js';
 import { ValidationError } from '../src/lib/errors.js';
-import { createRng } from '../src/lib/prng.js';
+import { createRng, type Rng } from '../src/lib/prng.js';
+import { OrderTables, RequestClasses } from './classes.js';
 import { ClusterIndex } from './cluster-index.js';
 import { diagnose } from './diagnose.js';
 import { placeFollowers, placeOne, RunState } from './stack.js';
-import { BatchCache, type CompiledRequest, compileRequest } from './stages/request.js';
+import { BatchCache, type CompiledRequest, compileRequest, type KnownFacts } from './stages/request.js';
 import { type BinpackScorer, binpackScorers } from './stages/score-binpack.js';
 import { isNodeScorer } from './stages/score-gpu.js';
 import { defaultSelectLimits, type SelectLimits, selectLimitsMin } from './stages/select.js';
 import type { Placement, PlacementRequest, Rejection, Resources, Strategy } from './types.js';
-import { gpuMilliPerDevice, normalizeRequest, shown } from './validate.js';
+import { gpuMilliPerDevice, normalizeRequest, type RequestFields, shown } from './validate.js';
 
 /** Requests one batch may carry. */
 export const batchRequestsMax = 100_000;
@@ -78,10 +79,35 @@ export function planBatch(
     throw new ValidationError('snapshot', 'must be a published ClusterIndex');
   }
   const { strategy, binpack, seed, limits } = normalizeOptions(options);
-  const valid = normalizeRequests(requests);
   const rng = createRng((seed ^ Math.imul(snapshot.version, 0x9e3779b1)) | 0);
-  const order = batchOrder(valid, snapshot);
+  const classes = RequestClasses.take(Array.isArray(requests) ? requests.length : 0);
+  try {
+    const valid = normalizeRequests(requests, classes);
+    classes.bind(valid);
+    const order = batchOrder(valid, classes, snapshot);
+    return placeInOrder(snapshot, valid, classes, order, strategy, binpack, limits, rng);
+  } finally {
+    classes.release();
+  }
+}
 
+/** A request with no constraints or GPU: its signature facts are a valid placeholder for `KnownFacts`. */
+const noRequest: PlacementRequest = Object.freeze({
+  id: 'none',
+  tenant: 'none',
+  resources: Object.freeze({ cpu: 0, memory: 0, disk: 0 }),
+});
+
+function placeInOrder(
+  snapshot: ClusterIndex,
+  valid: PlacementRequest[],
+  classes: RequestClasses,
+  order: readonly number[],
+  strategy: Strategy,
+  binpack: BinpackScorer,
+  limits: SelectLimits,
+  rng: Rng,
+): Plan {
   const builder = snapshot.edit();
   const cache = new BatchCache(snapshot);
   const placed = new PlacedBuilder(valid.length);
@@ -93,14 +119,30 @@ export function planBatch(
   // it, so it is reused as it stands only while nothing was placed since; otherwise it is diagnosed afresh.
   const rejectedShapes = new Map<string, { rejection: Rejection; placedBefore: number }>();
   const run = new RunState();
+  const classOf = classes.classOf;
   // One compiled request, filled again for each request (compileRequest's `into`): nothing keeps it longer.
   let compiled: CompiledRequest | undefined;
+  // Filled from a request class's tables for each compilation after its first (see RequestClasses.known); one
+  // per batch, not per module, so a getter planning a batch of its own cannot overwrite it mid-compilation.
+  const knownFacts: KnownFacts = {
+    shared: cache.facts(builder, noRequest),
+    imageHolders: undefined,
+    pinnedSlot: undefined,
+  };
+  const compile = (r: PlacementRequest, cls: number): CompiledRequest => {
+    const known = classes.known(cls, knownFacts) ? knownFacts : undefined;
+    compiled = compileRequest(builder, r, strategy, cache, compiled, known);
+    if (known === undefined) classes.learn(cls, compiled.shared, compiled.imageHolders, compiled.pinnedSlot);
+    return compiled;
+  };
   for (let k = 0; k < order.length; k++) {
     const i = order[k] as number;
     const r = valid[i] as PlacementRequest;
+    const cls = classOf[i] as number;
     const grouped = r.spread !== undefined || r.antiAffinity !== undefined;
     // The key is built only once some shape was rejected: most batches reject nothing.
-    const earlier = grouped || rejectedShapes.size === 0 ? undefined : rejectedShapes.get(rejectionKey(r));
+    const key = grouped || rejectedShapes.size === 0 ? undefined : classes.rejectionKey(cls, rejectionKey);
+    const earlier = key === undefined ? undefined : rejectedShapes.get(key);
     if (earlier !== undefined) {
       run.clear();
       if (earlier.placedBefore === placed.count) {
@@ -110,23 +152,26 @@ export function planBatch(
           message: `${earlier.rejection.message} (as for ${earlier.rejection.requestId} earlier in this batch)`,
         });
       } else {
-        compiled = compileRequest(builder, r, strategy, cache, compiled);
-        const rejection = diagnose(builder, compiled);
+        const rejection = diagnose(builder, compile(r, cls));
         rejections.push(rejection);
-        rejectedShapes.set(rejectionKey(r), { rejection, placedBefore: placed.count });
+        rejectedShapes.set(key as string, { rejection, placedBefore: placed.count });
       }
       continue;
     }
-    compiled = compileRequest(builder, r, strategy, cache, compiled);
-    const slot = placeOne(builder, compiled, binpack, limits, rng, run);
+    const req = compile(r, cls);
+    const slot = placeOne(builder, req, binpack, limits, rng, run, cls);
     if (slot >= 0) {
       placed.add(i, slot, run.score, run.devices);
       // The identical requests right after this one, placed on the same node in one step while it stays best.
-      k += placeFollowers(builder, compiled, binpack, run, valid, order, k + 1, placed);
+      k += placeFollowers(builder, req, binpack, run, valid, order, classOf, k + 1, placed);
     } else {
       const rejection = run.rejection as Rejection;
       rejections.push(rejection);
-      if (!grouped) rejectedShapes.set(rejectionKey(r), { rejection, placedBefore: placed.count });
+      if (!grouped)
+        rejectedShapes.set(classes.rejectionKey(cls, rejectionKey), {
+          rejection,
+          placedBefore: placed.count,
+        });
     }
   }
   cache.release();
@@ -142,50 +187,23 @@ export function planBatch(
 }
 
 /**
- * The batch order as indexes into `requests`: priority (higher first), dominant share (larger first), id.
- * A batch holds few distinct (priority, share) keys (one per priority and shape), so requests are grouped by
- * key in one pass, the few keys sorted, and each group sorted by id only when it is not already in id order
- * (callers usually number their requests in order). No object is allocated per request.
+ * The batch order as indexes into `requests`: priority (higher first), dominant share (larger first), id. The
+ * share is a property of the request class (classes.ts), computed once per class; OrderTables sorts without an
+ * object per request or per group.
  */
-function batchOrder(requests: readonly PlacementRequest[], snapshot: ClusterIndex): number[] {
+function batchOrder(
+  requests: readonly PlacementRequest[],
+  classes: RequestClasses,
+  snapshot: ClusterIndex,
+): number[] {
   const total = snapshot.readyCapacity;
   const gpuTotal = snapshot.readyGpuMilli;
-  const n = requests.length;
-  const groups = new Map<number, Map<number, number[]>>();
-  for (let i = 0; i < n; i++) {
-    const r = requests[i] as PlacementRequest;
-    const prio = r.priority ?? 0;
-    const share = dominantShare(r, total, gpuTotal);
-    let byShare = groups.get(prio);
-    if (byShare === undefined) {
-      byShare = new Map();
-      groups.set(prio, byShare);
-    }
-    const group = byShare.get(share);
-    if (group === undefined) byShare.set(share, [i]);
-    else group.push(i);
+  const tables = OrderTables.take();
+  try {
+    return tables.order(requests, classes, (r) => dominantShare(r, total, gpuTotal));
+  } finally {
+    tables.release();
   }
-  // Sized once: grown by push it reallocated its backing store about ten times per batch of 1,000.
-  const order = new Array<number>(n);
-  let filled = 0;
-  const byId = (a: number, b: number): number => {
-    const ia = (requests[a] as PlacementRequest).id;
-    const ib = (requests[b] as PlacementRequest).id;
-    return ia < ib ? -1 : ia > ib ? 1 : 0;
-  };
-  for (const prio of [...groups.keys()].sort((a, b) => b - a)) {
-    const byShare = groups.get(prio) as Map<number, number[]>;
-    for (const share of [...byShare.keys()].sort((a, b) => b - a)) {
-      const group = byShare.get(share) as number[];
-      let sorted = true;
-      for (let k = 1; k < group.length && sorted; k++)
-        sorted = byId(group[k - 1] as number, group[k] as number) < 0;
-      if (!sorted) group.sort(byId);
-      for (let k = 0; k < group.length; k++) order[filled++] = group[k] as number;
-    }
-  }
-  if (filled !== n) assert(false, 'batch order holds every request once', { ordered: filled, n });
-  return order;
 }
 
 type Devices = readonly { readonly device: number; readonly milli: number }[];
@@ -280,23 +298,49 @@ class BatchPlan implements Plan {
   }
 }
 
-/** Checks the batch and returns frozen copies of its requests; ValidationError names the request and field. */
-function normalizeRequests(requests: readonly PlacementRequest[]): PlacementRequest[] {
+/**
+ * Checks the batch and returns its requests typed, each put in its request class (classes.ts) from the fields its
+ * validation read; ValidationError names the request and field.
+ */
+function normalizeRequests(
+  requests: readonly PlacementRequest[],
+  classes: RequestClasses,
+): PlacementRequest[] {
   if (!Array.isArray(requests)) throw new ValidationError('requests', 'must be an array of requests');
   if (requests.length > batchRequestsMax) {
     throw new ValidationError('requests', `a batch holds at most ${batchRequestsMax} requests`);
   }
   const seen = IdTable.take(requests.length);
   try {
-    return normalizeEach(requests, seen);
+    return normalizeEach(requests, seen, classes);
   } finally {
     seen.release();
   }
 }
 
-function normalizeEach(requests: readonly PlacementRequest[], seen: IdTable): PlacementRequest[] {
+function normalizeEach(
+  requests: readonly PlacementRequest[],
+  seen: IdTable,
+  classes: RequestClasses,
+): PlacementRequest[] {
   const out = new Array<PlacementRequest>(requests.length);
-  for (let i = 0; i < requests.length; i++) out[i] = normalizeAt(requests[i], i, seen, out);
+  // One per batch (not per module: a getter may plan a batch of its own while this one is validated).
+  const fields: RequestFields = {
+    cpu: 0,
+    memory: 0,
+    disk: 0,
+    priority: 0,
+    gpu: undefined,
+    constraints: undefined,
+    preferences: undefined,
+    imageId: undefined,
+    pinnedNode: undefined,
+    strategy: undefined,
+  };
+  for (let i = 0; i < requests.length; i++) {
+    out[i] = normalizeAt(requests[i], i, seen, out, fields);
+    classes.add(i, fields);
+  }
   return out;
 }
 
@@ -305,10 +349,11 @@ function normalizeAt(
   i: number,
   seen: IdTable,
   done: readonly PlacementRequest[],
+  fields: RequestFields,
 ): PlacementRequest {
   let r: PlacementRequest;
   try {
-    r = normalizeRequest(raw);
+    r = normalizeRequest(raw, fields);
   } catch (err) {
     if (err instanceof ValidationError) {
       const path = err.path === '' ? `requests.${i}` : `requests.${i}.${err.path}`;

@@ -24,15 +24,17 @@ import { diagnose } from './diagnose.js';
 import { feasible, pickGpuDevices } from './stages/feasibility.js';
 import { scoreNode, scoreWithStrategy } from './stages/normalize.js';
 import { BestNode, beats } from './stages/pick.js';
-import { type CompiledRequest, sameConstraint, sameList } from './stages/request.js';
+import type { CompiledRequest } from './stages/request.js';
 import { type BinpackScorer, binpackOf, type NodeNumbers, nodeNumbers } from './stages/score-binpack.js';
 import { type SelectLimits, selectNode } from './stages/select.js';
-import type { PlacementRequest, Preference, Rejection } from './types.js';
+import type { PlacementRequest, Rejection } from './types.js';
 
 /** The planner's memory of the last placement, for runs of identical requests. One per batch. */
 export class RunState {
   /** The last request placed by a full walk or a run step, when it may start a run; else undefined. */
   prev: PlacementRequest | undefined = undefined;
+  /** The request class (classes.ts) of `prev`: a request may step the run only when its class is the same. */
+  prevClass = -1;
   slot = -1;
   /** The candidates of the last full walk, with their scores. */
   readonly best = new BestNode();
@@ -46,6 +48,7 @@ export class RunState {
   /** Forgets the run: the next request walks. */
   clear(): void {
     this.prev = undefined;
+    this.prevClass = -1;
     this.slot = -1;
   }
 }
@@ -61,16 +64,12 @@ export function placeOne(
   limits: SelectLimits,
   rng: Rng,
   run: RunState,
+  classId: number,
 ): number {
   let slot = -1;
   let score = 0;
   const runnable = mayRun(req);
-  if (
-    runnable &&
-    run.prev !== undefined &&
-    sameClass(run.prev, req.req) &&
-    feasible(builder, req, run.slot)
-  ) {
+  if (runnable && run.prev !== undefined && run.prevClass === classId && feasible(builder, req, run.slot)) {
     const s = scoreNode(builder, req, run.slot, binpack);
     if (stillBest(run.best, run.slot, s)) {
       slot = run.slot;
@@ -90,6 +89,7 @@ export function placeOne(
   }
   if (runnable) {
     run.prev = req.req;
+    run.prevClass = classId;
     run.slot = slot;
   } else run.clear();
   const gpuDevices =
@@ -122,19 +122,20 @@ export function placeFollowers(
   run: RunState,
   requests: readonly PlacementRequest[],
   order: readonly number[],
+  classOf: Int32Array,
   from: number,
   sink: PlacementSink,
 ): number {
   if (typeof binpack !== 'string' || req.gpu !== undefined || run.prev !== req.req) return 0;
   // Most placements are followed by a different request: check that before reading the node.
-  const first = order[from];
-  if (first === undefined || !mayFollow(req.req, requests[first] as PlacementRequest, req.strategy)) return 0;
+  const cls = run.prevClass;
+  if (from >= order.length || !mayFollow(cls, classOf, requests, order[from] as number)) return 0;
   const slot = run.slot;
   const n = nodeNumbers(builder, slot, numbers);
   let m = 0;
   for (; from + m < order.length; m++) {
     const i = order[from + m] as number;
-    if (!mayFollow(req.req, requests[i] as PlacementRequest, req.strategy)) break;
+    if (!mayFollow(cls, classOf, requests, i)) break;
     if (req.cpu > n.freeCpu || req.memory > n.freeMem || req.disk > n.freeDisk) break;
     const score = scoreWithStrategy(builder, req, slot, binpackOf(binpack, req, n));
     if (!stillBest(run.best, slot, score)) break;
@@ -154,18 +155,20 @@ const noFollowerDevices: readonly never[] = Object.freeze([]);
 const numbers: NodeNumbers = { capCpu: 0, capMem: 0, capDisk: 0, freeCpu: 0, freeMem: 0, freeDisk: 0 };
 
 /**
- * True when `next` may follow `first` (placed by a binpack walk or run step) in a run: identical, and of a kind
- * that runs at all (see mayRun); GPU requests are left to placeOne, which picks devices per placement.
+ * True when request `i` may follow a request of class `cls` placed by a binpack walk or run step: of the same
+ * request class (classes.ts: shape, GPU need, constraints, preferences, image, pin and strategy, so of a kind that
+ * runs when the first one did — no pin, no GPU, binpack) and without group rules of its own (see mayRun); GPU
+ * requests are left to placeOne, which picks devices per placement.
  */
-function mayFollow(first: PlacementRequest, next: PlacementRequest, strategy: string): boolean {
-  return (
-    next.spread === undefined &&
-    next.antiAffinity === undefined &&
-    next.pinnedNode === undefined &&
-    next.gpu === undefined &&
-    (next.strategy ?? strategy) === 'binpack' &&
-    sameClass(first, next)
-  );
+function mayFollow(
+  cls: number,
+  classOf: Int32Array,
+  requests: readonly PlacementRequest[],
+  i: number,
+): boolean {
+  if (classOf[i] !== cls) return false;
+  const next = requests[i] as PlacementRequest;
+  return next.spread === undefined && next.antiAffinity === undefined;
 }
 
 function mayRun(req: CompiledRequest): boolean {
@@ -186,32 +189,4 @@ function stillBest(best: BestNode, slot: number, score: number): boolean {
     if (other !== slot && beats(other, scores[i] as number, slot, score)) return false;
   }
   return true;
-}
-
-/** Everything that decides feasibility and score is equal (spread, anti-affinity and pins never run). */
-function sameClass(a: PlacementRequest, b: PlacementRequest): boolean {
-  if (a === b) return true;
-  const ra = a.resources;
-  const rb = b.resources;
-  if (ra.cpu !== rb.cpu || ra.memory !== rb.memory || ra.disk !== rb.disk) return false;
-  if (a.imageId !== b.imageId || (a.strategy ?? '') !== (b.strategy ?? '')) return false;
-  const ga = a.gpu;
-  const gb = b.gpu;
-  if (
-    ga !== gb &&
-    (ga === undefined ||
-      gb === undefined ||
-      ga.count !== gb.count ||
-      ga.milli !== gb.milli ||
-      ga.model !== gb.model)
-  )
-    return false;
-  return (
-    sameList(a.constraints, b.constraints, sameConstraint) &&
-    sameList(a.preferences, b.preferences, samePreference)
-  );
-}
-
-function samePreference(x: Preference, y: Preference): boolean {
-  return x.weight === y.weight && sameConstraint(x.constraint, y.constraint);
 }

@@ -355,6 +355,12 @@ export class SnapshotReader {
     assert(this.#header === undefined, 'a snapshot has one header', {});
     assert(h.v === snapshotV5, 'the header names format 5', { v: h.v });
     this.#header = h;
+    // Size the key maps once for the counts the header gives (no growth during a restore); a count is capped by
+    // the snapshot's own length (a record takes more than 8 bytes), so a bad header cannot reserve gigabytes.
+    const recordsMax = Math.floor(this.#bytes.length / 8);
+    if (Number.isSafeInteger(h.sandboxes) && h.sandboxes > 0)
+      this.#sandboxes.reserve(Math.min(h.sandboxes, recordsMax));
+    if (Number.isSafeInteger(h.dedup) && h.dedup > 0) this.#dedup.reserve(Math.min(h.dedup, recordsMax));
     for (const rec of h.nodes) {
       this.#builder.registerNode(rec.spec as NodeSpec);
       this.#nodes.set(rec.spec.id, Object.freeze(rec));

@@ -73,6 +73,16 @@ export interface CompiledRequest {
 }
 
 /**
+ * What compiling a request reads from the index that every request of its request class (classes.ts) reads
+ * alike: planBatch passes what the class's first compilation found, and compileRequest skips the lookups.
+ */
+export interface KnownFacts {
+  shared: SignatureFacts;
+  imageHolders: Uint32Array | undefined;
+  pinnedSlot: number | undefined;
+}
+
+/**
  * What requests with equal constraints and GPU need have in common within one batch. Classes and labels do
  * not change while a batch is planned (only allocations do), so these are computed once per batch.
  */
@@ -504,9 +514,10 @@ export function compileRequest(
   batchStrategy: Strategy,
   cache: BatchCache = new BatchCache(),
   into?: CompiledRequest,
+  known?: KnownFacts,
 ): CompiledRequest {
   const constraints = req.constraints ?? noConstraints;
-  const shared = cache.facts(index, req);
+  const shared = known === undefined ? cache.facts(index, req) : known.shared;
   let spread: Spread;
   if (req.spread !== undefined) spread = compileSpread(index, req, req.spread, constraints, shared);
   const c = into instanceof Compiled && into.batch === cache ? into : new Compiled(shared, cache);
@@ -522,8 +533,13 @@ export function compileRequest(
   c.antiAffinityCounts =
     req.antiAffinity === undefined ? undefined : index.antiAffinityCounts(req.antiAffinity.group);
   c.spread = spread;
-  c.pinnedSlot = req.pinnedNode === undefined ? undefined : (index.slotOf(req.pinnedNode) ?? -1);
-  c.imageHolders = req.imageId === undefined ? undefined : imageFacts(index, req.imageId).holders;
+  if (known === undefined) {
+    c.pinnedSlot = req.pinnedNode === undefined ? undefined : (index.slotOf(req.pinnedNode) ?? -1);
+    c.imageHolders = req.imageId === undefined ? undefined : imageFacts(index, req.imageId).holders;
+  } else {
+    c.pinnedSlot = known.pinnedSlot;
+    c.imageHolders = known.imageHolders;
+  }
   c.shared = shared;
   c.classVerdicts = shared.verdicts;
   return c;

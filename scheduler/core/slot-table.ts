@@ -1,176 +1,286 @@
 /**
- * SlotTable: an immutable map from string keys to values, laid out as dense slots. A key's slot comes from
- * one plain `Map` (the generation) shared by a line of versions; the keys and values live in paged columns
- * indexed by slot, copied page by page on write (as the ClusterIndex's columns are), so publishing a version
- * copies only the page table and the pages a draft touched, and a reader holding an older version keeps
- * seeing exactly that version.
+ * SlotTable: an immutable map from string keys to values, laid out as dense slots. A key's slot comes from a
+ * key map (an open-addressing hash table over typed arrays, `KeyMap`) shared by a line of versions; the keys,
+ * values and a liveness bitmap live in paged columns indexed by slot, copied page by page on write (as the
+ * ClusterIndex's columns are), so publishing a version copies only the page table and the pages a draft
+ * touched, and a reader holding an older version keeps seeing exactly that version.
  *
- * Why it is safe to share one `Map` between versions: within a generation a key's slot never changes once
- * set, and slots are never given to another key. A version reads `slots.get(key)`, then checks that its own
- * key column holds that key at that slot; a slot past its end, emptied, or written by a later version's key
- * reads as absent. Only one line of versions may add keys to a generation: the generation remembers its
- * writer (the last version published from it, or the draft adding to it). A draft whose base is not the
- * writer (a second draft from one version, or one after a draft that was dropped), or that adds back a
- * removed key (which needs a new slot), records those keys in `extra`, a small persistent map of its own
- * line, read when the generation's slot does not hold the key; once `extra` grows past a share of the
- * table, a draft builds a generation of its own from its columns. So a fork costs what it adds, not the
- * table's size.
+ * Why one key map can be shared by every version, forks and dropped drafts included: the map stores no keys,
+ * only (hash, slot) pairs, and never deletes one. A version finds a key by probing the entries with the key's
+ * hash and taking the first whose slot this version holds live with that very key in its own key column
+ * (`holds`). A version's live keys are distinct, so any entry that passes names the right slot, and an entry
+ * added by another line (a fork writing the same slot numbers, a dropped draft, an older slot of a key that
+ * was removed and added back) fails the check and is skipped. So every draft simply adds its new keys' entries
+ * to the map it reads; what others added is at worst a probe step. A key that was removed and set again gets a
+ * new slot at the end and a second entry.
  *
  * Slot order is insertion order, so `keys()` lists the oldest live key first (the dedup table evicts from
- * there). Removed slots stay as holes; a draft renumbers densely (keeping the order) once holes outnumber
- * live keys, so the columns and the generation stay within a constant factor of the live size.
+ * there). A removal only clears the slot's bit in its page's liveness bitmap (a 32-byte copy, not the 4 KiB of
+ * key and value pages): the key and value stay in the shared page until a draft copies that page for a write
+ * (the copy drops dead slots), the head moves past it, or a renumber; so what a version retains beyond its
+ * live entries is bounded by its holes, which the renumber below bounds by the live count.
+ *
+ * Holes stay until a draft renumbers densely (keeping the order), once holes outnumber live keys. Front holes
+ * (a queue's evictions) drop their pages as the head passes; their stale key-map entries are dropped by a
+ * renumber in one publish while the table is small, and past `renumberAtOnceMax` live keys by a compaction:
+ * a new key map filled a bounded slice per insert from the old one (slots unchanged), which the line switches
+ * to once complete. A key map grows the same way (a table twice the size filled a slice per insert while the
+ * old one stays readable), so no single call rehashes millions of keys.
  */
-import { Map as IMap } from 'immutable';
 import { assert } from '../../src/lib/assert.js';
 
 const pageBits = 8;
 /** Slots per page: a draft copies whole pages of keys and values on first write. */
 export const slotPageSize = 1 << pageBits;
 const pageMask = slotPageSize - 1;
-/** Holes are kept until they outnumber live keys by this much (and the live count). */
-const holesSlackMin = 4096;
-/** Live keys up to which a renumber (O(size), in one publish) is cheap enough to do for front holes too. */
-const renumberAtOnceMax = 65_536;
+/** 32-bit words in a page's liveness bitmap. */
+const liveWords = slotPageSize >>> 5;
+/** Slot numbers are stored as slot + 1 in an `Int32Array`; a table renumbers before it reaches this. */
+const slotMax = 2 ** 30;
+
 /**
- * A bigger table is renumbered for its front holes only once they outnumber its live keys this many times: its
- * key map then holds at most ~(1 + this) × size keys, so a 1M dedup table used as a queue stays bounded (~5M
- * keys) and pays one O(size) renumber per ~4M evictions (1.1 s at 1M on the idle machine), instead of growing by
- * every key it ever held.
+ * Tuning of the key map, read when a map is made or grows; tests lower them to reach growth, compaction and
+ * reads mid-move with few keys.
+ * - `initialCells`: cells of a new empty map (a power of two).
+ * - `holesSlackMin`: holes (and stale key-map entries) kept before a renumber or compaction, at least.
+ * - `renumberAtOnceMax`: live keys up to which a renumber (O(size), in one publish) is cheap enough to do for
+ *   front holes too; a bigger table compacts its key map instead.
+ * - `moveSpread`: a move (growth or compaction) finishes within 1/`moveSpread` of the inserts the new table has
+ *   room for; higher finishes sooner, moving more cells per insert.
  */
-const bigQueueHolesFactor = 4;
+export const keyMapTuning = {
+  initialCells: 64,
+  holesSlackMin: 4096,
+  moveSpread: 2,
+  renumberAtOnceMax: 65_536,
+};
+
+/** @internal How often each path ran (tests check that they reached it). */
+export const slotTableCounts = { growths: 0, compactions: 0, renumbers: 0 };
+
+/** A map's entries stay at most this share of its cells (linear probing stays short)... */
+const loadMax = 0.5;
+/** ...and it starts a growth at this share, so the old table has room for the inserts made while it moves. */
+const growAt = 0.375;
+
+function cellsFor(keys: number): number {
+  let cells = keyMapTuning.initialCells;
+  while (cells * growAt < keys) cells *= 2;
+  assert(cells <= 2 ** 29, 'a key map stays within a typed array', { keys, cells });
+  return cells;
+}
+
+/** FNV-1a of a key's characters, then murmur3's finaliser so the low bits (the cell index) are mixed. */
+function hashOf(key: string): number {
+  let h = 0x811c9dc5;
+  for (let i = 0; i < key.length; i++) h = Math.imul(h ^ key.charCodeAt(i), 0x01000193);
+  h ^= h >>> 16;
+  h = Math.imul(h, 0x85ebca6b);
+  h ^= h >>> 13;
+  h = Math.imul(h, 0xc2b2ae35);
+  return h ^ (h >>> 16);
+}
+
+/** Puts (slot + 1, hash) into the first empty cell of its probe sequence; returns that cell. */
+function put(table: Int32Array, h: number, slotPlus1: number): number {
+  const mask = (table.length >>> 1) - 1;
+  let c = h & mask;
+  while (table[2 * c] !== 0) c = (c + 1) & mask;
+  table[2 * c] = slotPlus1;
+  table[2 * c + 1] = h;
+  return c;
+}
+
+/**
+ * (slot, hash) pairs in open addressing, one cell = two int32s side by side (slot + 1, 0 for empty; the key's
+ * hash, so a probe compares strings only on a hash match). Entries are never removed.
+ *
+ * Growth: at `growAt` of its cells the map allocates a table twice the size and copies the old cells into it
+ * in order, a slice per insert; the old table stays the one read (it holds everything) and takes the inserts
+ * meanwhile, an insert landing in a cell already copied is put in the new table too; once all are copied the
+ * new table replaces it. Copying in order touches the new table's memory in order: a fresh table is zero pages
+ * the kernel maps on first touch, and inserts scattered over a 100 MiB table cost a page fault each (measured:
+ * ~30 ms of faults in one 1,000-create batch at 2M keys when new keys went straight to the new table).
+ */
+class KeyMap {
+  cells: Int32Array;
+  /** The table being filled during a growth (never read until it replaces `cells`). */
+  #next: Int32Array | undefined;
+  #cursor = 0;
+  #cellsPerInsert = 0;
+  /** Entries added (all lines, duplicates included). */
+  count = 0;
+  /** `count` when this map became a line's map by a compaction: what a further compaction could not drop. */
+  floor = 0;
+
+  constructor(keys: number) {
+    this.cells = new Int32Array(2 * cellsFor(keys));
+  }
+
+  insert(h: number, slot: number): void {
+    if (this.#next !== undefined) {
+      if (this.count + 1 > (this.cells.length >>> 1) * loadMax) this.#move(Number.POSITIVE_INFINITY);
+      else this.#move(this.#cellsPerInsert);
+    }
+    if (this.#next === undefined && this.count + 1 > (this.cells.length >>> 1) * growAt) {
+      this.#grow(cellsFor(this.count + 1));
+    }
+    const c = put(this.cells, h, slot + 1);
+    if (this.#next !== undefined && c < this.#cursor) put(this.#next, h, slot + 1);
+    this.count++;
+  }
+
+  /** Makes room for `keys` entries in all: at once while empty, else by a growth moved a slice per insert. */
+  reserve(keys: number): void {
+    if (keys <= (this.cells.length >>> 1) * growAt) return;
+    if (this.#next !== undefined) this.#move(Number.POSITIVE_INFINITY);
+    if (this.count === 0) this.cells = new Int32Array(2 * cellsFor(keys));
+    else this.#grow(cellsFor(keys));
+  }
+
+  #grow(cells: number): void {
+    slotTableCounts.growths++;
+    const old = this.cells.length >>> 1;
+    this.#next = new Int32Array(2 * cells);
+    this.#cursor = 0;
+    const headroom = old * loadMax - this.count;
+    this.#cellsPerInsert = Math.ceil(old / Math.max(1, headroom / keyMapTuning.moveSpread));
+  }
+
+  /** Copies up to `cells` more cells into the new table; it replaces the old one once all are copied. */
+  #move(cells: number): void {
+    const from = this.cells;
+    const to = this.#next as Int32Array;
+    const stop = Math.min(from.length >>> 1, this.#cursor + cells);
+    for (let c = this.#cursor; c < stop; c++) {
+      const v = from[2 * c] as number;
+      if (v !== 0) put(to, from[2 * c + 1] as number, v);
+    }
+    this.#cursor = stop;
+    if (stop === from.length >>> 1) {
+      this.cells = to;
+      this.#next = undefined;
+    }
+  }
+}
+
+/**
+ * A key map being rebuilt without the entries of slots before `minSlot` (front holes): `next` takes every key
+ * added meanwhile and the old map's entries at or past `minSlot`, a slice per insert. Shared by the versions
+ * of the line that started it (all have head ≥ `minSlot`); whichever draft moves the last cell switches to
+ * `next`. Until then a lookup reads `next`, then the old map.
+ */
+class Compaction {
+  readonly next: KeyMap;
+  /** The old map's table as it stood (complete: a growth in flight reads and fills its old table). */
+  readonly #from: Int32Array;
+  readonly #minSlot: number;
+  readonly #cellsPerInsert: number;
+  #cursor = 0;
+
+  constructor(from: KeyMap, minSlot: number, liveSpan: number, inserts: number) {
+    this.next = new KeyMap(liveSpan + inserts);
+    slotTableCounts.compactions++;
+    this.#from = from.cells;
+    this.#minSlot = minSlot;
+    this.#cellsPerInsert = Math.ceil((this.#from.length >>> 1) / Math.max(1, inserts));
+  }
+
+  get done(): boolean {
+    return this.#cursor === this.#from.length >>> 1;
+  }
+
+  /** Copies the next slice of the old map's entries at or past `minSlot` into `next`. */
+  step(): void {
+    const t = this.#from;
+    const stop = Math.min(t.length >>> 1, this.#cursor + this.#cellsPerInsert);
+    for (let c = this.#cursor; c < stop; c++) {
+      const v = t[2 * c] as number;
+      if (v > this.#minSlot) this.next.insert(t[2 * c + 1] as number, v - 1);
+    }
+    this.#cursor = stop;
+  }
+}
 
 type Page<T> = (T | undefined)[];
 
 /**
- * When a generation's one `Map` is split, and into how many: at `fromKeys` keys (a one-time move of that many)
- * into `shards` maps. V8 grows a `Map` by rehashing every key into a table twice the size at once, ~0.5-1 µs a
- * key on this machine (35 ms at 65,537 keys, 0.5-0.7 s at 2^20, 1.8-1.9 s at 2^21), so a big table must not be
- * one `Map`. 32 shards from 2^17 keys, measured idle against 1,024 from 4,096 (docs/benchmarks.md, "Idle runs at
- * the end of the fifth session"): the longest apply while a snapshot streams was 186 / 138 ms against 218 / 219
- * (1,024 shards removed the shard rehashes but not that batch), and 1,024 small maps made every lookup of a
- * 4k-130k key table dearer: the 1M simulation 14.7-15.2 s against 17.6-18.0, restore 5.3-6.8 s against
- * 6.4-8.7. Tests lower `fromKeys` to reach the sharded path with few keys; it is read when a generation splits.
+ * One version's columns (a draft holds a mutable one). Page `p` (slots p·256…) sits at index p − `pageBase` of
+ * `keys`, `vals` and `live`: the pages before the head are trimmed off the front when a draft starts.
  */
-export const keySharding = { fromKeys: 1 << 17, shards: 32 };
-
-const shardTables = new Map<number, Uint16Array>();
-/**
- * Which shard takes a key, by the top 16 bits of its hash: shard i gets a share of keys proportional to
- * 2^(i/shards), so the shards' sizes are spread evenly over one octave and each crosses its next power of two
- * (where V8 rehashes a `Map` into one twice the size) at a different table size: one shard's rehash at a time,
- * never every key of the table in one apply (with one `Map`: 0.7-3.4 s stalls at 2^21 keys, no GC inside them).
- */
-function shardTableOf(shards: number): Uint16Array {
-  const known = shardTables.get(shards);
-  if (known !== undefined) return known;
-  const weights = Array.from({ length: shards }, (_, i) => 2 ** (i / shards));
-  const total = weights.reduce((a, w) => a + w, 0);
-  const out = new Uint16Array(1 << 16);
-  let shard = 0;
-  let upTo = (weights[0] as number) / total;
-  for (let b = 0; b < out.length; b++) {
-    while ((b + 0.5) / out.length > upTo && shard < shards - 1) upTo += (weights[++shard] as number) / total;
-    out[b] = shard;
-  }
-  shardTables.set(shards, out);
-  return out;
-}
-
-/** FNV-1a of a key's characters, reduced to its shard by `table`. Only big generations pay for it. */
-function shardOf(key: string, table: Uint16Array): number {
-  let h = 0x811c9dc5;
-  for (let i = 0; i < key.length; i++) h = Math.imul(h ^ key.charCodeAt(i), 0x01000193);
-  return table[h >>> 16] as number;
-}
-
-/** The key → slot map of one line of versions, and who may add to it. */
-class Generation {
-  /** One `Map` while small; `keySharding.shards` maps once it reaches `keySharding.fromKeys` keys. */
-  #one: Map<string, number> | undefined = new Map<string, number>();
-  #shards: Map<string, number>[] | undefined;
-  #shardTable: Uint16Array | undefined;
-  /** The version (or open draft) allowed to add keys; anyone else starts a new generation. */
-  writer: object;
-  constructor(writer: object) {
-    this.writer = writer;
-  }
-  get size(): number {
-    if (this.#one !== undefined) return this.#one.size;
-    let n = 0;
-    for (const m of this.#shards as Map<string, number>[]) n += m.size;
-    return n;
-  }
-  /** The map that holds (or would hold) `key`: compute it once when a key is both read and added. */
-  mapOf(key: string): Map<string, number> {
-    return (
-      this.#one ??
-      ((this.#shards as Map<string, number>[])[shardOf(key, this.#shardTable as Uint16Array)] as Map<
-        string,
-        number
-      >)
-    );
-  }
-  get(key: string): number | undefined {
-    return this.mapOf(key).get(key);
-  }
-  has(key: string): boolean {
-    return this.get(key) !== undefined;
-  }
-  set(key: string, slot: number): void {
-    this.mapOf(key).set(key, slot);
-    this.added();
-  }
-  /** After a key went into `mapOf(key)`: splits the one map into shards when it has grown to that. */
-  added(): void {
-    const one = this.#one;
-    if (one === undefined || one.size < keySharding.fromKeys) return;
-    const table = shardTableOf(keySharding.shards);
-    const shards = Array.from({ length: keySharding.shards }, () => new Map<string, number>());
-    for (const [k, v] of one) (shards[shardOf(k, table)] as Map<string, number>).set(k, v);
-    this.#shardTable = table;
-    this.#shards = shards;
-    this.#one = undefined;
-  }
-}
-
-interface Parts<V> {
-  readonly gen: Generation;
-  /** Keys this line added that the generation could not take (see above); usually empty. */
-  readonly extra: IMap<string, number>;
-  readonly keys: readonly Page<string>[];
-  readonly vals: readonly Page<V>[];
-  /** One past the last slot ever given in this version. */
-  readonly end: number;
+interface Cols<V> {
+  map: KeyMap;
+  comp: Compaction | undefined;
+  keys: (Page<string> | undefined)[];
+  vals: (Page<V> | undefined)[];
+  live: (Uint32Array | undefined)[];
+  pageBase: number;
+  /** One past the last slot ever given in this line since its last renumber. */
+  end: number;
   /** Every slot below this is a hole (the table is a queue at the front: eviction). */
-  readonly head: number;
-  readonly size: number;
-  /** This version's identity, compared with the generation's writer. */
-  readonly stamp: object;
+  head: number;
+  size: number;
 }
 
-function lookup<V>(p: Parts<V>, key: string): number {
-  const s = holds(p, p.gen.get(key), key);
-  return s >= 0 || p.extra.size === 0 ? s : holds(p, p.extra.get(key), key);
+type Parts<V> = Readonly<Cols<V>>;
+
+function isLive<V>(c: Parts<V>, s: number): boolean {
+  const w = c.live[(s >>> pageBits) - c.pageBase];
+  return w !== undefined && (((w[(s >>> 5) & (liveWords - 1)] as number) >>> (s & 31)) & 1) === 1;
 }
 
-/** `slot` when this version holds `key` there, else -1. */
-function holds<V>(p: Parts<V>, slot: number | undefined, key: string): number {
-  if (slot === undefined || slot >= p.end || slot < p.head) return -1;
-  return p.keys[slot >>> pageBits]?.[slot & pageMask] === key ? slot : -1;
+/** True when this version holds `key` live at slot `s`. */
+function holds<V>(c: Parts<V>, s: number, key: string): boolean {
+  if (s < c.head || s >= c.end || !isLive(c, s)) return false;
+  return (c.keys[(s >>> pageBits) - c.pageBase] as Page<string>)[s & pageMask] === key;
 }
 
-/** Extra keys are folded into a new generation once they pass this share of the live keys (and a floor). */
-const extraShareMax = 0.25;
+function probe<V>(c: Parts<V>, table: Int32Array, key: string, h: number): number {
+  const mask = (table.length >>> 1) - 1;
+  for (let i = h & mask; ; i = (i + 1) & mask) {
+    const v = table[2 * i] as number;
+    if (v === 0) return -1;
+    if (table[2 * i + 1] === h && holds(c, v - 1, key)) return v - 1;
+  }
+}
 
-function* slotsOf<V>(p: Parts<V>): Generator<number> {
-  for (let s = p.head; s < p.end; s++) {
-    const page = p.keys[s >>> pageBits];
-    if (page === undefined) {
-      s |= pageMask; // An empty page: skip to its last slot.
+/** The slot where this version holds `key` live, else -1. */
+function find<V>(c: Parts<V>, key: string, h: number): number {
+  if (c.comp !== undefined) {
+    const s = probe(c, c.comp.next.cells, key, h);
+    if (s >= 0) return s;
+  }
+  return probe(c, c.map.cells, key, h);
+}
+
+function valueAt<V>(c: Parts<V>, s: number): V {
+  return (c.vals[(s >>> pageBits) - c.pageBase] as Page<V>)[s & pageMask] as V;
+}
+
+function keyAt<V>(c: Parts<V>, s: number): string {
+  return (c.keys[(s >>> pageBits) - c.pageBase] as Page<string>)[s & pageMask] as string;
+}
+
+/** The live slots, in order. */
+function* slotsOf<V>(c: Parts<V>): Generator<number> {
+  for (let s = c.head; s < c.end; ) {
+    const w = c.live[(s >>> pageBits) - c.pageBase];
+    if (w === undefined) {
+      s = (s | pageMask) + 1; // An empty page: skip it.
       continue;
     }
-    if (page[s & pageMask] !== undefined) yield s;
+    const word = w[(s >>> 5) & (liveWords - 1)] as number;
+    if (word === 0) {
+      s = (s | 31) + 1;
+      continue;
+    }
+    if (((word >>> (s & 31)) & 1) === 1) yield s;
+    s++;
   }
+}
+
+function keyMapSizeOf<V>(c: Parts<V>): number {
+  return c.map.count + (c.comp === undefined ? 0 : c.comp.next.count);
 }
 
 /** One immutable version. */
@@ -180,17 +290,18 @@ export class SlotTable<V> {
     this.#p = p;
   }
 
-  static empty<V>(): SlotTable<V> {
-    const stamp = {};
+  /** An empty table; `capacityHint` keys fit its key map without a growth (a restore knows its counts). */
+  static empty<V>(capacityHint = 0): SlotTable<V> {
     return new SlotTable<V>({
-      gen: new Generation(stamp),
-      extra: IMap(),
+      map: new KeyMap(capacityHint),
+      comp: undefined,
       keys: [],
       vals: [],
+      live: [],
+      pageBase: 0,
       end: 0,
       head: 0,
       size: 0,
-      stamp,
     });
   }
 
@@ -202,38 +313,31 @@ export class SlotTable<V> {
   get size(): number {
     return this.#p.size;
   }
-  /** @internal Keys in the key -> slot map this version reads (its line's, so at least `size`): for tests. */
+  /** @internal Entries in the key map(s) this version reads (its line's and others', so at least `size`). */
   get keyMapSize(): number {
-    return this.#p.gen.size + this.#p.extra.size;
+    return keyMapSizeOf(this.#p);
   }
   get(key: string): V | undefined {
-    const s = lookup(this.#p, key);
-    return s < 0 ? undefined : (this.#p.vals[s >>> pageBits] as Page<V>)[s & pageMask];
+    const s = find(this.#p, key, hashOf(key));
+    return s < 0 ? undefined : valueAt(this.#p, s);
   }
   has(key: string): boolean {
-    return lookup(this.#p, key) >= 0;
+    return find(this.#p, key, hashOf(key)) >= 0;
   }
   /** The oldest live key (first inserted), or undefined when empty. */
   firstKey(): string | undefined {
-    for (const s of slotsOf(this.#p)) return this.#p.keys[s >>> pageBits]?.[s & pageMask];
+    for (const s of slotsOf(this.#p)) return keyAt(this.#p, s);
     return undefined;
   }
   *keys(): IterableIterator<string> {
-    for (const s of slotsOf(this.#p))
-      yield (this.#p.keys[s >>> pageBits] as Page<string>)[s & pageMask] as string;
+    for (const s of slotsOf(this.#p)) yield keyAt(this.#p, s);
   }
   *values(): IterableIterator<V> {
-    for (const s of slotsOf(this.#p)) yield (this.#p.vals[s >>> pageBits] as Page<V>)[s & pageMask] as V;
+    for (const s of slotsOf(this.#p)) yield valueAt(this.#p, s);
   }
   *entries(): IterableIterator<[string, V]> {
     const p = this.#p;
-    for (const s of slotsOf(p)) {
-      const i = s & pageMask;
-      yield [
-        (p.keys[s >>> pageBits] as Page<string>)[i] as string,
-        (p.vals[s >>> pageBits] as Page<V>)[i] as V,
-      ];
-    }
+    for (const s of slotsOf(p)) yield [keyAt(p, s), valueAt(p, s)];
   }
   [Symbol.iterator](): IterableIterator<[string, V]> {
     return this.entries();
@@ -252,216 +356,228 @@ export class SlotTable<V> {
   }
 }
 
-/** A mutable working copy; `publish()` returns the next version. */
+/** A mutable working copy; `publish()` returns the next version (the draft is done with then). */
 export class SlotTableDraft<V> {
-  readonly #base: Parts<V>;
-  #gen: Generation;
-  #extra: IMap<string, number>;
-  #keys: Page<string>[];
-  #vals: Page<V>[];
-  #end: number;
-  #head: number;
-  #size: number;
-  /** Pages this draft copied (or made) and so may write in place. */
-  readonly #owned = new Set<number>();
-  /** Set once this draft may add keys to `#gen`. */
-  #token: object | undefined;
+  readonly #c: Cols<V>;
+  /** Pages (by page number) whose keys, values and bitmap this draft copied or made, so writes in place. */
+  readonly #ownedPages = new Set<number>();
+  /** Pages whose liveness bitmap alone this draft copied (a removal). */
+  readonly #ownedLive = new Set<number>();
 
   constructor(base: Parts<V>) {
-    this.#base = base;
-    this.#gen = base.gen;
-    this.#extra = base.extra;
-    this.#keys = base.keys.slice();
-    this.#vals = base.vals.slice();
-    this.#end = base.end;
-    this.#head = base.head;
-    this.#size = base.size;
-  }
-
-  #parts(): Parts<V> {
-    return {
-      gen: this.#gen,
-      extra: this.#extra,
-      keys: this.#keys,
-      vals: this.#vals,
-      end: this.#end,
-      head: this.#head,
-      size: this.#size,
-      stamp: this.#base.stamp,
+    // Pages wholly before the head are never read again by this line: trim them off the page table.
+    const drop = Math.max(0, (base.head >>> pageBits) - base.pageBase);
+    this.#c = {
+      map: base.map,
+      comp: base.comp,
+      keys: base.keys.slice(drop),
+      vals: base.vals.slice(drop),
+      live: base.live.slice(drop),
+      pageBase: base.pageBase + drop,
+      end: base.end,
+      head: base.head,
+      size: base.size,
     };
+    this.#finishCompaction();
   }
 
   get size(): number {
-    return this.#size;
+    return this.#c.size;
   }
   get(key: string): V | undefined {
-    const s = this.#lookup(key);
-    return s < 0 ? undefined : (this.#vals[s >>> pageBits] as Page<V>)[s & pageMask];
+    const s = find(this.#c, key, hashOf(key));
+    return s < 0 ? undefined : valueAt(this.#c, s);
   }
   has(key: string): boolean {
-    return this.#lookup(key) >= 0;
-  }
-  #lookup(key: string): number {
-    const s = this.#holds(this.#gen.get(key), key);
-    return s >= 0 || this.#extra.size === 0 ? s : this.#holds(this.#extra.get(key), key);
-  }
-  #holds(slot: number | undefined, key: string): number {
-    if (slot === undefined || slot >= this.#end || slot < this.#head) return -1;
-    return this.#keys[slot >>> pageBits]?.[slot & pageMask] === key ? slot : -1;
+    return find(this.#c, key, hashOf(key)) >= 0;
   }
   firstKey(): string | undefined {
-    for (const s of slotsOf(this.#parts())) return this.#keys[s >>> pageBits]?.[s & pageMask];
+    for (const s of slotsOf(this.#c)) return keyAt(this.#c, s);
     return undefined;
   }
   /** The live entries as this draft stands, oldest first (do not write while iterating). */
   *entries(): IterableIterator<[string, V]> {
-    for (const s of slotsOf(this.#parts())) {
-      const i = s & pageMask;
-      yield [
-        (this.#keys[s >>> pageBits] as Page<string>)[i] as string,
-        (this.#vals[s >>> pageBits] as Page<V>)[i] as V,
-      ];
-    }
+    for (const s of slotsOf(this.#c)) yield [keyAt(this.#c, s), valueAt(this.#c, s)];
+  }
+
+  /** Makes room for `keys` more keys in the key map, so adding them never grows it (a restore's counts). */
+  reserve(keys: number): void {
+    assert(Number.isSafeInteger(keys) && keys >= 0, 'a reservation is a count of keys', { keys });
+    const m = this.#c.comp?.next ?? this.#c.map;
+    m.reserve(m.count + Math.min(keys, slotMax));
   }
 
   /** Sets `key` to `value`: in place when present, else in a new slot at the end. */
   set(key: string, value: V): void {
     assert(value !== undefined, 'a slot table holds no undefined values', { key });
-    // One read of the key map (one shard hash): the slot it gives both finds a live key and tells whether
-    // the generation ever gave the key a slot (#mayAdd).
-    const map = this.#gen.mapOf(key);
-    const genSlot = map.get(key);
-    let live = this.#holds(genSlot, key);
-    if (live < 0 && this.#extra.size > 0) live = this.#holds(this.#extra.get(key), key);
+    const c = this.#c;
+    const h = hashOf(key);
+    const live = find(c, key, h);
     if (live >= 0) {
-      this.#page(live >>> pageBits);
-      (this.#vals[live >>> pageBits] as Page<V>)[live & pageMask] = value;
+      (c.vals[this.#ownPage(live >>> pageBits)] as Page<V>)[live & pageMask] = value;
       return;
     }
-    const slot = this.#end++;
-    if (this.#mayAdd(genSlot !== undefined)) {
-      map.set(key, slot);
-      this.#gen.added();
-    } else this.#extra = this.#extra.set(key, slot);
-    this.#page(slot >>> pageBits);
-    (this.#keys[slot >>> pageBits] as Page<string>)[slot & pageMask] = key;
-    (this.#vals[slot >>> pageBits] as Page<V>)[slot & pageMask] = value;
-    this.#size++;
+    assert(c.end < slotMax, 'a slot table renumbers before its slots overflow', { end: c.end });
+    const slot = c.end++;
+    const at = this.#ownPage(slot >>> pageBits);
+    (c.keys[at] as Page<string>)[slot & pageMask] = key;
+    (c.vals[at] as Page<V>)[slot & pageMask] = value;
+    const w = c.live[at] as Uint32Array;
+    w[(slot >>> 5) & (liveWords - 1)] = (w[(slot >>> 5) & (liveWords - 1)] as number) | (1 << (slot & 31));
+    c.size++;
+    if (c.comp === undefined) c.map.insert(h, slot);
+    else {
+      c.comp.next.insert(h, slot);
+      c.comp.step();
+      this.#finishCompaction();
+    }
   }
 
   /** Removes `key`; false when it was absent. */
   remove(key: string): boolean {
-    const s = this.#lookup(key);
+    const c = this.#c;
+    const s = find(c, key, hashOf(key));
     if (s < 0) return false;
     const pg = s >>> pageBits;
-    this.#page(pg);
-    (this.#keys[pg] as Page<string>)[s & pageMask] = undefined;
-    (this.#vals[pg] as Page<V>)[s & pageMask] = undefined;
-    this.#size--;
-    if (s === this.#head) this.#advanceHead();
+    const at = this.#ownLive(pg);
+    const w = c.live[at] as Uint32Array;
+    w[(s >>> 5) & (liveWords - 1)] = (w[(s >>> 5) & (liveWords - 1)] as number) & ~(1 << (s & 31));
+    // On a page of this draft's own the entry can go now; on a shared one it waits for a copy (see above).
+    if (this.#ownedPages.has(pg)) {
+      (c.keys[at] as Page<string>)[s & pageMask] = undefined;
+      (c.vals[at] as Page<V>)[s & pageMask] = undefined;
+    }
+    c.size--;
+    if (s === c.head) this.#advanceHead();
     return true;
   }
 
   publish(): SlotTable<V> {
-    // Holes before `head` count too, for a table small enough to renumber within one apply: their pages are
-    // dropped, but their keys stay in the generation's `Map` until a renumber, so a table used as a queue
-    // would otherwise grow that `Map` by every key it ever held (500,000 keys for the 16,384-entry cleanups of
-    // bench:simulate, and each lookup then misses the cache). A big queue (the dedup table, up to 1,000,000)
-    // is renumbered for them only once they outnumber its keys `bigQueueHolesFactor` times: a renumber is
-    // O(size) in one apply (a 1-4 s stall at 1M under load, measured), so it is rare, but the `Map` stays
-    // bounded; an incremental renumber would remove the stall too (docs/benchmarks.md).
-    const frontHoles =
-      this.#size <= renumberAtOnceMax || this.#head > this.#size * bigQueueHolesFactor ? this.#head : 0;
-    if (this.#end - this.#head - this.#size + frontHoles > Math.max(this.#size, holesSlackMin))
-      this.#renumber();
-    else if (this.#extra.size > Math.max(this.#size * extraShareMax, holesSlackMin)) this.#ownGeneration();
-    const stamp = {};
-    // The line continues from the new version, unless another draft took the generation meanwhile.
-    if (this.#gen.writer === this.#base.stamp || this.#gen.writer === this.#token) this.#gen.writer = stamp;
-    this.#token = undefined;
-    return SlotTable.of({ ...this.#parts(), stamp });
+    const c = this.#c;
+    const slack = Math.max(c.size, keyMapTuning.holesSlackMin);
+    // Holes before `head` count too while the table is small enough to renumber within one apply: their
+    // pages are gone, but their entries stay in the key map until a renumber (or a compaction, for a big
+    // table), so a table used as a queue would otherwise grow its key map by every key it ever held.
+    const small = c.size <= keyMapTuning.renumberAtOnceMax;
+    const holes = c.end - c.head - c.size + (small ? c.head : 0);
+    // Entries for no slot of this line's span: front holes' keys, other lines' keys, re-added keys' old slots.
+    const stale = keyMapSizeOf(c) - (c.end - c.head);
+    if (holes > slack || c.end >= slotMax / 2 || (small && stale > slack)) this.#renumber();
+    else if (c.comp === undefined && stale > slack && c.map.count - c.map.floor > slack) {
+      // (The floor: entries of other lines a compaction copies along are not worth compacting again for.)
+      c.comp = new Compaction(c.map, c.head, c.end - c.head, Math.ceil(slack / keyMapTuning.moveSpread));
+    }
+    return SlotTable.of({ ...c });
+  }
+
+  /** Once the compaction has moved its last cell, this line reads (and adds to) its new map alone. */
+  #finishCompaction(): void {
+    const comp = this.#c.comp;
+    if (comp === undefined || !comp.done) return;
+    comp.next.floor = comp.next.count;
+    this.#c.map = comp.next;
+    this.#c.comp = undefined;
   }
 
   /** Moves `head` past the holes at the front, dropping the pages it leaves behind. */
   #advanceHead(): void {
-    while (
-      this.#head < this.#end &&
-      this.#keys[this.#head >>> pageBits]?.[this.#head & pageMask] === undefined
-    ) {
-      this.#head++;
+    const c = this.#c;
+    while (c.head < c.end && !isLive(c, c.head)) {
+      c.head++;
       // A page wholly before head is never read again by this line of versions.
-      if ((this.#head & pageMask) === 0) {
-        const pg = (this.#head >>> pageBits) - 1;
-        this.#keys[pg] = undefined as unknown as Page<string>;
-        this.#vals[pg] = undefined as unknown as Page<V>;
-        this.#owned.delete(pg);
+      if ((c.head & pageMask) === 0) {
+        const pg = (c.head >>> pageBits) - 1;
+        const at = pg - c.pageBase;
+        c.keys[at] = undefined;
+        c.vals[at] = undefined;
+        c.live[at] = undefined;
+        this.#ownedPages.delete(pg);
+        this.#ownedLive.delete(pg);
       }
     }
   }
 
-  /**
-   * True when `key` may go into the shared generation: this draft is (or now becomes) its writer, and the
-   * key never held a slot there. Otherwise it goes into `extra`.
-   */
-  #mayAdd(hadSlot: boolean): boolean {
-    const gen = this.#gen;
-    const mine = this.#token !== undefined && gen.writer === this.#token;
-    if (!mine) {
-      if (gen.writer !== this.#base.stamp) return false;
-      this.#token = {};
-      gen.writer = this.#token;
-    }
-    return !hadSlot;
-  }
-
-  /** A generation of this draft's own, from its live keys; `extra` is folded into it. */
-  #ownGeneration(): void {
-    this.#token = {};
-    const next = new Generation(this.#token);
-    for (const s of slotsOf(this.#parts()))
-      next.set((this.#keys[s >>> pageBits] as Page<string>)[s & pageMask] as string, s);
-    this.#gen = next;
-    this.#extra = IMap();
-  }
-
-  /** Packs the live keys into slots 0..size-1, in order, under a new generation. */
+  /** Packs the live keys into slots 0..size-1, in order, under a new key map sized for them. */
   #renumber(): void {
+    const c = this.#c;
     const keys: Page<string>[] = [];
     const vals: Page<V>[] = [];
-    this.#token = {};
-    const gen = new Generation(this.#token);
+    const live: Uint32Array[] = [];
+    const map = new KeyMap(c.size);
+    slotTableCounts.renumbers++;
     let n = 0;
-    for (const s of slotsOf(this.#parts())) {
+    for (const s of slotsOf(c)) {
       const pg = n >>> pageBits;
       if ((n & pageMask) === 0) {
         keys.push(new Array(slotPageSize));
         vals.push(new Array(slotPageSize));
+        live.push(new Uint32Array(liveWords));
       }
-      const k = (this.#keys[s >>> pageBits] as Page<string>)[s & pageMask] as string;
+      const k = keyAt(c, s);
       (keys[pg] as Page<string>)[n & pageMask] = k;
-      (vals[pg] as Page<V>)[n & pageMask] = (this.#vals[s >>> pageBits] as Page<V>)[s & pageMask];
-      gen.set(k, n);
+      (vals[pg] as Page<V>)[n & pageMask] = valueAt(c, s);
+      const w = live[pg] as Uint32Array;
+      w[(n >>> 5) & (liveWords - 1)] = (w[(n >>> 5) & (liveWords - 1)] as number) | (1 << (n & 31));
+      map.insert(hashOf(k), n);
       n++;
     }
-    assert(n === this.#size, 'a renumbered table keeps every live key', { n, size: this.#size });
-    this.#keys = keys;
-    this.#vals = vals;
-    this.#gen = gen;
-    this.#extra = IMap();
-    this.#end = n;
-    this.#head = 0;
-    this.#owned.clear();
-    for (let i = 0; i < keys.length; i++) this.#owned.add(i);
+    assert(n === c.size, 'a renumbered table keeps every live key', { n, size: c.size });
+    Object.assign(c, { map, comp: undefined, keys, vals, live, pageBase: 0, end: n, head: 0 });
+    this.#ownedPages.clear();
+    this.#ownedLive.clear();
+    for (let i = 0; i < keys.length; i++) this.#ownedPages.add(i);
   }
 
-  /** Makes page `pg` this draft's own (a copy, or a new page), so it can be written in place. */
-  #page(pg: number): void {
-    if (this.#owned.has(pg)) return;
-    const k = this.#keys[pg];
-    const v = this.#vals[pg];
-    this.#keys[pg] = k === undefined ? new Array(slotPageSize) : k.slice();
-    this.#vals[pg] = v === undefined ? new Array(slotPageSize) : v.slice();
-    this.#owned.add(pg);
+  /** Makes page `pg`'s bitmap this draft's own; returns the page's index in the columns. */
+  #ownLive(pg: number): number {
+    const c = this.#c;
+    const at = pg - c.pageBase;
+    if (this.#ownedPages.has(pg) || this.#ownedLive.has(pg)) return at;
+    c.live[at] = (c.live[at] as Uint32Array).slice();
+    this.#ownedLive.add(pg);
+    return at;
+  }
+
+  /**
+   * Makes page `pg` this draft's own (a copy, or a new page), so it can be written in place; returns its index
+   * in the columns. A copy leaves out the dead slots' keys and values, so they are released with it.
+   */
+  #ownPage(pg: number): number {
+    const c = this.#c;
+    const at = pg - c.pageBase;
+    if (this.#ownedPages.has(pg)) return at;
+    assert(at >= 0, 'a draft writes at or after its head page', { pg, pageBase: c.pageBase });
+    const k = c.keys[at];
+    if (k === undefined) {
+      c.keys[at] = new Array(slotPageSize);
+      c.vals[at] = new Array(slotPageSize);
+      c.live[at] = new Uint32Array(liveWords);
+    } else {
+      const keys = k.slice();
+      const vals = (c.vals[at] as Page<V>).slice();
+      const w = this.#ownedLive.has(pg) ? (c.live[at] as Uint32Array) : (c.live[at] as Uint32Array).slice();
+      dropDead(keys, vals, w);
+      c.keys[at] = keys;
+      c.vals[at] = vals;
+      c.live[at] = w;
+    }
+    this.#ownedPages.add(pg);
+    return at;
+  }
+}
+
+/** Clears the keys and values of a page's dead slots (given back to the GC with the shared page). */
+function dropDead<V>(keys: Page<string>, vals: Page<V>, live: Uint32Array): void {
+  for (let i = 0; i < liveWords; i++) {
+    const word = live[i] as number;
+    if (word === 0xffffffff) continue;
+    for (let b = 0; b < 32; b++) {
+      const slot = (i << 5) | b;
+      if (((word >>> b) & 1) === 0 && keys[slot] !== undefined) {
+        keys[slot] = undefined;
+        vals[slot] = undefined;
+      }
+    }
   }
 }
 
@@ -480,7 +596,7 @@ function deepEqual(a: unknown, b: unknown): boolean {
 
 /** A table of a plain map's entries, in its order. */
 export function slotTableOf<V>(m: ReadonlyMap<string, V>): SlotTable<V> {
-  const draft = SlotTable.empty<V>().edit();
+  const draft = SlotTable.empty<V>(m.size).edit();
   for (const [k, v] of m) draft.set(k, v);
   return draft.publish();
 }

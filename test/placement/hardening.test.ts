@@ -7,6 +7,7 @@ import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import {
   ClusterIndex,
+  dominantShare,
   type IndexBuilder,
   type NodeSpec,
   type PlacementRequest,
@@ -721,6 +722,229 @@ describe('placement/hardening - a spread domain index per request, in one batch'
         }
       }),
       { numRuns: 60 },
+    );
+  });
+});
+
+describe('placement/hardening - constraint fields checked without building their paths up front', () => {
+  // The messages a bad constraint or preference field got before paths were built lazily, verbatim.
+  const cases: [Partial<PlacementRequest> | Record<string, unknown>, string][] = [
+    [{ constraints: [null] }, 'requests.1.constraints.0: must be an object, got null'],
+    [
+      { constraints: [{ label: 'a', op: 'exists' }, []] },
+      'requests.1.constraints.1: must be an object, got an array',
+    ],
+    [
+      { constraints: [{ label: '', op: 'exists' }] },
+      'requests.1.constraints.0.label: must be a string of 1..256 characters',
+    ],
+    [
+      { constraints: [{ label: 'x'.repeat(257), op: 'eq', value: 'v' }] },
+      'requests.1.constraints.0.label: must be a string of 1..256 characters',
+    ],
+    [
+      { constraints: [{ label: 'a', op: 'eq', value: 7 }] },
+      'requests.1.constraints.0.value: must be a string of 1..256 characters',
+    ],
+    [
+      { constraints: [{ label: 'a', op: 'in', values: 'v' }] },
+      'requests.1.constraints.0.values: must be an array, got string',
+    ],
+    [
+      { constraints: [{ label: 'a', op: 'in', values: Array(65).fill('v') }] },
+      'requests.1.constraints.0.values: at most 64 entries',
+    ],
+    [
+      { constraints: [{ label: 'a', op: 'notIn', values: [] }] },
+      'requests.1.constraints.0.values: must list 1..64 values',
+    ],
+    [
+      { constraints: [{ label: 'a', op: 'in', values: ['v', 'w', ''] }] },
+      'requests.1.constraints.0.values.2: must be a string of 1..256 characters',
+    ],
+    [
+      { constraints: [{ label: 'a', op: 'like' }] },
+      'requests.1.constraints.0.op: must be one of eq, in, notIn, exists',
+    ],
+    [
+      { preferences: [{ constraint: null, weight: 1 }] },
+      'requests.1.preferences.0.constraint: must be an object, got null',
+    ],
+    [
+      {
+        preferences: [
+          { constraint: { label: 'a', op: 'exists' }, weight: 1 },
+          { constraint: { label: 'a', op: 'in', values: [1] }, weight: 1 },
+        ],
+      },
+      'requests.1.preferences.1.constraint.values.0: must be a string of 1..256 characters',
+    ],
+    [
+      { preferences: [{ constraint: { label: 'a', op: 'eq' }, weight: 1 }] },
+      'requests.1.preferences.0.constraint.value: must be a string of 1..256 characters',
+    ],
+  ];
+  it('placement/hardening - each bad constraint or preference field is refused with its full path and message, planning nothing', () => {
+    const index = ClusterIndex.of([ready('n1', 4_000, { a: 'v' })]);
+    for (const [extra, message] of cases) {
+      const batch = [req('ok', 100), { ...req('bad', 100), ...extra } as PlacementRequest];
+      let caught: unknown;
+      try {
+        planBatch(index, batch);
+      } catch (err) {
+        caught = err;
+      }
+      expect(caught, message).toBeInstanceOf(ValidationError);
+      expect((caught as ValidationError).message).toBe(message);
+      expect((caught as ValidationError).code).toBe('VALIDATION');
+    }
+    expect(
+      planBatch(index, [
+        req('ok', 100),
+        req('ok2', 100, { constraints: [{ label: 'a', op: 'in', values: ['v'] }] }),
+      ]).placed.count,
+    ).toBe(2);
+  });
+});
+
+describe('placement/hardening - request classes (one lookup per class, runs by class id)', () => {
+  // Strings of one length whose first, middle and last characters agree: the class hash reads only those, so
+  // these collide and only the field-by-field comparison tells the classes apart.
+  const zoneA = 'zXaYc';
+  const zoneB = 'zYaXc';
+  const nodes: NodeSpec[] = Array.from({ length: 12 }, (_, i) => ({
+    id: i === 0 ? 'nXaYb' : i === 1 ? 'nYaXb' : `n${i}`,
+    capacity: { cpu: 8_000 + 500 * i, memory: 16_000 + 1_000 * i, disk: 16_000 + 1_000 * i },
+    labels: { zone: i % 2 === 0 ? zoneA : zoneB },
+    state: 'ready',
+    images: i % 3 === 0 ? ['iXmYg'] : i % 3 === 1 ? ['iYmXg'] : [],
+  }));
+  const variants: Partial<PlacementRequest>[] = [
+    {},
+    { constraints: [{ label: 'zone', op: 'eq', value: zoneA }] },
+    { constraints: [{ label: 'zone', op: 'eq', value: zoneB }] },
+    { constraints: [{ label: 'zone', op: 'in', values: [zoneA] }] },
+    { imageId: 'iXmYg' },
+    { imageId: 'iYmXg' },
+    { pinnedNode: 'nXaYb' },
+    { pinnedNode: 'nYaXb' },
+    { preferences: [{ constraint: { label: 'zone', op: 'eq', value: zoneA }, weight: 50 }] },
+    { preferences: [{ constraint: { label: 'zone', op: 'eq', value: zoneB }, weight: 50 }] },
+    { strategy: 'binpack' },
+    { resources: { cpu: 700, memory: 1_000, disk: 1_000 } },
+    { gpu: { milli: 250 } },
+    { resources: { cpu: 14_000, memory: 1_000, disk: 1_000 } },
+    {
+      resources: { cpu: 14_000, memory: 1_000, disk: 1_000 },
+      constraints: [{ label: 'zone', op: 'eq', value: zoneA }],
+    },
+    {
+      resources: { cpu: 14_000, memory: 1_000, disk: 1_000 },
+      constraints: [{ label: 'zone', op: 'eq', value: zoneB }],
+    },
+  ];
+
+  /** Each request lands where planning it alone, in batch order, would put it, or is rejected alike. */
+  function expectAsAlone(requests: PlacementRequest[]): void {
+    const index = ClusterIndex.of(nodes);
+    const plan = planBatch(index, requests);
+    const byId = new Map(requests.map((r) => [r.id, r]));
+    const placed = new Map(plan.placements.map((p) => [p.requestId, p]));
+    const rejected = new Map(plan.rejections.map((r) => [r.requestId, r]));
+    let alone = index;
+    for (const id of plan.order) {
+      const one = planBatch(alone, [byId.get(id) as PlacementRequest]);
+      const mine = placed.get(id);
+      const theirs = one.placements[0];
+      expect({ id, node: mine?.nodeId, score: mine?.score }).toEqual({
+        id,
+        node: theirs?.nodeId,
+        score: theirs?.score,
+      });
+      const no = rejected.get(id);
+      const noAlone = one.rejections[0];
+      expect({ id, code: no?.code, shortOf: no?.shortOf, closest: no?.closest }).toEqual({
+        id,
+        code: noAlone?.code,
+        shortOf: noAlone?.shortOf,
+        closest: noAlone?.closest,
+      });
+      alone = one.index;
+    }
+  }
+  const sized = { resources: { cpu: 500, memory: 1_000, disk: 1_000 } };
+
+  it('placement/hardening - requests whose class hashes collide are placed as each alone would be', () => {
+    fc.assert(
+      fc.property(
+        fc.array(fc.integer({ min: 0, max: variants.length - 1 }), { minLength: 1, maxLength: 40 }),
+        (picks) => {
+          // Each pick three times in a row: runs of one class (placed in one step) and their breaks.
+          const requests = picks
+            .flatMap((v) => [v, v, v])
+            .map((v, i) => ({ ...req(`q${String(i).padStart(3, '0')}`, 500), ...sized, ...variants[v] }));
+          expectAsAlone(requests as PlacementRequest[]);
+        },
+      ),
+      { numRuns: 60 },
+    );
+  });
+
+  it('placement/hardening - requests differing only in a preference never share a run', () => {
+    const batch = [8, 8, 8, 9, 9, 9, 9, 8, 8].map((v, i) => ({
+      ...req(`p${i}`, 500),
+      ...sized,
+      ...variants[v],
+    }));
+    expectAsAlone(batch as PlacementRequest[]);
+  });
+
+  it('placement/hardening - batch order is priority, then dominant share, then id, batch after batch', () => {
+    // Up to three batches through the reused tables, many priorities and shapes, ids out of order, shapes of
+    // equal share (a run across classes, ordered by id).
+    const index = ClusterIndex.of(nodes);
+    fc.assert(
+      fc.property(
+        fc.array(
+          fc.array(
+            fc.record({
+              prio: fc.integer({ min: -3, max: 3 }),
+              cpu: fc.constantFrom(0, 250, 500, 1_000),
+              memory: fc.constantFrom(1, 2, 100),
+              image: fc.constantFrom(undefined, 'iXmYg', 'iYmXg'),
+              id: fc.integer({ min: 0, max: 999 }),
+            }),
+            { minLength: 1, maxLength: 80 },
+          ),
+          { minLength: 1, maxLength: 3 },
+        ),
+        (batches) => {
+          for (const batch of batches) {
+            const seen = new Set<number>();
+            const requests: PlacementRequest[] = batch
+              .filter((b) => !seen.has(b.id) && seen.add(b.id) !== undefined)
+              .map((b) => ({
+                id: `o${String(999 - b.id).padStart(3, '0')}`,
+                tenant: 't',
+                resources: { cpu: b.cpu, memory: b.memory, disk: 1 },
+                priority: b.prio,
+                ...(b.image === undefined ? {} : { imageId: b.image }),
+              }));
+            const share = (r: PlacementRequest): number =>
+              dominantShare(r, index.readyCapacity, index.readyGpuMilli);
+            const expected = [...requests]
+              .sort(
+                (a, b) =>
+                  (b.priority ?? 0) - (a.priority ?? 0) ||
+                  share(b) - share(a) ||
+                  (a.id < b.id ? -1 : a.id > b.id ? 1 : 0),
+              )
+              .map((r) => r.id);
+            expect(planBatch(index, requests).order).toEqual(expected);
+          }
+        },
+      ),
+      { numRuns: 150 },
     );
   });
 });

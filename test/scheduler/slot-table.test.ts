@@ -1,9 +1,10 @@
 import { describe, expect, it } from 'vitest';
 import {
-  keySharding,
+  keyMapTuning,
   SlotTable,
   type SlotTableDraft,
   slotPageSize,
+  slotTableCounts,
 } from '../../scheduler/core/slot-table.js';
 import { createRng } from '../../src/lib/prng.js';
 
@@ -78,53 +79,103 @@ describe('scheduler/slot-table', () => {
     }
   });
 
-  it('slot-table - a key map split into shards reads as one, across versions, forks and renumbers', () => {
-    // Past keySharding.fromKeys keys a generation's keys are spread over many `Map`s; every version (the
-    // line's and forks') must still read exactly as its model, and a renumber rebuilds the shards. The split is
-    // lowered here (the production setting is 2^17 keys) so the sharded path is reached with few keys.
-    const production = { ...keySharding };
-    keySharding.fromKeys = 1 << 12;
-    keySharding.shards = 1024;
+  it('slot-table - every version reads as its model while key maps grow, compact and renumber under forks', () => {
+    // The key map is lowered here (16 cells, slack 32, moves spread over almost all of a new table's room,
+    // compaction instead of renumber past 64 live keys) so growth, reads mid-move, compaction and renumber are
+    // all reached with few keys, under forks, dropped drafts, random removals, evictions and re-adds.
+    const production = { ...keyMapTuning };
+    Object.assign(keyMapTuning, {
+      initialCells: 16,
+      holesSlackMin: 32,
+      moveSpread: 1.1,
+      renumberAtOnceMax: 64,
+    });
+    const before = { ...slotTableCounts };
+    const seeds = process.env.SEED === undefined ? [21, 22, 23, 24, 25, 26] : [Number(process.env.SEED)];
     try {
-      shardedModelRun();
+      for (const seed of seeds) modelRun(seed);
     } finally {
-      Object.assign(keySharding, production);
+      Object.assign(keyMapTuning, production);
     }
+    expect(slotTableCounts.growths).toBeGreaterThan(before.growths);
+    expect(slotTableCounts.compactions).toBeGreaterThan(before.compactions);
+    expect(slotTableCounts.renumbers).toBeGreaterThan(before.renumbers);
   });
 
-  function shardedModelRun(): void {
-    const shardFromKeys = keySharding.fromKeys;
-    const rng = createRng(11);
-    const keySpace = 3 * shardFromKeys;
+  /**
+   * One seeded run: each step drafts on the newest version (mostly) or an older one (a fork), with a random
+   * mix of sets, re-adds of removed keys, random removals and evictions from the front, and drops some drafts
+   * after writing them (their keys went into the shared key map). Every version is checked when published and
+   * again at the end, and random keys are read from random older versions as the line moves on.
+   */
+  function modelRun(seed: number): void {
+    const rng = createRng(seed);
+    const ctx = `seed ${seed} (SEED=${seed} replays it)`;
+    const keySpace = 400;
     let newest: Held = { table: SlotTable.empty<number>(), model: new Map() };
     const held: Held[] = [newest];
-    for (let step = 0; step < 60; step++) {
-      const draft = newest.table.edit();
-      const model = new Map(newest.model);
-      for (let i = 0; i < shardFromKeys / 8; i++) {
-        const key = `k${rng.int(0, keySpace)}`;
-        if (rng.next() < 0.7) {
+    let fresh = 0;
+    for (let step = 0; step < 120; step++) {
+      const fork = rng.next() < 0.2;
+      const base = fork ? (held[rng.int(0, held.length)] as Held) : newest;
+      const draft = base.table.edit();
+      const model = new Map(base.model);
+      const ops = rng.int(1, 64);
+      for (let i = 0; i < ops; i++) {
+        const r = rng.next();
+        if (r < 0.35) {
+          // A key never seen (a queue's new request id): the map grows.
+          const key = `n${fresh++}`;
+          draft.set(key, i);
+          model.set(key, i);
+        } else if (r < 0.55) {
+          const key = `k${rng.int(0, keySpace)}`;
           const v = rng.int(0, 1_000_000);
           draft.set(key, v);
           model.set(key, v);
-        } else expect(draft.remove(key)).toBe(model.delete(key));
+        } else if (r < 0.7) {
+          const key = `k${rng.int(0, keySpace)}`;
+          expect(draft.remove(key), `${ctx}, step ${step}`).toBe(model.delete(key));
+        } else {
+          const first = model.keys().next().value;
+          expect(draft.firstKey(), `${ctx}, step ${step}`).toBe(first);
+          if (first !== undefined) {
+            draft.remove(first);
+            model.delete(first);
+          }
+        }
       }
-      newest = { table: draft.publish(), model };
-      held.push(newest);
-      // A fork from an older version: its keys go to its own side map, not into the shared shards.
-      const old = held[rng.int(0, held.length)] as Held;
-      const { draft: fork, model: forkModel } = randomDraft(old, rng, keySpace);
-      held.push({ table: fork.publish(), model: forkModel });
-    }
-    expect(newest.table.keyMapSize).toBeGreaterThan(shardFromKeys);
-    for (const [i, h] of held.entries()) {
-      expectSame(h, `version ${i}`);
-      for (let k = 0; k < 200; k++) {
-        const probe = `k${rng.int(0, keySpace)}`;
-        expect(h.table.get(probe), `version ${i}, ${probe}`).toBe(h.model.get(probe));
+      expect(draft.size, `${ctx}, step ${step}`).toBe(model.size);
+      if (rng.next() < 0.15) continue; // Dropped after writing.
+      const h = { table: draft.publish(), model };
+      expectSame(h, `${ctx}, step ${step}, published`);
+      held.push(h);
+      if (!fork) newest = h;
+      for (let k = 0; k < 20; k++) {
+        const old = held[rng.int(0, held.length)] as Held;
+        const probe = rng.next() < 0.5 ? `k${rng.int(0, keySpace)}` : `n${rng.int(0, fresh + 1)}`;
+        expect(old.table.get(probe), `${ctx}, step ${step}, ${probe}`).toBe(old.model.get(probe));
+        expect(old.table.has(probe), `${ctx}, step ${step}, ${probe}`).toBe(old.model.has(probe));
       }
     }
+    for (const [i, h] of held.entries()) expectSame(h, `${ctx}, version ${i} at the end`);
   }
+
+  it('slot-table - a reserved table takes its keys without growing its key map', () => {
+    const before = slotTableCounts.growths;
+    const n = 50_000;
+    const d = SlotTable.empty<number>(n).edit();
+    for (let i = 0; i < n; i++) d.set(`id-${i}`, i);
+    const d2 = SlotTable.empty<number>().edit();
+    d2.reserve(n);
+    for (let i = 0; i < n; i++) d2.set(`id-${i}`, i);
+    expect(slotTableCounts.growths).toBe(before);
+    const [a, b] = [d.publish(), d2.publish()];
+    expect(a.get('id-49999')).toBe(49_999);
+    expect(b.get('id-0')).toBe(0);
+    expect(a.equals(b)).toBe(true);
+    expect(() => d2.reserve(-1)).toThrow(/a reservation is a count of keys/);
+  });
 
   it('slot-table - a table emptied from the front and refilled stays as small as its live keys', () => {
     // The dedup table's life: append at the end, evict from the front, for many times its size.

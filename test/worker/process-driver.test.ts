@@ -160,6 +160,37 @@ describe('worker/drivers/process', () => {
     expect(alive(process.pid)).toBe(true);
   });
 
+  it('process driver - a restarted worker finds a machine whose pid file was edited or deleted, and stops it', async () => {
+    // A damaged data directory must not leave a machine process nobody owns: the machine is found again
+    // by its working directory, reported running, and stopped with the others.
+    const edited = spec('edited');
+    const deleted = spec('deleted');
+    for (const s of [edited, deleted]) {
+      await driver.createDisk(s);
+      await driver.boot(s);
+    }
+    const pids = [
+      (await driver.machinePid(edited.sandboxId)) as number,
+      (await driver.machinePid(deleted.sandboxId)) as number,
+    ];
+    expect(pids.every((p) => alive(p))).toBe(true);
+    await writeFile(join(driver.sandboxDir(edited.sandboxId), 'vm.pid'), String(process.pid));
+    await rm(join(driver.sandboxDir(deleted.sandboxId), 'vm.pid'));
+    const restarted = new ProcessDriver({ dataDir: dir });
+    expect(await restarted.list()).toEqual(
+      expect.arrayContaining([
+        { sandboxId: 'edited', state: 'running' },
+        { sandboxId: 'deleted', state: 'running' },
+      ]),
+    );
+    expect(await restarted.machinePid(edited.sandboxId)).toBe(pids[0]);
+    const worker = new NodeWorker({ nodeId: nid('n1'), driver: restarted, statusSink: statusLog().sink });
+    await worker.report();
+    await worker.close({ stopMachines: true });
+    await until(() => pids.every((p) => !alive(p)), 'both machines stopped');
+    expect(alive(process.pid)).toBe(true);
+  });
+
   it('process driver - a machine that dies under the worker turns the sandbox failed with the reason', async () => {
     // Checks failure detection on the real driver: the stand-in VM is killed from outside; the next exec
     // is refused and the worker reports the sandbox failed, naming what it found.

@@ -1,5 +1,5 @@
 import { execFileSync, spawn } from 'node:child_process';
-import { mkdtemp, readFile, rm, stat } from 'node:fs/promises';
+import { mkdtemp, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -154,7 +154,10 @@ describe('worker/drivers/qemu', () => {
       await until(() => waiting.every((p) => !alive(p)), 'the waiting warm processes ended', 30_000);
       expect(alive(pid)).toBe(true);
       const w1 = sid('w1');
+      // Its pid file damaged while no worker ran: the VM is found again by its command line, not orphaned.
+      await writeFile(join(restarted.sandboxDir(w1), 'vm.pid'), String(process.pid));
       expect((await restarted.list()).find((m) => m.sandboxId === w1)?.state).toBe('running');
+      expect(await readFile(join(restarted.sandboxDir(w1), 'vm.pid'), 'utf8')).toBe(String(pid));
       const r = await restarted.exec(w1, { command: ['sh', '-c', 'echo warm > f; cat f'], ...opts() });
       expect(text(r.stdout)).toBe('warm\n');
       await restarted.destroy(w1);

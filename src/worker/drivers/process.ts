@@ -151,9 +151,16 @@ export class ProcessDriver implements Driver {
     await this.#signalAndWait(id, 'SIGCONT', 'running');
   }
 
+  /**
+   * The machines in the data directory and their states. A machine whose `vm.pid` is missing or names another
+   * process (the file was damaged or edited while the worker was down) is found again by its working
+   * directory, and its pid file rewritten, so a restarted worker still reports, stops and reaps it rather
+   * than leaving a process nobody owns.
+   */
   async list(): Promise<readonly MachineReport[]> {
     const names = await readdir(this.#root).catch(() => [] as string[]);
     const reports: MachineReport[] = [];
+    let byRoot: Map<string, number> | undefined;
     for (const name of names) {
       let id: SandboxId;
       try {
@@ -161,7 +168,15 @@ export class ProcessDriver implements Driver {
       } catch {
         continue; // Not a sandbox directory; the driver never makes such names.
       }
-      const state = await this.#state(id);
+      let state = await this.#state(id);
+      if (state === 'stopped') {
+        byRoot ??= await machinesByRoot();
+        const pid = byRoot.get(join(this.sandboxDir(id), 'root'));
+        if (pid !== undefined) {
+          await writeFile(join(this.sandboxDir(id), 'vm.pid'), String(pid));
+          state = await this.#state(id);
+        }
+      }
       if (state !== undefined) reports.push({ sandboxId: id, state });
     }
     return reports;
@@ -288,6 +303,26 @@ function killGroup(pid: number, signal: NodeJS.Signals): void {
   } catch {
     // Already gone: the caller checks /proc, not this call, to know.
   }
+}
+
+/**
+ * Live process-group leaders by working directory: a machine is `sleep infinity` leading its own group in
+ * its sandbox's `root` (what `#livePid` checks), so this finds one whose pid file no longer names it.
+ */
+async function machinesByRoot(): Promise<Map<string, number>> {
+  const out = new Map<string, number>();
+  for (const name of await readdir('/proc').catch(() => [] as string[])) {
+    const pid = Number(name);
+    if (!Number.isInteger(pid) || pid <= 1) continue;
+    const stat = await readFile(`/proc/${pid}/stat`, 'utf8').catch(() => undefined);
+    if (stat === undefined) continue;
+    // After the command name's ')': state, ppid, pgrp.
+    const [state, , pgrp] = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+    if (state === 'Z' || Number(pgrp) !== pid) continue;
+    const cwd = await readlink(`/proc/${pid}/cwd`).catch(() => undefined);
+    if (cwd !== undefined) out.set(cwd, pid);
+  }
+  return out;
 }
 
 /** The one-letter state in /proc/<pid>/stat (R, S, T, Z, ...), or undefined when there is no such pid. */

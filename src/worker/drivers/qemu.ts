@@ -401,9 +401,16 @@ export class QemuDriver implements Driver {
     );
   }
 
+  /**
+   * The machines in the data directory and their states. A QEMU whose `vm.pid` is missing or names another
+   * process (the file was damaged or edited while the worker was down) is found again by its command line
+   * (the sandbox's disk, or its warm name), and its pid file rewritten, so a restarted worker still reports,
+   * stops and reaps it rather than leaving a VM nobody owns.
+   */
   async list(): Promise<readonly MachineReport[]> {
     const names = await readdir(join(this.#root, 'sandboxes')).catch(() => [] as string[]);
     const reports: MachineReport[] = [];
+    let cmdlines: [number, string][] | undefined;
     for (const name of names) {
       let id: SandboxId;
       try {
@@ -411,7 +418,19 @@ export class QemuDriver implements Driver {
       } catch {
         continue;
       }
-      const state = await this.#state(id);
+      let state = await this.#state(id);
+      if (state === 'stopped' || state === 'suspended') {
+        cmdlines ??= await liveCmdlines();
+        const vmName = await readFile(join(this.sandboxDir(id), 'vm.name'), 'utf8').catch(() => undefined);
+        const disk = this.diskPath(id);
+        const found = cmdlines.find(
+          ([, c]) => c.includes(disk) || (vmName !== undefined && c.includes(`\0${vmName.trim()}\0`)),
+        );
+        if (found !== undefined) {
+          await writeFile(join(this.sandboxDir(id), 'vm.pid'), String(found[0]));
+          state = await this.#state(id);
+        }
+      }
       if (state !== undefined) reports.push({ sandboxId: id, state });
     }
     return reports;
@@ -961,4 +980,16 @@ async function logTail(path: string): Promise<string> {
   const text = await readFile(path, 'utf8').catch(() => '');
   const lines = text.trim().split('\n').slice(-3).join(' | ');
   return lines === '' ? 'no output' : lines;
+}
+
+/** The command lines of this machine's live QEMU processes (pid, NUL-separated arguments). */
+async function liveCmdlines(): Promise<[number, string][]> {
+  const out: [number, string][] = [];
+  for (const name of await readdir('/proc').catch(() => [] as string[])) {
+    const pid = Number(name);
+    if (!Number.isInteger(pid) || pid <= 1) continue;
+    const cmdline = await readFile(`/proc/${pid}/cmdline`, 'utf8').catch(() => '');
+    if (cmdline.startsWith('qemu-system') || cmdline.includes('/qemu-system')) out.push([pid, cmdline]);
+  }
+  return out;
 }
