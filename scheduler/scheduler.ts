@@ -111,9 +111,10 @@ export interface CreateOptions {
   /**
    * Answer with the sandbox as committed once this long has passed without a node for it: `pending`, with
    * the reason it waits (with `wait: 'running'`, SandboxNotRunningError saying so, and never later than
-   * `runningWaitMs`), instead of waiting until it is placed or fails at the pending deadline (30 s by default). A replica serving a remote caller sets it
-   * from the caller's deadline, so a create that waits for room is answered `pending`, not OUTCOME_UNKNOWN.
-   * When the request is not yet committed at that time, the wait goes on as without it.
+   * `runningWaitMs`), instead of waiting until it is placed or fails at the pending deadline (30 s by
+   * default). A replica serving a remote caller sets it from the caller's deadline, so a create that waits
+   * for room is answered `pending`, not OUTCOME_UNKNOWN. When the request is not yet committed at that
+   * time, the wait goes on as without it.
    */
   readonly pendingReplyMs?: number;
 }
@@ -411,8 +412,8 @@ export class Scheduler implements SchedulerApi {
   /**
    * Resolves with the sandbox once this replica's committed state says it runs; rejects with
    * SandboxNotRunningError once it failed, was lost or terminated, or `deadline` (`waitMs` from the create
-   * call) passed first. The state is
-   * checked before listening, since the status entry may have been applied before this call.
+   * call) passed first. The state is checked before listening, since the status entry may have been applied
+   * before this call.
    */
   #waitRunning(sandboxId: string, requestId: string, waitMs: number, deadline: Deadline): Promise<Sandbox> {
     const machine = this.#home.machine;
