@@ -114,7 +114,8 @@ export interface CreateOptions {
    * `runningWaitMs`), instead of waiting until it is placed or fails at the pending deadline (30 s by
    * default). A replica serving a remote caller sets it from the caller's deadline, so a create that waits
    * for room is answered `pending`, not OUTCOME_UNKNOWN. When the request is not yet committed at that
-   * time, the wait goes on as without it.
+   * time, the wait goes on as without it. The remote client does not send it: the replica derives it from
+   * the call's deadline.
    */
   readonly pendingReplyMs?: number;
 }

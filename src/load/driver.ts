@@ -12,6 +12,7 @@
 import * as hdr from 'hdr-histogram-js';
 import type { SchedulerApi } from '../../scheduler/api.js';
 import type { SandboxSpec } from '../../scheduler/commands.js';
+import { SandboxNotRunningError } from '../../scheduler/errors.js';
 import type { Sandbox } from '../../scheduler/types.js';
 import { assert } from '../lib/assert.js';
 import { TrellisError } from '../lib/errors.js';
@@ -230,13 +231,18 @@ export async function drive(o: DriveOptions): Promise<DriveResult> {
     let sb: Sandbox | undefined;
     const t0 = now();
     try {
-      sb = await persist('create', () =>
-        api.create(o.spec, {
+      sb = await persist('create', async () => {
+        const out = await api.create(o.spec, {
           requestId: id,
           wait: o.wait,
           ...(o.wait === 'running' ? { runningWaitMs: createRunningWaitMs } : {}),
-        }),
-      );
+        });
+        // Answered `pending` (no room before the call's deadline): still on its way, so asked again with the
+        // same id, as a wait for running that ends pending is; not counted created before it is placed.
+        if (out.state === 'pending')
+          throw new SandboxNotRunningError(`sandbox ${out.id} is pending`, { details: { state: 'pending' } });
+        return out;
+      });
       const t1 = now();
       clocks.create.record(t0, t1);
       created.set(id, sb.nodeId);
