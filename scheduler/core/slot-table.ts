@@ -457,6 +457,26 @@ export class SlotTableDraft<V> {
       (c.vals[this.#ownVals(live >>> pageBits)] as Page<V>)[live & pageMask] = value;
       return;
     }
+    this.#append(key, h, value);
+  }
+
+  /**
+   * Adds `key` with `value` when absent and returns undefined; when present, returns its value and changes
+   * nothing (one lookup for what `has` then `set` would do in two).
+   */
+  addIfAbsent(key: string, value: V): V | undefined {
+    assert(value !== undefined, 'a slot table holds no undefined values', { key });
+    const c = this.#c;
+    const h = hashOf(key);
+    const live = find(c, key, h);
+    if (live >= 0) return valueAt(c, live);
+    this.#append(key, h, value);
+    return undefined;
+  }
+
+  /** Puts an absent key (hash `h`) in a new slot at the end. */
+  #append(key: string, h: number, value: V): void {
+    const c = this.#c;
     assert(c.end < slotMax, 'a slot table renumbers before its slots overflow', { end: c.end });
     const slot = c.end++;
     const at = this.#ownPage(slot >>> pageBits);
@@ -474,9 +494,23 @@ export class SlotTableDraft<V> {
 
   /** Removes `key`; false when it was absent. */
   remove(key: string): boolean {
-    const c = this.#c;
-    const s = find(c, key, hashOf(key));
+    const s = find(this.#c, key, hashOf(key));
     if (s < 0) return false;
+    this.#removeAt(s);
+    return true;
+  }
+
+  /** Removes `key` and returns the value it had, or undefined when absent (`get` and `remove` in one lookup). */
+  take(key: string): V | undefined {
+    const s = find(this.#c, key, hashOf(key));
+    if (s < 0) return undefined;
+    const value = valueAt(this.#c, s);
+    this.#removeAt(s);
+    return value;
+  }
+
+  #removeAt(s: number): void {
+    const c = this.#c;
     const pg = s >>> pageBits;
     const at = this.#ownLive(pg);
     const w = c.live[at] as Uint32Array;
@@ -487,7 +521,6 @@ export class SlotTableDraft<V> {
       (c.vals[at] as Page<V>)[s & pageMask] = undefined;
     c.size--;
     if (s === c.head) this.#advanceHead();
-    return true;
   }
 
   publish(): SlotTable<V> {
