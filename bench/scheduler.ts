@@ -305,6 +305,7 @@ async function streamWhileApplying(
     longestBatches: accountLongest(batchSpans, gcs, (b) => b.end - b.start),
     // On a shared machine a batch's wall time is partly the neighbours': the same by the main thread's CPU.
     longestBatchesOnCpu: accountLongest(batchSpans, gcs, (b) => b.mainOnCpuMs),
+    mostFaultingBatches: accountLongest(batchSpans, gcs, (b) => b.mainFaults),
     batchFaultsTotal: faults.reduce((a, f) => a + f, 0),
     batchFaultsMax: Math.max(0, ...faults),
     batchApplyMsP50: Number((sorted[Math.floor(sorted.length / 2)] ?? 0).toFixed(1)),
