@@ -1,5 +1,5 @@
 /**
- * `npm run bench:scheduler -- --json FILE [--sandboxes N] [--nodes N] [--log raft|in-process]
+ * `npm run bench:scheduler -- --json FILE [--sandboxes N] [--nodes N] [--replicas N] [--log raft|in-process]
  * [--transport nats [--clients N] [--window N]]`: 3 in-process
  * replicas of a Raft group (loopback transport, FileStorage in a temp dir with fsync on), 1,000 generated
  * nodes, 100,000 creates submitted as fast as the API takes them. Measures the time until all are committed
@@ -563,6 +563,8 @@ async function inProcess(): Promise<Record<string, unknown>> {
   const cluster = await startTestCluster({
     seed: 7,
     nodes,
+    // --replicas 1: the leader's own work alone (no follower applying on this thread), for the bound.
+    replicas: Number(arg('replicas') ?? 3),
     pipeline: { pendingTimeoutMs: 60_000 },
     log: logKind,
     ...(dir === undefined ? {} : { dir }),
@@ -584,6 +586,7 @@ async function inProcess(): Promise<Record<string, unknown>> {
     stats.meanBatch,
     {
       transport: 'in-process',
+      replicas: cluster.log.size,
       cpuSeconds: Number(cpuSeconds.toFixed(1)),
       heapMiB,
       ...retained,
