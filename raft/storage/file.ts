@@ -131,12 +131,18 @@ function entryRecord(e: Entry): [Uint8Array, Uint8Array] {
   return recordWithTail(recEntry, recordBody([e.term, e.index, entryTypes.indexOf(e.type)]), e.data);
 }
 
+/** What `writeAll` needs of a file handle. */
+export interface VectorWriter {
+  writev(buffers: Uint8Array[], position: number): Promise<{ bytesWritten: number }>;
+}
+
 /**
  * Writes `parts` (`bytes` in all) at `position` with writev, resuming after a short write: no copy into one
  * buffer first (a batch of entries is megabytes, and a fresh buffer that size is page faults and GC).
+ * Exported for its test only (a short write cannot be provoked on a local file).
  */
-async function writeAll(
-  handle: FileHandle,
+export async function writeAll(
+  handle: VectorWriter,
   parts: readonly Uint8Array[],
   bytes: number,
   position: number,

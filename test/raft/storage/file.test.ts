@@ -571,3 +571,49 @@ describe('raft/storage/file - data written before the WAL checks', () => {
     await r.close();
   });
 });
+
+describe('raft/storage/file writeAll', () => {
+  it('raft/storage/file - writeAll resumes after short writes, mid-piece and at piece bounds, to the same bytes', async () => {
+    const { open } = await import('node:fs/promises');
+    const { writeAll } = await import('../../../raft/storage/file.js');
+    const dir = await freshDir();
+    // Seeded pieces of 0..700 bytes (empty ones included); the handle writes at most `limit` bytes per call,
+    // cutting the iovec list as a short writev would.
+    await fc.assert(
+      fc.asyncProperty(
+        fc.array(fc.uint8Array({ maxLength: 700 }), { maxLength: 12 }),
+        fc.integer({ min: 1, max: 900 }),
+        fc.nat(64),
+        async (parts, limit, position) => {
+          const file = join(dir, 'w');
+          await writeFile(file, new Uint8Array(position).fill(0xee));
+          const handle = await open(file, 'r+');
+          let calls = 0;
+          const short = {
+            writev: async (buffers: Uint8Array[], at: number) => {
+              calls++;
+              const cut: Uint8Array[] = [];
+              let room = limit;
+              for (const b of buffers) {
+                if (room === 0) break;
+                cut.push(b.subarray(0, Math.min(room, b.length)));
+                room -= Math.min(room, b.length);
+              }
+              return handle.writev(cut, at);
+            },
+          };
+          try {
+            const bytes = parts.reduce((n, p) => n + p.length, 0);
+            await writeAll(short, parts, bytes, position);
+            const want = Buffer.concat([new Uint8Array(position).fill(0xee), ...parts]);
+            expect(Buffer.compare(await readFile(file), want)).toBe(0);
+            expect(calls).toBe(bytes === 0 ? 0 : Math.ceil(bytes / limit));
+          } finally {
+            await handle.close();
+          }
+        },
+      ),
+      { seed: 15, numRuns: 150 },
+    );
+  });
+});
