@@ -293,6 +293,26 @@ export function oweCleanupIn(
   for (let i = 0; i < drop; i++) cleanups.remove(cleanups.firstKey() as string);
 }
 
+/**
+ * A node list copied with `sandboxId` appended (`sign` 1) or its last occurrence removed (-1), allocated at its
+ * final length.
+ */
+function copyEdited(ids: readonly string[], sandboxId: string, sign: 1 | -1, nodeId: string): string[] {
+  const n = ids.length;
+  if (sign > 0) {
+    const out = new Array<string>(n + 1);
+    for (let i = 0; i < n; i++) out[i] = ids[i] as string;
+    out[n] = sandboxId;
+    return out;
+  }
+  const at = ids.lastIndexOf(sandboxId);
+  assert(at >= 0, 'a sandbox leaving a node was linked to it', { nodeId, sandboxId });
+  const out = new Array<string>(n - 1);
+  for (let i = 0; i < at; i++) out[i] = ids[i] as string;
+  for (let i = at + 1; i < n; i++) out[i - 1] = ids[i] as string;
+  return out;
+}
+
 /** The allocation a sandbox takes on its node; release gives back exactly the same shape. */
 export function shapeOf(
   spec: SandboxSpec,
@@ -536,10 +556,14 @@ class Draft {
   linkNode(nodeId: string, sandboxId: string, sign: 1 | -1): void {
     let ids = this.#nodeLists.get(nodeId);
     if (ids === undefined) {
-      // The first edit of this node's list in this draft copies it; the base state's list is never touched.
-      ids = (this.byNode.get(nodeId) ?? noIdList).slice();
+      // The first edit of this node's list in this draft copies it, edited, at its exact length; the base
+      // state's list is never touched. A copy then a push grew the copy's backing store by half (16+ empty
+      // slots), and most copies outlive a scavenge (a node's list is copied again only when a later draft
+      // touches it), so the slack went to the old generation.
+      ids = copyEdited(this.byNode.get(nodeId) ?? noIdList, sandboxId, sign, nodeId);
       this.#nodeLists.set(nodeId, ids);
       this.byNode.set(nodeId, ids);
+      return;
     }
     if (sign > 0) ids.push(sandboxId);
     else {
@@ -1169,17 +1193,31 @@ function newSandbox(
     Partial<Pick<Sandbox, 'nodeId' | 'reason' | 'pendingUntilMs'>>,
 ): Sandbox {
   // Built field by field rather than spread: one record per created sandbox.
-  const sb: { -readonly [K in keyof Sandbox]: Sandbox[K] } = {
-    id: item.sandboxId,
-    requestId: item.requestId,
-    tenant: item.spec.tenant,
-    spec: item.spec,
-    state: fields.state,
-    gpuDevices: gpuDevicesOf(fields.gpuDevices),
-    createdAtMs: draft.atMs,
-    updatedAtMs: draft.atMs,
-  };
-  if (fields.nodeId !== undefined) sb.nodeId = fields.nodeId;
+  // A placed one's node in the literal: added after, it took an out-of-object property array per record, and
+  // records live as long as their sandbox (the old generation).
+  const sb: { -readonly [K in keyof Sandbox]: Sandbox[K] } =
+    fields.nodeId === undefined
+      ? {
+          id: item.sandboxId,
+          requestId: item.requestId,
+          tenant: item.spec.tenant,
+          spec: item.spec,
+          state: fields.state,
+          gpuDevices: gpuDevicesOf(fields.gpuDevices),
+          createdAtMs: draft.atMs,
+          updatedAtMs: draft.atMs,
+        }
+      : {
+          id: item.sandboxId,
+          requestId: item.requestId,
+          tenant: item.spec.tenant,
+          spec: item.spec,
+          state: fields.state,
+          gpuDevices: gpuDevicesOf(fields.gpuDevices),
+          createdAtMs: draft.atMs,
+          updatedAtMs: draft.atMs,
+          nodeId: fields.nodeId,
+        };
   if (fields.reason !== undefined) sb.reason = fields.reason;
   if (fields.pendingUntilMs !== undefined) sb.pendingUntilMs = fields.pendingUntilMs;
   return Object.freeze(sb);
