@@ -138,13 +138,12 @@ export interface StateData {
   /** Sandbox records by id, in dense slots (see slot-table.ts): one `Map` read and an array index per get. */
   readonly sandboxes: SlotTable<Sandbox>;
   /**
-   * The sandboxes holding resources on each node, in the order they came. Plain arrays, copied by the first
-   * draft that edits one and never changed once published: a node holds at most a few thousand, so the
-   * copy is cheap (an array's slice is several times cheaper than a Set's copy, which was 7% of a
-   * simulation). (A per-tenant index would be a copy of up to every sandbox per draft; tenants' lists are
+   * The sandboxes holding resources on each node, in the order they came (see `NodeLists`: one mutable index
+   * handed from version to version; undefined, or owned by another version, means this version builds its own
+   * when asked). (A per-tenant index would be a copy of up to every sandbox per draft; tenants' lists are
    * derived on demand instead, see `sandboxesOfTenant`.)
    */
-  readonly byNode: SlotTable<readonly string[]>;
+  readonly byNode: NodeLists | undefined;
   readonly usage: IMap<string, Usage>;
   readonly quotas: IMap<string, Quota>;
   /** Remembered request ids, oldest first (slot order is admission order, which eviction follows). */
@@ -165,6 +164,75 @@ type SandboxEvent = Extract<SchedulerEvent, { kind: 'sandbox' }>;
 const zeroUsage: Usage = Object.freeze({ cpu: 0, memory: 0, disk: 0, sandboxes: 0 });
 const noIds: ReadonlySet<string> = new Set<string>();
 const noIdList: readonly string[] = Object.freeze([]);
+
+/**
+ * The sandboxes holding resources on each node, in the order they came: read by a node's failure, reconcile and
+ * removal and by `sandboxesOfNode`, written by every placement and release. One mutable index shared by a line
+ * of versions and valid for exactly one of them, its `owner`: a draft records its links and unlinks in a journal
+ * (`Draft.linkNode`) and, when it publishes, replays them into the index its base owns and hands the index to the
+ * new version. Any other version — an older one, a fork, the base of a dropped draft — builds its own from its
+ * sandboxes, once, when first asked (O(sandboxes)), so no version ever reads lists that are not its own.
+ *
+ * Why not a persistent table of per-node lists (as before): each draft copied every node list it touched and
+ * the 256-node table page holding it, ~15% of a capacity simulation's allocation, and most list copies outlived
+ * a scavenge (a node's list is copied again only when a later draft touches it), filling the old generation.
+ */
+export class NodeLists {
+  /** The version these lists describe: set by the version's constructor, which takes them over. */
+  owner: SchedulerState | undefined;
+  readonly #lists: Map<string, Set<string>>;
+
+  private constructor(lists: Map<string, Set<string>>) {
+    this.#lists = lists;
+  }
+
+  /** Lists built by a restore (each node's ids in the order given), for the version about to be made. */
+  static of(m: ReadonlyMap<string, readonly string[]>): NodeLists {
+    const lists = new Map<string, Set<string>>();
+    for (const [nodeId, ids] of m) if (ids.length > 0) lists.set(nodeId, new Set(ids));
+    return new NodeLists(lists);
+  }
+
+  /** The lists of a version from its sandboxes (slot order, as a restore builds them). */
+  static build(sandboxes: Iterable<Sandbox>): NodeLists {
+    const lists = new Map<string, Set<string>>();
+    for (const sb of sandboxes) {
+      if (!holdsAllocation(sb.state) || sb.nodeId === undefined) continue;
+      const ids = lists.get(sb.nodeId);
+      if (ids === undefined) lists.set(sb.nodeId, new Set([sb.id]));
+      else ids.add(sb.id);
+    }
+    return new NodeLists(lists);
+  }
+
+  get(nodeId: string): ReadonlySet<string> | undefined {
+    return this.#lists.get(nodeId);
+  }
+
+  /** Applies a draft's journal: `sandboxIds[i]` joins (`signs[i]` 1) or leaves (-1) `nodeIds[i]`. */
+  replay(nodeIds: readonly string[], sandboxIds: readonly string[], signs: readonly number[]): void {
+    for (let i = 0; i < nodeIds.length; i++) {
+      const nodeId = nodeIds[i] as string;
+      const id = sandboxIds[i] as string;
+      let ids = this.#lists.get(nodeId);
+      if (signs[i] === 1) {
+        if (ids === undefined) {
+          ids = new Set();
+          this.#lists.set(nodeId, ids);
+        }
+        assert(!ids.has(id), 'a sandbox is linked to a node once', { nodeId, sandboxId: id });
+        ids.add(id);
+        continue;
+      }
+      assert(ids?.delete(id) === true, 'a sandbox leaving a node was linked to it', {
+        nodeId,
+        sandboxId: id,
+      });
+      // An emptied list goes, so the index holds only nodes that hold something.
+      if (ids.size === 0) this.#lists.delete(nodeId);
+    }
+  }
+}
 /**
  * The GPU devices of a sandbox that holds none: one frozen array for all of them rather than an empty array
  * each (a record per sandbox lives as long as the sandbox, so each array was one more old-generation object).
@@ -176,6 +244,8 @@ export class SchedulerState {
   readonly #d: StateData;
   private constructor(d: StateData) {
     this.#d = d;
+    // The node lists handed over with the data describe this version now (see NodeLists).
+    if (d.byNode !== undefined) d.byNode.owner = this;
   }
 
   static empty(): SchedulerState {
@@ -183,7 +253,7 @@ export class SchedulerState {
       applied: 0,
       nodes: IMap(),
       sandboxes: SlotTable.empty(),
-      byNode: SlotTable.empty(),
+      byNode: NodeLists.of(new Map()),
       usage: IMap(),
       quotas: IMap(),
       dedup: SlotTable.empty(),
@@ -195,6 +265,29 @@ export class SchedulerState {
   /** @internal Builds a state from its parts; used by restore. */
   static fromData(d: StateData): SchedulerState {
     return new SchedulerState(d);
+  }
+
+  /**
+   * This version's node lists: the shared index while this version owns it, else built from its sandboxes
+   * (once; this version then owns what it built).
+   */
+  nodeLists(): NodeLists {
+    let lists = this.#d.byNode;
+    if (lists?.owner === this) return lists;
+    lists = this.#ownLists;
+    if (lists?.owner !== this) {
+      lists = NodeLists.build(this.#d.sandboxes.values());
+      lists.owner = this;
+      this.#ownLists = lists;
+    }
+    return lists;
+  }
+  /** Lists this version built for itself (it never owned the shared ones, or gave them to a successor). */
+  #ownLists: NodeLists | undefined;
+  /** @internal The node lists this version owns now, if any, without building them (for a draft's publish). */
+  ownedNodeLists(): NodeLists | undefined {
+    if (this.#d.byNode?.owner === this) return this.#d.byNode;
+    return this.#ownLists?.owner === this ? this.#ownLists : undefined;
   }
 
   /** The Raft index of the last entry applied. */
@@ -224,7 +317,8 @@ export class SchedulerState {
     return this.#d.sandboxes.get(id);
   }
   sandboxesOfNode(nodeId: string): ReadonlySet<string> {
-    const ids = this.#d.byNode.get(nodeId);
+    // A copy: the shared lists change in place once a successor is published.
+    const ids = this.nodeLists().get(nodeId);
     return ids === undefined ? noIds : new Set(ids);
   }
   /**
@@ -291,26 +385,6 @@ export function oweCleanupIn(
   if (cleanups.size <= max) return;
   const drop = Math.max(cleanups.size - max, Math.ceil(max / 8));
   for (let i = 0; i < drop; i++) cleanups.remove(cleanups.firstKey() as string);
-}
-
-/**
- * A node list copied with `sandboxId` appended (`sign` 1) or its last occurrence removed (-1), allocated at its
- * final length.
- */
-function copyEdited(ids: readonly string[], sandboxId: string, sign: 1 | -1, nodeId: string): string[] {
-  const n = ids.length;
-  if (sign > 0) {
-    const out = new Array<string>(n + 1);
-    for (let i = 0; i < n; i++) out[i] = ids[i] as string;
-    out[n] = sandboxId;
-    return out;
-  }
-  const at = ids.lastIndexOf(sandboxId);
-  assert(at >= 0, 'a sandbox leaving a node was linked to it', { nodeId, sandboxId });
-  const out = new Array<string>(n - 1);
-  for (let i = 0; i < at; i++) out[i] = ids[i] as string;
-  for (let i = at + 1; i < n; i++) out[i - 1] = ids[i] as string;
-  return out;
 }
 
 /** The allocation a sandbox takes on its node; release gives back exactly the same shape. */
@@ -403,6 +477,7 @@ export function withinQuota(usage: Usage, quota: Quota | undefined, spec: Sandbo
 class Draft {
   d: { -readonly [K in 'applied' | 'nodes' | 'usage' | 'quotas' | 'index']: StateData[K] };
   readonly #base: StateData;
+  readonly #baseState: SchedulerState;
   #builder: IndexBuilder | undefined;
   /** The events of the command being applied (a batch gives each command a fresh list: `nextCommand`). */
   events: SchedulerEvent[] = [];
@@ -416,6 +491,7 @@ class Draft {
     // updates the maps in place instead of allocating a new path per item. The base state is never touched.
     const b = base.data();
     this.#base = b;
+    this.#baseState = base;
     this.d = { ...b, applied: entryIndex, nodes: b.nodes.asMutable(), usage: b.usage.asMutable() };
   }
   get builder(): IndexBuilder {
@@ -429,7 +505,6 @@ class Draft {
   // The tables' drafts are opened by the first access: most entries touch one or two of them.
   #sandboxes: SlotTableDraft<Sandbox> | undefined;
   #dedup: SlotTableDraft<DedupEntry> | undefined;
-  #byNode: SlotTableDraft<readonly string[]> | undefined;
   #cleanups: SlotTableDraft<string> | undefined;
   get sandboxes(): SlotTableDraft<Sandbox> {
     if (this.#sandboxes === undefined) this.#sandboxes = this.#base.sandboxes.edit();
@@ -443,9 +518,23 @@ class Draft {
   get dedupReader(): SlotTableDraft<DedupEntry> | SlotTable<DedupEntry> {
     return this.#dedup ?? this.#base.dedup;
   }
-  get byNode(): SlotTableDraft<readonly string[]> {
-    if (this.#byNode === undefined) this.#byNode = this.#base.byNode.edit();
-    return this.#byNode;
+  /**
+   * The sandboxes holding resources on `nodeId` as this draft stands: the base version's list with this draft's
+   * journal replayed on it (a failure, reconcile or removal reads it; O(journal), once per such entry).
+   */
+  nodeList(nodeId: string): readonly string[] {
+    const ids = [...(this.#baseState.nodeLists().get(nodeId) ?? noIdList)];
+    for (let i = 0; i < this.#linkNodes.length; i++) {
+      if (this.#linkNodes[i] !== nodeId) continue;
+      const id = this.#linkIds[i] as string;
+      if (this.#linkSigns[i] === 1) ids.push(id);
+      else {
+        const at = ids.lastIndexOf(id);
+        assert(at >= 0, 'a sandbox leaving a node was linked to it', { nodeId, sandboxId: id });
+        ids.splice(at, 1);
+      }
+    }
+    return ids;
   }
   get cleanups(): SlotTableDraft<string> {
     if (this.#cleanups === undefined) this.#cleanups = this.#base.cleanups.edit();
@@ -456,9 +545,9 @@ class Draft {
     return this.#cleanups ?? this.#base.cleanups;
   }
   /**
-   * Ends the command being applied the way `finish` ends an entry — usage records written back, emptied node
-   * lists dropped — so that the next command of a batch sees, and leaves, exactly what it would after a
-   * publish: a tenant or node list removed and added back goes to the end of its map or table, as it would.
+   * Ends the command being applied the way `finish` ends an entry — usage records written back — so that the
+   * next command of a batch sees, and leaves, exactly what it would after a publish: a tenant removed and added
+   * back goes to the end of its map, as it would.
    */
   endCommand(): void {
     if (this.#usage.size > 0) {
@@ -467,11 +556,6 @@ class Draft {
           u.sandboxes === 0 ? this.d.usage.remove(tenant) : this.d.usage.set(tenant, Object.freeze(u));
       }
       this.#usage.clear();
-    }
-    if (this.#nodeLists.size > 0) {
-      for (const [nodeId, ids] of this.#nodeLists) if (ids.length === 0) this.byNode.remove(nodeId);
-      // The lists stay this draft's own (edited in place by later commands); emptied ones were dropped.
-      for (const [nodeId, ids] of this.#nodeLists) if (ids.length === 0) this.#nodeLists.delete(nodeId);
     }
   }
 
@@ -492,7 +576,7 @@ class Draft {
       nodes: d.nodes.asImmutable(),
       usage: d.usage.asImmutable(),
       sandboxes: this.#sandboxes?.publish() ?? this.#base.sandboxes,
-      byNode: this.#byNode?.publish() ?? this.#base.byNode,
+      byNode: this.#publishLinks(),
       dedup: this.#dedup?.publish() ?? this.#base.dedup,
       cleanups: this.#cleanups?.publish() ?? this.#base.cleanups,
     });
@@ -553,31 +637,29 @@ class Draft {
     this.event(next, to, undefined, sb.state);
   }
 
+  /** `sandboxId` joins (1) or leaves (-1) `nodeId`'s list: journaled, replayed into the lists on publish. */
   linkNode(nodeId: string, sandboxId: string, sign: 1 | -1): void {
-    let ids = this.#nodeLists.get(nodeId);
-    if (ids === undefined) {
-      // The first edit of this node's list in this draft copies it, edited, at its exact length; the base
-      // state's list is never touched. A copy then a push grew the copy's backing store by half (16+ empty
-      // slots), and most copies outlive a scavenge (a node's list is copied again only when a later draft
-      // touches it), so the slack went to the old generation.
-      ids = copyEdited(this.byNode.get(nodeId) ?? noIdList, sandboxId, sign, nodeId);
-      this.#nodeLists.set(nodeId, ids);
-      this.byNode.set(nodeId, ids);
-      return;
-    }
-    if (sign > 0) ids.push(sandboxId);
-    else {
-      const at = ids.lastIndexOf(sandboxId);
-      assert(at >= 0, 'a sandbox leaving a node was linked to it', { nodeId, sandboxId });
-      // Shifted by a plain loop: splice allocates the array of what it removed, per departure, and copyWithin
-      // is V8's generic path (a micro-benchmark of 12-id lists: loop ~0.05 µs, splice ~0.09, copyWithin ~0.29).
-      for (let i = at; i < ids.length - 1; i++) ids[i] = ids[i + 1] as string;
-      ids.pop();
-    }
+    this.#linkNodes.push(nodeId);
+    this.#linkIds.push(sandboxId);
+    this.#linkSigns.push(sign);
   }
 
-  /** The node lists this draft copied and edits in place; finish() drops the emptied ones. */
-  readonly #nodeLists = new Map<string, string[]>();
+  /** This draft's node-list edits, in order (see NodeLists). */
+  readonly #linkNodes: string[] = [];
+  readonly #linkIds: string[] = [];
+  readonly #linkSigns: number[] = [];
+
+  /**
+   * The node lists for the version being published: the base's, with this draft's journal replayed, when the
+   * base owns them (the constructor of the new version takes them over); else none, and the new version builds
+   * its own when first asked.
+   */
+  #publishLinks(): NodeLists | undefined {
+    const lists = this.#baseState.ownedNodeLists();
+    if (lists === undefined) return undefined;
+    lists.replay(this.#linkNodes, this.#linkIds, this.#linkSigns);
+    return lists;
+  }
 
   /**
    * Moves a sandbox to `to` (already validated by the caller), releasing its allocation when it stops
@@ -976,7 +1058,7 @@ function setNodeState(draft: Draft, nodeId: string, state: NodeSpec['state']): C
  * terminate was already acknowledged (`terminating`), which ends terminated (`giveUp`).
  */
 function loseSandboxes(draft: Draft, nodeId: string): void {
-  const ids = [...(draft.byNode.get(nodeId) ?? noIdList)].sort();
+  const ids = [...draft.nodeList(nodeId)].sort();
   for (const id of ids) {
     const sb = draft.sandboxes.get(id);
     assert(sb !== undefined, 'byNode names a known sandbox', { nodeId, id });
@@ -998,7 +1080,7 @@ function giveUp(draft: Draft, sb: Sandbox, reason: string): 'lost' | 'terminated
 
 function removeNode(draft: Draft, nodeId: string): CommandResult {
   requireNode(draft, nodeId);
-  const held = draft.byNode.get(nodeId)?.length ?? 0;
+  const held = draft.nodeList(nodeId).length;
   if (held > 0)
     throw new NodeBusyError(`node ${nodeId} still holds ${held} sandboxes`, { details: { held } });
   draft.builder.removeNode(nodeId);
@@ -1058,7 +1140,7 @@ function reconcile(draft: Draft, nodeId: string, running: ReconcileReport): Comm
     draft.d.nodes = draft.d.nodes.set(nodeId, Object.freeze({ ...rec, lastHeartbeatMs: heartbeatMs }));
   }
   const lost: string[] = [];
-  for (const id of [...(draft.byNode.get(nodeId) ?? noIdList)].sort()) {
+  for (const id of [...draft.nodeList(nodeId)].sort()) {
     if (reported.has(id)) continue;
     const sb = draft.sandboxes.get(id);
     assert(sb !== undefined, 'byNode names a known sandbox', { nodeId, id });
