@@ -25,6 +25,7 @@ import {
 } from '../../placement/index.js';
 import { assert } from '../../src/lib/assert.js';
 import { TrellisError, ValidationError } from '../../src/lib/errors.js';
+import { isDeepFrozen } from '../../src/lib/freeze.js';
 import type { Command, PendItem, PlaceItem, Quota, ReconcileReport, SandboxSpec } from './commands.js';
 import {
   type ErrorResult,
@@ -418,8 +419,20 @@ export function shapeOf(
  * keeping every spec. Two 32-bit FNV-1a lanes over the canonical JSON.
  */
 export function specDigest(spec: SandboxSpec): string {
-  return digestOf(canonicalJson(spec));
+  // A deeply frozen spec cannot change (freezing is for good), so its digest is kept with it: a workload's few
+  // shared spec objects are digested once per run instead of once per batch (canonical JSON sorts every
+  // level's keys). Any other spec (one decoded from the log or a request) is digested every time.
+  if (!Object.isFrozen(spec)) return digestOf(canonicalJson(spec));
+  let digest = frozenSpecDigests.get(spec);
+  if (digest === undefined) {
+    digest = digestOf(canonicalJson(spec));
+    if (isDeepFrozen(spec)) frozenSpecDigests.set(spec, digest);
+  }
+  return digest;
 }
+
+/** Digests of deeply frozen specs (see `specDigest`). */
+const frozenSpecDigests = new WeakMap<SandboxSpec, string>();
 
 /**
  * A digest of what the caller asked a command to do: its type and arguments, without `atMs`, the request
