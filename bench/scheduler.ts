@@ -47,6 +47,28 @@ function cpuSecondsSince(from: NodeJS.CpuUsage): number {
   return (d.user + d.system) / 1e6;
 }
 
+/**
+ * This process's minor page faults so far (`/proc/self/stat` field 10; 0 where there is no /proc): a first
+ * touch of fresh memory is one, and on this benchmark's microVM each costs ~16 µs (docs/benchmarks.md).
+ */
+function minorFaults(of: 'self' | 'thread-self' = 'self'): number {
+  if (!existsSync(`/proc/${of}/stat`)) return 0;
+  const stat = readFileSync(`/proc/${of}/stat`, 'utf8');
+  // Fields after the command name (which may hold spaces) start at field 3, so field 10 is index 7.
+  return Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[7]);
+}
+
+/**
+ * The calling thread's time on a core and time waiting for one (`/proc/thread-self/schedstat`, ns), in ms:
+ * `process.cpuUsage()` also counts V8's GC and compiler threads, and a batch's wall time on a shared machine
+ * is partly the neighbours'.
+ */
+function threadSched(): { onCpuMs: number; waitMs: number } {
+  if (!existsSync('/proc/thread-self/schedstat')) return { onCpuMs: 0, waitMs: 0 };
+  const [run, wait] = readFileSync('/proc/thread-self/schedstat', 'utf8').split(' ');
+  return { onCpuMs: Number(run) / 1e6, waitMs: Number(wait) / 1e6 };
+}
+
 if (process.argv.includes('--scale')) {
   await scale();
   process.exit(0);
@@ -179,7 +201,7 @@ async function streamWhileApplying(
   batchOf: (base: SchedulerState, from: number, n: number) => PlaceItem[],
   retire?: (batch: number) => StatusItem[],
   firstBatch = 0,
-): Promise<Record<string, number>> {
+): Promise<Record<string, number | Record<string, number | string>[]>> {
   const loop = monitorEventLoopDelay({ resolution: 1 });
   // Garbage collections as V8 reports them (start, duration, kind), to tell a GC pause from apply's own work:
   // the longest batch is reported with the GC time that fell inside it.
@@ -208,6 +230,10 @@ async function streamWhileApplying(
       const t = performance.now();
       const startUs = hrtimeUs();
       const sandboxesBefore = live.sandboxes.size;
+      const faults0 = minorFaults();
+      const threadFaults0 = minorFaults('thread-self');
+      const sched0 = threadSched();
+      const cpu0 = process.cpuUsage();
       const items = batchOf(live, 30_000_000 + (firstBatch + batches) * 1000, 1000);
       const planned = performance.now();
       live = applyCommand(live, { type: 'place', atMs: 3, items }, live.applied + 1).state;
@@ -218,12 +244,22 @@ async function streamWhileApplying(
           live.applied + 1,
         ).state;
       const end = performance.now();
+      const cpu = process.cpuUsage(cpu0);
+      const faults = minorFaults() - faults0;
+      const sched = threadSched();
       batchMs.push(end - t);
       batchSpans.push({
         startUs,
         endUs: hrtimeUs(),
+        start: t,
+        end,
         planMs: planned - t,
         applyMs: end - planned,
+        cpuMs: (cpu.user + cpu.system) / 1000,
+        mainOnCpuMs: sched.onCpuMs - sched0.onCpuMs,
+        mainWaitMs: sched.waitMs - sched0.waitMs,
+        faults,
+        mainFaults: minorFaults('thread-self') - threadFaults0,
         sandboxesBefore,
       });
       if (end - t > batchMsMax)
@@ -264,7 +300,14 @@ async function streamWhileApplying(
   // Node's kinds (perf_hooks.constants.NODE_PERFORMANCE_GC_*): 1 minor, 4 major, 8 incremental, 16 weak callbacks.
   const major = gcs.filter((g) => g.kind === 4);
   const sorted = [...batchMs].sort((a, b) => a - b);
+  const faults = batchSpans.map((b) => b.faults);
   return {
+    longestBatches: accountLongest(batchSpans, gcs, (b) => b.end - b.start),
+    // On a shared machine a batch's wall time is partly the neighbours': the same by the main thread's CPU.
+    longestBatchesOnCpu: accountLongest(batchSpans, gcs, (b) => b.mainOnCpuMs),
+    mostFaultingBatches: accountLongest(batchSpans, gcs, (b) => b.mainFaults),
+    batchFaultsTotal: faults.reduce((a, f) => a + f, 0),
+    batchFaultsMax: Math.max(0, ...faults),
     batchApplyMsP50: Number((sorted[Math.floor(sorted.length / 2)] ?? 0).toFixed(1)),
     batchApplyMsP99: Number((sorted[Math.floor(sorted.length * 0.99)] ?? 0).toFixed(1)),
     gcMsInLongestBatch: Number(gcMsInLongest.toFixed(1)),
@@ -290,9 +333,61 @@ async function streamWhileApplying(
 interface BatchSpan {
   startUs: number;
   endUs: number;
+  /** performance.now() at the batch's start and end (the GC observer's clock). */
+  start: number;
+  end: number;
   planMs: number;
+  /** User + system CPU of the process during the batch (V8's helper threads included). */
+  cpuMs: number;
+  /** The main thread's time on a core, and waiting in the run queue for one, during the batch. */
+  mainOnCpuMs: number;
+  mainWaitMs: number;
+  /** Minor page faults taken during the batch, by the process and by the main thread. */
+  faults: number;
+  mainFaults: number;
   applyMs: number;
   sandboxesBefore: number;
+}
+
+/**
+ * The longest batches by `key` (wall or CPU time), each with what it was made of: CPU (user + system), minor page faults and
+ * their cost at the ~16 µs a fault measured on this machine, and the GC pauses that fell inside it by kind, so
+ * that every long batch is attributed (faults, GC, or the batch's own work; wall − CPU is time off the core).
+ */
+function accountLongest(
+  spans: readonly BatchSpan[],
+  gcs: readonly { start: number; ms: number; kind: number }[],
+  key: (b: BatchSpan) => number,
+): Record<string, number | string>[] {
+  // Locals, not module constants: --scale runs from the top-level await above their declarations.
+  const accountedBatchesMax = 8;
+  const faultUsEstimate = 16;
+  const kindName: Record<number, string> = { 1: 'minor', 4: 'major', 8: 'incremental', 16: 'weak' };
+  return [...spans]
+    .sort((a, b) => key(b) - key(a))
+    .slice(0, accountedBatchesMax)
+    .map((b) => {
+      const inside = gcs.filter((g) => g.start < b.end && g.start + g.ms > b.start);
+      const byKind = new Map<string, number>();
+      for (const g of inside) {
+        const k = kindName[g.kind] ?? String(g.kind);
+        byKind.set(k, (byKind.get(k) ?? 0) + g.ms);
+      }
+      return {
+        ms: Number((b.end - b.start).toFixed(1)),
+        sandboxesBefore: b.sandboxesBefore,
+        cpuMs: Number(b.cpuMs.toFixed(1)),
+        mainOnCpuMs: Number(b.mainOnCpuMs.toFixed(1)),
+        mainWaitMs: Number(b.mainWaitMs.toFixed(1)),
+        planMs: Number(b.planMs.toFixed(1)),
+        applyMs: Number(b.applyMs.toFixed(1)),
+        faults: b.faults,
+        mainFaults: b.mainFaults,
+        mainFaultMsEstimate: Number(((b.mainFaults * faultUsEstimate) / 1000).toFixed(1)),
+        gcMs: Number(inside.reduce((a, g) => a + g.ms, 0).toFixed(1)),
+        gcByKind: [...byKind].map(([k, ms]) => `${k} ${ms.toFixed(1)}`).join(', '),
+      };
+    });
 }
 
 /** The monotonic clock V8's CPU profiler stamps its samples with (CLOCK_MONOTONIC), in µs. */

@@ -48,6 +48,8 @@ export const snapshotV5 = 5;
  * small. Readers take frames of any size, so snapshots written with larger frames still restore.
  */
 export const snapshotFrameRecordsMax = 1_024;
+/** Distinct spec digests a restore keeps one copy of (specs repeat; a bound keeps the map small regardless). */
+const digestsInternedMax = 65_536;
 /** A frame longer than this is refused on read (a corrupt length would otherwise allocate gigabytes). */
 export const snapshotFrameBytesMax = 256 * 2 ** 20;
 
@@ -494,17 +496,32 @@ export class SnapshotReader {
     for (let i = 0; i < f.rid.length; i++) {
       const rid = f.rid[i] as string;
       const result = results.get(i);
-      const entry: DedupEntry = Object.freeze({
-        sandboxId: f.sid[i] ?? rid,
-        specDigest: f.digest[i] as string,
-        atMs: at[i] as number,
-        ...(result === undefined ? {} : { result: Object.freeze(result) }),
-      });
+      const sandboxId = f.sid[i] ?? rid;
+      const specDigest = this.#digest(f.digest[i] as string);
+      const atMs = at[i] as number;
+      // One object literal per case: a spread of an empty object costs an object and a slow copy per entry.
+      const entry: DedupEntry = Object.freeze(
+        result === undefined
+          ? { sandboxId, specDigest, atMs }
+          : { sandboxId, specDigest, atMs, result: Object.freeze(result) },
+      );
       const before = this.#dedup.size;
       this.#dedup.set(rid, entry);
       assert(this.#dedup.size === before + 1, 'a snapshot lists a request id once', { rid });
     }
   }
+
+  /**
+   * One string per distinct digest: the live state shares a spec's digest among its requests, a decoded
+   * column gives each row its own copy (a million of them at 1M entries, held as long as the entries are).
+   */
+  #digest(d: string): string {
+    const known = this.#digests.get(d);
+    if (known !== undefined) return known;
+    if (this.#digests.size < digestsInternedMax) this.#digests.set(d, d);
+    return d;
+  }
+  readonly #digests = new Map<string, string>();
 
   /** The restored state; every frame must have been read. */
   finish(): SchedulerState {

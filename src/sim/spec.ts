@@ -24,6 +24,8 @@ export const clusterEventsMax = 100_000;
 export const specListMax = 1_000;
 /** Arrivals one synthetic workload may generate. */
 export const syntheticArrivalsMax = 10_000_000;
+/** Alias expansions a YAML spec may make (`yaml`'s guard against an alias bomb). */
+export const specAliasesMax = 100;
 /** Largest spec file read, in bytes. */
 export const specFileBytesMax = 16 << 20;
 
@@ -184,7 +186,12 @@ export function parseSpecText(text: string, where = 'spec'): unknown {
       details: pos === undefined ? {} : { line: pos.line, column: pos.col },
     });
   }
-  return doc.toJS({ maxAliasCount: 100 });
+  try {
+    return doc.toJS({ maxAliasCount: specAliasesMax });
+  } catch (err) {
+    // `yaml` refuses an alias bomb (aliases that expand exponentially) while building the value.
+    throw new SpecParseError(`${where}: not valid YAML/JSON: ${(err as Error).message.split('\n')[0]}`);
+  }
 }
 
 export function parseCluster(input: unknown, root = 'cluster'): ClusterSpec {

@@ -99,6 +99,11 @@ describe('scheduler/slot-table', () => {
     }
     expect(slotTableCounts.growths).toBeGreaterThan(before.growths);
     expect(slotTableCounts.compactions).toBeGreaterThan(before.compactions);
+    // A compaction touches its new table before it takes keys; it must get through both phases.
+    expect(slotTableCounts.compactionsDone).toBeGreaterThan(before.compactionsDone);
+    expect(paths.addedIfAbsent).toBeGreaterThan(0);
+    expect(paths.foundPresent).toBeGreaterThan(0);
+    expect(paths.taken).toBeGreaterThan(0);
     expect(slotTableCounts.renumbers).toBeGreaterThan(before.renumbers);
   });
 
@@ -108,6 +113,9 @@ describe('scheduler/slot-table', () => {
    * after writing them (their keys went into the shared key map). Every version is checked when published and
    * again at the end, and random keys are read from random older versions as the line moves on.
    */
+  /** How often the model run took each path of `addIfAbsent` and `take` (the test checks each ran). */
+  const paths = { addedIfAbsent: 0, foundPresent: 0, taken: 0 };
+
   function modelRun(seed: number): void {
     const rng = createRng(seed);
     const ctx = `seed ${seed} (SEED=${seed} replays it)`;
@@ -126,16 +134,31 @@ describe('scheduler/slot-table', () => {
         if (r < 0.35) {
           // A key never seen (a queue's new request id): the map grows.
           const key = `n${fresh++}`;
-          draft.set(key, i);
+          if (rng.next() < 0.5) draft.set(key, i);
+          else {
+            expect(draft.addIfAbsent(key, i), `${ctx}, step ${step}, ${key}`).toBeUndefined();
+            paths.addedIfAbsent++;
+          }
           model.set(key, i);
         } else if (r < 0.55) {
           const key = `k${rng.int(0, keySpace)}`;
           const v = rng.int(0, 1_000_000);
-          draft.set(key, v);
-          model.set(key, v);
+          if (rng.next() < 0.7) {
+            draft.set(key, v);
+            model.set(key, v);
+          } else {
+            // Present: its value is returned and stays; absent: it is added.
+            expect(draft.addIfAbsent(key, v), `${ctx}, step ${step}, ${key}`).toBe(model.get(key));
+            if (model.has(key)) paths.foundPresent++;
+            else model.set(key, v);
+          }
         } else if (r < 0.7) {
           const key = `k${rng.int(0, keySpace)}`;
-          expect(draft.remove(key), `${ctx}, step ${step}`).toBe(model.delete(key));
+          if (rng.next() < 0.5) expect(draft.remove(key), `${ctx}, step ${step}`).toBe(model.delete(key));
+          else {
+            expect(draft.take(key), `${ctx}, step ${step}, take ${key}`).toBe(model.get(key));
+            if (model.delete(key)) paths.taken++;
+          }
         } else {
           const first = model.keys().next().value;
           expect(draft.firstKey(), `${ctx}, step ${step}`).toBe(first);
