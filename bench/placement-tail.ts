@@ -9,6 +9,12 @@
  * batches that held one, and the slowest batches. Every batch does the same work (same snapshot, requests and
  * seed), so what separates a slow batch from a median one is outside the planner's logic: a collection, or the
  * other tenants of the machine.
+ *
+ * `--yield` awaits one event-loop turn (setImmediate) between batches, as a scheduler planning one batch a turn
+ * does (finalizers and other tasks run between batches); the default loop, like bench:placement's, never
+ * yields. The minor page faults per batch (process.resourceUsage) count the fresh memory the batches touched:
+ * here a fault costs ~10–25 µs, and the hot-page copies of a batch are mostly fresh memory (eighth pass in
+ * docs/benchmarks.md).
  */
 
 import { PerformanceObserver, performance } from 'node:perf_hooks';
@@ -24,6 +30,7 @@ const { values } = parseArgs({
     batch: { type: 'string', default: '1000' },
     runs: { type: 'string', default: '500' },
     json: { type: 'string' },
+    yield: { type: 'boolean', default: false },
   },
   allowPositionals: false,
 });
@@ -57,7 +64,12 @@ const observer = new PerformanceObserver((list) => {
 observer.observe({ entryTypes: ['gc'] });
 
 const rows: BatchRow[] = [];
+let faults0 = 0;
 for (let i = 0; i < warmupRuns + runs; i++) {
+  if (values.yield) await new Promise((resolve) => setImmediate(resolve));
+  if (i === warmupRuns) {
+    faults0 = process.resourceUsage().minorPageFault;
+  }
   const heap0 = process.memoryUsage().heapUsed;
   const t0 = performance.now();
   const c0 = process.cpuUsage();
@@ -76,6 +88,7 @@ for (let i = 0; i < warmupRuns + runs; i++) {
     gcCount: 0,
   });
 }
+const faultsPerBatch = (process.resourceUsage().minorPageFault - faults0) / runs;
 // GC entries arrive asynchronously; let the observer deliver the last ones.
 await new Promise((resolve) => setTimeout(resolve, 50));
 observer.disconnect();
@@ -108,13 +121,15 @@ const summaries = [summary('all', rows), summary('with a GC inside', withGc), su
 const allocated = sorted(withoutGc.map((r) => r.allocatedMiB));
 
 console.log(
-  `placement tail — ${nodes} nodes, ${batch} requests, ${runs} batches after ${warmupRuns} — ${machineLine()}`,
+  `placement tail — ${nodes} nodes, ${batch} requests, ${runs} batches after ${warmupRuns}` +
+    `${values.yield ? ', one event-loop turn between batches' : ''} — ${machineLine()}`,
 );
 console.log(table(summaries));
 console.log(
   `\nbatches holding a GC: ${withGc.length} of ${rows.length} (${((100 * withGc.length) / rows.length).toFixed(1)}%); ` +
     `heap allocated per batch without one: p50 ${percentile(allocated, 50).toFixed(2)} MiB`,
 );
+console.log(`minor page faults per batch: ${faultsPerBatch.toFixed(1)}`);
 const slowest = [...rows].sort((a, b) => b.cpuMs - a.cpuMs).slice(0, 8);
 console.log('slowest batches by CPU time:');
 for (const r of slowest) {
@@ -124,5 +139,12 @@ for (const r of slowest) {
 }
 writeJsonLines(values.json, [
   ...summaries.map((s) => ({ nodes, batch, ...s })),
-  { nodes, batch, gcBatchShare: withGc.length / rows.length, allocatedMiBP50: percentile(allocated, 50) },
+  {
+    nodes,
+    batch,
+    yield: values.yield,
+    gcBatchShare: withGc.length / rows.length,
+    allocatedMiBP50: percentile(allocated, 50),
+    minorFaultsPerBatch: faultsPerBatch,
+  },
 ]);

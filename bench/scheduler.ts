@@ -260,6 +260,7 @@ async function streamWhileApplying(
         mainWaitMs: sched.waitMs - sched0.waitMs,
         faults,
         mainFaults: minorFaults('thread-self') - threadFaults0,
+        batch: batches,
         sandboxesBefore,
       });
       if (end - t > batchMsMax)
@@ -345,6 +346,8 @@ interface BatchSpan {
   /** Minor page faults taken during the batch, by the process and by the main thread. */
   faults: number;
   mainFaults: number;
+  /** The batch's number in the stream (0 first). */
+  batch: number;
   applyMs: number;
   sandboxesBefore: number;
 }
@@ -375,6 +378,7 @@ function accountLongest(
       }
       return {
         ms: Number((b.end - b.start).toFixed(1)),
+        batch: b.batch,
         sandboxesBefore: b.sandboxesBefore,
         cpuMs: Number(b.cpuMs.toFixed(1)),
         mainOnCpuMs: Number(b.mainOnCpuMs.toFixed(1)),

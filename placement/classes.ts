@@ -30,6 +30,11 @@ export class RequestClasses {
   count = 0;
   /** Per request: its priority (0 when absent), as validated. */
   priority = new Int32Array(0);
+  /**
+   * Per request: 1 when it has a spread or anti-affinity rule, as validated. Read instead of the request's own
+   * properties, each a megamorphic lookup (requests come in dozens of hidden classes).
+   */
+  grouped = new Uint8Array(0);
   /** Per class: its fields, as its first request's validation read them. */
   #cpu = new Int32Array(0);
   #memory = new Int32Array(0);
@@ -88,6 +93,7 @@ export class RequestClasses {
       const size = Math.max(n, 2 * this.classOf.length, 64);
       this.classOf = new Int32Array(size);
       this.priority = new Int32Array(size);
+      this.grouped = new Uint8Array(size);
       this.#first = new Int32Array(size);
       this.#hash = new Int32Array(size);
       this.#pinned = new Int32Array(size);
@@ -105,6 +111,7 @@ export class RequestClasses {
   /** Puts request `i`, whose class fields normalizeRequest left in `f`, in its class. */
   add(i: number, f: RequestFields): void {
     this.priority[i] = f.priority;
+    this.grouped[i] = f.grouped ? 1 : 0;
     const h = classHash(f);
     // At most half full (#begin), so a free entry is always found; the bound turns a sizing bug into an error.
     for (let e = h & this.#mask, probes = 0; ; e = (e + 1) & this.#mask, probes++) {
@@ -174,10 +181,21 @@ export class RequestClasses {
     return this.#requests[this.#first[c] as number] as PlacementRequest;
   }
 
-  /** What class `c`'s first compilation read from the index, or false before it (see KnownFacts). */
+  /**
+   * What class `c`'s first compilation read from the index, and the class's fields as validation read them, or
+   * false before that compilation (see KnownFacts).
+   */
   known(c: number, into: KnownFacts): boolean {
     const pinned = this.#pinned[c] as number;
     if (pinned === pinUnknown) return false;
+    into.cpu = this.#cpu[c] as number;
+    into.memory = this.#memory[c] as number;
+    into.disk = this.#disk[c] as number;
+    into.gpu = this.#gpu[c];
+    into.constraints = this.#constraints[c];
+    into.preferences = this.#preferences[c];
+    into.imageId = this.#imageId[c];
+    into.strategy = this.#strategy[c];
     into.shared = this.#shared[c] as SignatureFacts;
     into.imageHolders = this.#image[c];
     into.pinnedSlot = pinned === notPinned ? undefined : pinned;

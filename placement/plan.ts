@@ -128,8 +128,19 @@ function placeInOrder(
     shared: cache.facts(builder, noRequest),
     imageHolders: undefined,
     pinnedSlot: undefined,
+    cpu: 0,
+    memory: 0,
+    disk: 0,
+    gpu: undefined,
+    constraints: undefined,
+    preferences: undefined,
+    imageId: undefined,
+    strategy: undefined,
+    grouped: false,
   };
-  const compile = (r: PlacementRequest, cls: number): CompiledRequest => {
+  const groupedOf = classes.grouped;
+  const compile = (r: PlacementRequest, cls: number, grouped: boolean): CompiledRequest => {
+    knownFacts.grouped = grouped;
     const known = classes.known(cls, knownFacts) ? knownFacts : undefined;
     compiled = compileRequest(builder, r, strategy, cache, compiled, known);
     if (known === undefined) classes.learn(cls, compiled.shared, compiled.imageHolders, compiled.pinnedSlot);
@@ -139,7 +150,7 @@ function placeInOrder(
     const i = order[k] as number;
     const r = valid[i] as PlacementRequest;
     const cls = classOf[i] as number;
-    const grouped = r.spread !== undefined || r.antiAffinity !== undefined;
+    const grouped = groupedOf[i] === 1;
     // The key is built only once some shape was rejected: most batches reject nothing.
     const key = grouped || rejectedShapes.size === 0 ? undefined : classes.rejectionKey(cls, rejectionKey);
     const earlier = key === undefined ? undefined : rejectedShapes.get(key);
@@ -152,18 +163,18 @@ function placeInOrder(
           message: `${earlier.rejection.message} (as for ${earlier.rejection.requestId} earlier in this batch)`,
         });
       } else {
-        const rejection = diagnose(builder, compile(r, cls));
+        const rejection = diagnose(builder, compile(r, cls, grouped));
         rejections.push(rejection);
         rejectedShapes.set(key as string, { rejection, placedBefore: placed.count });
       }
       continue;
     }
-    const req = compile(r, cls);
+    const req = compile(r, cls, grouped);
     const slot = placeOne(builder, req, binpack, limits, rng, run, cls);
     if (slot >= 0) {
       placed.add(i, slot, run.score, run.devices);
       // The identical requests right after this one, placed on the same node in one step while it stays best.
-      k += placeFollowers(builder, req, binpack, run, valid, order, classOf, k + 1, placed);
+      k += placeFollowers(builder, req, binpack, run, groupedOf, order, classOf, k + 1, placed);
     } else {
       const rejection = run.rejection as Rejection;
       rejections.push(rejection);
@@ -336,6 +347,7 @@ function normalizeEach(
     imageId: undefined,
     pinnedNode: undefined,
     strategy: undefined,
+    grouped: false,
   };
   for (let i = 0; i < requests.length; i++) {
     out[i] = normalizeAt(requests[i], i, seen, out, fields);

@@ -120,7 +120,7 @@ export function placeFollowers(
   req: CompiledRequest,
   binpack: BinpackScorer,
   run: RunState,
-  requests: readonly PlacementRequest[],
+  grouped: Uint8Array,
   order: readonly number[],
   classOf: Int32Array,
   from: number,
@@ -129,13 +129,13 @@ export function placeFollowers(
   if (typeof binpack !== 'string' || req.gpu !== undefined || run.prev !== req.req) return 0;
   // Most placements are followed by a different request: check that before reading the node.
   const cls = run.prevClass;
-  if (from >= order.length || !mayFollow(cls, classOf, requests, order[from] as number)) return 0;
+  if (from >= order.length || !mayFollow(cls, classOf, grouped, order[from] as number)) return 0;
   const slot = run.slot;
   const n = nodeNumbers(builder, slot, numbers);
   let m = 0;
   for (; from + m < order.length; m++) {
     const i = order[from + m] as number;
-    if (!mayFollow(cls, classOf, requests, i)) break;
+    if (!mayFollow(cls, classOf, grouped, i)) break;
     if (req.cpu > n.freeCpu || req.memory > n.freeMem || req.disk > n.freeDisk) break;
     const score = scoreWithStrategy(builder, req, slot, binpackOf(binpack, req, n));
     if (!stillBest(run.best, slot, score)) break;
@@ -160,15 +160,8 @@ const numbers: NodeNumbers = { capCpu: 0, capMem: 0, capDisk: 0, freeCpu: 0, fre
  * runs when the first one did — no pin, no GPU, binpack) and without group rules of its own (see mayRun); GPU
  * requests are left to placeOne, which picks devices per placement.
  */
-function mayFollow(
-  cls: number,
-  classOf: Int32Array,
-  requests: readonly PlacementRequest[],
-  i: number,
-): boolean {
-  if (classOf[i] !== cls) return false;
-  const next = requests[i] as PlacementRequest;
-  return next.spread === undefined && next.antiAffinity === undefined;
+function mayFollow(cls: number, classOf: Int32Array, grouped: Uint8Array, i: number): boolean {
+  return classOf[i] === cls && grouped[i] === 0;
 }
 
 function mayRun(req: CompiledRequest): boolean {

@@ -247,6 +247,8 @@ export interface RequestFields {
   imageId: string | undefined;
   pinnedNode: string | undefined;
   strategy: Strategy | undefined;
+  /** Per request, not a class field: the request has a spread or anti-affinity rule. */
+  grouped: boolean;
 }
 
 /**
@@ -313,6 +315,7 @@ export function normalizeRequest(v: unknown, fields?: RequestFields): PlacementR
     fields.imageId = imageId as string | undefined;
     fields.pinnedNode = pinnedNode as string | undefined;
     fields.strategy = strategy as Strategy | undefined;
+    fields.grouped = spread !== undefined || antiAffinity !== undefined;
   }
   return r as unknown as PlacementRequest;
 }

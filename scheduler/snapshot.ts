@@ -386,17 +386,54 @@ export class SnapshotReader {
       const specOf = this.#specs[spec[i] as number];
       assert(specOf !== undefined, 'a snapshot row names a known spec', { id, spec: spec[i] });
       const nodeAt = node[i] as number;
-      const common: SandboxCommon = {
-        id,
-        requestId: f.rid[i] ?? id,
-        tenant: this.#string(tenant[i] as number),
-        spec: specOf,
-        state: this.#string(state[i] as number) as SandboxState,
-        nodeId: nodeAt === 0 ? undefined : this.#string(nodeAt - 1),
-        createdAtMs: created[i] as number,
-        updatedAtMs: updated[i] as number,
-      };
-      this.#add(sandboxRecord(common, extras.get(i)));
+      const tenantOf = this.#string(tenant[i] as number);
+      const stateOf = this.#string(state[i] as number) as SandboxState;
+      const nodeId = nodeAt === 0 ? undefined : this.#string(nodeAt - 1);
+      const requestId = f.rid[i] ?? id;
+      const createdAtMs = created[i] as number;
+      const updatedAtMs = updated[i] as number;
+      const x = extras.get(i);
+      // The common record is built here as one literal (no intermediate object per row, a million of them).
+      this.#add(
+        x === undefined
+          ? Object.freeze(
+              nodeId === undefined
+                ? {
+                    id,
+                    requestId,
+                    tenant: tenantOf,
+                    spec: specOf,
+                    state: stateOf,
+                    gpuDevices: noGpus,
+                    createdAtMs,
+                    updatedAtMs,
+                  }
+                : {
+                    id,
+                    requestId,
+                    tenant: tenantOf,
+                    spec: specOf,
+                    state: stateOf,
+                    nodeId,
+                    gpuDevices: noGpus,
+                    createdAtMs,
+                    updatedAtMs,
+                  },
+            )
+          : sandboxRecord(
+              {
+                id,
+                requestId,
+                tenant: tenantOf,
+                spec: specOf,
+                state: stateOf,
+                nodeId,
+                createdAtMs,
+                updatedAtMs,
+              },
+              x,
+            ),
+      );
     }
   }
 

@@ -118,7 +118,7 @@ function weighted(index: IndexReader, req: CompiledRequest, slot: number, strate
     sum += scorerWeights.zoneSpread * zoneSpreadScore(index, req, slot);
     weight += scorerWeights.zoneSpread;
   }
-  if (req.req.imageId !== undefined) {
+  if (req.imageId !== undefined) {
     sum += scorerWeights.locality * imageLocalityScore(index, req, slot);
     weight += scorerWeights.locality;
   }

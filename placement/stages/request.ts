@@ -31,6 +31,11 @@ export interface CompiledRequest {
   readonly gpu: GpuRequest | undefined;
   readonly constraints: readonly Constraint[];
   readonly preferences: readonly Preference[];
+  /**
+   * The request's image, copied from `req` once at compilation: the scorers read it for every candidate, and a
+   * property of `req` (requests come in dozens of hidden classes) is a megamorphic lookup each time.
+   */
+  readonly imageId: string | undefined;
   readonly antiAffinity: AntiAffinityRule | undefined;
   readonly spread:
     | {
@@ -74,12 +79,25 @@ export interface CompiledRequest {
 
 /**
  * What compiling a request reads from the index that every request of its request class (classes.ts) reads
- * alike: planBatch passes what the class's first compilation found, and compileRequest skips the lookups.
+ * alike: planBatch passes what the class's first compilation found, and compileRequest skips the lookups. With
+ * them the class's fields as validation read them (classes.ts keeps them in its tables) and whether this request
+ * has a group rule: compileRequest then reads none of the request's own properties unless it is `grouped` (each
+ * such read is a megamorphic lookup: requests come in dozens of hidden classes).
  */
 export interface KnownFacts {
   shared: SignatureFacts;
   imageHolders: Uint32Array | undefined;
   pinnedSlot: number | undefined;
+  cpu: number;
+  memory: number;
+  disk: number;
+  gpu: GpuRequest | undefined;
+  constraints: readonly Constraint[] | undefined;
+  preferences: readonly Preference[] | undefined;
+  imageId: string | undefined;
+  strategy: Strategy | undefined;
+  /** Per request: it has a spread or anti-affinity rule (RequestClasses.grouped). */
+  grouped: boolean;
 }
 
 /**
@@ -453,6 +471,7 @@ class Compiled implements CompiledRequest {
   gpu: GpuRequest | undefined = undefined;
   constraints: readonly Constraint[] = noConstraints;
   preferences: readonly Preference[] = noPreferences;
+  imageId: string | undefined = undefined;
   antiAffinity: AntiAffinityRule | undefined = undefined;
   spread: Spread = undefined;
   /** The object `spread` points to for spread requests, refilled for each (see compileSpread). */
@@ -463,9 +482,21 @@ class Compiled implements CompiledRequest {
   shared: SignatureFacts;
   batch: BatchCache;
   classVerdicts: Int16Array;
+  /** The request's resources, rewritten by each compilation (the index reads them within the allocating call). */
+  readonly #resources = { cpu: 0, memory: 0, disk: 0 };
+
+  /** Sets the shape's numbers (and `resources`, which `allocation` hands to the index). */
+  setShape(cpu: number, memory: number, disk: number): void {
+    this.cpu = cpu;
+    this.memory = memory;
+    this.disk = disk;
+    this.#resources.cpu = cpu;
+    this.#resources.memory = memory;
+    this.#resources.disk = disk;
+  }
   /** The shape of a placement without group counts, rewritten by each call of `allocation`. */
   readonly #plainShape: { resources: PlacementRequest['resources']; gpuDevices: Devices } = {
-    resources: placeholderRequest.resources,
+    resources: this.#resources,
     gpuDevices: [],
   };
 
@@ -480,13 +511,12 @@ class Compiled implements CompiledRequest {
    * per compiled request, valid until the next call (the index reads it within the allocating call).
    */
   allocation(gpuDevices: Devices): AllocationShape {
-    const req = this.req;
-    if (req.antiAffinity === undefined && this.spread === undefined) {
+    if (this.antiAffinity === undefined && this.spread === undefined) {
       const shape = this.#plainShape;
-      shape.resources = req.resources;
       shape.gpuDevices = gpuDevices;
       return shape;
     }
+    const req = this.req;
     // Only the fields that apply (exactOptionalPropertyTypes), no spreads.
     const shape: {
       resources: PlacementRequest['resources'];
@@ -494,7 +524,7 @@ class Compiled implements CompiledRequest {
       antiAffinityGroup?: string;
       spread?: { group: string; label: string };
     } = { resources: req.resources, gpuDevices };
-    if (req.antiAffinity !== undefined) shape.antiAffinityGroup = req.antiAffinity.group;
+    if (this.antiAffinity !== undefined) shape.antiAffinityGroup = this.antiAffinity.group;
     if (this.spread !== undefined) shape.spread = { group: this.spread.group, label: this.spread.label };
     return shape;
   }
@@ -518,8 +548,9 @@ export function compileRequest(
   into?: CompiledRequest,
   known?: KnownFacts,
 ): CompiledRequest {
+  if (known !== undefined) return compileKnown(index, req, batchStrategy, cache, into, known);
   const constraints = req.constraints ?? noConstraints;
-  const shared = known === undefined ? cache.facts(index, req) : known.shared;
+  const shared = cache.facts(index, req);
   const c = into instanceof Compiled && into.batch === cache ? into : new Compiled(shared, cache);
   let spread: Spread;
   if (req.spread !== undefined) {
@@ -528,23 +559,61 @@ export function compileRequest(
   }
   c.req = req;
   c.strategy = req.strategy ?? batchStrategy;
-  c.cpu = req.resources.cpu;
-  c.memory = req.resources.memory;
-  c.disk = req.resources.disk;
+  const res = req.resources;
+  c.setShape(res.cpu, res.memory, res.disk);
   c.gpu = req.gpu;
   c.constraints = constraints;
   c.preferences = req.preferences ?? noPreferences;
+  c.imageId = req.imageId;
   c.antiAffinity = req.antiAffinity;
   c.antiAffinityCounts =
     req.antiAffinity === undefined ? undefined : index.antiAffinityCounts(req.antiAffinity.group);
   c.spread = spread;
-  if (known === undefined) {
-    c.pinnedSlot = req.pinnedNode === undefined ? undefined : (index.slotOf(req.pinnedNode) ?? -1);
-    c.imageHolders = req.imageId === undefined ? undefined : imageFacts(index, req.imageId).holders;
-  } else {
-    c.pinnedSlot = known.pinnedSlot;
-    c.imageHolders = known.imageHolders;
+  c.pinnedSlot = req.pinnedNode === undefined ? undefined : (index.slotOf(req.pinnedNode) ?? -1);
+  c.imageHolders = c.imageId === undefined ? undefined : imageFacts(index, c.imageId).holders;
+  c.shared = shared;
+  c.classVerdicts = shared.verdicts;
+  return c;
+}
+
+/**
+ * compileRequest for a request of a known class: the class's fields and facts come from `known`, so a request
+ * without group rules has none of its own properties read here (the same values: validation read them, and the
+ * class holds exactly the requests whose fields are equal, classes.ts).
+ */
+function compileKnown(
+  index: IndexReader,
+  req: PlacementRequest,
+  batchStrategy: Strategy,
+  cache: BatchCache,
+  into: CompiledRequest | undefined,
+  known: KnownFacts,
+): CompiledRequest {
+  const constraints = known.constraints ?? noConstraints;
+  const shared = known.shared;
+  const c = into instanceof Compiled && into.batch === cache ? into : new Compiled(shared, cache);
+  let spread: Spread;
+  let antiAffinity: AntiAffinityRule | undefined;
+  if (known.grouped) {
+    if (req.spread !== undefined) {
+      c.spreadScratch ??= newSpread();
+      spread = compileSpread(index, req, req.spread, constraints, shared, c.spreadScratch);
+    }
+    antiAffinity = req.antiAffinity;
   }
+  c.req = req;
+  c.strategy = known.strategy ?? batchStrategy;
+  c.setShape(known.cpu, known.memory, known.disk);
+  c.gpu = known.gpu;
+  c.constraints = constraints;
+  c.preferences = known.preferences ?? noPreferences;
+  c.imageId = known.imageId;
+  c.antiAffinity = antiAffinity;
+  c.antiAffinityCounts =
+    antiAffinity === undefined ? undefined : index.antiAffinityCounts(antiAffinity.group);
+  c.spread = spread;
+  c.pinnedSlot = known.pinnedSlot;
+  c.imageHolders = known.imageHolders;
   c.shared = shared;
   c.classVerdicts = shared.verdicts;
   return c;

@@ -10,7 +10,7 @@ import type { CompiledRequest } from './request.js';
 export function imageLocalityScore(index: IndexReader, req: CompiledRequest, slot: number): number {
   const holders = req.imageHolders;
   if (holders !== undefined) return ((holders[slot >>> 5] ?? 0) >>> (slot & 31)) & 1;
-  const image = req.req.imageId;
+  const image = req.imageId;
   return image !== undefined && index.hasImage(slot, image) ? 1 : 0;
 }
 

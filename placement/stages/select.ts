@@ -90,8 +90,8 @@ export function selectNode(
     for (const slot of index.slots()) offer(index, req, slot, binpack, best);
     return best;
   }
-  if (req.req.imageId !== undefined) {
-    const holders = req.batch.imageCandidates(index, req.req.imageId, limits.localityCandidatesMax);
+  if (req.imageId !== undefined) {
+    const holders = req.batch.imageCandidates(index, req.imageId, limits.localityCandidatesMax);
     for (let i = 0; i < holders.length; i++) offer(index, req, holders[i] as number, binpack, best);
   }
   if (req.constraints.length > 0 || req.gpu !== undefined) {

@@ -899,6 +899,51 @@ describe('placement/hardening - request classes (one lookup per class, runs by c
     expectAsAlone(batch as PlacementRequest[]);
   });
 
+  it('placement/hardening - requests of one class with and without group rules are compiled as each alone would be', () => {
+    // A class is made of shape, constraints, preferences, image, pin and strategy; group rules are per request. A
+    // request of a known class is compiled from the class's tables (classes.ts), reading the request's own spread
+    // and anti-affinity only when validation marked it grouped: a grouped request must never be taken as plain
+    // (compiled without its rule, or placed as a follower of a plain request of its class), and the class's own
+    // fields (a request strategy among them) must be the ones compiled.
+    const rules: Partial<PlacementRequest>[] = [
+      {},
+      { antiAffinity: { group: 'g', maxPerNode: 1 } },
+      { spread: { label: 'zone', maxSkew: 1, group: 's' } },
+    ];
+    const classVariants: Partial<PlacementRequest>[] = [
+      {},
+      { strategy: 'spread' },
+      { imageId: 'iXmYg' },
+      { constraints: [{ label: 'zone', op: 'eq', value: zoneA }] },
+      { preferences: [{ constraint: { label: 'zone', op: 'eq', value: zoneB }, weight: 50 }] },
+    ];
+    fc.assert(
+      fc.property(
+        fc.array(
+          fc.tuple(
+            fc.integer({ min: 0, max: classVariants.length - 1 }),
+            fc.array(fc.integer({ min: 0, max: rules.length - 1 }), { minLength: 1, maxLength: 4 }),
+          ),
+          { minLength: 1, maxLength: 12 },
+        ),
+        (picks) => {
+          // Requests of one class in a row (adjacent in batch order: same share, ids ascending), rules mixed.
+          let n = 0;
+          const requests = picks.flatMap(([v, rs]) =>
+            rs.map((rule) => ({
+              ...req(`c${String(n++).padStart(3, '0')}`, 500),
+              ...sized,
+              ...classVariants[v],
+              ...rules[rule],
+            })),
+          );
+          expectAsAlone(requests as PlacementRequest[]);
+        },
+      ),
+      { numRuns: 80 },
+    );
+  });
+
   it('placement/hardening - batch order is priority, then dominant share, then id, batch after batch', () => {
     // Up to three batches through the reused tables, many priorities and shapes, ids out of order, shapes of
     // equal share (a run across classes, ordered by id).
