@@ -277,7 +277,7 @@ export class SchedulerState {
   }
 
   /**
-   * This version's node lists: the shared index while this version owns it, else built from its sandboxes
+   * @internal This version's node lists: the shared index while this version owns it, else built from its sandboxes
    * (once; this version then owns what it built).
    */
   nodeLists(): NodeLists {
