@@ -1,5 +1,5 @@
 /**
- * `npm run bench:scheduler -- --json FILE [--sandboxes N] [--nodes N] [--log raft|in-process]
+ * `npm run bench:scheduler -- --json FILE [--sandboxes N] [--nodes N] [--replicas N] [--log raft|in-process]
  * [--transport nats [--clients N] [--window N]]`: 3 in-process
  * replicas of a Raft group (loopback transport, FileStorage in a temp dir with fsync on), 1,000 generated
  * nodes, 100,000 creates submitted as fast as the API takes them. Measures the time until all are committed
@@ -583,26 +583,37 @@ async function runCreates(apis: readonly SchedulerApi[], window?: number): Promi
   let failed = 0;
   let next = 0;
   const startMs = performance.now();
-  const one = async (i: number): Promise<void> => {
+  // One `then` per create and a count of those still out, not an async frame per create and Promise.all
+  // over 100,000 promises: with every create in flight at once, whatever the client keeps per create
+  // survives young-generation GCs and is copied by them, on the thread that also runs the replicas.
+  let settle = (): void => {};
+  let out = 0;
+  const one = (i: number): Promise<void> => {
     const t0 = performance.now();
     const api = apis[i % apis.length] as SchedulerApi;
-    await api.create(requests[i] as SandboxSpec, { requestId: `b-${i}` }).then(
+    out++;
+    return api.create(requests[i] as SandboxSpec, { requestId: `b-${i}` }).then(
       () => {
         placed++;
+        latenciesMs[i] = performance.now() - t0;
+        if (--out === 0) settle();
       },
       () => {
         failed++;
+        latenciesMs[i] = performance.now() - t0;
+        if (--out === 0) settle();
       },
     );
-    latenciesMs[i] = performance.now() - t0;
   };
   const lane = async (): Promise<void> => {
     while (next < sandboxes) await one(next++);
   };
   if (window === undefined) {
-    const all: Promise<void>[] = [];
-    for (let i = 0; i < sandboxes; i++) all.push(one(i));
-    await Promise.all(all);
+    const done = new Promise<void>((resolve) => {
+      settle = resolve;
+    });
+    for (let i = 0; i < sandboxes; i++) void one(i);
+    if (out > 0) await done;
   } else {
     await Promise.all(Array.from({ length: window }, lane));
   }
@@ -651,6 +662,8 @@ async function inProcess(): Promise<Record<string, unknown>> {
   const cluster = await startTestCluster({
     seed: 7,
     nodes,
+    // --replicas 1: the leader's own work alone (no follower applying on this thread), for the bound.
+    replicas: Number(arg('replicas') ?? 3),
     pipeline: { pendingTimeoutMs: 60_000 },
     log: logKind,
     ...(dir === undefined ? {} : { dir }),
@@ -659,6 +672,12 @@ async function inProcess(): Promise<Record<string, unknown>> {
   const run = await runCreates([cluster.scheduler]);
   const cpuSeconds = selfCpuSeconds() - cpu0;
   const stats = cluster.scheduler.stats();
+  const heapMiB = Math.round(process.memoryUsage().heapUsed / 2 ** 20);
+  // With --expose-gc, what the group retains once every create is answered (heapMiB counts garbage too).
+  const gc = (globalThis as { gc?: () => void }).gc;
+  gc?.();
+  const retained =
+    gc === undefined ? {} : { heapRetainedMiB: Math.round(process.memoryUsage().heapUsed / 2 ** 20) };
   const result = summary(
     logKind === 'raft' ? 'raft, file storage, fsync' : 'in-process (no Raft, memory)',
     run,
@@ -666,8 +685,10 @@ async function inProcess(): Promise<Record<string, unknown>> {
     stats.meanBatch,
     {
       transport: 'in-process',
+      replicas: cluster.log.size,
       cpuSeconds: Number(cpuSeconds.toFixed(1)),
-      heapMiB: Math.round(process.memoryUsage().heapUsed / 2 ** 20),
+      heapMiB,
+      ...retained,
     },
   );
   await cluster.close();

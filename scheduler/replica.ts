@@ -189,9 +189,21 @@ export class SchedulerReplica {
    * Creates a sandbox: on this replica's pipeline when it leads, else through the leader. Resolves with the
    * committed sandbox; NotLeaderError when there is no leader to take it (retry with the same id).
    */
-  async create(requestId: string, spec: SandboxSpec, deadline: Deadline): Promise<Sandbox> {
+  /**
+   * On the leader, the pipeline's own promise (no async frame per create: 100,000 may be in flight). Always
+   * a promise: what admission throws (conflict, overload) is a rejection, as from an async function.
+   */
+  create(requestId: string, spec: SandboxSpec, deadline: Deadline): Promise<Sandbox> {
     const p = this.#pipeline;
-    if (p !== undefined) return p.create(requestId, spec);
+    if (p === undefined) return this.#createForwarded(requestId, spec, deadline);
+    try {
+      return p.create(requestId, spec);
+    } catch (err) {
+      return Promise.reject(err);
+    }
+  }
+
+  async #createForwarded(requestId: string, spec: SandboxSpec, deadline: Deadline): Promise<Sandbox> {
     const value = await this.#toLeader(deadline, { op: 'create', requestId, spec });
     return sandboxOf(value);
   }

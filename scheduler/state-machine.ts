@@ -13,7 +13,17 @@ import { ClusterIndex, type NodeSpec } from '../placement/index.js';
 import type { Entry } from '../raft/core/types.js';
 import type { StateMachine } from '../raft/state-machine.js';
 import { assert } from '../src/lib/assert.js';
-import { type Command, commandCodec, type Quota, type SandboxSpec } from './commands.js';
+import { createCodec } from '../src/lib/codec.js';
+import { parseWith } from '../src/lib/validate.js';
+import { fastCheckedCommand } from './command-fast-check.js';
+import {
+  type Command,
+  commandBytesMax,
+  commandCodec,
+  commandSchema,
+  type Quota,
+  type SandboxSpec,
+} from './commands.js';
 import { SlotTable } from './core/slot-table.js';
 import { holdsAllocation, isFinished, type SandboxState } from './lifecycle.js';
 import {
@@ -255,7 +265,19 @@ export type ApplyListener = (applied: Applied, entry: Entry) => void;
 /** Turns a committed entry's bytes into a command; throws CodecError when they do not decode. */
 export type EntryDecoder = (entry: Entry) => Command;
 
-const decodeEntry: EntryDecoder = (entry) => commandCodec.decode(entry.data);
+/**
+ * `commandCodec` for reading committed entries, with the hot commands checked by hand first
+ * (command-fast-check.ts): the same frames accepted, the same values and the same errors, since whatever
+ * the fast check does not vouch for goes to `commandSchema` exactly as `commandCodec` sends it.
+ */
+export const entryCodec = createCodec<Command>({
+  kind: commandCodec.kind,
+  version: commandCodec.version,
+  frameBytesMax: commandBytesMax,
+  decoders: { 1: (body) => fastCheckedCommand(body) ?? parseWith(commandSchema, body) },
+});
+
+const decodeEntry: EntryDecoder = (entry) => entryCodec.decode(entry.data);
 
 /**
  * A decoder for replicas in one process: an entry is decoded (and validated) once, and the other replicas

@@ -40,6 +40,7 @@ import {
   recHardState,
   encodeRecord as record,
   recordBytesMax,
+  encodeRecordWithTail as recordWithTail,
   recSnapshotMarker,
   type ScannedRecord,
   scanSegment,
@@ -119,16 +120,43 @@ const hex16 = (n: number): string => n.toString(16).padStart(16, '0');
 const recordEncoder = new Encoder();
 const recordBody = (value: unknown): Uint8Array => recordEncoder.encodeSharedRef(value);
 
-function concat(parts: readonly Uint8Array[]): Uint8Array {
+function byteLength(parts: readonly Uint8Array[]): number {
   let n = 0;
   for (const p of parts) n += p.length;
-  const out = new Uint8Array(n);
-  let off = 0;
-  for (const p of parts) {
-    out.set(p, off);
-    off += p.length;
+  return n;
+}
+
+/** An entry's WAL record, `[term, index, type, data]`, as pieces that leave its data uncopied. */
+function entryRecord(e: Entry): [Uint8Array, Uint8Array] {
+  return recordWithTail(recEntry, recordBody([e.term, e.index, entryTypes.indexOf(e.type)]), e.data);
+}
+
+/**
+ * Writes `parts` (`bytes` in all) at `position` with writev, resuming after a short write: no copy into one
+ * buffer first (a batch of entries is megabytes, and a fresh buffer that size is page faults and GC).
+ */
+async function writeAll(
+  handle: FileHandle,
+  parts: readonly Uint8Array[],
+  bytes: number,
+  position: number,
+): Promise<void> {
+  let rest = parts.filter((p) => p.length > 0);
+  let at = position;
+  let left = bytes;
+  while (left > 0) {
+    const { bytesWritten } = await handle.writev(rest as Uint8Array[], at);
+    assert(bytesWritten > 0, 'writev makes progress', { left, at });
+    at += bytesWritten;
+    left -= bytesWritten;
+    // Drop the pieces written; cut into the first piece written in part.
+    let skip = bytesWritten;
+    let i = 0;
+    while (i < rest.length && skip >= (rest[i] as Uint8Array).length)
+      skip -= (rest[i++] as Uint8Array).length;
+    rest = rest.slice(i);
+    if (skip > 0) rest[0] = (rest[0] as Uint8Array).subarray(skip);
   }
-  return out;
 }
 
 export class FileStorage implements Storage {
@@ -146,7 +174,8 @@ export class FileStorage implements Storage {
   /** Highest entry index written to each segment, for deleting compacted segments. */
   readonly #segmentMaxIndex = new Map<number, number>();
   #pending: {
-    bytes: Uint8Array;
+    /** Records' bytes, written in order by one writev: entry data goes to the file without a copy. */
+    parts: readonly Uint8Array[];
     hardState: HardState | undefined;
     mustSync: boolean;
     resolve: () => void;
@@ -286,7 +315,7 @@ export class FileStorage implements Storage {
     }
     for (const e of update.entries) {
       this.#appendInMemory(e);
-      parts.push(record(recEntry, recordBody([e.term, e.index, entryTypes.indexOf(e.type), e.data])));
+      parts.push(...entryRecord(e));
     }
     if (update.hardState !== undefined) {
       assert(update.hardState.commit <= this.lastIndex(), 'commit <= lastIndex', {
@@ -305,7 +334,7 @@ export class FileStorage implements Storage {
     if (parts.length === 0) return;
     const maxIndex =
       update.entries.length > 0 ? (update.entries[update.entries.length - 1] as Entry).index : 0;
-    await this.#enqueue(concat(parts), mustSync || update.snapshot !== undefined, maxIndex, update.hardState);
+    await this.#enqueue(parts, mustSync || update.snapshot !== undefined, maxIndex, update.hardState);
   }
 
   createSnapshot(index: number, conf: ConfState, data: Uint8Array): Promise<Snapshot> {
@@ -325,7 +354,7 @@ export class FileStorage implements Storage {
     const kept = this.#entries.slice(index - this.#snapshot.meta.index);
     this.#snapshot = snap;
     this.#entries = kept;
-    await this.#enqueue(record(recSnapshotMarker, recordBody([index, meta.term, 1])), true, 0);
+    await this.#enqueue([record(recSnapshotMarker, recordBody([index, meta.term, 1]))], true, 0);
     return snap;
   }
 
@@ -366,7 +395,7 @@ export class FileStorage implements Storage {
   async #close(): Promise<void> {
     await Promise.allSettled([...this.#busy]);
     try {
-      await this.#enqueue(new Uint8Array(0), true, 0);
+      await this.#enqueue([], true, 0);
     } finally {
       this.#closed = true;
       await this.#segment?.handle.close();
@@ -424,7 +453,7 @@ export class FileStorage implements Storage {
   }
 
   #enqueue(
-    bytes: Uint8Array,
+    parts: readonly Uint8Array[],
     mustSync: boolean,
     maxIndex: number,
     hardState: HardState | undefined = undefined,
@@ -432,7 +461,7 @@ export class FileStorage implements Storage {
     // After close nothing reaches the directory: another process may own it by now.
     if (this.#closed) return Promise.reject(new StorageClosedError('storage is closed'));
     return new Promise((resolve, reject) => {
-      this.#pending.push({ bytes, hardState, mustSync, resolve, reject });
+      this.#pending.push({ parts, hardState, mustSync, resolve, reject });
       if (maxIndex > 0) this.#pendingMaxIndex = Math.max(this.#pendingMaxIndex, maxIndex);
       if (!this.#writing) void this.#drain();
     });
@@ -449,11 +478,12 @@ export class FileStorage implements Storage {
         const maxIndex = this.#pendingMaxIndex;
         this.#pendingMaxIndex = 0;
         try {
-          const bytes = concat(batch.map((b) => b.bytes));
-          const seg = await this.#currentSegment(bytes.length);
-          if (bytes.length > 0) {
-            await seg.handle.write(bytes, 0, bytes.length, seg.bytes);
-            seg.bytes += bytes.length;
+          const parts = batch.flatMap((b) => b.parts);
+          const bytes = byteLength(parts);
+          const seg = await this.#currentSegment(bytes);
+          if (bytes > 0) {
+            await writeAll(seg.handle, parts, bytes, seg.bytes);
+            seg.bytes += bytes;
             if (maxIndex > 0)
               this.#segmentMaxIndex.set(seg.seq, Math.max(this.#segmentMaxIndex.get(seg.seq) ?? 0, maxIndex));
             for (const b of batch) if (b.hardState !== undefined) this.#hardStateWritten = b.hardState;

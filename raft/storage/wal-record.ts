@@ -45,6 +45,46 @@ export function encodeRecord(type: number, payload: Uint8Array): Uint8Array {
   return out;
 }
 
+/**
+ * msgpack's bin header for `n` bytes (bin 8, 16 or 32: the smallest that holds `n`, as @msgpack/msgpack
+ * writes it), so a record can carry a byte string it does not copy.
+ */
+function binHeader(n: number): number[] {
+  if (n < 0x100) return [0xc4, n];
+  if (n < 0x10000) return [0xc5, n >>> 8, n & 0xff];
+  return [0xc6, n >>> 24, (n >>> 16) & 0xff, (n >>> 8) & 0xff, n & 0xff];
+}
+
+/**
+ * The record `encodeRecord(type, msgpack([...prefix, tail]))` byte for byte, as two pieces: a head (record
+ * header, the array's msgpack up to `tail`'s bin header) and `tail` itself, uncopied. `prefixBody` is the
+ * msgpack of `prefix` as an array (its first byte, a fixarray of `prefix.length` elements, is rewritten for
+ * one element more). A Raft entry's data is most of a WAL's bytes; this keeps it from being copied twice per
+ * save (into the encoder's buffer, then into the record). The caller must not change `tail` afterwards.
+ */
+export function encodeRecordWithTail(
+  type: number,
+  prefixBody: Uint8Array,
+  tail: Uint8Array,
+): [Uint8Array, Uint8Array] {
+  const count = (prefixBody[0] as number) - 0x90;
+  assert(count >= 0 && count < 15, 'the prefix is a msgpack fixarray of fewer than 15 elements', {
+    first: prefixBody[0],
+  });
+  const bin = binHeader(tail.length);
+  const payloadBytes = prefixBody.length + bin.length + tail.length;
+  assert(payloadBytes + 1 <= recordBytesMax, 'record too large', { bytes: payloadBytes });
+  const head = new Uint8Array(recordHeaderBytes + prefixBody.length + bin.length);
+  const view = new DataView(head.buffer);
+  head[recordPrefixBytes] = type;
+  head.set(prefixBody, recordHeaderBytes);
+  head[recordHeaderBytes] = 0x90 + count + 1;
+  head.set(bin, recordHeaderBytes + prefixBody.length);
+  view.setUint32(0, payloadBytes + 1, true);
+  view.setUint32(4, crc32c(tail, 0, tail.length, crc32c(head, recordPrefixBytes)), true);
+  return [head, tail];
+}
+
 export interface ScannedRecord {
   readonly type: number;
   readonly payload: Uint8Array;

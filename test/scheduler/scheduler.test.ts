@@ -3,6 +3,7 @@ import { NoCapacityError, QuotaExceededError, RequestIdConflictError } from '../
 import { InProcessLog } from '../../scheduler/in-process-log.js';
 import { createScheduler } from '../../scheduler/scheduler.js';
 import { stateDigest } from '../../scheduler/state-machine.js';
+import { ValidationError } from '../../src/lib/errors.js';
 import { until as poll, type UntilCondition } from '../helpers/until.js';
 import { node, spec } from './fixtures.js';
 
@@ -49,6 +50,27 @@ describe('scheduler API', () => {
     );
     expect((await again).id).toBe((await first).id);
     expect((await s.list()).length).toBe(2);
+    s.close();
+  });
+
+  it('scheduler - a create with a bad spec or option rejects, never throws, and changes nothing', async () => {
+    // create is a plain method returning the placement's promise: bad input must still come back as a
+    // rejected promise (a caller's .catch or await sees it), not as an exception thrown at the call.
+    const s = createScheduler();
+    await s.registerNode(node('n1'));
+    const calls = [
+      () => s.create({ ...spec(), extra: 1 } as unknown as ReturnType<typeof spec>),
+      () => s.create(spec(), { runningWaitMs: 0 }),
+      () => s.create(spec(), { pendingReplyMs: 1.5 }),
+    ];
+    for (const call of calls) {
+      let created: Promise<unknown> | undefined;
+      expect(() => {
+        created = call();
+      }).not.toThrow();
+      await expect(created).rejects.toBeInstanceOf(ValidationError);
+    }
+    expect((await s.list()).length).toBe(0);
     s.close();
   });
 

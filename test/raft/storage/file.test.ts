@@ -9,7 +9,7 @@ import { EntryUnavailableError, LogCompactedError } from '../../../raft/core/err
 import type { Entry, HardState } from '../../../raft/core/types.js';
 import { crc32c } from '../../../raft/storage/crc32c.js';
 import { FileStorage, StorageClosedError, WalCorruptError } from '../../../raft/storage/file.js';
-import { encodeRecord, recHardState } from '../../../raft/storage/wal-record.js';
+import { encodeRecord, encodeRecordWithTail, recHardState } from '../../../raft/storage/wal-record.js';
 
 const dirs: string[] = [];
 async function freshDir(): Promise<string> {
@@ -43,6 +43,31 @@ describe('raft/storage/crc32c', () => {
     expect(v(Uint8Array.from({ length: 32 }, (_, i) => i))).toBe('46dd794e');
     expect(v(Uint8Array.from({ length: 32 }, (_, i) => 31 - i))).toBe('113fdb5c');
     expect(v(new TextEncoder().encode('123456789'))).toBe('e3069283');
+  });
+});
+
+describe('raft/storage/wal-record', () => {
+  it('raft/storage/wal-record - a record with an uncopied tail is the encodeRecord record byte for byte', () => {
+    // Data lengths on both sides of msgpack's bin 8 / 16 / 32 boundaries, and prefixes of 0 to 3 numbers.
+    fc.assert(
+      fc.property(
+        fc.constantFrom(0, 1, 255, 256, 65_535, 65_536, 70_000),
+        fc.array(fc.oneof(fc.nat(), fc.maxSafeNat()), { maxLength: 3 }),
+        fc.integer({ min: 1, max: 255 }),
+        (length, prefix, type) => {
+          const tail = Uint8Array.from({ length }, (_, i) => (i * 7 + length) & 0xff);
+          const [head, rest] = encodeRecordWithTail(type, encode(prefix), tail);
+          expect(rest).toBe(tail);
+          const joined = new Uint8Array(head.length + rest.length);
+          joined.set(head);
+          joined.set(rest, head.length);
+          expect(Buffer.from(joined).equals(Buffer.from(encodeRecord(type, encode([...prefix, tail]))))).toBe(
+            true,
+          );
+        },
+      ),
+      { seed: 15, numRuns: 60 },
+    );
   });
 });
 
