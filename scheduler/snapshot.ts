@@ -32,6 +32,7 @@ import { SlotTable, slotTableOf } from './core/slot-table.js';
 import {
   type CommandResult,
   type DedupEntry,
+  NodeLists,
   SchedulerState,
   type StateData,
   shapeOf,
@@ -582,7 +583,7 @@ export class SnapshotReader {
       applied: h.applied,
       nodes: this.#nodes.asImmutable(),
       sandboxes: this.#sandboxes.publish(),
-      byNode: slotTableOf(this.#byNode),
+      byNode: NodeLists.of(this.#byNode),
       usage: usage.asImmutable(),
       quotas: IMap(h.quotas.map(([t, q]) => [t, Object.freeze(q)] as const)),
       dedup: this.#dedup.publish(),

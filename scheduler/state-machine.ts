@@ -24,7 +24,7 @@ import {
   type Quota,
   type SandboxSpec,
 } from './commands.js';
-import { SlotTable, slotTableOf } from './core/slot-table.js';
+import { SlotTable } from './core/slot-table.js';
 import { holdsAllocation, isFinished, type SandboxState } from './lifecycle.js';
 import {
   concatFrames,
@@ -40,6 +40,7 @@ import {
   applyCommand,
   type CommandResult,
   type DedupEntry,
+  NodeLists,
   SchedulerState,
   shapeOf,
 } from './state.js';
@@ -219,7 +220,7 @@ export function decodeSnapshot(bytes: Uint8Array): SchedulerState {
     applied: body.applied,
     nodes,
     sandboxes: sandboxes.publish(),
-    byNode: slotTableOf(byNode),
+    byNode: NodeLists.of(byNode),
     usage: IMap(usage),
     quotas: IMap(body.quotas.map(([t, q]) => [t, Object.freeze(q)] as const)),
     dedup: dedup.publish(),

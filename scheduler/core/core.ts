@@ -27,6 +27,9 @@ import {
   SchedulerState,
 } from './state.js';
 
+const noAnswers: readonly Answer[] = Object.freeze([]);
+const noParked: readonly LiveRequest[] = Object.freeze([]);
+
 export interface CoreOptions {
   /** How long a create may wait for room, from its admission, before it fails. */
   readonly pendingTimeoutMs: number;
@@ -135,14 +138,17 @@ export class SchedulerCore {
   }
 
   /** The answers given since the last call, in order. */
-  takeAnswers(): Answer[] {
+  takeAnswers(): readonly Answer[] {
+    // Called after every call into the core (the simulator: once per arrival), mostly with nothing to take.
+    if (this.#answers.length === 0) return noAnswers;
     const out = this.#answers;
     this.#answers = [];
     return out;
   }
 
   /** The requests that began waiting for room since the last call (each until its `deadlineMs`). */
-  takeParked(): LiveRequest[] {
+  takeParked(): readonly LiveRequest[] {
+    if (this.#parked.length === 0) return noParked;
     const out = this.#parked;
     this.#parked = [];
     return out;

@@ -479,7 +479,14 @@ export class LeaderCore {
     const startMs = d.nowMs;
     const plan = this.#planner.plan(batch, d.state.index);
     d.planned.push(batch.length);
-    const verified = verify(plan, batch, d.state);
+    // One map of the batch by id for the verifier and the ticket, built by a loop (a [id, request] pair per
+    // request, twice, was ~2% of a simulation's allocation).
+    const byId = new Map<string, LiveRequest>();
+    for (let i = 0; i < batch.length; i++) {
+      const r = batch[i] as LiveRequest;
+      byId.set(r.requestId, r);
+    }
+    const verified = verify(plan, batch, d.state, byId);
     for (const req of verified.committed) this.#answerCommitted(req, d);
     for (const { req, reason } of verified.unplaced) this.#park(req, reason, d);
     for (const { req, reason } of verified.retry) this.#replan(req, reason, d);
@@ -489,7 +496,6 @@ export class LeaderCore {
       this.#batchDone(startMs, d);
       return;
     }
-    const byId = new Map(batch.map((r) => [r.requestId, r] as const));
     const items = verified.items;
     this.#propose(
       { type: 'place', atMs: d.nowMs, items: verified.items },

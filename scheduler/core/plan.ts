@@ -5,7 +5,13 @@
  * plan is in flight, and the next plan starts again from committed state (which then also shows what was
  * freed meanwhile). Seeds come from the batch number and the index version, so a run can be replayed.
  */
-import { type ClusterIndex, type Plan, type PlanOptions, planBatch } from '../../placement/index.js';
+import {
+  type ClusterIndex,
+  type PlacementRequest,
+  type Plan,
+  type PlanOptions,
+  planBatch,
+} from '../../placement/index.js';
 import { placementRequestOf } from './admission.js';
 import type { CoreRequest } from './request.js';
 
@@ -28,11 +34,11 @@ export class Planner {
   plan(requests: readonly CoreRequest[], committed: ClusterIndex): Plan {
     const base = this.#overlay ?? committed;
     this.#batches += 1;
-    const plan = planBatch(
-      base,
-      requests.map((r) => placementRequestOf(r.requestId, r.spec)),
-      { strategy: 'binpack', ...this.options, seed: this.#batches },
-    );
+    const plan = planBatch(base, requests.map(requestOf), {
+      strategy: 'binpack',
+      ...this.options,
+      seed: this.#batches,
+    });
     this.#overlay = plan.index;
     this.#inFlight += 1;
     return plan;
@@ -43,4 +49,25 @@ export class Planner {
     this.#inFlight -= 1;
     if (this.#inFlight === 0) this.#overlay = undefined;
   }
+}
+
+/**
+ * A request as placement reads it. A spec with none of the optional fields placement reads (most of them: a
+ * workload's plain shapes) is built directly; `placementRequestOf` writes each optional field by a conditional
+ * spread, and each of its seven `{}` was an object allocated per request (6.6% of a 200,000-event simulation's
+ * allocation). The same object either way (`test/scheduler/plan-request.test.ts`).
+ */
+export function requestOf(r: CoreRequest): PlacementRequest {
+  const s = r.spec;
+  if (
+    s.gpu === undefined &&
+    s.priority === undefined &&
+    s.constraints === undefined &&
+    s.antiAffinity === undefined &&
+    s.spread === undefined &&
+    s.image === undefined &&
+    s.strategy === undefined
+  )
+    return { id: r.requestId, tenant: s.tenant, resources: s.resources };
+  return placementRequestOf(r.requestId, s);
 }

@@ -25,6 +25,7 @@ import {
 } from '../../placement/index.js';
 import { assert } from '../../src/lib/assert.js';
 import { TrellisError, ValidationError } from '../../src/lib/errors.js';
+import { isDeepFrozen } from '../../src/lib/freeze.js';
 import type { Command, PendItem, PlaceItem, Quota, ReconcileReport, SandboxSpec } from './commands.js';
 import {
   type ErrorResult,
@@ -138,13 +139,12 @@ export interface StateData {
   /** Sandbox records by id, in dense slots (see slot-table.ts): one `Map` read and an array index per get. */
   readonly sandboxes: SlotTable<Sandbox>;
   /**
-   * The sandboxes holding resources on each node, in the order they came. Plain arrays, copied by the first
-   * draft that edits one and never changed once published: a node holds at most a few thousand, so the
-   * copy is cheap (an array's slice is several times cheaper than a Set's copy, which was 7% of a
-   * simulation). (A per-tenant index would be a copy of up to every sandbox per draft; tenants' lists are
+   * The sandboxes holding resources on each node, in the order they came (see `NodeLists`: one mutable index
+   * handed from version to version; undefined, or owned by another version, means this version builds its own
+   * when asked). (A per-tenant index would be a copy of up to every sandbox per draft; tenants' lists are
    * derived on demand instead, see `sandboxesOfTenant`.)
    */
-  readonly byNode: SlotTable<readonly string[]>;
+  readonly byNode: NodeLists | undefined;
   readonly usage: IMap<string, Usage>;
   readonly quotas: IMap<string, Quota>;
   /** Remembered request ids, oldest first (slot order is admission order, which eviction follows). */
@@ -165,6 +165,83 @@ type SandboxEvent = Extract<SchedulerEvent, { kind: 'sandbox' }>;
 const zeroUsage: Usage = Object.freeze({ cpu: 0, memory: 0, disk: 0, sandboxes: 0 });
 const noIds: ReadonlySet<string> = new Set<string>();
 const noIdList: readonly string[] = Object.freeze([]);
+
+/**
+ * The sandboxes holding resources on each node, in the order they came: read by a node's failure, reconcile and
+ * removal and by `sandboxesOfNode`, written by every placement and release. One mutable index shared by a line
+ * of versions and valid for exactly one of them, its `owner`: a draft records its links and unlinks in a journal
+ * (`Draft.linkNode`) and, when it publishes, replays them into the index its base owns and hands the index to the
+ * new version. Any other version — an older one, a fork, the base of a dropped draft — builds its own from its
+ * sandboxes, once, when first asked (O(sandboxes)), so no version ever reads lists that are not its own.
+ *
+ * Why not a persistent table of per-node lists (as before): each draft copied every node list it touched and
+ * the 256-node table page holding it, ~15% of a capacity simulation's allocation, and most list copies outlived
+ * a scavenge (a node's list is copied again only when a later draft touches it), filling the old generation.
+ */
+export class NodeLists {
+  /** The version these lists describe: set by the version's constructor, which takes them over. */
+  owner: SchedulerState | undefined;
+  /**
+   * Plain arrays edited in place, not Sets: a Set hashes each sandbox id (reading its characters, cold by then)
+   * where a list of a few dozen ids is scanned by pointer (the replay was 5.4% of a simulation with Sets).
+   */
+  readonly #lists: Map<string, string[]>;
+
+  private constructor(lists: Map<string, string[]>) {
+    this.#lists = lists;
+  }
+
+  /** Lists built by a restore (each node's ids in the order given), for the version about to be made. */
+  static of(m: ReadonlyMap<string, readonly string[]>): NodeLists {
+    const lists = new Map<string, string[]>();
+    for (const [nodeId, ids] of m) if (ids.length > 0) lists.set(nodeId, [...ids]);
+    return new NodeLists(lists);
+  }
+
+  /** The lists of a version from its sandboxes (slot order, as a restore builds them). */
+  static build(sandboxes: Iterable<Sandbox>): NodeLists {
+    const lists = new Map<string, string[]>();
+    for (const sb of sandboxes) {
+      if (!holdsAllocation(sb.state) || sb.nodeId === undefined) continue;
+      const ids = lists.get(sb.nodeId);
+      if (ids === undefined) lists.set(sb.nodeId, [sb.id]);
+      else ids.push(sb.id);
+    }
+    return new NodeLists(lists);
+  }
+
+  get(nodeId: string): readonly string[] | undefined {
+    return this.#lists.get(nodeId);
+  }
+
+  /** Applies a draft's journal: `sandboxIds[i]` joins (`signs[i]` 1) or leaves (-1) `nodeIds[i]`. */
+  replay(nodeIds: readonly string[], sandboxIds: readonly string[], signs: readonly number[]): void {
+    for (let i = 0; i < nodeIds.length; i++) {
+      const nodeId = nodeIds[i] as string;
+      const id = sandboxIds[i] as string;
+      let ids = this.#lists.get(nodeId);
+      if (signs[i] === 1) {
+        if (ids === undefined) {
+          ids = [];
+          this.#lists.set(nodeId, ids);
+        }
+        ids.push(id);
+        continue;
+      }
+      const at = ids === undefined ? -1 : ids.lastIndexOf(id);
+      assert(ids !== undefined && at >= 0, 'a sandbox leaving a node was linked to it', {
+        nodeId,
+        sandboxId: id,
+      });
+      // Shifted by a plain loop: splice allocates the array of what it removed (a micro-benchmark of 12-id
+      // lists: loop ~0.05 µs, splice ~0.09, copyWithin ~0.29).
+      for (let k = at; k < ids.length - 1; k++) ids[k] = ids[k + 1] as string;
+      ids.pop();
+      // An emptied list goes, so the index holds only nodes that hold something.
+      if (ids.length === 0) this.#lists.delete(nodeId);
+    }
+  }
+}
 /**
  * The GPU devices of a sandbox that holds none: one frozen array for all of them rather than an empty array
  * each (a record per sandbox lives as long as the sandbox, so each array was one more old-generation object).
@@ -176,6 +253,8 @@ export class SchedulerState {
   readonly #d: StateData;
   private constructor(d: StateData) {
     this.#d = d;
+    // The node lists handed over with the data describe this version now (see NodeLists).
+    if (d.byNode !== undefined) d.byNode.owner = this;
   }
 
   static empty(): SchedulerState {
@@ -183,7 +262,7 @@ export class SchedulerState {
       applied: 0,
       nodes: IMap(),
       sandboxes: SlotTable.empty(),
-      byNode: SlotTable.empty(),
+      byNode: NodeLists.of(new Map()),
       usage: IMap(),
       quotas: IMap(),
       dedup: SlotTable.empty(),
@@ -195,6 +274,29 @@ export class SchedulerState {
   /** @internal Builds a state from its parts; used by restore. */
   static fromData(d: StateData): SchedulerState {
     return new SchedulerState(d);
+  }
+
+  /**
+   * @internal This version's node lists: the shared index while this version owns it, else built from its sandboxes
+   * (once; this version then owns what it built).
+   */
+  nodeLists(): NodeLists {
+    let lists = this.#d.byNode;
+    if (lists?.owner === this) return lists;
+    lists = this.#ownLists;
+    if (lists?.owner !== this) {
+      lists = NodeLists.build(this.#d.sandboxes.values());
+      lists.owner = this;
+      this.#ownLists = lists;
+    }
+    return lists;
+  }
+  /** Lists this version built for itself (it never owned the shared ones, or gave them to a successor). */
+  #ownLists: NodeLists | undefined;
+  /** @internal The node lists this version owns now, if any, without building them (for a draft's publish). */
+  ownedNodeLists(): NodeLists | undefined {
+    if (this.#d.byNode?.owner === this) return this.#d.byNode;
+    return this.#ownLists?.owner === this ? this.#ownLists : undefined;
   }
 
   /** The Raft index of the last entry applied. */
@@ -224,7 +326,8 @@ export class SchedulerState {
     return this.#d.sandboxes.get(id);
   }
   sandboxesOfNode(nodeId: string): ReadonlySet<string> {
-    const ids = this.#d.byNode.get(nodeId);
+    // A copy: the shared lists change in place once a successor is published.
+    const ids = this.nodeLists().get(nodeId);
     return ids === undefined ? noIds : new Set(ids);
   }
   /**
@@ -316,8 +419,20 @@ export function shapeOf(
  * keeping every spec. Two 32-bit FNV-1a lanes over the canonical JSON.
  */
 export function specDigest(spec: SandboxSpec): string {
-  return digestOf(canonicalJson(spec));
+  // A deeply frozen spec cannot change (freezing is for good), so its digest is kept with it: a workload's few
+  // shared spec objects are digested once per run instead of once per batch (canonical JSON sorts every
+  // level's keys). Any other spec (one decoded from the log or a request) is digested every time.
+  if (!Object.isFrozen(spec)) return digestOf(canonicalJson(spec));
+  let digest = frozenSpecDigests.get(spec);
+  if (digest === undefined) {
+    digest = digestOf(canonicalJson(spec));
+    if (isDeepFrozen(spec)) frozenSpecDigests.set(spec, digest);
+  }
+  return digest;
 }
+
+/** Digests of deeply frozen specs (see `specDigest`). */
+const frozenSpecDigests = new WeakMap<SandboxSpec, string>();
 
 /**
  * A digest of what the caller asked a command to do: its type and arguments, without `atMs`, the request
@@ -383,6 +498,7 @@ export function withinQuota(usage: Usage, quota: Quota | undefined, spec: Sandbo
 class Draft {
   d: { -readonly [K in 'applied' | 'nodes' | 'usage' | 'quotas' | 'index']: StateData[K] };
   readonly #base: StateData;
+  readonly #baseState: SchedulerState;
   #builder: IndexBuilder | undefined;
   /** The events of the command being applied (a batch gives each command a fresh list: `nextCommand`). */
   events: SchedulerEvent[] = [];
@@ -396,6 +512,7 @@ class Draft {
     // updates the maps in place instead of allocating a new path per item. The base state is never touched.
     const b = base.data();
     this.#base = b;
+    this.#baseState = base;
     this.d = { ...b, applied: entryIndex, nodes: b.nodes.asMutable(), usage: b.usage.asMutable() };
   }
   get builder(): IndexBuilder {
@@ -409,7 +526,6 @@ class Draft {
   // The tables' drafts are opened by the first access: most entries touch one or two of them.
   #sandboxes: SlotTableDraft<Sandbox> | undefined;
   #dedup: SlotTableDraft<DedupEntry> | undefined;
-  #byNode: SlotTableDraft<readonly string[]> | undefined;
   #cleanups: SlotTableDraft<string> | undefined;
   get sandboxes(): SlotTableDraft<Sandbox> {
     if (this.#sandboxes === undefined) this.#sandboxes = this.#base.sandboxes.edit();
@@ -423,9 +539,23 @@ class Draft {
   get dedupReader(): SlotTableDraft<DedupEntry> | SlotTable<DedupEntry> {
     return this.#dedup ?? this.#base.dedup;
   }
-  get byNode(): SlotTableDraft<readonly string[]> {
-    if (this.#byNode === undefined) this.#byNode = this.#base.byNode.edit();
-    return this.#byNode;
+  /**
+   * The sandboxes holding resources on `nodeId` as this draft stands: the base version's list with this draft's
+   * journal replayed on it (a failure, reconcile or removal reads it; O(journal), once per such entry).
+   */
+  nodeList(nodeId: string): readonly string[] {
+    const ids = [...(this.#baseState.nodeLists().get(nodeId) ?? noIdList)];
+    for (let i = 0; i < this.#linkNodes.length; i++) {
+      if (this.#linkNodes[i] !== nodeId) continue;
+      const id = this.#linkIds[i] as string;
+      if (this.#linkSigns[i] === 1) ids.push(id);
+      else {
+        const at = ids.lastIndexOf(id);
+        assert(at >= 0, 'a sandbox leaving a node was linked to it', { nodeId, sandboxId: id });
+        ids.splice(at, 1);
+      }
+    }
+    return ids;
   }
   get cleanups(): SlotTableDraft<string> {
     if (this.#cleanups === undefined) this.#cleanups = this.#base.cleanups.edit();
@@ -436,9 +566,9 @@ class Draft {
     return this.#cleanups ?? this.#base.cleanups;
   }
   /**
-   * Ends the command being applied the way `finish` ends an entry — usage records written back, emptied node
-   * lists dropped — so that the next command of a batch sees, and leaves, exactly what it would after a
-   * publish: a tenant or node list removed and added back goes to the end of its map or table, as it would.
+   * Ends the command being applied the way `finish` ends an entry — usage records written back — so that the
+   * next command of a batch sees, and leaves, exactly what it would after a publish: a tenant removed and added
+   * back goes to the end of its map, as it would.
    */
   endCommand(): void {
     if (this.#usage.size > 0) {
@@ -447,11 +577,6 @@ class Draft {
           u.sandboxes === 0 ? this.d.usage.remove(tenant) : this.d.usage.set(tenant, Object.freeze(u));
       }
       this.#usage.clear();
-    }
-    if (this.#nodeLists.size > 0) {
-      for (const [nodeId, ids] of this.#nodeLists) if (ids.length === 0) this.byNode.remove(nodeId);
-      // The lists stay this draft's own (edited in place by later commands); emptied ones were dropped.
-      for (const [nodeId, ids] of this.#nodeLists) if (ids.length === 0) this.#nodeLists.delete(nodeId);
     }
   }
 
@@ -472,7 +597,7 @@ class Draft {
       nodes: d.nodes.asImmutable(),
       usage: d.usage.asImmutable(),
       sandboxes: this.#sandboxes?.publish() ?? this.#base.sandboxes,
-      byNode: this.#byNode?.publish() ?? this.#base.byNode,
+      byNode: this.#publishLinks(),
       dedup: this.#dedup?.publish() ?? this.#base.dedup,
       cleanups: this.#cleanups?.publish() ?? this.#base.cleanups,
     });
@@ -533,27 +658,29 @@ class Draft {
     this.event(next, to, undefined, sb.state);
   }
 
+  /** `sandboxId` joins (1) or leaves (-1) `nodeId`'s list: journaled, replayed into the lists on publish. */
   linkNode(nodeId: string, sandboxId: string, sign: 1 | -1): void {
-    let ids = this.#nodeLists.get(nodeId);
-    if (ids === undefined) {
-      // The first edit of this node's list in this draft copies it; the base state's list is never touched.
-      ids = (this.byNode.get(nodeId) ?? noIdList).slice();
-      this.#nodeLists.set(nodeId, ids);
-      this.byNode.set(nodeId, ids);
-    }
-    if (sign > 0) ids.push(sandboxId);
-    else {
-      const at = ids.lastIndexOf(sandboxId);
-      assert(at >= 0, 'a sandbox leaving a node was linked to it', { nodeId, sandboxId });
-      // Shifted by a plain loop: splice allocates the array of what it removed, per departure, and copyWithin
-      // is V8's generic path (a micro-benchmark of 12-id lists: loop ~0.05 µs, splice ~0.09, copyWithin ~0.29).
-      for (let i = at; i < ids.length - 1; i++) ids[i] = ids[i + 1] as string;
-      ids.pop();
-    }
+    this.#linkNodes.push(nodeId);
+    this.#linkIds.push(sandboxId);
+    this.#linkSigns.push(sign);
   }
 
-  /** The node lists this draft copied and edits in place; finish() drops the emptied ones. */
-  readonly #nodeLists = new Map<string, string[]>();
+  /** This draft's node-list edits, in order (see NodeLists). */
+  readonly #linkNodes: string[] = [];
+  readonly #linkIds: string[] = [];
+  readonly #linkSigns: number[] = [];
+
+  /**
+   * The node lists for the version being published: the base's, with this draft's journal replayed, when the
+   * base owns them (the constructor of the new version takes them over); else none, and the new version builds
+   * its own when first asked.
+   */
+  #publishLinks(): NodeLists | undefined {
+    const lists = this.#baseState.ownedNodeLists();
+    if (lists === undefined) return undefined;
+    lists.replay(this.#linkNodes, this.#linkIds, this.#linkSigns);
+    return lists;
+  }
 
   /**
    * Moves a sandbox to `to` (already validated by the caller), releasing its allocation when it stops
@@ -952,7 +1079,7 @@ function setNodeState(draft: Draft, nodeId: string, state: NodeSpec['state']): C
  * terminate was already acknowledged (`terminating`), which ends terminated (`giveUp`).
  */
 function loseSandboxes(draft: Draft, nodeId: string): void {
-  const ids = [...(draft.byNode.get(nodeId) ?? noIdList)].sort();
+  const ids = [...draft.nodeList(nodeId)].sort();
   for (const id of ids) {
     const sb = draft.sandboxes.get(id);
     assert(sb !== undefined, 'byNode names a known sandbox', { nodeId, id });
@@ -974,7 +1101,7 @@ function giveUp(draft: Draft, sb: Sandbox, reason: string): 'lost' | 'terminated
 
 function removeNode(draft: Draft, nodeId: string): CommandResult {
   requireNode(draft, nodeId);
-  const held = draft.byNode.get(nodeId)?.length ?? 0;
+  const held = draft.nodeList(nodeId).length;
   if (held > 0)
     throw new NodeBusyError(`node ${nodeId} still holds ${held} sandboxes`, { details: { held } });
   draft.builder.removeNode(nodeId);
@@ -1034,7 +1161,7 @@ function reconcile(draft: Draft, nodeId: string, running: ReconcileReport): Comm
     draft.d.nodes = draft.d.nodes.set(nodeId, Object.freeze({ ...rec, lastHeartbeatMs: heartbeatMs }));
   }
   const lost: string[] = [];
-  for (const id of [...(draft.byNode.get(nodeId) ?? noIdList)].sort()) {
+  for (const id of [...draft.nodeList(nodeId)].sort()) {
     if (reported.has(id)) continue;
     const sb = draft.sandboxes.get(id);
     assert(sb !== undefined, 'byNode names a known sandbox', { nodeId, id });
@@ -1169,17 +1296,31 @@ function newSandbox(
     Partial<Pick<Sandbox, 'nodeId' | 'reason' | 'pendingUntilMs'>>,
 ): Sandbox {
   // Built field by field rather than spread: one record per created sandbox.
-  const sb: { -readonly [K in keyof Sandbox]: Sandbox[K] } = {
-    id: item.sandboxId,
-    requestId: item.requestId,
-    tenant: item.spec.tenant,
-    spec: item.spec,
-    state: fields.state,
-    gpuDevices: gpuDevicesOf(fields.gpuDevices),
-    createdAtMs: draft.atMs,
-    updatedAtMs: draft.atMs,
-  };
-  if (fields.nodeId !== undefined) sb.nodeId = fields.nodeId;
+  // A placed one's node in the literal: added after, it took an out-of-object property array per record, and
+  // records live as long as their sandbox (the old generation).
+  const sb: { -readonly [K in keyof Sandbox]: Sandbox[K] } =
+    fields.nodeId === undefined
+      ? {
+          id: item.sandboxId,
+          requestId: item.requestId,
+          tenant: item.spec.tenant,
+          spec: item.spec,
+          state: fields.state,
+          gpuDevices: gpuDevicesOf(fields.gpuDevices),
+          createdAtMs: draft.atMs,
+          updatedAtMs: draft.atMs,
+        }
+      : {
+          id: item.sandboxId,
+          requestId: item.requestId,
+          tenant: item.spec.tenant,
+          spec: item.spec,
+          state: fields.state,
+          gpuDevices: gpuDevicesOf(fields.gpuDevices),
+          createdAtMs: draft.atMs,
+          updatedAtMs: draft.atMs,
+          nodeId: fields.nodeId,
+        };
   if (fields.reason !== undefined) sb.reason = fields.reason;
   if (fields.pendingUntilMs !== undefined) sb.pendingUntilMs = fields.pendingUntilMs;
   return Object.freeze(sb);

@@ -35,12 +35,16 @@ export interface Verified<R extends CoreRequest = CoreRequest> {
   readonly committed: R[];
 }
 
+const noGpuShares = Object.freeze([]) as unknown as PlaceItem['gpuDevices'];
+
 export function verify<R extends VerifiedRequest>(
   plan: Plan,
   batch: readonly R[],
   state: SchedulerState,
+  /** `batch` by request id, when the caller has built it already (the last request of an id wins). */
+  batchById?: ReadonlyMap<string, R>,
 ): Verified<R> {
-  const byId = new Map(batch.map((r) => [r.requestId, r] as const));
+  const byId = batchById ?? new Map(batch.map((r) => [r.requestId, r] as const));
   const dedup = state.dedup;
   const items: PlaceItem[] = [];
   const unseen: boolean[] = [];
@@ -92,7 +96,8 @@ export function verify<R extends VerifiedRequest>(
       spec: req.spec,
       specDigest: digestOf(req.spec),
       nodeId: p.nodeId,
-      gpuDevices: p.gpuDevices.map((g) => ({ ...g })),
+      // Most items take no GPU: one frozen empty list for them (an array per item otherwise).
+      gpuDevices: p.gpuDevices.length === 0 ? noGpuShares : p.gpuDevices.map((g) => ({ ...g })),
     });
   }
   for (const r of plan.rejections) {

@@ -97,11 +97,11 @@ export class SimCore {
     this.#core.tick(atMs);
   }
 
-  takeAnswers(): Answer[] {
+  takeAnswers(): readonly Answer[] {
     return this.#core.takeAnswers();
   }
 
-  takeParked(): LiveRequest[] {
+  takeParked(): readonly LiveRequest[] {
     return this.#core.takeParked();
   }
 

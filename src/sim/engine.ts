@@ -23,7 +23,7 @@ import {
   type ReferenceShape,
 } from '../../placement/index.js';
 import type { PlaceItem, SandboxSpec } from '../../scheduler/commands.js';
-import type { Answer } from '../../scheduler/core/leader.js';
+import type { Answer, LiveRequest } from '../../scheduler/core/leader.js';
 import { assert } from '../lib/assert.js';
 import { ConfigError } from '../lib/errors.js';
 import { createRng } from '../lib/prng.js';
@@ -282,12 +282,13 @@ class Run {
 
   #loop(): void {
     const progressEvery = 10_000;
-    for (;;) {
-      const e = this.#heap.pop();
-      if (e === undefined) return;
-      assert(e.timeMs >= this.#now, 'virtual time never goes back', { at: e.timeMs, now: this.#now });
-      this.#now = e.timeMs;
-      this.#step(e.rank as Kind, e.item);
+    const heap = this.#heap;
+    while (heap.size > 0) {
+      const item = heap.popItem();
+      const timeMs = heap.poppedTimeMs;
+      assert(timeMs >= this.#now, 'virtual time never goes back', { at: timeMs, now: this.#now });
+      this.#now = timeMs;
+      this.#step(heap.poppedRank as Kind, item);
       if (this.#o.onProgress !== undefined && this.#totals.events % progressEvery === 0)
         this.#o.onProgress(this.#totals.arrived);
     }
@@ -362,8 +363,12 @@ class Run {
    * at the end of its window.
    */
   #afterCore(): void {
-    for (const a of this.#core.takeAnswers()) this.#onAnswer(a);
-    for (const r of this.#core.takeParked()) {
+    // Index loops: a for-of iterator per call was ~2% of the allocation (once per arrival).
+    const answers = this.#core.takeAnswers();
+    for (let i = 0; i < answers.length; i++) this.#onAnswer(answers[i] as Answer);
+    const parked = this.#core.takeParked();
+    for (let i = 0; i < parked.length; i++) {
+      const r = parked[i] as LiveRequest;
       if (this.#ticksAt.has(r.deadlineMs)) continue;
       this.#ticksAt.add(r.deadlineMs);
       this.#heap.push(r.deadlineMs, Kind.Deadline, r.requestId);
@@ -389,7 +394,8 @@ class Run {
       this.#core.flush(this.#now, this.#batchSize);
       this.#planCalls += 1;
       observe(this.#planMs, performance.now() - t0);
-      for (const a of this.#core.takeAnswers()) this.#onAnswer(a);
+      const answers = this.#core.takeAnswers();
+      for (let i = 0; i < answers.length; i++) this.#onAnswer(answers[i] as Answer);
       if (this.#protocol === 'inflation') this.#point();
     }
     this.#afterCore();

@@ -5,6 +5,7 @@
  * the same admission and placement as a real create.
  */
 import type { SandboxSpec } from '../../scheduler/commands.js';
+import { deepFreeze } from '../lib/freeze.js';
 import { createRng, type Rng } from '../lib/prng.js';
 import type { LifetimeSpec, SyntheticWorkload } from './spec.js';
 
@@ -76,13 +77,19 @@ export function* syntheticArrivals(w: SyntheticWorkload, seed: number): Generato
   const tenants = w.tenants ?? [{ name: 'default', weight: 1 }];
   const sizePick = new WeightedPick(w.sizes.map((s) => s.weight));
   const tenantPick = new WeightedPick(tenants.map((t) => t.weight));
+  // Each a deeply frozen copy (nothing shared with the workload's own objects): the scheduler keeps a frozen
+  // spec's digest with it, so each is digested once per run, not once per planned batch.
   const specs: SandboxSpec[][] = w.sizes.map((size) =>
-    tenants.map((t) => ({
-      ...w.template,
-      tenant: t.name,
-      resources: { cpu: size.cpu, memory: size.memory, disk: size.disk },
-      ...(size.gpu === undefined ? {} : { gpu: size.gpu }),
-    })),
+    tenants.map((t) =>
+      deepFreeze(
+        structuredClone({
+          ...w.template,
+          tenant: t.name,
+          resources: { cpu: size.cpu, memory: size.memory, disk: size.disk },
+          ...(size.gpu === undefined ? {} : { gpu: size.gpu }),
+        }),
+      ),
+    ),
   );
   const durationMs = w.durationS === undefined ? Number.POSITIVE_INFINITY : w.durationS * 1000;
   let t = 0;
