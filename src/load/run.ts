@@ -256,9 +256,28 @@ async function drain(client: SchedulerApi, drainMs: number): Promise<void> {
   }
 }
 
-/** Reads every replica once their applied indexes agree (or after `waitMs`, as they are). */
+/**
+ * Reads every replica once their applied indexes agree (or after `waitMs`, as they are). The replicas are read
+ * one after another, and an entry committed meanwhile (a leader's timer: a node whose paused worker stopped
+ * beating, a pending deadline) would leave the ones read first looking behind: the whole read is taken again
+ * until every view was read at one applied index, or the deadline passes.
+ */
 async function readAll(nc: NatsConnection, cluster: LoadCluster, waitMs: number): Promise<ReplicaView[]> {
   const deadline = Date.now() + waitMs;
+  for (;;) {
+    await waitAgreed(nc, cluster, deadline);
+    const views: ReplicaView[] = [];
+    for (const id of cluster.replicaIds) {
+      const v = await readReplica(nc, cluster.o.cluster, id).catch(() => undefined);
+      if (v !== undefined) views.push(v);
+    }
+    const at = views[0]?.status.applied;
+    if (views.every((v) => v.status.applied === at) || Date.now() > deadline) return views;
+  }
+}
+
+/** Waits until every replica reports one applied index with nothing committed unapplied, or `deadline`. */
+async function waitAgreed(nc: NatsConnection, cluster: LoadCluster, deadline: number): Promise<void> {
   for (;;) {
     const st = await Promise.all(
       cluster.replicaIds.map((id) => replicaStatus(nc, cluster.o.cluster, id, 2_000).catch(() => undefined)),
@@ -269,15 +288,9 @@ async function readAll(nc: NatsConnection, cluster: LoadCluster, waitMs: number)
         st.every((s) => s?.commit === s?.applied)) ||
       Date.now() > deadline
     )
-      break;
+      return;
     await sleep(200);
   }
-  const views: ReplicaView[] = [];
-  for (const id of cluster.replicaIds) {
-    const v = await readReplica(nc, cluster.o.cluster, id).catch(() => undefined);
-    if (v !== undefined) views.push(v);
-  }
-  return views;
 }
 
 /** Runs the whole load; resolves with the report once every process is stopped. */
