@@ -65,6 +65,10 @@ describe('trace readers', () => {
       'a,s,d,0,10,1,1,1,c,2,4\nb,s,d,0,10,1,1,1,c,2,4\nc,s,d,5,10,1,1,1,c,lots,4\n',
     );
     await rejects(readAzureVmTable(bad), 3, 'vmcorecountbucket');
+    // A NaN where a number is required is named as such, not as an empty field.
+    const nan = file('vmtable-nan.csv', 'a,s,d,NaN,10,1,1,1,c,2,4\n');
+    await rejects(readAzureVmTable(nan), 1, 'vmcreated');
+    await expect(readAzureVmTable(nan)).rejects.toThrow(/no value \(NaN\)/);
   });
 
   it('trace readers - alibaba 2018 batch_task: plan_cpu/100 cores, plan_mem % of a machine, one sandbox per instance', async () => {

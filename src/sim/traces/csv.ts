@@ -89,7 +89,7 @@ export function num(row: Row, column: string, opts: { optional?: boolean } = {})
   const s = row.get(column);
   if (s === '' || s === 'nan' || s === 'NaN') {
     if (opts.optional === true) return undefined;
-    throw new TraceFormatError(row.line, column, 'empty value');
+    throw new TraceFormatError(row.line, column, s === '' ? 'empty value' : `no value (${s})`);
   }
   const v = Number(s);
   if (!Number.isFinite(v) || v < 0)
