@@ -27,6 +27,7 @@ import { Map as IMap } from 'immutable';
 import { type AllocationShape, ClusterIndex, type IndexBuilder, type NodeSpec } from '../placement/index.js';
 import { assert } from '../src/lib/assert.js';
 import type { Quota, SandboxSpec } from './core/commands.js';
+import { emptyDedupTable } from './core/dedup-table.js';
 import { holdsAllocation, isFinished, type SandboxState } from './core/lifecycle.js';
 import { SlotTable, slotTableOf } from './core/slot-table.js';
 import {
@@ -329,7 +330,7 @@ export class SnapshotReader {
   readonly #sandboxes = SlotTable.empty<Sandbox>().edit();
   readonly #byNode = new Map<string, string[]>();
   readonly #usage = new Map<string, { cpu: number; memory: number; disk: number; sandboxes: number }>();
-  readonly #dedup = SlotTable.empty<DedupEntry>().edit();
+  readonly #dedup = emptyDedupTable().edit();
 
   constructor(bytes: Uint8Array) {
     assert(isSnapshotV5(bytes), 'a format-5 snapshot starts with its magic', { length: bytes.length });
@@ -536,12 +537,11 @@ export class SnapshotReader {
       const sandboxId = f.sid[i] ?? rid;
       const specDigest = this.#digest(f.digest[i] as string);
       const atMs = at[i] as number;
-      // One object literal per case: a spread of an empty object costs an object and a slow copy per entry.
-      const entry: DedupEntry = Object.freeze(
+      // Copied into the table's columns (dedup-table.ts): this object is not kept.
+      const entry: DedupEntry =
         result === undefined
           ? { sandboxId, specDigest, atMs }
-          : { sandboxId, specDigest, atMs, result: Object.freeze(result) },
-      );
+          : { sandboxId, specDigest, atMs, result: Object.freeze(result) };
       const before = this.#dedup.size;
       this.#dedup.set(rid, entry);
       assert(this.#dedup.size === before + 1, 'a snapshot lists a request id once', { rid });

@@ -24,6 +24,7 @@ import {
   type Quota,
   type SandboxSpec,
 } from './commands.js';
+import { emptyDedupTable } from './core/dedup-table.js';
 import { SlotTable } from './core/slot-table.js';
 import { holdsAllocation, isFinished, type SandboxState } from './lifecycle.js';
 import {
@@ -39,7 +40,6 @@ import {
   type Applied,
   applyCommand,
   type CommandResult,
-  type DedupEntry,
   NodeLists,
   SchedulerState,
   shapeOf,
@@ -211,10 +211,10 @@ export function decodeSnapshot(bytes: Uint8Array): SchedulerState {
     }
   }
   nodes = nodes.asImmutable();
-  const dedup = SlotTable.empty<DedupEntry>().edit();
+  const dedup = emptyDedupTable().edit();
   for (const [rid, sandboxId, specDigest, atMs, result] of body.dedup) {
     const first = result === null || result === undefined ? {} : { result: Object.freeze(result) };
-    dedup.set(rid, Object.freeze({ sandboxId, specDigest, atMs, ...first }));
+    dedup.set(rid, { sandboxId, specDigest, atMs, ...first });
   }
   return SchedulerState.fromData({
     applied: body.applied,
