@@ -30,11 +30,11 @@ import { holdsAllocation, isFinished, type SandboxState } from './lifecycle.js';
 import {
   concatFrames,
   decodeSnapshotV5,
-  encodeSnapshotV5,
-  isSnapshotV5,
+  encodeSnapshotV6,
+  isFramedSnapshot,
   SnapshotReader,
   snapshotFrames,
-  snapshotV5,
+  snapshotV6,
 } from './snapshot.js';
 import {
   type Applied,
@@ -46,14 +46,14 @@ import {
 } from './state.js';
 import type { LostFrom, NodeRecord, Sandbox, SchedulerEvent, Usage } from './types.js';
 
-/** Snapshot format version written: 5, framed columns (scheduler/core/snapshot.ts). */
-export const snapshotVersion = snapshotV5;
+/** Snapshot format version written: 6, framed columns (scheduler/snapshot.ts; format 5 is still read). */
+export const snapshotVersion = snapshotV6;
 /**
  * Versions restore reads: 3 is 4 without the first outcome of non-create request ids in `dedup` (it had
  * none); 2 is 3 without `lostFrom` and `pendingUntilMs` (its lost sandboxes cannot be restored by a
  * reconcile; it had no pending sandboxes).
  */
-const snapshotVersionsReadable: readonly number[] = [2, 3, 4]; // Format 5 is told apart by its magic.
+const snapshotVersionsReadable: readonly number[] = [2, 3, 4]; // Formats 5 and 6 are told apart by their magic.
 
 /**
  * A sandbox as a tuple: [id, requestId, tenant, spec (index into `specs`), state, nodeId, gpuDevices,
@@ -91,9 +91,9 @@ interface SnapshotBody {
 const encoder = new Encoder({ ignoreUndefined: true });
 const decoder = new Decoder();
 
-/** Serialises a state in the current format (5). */
+/** Serialises a state in the current format (6). */
 export function encodeSnapshot(state: SchedulerState): Uint8Array {
-  return encodeSnapshotV5(state);
+  return encodeSnapshotV6(state);
 }
 
 /**
@@ -180,7 +180,7 @@ function sandboxOf(row: SandboxRow, specs: readonly SandboxSpec[]): Sandbox {
 
 /** Rebuilds a state from a snapshot of any readable format (2 to 5), index included. */
 export function decodeSnapshot(bytes: Uint8Array): SchedulerState {
-  if (isSnapshotV5(bytes)) return decodeSnapshotV5(bytes);
+  if (isFramedSnapshot(bytes)) return decodeSnapshotV5(bytes);
   const body = decoder.decode(bytes) as SnapshotBody;
   assert(snapshotVersionsReadable.includes(body.v), 'unsupported scheduler snapshot version', { v: body.v });
   const builder = ClusterIndex.empty().edit();
@@ -245,9 +245,9 @@ export async function writeSnapshot(state: SchedulerState): Promise<Uint8Array> 
   return concatFrames(frames);
 }
 
-/** Restores like `decodeSnapshot`, one frame per event-loop turn for format 5 (older formats at once). */
+/** Restores like `decodeSnapshot`, one frame per event-loop turn for formats 5 and 6 (older ones at once). */
 export async function readSnapshot(bytes: Uint8Array): Promise<SchedulerState> {
-  if (!isSnapshotV5(bytes)) return decodeSnapshot(bytes);
+  if (!isFramedSnapshot(bytes)) return decodeSnapshot(bytes);
   const reader = new SnapshotReader(bytes);
   while (reader.step()) await yieldToLoop();
   return reader.finish();
