@@ -4,7 +4,7 @@
  * and then the schema path decides, refusing with the same typed error as without this check. It is stricter
  * than every check of that path together (zod's schema, the unsafe-text check, placement's request rules):
  * anything outside the common subset (constraints, labels, spread, anti-affinity; an object with another
- * prototype; an unknown key; a key present with the value `undefined`; -0) is "not known".
+ * prototype; an unknown key; a key present with the value `undefined`; -0; text with a lone surrogate) is "not known".
  * test/scheduler/spec-check.test.ts holds it to the schema path on valid and hostile specs.
  *
  * What it returns is interned: one deeply frozen spec object per distinct content (keys in the schema's order,
@@ -19,7 +19,7 @@
  */
 import { gpuDevicesPerNodeMax, gpuMilliPerDevice, resourceAmountMax } from '../../placement/index.js';
 import { idLengthMax } from '../../src/lib/ids.js';
-import { hasUnsafeText } from '../../src/lib/text.js';
+import { hasUnsafeText, isWellFormedText } from '../../src/lib/text.js';
 import { type SandboxSpec, textLengthMax } from './commands.js';
 
 /** Distinct spec contents interned at most; past it the table starts over (a bound, not an eviction policy). */
@@ -50,7 +50,13 @@ function isId(v: unknown): v is string {
 }
 
 function isText(v: unknown): v is string {
-  return typeof v === 'string' && v.length >= 1 && v.length <= fastTextLengthMax && !hasUnsafeText(v);
+  return (
+    typeof v === 'string' &&
+    v.length >= 1 &&
+    v.length <= fastTextLengthMax &&
+    !hasUnsafeText(v) &&
+    isWellFormedText(v)
+  );
 }
 
 /** A safe integer in [min, max], and not -0 (the interning key writes -0 as 0; zod would return -0). */

@@ -18,6 +18,14 @@ export function hasUnsafeText(text: string): boolean {
 }
 
 /**
+ * True when `text` has no lone surrogate, so UTF-8 (msgpack, the wire, the log) carries it unchanged: a lone
+ * surrogate is written as U+FFFD and read back as another string.
+ */
+export function isWellFormedText(text: string): boolean {
+  return (text as unknown as { isWellFormed(): boolean }).isWellFormed();
+}
+
+/**
  * The dotted path of the first string inside `value` (keys included) that holds an unsafe character, or
  * undefined when there is none. `root` prefixes the path, as `parseWith` does.
  */

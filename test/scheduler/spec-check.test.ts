@@ -75,6 +75,7 @@ const hostile: readonly unknown[] = [
   'x\u001b[2J',
   'left\u202eright',
   '\u2066',
+  `${'x'.repeat(60)}\ud800`,
   '__proto__',
   'binpack',
   'spread',
