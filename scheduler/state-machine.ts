@@ -26,6 +26,7 @@ import {
 } from './commands.js';
 import { SlotTable } from './core/slot-table.js';
 import { holdsAllocation, isFinished, type SandboxState } from './lifecycle.js';
+import { encodePlaceFrame } from './place-encoding.js';
 import {
   concatFrames,
   decodeSnapshotV5,
@@ -294,8 +295,10 @@ const proposed = new WeakMap<Uint8Array, Command>();
  * `cmd` afterwards (apply never does).
  */
 export function encodeProposal(cmd: Command): Uint8Array {
-  const data = commandCodec.encode(cmd);
-  if (fastCheckedCommand(cmd) === cmd) proposed.set(data, cmd);
+  if (fastCheckedCommand(cmd) !== cmd) return commandCodec.encode(cmd);
+  // A vouched place is plain items: written with its repeated parts encoded once (the same bytes).
+  const data = (cmd.type === 'place' ? encodePlaceFrame(cmd) : undefined) ?? commandCodec.encode(cmd);
+  proposed.set(data, cmd);
   return data;
 }
 
