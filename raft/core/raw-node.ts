@@ -95,6 +95,21 @@ assert(leaderGoneTimeoutTicksMax < defaults.electionTicks, 'leader-gone timeout 
   electionTicks: defaults.electionTicks,
 });
 
+/**
+ * Vote rounds of one leader-gone episode that retry on a short timeout. Two survivors that ask within one
+ * round trip of each other split the vote; without this their next round waited out a whole election
+ * timeout (1,000-1,760 ticks at `electionTicks` 1,000 in `test/raft/core/leader-gone.test.ts`), which is
+ * the wait the evidence was meant to save. Bounded, so that under load a cluster whose rounds keep
+ * colliding falls back to the whole timeout instead of taking a term every few ticks.
+ */
+export const leaderGoneVoteRoundsMax = 3;
+/**
+ * Spread of a leader-gone vote round's retry, in ticks beyond `leaderGoneTimeoutTicksMax`: wider than the
+ * first stagger, since the two candidates of a split start their rounds together and only this spread can
+ * put them a round trip apart.
+ */
+export const leaderGoneVoteSpreadTicks = 4 * leaderGoneTimeoutTicksMax;
+
 /** Entries and entry bytes of one append in probe state (it may be sent again every heartbeat). */
 export const probeAppendEntriesMax = 64;
 export const probeAppendBytesMax = 64 << 10;
@@ -251,6 +266,8 @@ export class RawNode {
    * this replica becomes a candidate: its pre-vote rounds then retry on the short leader-gone timeout.
    */
   #leaderGoneSeen = false;
+  /** Vote rounds (terms taken) in the current leader-gone episode; see `leaderGoneVoteRoundsMax`. */
+  #leaderGoneVoteRounds = 0;
   #votes = new Map<PeerId, boolean>();
   #progress = new Map<PeerId, Progress>();
   #uncommittedBytes = 0;
@@ -397,6 +414,7 @@ export class RawNode {
     if (this.#role !== 'follower' || leader === '' || this.#leader !== leader) return false;
     this.#leader = '';
     this.#leaderGoneSeen = true;
+    this.#leaderGoneVoteRounds = 0;
     // Staggered, so that the survivors, who learn it within a round trip of one another, rarely ask for votes
     // at once and split them (a split waits out a whole election timeout): the first voter by id after the
     // gone leader campaigns in 1-2 ticks, the others in 3-4.
@@ -408,6 +426,14 @@ export class RawNode {
 
   #leaderGoneTimeout(): number {
     return 1 + this.#rng.int(0, leaderGoneTimeoutTicksMax);
+  }
+
+  /** A leader-gone vote round's timeout: never longer than the whole one it replaces. */
+  #leaderGoneVoteTimeout(): number {
+    return Math.min(
+      this.#randomizedElectionTimeout,
+      leaderGoneTimeoutTicksMax + this.#rng.int(0, leaderGoneVoteSpreadTicks),
+    );
   }
 
   /** Starts an election now (etcd's MsgHup), through pre-vote when enabled. A leader or a non-voter ignores it. */
@@ -696,16 +722,23 @@ export class RawNode {
     this.#tick = this.#tickElection;
     this.#resetTimers();
     // A pre-vote that a peer still in its lease ignored is asked again soon once the leader is known gone
-    // (that peer learns it too, and then grants). A real vote round keeps the whole timeout: it takes a term,
-    // and repeating it quickly under load could keep preempting itself.
-    if (role === 'candidate') this.#leaderGoneSeen = false;
-    else if (this.#leaderGoneSeen) this.#randomizedElectionTimeout = this.#leaderGoneTimeout();
+    // (that peer learns it too, and then grants). A real vote round takes a term, so only the first
+    // `leaderGoneVoteRoundsMax` of an episode retry soon (a split vote of two survivors that asked together),
+    // on a wider spread; later ones keep the whole timeout, as repeating them quickly under load could keep
+    // preempting themselves.
+    if (role === 'candidate') {
+      if (this.#leaderGoneSeen && this.#leaderGoneVoteRounds < leaderGoneVoteRoundsMax) {
+        this.#leaderGoneVoteRounds++;
+        this.#randomizedElectionTimeout = this.#leaderGoneVoteTimeout();
+      } else this.#leaderGoneSeen = false;
+    } else if (this.#leaderGoneSeen) this.#randomizedElectionTimeout = this.#leaderGoneTimeout();
   }
 
   #becomeLeader(): void {
     assert(this.#role === 'candidate', 'only a candidate becomes leader', { role: this.#role });
     this.#role = 'leader';
     this.#leader = this.id;
+    this.#leaderGoneSeen = false;
     this.#step = this.#stepLeader;
     this.#tick = this.#tickHeartbeat;
     this.#resetTimers();

@@ -8,7 +8,11 @@
  */
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
-import { leaderGoneTimeoutTicksMax } from '../../../raft/core/raw-node.js';
+import {
+  leaderGoneTimeoutTicksMax,
+  leaderGoneVoteRoundsMax,
+  leaderGoneVoteSpreadTicks,
+} from '../../../raft/core/raw-node.js';
 import { Cluster, runRandomFaults } from './harness.js';
 
 /** Default election timeout of the core, in ticks (random in [this, 2 × this)). */
@@ -119,6 +123,63 @@ describe('raft/core - leader gone (forget the leader on outside evidence)', () =
     expect(fast, `elections within ${fastTicks} ticks (slowest ${slowest})`).toBeGreaterThanOrEqual(
       0.95 * seeds,
     );
+  });
+
+  /**
+   * Both survivors told and both campaigning at once, so that each takes the next term and votes for itself:
+   * the split vote of two processes that asked within one round trip (what a loaded CI machine did to
+   * test/raft/nats/leader-gone.test.ts). The election timeout is 1,000 ticks, so a leader within the wait
+   * below can only come from the leader-gone retry.
+   */
+  function splitVote(seed: number): { c: Cluster; leader: string; a: string; b: string; term: number } {
+    const c = new Cluster(3, seed, { electionTicks: 1_000 });
+    const leader = c.electLeader(5_000);
+    c.tick(3);
+    const [a, b] = c.ids.filter((id) => id !== leader) as [string, string];
+    c.partition([leader], [a, b]);
+    const term = c.get(a).node.term;
+    c.get(a).node.leaderGone(leader);
+    c.get(b).node.leaderGone(leader);
+    c.get(a).node.campaign();
+    c.get(b).node.campaign();
+    c.deliver();
+    return { c, leader, a, b, term };
+  }
+
+  it('raft/core - a split vote between told survivors is retried on the short timeout, not the election timeout', () => {
+    const roundTicks = leaderGoneTimeoutTicksMax + leaderGoneVoteSpreadTicks;
+    const waitTicks = leaderGoneVoteRoundsMax * roundTicks;
+    for (let seed = 1; seed <= 100; seed++) {
+      const { c, leader, a, b, term } = splitVote(seed);
+      // The split happened: both are candidates of the next term, each with its own vote.
+      expect([c.get(a).node.role, c.get(b).node.role], `seed ${seed}`).toEqual(['candidate', 'candidate']);
+      expect(c.get(a).node.term, `seed ${seed}`).toBe(term + 1);
+      const t = ticksToNewLeader(c, leader, waitTicks);
+      expect(t, `seed ${seed}: no leader within ${waitTicks} ticks of a split vote`).toBeDefined();
+    }
+  });
+
+  it('raft/core - vote rounds that keep failing fall back to the election timeout after leaderGoneVoteRoundsMax', () => {
+    // Votes between the two survivors are lost from the split on (pre-votes still pass), so every real round
+    // fails. Each survivor's first leaderGoneVoteRoundsMax rounds (the split's is the first) time out on the
+    // short timeout; the round after them takes one more term and waits out the 1,000-tick election
+    // timeout: within 500 ticks no term beyond term + leaderGoneVoteRoundsMax + 1.
+    for (let seed = 1; seed <= 30; seed++) {
+      const { c, a, b, term } = splitVote(seed);
+      c.link = (_from, _to, m) => m.type !== 'vote' && m.type !== 'voteResp';
+      for (let t = 0; t < 500; t++) {
+        for (const r of c.replicas.values()) {
+          r.node.tick();
+          c.deliver();
+        }
+      }
+      const terms = [c.get(a).node.term, c.get(b).node.term];
+      expect(Math.max(...terms), `seed ${seed}: terms ${terms}`).toBeLessThanOrEqual(
+        term + leaderGoneVoteRoundsMax + 1,
+      );
+      // And the retry did happen: some survivor took more than the split's term.
+      expect(Math.max(...terms), `seed ${seed}: terms ${terms}`).toBeGreaterThan(term + 1);
+    }
   });
 
   it('raft/core - election and state machine safety hold when leaderGone is called at random, right or wrong', () => {
