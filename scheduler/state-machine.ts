@@ -27,6 +27,7 @@ import {
 import { emptyDedupTable } from './core/dedup-table.js';
 import { SlotTable } from './core/slot-table.js';
 import { holdsAllocation, isFinished, type SandboxState } from './lifecycle.js';
+import { encodePlaceFrame } from './place-encoding.js';
 import {
   concatFrames,
   decodeSnapshotV5,
@@ -277,7 +278,31 @@ export const entryCodec = createCodec<Command>({
   decoders: { 1: (body) => fastCheckedCommand(body) ?? parseWith(commandSchema, body) },
 });
 
-const decodeEntry: EntryDecoder = (entry) => entryCodec.decode(entry.data);
+/**
+ * Commands this process encoded for a proposal, by the encoded bytes (the object, not their content). Raft
+ * carries the proposer's own bytes object to this process's apply (the log, the loopback transport and
+ * the in-process followers pass it on as is), so the command is not decoded again here: for a `place` of 4,000
+ * items that was ~5 MB of fresh objects and strings per entry, and their specs were each a new object where
+ * the proposer's share one per shape. Bytes read back from storage or received from another process are other
+ * objects and are decoded as always. Weak: an entry's bytes, once dropped, take their command along.
+ */
+const proposed = new WeakMap<Uint8Array, Command>();
+
+/**
+ * Encodes `cmd` for a proposal (as `commandCodec.encode`) and remembers it for this process's apply, when the
+ * fast check vouches for it: it is then valid, and plain data whose msgpack round trip is equal to it, so
+ * applying it is applying what every other replica decodes from the same bytes. The caller must not change
+ * `cmd` afterwards (apply never does).
+ */
+export function encodeProposal(cmd: Command): Uint8Array {
+  if (fastCheckedCommand(cmd) !== cmd) return commandCodec.encode(cmd);
+  // A vouched place is plain items: written with its repeated parts encoded once (the same bytes).
+  const data = (cmd.type === 'place' ? encodePlaceFrame(cmd) : undefined) ?? commandCodec.encode(cmd);
+  proposed.set(data, cmd);
+  return data;
+}
+
+const decodeEntry: EntryDecoder = (entry) => proposed.get(entry.data) ?? entryCodec.decode(entry.data);
 
 /**
  * A decoder for replicas in one process: an entry is decoded (and validated) once, and the other replicas
