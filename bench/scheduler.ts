@@ -25,7 +25,7 @@ import { monitorEventLoopDelay, PerformanceObserver } from 'node:perf_hooks';
 import { type PlacementRequest, planBatch } from '../placement/index.js';
 import type { SchedulerApi, StatusItem } from '../scheduler/api.js';
 import type { PlaceItem, SandboxSpec } from '../scheduler/commands.js';
-import { concatFrames, isSnapshotV5, SnapshotReader, snapshotFrames } from '../scheduler/snapshot.js';
+import { concatFrames, isFramedSnapshot, SnapshotReader, snapshotFrames } from '../scheduler/snapshot.js';
 import { applyCommand, SchedulerState, specDigest } from '../scheduler/state.js';
 import { decodeSnapshot, encodeSnapshot } from '../scheduler/state-machine.js';
 import { connect, type RemoteScheduler } from '../src/api/client.js';
@@ -533,7 +533,7 @@ function writeLongestProfiles(
 
 /** The longest single step of a frame-by-frame restore (SnapshotReader), in ms. */
 async function longestRestoreStep(bytes: Uint8Array): Promise<number> {
-  if (!isSnapshotV5(bytes)) return Number.NaN;
+  if (!isFramedSnapshot(bytes)) return Number.NaN;
   const reader = new SnapshotReader(bytes);
   let max = 0;
   for (;;) {

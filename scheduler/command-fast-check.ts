@@ -12,6 +12,7 @@
  */
 import { gpuDevicesPerNodeMax, gpuMilliPerDevice, resourceAmountMax } from '../placement/index.js';
 import { idLengthMax } from '../src/lib/ids.js';
+import { isWellFormedText } from '../src/lib/text.js';
 import { type Command, commandItemsMax, textLengthMax } from './core/commands.js';
 import { sandboxStates } from './core/lifecycle.js';
 
@@ -39,8 +40,12 @@ function isId(v: unknown): boolean {
   return typeof v === 'string' && v.length >= 1 && v.length <= idLengthMax && idPattern.test(v);
 }
 
+/**
+ * Text of the schema's length, and well formed (no lone surrogate): what is vouched for then survives a msgpack
+ * round trip unchanged, which `encodeProposal` (state-machine.ts) relies on. A decoded string always is.
+ */
 function isText(v: unknown): boolean {
-  return typeof v === 'string' && v.length >= 1 && v.length <= textLengthMax;
+  return typeof v === 'string' && v.length >= 1 && v.length <= textLengthMax && isWellFormedText(v);
 }
 
 function isInt(v: unknown, min: number, max: number): boolean {
@@ -168,7 +173,9 @@ const itemChecks: Readonly<Record<string, (item: unknown) => boolean>> = {
 
 /**
  * `body` itself when it is certainly a valid `place`, `pend` or `status` command of the common subset
- * (zod would return an equal copy); undefined when not known, for `commandSchema` to decide.
+ * (zod would return an equal copy); undefined when not known, for `commandSchema` to decide. A body it vouches
+ * for is plain data (plain objects and arrays, safe integers, booleans, well-formed strings, no `undefined`),
+ * so its msgpack round trip gives an equal value.
  */
 export function fastCheckedCommand(body: unknown): Command | undefined {
   if (!plain(body) || keyCount(body) !== 3) return undefined;

@@ -1,6 +1,6 @@
 /**
- * Scheduler snapshot format 5: a state written as a sequence of frames, each up to 4,096 records in
- * columns, so a snapshot is produced and restored piece by piece. (It lives beside the state machine, not
+ * Scheduler snapshot formats 5 and 6: a state written as a sequence of frames, each up to 1,024 records in
+ * columns, so a snapshot is produced and restored piece by piece. Format 6 is written; both are read. (It lives beside the state machine, not
  * in the pure core, because it uses the msgpack codec.)
  *
  * Taking a snapshot needs no copy: a `SchedulerState` is an immutable version, so the writer holds one
@@ -19,6 +19,17 @@
  * are listed sparsely by row. This keeps a million sandboxes from becoming a million small objects and
  * arrays on either side.
  *
+ * Format 6 (magic `TRS6`, header `v: 6`) differs in how strings are carried, so a restore decodes fewer and
+ * keeps one per sandbox:
+ *   sandboxes { k: 's', strings, specs, ids, idLen, rids, tenant, spec, state, node, created, updated, extra }
+ *             `ids` is the frame's sandbox ids concatenated, one string to decode, sliced by `idLen` (UTF-16
+ *             lengths, Uint32); `rids` lists only the rows whose request id is not the sandbox id.
+ *   dedup     { k: 'd', row, keys, keyLen, sids, digests, digest, at, results }
+ *             `row`: 1 + the snapshot row of the sandbox a create made when that sandbox is in the snapshot
+ *             with this very request id (its id and request id are then the entry's sandbox id and key, and a
+ *             restore shares the record's strings), else 0 and the key is next in `keys` (concatenated, sliced
+ *             by `keyLen`), its sandbox id in `sids` when not the key; digests in a per-frame table.
+ *
  * Restore checks as it builds: every allocation is re-taken on the rebuilt index, which throws on an
  * over-committed node rather than load it, and the counts in the header must match what the frames held.
  */
@@ -27,6 +38,7 @@ import { Map as IMap } from 'immutable';
 import { type AllocationShape, ClusterIndex, type IndexBuilder, type NodeSpec } from '../placement/index.js';
 import { assert } from '../src/lib/assert.js';
 import type { Quota, SandboxSpec } from './core/commands.js';
+import { emptyDedupTable } from './core/dedup-table.js';
 import { holdsAllocation, isFinished, type SandboxState } from './core/lifecycle.js';
 import { SlotTable, slotTableOf } from './core/slot-table.js';
 import {
@@ -39,8 +51,10 @@ import {
 } from './core/state.js';
 import type { LostFrom, NodeRecord, Sandbox, Usage } from './core/types.js';
 
-/** The format version this module writes. */
+/** The older framed format, still read (and written by `encodeSnapshotV5`, for tests of that). */
 export const snapshotV5 = 5;
+/** The format version this module writes. */
+export const snapshotV6 = 6;
 /**
  * Records per frame: one frame must be well under the 50 ms apply-pause bound (16,384 took ~100 ms of CPU per
  * frame at load 20 in the 1M-sandbox bench; 4,096 still took up to 135 ms on the idle machine; 1,024 is a
@@ -54,6 +68,7 @@ const digestsInternedMax = 65_536;
 export const snapshotFrameBytesMax = 256 * 2 ** 20;
 
 const magic = new Uint8Array([0x54, 0x52, 0x53, 0x35]); // "TRS5"
+const magicV6 = new Uint8Array([0x54, 0x52, 0x53, 0x36]); // "TRS6"
 // Typed-array columns are written in the platform's byte order; every platform Node runs on is little-endian.
 assert(
   new Uint8Array(new Uint16Array([1]).buffer)[0] === 1,
@@ -64,6 +79,16 @@ assert(
 /** True when `bytes` start like a format-5 snapshot (a v2–v4 snapshot starts with a msgpack map). */
 export function isSnapshotV5(bytes: Uint8Array): boolean {
   return bytes.length >= magic.length && magic.every((b, i) => bytes[i] === b);
+}
+
+/** True when `bytes` start like a format-6 snapshot. */
+export function isSnapshotV6(bytes: Uint8Array): boolean {
+  return bytes.length >= magicV6.length && magicV6.every((b, i) => bytes[i] === b);
+}
+
+/** True when `bytes` start like a framed snapshot (format 5 or 6), which `SnapshotReader` reads. */
+export function isFramedSnapshot(bytes: Uint8Array): boolean {
+  return isSnapshotV5(bytes) || isSnapshotV6(bytes);
 }
 
 /**
@@ -135,7 +160,41 @@ interface DedupFrame {
   readonly results: readonly (readonly [number, CommandResult])[];
 }
 
-type Frame = HeaderFrame | SandboxFrame | DedupFrame;
+interface SandboxFrameV6 {
+  readonly k: 's';
+  readonly strings: readonly string[];
+  readonly specs: readonly SandboxSpec[];
+  /** The frame's sandbox ids concatenated (one string to decode), cut by `idLen`. */
+  readonly ids: string;
+  readonly idLen: Uint8Array; // Uint32 UTF-16 lengths
+  /** [row, request id] for the rows whose request id is not the sandbox id. */
+  readonly rids: readonly (readonly [number, string])[];
+  readonly tenant: Uint8Array;
+  readonly spec: Uint8Array;
+  readonly state: Uint8Array;
+  readonly node: Uint8Array;
+  readonly created: Uint8Array;
+  readonly updated: Uint8Array;
+  readonly extra: readonly (readonly [number, SandboxExtra])[];
+}
+
+interface DedupFrameV6 {
+  readonly k: 'd';
+  /** Uint32 per entry: 1 + the snapshot row of the sandbox it created (key and sandbox id are its), or 0. */
+  readonly row: Uint8Array;
+  /** The keys of the entries with row 0, concatenated, cut by `keyLen`. */
+  readonly keys: string;
+  readonly keyLen: Uint8Array; // Uint32 UTF-16 lengths
+  /** [entry, sandbox id] for entries with row 0 whose sandbox id is not the key ('' for other commands). */
+  readonly sids: readonly (readonly [number, string])[];
+  /** This frame's distinct digests; `digest` indexes them (Uint32 per entry). */
+  readonly digests: readonly string[];
+  readonly digest: Uint8Array;
+  readonly at: Uint8Array; // Float64
+  readonly results: readonly (readonly [number, CommandResult])[];
+}
+
+type Frame = HeaderFrame | SandboxFrame | DedupFrame | SandboxFrameV6 | DedupFrameV6;
 
 const encoder = new Encoder({ ignoreUndefined: true });
 
@@ -172,20 +231,22 @@ const bytesOf = (a: Uint32Array | Float64Array): Uint8Array => new Uint8Array(a.
 
 /**
  * The frames of a snapshot of `state`, magic first, produced lazily: each `next()` does one frame's work,
- * reading only `state`, which never changes. Concatenated, the frames are the snapshot.
+ * reading only `state`, which never changes. Concatenated, the frames are the snapshot. Format 6 unless
+ * `version` asks for 5 (kept so tests can check that what older replicas wrote still restores).
  */
 export function* snapshotFrames(
   state: SchedulerState,
   recordsPerFrame = snapshotFrameRecordsMax,
+  version: 5 | 6 = snapshotV6,
 ): Generator<Uint8Array> {
   assert(recordsPerFrame >= 1 && recordsPerFrame <= snapshotFrameRecordsMax, 'records per frame in range', {
     recordsPerFrame,
   });
   const d = state.data();
-  yield magic.slice();
+  yield (version === snapshotV5 ? magic : magicV6).slice();
   const header: HeaderFrame = {
     k: 'h',
-    v: snapshotV5,
+    v: version,
     applied: d.applied,
     nodes: [...d.nodes.values()],
     quotas: [...d.quotas.entries()],
@@ -198,11 +259,20 @@ export function* snapshotFrames(
   const specs = new Interner<SandboxSpec>();
   const rows = d.sandboxes.values();
   for (let done = 0; done < header.sandboxes; done += recordsPerFrame) {
-    yield frameBytes(sandboxFrame(rows, Math.min(recordsPerFrame, header.sandboxes - done), strings, specs));
+    const n = Math.min(recordsPerFrame, header.sandboxes - done);
+    yield frameBytes(
+      version === snapshotV5
+        ? sandboxFrame(rows, n, strings, specs)
+        : sandboxFrameV6(rows, n, strings, specs),
+    );
   }
   const entries = d.dedup.entries();
+  const walk = new RowWalk(d.sandboxes);
   for (let done = 0; done < header.dedup; done += recordsPerFrame) {
-    yield frameBytes(dedupFrame(entries, Math.min(recordsPerFrame, header.dedup - done), strings));
+    const n = Math.min(recordsPerFrame, header.dedup - done);
+    yield frameBytes(
+      version === snapshotV5 ? dedupFrame(entries, n, strings) : dedupFrameV6(entries, n, walk),
+    );
   }
 }
 
@@ -291,8 +361,159 @@ function dedupFrame(
   return { k: 'd', strings: strings.takeFresh(), rid, sid, digest, at: bytesOf(at), results };
 }
 
-/** A whole format-5 snapshot in one buffer (the frames of `snapshotFrames`, concatenated). */
+/** The rare fields of a sandbox, or undefined when it has none (the common case). */
+function extraOf(sb: Sandbox): SandboxExtra | undefined {
+  if (
+    sb.gpuDevices.length === 0 &&
+    sb.snapshotNodeId === undefined &&
+    sb.reason === undefined &&
+    sb.lostFrom === undefined &&
+    sb.pendingUntilMs === undefined
+  )
+    return undefined;
+  return {
+    ...(sb.gpuDevices.length > 0 ? { gpu: sb.gpuDevices } : {}),
+    ...(sb.snapshotNodeId === undefined ? {} : { snap: sb.snapshotNodeId }),
+    ...(sb.reason === undefined ? {} : { reason: sb.reason }),
+    ...(sb.lostFrom === undefined ? {} : { lost: sb.lostFrom }),
+    ...(sb.pendingUntilMs === undefined ? {} : { until: sb.pendingUntilMs }),
+  };
+}
+
+function sandboxFrameV6(
+  rows: IterableIterator<Sandbox>,
+  n: number,
+  strings: Interner<string>,
+  specs: Interner<SandboxSpec>,
+): SandboxFrameV6 {
+  const ids: string[] = new Array(n);
+  const idLen = new Uint32Array(n);
+  const rids: [number, string][] = [];
+  const tenant = new Uint32Array(n);
+  const spec = new Uint32Array(n);
+  const state = new Uint32Array(n);
+  const node = new Uint32Array(n);
+  const created = new Float64Array(n);
+  const updated = new Float64Array(n);
+  const extra: [number, SandboxExtra][] = [];
+  for (let i = 0; i < n; i++) {
+    const next = rows.next();
+    assert(next.done !== true, 'the sandbox map holds the count it reported', { i, n });
+    const sb = next.value;
+    ids[i] = sb.id;
+    idLen[i] = sb.id.length;
+    if (sb.requestId !== sb.id) rids.push([i, sb.requestId]);
+    tenant[i] = strings.of(sb.tenant);
+    spec[i] = specs.of(sb.spec);
+    state[i] = strings.of(sb.state);
+    node[i] = sb.nodeId === undefined ? 0 : strings.of(sb.nodeId) + 1;
+    created[i] = sb.createdAtMs;
+    updated[i] = sb.updatedAtMs;
+    const x = extraOf(sb);
+    if (x !== undefined) extra.push([i, x]);
+  }
+  return {
+    k: 's',
+    strings: strings.takeFresh(),
+    specs: specs.takeFresh(),
+    ids: ids.join(''),
+    idLen: bytesOf(idLen),
+    rids,
+    tenant: bytesOf(tenant),
+    spec: bytesOf(spec),
+    state: bytesOf(state),
+    node: bytesOf(node),
+    created: bytesOf(created),
+    updated: bytesOf(updated),
+    extra,
+  };
+}
+
+/**
+ * Finds the snapshot row of the sandbox a dedup entry created, walking the sandbox table once alongside the
+ * dedup table: a create adds its sandbox and its request id in the same apply, so the creates whose sandbox
+ * is still held come in the same order in both tables. Each row it gives was checked (the sandbox at that row
+ * has the entry's sandbox id and request id); should the orders ever differ, the walk runs out and the rest
+ * of the entries carry their keys instead, so the snapshot is right either way, only larger.
+ */
+class RowWalk {
+  readonly #sandboxes: SchedulerState['sandboxes'];
+  readonly #rows: IterableIterator<Sandbox>;
+  #row = -1;
+  #at: Sandbox | undefined;
+  #done = false;
+
+  constructor(sandboxes: SchedulerState['sandboxes']) {
+    this.#sandboxes = sandboxes;
+    this.#rows = sandboxes.values();
+  }
+
+  /** The row of sandbox `sandboxId` made by request `key`, or -1 when it is not in the snapshot as such. */
+  rowOf(key: string, sandboxId: string): number {
+    if (this.#done || sandboxId === '') return -1;
+    const sb = this.#sandboxes.get(sandboxId);
+    if (sb === undefined || sb.requestId !== key) return -1;
+    while (this.#at?.id !== sandboxId) {
+      const next = this.#rows.next();
+      if (next.done === true) {
+        this.#done = true;
+        return -1;
+      }
+      this.#row++;
+      this.#at = next.value;
+    }
+    return this.#row;
+  }
+}
+
+function dedupFrameV6(
+  entries: IterableIterator<[string, DedupEntry]>,
+  n: number,
+  walk: RowWalk,
+): DedupFrameV6 {
+  const row = new Uint32Array(n);
+  const keys: string[] = [];
+  const keyLen: number[] = [];
+  const sids: [number, string][] = [];
+  const digests = new Interner<string>();
+  const digest = new Uint32Array(n);
+  const at = new Float64Array(n);
+  const results: [number, CommandResult][] = [];
+  for (let i = 0; i < n; i++) {
+    const next = entries.next();
+    assert(next.done !== true, 'the dedup table holds the count it reported', { i, n });
+    const [key, e] = next.value;
+    const r = walk.rowOf(key, e.sandboxId);
+    if (r >= 0) row[i] = r + 1;
+    else {
+      keys.push(key);
+      keyLen.push(key.length);
+      if (e.sandboxId !== key) sids.push([i, e.sandboxId]);
+    }
+    digest[i] = digests.of(e.specDigest);
+    at[i] = e.atMs;
+    if (e.result !== undefined) results.push([i, e.result]);
+  }
+  return {
+    k: 'd',
+    row: bytesOf(row),
+    keys: keys.join(''),
+    keyLen: bytesOf(Uint32Array.from(keyLen)),
+    sids,
+    digests: digests.takeFresh(),
+    digest: bytesOf(digest),
+    at: bytesOf(at),
+    results,
+  };
+}
+
+/** A whole format-5 snapshot in one buffer (what replicas wrote before format 6; tests restore it). */
 export function encodeSnapshotV5(state: SchedulerState): Uint8Array {
+  return concatFrames([...snapshotFrames(state, snapshotFrameRecordsMax, snapshotV5)]);
+}
+
+/** A whole format-6 snapshot in one buffer (the frames of `snapshotFrames`, concatenated). */
+export function encodeSnapshotV6(state: SchedulerState): Uint8Array {
   return concatFrames([...snapshotFrames(state)]);
 }
 
@@ -309,6 +530,21 @@ export function concatFrames(frames: readonly Uint8Array[]): Uint8Array {
 }
 
 const u32 = (b: Uint8Array): Uint32Array => new Uint32Array(b.slice().buffer);
+
+/** Cuts one concatenated string into its parts by their UTF-16 lengths (Uint32 column `lengths`). */
+function cut(joined: string, lengths: Uint8Array): string[] {
+  assert(typeof joined === 'string', 'a frame carries its strings as one', { type: typeof joined });
+  const len = u32(lengths);
+  const out: string[] = new Array(len.length);
+  let at = 0;
+  for (let i = 0; i < len.length; i++) {
+    const end = at + (len[i] as number);
+    out[i] = joined.slice(at, end);
+    at = end;
+  }
+  assert(at === joined.length, 'the lengths cover the concatenated strings', { at, length: joined.length });
+  return out;
+}
 const f64 = (b: Uint8Array): Float64Array => new Float64Array(b.slice().buffer);
 
 /**
@@ -329,10 +565,15 @@ export class SnapshotReader {
   readonly #sandboxes = SlotTable.empty<Sandbox>().edit();
   readonly #byNode = new Map<string, string[]>();
   readonly #usage = new Map<string, { cpu: number; memory: number; disk: number; sandboxes: number }>();
-  readonly #dedup = SlotTable.empty<DedupEntry>().edit();
+  readonly #dedup = emptyDedupTable().edit();
+  /** The format the magic names (5 or 6); the header must name the same. */
+  readonly #version: number;
+  /** Format 6: the restored records by snapshot row, which dedup entries name by row. */
+  readonly #rows: Sandbox[] = [];
 
   constructor(bytes: Uint8Array) {
-    assert(isSnapshotV5(bytes), 'a format-5 snapshot starts with its magic', { length: bytes.length });
+    assert(isFramedSnapshot(bytes), 'a framed snapshot starts with its magic', { length: bytes.length });
+    this.#version = isSnapshotV6(bytes) ? snapshotV6 : snapshotV5;
     this.#bytes = bytes;
     this.#view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
   }
@@ -349,14 +590,18 @@ export class SnapshotReader {
     this.#at = start + length;
     if (frame.k === 'h') this.#readHeader(frame);
     else if (frame.k === 's') this.#readSandboxes(frame);
-    else if (frame.k === 'd') this.#readDedup(frame);
+    else if (frame.k === 'd' && this.#version === snapshotV6) this.#readDedupV6(frame as DedupFrameV6);
+    else if (frame.k === 'd') this.#readDedup(frame as DedupFrame);
     else assert(false, 'a snapshot frame has a known kind', { kind: (frame as { k?: unknown }).k });
     return true;
   }
 
   #readHeader(h: HeaderFrame): void {
     assert(this.#header === undefined, 'a snapshot has one header', {});
-    assert(h.v === snapshotV5, 'the header names format 5', { v: h.v });
+    assert(h.v === this.#version, 'the header names the format of the magic', {
+      v: h.v,
+      magic: this.#version,
+    });
     this.#header = h;
     // Size the key maps once for the counts the header gives (no growth during a restore); a count is capped by
     // the snapshot's own length (a record takes more than 8 bytes), so a bad header cannot reserve gigabytes.
@@ -370,26 +615,31 @@ export class SnapshotReader {
     }
   }
 
-  #readSandboxes(f: SandboxFrame): void {
+  #readSandboxes(f: SandboxFrame | SandboxFrameV6): void {
     assert(this.#header !== undefined, 'the header comes first', {});
     for (const s of f.strings) this.#strings.push(s);
     for (const s of f.specs) this.#specs.push(s);
     const [tenant, spec, state, node] = [u32(f.tenant), u32(f.spec), u32(f.state), u32(f.node)];
     const [created, updated] = [f64(f.created), f64(f.updated)];
     const extras = new Map(f.extra);
-    const n = f.id.length;
-    for (const column of [f.rid, tenant, spec, state, node, created, updated]) {
+    const v6 = this.#version === snapshotV6;
+    // Format 6: one string per frame for the ids, cut here; the few request ids unlike their sandbox's by row.
+    const ids = v6 ? cut((f as SandboxFrameV6).ids, (f as SandboxFrameV6).idLen) : (f as SandboxFrame).id;
+    const rids = v6 ? (f as SandboxFrameV6).rids : undefined;
+    const ridOf = rids === undefined || rids.length === 0 ? undefined : new Map(rids);
+    const n = ids.length;
+    for (const column of [v6 ? ids : (f as SandboxFrame).rid, tenant, spec, state, node, created, updated]) {
       assert(column.length === n, 'a frame has whole columns', { n, column: column.length });
     }
     for (let i = 0; i < n; i++) {
-      const id = f.id[i] as string;
+      const id = ids[i] as string;
       const specOf = this.#specs[spec[i] as number];
       assert(specOf !== undefined, 'a snapshot row names a known spec', { id, spec: spec[i] });
       const nodeAt = node[i] as number;
       const tenantOf = this.#string(tenant[i] as number);
       const stateOf = this.#string(state[i] as number) as SandboxState;
       const nodeId = nodeAt === 0 ? undefined : this.#string(nodeAt - 1);
-      const requestId = f.rid[i] ?? id;
+      const requestId = v6 ? (ridOf?.get(i) ?? id) : ((f as SandboxFrame).rid[i] ?? id);
       const createdAtMs = created[i] as number;
       const updatedAtMs = updated[i] as number;
       const x = extras.get(i);
@@ -449,6 +699,7 @@ export class SnapshotReader {
     this.#sandboxes.set(sb.id, sb);
     // Growth tells a new id from a repeated one without a second lookup per record.
     assert(this.#sandboxes.size === before + 1, 'a snapshot lists a sandbox once', { id: sb.id });
+    if (this.#version === snapshotV6) this.#rows.push(sb);
     if (holdsAllocation(sb.state)) {
       assert(sb.nodeId !== undefined, 'an allocated sandbox has a node', { sandboxId: sb.id });
       this.#allocate(sb);
@@ -536,16 +787,64 @@ export class SnapshotReader {
       const sandboxId = f.sid[i] ?? rid;
       const specDigest = this.#digest(f.digest[i] as string);
       const atMs = at[i] as number;
-      // One object literal per case: a spread of an empty object costs an object and a slow copy per entry.
-      const entry: DedupEntry = Object.freeze(
+      // Copied into the table's columns (dedup-table.ts): this object is not kept.
+      const entry: DedupEntry =
         result === undefined
           ? { sandboxId, specDigest, atMs }
-          : { sandboxId, specDigest, atMs, result: Object.freeze(result) },
-      );
+          : { sandboxId, specDigest, atMs, result: Object.freeze(result) };
       const before = this.#dedup.size;
       this.#dedup.set(rid, entry);
       assert(this.#dedup.size === before + 1, 'a snapshot lists a request id once', { rid });
     }
+  }
+
+  /**
+   * Format 6: an entry that names its sandbox's row takes that record's request id and id (the same strings,
+   * not copies); the others carry their key (cut from one string per frame) and, when not the key, their id.
+   */
+  #readDedupV6(f: DedupFrameV6): void {
+    assert(this.#header !== undefined, 'the header comes first', {});
+    const [row, digest, at] = [u32(f.row), u32(f.digest), f64(f.at)];
+    const n = row.length;
+    for (const column of [digest, at]) {
+      assert(column.length === n, 'a frame has whole columns', { n, column: column.length });
+    }
+    const keys = cut(f.keys, f.keyLen);
+    const digests = f.digests.map((d) => this.#digest(d));
+    const sids = f.sids.length === 0 ? undefined : new Map(f.sids);
+    const results = f.results.length === 0 ? undefined : new Map(f.results);
+    let k = 0;
+    for (let i = 0; i < n; i++) {
+      const r = row[i] as number;
+      let key: string;
+      let sandboxId: string;
+      if (r === 0) {
+        assert(k < keys.length, 'a dedup frame has a key for each entry without a row', {
+          i,
+          keys: keys.length,
+        });
+        key = keys[k++] as string;
+        sandboxId = sids?.get(i) ?? key;
+      } else {
+        const sb = this.#rows[r - 1];
+        assert(sb !== undefined, 'a dedup entry names a restored sandbox row', { i, row: r });
+        key = sb.requestId;
+        sandboxId = sb.id;
+      }
+      const specDigest = digests[digest[i] as number];
+      assert(specDigest !== undefined, 'a dedup entry names a digest of its frame', { i, digest: digest[i] });
+      const atMs = at[i] as number;
+      const result = results?.get(i);
+      // Copied into the table's columns (dedup-table.ts): this object is not kept.
+      const entry: DedupEntry =
+        result === undefined
+          ? { sandboxId, specDigest, atMs }
+          : { sandboxId, specDigest, atMs, result: Object.freeze(result) };
+      const before = this.#dedup.size;
+      this.#dedup.set(key, entry);
+      assert(this.#dedup.size === before + 1, 'a snapshot lists a request id once', { key });
+    }
+    assert(k === keys.length, 'a dedup frame has no keys left over', { used: k, keys: keys.length });
   }
 
   /**
@@ -632,7 +931,7 @@ function sandboxRecord(c: SandboxCommon, x: SandboxExtra): Sandbox {
   return Object.freeze(sb);
 }
 
-/** Restores a whole format-5 snapshot at once. */
+/** Restores a whole framed snapshot (format 5 or 6) at once. */
 export function decodeSnapshotV5(bytes: Uint8Array): SchedulerState {
   const reader = new SnapshotReader(bytes);
   while (reader.step()) {}

@@ -24,36 +24,37 @@ import {
   type Quota,
   type SandboxSpec,
 } from './commands.js';
+import { emptyDedupTable } from './core/dedup-table.js';
 import { SlotTable } from './core/slot-table.js';
 import { holdsAllocation, isFinished, type SandboxState } from './lifecycle.js';
+import { encodePlaceFrame } from './place-encoding.js';
 import {
   concatFrames,
   decodeSnapshotV5,
-  encodeSnapshotV5,
-  isSnapshotV5,
+  encodeSnapshotV6,
+  isFramedSnapshot,
   SnapshotReader,
   snapshotFrames,
-  snapshotV5,
+  snapshotV6,
 } from './snapshot.js';
 import {
   type Applied,
   applyCommand,
   type CommandResult,
-  type DedupEntry,
   NodeLists,
   SchedulerState,
   shapeOf,
 } from './state.js';
 import type { LostFrom, NodeRecord, Sandbox, SchedulerEvent, Usage } from './types.js';
 
-/** Snapshot format version written: 5, framed columns (scheduler/core/snapshot.ts). */
-export const snapshotVersion = snapshotV5;
+/** Snapshot format version written: 6, framed columns (scheduler/snapshot.ts; format 5 is still read). */
+export const snapshotVersion = snapshotV6;
 /**
  * Versions restore reads: 3 is 4 without the first outcome of non-create request ids in `dedup` (it had
  * none); 2 is 3 without `lostFrom` and `pendingUntilMs` (its lost sandboxes cannot be restored by a
  * reconcile; it had no pending sandboxes).
  */
-const snapshotVersionsReadable: readonly number[] = [2, 3, 4]; // Format 5 is told apart by its magic.
+const snapshotVersionsReadable: readonly number[] = [2, 3, 4]; // Formats 5 and 6 are told apart by their magic.
 
 /**
  * A sandbox as a tuple: [id, requestId, tenant, spec (index into `specs`), state, nodeId, gpuDevices,
@@ -91,9 +92,9 @@ interface SnapshotBody {
 const encoder = new Encoder({ ignoreUndefined: true });
 const decoder = new Decoder();
 
-/** Serialises a state in the current format (5). */
+/** Serialises a state in the current format (6). */
 export function encodeSnapshot(state: SchedulerState): Uint8Array {
-  return encodeSnapshotV5(state);
+  return encodeSnapshotV6(state);
 }
 
 /**
@@ -180,7 +181,7 @@ function sandboxOf(row: SandboxRow, specs: readonly SandboxSpec[]): Sandbox {
 
 /** Rebuilds a state from a snapshot of any readable format (2 to 5), index included. */
 export function decodeSnapshot(bytes: Uint8Array): SchedulerState {
-  if (isSnapshotV5(bytes)) return decodeSnapshotV5(bytes);
+  if (isFramedSnapshot(bytes)) return decodeSnapshotV5(bytes);
   const body = decoder.decode(bytes) as SnapshotBody;
   assert(snapshotVersionsReadable.includes(body.v), 'unsupported scheduler snapshot version', { v: body.v });
   const builder = ClusterIndex.empty().edit();
@@ -211,10 +212,10 @@ export function decodeSnapshot(bytes: Uint8Array): SchedulerState {
     }
   }
   nodes = nodes.asImmutable();
-  const dedup = SlotTable.empty<DedupEntry>().edit();
+  const dedup = emptyDedupTable().edit();
   for (const [rid, sandboxId, specDigest, atMs, result] of body.dedup) {
     const first = result === null || result === undefined ? {} : { result: Object.freeze(result) };
-    dedup.set(rid, Object.freeze({ sandboxId, specDigest, atMs, ...first }));
+    dedup.set(rid, { sandboxId, specDigest, atMs, ...first });
   }
   return SchedulerState.fromData({
     applied: body.applied,
@@ -245,9 +246,9 @@ export async function writeSnapshot(state: SchedulerState): Promise<Uint8Array> 
   return concatFrames(frames);
 }
 
-/** Restores like `decodeSnapshot`, one frame per event-loop turn for format 5 (older formats at once). */
+/** Restores like `decodeSnapshot`, one frame per event-loop turn for formats 5 and 6 (older ones at once). */
 export async function readSnapshot(bytes: Uint8Array): Promise<SchedulerState> {
-  if (!isSnapshotV5(bytes)) return decodeSnapshot(bytes);
+  if (!isFramedSnapshot(bytes)) return decodeSnapshot(bytes);
   const reader = new SnapshotReader(bytes);
   while (reader.step()) await yieldToLoop();
   return reader.finish();
@@ -277,7 +278,31 @@ export const entryCodec = createCodec<Command>({
   decoders: { 1: (body) => fastCheckedCommand(body) ?? parseWith(commandSchema, body) },
 });
 
-const decodeEntry: EntryDecoder = (entry) => entryCodec.decode(entry.data);
+/**
+ * Commands this process encoded for a proposal, by the encoded bytes (the object, not their content). Raft
+ * carries the proposer's own bytes object to this process's apply (the log, the loopback transport and
+ * the in-process followers pass it on as is), so the command is not decoded again here: for a `place` of 4,000
+ * items that was ~5 MB of fresh objects and strings per entry, and their specs were each a new object where
+ * the proposer's share one per shape. Bytes read back from storage or received from another process are other
+ * objects and are decoded as always. Weak: an entry's bytes, once dropped, take their command along.
+ */
+const proposed = new WeakMap<Uint8Array, Command>();
+
+/**
+ * Encodes `cmd` for a proposal (as `commandCodec.encode`) and remembers it for this process's apply, when the
+ * fast check vouches for it: it is then valid, and plain data whose msgpack round trip is equal to it, so
+ * applying it is applying what every other replica decodes from the same bytes. The caller must not change
+ * `cmd` afterwards (apply never does).
+ */
+export function encodeProposal(cmd: Command): Uint8Array {
+  if (fastCheckedCommand(cmd) !== cmd) return commandCodec.encode(cmd);
+  // A vouched place is plain items: written with its repeated parts encoded once (the same bytes).
+  const data = (cmd.type === 'place' ? encodePlaceFrame(cmd) : undefined) ?? commandCodec.encode(cmd);
+  proposed.set(data, cmd);
+  return data;
+}
+
+const decodeEntry: EntryDecoder = (entry) => proposed.get(entry.data) ?? entryCodec.decode(entry.data);
 
 /**
  * A decoder for replicas in one process: an entry is decoded (and validated) once, and the other replicas

@@ -11,14 +11,22 @@ import { unsafeTextPath } from '../../src/lib/text.js';
 import { parseWith } from '../../src/lib/validate.js';
 import { type SandboxSpec, sandboxSpecSchema } from './commands.js';
 import { QuotaExceededError, RequestIdConflictError } from './errors.js';
+import { fastCheckedSpec } from './spec-check.js';
 import { type SchedulerState, specDigest, withinQuota } from './state.js';
 import type { Usage } from './types.js';
 
 /**
  * Validates a create spec. Throws ValidationError naming the first bad field: unknown fields, negative,
- * fractional or NaN amounts, over-long strings, malformed constraints.
+ * fractional or NaN amounts, over-long strings, malformed constraints. A spec of the common subset comes back
+ * interned and deeply frozen (spec-check.ts: one object per distinct content); any other goes through the
+ * schema, which alone decides what is refused and how.
  */
 export function validateSpec(input: unknown): SandboxSpec {
+  return fastCheckedSpec(input) ?? validateSpecWithSchema(input);
+}
+
+/** `validateSpec` without the fast path: zod's schema, the unsafe-text check and placement's request rules. */
+export function validateSpecWithSchema(input: unknown): SandboxSpec {
   const spec = parseWith(sandboxSpecSchema, input, 'spec');
   refuseUnsafeText(spec, 'spec');
   // Placement's own validator knows rules the schema does not (a GPU request of both count and milli).
@@ -88,6 +96,9 @@ export function checkRequestId(state: SchedulerState, requestId: unknown, spec: 
  * committed) plus this spec passes its quota.
  */
 export function checkQuota(state: SchedulerState, spec: SandboxSpec, inFlight: Usage | undefined): void {
+  const quota = state.quotas.get(spec.tenant);
+  // A tenant without a quota passes whatever its usage (`withinQuota`): no usage sum is built for it.
+  if (quota === undefined) return;
   const base = state.usage(spec.tenant);
   const usage: Usage =
     inFlight === undefined
@@ -98,7 +109,7 @@ export function checkQuota(state: SchedulerState, spec: SandboxSpec, inFlight: U
           disk: base.disk + inFlight.disk,
           sandboxes: base.sandboxes + inFlight.sandboxes,
         };
-  const reason = withinQuota(usage, state.quotas.get(spec.tenant), spec);
+  const reason = withinQuota(usage, quota, spec);
   if (reason !== undefined) {
     throw new QuotaExceededError(`tenant ${spec.tenant}: ${reason}`, { details: { tenant: spec.tenant } });
   }

@@ -28,6 +28,11 @@
  * to once complete. A key map grows the same way (a table twice the size filled a slice per insert while the
  * old one stays the one read), so no single call rehashes millions of keys. Still O(size) in one publish: a
  * renumber for holes in the middle (more than the live keys) and the one at 2^29 slots.
+ *
+ * Values are an array per page by default. A table may instead hold them in columns (`ValuePages`: typed arrays
+ * and shared strings per page, see dedup-table.ts), so a million entries are not a million small objects for
+ * the GC to mark; such a table copies a value's fields in on `set` and `get` returns a short-lived view. Pages
+ * of columns are copied on write exactly as arrays are, so versions stay immutable for readers.
  */
 import { assert } from '../../src/lib/assert.js';
 
@@ -243,6 +248,24 @@ class Compaction {
 type Page<T> = (T | undefined)[];
 
 /**
+ * How a table holds its values in a page of `slotPageSize` slots when not as an array (see the header): `write`
+ * copies the value's fields into the page's columns, `read` builds a view of them (the slot's key is given, so
+ * a column may leave out a field that equals it). A page is written only by the draft that made or copied it.
+ */
+export interface ValuePages<V> {
+  /** A page of empty slots. */
+  create(): object;
+  /** A copy the draft may write; `clear` then runs for each of its dead slots. */
+  copy(page: object): object;
+  read(page: object, slot: number, key: string): V;
+  write(page: object, slot: number, value: V, key: string): void;
+  /** Copies slot `fromSlot` of `from` (key `key`) into slot `toSlot` of `to` (a renumber), without a view. */
+  move(from: object, fromSlot: number, to: object, toSlot: number, key: string): void;
+  /** Drops what a dead slot references, so the GC can take it with the shared page's copy. */
+  clear(page: object, slot: number): void;
+}
+
+/**
  * One version's columns (a draft holds a mutable one). Page `p` (slots p·256…) sits at index p − `pageBase` of
  * `keys`, `vals` and `live`: the pages before the head are trimmed off the front when a draft starts.
  */
@@ -250,8 +273,11 @@ interface Cols<V> {
   map: KeyMap;
   comp: Compaction | undefined;
   keys: (Page<string> | undefined)[];
-  vals: (Page<V> | undefined)[];
+  /** Arrays of values, or pages of `vp`'s columns when the table has them. */
+  vals: (Page<V> | object | undefined)[];
   live: (Uint32Array | undefined)[];
+  /** The table's value columns; undefined: an array per page. */
+  vp: ValuePages<V> | undefined;
   pageBase: number;
   /** One past the last slot ever given in this line since its last renumber. */
   end: number;
@@ -292,7 +318,29 @@ function find<V>(c: Parts<V>, key: string, h: number): number {
 }
 
 function valueAt<V>(c: Parts<V>, s: number): V {
-  return (c.vals[(s >>> pageBits) - c.pageBase] as Page<V>)[s & pageMask] as V;
+  const page = c.vals[(s >>> pageBits) - c.pageBase];
+  if (c.vp === undefined) return (page as Page<V>)[s & pageMask] as V;
+  return c.vp.read(page as object, s & pageMask, keyAt(c, s));
+}
+
+/** A new empty values page. */
+function newValPage<V>(c: Parts<V>): Page<V> | object {
+  return c.vp === undefined ? new Array(slotPageSize) : c.vp.create();
+}
+
+/** A copy of a values page a draft may write. */
+function copyValPage<V>(c: Parts<V>, page: Page<V> | object): Page<V> | object {
+  return c.vp === undefined ? (page as Page<V>).slice() : c.vp.copy(page);
+}
+
+function writeVal<V>(c: Parts<V>, page: Page<V> | object, i: number, value: V, key: string): void {
+  if (c.vp === undefined) (page as Page<V>)[i] = value;
+  else c.vp.write(page, i, value, key);
+}
+
+function clearVal<V>(c: Parts<V>, page: Page<V> | object, i: number): void {
+  if (c.vp === undefined) (page as Page<V>)[i] = undefined;
+  else c.vp.clear(page, i);
 }
 
 function keyAt<V>(c: Parts<V>, s: number): string {
@@ -328,14 +376,18 @@ export class SlotTable<V> {
     this.#p = p;
   }
 
-  /** An empty table; `capacityHint` keys fit its key map without a growth (a restore knows its counts). */
-  static empty<V>(capacityHint = 0): SlotTable<V> {
+  /**
+   * An empty table; `capacityHint` keys fit its key map without a growth (a restore knows its counts). With
+   * `values`, its values are held in those columns (see `ValuePages`), else in arrays.
+   */
+  static empty<V>(capacityHint = 0, values?: ValuePages<V>): SlotTable<V> {
     return new SlotTable<V>({
       map: new KeyMap(capacityHint),
       comp: undefined,
       keys: [],
       vals: [],
       live: [],
+      vp: values,
       pageBase: 0,
       end: 0,
       head: 0,
@@ -413,6 +465,7 @@ export class SlotTableDraft<V> {
       keys: base.keys.slice(drop),
       vals: base.vals.slice(drop),
       live: base.live.slice(drop),
+      vp: base.vp,
       pageBase: base.pageBase + drop,
       end: base.end,
       head: base.head,
@@ -454,7 +507,7 @@ export class SlotTableDraft<V> {
     const h = hashOf(key);
     const live = find(c, key, h);
     if (live >= 0) {
-      (c.vals[this.#ownVals(live >>> pageBits)] as Page<V>)[live & pageMask] = value;
+      writeVal(c, c.vals[this.#ownVals(live >>> pageBits)] as object, live & pageMask, value, key);
       return;
     }
     this.#append(key, h, value);
@@ -481,7 +534,7 @@ export class SlotTableDraft<V> {
     const slot = c.end++;
     const at = this.#ownPage(slot >>> pageBits);
     (c.keys[at] as Page<string>)[slot & pageMask] = key;
-    (c.vals[at] as Page<V>)[slot & pageMask] = value;
+    writeVal(c, c.vals[at] as object, slot & pageMask, value, key);
     const w = c.live[at] as Uint32Array;
     w[(slot >>> 5) & (liveWords - 1)] = (w[(slot >>> 5) & (liveWords - 1)] as number) | (1 << (slot & 31));
     c.size++;
@@ -517,8 +570,7 @@ export class SlotTableDraft<V> {
     w[(s >>> 5) & (liveWords - 1)] = (w[(s >>> 5) & (liveWords - 1)] as number) & ~(1 << (s & 31));
     // On a page of this draft's own the entry can go now; on a shared one it waits for a copy (see above).
     if (this.#ownedPages.has(pg)) (c.keys[at] as Page<string>)[s & pageMask] = undefined;
-    if (this.#ownedPages.has(pg) || this.#ownedVals.has(pg))
-      (c.vals[at] as Page<V>)[s & pageMask] = undefined;
+    if (this.#ownedPages.has(pg) || this.#ownedVals.has(pg)) clearVal(c, c.vals[at] as object, s & pageMask);
     c.size--;
     if (s === c.head) this.#advanceHead();
   }
@@ -574,7 +626,7 @@ export class SlotTableDraft<V> {
   #renumber(): void {
     const c = this.#c;
     const keys: Page<string>[] = [];
-    const vals: Page<V>[] = [];
+    const vals: (Page<V> | object)[] = [];
     const live: Uint32Array[] = [];
     // Room for the keys added until the next renumber (holes past the live count), so a small table does not
     // grow its map again right away (a 1M simulation spent 2.3% moving cells of maps renumbered too tight); a
@@ -587,12 +639,14 @@ export class SlotTableDraft<V> {
       const pg = n >>> pageBits;
       if ((n & pageMask) === 0) {
         keys.push(new Array(slotPageSize));
-        vals.push(new Array(slotPageSize));
+        vals.push(newValPage(c));
         live.push(new Uint32Array(liveWords));
       }
       const k = keyAt(c, s);
       (keys[pg] as Page<string>)[n & pageMask] = k;
-      (vals[pg] as Page<V>)[n & pageMask] = valueAt(c, s);
+      const from = c.vals[(s >>> pageBits) - c.pageBase] as Page<V> | object;
+      if (c.vp === undefined) (vals[pg] as Page<V>)[n & pageMask] = (from as Page<V>)[s & pageMask];
+      else c.vp.move(from, s & pageMask, vals[pg] as object, n & pageMask, k);
       const w = live[pg] as Uint32Array;
       w[(n >>> 5) & (liveWords - 1)] = (w[(n >>> 5) & (liveWords - 1)] as number) | (1 << (n & 31));
       map.insert(hashOf(k), n);
@@ -624,9 +678,9 @@ export class SlotTableDraft<V> {
     const c = this.#c;
     const at = pg - c.pageBase;
     if (this.#ownedPages.has(pg) || this.#ownedVals.has(pg)) return at;
-    const vals = (c.vals[at] as Page<V>).slice();
+    const vals = copyValPage(c, c.vals[at] as object);
     const w = this.#ownedLive.has(pg) ? (c.live[at] as Uint32Array) : (c.live[at] as Uint32Array).slice();
-    dropDead(undefined, vals, w);
+    dropDead(c, undefined, vals, w);
     c.vals[at] = vals;
     c.live[at] = w;
     this.#ownedVals.add(pg);
@@ -645,17 +699,17 @@ export class SlotTableDraft<V> {
     const k = c.keys[at];
     if (k === undefined) {
       c.keys[at] = new Array(slotPageSize);
-      c.vals[at] = new Array(slotPageSize);
+      c.vals[at] = newValPage(c);
       c.live[at] = new Uint32Array(liveWords);
     } else {
       const keys = k.slice();
       const ownsVals = this.#ownedVals.has(pg);
-      const vals = ownsVals ? (c.vals[at] as Page<V>) : (c.vals[at] as Page<V>).slice();
+      const vals = ownsVals ? (c.vals[at] as object) : copyValPage(c, c.vals[at] as object);
       const w =
         this.#ownedLive.has(pg) || ownsVals
           ? (c.live[at] as Uint32Array)
           : (c.live[at] as Uint32Array).slice();
-      dropDead(keys, vals, w);
+      dropDead(c, keys, vals, w);
       c.keys[at] = keys;
       c.vals[at] = vals;
       c.live[at] = w;
@@ -666,7 +720,12 @@ export class SlotTableDraft<V> {
 }
 
 /** Clears the values (and keys, when given) of a page's dead slots, given back to the GC with the shared page. */
-function dropDead<V>(keys: Page<string> | undefined, vals: Page<V>, live: Uint32Array): void {
+function dropDead<V>(
+  c: Parts<V>,
+  keys: Page<string> | undefined,
+  vals: Page<V> | object,
+  live: Uint32Array,
+): void {
   for (let i = 0; i < liveWords; i++) {
     const word = live[i] as number;
     if (word === 0xffffffff) continue;
@@ -674,7 +733,7 @@ function dropDead<V>(keys: Page<string> | undefined, vals: Page<V>, live: Uint32
       const slot = (i << 5) | b;
       if (((word >>> b) & 1) === 0) {
         if (keys !== undefined) keys[slot] = undefined;
-        vals[slot] = undefined;
+        clearVal(c, vals, slot);
       }
     }
   }

@@ -28,6 +28,7 @@ import { assert } from '../../src/lib/assert.js';
 import { TrellisError, ValidationError } from '../../src/lib/errors.js';
 import { isDeepFrozen } from '../../src/lib/freeze.js';
 import type { Command, PendItem, PlaceItem, Quota, ReconcileReport, SandboxSpec } from './commands.js';
+import { type DedupEntry, emptyDedupTable } from './dedup-table.js';
 import {
   type ErrorResult,
   errorResult,
@@ -65,17 +66,8 @@ export const cleanupsMax = 16_384;
 /** How long a request id is remembered, in the leader's milliseconds. */
 export const dedupRetentionMs = 24 * 60 * 60 * 1000;
 
-/**
- * What the dedup table remembers of a request. A create: the sandbox it created and a digest of its spec.
- * Any other command: `sandboxId` is empty, the digest is of the caller's arguments (`commandDigest`), and
- * `result` is the first outcome, which a duplicate gets back.
- */
-export interface DedupEntry {
-  readonly sandboxId: string;
-  readonly specDigest: string;
-  readonly atMs: number;
-  readonly result?: CommandResult;
-}
+/** What the dedup table remembers of a request (held in columns: dedup-table.ts). */
+export type { DedupEntry } from './dedup-table.js';
 
 /**
  * What the leader's verifier learned, in this process, about the items of a `place` entry it built: which
@@ -327,7 +319,7 @@ export class SchedulerState {
       byNode: NodeLists.of(new Map()),
       usage: IMap(),
       quotas: IMap(),
-      dedup: SlotTable.empty(),
+      dedup: emptyDedupTable(),
       cleanups: SlotTable.empty(),
       index: ClusterIndex.empty(),
     });
@@ -708,7 +700,8 @@ class Draft {
   addSandbox(sb: Sandbox, specDigest: string, reason: string | undefined): void {
     this.sandboxes.set(sb.id, sb);
     this.addUsage(sb.tenant, sb.spec, 1);
-    this.dedup.set(sb.requestId, Object.freeze({ sandboxId: sb.id, specDigest, atMs: this.atMs }));
+    // The table copies the fields into its columns (dedup-table.ts): this object is not kept.
+    this.dedup.set(sb.requestId, { sandboxId: sb.id, specDigest, atMs: this.atMs });
     this.event(sb, sb.state, reason, 'none');
   }
 
@@ -1007,13 +1000,8 @@ function recordOutcome(draft: Draft, requestId: string, cmd: Command, result: Co
 
 /** Remembers a command's request id with its first outcome, which a duplicate gets back. */
 function recordIn(draft: Draft, requestId: string, cmd: Command, result: CommandResult): void {
-  const entry: DedupEntry = Object.freeze({
-    sandboxId: '',
-    specDigest: commandDigest(cmd),
-    atMs: draft.atMs,
-    result,
-  });
-  draft.dedup.set(requestId, entry);
+  // Copied into the table's columns (dedup-table.ts); the result is kept as it is, a duplicate gets it back.
+  draft.dedup.set(requestId, { sandboxId: '', specDigest: commandDigest(cmd), atMs: draft.atMs, result });
 }
 
 function applyTo(draft: Draft, cmd: Command, hint?: PlaceHint): CommandResult {

@@ -18,11 +18,12 @@
 import { assert } from '../../src/lib/assert.js';
 import { TrellisError } from '../../src/lib/errors.js';
 import type { TrellisMetrics } from '../../src/lib/metrics.js';
-import { commandCodec, type SandboxSpec } from '../commands.js';
+import type { SandboxSpec } from '../commands.js';
 import { type Answer, LeaderCore, type LiveRequest, type Proposal, type Step } from '../core/leader.js';
 import { errorFromResult, NoCapacityError, NotLeaderError, SandboxCancelledError } from '../errors.js';
 import type { ReplicaLog } from '../log.js';
 import type { SchedulerState } from '../state.js';
+import { encodeProposal } from '../state-machine.js';
 import type { Sandbox } from '../types.js';
 import { Batcher } from './batcher.js';
 import { recordUtilization } from './utilization.js';
@@ -169,7 +170,7 @@ export class LeaderPipeline {
   }
 
   #propose(p: Proposal): void {
-    void this.#log.propose(commandCodec.encode(p.command)).then(
+    void this.#log.propose(encodeProposal(p.command)).then(
       (result) => {
         if (!result.ok) {
           this.#failed(p, errorFromResult(result.error));

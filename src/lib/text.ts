@@ -12,6 +12,19 @@
 const unsafeChar = /[\u0000-\u001f\u007f-\u009f\u200e\u200f\u202a-\u202e\u2066-\u2069]/;
 const unsafeChars = new RegExp(unsafeChar.source, 'g');
 
+/** True when `text` holds a control character or a bidirectional mark (one string; see `unsafeTextPath`). */
+export function hasUnsafeText(text: string): boolean {
+  return unsafeChar.test(text);
+}
+
+/**
+ * True when `text` has no lone surrogate, so UTF-8 (msgpack, the wire, the log) carries it unchanged: a lone
+ * surrogate is written as U+FFFD and read back as another string.
+ */
+export function isWellFormedText(text: string): boolean {
+  return (text as unknown as { isWellFormed(): boolean }).isWellFormed();
+}
+
 /**
  * The dotted path of the first string inside `value` (keys included) that holds an unsafe character, or
  * undefined when there is none. `root` prefixes the path, as `parseWith` does.
