@@ -78,8 +78,12 @@ export class LeaderPipeline {
   readonly #opts: PipelineOptions;
   readonly #core: LeaderCore;
   readonly #batcher: Batcher<LiveRequest>;
-  /** The callers of every unanswered request, by request id (a retry joins the first caller). */
-  readonly #waiters = new Map<string, Waiter[]>();
+  /**
+   * The callers of every unanswered request, by request id (a retry joins the first caller): the one caller
+   * itself, or a list once a retry joined. With 100,000 creates in flight a list per caller was one more
+   * object each for the young-generation GC to copy.
+   */
+  readonly #waiters = new Map<string, Waiter | Waiter[]>();
   readonly #cancelTick: () => void;
   #stopped = false;
   readonly #unsubscribe: () => void;
@@ -119,8 +123,9 @@ export class LeaderPipeline {
     if (submitted.kind === 'committed') return Promise.resolve(committedSandbox(state, requestId, spec));
     const done = new Promise<Sandbox>((resolve, reject) => {
       const waiters = this.#waiters.get(requestId);
-      if (waiters === undefined) this.#waiters.set(requestId, [{ resolve, reject }]);
-      else waiters.push({ resolve, reject });
+      if (waiters === undefined) this.#waiters.set(requestId, { resolve, reject });
+      else if (Array.isArray(waiters)) waiters.push({ resolve, reject });
+      else this.#waiters.set(requestId, [waiters, { resolve, reject }]);
     });
     if (submitted.kind === 'queued') this.#batcher.add(submitted.req);
     return done;
@@ -145,7 +150,9 @@ export class LeaderPipeline {
     this.#batcher.drain();
     this.#core.stop();
     const err = new NotLeaderError(`replica ${this.#log.id} stopped leading`);
-    for (const waiters of this.#waiters.values()) for (const w of waiters) w.reject(err);
+    for (const waiters of this.#waiters.values())
+      if (Array.isArray(waiters)) for (const w of waiters) w.reject(err);
+      else waiters.reject(err);
     this.#waiters.clear();
   }
 
@@ -215,11 +222,13 @@ export class LeaderPipeline {
     if (a.kind === 'committed') {
       const state = this.#log.machine.state;
       const sb = committedSandbox(state, a.requestId, a.spec);
-      for (const w of waiters) w.resolve(sb);
+      if (Array.isArray(waiters)) for (const w of waiters) w.resolve(sb);
+      else waiters.resolve(sb);
       return;
     }
     const err = errorOf(a, unknownCause);
-    for (const w of waiters) w.reject(err);
+    if (Array.isArray(waiters)) for (const w of waiters) w.reject(err);
+    else waiters.reject(err);
   }
 
   #countAnswer(a: Answer): void {
