@@ -111,6 +111,18 @@ export function bucketOf(key: number): number {
   return Math.min(bucketCount - 1, bits * 2 - 1 + half);
 }
 
+/** 32-bit words of a slot bitset per page (a mask's `words` hold this many per page, page after page). */
+export const maskWordsPerPage = wordsPerPage;
+
+/**
+ * A set of slots as a bitset, one bit per slot, `maskWordsPerPage` words per page (IndexReader.scanBucketMasked).
+ * `fill(page)` makes the page's words valid; a mask may compute them on first use.
+ */
+export interface SlotMask {
+  readonly words: Uint32Array;
+  fill(page: number): void;
+}
+
 /** Facts shared by every node of one feasibility class. */
 export interface ClassInfo {
   readonly id: number;
@@ -403,6 +415,51 @@ abstract class IndexReader {
         const firstWord = page === fromPage ? (fromSlot & pageMask) >>> 5 : 0;
         for (let w = firstWord; w < wordsPerPage; w++) {
           let bits = words[base + w] as number;
+          if (page === fromPage && w === firstWord) bits &= ~0 << (fromSlot & 31);
+          while (bits !== 0) {
+            const bit = 31 - Math.clz32(bits & -bits);
+            bits &= bits - 1;
+            const slot = (page << pageShift) | (w << 5) | bit;
+            if (visit(slot)) return slot;
+          }
+        }
+      }
+    }
+    return -1;
+  }
+
+  /**
+   * scanBucketFrom over only the slots whose bit is set in `mask` (one bit per slot, `wordsPerPage` words per page):
+   * the bucket's bits are ANDed with the mask word by word, so a slot outside it costs nothing, not a visit.
+   * Constrained walks pass their signature's passing-class mask (stages/pass-mask.ts). `mask.fill(page)` is called
+   * before a page's words are read.
+   */
+  scanBucketMasked(
+    bucket: number,
+    fromSlot: number,
+    visit: (slot: number) => boolean,
+    mask: SlotMask,
+  ): number {
+    const d = this.data();
+    const summary = d.summary[bucket] as Uint32Array;
+    const pageCount = d.hot.length;
+    const fromPage = fromSlot >>> pageShift;
+    if (fromPage >= pageCount) return -1;
+    const base = bucket * wordsPerPage;
+    for (let sw = fromPage >>> 5; sw <= (pageCount - 1) >>> 5; sw++) {
+      let word = summary[sw] as number;
+      if (sw === fromPage >>> 5) word &= ~0 << (fromPage & 31);
+      while (word !== 0) {
+        const page = (sw << 5) | (31 - Math.clz32(word & -word));
+        word &= word - 1;
+        if (page >= pageCount) break;
+        const words = d.bits[page] as Uint32Array;
+        mask.fill(page);
+        const maskWords = mask.words;
+        const maskBase = page * wordsPerPage;
+        const firstWord = page === fromPage ? (fromSlot & pageMask) >>> 5 : 0;
+        for (let w = firstWord; w < wordsPerPage; w++) {
+          let bits = (words[base + w] as number) & (maskWords[maskBase + w] as number);
           if (page === fromPage && w === firstWord) bits &= ~0 << (fromSlot & 31);
           while (bits !== 0) {
             const bit = 31 - Math.clz32(bits & -bits);

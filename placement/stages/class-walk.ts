@@ -25,17 +25,11 @@
  * each node at most once per batch plus once per change. The list is valid only for a builder that does
  * nothing but allocate (planBatch's), which never removes a node or reuses its slot.
  */
-import {
-  bucketCount,
-  bucketOf,
-  capacityKey,
-  type IndexReader,
-  nodesMax,
-  pageShift,
-} from '../cluster-index.js';
+import { bucketCount, bucketOf, capacityKey, type IndexReader, nodesMax } from '../cluster-index.js';
 import type { GpuRequest } from '../types.js';
-import { classVerdict, feasible, verdictPass } from './feasibility.js';
-import type { BucketCursor, CompiledRequest } from './request.js';
+import { feasible } from './feasibility.js';
+import { passMaskOf } from './pass-mask.js';
+import type { CompiledRequest } from './request.js';
 
 /** A walk position: bucket, then slot. Slots are below nodesMax, so the pair packs into one safe integer. */
 function positionOf(bucket: number, slot: number): number {
@@ -70,8 +64,6 @@ export class ClassWalk {
   readonly #stale: number[] = [];
   readonly #visit: (slot: number) => boolean;
   #req: CompiledRequest | undefined = undefined;
-  /** During a cursor scan: the first node of a passing class seen, or -1. */
-  #firstPassing = -1;
   #index: IndexReader | undefined = undefined;
 
   /** The walk class's shape (with its signature, which the batch cache keys on). */
@@ -206,8 +198,6 @@ export class ClassWalk {
   #visitNext(slot: number): boolean {
     const index = this.#index as IndexReader;
     const req = this.#req as CompiledRequest;
-    if (this.#firstPassing < 0 && classVerdict(index, req, index.classOf(slot)) === verdictPass)
-      this.#firstPassing = slot;
     if (!feasible(index, req, slot)) return false;
     this.#set(this.count, slot, positionOf(index.bucketOfSlot(slot), slot), index.versionOf(slot));
     this.count++;
@@ -218,20 +208,19 @@ export class ClassWalk {
   #resume(index: IndexReader, req: CompiledRequest): void {
     this.#index = index;
     this.#req = req;
-    // A constrained class shares its signature's cursor (request.ts, BucketCursor): the bucket prefixes that
-    // hold no node of a passing class (every small instance for `instanceType notIn [c8]`) are stepped over
-    // once per batch, not once per shape.
-    const cursor =
-      req.constraints.length > 0 || req.gpu !== undefined ? req.batch.cursor(req.shared, index) : undefined;
+    // A constrained class scans through its signature's pass mask (pass-mask.ts): only nodes of passing classes
+    // are visited, and a page holding none costs its mask words, not a visit per node.
+    const mask =
+      req.constraints.length > 0 || req.gpu !== undefined ? passMaskOf(req.shared, index) : undefined;
     let bucket = Math.floor(this.#frontier / nodesMax);
     let from = this.#frontier - bucket * nodesMax;
     for (; bucket < bucketCount; bucket++, from = 0) {
       // The scan sees the bucket as it is now, entries so far included.
       this.#entriesRead[bucket] = index.bucketEntries(bucket).length;
       const stopped =
-        cursor === undefined
+        mask === undefined
           ? index.scanBucketFrom(bucket, from, this.#visit)
-          : this.#scanWithCursor(index, req, cursor, bucket, from);
+          : mask.scan(index, req, bucket, from, this.#visit);
       if (stopped >= 0) {
         this.#frontier = positionOf(bucket, stopped + 1);
         break;
@@ -240,57 +229,5 @@ export class ClassWalk {
     if (bucket >= bucketCount) this.#frontier = positionEnd;
     this.#index = undefined;
     this.#req = undefined;
-  }
-
-  /**
-   * Scans bucket `bucket` from slot `from` as scanBucketFrom does, for a constrained class: the passing nodes
-   * before the cursor's page are exactly its pending ones (BucketCursor), so those are visited and the scan
-   * proper starts at the cursor's page. A scan that started there teaches the cursor where the first passing
-   * node sits. Returns the slot the walk stopped at, or -1.
-   */
-  #scanWithCursor(
-    index: IndexReader,
-    req: CompiledRequest,
-    cursor: BucketCursor,
-    bucket: number,
-    from: number,
-  ): number {
-    const page = cursor.start(index, bucket);
-    const pageStart = page << pageShift;
-    if (from < pageStart) {
-      const pending = cursor.pending(bucket);
-      const items = pending.items;
-      let kept = 0;
-      let stopped = -1;
-      for (let i = 0; i < pending.count; i++) {
-        const slot = items[i] as number;
-        // Nodes that left the bucket or fail the class never count for this signature again in this batch.
-        if (
-          index.bucketOfSlot(slot) !== bucket ||
-          classVerdict(index, req, index.classOf(slot)) !== verdictPass
-        )
-          continue;
-        items[kept++] = slot;
-        if (stopped < 0 && slot >= from && this.#visitNext(slot)) stopped = slot;
-      }
-      pending.count = kept;
-      if (stopped >= 0) return stopped;
-      from = pageStart;
-    }
-    const learn = from === pageStart;
-    this.#firstPassing = -1;
-    const stopped = index.scanBucketFrom(bucket, from, this.#visit);
-    if (learn) {
-      // Every node of the pages before the first passing one was looked at (with none seen, every page up to
-      // the stop, or all of them).
-      const upTo =
-        this.#firstPassing >= 0
-          ? this.#firstPassing >>> pageShift
-          : stopped >= 0
-            ? stopped >>> pageShift
-            : index.pageCount;
-      cursor.advance(bucket, upTo);
-    }
-    return stopped;
   }
 }

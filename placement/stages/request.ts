@@ -3,13 +3,7 @@
  * spread group and its eligible domains, and the per-class verdict cache.
  */
 import { Map as IMap } from 'immutable';
-import {
-  type AllocationShape,
-  bucketCount,
-  type ClassInfo,
-  type IndexReader,
-  pageShift,
-} from '../cluster-index.js';
+import type { AllocationShape, ClassInfo, IndexReader } from '../cluster-index.js';
 import type {
   AntiAffinityRule,
   Constraint,
@@ -21,6 +15,7 @@ import type {
 import { labelValue } from '../validate.js';
 import { ClassWalk } from './class-walk.js';
 import { constraintHolds, verdictUnknown } from './feasibility.js';
+import type { PassMask } from './pass-mask.js';
 
 export interface CompiledRequest {
   readonly req: PlacementRequest;
@@ -110,6 +105,8 @@ export interface SignatureFacts {
   passing: { readonly classes: readonly number[]; readonly nodes: number } | undefined;
   /** Spread label → eligible domains. */
   readonly domains: Map<string, readonly string[]>;
+  /** The slots of passing classes as a bitset for masked bucket scans (pass-mask.ts), made on first use. */
+  mask: PassMask | undefined;
 }
 
 /** Per-batch cache of signature facts, keyed by constraints and GPU need. */
@@ -167,20 +164,15 @@ function imageFacts(index: IndexReader, image: string): ImageFacts {
 }
 
 /**
- * Class walks and bucket cursors left by earlier batches, reused by later ones (planBatch is synchronous, and a
+ * Class walks left by earlier batches, reused by later ones (planBatch is synchronous, and a
  * batch gives its own back only when it is planned). Bounded: a batch with unusually many classes does not pin
  * their arrays for good.
  */
 const walkPool: ClassWalk[] = [];
 const walkPoolMax = 512;
-const cursorPool: BucketCursor[] = [];
-const cursorPoolMax = 128;
 
 export class BatchCache {
   readonly #bySignature: SignatureRegistry;
-  /** Per signature, for this batch's builder only: where each bucket's walk may start (see BucketCursor). */
-  readonly #cursors = new WeakMap<SignatureFacts, BucketCursor>();
-
   /** Per signature, for this batch's builder only: the class walks of its shapes by CPU (see ClassWalk). */
   readonly #walks = new WeakMap<SignatureFacts, Map<number, ClassWalk[]>>();
 
@@ -210,31 +202,16 @@ export class BatchCache {
     return walk;
   }
 
-  /** Walks and cursors this batch took, given back to the pools by `release`. */
+  /** Walks this batch took, given back to the pool by `release`. */
   readonly #walksMade: ClassWalk[] = [];
-  readonly #cursorsMade: BucketCursor[] = [];
 
   /**
-   * Gives the batch's walks and cursors back to the pools for the next batch. Call once the batch is planned;
-   * the cache must not be used afterwards.
+   * Gives the batch's walks back to the pool for the next batch. Call once the batch is planned; the cache must
+   * not be used afterwards.
    */
   release(): void {
     for (const w of this.#walksMade) if (walkPool.length < walkPoolMax) walkPool.push(w);
-    for (const c of this.#cursorsMade) if (cursorPool.length < cursorPoolMax) cursorPool.push(c);
     this.#walksMade.length = 0;
-    this.#cursorsMade.length = 0;
-  }
-
-  /** The batch's walk cursor for requests of one signature. */
-  cursor(shared: SignatureFacts, index: IndexReader): BucketCursor {
-    let c = this.#cursors.get(shared);
-    if (c === undefined) {
-      const pooled = cursorPool.pop();
-      c = pooled === undefined ? new BucketCursor(index) : pooled.reset(index);
-      this.#cursors.set(shared, c);
-      this.#cursorsMade.push(c);
-    }
-    return c;
   }
 
   constructor(index?: IndexReader) {
@@ -293,99 +270,10 @@ export class BatchCache {
   }
 }
 
-/**
- * For one signature and one batch: per free-capacity bucket, a page before which the bucket holds no node of
- * a class the signature passes, except the few listed as pending. A constrained bin-packing walk visits the
- * pending nodes, then starts the bucket at that page instead of page 0, so the nodes it can never take (e.g.
- * every small instance for `instanceType notIn [c8]`, which crowd the tightest buckets) are stepped over
- * once per batch, not once per request. Within a batch classes do not change; a node can only enter a bucket
- * by an allocation, and the builder logs each entry, so every node that entered a known prefix since is
- * pending until a walk finds it gone or of a failing class. The walk sees the passing nodes in the order a
- * full scan would.
- */
-export class BucketCursor {
-  readonly #page = new Int32Array(bucketCount);
-  readonly #seen = new Int32Array(bucketCount);
-  /**
-   * Per bucket, made on first use: a batch makes a cursor per constraint signature (about 20 on the bench), most
-   * touch a few buckets, and 64 arrays each through Array.from cost ~5% of a 100,000-node batch in profiles.
-   */
-  readonly #pending: (PendingSlots | undefined)[] = new Array(bucketCount).fill(undefined);
-  constructor(index: IndexReader) {
-    this.reset(index);
-  }
-
-  /** A fresh cursor for a new batch's builder (cursors are pooled across batches, like class walks). */
-  reset(index: IndexReader): this {
-    this.#page.fill(0);
-    for (let b = 0; b < bucketCount; b++) this.#seen[b] = index.bucketEntries(b).length;
-    // The lists are kept (emptied) for the next batch: a pooled cursor's lists are already grown.
-    for (let b = 0; b < bucketCount; b++) {
-      const list = this.#pending[b];
-      if (list !== undefined) list.count = 0;
-    }
-    return this;
-  }
-
-  /** Nodes of bucket `b` before `start(b)` to visit first, ascending; call `start` before reading them. */
-  pending(b: number): PendingSlots {
-    let list = this.#pending[b];
-    if (list === undefined) {
-      list = new PendingSlots();
-      this.#pending[b] = list;
-    }
-    return list;
-  }
-
-  /** The page bucket `b`'s scan may start at, after taking in the nodes that entered it. */
-  start(index: IndexReader, b: number): number {
-    const log = index.bucketEntries(b);
-    const page = this.#page[b] as number;
-    const pending = this.pending(b);
-    for (let i = this.#seen[b] as number; i < log.length; i++) {
-      const slot = log[i] as number;
-      if (slot >>> pageShift < page) insertSorted(pending, slot);
-    }
-    this.#seen[b] = log.length;
-    return page;
-  }
-
-  /** Records that bucket `b` holds no passing node in [start, page) (the walk looked at every one of them). */
-  advance(b: number, page: number): void {
-    if (page > (this.#page[b] as number)) this.#page[b] = page;
-  }
-}
-
 /** Same GPU count or share (the model is part of the signature). */
 function sameGpuNeed(a: GpuRequest | undefined, b: GpuRequest | undefined): boolean {
   if (a === b) return true;
   return a !== undefined && b !== undefined && a.count === b.count && a.milli === b.milli;
-}
-
-/**
- * A cursor's pending slots of one bucket, ascending: entries [0, count) of `items`. The array is never shortened
- * (walks drop entries often; `length = kept` trimmed its backing store and the next insert grew it again, ~0.6 MiB
- * per batch of 5,000 in allocation profiles); entries past `count` are stale.
- */
-export class PendingSlots {
-  readonly items: number[] = [];
-  count = 0;
-}
-
-function insertSorted(list: PendingSlots, slot: number): void {
-  const items = list.items;
-  let lo = 0;
-  let hi = list.count;
-  while (lo < hi) {
-    const mid = (lo + hi) >>> 1;
-    if ((items[mid] as number) < slot) lo = mid + 1;
-    else hi = mid;
-  }
-  if (lo < list.count && items[lo] === slot) return;
-  // Shifted by hand: `splice` returns a new (empty) array per call, ~200 KiB per batch of 1,000 in profiles.
-  for (let i = list.count; i > lo; i--) items[i] = items[i - 1] as number;
-  items[lo] = slot;
-  list.count++;
 }
 
 const noConstraints: readonly Constraint[] = Object.freeze([]);
@@ -396,6 +284,7 @@ function newFacts(index: IndexReader): SignatureFacts {
     verdicts: new Int16Array(index.classes.length).fill(verdictUnknown),
     passing: undefined,
     domains: new Map(),
+    mask: undefined,
   };
 }
 
@@ -460,7 +349,7 @@ type Devices = readonly { readonly device: number; readonly milli: number }[];
  * A compiled request as a reusable object. planBatch fills one instance again for each request of its batch
  * (`compileRequest(..., into)`): a fresh object literal, its `allocation` closure and the defaulted empty lists
  * were ~400 B per request, the largest allocation of a batch in profiles. Nothing keeps a compiled request past
- * the placement it was compiled for (class walks and cursors copy what they need).
+ * the placement it was compiled for (class walks copy what they need).
  */
 class Compiled implements CompiledRequest {
   req: PlacementRequest = placeholderRequest;

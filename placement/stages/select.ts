@@ -15,11 +15,12 @@
  *   is found even when those nodes sit late in the walk.
  */
 import type { Rng } from '../../src/lib/prng.js';
-import { bucketCount, bucketOf, capacityKey, type IndexReader, pageShift } from '../cluster-index.js';
+import { bucketCount, bucketOf, capacityKey, type IndexReader } from '../cluster-index.js';
 import { classVerdict, feasible, verdictPass } from './feasibility.js';
 import { scoreNodeInto, scoreWithStrategyInto, strategyScoreInto } from './normalize.js';
+import { passMaskOf } from './pass-mask.js';
 import { BestNode } from './pick.js';
-import type { CompiledRequest, PendingSlots } from './request.js';
+import type { CompiledRequest } from './request.js';
 import type { BinpackScorer } from './score-binpack.js';
 
 export interface SelectLimits {
@@ -166,57 +167,17 @@ function walkBuckets(
     return;
   }
   // Bin-packing counts only visits to nodes of classes the request passes, so which nodes it considers does
-  // not depend on where the others sit — and a cursor (request.ts, BucketCursor) may step over bucket
-  // prefixes that hold none of them without changing the walk's answer.
-  const classed = req.constraints.length > 0 || req.gpu !== undefined;
-  const cursor = classed ? req.batch.cursor(req.shared, index) : undefined;
-  let passingPage = -1;
-  let lastPage = 0;
+  // not depend on where the others sit; a constrained walk scans through its signature's pass mask
+  // (pass-mask.ts), so it never visits the others at all.
+  const mask =
+    req.constraints.length > 0 || req.gpu !== undefined ? passMaskOf(req.shared, index) : undefined;
   const visit = (slot: number): boolean => {
-    lastPage = slot >>> pageShift;
-    if (classed && classVerdict(index, req, index.classOf(slot)) !== verdictPass) return false;
-    if (passingPage < 0) passingPage = lastPage;
     if (feasibleCount > 0 && ++visitsAfterFirst > limits.visitAfterFirstMax) return true;
     if (offer(index, req, slot, binpack, best)) feasibleCount++;
     return feasibleCount >= limits.candidateLimit;
   };
   for (let b = low; b < bucketCount; b++) {
-    if (cursor === undefined) {
-      if (index.scanBucket(b, 0, visit, false)) return;
-      continue;
-    }
-    const from = cursor.start(index, b);
-    if (visitPending(index, req, b, cursor.pending(b), visit)) return;
-    passingPage = -1;
-    const stopped = index.scanBucket(b, from, visit, false);
-    // Every page before the first passing node was looked at whole; with none seen, every page up to the
-    // stop (or all of them).
-    cursor.advance(b, passingPage >= 0 ? passingPage : stopped ? lastPage : index.pageCount);
-    if (stopped) return;
+    if (mask === undefined ? index.scanBucket(b, 0, visit, false) : mask.scan(index, req, b, 0, visit) >= 0)
+      return;
   }
-}
-
-/**
- * Visits the cursor's pending nodes of bucket `b` in slot order, dropping those that left the bucket or whose
- * class fails (classes do not change within a batch). Returns true when `visit` stopped the walk.
- */
-function visitPending(
-  index: IndexReader,
-  req: CompiledRequest,
-  b: number,
-  pending: PendingSlots,
-  visit: (slot: number) => boolean,
-): boolean {
-  const items = pending.items;
-  let kept = 0;
-  let stopped = false;
-  for (let i = 0; i < pending.count; i++) {
-    const slot = items[i] as number;
-    if (index.bucketOfSlot(slot) !== b || classVerdict(index, req, index.classOf(slot)) !== verdictPass)
-      continue;
-    items[kept++] = slot;
-    if (!stopped && visit(slot)) stopped = true;
-  }
-  pending.count = kept;
-  return stopped;
 }

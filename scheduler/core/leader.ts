@@ -499,7 +499,7 @@ export class LeaderCore {
 
   #runBatch(batch: readonly LiveRequest[], d: Draft): void {
     const startMs = d.nowMs;
-    const plan = this.#planner.plan(batch, d.state.index);
+    const { plan, base } = this.#planner.plan(batch, d.state.index);
     d.planned.push(batch.length);
     // One map of the batch by id for the verifier and the ticket, built by a loop (a [id, request] pair per
     // request, twice, was ~2% of a simulation's allocation).
@@ -508,7 +508,7 @@ export class LeaderCore {
       const r = batch[i] as LiveRequest;
       byId.set(r.requestId, r);
     }
-    const verified = verify(plan, batch, d.state, byId);
+    const verified = verify(plan, batch, d.state, byId, base);
     for (const req of verified.committed) this.#answerCommitted(req, d);
     for (const { req, reason } of verified.unplaced) this.#park(req, reason, d);
     for (const { req, reason } of verified.retry) this.#replan(req, reason, d);

@@ -15,6 +15,12 @@ import {
 import { placementRequestOf } from './admission.js';
 import type { CoreRequest } from './request.js';
 
+/** A plan and the index it was made on (the `place` apply may adopt `plan.index` on that very index: PlanOrigin). */
+export interface Planned {
+  readonly plan: Plan;
+  readonly base: ClusterIndex;
+}
+
 export class Planner {
   #overlay: ClusterIndex | undefined;
   #inFlight = 0;
@@ -31,7 +37,8 @@ export class Planner {
     return this.#batches;
   }
 
-  plan(requests: readonly CoreRequest[], committed: ClusterIndex): Plan {
+  /** Plans `requests` on `committed`, or on the last plan's index while plans are in flight; `base` is which. */
+  plan(requests: readonly CoreRequest[], committed: ClusterIndex): Planned {
     const base = this.#overlay ?? committed;
     this.#batches += 1;
     const plan = planBatch(base, requests.map(requestOf), {
@@ -41,7 +48,7 @@ export class Planner {
     });
     this.#overlay = plan.index;
     this.#inFlight += 1;
-    return plan;
+    return { plan, base };
   }
 
   /** A planned batch was committed (or refused); the overlay is dropped when none is left in flight. */

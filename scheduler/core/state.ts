@@ -20,6 +20,7 @@ import {
   NodeBusyError,
   type NodeSpec,
   OverCommitError,
+  type Plan,
   UnknownNodeError,
   validateNodeSpec,
 } from '../../placement/index.js';
@@ -90,6 +91,30 @@ export interface PlaceHint {
   readonly items: readonly PlaceItem[];
   /** Per item, in order: true when its request id is known absent from `dedup`. */
   readonly unseen: readonly boolean[];
+  /** The plan `items` were built from, when the leader hands it over (see `PlanOrigin`). */
+  readonly origin?: PlanOrigin | undefined;
+}
+
+/**
+ * The plan a `place` entry's items came from, so the apply may take the plan's index as the draft's instead of
+ * allocating every item again on a fresh index builder (each builder copies the ~20 hot pages a window touches).
+ * Trusted, like the rest of the hint, only for the very `items` it was built with, and only when both hold:
+ *   (a) the draft's index, as it stands before this command, is `base` itself (identity: nothing else edited the
+ *       index since the plan was made on it);
+ *   (b) every item is placed, as a new sandbox, exactly as the plan placed it: item k is placement k (same request,
+ *       spec, node slot and GPU devices) and none is rejected, dropped by the verifier, a duplicate or a pending
+ *       sandbox's placement.
+ * Then the apply's allocations would be the planner's, call for call, on the same index (the planner's
+ * `allocateSlot` checked each fits, as the apply's `fitsSlot` would), so `index` is the index the apply would
+ * publish. Otherwise the apply allocates as it always did. Never replicated: a replica applying the entry from
+ * the log has no hint and allocates every item (same state, more work).
+ */
+export interface PlanOrigin {
+  /** The index the plan was made on. */
+  readonly base: ClusterIndex;
+  readonly plan: Plan;
+  /** The requests given to `planBatch`, in its order (`plan.placed.request` indexes them). */
+  readonly requests: readonly { readonly requestId: string; readonly spec: SandboxSpec }[];
 }
 
 /** The result of one place item. */
@@ -183,35 +208,39 @@ export class NodeLists {
   owner: SchedulerState | undefined;
   /**
    * Plain arrays edited in place, not Sets: a Set hashes each sandbox id (reading its characters, cold by then)
-   * where a list of a few dozen ids is scanned by pointer (the replay was 5.4% of a simulation with Sets).
+   * where a list of a few dozen is scanned (the replay was 5.4% of a simulation with Sets); see NodeList.
    */
-  readonly #lists: Map<string, string[]>;
+  readonly #lists: Map<string, NodeList>;
 
-  private constructor(lists: Map<string, string[]>) {
+  private constructor(lists: Map<string, NodeList>) {
     this.#lists = lists;
   }
 
   /** Lists built by a restore (each node's ids in the order given), for the version about to be made. */
   static of(m: ReadonlyMap<string, readonly string[]>): NodeLists {
-    const lists = new Map<string, string[]>();
-    for (const [nodeId, ids] of m) if (ids.length > 0) lists.set(nodeId, [...ids]);
+    const lists = new Map<string, NodeList>();
+    for (const [nodeId, ids] of m)
+      if (ids.length > 0) lists.set(nodeId, { ids: [...ids], tags: ids.map(idTag) });
     return new NodeLists(lists);
   }
 
   /** The lists of a version from its sandboxes (slot order, as a restore builds them). */
   static build(sandboxes: Iterable<Sandbox>): NodeLists {
-    const lists = new Map<string, string[]>();
+    const lists = new Map<string, NodeList>();
     for (const sb of sandboxes) {
       if (!holdsAllocation(sb.state) || sb.nodeId === undefined) continue;
-      const ids = lists.get(sb.nodeId);
-      if (ids === undefined) lists.set(sb.nodeId, [sb.id]);
-      else ids.push(sb.id);
+      const list = lists.get(sb.nodeId);
+      if (list === undefined) lists.set(sb.nodeId, { ids: [sb.id], tags: [idTag(sb.id)] });
+      else {
+        list.ids.push(sb.id);
+        list.tags.push(idTag(sb.id));
+      }
     }
     return new NodeLists(lists);
   }
 
   get(nodeId: string): readonly string[] | undefined {
-    return this.#lists.get(nodeId);
+    return this.#lists.get(nodeId)?.ids;
   }
 
   /** Applies a draft's journal: `sandboxIds[i]` joins (`signs[i]` 1) or leaves (-1) `nodeIds[i]`. */
@@ -219,28 +248,63 @@ export class NodeLists {
     for (let i = 0; i < nodeIds.length; i++) {
       const nodeId = nodeIds[i] as string;
       const id = sandboxIds[i] as string;
-      let ids = this.#lists.get(nodeId);
+      let list = this.#lists.get(nodeId);
       if (signs[i] === 1) {
-        if (ids === undefined) {
-          ids = [];
-          this.#lists.set(nodeId, ids);
+        if (list === undefined) {
+          list = { ids: [], tags: [] };
+          this.#lists.set(nodeId, list);
         }
-        ids.push(id);
+        list.ids.push(id);
+        list.tags.push(idTag(id));
         continue;
       }
-      const at = ids === undefined ? -1 : ids.lastIndexOf(id);
-      assert(ids !== undefined && at >= 0, 'a sandbox leaving a node was linked to it', {
+      const at = list === undefined ? -1 : lastIndexIn(list, id);
+      assert(list !== undefined && at >= 0, 'a sandbox leaving a node was linked to it', {
         nodeId,
         sandboxId: id,
       });
       // Shifted by a plain loop: splice allocates the array of what it removed (a micro-benchmark of 12-id
       // lists: loop ~0.05 µs, splice ~0.09, copyWithin ~0.29).
-      for (let k = at; k < ids.length - 1; k++) ids[k] = ids[k + 1] as string;
+      const { ids, tags } = list;
+      for (let k = at; k < ids.length - 1; k++) {
+        ids[k] = ids[k + 1] as string;
+        tags[k] = tags[k + 1] as number;
+      }
       ids.pop();
+      tags.pop();
       // An emptied list goes, so the index holds only nodes that hold something.
       if (ids.length === 0) this.#lists.delete(nodeId);
     }
   }
+}
+
+/**
+ * A node's sandboxes in the order they came, and beside each id its tag (`idTag`). A removal scans the tags, small
+ * integers side by side in one array, and compares an id only where its tag matches: comparing ids (as
+ * `lastIndexOf` did) read the header of each id string passed over, objects last touched about a minute of
+ * virtual time earlier and so cold — ~5% of a 1M-event simulation.
+ */
+interface NodeList {
+  readonly ids: string[];
+  readonly tags: number[];
+}
+
+/**
+ * @internal A hash of a sandbox id (FNV-1a) cut to 30 bits, so that it is a small integer (a Smi) in a tags array.
+ * Exported for the test that makes two ids share a tag.
+ */
+export function idTag(id: string): number {
+  let h = 0x811c9dc5;
+  for (let i = 0; i < id.length; i++) h = Math.imul(h ^ id.charCodeAt(i), 0x01000193);
+  return h & 0x3fffffff;
+}
+
+/** Where `id` last occurs in `list`, or -1. */
+function lastIndexIn(list: NodeList, id: string): number {
+  const tag = idTag(id);
+  const { ids, tags } = list;
+  for (let k = tags.length - 1; k >= 0; k--) if (tags[k] === tag && ids[k] === id) return k;
+  return -1;
 }
 /**
  * The GPU devices of a sandbox that holds none: one frozen array for all of them rather than an empty array
@@ -522,6 +586,18 @@ class Draft {
   /** Reads the index as it stands in this draft. */
   get reader(): IndexBuilder | ClusterIndex {
     return this.#builder ?? this.d.index;
+  }
+  /** True when this draft's index is `index` itself, no builder opened on it (condition (a) of `PlanOrigin`). */
+  indexIs(index: ClusterIndex): boolean {
+    return this.#builder === undefined && this.d.index === index;
+  }
+  /** Takes a plan's index as this draft's: the caller checked that its allocations are this entry's (PlanOrigin). */
+  adoptIndex(base: ClusterIndex, index: ClusterIndex): void {
+    assert(this.indexIs(base), "a plan's index is adopted only onto the index it was planned on", {
+      version: this.d.index.version,
+      baseVersion: base.version,
+    });
+    this.d.index = index;
   }
   // The tables' drafts are opened by the first access: most entries touch one or two of them.
   #sandboxes: SlotTableDraft<Sandbox> | undefined;
@@ -1342,9 +1418,20 @@ function place(draft: Draft, items: readonly PlaceItem[], hint: PlaceHint | unde
   const results: PlaceItemResult[] = [];
   // The verifier's lookups stand only for these very items against the very table it read (see PlaceHint).
   const unseen = hint?.items === items && draft.dedupReader === hint.dedup ? hint.unseen : undefined;
+  // The plan's index stands for these very items on the very index it was planned on (see PlanOrigin): the
+  // items are allocated on no builder while every one is placed as planned; the first that is not opens the
+  // builder, which then takes the items before it, as it would have one by one.
+  let origin =
+    hint?.items === items &&
+    hint.origin !== undefined &&
+    hint.origin.plan.placed.count === items.length &&
+    draft.indexIs(hint.origin.base)
+      ? hint.origin
+      : undefined;
   for (let i = 0; i < items.length; i++) {
     const item = items[i] as PlaceItem;
     const seen = unseen?.[i] === true ? undefined : draft.dedup.get(item.requestId);
+    if (seen !== undefined && origin !== undefined) origin = allocateUpTo(draft, items, i);
     const waiting = seen === undefined ? undefined : draft.sandboxes.get(seen.sandboxId);
     if (seen !== undefined && waiting?.state === 'pending' && waiting.id === item.sandboxId) {
       results.push(placePending(draft, item, waiting));
@@ -1360,18 +1447,64 @@ function place(draft: Draft, items: readonly PlaceItem[], hint: PlaceHint | unde
       continue;
     }
     const shape = shapeOf(item.spec, item.spec.tenant, item.gpuDevices);
-    const slot = placeCheck(draft, item, shape);
+    if (origin !== undefined && !adoptedCheck(draft, origin, i, item)) origin = allocateUpTo(draft, items, i);
+    const slot =
+      origin === undefined ? placeCheck(draft, item, shape) : (draft.reader.slotOf(item.nodeId) as number);
     if (typeof slot !== 'number') {
       results.push(rejectedItem(item, slot));
       continue;
     }
     const sb = newSandbox(draft, item, { state: 'placed', nodeId: item.nodeId, gpuDevices: item.gpuDevices });
-    draft.builder.allocateAt(slot, shape);
+    if (origin === undefined) draft.builder.allocateAt(slot, shape);
     draft.linkNode(item.nodeId, sb.id, 1);
     draft.addSandbox(sb, item.specDigest, undefined);
     results.push({ requestId: item.requestId, sandboxId: sb.id, outcome: 'placed', nodeId: item.nodeId });
   }
+  if (origin !== undefined) draft.adoptIndex(origin.base, origin.plan.index);
   return { ok: true, items: results };
+}
+
+/**
+ * Item `k` of a place entry whose index is being adopted (PlanOrigin) passes every check `placeCheck` makes —
+ * a new sandbox id, the tenant's quota, its node registered and ready — and is the plan's placement `k`: the
+ * same request and spec (so the same allocation shape), on the same node slot. Its GPU devices are the plan's by
+ * construction (the verifier copies them, and the hint stands only for the verifier's very `items`). Room is not
+ * checked: the planner's `allocateSlot` checked these very allocations, in this order, on this very index.
+ */
+function adoptedCheck(draft: Draft, origin: PlanOrigin, k: number, item: PlaceItem): boolean {
+  const placed = origin.plan.placed;
+  const req = origin.requests[placed.request[k] as number];
+  if (req === undefined || req.requestId !== item.requestId || req.spec !== item.spec) return false;
+  const index = draft.reader;
+  const slot = index.slotOf(item.nodeId);
+  if (slot === undefined || slot !== placed.slot[k] || !index.isReady(slot)) return false;
+  return !draft.sandboxes.has(item.sandboxId) && quotaCheck(draft, item.spec) === undefined;
+}
+
+/**
+ * Stops adopting a plan's index at item `end`: allocates items [0, end) — each placed as planned, unallocated so
+ * far — on the draft's builder, as the apply would have one at a time. Returns undefined (no origin any more).
+ */
+function allocateUpTo(draft: Draft, items: readonly PlaceItem[], end: number): undefined {
+  // No builder for none: an entry that allocates nothing publishes the index it found (same version).
+  if (end === 0) return undefined;
+  const builder = draft.builder;
+  for (let k = 0; k < end; k++) {
+    const item = items[k] as PlaceItem;
+    const slot = builder.slotOf(item.nodeId);
+    const shape = shapeOf(item.spec, item.spec.tenant, item.gpuDevices);
+    // The planner allocated exactly this on exactly this index: not fitting is a broken invariant, not a refusal.
+    assert(
+      slot !== undefined && builder.fitsSlot(slot, shape),
+      'an item placed as planned fits where planned',
+      {
+        requestId: item.requestId,
+        nodeId: item.nodeId,
+      },
+    );
+    builder.allocateAt(slot, shape);
+  }
+  return undefined;
 }
 
 /**

@@ -5,7 +5,7 @@
  * sandbox is placed by a `place` item like a new one). What it keeps is still
  * re-checked by `apply` (capacity included); the verifier only avoids proposing what would surely fail.
  */
-import type { Plan } from '../../placement/index.js';
+import type { ClusterIndex, Plan } from '../../placement/index.js';
 import type { PlaceItem } from './commands.js';
 import type { CoreRequest } from './request.js';
 import type { SlotTable } from './slot-table.js';
@@ -43,12 +43,21 @@ export function verify<R extends VerifiedRequest>(
   state: SchedulerState,
   /** `batch` by request id, when the caller has built it already (the last request of an id wins). */
   batchById?: ReadonlyMap<string, R>,
+  /**
+   * The index `plan` was made on, when the caller knows it (the leader's planner): the hint then carries the
+   * plan, so the `place` apply may adopt its index (see PlanOrigin; `batch` must be the requests planned, in order).
+   */
+  planBase?: ClusterIndex,
 ): Verified<R> {
   const byId = batchById ?? new Map(batch.map((r) => [r.requestId, r] as const));
   const dedup = state.dedup;
   const items: PlaceItem[] = [];
   const unseen: boolean[] = [];
-  const out: Verified<R> = { items, hint: { dedup, items, unseen }, retry: [], unplaced: [], committed: [] };
+  const hint: PlaceHint =
+    planBase === undefined
+      ? { dedup, items, unseen }
+      : { dedup, items, unseen, origin: { base: planBase, plan, requests: batch } };
+  const out: Verified<R> = { items, hint, retry: [], unplaced: [], committed: [] };
   // Where each request id was first kept: an id kept twice (a request batched twice) gets no hint, as its
   // first item adds it before the second applies.
   const firstAt = new Map<string, number>();

@@ -6,6 +6,7 @@
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import {
+  bucketCount,
   ClusterIndex,
   dominantShare,
   type IndexBuilder,
@@ -16,6 +17,8 @@ import {
   referencePlace,
   spreadKey,
 } from '../../placement/index.js';
+import { passMaskOf } from '../../placement/stages/pass-mask.js';
+import { BatchCache, compileRequest } from '../../placement/stages/request.js';
 import { binpackScorers } from '../../placement/stages/score-binpack.js';
 import { TrellisError, ValidationError } from '../../src/lib/errors.js';
 import { createRng, smallBatch, smallCluster } from './fixtures.js';
@@ -990,6 +993,83 @@ describe('placement/hardening - request classes (one lookup per class, runs by c
         },
       ),
       { numRuns: 150 },
+    );
+  });
+});
+
+describe('placement/hardening - pass masks of constrained signatures (ninth pass)', () => {
+  /** The slots a constrained walk of `r` may visit in `bucket` from `from`, in order, from the specs alone. */
+  function passingInBucket(b: IndexBuilder, r: PlacementRequest, bucket: number, from: number): number[] {
+    const out: number[] = [];
+    for (let slot = Math.max(0, from); slot < b.slotCount; slot++) {
+      if (!b.isLive(slot) || b.bucketOfSlot(slot) !== bucket) continue;
+      const spec = b.meta(slot).spec;
+      if (spec.state !== 'ready') continue;
+      if (!(r.constraints ?? []).every((c) => holds(c, spec.labels))) continue;
+      if (r.gpu !== undefined) {
+        if (spec.gpu === undefined) continue;
+        if (r.gpu.model !== undefined && r.gpu.model !== spec.gpu.model) continue;
+      }
+      out.push(slot);
+    }
+    return out;
+  }
+
+  it('placement/hardening - a masked bucket scan visits exactly the passing nodes of the bucket in slot order, per signature and per class membership', () => {
+    // Several pages (256 slots each), nodes moved between buckets by allocations, the signatures of one batch
+    // queried in turn through one cache, and a second version whose class membership changed (relabelled and
+    // drained nodes): each scan must visit what the specs say, stop where the visit says, and nothing else.
+    fc.assert(
+      fc.property(fc.integer(), fc.integer({ min: 257, max: 900 }), (seed, n) => {
+        const rng = createRng(seed);
+        const specs = smallCluster(rng, n);
+        const base = ClusterIndex.of(specs);
+        const edit = base.edit();
+        for (let k = 0; k < 20; k++) {
+          const spec = specs[rng.int(0, n)] as NodeSpec;
+          edit.updateNode({
+            ...spec,
+            labels: { ...spec.labels, zone: rng.pick(['a', 'b', 'c']) },
+            state: rng.chance(0.3) ? 'draining' : 'ready',
+          });
+        }
+        const changed = edit.publish();
+        const signatures = smallBatch(rng, 60, n).filter(
+          (r) => (r.constraints?.length ?? 0) > 0 || r.gpu !== undefined,
+        );
+        for (const index of [base, changed]) {
+          const b = index.edit();
+          for (let k = 0; k < n; k++) {
+            const slot = rng.int(0, b.slotCount);
+            if (!b.isLive(slot)) continue;
+            const free = b.view(slot).free;
+            const cpu = Math.floor(free.cpu * rng.next());
+            if (cpu > 0) b.allocateSlot(slot, { resources: { cpu, memory: 0, disk: 0 } });
+          }
+          const cache = new BatchCache(index);
+          for (let k = 0; k < 4 * signatures.length; k++) {
+            const r = signatures[rng.int(0, signatures.length)] as PlacementRequest;
+            const req = compileRequest(b, r, 'binpack', cache);
+            const mask = passMaskOf(req.shared, b);
+            const anySlot = rng.int(0, b.slotCount);
+            const bucket =
+              b.isLive(anySlot) && b.bucketOfSlot(anySlot) >= 0 && rng.chance(0.8)
+                ? b.bucketOfSlot(anySlot)
+                : rng.int(0, bucketCount);
+            const from = rng.chance(0.3) ? 0 : rng.int(0, b.slotCount + 1);
+            const stopAfter = rng.int(1, 40);
+            const seen: number[] = [];
+            const stopped = mask.scan(b, req, bucket, from, (slot) => {
+              seen.push(slot);
+              return seen.length >= stopAfter;
+            });
+            const want = passingInBucket(b, r, bucket, from).slice(0, stopAfter);
+            expect(seen, `seed ${seed}, ${JSON.stringify(r)}, bucket ${bucket} from ${from}`).toEqual(want);
+            expect(stopped).toBe(want.length >= stopAfter ? want[stopAfter - 1] : -1);
+          }
+        }
+      }),
+      { numRuns: 25 },
     );
   });
 });
