@@ -255,11 +255,20 @@ function bareSpec(v: Raw): SandboxSpec | undefined {
   }
   const spec = Object.freeze({ tenant, resources: Object.freeze({ cpu, memory, disk }) });
   let byCpu = bareSpecs.get(tenant);
-  if (byCpu === undefined) bareSpecs.set(tenant, (byCpu = new Map()));
+  if (byCpu === undefined) {
+    byCpu = new Map();
+    bareSpecs.set(tenant, byCpu);
+  }
   let byMemory = byCpu.get(cpu);
-  if (byMemory === undefined) byCpu.set(cpu, (byMemory = new Map()));
+  if (byMemory === undefined) {
+    byMemory = new Map();
+    byCpu.set(cpu, byMemory);
+  }
   let byDisk = byMemory.get(memory);
-  if (byDisk === undefined) byMemory.set(memory, (byDisk = new Map()));
+  if (byDisk === undefined) {
+    byDisk = new Map();
+    byMemory.set(memory, byDisk);
+  }
   byDisk.set(disk, spec);
   bareSpecCount++;
   return spec;
