@@ -668,9 +668,15 @@ async function inProcess(): Promise<Record<string, unknown>> {
     log: logKind,
     ...(dir === undefined ? {} : { dir }),
   });
+  // Leadership should not move during the run (an election would send every create in flight to a retry).
+  let leaderChanges = 0;
+  const offLeader = cluster.log.onLeaderChange(() => {
+    leaderChanges++;
+  });
   const cpu0 = selfCpuSeconds();
   const run = await runCreates([cluster.scheduler]);
   const cpuSeconds = selfCpuSeconds() - cpu0;
+  offLeader();
   const stats = cluster.scheduler.stats();
   const heapMiB = Math.round(process.memoryUsage().heapUsed / 2 ** 20);
   // With --expose-gc, what the group retains once every create is answered (heapMiB counts garbage too).
@@ -687,6 +693,7 @@ async function inProcess(): Promise<Record<string, unknown>> {
       transport: 'in-process',
       replicas: cluster.log.size,
       cpuSeconds: Number(cpuSeconds.toFixed(1)),
+      leaderChanges,
       heapMiB,
       ...retained,
     },

@@ -398,18 +398,12 @@ export class Scheduler implements SchedulerApi {
       throw new ValidationError('pendingReplyMs', `must be an integer of 1..${runningWaitMsMax} ms`);
     // A caller waiting for running waits at most `waitMs` in all: still pending by then is its answer too.
     const replyMs = options.wait === 'running' ? Math.min(askedReplyMs ?? waitMs, waitMs) : askedReplyMs;
-    // The wait for running counts from this call, placement included: a caller's budget is one budget.
-    const runningDeadline = Deadline.after(waitMs, this.#opts.now);
+    // The wait for running counts from this call, placement included: a caller's budget is one budget. Taken
+    // only by a caller that waits for running (one object fewer per create kept alive until it is placed).
+    const runningDeadline = options.wait === 'running' ? Deadline.after(waitMs, this.#opts.now) : undefined;
     const placing = this.#onLeader((r, deadline) => r.create(requestId, checked, deadline));
-    if (replyMs === undefined && options.wait !== 'running') return placing;
-    return this.#createWaiting(
-      placing,
-      requestId,
-      replyMs,
-      options.wait === 'running',
-      waitMs,
-      runningDeadline,
-    );
+    if (replyMs === undefined && runningDeadline === undefined) return placing;
+    return this.#createWaiting(placing, requestId, replyMs, waitMs, runningDeadline);
   }
 
   /** The rest of a create that waits: for a placed-or-pending answer within `replyMs`, then for running. */
@@ -417,13 +411,13 @@ export class Scheduler implements SchedulerApi {
     placing: Promise<Sandbox>,
     requestId: string,
     replyMs: number | undefined,
-    running: boolean,
     waitMs: number,
-    runningDeadline: Deadline,
+    /** Set when the caller waits for running. */
+    runningDeadline: Deadline | undefined,
   ): Promise<Sandbox> {
     const sb =
       replyMs === undefined ? await placing : await this.#placedOrPending(placing, requestId, replyMs);
-    if (!running) return sb;
+    if (runningDeadline === undefined) return sb;
     if (sb.state === 'pending') throw notRunning(sb.id, 'pending', sb.reason, `after ${replyMs} ms`);
     return this.#waitRunning(sb.id, requestId, waitMs, runningDeadline);
   }

@@ -50,6 +50,11 @@ export interface LeaderCoreOptions {
   readonly strategy?: Strategy;
   /** Placement options beyond the strategy (scorers, bounds), as the capacity simulator's policies set them. */
   readonly plan?: Omit<PlanOptions, 'seed'>;
+  /**
+   * Each answer also names the live request it answers (`Answer.req`), for a shell that keeps its callers on
+   * the request (`LiveRequest.callers`) instead of in a map of its own by request id. Default false.
+   */
+  readonly answerWithRequest?: boolean;
 }
 
 /** One admitted create the leader is deciding about. The shell keeps its callers, by request id. */
@@ -70,14 +75,19 @@ export interface LiveRequest extends CoreRequest {
    * out of its first batch would only pin an old version in memory.
    */
   admittedNewIn?: SlotTable<DedupEntry> | undefined;
+  /**
+   * The shell's callers waiting for this request, kept with it rather than in a second map by request id (with
+   * 100,000 creates in flight, one more entry and lookup each). Opaque here: the core never reads it; with
+   * `answerWithRequest` it hands the request back in its answer.
+   */
+  callers?: unknown;
 }
 
-/** What a caller of `requestId` is told. */
-export type Answer =
-  /**
-   * The request committed (placed, or placed earlier): resolve with its committed sandbox. `placed` is where
-   * this leader's own `place` entry put it, when that is how it committed (so a reader need not look it up).
-   */
+/** What a caller of `requestId` is told (`req`: the live request answered, with `answerWithRequest`). */
+export type Answer = { readonly req?: LiveRequest } /**
+ * The request committed (placed, or placed earlier): resolve with its committed sandbox. `placed` is where
+ * this leader's own `place` entry put it, when that is how it committed (so a reader need not look it up).
+ */ & (
   | {
       readonly requestId: string;
       readonly kind: 'committed';
@@ -91,7 +101,8 @@ export type Answer =
   /** No node before its deadline; `reason` is placement's last one. */
   | { readonly requestId: string; readonly kind: 'no-capacity'; readonly reason: string }
   /** Its `place` entry's fate is unknown (the proposal failed): the caller retries with the same id. */
-  | { readonly requestId: string; readonly kind: 'unknown' };
+  | { readonly requestId: string; readonly kind: 'unknown' }
+);
 
 export interface Proposal {
   readonly ticket: number;
@@ -120,8 +131,8 @@ export interface Step {
 export type Submitted =
   /** Admitted (or adopted from a committed pending sandbox): the shell batches `req` and waits. */
   | { readonly kind: 'queued'; readonly req: LiveRequest }
-  /** A retry of a request in progress here: the shell waits with the first caller. */
-  | { readonly kind: 'joined' }
+  /** A retry of a request in progress here (`req`): the shell waits with the first caller. */
+  | { readonly kind: 'joined'; readonly req: LiveRequest }
   /** The id committed already (not pending): the shell answers with the committed sandbox at once. */
   | { readonly kind: 'committed' };
 
@@ -253,7 +264,7 @@ export class LeaderCore {
         throw new RequestIdConflictError(`request id ${requestId} is in progress for a different spec`, {
           details: { requestId },
         });
-      return { kind: 'joined' };
+      return { kind: 'joined', req: live };
     }
     if (idem.kind === 'committed') {
       const sb = state.sandbox(idem.sandboxId);
@@ -400,13 +411,24 @@ export class LeaderCore {
 
   /** Stops deciding; returns every unanswered request id (the shell tells their callers to retry). */
   stop(): string[] {
+    return this.stopLive().map((r) => r.requestId);
+  }
+
+  /** `stop`, returning the unanswered requests themselves (with their `callers`). */
+  stopLive(): LiveRequest[] {
     this.#stopped = true;
     this.#pending.takeAll();
     this.#held = [];
-    const ids = [...this.#live.keys()];
+    const live = [...this.#live.values()];
     this.#live.clear();
     this.#inFlightUsage.clear();
-    return ids;
+    return live;
+  }
+
+  /** Adds an answer to the step, naming its request when the shell asked for that. */
+  #answer(d: Draft, a: Answer, req: LiveRequest): void {
+    if (this.#o.answerWithRequest === true) (a as { req?: LiveRequest }).req = req;
+    d.answers.push(a);
   }
 
   #draft(state: SchedulerState, nowMs: number): Draft {
@@ -518,7 +540,7 @@ export class LeaderCore {
       case 'place':
         for (const { requestId } of t.items) {
           const req = t.byId.get(requestId);
-          if (req !== undefined && this.#settle(req)) d.answers.push({ requestId, kind: 'unknown' });
+          if (req !== undefined && this.#settle(req)) this.#answer(d, { requestId, kind: 'unknown' }, req);
         }
         this.#batchDone(t.startMs, d);
         break;
@@ -569,17 +591,19 @@ export class LeaderCore {
   #answerCommitted(req: LiveRequest, d: Draft, placed?: PlaceItem): void {
     if (!this.#settle(req)) return;
     this.stats.placed += 1;
-    d.answers.push(
+    this.#answer(
+      d,
       placed === undefined
         ? { requestId: req.requestId, kind: 'committed', spec: req.spec }
         : { requestId: req.requestId, kind: 'committed', spec: req.spec, placed },
+      req,
     );
   }
 
   #refuse(req: LiveRequest, error: ErrorResult, d: Draft): void {
     if (!this.#settle(req)) return;
     this.stats.rejected += 1;
-    d.answers.push({ requestId: req.requestId, kind: 'refused', error });
+    this.#answer(d, { requestId: req.requestId, kind: 'refused', error }, req);
   }
 
   #noCapacity(req: LiveRequest, reason: string, d: Draft): void {
@@ -587,7 +611,7 @@ export class LeaderCore {
     this.stats.rejected += 1;
     const key = reason.split(':')[0] ?? reason;
     this.stats.rejectReasons.set(key, (this.stats.rejectReasons.get(key) ?? 0) + 1);
-    d.answers.push({ requestId: req.requestId, kind: 'no-capacity', reason });
+    this.#answer(d, { requestId: req.requestId, kind: 'no-capacity', reason }, req);
   }
 
   #replan(req: LiveRequest, reason: string, d: Draft): void {
@@ -651,7 +675,7 @@ export class LeaderCore {
     else if (to === 'terminated') {
       if (!this.#settle(req)) return;
       this.stats.rejected += 1;
-      d.answers.push({ requestId: req.requestId, kind: 'cancelled', sandboxId });
+      this.#answer(d, { requestId: req.requestId, kind: 'cancelled', sandboxId }, req);
     } else if (to === 'failed') this.#noCapacity(req, reason ?? req.reason ?? 'no capacity', d);
   }
 

@@ -73,13 +73,14 @@ interface Waiter {
   readonly reject: (err: Error) => void;
 }
 
+/** What `LiveRequest.callers` holds in this shell: the one caller, or a list once a retry joined. */
+type Callers = Waiter | Waiter[];
+
 export class LeaderPipeline {
   readonly #log: ReplicaLog;
   readonly #opts: PipelineOptions;
   readonly #core: LeaderCore;
   readonly #batcher: Batcher<LiveRequest>;
-  /** The callers of every unanswered request, by request id (a retry joins the first caller). */
-  readonly #waiters = new Map<string, Waiter[]>();
   readonly #cancelTick: () => void;
   #stopped = false;
   readonly #unsubscribe: () => void;
@@ -87,7 +88,8 @@ export class LeaderPipeline {
   constructor(log: ReplicaLog, opts: PipelineOptions) {
     this.#log = log;
     this.#opts = opts;
-    this.#core = new LeaderCore(opts);
+    // The callers are kept on the live requests (`LiveRequest.callers`): the core names the request it answers.
+    this.#core = new LeaderCore({ ...opts, answerWithRequest: true });
     this.#batcher = new Batcher({ sizeMax: opts.batchSizeMax, windowMs: opts.batchWindowMs }, (b) =>
       this.#onBatch(b),
     );
@@ -117,12 +119,17 @@ export class LeaderPipeline {
     const state = this.#log.machine.state;
     const submitted = this.#core.submit(state, requestId, spec, this.#opts.now());
     if (submitted.kind === 'committed') return Promise.resolve(committedSandbox(state, requestId, spec));
+    // The callers of an unanswered request are kept on it (`LiveRequest.callers`; the core hands the request
+    // back in its answer): the one caller itself, or a list once a retry joined. With 100,000 creates in
+    // flight, a list per caller and a second map by request id were more objects and entries for the GC.
+    const req = submitted.req;
     const done = new Promise<Sandbox>((resolve, reject) => {
-      const waiters = this.#waiters.get(requestId);
-      if (waiters === undefined) this.#waiters.set(requestId, [{ resolve, reject }]);
-      else waiters.push({ resolve, reject });
+      const callers = req.callers as Callers | undefined;
+      if (callers === undefined) req.callers = { resolve, reject };
+      else if (Array.isArray(callers)) callers.push({ resolve, reject });
+      else req.callers = [callers, { resolve, reject }];
     });
-    if (submitted.kind === 'queued') this.#batcher.add(submitted.req);
+    if (submitted.kind === 'queued') this.#batcher.add(req);
     return done;
   }
 
@@ -143,10 +150,14 @@ export class LeaderPipeline {
     this.#cancelTick();
     this.#unsubscribe();
     this.#batcher.drain();
-    this.#core.stop();
+    const live = this.#core.stopLive();
     const err = new NotLeaderError(`replica ${this.#log.id} stopped leading`);
-    for (const waiters of this.#waiters.values()) for (const w of waiters) w.reject(err);
-    this.#waiters.clear();
+    for (const req of live) {
+      const callers = req.callers as Callers | undefined;
+      req.callers = undefined;
+      if (Array.isArray(callers)) for (const w of callers) w.reject(err);
+      else callers?.reject(err);
+    }
   }
 
   #onBatch(batch: LiveRequest[]): void {
@@ -209,17 +220,20 @@ export class LeaderPipeline {
 
   #answer(a: Answer, unknownCause: Error | undefined): void {
     this.#countAnswer(a);
-    const waiters = this.#waiters.get(a.requestId);
-    if (waiters === undefined) return;
-    this.#waiters.delete(a.requestId);
+    const req = a.req;
+    const waiters = req?.callers as Callers | undefined;
+    if (req === undefined || waiters === undefined) return;
+    req.callers = undefined;
     if (a.kind === 'committed') {
       const state = this.#log.machine.state;
       const sb = committedSandbox(state, a.requestId, a.spec);
-      for (const w of waiters) w.resolve(sb);
+      if (Array.isArray(waiters)) for (const w of waiters) w.resolve(sb);
+      else waiters.resolve(sb);
       return;
     }
     const err = errorOf(a, unknownCause);
-    for (const w of waiters) w.reject(err);
+    if (Array.isArray(waiters)) for (const w of waiters) w.reject(err);
+    else waiters.reject(err);
   }
 
   #countAnswer(a: Answer): void {

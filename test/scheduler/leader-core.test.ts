@@ -122,6 +122,37 @@ describe('leader core', () => {
     expect(w.core.stats.placed).toBe(3);
   });
 
+  it('leader core - with answerWithRequest each answer names the live request it settles, and a retry joins it', () => {
+    // Five 1-core creates on a 4-core node with no time to wait: four committed, one refused at once; a retry
+    // of an open id is told 'joined' with that very request. Without the option no answer carries a request.
+    const w = new World({ answerWithRequest: true, pendingTimeoutMs: 0 });
+    const reqs = new Map<string, LiveRequest>();
+    for (let i = 0; i < 5; i++) {
+      const r = w.core.submit(w.state, `r${i}`, oneCore(), w.nowMs);
+      if (r.kind !== 'queued') throw new Error(`r${i} was ${r.kind}`);
+      reqs.set(`r${i}`, r.req);
+      w.queue.push(r.req);
+    }
+    const joined = w.core.submit(w.state, 'r0', oneCore(), w.nowMs);
+    expect(joined.kind === 'joined' && joined.req).toBe(reqs.get('r0'));
+    w.flush();
+    w.commitAll();
+    expect(w.answers.map((a) => a.kind).sort()).toEqual([
+      'committed',
+      'committed',
+      'committed',
+      'committed',
+      'no-capacity',
+    ]);
+    for (const a of w.answers) expect(a.req).toBe(reqs.get(a.requestId));
+    const plain = new World({ pendingTimeoutMs: 0 });
+    plain.submit('x', oneCore());
+    plain.flush();
+    plain.commitAll();
+    expect(plain.answers.map((a) => a.kind)).toEqual(['committed']);
+    expect(plain.answers.every((a) => a.req === undefined)).toBe(true);
+  });
+
   it('leader core - what fits nowhere is recorded pending, woken when room frees and placed', () => {
     // Six 1-core creates on a 4-core node: four placed, two committed `pending` with a reason. A terminate
     // frees one core: the wake re-plans the queue, one is placed, the other stays pending without a second

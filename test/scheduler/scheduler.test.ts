@@ -48,7 +48,10 @@ describe('scheduler API', () => {
     await expect(s.create(spec('t1', 2000), { requestId: 'busy' })).rejects.toBeInstanceOf(
       RequestIdConflictError,
     );
+    // A third caller joins the two (the pipeline keeps a lone caller as itself, then a list).
+    const third = s.create(spec(), { requestId: 'busy' });
     expect((await again).id).toBe((await first).id);
+    expect((await third).id).toBe((await first).id);
     expect((await s.list()).length).toBe(2);
     s.close();
   });

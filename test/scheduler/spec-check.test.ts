@@ -201,7 +201,9 @@ describe('scheduler/spec-check', () => {
       fc.property(spec, (generated) => {
         // Plain objects, as a caller writes them (fast-check also makes null-prototype ones: tested below).
         const valid = structuredClone(generated);
-        for (const variant of [valid, ...variants(valid)]) {
+        // The spec, and its bare form (tenant and resources alone: the fast path's own lookup), with variants.
+        const bare = { tenant: valid.tenant, resources: structuredClone(valid.resources) };
+        for (const variant of [valid, ...variants(valid), bare, ...variants(bare)]) {
           tried++;
           const fast = fastCheckedSpec(variant);
           const slow = outcome(() => validateSpecWithSchema(variant));
