@@ -5,6 +5,7 @@ import { fastCheckedCommand } from '../../scheduler/command-fast-check.js';
 import { commandCodec, commandSchema } from '../../scheduler/commands.js';
 import { sandboxStates } from '../../scheduler/core/lifecycle.js';
 import { entryCodec } from '../../scheduler/state-machine.js';
+import { oneStepVariants } from '../helpers/variants.js';
 
 /** fast-check's seed: fixed, so a failure replays; `SEED=n` tries another. Printed in every failure. */
 const seed = process.env.SEED === undefined ? 15 : Number(process.env.SEED);
@@ -105,50 +106,12 @@ const hostile: readonly unknown[] = [
   Number.NaN,
 ];
 
-/** Every path to a value inside `v` (objects and arrays), the root excluded. */
-function paths(v: unknown, from: (string | number)[] = []): (string | number)[][] {
-  if (v === null || typeof v !== 'object') return [];
-  const out: (string | number)[][] = [];
-  for (const [k, x] of Object.entries(v)) {
-    const p = [...from, Array.isArray(v) ? Number(k) : k];
-    out.push(p, ...paths(x, p));
-  }
-  return out;
-}
-
-function at(v: unknown, path: readonly (string | number)[]): unknown {
-  let o = v;
-  for (const k of path) o = (o as Record<string | number, unknown>)[k];
-  return o;
-}
-
 /**
- * Every one-step variant of `body`: each value replaced by each hostile value, each object key deleted, and
- * an unknown key added to each object.
+ * Every one-step variant of `body` (test/helpers/variants.ts): each value replaced by each hostile value, each
+ * object key deleted, and an unknown key added to each object.
  */
-function* variants(body: unknown): Generator<unknown> {
-  const all = paths(body);
-  for (const path of all) {
-    const last = path[path.length - 1] as string | number;
-    for (const value of hostile) {
-      const copy = structuredClone(body);
-      (at(copy, path.slice(0, -1)) as Record<string | number, unknown>)[last] = value;
-      yield copy;
-    }
-    if (typeof last === 'string') {
-      const copy = structuredClone(body);
-      delete (at(copy, path.slice(0, -1)) as Record<string, unknown>)[last];
-      yield copy;
-    }
-  }
-  for (const path of [[], ...all]) {
-    const copy = structuredClone(body);
-    const o = at(copy, path);
-    if (o !== null && typeof o === 'object' && !Array.isArray(o)) {
-      (o as Record<string, unknown>).extraKey = 1;
-      yield copy;
-    }
-  }
+function variants(body: unknown): Generator<unknown> {
+  return oneStepVariants(body, hostile);
 }
 
 /** The outcome of decoding a frame: its value, or its error's class, code and message. */

@@ -12,6 +12,7 @@ import { validateSpec, validateSpecWithSchema } from '../../scheduler/core/admis
 import { fastCheckedSpec, specInternKey } from '../../scheduler/core/spec-check.js';
 import { specDigest } from '../../scheduler/state.js';
 import { isDeepFrozen } from '../../src/lib/freeze.js';
+import { oneStepVariants } from '../helpers/variants.js';
 
 /** fast-check's seed: fixed, so a failure replays; `SEED=n` tries another. Printed in every failure. */
 const seed = process.env.SEED === undefined ? 9 : Number(process.env.SEED);
@@ -104,54 +105,9 @@ const hostile: readonly unknown[] = [
   Number.POSITIVE_INFINITY,
 ];
 
-/** Every path to a value inside `v` (objects and arrays), the root excluded. */
-function paths(v: unknown, from: (string | number)[] = []): (string | number)[][] {
-  if (v === null || typeof v !== 'object') return [];
-  const out: (string | number)[][] = [];
-  for (const [k, x] of Object.entries(v)) {
-    const p = [...from, Array.isArray(v) ? Number(k) : k];
-    out.push(p, ...paths(x, p));
-  }
-  return out;
-}
-
-function at(v: unknown, path: readonly (string | number)[]): unknown {
-  let o = v;
-  for (const k of path) o = (o as Record<string | number, unknown>)[k];
-  return o;
-}
-
-/** Every one-step variant of `v`: each value replaced by each hostile value, each key deleted, a key added. */
-function* variants(v: unknown): Generator<unknown> {
-  const all = paths(v);
-  for (const path of all) {
-    const last = path[path.length - 1] as string | number;
-    for (const value of hostile) {
-      const copy = structuredClone(v);
-      (at(copy, path.slice(0, -1)) as Record<string | number, unknown>)[last] = value;
-      yield copy;
-    }
-    if (typeof last === 'string') {
-      const copy = structuredClone(v);
-      delete (at(copy, path.slice(0, -1)) as Record<string, unknown>)[last];
-      yield copy;
-    }
-  }
-  for (const path of [[], ...all]) {
-    const copy = structuredClone(v);
-    const o = at(copy, path);
-    if (o !== null && typeof o === 'object' && !Array.isArray(o)) {
-      (o as Record<string, unknown>).extraKey = 1;
-      yield copy;
-      // Each optional key of the schema, present with the value `undefined`.
-      for (const k of ['gpu', 'image', 'priority', 'model', 'count', 'milli', 'stateless']) {
-        if (Object.hasOwn(o, k)) continue;
-        const again = structuredClone(v);
-        (at(again, path) as Record<string, unknown>)[k] = undefined;
-        yield again;
-      }
-    }
-  }
+/** Every one-step variant of `v` (test/helpers/variants.ts), each optional key of the schema also present as `undefined`. */
+function variants(v: unknown): Generator<unknown> {
+  return oneStepVariants(v, hostile, ['gpu', 'image', 'priority', 'model', 'count', 'milli', 'stateless']);
 }
 
 /** The outcome of validating: the value with its key order, or the error's class, code and message. */
