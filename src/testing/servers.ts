@@ -6,6 +6,7 @@
  * (scripts/ensure-services.sh), so a missing server means the machine is not set up and the run must fail.
  */
 import { type ChildProcess, spawn } from 'node:child_process';
+import { readFileSync } from 'node:fs';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { createConnection, createServer } from 'node:net';
 import { tmpdir } from 'node:os';
@@ -28,8 +29,56 @@ process.once('exit', () => {
   for (const child of liveChildren) child.kill('SIGKILL');
 });
 
-/** Asks the kernel for a free TCP port on loopback. */
+/**
+ * A TCP port free on loopback right now, for a server a test or benchmark starts. Taken below the kernel's
+ * ephemeral range, where it does not hand out the local ports of outgoing connections: a port picked by
+ * binding to 0 comes from that range, and between the pick and the child's own bind any process's `connect`
+ * may take it as its local port (CI once saw a replica of the load test exit with EADDRINUSE on its metrics
+ * port). Each process walks the range from its own offset (by pid), binding to check; when the range is
+ * unknown or exhausted, the kernel picks as before.
+ */
 export async function freePort(): Promise<number> {
+  const range = belowEphemeral();
+  if (range !== undefined) {
+    const [low, high] = range;
+    const size = high - low + 1;
+    for (let attempt = 0; attempt < freePortAttemptsMax; attempt++) {
+      const port = low + ((process.pid * 97 + nextPortStep++) % size);
+      if (await bindable(port)) return port;
+    }
+  }
+  return kernelPort();
+}
+
+/** Ports tried below the ephemeral range before the kernel is asked. */
+export const freePortAttemptsMax = 64;
+/** The lowest port `freePort` takes: above the well-known and most registered service ports. */
+const freePortLow = 10_000;
+let nextPortStep = 0;
+
+/** [freePortLow, first ephemeral port - 1], or undefined when that is too small or the range unreadable. */
+function belowEphemeral(): [number, number] | undefined {
+  try {
+    const first = Number(
+      readFileSync('/proc/sys/net/ipv4/ip_local_port_range', 'utf8').trim().split(/\s+/)[0],
+    );
+    return Number.isInteger(first) && first - 1 - freePortLow >= 1_000 ? [freePortLow, first - 1] : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+function bindable(port: number): Promise<boolean> {
+  return new Promise((resolve) => {
+    const server = createServer();
+    server.unref();
+    server.once('error', () => resolve(false));
+    server.listen(port, loopbackHost, () => server.close(() => resolve(true)));
+  });
+}
+
+/** Asks the kernel for a free TCP port on loopback (from the ephemeral range). */
+function kernelPort(): Promise<number> {
   return new Promise((resolve, reject) => {
     const server = createServer();
     server.unref();
