@@ -6,9 +6,7 @@
  */
 import { SingleBar } from 'cli-progress';
 import { type Command, InvalidArgumentError, Option } from 'commander';
-import { chaosDefaults } from '../load/chaos.js';
-import { formatReport } from '../load/report.js';
-import { jsonSummary, loadDefaults, loadNodesMax, loadSandboxesMax, runLoad } from '../load/run.js';
+import { chaosDefaults, loadDefaults, loadNodesMax, loadSandboxesMax } from '../load/defaults.js';
 import { intBetween, outputFile, writeOutput } from './args.js';
 
 interface BenchLoadFlags {
@@ -106,6 +104,9 @@ export function registerBench(program: Command): void {
         : undefined;
       let barStarted = false;
       let lastLineMs = 0;
+      // The harness is loaded only by this command (see src/load/defaults.ts).
+      const { jsonSummary, runLoad } = await import('../load/run.js');
+      const { formatReport } = await import('../load/report.js');
       const report = await runLoad({
         ...loadDefaults,
         nodes: f.nodes,

@@ -12,7 +12,6 @@ import {
   planBatch,
   type Rejection,
 } from '../../placement/index.js';
-import { runClusterDemo } from '../demo/cluster-demo.js';
 import { ValidationError } from '../lib/errors.js';
 import { createRng } from '../lib/prng.js';
 import { generateCluster, generateRequests, zones } from '../testing/generate.js';
@@ -125,6 +124,8 @@ export function registerClusterDemo(program: Command): void {
       3000,
     )
     .action(async (opts: { seed: number; nodes: number; sandboxes: number }) => {
+      // Loaded by this command alone: it brings the whole embedded stack and HDR histograms.
+      const { runClusterDemo } = await import('../demo/cluster-demo.js');
       await runClusterDemo({ ...opts, out: process.stdout });
     });
 }

@@ -17,6 +17,8 @@ import type { LoadCluster, Member } from './cluster.js';
 import { pause, resume } from './processes.js';
 import { replicaStatus } from './replicas.js';
 
+export { chaosDefaults } from './defaults.js';
+
 export interface ChaosOptions {
   readonly leaderKillEveryMs: number;
   readonly leaderKillsMax: number;
@@ -25,15 +27,6 @@ export interface ChaosOptions {
   readonly natsRestart: boolean;
   readonly workerRestart: boolean;
 }
-
-export const chaosDefaults: ChaosOptions = {
-  leaderKillEveryMs: 5_000,
-  leaderKillsMax: 1_000,
-  pauseFollower: true,
-  pauseMs: 3_000,
-  natsRestart: true,
-  workerRestart: true,
-};
 
 /** Polls of each survivor's status while waiting for a new leader's first commit, 10 ms apart (30 s at most). */
 const failoverPollsMax = 3_000;

@@ -27,10 +27,13 @@ import {
   scrape,
   type UnexpectedExit,
 } from './cluster.js';
+import { loadDefaults, loadNodesMax, loadSandboxesMax } from './defaults.js';
 import { type DriveResult, drive, type Phase, type Progress } from './driver.js';
 import { alive, liveGroups, pause, resume, usageOf } from './processes.js';
 import { histogramOf, type PromHistogram, quantileOf, sampleOf } from './prom-text.js';
 import { type ReplicaView, readReplica, replicaStatus } from './replicas.js';
+
+export { loadDefaults, loadNodesMax, loadSandboxesMax };
 
 export interface LoadOptions {
   readonly nodes: number;
@@ -58,29 +61,11 @@ export interface LoadOptions {
   readonly log?: (line: string) => void;
 }
 
-/** Bounds on what one run takes: the harness runs on one machine. */
-export const loadNodesMax = 10_000;
-export const loadSandboxesMax = 1_000_000;
 /** Each sandbox asks for this; nodes are sized so every sandbox could be held at once (1.5x headroom). */
 export const sandboxResources = { cpu: 250, memory: 256, disk: 1_024 } as const;
 
 /** How long the driver retries one call (same request id) before it gives that sandbox up. */
 export const callRetryMs = 120_000;
-
-export const loadDefaults: LoadOptions = {
-  nodes: 1_000,
-  sandboxes: 100_000,
-  replicas: 3,
-  wait: 'running',
-  exec: true,
-  clients: 8,
-  inFlight: { create: 1_024, exec: 512, terminate: 1_024 },
-  drainMs: 30_000,
-  tickMs: 20,
-  cpuProf: false,
-  cluster: 'load',
-  logLevel: 'warn',
-};
 
 export interface ProcessFigures {
   readonly name: string;
