@@ -5,14 +5,10 @@
  */
 import { describe, expect, it } from 'vitest';
 import { type DedupEntry, emptyDedupTable } from '../../scheduler/core/dedup-table.js';
-import {
-  keyMapTuning,
-  type SlotTable,
-  slotPageSize,
-  slotTableCounts,
-} from '../../scheduler/core/slot-table.js';
+import { type SlotTable, slotPageSize, slotTableCounts } from '../../scheduler/core/slot-table.js';
 import type { CommandResult } from '../../scheduler/core/state.js';
 import { createRng } from '../../src/lib/prng.js';
+import { withSmallKeyMaps } from '../helpers/key-maps.js';
 
 type Rng = ReturnType<typeof createRng>;
 
@@ -125,20 +121,11 @@ function modelRun(seed: number): void {
 
 describe('scheduler/dedup-table', () => {
   it('dedup table - every version reads as its model of entry objects under forks, overwrites and evictions', () => {
-    const production = { ...keyMapTuning };
-    Object.assign(keyMapTuning, {
-      initialCells: 16,
-      holesSlackMin: 32,
-      moveSpread: 1.1,
-      renumberAtOnceMax: 64,
-    });
     const before = { ...slotTableCounts };
     const seeds = process.env.SEED === undefined ? [31, 32, 33, 34, 35, 36] : [Number(process.env.SEED)];
-    try {
+    withSmallKeyMaps(() => {
       for (const seed of seeds) modelRun(seed);
-    } finally {
-      Object.assign(keyMapTuning, production);
-    }
+    });
     for (const [path, n] of Object.entries(paths)) expect(n, path).toBeGreaterThan(0);
     expect(slotTableCounts.growths).toBeGreaterThan(before.growths);
     expect(slotTableCounts.compactionsDone).toBeGreaterThan(before.compactionsDone);

@@ -1,12 +1,12 @@
 import { describe, expect, it } from 'vitest';
 import {
-  keyMapTuning,
   SlotTable,
   type SlotTableDraft,
   slotPageSize,
   slotTableCounts,
 } from '../../scheduler/core/slot-table.js';
 import { createRng } from '../../src/lib/prng.js';
+import { withSmallKeyMaps } from '../helpers/key-maps.js';
 
 /** A version with the plain map it must equal (insertion order included). */
 interface Held {
@@ -83,20 +83,11 @@ describe('scheduler/slot-table', () => {
     // The key map is lowered here (16 cells, slack 32, moves spread over almost all of a new table's room,
     // compaction instead of renumber past 64 live keys) so growth, reads mid-move, compaction and renumber are
     // all reached with few keys, under forks, dropped drafts, random removals, evictions and re-adds.
-    const production = { ...keyMapTuning };
-    Object.assign(keyMapTuning, {
-      initialCells: 16,
-      holesSlackMin: 32,
-      moveSpread: 1.1,
-      renumberAtOnceMax: 64,
-    });
     const before = { ...slotTableCounts };
     const seeds = process.env.SEED === undefined ? [21, 22, 23, 24, 25, 26] : [Number(process.env.SEED)];
-    try {
+    withSmallKeyMaps(() => {
       for (const seed of seeds) modelRun(seed);
-    } finally {
-      Object.assign(keyMapTuning, production);
-    }
+    });
     expect(slotTableCounts.growths).toBeGreaterThan(before.growths);
     expect(slotTableCounts.compactions).toBeGreaterThan(before.compactions);
     // A compaction touches its new table before it takes keys; it must get through both phases.
