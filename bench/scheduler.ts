@@ -667,6 +667,8 @@ async function inProcess(): Promise<Record<string, unknown>> {
     pipeline: { pendingTimeoutMs: 60_000 },
     log: logKind,
     ...(dir === undefined ? {} : { dir }),
+    // --threads: replicas 1..N-1 (the followers) on worker threads, their apply and WAL off this thread.
+    threads: process.argv.includes('--threads'),
   });
   // Leadership should not move during the run (an election would send every create in flight to a retry).
   let leaderChanges = 0;
@@ -674,8 +676,12 @@ async function inProcess(): Promise<Record<string, unknown>> {
     leaderChanges++;
   });
   const cpu0 = selfCpuSeconds();
+  const main0 = threadSched();
   const run = await runCreates([cluster.scheduler]);
   const cpuSeconds = selfCpuSeconds() - cpu0;
+  // The main thread's own time on a core (cpuSeconds also counts V8's helper threads and, with --threads,
+  // the followers' worker threads), and its time waiting for a core: what bounds the wall time.
+  const main1 = threadSched();
   offLeader();
   const stats = cluster.scheduler.stats();
   const heapMiB = Math.round(process.memoryUsage().heapUsed / 2 ** 20);
@@ -692,7 +698,10 @@ async function inProcess(): Promise<Record<string, unknown>> {
     {
       transport: 'in-process',
       replicas: cluster.log.size,
+      threads: process.argv.includes('--threads'),
       cpuSeconds: Number(cpuSeconds.toFixed(1)),
+      mainThreadCpuSeconds: Number(((main1.onCpuMs - main0.onCpuMs) / 1000).toFixed(2)),
+      mainThreadWaitSeconds: Number(((main1.waitMs - main0.waitMs) / 1000).toFixed(2)),
       leaderChanges,
       heapMiB,
       ...retained,

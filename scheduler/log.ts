@@ -32,6 +32,18 @@ export interface ReplicaLog {
   readIndex(): Promise<void>;
   /** Called after any change of leader or of this replica's leadership term; returns its removal. */
   onLeaderChange(listener: () => void): () => void;
+  /**
+   * Set when this replica's state machine and pipeline run elsewhere (a worker thread, scheduler/threads):
+   * the scheduler then runs no pipeline for it and never reads its `machine`; while it leads, requests reach
+   * it through `remote.handle` as forwarded bytes, as they would reach another process.
+   */
+  readonly remote?: RemoteReplica;
+}
+
+/** A replica served elsewhere: it takes forwarded requests (forward.ts bytes) and answers with reply bytes. */
+export interface RemoteReplica {
+  /** As `SchedulerReplica.handle`; rejects with NotLeaderError when the replica goes down meanwhile. */
+  handle(request: Uint8Array): Promise<Uint8Array>;
 }
 
 /** Replicas of one group living in one process. */

@@ -127,7 +127,8 @@ export class SchedulerReplica {
 
   /** A pipeline per leadership term: started when this replica leads, stopped when it no longer does. */
   #syncPipeline(): void {
-    const term = this.#closed ? undefined : this.log.leaderTerm();
+    // A remote replica's pipeline runs where it lives; here it is only a way to reach it.
+    const term = this.#closed || this.log.remote !== undefined ? undefined : this.log.leaderTerm();
     if (term === this.#pipelineTerm && (term === undefined) === (this.#pipeline === undefined)) return;
     this.#stopPipeline();
     this.#pipelineTerm = term;
@@ -222,6 +223,9 @@ export class SchedulerReplica {
    */
   async readBarrier(deadline: Deadline): Promise<void> {
     if (this.#pipeline !== undefined) return this.#sharedReadIndex();
+    // A remote replica's state is not here to read: the scheduler reads through a replica of its own.
+    if (this.log.remote !== undefined)
+      throw new NotLeaderError(`replica ${this.id} runs elsewhere: its state is not read here`);
     const index = indexOf(await this.#toLeader(deadline, { op: 'readIndex' }));
     await this.#appliedUpTo(index, deadline);
   }
@@ -244,6 +248,8 @@ export class SchedulerReplica {
    * included, is an error reply.
    */
   async handle(request: Uint8Array): Promise<Uint8Array> {
+    const remote = this.log.remote;
+    if (remote !== undefined) return remote.handle(request);
     let reply: ForwardReply;
     try {
       reply = { ok: true, value: await this.#serve(forwardRequestCodec.decode(request)) };
@@ -312,7 +318,9 @@ export class SchedulerReplica {
     if (this.#closed) throw new NotLeaderError(`replica ${this.id} is closed`);
     deadline.check(`request on replica ${this.id}, before forwarding`);
     const leader = this.log.leaderId();
-    if (leader === undefined || leader === this.id || this.#forward === undefined)
+    // A remote replica forwards to itself: this object is only the way to reach it.
+    const self = leader === this.id && this.log.remote === undefined;
+    if (leader === undefined || self || this.#forward === undefined)
       throw new NotLeaderError(`replica ${this.id} knows no leader to forward to`);
     const wire = { ...req, deadline: deadline.toWire() } as ForwardRequest;
     const bytes = await this.#forward(leader, forwardRequestCodec.encode(wire));

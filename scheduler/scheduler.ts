@@ -50,6 +50,7 @@ import { defaultPipelineOptions, everyInterval, type PipelineOptions } from './p
 import { RaftGroupLog } from './raft-group.js';
 import { type ReplicaDispatchOptions, SchedulerReplica } from './replica.js';
 import type { CommandResult, ReconcileResult } from './state.js';
+import { ThreadedRaftGroup } from './threads/group.js';
 import type { Sandbox, SchedulerEvent } from './types.js';
 
 /** Times a call is retried on a new leader before it gives up with NotLeaderError. */
@@ -68,6 +69,12 @@ export interface SchedulerConfig {
    * file storage, or `InProcessLog` for a log without Raft (deterministic unit tests).
    */
   readonly log?: ReplicaGroup;
+  /**
+   * With no `log`: run replicas 1..N-1 of the in-process group on worker threads (scheduler/threads), each
+   * with its Raft node, storage, state machine and (while it leads) pipeline, so their apply and WAL work is
+   * off this thread. Replica 0, which callers attach to and reads and `watch` use, stays here. Default false.
+   */
+  readonly threads?: boolean;
   /** The replica this scheduler is attached to: its calls enter there and its reads are served there. Default 0. */
   readonly replica?: number;
   readonly pipeline?: Partial<Omit<PipelineOptions, 'now' | 'every'>>;
@@ -217,7 +224,14 @@ export class Scheduler implements SchedulerApi {
   constructor(config: SchedulerConfig = {}) {
     // The embedded default: a real Raft group of in-process replicas on memory storage.
     this.#ownsLog = config.log === undefined;
-    this.log = config.log ?? RaftGroupLog.inMemory({ replicas: config.replicas ?? 3 });
+    this.log =
+      config.log ??
+      (config.threads === true
+        ? ThreadedRaftGroup.inMemory({
+            replicas: config.replicas ?? 3,
+            ...(config.pipeline === undefined ? {} : { pipeline: config.pipeline }),
+          })
+        : RaftGroupLog.inMemory({ replicas: config.replicas ?? 3 }));
     this.#leaderWaitMs = config.leaderWaitMs ?? 10_000;
     this.#newRequestId = config.requestIds ?? randomUUID;
     this.#attached = config.replica ?? 0;
@@ -226,6 +240,14 @@ export class Scheduler implements SchedulerApi {
       replica: this.#attached,
       size: this.log.size,
     });
+    // Reads, `watch` and waits for running use the attached replica's state, which must be on this thread.
+    assert(
+      this.log.replica(this.#attached).remote === undefined,
+      'the attached replica runs on this thread',
+      {
+        replica: this.#attached,
+      },
+    );
     this.#opts = {
       ...defaultPipelineOptions,
       ...config.pipeline,
@@ -724,7 +746,9 @@ export class Scheduler implements SchedulerApi {
    */
   async #read(options: ReadOptions) {
     if (options.stale === true) return this.#home.machine.state;
-    return this.#onLeader(async (r, deadline) => {
+    return this.#onLeader(async (entry, deadline) => {
+      // A remote replica (a worker thread) is read through the attached one, which follows it.
+      const r = entry.log.remote === undefined ? entry : this.#home;
       await r.readBarrier(deadline);
       return r.machine.state;
     });
@@ -874,7 +898,8 @@ export class Scheduler implements SchedulerApi {
     for (const end of [...this.#watchers]) end();
     this.#watchers.clear();
     for (const r of this.replicas) r.stop();
-    if (this.#ownsLog && this.log instanceof RaftGroupLog) await this.log.close();
+    if (this.#ownsLog && (this.log instanceof RaftGroupLog || this.log instanceof ThreadedRaftGroup))
+      await this.log.close();
   }
 }
 

@@ -11,6 +11,7 @@ import type { ReplicatedLog } from '../../scheduler/log.js';
 import { RaftGroupLog } from '../../scheduler/raft-group.js';
 import { createScheduler, type Scheduler, type SchedulerConfig } from '../../scheduler/scheduler.js';
 import { stateDigest } from '../../scheduler/state-machine.js';
+import { ThreadedRaftGroup } from '../../scheduler/threads/group.js';
 import { createRng } from '../lib/prng.js';
 import { generateCluster } from './generate.js';
 
@@ -27,6 +28,11 @@ export interface TestClusterOptions {
   readonly log?: 'raft' | 'in-process';
   /** With `log: 'raft'`: keep each replica's WAL and snapshots under this directory (fsync on). */
   readonly dir?: string;
+  /**
+   * With `log: 'raft'`: replicas 1..N-1 on worker threads (scheduler/threads). Their state is compared by
+   * digest (`log.digest(i)`): `converged()` compares digests, and `replicasEqual()` throws.
+   */
+  readonly threads?: boolean;
 }
 
 export interface TestCluster {
@@ -56,11 +62,18 @@ export async function startTestCluster(options: TestClusterOptions = {}): Promis
   const log =
     options.log === 'in-process'
       ? new InProcessLog(options.replicas ?? 3)
-      : await RaftGroupLog.open({
-          replicas: options.replicas ?? 3,
-          ...(options.dir === undefined ? {} : { dir: options.dir }),
-          seed: options.seed ?? 1,
-        });
+      : options.threads === true
+        ? await ThreadedRaftGroup.open({
+            replicas: options.replicas ?? 3,
+            ...(options.dir === undefined ? {} : { dir: options.dir }),
+            seed: options.seed ?? 1,
+            ...(options.pipeline === undefined ? {} : { pipeline: options.pipeline }),
+          })
+        : await RaftGroupLog.open({
+            replicas: options.replicas ?? 3,
+            ...(options.dir === undefined ? {} : { dir: options.dir }),
+            seed: options.seed ?? 1,
+          });
   const scheduler = createScheduler({
     log,
     ...(options.pipeline === undefined ? {} : { pipeline: options.pipeline }),
@@ -86,19 +99,26 @@ export async function startTestCluster(options: TestClusterOptions = {}): Promis
     replicasEqual,
     async converged() {
       const deadline = Date.now() + 10_000;
-      while (!replicasEqual()) {
+      while (!(await digestsEqual())) {
         if (Date.now() > deadline) throw new Error('replicas did not converge within 10 s');
         await new Promise((r) => setTimeout(r, 5));
       }
     },
     async close() {
       await scheduler.close();
-      if (log instanceof RaftGroupLog) await log.close();
+      if (log instanceof RaftGroupLog || log instanceof ThreadedRaftGroup) await log.close();
     },
   };
   function replicasEqual(): boolean {
+    if (log instanceof ThreadedRaftGroup)
+      throw new Error('the replicas run on worker threads: compare them with converged() (digests)');
     const first = stateDigest(log.machine(0).state);
     for (let r = 1; r < log.size; r++) if (stateDigest(log.machine(r).state) !== first) return false;
     return true;
+  }
+  async function digestsEqual(): Promise<boolean> {
+    if (!(log instanceof ThreadedRaftGroup)) return replicasEqual();
+    const all = await Promise.all(Array.from({ length: log.size }, (_, r) => log.digest(r)));
+    return all.every((d) => d === all[0]);
   }
 }
