@@ -669,6 +669,8 @@ async function inProcess(): Promise<Record<string, unknown>> {
     ...(dir === undefined ? {} : { dir }),
     // --threads: replicas 1..N-1 (the followers) on worker threads, their apply and WAL off this thread.
     threads: process.argv.includes('--threads'),
+    // --worker-nice N: the worker threads' priority lowered by N (Linux), so the leader's thread keeps a core.
+    ...(arg('worker-nice') === undefined ? {} : { workerNice: Number(arg('worker-nice')) }),
   });
   // Leadership should not move during the run (an election would send every create in flight to a retry).
   let leaderChanges = 0;
@@ -699,6 +701,7 @@ async function inProcess(): Promise<Record<string, unknown>> {
       transport: 'in-process',
       replicas: cluster.log.size,
       threads: process.argv.includes('--threads'),
+      workerNice: Number(arg('worker-nice') ?? 0),
       cpuSeconds: Number(cpuSeconds.toFixed(1)),
       mainThreadCpuSeconds: Number(((main1.onCpuMs - main0.onCpuMs) / 1000).toFixed(2)),
       mainThreadWaitSeconds: Number(((main1.waitMs - main0.waitMs) / 1000).toFixed(2)),

@@ -64,6 +64,12 @@ export interface ThreadedGroupOptions {
    * window. Default 300 (3–6 s at 10 ms ticks).
    */
   readonly electionTicks?: number;
+  /**
+   * Nice added to each worker thread's priority (Linux, per thread; best effort). The leader's thread bounds
+   * throughput and a follower only has to persist and acknowledge in time, so lowering the workers can keep
+   * the leader's core; but on a loaded machine it also starves their acknowledgements. Default 0.
+   */
+  readonly workerNice?: number;
   /** The pipeline settings of a worker replica while it leads (the Scheduler's own apply to replica 0). */
   readonly pipeline?: WorkerPipelineOptions;
 }
@@ -248,7 +254,13 @@ export class ThreadedRaftGroup implements ReplicaGroup {
       seed: options.seed ?? 1,
       electionTicks: options.electionTicks ?? electionTicksDefault,
       pipeline: options.pipeline ?? {},
+      workerNice: options.workerNice ?? 0,
     };
+    assert(
+      Number.isInteger(this.#o.workerNice) && this.#o.workerNice >= 0 && this.#o.workerNice <= 19,
+      'worker nice out of range',
+      { workerNice: this.#o.workerNice },
+    );
     this.#liveness = new SharedArrayBuffer(4 * this.size);
     this.#local = new LocalMember('r0');
     this.#local.onLeaderChange(() => this.#updateLeader());
@@ -337,6 +349,7 @@ export class ThreadedRaftGroup implements ReplicaGroup {
       snapshotEntries: this.#o.snapshotEntries,
       seed: this.#o.seed,
       electionTicks: this.#o.electionTicks,
+      niceDelta: this.#o.workerNice,
       pipeline: this.#o.pipeline,
       liveness: this.#liveness,
     };

@@ -21,6 +21,8 @@ export interface ReplicaWorkerData {
   readonly snapshotEntries: number;
   readonly seed: number;
   readonly electionTicks: number;
+  /** How much lower than the main thread's this worker's scheduling priority is (nice; 0: the same). */
+  readonly niceDelta: number;
   readonly pipeline: WorkerPipelineOptions;
   /** One Int32 per replica, 1 while that replica is up: the answer to Raft's leader probe, read in place. */
   readonly liveness: SharedArrayBuffer;

@@ -28,27 +28,25 @@ import {
   type WorkerFault,
 } from './protocol.js';
 
-/**
- * The worker's scheduling priority (nice) relative to the main thread, which runs the leader: on a machine
- * with few cores the leader's thread is what bounds throughput, and a follower only has to persist and
- * acknowledge in time (its apply may lag). Best effort: Linux sets it per thread (`/proc/thread-self` names
- * the thread's id); elsewhere, or where refused, the worker keeps the process's priority.
- */
-export const workerNiceDelta = 10;
+const port = parentPort;
+assert(port !== null, 'replica-worker.ts runs on a worker thread');
+const data = workerData as ReplicaWorkerData;
 
-function lowerOwnPriority(): void {
+/**
+ * Lowers this thread's scheduling priority by `data.niceDelta` (ThreadedGroupOptions.workerNice). Best
+ * effort: Linux sets it per thread (`/proc/thread-self` names the thread's id); elsewhere, or where refused,
+ * the worker keeps the process's priority.
+ */
+function lowerOwnPriority(delta: number): void {
+  if (delta <= 0) return;
   try {
     const tid = Number(readlinkSync('/proc/thread-self').split('/').pop());
-    if (Number.isInteger(tid) && tid > 0) setPriority(tid, Math.min(19, getPriority(tid) + workerNiceDelta));
+    if (Number.isInteger(tid) && tid > 0) setPriority(tid, Math.min(19, getPriority(tid) + delta));
   } catch {
     // Not Linux, or not allowed: same priority as the main thread.
   }
 }
-lowerOwnPriority();
-
-const port = parentPort;
-assert(port !== null, 'replica-worker.ts runs on a worker thread');
-const data = workerData as ReplicaWorkerData;
+lowerOwnPriority(data.niceDelta);
 const id = `r${data.index}`;
 const liveness = new Int32Array(data.liveness);
 

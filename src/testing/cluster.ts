@@ -33,6 +33,8 @@ export interface TestClusterOptions {
    * digest (`log.digest(i)`): `converged()` compares digests, and `replicasEqual()` throws.
    */
   readonly threads?: boolean;
+  /** With `threads`: nice added to the worker threads (ThreadedGroupOptions.workerNice). */
+  readonly workerNice?: number;
 }
 
 export interface TestCluster {
@@ -68,6 +70,7 @@ export async function startTestCluster(options: TestClusterOptions = {}): Promis
             ...(options.dir === undefined ? {} : { dir: options.dir }),
             seed: options.seed ?? 1,
             ...(options.pipeline === undefined ? {} : { pipeline: options.pipeline }),
+            ...(options.workerNice === undefined ? {} : { workerNice: options.workerNice }),
           })
         : await RaftGroupLog.open({
             replicas: options.replicas ?? 3,

@@ -155,6 +155,24 @@ describe('threaded Raft group (followers on worker threads)', () => {
     await until(async () => new Set(await digests(log, [0, 1, 2])).size === 1, 'all three replicas converge');
   });
 
+  it('threads - createScheduler({ threads: true }) runs on a threaded group in memory and closes it', async () => {
+    // The embedded option: no log given, so the scheduler makes a threaded group on memory storage (workers
+    // campaign-ready in the background) and closes it with itself. Creates commit through it, and the two
+    // worker replicas hold replica 0's state.
+    const s = createScheduler({ threads: true });
+    cleanup.push(() => s.close());
+    expect(s.log).toBeInstanceOf(ThreadedRaftGroup);
+    const log = s.log as ThreadedRaftGroup;
+    await s.registerNode(node('n1'));
+    const made = await Promise.all(
+      Array.from({ length: 30 }, (_, i) => s.create(spec('t1', 100, 100), { requestId: `m${i}` })),
+    );
+    expect(new Set(made.map((sb) => sb.id)).size).toBe(30);
+    await until(async () => new Set(await digests(log, [0, 1, 2])).size === 1, 'the replicas converge');
+    await s.close();
+    expect([log.up(0), log.up(1), log.up(2)]).toEqual([false, false, false]);
+  });
+
   it('threads - close() ends every worker thread: a process that closes its group exits on its own', async () => {
     // A child process opens a threaded group on file storage, creates, closes and returns from its module
     // without process.exit: it exits only if no worker thread (or its port or timer) outlived close().
