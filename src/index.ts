@@ -62,6 +62,7 @@ export type {
 } from '../scheduler/scheduler.js';
 export { Scheduler } from '../scheduler/scheduler.js';
 export type { ReconcileResult } from '../scheduler/state.js';
+export { type ThreadedGroupOptions, ThreadedRaftGroup } from '../scheduler/threads/group.js';
 export type { LostFrom, NodeRecord, Sandbox, SchedulerEvent } from '../scheduler/types.js';
 export {
   attemptTimeoutMsDefault,
