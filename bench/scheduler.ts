@@ -28,6 +28,7 @@ import type { PlaceItem, SandboxSpec } from '../scheduler/commands.js';
 import { concatFrames, isFramedSnapshot, SnapshotReader, snapshotFrames } from '../scheduler/snapshot.js';
 import { applyCommand, SchedulerState, specDigest } from '../scheduler/state.js';
 import { decodeSnapshot, encodeSnapshot } from '../scheduler/state-machine.js';
+import { ThreadedRaftGroup } from '../scheduler/threads/group.js';
 import { connect, type RemoteScheduler } from '../src/api/client.js';
 import { assert } from '../src/lib/assert.js';
 import { createRng } from '../src/lib/prng.js';
@@ -677,10 +678,19 @@ async function inProcess(): Promise<Record<string, unknown>> {
   const offLeader = cluster.log.onLeaderChange(() => {
     leaderChanges++;
   });
+  const threaded = cluster.log instanceof ThreadedRaftGroup ? cluster.log : undefined;
+  const workerIds = Array.from({ length: (threaded?.size ?? 1) - 1 }, (_, k) => k + 1);
+  const workers0 = await Promise.all(workerIds.map((i) => threaded?.threadCpuMs(i)));
   const cpu0 = selfCpuSeconds();
   const main0 = threadSched();
   const run = await runCreates([cluster.scheduler]);
   const cpuSeconds = selfCpuSeconds() - cpu0;
+  // With --threads, each worker thread's own time on a core during the run (its apply lags: it may go on a
+  // little after the last create is answered, which this does not count).
+  const workers1 = await Promise.all(workerIds.map((i) => threaded?.threadCpuMs(i)));
+  const workerCpuSeconds = workerIds.map((_, k) =>
+    Number((((workers1[k]?.onCpuMs ?? 0) - (workers0[k]?.onCpuMs ?? 0)) / 1000).toFixed(2)),
+  );
   // The main thread's own time on a core (cpuSeconds also counts V8's helper threads and, with --threads,
   // the followers' worker threads), and its time waiting for a core: what bounds the wall time.
   const main1 = threadSched();
@@ -705,6 +715,7 @@ async function inProcess(): Promise<Record<string, unknown>> {
       cpuSeconds: Number(cpuSeconds.toFixed(1)),
       mainThreadCpuSeconds: Number(((main1.onCpuMs - main0.onCpuMs) / 1000).toFixed(2)),
       mainThreadWaitSeconds: Number(((main1.waitMs - main0.waitMs) / 1000).toFixed(2)),
+      ...(threaded === undefined ? {} : { workerCpuSeconds }),
       leaderChanges,
       heapMiB,
       ...retained,

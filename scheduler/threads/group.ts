@@ -475,6 +475,13 @@ export class ThreadedRaftGroup implements ReplicaGroup {
     return { here: m.dropped + this.#net.dropped, there };
   }
 
+  /** Worker replica `i`'s thread: ms on a core and waiting for one so far (Linux; zeros elsewhere). */
+  async threadCpuMs(i: number): Promise<{ onCpuMs: number; waitMs: number }> {
+    const v = await this.#worker(i).call({ op: 'cpu' });
+    assert(Array.isArray(v) && v.length === 2, 'a worker answers cpu with two numbers', { replica: i });
+    return { onCpuMs: Number(v[0]), waitMs: Number(v[1]) };
+  }
+
   onLeaderChange(listener: (leader: number | undefined) => void): () => void {
     this.#listeners.add(listener);
     return () => this.#listeners.delete(listener);

@@ -35,6 +35,8 @@ export type WorkerCall =
   | { readonly op: 'campaign' }
   | { readonly op: 'transfer'; readonly to: string }
   | { readonly op: 'dropped' }
+  /** The worker thread's time on a core and waiting for one so far, in ms (Linux schedstat; zeros elsewhere). */
+  | { readonly op: 'cpu' }
   /** Fault injection for tests: throw on the worker's loop, exit its thread, or post garbage to the main thread. */
   | { readonly op: 'fault'; readonly kind: WorkerFault }
   | { readonly op: 'close' };
@@ -77,6 +79,7 @@ function callOf(x: unknown): WorkerCall | undefined {
     case 'digest':
     case 'campaign':
     case 'dropped':
+    case 'cpu':
     case 'close':
       return { op: x.op };
     case 'fault':

@@ -6,7 +6,7 @@
  * not a known message is dropped and counted.
  */
 import { createHash } from 'node:crypto';
-import { readlinkSync } from 'node:fs';
+import { readFileSync, readlinkSync } from 'node:fs';
 import { getPriority, setPriority } from 'node:os';
 import { join } from 'node:path';
 import { parentPort, workerData } from 'node:worker_threads';
@@ -111,6 +111,8 @@ async function serve(call: WorkerCall): Promise<unknown> {
       return null;
     case 'dropped':
       return dropped + transport.dropped;
+    case 'cpu':
+      return threadSchedMs();
     case 'fault':
       return fault(call.kind);
     case 'close':
@@ -144,6 +146,16 @@ port.on('message', (value: unknown) => {
       }),
   );
 });
+
+/** This thread's [on-CPU, waiting] ms from `/proc/thread-self/schedstat` (Linux), else zeros. */
+function threadSchedMs(): [number, number] {
+  try {
+    const [run, wait] = readFileSync('/proc/thread-self/schedstat', 'utf8').split(' ');
+    return [Number(run) / 1e6, Number(wait) / 1e6];
+  } catch {
+    return [0, 0];
+  }
+}
 
 /** What a test asks this worker to suffer (`ThreadedRaftGroup.injectFault`). */
 function fault(kind: WorkerFault): null {
