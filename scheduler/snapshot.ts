@@ -695,10 +695,8 @@ export class SnapshotReader {
 
   /** Files one restored sandbox: the map, its node's allocation and set, its tenant's usage. */
   #add(sb: Sandbox): void {
-    const before = this.#sandboxes.size;
-    this.#sandboxes.set(sb.id, sb);
-    // Growth tells a new id from a repeated one without a second lookup per record.
-    assert(this.#sandboxes.size === before + 1, 'a snapshot lists a sandbox once', { id: sb.id });
+    // Into the key map in one pass sorted by cell at finish(), which also refuses an id listed twice.
+    this.#sandboxes.appendUnindexed(sb.id, sb);
     if (this.#version === snapshotV6) this.#rows.push(sb);
     if (holdsAllocation(sb.state)) {
       assert(sb.nodeId !== undefined, 'an allocated sandbox has a node', { sandboxId: sb.id });
@@ -792,9 +790,8 @@ export class SnapshotReader {
         result === undefined
           ? { sandboxId, specDigest, atMs }
           : { sandboxId, specDigest, atMs, result: Object.freeze(result) };
-      const before = this.#dedup.size;
-      this.#dedup.set(rid, entry);
-      assert(this.#dedup.size === before + 1, 'a snapshot lists a request id once', { rid });
+      // Indexed at finish(), as the sandboxes are (a request id listed twice is refused there).
+      this.#dedup.appendUnindexed(rid, entry);
     }
   }
 
@@ -840,9 +837,8 @@ export class SnapshotReader {
         result === undefined
           ? { sandboxId, specDigest, atMs }
           : { sandboxId, specDigest, atMs, result: Object.freeze(result) };
-      const before = this.#dedup.size;
-      this.#dedup.set(key, entry);
-      assert(this.#dedup.size === before + 1, 'a snapshot lists a request id once', { key });
+      // Indexed at finish(), as the sandboxes are (a request id listed twice is refused there).
+      this.#dedup.appendUnindexed(key, entry);
     }
     assert(k === keys.length, 'a dedup frame has no keys left over', { used: k, keys: keys.length });
   }
