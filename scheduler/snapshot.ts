@@ -39,7 +39,7 @@ import { type AllocationShape, ClusterIndex, type IndexBuilder, type NodeSpec } 
 import { assert } from '../src/lib/assert.js';
 import type { Quota, SandboxSpec } from './core/commands.js';
 import { emptyDedupTable } from './core/dedup-table.js';
-import { holdsAllocation, isFinished, type SandboxState } from './core/lifecycle.js';
+import { holdsAllocation, isFinished, type SandboxState, sandboxStates } from './core/lifecycle.js';
 import { SlotTable, slotTableOf } from './core/slot-table.js';
 import {
   type CommandResult,
@@ -617,7 +617,7 @@ export class SnapshotReader {
 
   #readSandboxes(f: SandboxFrame | SandboxFrameV6): void {
     assert(this.#header !== undefined, 'the header comes first', {});
-    for (const s of f.strings) this.#strings.push(s);
+    for (const s of f.strings) this.#strings.push(stateNames.get(s) ?? s);
     for (const s of f.specs) this.#specs.push(s);
     const [tenant, spec, state, node] = [u32(f.tenant), u32(f.spec), u32(f.state), u32(f.node)];
     const [created, updated] = [f64(f.created), f64(f.updated)];
@@ -640,8 +640,8 @@ export class SnapshotReader {
       const stateOf = this.#string(state[i] as number) as SandboxState;
       const nodeId = nodeAt === 0 ? undefined : this.#string(nodeAt - 1);
       const requestId = v6 ? (ridOf?.get(i) ?? id) : ((f as SandboxFrame).rid[i] ?? id);
-      const createdAtMs = created[i] as number;
-      const updatedAtMs = updated[i] as number;
+      const createdAtMs = asApplied(created[i] as number);
+      const updatedAtMs = asApplied(updated[i] as number);
       const x = extras.get(i);
       // The common record is built here as one literal (no intermediate object per row, a million of them).
       this.#add(
@@ -664,10 +664,12 @@ export class SnapshotReader {
                     tenant: tenantOf,
                     spec: specOf,
                     state: stateOf,
-                    nodeId,
                     gpuDevices: noGpus,
                     createdAtMs,
                     updatedAtMs,
+                    // Last, as state.ts's newSandbox has it: same fields in the same order are one hidden
+                    // class, so code that reads records stays monomorphic after a restore.
+                    nodeId,
                   },
             )
           : sandboxRecord(
@@ -770,7 +772,7 @@ export class SnapshotReader {
 
   #readDedup(f: DedupFrame): void {
     assert(this.#header !== undefined, 'the header comes first', {});
-    for (const s of f.strings) this.#strings.push(s);
+    for (const s of f.strings) this.#strings.push(stateNames.get(s) ?? s);
     const at = f64(f.at);
     const results = new Map(f.results);
     for (const column of [f.sid, f.digest, at]) {
@@ -890,6 +892,23 @@ export class SnapshotReader {
 }
 
 const noGpus: Sandbox['gpuDevices'] = Object.freeze([]);
+
+/**
+ * The state names as apply's code spells them: a decoded string equal to one is replaced by it, so restored
+ * records hold the very (internalized) strings live ones do and a state comparison is one pointer compare.
+ */
+const stateNames = new Map<string, string>(sandboxStates.map((s) => [s, s]));
+
+/**
+ * A time read from a Float64 column, as apply stores it: V8 boxes a double read from a typed array, and a
+ * record field once given a boxed double changes representation for every record (its hidden class is
+ * deprecated, the live records migrate, and each restored record carried two boxes). An integer within 31
+ * bits (tests, the benchmark) stays an unboxed small integer, as the live record has it; larger times (real
+ * clocks) are doubles on both sides.
+ */
+function asApplied(ms: number): number {
+  return (ms | 0) === ms ? ms | 0 : ms;
+}
 
 /** The fields every restored sandbox has (nodeId undefined when it has none). */
 interface SandboxCommon {
