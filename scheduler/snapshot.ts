@@ -781,19 +781,19 @@ export class SnapshotReader {
         column: column.length,
       });
     }
+    const entry = scratchEntry();
     for (let i = 0; i < f.rid.length; i++) {
       const rid = f.rid[i] as string;
       const result = results.get(i);
       const sandboxId = f.sid[i] ?? rid;
       const specDigest = this.#digest(f.digest[i] as string);
       const atMs = at[i] as number;
-      // Copied into the table's columns (dedup-table.ts): this object is not kept.
-      const entry: DedupEntry =
-        result === undefined
-          ? { sandboxId, specDigest, atMs }
-          : { sandboxId, specDigest, atMs, result: Object.freeze(result) };
+      entry.sandboxId = sandboxId;
+      entry.specDigest = specDigest;
+      entry.atMs = atMs;
+      entry.result = result === undefined ? undefined : Object.freeze(result);
       // Indexed at finish(), as the sandboxes are (a request id listed twice is refused there).
-      this.#dedup.appendUnindexed(rid, entry);
+      this.#dedup.appendUnindexed(rid, entry as DedupEntry);
     }
   }
 
@@ -813,6 +813,7 @@ export class SnapshotReader {
     const sids = f.sids.length === 0 ? undefined : new Map(f.sids);
     const results = f.results.length === 0 ? undefined : new Map(f.results);
     let k = 0;
+    const entry = scratchEntry();
     for (let i = 0; i < n; i++) {
       const r = row[i] as number;
       let key: string;
@@ -834,13 +835,12 @@ export class SnapshotReader {
       assert(specDigest !== undefined, 'a dedup entry names a digest of its frame', { i, digest: digest[i] });
       const atMs = at[i] as number;
       const result = results?.get(i);
-      // Copied into the table's columns (dedup-table.ts): this object is not kept.
-      const entry: DedupEntry =
-        result === undefined
-          ? { sandboxId, specDigest, atMs }
-          : { sandboxId, specDigest, atMs, result: Object.freeze(result) };
+      entry.sandboxId = sandboxId;
+      entry.specDigest = specDigest;
+      entry.atMs = atMs;
+      entry.result = result === undefined ? undefined : Object.freeze(result);
       // Indexed at finish(), as the sandboxes are (a request id listed twice is refused there).
-      this.#dedup.appendUnindexed(key, entry);
+      this.#dedup.appendUnindexed(key, entry as DedupEntry);
     }
     assert(k === keys.length, 'a dedup frame has no keys left over', { used: k, keys: keys.length });
   }
@@ -892,6 +892,20 @@ export class SnapshotReader {
 }
 
 const noGpus: Sandbox['gpuDevices'] = Object.freeze([]);
+
+/**
+ * One dedup entry a frame refills for each of its rows: the dedup table copies an entry's fields into its
+ * columns and keeps nothing of the object (dedup-table.ts), so a restore need not make a million short-lived
+ * entries (and a boxed time each) for the scavenger.
+ */
+function scratchEntry(): {
+  sandboxId: string;
+  specDigest: string;
+  atMs: number;
+  result: CommandResult | undefined;
+} {
+  return { sandboxId: '', specDigest: '', atMs: 0.5, result: undefined };
+}
 
 /**
  * The state names as apply's code spells them: a decoded string equal to one is replaced by it, so restored
