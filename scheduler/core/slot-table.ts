@@ -29,6 +29,9 @@
  * old one stays the one read), so no single call rehashes millions of keys. Still O(size) in one publish: a
  * renumber for holes in the middle (more than the live keys) and the one at 2^29 slots.
  *
+ * A restore appends keys it knows are new with `appendUnindexed`: slot columns only, the key map filled in one
+ * pass sorted by cell before the draft's next lookup, write or publish (`KeyMap.insertSorted`).
+ *
  * Values are an array per page by default. A table may instead hold them in columns (`ValuePages`: typed arrays
  * and shared strings per page, see dedup-table.ts), so a million entries are not a million small objects for
  * the GC to mark; such a table copies a value's fields in on `set` and `get` returns a short-lived view. Pages
@@ -155,10 +158,11 @@ class KeyMap {
 
   /**
    * Adds `n` entries (slot `firstSlot + i`, hash `hashes[i]`) in the order of their home cells rather than
-   * their slots: a restore's million keys inserted one by one hit a random cell of a 32 MiB table each (a
-   * cache and TLB miss per key, 25% of a restore), in cell order the writes sweep the table once. Each
-   * probe compares equal hashes with `same(slot, newSlot)` (true: the key is already there, a caller error).
-   * The caller checked `fitsAtOnce(n)`.
+   * their slots: a restore's million keys inserted one by one probed and wrote a random cell of a 32 MiB table
+   * each (a cache and TLB miss per key on top of the table's first-touch page faults: 28% of a restore with
+   * the lookups before them); in cell order the writes sweep the table once (the faults remain, docs/
+   * benchmarks.md). Each probe compares equal hashes with `same(slot, newSlot)` (true: the key is already
+   * there, a caller error). The caller checked `fitsAtOnce(n)`.
    */
   insertSorted(
     hashes: Int32Array,
