@@ -1463,9 +1463,11 @@ function adoptedCheck(draft: Draft, origin: PlanOrigin, k: number, item: PlaceIt
   const placed = origin.plan.placed;
   const req = origin.requests[placed.request[k] as number];
   if (req === undefined || req.requestId !== item.requestId || req.spec !== item.spec) return -1;
+  // The planned slot still holds the item's node: the id at the slot, not an id → slot map read (the verifier
+  // read these very node records for this window, so they are warm; the map's entry is not).
   const index = draft.reader;
-  const slot = index.slotOf(item.nodeId);
-  if (slot === undefined || slot !== placed.slot[k] || !index.isReady(slot)) return -1;
+  const slot = placed.slot[k] as number;
+  if (!index.isLive(slot) || index.nodeId(slot) !== item.nodeId || !index.isReady(slot)) return -1;
   return !draft.sandboxes.has(item.sandboxId) && quotaCheck(draft, item.spec) === undefined ? slot : -1;
 }
 
