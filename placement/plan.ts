@@ -15,6 +15,7 @@ import { createRng, type Rng } from '../src/lib/prng.js';
 import { OrderTables, RequestClasses } from './classes.js';
 import { ClusterIndex } from './cluster-index.js';
 import { diagnose } from './diagnose.js';
+import { batchRequestsMax } from './limits.js';
 import { placeFollowers, placeOne, RunState } from './stack.js';
 import { BatchCache, type CompiledRequest, compileRequest, type KnownFacts } from './stages/request.js';
 import { type BinpackScorer, binpackScorers } from './stages/score-binpack.js';
@@ -23,8 +24,7 @@ import { defaultSelectLimits, type SelectLimits, selectLimitsMin } from './stage
 import type { Placement, PlacementRequest, Rejection, Resources, Strategy } from './types.js';
 import { gpuMilliPerDevice, normalizeRequest, type RequestFields, shown } from './validate.js';
 
-/** Requests one batch may carry. */
-export const batchRequestsMax = 100_000;
+export { batchRequestsMax };
 
 export interface PlanOptions {
   /** The cluster's default strategy; a request may override it. Default `binpack`. */

@@ -12,6 +12,7 @@
 import { ValidationError } from '../src/lib/errors.js';
 import { isId } from '../src/lib/ids.js';
 import type { AllocationShape } from './cluster-index.js';
+import { resourceAmountMax } from './limits.js';
 import type {
   Constraint,
   GpuRequest,
@@ -24,8 +25,7 @@ import type {
 } from './types.js';
 import { nodeStates } from './types.js';
 
-/** Largest amount of any scalar resource on one node or request (2^31 - 1 fits the Int32 columns). */
-export const resourceAmountMax = 0x7fffffff;
+export { resourceAmountMax };
 /** Devices one node may carry. */
 export const gpuDevicesPerNodeMax = 8;
 /** milli-GPU in one device. */

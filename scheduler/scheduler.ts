@@ -45,6 +45,7 @@ import {
   WatchOverflowError,
 } from './errors.js';
 import type { SandboxState } from './lifecycle.js';
+import { execTimeoutMsMax, runningWaitMsDefault, runningWaitMsMax } from './limits.js';
 import type { ReplicaGroup } from './log.js';
 import { defaultPipelineOptions, everyInterval, type PipelineOptions } from './pipeline/leader.js';
 import { RaftGroupLog } from './raft-group.js';
@@ -125,12 +126,7 @@ interface StatusQueue {
   readonly waiters: { resolve: () => void; reject: (err: unknown) => void }[];
 }
 
-/** How long `create(spec, { wait: 'running' })` waits for running by default. */
-export const runningWaitMsDefault = 60_000;
-/** Longest wait for running a caller may ask for. */
-export const runningWaitMsMax = 10 * 60_000;
-/** Longest exec a caller may ask for (the worker's own bound, src/worker/driver.ts `execTimeoutMsMax`). */
-export const execTimeoutMsMax = 10 * 60_000;
+export { execTimeoutMsMax, runningWaitMsDefault, runningWaitMsMax };
 export const execTimeoutMsDefault = 30_000;
 /** Output kept per stream by default, and at most: an exec result must fit one API reply frame. */
 export const execOutputBytesDefault = 64 << 10;

@@ -10,7 +10,7 @@ import {
   NodeBusyError,
   OverCommitError,
   UnknownNodeError,
-} from '../../placement/index.js';
+} from '../../placement/errors.js';
 import {
   DeadlineExceededError,
   TrellisError,

@@ -50,6 +50,7 @@ import {
 } from '../lib/errors.js';
 import { clusterId, nodeId } from '../lib/ids.js';
 import { fromWire } from './errors.js';
+import { callTimeoutMsDefault } from './limits.js';
 import type { Members } from './membership.js';
 import {
   advance,
@@ -81,8 +82,7 @@ import {
   watchSubject,
 } from './protocol.js';
 
-/** Default deadline of one call, retries included. */
-export const callTimeoutMsDefault = 10_000;
+export { callTimeoutMsDefault };
 /** Default wait for one attempt's reply before the call retries. */
 export const attemptTimeoutMsDefault = 2_000;
 /** Longest pause between two attempts. */

@@ -26,6 +26,7 @@ import { ValidationError } from '../lib/errors.js';
 import { zodDecoder } from '../lib/validate.js';
 import { eventSchema } from '../nats/events.js';
 import type { WireError } from './errors.js';
+import { nodeItemsMax } from './limits.js';
 
 /** Largest request or reply frame, in bytes: nats-server's default max_payload (1 MiB). */
 export const apiFrameBytesMax = 1 << 20;
@@ -35,8 +36,8 @@ export const requestTimeoutMsMax = deadlineBudgetMsMax;
 export const pageSizeMax = 1_000;
 /** Events one catch-up reply or one published frame carries. */
 export const eventsPerFrameMax = 1_000;
-/** Items one heartbeat or status call carries. */
-export const nodeItemsMax = 10_000;
+export { nodeItemsMax };
+
 /** Longest string field a request carries before the scheduler validates it (ids, tenants, states). */
 const wireStringMax = 1_024;
 

@@ -4,7 +4,6 @@
  * handles terminal redraws) shows on a terminal; the report goes to stdout and `--json FILE` gets the figures
  * the issue names.
  */
-import { SingleBar } from 'cli-progress';
 import { type Command, InvalidArgumentError, Option } from 'commander';
 import { chaosDefaults, loadDefaults, loadNodesMax, loadSandboxesMax } from '../load/defaults.js';
 import { intBetween, outputFile, writeOutput } from './args.js';
@@ -95,6 +94,8 @@ export function registerBench(program: Command): void {
         .default(loadDefaults.logLevel),
     )
     .action(async (f: BenchLoadFlags) => {
+      // cli-progress and the harness are loaded only by this command (see src/load/defaults.ts).
+      const { SingleBar } = await import('cli-progress');
       const bar = process.stderr.isTTY
         ? new SingleBar({
             format:
@@ -104,7 +105,6 @@ export function registerBench(program: Command): void {
         : undefined;
       let barStarted = false;
       let lastLineMs = 0;
-      // The harness is loaded only by this command (see src/load/defaults.ts).
       const { jsonSummary, runLoad } = await import('../load/run.js');
       const { formatReport } = await import('../load/report.js');
       const report = await runLoad({

@@ -10,61 +10,29 @@
  * only client), or a single `{ "user": …, "password": … }` object.
  */
 import { readFileSync } from 'node:fs';
-import { type Command, InvalidArgumentError, Option } from 'commander';
 import { connect, type NatsConnection } from 'nats';
 import { z } from 'zod';
 import { ConfigError, UnavailableError } from '../lib/errors.js';
-import { clusterId } from '../lib/ids.js';
 import type { Logger } from '../log.js';
-import { durationMs, natsUrls } from './args.js';
+import {
+  type ConnectionFlags,
+  clientConnectTimeoutMs,
+  defaultNatsUrl,
+  withConnectionOptions,
+} from './connect-options.js';
 import { NatsAuthError, UsageError } from './errors.js';
 
-export const defaultNatsUrl = 'nats://127.0.0.1:4222';
+export { type ConnectionFlags, clientConnectTimeoutMs, defaultNatsUrl, withConnectionOptions };
+
 /** First wait between connect attempts; it doubles up to `connectBackoffMsMax`. */
 export const connectBackoffMsFirst = 250;
 export const connectBackoffMsMax = 5_000;
 /** One attempt's own timeout (the TCP connect and the server's greeting). */
 export const connectAttemptMsMax = 2_000;
 
-export interface ConnectionFlags {
-  nats: string;
-  cluster: string;
-  user?: string;
-  password?: string;
-  /** The older spelling of `--password`, kept (hidden) so existing scripts run. */
-  pass?: string;
-  creds?: string;
-  connectTimeout: number;
-}
-
 export interface Credentials {
   readonly user: string;
   readonly pass: string;
-}
-
-/** Adds the shared connection flags to `cmd`; `connectTimeoutMs` is the default of `--connect-timeout`. */
-export function withConnectionOptions(cmd: Command, connectTimeoutMs: number): Command {
-  return cmd
-    .option('--nats <url>', 'nats-server URL(s), comma-separated', natsUrls, defaultNatsUrl)
-    .option('--cluster <id>', 'cluster id (subject prefix trellis.<id>)', clusterIdArg, 'trellis')
-    .option('--user <user>', 'NATS user (env TRELLIS_NATS_USER)')
-    .option('--password <password>', 'NATS password (env TRELLIS_NATS_PASSWORD; prefer it or --creds)')
-    .addOption(new Option('--pass <password>', 'same as --password').hideHelp())
-    .option('--creds <file>', 'credentials.json from `trellis nats-config` (env TRELLIS_NATS_CREDS)')
-    .option(
-      '--connect-timeout <duration>',
-      'give up reaching NATS after this long (ms, or 5s, 2m)',
-      durationMs,
-      connectTimeoutMs,
-    );
-}
-
-function clusterIdArg(raw: string): string {
-  try {
-    return clusterId(raw, 'cluster id');
-  } catch (err) {
-    throw new InvalidArgumentError((err as Error).message);
-  }
 }
 
 const credsFileSchema = z.union([
@@ -201,9 +169,6 @@ export async function connectNats(o: ConnectOptions): Promise<NatsConnection> {
     }
   }
 }
-
-/** How long `kv` and `members` wait for NATS unless `--connect-timeout` says otherwise. */
-export const clientConnectTimeoutMs = 5_000;
 
 /** The connection of a client command (`kv`, `members`): its credentials, its timeout, no logging. */
 export function clientConnection(o: ConnectionFlags): Promise<NatsConnection> {

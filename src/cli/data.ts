@@ -10,7 +10,7 @@
 import { basename } from 'node:path';
 import type { Command } from 'commander';
 import type { LockState } from '../../raft/storage/dir-lock.js';
-import { FileStorage, type WalReport } from '../../raft/storage/file.js';
+import type { WalReport } from '../../raft/storage/file.js';
 import { TrellisError } from '../lib/errors.js';
 import { UsageError } from './errors.js';
 
@@ -41,6 +41,8 @@ export function registerData(program: Command): void {
 
 async function inspectDir(dir: string): Promise<WalReport> {
   try {
+    // The WAL reader (and msgpack) is loaded by this command, not at every CLI start.
+    const { FileStorage } = await import('../../raft/storage/file.js');
     return await FileStorage.inspect(dir);
   } catch (err) {
     const code = (err as NodeJS.ErrnoException).code;

@@ -4,7 +4,6 @@
  * realistic stream of sandboxes in batches, and prints what happened: how many were placed, why the rest were
  * rejected, how full each zone is, how fragmented the free capacity is, and how long planning took.
  */
-import type { Command } from 'commander';
 import {
   batchRequestsMax,
   ClusterIndex,
@@ -15,7 +14,6 @@ import {
 import { ValidationError } from '../lib/errors.js';
 import { createRng } from '../lib/prng.js';
 import { generateCluster, generateRequests, zones } from '../testing/generate.js';
-import { intBetween, nonNegativeInt } from './args.js';
 
 export interface PlacementDemoOptions {
   readonly seed: number;
@@ -24,10 +22,6 @@ export interface PlacementDemoOptions {
   readonly batch: number;
   readonly out: (line: string) => void;
 }
-
-/** Sizes the demo accepts: it generates everything in memory, and one batch is one planBatch call. */
-export const demoNodesMax = 100_000;
-export const demoRequestsMax = 1_000_000;
 
 const pct = (part: number, whole: number): string =>
   whole === 0 ? '0.0' : ((100 * part) / whole).toFixed(1);
@@ -96,36 +90,4 @@ export function runPlacementDemo(o: PlacementDemoOptions): void {
   );
 }
 
-export function registerDemo(program: Command): void {
-  program
-    .command('demo')
-    .description('place a realistic workload on a generated cluster, in-process, and explain the outcome')
-    .option('--seed <n>', 'random seed', nonNegativeInt, 1)
-    .option('--nodes <n>', 'nodes in the generated cluster', intBetween(1, demoNodesMax), 500)
-    .option('--requests <n>', 'sandboxes to place', intBetween(1, demoRequestsMax), 6000)
-    .option('--batch <n>', 'requests per batch', intBetween(1, batchRequestsMax), 1000)
-    .action((opts: { seed: number; nodes: number; requests: number; batch: number }) => {
-      runPlacementDemo({ ...opts, out: (line) => process.stdout.write(`${line}\n`) });
-    });
-}
-
-export function registerClusterDemo(program: Command): void {
-  program
-    .command('cluster-demo')
-    .description(
-      'the whole path in process: 3 Raft replicas, simulated node workers, sandboxes through create, running, exec and terminate, a leader change',
-    )
-    .option('--seed <n>', 'random seed', nonNegativeInt, 1)
-    .option('--nodes <n>', 'registered nodes, each with a simulated worker', intBetween(1, demoNodesMax), 200)
-    .option(
-      '--sandboxes <n>',
-      'sandboxes taken through their lifecycle',
-      intBetween(1, demoRequestsMax),
-      3000,
-    )
-    .action(async (opts: { seed: number; nodes: number; sandboxes: number }) => {
-      // Loaded by this command alone: it brings the whole embedded stack and HDR histograms.
-      const { runClusterDemo } = await import('../demo/cluster-demo.js');
-      await runClusterDemo({ ...opts, out: process.stdout });
-    });
-}
+export { demoNodesMax, demoRequestsMax, registerClusterDemo, registerDemo } from './demo-command.js';

@@ -10,19 +10,18 @@
  * these settings into each subcommand when it is created, so they are set before any command registers.
  */
 import { Command } from 'commander';
-import { ErrorCode, NatsError } from 'nats';
 import { setTypedErrorStacks } from '../lib/errors.js';
 import { registerBench } from './bench.js';
 import { registerData } from './data.js';
-import { registerClusterDemo, registerDemo } from './demo.js';
+import { registerClusterDemo, registerDemo } from './demo-command.js';
 import { debugWanted, failureOf, isCleanExit } from './errors.js';
-import { registerMembers } from './members.js';
+import { registerMembers } from './members-command.js';
 import { registerNatsConfig } from './nats-config.js';
 import { registerOps } from './ops/index.js';
-import { registerKv, registerServer } from './server.js';
-import { registerSimulate } from './simulate.js';
+import { registerKv, registerServer } from './server-command.js';
+import { registerSimulate } from './simulate-command.js';
 import { packageVersion } from './version.js';
-import { registerWorker } from './worker.js';
+import { registerWorker } from './worker-command.js';
 
 const debug = debugWanted(process.argv, process.env);
 // Typed errors are answers here, printed as one line: their stacks cost CPU on hot paths for nothing.
@@ -45,7 +44,11 @@ function fail(err: unknown): never {
  * where a replica died with `error: DISCONNECT` at the nats-server restart and the run stalled without it.
  */
 function isNatsDisconnect(err: unknown): boolean {
-  return err instanceof NatsError && err.code === ErrorCode.Disconnect;
+  // By name and code rather than `instanceof NatsError`: the CLI does not load nats.js to start (a command
+  // that connects loads it), and nats.js's `ErrorCode.Disconnect` is this string.
+  return (
+    err instanceof Error && err.name === 'NatsError' && (err as { code?: unknown }).code === 'DISCONNECT'
+  );
 }
 
 process.on('uncaughtException', fail);

@@ -1,19 +1,3 @@
-/**
- * `trellis members list|add|remove|transfer`: the replica group's membership, through the same NATS API as
- * `trellis kv` (any replica takes the request; followers forward it to the leader).
- *
- * - `add <id>` adds the replica as a learner, waits until it has caught up, then promotes it to voter
- *   (`--learner` stops at the first step). Start the new replica first with `--peers` set to the current
- *   voters (without itself): it waits, silent, until the leader adds it.
- * - `remove <id>` removes a voter or learner; removing the leader hands leadership over first.
- * - `transfer <id>` moves leadership to that voter.
- * - `list` prints the membership and each member's own status (role, term, commit, snapshot).
- *
- * A scheduler group (`--state scheduler`) and a KV group (`--state kv`) serve different codecs on the same
- * subject; the first reply says which one answers, and the call goes through that group's protocol (the
- * scheduler's membership calls in src/api/protocol.ts, or the KV request codec).
- */
-import type { Command } from 'commander';
 import type { NatsConnection } from 'nats';
 import {
   MembershipChangeError,
@@ -26,15 +10,8 @@ import { connect as connectApi } from '../api/client.js';
 import { apiSubject, replyCodec, requestCodec } from '../api/protocol.js';
 import { Deadline } from '../lib/deadline.js';
 import { CodecError, type TrellisError, UnavailableError, ValidationError } from '../lib/errors.js';
-import { replicaId } from '../lib/ids.js';
-import {
-  type ConnectionFlags,
-  clientConnection,
-  clientConnectTimeoutMs,
-  withConnectionOptions,
-} from './connect.js';
+import { type ConnectionFlags, clientConnection } from './connect.js';
 import { RequestRefusedError } from './errors.js';
-import { bindFlagEnv } from './ops/common.js';
 import {
   type KvReply,
   type KvRequest,
@@ -44,7 +21,7 @@ import {
   replicaStatus,
 } from './server.js';
 
-type MemberRequest = Extract<KvRequest, { op: 'members' | 'addMember' | 'removeMember' | 'transfer' }>;
+export type MemberRequest = Extract<KvRequest, { op: 'members' | 'addMember' | 'removeMember' | 'transfer' }>;
 /** Wait for one probe's reply while finding out which kind of group answers. */
 const probeAttemptMs = 1_000;
 /** Longest wait for any replica to answer the probe (the group may be starting). */
@@ -150,7 +127,8 @@ async function schedulerCall(nc: NatsConnection, cluster: string, req: MemberReq
   process.stdout.write(`${JSON.stringify(out)}\n`);
 }
 
-async function call(o: ConnectionFlags, req: MemberRequest): Promise<void> {
+/** One membership request through the group (a scheduler group or a KV group), its answer as one JSON line. */
+export async function runMembers(o: ConnectionFlags, req: MemberRequest): Promise<void> {
   const nc = await clientConnection(o);
   try {
     if ((await groupKind(nc, o.cluster, groupProbeMsMax)) === 'scheduler') {
@@ -177,31 +155,4 @@ async function call(o: ConnectionFlags, req: MemberRequest): Promise<void> {
   }
 }
 
-const memberId = (raw: string): string => replicaId(raw, 'replica id');
-
-export function registerMembers(program: Command): void {
-  const members = program.command('members').description('list and change the replica group’s membership');
-  // TRELLIS_NATS and TRELLIS_CLUSTER as for the other cluster commands (the walkthrough exports them).
-  const withConn = (c: Command): Command => bindFlagEnv(withConnectionOptions(c, clientConnectTimeoutMs));
-  withConn(members.command('list').description('membership and each member’s status')).action(
-    (o: ConnectionFlags) => call(o, { op: 'members' }),
-  );
-  withConn(
-    members
-      .command('add <id>')
-      .description('add a replica: as a learner, then, once caught up, as a voter')
-      .option('--learner', 'stop once it is a learner'),
-  ).action((id: string, o: ConnectionFlags & { learner?: boolean }) =>
-    call(o, { op: 'addMember', id: memberId(id), learner: o.learner === true }),
-  );
-  withConn(
-    members
-      .command('remove <id>')
-      .description('remove a voter or learner; the removed replica says so and exits (code 4)'),
-  ).action((id: string, o: ConnectionFlags) => call(o, { op: 'removeMember', id: memberId(id) }));
-  withConn(
-    members
-      .command('transfer <id>')
-      .description('transfer leadership to a voter (to the current leader: nothing to do, succeeds)'),
-  ).action((id: string, o: ConnectionFlags) => call(o, { op: 'transfer', to: memberId(id) }));
-}
+export { registerMembers } from './members-command.js';

@@ -6,8 +6,7 @@
  * Every failure is one line `error: <message> (<CODE>)` on stderr and exit code 1.
  */
 import { SingleBar } from 'cli-progress';
-import type { Command } from 'commander';
-import { ConfigError, TrellisError } from '../lib/errors.js';
+import { ConfigError } from '../lib/errors.js';
 import {
   type ClusterSpec,
   findMinNodes,
@@ -30,7 +29,8 @@ import {
   whatIf,
   withWorkloadQuotas,
 } from '../sim/index.js';
-import { outputFile, writeOutput } from './args.js';
+import { writeOutput } from './args.js';
+import { builtinPolicies } from './simulate-command.js';
 
 export interface SimulateFlags {
   cluster?: string;
@@ -68,8 +68,6 @@ function percent(name: string, v: string): number {
   if (n > 1000) throw new ConfigError(`--${name}: at most 1000%`);
   return n;
 }
-
-const builtinPolicies = ['dot', 'dominant', 'blend', 'gpu-bestfit', 'gpu-dot', 'fgd', 'spread'] as const;
 
 /** `--policy dot,fgd` names built-in policies; `--policies FILE` lists full policy specs. */
 function policiesOf(f: SimulateFlags, batch: number | undefined): PolicySpec[] {
@@ -185,45 +183,4 @@ export async function runSimulate(f: SimulateFlags, out: (line: string) => void)
   return report;
 }
 
-export function registerSimulate(program: Command): void {
-  program
-    .command('simulate')
-    .description(
-      'capacity simulation: replay a workload in virtual time through the scheduler code (docs/simulation.md)',
-    )
-    .option('--cluster <file>', 'cluster spec, YAML or JSON')
-    .option('--node-list <file>', 'an Alibaba GPU v2023 node list (CSV) as the cluster')
-    .requiredOption('--workload <file>', 'workload spec, YAML or JSON (synthetic, or naming a trace)')
-    .option('--protocol <name>', 'replay | inflation', 'replay')
-    .option('--target-pct <n>', 'inflation: stop when arrived demand reaches this % of capacity', '100')
-    .option(
-      '--inflation-resource <r>',
-      'inflation: cpu | memory | gpu (default gpu when the cluster has GPUs)',
-    )
-    .option('--policy <names>', `comma-separated built-in policies (${builtinPolicies.join(', ')})`, 'dot')
-    .option('--policies <file>', 'a YAML/JSON list of policy specs, instead of --policy')
-    .option('--compare-cluster <file...>', 'what-if: more cluster specs to run the same workload on')
-    .option('--batch <n>', 'requests planned together at most')
-    .option('--window-ms <n>', 'virtual ms a batch collects arrivals (0: one instant)', '0')
-    .option(
-      '--pending-timeout-s <n>',
-      'virtual seconds a request may wait for room (0: rejected at once)',
-      '30',
-    )
-    .option('--seed <n>', 'seed of every random choice', '1')
-    .option('--find-min-nodes <shape>', 'sizing: smallest count of this node shape within --max-rejected')
-    .option('--max-rejected <pct>', 'sizing: rejected share allowed, e.g. 1%', '1%')
-    .option('--json <file>', 'write the JSON report', outputFile)
-    .option('--csv <file>', 'write the samples as CSV', outputFile)
-    .option('--html <file>', 'write the self-contained HTML report', outputFile)
-    .option('--no-progress', 'no progress bar')
-    .action(async (flags: SimulateFlags) => {
-      try {
-        await runSimulate(flags, (line) => process.stdout.write(`${line}\n`));
-      } catch (err) {
-        if (!(err instanceof TrellisError)) throw err;
-        process.stderr.write(`error: ${err.message.split('\n')[0]} (${err.code})\n`);
-        process.exitCode = 1;
-      }
-    });
-}
+export { registerSimulate } from './simulate-command.js';

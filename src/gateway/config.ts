@@ -9,6 +9,7 @@
 import { z } from 'zod';
 import { ConfigError } from '../lib/errors.js';
 import { checkStreamName } from './entry.js';
+import { inFlightMaxLimit } from './limits.js';
 
 /** Events kept in the events stream by default (`MAXLEN ~`, so Redis trims in whole nodes, cheaply). */
 export const eventsMaxLenDefault = 1_000_000;
@@ -16,8 +17,7 @@ export const eventsMaxLenDefault = 1_000_000;
 export const replyMaxLenDefault = 100_000;
 /** Requests the gateway has read but not yet answered, at most: what the leader pipeline takes comfortably. */
 export const inFlightMaxDefault = 512;
-/** Largest `--redis-in-flight`: the leader pipeline's pending queue is of this order. */
-export const inFlightMaxLimit = 10_000;
+export { inFlightMaxLimit };
 /** How long an entry stays pending with a consumer before another (or the same) claims it. */
 export const claimIdleMsDefault = 15_000;
 /** How long one blocking read waits for new entries before the loop looks at leadership again. */

@@ -30,6 +30,7 @@ import {
   WorkerClosedError,
 } from './errors.js';
 import { ExecCache } from './exec-cache.js';
+import { bootsConcurrentLimit, workerDefaults } from './limits.js';
 import {
   type LifecycleCommand,
   type StatusSink,
@@ -58,18 +59,7 @@ export interface NodeWorkerOptions {
   readonly tombstonesMax?: number;
 }
 
-export const workerDefaults = {
-  bootsConcurrentMax: 2,
-  bootQueueMax: 1024,
-  execsConcurrentMax: 16,
-  statusFlushMs: 20,
-  statusBatchMax: 256,
-  statusPendingMax: 65_536,
-  tombstonesMax: 100_000,
-} as const;
-
-/** Highest boot concurrency a worker takes (`--boots-concurrent`): its boot queue is the useful bound beyond. */
-export const bootsConcurrentLimit = 4_096;
+export { bootsConcurrentLimit, workerDefaults };
 
 /** What a command was answered with: the sandbox's state on this node after the command was taken. */
 export type CommandReply =

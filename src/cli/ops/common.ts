@@ -11,17 +11,12 @@ import Table from 'cli-table3';
 import { type Command, InvalidArgumentError } from 'commander';
 import type { NodeView } from '../../../placement/index.js';
 import type { Sandbox } from '../../../scheduler/types.js';
-import { callTimeoutMsDefault, connect, type RemoteScheduler } from '../../api/client.js';
+import type { RemoteScheduler } from '../../api/client.js';
+import { callTimeoutMsDefault } from '../../api/limits.js';
 import { clusterId } from '../../lib/ids.js';
 import { printable } from '../../lib/text.js';
 import { durationMs, natsUrls } from '../args.js';
-import {
-  type ConnectionFlags,
-  clientConnectTimeoutMs,
-  connectNats,
-  resolveCredentials,
-  withConnectionOptions,
-} from '../connect.js';
+import { type ConnectionFlags, clientConnectTimeoutMs, withConnectionOptions } from '../connect-options.js';
 
 export interface OpsFlags extends ConnectionFlags {
   json?: boolean;
@@ -63,8 +58,15 @@ export function bindFlagEnv(cmd: Command): Command {
   return cmd;
 }
 
-/** Connects to the cluster, runs `f` with the client, and closes the connection whatever happens. */
+/**
+ * Connects to the cluster, runs `f` with the client, and closes the connection whatever happens. nats.js and
+ * the client are loaded here, by a command that calls the cluster, not at every CLI start.
+ */
 export async function withClient<T>(o: OpsFlags, f: (client: RemoteScheduler) => Promise<T>): Promise<T> {
+  const [{ connect }, { connectNats, resolveCredentials }] = await Promise.all([
+    import('../../api/client.js'),
+    import('../connect.js'),
+  ]);
   const nc = await connectNats({
     servers: o.nats,
     name: 'trellis-cli',

@@ -10,7 +10,7 @@
 import { constants } from 'node:os';
 import type { Command } from 'commander';
 import type { NodeExecResult } from '../../../scheduler/dispatch.js';
-import { execTimeoutMsMax } from '../../../scheduler/scheduler.js';
+import { execTimeoutMsMax } from '../../../scheduler/limits.js';
 import { ValidationError } from '../../lib/errors.js';
 import { type OpsFlags, printJson, withClient, withOpsOptions } from './common.js';
 

@@ -7,7 +7,7 @@ import { type Command, InvalidArgumentError, Option } from 'commander';
 import type { SandboxSpec } from '../../../scheduler/commands.js';
 import { UnknownSandboxError } from '../../../scheduler/errors.js';
 import { sandboxStates } from '../../../scheduler/lifecycle.js';
-import { runningWaitMsDefault, runningWaitMsMax } from '../../../scheduler/scheduler.js';
+import { runningWaitMsDefault, runningWaitMsMax } from '../../../scheduler/limits.js';
 import type { Sandbox, SchedulerEvent } from '../../../scheduler/types.js';
 import { printable } from '../../lib/text.js';
 import { durationMs, nonNegativeInt, positiveInt } from '../args.js';

@@ -7,7 +7,6 @@
  */
 import { readFileSync } from 'node:fs';
 import { type Command, InvalidArgumentError, type Option } from 'commander';
-import { parse as parseYaml } from 'yaml';
 import { ConfigError } from '../../lib/errors.js';
 import { UsageError } from '../errors.js';
 
@@ -18,7 +17,8 @@ export const configFileBytesMax = 64 << 10;
 const camel = (s: string): string => s.replace(/-([a-z])/g, (_m, c: string) => c.toUpperCase());
 const envName = (attr: string): string => `TRELLIS_${attr.replace(/[A-Z]/g, (c) => `_${c}`).toUpperCase()}`;
 
-function readConfigFile(file: string): Record<string, unknown> {
+/** The file's settings; `yaml` is loaded here, by a command given a config file, not at every CLI start. */
+async function readConfigFile(file: string): Promise<Record<string, unknown>> {
   let text: string;
   try {
     text = readFileSync(file, 'utf8');
@@ -27,6 +27,7 @@ function readConfigFile(file: string): Record<string, unknown> {
   }
   if (text.length > configFileBytesMax)
     throw new ConfigError(`config file ${file} is over ${configFileBytesMax} bytes`);
+  const { parse: parseYaml } = await import('yaml');
   let doc: unknown;
   try {
     doc = parseYaml(text);
@@ -50,9 +51,9 @@ export function withServerConfig(
   noEnv: readonly string[] = [],
 ): Command {
   cmd.option('--config <file>', 'YAML file with any of these flags by name (flags and TRELLIS_* env win)');
-  cmd.hook('preAction', (c) => {
+  cmd.hook('preAction', async (c) => {
     const file = (c.getOptionValue('config') as string | undefined) ?? process.env.TRELLIS_CONFIG;
-    const fromFile = file === undefined || file === '' ? {} : readConfigFile(file);
+    const fromFile = file === undefined || file === '' ? {} : await readConfigFile(file);
     const options = new Map<string, Option>(c.options.map((o) => [o.attributeName(), o]));
     for (const key of Object.keys(fromFile)) {
       if (!options.has(key) || key === 'config')
