@@ -12,12 +12,13 @@
  * creates in flight in all, and prints both results; each carries the CPU seconds its processes used
  * (bench process, and for NATS also the replicas and nats-server), since the machine may be shared.
  *
- * `--scale [--profile-longest FILE]`: one replica's state at 1M sandboxes (see scale() below); with
- * `--profile-longest` the snapshot stream's batches are CPU-profiled and the longest ones broken down by
- * function into FILE, ranked by on-CPU time as well as by wall time (the machine is shared).
+ * `--scale [--profile-longest FILE] [--mark-batches]`: one replica's state at 1M sandboxes (see scale() below);
+ * with `--profile-longest` the snapshot stream's batches are CPU-profiled and the longest ones broken down by
+ * function into FILE, ranked by on-CPU time as well as by wall time (the machine is shared); with
+ * `--mark-batches` each streamed batch prints a start and an end line, to cut a `--trace-deopt` log by batch.
  */
 import type { ChildProcess } from 'node:child_process';
-import { existsSync, readFileSync, writeFileSync } from 'node:fs';
+import { existsSync, readFileSync, writeFileSync, writeSync } from 'node:fs';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -226,6 +227,9 @@ async function streamWhileApplying(
   // which of the two it was, and with --profile-longest which functions ran inside it.
   const batchSpans: BatchSpan[] = [];
   const profiler = arg('profile-longest') === undefined ? undefined : await startProfiler();
+  // --mark-batches: a line on stdout (written at once, as V8's --trace-* lines are) at each batch's start and
+  // end, so a trace of deoptimisations or GCs can be cut by batch.
+  const markBatches = process.argv.includes('--mark-batches');
   const applying = (async () => {
     while (!done) {
       const t = performance.now();
@@ -235,6 +239,7 @@ async function streamWhileApplying(
       const threadFaults0 = minorFaults('thread-self');
       const sched0 = threadSched();
       const cpu0 = process.cpuUsage();
+      if (markBatches) writeSync(1, `[bench] batch ${batches} start\n`);
       const items = batchOf(live, 30_000_000 + (firstBatch + batches) * 1000, 1000);
       const planned = performance.now();
       live = applyCommand(live, { type: 'place', atMs: 3, items }, live.applied + 1).state;
@@ -249,6 +254,11 @@ async function streamWhileApplying(
       const faults = minorFaults() - faults0;
       const sched = threadSched();
       batchMs.push(end - t);
+      if (markBatches)
+        writeSync(
+          1,
+          `[bench] batch ${batches} end: ${(sched.onCpuMs - sched0.onCpuMs).toFixed(1)} ms on CPU\n`,
+        );
       batchSpans.push({
         startUs,
         endUs: hrtimeUs(),

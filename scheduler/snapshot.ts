@@ -39,7 +39,7 @@ import { type AllocationShape, ClusterIndex, type IndexBuilder, type NodeSpec } 
 import { assert } from '../src/lib/assert.js';
 import type { Quota, SandboxSpec } from './core/commands.js';
 import { emptyDedupTable } from './core/dedup-table.js';
-import { holdsAllocation, isFinished, type SandboxState } from './core/lifecycle.js';
+import { holdsAllocation, isFinished, type SandboxState, sandboxStates } from './core/lifecycle.js';
 import { SlotTable, slotTableOf } from './core/slot-table.js';
 import {
   type CommandResult,
@@ -617,7 +617,7 @@ export class SnapshotReader {
 
   #readSandboxes(f: SandboxFrame | SandboxFrameV6): void {
     assert(this.#header !== undefined, 'the header comes first', {});
-    for (const s of f.strings) this.#strings.push(s);
+    for (const s of f.strings) this.#strings.push(stateNames.get(s) ?? s);
     for (const s of f.specs) this.#specs.push(s);
     const [tenant, spec, state, node] = [u32(f.tenant), u32(f.spec), u32(f.state), u32(f.node)];
     const [created, updated] = [f64(f.created), f64(f.updated)];
@@ -640,8 +640,8 @@ export class SnapshotReader {
       const stateOf = this.#string(state[i] as number) as SandboxState;
       const nodeId = nodeAt === 0 ? undefined : this.#string(nodeAt - 1);
       const requestId = v6 ? (ridOf?.get(i) ?? id) : ((f as SandboxFrame).rid[i] ?? id);
-      const createdAtMs = created[i] as number;
-      const updatedAtMs = updated[i] as number;
+      const createdAtMs = asApplied(created[i] as number);
+      const updatedAtMs = asApplied(updated[i] as number);
       const x = extras.get(i);
       // The common record is built here as one literal (no intermediate object per row, a million of them).
       this.#add(
@@ -664,10 +664,12 @@ export class SnapshotReader {
                     tenant: tenantOf,
                     spec: specOf,
                     state: stateOf,
-                    nodeId,
                     gpuDevices: noGpus,
                     createdAtMs,
                     updatedAtMs,
+                    // Last, as state.ts's newSandbox has it: same fields in the same order are one hidden
+                    // class, so code that reads records stays monomorphic after a restore.
+                    nodeId,
                   },
             )
           : sandboxRecord(
@@ -695,10 +697,8 @@ export class SnapshotReader {
 
   /** Files one restored sandbox: the map, its node's allocation and set, its tenant's usage. */
   #add(sb: Sandbox): void {
-    const before = this.#sandboxes.size;
-    this.#sandboxes.set(sb.id, sb);
-    // Growth tells a new id from a repeated one without a second lookup per record.
-    assert(this.#sandboxes.size === before + 1, 'a snapshot lists a sandbox once', { id: sb.id });
+    // Into the key map in one pass sorted by cell at finish(), which also refuses an id listed twice.
+    this.#sandboxes.appendUnindexed(sb.id, sb);
     if (this.#version === snapshotV6) this.#rows.push(sb);
     if (holdsAllocation(sb.state)) {
       assert(sb.nodeId !== undefined, 'an allocated sandbox has a node', { sandboxId: sb.id });
@@ -772,7 +772,7 @@ export class SnapshotReader {
 
   #readDedup(f: DedupFrame): void {
     assert(this.#header !== undefined, 'the header comes first', {});
-    for (const s of f.strings) this.#strings.push(s);
+    for (const s of f.strings) this.#strings.push(stateNames.get(s) ?? s);
     const at = f64(f.at);
     const results = new Map(f.results);
     for (const column of [f.sid, f.digest, at]) {
@@ -781,20 +781,19 @@ export class SnapshotReader {
         column: column.length,
       });
     }
+    const entry = scratchEntry();
     for (let i = 0; i < f.rid.length; i++) {
       const rid = f.rid[i] as string;
       const result = results.get(i);
       const sandboxId = f.sid[i] ?? rid;
       const specDigest = this.#digest(f.digest[i] as string);
       const atMs = at[i] as number;
-      // Copied into the table's columns (dedup-table.ts): this object is not kept.
-      const entry: DedupEntry =
-        result === undefined
-          ? { sandboxId, specDigest, atMs }
-          : { sandboxId, specDigest, atMs, result: Object.freeze(result) };
-      const before = this.#dedup.size;
-      this.#dedup.set(rid, entry);
-      assert(this.#dedup.size === before + 1, 'a snapshot lists a request id once', { rid });
+      entry.sandboxId = sandboxId;
+      entry.specDigest = specDigest;
+      entry.atMs = atMs;
+      entry.result = result === undefined ? undefined : Object.freeze(result);
+      // Indexed at finish(), as the sandboxes are (a request id listed twice is refused there).
+      this.#dedup.appendUnindexed(rid, entry as DedupEntry);
     }
   }
 
@@ -814,6 +813,7 @@ export class SnapshotReader {
     const sids = f.sids.length === 0 ? undefined : new Map(f.sids);
     const results = f.results.length === 0 ? undefined : new Map(f.results);
     let k = 0;
+    const entry = scratchEntry();
     for (let i = 0; i < n; i++) {
       const r = row[i] as number;
       let key: string;
@@ -835,14 +835,12 @@ export class SnapshotReader {
       assert(specDigest !== undefined, 'a dedup entry names a digest of its frame', { i, digest: digest[i] });
       const atMs = at[i] as number;
       const result = results?.get(i);
-      // Copied into the table's columns (dedup-table.ts): this object is not kept.
-      const entry: DedupEntry =
-        result === undefined
-          ? { sandboxId, specDigest, atMs }
-          : { sandboxId, specDigest, atMs, result: Object.freeze(result) };
-      const before = this.#dedup.size;
-      this.#dedup.set(key, entry);
-      assert(this.#dedup.size === before + 1, 'a snapshot lists a request id once', { key });
+      entry.sandboxId = sandboxId;
+      entry.specDigest = specDigest;
+      entry.atMs = atMs;
+      entry.result = result === undefined ? undefined : Object.freeze(result);
+      // Indexed at finish(), as the sandboxes are (a request id listed twice is refused there).
+      this.#dedup.appendUnindexed(key, entry as DedupEntry);
     }
     assert(k === keys.length, 'a dedup frame has no keys left over', { used: k, keys: keys.length });
   }
@@ -894,6 +892,37 @@ export class SnapshotReader {
 }
 
 const noGpus: Sandbox['gpuDevices'] = Object.freeze([]);
+
+/**
+ * One dedup entry a frame refills for each of its rows: the dedup table copies an entry's fields into its
+ * columns and keeps nothing of the object (dedup-table.ts), so a restore need not make a million short-lived
+ * entries (and a boxed time each) for the scavenger.
+ */
+function scratchEntry(): {
+  sandboxId: string;
+  specDigest: string;
+  atMs: number;
+  result: CommandResult | undefined;
+} {
+  return { sandboxId: '', specDigest: '', atMs: 0.5, result: undefined };
+}
+
+/**
+ * The state names as apply's code spells them: a decoded string equal to one is replaced by it, so restored
+ * records hold the very (internalized) strings live ones do and a state comparison is one pointer compare.
+ */
+const stateNames = new Map<string, string>(sandboxStates.map((s) => [s, s]));
+
+/**
+ * A time read from a Float64 column, as apply stores it: V8 boxes a double read from a typed array, and a
+ * record field once given a boxed double changes representation for every record (its hidden class is
+ * deprecated, the live records migrate, and each restored record carried two boxes). An integer within 31
+ * bits (tests, the benchmark) stays an unboxed small integer, as the live record has it; larger times (real
+ * clocks) are doubles on both sides.
+ */
+function asApplied(ms: number): number {
+  return (ms | 0) === ms ? ms | 0 : ms;
+}
 
 /** The fields every restored sandbox has (nodeId undefined when it has none). */
 interface SandboxCommon {

@@ -29,6 +29,9 @@
  * old one stays the one read), so no single call rehashes millions of keys. Still O(size) in one publish: a
  * renumber for holes in the middle (more than the live keys) and the one at 2^29 slots.
  *
+ * A restore appends keys it knows are new with `appendUnindexed`: slot columns only, the key map filled in one
+ * pass sorted by cell before the draft's next lookup, write or publish (`KeyMap.insertSorted`).
+ *
  * Values are an array per page by default. A table may instead hold them in columns (`ValuePages`: typed arrays
  * and shared strings per page, see dedup-table.ts), so a million entries are not a million small objects for
  * the GC to mark; such a table copies a value's fields in on `set` and `get` returns a short-lived view. Pages
@@ -63,7 +66,18 @@ export const keyMapTuning = {
 };
 
 /** @internal How often each path ran (tests check that they reached it). */
-export const slotTableCounts = { growths: 0, compactions: 0, compactionsDone: 0, renumbers: 0 };
+export const slotTableCounts = {
+  growths: 0,
+  compactions: 0,
+  compactionsDone: 0,
+  renumbers: 0,
+  /** Keys appended unindexed put into the key map sorted by cell, or one by one (see `#indexAppended`). */
+  sortedInserts: 0,
+  unindexedOneByOne: 0,
+};
+
+/** `insertSorted` sorts by this many top bits of the home cell (a 256 KiB count table at most). */
+const sortedInsertBucketBits = 16;
 
 /** A map's entries stay at most this share of its cells (linear probing stays short)... */
 const loadMax = 0.5;
@@ -135,6 +149,59 @@ class KeyMap {
     const c = put(this.cells, h, slot + 1);
     if (this.#next !== undefined && c < this.#cursor) put(this.#next, h, slot + 1);
     this.count++;
+  }
+
+  /** True when `keys` more entries fit without a growth and none is in flight (`insertSorted` may run). */
+  fitsAtOnce(keys: number): boolean {
+    return this.#next === undefined && this.count + keys <= (this.cells.length >>> 1) * growAt;
+  }
+
+  /**
+   * Adds `n` entries (slot `firstSlot + i`, hash `hashes[i]`) in the order of their home cells rather than
+   * their slots: a restore's million keys inserted one by one probed and wrote a random cell of a 32 MiB table
+   * each (a cache and TLB miss per key on top of the table's first-touch page faults: 28% of a restore with
+   * the lookups before them); in cell order the writes sweep the table once (the faults remain, docs/
+   * benchmarks.md). Each probe compares equal hashes with `same(slot, newSlot)` (true: the key is already
+   * there, a caller error). The caller checked `fitsAtOnce(n)`.
+   */
+  insertSorted(
+    hashes: Int32Array,
+    n: number,
+    firstSlot: number,
+    same: (slot: number, newSlot: number) => boolean,
+  ): void {
+    assert(this.fitsAtOnce(n), 'a sorted insert fits the map as it is', { n, count: this.count });
+    const table = this.cells;
+    const mask = (table.length >>> 1) - 1;
+    // A counting sort by the home cell's top bits: cells of one bucket lie within a few cache lines.
+    const shift = Math.max(0, 31 - Math.clz32(mask + 1) - sortedInsertBucketBits);
+    const starts = new Int32Array(((mask + 1) >>> shift) + 1);
+    for (let i = 0; i < n; i++) {
+      const b = (((hashes[i] as number) & mask) >>> shift) + 1;
+      starts[b] = (starts[b] as number) + 1;
+    }
+    for (let b = 1; b < starts.length; b++) starts[b] = (starts[b] as number) + (starts[b - 1] as number);
+    const order = new Int32Array(n);
+    for (let i = 0; i < n; i++) {
+      const b = ((hashes[i] as number) & mask) >>> shift;
+      const at = starts[b] as number;
+      order[at] = i;
+      starts[b] = at + 1;
+    }
+    for (let k = 0; k < n; k++) {
+      const i = order[k] as number;
+      const h = hashes[i] as number;
+      let c = h & mask;
+      for (let v = table[2 * c] as number; v !== 0; v = table[2 * c] as number) {
+        if (table[2 * c + 1] === h && same(v - 1, firstSlot + i)) {
+          assert(false, 'a key appended unindexed was not in the table', { slot: firstSlot + i, at: v - 1 });
+        }
+        c = (c + 1) & mask;
+      }
+      table[2 * c] = firstSlot + i + 1;
+      table[2 * c + 1] = h;
+    }
+    this.count += n;
   }
 
   /** Makes room for `keys` entries in all: at once while empty, else by a growth moved a slice per insert. */
@@ -246,6 +313,10 @@ class Compaction {
 }
 
 type Page<T> = (T | undefined)[];
+
+/** No keys waiting for the key map (`appendUnindexed`); the first such key makes a buffer of this many. */
+const noHashes = new Int32Array(0);
+const unindexedHashesMin = 1024;
 
 /**
  * How a table holds its values in a page of `slotPageSize` slots when not as an array (see the header): `write`
@@ -478,10 +549,12 @@ export class SlotTableDraft<V> {
     return this.#c.size;
   }
   get(key: string): V | undefined {
+    if (this.#unindexedFrom >= 0) this.#indexAppended();
     const s = find(this.#c, key, hashOf(key));
     return s < 0 ? undefined : valueAt(this.#c, s);
   }
   has(key: string): boolean {
+    if (this.#unindexedFrom >= 0) this.#indexAppended();
     return find(this.#c, key, hashOf(key)) >= 0;
   }
   firstKey(): string | undefined {
@@ -496,6 +569,7 @@ export class SlotTableDraft<V> {
   /** Makes room for `keys` more keys in the key map, so adding them never grows it (a restore's counts). */
   reserve(keys: number): void {
     assert(Number.isSafeInteger(keys) && keys >= 0, 'a reservation is a count of keys', { keys });
+    if (this.#unindexedFrom >= 0) this.#indexAppended();
     const m = this.#c.comp?.copying ? this.#c.comp.next : this.#c.map;
     m.reserve(m.count + Math.min(keys, slotMax));
   }
@@ -503,6 +577,7 @@ export class SlotTableDraft<V> {
   /** Sets `key` to `value`: in place when present, else in a new slot at the end. */
   set(key: string, value: V): void {
     assert(value !== undefined, 'a slot table holds no undefined values', { key });
+    if (this.#unindexedFrom >= 0) this.#indexAppended();
     const c = this.#c;
     const h = hashOf(key);
     const live = find(c, key, h);
@@ -519,6 +594,7 @@ export class SlotTableDraft<V> {
    */
   addIfAbsent(key: string, value: V): V | undefined {
     assert(value !== undefined, 'a slot table holds no undefined values', { key });
+    if (this.#unindexedFrom >= 0) this.#indexAppended();
     const c = this.#c;
     const h = hashOf(key);
     const live = find(c, key, h);
@@ -529,6 +605,11 @@ export class SlotTableDraft<V> {
 
   /** Puts an absent key (hash `h`) in a new slot at the end. */
   #append(key: string, h: number, value: V): void {
+    this.#insertKey(h, this.#appendSlot(key, value));
+  }
+
+  /** Writes an absent key and its value into a new slot at the end (columns only); returns the slot. */
+  #appendSlot(key: string, value: V): number {
     const c = this.#c;
     assert(c.end < slotMax, 'a slot table renumbers before its slots overflow', { end: c.end });
     const slot = c.end++;
@@ -538,6 +619,12 @@ export class SlotTableDraft<V> {
     const w = c.live[at] as Uint32Array;
     w[(slot >>> 5) & (liveWords - 1)] = (w[(slot >>> 5) & (liveWords - 1)] as number) | (1 << (slot & 31));
     c.size++;
+    return slot;
+  }
+
+  /** Adds slot `slot`'s key (hash `h`) to the line's key map, or to its compaction. */
+  #insertKey(h: number, slot: number): void {
+    const c = this.#c;
     if (c.comp === undefined) c.map.insert(h, slot);
     else {
       c.comp.insert(h, slot);
@@ -545,8 +632,56 @@ export class SlotTableDraft<V> {
     }
   }
 
+  /**
+   * Appends `key`, which the caller knows is absent (a restore's records), without touching the key map: its
+   * hash is kept, and the keys appended so go into the map together, sorted by cell (`KeyMap.insertSorted`),
+   * before this draft's next lookup, write or publish. A key that was present after all fails an assertion
+   * then (the draft is not to be used after that). Iteration, `size` and `firstKey` read the slots alone.
+   */
+  appendUnindexed(key: string, value: V): void {
+    assert(value !== undefined, 'a slot table holds no undefined values', { key });
+    if (this.#unindexedFrom < 0) this.#unindexedFrom = this.#c.end;
+    const i = this.#c.end - this.#unindexedFrom;
+    if (i === this.#unindexedHashes.length) {
+      const grown = new Int32Array(Math.max(unindexedHashesMin, 2 * i));
+      grown.set(this.#unindexedHashes);
+      this.#unindexedHashes = grown;
+    }
+    this.#unindexedHashes[i] = hashOf(key);
+    this.#appendSlot(key, value);
+  }
+
+  /** Slots from here to the end were appended by `appendUnindexed` and are not in the key map yet (-1: none). */
+  #unindexedFrom = -1;
+  /** Their hashes, by slot − `#unindexedFrom`. */
+  #unindexedHashes = noHashes;
+
+  /** Puts the keys `appendUnindexed` left out into the key map: in one sorted pass when the map has room. */
+  #indexAppended(): void {
+    const c = this.#c;
+    const from = this.#unindexedFrom;
+    const n = c.end - from;
+    const hashes = this.#unindexedHashes;
+    this.#unindexedFrom = -1;
+    this.#unindexedHashes = noHashes;
+    if (c.comp === undefined && c.map.count === 0) c.map.reserve(n);
+    if (c.comp === undefined && c.map.fitsAtOnce(n)) {
+      slotTableCounts.sortedInserts++;
+      c.map.insertSorted(hashes, n, from, (slot, newSlot) => holds(c, slot, keyAt(c, newSlot)));
+      return;
+    }
+    // A growth or compaction in flight, or no room: one by one, as `set` adds them.
+    slotTableCounts.unindexedOneByOne++;
+    for (let i = 0; i < n; i++) {
+      const key = keyAt(c, from + i);
+      assert(find(c, key, hashes[i] as number) < 0, 'a key appended unindexed was not in the table', { key });
+      this.#insertKey(hashes[i] as number, from + i);
+    }
+  }
+
   /** Removes `key`; false when it was absent. */
   remove(key: string): boolean {
+    if (this.#unindexedFrom >= 0) this.#indexAppended();
     const s = find(this.#c, key, hashOf(key));
     if (s < 0) return false;
     this.#removeAt(s);
@@ -555,6 +690,7 @@ export class SlotTableDraft<V> {
 
   /** Removes `key` and returns the value it had, or undefined when absent (`get` and `remove` in one lookup). */
   take(key: string): V | undefined {
+    if (this.#unindexedFrom >= 0) this.#indexAppended();
     const s = find(this.#c, key, hashOf(key));
     if (s < 0) return undefined;
     const value = valueAt(this.#c, s);
@@ -576,6 +712,7 @@ export class SlotTableDraft<V> {
   }
 
   publish(): SlotTable<V> {
+    if (this.#unindexedFrom >= 0) this.#indexAppended();
     const c = this.#c;
     const slack = Math.max(c.size, keyMapTuning.holesSlackMin);
     // Holes before `head` count too while the table is small enough to renumber within one apply: their

@@ -5,6 +5,7 @@ import {
   slotPageSize,
   slotTableCounts,
 } from '../../scheduler/core/slot-table.js';
+import { AssertionFailure } from '../../src/lib/assert.js';
 import { createRng } from '../../src/lib/prng.js';
 import { withSmallKeyMaps } from '../helpers/key-maps.js';
 
@@ -95,6 +96,10 @@ describe('scheduler/slot-table', () => {
     expect(paths.addedIfAbsent).toBeGreaterThan(0);
     expect(paths.foundPresent).toBeGreaterThan(0);
     expect(paths.taken).toBeGreaterThan(0);
+    // Keys appended unindexed reach the key map both ways: sorted into a map with room, one by one otherwise.
+    expect(paths.appendedUnindexed).toBeGreaterThan(0);
+    expect(slotTableCounts.sortedInserts).toBeGreaterThan(before.sortedInserts);
+    expect(slotTableCounts.unindexedOneByOne).toBeGreaterThan(before.unindexedOneByOne);
     expect(slotTableCounts.renumbers).toBeGreaterThan(before.renumbers);
   });
 
@@ -105,7 +110,7 @@ describe('scheduler/slot-table', () => {
    * again at the end, and random keys are read from random older versions as the line moves on.
    */
   /** How often the model run took each path of `addIfAbsent` and `take` (the test checks each ran). */
-  const paths = { addedIfAbsent: 0, foundPresent: 0, taken: 0 };
+  const paths = { addedIfAbsent: 0, foundPresent: 0, taken: 0, appendedUnindexed: 0 };
 
   function modelRun(seed: number): void {
     const rng = createRng(seed);
@@ -124,13 +129,27 @@ describe('scheduler/slot-table', () => {
         const r = rng.next();
         if (r < 0.35) {
           // A key never seen (a queue's new request id): the map grows.
-          const key = `n${fresh++}`;
-          if (rng.next() < 0.5) draft.set(key, i);
-          else {
-            expect(draft.addIfAbsent(key, i), `${ctx}, step ${step}, ${key}`).toBeUndefined();
-            paths.addedIfAbsent++;
+          const how = rng.next();
+          if (how < 0.8) {
+            const key = `n${fresh++}`;
+            if (how < 0.4) draft.set(key, i);
+            else {
+              expect(draft.addIfAbsent(key, i), `${ctx}, step ${step}, ${key}`).toBeUndefined();
+              paths.addedIfAbsent++;
+            }
+            model.set(key, i);
+          } else {
+            // A run of them appended as a restore does, indexed at the draft's next lookup or publish; the
+            // slots (size, first key) read right meanwhile.
+            for (let k = rng.int(1, 24); k > 0; k--) {
+              const key = `n${fresh++}`;
+              draft.appendUnindexed(key, i);
+              model.set(key, i);
+              paths.appendedUnindexed++;
+            }
+            expect(draft.size, `${ctx}, step ${step}`).toBe(model.size);
+            expect(draft.firstKey(), `${ctx}, step ${step}`).toBe(model.keys().next().value);
           }
-          model.set(key, i);
         } else if (r < 0.55) {
           const key = `k${rng.int(0, keySpace)}`;
           const v = rng.int(0, 1_000_000);
@@ -204,6 +223,34 @@ describe('scheduler/slot-table', () => {
     expect(t.firstKey()).toBe('r48-0');
     expect(t.get('r49-999')).toBe(999);
     expect(t.get('r47-999')).toBeUndefined();
+  });
+
+  it('slot-table - keys appended unindexed read as set ones, and a key appended twice is refused', () => {
+    // A restore's path at a size where the sorted insert runs into a reserved map and wraps around its end.
+    const n = 20_000;
+    const before = { ...slotTableCounts };
+    const d = SlotTable.empty<number>().edit();
+    d.reserve(n);
+    for (let i = 0; i < n; i++) d.appendUnindexed(`id-${(i * 7919) % n}`, i);
+    const t = d.publish();
+    expect(slotTableCounts.sortedInserts).toBe(before.sortedInserts + 1);
+    expect(slotTableCounts.growths).toBe(before.growths);
+    // Counted as entries, so the map grows on time afterwards.
+    expect(t.keyMapSize).toBe(n);
+    const want = SlotTable.empty<number>().edit();
+    for (let i = 0; i < n; i++) want.set(`id-${(i * 7919) % n}`, i);
+    expect(t.equals(want.publish())).toBe(true);
+    expect([...t.keys()].slice(0, 3)).toEqual(['id-0', 'id-7919', 'id-15838']);
+    for (let i = 0; i < n; i += 997) expect(t.get(`id-${(i * 7919) % n}`)).toBe(i);
+    expect(t.has('id-20000')).toBe(false);
+    // Twice among the unindexed ones, or a key the table held already: the next lookup or publish refuses it.
+    const twice = SlotTable.empty<number>().edit();
+    for (const k of ['a', 'b', 'c', 'b']) twice.appendUnindexed(k, 1);
+    expect(() => twice.publish()).toThrow(AssertionFailure);
+    const held = t.edit();
+    held.appendUnindexed('new', 1);
+    held.appendUnindexed('id-5', 2);
+    expect(() => held.get('new')).toThrow(AssertionFailure);
   });
 
   it('slot-table - equals compares keys and values by content', () => {
