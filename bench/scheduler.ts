@@ -675,7 +675,12 @@ async function inProcess(): Promise<Record<string, unknown>> {
     nodes,
     // --replicas 1: the leader's own work alone (no follower applying on this thread), for the bound.
     replicas: Number(arg('replicas') ?? 3),
-    pipeline: { pendingTimeoutMs: 60_000 },
+    // --in-flight N: batches the leader keeps in Raft at once (default 4): with followers on other threads a
+    // batch's commit waits for a follower that may still be applying the previous one.
+    pipeline: {
+      pendingTimeoutMs: 60_000,
+      ...(arg('in-flight') === undefined ? {} : { inFlightBatchesMax: Number(arg('in-flight')) }),
+    },
     log: logKind,
     ...(dir === undefined ? {} : { dir }),
     // --threads: replicas 1..N-1 (the followers) on worker threads, their apply and WAL off this thread.
