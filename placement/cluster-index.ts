@@ -627,8 +627,9 @@ export class IndexBuilder extends IndexReader {
   #ownMeta: Uint8Array;
   readonly #ownSummary: Uint8Array;
   #classesOwned = false;
-  /** Per bucket: the slot of every node that entered it in this builder (see bucketEntries). */
-  readonly #entries: number[][] = Array.from({ length: bucketCount }, () => []);
+  /** Per bucket: the slot of every node that entered it in this builder (see bucketEntries); each list made by its
+   * first entry, as most builders (a window's releases, a plan) rebucket into a few of the 64 buckets. */
+  readonly #entries: (number[] | undefined)[] = new Array(bucketCount);
   readonly #capacities = new Map<string, Resources>();
   /** Group count maps made transient by this builder (see #ownedCounts), by group and by spread key. */
   readonly #aaOwned = new Map<string, IMap<number, number>>();
@@ -803,7 +804,9 @@ export class IndexBuilder extends IndexReader {
       if (empty) this.#setSummaryBit(old, page, false);
     }
     if (want >= 0) {
-      (this.#entries[want] as number[]).push(slot);
+      const entries = this.#entries[want];
+      if (entries === undefined) this.#entries[want] = [slot];
+      else entries.push(slot);
       const w = want * wordsPerPage + (off >>> 5);
       bits[w] = (bits[w] as number) | (1 << (off & 31));
       this.#setSummaryBit(want, page, true);

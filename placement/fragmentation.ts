@@ -47,23 +47,35 @@ function copiesOn(index: IndexReader, slot: number, shape: ReferenceShape): numb
 }
 
 export function fragmentation(index: IndexReader, shape: ReferenceShape): Fragmentation {
-  const free = { cpu: 0, memory: 0, disk: 0 };
-  const stranded = { cpu: 0, memory: 0, disk: 0 };
+  // Sums in locals, not object fields: a sum past the small-integer range (disk over 5,000 nodes) made a heap
+  // number per addition to a field, 6% of a 200,000-event simulation's allocation.
+  let freeCpu = 0;
+  let freeMem = 0;
+  let freeDisk = 0;
+  let strandedCpu = 0;
+  let strandedMem = 0;
+  let strandedDisk = 0;
   let hostable = 0;
-  for (const slot of index.slots()) {
-    if (!index.isReady(slot)) continue;
+  const { cpu, memory, disk } = shape.resources;
+  // An index loop, not the `slots()` generator: an iterator result per node was 14% of that allocation (the
+  // simulator samples every node 200 times a run). `isLive` first: a free slot has no state.
+  const slotCount = index.slotCount;
+  for (let slot = 0; slot < slotCount; slot++) {
+    if (!index.isLive(slot) || !index.isReady(slot)) continue;
     const k = copiesOn(index, slot, shape);
     hostable += k;
     const fc = index.freeCpu(slot);
     const fm = index.freeMem(slot);
     const fd = index.freeDisk(slot);
-    free.cpu += fc;
-    free.memory += fm;
-    free.disk += fd;
-    stranded.cpu += fc - k * shape.resources.cpu;
-    stranded.memory += fm - k * shape.resources.memory;
-    stranded.disk += fd - k * shape.resources.disk;
+    freeCpu += fc;
+    freeMem += fm;
+    freeDisk += fd;
+    strandedCpu += fc - k * cpu;
+    strandedMem += fm - k * memory;
+    strandedDisk += fd - k * disk;
   }
+  const free = { cpu: freeCpu, memory: freeMem, disk: freeDisk };
+  const stranded = { cpu: strandedCpu, memory: strandedMem, disk: strandedDisk };
   let sum = 0;
   let n = 0;
   for (const r of ['cpu', 'memory', 'disk'] as const) {

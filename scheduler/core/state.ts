@@ -1433,9 +1433,10 @@ function place(draft: Draft, items: readonly PlaceItem[], hint: PlaceHint | unde
       continue;
     }
     const shape = shapeOf(item.spec, item.spec.tenant, item.gpuDevices);
-    if (origin !== undefined && !adoptedCheck(draft, origin, i, item)) origin = allocateUpTo(draft, items, i);
-    const slot =
-      origin === undefined ? placeCheck(draft, item, shape) : (draft.reader.slotOf(item.nodeId) as number);
+    // The node's slot from the adoption check when it passes (one id → slot read per item, not two).
+    const adoptedSlot = origin === undefined ? -1 : adoptedCheck(draft, origin, i, item);
+    if (adoptedSlot < 0 && origin !== undefined) origin = allocateUpTo(draft, items, i);
+    const slot = origin === undefined ? placeCheck(draft, item, shape) : adoptedSlot;
     if (typeof slot !== 'number') {
       results.push(rejectedItem(item, slot));
       continue;
@@ -1455,16 +1456,19 @@ function place(draft: Draft, items: readonly PlaceItem[], hint: PlaceHint | unde
  * a new sandbox id, the tenant's quota, its node registered and ready — and is the plan's placement `k`: the
  * same request and spec (so the same allocation shape), on the same node slot. Its GPU devices are the plan's by
  * construction (the verifier copies them, and the hint stands only for the verifier's very `items`). Room is not
- * checked: the planner's `allocateSlot` checked these very allocations, in this order, on this very index.
+ * checked: the planner's `allocateSlot` checked these very allocations, in this order, on this very index. Returns
+ * the node's slot when it passes, else -1.
  */
-function adoptedCheck(draft: Draft, origin: PlanOrigin, k: number, item: PlaceItem): boolean {
+function adoptedCheck(draft: Draft, origin: PlanOrigin, k: number, item: PlaceItem): number {
   const placed = origin.plan.placed;
   const req = origin.requests[placed.request[k] as number];
-  if (req === undefined || req.requestId !== item.requestId || req.spec !== item.spec) return false;
+  if (req === undefined || req.requestId !== item.requestId || req.spec !== item.spec) return -1;
+  // The planned slot still holds the item's node: the id at the slot, not an id → slot map read (the verifier
+  // read these very node records for this window, so they are warm; the map's entry is not).
   const index = draft.reader;
-  const slot = index.slotOf(item.nodeId);
-  if (slot === undefined || slot !== placed.slot[k] || !index.isReady(slot)) return false;
-  return !draft.sandboxes.has(item.sandboxId) && quotaCheck(draft, item.spec) === undefined;
+  const slot = placed.slot[k] as number;
+  if (!index.isLive(slot) || index.nodeId(slot) !== item.nodeId || !index.isReady(slot)) return -1;
+  return !draft.sandboxes.has(item.sandboxId) && quotaCheck(draft, item.spec) === undefined ? slot : -1;
 }
 
 /**

@@ -49,7 +49,13 @@ export function verify<R extends VerifiedRequest>(
    */
   planBase?: ClusterIndex,
 ): Verified<R> {
-  const byId = batchById ?? new Map(batch.map((r) => [r.requestId, r] as const));
+  // Built only for a plan without its planner's base (`placements` by id) or with rejections: the leader's plans
+  // are read from `plan.placed`, which holds each placement's batch index.
+  let byIdMap = batchById;
+  const byId = (): ReadonlyMap<string, R> => {
+    byIdMap ??= new Map(batch.map((r) => [r.requestId, r] as const));
+    return byIdMap;
+  };
   const dedup = state.dedup;
   const items: PlaceItem[] = [];
   const unseen: boolean[] = [];
@@ -58,9 +64,6 @@ export function verify<R extends VerifiedRequest>(
       ? { dedup, items, unseen }
       : { dedup, items, unseen, origin: { base: planBase, plan, requests: batch } };
   const out: Verified<R> = { items, hint, retry: [], unplaced: [], committed: [] };
-  // Where each request id was first kept: an id kept twice (a request batched twice) gets no hint, as its
-  // first item adds it before the second applies.
-  const firstAt = new Map<string, number>();
   // Requests of one batch often share a spec object (a workload's shape, a retried request): digest each
   // object once per call. Local to the call, so a caller that reuses and edits a spec object later is safe.
   const digests = new Map<R['spec'], string>();
@@ -73,44 +76,115 @@ export function verify<R extends VerifiedRequest>(
     return d;
   };
   const index = state.index;
-  for (const p of plan.placements) {
-    const req = byId.get(p.requestId) as R;
-    // One dedup read per request on the leader: admission's answer stands while the table is the same version.
-    const seen = req.admittedNewIn === dedup ? undefined : dedup.get(req.requestId);
-    if (seen !== undefined && state.sandbox(seen.sandboxId)?.state !== 'pending') {
-      out.committed.push(req);
-      continue;
+  if (planBase !== undefined) {
+    keepPlaced(plan, batch, state, out, digestOf);
+  } else {
+    // Where each request id was first kept: an id kept twice (a request batched twice) gets no hint, as its
+    // first item adds it before the second applies.
+    const firstAt = new Map<string, number>();
+    for (const p of plan.placements) {
+      const req = byId().get(p.requestId) as R;
+      const kept = keepOne(req, p.nodeId, index.slotOf(p.nodeId), state, out, firstAt);
+      if (kept !== undefined) items.push(itemOf(req, kept, p.nodeId, p.gpuDevices, digestOf));
     }
-    // The node's state from the index, which holds every registered node's (in step with `nodes`: apply's
-    // `nodeCheck` reads it the same way): an id → slot read instead of a HAMT read of the node record, which
-    // was ~4% of the 1M-event simulation.
-    const slot = index.slotOf(p.nodeId);
-    if (slot === undefined || !index.isReady(slot)) {
-      const was = slot === undefined ? 'gone' : index.stateOf(slot);
-      out.retry.push({ req, reason: `node ${p.nodeId} is ${was}` });
-      continue;
-    }
+  }
+  for (const r of plan.rejections) {
+    out.unplaced.push({ req: byId().get(r.requestId) as R, reason: `${r.code}: ${r.message}` });
+  }
+  return out;
+}
+
+/** What `keepOne` found: the committed dedup entry of the request's id, if any (a pending sandbox's). */
+type Kept = { readonly seen: DedupEntry | undefined };
+const keptNew: Kept = Object.freeze({ seen: undefined });
+
+/**
+ * Whether the placement of `req` on `nodeId` (at `slot` in `state.index`, undefined when not registered) is kept:
+ * its id has not committed (other than as a pending sandbox) and the node is ready. Else it goes to `out`'s
+ * committed or retry list and undefined is returned. `firstAt` tracks ids kept twice (see verify).
+ */
+function keepOne<R extends VerifiedRequest>(
+  req: R,
+  nodeId: string,
+  slot: number | undefined,
+  state: SchedulerState,
+  out: Verified<R>,
+  firstAt: Map<string, number> | undefined,
+): Kept | undefined {
+  const dedup = state.dedup;
+  // One dedup read per request on the leader: admission's answer stands while the table is the same version.
+  const seen = req.admittedNewIn === dedup ? undefined : dedup.get(req.requestId);
+  if (seen !== undefined && state.sandbox(seen.sandboxId)?.state !== 'pending') {
+    out.committed.push(req);
+    return undefined;
+  }
+  // The node's state from the index, which holds every registered node's (in step with `nodes`: apply's
+  // `nodeCheck` reads it the same way): a slot read instead of a HAMT read of the node record, which was ~4% of
+  // the 1M-event simulation.
+  const index = state.index;
+  if (slot === undefined || !index.isReady(slot)) {
+    const was = slot === undefined ? 'gone' : index.stateOf(slot);
+    out.retry.push({ req, reason: `node ${nodeId} is ${was}` });
+    return undefined;
+  }
+  const unseen = out.hint.unseen as boolean[];
+  if (firstAt === undefined) unseen.push(seen === undefined);
+  else {
     const first = firstAt.get(req.requestId);
     if (first === undefined) {
-      firstAt.set(req.requestId, items.length);
+      firstAt.set(req.requestId, out.items.length);
       unseen.push(seen === undefined);
     } else {
       unseen[first] = false;
       unseen.push(false);
     }
-    items.push({
-      requestId: req.requestId,
-      // A new sandbox takes its request's id; a committed pending one keeps the id it was recorded with.
-      sandboxId: seen?.sandboxId ?? req.requestId,
-      spec: req.spec,
-      specDigest: digestOf(req.spec),
-      nodeId: p.nodeId,
-      // Most items take no GPU: one frozen empty list for them (an array per item otherwise).
-      gpuDevices: p.gpuDevices.length === 0 ? noGpuShares : p.gpuDevices.map((g) => ({ ...g })),
-    });
   }
-  for (const r of plan.rejections) {
-    out.unplaced.push({ req: byId.get(r.requestId) as R, reason: `${r.code}: ${r.message}` });
+  return seen === undefined ? keptNew : { seen };
+}
+
+function itemOf<R extends VerifiedRequest>(
+  req: R,
+  kept: Kept,
+  nodeId: string,
+  gpuDevices: readonly { readonly device: number; readonly milli: number }[],
+  digestOf: (spec: R['spec']) => string,
+): PlaceItem {
+  return {
+    requestId: req.requestId,
+    // A new sandbox takes its request's id; a committed pending one keeps the id it was recorded with.
+    sandboxId: kept.seen?.sandboxId ?? req.requestId,
+    spec: req.spec,
+    specDigest: digestOf(req.spec),
+    nodeId,
+    // Most items take no GPU: one frozen empty list for them (an array per item otherwise).
+    gpuDevices: gpuDevices.length === 0 ? noGpuShares : gpuDevices.map((g) => ({ ...g })),
+  };
+}
+
+/**
+ * The planner's plan read from its flat arrays (`plan.placed`): placement k is request `batch[placed.request[k]]`
+ * on slot `placed.slot[k]` of `plan.index` — no placement object, no lookup by id. planBatch refuses a batch
+ * holding an id twice, so no id is kept twice. A node's slot in `plan.index` is its slot in `state.index` unless
+ * the node was removed since (and the slot maybe reused): the id at the slot says which.
+ */
+function keepPlaced<R extends VerifiedRequest>(
+  plan: Plan,
+  batch: readonly R[],
+  state: SchedulerState,
+  out: Verified<R>,
+  digestOf: (spec: R['spec']) => string,
+): void {
+  const placed = plan.placed;
+  const planIndex = plan.index;
+  const index = state.index;
+  for (let k = 0; k < placed.count; k++) {
+    const req = batch[placed.request[k] as number] as R;
+    const planSlot = placed.slot[k] as number;
+    const nodeId = planIndex.nodeId(planSlot);
+    const sameNode = index.isLive(planSlot) && index.nodeId(planSlot) === nodeId;
+    const slot = sameNode ? planSlot : index.slotOf(nodeId);
+    const kept = keepOne(req, nodeId, slot, state, out, undefined);
+    if (kept === undefined) continue;
+    out.items.push(itemOf(req, kept, nodeId, placed.gpuDevices.get(k) ?? noGpuShares, digestOf));
   }
-  return out;
 }

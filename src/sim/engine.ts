@@ -551,8 +551,9 @@ class Run {
     let gpuCap = 0;
     let gpuUsed = 0;
     if (index.readyGpuMilli > 0) {
-      for (const slot of index.slots()) {
-        if (!index.isReady(slot)) continue;
+      const slotCount = index.slotCount;
+      for (let slot = 0; slot < slotCount; slot++) {
+        if (!index.isLive(slot) || !index.isReady(slot)) continue;
         for (let d = 0; d < index.gpuCount(slot); d++) {
           gpuCap += gpuMilliPerDevice;
           gpuUsed += gpuMilliPerDevice - index.gpuFree(slot, d);
