@@ -42,9 +42,10 @@ export interface RaftGroupOptions {
 
 /**
  * One replica's log for the life of the group: the same object across a stop and restart (its state
- * machine too, so listeners stay attached), delegating to the Raft replica currently running.
+ * machine too, so listeners stay attached), delegating to the Raft replica currently running. Also the
+ * main thread's replica of a threaded group (threads/group.ts).
  */
-class Member implements ReplicaLog {
+export class Member implements ReplicaLog {
   readonly id: string;
   readonly machine: SchedulerStateMachine;
   current: RaftReplicaLog | undefined;

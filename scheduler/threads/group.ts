@@ -34,6 +34,7 @@ import { assert } from '../../src/lib/assert.js';
 import { createRng } from '../../src/lib/prng.js';
 import { NotLeaderError } from '../errors.js';
 import { newestLeader, type RemoteReplica, type ReplicaGroup, type ReplicaLog } from '../log.js';
+import { Member } from '../raft-group.js';
 import { RaftReplicaLog } from '../replica.js';
 import type { CommandResult } from '../state.js';
 import { SchedulerStateMachine, stateDigest } from '../state-machine.js';
@@ -85,43 +86,6 @@ export interface ThreadedGroupOptions {
 export const electionTicksDefault = 300;
 /** How long `close()` waits for a worker to close its node and storage before terminating it. */
 export const workerCloseMsMax = 5_000;
-
-/** Replica 0: on this thread, the same object across a stop and restart (its state machine too). */
-class LocalMember implements ReplicaLog {
-  readonly id: string;
-  readonly machine: SchedulerStateMachine;
-  current: RaftReplicaLog | undefined;
-  readonly #listeners = new Set<() => void>();
-
-  constructor(id: string) {
-    this.id = id;
-    this.machine = new SchedulerStateMachine();
-  }
-
-  leaderId(): string | undefined {
-    return this.current?.leaderId();
-  }
-  leaderTerm(): number | undefined {
-    return this.current?.leaderTerm();
-  }
-  propose(data: Uint8Array): Promise<CommandResult> {
-    if (this.current === undefined)
-      return Promise.reject(new NotLeaderError(`replica ${this.id} is stopped`));
-    return this.current.propose(data);
-  }
-  readIndex(): Promise<void> {
-    if (this.current === undefined)
-      return Promise.reject(new NotLeaderError(`replica ${this.id} is stopped`));
-    return this.current.readIndex();
-  }
-  onLeaderChange(listener: () => void): () => void {
-    this.#listeners.add(listener);
-    return () => this.#listeners.delete(listener);
-  }
-  changed(): void {
-    for (const l of [...this.#listeners]) l();
-  }
-}
 
 interface Call {
   readonly resolve: (v: unknown) => void;
@@ -234,7 +198,8 @@ export class ThreadedRaftGroup implements ReplicaGroup {
   readonly size: number;
   readonly #o: Required<Omit<ThreadedGroupOptions, 'dir'>> & { dir: string | undefined };
   readonly #net = new PortNetwork();
-  readonly #local: LocalMember;
+  /** Replica 0: on this thread, the same object across a stop and restart (its state machine too). */
+  readonly #local: Member;
   readonly #workers: WorkerMember[] = [];
   readonly #liveness: SharedArrayBuffer;
   readonly #listeners = new Set<(leader: number | undefined) => void>();
@@ -262,7 +227,7 @@ export class ThreadedRaftGroup implements ReplicaGroup {
       { workerNice: this.#o.workerNice },
     );
     this.#liveness = new SharedArrayBuffer(4 * this.size);
-    this.#local = new LocalMember('r0');
+    this.#local = new Member('r0', new SchedulerStateMachine());
     this.#local.onLeaderChange(() => this.#updateLeader());
     for (let i = 1; i < this.size; i++) {
       const w = new WorkerMember(`r${i}`);

@@ -8,10 +8,10 @@ import { durationMs, intBetween, port, positiveInt } from './args.js';
 import { type ConnectionFlags, clientConnectTimeoutMs, withConnectionOptions } from './connect-options.js';
 import { exitCodes } from './errors.js';
 import { withServerConfig } from './ops/server-config.js';
-import { withRedisOptions } from './redis-flags.js';
+import { type RedisFlags, withRedisOptions } from './redis-flags.js';
 import type { KvRequest } from './server.js';
 
-export interface ServerOptions extends ConnectionFlags {
+export interface ServerOptions extends ConnectionFlags, RedisFlags {
   id: string;
   peers: string;
   data: string;
@@ -19,20 +19,8 @@ export interface ServerOptions extends ConnectionFlags {
   electionTicks: number;
   snapshotEntries: number;
   stopTimeout: number;
-  state: 'kv' | 'scheduler';
   metricsPort?: number;
   nodeDownAfter: number;
-  redis?: string;
-  redisUser?: string;
-  redisPassword?: string;
-  redisTlsCa?: string;
-  redisRequests?: string;
-  redisGroup?: string;
-  redisEvents?: string;
-  redisDeadLetter?: string;
-  redisEventsMaxlen?: number;
-  redisInFlight?: number;
-  redisClaimIdle?: number;
 }
 
 /** The longest Raft tick `--tick-ms` takes (a minute: elections would take 10-20 minutes). */

@@ -9,33 +9,17 @@ import { concatFrames, encodeSnapshotV5, SnapshotReader, snapshotFrames } from '
 import { applyCommand, SchedulerState, specDigest } from '../../scheduler/state.js';
 import { decodeSnapshot, stateDigest } from '../../scheduler/state-machine.js';
 import { AssertionFailure } from '../../src/lib/assert.js';
+import { patchedSnapshot } from '../helpers/snapshot-patch.js';
 import { node, spec } from './fixtures.js';
 
 /** `n` placed sandboxes on two nodes; ids `x0`… (each its own request id) and a few with other request ids. */
 function stateOf(n: number): SchedulerState {
   let state = SchedulerState.empty();
-  state = applyCommand(
-    state,
-    {
-      type: 'node.register',
-      atMs: 1,
-      spec: node('n0', 1_000_000, 1_000_000, {
-        capacity: { cpu: 1_000_000, memory: 1_000_000, disk: 1_000_000 },
-      }),
-    },
-    1,
-  ).state;
-  state = applyCommand(
-    state,
-    {
-      type: 'node.register',
-      atMs: 1,
-      spec: node('n1', 1_000_000, 1_000_000, {
-        capacity: { cpu: 1_000_000, memory: 1_000_000, disk: 1_000_000 },
-      }),
-    },
-    2,
-  ).state;
+  for (const [i, id] of ['n0', 'n1'].entries()) {
+    const capacity = { cpu: 1_000_000, memory: 1_000_000, disk: 1_000_000 };
+    const spec = node(id, 1_000_000, 1_000_000, { capacity });
+    state = applyCommand(state, { type: 'node.register', atMs: 1, spec }, i + 1).state;
+  }
   const s = spec('t1', 1, 1, { resources: { cpu: 1, memory: 1, disk: 1 } });
   const items = Array.from({ length: n }, (_, i) => ({
     requestId: i % 10 === 0 ? `r${i}` : `x${i}`,
@@ -68,14 +52,7 @@ describe('scheduler/snapshot restore index', () => {
     const state = stateOf(2);
     const frames = [...snapshotFrames(state)];
     // frames: magic, header, one sandbox frame, one dedup frame. Patch bytes inside the msgpack bodies.
-    const patch = (at: number, from: string, to: string): Uint8Array => {
-      const f = (frames[at] as Uint8Array).slice();
-      const text = Buffer.from(f).toString('latin1');
-      const i = text.indexOf(from);
-      expect(i).toBeGreaterThan(0);
-      f.set(Buffer.from(to, 'latin1'), i);
-      return concatFrames(frames.map((x, k) => (k === at ? f : x)));
-    };
+    const patch = (at: number, from: string, to: string): Uint8Array => patchedSnapshot(frames, at, from, to);
     const intact = new SnapshotReader(concatFrames(frames));
     while (intact.step()) {}
     expect(stateDigest(intact.finish())).toBe(stateDigest(state));

@@ -20,6 +20,7 @@ import { applyCommand, SchedulerState, specDigest } from '../../scheduler/state.
 import { decodeSnapshot, encodeSnapshot, readSnapshot, stateDigest } from '../../scheduler/state-machine.js';
 import { AssertionFailure } from '../../src/lib/assert.js';
 import { createRng, type Rng } from '../../src/lib/prng.js';
+import { patchedSnapshot } from '../helpers/snapshot-patch.js';
 import { node, spec } from './fixtures.js';
 
 const sandboxIds = Array.from({ length: 30 }, (_, i) => `s${i}`);
@@ -186,14 +187,7 @@ describe('scheduler snapshot - format 6', () => {
     state = applyCommand(state, { type: 'place', atMs: 5, items }, 2).state;
     const frames = [...snapshotFrames(state)];
     // frames: magic, header, one sandbox frame, one dedup frame. Patch bytes inside the msgpack bodies.
-    const patch = (at: number, from: string, to: string): Uint8Array => {
-      const f = (frames[at] as Uint8Array).slice();
-      const text = Buffer.from(f).toString('latin1');
-      const i = text.indexOf(from);
-      expect(i).toBeGreaterThan(0);
-      f.set(Buffer.from(to, 'latin1'), i);
-      return concatFrames(frames.map((x, k) => (k === at ? f : x)));
-    };
+    const patch = (at: number, from: string, to: string): Uint8Array => patchedSnapshot(frames, at, from, to);
     // Rows 1 and 2 (Uint32 little-endian) in the dedup frame: name row 9 instead.
     const rowBytes = '\u0001\u0000\u0000\u0000\u0002\u0000\u0000\u0000';
     expect(() =>
