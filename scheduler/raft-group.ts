@@ -40,6 +40,22 @@ export interface RaftGroupOptions {
   readonly seed?: number;
 }
 
+/** The options every embedded group takes, with their defaults (threads/group.ts adds its own). */
+export function groupOptions(
+  options: RaftGroupOptions,
+): Required<Omit<RaftGroupOptions, 'dir'>> & { dir: string | undefined } {
+  const replicas = options.replicas ?? 3;
+  assert(replicas >= 1 && replicas <= 9, 'replica count out of range', { replicas });
+  return {
+    replicas,
+    dir: options.dir,
+    fsync: options.fsync ?? true,
+    tickMs: options.tickMs ?? 10,
+    snapshotEntries: options.snapshotEntries ?? 100_000,
+    seed: options.seed ?? 1,
+  };
+}
+
 /**
  * One replica's log for the life of the group: the same object across a stop and restart (its state
  * machine too, so listeners stay attached), delegating to the Raft replica currently running. Also the
@@ -97,16 +113,8 @@ export class RaftGroupLog implements ReplicaGroup {
   #closed = false;
 
   private constructor(options: RaftGroupOptions) {
-    this.size = options.replicas ?? 3;
-    assert(this.size >= 1 && this.size <= 9, 'replica count out of range', { replicas: this.size });
-    this.#o = {
-      replicas: this.size,
-      dir: options.dir,
-      fsync: options.fsync ?? true,
-      tickMs: options.tickMs ?? 10,
-      snapshotEntries: options.snapshotEntries ?? 100_000,
-      seed: options.seed ?? 1,
-    };
+    this.#o = groupOptions(options);
+    this.size = this.#o.replicas;
     // The replicas share one process, so each committed entry is decoded and validated once for all.
     const decode = sharedEntryDecoder();
     for (let i = 0; i < this.size; i++) {

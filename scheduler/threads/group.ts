@@ -34,7 +34,7 @@ import { assert } from '../../src/lib/assert.js';
 import { createRng } from '../../src/lib/prng.js';
 import { NotLeaderError } from '../errors.js';
 import { newestLeader, type RemoteReplica, type ReplicaGroup, type ReplicaLog } from '../log.js';
-import { Member } from '../raft-group.js';
+import { groupOptions, Member } from '../raft-group.js';
 import { RaftReplicaLog } from '../replica.js';
 import type { CommandResult } from '../state.js';
 import { SchedulerStateMachine, stateDigest } from '../state-machine.js';
@@ -208,19 +208,13 @@ export class ThreadedRaftGroup implements ReplicaGroup {
   #closed = false;
 
   private constructor(options: ThreadedGroupOptions) {
-    this.size = options.replicas ?? 3;
-    assert(this.size >= 1 && this.size <= 9, 'replica count out of range', { replicas: this.size });
     this.#o = {
-      replicas: this.size,
-      dir: options.dir,
-      fsync: options.fsync ?? true,
-      tickMs: options.tickMs ?? 10,
-      snapshotEntries: options.snapshotEntries ?? 100_000,
-      seed: options.seed ?? 1,
+      ...groupOptions(options),
       electionTicks: options.electionTicks ?? electionTicksDefault,
       pipeline: options.pipeline ?? {},
       workerNice: options.workerNice ?? 0,
     };
+    this.size = this.#o.replicas;
     assert(
       Number.isInteger(this.#o.workerNice) && this.#o.workerNice >= 0 && this.#o.workerNice <= 19,
       'worker nice out of range',
