@@ -34,7 +34,7 @@ import { assert } from '../../src/lib/assert.js';
 import { createRng } from '../../src/lib/prng.js';
 import { NotLeaderError } from '../errors.js';
 import { newestLeader, type RemoteReplica, type ReplicaGroup, type ReplicaLog } from '../log.js';
-import { groupOptions, Member } from '../raft-group.js';
+import { groupOptions, Member, type RaftGroupOptions } from '../raft-group.js';
 import { RaftReplicaLog } from '../replica.js';
 import type { CommandResult } from '../state.js';
 import { SchedulerStateMachine, stateDigest } from '../state-machine.js';
@@ -47,19 +47,11 @@ import {
   type WorkerPipelineOptions,
 } from './protocol.js';
 
-export interface ThreadedGroupOptions {
-  /** Replicas, the first on this thread and the others on worker threads. Default 3. */
-  readonly replicas?: number;
-  /** A directory for each replica's write-ahead log and snapshots (`<dir>/r<i>`); memory when absent. */
-  readonly dir?: string;
-  /** fsync the write-ahead log before acknowledging (file storage only). Default true. */
-  readonly fsync?: boolean;
-  /** Milliseconds per Raft tick. Default 10. */
-  readonly tickMs?: number;
-  /** Applied entries between snapshots. Default 100,000. */
-  readonly snapshotEntries?: number;
-  /** Seed for the election timers. Default 1. */
-  readonly seed?: number;
+/**
+ * `RaftGroupOptions` (replicas: the first on this thread and the others on worker threads; elections after
+ * `electionTicks` here, not 10–20), and what a threaded group adds.
+ */
+export interface ThreadedGroupOptions extends RaftGroupOptions {
   /**
    * Election timeout of every replica, in ticks (random in [this, 2 × this)); also the leader's check-quorum
    * window. Default 300 (3–6 s at 10 ms ticks).
