@@ -1,3 +1,19 @@
+/**
+ * `trellis members list|add|remove|transfer`: the replica group's membership, through the same NATS API as
+ * `trellis kv` (any replica takes the request; followers forward it to the leader). members-command.ts declares
+ * the commands; this module, which their actions import, runs them.
+ *
+ * - `add <id>` adds the replica as a learner, waits until it has caught up, then promotes it to voter
+ *   (`--learner` stops at the first step). Start the new replica first with `--peers` set to the current
+ *   voters (without itself): it waits, silent, until the leader adds it.
+ * - `remove <id>` removes a voter or learner; removing the leader hands leadership over first.
+ * - `transfer <id>` moves leadership to that voter.
+ * - `list` prints the membership and each member's own status (role, term, commit, snapshot).
+ *
+ * A scheduler group (`--state scheduler`) and a KV group (`--state kv`) serve different codecs on the same
+ * subject; the first reply says which one answers, and the call goes through that group's protocol (the
+ * scheduler's membership calls in src/api/protocol.ts, or the KV request codec).
+ */
 import type { NatsConnection } from 'nats';
 import {
   MembershipChangeError,
