@@ -56,6 +56,16 @@ export function groupOptions(
   };
 }
 
+/** Replica `i`'s storage: its write-ahead log under `<dir>/r<i>`, or memory without a directory. */
+export async function replicaStorage(
+  o: { readonly dir: string | undefined; readonly fsync: boolean },
+  i: number,
+): Promise<Storage> {
+  return o.dir === undefined
+    ? new MemoryStorage()
+    : FileStorage.open(join(o.dir, `r${i}`), { fsync: o.fsync });
+}
+
 /**
  * One replica's log for the life of the group: the same object across a stop and restart (its state
  * machine too, so listeners stay attached), delegating to the Raft replica currently running. Also the
@@ -140,11 +150,8 @@ export class RaftGroupLog implements ReplicaGroup {
     return g;
   }
 
-  async #openStorage(i: number): Promise<Storage> {
-    const dir = this.#o.dir;
-    return dir === undefined
-      ? new MemoryStorage()
-      : FileStorage.open(join(dir, `r${i}`), { fsync: this.#o.fsync });
+  #openStorage(i: number): Promise<Storage> {
+    return replicaStorage(this.#o, i);
   }
 
   #start(i: number, storage: Storage): void {

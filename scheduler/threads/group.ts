@@ -26,7 +26,6 @@ import { join } from 'node:path';
 import { Worker } from 'node:worker_threads';
 import type { RaftNode } from '../../raft/node.js';
 import { lockFileName, readDirLock } from '../../raft/storage/dir-lock.js';
-import { FileStorage } from '../../raft/storage/file.js';
 import { MemoryStorage } from '../../raft/storage/memory.js';
 import type { Storage } from '../../raft/storage/storage.js';
 import { PortNetwork } from '../../raft/transport/ports.js';
@@ -34,7 +33,7 @@ import { assert } from '../../src/lib/assert.js';
 import { createRng } from '../../src/lib/prng.js';
 import { NotLeaderError } from '../errors.js';
 import { newestLeader, type RemoteReplica, type ReplicaGroup, type ReplicaLog } from '../log.js';
-import { groupOptions, Member, type RaftGroupOptions } from '../raft-group.js';
+import { groupOptions, Member, type RaftGroupOptions, replicaStorage } from '../raft-group.js';
 import { RaftReplicaLog } from '../replica.js';
 import type { CommandResult } from '../state.js';
 import { SchedulerStateMachine, stateDigest } from '../state-machine.js';
@@ -246,11 +245,8 @@ export class ThreadedRaftGroup implements ReplicaGroup {
     return g;
   }
 
-  async #openStorage(i: number): Promise<Storage> {
-    const dir = this.#o.dir;
-    return dir === undefined
-      ? new MemoryStorage()
-      : FileStorage.open(join(dir, `r${i}`), { fsync: this.#o.fsync });
+  #openStorage(i: number): Promise<Storage> {
+    return replicaStorage(this.#o, i);
   }
 
   #voters(): string[] {
