@@ -41,7 +41,9 @@ export function clusterNodes(spec: ClusterSpec): NodeSpec[] {
     if (shapes.has(g.shape)) throw new ConfigError(`cluster.nodes: shape ${g.shape} is listed twice`);
     shapes.add(g.shape);
   }
-  return spec.nodes.flatMap(groupNodes);
+  const nodes = spec.nodes.flatMap(groupNodes);
+  if (nodes.length === 0) throw new ConfigError('cluster: no nodes (every count is 0)');
+  return nodes;
 }
 
 /** The cluster's node events in time order, each naming one node. */
@@ -51,12 +53,15 @@ export function clusterEvents(spec: ClusterSpec, nodes: readonly NodeSpec[]): No
   for (const [i, e] of (spec.events ?? []).entries()) {
     const atMs = Math.round(e.atS * 1000);
     if (e.node !== undefined) {
+      if (e.shape !== undefined || e.count !== undefined)
+        throw new ConfigError(`cluster.events.${i}: name a node, or a shape and count, not both`);
       if (!ids.has(e.node)) throw new ConfigError(`cluster.events.${i}.node: no node ${e.node}`);
       out.push({ atMs, kind: e.kind, nodeId: e.node });
       continue;
     }
     const group = spec.nodes.find((g) => g.shape === e.shape);
     if (group === undefined) throw new ConfigError(`cluster.events.${i}: name a node or a known shape`);
+    // At most the nodes the shape has: a sizing search varies the count under the same events.
     const count = Math.min(e.count ?? 1, group.count);
     for (let n = 0; n < count; n++) out.push({ atMs, kind: e.kind, nodeId: `${group.shape}-${n}` });
   }

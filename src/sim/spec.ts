@@ -86,7 +86,9 @@ export type SizeSpec = z.output<typeof sizeSchema>;
 export const lifetimeSchema = z.discriminatedUnion('kind', [
   z.strictObject({ kind: z.literal('exponential'), meanS: positive }),
   z.strictObject({ kind: z.literal('fixed'), s: positive }),
-  z.strictObject({ kind: z.literal('uniform'), minS: seconds, maxS: positive }),
+  z
+    .strictObject({ kind: z.literal('uniform'), minS: seconds, maxS: positive })
+    .refine((l) => l.minS <= l.maxS, { path: ['maxS'], message: 'must be at least minS' }),
   z.strictObject({ kind: z.literal('lognormal'), medianS: positive, sigma: z.number().min(0).max(10) }),
   /** Heavy-tailed: Pareto with scale `minS` and shape `alpha`. */
   z.strictObject({ kind: z.literal('pareto'), minS: positive, alpha: z.number().min(0.1).max(100) }),
@@ -100,13 +102,15 @@ export const arrivalsSchema = z.discriminatedUnion('kind', [
    * Bursty: Poisson at `ratePerS`, and for `burstS` seconds out of every `everyS` at `burstRatePerS`
    * (a Markov-modulated Poisson process with a fixed schedule).
    */
-  z.strictObject({
-    kind: z.literal('bursty'),
-    ratePerS: positive,
-    burstRatePerS: positive,
-    everyS: positive,
-    burstS: positive,
-  }),
+  z
+    .strictObject({
+      kind: z.literal('bursty'),
+      ratePerS: positive,
+      burstRatePerS: positive,
+      everyS: positive,
+      burstS: positive,
+    })
+    .refine((a) => a.burstS <= a.everyS, { path: ['burstS'], message: 'must be at most everyS' }),
 ]);
 
 export const tenantSchema = z.strictObject({
@@ -159,12 +163,16 @@ export const policySchema = z.strictObject({
 });
 export type PolicySpec = z.output<typeof policySchema>;
 
+/** Refuses bytes that are not UTF-8 (a lossy read would make labels and names of U+FFFD). Drops a BOM. */
+const utf8 = new TextDecoder('utf-8', { fatal: true });
+
 /** Reads and parses a YAML or JSON file into a plain value; SpecParseError with line and column on bad syntax. */
 export function readSpecFile(path: string): unknown {
   let text: string;
   try {
-    text = readFileSync(path, 'utf8');
+    text = utf8.decode(readFileSync(path));
   } catch (err) {
+    if (err instanceof TypeError) throw new SpecParseError(`${path}: not valid UTF-8`, { cause: err });
     throw new ConfigError(`cannot read ${path}: ${(err as NodeJS.ErrnoException).code ?? 'error'}`, {
       cause: err,
     });

@@ -5,7 +5,8 @@
  * end_time, plan_cpu, plan_mem. Units: times in seconds; `plan_cpu` is cores × 100 (100 = one core), so
  * millicores = plan_cpu × 10; `plan_mem` is normalised to [0, 100] of one machine's memory, so MiB =
  * plan_mem / 100 × `machineMemoryMiB` (the trace does not publish the machine size; default 128 GiB). Every
- * task becomes `instance_num` sandboxes (at most `instancesPerTaskMax`) of its plan, living from start to end.
+ * task becomes `instance_num` sandboxes (at most `instancesPerTaskMax`) of its plan, living from start to end
+ * (at least 1 ms; `end_time` 0 is a task not ended when the trace was cut, which lives for ever).
  * Rows without a plan (empty plan_cpu or plan_mem, as some are) are skipped and counted.
  *
  * GPU v2023 (`openb_pod_list_*.csv`, header): name, cpu_milli, memory_mib, num_gpu, gpu_milli, gpu_spec, qos,
@@ -78,7 +79,9 @@ export async function readAlibabaBatchTask(
         tenant: 'batch',
         resources: { cpu: intOf(row, 'plan_cpu', cpu * 10), memory: Math.round(mem * memUnit), disk: 0 },
       });
-      const lifetimeMs = end > start ? Math.round((end - start) * 1000) : Number.POSITIVE_INFINITY;
+      // end_time 0 is a task that had not ended when the trace was cut: it lives for ever.
+      if (end !== 0 && end < start) throw new TraceFormatError(row.line, 'end_time', 'ends before it starts');
+      const lifetimeMs = end === 0 ? Number.POSITIVE_INFINITY : Math.max(1, Math.round((end - start) * 1000));
       for (let i = 0; i < n; i++)
         out.push({ id: `bt${row.line}-${i}`, atMs: Math.round(start * 1000), spec, lifetimeMs });
     },
@@ -88,6 +91,7 @@ export async function readAlibabaBatchTask(
 
 export async function readAlibabaGpuPods(path: string, limit?: number): Promise<Arrival[]> {
   const pool = new SpecPool();
+  const ids = new Map<string, number>();
   const out: Arrival[] = [];
   await eachRow(path, { header: true, ...(limit === undefined ? {} : { limit }) }, (row) => {
     const created = reqNum(row, 'creation_time');
@@ -116,7 +120,7 @@ export async function readAlibabaGpuPods(path: string, limit?: number): Promise<
         : { constraints: [{ label: 'gpuModel', op: 'in' as const, values: models }] }),
     };
     out.push({
-      id: idOf(row, 'name'),
+      id: idOf(row, 'name', ids),
       atMs: Math.round(created * 1000),
       spec: pool.get(spec),
       lifetimeMs:
@@ -131,6 +135,9 @@ export async function readAlibabaGpuPods(path: string, limit?: number): Promise<
 /** Node disk given to trace nodes, which publish none (requests ask for none either). MiB. */
 export const traceNodeDiskMiB = 1 << 20;
 
+/** A GPU model as the node list names it; it becomes part of node ids (letters, digits, '_' and '-'). */
+const modelPattern = /^[A-Za-z0-9_-]{1,64}$/;
+
 /** A node list as a cluster spec: one group per distinct (cpu, memory, GPUs, model), labelled `gpuModel`. */
 export async function readAlibabaGpuNodes(path: string): Promise<ClusterSpec> {
   const groups = new Map<string, NodeGroup>();
@@ -144,7 +151,17 @@ export async function readAlibabaGpuNodes(path: string): Promise<ClusterSpec> {
     const hasModel = gpus > 0 && model !== '' && model !== 'nan';
     if (gpus > 0 && !hasModel)
       throw new TraceFormatError(row.line, 'model', 'a node with GPUs names their model');
-    const shape = `${hasModel ? model : 'cpu'}-${cpu / 1000}c-${Math.round(memory / 1024)}g-${gpus}`;
+    if (hasModel && !modelPattern.test(model))
+      throw new TraceFormatError(
+        row.line,
+        'model',
+        `not a model name: ${JSON.stringify(model.slice(0, 40))}`,
+      );
+    // Exact sizes in the name (node ids are built from it): whole cores and GiB read as such, else millicores
+    // and MiB, so two shapes never share a name (and a group) by rounding.
+    const cores = cpu % 1000 === 0 ? `${cpu / 1000}c` : `${cpu}m`;
+    const mem = memory % 1024 === 0 ? `${memory / 1024}g` : `${memory}mi`;
+    const shape = `${hasModel ? model : 'cpu'}-${cores}-${mem}-${gpus}`;
     const g = groups.get(shape);
     if (g !== undefined) {
       groups.set(shape, { ...g, count: g.count + 1 });

@@ -13,7 +13,7 @@
 import type { SandboxSpec } from '../../../scheduler/commands.js';
 import { TraceFormatError } from '../errors.js';
 import type { Arrival } from '../workload.js';
-import { byTime, eachRow, type Row, reqNum, SpecPool, tenantOf } from './csv.js';
+import { byTime, eachRow, intOf, type Row, reqNum, SpecPool, tenantOf } from './csv.js';
 
 export const azureColumns = [
   'vmid',
@@ -55,8 +55,8 @@ export async function readAzureVmTable(path: string, limit?: number): Promise<Ar
       const spec: SandboxSpec = {
         tenant: tenantOf(row, 'subscriptionid'),
         resources: {
-          cpu: Math.round(bucket(row, 'vmcorecountbucket', azureCoresAbove24) * 1000),
-          memory: Math.round(bucket(row, 'vmmemorybucket', azureMemoryGbAbove64) * 1024),
+          cpu: intOf(row, 'vmcorecountbucket', bucket(row, 'vmcorecountbucket', azureCoresAbove24) * 1000),
+          memory: intOf(row, 'vmmemorybucket', bucket(row, 'vmmemorybucket', azureMemoryGbAbove64) * 1024),
           disk: 0,
         },
       };

@@ -10,6 +10,7 @@
  */
 import { createReadStream } from 'node:fs';
 import { parse } from 'csv-parse';
+import { resourceAmountMax } from '../../../placement/index.js';
 import type { SandboxSpec } from '../../../scheduler/commands.js';
 import { ConfigError } from '../../lib/errors.js';
 import { TraceFormatError } from '../errors.js';
@@ -37,11 +38,17 @@ export async function eachRow(
   const parser = stream.pipe(
     parse({ info: true, relax_column_count: true, skip_empty_lines: true, trim: true }),
   );
+  // `pipe` does not forward a read error (no such file, a directory): without this the loop below waits for ever.
+  stream.on('error', (err) => parser.destroy(err));
   let names: readonly string[] | undefined = options.names;
   let columnOf = new Map<string, number>();
-  const setNames = (n: readonly string[]): void => {
+  const setNames = (n: readonly string[], line = 1): void => {
     names = n;
-    columnOf = new Map(n.map((c, i) => [c, i] as const));
+    columnOf = new Map();
+    for (const [i, c] of n.entries()) {
+      if (columnOf.has(c)) throw new TraceFormatError(line, c, 'a column named twice in the header');
+      columnOf.set(c, i);
+    }
   };
   if (names !== undefined) setNames(names);
   let rows = 0;
@@ -49,15 +56,16 @@ export async function eachRow(
   try {
     for await (const rec of parser as AsyncIterable<{ record: string[]; info: { lines: number } }>) {
       const { record, info } = rec;
+      const line = info.lines;
       if (options.header && columnOf.size === 0) {
-        setNames(record);
+        setNames(record, line);
         continue;
       }
-      const line = info.lines;
       if (names !== undefined && record.length !== names.length)
         throw new TraceFormatError(
           line,
-          String(record.length),
+          // The first column missing, or (too many) the first one beyond the last name.
+          names[record.length] ?? String(names.length),
           `expected ${names.length} columns, got ${record.length}`,
         );
       each({
@@ -66,16 +74,19 @@ export async function eachRow(
           const i = columnOf.get(column) ?? (names === undefined ? Number(column) : -1);
           const v = i >= 0 ? record[i] : undefined;
           if (v === undefined) throw new TraceFormatError(line, column, 'no such column');
+          // csv-parse decodes bytes that are not UTF-8 as U+FFFD: refuse them rather than read them as text.
+          if (v.includes('\uFFFD')) throw new TraceFormatError(line, column, 'not valid UTF-8');
           return v;
         },
       });
       if (++rows >= limit) break;
     }
+    if (rows === 0) throw new TraceFormatError(1, '-', `${path} has no data rows`);
   } catch (err) {
     if (err instanceof TraceFormatError) throw err;
-    const e = err as { code?: string; lines?: number; message?: string };
-    if (e.code === 'ENOENT' || e.code === 'EACCES')
-      throw new ConfigError(`cannot read trace ${path}: ${e.code}`);
+    const e = err as { code?: string; lines?: number; message?: string; syscall?: string };
+    if (e.syscall !== undefined || e.code === 'ENOENT' || e.code === 'EACCES' || e.code === 'EISDIR')
+      throw new ConfigError(`cannot read trace ${path}: ${e.code ?? 'error'}`);
     if (typeof e.code === 'string' && e.code.startsWith('CSV_'))
       throw new TraceFormatError(e.lines ?? 0, '-', `not valid CSV: ${String(e.message).split('\n')[0]}`);
     throw err;
@@ -84,6 +95,8 @@ export async function eachRow(
   }
 }
 
+const decimal = /^[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?$/;
+
 /** A non-negative number from a field; TraceFormatError naming line and column otherwise. */
 export function num(row: Row, column: string, opts: { optional?: boolean } = {}): number | undefined {
   const s = row.get(column);
@@ -91,7 +104,8 @@ export function num(row: Row, column: string, opts: { optional?: boolean } = {})
     if (opts.optional === true) return undefined;
     throw new TraceFormatError(row.line, column, s === '' ? 'empty value' : `no value (${s})`);
   }
-  const v = Number(s);
+  // Decimal only: Number() would also read hex, binary and octal ("0x10" as 16).
+  const v = decimal.test(s) ? Number(s) : Number.NaN;
   if (!Number.isFinite(v) || v < 0)
     throw new TraceFormatError(
       row.line,
@@ -152,6 +166,12 @@ export async function readGenericCsv(
   for (const need of ['arrival', 'cpu', 'memory'] as const) {
     if (mapping[need] === undefined) throw new ConfigError(`trace.columns.${need}: required`);
   }
+  // Either would otherwise be dropped without a word: a share needs its count, and one lifetime is read.
+  if (mapping.gpuMilli !== undefined && mapping.gpuCount === undefined)
+    throw new ConfigError('trace.columns.gpuMilli: a milli-GPU share needs gpuCount too (1 for a share)');
+  if (mapping.departure !== undefined && mapping.duration !== undefined)
+    throw new ConfigError('trace.columns: map departure or duration, not both');
+  const ids = new Map<string, number>();
   const col = (k: GenericColumn): string | undefined => mapping[k];
   const pool = new SpecPool();
   const out: Arrival[] = [];
@@ -185,7 +205,7 @@ export async function readGenericCsv(
       };
       const lifetimeS = dep !== undefined ? dep - at : dur;
       out.push({
-        id: col('id') === undefined ? `r${row.line}` : idOf(row, col('id') as string),
+        id: col('id') === undefined ? `r${row.line}` : idOf(row, col('id') as string, ids),
         atMs: Math.round(at * 1000),
         spec: pool.get(spec),
         lifetimeMs:
@@ -197,8 +217,10 @@ export async function readGenericCsv(
 }
 
 export function intOf(row: Row, column: string, v: number): number {
-  if (v > 1e12) throw new TraceFormatError(row.line, column, `too large: ${v}`);
-  return Math.round(v);
+  const n = Math.round(v);
+  if (n > resourceAmountMax)
+    throw new TraceFormatError(row.line, column, `too large: ${v} (at most ${resourceAmountMax})`);
+  return n;
 }
 
 /** Whole GPUs, or a share of one (`gpuCount` 1 with `gpuMilli` < 1000), as a spec's `gpu` field. */
@@ -211,10 +233,15 @@ export function gpuAsk(row: Row, column: string, count: number, milli: number): 
 }
 
 const idPattern = /^[A-Za-z0-9_-]{1,128}$/;
-export function idOf(row: Row, column: string): string {
+/** A request id from a field; `seen` (id → line) refuses one used twice, which the scheduler would refuse. */
+export function idOf(row: Row, column: string, seen: Map<string, number>): string {
   const v = row.get(column);
   if (!idPattern.test(v))
     throw new TraceFormatError(row.line, column, `not a valid id: ${JSON.stringify(v.slice(0, 40))}`);
+  const first = seen.get(v);
+  if (first !== undefined)
+    throw new TraceFormatError(row.line, column, `id ${v} is used twice (first on line ${first})`);
+  seen.set(v, row.line);
   return v;
 }
 export function tenantOf(row: Row, column: string): string {
