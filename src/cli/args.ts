@@ -4,7 +4,7 @@
  * one `error: … (USAGE)` line with exit code 2. Numbers are parsed strictly (the whole string, decimal
  * digits only): `Number.parseInt('1.5')` is 1 and `Number.parseInt('abc')` is NaN, and both used to run.
  */
-import { accessSync, constants, statSync, writeFileSync } from 'node:fs';
+import { accessSync, constants, statSync, unlinkSync, writeFileSync } from 'node:fs';
 import { dirname, resolve } from 'node:path';
 import { InvalidArgumentError } from 'commander';
 import { ConfigError } from '../lib/errors.js';
@@ -138,9 +138,29 @@ export function outputFile(raw: string): string {
 
 /** Writes a report file; a failure (the directory removed since, a full disk) is a typed error, not a crash. */
 export function writeOutput(path: string, text: string): void {
-  try {
-    writeFileSync(path, text);
-  } catch (err) {
-    throw new ConfigError(`cannot write ${path}: ${errCode(err)}`);
+  writeOutputs([[path, text]]);
+}
+
+/**
+ * Writes report files in order. When one fails, the regular files already written (and the part of the
+ * failed one) are removed, so no report is left behind by a command that exits with an error. Devices and
+ * pipes (`/dev/stdout`) are never removed.
+ */
+export function writeOutputs(files: readonly (readonly [path: string, text: string])[]): void {
+  const written: string[] = [];
+  for (const [path, text] of files) {
+    try {
+      written.push(path);
+      writeFileSync(path, text);
+    } catch (err) {
+      for (const p of written) {
+        try {
+          if (statSync(p).isFile()) unlinkSync(p);
+        } catch {
+          // Already gone, or never created.
+        }
+      }
+      throw new ConfigError(`cannot write ${path}: ${errCode(err)}`);
+    }
   }
 }

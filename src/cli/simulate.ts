@@ -29,7 +29,7 @@ import {
   whatIf,
   withWorkloadQuotas,
 } from '../sim/index.js';
-import { writeOutput } from './args.js';
+import { writeOutputs } from './args.js';
 import { builtinPolicies } from './simulate-command.js';
 
 export interface SimulateFlags {
@@ -106,13 +106,17 @@ export async function runSimulate(f: SimulateFlags, out: (line: string) => void)
   const resource = f.inflationResource;
   if (resource !== undefined && resource !== 'cpu' && resource !== 'memory' && resource !== 'gpu')
     throw new ConfigError(`--inflation-resource: cpu, memory or gpu`);
+  const targetPct = percent('target-pct', f.targetPct);
+  // 0% would submit nothing and report an empty run as a result.
+  if (targetPct === 0) throw new ConfigError('--target-pct: more than 0%');
   const inflation: InflationOptions = {
-    targetPct: percent('target-pct', f.targetPct),
+    targetPct,
     ...(resource === undefined ? {} : { resource }),
   };
   const batchWindowMs = int('window-ms', f.windowMs, 0, 1e9);
   const pendingTimeoutMs = int('pending-timeout-s', f.pendingTimeoutS, 0, 1e7) * 1000;
   const maxRejected = percent('max-rejected', f.maxRejected) / 100;
+  if (maxRejected >= 1) throw new ConfigError('--max-rejected: below 100%');
   const policies = policiesOf(f, batch);
   if (f.findMinNodes !== undefined && policies.length !== 1)
     throw new ConfigError('--find-min-nodes takes one policy');
@@ -136,9 +140,10 @@ export async function runSimulate(f: SimulateFlags, out: (line: string) => void)
   };
   let runs: RunResult[];
   let sizing: SizingResult | undefined;
-  bar?.start(arrivals.length, 0);
   try {
     if (f.findMinNodes !== undefined) {
+      // A sizing search's run count is not known ahead: the bar fills once per count tried.
+      bar?.start(arrivals.length, 0);
       sizing = findMinNodes(
         base,
         f.findMinNodes,
@@ -158,6 +163,7 @@ export async function runSimulate(f: SimulateFlags, out: (line: string) => void)
           policy: p,
         })),
       );
+      bar?.start(variants.length * arrivals.length, 0);
       runs = whatIf(variants, arrivals, options);
     }
   } finally {
@@ -168,6 +174,13 @@ export async function runSimulate(f: SimulateFlags, out: (line: string) => void)
     runs,
     ...(sizing === undefined ? {} : { sizing }),
   };
+  // Reports first, all or none: a report left beside a failed write (or a summary printed before it)
+  // would look like a finished run's.
+  const files: [string, string][] = [];
+  if (f.json !== undefined) files.push([f.json, reportJson(report)]);
+  if (f.csv !== undefined) files.push([f.csv, reportCsv(report)]);
+  if (f.html !== undefined) files.push([f.html, reportHtml(report)]);
+  writeOutputs(files);
   for (const line of summaryLines(report)) out(line);
   if (sizing !== undefined) {
     out(
@@ -177,9 +190,6 @@ export async function runSimulate(f: SimulateFlags, out: (line: string) => void)
       `  tried: ${sizing.steps.map((s) => `${s.count} → ${(100 * s.rejectedFraction).toFixed(2)}%`).join(', ')}`,
     );
   }
-  if (f.json !== undefined) writeOutput(f.json, reportJson(report));
-  if (f.csv !== undefined) writeOutput(f.csv, reportCsv(report));
-  if (f.html !== undefined) writeOutput(f.html, reportHtml(report));
   return report;
 }
 

@@ -71,7 +71,7 @@ export interface SimOptions {
   readonly fragmentationShape?: ReferenceShape;
   /** Keep request id → node id (for comparisons). */
   readonly recordPlacements?: boolean;
-  /** Called now and then with arrivals processed so far. */
+  /** Called now and then with arrivals processed so far, and once at the end of the run. */
   readonly onProgress?: (arrived: number) => void;
 }
 
@@ -234,6 +234,7 @@ class Run {
     this.#flushBatch();
     if (this.#protocol === 'replay') this.#sample();
     this.#totals.pendingAtEnd = this.#core.leader.pendingCount;
+    this.#o.onProgress?.(this.#totals.arrived);
     const wallSeconds = (performance.now() - t0) / 1000;
     return {
       name: this.#o.policy.name,

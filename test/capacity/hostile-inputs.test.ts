@@ -18,6 +18,7 @@ import {
   readSpecFile,
   simulate,
   TraceFormatError,
+  whatIf,
 } from '../../src/sim/index.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'trellis-hostile-'));
@@ -218,5 +219,31 @@ describe('simulator hostile inputs', () => {
         policy: { name: 'dot' },
       }),
     ).toThrow(/no nodes/);
+  });
+});
+
+describe('simulator progress', () => {
+  it('progress - a what-if reports arrivals over all its runs, never going back, and ends at the total', () => {
+    const cluster = parseCluster({
+      nodes: [{ shape: 'm', count: 2, capacity: { cpu: 4000, memory: 4096, disk: 0 } }],
+    });
+    const arrivals = Array.from({ length: 50 }, (_, i) => ({
+      id: `a${i}`,
+      atMs: i * 100,
+      spec: { tenant: 't', resources: { cpu: 100, memory: 100, disk: 0 } },
+      lifetimeMs: 1000,
+    }));
+    const seen: number[] = [];
+    whatIf(
+      [
+        { name: 'dot', cluster, policy: { name: 'dot' } },
+        { name: 'fgd', cluster, policy: { name: 'fgd', scorer: 'fgd' } },
+      ],
+      arrivals,
+      { seed: 1, onProgress: (n) => seen.push(n) },
+    );
+    expect(seen.length).toBeGreaterThan(0);
+    expect(seen.every((n, i) => i === 0 || n >= (seen[i - 1] as number))).toBe(true);
+    expect(seen.at(-1)).toBe(2 * arrivals.length);
   });
 });
