@@ -55,6 +55,27 @@ describe('capacity engine', () => {
     const last = r.samples[r.samples.length - 1];
     expect(last?.util.cpu).toBe(1);
     expect(last?.util.memory).toBe(1);
+    // Arrival order that only packing survives, one request at a time: ten halves first, then five wholes.
+    // Best-fit binpack pairs the halves on five nodes and leaves five empty for the wholes; spreading them
+    // over all ten nodes (as `spread` does) leaves no room for any whole node, so this part fails without
+    // packing (the part above passes under `spread` too). The default binpack scorer `dot` is alignment, not
+    // best fit: here it also spreads the halves (the request's small disk share makes an empty node's free
+    // shape the better match), so this part uses `dominant`, the tightest-fit scorer.
+    const ordered: Arrival[] = [];
+    for (let i = 0; i < 10; i++) ordered.push(at(`h${i}`, i, spec(4000, 8192)));
+    for (let i = 0; i < 5; i++) ordered.push(at(`w${i}`, 10 + i, spec(8000, 16384)));
+    const options = { seed: 1, pendingTimeoutMs: 0 };
+    const packed = simulate(cluster(10), ordered, {
+      ...options,
+      policy: { name: 'dominant', scorer: 'dominant', batchSize: 1 },
+    });
+    expect(packed.totals).toMatchObject({ placed: 15, rejected: 0 });
+    expect(packed.samples.at(-1)?.util.cpu).toBe(1);
+    const spread = simulate(cluster(10), ordered, {
+      ...options,
+      policy: { name: 'spread', strategy: 'spread', batchSize: 1 },
+    });
+    expect(spread.totals.rejected).toBe(5);
   });
 
   it('capacity engine - inflation on a perfect packing allocates all arrived demand up to 100%', () => {
