@@ -1,7 +1,7 @@
 /**
  * The HTML report in a real browser: Debian's headless `chromium`, driven by playwright-core. The report of a
  * what-if run (two policies), an inflation run and a sizing search is opened from a file with every network
- * request refused; the test checks that every plot renders (an SVG with a non-empty box and drawn marks) and
+ * request refused; the test checks that every plot renders (an SVG with a non-empty box and drawn data marks) and
  * that the page logs no console error. A missing chromium is a failure, never a skip.
  */
 import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
@@ -117,7 +117,12 @@ describe('html report', () => {
             plot: s.getAttribute('data-plot'),
             width: box.width,
             height: box.height,
-            marks: s.querySelectorAll('path, rect').length,
+            // Data marks (lines and bars, class "mark") with a drawn extent: axes and legend swatches do
+            // not count, so a plot whose data drew nothing fails.
+            marks: [...s.querySelectorAll('.mark')].filter((m) => {
+              const b = (m as unknown as { getBBox(): { width: number; height: number } }).getBBox();
+              return b.width > 0 || b.height > 0;
+            }).length,
           };
         }),
       );

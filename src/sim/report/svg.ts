@@ -111,10 +111,17 @@ export function lineChart(
   let body = axes(ticks(xLo, xHi), ticks(0, yHi), sx, sy);
   series.forEach((s, i) => {
     if (s.points.length === 0) return;
+    const color = palette[i % palette.length];
+    if (s.points.length === 1) {
+      // A path of one point draws nothing (an inflation run planned in one batch has one point): a dot.
+      const [p] = s.points as [readonly [number, number]];
+      body += `<circle class="mark" cx="${sx(p[0]).toFixed(1)}" cy="${sy(p[1]).toFixed(1)}" r="3" fill="${color}"><title>${esc(s.name)}</title></circle>`;
+      return;
+    }
     const d = s.points
       .map((p, j) => `${j === 0 ? 'M' : 'L'}${sx(p[0]).toFixed(1)},${sy(p[1]).toFixed(1)}`)
       .join('');
-    body += `<path d="${d}" fill="none" stroke="${palette[i % palette.length]}" stroke-width="1.6"><title>${esc(s.name)}</title></path>`;
+    body += `<path class="mark" d="${d}" fill="none" stroke="${color}" stroke-width="1.6"><title>${esc(s.name)}</title></path>`;
   });
   if (all.length === 0)
     body += `<text x="${width / 2}" y="${height / 2}" font-size="12" text-anchor="middle">no data</text>`;
@@ -141,7 +148,7 @@ export function barChart(
     const gx = margin.left + g * groupW + groupW * 0.1;
     b.values.forEach((v, i) => {
       const y = sy(v);
-      body += `<rect x="${(gx + i * barW).toFixed(1)}" y="${y.toFixed(1)}" width="${barW.toFixed(1)}" height="${Math.max(0, height - margin.bottom - y).toFixed(1)}" fill="${palette[i % palette.length]}"><title>${esc(`${seriesNames[i] ?? ''} ${b.label}: ${fmt(v)}`)}</title></rect>`;
+      body += `<rect class="mark" x="${(gx + i * barW).toFixed(1)}" y="${y.toFixed(1)}" width="${barW.toFixed(1)}" height="${Math.max(0, height - margin.bottom - y).toFixed(1)}" fill="${palette[i % palette.length]}"><title>${esc(`${seriesNames[i] ?? ''} ${b.label}: ${fmt(v)}`)}</title></rect>`;
     });
     if (bars.length <= 24)
       body += `<text x="${(gx + groupW * 0.4).toFixed(1)}" y="${height - margin.bottom + 14}" font-size="9" text-anchor="middle">${esc(b.label.slice(0, 12))}</text>`;
