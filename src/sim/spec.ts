@@ -7,7 +7,7 @@
  * milli-GPU per device); times in a spec are seconds of virtual time (`...S`), converted to milliseconds
  * inside the engine.
  */
-import { readFileSync } from 'node:fs';
+import { closeSync, openSync, readSync } from 'node:fs';
 import { LineCounter, parseDocument } from 'yaml';
 import { z } from 'zod';
 import { quotaSchema, resourcesSchema, sandboxSpecSchema } from '../../scheduler/commands.js';
@@ -163,22 +163,48 @@ export const policySchema = z.strictObject({
 });
 export type PolicySpec = z.output<typeof policySchema>;
 
+/**
+ * Reads at most `max` bytes of a file, and refuses a longer one while reading: a whole-file read of a huge
+ * file, or of a device that never ends (/dev/zero), would fill memory before any size check.
+ */
+function readBounded(path: string, max: number): Buffer {
+  const fd = openSync(path, 'r');
+  try {
+    const chunks: Buffer[] = [];
+    let total = 0;
+    for (;;) {
+      const chunk = Buffer.allocUnsafe(64 * 1024);
+      const n = readSync(fd, chunk, 0, chunk.length, null);
+      if (n === 0) return Buffer.concat(chunks, total);
+      total += n;
+      if (total > max) throw new ConfigError(`${path} is larger than ${max} bytes`);
+      chunks.push(n === chunk.length ? chunk : chunk.subarray(0, n));
+    }
+  } finally {
+    closeSync(fd);
+  }
+}
+
 /** Refuses bytes that are not UTF-8 (a lossy read would make labels and names of U+FFFD). Drops a BOM. */
 const utf8 = new TextDecoder('utf-8', { fatal: true });
 
 /** Reads and parses a YAML or JSON file into a plain value; SpecParseError with line and column on bad syntax. */
 export function readSpecFile(path: string): unknown {
-  let text: string;
+  let bytes: Buffer;
   try {
-    text = utf8.decode(readFileSync(path));
+    bytes = readBounded(path, specFileBytesMax);
   } catch (err) {
-    if (err instanceof TypeError) throw new SpecParseError(`${path}: not valid UTF-8`, { cause: err });
+    if (err instanceof ConfigError) throw err;
     throw new ConfigError(`cannot read ${path}: ${(err as NodeJS.ErrnoException).code ?? 'error'}`, {
       cause: err,
     });
   }
-  if (text.length > specFileBytesMax)
-    throw new ConfigError(`${path} is larger than ${specFileBytesMax} bytes`);
+  let text: string;
+  try {
+    text = utf8.decode(bytes);
+  } catch (err) {
+    throw new SpecParseError(`${path}: not valid UTF-8`, { cause: err });
+  }
   return parseSpecText(text, path);
 }
 

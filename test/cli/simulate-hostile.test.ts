@@ -75,6 +75,18 @@ describe('trellis simulate - hostile input', () => {
         message: /no nodes/,
       },
       {
+        name: 'a cluster spec that never ends (/dev/zero)',
+        args: ['--cluster', '/dev/zero'],
+        code: 'CONFIG',
+        message: /larger than/,
+      },
+      {
+        name: 'a trace that never ends (/dev/zero)',
+        args: ['--workload', await trace('t3.yaml', '/dev/zero')],
+        code: 'TRACE_FORMAT',
+        message: /not valid CSV/,
+      },
+      {
         name: 'inflation to 0%',
         args: ['--protocol', 'inflation', '--target-pct', '0'],
         code: 'CONFIG',

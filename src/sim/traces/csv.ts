@@ -18,6 +18,8 @@ import type { Arrival } from '../workload.js';
 
 /** Rows one trace may yield at most. */
 export const traceRowsMax = 10_000_000;
+/** Characters one trace record may have at most (a real row has well under 1,000). */
+export const traceRecordBytesMax = 1 << 20;
 
 export interface Row {
   /** 1-based line of the file the record ends on. */
@@ -36,7 +38,14 @@ export async function eachRow(
 ): Promise<void> {
   const stream = createReadStream(path);
   const parser = stream.pipe(
-    parse({ info: true, relax_column_count: true, skip_empty_lines: true, trim: true }),
+    parse({
+      info: true,
+      relax_column_count: true,
+      skip_empty_lines: true,
+      trim: true,
+      // A bound on one record: a file with no line breaks (or /dev/zero) is refused, not read into memory.
+      max_record_size: traceRecordBytesMax,
+    }),
   );
   // `pipe` does not forward a read error (no such file, a directory): without this the loop below waits for ever.
   stream.on('error', (err) => parser.destroy(err));
