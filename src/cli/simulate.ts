@@ -120,6 +120,14 @@ export async function runSimulate(f: SimulateFlags, out: (line: string) => void)
   const policies = policiesOf(f, batch);
   if (f.findMinNodes !== undefined && policies.length !== 1)
     throw new ConfigError('--find-min-nodes takes one policy');
+  // Each would otherwise be ignored without a word (sizing under inflation: the arrived demand grows with
+  // the node count, so every count "passes").
+  if (f.findMinNodes !== undefined && (f.compareCluster ?? []).length > 0)
+    throw new ConfigError('--find-min-nodes sizes one cluster: not with --compare-cluster');
+  if (f.findMinNodes !== undefined && f.protocol !== 'replay')
+    throw new ConfigError('--find-min-nodes runs the replay protocol, not inflation');
+  if (resource !== undefined && f.protocol !== 'inflation')
+    throw new ConfigError('--inflation-resource is for --protocol inflation');
   const workload = parseWorkload(readSpecFile(f.workload));
   const base = withWorkloadQuotas(await clusterOf(f, f.cluster), workload);
   const arrivals = await loadArrivals(workload, seed);

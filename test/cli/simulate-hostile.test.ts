@@ -87,6 +87,24 @@ describe('trellis simulate - hostile input', () => {
         message: /not valid CSV/,
       },
       {
+        name: 'sizing with a what-if cluster (was ignored)',
+        args: ['--find-min-nodes', 'm5', '--compare-cluster', cluster],
+        code: 'CONFIG',
+        message: /--compare-cluster/,
+      },
+      {
+        name: 'sizing under inflation (every count passed)',
+        args: ['--find-min-nodes', 'm5', '--protocol', 'inflation'],
+        code: 'CONFIG',
+        message: /replay/,
+      },
+      {
+        name: 'an inflation resource for a replay (was ignored)',
+        args: ['--inflation-resource', 'cpu'],
+        code: 'CONFIG',
+        message: /--protocol inflation/,
+      },
+      {
         name: 'inflation to 0%',
         args: ['--protocol', 'inflation', '--target-pct', '0'],
         code: 'CONFIG',
