@@ -41,9 +41,10 @@ describe('package - the packed tarball as a consumer meets it', () => {
 
   it('package - npm pack installs into a strict TypeScript project that type-checks and runs the README examples', async () => {
     // Packs the repository as published (package.json `files` and `exports`), installs the tarball into an
-    // empty ESM project (dependencies from npm's local cache first), writes the README's embedding and
-    // placement examples there unchanged, compiles them with the strictest options this repository uses
-    // (declarations of the package included: skipLibCheck off for it), and runs both to completion.
+    // empty ESM project (dependencies from npm's local cache first), writes the README's embedding,
+    // placement and simulation examples there unchanged, compiles them with the strictest options this
+    // repository uses (declarations of the package included: skipLibCheck off for it), and runs each to
+    // completion.
     const packed = await run('npm', ['pack', '--json', '--pack-destination', dir], {
       cwd: repo,
       timeout: stepMsMax,
@@ -73,9 +74,10 @@ describe('package - the packed tarball as a consumer meets it', () => {
     );
 
     const examples = await readmeExamples();
-    expect([...examples.keys()].sort()).toEqual(['trellis', 'trellis/placement']);
+    expect([...examples.keys()].sort()).toEqual(['trellis', 'trellis/placement', 'trellis/sim']);
     await writeFile(join(consumer, 'embedding.ts'), examples.get('trellis') ?? '');
     await writeFile(join(consumer, 'placement.ts'), examples.get('trellis/placement') ?? '');
+    await writeFile(join(consumer, 'sim.ts'), examples.get('trellis/sim') ?? '');
     const tsconfig = {
       compilerOptions: {
         target: 'ES2023',
@@ -92,7 +94,7 @@ describe('package - the packed tarball as a consumer meets it', () => {
         types: ['node'],
         outDir: 'out',
       },
-      files: ['embedding.ts', 'placement.ts'],
+      files: ['embedding.ts', 'placement.ts', 'sim.ts'],
     };
     await writeFile(join(consumer, 'tsconfig.json'), `${JSON.stringify(tsconfig, null, 2)}\n`);
     const tsc = join(repo, 'node_modules', 'typescript', 'bin', 'tsc');
@@ -117,6 +119,12 @@ describe('package - the packed tarball as a consumer meets it', () => {
       timeout: stepMsMax,
     });
     expect(placement.stdout).toContain("nodeId: 'n1'");
+    // The capacity simulation as a library (`trellis/sim`): a what-if of two policies over 200 arrivals.
+    const sim = await run(process.execPath, [join(consumer, 'out', 'sim.js')], {
+      cwd: consumer,
+      timeout: stepMsMax,
+    });
+    expect(sim.stdout).toMatch(/^dot: \d+ of 200 placed\nspread: \d+ of 200 placed\n$/);
     // The embedding example ends by itself: close() ends the watch loop, and nothing keeps the process alive.
     const embedding = await run(process.execPath, [join(consumer, 'out', 'embedding.js')], {
       cwd: consumer,
