@@ -184,6 +184,21 @@ describe('simulator hostile inputs', () => {
     );
   });
 
+  it('hostile inputs - generic CSV without a header: a column is a decimal position, not "0x1" or " 2"', async () => {
+    const p = file('g-noheader.csv', '10,20,1000,2048\n');
+    for (const bad of ['0x1', '1e0', ' 2', 'cpu']) {
+      await expect(
+        readGenericCsv(p, { arrival: '0', cpu: bad, memory: '3' }, { header: false }),
+      ).rejects.toThrow(/trace\.columns\.cpu: a column position/);
+    }
+    const ok = await readGenericCsv(
+      p,
+      { arrival: '0', duration: '1', cpu: '2', memory: '3' },
+      { header: false },
+    );
+    expect(ok.map((a) => [a.atMs, a.lifetimeMs, a.spec.resources.cpu])).toEqual([[10_000, 20_000, 1000]]);
+  });
+
   it('hostile inputs - a row with too few columns names the first missing column', async () => {
     await rejects(
       readAzureVmTable(file('az-short.csv', 'a,s,d,0,1,1,1,1,c,2\n')),

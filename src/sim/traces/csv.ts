@@ -180,6 +180,11 @@ export async function readGenericCsv(
     throw new ConfigError('trace.columns.gpuMilli: a milli-GPU share needs gpuCount too (1 for a share)');
   if (mapping.departure !== undefined && mapping.duration !== undefined)
     throw new ConfigError('trace.columns: map departure or duration, not both');
+  // Without a header a column is its position: decimal digits only (Number() would take "0x1" or " 2").
+  if (options.header === false)
+    for (const [key, column] of Object.entries(mapping))
+      if (!/^\d{1,4}$/.test(column))
+        throw new ConfigError(`trace.columns.${key}: a column position ("0", "1", ...) without a header`);
   const ids = new Map<string, number>();
   const col = (k: GenericColumn): string | undefined => mapping[k];
   const pool = new SpecPool();
