@@ -14,7 +14,7 @@ import { SchedulerCore } from '../../scheduler/core/core.js';
 import type { Answer, LeaderCore, LiveRequest } from '../../scheduler/core/leader.js';
 import type { CommandResult, SchedulerState } from '../../scheduler/state.js';
 import { assert } from '../lib/assert.js';
-import { TrellisError } from '../lib/errors.js';
+import { ConfigError, TrellisError } from '../lib/errors.js';
 
 export interface GpuShareOut {
   readonly device: number;
@@ -77,14 +77,16 @@ export class SimCore {
    * refusal (quota, say) as a reason code and sentence.
    */
   submit(id: string, spec: SandboxSpec, atMs: number): { code: string; message: string } | undefined {
+    let kind: string;
     try {
-      const kind = this.#core.submit(id, spec, atMs);
-      assert(kind === 'queued', 'a simulated arrival is new', { id, kind });
-      return undefined;
+      kind = this.#core.submit(id, spec, atMs);
     } catch (err) {
       if (!(err instanceof TrellisError)) throw err;
       return { code: codeLabel(err.code), message: err.message };
     }
+    // The leader answers a known request id as a retry: in a simulation it is the caller's duplicate.
+    if (kind !== 'queued') throw new ConfigError(`arrival id ${id} is used twice`);
+    return undefined;
   }
 
   /** Plans the first `sizeMax` requests of the open batch; their commands commit at once. */

@@ -202,8 +202,17 @@ class Run {
         lifetimeMs: Number.POSITIVE_INFINITY,
       }));
     } else {
-      for (let i = 1; i < arrivals.length; i++) {
-        if ((arrivals[i] as Arrival).atMs < (arrivals[i - 1] as Arrival).atMs)
+      // A library caller's arrivals are checked as the readers check a trace's rows: a time or lifetime
+      // that is negative or not a number was an internal assertion deep in the run.
+      for (let i = 0; i < arrivals.length; i++) {
+        const a = arrivals[i] as Arrival;
+        if (!(Number.isFinite(a.atMs) && a.atMs >= 0))
+          throw new ConfigError(`arrivals.${i}.atMs: a time of 0 or more, got ${a.atMs}`);
+        if (!(a.lifetimeMs >= 0))
+          throw new ConfigError(
+            `arrivals.${i}.lifetimeMs: 0 or more (Infinity: for ever), got ${a.lifetimeMs}`,
+          );
+        if (i > 0 && a.atMs < (arrivals[i - 1] as Arrival).atMs)
           throw new ConfigError(`arrivals must be in time order (arrival ${i} is earlier than ${i - 1})`);
       }
       this.#arrivals = arrivals;

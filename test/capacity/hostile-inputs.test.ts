@@ -237,6 +237,37 @@ describe('simulator hostile inputs', () => {
   });
 });
 
+describe('simulator library input', () => {
+  it('library input - arrivals with a bad time, a bad lifetime or a repeated id are a CONFIG error, not an assertion', () => {
+    const cluster = parseCluster({
+      nodes: [{ shape: 'm', count: 2, capacity: { cpu: 4000, memory: 8192, disk: 0 } }],
+    });
+    const spec = { tenant: 't', resources: { cpu: 1000, memory: 1000, disk: 0 } };
+    const bad: [string, { id: string; atMs: number; lifetimeMs: number }[]][] = [
+      ['atMs', [{ id: 'a', atMs: -5, lifetimeMs: 10 }]],
+      ['atMs', [{ id: 'a', atMs: Number.NaN, lifetimeMs: 10 }]],
+      ['lifetimeMs', [{ id: 'a', atMs: 0, lifetimeMs: -10 }]],
+      ['lifetimeMs', [{ id: 'a', atMs: 0, lifetimeMs: Number.NaN }]],
+      [
+        'used twice',
+        [
+          { id: 'a', atMs: 0, lifetimeMs: 10 },
+          { id: 'a', atMs: 1, lifetimeMs: 10 },
+        ],
+      ],
+    ];
+    for (const [what, arrivals] of bad) {
+      expect(() =>
+        simulate(
+          cluster,
+          arrivals.map((a) => ({ ...a, spec })),
+          { seed: 1, policy: { name: 'dot' } },
+        ),
+      ).toThrow(expect.objectContaining({ code: 'CONFIG', message: expect.stringContaining(what) }));
+    }
+  });
+});
+
 describe('simulator progress', () => {
   it('progress - a what-if reports arrivals over all its runs, never going back, and ends at the total', () => {
     const cluster = parseCluster({
