@@ -16,6 +16,8 @@
  * the arrivals, ignores departures, and keeps submitting until the arrived demand reaches `targetPct` of the
  * cluster's capacity in `resource`, recording allocation against arrived demand.
  */
+
+import { z } from 'zod';
 import {
   fragmentation,
   gpuMilliPerDevice,
@@ -27,6 +29,7 @@ import type { Answer, LiveRequest } from '../../scheduler/core/leader.js';
 import { assert } from '../lib/assert.js';
 import { ConfigError } from '../lib/errors.js';
 import { createRng } from '../lib/prng.js';
+import { parseWith } from '../lib/validate.js';
 import { clusterEvents, clusterNodes } from './cluster.js';
 import { reasonLabel, SimCore } from './core.js';
 import { EventHeap } from './heap.js';
@@ -115,8 +118,30 @@ export function gpuMilliOf(spec: SandboxSpec): number {
   return spec.gpu === undefined ? 0 : (spec.gpu.count ?? 0) * gpuMilliPerDevice + (spec.gpu.milli ?? 0);
 }
 
+/**
+ * The numbers of SimOptions a library caller may get wrong (the CLI checks its flags itself): a batch size
+ * or sample interval of 0 ran for ever, and a NaN failed as an internal assertion. Functions and objects the
+ * schema does not name pass through.
+ */
+const simOptionsSchema = z
+  .object({
+    seed: z.int(),
+    inflation: z
+      .object({
+        targetPct: z.number().positive().max(1000),
+        resource: z.enum(['cpu', 'memory', 'gpu']).optional(),
+      })
+      .optional(),
+    policy: z.object({ batchSize: z.int().min(1).optional() }).loose(),
+    batchWindowMs: z.number().min(0).max(1e12).optional(),
+    pendingTimeoutMs: z.number().min(0).max(1e13).optional(),
+    sampleEveryMs: z.number().min(1).max(1e15).optional(),
+  })
+  .loose();
+
 /** Runs one simulation of `arrivals` (in time order for replay) on `cluster` under `options.policy`. */
 export function simulate(cluster: ClusterSpec, arrivals: readonly Arrival[], options: SimOptions): RunResult {
+  parseWith(simOptionsSchema, options, 'options');
   return new Run(cluster, arrivals, options).run();
 }
 

@@ -268,6 +268,36 @@ describe('simulator library input', () => {
   });
 });
 
+describe('simulator library options', () => {
+  it('library options - a batch size or sample interval of 0 and NaN numbers are a VALIDATION error, not a hang or an assertion', () => {
+    // Before this check a batch size of 0 or a sample interval of 0 ran for ever; the NaNs failed as
+    // AssertionFailure ('event time is finite', 'seed must be an integer').
+    const cluster = parseCluster({
+      nodes: [{ shape: 'm', count: 2, capacity: { cpu: 4000, memory: 8192, disk: 0 } }],
+    });
+    const arrivals = [
+      { id: 'a', atMs: 0, spec: { tenant: 't', resources: { cpu: 1, memory: 1, disk: 0 } }, lifetimeMs: 10 },
+    ];
+    const cases: [string, Record<string, unknown>][] = [
+      ['options.policy.batchSize', { policy: { name: 'x', batchSize: 0 } }],
+      ['options.sampleEveryMs', { sampleEveryMs: 0 }],
+      ['options.sampleEveryMs', { sampleEveryMs: Number.NaN }],
+      ['options.batchWindowMs', { batchWindowMs: Number.NaN }],
+      ['options.batchWindowMs', { batchWindowMs: -5 }],
+      ['options.pendingTimeoutMs', { pendingTimeoutMs: Number.NaN }],
+      ['options.seed', { seed: Number.NaN }],
+      ['options.inflation.targetPct', { protocol: 'inflation', inflation: { targetPct: Number.NaN } }],
+    ];
+    for (const [path, extra] of cases) {
+      expect(() =>
+        simulate(cluster, arrivals, { seed: 1, policy: { name: 'dot' }, ...extra } as Parameters<
+          typeof simulate
+        >[2]),
+      ).toThrow(expect.objectContaining({ code: 'VALIDATION', path }));
+    }
+  });
+});
+
 describe('simulator progress', () => {
   it('progress - a what-if reports arrivals over all its runs, never going back, and ends at the total', () => {
     const cluster = parseCluster({
