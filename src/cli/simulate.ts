@@ -131,6 +131,11 @@ export async function runSimulate(f: SimulateFlags, out: (line: string) => void)
   const workload = parseWorkload(readSpecFile(f.workload));
   const base = withWorkloadQuotas(await clusterOf(f, f.cluster), workload);
   const arrivals = await loadArrivals(workload, seed);
+  // A run of nothing would print a summary of zeros as if it were an answer.
+  if (arrivals.length === 0)
+    throw new ConfigError(
+      `${f.workload}: the workload has no arrivals (a durationS shorter than the first arrival, or a trace whose rows were all skipped)`,
+    );
   const bar =
     f.progress && process.stderr.isTTY
       ? new SingleBar({

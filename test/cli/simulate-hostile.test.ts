@@ -105,6 +105,18 @@ describe('trellis simulate - hostile input', () => {
         message: /--protocol inflation/,
       },
       {
+        name: 'a synthetic workload whose duration ends before its first arrival',
+        args: [
+          '--workload',
+          await f(
+            'short.yaml',
+            'arrivals: { kind: poisson, ratePerS: 0.001 }\ncount: 5\ndurationS: 0.001\nsizes: [{ cpu: 1, memory: 1 }]\nlifetime: { kind: forever }\n',
+          ),
+        ],
+        code: 'CONFIG',
+        message: /no arrivals/,
+      },
+      {
         name: 'inflation to 0%',
         args: ['--protocol', 'inflation', '--target-pct', '0'],
         code: 'CONFIG',
