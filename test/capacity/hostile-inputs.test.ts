@@ -199,6 +199,16 @@ describe('simulator hostile inputs', () => {
     expect(ok.map((a) => [a.atMs, a.lifetimeMs, a.spec.resources.cpu])).toEqual([[10_000, 20_000, 1000]]);
   });
 
+  it('hostile inputs - a quote opening inside a field is a TRACE_FORMAT error with its line', async () => {
+    // csv-parse's INVALID_OPENING_QUOTE has no CSV_ prefix, and escaped as a raw CsvError (INTERNAL).
+    await rejects(
+      readAzureVmTable(file('az-quote.csv', 'a,s,d,0,1,1,1,1,c,2,4\nb,s,d,0,1,1,1,1,Delay"x,2,4\n')),
+      2,
+      '-',
+      /not valid CSV: Invalid Opening Quote/,
+    );
+  });
+
   it('hostile inputs - a row with too few columns names the first missing column', async () => {
     await rejects(
       readAzureVmTable(file('az-short.csv', 'a,s,d,0,1,1,1,1,c,2\n')),

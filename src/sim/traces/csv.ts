@@ -9,7 +9,7 @@
  * for cpu, MiB for memory and disk, whole GPUs for `gpuCount`, milli-GPU for `gpuMilli`.
  */
 import { createReadStream } from 'node:fs';
-import { parse } from 'csv-parse';
+import { CsvError, parse } from 'csv-parse';
 import { resourceAmountMax } from '../../../placement/index.js';
 import type { SandboxSpec } from '../../../scheduler/commands.js';
 import { ConfigError } from '../../lib/errors.js';
@@ -96,7 +96,8 @@ export async function eachRow(
     const e = err as { code?: string; lines?: number; message?: string; syscall?: string };
     if (e.syscall !== undefined || e.code === 'ENOENT' || e.code === 'EACCES' || e.code === 'EISDIR')
       throw new ConfigError(`cannot read trace ${path}: ${e.code ?? 'error'}`);
-    if (typeof e.code === 'string' && e.code.startsWith('CSV_'))
+    // Every csv-parse error (not all codes start with CSV_: INVALID_OPENING_QUOTE does not).
+    if (err instanceof CsvError)
       throw new TraceFormatError(e.lines ?? 0, '-', `not valid CSV: ${String(e.message).split('\n')[0]}`);
     throw err;
   } finally {
