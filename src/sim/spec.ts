@@ -211,7 +211,14 @@ export function readSpecFile(path: string): unknown {
 /** Parses YAML (or JSON) text; SpecParseError with the position of the first syntax error. */
 export function parseSpecText(text: string, where = 'spec'): unknown {
   const lines = new LineCounter();
-  const doc = parseDocument(text, { prettyErrors: false, uniqueKeys: true, lineCounter: lines });
+  // logLevel 'error': `yaml` would print a warning (a collection used as a key) through process.emitWarning,
+  // two more lines on stderr beside the one error line; such a key is refused by the schema anyway.
+  const doc = parseDocument(text, {
+    prettyErrors: false,
+    uniqueKeys: true,
+    lineCounter: lines,
+    logLevel: 'error',
+  });
   const first = doc.errors[0];
   if (first !== undefined) {
     const pos = lines.linePos(first.pos[0]);

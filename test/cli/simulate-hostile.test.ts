@@ -117,6 +117,18 @@ describe('trellis simulate - hostile input', () => {
         message: /no arrivals/,
       },
       {
+        name: 'a YAML collection used as a key (yaml printed a process warning too)',
+        args: [
+          '--cluster',
+          await f(
+            'ckey.yaml',
+            'nodes: [{ shape: m, count: 1, capacity: { cpu: 1, memory: 1, disk: 0 } }]\n? [a, b]\n: 1\n',
+          ),
+        ],
+        code: 'VALIDATION',
+        message: /Unrecognized key/,
+      },
+      {
         name: 'inflation to 0%',
         args: ['--protocol', 'inflation', '--target-pct', '0'],
         code: 'CONFIG',
