@@ -128,6 +128,9 @@ export async function runSimulate(f: SimulateFlags, out: (line: string) => void)
     throw new ConfigError('--find-min-nodes runs the replay protocol, not inflation');
   if (resource !== undefined && f.protocol !== 'inflation')
     throw new ConfigError('--inflation-resource is for --protocol inflation');
+  // A target other than the default with a replay would be ignored (an explicit 100 is harmless).
+  if (targetPct !== 100 && f.protocol !== 'inflation')
+    throw new ConfigError('--target-pct is for --protocol inflation');
   const workload = parseWorkload(readSpecFile(f.workload));
   const base = withWorkloadQuotas(await clusterOf(f, f.cluster), workload);
   const arrivals = await loadArrivals(workload, seed);

@@ -129,6 +129,12 @@ describe('trellis simulate - hostile input', () => {
         message: /Unrecognized key/,
       },
       {
+        name: 'an inflation target for a replay (was ignored)',
+        args: ['--target-pct', '50'],
+        code: 'CONFIG',
+        message: /--target-pct is for --protocol inflation/,
+      },
+      {
         name: 'inflation to 0%',
         args: ['--protocol', 'inflation', '--target-pct', '0'],
         code: 'CONFIG',
