@@ -117,6 +117,8 @@ export async function runSimulate(f: SimulateFlags, out: (line: string) => void)
   const pendingTimeoutMs = int('pending-timeout-s', f.pendingTimeoutS, 0, 1e7) * 1000;
   const maxRejected = percent('max-rejected', f.maxRejected) / 100;
   if (maxRejected >= 1) throw new ConfigError('--max-rejected: below 100%');
+  if (maxRejected !== 0.01 && f.findMinNodes === undefined)
+    throw new ConfigError('--max-rejected is the bound of --find-min-nodes');
   const policies = policiesOf(f, batch);
   if (f.findMinNodes !== undefined && policies.length !== 1)
     throw new ConfigError('--find-min-nodes takes one policy');

@@ -135,6 +135,12 @@ describe('trellis simulate - hostile input', () => {
         message: /--target-pct is for --protocol inflation/,
       },
       {
+        name: 'a rejection bound without a sizing search (was ignored)',
+        args: ['--max-rejected', '5%'],
+        code: 'CONFIG',
+        message: /--find-min-nodes/,
+      },
+      {
         name: 'inflation to 0%',
         args: ['--protocol', 'inflation', '--target-pct', '0'],
         code: 'CONFIG',
