@@ -5,6 +5,7 @@
  * A progress bar (`cli-progress`: well kept, handles TTY redraws) shows on a terminal only.
  * Every failure is one line `error: <message> (<CODE>)` on stderr and exit code 1.
  */
+import { resolve } from 'node:path';
 import { SingleBar } from 'cli-progress';
 import { ConfigError } from '../lib/errors.js';
 import {
@@ -119,6 +120,22 @@ export async function runSimulate(f: SimulateFlags, out: (line: string) => void)
   if (maxRejected >= 1) throw new ConfigError('--max-rejected: below 100%');
   if (maxRejected !== 0.01 && f.findMinNodes === undefined)
     throw new ConfigError('--max-rejected is the bound of --find-min-nodes');
+  // A report written over an input (or over another report) would destroy it after the run.
+  const inputs = [f.cluster, f.nodeList, f.workload, f.policies, ...(f.compareCluster ?? [])]
+    .filter((p): p is string => p !== undefined)
+    .map((p) => resolve(p));
+  const outputs = new Set<string>();
+  for (const [flag, p] of [
+    ['json', f.json],
+    ['csv', f.csv],
+    ['html', f.html],
+  ] as const) {
+    if (p === undefined) continue;
+    const at = resolve(p);
+    if (inputs.includes(at) || outputs.has(at))
+      throw new ConfigError(`--${flag}: ${p} is also an input or another report`);
+    outputs.add(at);
+  }
   const policies = policiesOf(f, batch);
   if (f.findMinNodes !== undefined && policies.length !== 1)
     throw new ConfigError('--find-min-nodes takes one policy');

@@ -141,6 +141,19 @@ describe('trellis simulate - hostile input', () => {
         message: /--find-min-nodes/,
       },
       {
+        name: 'a report over the workload file (it was overwritten after the run)',
+        args: ['--json', workload],
+        code: 'CONFIG',
+        message: /also an input/,
+      },
+      {
+        name: 'two reports at one path',
+        args: ['--json', json, '--html', json],
+        code: 'CONFIG',
+        message: /--html: .* also an input or another report/,
+        absent: json,
+      },
+      {
         name: 'inflation to 0%',
         args: ['--protocol', 'inflation', '--target-pct', '0'],
         code: 'CONFIG',
