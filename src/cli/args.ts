@@ -4,7 +4,7 @@
  * one `error: … (USAGE)` line with exit code 2. Numbers are parsed strictly (the whole string, decimal
  * digits only): `Number.parseInt('1.5')` is 1 and `Number.parseInt('abc')` is NaN, and both used to run.
  */
-import { accessSync, constants, statSync, unlinkSync, writeFileSync } from 'node:fs';
+import { accessSync, closeSync, constants, openSync, statSync, unlinkSync, writeFileSync } from 'node:fs';
 import { dirname, resolve } from 'node:path';
 import { InvalidArgumentError } from 'commander';
 import { ConfigError } from '../lib/errors.js';
@@ -150,8 +150,14 @@ export function writeOutputs(files: readonly (readonly [path: string, text: stri
   const written: string[] = [];
   for (const [path, text] of files) {
     try {
+      // Opened first: a file that cannot be opened was not touched, and is not removed below.
+      const fd = openSync(path, 'w');
       written.push(path);
-      writeFileSync(path, text);
+      try {
+        writeFileSync(fd, text);
+      } finally {
+        closeSync(fd);
+      }
     } catch (err) {
       for (const p of written) {
         try {

@@ -18,7 +18,7 @@ import type { Arrival } from '../workload.js';
 
 /** Rows one trace may yield at most. */
 export const traceRowsMax = 10_000_000;
-/** Characters one trace record may have at most (a real row has well under 1,000). */
+/** Bytes one trace record may have at most (a real row has well under 1,000). */
 export const traceRecordBytesMax = 1 << 20;
 
 export interface Row {
