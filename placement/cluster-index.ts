@@ -41,8 +41,14 @@ import {
   normalizeNodeSpec,
 } from './validate.js';
 
-export const pageShift = 8;
-/** Nodes per page: small enough that a sparse batch copies little, large enough to keep page arrays short. */
+export const pageShift = 10;
+/**
+ * Nodes per page: small enough that a sparse batch copies little, large enough to keep page arrays short and
+ * page copies few. A copy's cost is mostly fixed (a new ArrayBuffer: ~0.7 µs on the benchmark's VM, plus
+ * ~0.1 ns a byte), and a dense window touches every page of 5,000 nodes twice (its releases' builder and its
+ * placements'): at 256 nodes a page that was ~35 copies a window and 6–7% of a 1M-event simulation, at 1,024
+ * ~10 copies and ~5% (docs/benchmarks.md, tenth session). A sparse batch pays ~2x a touched page instead.
+ */
 export const pageSize = 1 << pageShift;
 const pageMask = pageSize - 1;
 /** Free-capacity buckets: two per power of two of the capacity key (see capacityKey). */
