@@ -447,7 +447,7 @@ export function oweCleanupIn(
   cleanups.set(sandboxId, nodeId);
   if (cleanups.size <= max) return;
   const drop = Math.max(cleanups.size - max, Math.ceil(max / 8));
-  for (let i = 0; i < drop; i++) cleanups.remove(cleanups.firstKey() as string);
+  cleanups.dropOldest(drop);
 }
 
 /** The allocation a sandbox takes on its node; release gives back exactly the same shape. */
