@@ -41,15 +41,14 @@ import {
   normalizeNodeSpec,
 } from './validate.js';
 
-export const pageShift = 9;
+export const pageShift = 8;
 /**
  * Nodes per page: small enough that a sparse batch copies little, large enough to keep page arrays short and
  * page copies few. A copy's cost is mostly fixed (a new ArrayBuffer: ~0.7 µs on the benchmark's VM, plus
- * ~0.1 ns a byte), and a dense window touches every page of 5,000 nodes twice (its releases' builder and its
- * placements'): at 256 nodes a page that was ~35 copies a window and 6–7% of a 1M-event simulation, at 512
- * ~20 copies and ~5%. 1,024 did as well there but cost bench:placement-tail +19% p50 at 100,000 nodes and
- * +45% p99 at 10,000; 512 is within a few percent of 256 there but for 100-request batches on 100,000 nodes
- * (+14% p50), where a sparse batch pays for bigger pages (docs/benchmarks.md, tenth session).
+ * ~0.1 ns a byte), and a dense simulation window touches every page of 5,000 nodes twice. 512 nodes a page
+ * took 1–2% off a 1M-event simulation but cost 100-request batches on 100,000 nodes +14% p50 in
+ * bench:placement-tail, and 1,024 cost +19% p50 and +45% p99 there: placement latency is the scheduler's hot
+ * path, so pages stay at 256 (docs/benchmarks.md, tenth session).
  */
 export const pageSize = 1 << pageShift;
 const pageMask = pageSize - 1;
