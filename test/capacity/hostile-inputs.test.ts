@@ -3,10 +3,8 @@
  * each is refused with a typed error that names where (a trace's line and column, a spec's field), instead of
  * a crash, a silent reinterpretation or a run that claims success on nothing.
  */
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { afterAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import {
   parseCluster,
   parseWorkload,
@@ -17,28 +15,12 @@ import {
   readGenericCsv,
   readSpecFile,
   simulate,
-  TraceFormatError,
   whatIf,
 } from '../../src/sim/index.js';
+import { rejectsAt, traceDir } from '../helpers/trace-files.js';
 
-const dir = mkdtempSync(join(tmpdir(), 'trellis-hostile-'));
-afterAll(() => rmSync(dir, { recursive: true, force: true }));
-const file = (name: string, text: string | Buffer): string => {
-  const p = join(dir, name);
-  writeFileSync(p, text);
-  return p;
-};
-
-async function rejects(p: Promise<unknown>, line: number, column: string, message?: RegExp): Promise<void> {
-  const err = await p.then(
-    () => undefined,
-    (e: unknown) => e,
-  );
-  expect(err).toBeInstanceOf(TraceFormatError);
-  expect((err as TraceFormatError).line).toBe(line);
-  expect((err as TraceFormatError).column).toBe(column);
-  if (message !== undefined) expect((err as Error).message).toMatch(message);
-}
+const { dir, file } = traceDir('trellis-hostile-');
+const rejects = rejectsAt;
 
 const podHeader =
   'name,cpu_milli,memory_mib,num_gpu,gpu_milli,gpu_spec,qos,pod_phase,creation_time,deletion_time,scheduled_time';

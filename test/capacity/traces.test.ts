@@ -2,10 +2,7 @@
  * Trace readers: each parses a small sample written here in its documented units, and rejects a malformed
  * row with the file's line number and the column's name (TraceFormatError).
  */
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
-import { afterAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import {
   readAlibabaBatchTask,
   readAlibabaGpuNodes,
@@ -13,27 +10,11 @@ import {
   readAzureVmTable,
   readGenericCsv,
   simulate,
-  TraceFormatError,
 } from '../../src/sim/index.js';
+import { rejectsAt, traceDir } from '../helpers/trace-files.js';
 
-const dir = mkdtempSync(join(tmpdir(), 'trellis-traces-'));
-afterAll(() => rmSync(dir, { recursive: true, force: true }));
-const file = (name: string, text: string): string => {
-  const p = join(dir, name);
-  writeFileSync(p, text);
-  return p;
-};
-
-async function rejects(p: Promise<unknown>, line: number, column: string): Promise<void> {
-  const err = await p.then(
-    () => undefined,
-    (e: unknown) => e,
-  );
-  expect(err).toBeInstanceOf(TraceFormatError);
-  expect((err as TraceFormatError).line).toBe(line);
-  expect((err as TraceFormatError).column).toBe(column);
-  expect((err as TraceFormatError).code).toBe('TRACE_FORMAT');
-}
+const { file } = traceDir('trellis-traces-');
+const rejects = rejectsAt;
 
 describe('trace readers', () => {
   it('trace readers - azure vmtable: cores and GB buckets become millicores and MiB, seconds become ms', async () => {
