@@ -5,7 +5,7 @@
 #   base.img       a raw ext4 image every sandbox disk is a qcow2 overlay of
 #   stamp          written last; its presence means the build is complete (a half build is redone)
 # Usage: scripts/build-guest.sh [CACHE_DIR]   (default .cache/guest next to this repo)
-# Needs: apt-get (download only, no root needed for that), dpkg-deb, lz4, cpio or busybox, mkfs.ext4.
+# Needs: apt-get (download only, no root needed for that), dpkg-deb, lz4, mkfs.ext4.
 set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -14,10 +14,15 @@ out="${1:-$here/.cache/guest}"
 version="4"
 base_mib="${TRELLIS_GUEST_BASE_MIB:-256}"
 
-if [ -f "$out/stamp" ] && [ "$(cat "$out/stamp")" = "$version" ]; then
-  exit 0
-fi
+built() { [ -f "$out/stamp" ] && [ "$(cat "$out/stamp")" = "$version" ]; }
+built && exit 0
 mkdir -p "$out"
+# One build at a time per cache: test files run in parallel, and a second build's files moved over the first's
+# replace a base image that a running sandbox's overlay already reads (seen as "Bad message" in the guest).
+# The one that waited finds the stamp and is done.
+exec 9>"$out/.lock"
+flock 9
+built && exit 0
 work="$(mktemp -d "${TMPDIR:-/tmp}/trellis-guest.XXXXXX")"
 trap 'rm -rf "$work"' EXIT
 cd "$work"
@@ -62,10 +67,9 @@ for m in virtio_ring virtio virtio_blk virtio_mmio; do
 done
 cp "$here/guest/init.sh" root/init
 chmod 755 root/init
-cpio_bin=(cpio)
-command -v cpio >/dev/null 2>&1 || cpio_bin=(bb/bin/busybox cpio)
-(cd root && find . | "${cpio_bin[@]}" -o -H newc --quiet) >initramfs.cpio 2>/dev/null ||
-  (cd root && find . | "${cpio_bin[@]}" -o -H newc) >initramfs.cpio
+# The downloaded busybox's cpio, always: one path on every machine (a fresh one has no cpio), by absolute
+# path because it runs inside root/.
+(cd root && find . | "$work/bb/bin/busybox" cpio -o -H newc) >initramfs.cpio 2>/dev/null
 
 # The base disk: sparse raw ext4, initialised lazily so it costs no writes now.
 truncate -s "${base_mib}M" base.img
