@@ -15,7 +15,6 @@ import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { parseArgs } from 'node:util';
 import { encode } from '@msgpack/msgpack';
 import { connect as natsConnect } from 'nats';
 import { raftSubject } from '../raft/transport/nats.js';
@@ -25,8 +24,9 @@ import { createRng, type Rng } from '../src/lib/prng.js';
 import { LoadCluster } from '../src/load/cluster.js';
 import { eventsSubject } from '../src/nats/events.js';
 import { nodeCommandSubject, nodeStatusSubject } from '../src/worker/nats-binding.js';
+import { benchArgs, numberFlag } from './lib/report.js';
 
-const { values } = parseArgs({
+const { values } = benchArgs({
   options: {
     seconds: { type: 'string', default: '30' },
     seed: { type: 'string', default: '1' },
@@ -34,12 +34,9 @@ const { values } = parseArgs({
     json: { type: 'string' },
   },
 });
-const seconds = Number(values.seconds);
-const seed = Number(values.seed);
-const nodeCount = Number(values.nodes);
-if (!(Number.isInteger(seconds) && seconds >= 1 && seconds <= 3_600)) throw new Error('--seconds: 1..3600');
-if (!Number.isInteger(seed)) throw new Error('--seed: an integer');
-if (!(Number.isInteger(nodeCount) && nodeCount >= 1 && nodeCount <= 100)) throw new Error('--nodes: 1..100');
+const seconds = numberFlag('seconds', values.seconds, { min: 1, max: 3_600, integer: true });
+const seed = numberFlag('seed', values.seed, { min: -(2 ** 31), max: 2 ** 31 - 1, integer: true });
+const nodeCount = numberFlag('nodes', values.nodes, { min: 1, max: 100, integer: true });
 
 /** The largest frame sent: just under nats-server's default max_payload of 1 MiB. */
 const frameBytesMax = (1 << 20) - 1_024;

@@ -11,12 +11,12 @@
  * openb_pod_list_default.csv (docs/simulation.md says so beside the figures).
  */
 import { writeFileSync } from 'node:fs';
-import { parseArgs } from 'node:util';
 import type { SandboxSpec } from '../src/index.js';
 import { createRng } from '../src/lib/prng.js';
 import { type Arrival, type ClusterSpec, simulate } from '../src/sim/index.js';
+import { benchArgs, numberFlag } from './lib/report.js';
 
-const { values } = parseArgs({
+const { values } = benchArgs({
   options: {
     json: { type: 'string' },
     'target-pct': { type: 'string', default: '100' },
@@ -25,8 +25,8 @@ const { values } = parseArgs({
     exact: { type: 'boolean', default: false },
   },
 });
-const targetPct = Number(values['target-pct']);
-const seed = Number(values.seed);
+const targetPct = numberFlag('target-pct', values['target-pct'], { min: 1, max: 1000 });
+const seed = numberFlag('seed', values.seed, { min: -(2 ** 31), max: 2 ** 31 - 1, integer: true });
 
 // [model, cpu cores, memory GiB, GPUs, nodes] — counts scaled from the stored sample to 1,213 nodes.
 const nodeShapes: [string, number, number, number, number][] = [

@@ -18,13 +18,12 @@
  */
 
 import { PerformanceObserver, performance } from 'node:perf_hooks';
-import { parseArgs } from 'node:util';
 import { ClusterIndex, planBatch } from '../placement/index.js';
 import { createRng } from '../src/lib/prng.js';
 import { generateCluster, generateRequests } from '../src/testing/generate.js';
-import { machineLine, percentile, table, writeJsonLines } from './lib/report.js';
+import { benchArgs, machineLine, numberFlag, percentile, table, writeJsonLines } from './lib/report.js';
 
-const { values } = parseArgs({
+const { values } = benchArgs({
   options: {
     nodes: { type: 'string', default: '10000' },
     batch: { type: 'string', default: '1000' },
@@ -34,9 +33,9 @@ const { values } = parseArgs({
   },
   allowPositionals: false,
 });
-const nodes = Number(values.nodes);
-const batch = Number(values.batch);
-const runs = Number(values.runs);
+const nodes = numberFlag('nodes', values.nodes, { min: 1, max: 1_000_000, integer: true });
+const batch = numberFlag('batch', values.batch, { min: 1, max: 100_000, integer: true });
+const runs = numberFlag('runs', values.runs, { min: 1, max: 1_000_000, integer: true });
 /** Batches planned before any is recorded: the JIT settles and the shared class facts fill. */
 const warmupRuns = 20;
 

@@ -23,7 +23,6 @@
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { parseArgs } from 'node:util';
 import { connect, type NatsConnection } from 'nats';
 import { type KvRoute, kvCall } from '../src/cli/server.js';
 import { OutcomeUnknownError } from '../src/lib/errors.js';
@@ -40,9 +39,9 @@ import {
   startEtcd,
 } from './lib/etcd.js';
 import { fileStorageFsyncsBeforeAck } from './lib/fsync-probe.js';
-import { machineLine, percentile, table, writeJsonLines } from './lib/report.js';
+import { benchArgs, machineLine, percentile, table, usage, writeJsonLines } from './lib/report.js';
 
-const { values: flags } = parseArgs({
+const { values: flags } = benchArgs({
   options: {
     json: { type: 'string' },
     'duration-s': { type: 'string', default: '10' },
@@ -59,16 +58,16 @@ const { values: flags } = parseArgs({
 
 function positive(name: string, text: string | undefined): number {
   const n = Number(text);
-  if (!Number.isFinite(n) || n <= 0) throw new Error(`--${name} must be a positive number, not ${text}`);
+  if (!Number.isFinite(n) || n <= 0) usage(`--${name} must be a positive number, not ${text}`);
   return n;
 }
 const durationMs = positive('duration-s', flags['duration-s']) * 1_000;
 if (flags.route !== 'leader' && flags.route !== 'any')
-  throw new Error(`--route must be leader or any, not ${flags.route}`);
+  usage(`--route must be leader or any, not ${flags.route}`);
 /** `leader`: clients write to the leader; `any`: to every replica in turn, and followers forward. */
 const route = flags.route;
 const warmupMs = Number(flags['warmup-s']) * 1_000;
-if (!Number.isFinite(warmupMs) || warmupMs < 0) throw new Error('--warmup-s must be 0 or more');
+if (!Number.isFinite(warmupMs) || warmupMs < 0) usage('--warmup-s must be 0 or more');
 const clientCounts = (flags.clients ?? '').split(',').map((c) => Math.round(positive('clients', c)));
 const value = 'v'.repeat(Math.round(positive('value-bytes', flags['value-bytes'])));
 const systems = new Set((flags.systems ?? '').split(',').map((s) => s.trim()));

@@ -15,10 +15,10 @@
  */
 import { createHash } from 'node:crypto';
 import { writeFileSync } from 'node:fs';
-import { parseArgs } from 'node:util';
 import { parseCluster, parseWorkload, simulate, syntheticArrivals } from '../src/sim/index.js';
+import { benchArgs, numberFlag } from './lib/report.js';
 
-const { values } = parseArgs({
+const { values } = benchArgs({
   options: {
     json: { type: 'string' },
     arrivals: { type: 'string', default: '500000' },
@@ -32,11 +32,9 @@ if (values.churn) {
   churnDigests();
   process.exit(0);
 }
-const arrivalsCount = Number(values.arrivals);
-const nodes = Number(values.nodes);
-const windowMs = Number(values['window-ms']);
-if (!(arrivalsCount > 0 && nodes > 0 && windowMs >= 0))
-  throw new Error('--arrivals, --nodes and --window-ms are numbers');
+const arrivalsCount = numberFlag('arrivals', values.arrivals, { min: 1, max: 10_000_000, integer: true });
+const nodes = numberFlag('nodes', values.nodes, { min: 2, max: 100_000, integer: true });
+const windowMs = numberFlag('window-ms', values['window-ms'], { min: 0, max: 3_600_000 });
 
 const cluster = parseCluster({
   nodes: [

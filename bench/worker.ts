@@ -13,7 +13,6 @@
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { parseArgs } from 'node:util';
 import type { NodeId, SandboxId } from '../src/lib/ids.js';
 import { createRng } from '../src/lib/prng.js';
 import { realTimers, type Timers, VirtualTimers } from '../src/lib/timers.js';
@@ -23,9 +22,9 @@ import { QemuDriver } from '../src/worker/drivers/qemu.js';
 import { SimDriver } from '../src/worker/drivers/sim.js';
 import { NodeWorker } from '../src/worker/node-worker.js';
 import type { StatusReport } from '../src/worker/protocol.js';
-import { machineLine, percentile, table, writeJsonLines } from './lib/report.js';
+import { benchArgs, machineLine, percentile, table, writeJsonLines } from './lib/report.js';
 
-const { values } = parseArgs({
+const { values } = benchArgs({
   options: {
     json: { type: 'string' },
     quick: { type: 'boolean', default: false },

@@ -4,15 +4,43 @@
  */
 import { writeFileSync } from 'node:fs';
 import { cpus, totalmem } from 'node:os';
-import { parseArgs } from 'node:util';
+import { type ParseArgsConfig, parseArgs } from 'node:util';
 
 export interface BenchFlags {
   readonly json: string | undefined;
   readonly quick: boolean;
 }
 
+/** Ends a benchmark on a bad flag as the CLI does: one line on stderr, exit code 2, no stack trace. */
+export function usage(message: string): never {
+  process.stderr.write(`error: ${message.replace(/\s*\n\s*/g, ' ')} (USAGE)\n`);
+  process.exit(2);
+}
+
+/** node's parseArgs, with an unknown, repeated-type or valueless flag ending the run through `usage`. */
+export function benchArgs<T extends ParseArgsConfig>(config: T): ReturnType<typeof parseArgs<T>> {
+  try {
+    return parseArgs(config);
+  } catch (err) {
+    return usage((err as Error).message);
+  }
+}
+
+/** A flag's text as a decimal number in [min, max] (a whole one when `integer`), else `usage`. */
+export function numberFlag(
+  name: string,
+  text: string | undefined,
+  range: { readonly min: number; readonly max: number; readonly integer?: boolean },
+): number {
+  const n = text !== undefined && /^-?\d+(\.\d+)?$/.test(text) ? Number(text) : Number.NaN;
+  const kind = range.integer === true ? 'a whole number' : 'a number';
+  if (!(n >= range.min && n <= range.max) || (range.integer === true && !Number.isInteger(n)))
+    usage(`--${name}: ${kind} from ${range.min} to ${range.max}, got ${JSON.stringify(text)}`);
+  return n;
+}
+
 export function benchFlags(): BenchFlags {
-  const { values } = parseArgs({
+  const { values } = benchArgs({
     options: { json: { type: 'string' }, quick: { type: 'boolean', default: false } },
     allowPositionals: false,
   });
