@@ -37,7 +37,7 @@ describe('trace readers', () => {
         x.spec.tenant,
       ]),
     ).toEqual([
-      ['az1', 0, 300_000, 2000, 4096, 'sub_A_1'],
+      ['az1', 0, 300_000, 2000, 4096, 'sub_2fA_2b1'],
       ['az2', 60_000, 3_600_000, 30_000, 71_680, 'subB'],
       ['az3', 120_000, 60_000, 8000, 32_768, 'subB'],
     ]);
@@ -178,5 +178,17 @@ describe('trace readers', () => {
     ]);
     const bad = file('generic-bad.csv', 'job,t,end,millis,mib,team\nj1,1,2,250,512,red\nj2,1,2,250,-5,red\n');
     await rejects(readGenericCsv(bad, { id: 'job', arrival: 't', cpu: 'millis', memory: 'mib' }), 3, 'mib');
+  });
+
+  it('trace readers - a tenant field becomes a tenant id one to one (two fields never share a tenant)', async () => {
+    const fields = ['a+b', 'a/b', 'a_b', 'a b', 'a_2bb', 'ü', '', 'x'.repeat(300), `${'x'.repeat(300)}y`];
+    const rows = fields.map((t, i) => `r${i},0,1000,1024,"${t}"`);
+    const p = file('tenants.csv', ['id,t,cpu,mem,who', ...rows].join('\n'));
+    const a = await readGenericCsv(p, { id: 'id', arrival: 't', cpu: 'cpu', memory: 'mem', tenant: 'who' });
+    const tenantOfRow = new Map(a.map((x) => [x.id, x.spec.tenant]));
+    const tenants = fields.map((_, i) => tenantOfRow.get(`r${i}`) as string);
+    expect(new Set(tenants).size).toBe(fields.length);
+    for (const t of tenants) expect(t).toMatch(/^[A-Za-z0-9_-]{1,128}$/);
+    expect(tenants.slice(0, 7)).toEqual(['a_2bb', 'a_2fb', 'a_5fb', 'a_20b', 'a_5f2bb', '_c3_bc', 'default']);
   });
 });

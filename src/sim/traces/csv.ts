@@ -8,11 +8,13 @@
  * duration, cpu, memory, disk, GPUs and the tenant. Units are the scheduler's: seconds for times, millicores
  * for cpu, MiB for memory and disk, whole GPUs for `gpuCount`, milli-GPU for `gpuMilli`.
  */
+import { createHash } from 'node:crypto';
 import { createReadStream } from 'node:fs';
 import { CsvError, parse } from 'csv-parse';
 import { resourceAmountMax } from '../../../placement/index.js';
 import type { SandboxSpec } from '../../../scheduler/commands.js';
 import { ConfigError } from '../../lib/errors.js';
+import { idLengthMax } from '../../lib/ids.js';
 import { TraceFormatError } from '../errors.js';
 import type { Arrival } from '../workload.js';
 
@@ -259,10 +261,24 @@ export function idOf(row: Row, column: string, seen: Map<string, number>): strin
   seen.set(v, row.line);
   return v;
 }
+/**
+ * A tenant name from a field, one to one: a tenant is an id (letters, digits, '_' and '-', at most
+ * `idLengthMax`), so every other byte of the field's UTF-8, and '_' itself, is written `_xx` (hex). Replacing
+ * them all with '_' merged tenants ('a+b' and 'a/b', as Azure's base64 subscription ids have), and so their
+ * quotas and shares. A name longer than an id may be keeps a prefix and a hash of the whole field. Empty:
+ * `default`.
+ */
 export function tenantOf(row: Row, column: string): string {
-  const v = row
-    .get(column)
-    .replace(/[^A-Za-z0-9_-]/g, '_')
-    .slice(0, 128);
-  return v === '' ? 'default' : v;
+  const raw = row.get(column);
+  if (raw === '') return 'default';
+  let v = '';
+  for (const b of utf8Bytes.encode(raw)) {
+    const c = String.fromCharCode(b);
+    v += /[A-Za-z0-9-]/.test(c) ? c : `_${b.toString(16).padStart(2, '0')}`;
+  }
+  if (v.length <= idLengthMax) return v;
+  // '_h' is no escape (those are '_' and two hex digits), so this cannot equal an escaped name.
+  const hash = createHash('sha256').update(raw).digest('hex').slice(0, 32);
+  return `${v.slice(0, idLengthMax - 34)}_h${hash}`;
 }
+const utf8Bytes = new TextEncoder();
