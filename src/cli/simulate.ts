@@ -152,7 +152,8 @@ export async function runSimulate(f: SimulateFlags, out: (line: string) => void)
     throw new ConfigError('--target-pct is for --protocol inflation');
   const workload = parseWorkload(readSpecFile(f.workload));
   const base = withWorkloadQuotas(await clusterOf(f, f.cluster), workload);
-  const arrivals = await loadArrivals(workload, seed);
+  const notes: string[] = [];
+  const arrivals = await loadArrivals(workload, seed, notes);
   // A run of nothing would print a summary of zeros as if it were an answer.
   if (arrivals.length === 0)
     throw new ConfigError(
@@ -217,6 +218,7 @@ export async function runSimulate(f: SimulateFlags, out: (line: string) => void)
   if (f.html !== undefined) files.push([f.html, reportHtml(report)]);
   writeOutputs(files);
   for (const line of summaryLines(report)) out(line);
+  for (const note of notes) out(`note: ${note}`);
   if (sizing !== undefined) {
     out(
       `sizing: ${sizing.count} × ${sizing.shape} keeps rejections within ${(100 * sizing.maxRejectedFraction).toFixed(2)}%`,

@@ -19,9 +19,9 @@ export const sizingStallsMax = 3;
 /** The largest node count a sizing search tries. */
 export const sizingNodesMax = 100_000;
 
-/** All arrivals of a workload, in time order. */
-export async function loadArrivals(w: WorkloadSpec, seed: number): Promise<Arrival[]> {
-  if ('trace' in w) return readTrace(w.trace);
+/** All arrivals of a workload, in time order; `notes` receives what a trace reader left out (see readTrace). */
+export async function loadArrivals(w: WorkloadSpec, seed: number, notes?: string[]): Promise<Arrival[]> {
+  if ('trace' in w) return readTrace(w.trace, notes);
   return [...syntheticArrivals(w, seed)];
 }
 

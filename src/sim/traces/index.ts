@@ -10,7 +10,11 @@ export { readAlibabaBatchTask, readAlibabaGpuNodes, readAlibabaGpuPods } from '.
 export { readAzureVmTable } from './azure.js';
 export { eachRow, readGenericCsv } from './csv.js';
 
-export async function readTrace(t: TraceWorkload['trace']): Promise<Arrival[]> {
+/**
+ * A trace's arrivals. `notes`, when given, receives a line for what the reader left out on purpose (rows of
+ * a batch_task trace without a plan), so a caller can say so beside the results.
+ */
+export async function readTrace(t: TraceWorkload['trace'], notes?: string[]): Promise<Arrival[]> {
   switch (t.format) {
     case 'csv':
       if (t.columns === undefined)
@@ -21,8 +25,12 @@ export async function readTrace(t: TraceWorkload['trace']): Promise<Arrival[]> {
       });
     case 'azure-vmtable':
       return readAzureVmTable(t.path, t.limit);
-    case 'alibaba-2018-batch-task':
-      return (await readAlibabaBatchTask(t.path, t.limit === undefined ? {} : { limit: t.limit })).arrivals;
+    case 'alibaba-2018-batch-task': {
+      const read = await readAlibabaBatchTask(t.path, t.limit === undefined ? {} : { limit: t.limit });
+      if (read.skipped > 0)
+        notes?.push(`${t.path}: ${read.skipped} rows without a plan (empty plan_cpu or plan_mem) skipped`);
+      return read.arrivals;
+    }
     case 'alibaba-gpu-2023-pods':
       return readAlibabaGpuPods(t.path, t.limit);
   }
