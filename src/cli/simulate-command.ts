@@ -45,7 +45,7 @@ export function registerSimulate(program: Command): void {
     )
     .option('--seed <n>', 'seed of every random choice', '1')
     .option('--find-min-nodes <shape>', 'sizing: smallest count of this node shape within --max-rejected')
-    .option('--max-rejected <pct>', 'sizing: rejected share allowed, e.g. 1%', '1%')
+    .option('--max-rejected <pct>', 'sizing: rejected share allowed (default 1%)')
     .option('--json <file>', 'write the JSON report', outputFile)
     .option('--csv <file>', 'write the samples as CSV', outputFile)
     .option('--html <file>', 'write the self-contained HTML report', outputFile)

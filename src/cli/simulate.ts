@@ -48,7 +48,8 @@ export interface SimulateFlags {
   pendingTimeoutS: string;
   seed: string;
   findMinNodes?: string;
-  maxRejected: string;
+  /** Given only with findMinNodes; 1% when not given. */
+  maxRejected?: string;
   json?: string;
   csv?: string;
   html?: string;
@@ -116,10 +117,11 @@ export async function runSimulate(f: SimulateFlags, out: (line: string) => void)
   };
   const batchWindowMs = int('window-ms', f.windowMs, 0, 1e9);
   const pendingTimeoutMs = int('pending-timeout-s', f.pendingTimeoutS, 0, 1e7) * 1000;
-  const maxRejected = percent('max-rejected', f.maxRejected) / 100;
-  if (maxRejected >= 1) throw new ConfigError('--max-rejected: below 100%');
-  if (maxRejected !== 0.01 && f.findMinNodes === undefined)
+  // Refused whenever given without a sizing search, the default's value included: it would be ignored.
+  if (f.maxRejected !== undefined && f.findMinNodes === undefined)
     throw new ConfigError('--max-rejected is the bound of --find-min-nodes');
+  const maxRejected = percent('max-rejected', f.maxRejected ?? '1%') / 100;
+  if (maxRejected >= 1) throw new ConfigError('--max-rejected: below 100%');
   // A report written over an input (or over another report) would destroy it after the run.
   const inputs = [f.cluster, f.nodeList, f.workload, f.policies, ...(f.compareCluster ?? [])]
     .filter((p): p is string => p !== undefined)

@@ -141,6 +141,12 @@ describe('trellis simulate - hostile input', () => {
         message: /--find-min-nodes/,
       },
       {
+        name: 'a rejection bound of the default value without a sizing search (was ignored too)',
+        args: ['--max-rejected', '1%'],
+        code: 'CONFIG',
+        message: /--find-min-nodes/,
+      },
+      {
         name: 'a report over the workload file (it was overwritten after the run)',
         args: ['--json', workload],
         code: 'CONFIG',
